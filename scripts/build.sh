@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Configures and builds daxlease into BUILD_DIR (default: build/).
+#   scripts/build.sh [BUILD_DIR] [extra cmake args...]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+build_dir=${1:-build}
+shift || true
+launcher=()
+if command -v ccache >/dev/null; then
+  launcher=(-DCMAKE_CXX_COMPILER_LAUNCHER=ccache -DCMAKE_C_COMPILER_LAUNCHER=ccache)
+fi
+cmake -S . -B "$build_dir" -G Ninja -DCMAKE_BUILD_TYPE=${BUILD_TYPE:-RelWithDebInfo} \
+  "${launcher[@]}" "$@" >/dev/null
+cmake --build "$build_dir" -j "$(nproc)"

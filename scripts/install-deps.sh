@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Installs every Debian package daxlease needs to build, test and run its
+# labs. Idempotent: skips apt when everything is already installed.
+set -euo pipefail
+
+PACKAGES=(
+  # toolchain
+  build-essential cmake ninja-build pkg-config ccache clang-format git
+  # libraries (DESIGN.md section 7)
+  libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
+  libibverbs-dev librdmacm-dev libndctl-dev libdaxctl-dev libyaml-cpp-dev
+  libgtest-dev libgmock-dev libabsl-dev libcurl4-openssl-dev
+  nlohmann-json3-dev libmount-dev libblkid-dev prometheus-cpp-dev
+  libbenchmark-dev
+  # runtime tools: filesystems, loop devices, model checker, control plane
+  util-linux e2fsprogs xfsprogs spin etcd-server kubectl openssl curl
+  procps psmisc
+)
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+    missing+=("$p")
+  fi
+done
+
+if ((${#missing[@]} == 0)); then
+  echo "install-deps: all ${#PACKAGES[@]} packages present"
+  exit 0
+fi
+
+SUDO=""
+if [[ $(id -u) -ne 0 ]]; then SUDO="sudo"; fi
+echo "install-deps: installing ${missing[*]}"
+$SUDO apt-get update -qq
+DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"

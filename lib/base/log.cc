@@ -93,8 +93,8 @@ void SetLogFd(int fd) { g_fd = fd; }
 std::string FormatLogLine(absl::string_view ts, LogLevel level,
                           absl::string_view event,
                           std::initializer_list<LogField> fields) {
-  std::string line = absl::StrCat("ts=", ts, " level=", LevelName(level),
-                                  " event=");
+  std::string line =
+      absl::StrCat("ts=", ts, " level=", LevelName(level), " event=");
   AppendValue(&line, event);
   for (const auto& [key, value] : fields) {
     absl::StrAppend(&line, " ", key, "=");

@@ -7,10 +7,9 @@
 
 #include <initializer_list>
 #include <string>
+#include <utility>
 
 #include "absl/strings/string_view.h"
-#include "absl/strings/string_view.h"
-#include <utility>
 
 namespace daxlease::base {
 

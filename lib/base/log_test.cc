@@ -8,14 +8,16 @@ namespace daxlease::base {
 namespace {
 
 TEST(FormatLogLine, PlainAndQuotedValues) {
-  EXPECT_EQ(FormatLogLine("T", LogLevel::kInfo, "csi.call",
-                          {{"method", "Probe"}, {"msg", "a b=\"c\""}}),
-            "ts=T level=info event=csi.call method=Probe msg=\"a b=\\\"c\\\"\"");
+  EXPECT_EQ(
+      FormatLogLine("T", LogLevel::kInfo, "csi.call",
+                    {{"method", "Probe"}, {"msg", "a b=\"c\""}}),
+      "ts=T level=info event=csi.call method=Probe msg=\"a b=\\\"c\\\"\"");
 }
 
 TEST(FormatLogLine, EmptyValueIsQuotedAndNewlinesEscaped) {
-  EXPECT_EQ(FormatLogLine("T", LogLevel::kError, "e", {{"k", ""}, {"m", "x\ny"}}),
-            "ts=T level=error event=e k=\"\" m=\"x\\ny\"");
+  EXPECT_EQ(
+      FormatLogLine("T", LogLevel::kError, "e", {{"k", ""}, {"m", "x\ny"}}),
+      "ts=T level=error event=e k=\"\" m=\"x\\ny\"");
 }
 
 TEST(Log, WritesOneLineAndHonoursLevel) {

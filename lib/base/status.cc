@@ -45,8 +45,10 @@ absl::StatusCode ErrnoToCode(int err) {
   }
 }
 
-absl::Status ErrnoStatus(absl::string_view op, absl::string_view path, int err) {
-  std::string msg = path.empty() ? std::string(op) : absl::StrCat(op, "(", path, ")");
+absl::Status ErrnoStatus(absl::string_view op, absl::string_view path,
+                         int err) {
+  std::string msg =
+      path.empty() ? std::string(op) : absl::StrCat(op, "(", path, ")");
   absl::StrAppend(&msg, ": ", std::strerror(err), " (errno ", err, ")");
   return absl::Status(ErrnoToCode(err), msg);
 }

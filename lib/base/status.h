@@ -6,10 +6,9 @@
 #ifndef DAXLEASE_LIB_BASE_STATUS_H_
 #define DAXLEASE_LIB_BASE_STATUS_H_
 
-#include "absl/strings/string_view.h"
-
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 
 namespace daxlease::base {
 
@@ -30,9 +29,9 @@ absl::Status Annotate(const absl::Status& s, absl::string_view context);
 #define DAXLEASE_CONCAT_(a, b) DAXLEASE_CONCAT_INNER_(a, b)
 
 // Returns the status from the enclosing function if `expr` is not OK.
-#define RETURN_IF_ERROR(expr)                 \
-  do {                                        \
-    ::absl::Status _daxlease_st = (expr);     \
+#define RETURN_IF_ERROR(expr)                    \
+  do {                                           \
+    ::absl::Status _daxlease_st = (expr);        \
     if (!_daxlease_st.ok()) return _daxlease_st; \
   } while (0)
 

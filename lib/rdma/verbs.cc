@@ -1,0 +1,382 @@
+#include "lib/rdma/verbs.h"
+
+#include <errno.h>
+#include <infiniband/verbs.h>
+#include <unistd.h>
+
+#include <cstring>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "lib/base/log.h"
+#include "lib/base/status.h"
+
+namespace daxlease::rdma {
+namespace {
+
+// verbs calls return either -1 with errno or a positive errno value.
+int ErrOf(int rc) { return rc > 0 ? rc : (errno != 0 ? errno : EIO); }
+
+absl::Status PostSendWr(ibv_qp* qp, ibv_send_wr& wr, absl::string_view what) {
+  ibv_send_wr* bad = nullptr;
+  int rc = ibv_post_send(qp, &wr, &bad);
+  if (rc != 0) return base::ErrnoStatus(what, "", ErrOf(rc));
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+int ToIbvAccess(unsigned access) {
+  int out = 0;
+  if (access & kLocalWrite) out |= IBV_ACCESS_LOCAL_WRITE;
+  if (access & kRemoteWrite) out |= IBV_ACCESS_REMOTE_WRITE;
+  if (access & kRemoteRead) out |= IBV_ACCESS_REMOTE_READ;
+  if (access & kMwBind) out |= IBV_ACCESS_MW_BIND;
+  return out;
+}
+
+absl::StatusOr<std::vector<std::string>> ListDevices() {
+  int n = 0;
+  errno = 0;
+  ibv_device** list = ibv_get_device_list(&n);
+  std::vector<std::string> names;
+  if (list == nullptr) {
+    // ENOSYS: no kernel support at all; that is "no devices", not an error.
+    if (errno == ENOSYS || errno == 0) return names;
+    return base::ErrnoStatus("ibv_get_device_list", "", errno);
+  }
+  for (int i = 0; i < n; ++i) names.emplace_back(ibv_get_device_name(list[i]));
+  ibv_free_device_list(list);
+  return names;
+}
+
+// ---------------------------------------------------------------- Device
+absl::StatusOr<Device> Device::Open(absl::string_view name) {
+  int n = 0;
+  errno = 0;
+  ibv_device** list = ibv_get_device_list(&n);
+  if (list == nullptr || n == 0) {
+    if (list != nullptr) ibv_free_device_list(list);
+    return absl::NotFoundError(
+        absl::StrCat("no RDMA device present (wanted \"", name, "\")"));
+  }
+  ibv_device* dev = nullptr;
+  for (int i = 0; i < n; ++i) {
+    if (name.empty() || name == ibv_get_device_name(list[i])) {
+      dev = list[i];
+      break;
+    }
+  }
+  if (dev == nullptr) {
+    ibv_free_device_list(list);
+    return absl::NotFoundError(absl::StrCat("no RDMA device \"", name, "\""));
+  }
+  std::string dev_name = ibv_get_device_name(dev);
+  errno = 0;
+  ibv_context* ctx = ibv_open_device(dev);
+  int err = errno;
+  ibv_free_device_list(list);
+  if (ctx == nullptr)
+    return base::ErrnoStatus("ibv_open_device", dev_name, err ? err : EIO);
+  return Device(ctx, std::move(dev_name));
+}
+
+Device::Device(Device&& other) noexcept
+    : ctx_(std::exchange(other.ctx_, nullptr)), name_(std::move(other.name_)) {}
+
+Device& Device::operator=(Device&& other) noexcept {
+  if (this != &other) {
+    if (ctx_ != nullptr) ibv_close_device(ctx_);
+    ctx_ = std::exchange(other.ctx_, nullptr);
+    name_ = std::move(other.name_);
+  }
+  return *this;
+}
+
+Device::~Device() {
+  if (ctx_ != nullptr) ibv_close_device(ctx_);
+}
+
+// ---------------------------------------------------------------- PD
+absl::StatusOr<ProtectionDomain> ProtectionDomain::Allocate(ibv_context* ctx) {
+  errno = 0;
+  ibv_pd* pd = ibv_alloc_pd(ctx);
+  if (pd == nullptr) return base::ErrnoStatus("ibv_alloc_pd", "", ErrOf(-1));
+  return ProtectionDomain(pd);
+}
+
+ProtectionDomain::ProtectionDomain(ProtectionDomain&& other) noexcept
+    : pd_(std::exchange(other.pd_, nullptr)) {}
+
+ProtectionDomain& ProtectionDomain::operator=(
+    ProtectionDomain&& other) noexcept {
+  if (this != &other) {
+    if (pd_ != nullptr) ibv_dealloc_pd(pd_);
+    pd_ = std::exchange(other.pd_, nullptr);
+  }
+  return *this;
+}
+
+ProtectionDomain::~ProtectionDomain() {
+  if (pd_ != nullptr) {
+    int rc = ibv_dealloc_pd(pd_);
+    if (rc != 0)
+      base::LogWarn("rdma.dealloc_pd_failed", {{"errno", std::to_string(rc)}});
+  }
+}
+
+// ---------------------------------------------------------------- MR
+absl::StatusOr<MemoryRegion> MemoryRegion::Register(const ProtectionDomain& pd,
+                                                    void* addr, size_t length,
+                                                    unsigned access) {
+  errno = 0;
+  ibv_mr* mr = ibv_reg_mr(pd.get(), addr, length, ToIbvAccess(access));
+  if (mr == nullptr) {
+    int err = ErrOf(-1);
+    absl::Status st = base::ErrnoStatus("ibv_reg_mr", "", err);
+    if (err == EOPNOTSUPP) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          st.message(), ": the kernel refuses a long-term pin of this memory"));
+    }
+    return st;
+  }
+  return MemoryRegion(mr);
+}
+
+MemoryRegion::MemoryRegion(MemoryRegion&& other) noexcept
+    : mr_(std::exchange(other.mr_, nullptr)) {}
+
+MemoryRegion& MemoryRegion::operator=(MemoryRegion&& other) noexcept {
+  if (this != &other) {
+    if (mr_ != nullptr) ibv_dereg_mr(mr_);
+    mr_ = std::exchange(other.mr_, nullptr);
+  }
+  return *this;
+}
+
+MemoryRegion::~MemoryRegion() {
+  if (mr_ != nullptr) {
+    int rc = ibv_dereg_mr(mr_);
+    if (rc != 0)
+      base::LogWarn("rdma.dereg_mr_failed", {{"errno", std::to_string(rc)}});
+  }
+}
+
+uint32_t MemoryRegion::lkey() const { return mr_->lkey; }
+uint32_t MemoryRegion::rkey() const { return mr_->rkey; }
+void* MemoryRegion::addr() const { return mr_->addr; }
+size_t MemoryRegion::length() const { return mr_->length; }
+
+// ---------------------------------------------------------------- MW
+absl::StatusOr<MemoryWindow> MemoryWindow::Allocate(
+    const ProtectionDomain& pd) {
+  errno = 0;
+  ibv_mw* mw = ibv_alloc_mw(pd.get(), IBV_MW_TYPE_2);
+  if (mw == nullptr) return base::ErrnoStatus("ibv_alloc_mw", "", ErrOf(-1));
+  return MemoryWindow(mw);
+}
+
+MemoryWindow::MemoryWindow(MemoryWindow&& other) noexcept
+    : mw_(std::exchange(other.mw_, nullptr)) {}
+
+MemoryWindow& MemoryWindow::operator=(MemoryWindow&& other) noexcept {
+  if (this != &other) {
+    if (mw_ != nullptr) ibv_dealloc_mw(mw_);
+    mw_ = std::exchange(other.mw_, nullptr);
+  }
+  return *this;
+}
+
+MemoryWindow::~MemoryWindow() {
+  if (mw_ != nullptr) ibv_dealloc_mw(mw_);
+}
+
+uint32_t MemoryWindow::rkey() const { return mw_->rkey; }
+
+// ---------------------------------------------------------------- CQ
+absl::StatusOr<CompletionQueue> CompletionQueue::Create(ibv_context* ctx,
+                                                        int entries) {
+  errno = 0;
+  ibv_cq* cq = ibv_create_cq(ctx, entries, nullptr, nullptr, 0);
+  if (cq == nullptr) return base::ErrnoStatus("ibv_create_cq", "", ErrOf(-1));
+  return CompletionQueue(cq);
+}
+
+CompletionQueue::CompletionQueue(CompletionQueue&& other) noexcept
+    : cq_(std::exchange(other.cq_, nullptr)) {}
+
+CompletionQueue& CompletionQueue::operator=(CompletionQueue&& other) noexcept {
+  if (this != &other) {
+    if (cq_ != nullptr) ibv_destroy_cq(cq_);
+    cq_ = std::exchange(other.cq_, nullptr);
+  }
+  return *this;
+}
+
+CompletionQueue::~CompletionQueue() {
+  if (cq_ != nullptr) ibv_destroy_cq(cq_);
+}
+
+absl::StatusOr<std::optional<WorkCompletion>> CompletionQueue::Poll() {
+  ibv_wc wc;
+  std::memset(&wc, 0, sizeof wc);
+  int n = ibv_poll_cq(cq_, 1, &wc);
+  if (n < 0) return absl::InternalError("ibv_poll_cq failed");
+  if (n == 0) return std::optional<WorkCompletion>();
+  WorkCompletion out;
+  out.wr_id = wc.wr_id;
+  out.status = wc.status;
+  out.status_text = ibv_wc_status_str(wc.status);
+  out.byte_len = wc.byte_len;
+  return std::optional<WorkCompletion>(std::move(out));
+}
+
+absl::StatusOr<WorkCompletion> CompletionQueue::Wait(absl::Duration timeout) {
+  const absl::Time deadline = absl::Now() + timeout;
+  for (uint64_t spins = 0;; ++spins) {
+    ASSIGN_OR_RETURN(std::optional<WorkCompletion> wc, Poll());
+    if (wc.has_value()) return std::move(*wc);
+    if ((spins & 0xff) == 0xff) {
+      if (absl::Now() > deadline)
+        return absl::DeadlineExceededError("no completion before the timeout");
+      ::usleep(50);
+    }
+  }
+}
+
+// ---------------------------------------------------------------- QP ops
+absl::Status QueuePairOps::PostWrite(const MemoryRegion& local,
+                                     const void* laddr, size_t len,
+                                     uint64_t raddr, uint32_t rkey,
+                                     uint64_t wr_id) {
+  ibv_sge sge{};
+  sge.addr = reinterpret_cast<uintptr_t>(laddr);
+  sge.length = static_cast<uint32_t>(len);
+  sge.lkey = local.lkey();
+  ibv_send_wr wr{};
+  wr.wr_id = wr_id;
+  wr.sg_list = &sge;
+  wr.num_sge = 1;
+  wr.opcode = IBV_WR_RDMA_WRITE;
+  wr.send_flags = IBV_SEND_SIGNALED;
+  wr.wr.rdma.remote_addr = raddr;
+  wr.wr.rdma.rkey = rkey;
+  return PostSendWr(qp_, wr, "ibv_post_send(RDMA_WRITE)");
+}
+
+absl::Status QueuePairOps::PostRead(const MemoryRegion& local, void* laddr,
+                                    size_t len, uint64_t raddr, uint32_t rkey,
+                                    uint64_t wr_id) {
+  ibv_sge sge{};
+  sge.addr = reinterpret_cast<uintptr_t>(laddr);
+  sge.length = static_cast<uint32_t>(len);
+  sge.lkey = local.lkey();
+  ibv_send_wr wr{};
+  wr.wr_id = wr_id;
+  wr.sg_list = &sge;
+  wr.num_sge = 1;
+  wr.opcode = IBV_WR_RDMA_READ;
+  wr.send_flags = IBV_SEND_SIGNALED;
+  wr.wr.rdma.remote_addr = raddr;
+  wr.wr.rdma.rkey = rkey;
+  return PostSendWr(qp_, wr, "ibv_post_send(RDMA_READ)");
+}
+
+absl::Status QueuePairOps::PostSend(const MemoryRegion& local,
+                                    const void* laddr, size_t len,
+                                    uint64_t wr_id) {
+  ibv_sge sge{};
+  sge.addr = reinterpret_cast<uintptr_t>(laddr);
+  sge.length = static_cast<uint32_t>(len);
+  sge.lkey = local.lkey();
+  ibv_send_wr wr{};
+  wr.wr_id = wr_id;
+  wr.sg_list = &sge;
+  wr.num_sge = 1;
+  wr.opcode = IBV_WR_SEND;
+  wr.send_flags = IBV_SEND_SIGNALED;
+  return PostSendWr(qp_, wr, "ibv_post_send(SEND)");
+}
+
+absl::Status QueuePairOps::PostRecv(const MemoryRegion& local, void* laddr,
+                                    size_t len, uint64_t wr_id) {
+  ibv_sge sge{};
+  sge.addr = reinterpret_cast<uintptr_t>(laddr);
+  sge.length = static_cast<uint32_t>(len);
+  sge.lkey = local.lkey();
+  ibv_recv_wr wr{};
+  wr.wr_id = wr_id;
+  wr.sg_list = &sge;
+  wr.num_sge = 1;
+  ibv_recv_wr* bad = nullptr;
+  int rc = ibv_post_recv(qp_, &wr, &bad);
+  if (rc != 0) return base::ErrnoStatus("ibv_post_recv", "", ErrOf(rc));
+  return absl::OkStatus();
+}
+
+absl::Status QueuePairOps::PostBindWindow(MemoryWindow& mw,
+                                          const MemoryRegion& mr, void* addr,
+                                          size_t len, unsigned access,
+                                          uint64_t wr_id) {
+  const uint32_t new_rkey = ibv_inc_rkey(mw.mw_->rkey);
+  ibv_send_wr wr{};
+  wr.wr_id = wr_id;
+  wr.opcode = IBV_WR_BIND_MW;
+  wr.send_flags = IBV_SEND_SIGNALED;
+  wr.bind_mw.mw = mw.mw_;
+  wr.bind_mw.rkey = new_rkey;
+  wr.bind_mw.bind_info.mr = mr.get();
+  wr.bind_mw.bind_info.addr = reinterpret_cast<uintptr_t>(addr);
+  wr.bind_mw.bind_info.length = len;
+  wr.bind_mw.bind_info.mw_access_flags = ToIbvAccess(access);
+  RETURN_IF_ERROR(PostSendWr(qp_, wr, "ibv_post_send(BIND_MW)"));
+  mw.mw_->rkey = new_rkey;  // verbs does not update it for type-2 binds
+  return absl::OkStatus();
+}
+
+absl::Status QueuePairOps::PostLocalInvalidate(uint32_t rkey, uint64_t wr_id) {
+  ibv_send_wr wr{};
+  wr.wr_id = wr_id;
+  wr.opcode = IBV_WR_LOCAL_INV;
+  wr.send_flags = IBV_SEND_SIGNALED;
+  wr.invalidate_rkey = rkey;
+  return PostSendWr(qp_, wr, "ibv_post_send(LOCAL_INV)");
+}
+
+// ---------------------------------------------------------------- QP
+absl::StatusOr<QueuePair> QueuePair::CreateRc(const ProtectionDomain& pd,
+                                              const CompletionQueue& cq,
+                                              const QueuePairCaps& caps) {
+  ibv_qp_init_attr ia{};
+  ia.send_cq = cq.get();
+  ia.recv_cq = cq.get();
+  ia.qp_type = IBV_QPT_RC;
+  ia.cap.max_send_wr = caps.max_send_wr;
+  ia.cap.max_recv_wr = caps.max_recv_wr;
+  ia.cap.max_send_sge = caps.max_send_sge;
+  ia.cap.max_recv_sge = caps.max_recv_sge;
+  errno = 0;
+  ibv_qp* qp = ibv_create_qp(pd.get(), &ia);
+  if (qp == nullptr) return base::ErrnoStatus("ibv_create_qp", "", ErrOf(-1));
+  return QueuePair(qp);
+}
+
+QueuePair::QueuePair(QueuePair&& other) noexcept
+    : qp_(std::exchange(other.qp_, nullptr)) {}
+
+QueuePair& QueuePair::operator=(QueuePair&& other) noexcept {
+  if (this != &other) {
+    if (qp_ != nullptr) ibv_destroy_qp(qp_);
+    qp_ = std::exchange(other.qp_, nullptr);
+  }
+  return *this;
+}
+
+QueuePair::~QueuePair() {
+  if (qp_ != nullptr) ibv_destroy_qp(qp_);
+}
+
+uint32_t QueuePair::qp_num() const { return qp_->qp_num; }
+
+}  // namespace daxlease::rdma

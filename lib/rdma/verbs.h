@@ -1,0 +1,248 @@
+// Owning C++ types for the RDMA verbs objects the node agent builds on:
+// device context, protection domain, memory region, memory window,
+// completion queue and queue pair, plus the work requests the lease protocol
+// needs (RDMA WRITE/READ, SEND/RECV, memory-window bind and local invalidate).
+//
+// Each type owns exactly one verbs object, is move-only, and releases it in
+// its destructor. Destruction order is the caller's job and mirrors verbs
+// itself: windows before their QP and MR, MRs/QPs/CQs before their PD, the PD
+// before its context (members declared in acquisition order do this).
+//
+// <infiniband/verbs.h> is included only by verbs.cc; the C structs are
+// forward-declared so callers that need the raw handle (e.g. rdma_cm) can
+// have it without the C header.
+//
+// Thread safety: objects are not internally synchronised; verbs itself allows
+// posting and polling from different threads on different objects.
+#ifndef DAXLEASE_LIB_RDMA_VERBS_H_
+#define DAXLEASE_LIB_RDMA_VERBS_H_
+
+#include <cstddef>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "absl/time/time.h"
+
+struct ibv_context;
+struct ibv_pd;
+struct ibv_mr;
+struct ibv_mw;
+struct ibv_cq;
+struct ibv_qp;
+
+namespace daxlease::rdma {
+
+// Access rights of a registration or window (a subset of IBV_ACCESS_*,
+// spelled independently of the C header).
+enum Access : unsigned {
+  kLocalWrite = 1u << 0,
+  kRemoteWrite = 1u << 1,
+  kRemoteRead = 1u << 2,
+  kMwBind = 1u << 3,
+};
+
+// Names of the RDMA devices present (e.g. "rxe0"); empty when there are none
+// (including when the kernel has no RDMA support at all).
+absl::StatusOr<std::vector<std::string>> ListDevices();
+
+// An opened RDMA device (ibv_context).
+class Device {
+ public:
+  // Opens the device called `name`, or the first one when `name` is empty.
+  // NOT_FOUND when no such device exists.
+  static absl::StatusOr<Device> Open(absl::string_view name);
+
+  Device(Device&& other) noexcept;
+  Device& operator=(Device&& other) noexcept;
+  Device(const Device&) = delete;
+  Device& operator=(const Device&) = delete;
+  ~Device();
+
+  ibv_context* get() const { return ctx_; }
+  const std::string& name() const { return name_; }
+
+ private:
+  Device(ibv_context* ctx, std::string name)
+      : ctx_(ctx), name_(std::move(name)) {}
+  ibv_context* ctx_ = nullptr;
+  std::string name_;
+};
+
+// A protection domain on a context it does not own (from Device::get() or an
+// rdma_cm id); the context must outlive it.
+class ProtectionDomain {
+ public:
+  static absl::StatusOr<ProtectionDomain> Allocate(ibv_context* ctx);
+
+  ProtectionDomain(ProtectionDomain&& other) noexcept;
+  ProtectionDomain& operator=(ProtectionDomain&& other) noexcept;
+  ProtectionDomain(const ProtectionDomain&) = delete;
+  ProtectionDomain& operator=(const ProtectionDomain&) = delete;
+  ~ProtectionDomain();
+
+  ibv_pd* get() const { return pd_; }
+
+ private:
+  explicit ProtectionDomain(ibv_pd* pd) : pd_(pd) {}
+  ibv_pd* pd_ = nullptr;
+};
+
+// A pinned memory registration of [addr, addr+length). The memory must stay
+// mapped for the registration's lifetime.
+class MemoryRegion {
+ public:
+  // Registers the range with `access` (bits of Access). Failure keeps errno in
+  // the message; a mapping the kernel refuses to pin long-term (a file on
+  // fsdax: EOPNOTSUPP) is FAILED_PRECONDITION, so callers can tell "this
+  // memory cannot be pinned" from resource or argument errors.
+  static absl::StatusOr<MemoryRegion> Register(const ProtectionDomain& pd,
+                                               void* addr, size_t length,
+                                               unsigned access);
+
+  MemoryRegion(MemoryRegion&& other) noexcept;
+  MemoryRegion& operator=(MemoryRegion&& other) noexcept;
+  MemoryRegion(const MemoryRegion&) = delete;
+  MemoryRegion& operator=(const MemoryRegion&) = delete;
+  // Deregisters. Verbs refuses (EINVAL) while a window is bound to the MR:
+  // deallocate windows first; a refused deregistration is logged.
+  ~MemoryRegion();
+
+  ibv_mr* get() const { return mr_; }
+  uint32_t lkey() const;
+  uint32_t rkey() const;
+  void* addr() const;
+  size_t length() const;
+
+ private:
+  explicit MemoryRegion(ibv_mr* mr) : mr_(mr) {}
+  ibv_mr* mr_ = nullptr;
+};
+
+// A type-2 memory window. Bound and invalidated through QueuePair work
+// requests (PostBindWindow / PostLocalInvalidate). rkey() is the key of the
+// last bind posted through PostBindWindow (verbs does not update it itself).
+class MemoryWindow {
+ public:
+  static absl::StatusOr<MemoryWindow> Allocate(const ProtectionDomain& pd);
+
+  MemoryWindow(MemoryWindow&& other) noexcept;
+  MemoryWindow& operator=(MemoryWindow&& other) noexcept;
+  MemoryWindow(const MemoryWindow&) = delete;
+  MemoryWindow& operator=(const MemoryWindow&) = delete;
+  // Deallocating also revokes the window's current rkey.
+  ~MemoryWindow();
+
+  ibv_mw* get() const { return mw_; }
+  uint32_t rkey() const;
+
+ private:
+  friend class QueuePairOps;
+  explicit MemoryWindow(ibv_mw* mw) : mw_(mw) {}
+  ibv_mw* mw_ = nullptr;
+};
+
+// One completed work request.
+struct WorkCompletion {
+  uint64_t wr_id = 0;
+  int status = 0;  // 0 = success, else the IBV_WC_* status
+  std::string status_text;
+  uint32_t byte_len = 0;
+  bool ok() const { return status == 0; }
+};
+
+// A completion queue on a context it does not own.
+class CompletionQueue {
+ public:
+  static absl::StatusOr<CompletionQueue> Create(ibv_context* ctx, int entries);
+
+  CompletionQueue(CompletionQueue&& other) noexcept;
+  CompletionQueue& operator=(CompletionQueue&& other) noexcept;
+  CompletionQueue(const CompletionQueue&) = delete;
+  CompletionQueue& operator=(const CompletionQueue&) = delete;
+  ~CompletionQueue();
+
+  ibv_cq* get() const { return cq_; }
+
+  // One completion if there is one now.
+  absl::StatusOr<std::optional<WorkCompletion>> Poll();
+  // Polls until a completion arrives; DEADLINE_EXCEEDED after `timeout`.
+  // A completion with an error status is returned as a value, not an error.
+  absl::StatusOr<WorkCompletion> Wait(absl::Duration timeout);
+
+ private:
+  explicit CompletionQueue(ibv_cq* cq) : cq_(cq) {}
+  ibv_cq* cq_ = nullptr;
+};
+
+// Queue-pair sizes.
+struct QueuePairCaps {
+  uint32_t max_send_wr = 16;
+  uint32_t max_recv_wr = 16;
+  uint32_t max_send_sge = 1;
+  uint32_t max_recv_sge = 1;
+};
+
+// Work requests on a queue pair the caller owns elsewhere (a QueuePair or an
+// rdma_cm id). All posts are signalled; completions arrive on the QP's CQ.
+class QueuePairOps {
+ public:
+  explicit QueuePairOps(ibv_qp* qp) : qp_(qp) {}
+
+  // RDMA WRITE local [laddr, laddr+len) (inside `local`) to raddr/rkey.
+  absl::Status PostWrite(const MemoryRegion& local, const void* laddr,
+                         size_t len, uint64_t raddr, uint32_t rkey,
+                         uint64_t wr_id);
+  // RDMA READ raddr/rkey into local [laddr, laddr+len).
+  absl::Status PostRead(const MemoryRegion& local, void* laddr, size_t len,
+                        uint64_t raddr, uint32_t rkey, uint64_t wr_id);
+  absl::Status PostSend(const MemoryRegion& local, const void* laddr,
+                        size_t len, uint64_t wr_id);
+  absl::Status PostRecv(const MemoryRegion& local, void* laddr, size_t len,
+                        uint64_t wr_id);
+  // Binds `mw` to [addr, addr+len) of `mr` with `access` (Access bits) and
+  // gives the window a fresh rkey (kept in mw.rkey()).
+  absl::Status PostBindWindow(MemoryWindow& mw, const MemoryRegion& mr,
+                              void* addr, size_t len, unsigned access,
+                              uint64_t wr_id);
+  // Invalidates `rkey`. rxe panics on a second invalidate of the same key:
+  // callers must invalidate each bound key exactly once.
+  absl::Status PostLocalInvalidate(uint32_t rkey, uint64_t wr_id);
+
+ private:
+  ibv_qp* qp_;
+};
+
+// A queue pair created with plain verbs (not through rdma_cm).
+class QueuePair {
+ public:
+  // An RC queue pair using `cq` for sends and receives.
+  static absl::StatusOr<QueuePair> CreateRc(const ProtectionDomain& pd,
+                                            const CompletionQueue& cq,
+                                            const QueuePairCaps& caps);
+
+  QueuePair(QueuePair&& other) noexcept;
+  QueuePair& operator=(QueuePair&& other) noexcept;
+  QueuePair(const QueuePair&) = delete;
+  QueuePair& operator=(const QueuePair&) = delete;
+  ~QueuePair();
+
+  ibv_qp* get() const { return qp_; }
+  uint32_t qp_num() const;
+  QueuePairOps ops() const { return QueuePairOps(qp_); }
+
+ private:
+  explicit QueuePair(ibv_qp* qp) : qp_(qp) {}
+  ibv_qp* qp_ = nullptr;
+};
+
+// Translates Access bits to IBV_ACCESS_* (exposed for tests).
+int ToIbvAccess(unsigned access);
+
+}  // namespace daxlease::rdma
+
+#endif  // DAXLEASE_LIB_RDMA_VERBS_H_

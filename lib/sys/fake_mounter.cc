@@ -1,0 +1,164 @@
+#include "lib/sys/fake_mounter.h"
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+
+namespace daxlease::sys {
+
+absl::Status FakeMounter::TakeFailure(absl::string_view op) {
+  auto it = failures_.find(std::string(op));
+  if (it == failures_.end()) return absl::OkStatus();
+  absl::Status s = it->second;
+  failures_.erase(it);
+  return s;
+}
+
+absl::Status FakeMounter::Mount(absl::string_view source,
+                                absl::string_view target,
+                                absl::string_view fs_type,
+                                absl::string_view options) {
+  absl::MutexLock l(&mu_);
+  if (absl::Status s = TakeFailure("Mount"); !s.ok()) return s;
+  std::string t(target);
+  if (!paths_.count(t)) {
+    return absl::NotFoundError(absl::StrCat("mount: ", t, " does not exist"));
+  }
+  if (mounts_.count(t)) {
+    return absl::AlreadyExistsError(
+        absl::StrCat(t, " is already a mount point"));
+  }
+  MountInfo m;
+  m.source = std::string(source);
+  m.target = t;
+  m.fs_type = std::string(fs_type);
+  m.root = "/";
+  m.vfs_options = absl::StrContains(options, "ro") ? "ro" : "rw";
+  m.fs_options = std::string(options);
+  m.read_only = m.vfs_options == "ro";
+  mounts_[t] = m;
+  ++mount_calls_;
+  return absl::OkStatus();
+}
+
+absl::Status FakeMounter::BindMount(absl::string_view source,
+                                    absl::string_view target, bool read_only) {
+  absl::MutexLock l(&mu_);
+  if (absl::Status s = TakeFailure("BindMount"); !s.ok()) return s;
+  std::string t(target), src(source);
+  if (!paths_.count(t)) {
+    return absl::NotFoundError(absl::StrCat("bind: ", t, " does not exist"));
+  }
+  if (!paths_.count(src) && !mounts_.count(src)) {
+    return absl::NotFoundError(absl::StrCat("bind: ", src, " does not exist"));
+  }
+  if (mounts_.count(t)) {
+    return absl::AlreadyExistsError(
+        absl::StrCat(t, " is already a mount point"));
+  }
+  MountInfo m;
+  auto it = mounts_.find(src);
+  if (it != mounts_.end()) {
+    m = it->second;
+    m.root = "/";
+  } else {
+    m.source = src;  // a device node bound onto a file
+    m.fs_type = "devtmpfs";
+    m.root = src;
+  }
+  m.target = t;
+  m.read_only = read_only;
+  m.vfs_options = read_only ? "ro" : "rw";
+  mounts_[t] = m;
+  ++mount_calls_;
+  return absl::OkStatus();
+}
+
+absl::Status FakeMounter::Unmount(absl::string_view target) {
+  absl::MutexLock l(&mu_);
+  if (absl::Status s = TakeFailure("Unmount"); !s.ok()) return s;
+  mounts_.erase(std::string(target));
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::optional<MountInfo>> FakeMounter::GetMount(
+    absl::string_view target) {
+  absl::MutexLock l(&mu_);
+  if (absl::Status s = TakeFailure("GetMount"); !s.ok()) return s;
+  auto it = mounts_.find(std::string(target));
+  if (it == mounts_.end()) return std::optional<MountInfo>();
+  return std::optional<MountInfo>(it->second);
+}
+
+absl::Status FakeMounter::MakeDir(absl::string_view path) {
+  absl::MutexLock l(&mu_);
+  if (absl::Status s = TakeFailure("MakeDir"); !s.ok()) return s;
+  paths_.insert(std::string(path));
+  return absl::OkStatus();
+}
+
+absl::Status FakeMounter::MakeFile(absl::string_view path) {
+  absl::MutexLock l(&mu_);
+  if (absl::Status s = TakeFailure("MakeFile"); !s.ok()) return s;
+  paths_.insert(std::string(path));
+  return absl::OkStatus();
+}
+
+absl::Status FakeMounter::RemovePath(absl::string_view path) {
+  absl::MutexLock l(&mu_);
+  if (absl::Status s = TakeFailure("RemovePath"); !s.ok()) return s;
+  std::string p(path);
+  if (mounts_.count(p)) {
+    return absl::UnavailableError(
+        absl::StrCat("remove ", p, ": busy (mounted)"));
+  }
+  paths_.erase(p);
+  return absl::OkStatus();
+}
+
+bool FakeMounter::PathExists(absl::string_view path) {
+  absl::MutexLock l(&mu_);
+  return paths_.count(std::string(path)) > 0;
+}
+
+absl::StatusOr<FsUsage> FakeMounter::StatFs(absl::string_view path) {
+  absl::MutexLock l(&mu_);
+  if (absl::Status s = TakeFailure("StatFs"); !s.ok()) return s;
+  if (!paths_.count(std::string(path))) {
+    return absl::NotFoundError(absl::StrCat("statvfs: ", path, " missing"));
+  }
+  return usage_;
+}
+
+void FakeMounter::FailNext(absl::string_view op, absl::Status status) {
+  absl::MutexLock l(&mu_);
+  failures_[std::string(op)] = std::move(status);
+}
+
+void FakeMounter::AddPath(absl::string_view path) {
+  absl::MutexLock l(&mu_);
+  paths_.insert(std::string(path));
+}
+
+void FakeMounter::DropMount(absl::string_view target) {
+  absl::MutexLock l(&mu_);
+  mounts_.erase(std::string(target));
+}
+
+void FakeMounter::SetUsage(FsUsage usage) {
+  absl::MutexLock l(&mu_);
+  usage_ = usage;
+}
+
+std::vector<MountInfo> FakeMounter::Mounts() const {
+  absl::MutexLock l(&mu_);
+  std::vector<MountInfo> out;
+  for (const auto& [t, m] : mounts_) out.push_back(m);
+  return out;
+}
+
+int FakeMounter::mount_calls() const {
+  absl::MutexLock l(&mu_);
+  return mount_calls_;
+}
+
+}  // namespace daxlease::sys

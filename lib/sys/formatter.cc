@@ -1,0 +1,113 @@
+#include "lib/sys/formatter.h"
+
+#include "absl/strings/str_cat.h"
+#include "lib/base/log.h"
+#include "lib/base/status.h"
+#include "lib/sys/blkid.h"
+#include "lib/sys/command.h"
+
+namespace daxlease::sys {
+namespace {
+
+class SystemFormatter final : public Formatter {
+ public:
+  absl::StatusOr<std::string> Detect(absl::string_view device) override {
+    return ProbeFilesystemType(device);
+  }
+
+  absl::Status Format(absl::string_view device, absl::string_view fs_type,
+                      const std::vector<std::string>& extra_args) override {
+    if (fs_type != "ext4" && fs_type != "xfs" && fs_type != "ext3" &&
+        fs_type != "ext2") {
+      return absl::InvalidArgumentError(
+          absl::StrCat("unsupported filesystem type '", fs_type, "'"));
+    }
+    std::vector<std::string> argv = {absl::StrCat("mkfs.", fs_type)};
+    argv.insert(argv.end(), extra_args.begin(), extra_args.end());
+    argv.emplace_back(device);
+    base::LogInfo("sys.mkfs", {{"device", std::string(device)},
+                               {"fstype", std::string(fs_type)}});
+    return RunCommandOk(argv).status();
+  }
+
+  absl::Status Grow(absl::string_view device, absl::string_view mount_path,
+                    absl::string_view fs_type) override {
+    std::vector<std::string> argv;
+    if (fs_type == "xfs") {
+      argv = {"xfs_growfs", std::string(mount_path)};
+    } else if (fs_type == "ext4" || fs_type == "ext3" || fs_type == "ext2") {
+      argv = {"resize2fs", std::string(device)};
+    } else {
+      return absl::InvalidArgumentError(
+          absl::StrCat("cannot grow filesystem type '", fs_type, "'"));
+    }
+    return RunCommandOk(argv).status();
+  }
+};
+
+}  // namespace
+
+std::unique_ptr<Formatter> NewSystemFormatter() {
+  return std::make_unique<SystemFormatter>();
+}
+
+absl::Status FakeFormatter::TakeFailure(absl::string_view op) {
+  auto it = failures_.find(std::string(op));
+  if (it == failures_.end()) return absl::OkStatus();
+  absl::Status s = it->second;
+  failures_.erase(it);
+  return s;
+}
+
+absl::StatusOr<std::string> FakeFormatter::Detect(absl::string_view device) {
+  absl::MutexLock l(&mu_);
+  if (absl::Status s = TakeFailure("Detect"); !s.ok()) return s;
+  auto it = fs_.find(std::string(device));
+  return it == fs_.end() ? std::string() : it->second;
+}
+
+absl::Status FakeFormatter::Format(absl::string_view device,
+                                   absl::string_view fs_type,
+                                   const std::vector<std::string>& extra_args) {
+  absl::MutexLock l(&mu_);
+  if (absl::Status s = TakeFailure("Format"); !s.ok()) return s;
+  ++format_calls_;
+  last_args_ = extra_args;
+  fs_[std::string(device)] = std::string(fs_type);
+  return absl::OkStatus();
+}
+
+absl::Status FakeFormatter::Grow(absl::string_view device,
+                                 absl::string_view mount_path,
+                                 absl::string_view fs_type) {
+  absl::MutexLock l(&mu_);
+  if (absl::Status s = TakeFailure("Grow"); !s.ok()) return s;
+  ++grow_calls_;
+  return absl::OkStatus();
+}
+
+void FakeFormatter::SetFilesystem(absl::string_view device,
+                                  absl::string_view fs_type) {
+  absl::MutexLock l(&mu_);
+  fs_[std::string(device)] = std::string(fs_type);
+}
+
+void FakeFormatter::FailNext(absl::string_view op, absl::Status status) {
+  absl::MutexLock l(&mu_);
+  failures_[std::string(op)] = std::move(status);
+}
+
+int FakeFormatter::format_calls() const {
+  absl::MutexLock l(&mu_);
+  return format_calls_;
+}
+int FakeFormatter::grow_calls() const {
+  absl::MutexLock l(&mu_);
+  return grow_calls_;
+}
+std::vector<std::string> FakeFormatter::last_format_args() const {
+  absl::MutexLock l(&mu_);
+  return last_args_;
+}
+
+}  // namespace daxlease::sys

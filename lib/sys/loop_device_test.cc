@@ -1,0 +1,80 @@
+// Root tests: real loop devices, libblkid and mkfs on an image file.
+#include "lib/sys/loop_device.h"
+
+#include <stdlib.h>
+
+#include "gtest/gtest.h"
+#include "lib/sys/blkid.h"
+#include "lib/sys/command.h"
+#include "lib/sys/file.h"
+#include "lib/sys/formatter.h"
+#include "tests/testing/prereq.h"
+
+namespace daxlease::sys {
+namespace {
+
+class LoopDeviceTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    DAXLEASE_REQUIRE(testing::IsRoot(), "loop devices need root");
+    DAXLEASE_REQUIRE(PathExists("/dev/loop-control"),
+                     "/dev/loop-control missing (no loop driver)");
+    char tmpl[] = "/var/tmp/daxlease-loop-test-XXXXXX";
+    ASSERT_NE(mkdtemp(tmpl), nullptr);
+    dir_ = tmpl;
+    image_ = dir_ + "/vol.img";
+    ASSERT_TRUE(Fallocate(image_, 64 << 20).ok());
+  }
+  void TearDown() override {
+    if (dir_.empty()) return;
+    auto dev = FindLoopByBackingFile(image_);
+    if (dev.ok() && dev->has_value()) (void)DetachLoop(**dev);
+    std::string cmd = "rm -rf " + dir_;
+    (void)system(cmd.c_str());
+  }
+  std::string dir_, image_;
+};
+
+TEST_F(LoopDeviceTest, AttachIsIdempotentFindableAndDetachable) {
+  auto dev = AttachLoop(image_);
+  ASSERT_TRUE(dev.ok()) << dev.status();
+  auto again = AttachLoop(image_);
+  ASSERT_TRUE(again.ok());
+  EXPECT_EQ(*again, *dev);
+  auto found = FindLoopByBackingFile(image_);
+  ASSERT_TRUE(found.ok() && found->has_value());
+  EXPECT_EQ(**found, *dev);
+  EXPECT_EQ(*FileSize(*dev), 64u << 20);
+
+  ASSERT_TRUE(DetachLoop(*dev).ok());
+  found = FindLoopByBackingFile(image_);
+  ASSERT_TRUE(found.ok());
+  EXPECT_FALSE(found->has_value());
+  EXPECT_TRUE(DetachLoop(*dev).ok());  // idempotent
+}
+
+TEST_F(LoopDeviceTest, CapacityRefreshAfterGrowth) {
+  auto dev = AttachLoop(image_);
+  ASSERT_TRUE(dev.ok()) << dev.status();
+  ASSERT_TRUE(Fallocate(image_, 96 << 20).ok());
+  EXPECT_EQ(*FileSize(*dev), 64u << 20);
+  ASSERT_TRUE(RefreshLoopCapacity(*dev).ok());
+  EXPECT_EQ(*FileSize(*dev), 96u << 20);
+}
+
+TEST_F(LoopDeviceTest, BlkidSeesNothingThenTheFilesystem) {
+  auto dev = AttachLoop(image_);
+  ASSERT_TRUE(dev.ok()) << dev.status();
+  auto fs = ProbeFilesystemType(*dev);
+  ASSERT_TRUE(fs.ok()) << fs.status();
+  EXPECT_EQ(*fs, "");
+  auto formatter = NewSystemFormatter();
+  ASSERT_TRUE(formatter->Format(*dev, "ext4", {"-q", "-E", "nodiscard"}).ok());
+  fs = ProbeFilesystemType(*dev);
+  ASSERT_TRUE(fs.ok());
+  EXPECT_EQ(*fs, "ext4");
+  EXPECT_FALSE(ProbeFilesystemType(dir_ + "/missing").ok());
+}
+
+}  // namespace
+}  // namespace daxlease::sys

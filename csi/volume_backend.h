@@ -1,0 +1,150 @@
+// VolumeBackend: where daxlease volumes live. The CSI services decide (what
+// to create, when to attach, what the request means); a backend only owns
+// the media and its node-side device. Implementations:
+//   FileBackend  (`--backend=file`)  preallocated image files + loop devices,
+//                                    no real DAX (for laptops, CI, conformance)
+//   NdctlBackend (`--backend=ndctl`) one libndctl namespace per volume,
+//                                    /dev/pmemN (fsdax) or /dev/daxX.Y (devdax)
+//   FakeVolumeBackend                in memory, for unit tests
+//
+// CONTRACT (every implementation):
+// - Identity: a volume is named by its ID (a valid Kubernetes object name:
+//   [a-z0-9-], <= 63 chars, chosen by the service). The backend must find
+//   its volumes again after a restart of the plugin or of the node from the
+//   media alone (file: the image file name; ndctl: the namespace's name).
+//   The CSI-level metadata (request name, parameters, stage/publish state)
+//   is persisted by the service in its own state directory, not here.
+// - Idempotency: Create of an existing ID with the same mode and a size that
+//   is >= the requested size returns the existing volume; with another mode
+//   or a smaller size it is AlreadyExists. Delete of a missing ID is OK.
+//   Expand to a size <= the current one returns the volume unchanged.
+//   Attach of an attached volume returns the same device; Detach of a
+//   detached one is OK.
+// - Sizes: capacity_bytes is what the consumer can use (at least what was
+//   asked; backends round up to their alignment and account for their own
+//   metadata, e.g. ndctl map=dev).
+// - Errors (absl::Status, gRPC codes, returned by the services unchanged):
+//   InvalidArgument for a request the backend can never satisfy (e.g. mode
+//   devdax on the file backend), ResourceExhausted when there is no room
+//   (capacity, contiguous range, namespaces), NotFound for an unknown ID,
+//   FailedPrecondition when the volume is in a state that forbids the call
+//   (Delete while attached), Unavailable for transient failures (busy).
+// - Concurrency: every method is thread-safe. The service never calls two
+//   methods for the same volume ID at once (it holds a per-volume lock);
+//   calls for different volumes come concurrently, so a backend serializes
+//   its own shared resources (capacity accounting, region allocation).
+// - No method blocks for long except Create/Expand/Delete of big volumes.
+#ifndef DAXLEASE_CSI_VOLUME_BACKEND_H_
+#define DAXLEASE_CSI_VOLUME_BACKEND_H_
+
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+
+namespace daxlease::csi {
+
+enum class VolumeMode { kFsdax, kDevdax };
+
+// "fsdax" / "devdax".
+absl::string_view VolumeModeName(VolumeMode mode);
+// Parses "fsdax" / "devdax"; InvalidArgument otherwise.
+absl::StatusOr<VolumeMode> ParseVolumeMode(absl::string_view name);
+
+// What the service asks for when creating a volume.
+struct VolumeSpec {
+  std::string id;
+  uint64_t capacity_bytes = 0;  // requested usable size (already validated)
+  uint64_t limit_bytes = 0;     // 0 = no limit; the backend must not exceed it
+  VolumeMode mode = VolumeMode::kFsdax;
+  std::string fs_type;  // "ext4" | "xfs" for fsdax mount use, "" otherwise;
+                        // a hint (ndctl may size for it), not stored
+  std::map<std::string, std::string> parameters;  // validated daxlease.io/*
+};
+
+// A volume as the backend sees it on its media.
+struct Volume {
+  std::string id;
+  uint64_t capacity_bytes = 0;
+  VolumeMode mode = VolumeMode::kFsdax;
+};
+
+// The node-side device of an attached volume.
+struct AttachedDevice {
+  std::string path;   // "/dev/loop3", "/dev/pmem1", "/dev/dax0.1"
+  bool block = true;  // false for a devdax character device
+};
+
+struct Capacity {
+  uint64_t total_bytes = 0;
+  uint64_t available_bytes = 0;
+  uint64_t max_volume_bytes = 0;  // largest single volume creatable now
+};
+
+class VolumeBackend {
+ public:
+  virtual ~VolumeBackend() = default;
+
+  // "file", "ndctl", "fake".
+  virtual absl::string_view Name() const = 0;
+
+  // OK when the backend can serve requests (state dir writable / regions
+  // found). Probe reports not-ready otherwise, with this status's message.
+  virtual absl::Status Ready() = 0;
+
+  // True when volumes are really DAX-capable (mounted with -o dax, MAP_SYNC
+  // works): ndctl yes, file no. Reported in the volume context and status.
+  virtual bool ProvidesDax() const = 0;
+
+  // Creates (or returns, see idempotency) the volume. ResourceExhausted
+  // when there is no room; InvalidArgument for an unsupported mode.
+  virtual absl::StatusOr<Volume> Create(const VolumeSpec& spec) = 0;
+
+  // NotFound when the volume's media is missing.
+  virtual absl::StatusOr<Volume> Get(absl::string_view id) = 0;
+
+  // Every volume on the media, sorted by ID.
+  virtual absl::StatusOr<std::vector<Volume>> List() = 0;
+
+  // Destroys the media. OK if missing. FailedPrecondition if attached.
+  virtual absl::Status Delete(absl::string_view id) = 0;
+
+  // Grows the volume to at least `new_capacity_bytes` (not above
+  // `limit_bytes` when non-zero) and returns it. The attached device (if
+  // any) keeps its old size until RefreshDevice. ResourceExhausted when
+  // there is no room.
+  virtual absl::StatusOr<Volume> Expand(absl::string_view id,
+                                        uint64_t new_capacity_bytes,
+                                        uint64_t limit_bytes) = 0;
+
+  // Capacity for new volumes of `mode` (0 everywhere if the backend cannot
+  // create that mode at all).
+  virtual absl::StatusOr<Capacity> GetCapacity(VolumeMode mode) = 0;
+
+  // Makes the node-side device of the volume exist and returns it (file:
+  // attaches a loop device; ndctl: enables the namespace). Idempotent, and
+  // finds the device of an earlier plugin process.
+  virtual absl::StatusOr<AttachedDevice> Attach(absl::string_view id) = 0;
+
+  // The device if attached now (also one attached by an earlier process),
+  // nullopt if not. Used for repair after a crash.
+  virtual absl::StatusOr<std::optional<AttachedDevice>> FindAttached(
+      absl::string_view id) = 0;
+
+  // Releases the node-side device. The caller has unmounted everything on
+  // it. OK if not attached.
+  virtual absl::Status Detach(absl::string_view id) = 0;
+
+  // After Expand: makes the attached device show the new size (file:
+  // LOOP_SET_CAPACITY). OK if not attached.
+  virtual absl::Status RefreshDevice(absl::string_view id) = 0;
+};
+
+}  // namespace daxlease::csi
+
+#endif  // DAXLEASE_CSI_VOLUME_BACKEND_H_

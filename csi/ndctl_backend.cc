@@ -1,0 +1,518 @@
+// The libndctl half of NdctlBackend. The only file that includes
+// <ndctl/libndctl.h> and <daxctl/libdaxctl.h>.
+#include "csi/ndctl_backend.h"
+
+#include <daxctl/libdaxctl.h>
+#include <fcntl.h>
+#include <linux/ndctl.h>
+#include <ndctl/libndctl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <climits>
+#include <cstring>
+#include <memory>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
+#include "lib/base/log.h"
+#include "lib/base/status.h"
+
+namespace daxlease::csi {
+namespace {
+
+// ---------------------------------------------------------------- context
+struct CtxUnref {
+  void operator()(ndctl_ctx* c) const { ndctl_unref(c); }
+};
+using Ctx = std::unique_ptr<ndctl_ctx, CtxUnref>;
+
+absl::StatusOr<Ctx> OpenCtx() {
+  ndctl_ctx* c = nullptr;
+  int rc = ndctl_new(&c);
+  if (rc < 0 || c == nullptr)
+    return absl::UnavailableError(
+        absl::StrCat("libndctl: ndctl_new failed: ", std::strerror(-rc)));
+  return Ctx(c);
+}
+
+absl::Status NdErr(absl::string_view op, absl::string_view dev, int rc) {
+  return base::ErrnoStatus(op, dev, rc < 0 ? -rc : (rc > 0 ? rc : EIO));
+}
+
+bool IsOurMode(ndctl_namespace_mode m) {
+  return m == NDCTL_NS_MODE_FSDAX || m == NDCTL_NS_MODE_DEVDAX;
+}
+
+// A labelled, enabled, writable pmem region the options allow.
+bool Usable(ndctl_region* r, const NdctlBackendOptions& o) {
+  if (ndctl_region_get_type(r) != ND_DEVICE_REGION_PMEM) return false;
+  if (!ndctl_region_is_enabled(r) || ndctl_region_get_ro(r)) return false;
+  if (ndctl_region_get_nstype(r) != ND_DEVICE_NAMESPACE_PMEM) return false;
+  if (o.regions.empty()) return true;
+  return std::find(o.regions.begin(), o.regions.end(),
+                   ndctl_region_get_devname(r)) != o.regions.end();
+}
+
+template <typename F>
+void ForEachRegion(ndctl_ctx* ctx, const NdctlBackendOptions& o, F f) {
+  ndctl_bus* bus;
+  ndctl_region* r;
+  ndctl_bus_foreach(ctx, bus) {
+    ndctl_region_foreach(bus, r) {
+      if (Usable(r, o)) f(r);
+    }
+  }
+}
+
+RegionSpace SpaceOf(ndctl_region* r, uint64_t pfn_align) {
+  RegionSpace s;
+  s.name = ndctl_region_get_devname(r);
+  s.size = ndctl_region_get_size(r);
+  s.available = ndctl_region_get_available_size(r);
+  unsigned long long ext = ndctl_region_get_max_available_extent(r);
+  s.max_extent = ext == ULLONG_MAX ? s.available : ext;
+  unsigned long align = ndctl_region_get_align(r);
+  unsigned ways = std::max(1u, ndctl_region_get_interleave_ways(r));
+  s.align =
+      std::max<uint64_t>(align == ULONG_MAX ? 0 : align, pfn_align * ways);
+  return s;
+}
+
+// ---------------------------------------------------------------- ownership
+struct Found {
+  ndctl_region* region = nullptr;
+  ndctl_namespace* ns = nullptr;
+};
+
+bool NamedAs(ndctl_namespace* ns, absl::string_view id) {
+  if (ndctl_namespace_get_size(ns) == 0) return false;  // seed / idle
+  const char* name = ndctl_namespace_get_alt_name(ns);
+  return name != nullptr && id == name;
+}
+
+bool OwnedBy(ndctl_namespace* ns, absl::string_view id) {
+  if (!NamedAs(ns, id)) return false;
+  uuid_t uu;
+  ndctl_namespace_get_uuid(ns, uu);
+  const std::array<uint8_t, 16> want = VolumeNamespaceUuid(id);
+  return std::memcmp(uu, want.data(), 16) == 0;
+}
+
+// Our namespace for `id`; `foreign` tells whether another one carries the name.
+Found FindOwned(ndctl_ctx* ctx, const NdctlBackendOptions& o,
+                absl::string_view id, bool* foreign = nullptr) {
+  Found f;
+  ForEachRegion(ctx, o, [&](ndctl_region* r) {
+    ndctl_namespace* ns;
+    ndctl_namespace_foreach(r, ns) {
+      if (OwnedBy(ns, id)) {
+        if (f.ns == nullptr) f = Found{r, ns};
+      } else if (foreign != nullptr && NamedAs(ns, id)) {
+        *foreign = true;
+      }
+    }
+  });
+  return f;
+}
+
+// The volume ID of a namespace the backend owns, or "".
+std::string OwnerId(ndctl_namespace* ns) {
+  if (ndctl_namespace_get_size(ns) == 0) return "";
+  const char* name = ndctl_namespace_get_alt_name(ns);
+  if (name == nullptr || name[0] == '\0') return "";
+  return OwnedBy(ns, name) ? std::string(name) : "";
+}
+
+// ---------------------------------------------------------------- devices
+daxctl_dev* DaxDevOf(ndctl_namespace* ns) {
+  ndctl_dax* dax = ndctl_namespace_get_dax(ns);
+  if (dax == nullptr) return nullptr;
+  daxctl_region* dr = ndctl_dax_get_daxctl_region(dax);
+  if (dr == nullptr) return nullptr;
+  daxctl_dev* dev;
+  daxctl_dev_foreach(dr, dev) {
+    if (daxctl_dev_get_size(dev) > 0) return dev;
+  }
+  return nullptr;
+}
+
+// "/dev/pmemN" or "/dev/daxX.Y" of an enabled namespace, "" if none.
+std::string DevicePath(ndctl_namespace* ns) {
+  if (ndctl_namespace_get_mode(ns) == NDCTL_NS_MODE_FSDAX) {
+    ndctl_pfn* pfn = ndctl_namespace_get_pfn(ns);
+    const char* b = pfn != nullptr ? ndctl_pfn_get_block_device(pfn) : nullptr;
+    if (b == nullptr || b[0] == '\0') b = ndctl_namespace_get_block_device(ns);
+    return b != nullptr && b[0] != '\0' ? absl::StrCat("/dev/", b) : "";
+  }
+  daxctl_dev* dev = DaxDevOf(ns);
+  return dev != nullptr ? absl::StrCat("/dev/", daxctl_dev_get_devname(dev))
+                        : "";
+}
+
+// Usable bytes: the device's real size when enabled, the kernel's formula
+// otherwise (the same numbers; the lab checks they agree).
+uint64_t UsableOf(ndctl_namespace* ns, uint64_t pfn_align) {
+  if (ndctl_namespace_is_enabled(ns) ||
+      ndctl_namespace_get_mode(ns) == NDCTL_NS_MODE_FSDAX) {
+    if (ndctl_namespace_get_mode(ns) == NDCTL_NS_MODE_FSDAX) {
+      ndctl_pfn* pfn = ndctl_namespace_get_pfn(ns);
+      if (pfn != nullptr && ndctl_pfn_is_enabled(pfn)) {
+        unsigned long long s = ndctl_pfn_get_size(pfn);
+        if (s != 0 && s != ULLONG_MAX) return s;
+      }
+    } else if (daxctl_dev* dev = DaxDevOf(ns); dev != nullptr) {
+      return daxctl_dev_get_size(dev);
+    }
+  }
+  return MapDevUsableBytes(ndctl_namespace_get_size(ns), pfn_align);
+}
+
+Volume VolumeOf(absl::string_view id, ndctl_namespace* ns, uint64_t pfn_align) {
+  Volume v;
+  v.id = std::string(id);
+  v.mode = ndctl_namespace_get_mode(ns) == NDCTL_NS_MODE_DEVDAX
+               ? VolumeMode::kDevdax
+               : VolumeMode::kFsdax;
+  v.capacity_bytes = UsableOf(ns, pfn_align);
+  return v;
+}
+
+// Waits (briefly) for a device node the kernel just created.
+absl::Status WaitForNode(const std::string& path) {
+  for (int i = 0; i < 100; ++i) {
+    struct stat st;
+    if (::stat(path.c_str(), &st) == 0) return absl::OkStatus();
+    absl::SleepFor(absl::Milliseconds(20));
+  }
+  return absl::UnavailableError(absl::StrCat(path, " did not appear"));
+}
+
+// Writes zeros over [0, len) of the raw namespace (raw mode enabled).
+absl::Status ZeroRaw(ndctl_namespace* ns, uint64_t len) {
+  const char* b = ndctl_namespace_get_block_device(ns);
+  if (b == nullptr || b[0] == '\0')
+    return absl::InternalError("raw namespace has no block device");
+  const std::string path = absl::StrCat("/dev/", b);
+  RETURN_IF_ERROR(WaitForNode(path));
+  int fd = ::open(path.c_str(), O_RDWR | O_EXCL | O_CLOEXEC);
+  if (fd < 0) return base::ErrnoStatus("open", path, errno);
+  constexpr size_t kBuf = 4 << 20;
+  auto zeros = std::make_unique<char[]>(kBuf);
+  std::memset(zeros.get(), 0, kBuf);
+  absl::Status st;
+  for (uint64_t off = 0; off < len && st.ok();) {
+    size_t n = static_cast<size_t>(std::min<uint64_t>(kBuf, len - off));
+    ssize_t w = ::pwrite(fd, zeros.get(), n, static_cast<off_t>(off));
+    if (w < 0 && errno == EINTR) continue;
+    if (w <= 0) {
+      st = base::ErrnoStatus("pwrite", path, w < 0 ? errno : EIO);
+      break;
+    }
+    off += static_cast<uint64_t>(w);
+  }
+  if (st.ok() && ::fsync(fd) != 0) st = base::ErrnoStatus("fsync", path, errno);
+  ::close(fd);
+  return st;
+}
+
+// Erases (all of it, or only the info block) and frees a disabled namespace.
+absl::Status EraseAndDelete(ndctl_namespace* ns, bool erase_all) {
+  const std::string dev = ndctl_namespace_get_devname(ns);
+  ndctl_namespace_set_enforce_mode(ns, NDCTL_NS_MODE_RAW);
+  const uint64_t size = ndctl_namespace_get_size(ns);
+  ndctl_namespace_set_raw_mode(ns, 1);
+  int rc = ndctl_namespace_enable(ns);
+  absl::Status st = rc < 0 ? NdErr("ndctl_namespace_enable(raw)", dev, rc)
+                           : ZeroRaw(ns, erase_all ? size : 2 * kPfnInfoBytes);
+  ndctl_namespace_set_raw_mode(ns, 0);
+  ndctl_namespace_disable_invalidate(ns);
+  if (!st.ok()) return base::Annotate(st, "erasing the namespace");
+  rc = ndctl_namespace_delete(ns);
+  if (rc < 0) return NdErr("ndctl_namespace_delete", dev, rc);
+  return absl::OkStatus();
+}
+
+// Creates the namespace for `id` on `region`. On failure nothing is left.
+absl::Status CreateNamespace(ndctl_region* region, absl::string_view id,
+                             VolumeMode mode, uint64_t ns_bytes,
+                             uint64_t pfn_align) {
+  const std::string rname = ndctl_region_get_devname(region);
+  ndctl_namespace* ns = ndctl_region_get_namespace_seed(region);
+  if (ns == nullptr || !ndctl_namespace_is_configuration_idle(ns))
+    return absl::UnavailableError(
+        absl::StrCat(rname, ": no idle namespace seed (retry)"));
+  const std::string nsname = ndctl_namespace_get_devname(ns);
+  auto undo = [&](absl::Status st) {
+    ndctl_namespace_set_enforce_mode(ns, NDCTL_NS_MODE_RAW);
+    ndctl_namespace_delete(ns);
+    return st;
+  };
+  std::array<uint8_t, 16> uu = VolumeNamespaceUuid(id);
+  const std::string name(id);
+  int rc = ndctl_namespace_set_uuid(ns, uu.data());
+  if (rc < 0) return NdErr("ndctl_namespace_set_uuid", nsname, rc);
+  rc = ndctl_namespace_set_alt_name(ns, name.c_str());
+  if (rc < 0) return undo(NdErr("ndctl_namespace_set_alt_name", nsname, rc));
+  rc = ndctl_namespace_set_size(ns, ns_bytes);
+  if (rc < 0) {
+    absl::Status st = NdErr("ndctl_namespace_set_size", nsname, rc);
+    if (rc == -ENOSPC) st = absl::ResourceExhaustedError(st.message());
+    return undo(st);
+  }
+  // The child device's UUID: derived too, so retries are deterministic.
+  std::array<uint8_t, 16> cu = VolumeNamespaceUuid(absl::StrCat(id, "/dev"));
+  if (mode == VolumeMode::kFsdax) {
+    ndctl_namespace_set_enforce_mode(ns, NDCTL_NS_MODE_FSDAX);
+    ndctl_pfn* pfn = ndctl_region_get_pfn_seed(region);
+    if (pfn == nullptr)
+      return undo(absl::FailedPreconditionError(
+          absl::StrCat(rname, ": the kernel offers no fsdax (pfn) device")));
+    if ((rc = ndctl_pfn_set_uuid(pfn, cu.data())) < 0 ||
+        (rc = ndctl_pfn_set_location(pfn, NDCTL_PFN_LOC_PMEM)) < 0 ||
+        (ndctl_pfn_has_align(pfn) &&
+         (rc = ndctl_pfn_set_align(pfn, pfn_align)) < 0) ||
+        (rc = ndctl_pfn_set_namespace(pfn, ns)) < 0)
+      return undo(NdErr("configuring the fsdax device", nsname, rc));
+    rc = ndctl_pfn_enable(pfn);
+    if (rc < 0) {
+      ndctl_pfn_set_namespace(pfn, nullptr);
+      return undo(NdErr("ndctl_pfn_enable", nsname, rc));
+    }
+  } else {
+    ndctl_namespace_set_enforce_mode(ns, NDCTL_NS_MODE_DEVDAX);
+    ndctl_dax* dax = ndctl_region_get_dax_seed(region);
+    if (dax == nullptr)
+      return undo(absl::FailedPreconditionError(
+          absl::StrCat(rname, ": the kernel offers no devdax device")));
+    if ((rc = ndctl_dax_set_uuid(dax, cu.data())) < 0 ||
+        (rc = ndctl_dax_set_location(dax, NDCTL_PFN_LOC_PMEM)) < 0 ||
+        (rc = ndctl_dax_set_align(dax, pfn_align)) < 0 ||
+        (rc = ndctl_dax_set_namespace(dax, ns)) < 0)
+      return undo(NdErr("configuring the devdax device", nsname, rc));
+    rc = ndctl_dax_enable(dax);
+    if (rc < 0) {
+      ndctl_dax_set_namespace(dax, nullptr);
+      return undo(NdErr("ndctl_dax_enable", nsname, rc));
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ValidateId(absl::string_view id) {
+  // The label's name field holds 63 characters plus a NUL.
+  if (id.empty() || id.size() > 63)
+    return absl::InvalidArgumentError(
+        absl::StrCat("volume ID must be 1-63 characters: \"", id, "\""));
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+NdctlBackend::NdctlBackend(NdctlBackendOptions options)
+    : options_(std::move(options)) {}
+
+absl::StatusOr<std::vector<RegionSpace>> NdctlBackend::Regions() {
+  absl::MutexLock l(&mu_);
+  ASSIGN_OR_RETURN(Ctx ctx, OpenCtx());
+  std::vector<RegionSpace> out;
+  ForEachRegion(ctx.get(), options_, [&](ndctl_region* r) {
+    out.push_back(SpaceOf(r, options_.pfn_align));
+  });
+  return out;
+}
+
+absl::Status NdctlBackend::Ready() {
+  ASSIGN_OR_RETURN(std::vector<RegionSpace> regions, Regions());
+  if (regions.empty())
+    return absl::FailedPreconditionError(
+        "no labelled, enabled, writable pmem region (label-less NVDIMMs need "
+        "`ndctl init-labels` once)");
+  return absl::OkStatus();
+}
+
+absl::StatusOr<Volume> NdctlBackend::Create(const VolumeSpec& spec) {
+  RETURN_IF_ERROR(ValidateId(spec.id));
+  if (spec.capacity_bytes == 0)
+    return absl::InvalidArgumentError("capacity must be > 0");
+  absl::MutexLock l(&mu_);
+  ASSIGN_OR_RETURN(Ctx ctx, OpenCtx());
+  bool foreign = false;
+  Found f = FindOwned(ctx.get(), options_, spec.id, &foreign);
+  if (f.ns != nullptr) {
+    Volume v = VolumeOf(spec.id, f.ns, options_.pfn_align);
+    if (v.mode == spec.mode && v.capacity_bytes >= spec.capacity_bytes &&
+        (spec.limit_bytes == 0 || v.capacity_bytes <= spec.limit_bytes))
+      return v;
+    return absl::AlreadyExistsError(
+        absl::StrCat("volume ", spec.id, " exists with another mode or size (",
+                     v.capacity_bytes, " bytes)"));
+  }
+  if (foreign)
+    return absl::AlreadyExistsError(absl::StrCat(
+        "a namespace named ", spec.id,
+        " exists that daxlease did not create; refusing to touch it"));
+  std::vector<RegionSpace> spaces;
+  std::vector<ndctl_region*> handles;
+  ForEachRegion(ctx.get(), options_, [&](ndctl_region* r) {
+    spaces.push_back(SpaceOf(r, options_.pfn_align));
+    handles.push_back(r);
+  });
+  ASSIGN_OR_RETURN(Placement p,
+                   ChooseRegion(spaces, spec.capacity_bytes, spec.limit_bytes,
+                                options_.pfn_align));
+  ndctl_region* region = nullptr;
+  for (size_t i = 0; i < spaces.size(); ++i)
+    if (spaces[i].name == p.region) region = handles[i];
+  const absl::Time t0 = absl::Now();
+  RETURN_IF_ERROR(CreateNamespace(region, spec.id, spec.mode, p.namespace_bytes,
+                                  options_.pfn_align));
+  // Read back through a fresh context: the device's real usable size.
+  ASSIGN_OR_RETURN(Ctx ctx2, OpenCtx());
+  Found made = FindOwned(ctx2.get(), options_, spec.id);
+  if (made.ns == nullptr)
+    return absl::InternalError(
+        absl::StrCat("namespace for ", spec.id, " vanished after creation"));
+  Volume v = VolumeOf(spec.id, made.ns, options_.pfn_align);
+  base::LogInfo(
+      "ndctl.create",
+      {{"volume", spec.id},
+       {"region", p.region},
+       {"mode", spec.mode == VolumeMode::kFsdax ? "fsdax" : "devdax"},
+       {"namespace", ndctl_namespace_get_devname(made.ns)},
+       {"namespace_bytes", std::to_string(p.namespace_bytes)},
+       {"usable_bytes", std::to_string(v.capacity_bytes)},
+       {"device", DevicePath(made.ns)},
+       {"ms", std::to_string(absl::ToInt64Milliseconds(absl::Now() - t0))}});
+  if (v.capacity_bytes < spec.capacity_bytes) {
+    // The size model disagrees with the kernel: never hand out less.
+    ndctl_namespace_disable_safe(made.ns);
+    (void)EraseAndDelete(made.ns, false);
+    return absl::InternalError(absl::StrCat(
+        "namespace for ", spec.id, " gives ", v.capacity_bytes,
+        " usable bytes, fewer than the ", spec.capacity_bytes, " requested"));
+  }
+  return v;
+}
+
+absl::StatusOr<Volume> NdctlBackend::Get(absl::string_view id) {
+  absl::MutexLock l(&mu_);
+  ASSIGN_OR_RETURN(Ctx ctx, OpenCtx());
+  Found f = FindOwned(ctx.get(), options_, id);
+  if (f.ns == nullptr)
+    return absl::NotFoundError(absl::StrCat("no ndctl volume ", id));
+  return VolumeOf(id, f.ns, options_.pfn_align);
+}
+
+absl::StatusOr<std::vector<Volume>> NdctlBackend::List() {
+  absl::MutexLock l(&mu_);
+  ASSIGN_OR_RETURN(Ctx ctx, OpenCtx());
+  std::vector<Volume> out;
+  ForEachRegion(ctx.get(), options_, [&](ndctl_region* r) {
+    ndctl_namespace* ns;
+    ndctl_namespace_foreach(r, ns) {
+      if (!IsOurMode(ndctl_namespace_get_mode(ns))) continue;
+      std::string id = OwnerId(ns);
+      if (!id.empty()) out.push_back(VolumeOf(id, ns, options_.pfn_align));
+    }
+  });
+  std::sort(out.begin(), out.end(),
+            [](const Volume& a, const Volume& b) { return a.id < b.id; });
+  return out;
+}
+
+absl::Status NdctlBackend::Delete(absl::string_view id) {
+  absl::MutexLock l(&mu_);
+  ASSIGN_OR_RETURN(Ctx ctx, OpenCtx());
+  Found f = FindOwned(ctx.get(), options_, id);
+  if (f.ns == nullptr) return absl::OkStatus();
+  const std::string dev = ndctl_namespace_get_devname(f.ns);
+  const std::string device = DevicePath(f.ns);
+  int rc = ndctl_namespace_disable_safe(f.ns);
+  if (rc < 0) {
+    if (rc == -EBUSY)
+      return absl::FailedPreconditionError(absl::StrCat(
+          "volume ", id, " is in use (", device, " mounted or open)"));
+    return NdErr("ndctl_namespace_disable_safe", dev, rc);
+  }
+  const absl::Time t0 = absl::Now();
+  RETURN_IF_ERROR(EraseAndDelete(f.ns, options_.erase_on_delete));
+  base::LogInfo(
+      "ndctl.delete",
+      {{"volume", std::string(id)},
+       {"namespace", dev},
+       {"erased", options_.erase_on_delete ? "all" : "info-block"},
+       {"ms", std::to_string(absl::ToInt64Milliseconds(absl::Now() - t0))}});
+  return absl::OkStatus();
+}
+
+absl::StatusOr<Volume> NdctlBackend::Expand(absl::string_view id,
+                                            uint64_t new_capacity_bytes,
+                                            uint64_t limit_bytes) {
+  absl::MutexLock l(&mu_);
+  ASSIGN_OR_RETURN(Ctx ctx, OpenCtx());
+  Found f = FindOwned(ctx.get(), options_, id);
+  if (f.ns == nullptr)
+    return absl::NotFoundError(absl::StrCat("no ndctl volume ", id));
+  Volume v = VolumeOf(id, f.ns, options_.pfn_align);
+  if (new_capacity_bytes <= v.capacity_bytes) return v;
+  return absl::FailedPreconditionError(absl::StrCat(
+      "ndctl volumes cannot grow in place (a map=dev namespace keeps its "
+      "memmap at its start, sized for the old size, and needs contiguous "
+      "space); expansion of ",
+      id, " needs the copy-based offline path (recall, copy, switch)"));
+}
+
+absl::StatusOr<Capacity> NdctlBackend::GetCapacity(VolumeMode mode) {
+  ASSIGN_OR_RETURN(std::vector<RegionSpace> regions, Regions());
+  // fsdax and devdax use the same map=dev layout: the same sizes.
+  return CapacityOf(regions, options_.pfn_align);
+}
+
+absl::StatusOr<AttachedDevice> NdctlBackend::Attach(absl::string_view id) {
+  absl::MutexLock l(&mu_);
+  ASSIGN_OR_RETURN(Ctx ctx, OpenCtx());
+  Found f = FindOwned(ctx.get(), options_, id);
+  if (f.ns == nullptr)
+    return absl::NotFoundError(absl::StrCat("no ndctl volume ", id));
+  if (!ndctl_namespace_is_enabled(f.ns)) {
+    int rc = ndctl_namespace_enable(f.ns);
+    if (rc < 0)
+      return NdErr("ndctl_namespace_enable", ndctl_namespace_get_devname(f.ns),
+                   rc);
+  }
+  std::string path = DevicePath(f.ns);
+  if (path.empty())
+    return absl::InternalError(absl::StrCat("volume ", id, " has no device"));
+  RETURN_IF_ERROR(WaitForNode(path));
+  return AttachedDevice{path,
+                        ndctl_namespace_get_mode(f.ns) == NDCTL_NS_MODE_FSDAX};
+}
+
+absl::StatusOr<std::optional<AttachedDevice>> NdctlBackend::FindAttached(
+    absl::string_view id) {
+  absl::MutexLock l(&mu_);
+  ASSIGN_OR_RETURN(Ctx ctx, OpenCtx());
+  Found f = FindOwned(ctx.get(), options_, id);
+  if (f.ns == nullptr || !ndctl_namespace_is_enabled(f.ns))
+    return std::optional<AttachedDevice>();
+  std::string path = DevicePath(f.ns);
+  if (path.empty()) return std::optional<AttachedDevice>();
+  return std::optional<AttachedDevice>(AttachedDevice{
+      path, ndctl_namespace_get_mode(f.ns) == NDCTL_NS_MODE_FSDAX});
+}
+
+absl::Status NdctlBackend::Detach(absl::string_view id) {
+  // The device stays (see the header): nothing to release.
+  return absl::OkStatus();
+}
+
+absl::Status NdctlBackend::RefreshDevice(absl::string_view id) {
+  return absl::OkStatus();
+}
+
+}  // namespace daxlease::csi

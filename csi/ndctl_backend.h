@@ -1,0 +1,173 @@
+// NdctlBackend: daxlease volumes on persistent memory (and CXL memory exposed
+// the same way) through libndctl/libdaxctl. One namespace per volume in a
+// labelled pmem region:
+//   fsdax   map=dev (struct pages on the media), /dev/pmemN, 2 MiB alignment
+//   devdax  map=dev, /dev/daxX.Y, 2 MiB alignment
+//
+// Identity and ownership. A volume's namespace carries the volume ID as its
+// name (label alt name, so it survives plugin and node restarts) and a UUID
+// derived from that ID (VolumeNamespaceUuid). A namespace is ours only when
+// both match; the backend never modifies, lists or deletes any other
+// namespace, even one that carries a volume-like name.
+//
+// Sizes. A namespace size is a multiple of the region's alignment (16 MiB on
+// the lab's QEMU NVDIMM), at least 16 MiB, and enlarged until the usable
+// size after the map=dev metadata (about 1/64 of the size plus an aligned
+// info block, exactly as the kernel's nd_pfn computes it) is at least the
+// request. GetCapacity reports the largest volume that one free contiguous
+// range can really hold (not the free total), and Create returns
+// RESOURCE_EXHAUSTED when no region has a contiguous range for the request.
+// Placement is best fit (the region with the smallest range that fits).
+//
+// Attach/Detach. The kernel enables a labelled namespace at boot, so the
+// device of a volume exists as long as the volume does: Attach makes sure
+// the namespace is enabled and returns /dev/pmemN or /dev/daxX.Y; Detach
+// releases nothing (OK); Delete refuses with FAILED_PRECONDITION while the
+// device is in use (mounted or open; the kernel refuses to disable it).
+//
+// Delete erases the whole namespace (zeros, through a raw-mode enable) before
+// it frees the space, unless erase_on_delete is off; then only the 8 KiB info
+// block is cleared, as `ndctl destroy-namespace` does.
+//
+// Expansion: not in place, and not inside the backend. A map=dev namespace
+// cannot grow in place (the memmap reserve at its start is sized for the old
+// size, so growing would move the data start) and namespaces need contiguous
+// space, so growing means a new namespace, a copy and a switch of the
+// device under every holder: that is the operator's recall + reshape
+// (DESIGN.md section 3), which needs the lease machinery, not a CSI call.
+// Expand therefore returns the volume unchanged when it is already big
+// enough and FAILED_PRECONDITION otherwise (the driver should not advertise
+// online expansion for ndctl volumes).
+//
+// Thread safety: every public method takes one mutex (libndctl contexts are
+// not thread-safe, and region allocation must be serialized); each call
+// opens a fresh libndctl context, so changes made by other processes
+// (ndctl by hand) are always seen.
+//
+// The mkfs tuning and the -o dax mount are the node service's job (the
+// backend hands it a block device and says ProvidesDax()); see
+// FsdaxMkfsArgs() for the arguments tuned for 2 MiB pages.
+#ifndef DAXLEASE_CSI_NDCTL_BACKEND_H_
+#define DAXLEASE_CSI_NDCTL_BACKEND_H_
+
+#include <array>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "absl/synchronization/mutex.h"
+#include "csi/volume_backend.h"
+
+namespace daxlease::csi {
+
+// ---------------------------------------------------------------- planning
+// Pure functions over values (unit-tested without hardware).
+
+inline constexpr uint64_t kMiB = uint64_t{1} << 20;
+// The kernel refuses namespaces below 16 MiB (nd_namespace_store).
+inline constexpr uint64_t kMinNamespaceBytes = 16 * kMiB;
+// The map=dev info block reserved at the start of a pfn/dax namespace.
+inline constexpr uint64_t kPfnInfoBytes = 8 * 1024;
+
+// What a region offers, as read from libndctl.
+struct RegionSpace {
+  std::string name;         // "region0"
+  uint64_t size = 0;        // total
+  uint64_t available = 0;   // free, possibly fragmented
+  uint64_t max_extent = 0;  // largest contiguous free range
+  uint64_t align = 0;       // namespace sizes must be multiples of this
+};
+
+// The usable bytes of a map=dev namespace of `namespace_bytes` whose data
+// starts at a multiple of `pfn_align`: the kernel reserves
+// ALIGN(8 KiB + 64 bytes per 4 KiB page, pfn_align) for the info block and
+// the struct page array (nd_pfn_init).
+uint64_t MapDevUsableBytes(uint64_t namespace_bytes, uint64_t pfn_align);
+
+// The smallest namespace size (multiple of `region_align`, >= 16 MiB) whose
+// usable size is >= `request_bytes`. InvalidArgument for a zero alignment
+// or a request of 0.
+absl::StatusOr<uint64_t> NamespaceBytesFor(uint64_t request_bytes,
+                                           uint64_t region_align,
+                                           uint64_t pfn_align);
+
+// The largest usable volume one region can hold now (0 if none).
+uint64_t LargestVolumeIn(const RegionSpace& region, uint64_t pfn_align);
+
+struct Placement {
+  std::string region;
+  uint64_t namespace_bytes = 0;
+  uint64_t usable_bytes = 0;
+};
+
+// Best fit: among the regions whose largest free range holds the namespace
+// for `request_bytes`, the one with the smallest such range (ties: name).
+// RESOURCE_EXHAUSTED (with the largest creatable size in the message) when
+// none can; a volume above `limit_bytes` (non-zero) is OUT_OF_RANGE.
+absl::StatusOr<Placement> ChooseRegion(const std::vector<RegionSpace>& regions,
+                                       uint64_t request_bytes,
+                                       uint64_t limit_bytes,
+                                       uint64_t pfn_align);
+
+// Total, free total, and largest creatable volume over all regions.
+Capacity CapacityOf(const std::vector<RegionSpace>& regions,
+                    uint64_t pfn_align);
+
+// The namespace UUID of a volume: 16 bytes derived from the ID (RFC 9562
+// version 8 layout), the ownership mark of the backend's namespaces.
+std::array<uint8_t, 16> VolumeNamespaceUuid(absl::string_view volume_id);
+
+// mkfs arguments tuned for 2 MiB DAX pages (DESIGN.md section 3), without
+// the device: ext4 `-b 4096 -E stride=512,stripe_width=512`, xfs
+// `-b size=4096 -m reflink=0 -d su=2m,sw=1`. InvalidArgument for others.
+absl::StatusOr<std::vector<std::string>> FsdaxMkfsArgs(
+    absl::string_view fs_type);
+
+// ---------------------------------------------------------------- backend
+struct NdctlBackendOptions {
+  // Zero the whole namespace before freeing it (else only its info block).
+  bool erase_on_delete = true;
+  // Alignment of the data area (page size of the DAX mappings).
+  uint64_t pfn_align = 2 * kMiB;
+  // Regions to use ("region0", ...); empty = every labelled pmem region.
+  std::vector<std::string> regions;
+};
+
+class NdctlBackend final : public VolumeBackend {
+ public:
+  explicit NdctlBackend(NdctlBackendOptions options);
+
+  absl::string_view Name() const override { return "ndctl"; }
+  // OK when at least one labelled, enabled, writable pmem region exists.
+  absl::Status Ready() override;
+  bool ProvidesDax() const override { return true; }
+  absl::StatusOr<Volume> Create(const VolumeSpec& spec) override;
+  absl::StatusOr<Volume> Get(absl::string_view id) override;
+  absl::StatusOr<std::vector<Volume>> List() override;
+  absl::Status Delete(absl::string_view id) override;
+  absl::StatusOr<Volume> Expand(absl::string_view id,
+                                uint64_t new_capacity_bytes,
+                                uint64_t limit_bytes) override;
+  absl::StatusOr<Capacity> GetCapacity(VolumeMode mode) override;
+  absl::StatusOr<AttachedDevice> Attach(absl::string_view id) override;
+  absl::StatusOr<std::optional<AttachedDevice>> FindAttached(
+      absl::string_view id) override;
+  absl::Status Detach(absl::string_view id) override;
+  absl::Status RefreshDevice(absl::string_view id) override;
+
+  // The regions the backend would use, as it sees them now.
+  absl::StatusOr<std::vector<RegionSpace>> Regions();
+
+ private:
+  const NdctlBackendOptions options_;
+  absl::Mutex mu_;
+};
+
+}  // namespace daxlease::csi
+
+#endif  // DAXLEASE_CSI_NDCTL_BACKEND_H_

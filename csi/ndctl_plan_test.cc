@@ -1,0 +1,137 @@
+#include <algorithm>
+#include <vector>
+
+#include "csi/ndctl_backend.h"
+#include "gtest/gtest.h"
+
+namespace daxlease::csi {
+namespace {
+
+constexpr uint64_t k2M = 2 * kMiB;
+constexpr uint64_t k16M = 16 * kMiB;
+
+TEST(MapDevUsableBytes, MatchesWhatTheKernelGaveInTheLab) {
+  // ndctl create-namespace -m fsdax -s 512M -> 502 MiB; -m devdax -s 256M ->
+  // 250 MiB (6.1 kernel, 2 MiB alignment; see notes/lab.md).
+  EXPECT_EQ(MapDevUsableBytes(512 * kMiB, k2M), 502 * kMiB);
+  EXPECT_EQ(MapDevUsableBytes(256 * kMiB, k2M), 250 * kMiB);
+}
+
+TEST(MapDevUsableBytes, TinyNamespacesHaveNothingUsable) {
+  EXPECT_EQ(MapDevUsableBytes(0, k2M), 0u);
+  EXPECT_EQ(MapDevUsableBytes(kPfnInfoBytes, k2M), 0u);
+  EXPECT_EQ(MapDevUsableBytes(k2M, k2M), 0u);
+}
+
+TEST(NamespaceBytesFor, UsableIsNeverBelowTheRequestAndSizeIsAligned) {
+  for (uint64_t req :
+       {uint64_t{1}, kMiB, 14 * kMiB, 15 * kMiB, 16 * kMiB, 100 * kMiB,
+        250 * kMiB, 251 * kMiB, 502 * kMiB, 503 * kMiB, 1000 * kMiB + 4095}) {
+    auto ns = NamespaceBytesFor(req, k16M, k2M);
+    ASSERT_TRUE(ns.ok()) << req;
+    EXPECT_EQ(*ns % k16M, 0u) << req;
+    EXPECT_GE(*ns, kMinNamespaceBytes) << req;
+    EXPECT_GE(MapDevUsableBytes(*ns, k2M), req) << req;
+    // and it is the smallest such size
+    if (*ns > kMinNamespaceBytes) {
+      EXPECT_LT(MapDevUsableBytes(*ns - k16M, k2M), req) << req;
+    }
+  }
+}
+
+TEST(NamespaceBytesFor, EnlargesForTheMetadata) {
+  // 256 MiB usable needs more than 256 MiB of namespace.
+  auto ns = NamespaceBytesFor(256 * kMiB, k16M, k2M);
+  ASSERT_TRUE(ns.ok());
+  EXPECT_EQ(*ns, 272 * kMiB);
+  // exactly what a 512 MiB namespace gives needs no more
+  ns = NamespaceBytesFor(502 * kMiB, k16M, k2M);
+  ASSERT_TRUE(ns.ok());
+  EXPECT_EQ(*ns, 512 * kMiB);
+}
+
+TEST(NamespaceBytesFor, RejectsZero) {
+  EXPECT_EQ(NamespaceBytesFor(0, k16M, k2M).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(NamespaceBytesFor(kMiB, 0, k2M).status().code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
+std::vector<RegionSpace> TwoRegions() {
+  return {{"region0", 1024 * kMiB, 600 * kMiB, 400 * kMiB, k16M},
+          {"region1", 2048 * kMiB, 300 * kMiB, 300 * kMiB, k16M}};
+}
+
+TEST(ChooseRegion, BestFitPicksTheSmallestRangeThatHolds) {
+  auto p = ChooseRegion(TwoRegions(), 200 * kMiB, 0, k2M);
+  ASSERT_TRUE(p.ok()) << p.status();
+  EXPECT_EQ(p->region, "region1");
+  EXPECT_GE(p->usable_bytes, 200 * kMiB);
+  p = ChooseRegion(TwoRegions(), 350 * kMiB, 0, k2M);
+  ASSERT_TRUE(p.ok()) << p.status();
+  EXPECT_EQ(p->region, "region0");
+}
+
+TEST(ChooseRegion, FragmentedFreeSpaceIsNotEnough) {
+  // 600 MiB free in region0 but only 400 MiB contiguous.
+  auto p = ChooseRegion(TwoRegions(), 500 * kMiB, 0, k2M);
+  ASSERT_FALSE(p.ok());
+  EXPECT_EQ(p.status().code(), absl::StatusCode::kResourceExhausted);
+}
+
+TEST(ChooseRegion, NoRegionsIsExhausted) {
+  EXPECT_EQ(ChooseRegion({}, kMiB, 0, k2M).status().code(),
+            absl::StatusCode::kResourceExhausted);
+}
+
+TEST(ChooseRegion, RoundingAboveTheLimitIsOutOfRange) {
+  // 100 MiB rounds up to a 112 MiB namespace = 110 MiB usable > limit.
+  auto p = ChooseRegion(TwoRegions(), 100 * kMiB, 100 * kMiB, k2M);
+  ASSERT_FALSE(p.ok());
+  EXPECT_EQ(p.status().code(), absl::StatusCode::kOutOfRange);
+  EXPECT_TRUE(ChooseRegion(TwoRegions(), 100 * kMiB, 200 * kMiB, k2M).ok());
+}
+
+TEST(CapacityOf, ReportsTheLargestCreatableNotTheFreeTotal) {
+  Capacity c = CapacityOf(TwoRegions(), k2M);
+  EXPECT_EQ(c.total_bytes, 3072 * kMiB);
+  EXPECT_EQ(c.available_bytes, 900 * kMiB);
+  EXPECT_EQ(c.max_volume_bytes, MapDevUsableBytes(400 * kMiB, k2M));
+  // The reported maximum is really creatable, one byte more is not.
+  EXPECT_TRUE(ChooseRegion(TwoRegions(), c.max_volume_bytes, 0, k2M).ok());
+  EXPECT_EQ(ChooseRegion(TwoRegions(), c.max_volume_bytes + 1, 0, k2M)
+                .status()
+                .code(),
+            absl::StatusCode::kResourceExhausted);
+}
+
+TEST(CapacityOf, RangesBelowTheMinimumCountAsNothing) {
+  std::vector<RegionSpace> r = {
+      {"region0", 64 * kMiB, 8 * kMiB, 8 * kMiB, k16M}};
+  EXPECT_EQ(CapacityOf(r, k2M).max_volume_bytes, 0u);
+}
+
+TEST(VolumeNamespaceUuid, DeterministicDistinctAndVersioned) {
+  auto a = VolumeNamespaceUuid("pvc-1");
+  EXPECT_EQ(a, VolumeNamespaceUuid("pvc-1"));
+  EXPECT_NE(a, VolumeNamespaceUuid("pvc-2"));
+  EXPECT_EQ(a[6] >> 4, 8);
+  EXPECT_EQ(a[8] >> 6, 2);
+}
+
+TEST(FsdaxMkfsArgs, TunedFor2MiBPages) {
+  auto ext4 = FsdaxMkfsArgs("ext4");
+  ASSERT_TRUE(ext4.ok());
+  EXPECT_NE(
+      std::find(ext4->begin(), ext4->end(), "stride=512,stripe_width=512"),
+      ext4->end());
+  auto xfs = FsdaxMkfsArgs("xfs");
+  ASSERT_TRUE(xfs.ok());
+  EXPECT_NE(std::find(xfs->begin(), xfs->end(), "su=2m,sw=1"), xfs->end());
+  EXPECT_NE(std::find(xfs->begin(), xfs->end(), "reflink=0"), xfs->end());
+  EXPECT_EQ(FsdaxMkfsArgs("btrfs").status().code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
+}  // namespace
+}  // namespace daxlease::csi

@@ -1,0 +1,248 @@
+// C++ views of the daxlease.io/v1alpha1 custom resources (DESIGN.md 4.2).
+//
+// The CRD YAML under manifests/crd/ is the one definition of these kinds;
+// these structs mirror it field for field, and types_schema_test.cc checks
+// that every field name and enum value used here exists in that YAML.
+//
+// Plain values: copyable, no I/O, not synchronized. JSON conversion lives in
+// json.h.
+#ifndef DAXLEASE_LIB_API_TYPES_H_
+#define DAXLEASE_LIB_API_TYPES_H_
+
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/time/time.h"
+
+namespace daxlease::api {
+
+inline constexpr char kGroup[] = "daxlease.io";
+inline constexpr char kVersion[] = "v1alpha1";
+inline constexpr char kApiVersion[] = "daxlease.io/v1alpha1";
+
+// Finalizer the operator puts on a lease while the holder may still have
+// mappings (Granted, Recalling, unacknowledged Revoked).
+inline constexpr char kLeaseFinalizer[] = "daxlease.io/lease-protection";
+
+// Label the operator puts on every lease: value = spec.volume, so the leases
+// of one volume are one label-selected list.
+inline constexpr char kVolumeLabel[] = "daxlease.io/volume";
+
+// The subset of metav1.ObjectMeta the operator reads or writes.
+struct ObjectMeta {
+  std::string name;
+  std::string uid;
+  std::string resource_version;
+  int64_t generation = 0;
+  std::optional<absl::Time> creation_timestamp;
+  std::optional<absl::Time> deletion_timestamp;
+  std::vector<std::string> finalizers;
+  std::map<std::string, std::string> labels;
+  std::map<std::string, std::string> annotations;
+
+  friend bool operator==(const ObjectMeta&, const ObjectMeta&) = default;
+};
+
+enum class ConditionStatus { kTrue, kFalse, kUnknown };
+
+// metav1.Condition.
+struct Condition {
+  std::string type;
+  ConditionStatus status = ConditionStatus::kUnknown;
+  int64_t observed_generation = 0;
+  absl::Time last_transition_time = absl::UnixEpoch();
+  std::string reason;
+  std::string message;
+
+  friend bool operator==(const Condition&, const Condition&) = default;
+};
+
+// Sets `c` in `conditions` by type. lastTransitionTime changes only when the
+// status changes (as meta.SetStatusCondition does); reason, message and
+// observedGeneration are always updated. Returns true if anything changed.
+bool SetCondition(std::vector<Condition>& conditions, Condition c);
+const Condition* FindCondition(const std::vector<Condition>& conditions,
+                               const std::string& type);
+
+// ---- DaxVolume -------------------------------------------------------------
+
+enum class VolumeMode { kFsdax, kDevdax };
+enum class FsType { kExt4, kXfs };
+enum class VolumePhase {
+  kCreating,
+  kReady,
+  kRecalling,
+  kQuiesced,
+  kReshaping,
+  kMigrating,
+  kFailed
+};
+
+struct DaxVolumeSpec {
+  int64_t size_bytes = 0;
+  VolumeMode mode = VolumeMode::kFsdax;
+  std::optional<FsType> fs_type;
+  std::string owner_node;
+  bool share = false;
+  std::optional<int64_t> recall_grace_seconds;
+
+  friend bool operator==(const DaxVolumeSpec&, const DaxVolumeSpec&) = default;
+};
+
+struct DaxVolumeStatus {
+  std::optional<VolumePhase> phase;
+  std::string owner;
+  int64_t capacity_bytes = 0;
+  int64_t epoch = 0;
+  int32_t holders = 0;
+  bool dax = false;
+  std::string active_recall;  // DaxRecall name, empty when none.
+  std::vector<Condition> conditions;
+
+  friend bool operator==(const DaxVolumeStatus&,
+                         const DaxVolumeStatus&) = default;
+};
+
+struct DaxVolume {
+  ObjectMeta metadata;
+  DaxVolumeSpec spec;
+  DaxVolumeStatus status;
+  friend bool operator==(const DaxVolume&, const DaxVolume&) = default;
+};
+
+// ---- DaxLease --------------------------------------------------------------
+
+enum class Access { kReadOnly, kReadWrite };
+enum class LeaseState { kPending, kGranted, kRecalling, kReleased, kRevoked };
+
+struct DaxLeaseSpec {
+  std::string volume;
+  std::string holder_node;
+  std::string holder_pod;
+  Access access = Access::kReadOnly;
+
+  friend bool operator==(const DaxLeaseSpec&, const DaxLeaseSpec&) = default;
+};
+
+struct DaxLeaseStatus {
+  std::optional<LeaseState> state;
+  int64_t epoch = 0;
+  std::string recall_id;
+  std::optional<absl::Time> deadline;
+  std::string reason;
+  // Written by agents, read by the operator:
+  std::string released_recall_id;  // holder: flushed + unmapped for this recall
+  bool fence_required = false;     // operator: owner must fence this holder
+  std::string fenced_recall_id;    // owner: holder fenced for this recall
+  bool revocation_acknowledged = false;  // holder: client saw the revoke
+  std::vector<Condition> conditions;
+
+  friend bool operator==(const DaxLeaseStatus&,
+                         const DaxLeaseStatus&) = default;
+};
+
+struct DaxLease {
+  ObjectMeta metadata;
+  DaxLeaseSpec spec;
+  DaxLeaseStatus status;
+  friend bool operator==(const DaxLease&, const DaxLease&) = default;
+};
+
+// ---- DaxRecall -------------------------------------------------------------
+
+enum class RecallReason { kReshape, kMigrate, kEvict, kManual };
+enum class RecallPhase { kPending, kRecalling, kComplete, kFailed };
+
+struct DaxRecallSpec {
+  std::string volume;
+  RecallReason reason = RecallReason::kManual;
+  std::optional<int64_t> grace_seconds;
+
+  friend bool operator==(const DaxRecallSpec&, const DaxRecallSpec&) = default;
+};
+
+struct DaxRecallStatus {
+  std::optional<RecallPhase> phase;
+  std::string recall_id;
+  int32_t released = 0;
+  int32_t revoked = 0;
+  int32_t outstanding = 0;
+  std::optional<absl::Time> started_at;
+  std::optional<absl::Time> deadline;
+  std::optional<absl::Time> completed_at;
+  std::vector<Condition> conditions;
+
+  friend bool operator==(const DaxRecallStatus&,
+                         const DaxRecallStatus&) = default;
+};
+
+struct DaxRecall {
+  ObjectMeta metadata;
+  DaxRecallSpec spec;
+  DaxRecallStatus status;
+  friend bool operator==(const DaxRecall&, const DaxRecall&) = default;
+};
+
+// ---- DaxMigration ----------------------------------------------------------
+
+enum class MigrationPhase {
+  kPending,
+  kRecalling,
+  kCopying,
+  kSwitching,
+  kComplete,
+  kFailed
+};
+
+struct DaxMigrationSpec {
+  std::string volume;
+  std::string target_node;
+  friend bool operator==(const DaxMigrationSpec&,
+                         const DaxMigrationSpec&) = default;
+};
+
+struct DaxMigrationStatus {
+  std::optional<MigrationPhase> phase;
+  int64_t bytes_copied = 0;
+  std::vector<Condition> conditions;
+  friend bool operator==(const DaxMigrationStatus&,
+                         const DaxMigrationStatus&) = default;
+};
+
+struct DaxMigration {
+  ObjectMeta metadata;
+  DaxMigrationSpec spec;
+  DaxMigrationStatus status;
+  friend bool operator==(const DaxMigration&, const DaxMigration&) = default;
+};
+
+// Resource coordinates for the REST path /apis/daxlease.io/v1alpha1/<plural>.
+template <typename T>
+struct Resource;
+template <>
+struct Resource<DaxVolume> {
+  static constexpr char kKind[] = "DaxVolume";
+  static constexpr char kPlural[] = "daxvolumes";
+};
+template <>
+struct Resource<DaxLease> {
+  static constexpr char kKind[] = "DaxLease";
+  static constexpr char kPlural[] = "daxleases";
+};
+template <>
+struct Resource<DaxRecall> {
+  static constexpr char kKind[] = "DaxRecall";
+  static constexpr char kPlural[] = "daxrecalls";
+};
+template <>
+struct Resource<DaxMigration> {
+  static constexpr char kKind[] = "DaxMigration";
+  static constexpr char kPlural[] = "daxmigrations";
+};
+
+}  // namespace daxlease::api
+
+#endif  // DAXLEASE_LIB_API_TYPES_H_

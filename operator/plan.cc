@@ -1,0 +1,643 @@
+#include "operator/plan.h"
+
+#include <algorithm>
+#include <map>
+#include <set>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "lib/api/json.h"
+#include "lib/lease/lease.h"
+
+namespace daxlease::op {
+namespace {
+
+using api::ConditionStatus;
+using api::DaxLease;
+using api::DaxRecall;
+using api::DaxVolume;
+
+constexpr absl::Duration kMaxRecall = absl::Seconds(120);
+
+bool HasFinalizer(const api::ObjectMeta& m, const std::string& f) {
+  return std::find(m.finalizers.begin(), m.finalizers.end(), f) !=
+         m.finalizers.end();
+}
+void AddFinalizer(api::ObjectMeta& m, const std::string& f) {
+  if (!HasFinalizer(m, f)) m.finalizers.push_back(f);
+}
+void RemoveFinalizer(api::ObjectMeta& m, const std::string& f) {
+  m.finalizers.erase(std::remove(m.finalizers.begin(), m.finalizers.end(), f),
+                     m.finalizers.end());
+}
+
+bool RecallFinished(const DaxRecall& r) {
+  return r.status.phase == api::RecallPhase::kComplete ||
+         r.status.phase == api::RecallPhase::kFailed;
+}
+
+// The one place that knows how our states are written in the CRD (see
+// plan.h): a lease whose revoke is decided shows Revoked + fenceRequired.
+std::string CrdStateName(const lease::Lease& l) {
+  if (l.fencing()) return "Revoked";
+  return std::string(lease::Name(l.state));
+}
+
+// Reads the protocol view of one DaxLease that has a state.
+absl::StatusOr<lease::Lease> LeaseFromCrd(const DaxLease& d) {
+  lease::Lease l;
+  l.id = d.metadata.name;
+  l.holder_node = d.spec.holder_node;
+  l.holder_pod = d.spec.holder_pod;
+  auto access = lease::ParseAccess(api::EnumName(d.spec.access));
+  if (!access.ok()) return access.status();
+  l.access = *access;
+  auto reason = lease::ParseRevokeReason(d.status.reason);
+  l.reason = reason.ok() ? *reason : lease::RevokeReason::kNone;
+  l.epoch = static_cast<uint64_t>(std::max<int64_t>(d.status.epoch, 0));
+  l.recall_id = d.status.recall_id;
+  l.deadline = d.status.deadline.value_or(absl::InfiniteFuture());
+  if (*d.status.state == api::LeaseState::kRevoked) {
+    if (d.status.fence_required) {
+      l.state = lease::LeaseState::kRecalling;
+      if (l.reason == lease::RevokeReason::kNone) {
+        l.reason = lease::RevokeReason::kDeadlineExceeded;
+      }
+    } else {
+      l.state = lease::LeaseState::kRevoked;
+    }
+    return l;
+  }
+  auto state = lease::ParseLeaseState(api::EnumName(*d.status.state));
+  if (!state.ok()) return state.status();
+  l.state = *state;
+  if (l.state != lease::LeaseState::kRecalling &&
+      l.state != lease::LeaseState::kReleased) {
+    l.reason = lease::RevokeReason::kNone;
+  }
+  if (l.state != lease::LeaseState::kRecalling) {
+    l.deadline = absl::InfiniteFuture();
+  }
+  return l;
+}
+
+class Planner {
+ public:
+  Planner(const World& w, absl::Time now, const PlanOptions& opts)
+      : w_(w), now_(now), opts_(opts) {
+    plan_.desired = w;
+  }
+
+  Plan Run() {
+    if (!w_.volume.has_value()) {
+      VolumeMissing();
+    } else {
+      const auto& phase = w_.volume->status.phase;
+      if (phase == api::VolumePhase::kCreating ||
+          phase == api::VolumePhase::kFailed) {
+        VolumeNotServing();
+      } else if (BuildState()) {
+        ApplyAgentSignals();
+        ForgetDeletedLeases();
+        StartNextRecall();
+        StepAndResume();
+        GrantPending();
+        WriteLeases();
+        WriteRecalls();
+        WriteVolume();
+        plan_.requeue_at = lease::NextDeadline(s_);
+      }
+    }
+    EmitTransitionEvents();
+    return std::move(plan_);
+  }
+
+ private:
+  DaxVolume& Vol() { return *plan_.desired.volume; }
+  int64_t Gen(const api::ObjectMeta& m) { return m.generation; }
+
+  void SetCond(std::vector<api::Condition>& cs, const api::ObjectMeta& m,
+               const char* type, bool ok, std::string reason,
+               std::string message) {
+    api::SetCondition(
+        cs, {type, ok ? ConditionStatus::kTrue : ConditionStatus::kFalse,
+             Gen(m), now_, std::move(reason), std::move(message)});
+  }
+  void LeaseCond(DaxLease& l, bool ok, std::string reason, std::string msg) {
+    SetCond(l.status.conditions, l.metadata, kLeaseGrantedCondition, ok,
+            std::move(reason), std::move(msg));
+  }
+  void RecallCond(DaxRecall& r, bool ok, std::string reason, std::string msg) {
+    SetCond(r.status.conditions, r.metadata, kRecallCompleteCondition, ok,
+            std::move(reason), std::move(msg));
+  }
+
+  // Leases and recalls of a volume the operator cannot serve wait, saying why;
+  // a lease being deleted holds nothing the operator could fence, so it goes.
+  void Waiting(const std::string& reason, const std::string& message) {
+    for (DaxLease& l : plan_.desired.leases) {
+      if (l.metadata.deletion_timestamp.has_value()) {
+        RemoveFinalizer(l.metadata, api::kLeaseFinalizer);
+        continue;
+      }
+      if (!l.status.state.has_value()) {
+        l.status.state = api::LeaseState::kPending;
+      }
+      if (l.status.state == api::LeaseState::kPending) {
+        LeaseCond(l, false, reason, message);
+      }
+    }
+    for (DaxRecall& r : plan_.desired.recalls) {
+      if (RecallFinished(r)) continue;
+      if (!r.status.phase.has_value())
+        r.status.phase = api::RecallPhase::kPending;
+      if (r.status.phase == api::RecallPhase::kPending) {
+        RecallCond(r, false, reason, message);
+        if (r.metadata.deletion_timestamp.has_value()) {
+          RemoveFinalizer(r.metadata, kRecallFinalizer);
+        }
+      }
+    }
+  }
+
+  void VolumeMissing() {
+    Waiting("VolumeNotFound",
+            absl::StrCat("DaxVolume \"", w_.volume_name, "\" does not exist"));
+  }
+
+  void VolumeNotServing() {
+    std::string phase = api::EnumName(*w_.volume->status.phase);
+    Waiting("VolumeNotReady",
+            absl::StrCat("DaxVolume \"", w_.volume_name, "\" is ", phase));
+  }
+
+  // Grace of a recall: its own, else the volume's, else the default.
+  absl::Duration GraceOf(const DaxRecall* r) const {
+    if (r != nullptr && r->spec.grace_seconds.has_value()) {
+      return absl::Seconds(*r->spec.grace_seconds);
+    }
+    if (w_.volume->spec.recall_grace_seconds.has_value()) {
+      return absl::Seconds(*w_.volume->spec.recall_grace_seconds);
+    }
+    return opts_.default_grace;
+  }
+
+  lease::Recall RecallFromCrd(const DaxRecall& r) const {
+    lease::Recall rc;
+    rc.id = r.status.recall_id.empty() ? r.metadata.uid : r.status.recall_id;
+    auto reason = lease::ParseRecallReason(api::EnumName(r.spec.reason));
+    rc.reason = reason.ok() ? *reason : lease::RecallReason::kManual;
+    rc.started_at = r.status.started_at.value_or(now_);
+    rc.grace = r.status.deadline.has_value()
+                   ? *r.status.deadline - rc.started_at
+                   : GraceOf(&r);
+    if (rc.grace <= absl::ZeroDuration()) rc.grace = absl::Seconds(1);
+    rc.cap = rc.started_at + std::max(kMaxRecall, rc.grace);
+    return rc;
+  }
+
+  int FindRecallByName(const std::string& name) const {
+    for (size_t i = 0; i < w_.recalls.size(); ++i) {
+      if (w_.recalls[i].metadata.name == name) return static_cast<int>(i);
+    }
+    return -1;
+  }
+  int FindRecallById(const std::string& id) const {
+    for (size_t i = 0; i < w_.recalls.size(); ++i) {
+      const DaxRecall& r = w_.recalls[i];
+      if (r.status.recall_id == id || r.metadata.uid == id) {
+        return static_cast<int>(i);
+      }
+    }
+    return -1;
+  }
+
+  // Builds s_ from the objects. False (with a volume condition) when the
+  // objects do not form a state the protocol can reach.
+  bool BuildState() {
+    const DaxVolume& v = *w_.volume;
+    s_.volume = w_.volume_name;
+    s_.epoch = static_cast<uint64_t>(std::max<int64_t>(v.status.epoch, 1));
+    s_.config.grace = GraceOf(nullptr);
+    s_.config.max_recall = std::max(kMaxRecall, s_.config.grace);
+
+    // The running recall: the DaxRecall whose status says Recalling.
+    for (size_t i = 0; i < w_.recalls.size(); ++i) {
+      if (w_.recalls[i].status.phase == api::RecallPhase::kRecalling) {
+        running_ = static_cast<int>(i);
+        break;
+      }
+    }
+    auto vphase = v.status.phase.value_or(api::VolumePhase::kReady);
+    if (running_ >= 0) {
+      s_.phase = lease::VolumePhase::kRecalling;
+      s_.recall = RecallFromCrd(w_.recalls[running_]);
+    } else if (vphase == api::VolumePhase::kRecalling ||
+               vphase == api::VolumePhase::kQuiesced ||
+               vphase == api::VolumePhase::kReshaping ||
+               vphase == api::VolumePhase::kMigrating) {
+      // Recalling with no running recall: it was written Complete and the
+      // volume write was lost (or never made); finish from Quiesced.
+      s_.phase = vphase == api::VolumePhase::kReshaping
+                     ? lease::VolumePhase::kReshaping
+                 : vphase == api::VolumePhase::kMigrating
+                     ? lease::VolumePhase::kMigrating
+                     : lease::VolumePhase::kQuiesced;
+      int idx = FindRecallByName(v.status.active_recall);
+      if (idx >= 0) {
+        s_.recall = RecallFromCrd(w_.recalls[idx]);
+      } else {
+        lease::Recall gone;
+        gone.id =
+            v.status.active_recall.empty() ? "unknown" : v.status.active_recall;
+        gone.started_at = now_;
+        gone.cap = now_ + kMaxRecall;
+        s_.recall = gone;
+      }
+    }
+
+    for (size_t i = 0; i < w_.leases.size(); ++i) {
+      const DaxLease& d = w_.leases[i];
+      if (!d.status.state.has_value()) continue;
+      absl::StatusOr<lease::Lease> l = LeaseFromCrd(d);
+      if (!l.ok()) {
+        LeaseCond(plan_.desired.leases[i], false, "InvalidState",
+                  std::string(l.status().message()));
+        continue;
+      }
+      s_.leases.push_back(*std::move(l));
+      index_[d.metadata.name] = i;
+    }
+    absl::Status valid = lease::Validate(s_);
+    if (!valid.ok()) {
+      SetCond(
+          Vol().status.conditions, Vol().metadata, kVolumeReadyCondition, false,
+          "InvalidState",
+          absl::StrCat("lease records are inconsistent: ", valid.message()));
+      plan_.events.push_back({"DaxVolume", v.metadata.name, v.metadata.uid,
+                              true, "InvalidState",
+                              std::string(valid.message())});
+      return false;
+    }
+    return true;
+  }
+
+  // Applies one protocol event; a refusal leaves s_ as it was and, for a
+  // lease event, says so on the lease.
+  bool Apply(const lease::Event& e, int lease_index = -1) {
+    absl::StatusOr<lease::Outcome> o = lease::Apply(s_, e, now_);
+    if (!o.ok()) {
+      if (lease_index >= 0) {
+        LeaseCond(plan_.desired.leases[lease_index], false, "Refused",
+                  std::string(o.status().message()));
+      }
+      return false;
+    }
+    s_ = std::move(o->state);
+    return true;
+  }
+
+  void ApplyAgentSignals() {
+    for (size_t i = 0; i < w_.leases.size(); ++i) {
+      const DaxLease& d = w_.leases[i];
+      int idx = static_cast<int>(i);
+      if (!d.status.state.has_value()) {
+        if (d.metadata.deletion_timestamp.has_value()) continue;
+        lease::Request req;
+        req.lease_id = d.metadata.name;
+        req.holder_node = d.spec.holder_node;
+        req.holder_pod = d.spec.holder_pod;
+        req.access = d.spec.access == api::Access::kReadOnly
+                         ? lease::Access::kReadOnly
+                         : lease::Access::kReadWrite;
+        if (Apply(req, idx)) index_[d.metadata.name] = i;
+        continue;
+      }
+      const lease::Lease* l = s_.Find(d.metadata.name);
+      if (l == nullptr) continue;
+      if (l->state == lease::LeaseState::kRecalling && !l->fencing() &&
+          !d.status.released_recall_id.empty() &&
+          d.status.released_recall_id == l->recall_id) {
+        Apply(lease::HolderAck{l->id, l->recall_id, l->epoch, true}, idx);
+      } else if (l->fencing() && !d.status.fenced_recall_id.empty() &&
+                 d.status.fenced_recall_id == l->recall_id) {
+        Apply(lease::FenceConfirmed{l->id, l->epoch}, idx);
+      } else if (l->state == lease::LeaseState::kRevoked &&
+                 d.status.revocation_acknowledged) {
+        Apply(lease::RevocationAck{l->id, l->epoch}, idx);
+      }
+    }
+  }
+
+  void ForgetDeletedLeases() {
+    for (size_t i = 0; i < w_.leases.size(); ++i) {
+      DaxLease& d = plan_.desired.leases[i];
+      if (!d.metadata.deletion_timestamp.has_value()) continue;
+      const lease::Lease* l = s_.Find(d.metadata.name);
+      if (l != nullptr && l->holds_access()) {
+        deletion_blocked_.insert(l->id);  // said in WriteLeases
+        continue;
+      }
+      if (l != nullptr) Apply(lease::Forget{l->id}, static_cast<int>(i));
+      RemoveFinalizer(d.metadata, api::kLeaseFinalizer);
+    }
+  }
+
+  void StartNextRecall() {
+    // Recalls in creation order; only one runs at a time.
+    std::vector<size_t> order;
+    for (size_t i = 0; i < w_.recalls.size(); ++i) {
+      const DaxRecall& r = w_.recalls[i];
+      if (RecallFinished(r) || static_cast<int>(i) == running_) continue;
+      order.push_back(i);
+    }
+    std::sort(order.begin(), order.end(), [&](size_t a, size_t b) {
+      const auto& ma = w_.recalls[a].metadata;
+      const auto& mb = w_.recalls[b].metadata;
+      return std::tie(ma.creation_timestamp, ma.name) <
+             std::tie(mb.creation_timestamp, mb.name);
+    });
+    for (size_t i : order) {
+      DaxRecall& r = plan_.desired.recalls[i];
+      if (!r.status.phase.has_value())
+        r.status.phase = api::RecallPhase::kPending;
+      if (r.metadata.deletion_timestamp.has_value()) {
+        RemoveFinalizer(r.metadata, kRecallFinalizer);
+        continue;
+      }
+      if (s_.phase != lease::VolumePhase::kReady) {
+        std::string why =
+            s_.recall.has_value()
+                ? absl::StrCat("waiting for recall ", s_.recall->id,
+                               " of volume ", w_.volume_name, " (",
+                               lease::Name(s_.phase), ")")
+                : absl::StrCat("volume is ", lease::Name(s_.phase));
+        RecallCond(r, false, "WaitingForVolume", why);
+        continue;
+      }
+      lease::StartRecall start;
+      start.recall_id =
+          r.metadata.uid.empty() ? r.metadata.name : r.metadata.uid;
+      auto reason = lease::ParseRecallReason(api::EnumName(r.spec.reason));
+      start.reason = reason.ok() ? *reason : lease::RecallReason::kManual;
+      start.grace = GraceOf(&r);
+      s_.config.max_recall = std::max(s_.config.max_recall, start.grace);
+      absl::StatusOr<lease::Outcome> o = lease::Apply(s_, start, now_);
+      if (!o.ok()) {
+        RecallCond(r, false, "Refused", std::string(o.status().message()));
+        continue;
+      }
+      s_ = std::move(o->state);
+      r.status.phase = api::RecallPhase::kRecalling;
+      r.status.recall_id = start.recall_id;
+      r.status.started_at = now_;
+      r.status.deadline = now_ + start.grace;
+      AddFinalizer(r.metadata, kRecallFinalizer);
+    }
+  }
+
+  void StepAndResume() {
+    absl::StatusOr<lease::Outcome> o = lease::Step(s_, now_);
+    if (o.ok()) s_ = std::move(o->state);
+    // A recall that changes nothing is over once quiesced: back to Ready at
+    // the next epoch. Reshape/Migrate recalls leave the volume Quiesced for
+    // the change that asked for them.
+    if (s_.phase == lease::VolumePhase::kQuiesced && s_.recall.has_value() &&
+        (s_.recall->reason == lease::RecallReason::kManual ||
+         s_.recall->reason == lease::RecallReason::kEvict)) {
+      completed_id_ = s_.recall->id;
+      Apply(lease::Resume{});
+    } else if (s_.phase == lease::VolumePhase::kQuiesced &&
+               s_.recall.has_value()) {
+      completed_id_ = s_.recall->id;
+    }
+  }
+
+  void GrantPending() {
+    const DaxVolume& v = *w_.volume;
+    for (lease::Lease& l : std::vector<lease::Lease>(s_.leases)) {
+      if (l.state != lease::LeaseState::kPending) continue;
+      DaxLease& d = plan_.desired.leases[index_.at(l.id)];
+      if (!v.spec.share && l.holder_node != v.spec.owner_node) {
+        LeaseCond(d, false, "NotShared",
+                  absl::StrCat("volume ", v.metadata.name,
+                               " is not shared (spec.share=false) and node ",
+                               l.holder_node, " is not its owner ",
+                               v.spec.owner_node));
+        continue;
+      }
+      absl::Status may = lease::MayGrant(s_, l.id);
+      if (absl::IsUnavailable(may)) {
+        LeaseCond(
+            d, false,
+            s_.phase == lease::VolumePhase::kRecalling ? "RecallInProgress"
+                                                       : "VolumeNotReady",
+            absl::StrCat("volume ", w_.volume_name, " is ",
+                         lease::Name(s_.phase),
+                         s_.recall.has_value()
+                             ? absl::StrCat(" (recall ", s_.recall->id, ")")
+                             : "",
+                         "; the lease is granted when it is Ready"));
+        continue;
+      }
+      if (!may.ok()) {
+        LeaseCond(d, false, "Refused", std::string(may.message()));
+        continue;
+      }
+      Apply(lease::Grant{l.id}, static_cast<int>(index_.at(l.id)));
+    }
+  }
+
+  void WriteLeases() {
+    for (const lease::Lease& l : s_.leases) {
+      auto it = index_.find(l.id);
+      if (it == index_.end()) continue;
+      DaxLease& d = plan_.desired.leases[it->second];
+      auto state = api::ParseEnum<api::LeaseState>(CrdStateName(l));
+      if (!state.ok()) continue;
+      d.status.state = *state;
+      d.status.epoch = static_cast<int64_t>(l.epoch);
+      d.status.recall_id = l.recall_id;
+      d.status.reason = std::string(lease::Name(l.reason));
+      d.status.fence_required = l.fencing();
+      if (l.state == lease::LeaseState::kRecalling) {
+        d.status.deadline = l.deadline;
+      } else if (l.state == lease::LeaseState::kGranted ||
+                 l.state == lease::LeaseState::kPending) {
+        d.status.deadline.reset();
+      }
+      if (l.holds_access()) AddFinalizer(d.metadata, api::kLeaseFinalizer);
+      const std::string until = d.status.deadline.has_value()
+                                    ? api::FormatWireTime(*d.status.deadline)
+                                    : "";
+      switch (l.state) {
+        case lease::LeaseState::kPending:
+          break;  // GrantPending said why
+        case lease::LeaseState::kGranted:
+          LeaseCond(d, true, "Granted",
+                    absl::StrCat("granted at epoch ", l.epoch));
+          break;
+        case lease::LeaseState::kRecalling:
+          if (l.fencing()) {
+            LeaseCond(d, false, std::string(lease::Name(l.reason)),
+                      absl::StrCat("revoked (recall ", l.recall_id,
+                                   "); waiting for owner node ",
+                                   w_.volume->spec.owner_node,
+                                   " to fence the holder"));
+          } else {
+            LeaseCond(d, false, "Recalling",
+                      absl::StrCat("recall ", l.recall_id,
+                                   ": flush, unmap and release by ", until));
+          }
+          break;
+        case lease::LeaseState::kReleased:
+          LeaseCond(d, false, "Released",
+                    l.reason == lease::RevokeReason::kNone
+                        ? "released by the holder"
+                        : absl::StrCat("revocation (", lease::Name(l.reason),
+                                       ") acknowledged by the holder"));
+          break;
+        case lease::LeaseState::kRevoked:
+          LeaseCond(d, false, std::string(lease::Name(l.reason)),
+                    "revoked and fenced; the holder must acknowledge before "
+                    "it requests again");
+          break;
+      }
+      if (deletion_blocked_.contains(l.id) && l.holds_access()) {
+        LeaseCond(d, false, "DeletionBlocked",
+                  absl::StrCat("lease is ", CrdStateName(l),
+                               "; it is kept until the holder releases it or "
+                               "is revoked and fenced"));
+      }
+    }
+  }
+
+  void CountRecall(DaxRecall& r, const std::string& id) {
+    r.status.released = r.status.revoked = r.status.outstanding = 0;
+    for (const lease::Lease& l : s_.leases) {
+      if (l.recall_id != id) continue;
+      if (l.state == lease::LeaseState::kReleased &&
+          l.reason == lease::RevokeReason::kNone) {
+        ++r.status.released;
+      } else if (l.state == lease::LeaseState::kRevoked || l.fencing() ||
+                 l.state == lease::LeaseState::kReleased) {
+        ++r.status.revoked;
+      } else if (l.state == lease::LeaseState::kRecalling) {
+        ++r.status.outstanding;
+      }
+    }
+  }
+
+  void WriteRecalls() {
+    for (size_t i = 0; i < plan_.desired.recalls.size(); ++i) {
+      DaxRecall& r = plan_.desired.recalls[i];
+      if (r.status.phase != api::RecallPhase::kRecalling) continue;
+      const std::string& id = r.status.recall_id;
+      CountRecall(r, id);
+      if (id == completed_id_) {
+        r.status.phase = api::RecallPhase::kComplete;
+        r.status.completed_at = now_;
+        r.status.outstanding = 0;
+        RemoveFinalizer(r.metadata, kRecallFinalizer);
+        RecallCond(r, true, r.status.revoked > 0 ? "Fenced" : "AllReleased",
+                   absl::StrCat(
+                       r.status.released, " released, ", r.status.revoked,
+                       " revoked and fenced; volume epoch is now ", s_.epoch));
+      } else {
+        int fencing = 0;
+        for (const lease::Lease& l : s_.leases) {
+          if (l.recall_id == id && l.fencing()) ++fencing;
+        }
+        RecallCond(
+            r, false,
+            r.status.outstanding > 0 ? "WaitingForHolders" : "WaitingForFence",
+            absl::StrCat(r.status.outstanding, " lease(s) not yet released, ",
+                         fencing, " waiting for the owner's fence"));
+      }
+    }
+  }
+
+  void WriteVolume() {
+    DaxVolume& v = Vol();
+    auto phase = api::ParseEnum<api::VolumePhase>(lease::Name(s_.phase));
+    if (phase.ok()) v.status.phase = *phase;
+    v.status.epoch = static_cast<int64_t>(s_.epoch);
+    int32_t holders = 0;
+    for (const lease::Lease& l : s_.leases) holders += l.holds_access() ? 1 : 0;
+    v.status.holders = holders;
+    v.status.active_recall.clear();
+    if (s_.recall.has_value()) {
+      int idx = FindRecallById(s_.recall->id);
+      v.status.active_recall =
+          idx >= 0 ? w_.recalls[idx].metadata.name : s_.recall->id;
+    }
+    if (s_.phase == lease::VolumePhase::kReady) {
+      SetCond(v.status.conditions, v.metadata, kVolumeReadyCondition, true,
+              "Ready", absl::StrCat("grants at epoch ", s_.epoch));
+    } else {
+      SetCond(v.status.conditions, v.metadata, kVolumeReadyCondition, false,
+              std::string(lease::Name(s_.phase)),
+              absl::StrCat("recall ", v.status.active_recall, " ",
+                           s_.phase == lease::VolumePhase::kRecalling
+                               ? "in progress"
+                               : "complete; waiting for the volume change"));
+    }
+  }
+
+  void EmitTransitionEvents() {
+    const World& d = plan_.desired;
+    for (size_t i = 0; i < w_.leases.size(); ++i) {
+      const DaxLease& a = w_.leases[i];
+      const DaxLease& b = d.leases[i];
+      if (a.status.state == b.status.state || !b.status.state.has_value()) {
+        continue;
+      }
+      const api::Condition* c =
+          api::FindCondition(b.status.conditions, kLeaseGrantedCondition);
+      bool warn = b.status.state == api::LeaseState::kRevoked;
+      plan_.events.push_back({"DaxLease", b.metadata.name, b.metadata.uid, warn,
+                              api::EnumName(*b.status.state),
+                              c ? c->message : ""});
+    }
+    for (size_t i = 0; i < w_.recalls.size(); ++i) {
+      const DaxRecall& a = w_.recalls[i];
+      const DaxRecall& b = d.recalls[i];
+      if (a.status.phase == b.status.phase || !b.status.phase.has_value()) {
+        continue;
+      }
+      const api::Condition* c =
+          api::FindCondition(b.status.conditions, kRecallCompleteCondition);
+      plan_.events.push_back({"DaxRecall", b.metadata.name, b.metadata.uid,
+                              false, api::EnumName(*b.status.phase),
+                              c ? c->message : ""});
+    }
+    if (w_.volume.has_value() &&
+        (w_.volume->status.phase != d.volume->status.phase ||
+         w_.volume->status.epoch != d.volume->status.epoch) &&
+        d.volume->status.phase.has_value()) {
+      plan_.events.push_back(
+          {"DaxVolume", d.volume->metadata.name, d.volume->metadata.uid, false,
+           api::EnumName(*d.volume->status.phase),
+           absl::StrCat("phase ", api::EnumName(*d.volume->status.phase),
+                        ", epoch ", d.volume->status.epoch)});
+    }
+  }
+
+  const World& w_;
+  const absl::Time now_;
+  const PlanOptions opts_;
+  Plan plan_;
+  lease::VolumeState s_;
+  std::map<std::string, size_t> index_;  // lease name -> index in World
+  int running_ = -1;                     // recall running when read
+  std::string completed_id_;             // recall that completed
+  std::set<std::string> deletion_blocked_;  // deleted leases holding access
+};
+
+}  // namespace
+
+Plan ComputePlan(const World& world, absl::Time now, const PlanOptions& opts) {
+  return Planner(world, now, opts).Run();
+}
+
+}  // namespace daxlease::op

@@ -1,0 +1,86 @@
+// The operator's reconcile decision as plain code over values: given every
+// API object that concerns one DaxVolume (the volume, its leases, its
+// recalls) and the time, compute what those objects should look like.
+//
+// The volume is the unit of reconcile because the protocol's invariants span
+// all of a volume's leases (DESIGN.md section 5): a recall touches every
+// lease, a grant depends on the volume and the recalls. Every protocol
+// decision is taken by lib/lease; this file only translates API objects to a
+// lease::VolumeState and back:
+//   - agent signals in lease status become lease events: releasedRecallID ==
+//     recallID -> HolderAck (flushed), fencedRecallID == recallID on a lease
+//     marked fenceRequired -> FenceConfirmed, revocationAcknowledged ->
+//     RevocationAck; a lease without a state -> Request; a deleted lease
+//     that holds no access -> Forget;
+//   - a lease whose revoke is decided but not yet fenced (lease::Lease::
+//     fencing()) is shown as state Revoked with fenceRequired=true; once the
+//     owner confirms the fence it is Revoked with fenceRequired=false;
+//   - the recall in progress is the DaxRecall whose status.phase is
+//     Recalling; its status.recallID (= its uid), startedAt and deadline are
+//     the lease::Recall.
+// Crash safety comes from the write order (see Reconciler): a recall's status
+// is written Recalling before any lease is recalled, leases are written
+// before the recall completes, and the recall is written Complete before the
+// volume returns to Ready at the next epoch. Rebuilding from any prefix of
+// those writes yields a valid state that the next pass finishes.
+#ifndef DAXLEASE_OPERATOR_PLAN_H_
+#define DAXLEASE_OPERATOR_PLAN_H_
+
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/time/time.h"
+#include "lib/api/types.h"
+
+namespace daxlease::op {
+
+// Recall finalizer: keeps a running DaxRecall from disappearing, since the
+// leases carry its ID until it completes.
+inline constexpr char kRecallFinalizer[] = "daxlease.io/recall-protection";
+
+// Condition types.
+inline constexpr char kLeaseGrantedCondition[] = "Granted";
+inline constexpr char kRecallCompleteCondition[] = "Complete";
+inline constexpr char kVolumeReadyCondition[] = "Ready";
+
+// Everything about one volume, as read from the API server.
+struct World {
+  std::string volume_name;
+  std::optional<api::DaxVolume> volume;  // nullopt: no such DaxVolume
+  std::vector<api::DaxLease> leases;     // spec.volume == volume_name
+  std::vector<api::DaxRecall> recalls;   // spec.volume == volume_name
+};
+
+// A core/v1 Event to record about one object.
+struct EventSpec {
+  std::string kind;  // DaxVolume, DaxLease, DaxRecall
+  std::string name;
+  std::string uid;
+  bool warning = false;
+  std::string reason;
+  std::string message;
+};
+
+struct PlanOptions {
+  // Grace when neither the recall nor the volume sets one.
+  absl::Duration default_grace = absl::Seconds(30);
+};
+
+struct Plan {
+  // The objects as they should be (same order and count as the World's;
+  // a lease whose record may go has its finalizer removed here).
+  World desired;
+  std::vector<EventSpec> events;
+  // When the volume must be reconciled again even if nothing changes (a
+  // recall deadline); InfiniteFuture if never.
+  absl::Time requeue_at = absl::InfiniteFuture();
+};
+
+// Pure and deterministic. Never fails: an object the operator cannot act on
+// keeps its state and gets a condition saying why.
+Plan ComputePlan(const World& world, absl::Time now, const PlanOptions& opts);
+
+}  // namespace daxlease::op
+
+#endif  // DAXLEASE_OPERATOR_PLAN_H_

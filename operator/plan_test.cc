@@ -1,0 +1,379 @@
+#include "operator/plan.h"
+
+#include <algorithm>
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "lib/api/json.h"
+
+namespace daxlease::op {
+namespace {
+
+using api::LeaseState;
+using api::RecallPhase;
+using api::VolumePhase;
+using testing::ElementsAre;
+
+const absl::Time kT0 = absl::FromUnixSeconds(1'700'000'000);
+
+api::DaxVolume Volume(int64_t epoch = 3, bool share = true) {
+  api::DaxVolume v;
+  v.metadata.name = "vol";
+  v.metadata.uid = "vol-uid";
+  v.spec.size_bytes = 1 << 20;
+  v.spec.owner_node = "owner";
+  v.spec.share = share;
+  v.status.phase = VolumePhase::kReady;
+  v.status.epoch = epoch;
+  return v;
+}
+
+api::DaxLease Lease(const std::string& name, const std::string& node = "n") {
+  api::DaxLease l;
+  l.metadata.name = name;
+  l.metadata.uid = name + "-uid";
+  l.metadata.generation = 1;
+  l.spec.volume = "vol";
+  l.spec.holder_node = node;
+  l.spec.access = api::Access::kReadWrite;
+  return l;
+}
+
+api::DaxRecall Recall(const std::string& name,
+                      std::optional<int64_t> grace = std::nullopt) {
+  api::DaxRecall r;
+  r.metadata.name = name;
+  r.metadata.uid = name + "-uid";
+  r.metadata.creation_timestamp = kT0;
+  r.spec.volume = "vol";
+  r.spec.grace_seconds = grace;
+  return r;
+}
+
+World WorldOf(std::vector<api::DaxLease> leases,
+              std::vector<api::DaxRecall> recalls = {},
+              std::optional<api::DaxVolume> v = Volume()) {
+  return World{"vol", std::move(v), std::move(leases), std::move(recalls)};
+}
+
+const api::Condition& Cond(const std::vector<api::Condition>& cs,
+                           const std::string& type) {
+  static const api::Condition kNone;
+  const api::Condition* c = api::FindCondition(cs, type);
+  return c != nullptr ? *c : kNone;
+}
+
+// Runs plans until nothing changes (a real operator's passes), returning the
+// settled world. Fails if it does not settle.
+World Settle(World w, absl::Time now, PlanOptions opts = {}) {
+  for (int i = 0; i < 10; ++i) {
+    Plan p = ComputePlan(w, now, opts);
+    if (p.desired.leases == w.leases && p.desired.recalls == w.recalls &&
+        p.desired.volume == w.volume) {
+      return w;
+    }
+    w = std::move(p.desired);
+  }
+  ADD_FAILURE() << "plan did not settle";
+  return w;
+}
+
+// Leases granted first, then the recalls created.
+World Recalled(std::vector<api::DaxLease> leases,
+               std::vector<api::DaxRecall> recalls) {
+  World w = Settle(WorldOf(std::move(leases)), kT0);
+  w.recalls = std::move(recalls);
+  return Settle(w, kT0);
+}
+
+std::vector<LeaseState> States(const World& w) {
+  std::vector<LeaseState> out;
+  for (const auto& l : w.leases) out.push_back(l.status.state.value());
+  return out;
+}
+
+bool HasFinalizer(const api::ObjectMeta& m, const std::string& f) {
+  return std::find(m.finalizers.begin(), m.finalizers.end(), f) !=
+         m.finalizers.end();
+}
+
+TEST(PlanTest, NewLeaseIsGrantedAtTheVolumeEpochWithFinalizer) {
+  Plan p = ComputePlan(WorldOf({Lease("a")}), kT0, {});
+  const api::DaxLease& l = p.desired.leases[0];
+  EXPECT_EQ(l.status.state, LeaseState::kGranted);
+  EXPECT_EQ(l.status.epoch, 3);
+  EXPECT_TRUE(HasFinalizer(l.metadata, api::kLeaseFinalizer));
+  const api::Condition& c = Cond(l.status.conditions, kLeaseGrantedCondition);
+  EXPECT_EQ(c.status, api::ConditionStatus::kTrue);
+  EXPECT_EQ(c.observed_generation, 1);
+  EXPECT_EQ(c.last_transition_time, kT0);
+  EXPECT_EQ(p.desired.volume->status.holders, 1);
+  ASSERT_FALSE(p.events.empty());
+  EXPECT_EQ(p.events[0].reason, "Granted");
+  EXPECT_EQ(p.requeue_at, absl::InfiniteFuture());
+}
+
+TEST(PlanTest, VolumeWithoutStatusStartsReadyAtEpochOne) {
+  api::DaxVolume v = Volume();
+  v.status = {};
+  Plan p = ComputePlan(WorldOf({Lease("a")}, {}, v), kT0, {});
+  EXPECT_EQ(p.desired.volume->status.phase, VolumePhase::kReady);
+  EXPECT_EQ(p.desired.volume->status.epoch, 1);
+  EXPECT_EQ(p.desired.leases[0].status.epoch, 1);
+}
+
+TEST(PlanTest, SettledWorldPlansNoChange) {
+  World w = Recalled({Lease("a"), Lease("b")}, {Recall("r", 5)});
+  Plan p = ComputePlan(w, kT0 + absl::Seconds(1), {});
+  EXPECT_EQ(p.desired.leases, w.leases);
+  EXPECT_EQ(p.desired.recalls, w.recalls);
+  EXPECT_EQ(p.desired.volume, w.volume);
+  EXPECT_TRUE(p.events.empty());
+}
+
+TEST(PlanTest, RecallMarksEveryGrantedLeaseRecallingWithOneIdAndDeadline) {
+  World w = Settle(WorldOf({Lease("a"), Lease("b"), Lease("c")}), kT0);
+  w.recalls.push_back(Recall("r", 5));
+  absl::Time t1 = kT0 + absl::Milliseconds(1500);
+  Plan p = ComputePlan(w, t1, {});
+  const api::DaxRecall& r = p.desired.recalls[0];
+  EXPECT_EQ(r.status.phase, RecallPhase::kRecalling);
+  EXPECT_EQ(r.status.recall_id, "r-uid");
+  EXPECT_EQ(r.status.started_at, t1);
+  EXPECT_EQ(r.status.deadline, t1 + absl::Seconds(5));
+  EXPECT_EQ(r.status.outstanding, 3);
+  EXPECT_TRUE(HasFinalizer(r.metadata, kRecallFinalizer));
+  for (const api::DaxLease& l : p.desired.leases) {
+    EXPECT_EQ(l.status.state, LeaseState::kRecalling);
+    EXPECT_EQ(l.status.recall_id, "r-uid");
+    EXPECT_EQ(l.status.deadline, t1 + absl::Seconds(5));
+  }
+  EXPECT_EQ(p.desired.volume->status.phase, VolumePhase::kRecalling);
+  EXPECT_EQ(p.desired.volume->status.active_recall, "r");
+  EXPECT_EQ(p.desired.volume->status.holders, 3);
+  EXPECT_EQ(p.requeue_at, t1 + absl::Seconds(5));
+}
+
+TEST(PlanTest, GraceComesFromRecallElseVolumeElseDefault) {
+  World w = Settle(WorldOf({Lease("a")}), kT0);
+  w.recalls.push_back(Recall("r"));
+  PlanOptions opts;
+  opts.default_grace = absl::Seconds(11);
+  EXPECT_EQ(ComputePlan(w, kT0, opts).desired.recalls[0].status.deadline,
+            kT0 + absl::Seconds(11));
+  w.volume->spec.recall_grace_seconds = 7;
+  EXPECT_EQ(ComputePlan(w, kT0, opts).desired.recalls[0].status.deadline,
+            kT0 + absl::Seconds(7));
+  w.recalls[0].spec.grace_seconds = 2;
+  EXPECT_EQ(ComputePlan(w, kT0, opts).desired.recalls[0].status.deadline,
+            kT0 + absl::Seconds(2));
+}
+
+// The scenario at the plan level: three holders, two ack, one does
+// not; revoke at the deadline; complete after the fence; epoch bumped.
+TEST(PlanTest, TwoAckOneRevokedFencedThenCompleteAndEpochBumped) {
+  World w = Settle(WorldOf({Lease("a"), Lease("b"), Lease("c")}), kT0);
+  w.recalls.push_back(Recall("r", 5));
+  w = Settle(w, kT0);
+  w.leases[0].status.released_recall_id = "r-uid";  // agents ack
+  w.leases[1].status.released_recall_id = "r-uid";
+  w = Settle(w, kT0 + absl::Seconds(1));
+  EXPECT_THAT(States(w),
+              ElementsAre(LeaseState::kReleased, LeaseState::kReleased,
+                          LeaseState::kRecalling));
+  EXPECT_EQ(w.recalls[0].status.released, 2);
+  EXPECT_EQ(w.recalls[0].status.outstanding, 1);
+
+  Plan at_deadline = ComputePlan(w, kT0 + absl::Seconds(5), {});
+  w = Settle(at_deadline.desired, kT0 + absl::Seconds(5));
+  const api::DaxLease& c = w.leases[2];
+  EXPECT_EQ(c.status.state, LeaseState::kRevoked);
+  EXPECT_EQ(c.status.reason, "DeadlineExceeded");
+  EXPECT_TRUE(c.status.fence_required);
+  EXPECT_TRUE(HasFinalizer(c.metadata, api::kLeaseFinalizer));
+  EXPECT_EQ(w.recalls[0].status.phase, RecallPhase::kRecalling);
+  EXPECT_EQ(w.recalls[0].status.revoked, 1);
+  EXPECT_EQ(
+      Cond(w.recalls[0].status.conditions, kRecallCompleteCondition).reason,
+      "WaitingForFence");
+  EXPECT_EQ(w.volume->status.phase, VolumePhase::kRecalling);
+  bool warned = false;
+  for (const EventSpec& e : at_deadline.events) {
+    warned |= e.name == "c" && e.warning && e.reason == "Revoked";
+  }
+  EXPECT_TRUE(warned);
+
+  w.leases[2].status.fenced_recall_id = "r-uid";  // owner agent fences
+  w = Settle(w, kT0 + absl::Seconds(6));
+  EXPECT_EQ(w.leases[2].status.state, LeaseState::kRevoked);
+  EXPECT_FALSE(w.leases[2].status.fence_required);
+  const api::DaxRecall& r = w.recalls[0];
+  EXPECT_EQ(r.status.phase, RecallPhase::kComplete);
+  EXPECT_EQ(r.status.completed_at, kT0 + absl::Seconds(6));
+  EXPECT_EQ(r.status.released, 2);
+  EXPECT_EQ(r.status.revoked, 1);
+  EXPECT_EQ(r.status.outstanding, 0);
+  EXPECT_FALSE(HasFinalizer(r.metadata, kRecallFinalizer));
+  EXPECT_EQ(w.volume->status.phase, VolumePhase::kReady);
+  EXPECT_EQ(w.volume->status.epoch, 4);
+  EXPECT_EQ(w.volume->status.holders, 0);
+  EXPECT_EQ(w.volume->status.active_recall, "");
+
+  // Revoked is sticky until the holder acknowledges; then Released.
+  w = Settle(w, kT0 + absl::Seconds(60));
+  EXPECT_EQ(w.leases[2].status.state, LeaseState::kRevoked);
+  w.leases[2].status.revocation_acknowledged = true;
+  w = Settle(w, kT0 + absl::Seconds(61));
+  EXPECT_EQ(w.leases[2].status.state, LeaseState::kReleased);
+  EXPECT_EQ(w.leases[2].status.reason, "DeadlineExceeded");
+}
+
+TEST(PlanTest, NewLeaseDuringRecallWaitsThenIsGrantedAtTheNewEpoch) {
+  World w = Recalled({Lease("a")}, {Recall("r", 5)});
+  w.leases.push_back(Lease("new"));
+  w = Settle(w, kT0 + absl::Seconds(1));
+  const api::DaxLease& pending = w.leases[1];
+  EXPECT_EQ(pending.status.state, LeaseState::kPending);
+  const api::Condition& c =
+      Cond(pending.status.conditions, kLeaseGrantedCondition);
+  EXPECT_EQ(c.status, api::ConditionStatus::kFalse);
+  EXPECT_EQ(c.reason, "RecallInProgress");
+  EXPECT_THAT(c.message, testing::HasSubstr("r-uid"));
+
+  w.leases[0].status.released_recall_id = "r-uid";
+  w = Settle(w, kT0 + absl::Seconds(2));
+  EXPECT_EQ(w.recalls[0].status.phase, RecallPhase::kComplete);
+  EXPECT_EQ(w.leases[1].status.state, LeaseState::kGranted);
+  EXPECT_EQ(w.leases[1].status.epoch, 4);
+}
+
+TEST(PlanTest, StaleAckForAnotherRecallIsIgnored) {
+  World w = Recalled({Lease("a")}, {Recall("r", 5)});
+  w.leases[0].status.released_recall_id = "old-recall";
+  w = Settle(w, kT0 + absl::Seconds(1));
+  EXPECT_EQ(w.leases[0].status.state, LeaseState::kRecalling);
+}
+
+TEST(PlanTest, RecallWithNoHoldersCompletesAtOnce) {
+  World w = Settle(WorldOf({}, {Recall("r", 5)}), kT0);
+  EXPECT_EQ(w.recalls[0].status.phase, RecallPhase::kComplete);
+  EXPECT_EQ(w.volume->status.epoch, 4);
+  EXPECT_EQ(w.volume->status.phase, VolumePhase::kReady);
+}
+
+TEST(PlanTest, SecondRecallWaitsForTheFirst) {
+  api::DaxRecall r2 = Recall("r2", 5);
+  r2.metadata.creation_timestamp = kT0 + absl::Seconds(1);
+  World w = Recalled({Lease("a")}, {Recall("r1", 5), r2});
+  EXPECT_EQ(w.recalls[0].status.phase, RecallPhase::kRecalling);
+  EXPECT_EQ(w.recalls[1].status.phase, RecallPhase::kPending);
+  EXPECT_EQ(
+      Cond(w.recalls[1].status.conditions, kRecallCompleteCondition).reason,
+      "WaitingForVolume");
+  w.leases[0].status.released_recall_id = "r1-uid";
+  w = Settle(w, kT0 + absl::Seconds(1));
+  // r1 completes, the lease stays Released, so r2 completes at once too.
+  EXPECT_EQ(w.recalls[0].status.phase, RecallPhase::kComplete);
+  EXPECT_EQ(w.recalls[1].status.phase, RecallPhase::kComplete);
+  EXPECT_EQ(w.volume->status.epoch, 5);
+}
+
+TEST(PlanTest, UnknownVolumeGetsConditionsNotCrashes) {
+  World w = WorldOf({Lease("a")}, {Recall("r")}, std::nullopt);
+  Plan p = ComputePlan(w, kT0, {});
+  EXPECT_EQ(p.desired.leases[0].status.state, LeaseState::kPending);
+  EXPECT_EQ(Cond(p.desired.leases[0].status.conditions, kLeaseGrantedCondition)
+                .reason,
+            "VolumeNotFound");
+  EXPECT_EQ(p.desired.recalls[0].status.phase, RecallPhase::kPending);
+  EXPECT_EQ(
+      Cond(p.desired.recalls[0].status.conditions, kRecallCompleteCondition)
+          .reason,
+      "VolumeNotFound");
+}
+
+TEST(PlanTest, VolumeStillCreatingKeepsLeasesPending) {
+  api::DaxVolume v = Volume();
+  v.status.phase = VolumePhase::kCreating;
+  World w = Settle(WorldOf({Lease("a")}, {}, v), kT0);
+  EXPECT_EQ(w.leases[0].status.state, LeaseState::kPending);
+  EXPECT_EQ(Cond(w.leases[0].status.conditions, kLeaseGrantedCondition).reason,
+            "VolumeNotReady");
+}
+
+TEST(PlanTest, UnsharedVolumeRefusesOtherNodes) {
+  World w = Settle(WorldOf({Lease("local", "owner"), Lease("remote", "other")},
+                           {}, Volume(3, /*share=*/false)),
+                   kT0);
+  EXPECT_EQ(w.leases[0].status.state, LeaseState::kGranted);
+  EXPECT_EQ(w.leases[1].status.state, LeaseState::kPending);
+  EXPECT_EQ(Cond(w.leases[1].status.conditions, kLeaseGrantedCondition).reason,
+            "NotShared");
+}
+
+TEST(PlanTest, FinalizerHoldsGrantedLeaseButLetsReleasedOneGo) {
+  World w = Recalled({Lease("a"), Lease("b")}, {Recall("r", 5)});
+  w.leases[1].status.released_recall_id = "r-uid";
+  w = Settle(w, kT0);
+  w.leases[0].metadata.deletion_timestamp = kT0;  // Recalling
+  w.leases[1].metadata.deletion_timestamp = kT0;  // Released
+  Plan p = ComputePlan(w, kT0, {});
+  EXPECT_TRUE(HasFinalizer(p.desired.leases[0].metadata, api::kLeaseFinalizer));
+  EXPECT_EQ(Cond(p.desired.leases[0].status.conditions, kLeaseGrantedCondition)
+                .reason,
+            "DeletionBlocked");
+  EXPECT_FALSE(
+      HasFinalizer(p.desired.leases[1].metadata, api::kLeaseFinalizer));
+}
+
+TEST(PlanTest, CrashAfterRecallCommittedRepairsGrantedLeases) {
+  // The recall's status was written, the operator died before any lease.
+  World w = Settle(WorldOf({Lease("a"), Lease("b")}), kT0);
+  api::DaxRecall r = Recall("r", 5);
+  r.status.phase = RecallPhase::kRecalling;
+  r.status.recall_id = "r-uid";
+  r.status.started_at = kT0;
+  r.status.deadline = kT0 + absl::Seconds(5);
+  w.recalls.push_back(r);
+  w = Settle(w, kT0 + absl::Seconds(1));
+  EXPECT_THAT(States(w),
+              ElementsAre(LeaseState::kRecalling, LeaseState::kRecalling));
+  EXPECT_EQ(w.leases[0].status.recall_id, "r-uid");
+  EXPECT_EQ(w.volume->status.phase, VolumePhase::kRecalling);
+}
+
+TEST(PlanTest, CrashAfterRecallCompleteBeforeVolumeBumpFinishes) {
+  World w = Recalled({Lease("a")}, {Recall("r", 5)});
+  w.leases[0].status.released_recall_id = "r-uid";
+  Plan p = ComputePlan(w, kT0, {});
+  // Lease and recall written, volume write lost.
+  World crashed = p.desired;
+  crashed.volume = w.volume;
+  ASSERT_EQ(crashed.volume->status.phase, VolumePhase::kRecalling);
+  World done = Settle(crashed, kT0 + absl::Seconds(1));
+  EXPECT_EQ(done.volume->status.phase, VolumePhase::kReady);
+  EXPECT_EQ(done.volume->status.epoch, 4);
+}
+
+TEST(PlanTest, ClockJumpsForwardRevokesBackwardDoesNot) {
+  World w = Recalled({Lease("a")}, {Recall("r", 5)});
+  World back = Settle(w, kT0 - absl::Hours(1));
+  EXPECT_EQ(back.leases[0].status.state, LeaseState::kRecalling);
+  World jumped = Settle(w, kT0 + absl::Hours(24));
+  EXPECT_EQ(jumped.leases[0].status.state, LeaseState::kRevoked);
+  EXPECT_TRUE(jumped.leases[0].status.fence_required);
+}
+
+TEST(PlanTest, InconsistentRecordsGetAVolumeConditionAndNoWrites) {
+  // A Granted lease at an epoch the volume never had.
+  World w = Settle(WorldOf({Lease("a")}), kT0);
+  w.leases[0].status.epoch = 99;
+  Plan p = ComputePlan(w, kT0, {});
+  EXPECT_EQ(p.desired.leases, w.leases);
+  EXPECT_EQ(
+      Cond(p.desired.volume->status.conditions, kVolumeReadyCondition).reason,
+      "InvalidState");
+}
+
+}  // namespace
+}  // namespace daxlease::op

@@ -3,6 +3,7 @@
 #include "csi/ndctl_backend.h"
 
 #include <daxctl/libdaxctl.h>
+#include <dirent.h>
 #include <fcntl.h>
 #include <linux/ndctl.h>
 #include <ndctl/libndctl.h>
@@ -12,6 +13,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <climits>
+#include <cstdio>
 #include <cstring>
 #include <memory>
 #include <utility>
@@ -141,6 +143,17 @@ daxctl_dev* DaxDevOf(ndctl_namespace* ns) {
   return nullptr;
 }
 
+// Whether the volume's device exists: a claimed namespace is not itself
+// bound to a driver; its pfn (fsdax) or dax (devdax) child is.
+bool DeviceEnabled(ndctl_namespace* ns) {
+  if (ndctl_namespace_get_mode(ns) == NDCTL_NS_MODE_FSDAX) {
+    ndctl_pfn* pfn = ndctl_namespace_get_pfn(ns);
+    return pfn != nullptr && ndctl_pfn_is_enabled(pfn);
+  }
+  ndctl_dax* dax = ndctl_namespace_get_dax(ns);
+  return dax != nullptr && ndctl_dax_is_enabled(dax);
+}
+
 // "/dev/pmemN" or "/dev/daxX.Y" of an enabled namespace, "" if none.
 std::string DevicePath(ndctl_namespace* ns) {
   if (ndctl_namespace_get_mode(ns) == NDCTL_NS_MODE_FSDAX) {
@@ -157,8 +170,7 @@ std::string DevicePath(ndctl_namespace* ns) {
 // Usable bytes: the device's real size when enabled, the kernel's formula
 // otherwise (the same numbers; the lab checks they agree).
 uint64_t UsableOf(ndctl_namespace* ns, uint64_t pfn_align) {
-  if (ndctl_namespace_is_enabled(ns) ||
-      ndctl_namespace_get_mode(ns) == NDCTL_NS_MODE_FSDAX) {
+  if (DeviceEnabled(ns)) {
     if (ndctl_namespace_get_mode(ns) == NDCTL_NS_MODE_FSDAX) {
       ndctl_pfn* pfn = ndctl_namespace_get_pfn(ns);
       if (pfn != nullptr && ndctl_pfn_is_enabled(pfn)) {
@@ -180,6 +192,48 @@ Volume VolumeOf(absl::string_view id, ndctl_namespace* ns, uint64_t pfn_align) {
                : VolumeMode::kFsdax;
   v.capacity_bytes = UsableOf(ns, pfn_align);
   return v;
+}
+
+// Whether any process has `path` open or mapped. The kernel disables a
+// device-dax instance even while it is mapped (and zaps the mappings), so
+// "in use" for devdax is decided here from /proc, not by the disable call.
+bool DeviceInUse(const std::string& path) {
+  DIR* proc = ::opendir("/proc");
+  if (proc == nullptr) return false;
+  bool used = false;
+  while (dirent* e = ::readdir(proc)) {
+    if (used) break;
+    if (e->d_name[0] < '0' || e->d_name[0] > '9') continue;
+    const std::string pid = absl::StrCat("/proc/", e->d_name);
+    if (DIR* fds = ::opendir((pid + "/fd").c_str()); fds != nullptr) {
+      while (dirent* f = ::readdir(fds)) {
+        char buf[256];
+        const std::string link = absl::StrCat(pid, "/fd/", f->d_name);
+        ssize_t n = ::readlink(link.c_str(), buf, sizeof buf - 1);
+        if (n > 0 && path == absl::string_view(buf, static_cast<size_t>(n))) {
+          used = true;
+          break;
+        }
+      }
+      ::closedir(fds);
+    }
+    if (used) break;
+    if (FILE* m = std::fopen((pid + "/maps").c_str(), "r"); m != nullptr) {
+      char line[512];
+      while (std::fgets(line, sizeof line, m) != nullptr) {
+        absl::string_view l(line);
+        while (!l.empty() && l.back() == '\n') l.remove_suffix(1);
+        if (l.size() >= path.size() &&
+            l.substr(l.size() - path.size()) == path) {
+          used = true;
+          break;
+        }
+      }
+      std::fclose(m);
+    }
+  }
+  ::closedir(proc);
+  return used;
 }
 
 // Waits (briefly) for a device node the kernel just created.
@@ -432,6 +486,9 @@ absl::Status NdctlBackend::Delete(absl::string_view id) {
   if (f.ns == nullptr) return absl::OkStatus();
   const std::string dev = ndctl_namespace_get_devname(f.ns);
   const std::string device = DevicePath(f.ns);
+  if (!device.empty() && DeviceInUse(device))
+    return absl::FailedPreconditionError(absl::StrCat(
+        "volume ", id, " is in use (", device, " is open or mapped)"));
   int rc = ndctl_namespace_disable_safe(f.ns);
   if (rc < 0) {
     if (rc == -EBUSY)
@@ -479,7 +536,7 @@ absl::StatusOr<AttachedDevice> NdctlBackend::Attach(absl::string_view id) {
   Found f = FindOwned(ctx.get(), options_, id);
   if (f.ns == nullptr)
     return absl::NotFoundError(absl::StrCat("no ndctl volume ", id));
-  if (!ndctl_namespace_is_enabled(f.ns)) {
+  if (!DeviceEnabled(f.ns)) {
     int rc = ndctl_namespace_enable(f.ns);
     if (rc < 0)
       return NdErr("ndctl_namespace_enable", ndctl_namespace_get_devname(f.ns),
@@ -498,7 +555,7 @@ absl::StatusOr<std::optional<AttachedDevice>> NdctlBackend::FindAttached(
   absl::MutexLock l(&mu_);
   ASSIGN_OR_RETURN(Ctx ctx, OpenCtx());
   Found f = FindOwned(ctx.get(), options_, id);
-  if (f.ns == nullptr || !ndctl_namespace_is_enabled(f.ns))
+  if (f.ns == nullptr || !DeviceEnabled(f.ns))
     return std::optional<AttachedDevice>();
   std::string path = DevicePath(f.ns);
   if (path.empty()) return std::optional<AttachedDevice>();

@@ -69,6 +69,7 @@ boot_ms=$(((${EPOCHREALTIME/./} - t1) / 1000))
 ready=$(awk '/^LAB-READY/{sub(/.*uptime=/, ""); print; exit}' "$W/console.log")
 echo "lab: qemu exit $qrc after $boot_ms ms (guest ready at uptime ${ready:-?} s)"
 
+cp "$W/console.log" "$BUILD_DIR/lab-console.log" 2>/dev/null && echo "lab: console log in $BUILD_DIR/lab-console.log"
 bad=0
 grep -q '^LAB-DONE' "$W/console.log" || { echo "lab: the guest did not finish"; bad=1; }
 for t in "${TESTS[@]}"; do

@@ -628,9 +628,9 @@ class Planner {
   const PlanOptions opts_;
   Plan plan_;
   lease::VolumeState s_;
-  std::map<std::string, size_t> index_;  // lease name -> index in World
-  int running_ = -1;                     // recall running when read
-  std::string completed_id_;             // recall that completed
+  std::map<std::string, size_t> index_;     // lease name -> index in World
+  int running_ = -1;                        // recall running when read
+  std::string completed_id_;                // recall that completed
   std::set<std::string> deletion_blocked_;  // deleted leases holding access
 };
 

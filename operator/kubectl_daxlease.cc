@@ -1,0 +1,139 @@
+// kubectl-daxlease: the kubectl plugin (`kubectl daxlease ...`).
+//   kubectl daxlease status [VOLUME]
+//   kubectl daxlease recall VOLUME [--grace SECONDS] [--reason R]
+// Finds the cluster as kubectl does: --kubeconfig, else $KUBECONFIG, else
+// ~/.kube/config (in a pod: the service account).
+#include <cstdio>
+#include <string>
+#include <vector>
+
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "lib/api/json.h"
+#include "lib/base/clock.h"
+#include "lib/k8s/config.h"
+#include "lib/k8s/rest_client.h"
+#include "operator/reconciler.h"
+#include "operator/status_table.h"
+
+namespace daxlease::op {
+namespace {
+
+constexpr char kUsage[] =
+    "Usage:\n"
+    "  kubectl daxlease status [VOLUME]            volumes, leases, recalls\n"
+    "  kubectl daxlease recall VOLUME [--grace S] [--reason "
+    "Manual|Evict|Reshape|Migrate]\n"
+    "Options: --kubeconfig PATH\n";
+
+int Fail(const std::string& msg) {
+  std::fprintf(stderr, "error: %s\n", msg.c_str());
+  return 1;
+}
+
+template <typename T>
+absl::StatusOr<std::vector<T>> ListKind(k8s::KubeClient& c,
+                                        const k8s::Resource& r) {
+  absl::StatusOr<k8s::ListResult> list = k8s::ListAll(c, r, "", {});
+  if (!list.ok()) return list.status();
+  std::vector<T> out;
+  for (const k8s::Json& item : list->items) {
+    absl::StatusOr<T> t = api::FromJson<T>(item);
+    if (t.ok()) out.push_back(*std::move(t));
+  }
+  return out;
+}
+
+int Status(k8s::KubeClient& c, const std::string& volume) {
+  auto volumes = ListKind<api::DaxVolume>(c, VolumeResource());
+  if (!volumes.ok()) return Fail(volumes.status().ToString());
+  auto leases = ListKind<api::DaxLease>(c, LeaseResource());
+  if (!leases.ok()) return Fail(leases.status().ToString());
+  auto recalls = ListKind<api::DaxRecall>(c, RecallResource());
+  if (!recalls.ok()) return Fail(recalls.status().ToString());
+  if (!volume.empty()) {
+    std::erase_if(*volumes, [&](const api::DaxVolume& v) {
+      return v.metadata.name != volume;
+    });
+    std::erase_if(*recalls, [&](const api::DaxRecall& r) {
+      return r.spec.volume != volume;
+    });
+    if (volumes->empty()) {
+      return Fail(absl::StrCat("DaxVolume \"", volume, "\" not found"));
+    }
+  }
+  std::fputs(FormatStatus(*volumes, *leases, *recalls, base::RealClock().Now())
+                 .c_str(),
+             stdout);
+  return 0;
+}
+
+int Recall(k8s::KubeClient& c, const std::string& volume,
+           std::optional<int64_t> grace, const std::string& reason) {
+  api::DaxRecall r;
+  r.spec.volume = volume;
+  r.spec.grace_seconds = grace;
+  absl::StatusOr<api::RecallReason> rr =
+      api::ParseEnum<api::RecallReason>(reason);
+  if (!rr.ok()) return Fail(rr.status().ToString());
+  r.spec.reason = *rr;
+  if (!c.Get(VolumeResource(), "", volume).ok()) {
+    return Fail(absl::StrCat("DaxVolume \"", volume, "\" not found"));
+  }
+  k8s::Json obj = api::ToJson(r);
+  obj["metadata"] = {{"generateName", volume + "-recall-"}};
+  absl::StatusOr<k8s::Json> created = c.Create(RecallResource(), obj);
+  if (!created.ok()) return Fail(created.status().ToString());
+  std::printf("daxrecall.daxlease.io/%s created\n",
+              k8s::NameOf(*created).c_str());
+  return 0;
+}
+
+int Main(int argc, char** argv) {
+  std::vector<std::string> pos;
+  std::string kubeconfig, reason = "Manual";
+  std::optional<int64_t> grace;
+  for (int i = 1; i < argc; ++i) {
+    std::string a = argv[i];
+    auto value = [&](const std::string& flag) -> std::optional<std::string> {
+      if (a == flag && i + 1 < argc) return std::string(argv[++i]);
+      if (absl::StartsWith(a, flag + "=")) return a.substr(flag.size() + 1);
+      return std::nullopt;
+    };
+    if (a == "-h" || a == "--help") {
+      std::fputs(kUsage, stdout);
+      return 0;
+    } else if (auto v = value("--kubeconfig")) {
+      kubeconfig = *v;
+    } else if (auto v = value("--grace")) {
+      int64_t g = 0;
+      if (!absl::SimpleAtoi(*v, &g) || g < 1) {
+        return Fail("--grace needs a whole number of seconds >= 1");
+      }
+      grace = g;
+    } else if (auto v = value("--reason")) {
+      reason = *v;
+    } else if (absl::StartsWith(a, "-")) {
+      return Fail(absl::StrCat("unknown option ", a, "\n", kUsage));
+    } else {
+      pos.push_back(a);
+    }
+  }
+  if (pos.empty() || (pos[0] != "status" && pos[0] != "recall") ||
+      (pos[0] == "recall" && pos.size() != 2) || pos.size() > 2) {
+    std::fputs(kUsage, stderr);
+    return 2;
+  }
+  absl::StatusOr<k8s::KubeConfig> config = k8s::LoadDefaultConfig(kubeconfig);
+  if (!config.ok()) return Fail(config.status().ToString());
+  auto client = k8s::RestKubeClient::Create(*config);
+  if (!client.ok()) return Fail(client.status().ToString());
+  if (pos[0] == "status") return Status(**client, pos.size() > 1 ? pos[1] : "");
+  return Recall(**client, pos[1], grace, reason);
+}
+
+}  // namespace
+}  // namespace daxlease::op
+
+int main(int argc, char** argv) { return daxlease::op::Main(argc, argv); }

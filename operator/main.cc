@@ -1,0 +1,153 @@
+// daxlease-operator: parses flags and wires the controller to the API server
+// behind leader election. All behaviour lives in the library parts.
+#include <signal.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cstdio>
+#include <memory>
+#include <optional>
+#include <string>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/flags/usage.h"
+#include "absl/strings/str_cat.h"
+#include "lib/base/clock.h"
+#include "lib/base/log.h"
+#include "lib/base/version.h"
+#include "lib/k8s/config.h"
+#include "lib/k8s/leader_election.h"
+#include "lib/k8s/rest_client.h"
+#include "operator/controller.h"
+#include "operator/events.h"
+
+ABSL_FLAG(std::string, kubeconfig, "",
+          "kubeconfig file; empty: $KUBECONFIG, in-cluster, ~/.kube/config");
+ABSL_FLAG(bool, leader_elect, true, "contend for leadership before acting");
+ABSL_FLAG(absl::Duration, leader_election_lease_duration, absl::Seconds(15),
+          "how long a standby waits on an unrenewed leader lease");
+ABSL_FLAG(absl::Duration, leader_election_renew_deadline, absl::Seconds(10),
+          "how long the leader keeps trying to renew before giving up");
+ABSL_FLAG(absl::Duration, leader_election_retry_period, absl::Seconds(2),
+          "interval between acquire/renew attempts");
+ABSL_FLAG(std::string, leader_election_namespace, "default",
+          "namespace of the coordination.k8s.io Lease");
+ABSL_FLAG(std::string, leader_election_name, "daxlease-operator",
+          "name of the coordination.k8s.io Lease");
+ABSL_FLAG(std::string, identity, "",
+          "leader election identity; empty: hostname_pid");
+ABSL_FLAG(absl::Duration, default_grace, absl::Seconds(30),
+          "recall grace when neither the DaxRecall nor the DaxVolume sets one");
+ABSL_FLAG(int, workers, 2, "volumes reconciled concurrently");
+ABSL_FLAG(int, write_concurrency, 8, "concurrent lease writes per volume");
+ABSL_FLAG(absl::Duration, resync, absl::Seconds(30),
+          "periodic re-examination of every object");
+
+namespace daxlease::op {
+namespace {
+
+std::string DefaultIdentity() {
+  char host[256] = {0};
+  gethostname(host, sizeof(host) - 1);
+  return absl::StrCat(host, "_", getpid());
+}
+
+int Main() {
+  // Signals are taken synchronously by sigwait below; block them before any
+  // thread starts so every thread inherits the mask.
+  sigset_t sigs;
+  sigemptyset(&sigs);
+  sigaddset(&sigs, SIGTERM);
+  sigaddset(&sigs, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &sigs, nullptr);
+
+  absl::StatusOr<k8s::KubeConfig> config =
+      k8s::LoadDefaultConfig(absl::GetFlag(FLAGS_kubeconfig));
+  if (!config.ok()) {
+    base::LogError("operator.config", {{"error", config.status().ToString()}});
+    return 2;
+  }
+  auto client = k8s::RestKubeClient::Create(*config);
+  if (!client.ok()) {
+    base::LogError("operator.client", {{"error", client.status().ToString()}});
+    return 2;
+  }
+  base::Clock& clock = base::RealClock();
+  KubeEventRecorder events(**client, clock, "daxlease-operator");
+  ControllerOptions opts;
+  opts.workers = absl::GetFlag(FLAGS_workers);
+  opts.resync = absl::GetFlag(FLAGS_resync);
+  opts.reconciler.write_concurrency = absl::GetFlag(FLAGS_write_concurrency);
+  opts.reconciler.plan.default_grace = absl::GetFlag(FLAGS_default_grace);
+  Controller controller(**client, clock, events, opts);
+
+  std::atomic<bool> shutting_down{false};
+  auto start = [&] {
+    absl::Status st = controller.Start();
+    if (!st.ok()) {
+      base::LogError("operator.start", {{"error", st.ToString()}});
+      _exit(1);
+    }
+  };
+  std::optional<k8s::LeaderElector> elector;
+  if (absl::GetFlag(FLAGS_leader_elect)) {
+    k8s::LeaderElectionConfig le;
+    le.lease_namespace = absl::GetFlag(FLAGS_leader_election_namespace);
+    le.lease_name = absl::GetFlag(FLAGS_leader_election_name);
+    le.identity = absl::GetFlag(FLAGS_identity).empty()
+                      ? DefaultIdentity()
+                      : absl::GetFlag(FLAGS_identity);
+    le.lease_duration = absl::GetFlag(FLAGS_leader_election_lease_duration);
+    le.renew_deadline = absl::GetFlag(FLAGS_leader_election_renew_deadline);
+    le.retry_period = absl::GetFlag(FLAGS_leader_election_retry_period);
+    k8s::LeaderCallbacks cb;
+    cb.on_started_leading = [&, id = le.identity] {
+      base::LogInfo("operator.leading", {{"identity", id}});
+      // Off the elector's thread: the cache sync may take a while.
+      std::thread(start).detach();
+    };
+    cb.on_stopped_leading = [&] {
+      if (shutting_down.load()) return;
+      // Another replica may be acting now: stop at once; the Deployment
+      // restarts us as a standby.
+      base::LogError("operator.leadership_lost");
+      _exit(1);
+    };
+    cb.on_new_leader = [](const std::string& id) {
+      base::LogInfo("operator.leader", {{"identity", id}});
+    };
+    absl::Status valid = k8s::LeaderElector::Validate(le);
+    if (!valid.ok()) {
+      base::LogError("operator.flags", {{"error", valid.ToString()}});
+      return 2;
+    }
+    elector.emplace(**client, clock, le, cb);
+    absl::Status st = elector->Start();
+    if (!st.ok()) {
+      base::LogError("operator.elect", {{"error", st.ToString()}});
+      return 1;
+    }
+  } else {
+    start();
+  }
+  base::LogInfo("operator.up", {{"version", base::kVersion}});
+
+  int sig = 0;
+  sigwait(&sigs, &sig);
+  base::LogInfo("operator.stopping", {{"signal", absl::StrCat(sig)}});
+  shutting_down = true;
+  controller.Stop();
+  if (elector.has_value()) elector->Stop();
+  return 0;
+}
+
+}  // namespace
+}  // namespace daxlease::op
+
+int main(int argc, char** argv) {
+  absl::SetProgramUsageMessage(
+      "daxlease-operator: grants, recalls and revokes DAX volume leases");
+  absl::ParseCommandLine(argc, argv);
+  return daxlease::op::Main();
+}

@@ -1,0 +1,187 @@
+#include "operator/reconciler.h"
+
+#include <algorithm>
+#include <atomic>
+#include <thread>
+#include <utility>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "lib/api/json.h"
+#include "lib/base/log.h"
+#include "lib/base/status.h"
+
+namespace daxlease::op {
+namespace {
+
+k8s::Resource Crd(const char* plural) {
+  return k8s::Resource{api::kGroup, api::kVersion, plural, false};
+}
+
+template <typename T>
+absl::Status ListFor(k8s::KubeClient& client, const k8s::Resource& r,
+                     const std::string& volume, std::vector<T>& out) {
+  k8s::ListOptions opts;
+  opts.limit = 500;
+  ASSIGN_OR_RETURN(k8s::ListResult list, k8s::ListAll(client, r, "", opts));
+  for (const k8s::Json& item : list.items) {
+    const k8s::Json* spec = item.contains("spec") ? &item["spec"] : nullptr;
+    if (spec == nullptr || !spec->is_object() ||
+        spec->value("volume", std::string()) != volume) {
+      continue;
+    }
+    absl::StatusOr<T> t = api::FromJson<T>(item);
+    if (!t.ok()) {
+      base::LogWarn("reconcile.skip_object",
+                    {{"kind", api::Resource<T>::kKind},
+                     {"name", k8s::NameOf(item)},
+                     {"error", std::string(t.status().message())}});
+      continue;
+    }
+    out.push_back(*std::move(t));
+  }
+  return absl::OkStatus();
+}
+
+// Writes one object's difference: finalizers (main resource) and status
+// (status subresource), each a merge patch guarded by resourceVersion.
+template <typename T>
+absl::Status WriteObject(k8s::KubeClient& client, const k8s::Resource& r,
+                         const T& before, const T& after, int& writes) {
+  std::string rv = before.metadata.resource_version;
+  const bool finalizers_changed =
+      before.metadata.finalizers != after.metadata.finalizers;
+  const bool adding =
+      after.metadata.finalizers.size() >= before.metadata.finalizers.size();
+  auto write_finalizers = [&]() -> absl::Status {
+    k8s::Json patch = {
+        {"metadata",
+         {{"resourceVersion", rv}, {"finalizers", after.metadata.finalizers}}}};
+    ASSIGN_OR_RETURN(k8s::Json stored,
+                     client.Patch(r, "", before.metadata.name,
+                                  k8s::PatchType::kMerge, patch));
+    rv = k8s::ResourceVersionOf(stored);
+    ++writes;
+    return absl::OkStatus();
+  };
+  if (finalizers_changed && adding) RETURN_IF_ERROR(write_finalizers());
+  k8s::Json diff = api::CreateMergePatch(api::ToJson(before.status),
+                                         api::ToJson(after.status));
+  if (!diff.empty()) {
+    k8s::Json patch = {{"metadata", {{"resourceVersion", rv}}},
+                       {"status", std::move(diff)}};
+    ASSIGN_OR_RETURN(k8s::Json stored,
+                     client.Patch(r, "", before.metadata.name,
+                                  k8s::PatchType::kMerge, patch, "status"));
+    rv = k8s::ResourceVersionOf(stored);
+    ++writes;
+  }
+  if (finalizers_changed && !adding) RETURN_IF_ERROR(write_finalizers());
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+k8s::Resource VolumeResource() { return Crd("daxvolumes"); }
+k8s::Resource LeaseResource() { return Crd("daxleases"); }
+k8s::Resource RecallResource() { return Crd("daxrecalls"); }
+k8s::Resource MigrationResource() { return Crd("daxmigrations"); }
+
+Reconciler::Reconciler(k8s::KubeClient& client, base::Clock& clock,
+                       EventSink& events, ReconcilerOptions options)
+    : client_(client), clock_(clock), events_(events), options_(options) {}
+
+absl::StatusOr<World> Reconciler::Read(const std::string& volume) {
+  World w;
+  w.volume_name = volume;
+  absl::StatusOr<k8s::Json> v = client_.Get(VolumeResource(), "", volume);
+  if (v.ok()) {
+    absl::StatusOr<api::DaxVolume> parsed = api::FromJson<api::DaxVolume>(*v);
+    if (!parsed.ok()) return parsed.status();
+    w.volume = *std::move(parsed);
+  } else if (!k8s::IsNotFound(v.status())) {
+    return v.status();
+  }
+  RETURN_IF_ERROR(ListFor(client_, LeaseResource(), volume, w.leases));
+  RETURN_IF_ERROR(ListFor(client_, RecallResource(), volume, w.recalls));
+  return w;
+}
+
+absl::StatusOr<ReconcileResult> Reconciler::Reconcile(
+    const std::string& volume) {
+  ASSIGN_OR_RETURN(World before, Read(volume));
+  Plan plan = ComputePlan(before, clock_.Now(), options_.plan);
+  ReconcileResult result;
+  result.requeue_at = plan.requeue_at;
+  absl::Status st = Write(before, plan, result.writes);
+  // Events describe what was written; on failure the next pass recomputes
+  // them, so only a successful pass records.
+  if (st.ok()) {
+    for (const EventSpec& e : plan.events) events_.Record(e);
+  }
+  if (!st.ok()) return st;
+  return result;
+}
+
+absl::Status Reconciler::Write(const World& before, const Plan& plan,
+                               int& writes) {
+  const World& after = plan.desired;
+  auto starts = [&](size_t i) {
+    return before.recalls[i].status.phase != api::RecallPhase::kRecalling &&
+           after.recalls[i].status.phase == api::RecallPhase::kRecalling;
+  };
+  // 1. Recalls starting now: the recall is committed before any lease
+  // carries its ID.
+  for (size_t i = 0; i < after.recalls.size(); ++i) {
+    if (!starts(i)) continue;
+    RETURN_IF_ERROR(WriteObject(client_, RecallResource(), before.recalls[i],
+                                after.recalls[i], writes));
+  }
+  // 2. Leases, in parallel.
+  std::vector<size_t> changed;
+  for (size_t i = 0; i < after.leases.size(); ++i) {
+    if (!(before.leases[i] == after.leases[i])) changed.push_back(i);
+  }
+  if (!changed.empty()) {
+    std::atomic<size_t> next{0};
+    std::atomic<int> lease_writes{0};
+    absl::Mutex mu;
+    absl::Status first_error;
+    auto worker = [&] {
+      int local = 0;
+      for (size_t k = next++; k < changed.size(); k = next++) {
+        size_t i = changed[k];
+        absl::Status s = WriteObject(client_, LeaseResource(), before.leases[i],
+                                     after.leases[i], local);
+        if (!s.ok()) {
+          absl::MutexLock l(&mu);
+          if (first_error.ok()) first_error = s;
+        }
+      }
+      lease_writes += local;
+    };
+    size_t n = std::min<size_t>(
+        changed.size(),
+        static_cast<size_t>(std::max(1, options_.write_concurrency)));
+    std::vector<std::thread> threads;
+    for (size_t t = 1; t < n; ++t) threads.emplace_back(worker);
+    worker();
+    for (std::thread& t : threads) t.join();
+    writes += lease_writes.load();
+    RETURN_IF_ERROR(first_error);
+  }
+  // 3. Other recall changes (counts, Complete) before the volume moves on.
+  for (size_t i = 0; i < after.recalls.size(); ++i) {
+    if (starts(i) || before.recalls[i] == after.recalls[i]) continue;
+    RETURN_IF_ERROR(WriteObject(client_, RecallResource(), before.recalls[i],
+                                after.recalls[i], writes));
+  }
+  // 4. The volume last.
+  if (before.volume.has_value() && !(*before.volume == *after.volume)) {
+    RETURN_IF_ERROR(WriteObject(client_, VolumeResource(), *before.volume,
+                                *after.volume, writes));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace daxlease::op

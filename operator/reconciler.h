@@ -1,0 +1,70 @@
+// Reconciler: one level-based pass over one DaxVolume. Reads the world from
+// the API server (the volume, every DaxLease and DaxRecall naming it),
+// computes the desired objects with ComputePlan (plan.h), writes the
+// difference and records events.
+//
+// Writes are optimistic: every patch carries the resourceVersion that was
+// read, so a concurrent writer (an agent acking, a second operator) makes the
+// pass fail with Aborted and the caller retries with a fresh read; nothing is
+// overwritten blindly. Order (crash safety, see plan.h): recalls that start
+// now, then leases (in parallel), then the other recalls, then the volume.
+// Finalizers are added before the status that needs them and removed after.
+//
+// Idempotent: a pass over an unchanged world writes nothing. Thread-safe for
+// distinct volumes; the caller (a WorkQueue) never runs one volume twice at
+// once.
+#ifndef DAXLEASE_OPERATOR_RECONCILER_H_
+#define DAXLEASE_OPERATOR_RECONCILER_H_
+
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "lib/base/clock.h"
+#include "lib/k8s/client.h"
+#include "operator/events.h"
+#include "operator/plan.h"
+
+namespace daxlease::op {
+
+k8s::Resource VolumeResource();
+k8s::Resource LeaseResource();
+k8s::Resource RecallResource();
+k8s::Resource MigrationResource();
+
+struct ReconcilerOptions {
+  PlanOptions plan;
+  // Concurrent lease writes within one pass.
+  int write_concurrency = 8;
+};
+
+struct ReconcileResult {
+  absl::Time requeue_at = absl::InfiniteFuture();
+  int writes = 0;  // API writes made
+};
+
+class Reconciler {
+ public:
+  // All references must outlive the reconciler.
+  Reconciler(k8s::KubeClient& client, base::Clock& clock, EventSink& events,
+             ReconcilerOptions options = {});
+
+  // Reads the world of `volume`. Unparseable objects are skipped (logged).
+  absl::StatusOr<World> Read(const std::string& volume);
+
+  // Read + ComputePlan + write. Aborted/NotFound when an object changed or
+  // went away meanwhile (retry); other API errors as the client gives them.
+  absl::StatusOr<ReconcileResult> Reconcile(const std::string& volume);
+
+ private:
+  absl::Status Write(const World& before, const Plan& plan, int& writes);
+
+  k8s::KubeClient& client_;
+  base::Clock& clock_;
+  EventSink& events_;
+  const ReconcilerOptions options_;
+};
+
+}  // namespace daxlease::op
+
+#endif  // DAXLEASE_OPERATOR_RECONCILER_H_

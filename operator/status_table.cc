@@ -1,0 +1,121 @@
+#include "operator/status_table.h"
+
+#include <algorithm>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "lib/api/json.h"
+
+namespace daxlease::op {
+namespace {
+
+template <typename T>
+std::vector<const T*> Sorted(const std::vector<T>& v) {
+  std::vector<const T*> out;
+  for (const T& t : v) out.push_back(&t);
+  std::sort(out.begin(), out.end(), [](const T* a, const T* b) {
+    return a->metadata.name < b->metadata.name;
+  });
+  return out;
+}
+
+template <typename E>
+std::string Opt(const std::optional<E>& e) {
+  return e.has_value() ? api::EnumName(*e) : "-";
+}
+
+std::string OrDash(const std::string& s) { return s.empty() ? "-" : s; }
+
+}  // namespace
+
+std::string FormatTable(const std::vector<std::vector<std::string>>& rows) {
+  std::vector<size_t> width;
+  for (const auto& row : rows) {
+    if (width.size() < row.size()) width.resize(row.size(), 0);
+    for (size_t i = 0; i < row.size(); ++i) {
+      width[i] = std::max(width[i], row[i].size());
+    }
+  }
+  std::string out;
+  for (const auto& row : rows) {
+    std::string line;
+    for (size_t i = 0; i < row.size(); ++i) {
+      line += row[i];
+      if (i + 1 < row.size())
+        line += std::string(width[i] - row[i].size() + 2, ' ');
+    }
+    out += line + "\n";
+  }
+  return out;
+}
+
+std::string TimeLeft(std::optional<absl::Time> until, absl::Time now) {
+  if (!until.has_value()) return "-";
+  absl::Duration d = *until - now;
+  if (d <= absl::ZeroDuration()) return "expired";
+  int64_t s = absl::ToInt64Seconds(absl::Ceil(d, absl::Seconds(1)));
+  if (s < 60) return absl::StrCat(s, "s");
+  return absl::StrFormat("%dm%02ds", s / 60, s % 60);
+}
+
+std::string FormatStatus(const std::vector<api::DaxVolume>& volumes,
+                         const std::vector<api::DaxLease>& leases,
+                         const std::vector<api::DaxRecall>& recalls,
+                         absl::Time now) {
+  std::string out;
+  std::vector<std::vector<std::string>> vrows = {
+      {"VOLUME", "PHASE", "EPOCH", "HOLDERS", "OWNER", "MODE", "RECALL"}};
+  for (const api::DaxVolume* v : Sorted(volumes)) {
+    vrows.push_back(
+        {v->metadata.name, Opt(v->status.phase), absl::StrCat(v->status.epoch),
+         absl::StrCat(v->status.holders), v->spec.owner_node,
+         api::EnumName(v->spec.mode), OrDash(v->status.active_recall)});
+  }
+  if (vrows.size() == 1) return "No DaxVolumes found.\n";
+  out += FormatTable(vrows);
+
+  for (const api::DaxVolume* v : Sorted(volumes)) {
+    std::vector<std::vector<std::string>> lrows = {{"  LEASE", "NODE", "POD",
+                                                    "ACCESS", "STATE", "EPOCH",
+                                                    "TIME LEFT", "REASON"}};
+    for (const api::DaxLease* l : Sorted(leases)) {
+      if (l->spec.volume != v->metadata.name) continue;
+      std::string state = Opt(l->status.state);
+      if (l->status.fence_required) state += " (fencing)";
+      bool recalling = l->status.state == api::LeaseState::kRecalling;
+      lrows.push_back({"  " + l->metadata.name, l->spec.holder_node,
+                       OrDash(l->spec.holder_pod),
+                       api::EnumName(l->spec.access), state,
+                       absl::StrCat(l->status.epoch),
+                       recalling ? TimeLeft(l->status.deadline, now) : "-",
+                       OrDash(l->status.reason)});
+    }
+    out += absl::StrCat("\nVolume ", v->metadata.name, ": ", lrows.size() - 1,
+                        " lease(s)\n");
+    if (lrows.size() > 1) out += FormatTable(lrows);
+  }
+
+  std::vector<std::vector<std::string>> rrows = {
+      {"RECALL", "VOLUME", "REASON", "PHASE", "RELEASED", "REVOKED",
+       "OUTSTANDING", "TIME LEFT"}};
+  for (const api::DaxRecall* r : Sorted(recalls)) {
+    if (r->status.phase == api::RecallPhase::kComplete ||
+        r->status.phase == api::RecallPhase::kFailed) {
+      continue;
+    }
+    rrows.push_back(
+        {r->metadata.name, r->spec.volume, api::EnumName(r->spec.reason),
+         Opt(r->status.phase), absl::StrCat(r->status.released),
+         absl::StrCat(r->status.revoked), absl::StrCat(r->status.outstanding),
+         TimeLeft(r->status.deadline, now)});
+  }
+  out += "\n";
+  if (rrows.size() == 1) {
+    out += "No recalls in progress.\n";
+  } else {
+    out += "Recalls in progress:\n" + FormatTable(rrows);
+  }
+  return out;
+}
+
+}  // namespace daxlease::op

@@ -404,6 +404,16 @@ absl::StatusOr<Volume> NdctlBackend::Create(const VolumeSpec& spec) {
   ASSIGN_OR_RETURN(Ctx ctx, OpenCtx());
   bool foreign = false;
   Found f = FindOwned(ctx.get(), options_, spec.id, &foreign);
+  if (f.ns != nullptr && !IsOurMode(ndctl_namespace_get_mode(f.ns))) {
+    // Ours but without its fsdax/devdax device: a Create interrupted by a
+    // crash between the label and the device. Free it and start over.
+    base::LogWarn("ndctl.create.repair",
+                  {{"volume", spec.id},
+                   {"namespace", ndctl_namespace_get_devname(f.ns)}});
+    ndctl_namespace_disable_safe(f.ns);
+    RETURN_IF_ERROR(EraseAndDelete(f.ns, false));
+    f = Found{};
+  }
   if (f.ns != nullptr) {
     Volume v = VolumeOf(spec.id, f.ns, options_.pfn_align);
     if (v.mode == spec.mode && v.capacity_bytes >= spec.capacity_bytes &&

@@ -11,6 +11,7 @@
 #include <fcntl.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -41,8 +42,13 @@ int main(int argc, char** argv) {
     std::printf("open %s: %s\n", path, std::strerror(errno));
     return 2;
   }
-  if (int rc = ::posix_fallocate(fd, 0, static_cast<off_t>(len)); rc != 0) {
-    std::printf("posix_fallocate %s: %s\n", path, std::strerror(rc));
+  struct stat sb;
+  ::fstat(fd, &sb);
+  const bool chardev = S_ISCHR(sb.st_mode);
+  const int frc =
+      chardev ? 0 : ::posix_fallocate(fd, 0, static_cast<off_t>(len));
+  if (frc != 0) {
+    std::printf("posix_fallocate %s: %s\n", path, std::strerror(frc));
     return 2;
   }
   bool ok = true;
@@ -62,6 +68,19 @@ int main(int argc, char** argv) {
                 bad == 0 ? "OK" : "FAIL", len, bad);
     ok = ok && bad == 0;
     ::munmap(p, len);
+  }
+  if (chardev) {
+    // device-dax: no filesystem attribute; the device's subsystem says it.
+    char link[128], target[256] = {0};
+    std::snprintf(link, sizeof link, "/sys/dev/char/%u:%u/subsystem",
+                  major(sb.st_rdev), minor(sb.st_rdev));
+    ssize_t n = ::readlink(link, target, sizeof target - 1);
+    const bool dax = n > 0 && std::strstr(target, "/dax") != nullptr;
+    std::printf("devdax: %s (%s -> %s)\n", dax ? "OK" : "FAIL", link, target);
+    ::close(fd);
+    ok = ok && dax;
+    std::printf("daxcheck %s: %s\n", path, ok ? "DAX" : "NOT DAX");
+    return ok ? 0 : 1;
   }
   struct statx stx;
   if (::statx(fd, "", AT_EMPTY_PATH, STATX_BASIC_STATS, &stx) != 0) {

@@ -15,6 +15,8 @@ PACKAGES=(
   # runtime tools: filesystems, loop devices, model checker, control plane
   util-linux e2fsprogs xfsprogs spin etcd-server kubectl openssl curl
   procps psmisc
+  # QEMU lab (tests/lab; the guest kernel is fetched with apt-get download)
+  qemu-system-x86 busybox-static ndctl daxctl rdma-core ibverbs-providers ibverbs-utils rdmacm-utils cpio kmod iproute2 xz-utils diffutils
 )
 
 missing=()

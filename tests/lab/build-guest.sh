@@ -41,7 +41,11 @@ MODULES=(nfit nd_pmem nd_btt dax_pmem device_dax kmem ext4 xfs loop
 
 # --------------------------------------------------------------- kernel
 # The kernel package's dependency chain, resolved by apt (host suite).
-KIMG=$(apt-cache depends "$KPKG" | awk '/Depends: linux-image-[0-9]/{print $2; exit}')
+KIMG=$(apt-cache depends "$KPKG" 2>/dev/null | awk '/Depends: linux-image-[0-9]/{print $2; exit}')
+if [ -z "$KIMG" ]; then # no package lists yet (fresh container)
+  apt-get update -qq
+  KIMG=$(apt-cache depends "$KPKG" | awk '/Depends: linux-image-[0-9]/{print $2; exit}')
+fi
 [ -n "$KIMG" ] || { log "cannot resolve $KPKG (apt-get update?)"; exit 1; }
 KVERSION=$(apt-cache policy "$KIMG" | awk '/Candidate:/{print $2}')
 KDIR=$LAB_CACHE/kernel-$KIMG-$KVERSION

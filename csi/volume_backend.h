@@ -14,9 +14,11 @@
 //   media alone (file: the image file name; ndctl: the namespace's name).
 //   The CSI-level metadata (request name, parameters, stage/publish state)
 //   is persisted by the service in its own state directory, not here.
-// - Idempotency: Create of an existing ID with the same mode and a size that
-//   is >= the requested size returns the existing volume; with another mode
-//   or a smaller size it is AlreadyExists. Delete of a missing ID is OK.
+// - Idempotency: Create of an existing ID returns the existing volume
+//   (grown to the requested size if it is smaller: that completes a Create
+//   interrupted by a crash; the service guarantees a retry carries the same
+//   spec); with another mode it is AlreadyExists. Delete of a missing ID is
+//   OK.
 //   Expand to a size <= the current one returns the volume unchanged.
 //   Attach of an attached volume returns the same device; Detach of a
 //   detached one is OK.

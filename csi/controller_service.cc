@@ -1,0 +1,410 @@
+#include "csi/controller_service.h"
+
+#include "absl/strings/str_cat.h"
+#include "csi/validation.h"
+#include "lib/base/log.h"
+#include "lib/base/status.h"
+
+namespace daxlease::csi {
+
+using ::csi::v1::ControllerServiceCapability;
+
+namespace {
+
+uint64_t MinBytesFor(VolumeMode mode, absl::string_view fs_type,
+                     bool any_mount) {
+  if (mode == VolumeMode::kFsdax && any_mount && fs_type == "xfs") {
+    return kMinXfsVolumeBytes;
+  }
+  return kMinVolumeBytes;
+}
+
+}  // namespace
+
+void ControllerService::FillVolume(const VolumeRecord& rec,
+                                   ::csi::v1::Volume* out) const {
+  out->set_volume_id(rec.id);
+  out->set_capacity_bytes(static_cast<int64_t>(rec.capacity_bytes));
+  auto& ctx = *out->mutable_volume_context();
+  ctx[kParamMode] = std::string(VolumeModeName(rec.mode));
+  ctx[kParamFsType] = rec.fs_type;
+  ctx["daxlease.io/dax"] = deps_.backend->ProvidesDax() ? "true" : "false";
+  ctx["daxlease.io/backend"] = std::string(deps_.backend->Name());
+  for (const auto& [k, v] : rec.parameters) {
+    if (k == kParamShare || k == kParamRecallGrace) ctx[k] = v;
+  }
+  (*out->add_accessible_topology()->mutable_segments())[kTopologyKey] =
+      config_.node_id;
+}
+
+::csi::v1::VolumeCondition ControllerService::Condition(
+    const VolumeRecord& rec) const {
+  ::csi::v1::VolumeCondition c;
+  auto vol = deps_.backend->Get(rec.id);
+  if (!vol.ok()) {
+    c.set_abnormal(true);
+    c.set_message(
+        absl::StrCat("volume media unavailable: ", vol.status().message()));
+  } else {
+    c.set_message("volume media present");
+  }
+  return c;
+}
+
+absl::Status ControllerService::DoCreate(
+    const ::csi::v1::CreateVolumeRequest& req,
+    ::csi::v1::CreateVolumeResponse* resp) {
+  RETURN_IF_ERROR(ValidateName(req.name()));
+  if (req.volume_capabilities().empty()) {
+    return absl::InvalidArgumentError("volume_capabilities are required");
+  }
+  ASSIGN_OR_RETURN(VolumeParameters params,
+                   ValidateParameters(req.parameters()));
+  std::vector<CapabilityInfo> caps;
+  bool any_mount = false;
+  for (const auto& cap : req.volume_capabilities()) {
+    ASSIGN_OR_RETURN(CapabilityInfo info,
+                     ValidateCapability(cap, params.share));
+    any_mount |= !info.block;
+    caps.push_back(std::move(info));
+  }
+  ASSIGN_OR_RETURN(std::string fs_type, ResolveFsType(params, caps));
+  if (params.mode == VolumeMode::kDevdax && any_mount) {
+    return absl::InvalidArgumentError(
+        "mode devdax is a character device: it has no filesystem to mount "
+        "(use block access, or mode fsdax)");
+  }
+  if (req.has_volume_content_source()) {
+    return absl::InvalidArgumentError(
+        "volume_content_source (snapshots, clones) is not supported");
+  }
+  if (req.has_accessibility_requirements() &&
+      !TopologyAllowsNode(req.accessibility_requirements(), config_.node_id)) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat("accessibility_requirements exclude this node (",
+                     kTopologyKey, "=", config_.node_id,
+                     "): volumes can only be created on the node that "
+                     "serves this plugin"));
+  }
+  const ::csi::v1::CapacityRange* range =
+      req.has_capacity_range() ? &req.capacity_range() : nullptr;
+  ASSIGN_OR_RETURN(
+      SizeRequest size,
+      ComputeSize(range, MinBytesFor(params.mode, fs_type, any_mount)));
+
+  std::map<std::string, std::string> stored = params.normalized;
+  stored[kParamFsType] = fs_type;
+  stored[kParamMode] = std::string(VolumeModeName(params.mode));
+
+  const std::string id = VolumeIdForName(req.name());
+  ASSIGN_OR_RETURN(VolumeLocks::Guard guard, deps_.locks->TryLock(id));
+  ASSIGN_OR_RETURN(std::optional<VolumeRecord> existing, deps_.store->Load(id));
+  VolumeRecord rec;
+  if (existing.has_value()) {
+    rec = std::move(*existing);
+    if (rec.name != req.name()) {
+      return absl::AlreadyExistsError(absl::StrCat(
+          "volume ID ", id, " is taken by volume name '", rec.name, "'"));
+    }
+    if (rec.phase == VolumePhase::kDeleting) {
+      return absl::AbortedError(
+          absl::StrCat("volume ", id, " is being deleted"));
+    }
+    if (rec.parameters != stored) {
+      return absl::AlreadyExistsError(absl::StrCat(
+          "volume '", req.name(), "' exists with different parameters"));
+    }
+    if (rec.phase == VolumePhase::kReady) {
+      if (!CapacityMatches(rec.capacity_bytes, range)) {
+        return absl::AlreadyExistsError(absl::StrCat(
+            "volume '", req.name(), "' exists with capacity ",
+            rec.capacity_bytes,
+            " bytes, incompatible with the requested capacity_range"));
+      }
+      FillVolume(rec, resp->mutable_volume());
+      return absl::OkStatus();
+    }
+    // kCreating: a Create that died half-way; finish it with this request.
+    rec.capacity_bytes = size.bytes;
+  } else {
+    rec.id = id;
+    rec.name = req.name();
+    rec.capacity_bytes = size.bytes;
+    rec.mode = params.mode;
+    rec.fs_type = fs_type;
+    rec.parameters = stored;
+    rec.phase = VolumePhase::kCreating;
+    RETURN_IF_ERROR(deps_.store->Save(rec));
+  }
+
+  VolumeSpec spec;
+  spec.id = id;
+  spec.capacity_bytes = size.bytes;
+  spec.limit_bytes = size.limit;
+  spec.mode = params.mode;
+  spec.fs_type = any_mount ? fs_type : "";
+  spec.parameters = params.normalized;
+  auto vol = deps_.backend->Create(spec);
+  if (!vol.ok()) {
+    // Nothing was created for a refusal; forget the record so that the
+    // name can be created again with other parameters.
+    if (absl::IsResourceExhausted(vol.status()) ||
+        absl::IsInvalidArgument(vol.status()) ||
+        absl::IsOutOfRange(vol.status())) {
+      (void)deps_.backend->Delete(id);
+      RETURN_IF_ERROR(deps_.store->Remove(id));
+    }
+    return vol.status();
+  }
+  rec.capacity_bytes = vol->capacity_bytes;
+  rec.phase = VolumePhase::kReady;
+  RETURN_IF_ERROR(deps_.store->Save(rec));
+  base::LogInfo("csi.volume.created",
+                {{"volume", id},
+                 {"name", rec.name},
+                 {"bytes", absl::StrCat(rec.capacity_bytes)},
+                 {"mode", std::string(VolumeModeName(rec.mode))},
+                 {"fstype", rec.fs_type}});
+  FillVolume(rec, resp->mutable_volume());
+  return absl::OkStatus();
+}
+
+absl::Status ControllerService::DoDelete(
+    const ::csi::v1::DeleteVolumeRequest& req) {
+  RETURN_IF_ERROR(ValidateVolumeId(req.volume_id()));
+  const std::string& id = req.volume_id();
+  ASSIGN_OR_RETURN(VolumeLocks::Guard guard, deps_.locks->TryLock(id));
+  ASSIGN_OR_RETURN(std::optional<VolumeRecord> rec, deps_.store->Load(id));
+  if (!rec.has_value()) return absl::OkStatus();  // already gone
+  if (rec->stage.has_value() || !rec->publishes.empty()) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "volume ", id, " is still ",
+        rec->publishes.empty() ? "staged" : "published", " on node ",
+        config_.node_id, "; unpublish and unstage it first"));
+  }
+  if (rec->phase != VolumePhase::kDeleting) {
+    rec->phase = VolumePhase::kDeleting;
+    RETURN_IF_ERROR(deps_.store->Save(*rec));
+  }
+  RETURN_IF_ERROR(deps_.backend->Detach(id));
+  RETURN_IF_ERROR(deps_.backend->Delete(id));
+  RETURN_IF_ERROR(deps_.store->Remove(id));
+  base::LogInfo("csi.volume.deleted", {{"volume", id}});
+  return absl::OkStatus();
+}
+
+absl::Status ControllerService::DoValidate(
+    const ::csi::v1::ValidateVolumeCapabilitiesRequest& req,
+    ::csi::v1::ValidateVolumeCapabilitiesResponse* resp) {
+  RETURN_IF_ERROR(ValidateVolumeId(req.volume_id()));
+  if (req.volume_capabilities().empty()) {
+    return absl::InvalidArgumentError("volume_capabilities are required");
+  }
+  ASSIGN_OR_RETURN(std::optional<VolumeRecord> rec,
+                   deps_.store->Load(req.volume_id()));
+  if (!rec.has_value() || rec->phase != VolumePhase::kReady) {
+    return absl::NotFoundError(
+        absl::StrCat("volume ", req.volume_id(), " not found"));
+  }
+  bool share = rec->parameters.count(kParamShare) &&
+               rec->parameters.at(kParamShare) == "true";
+  for (const auto& cap : req.volume_capabilities()) {
+    auto info = ValidateCapability(cap, share);
+    if (!info.ok()) {
+      resp->set_message(std::string(info.status().message()));
+      return absl::OkStatus();
+    }
+    if (!info->block && rec->mode == VolumeMode::kDevdax) {
+      resp->set_message("devdax volumes support block access only");
+      return absl::OkStatus();
+    }
+    if (!info->fs_type.empty() && info->fs_type != rec->fs_type) {
+      resp->set_message(absl::StrCat("volume has filesystem ", rec->fs_type,
+                                     ", not ", info->fs_type));
+      return absl::OkStatus();
+    }
+  }
+  if (!req.parameters().empty()) {
+    auto params = ValidateParameters(req.parameters());
+    if (!params.ok()) {
+      resp->set_message(std::string(params.status().message()));
+      return absl::OkStatus();
+    }
+  }
+  auto* confirmed = resp->mutable_confirmed();
+  *confirmed->mutable_volume_context() = req.volume_context();
+  *confirmed->mutable_volume_capabilities() = req.volume_capabilities();
+  *confirmed->mutable_parameters() = req.parameters();
+  *confirmed->mutable_mutable_parameters() = req.mutable_parameters();
+  return absl::OkStatus();
+}
+
+absl::Status ControllerService::DoList(const ::csi::v1::ListVolumesRequest& req,
+                                       ::csi::v1::ListVolumesResponse* resp) {
+  if (req.max_entries() < 0) {
+    return absl::InvalidArgumentError("max_entries must not be negative");
+  }
+  ASSIGN_OR_RETURN(std::vector<VolumeRecord> all, deps_.store->LoadAll());
+  std::vector<VolumeRecord> ready;
+  for (VolumeRecord& r : all) {
+    if (r.phase == VolumePhase::kReady) ready.push_back(std::move(r));
+  }
+  ASSIGN_OR_RETURN(size_t start,
+                   ParseStartingToken(req.starting_token(), ready.size()));
+  size_t end = ready.size();
+  if (req.max_entries() > 0) {
+    end = std::min(end, start + static_cast<size_t>(req.max_entries()));
+  }
+  for (size_t i = start; i < end; ++i) {
+    auto* e = resp->add_entries();
+    FillVolume(ready[i], e->mutable_volume());
+    if (!ready[i].publishes.empty()) {
+      e->mutable_status()->add_published_node_ids(config_.node_id);
+    }
+    *e->mutable_status()->mutable_volume_condition() = Condition(ready[i]);
+  }
+  if (end < ready.size()) resp->set_next_token(absl::StrCat(end));
+  return absl::OkStatus();
+}
+
+absl::Status ControllerService::DoGetCapacity(
+    const ::csi::v1::GetCapacityRequest& req,
+    ::csi::v1::GetCapacityResponse* resp) {
+  ASSIGN_OR_RETURN(VolumeParameters params,
+                   ValidateParameters(req.parameters()));
+  for (const auto& cap : req.volume_capabilities()) {
+    RETURN_IF_ERROR(ValidateCapability(cap, params.share).status());
+  }
+  if (req.has_accessible_topology()) {
+    auto it = req.accessible_topology().segments().find(kTopologyKey);
+    if (it == req.accessible_topology().segments().end() ||
+        it->second != config_.node_id) {
+      resp->set_available_capacity(0);
+      return absl::OkStatus();
+    }
+  }
+  ASSIGN_OR_RETURN(Capacity cap, deps_.backend->GetCapacity(params.mode));
+  resp->set_available_capacity(static_cast<int64_t>(cap.available_bytes));
+  resp->mutable_maximum_volume_size()->set_value(
+      static_cast<int64_t>(cap.max_volume_bytes));
+  resp->mutable_minimum_volume_size()->set_value(
+      static_cast<int64_t>(kMinVolumeBytes));
+  return absl::OkStatus();
+}
+
+absl::Status ControllerService::DoGetVolume(
+    const ::csi::v1::ControllerGetVolumeRequest& req,
+    ::csi::v1::ControllerGetVolumeResponse* resp) {
+  RETURN_IF_ERROR(ValidateVolumeId(req.volume_id()));
+  ASSIGN_OR_RETURN(std::optional<VolumeRecord> rec,
+                   deps_.store->Load(req.volume_id()));
+  if (!rec.has_value() || rec->phase != VolumePhase::kReady) {
+    return absl::NotFoundError(
+        absl::StrCat("volume ", req.volume_id(), " not found"));
+  }
+  FillVolume(*rec, resp->mutable_volume());
+  if (!rec->publishes.empty()) {
+    resp->mutable_status()->add_published_node_ids(config_.node_id);
+  }
+  *resp->mutable_status()->mutable_volume_condition() = Condition(*rec);
+  return absl::OkStatus();
+}
+
+absl::Status ControllerService::DoExpand(
+    const ::csi::v1::ControllerExpandVolumeRequest& req,
+    ::csi::v1::ControllerExpandVolumeResponse* resp) {
+  RETURN_IF_ERROR(ValidateVolumeId(req.volume_id()));
+  if (!req.has_capacity_range()) {
+    return absl::InvalidArgumentError("capacity_range is required");
+  }
+  bool block = false;
+  if (req.has_volume_capability()) {
+    ASSIGN_OR_RETURN(CapabilityInfo info,
+                     ValidateCapability(req.volume_capability(), true));
+    block = info.block;
+  }
+  const std::string& id = req.volume_id();
+  ASSIGN_OR_RETURN(VolumeLocks::Guard guard, deps_.locks->TryLock(id));
+  ASSIGN_OR_RETURN(std::optional<VolumeRecord> rec, deps_.store->Load(id));
+  if (!rec.has_value() || rec->phase != VolumePhase::kReady) {
+    return absl::NotFoundError(absl::StrCat("volume ", id, " not found"));
+  }
+  if (rec->stage.has_value()) block = rec->stage->block;
+  ASSIGN_OR_RETURN(SizeRequest size, ComputeSize(&req.capacity_range(), 0));
+  if (req.capacity_range().required_bytes() == 0) {
+    return absl::InvalidArgumentError(
+        "capacity_range.required_bytes is required");
+  }
+  if (rec->capacity_bytes <
+      static_cast<uint64_t>(req.capacity_range().required_bytes())) {
+    ASSIGN_OR_RETURN(Volume vol,
+                     deps_.backend->Expand(id, size.bytes, size.limit));
+    rec->capacity_bytes = vol.capacity_bytes;
+    RETURN_IF_ERROR(deps_.store->Save(*rec));
+    base::LogInfo(
+        "csi.volume.expanded",
+        {{"volume", id}, {"bytes", absl::StrCat(vol.capacity_bytes)}});
+    // Node-local plugin: let an attached device see the new size now; the
+    // filesystem grows in NodeExpandVolume.
+    if (rec->stage.has_value())
+      RETURN_IF_ERROR(deps_.backend->RefreshDevice(id));
+  } else if (size.limit > 0 && rec->capacity_bytes > size.limit) {
+    return absl::OutOfRangeError(absl::StrCat(
+        "volume is already ", rec->capacity_bytes, " bytes, above limit_bytes ",
+        size.limit, " (volumes do not shrink)"));
+  }
+  resp->set_capacity_bytes(static_cast<int64_t>(rec->capacity_bytes));
+  resp->set_node_expansion_required(!block && rec->mode == VolumeMode::kFsdax);
+  return absl::OkStatus();
+}
+
+grpc::Status ControllerService::CreateVolume(
+    grpc::ServerContext*, const ::csi::v1::CreateVolumeRequest* req,
+    ::csi::v1::CreateVolumeResponse* resp) {
+  return ToGrpc(DoCreate(*req, resp));
+}
+grpc::Status ControllerService::DeleteVolume(
+    grpc::ServerContext*, const ::csi::v1::DeleteVolumeRequest* req,
+    ::csi::v1::DeleteVolumeResponse*) {
+  return ToGrpc(DoDelete(*req));
+}
+grpc::Status ControllerService::ValidateVolumeCapabilities(
+    grpc::ServerContext*,
+    const ::csi::v1::ValidateVolumeCapabilitiesRequest* req,
+    ::csi::v1::ValidateVolumeCapabilitiesResponse* resp) {
+  return ToGrpc(DoValidate(*req, resp));
+}
+grpc::Status ControllerService::ListVolumes(
+    grpc::ServerContext*, const ::csi::v1::ListVolumesRequest* req,
+    ::csi::v1::ListVolumesResponse* resp) {
+  return ToGrpc(DoList(*req, resp));
+}
+grpc::Status ControllerService::GetCapacity(
+    grpc::ServerContext*, const ::csi::v1::GetCapacityRequest* req,
+    ::csi::v1::GetCapacityResponse* resp) {
+  return ToGrpc(DoGetCapacity(*req, resp));
+}
+grpc::Status ControllerService::ControllerGetVolume(
+    grpc::ServerContext*, const ::csi::v1::ControllerGetVolumeRequest* req,
+    ::csi::v1::ControllerGetVolumeResponse* resp) {
+  return ToGrpc(DoGetVolume(*req, resp));
+}
+grpc::Status ControllerService::ControllerExpandVolume(
+    grpc::ServerContext*, const ::csi::v1::ControllerExpandVolumeRequest* req,
+    ::csi::v1::ControllerExpandVolumeResponse* resp) {
+  return ToGrpc(DoExpand(*req, resp));
+}
+
+grpc::Status ControllerService::ControllerGetCapabilities(
+    grpc::ServerContext*, const ::csi::v1::ControllerGetCapabilitiesRequest*,
+    ::csi::v1::ControllerGetCapabilitiesResponse* resp) {
+  using Rpc = ControllerServiceCapability::RPC;
+  for (Rpc::Type t :
+       {Rpc::CREATE_DELETE_VOLUME, Rpc::GET_CAPACITY, Rpc::LIST_VOLUMES,
+        Rpc::EXPAND_VOLUME, Rpc::GET_VOLUME, Rpc::VOLUME_CONDITION}) {
+    resp->add_capabilities()->mutable_rpc()->set_type(t);
+  }
+  return grpc::Status::OK;
+}
+
+}  // namespace daxlease::csi

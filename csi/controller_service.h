@@ -1,0 +1,81 @@
+// CSI Controller service, node-local (distributed provisioning: one per
+// node beside an external-provisioner in --node-deployment mode). Creates,
+// expands, lists and deletes volumes of this node's backend and keeps their
+// records in the state store.
+//
+// Idempotency: the volume ID is derived from the CreateVolume name, so a
+// retried CreateVolume finds its record (and finishes a Create interrupted
+// by a crash); DeleteVolume of an unknown ID is OK; ControllerExpandVolume
+// to a size the volume already has is OK.
+// Concurrency: one call per volume at a time (others get ABORTED); calls on
+// different volumes run in parallel. Thread-safe.
+#ifndef DAXLEASE_CSI_CONTROLLER_SERVICE_H_
+#define DAXLEASE_CSI_CONTROLLER_SERVICE_H_
+
+#include "csi/driver.h"
+#include "proto/csi.grpc.pb.h"
+
+namespace daxlease::csi {
+
+class ControllerService final : public ::csi::v1::Controller::Service {
+ public:
+  ControllerService(DriverConfig config, DriverDeps deps)
+      : config_(std::move(config)), deps_(deps) {}
+
+  grpc::Status CreateVolume(grpc::ServerContext* ctx,
+                            const ::csi::v1::CreateVolumeRequest* req,
+                            ::csi::v1::CreateVolumeResponse* resp) override;
+  grpc::Status DeleteVolume(grpc::ServerContext* ctx,
+                            const ::csi::v1::DeleteVolumeRequest* req,
+                            ::csi::v1::DeleteVolumeResponse* resp) override;
+  grpc::Status ValidateVolumeCapabilities(
+      grpc::ServerContext* ctx,
+      const ::csi::v1::ValidateVolumeCapabilitiesRequest* req,
+      ::csi::v1::ValidateVolumeCapabilitiesResponse* resp) override;
+  grpc::Status ListVolumes(grpc::ServerContext* ctx,
+                           const ::csi::v1::ListVolumesRequest* req,
+                           ::csi::v1::ListVolumesResponse* resp) override;
+  grpc::Status GetCapacity(grpc::ServerContext* ctx,
+                           const ::csi::v1::GetCapacityRequest* req,
+                           ::csi::v1::GetCapacityResponse* resp) override;
+  grpc::Status ControllerGetCapabilities(
+      grpc::ServerContext* ctx,
+      const ::csi::v1::ControllerGetCapabilitiesRequest* req,
+      ::csi::v1::ControllerGetCapabilitiesResponse* resp) override;
+  grpc::Status ControllerGetVolume(
+      grpc::ServerContext* ctx,
+      const ::csi::v1::ControllerGetVolumeRequest* req,
+      ::csi::v1::ControllerGetVolumeResponse* resp) override;
+  grpc::Status ControllerExpandVolume(
+      grpc::ServerContext* ctx,
+      const ::csi::v1::ControllerExpandVolumeRequest* req,
+      ::csi::v1::ControllerExpandVolumeResponse* resp) override;
+
+ private:
+  absl::Status DoCreate(const ::csi::v1::CreateVolumeRequest& req,
+                        ::csi::v1::CreateVolumeResponse* resp);
+  absl::Status DoDelete(const ::csi::v1::DeleteVolumeRequest& req);
+  absl::Status DoValidate(
+      const ::csi::v1::ValidateVolumeCapabilitiesRequest& req,
+      ::csi::v1::ValidateVolumeCapabilitiesResponse* resp);
+  absl::Status DoList(const ::csi::v1::ListVolumesRequest& req,
+                      ::csi::v1::ListVolumesResponse* resp);
+  absl::Status DoGetCapacity(const ::csi::v1::GetCapacityRequest& req,
+                             ::csi::v1::GetCapacityResponse* resp);
+  absl::Status DoGetVolume(const ::csi::v1::ControllerGetVolumeRequest& req,
+                           ::csi::v1::ControllerGetVolumeResponse* resp);
+  absl::Status DoExpand(const ::csi::v1::ControllerExpandVolumeRequest& req,
+                        ::csi::v1::ControllerExpandVolumeResponse* resp);
+
+  // The CSI Volume message for a record.
+  void FillVolume(const VolumeRecord& rec, ::csi::v1::Volume* out) const;
+  // Abnormal when the media is gone.
+  ::csi::v1::VolumeCondition Condition(const VolumeRecord& rec) const;
+
+  const DriverConfig config_;
+  const DriverDeps deps_;
+};
+
+}  // namespace daxlease::csi
+
+#endif  // DAXLEASE_CSI_CONTROLLER_SERVICE_H_

@@ -1,0 +1,20 @@
+#include "csi/driver.h"
+
+namespace daxlease::csi {
+
+grpc::Status ToGrpc(const absl::Status& s) {
+  if (s.ok()) return grpc::Status::OK;
+  return grpc::Status(static_cast<grpc::StatusCode>(s.code()),
+                      std::string(s.message()));
+}
+
+std::vector<std::string> MkfsArgs(absl::string_view fs_type) {
+  if (fs_type == "xfs") {
+    return {"-q", "-K",        "-b", "size=4096",
+            "-m", "reflink=0", "-d", "su=2m,sw=1"};
+  }
+  return {"-q",   "-F", "-b",
+          "4096", "-E", "stride=512,stripe_width=512,nodiscard"};
+}
+
+}  // namespace daxlease::csi

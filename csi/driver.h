@@ -1,0 +1,45 @@
+// What the CSI services share: the configuration from the command line and
+// the boundaries they act through. Built by main.cc (or a test) and handed
+// to each service's constructor; the services own none of it.
+#ifndef DAXLEASE_CSI_DRIVER_H_
+#define DAXLEASE_CSI_DRIVER_H_
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "csi/state_store.h"
+#include "csi/volume_backend.h"
+#include "csi/volume_locks.h"
+#include "grpcpp/support/status.h"
+#include "lib/sys/formatter.h"
+#include "lib/sys/mounter.h"
+
+namespace daxlease::csi {
+
+struct DriverConfig {
+  std::string node_id;
+  // Staging and target paths must be below one of these.
+  std::vector<std::string> allowed_roots = {"/var/lib/kubelet"};
+  int64_t max_volumes_per_node = 64;
+};
+
+struct DriverDeps {
+  VolumeBackend* backend = nullptr;
+  sys::Mounter* mounter = nullptr;
+  sys::Formatter* formatter = nullptr;
+  StateStore* store = nullptr;
+  VolumeLocks* locks = nullptr;
+};
+
+// absl::Status codes are gRPC's; this only changes the type.
+grpc::Status ToGrpc(const absl::Status& s);
+
+// mkfs arguments for 2 MiB DAX pages (DESIGN.md section 3), without discard
+// (discard on a loop device punches holes into the preallocated image).
+std::vector<std::string> MkfsArgs(absl::string_view fs_type);
+
+}  // namespace daxlease::csi
+
+#endif  // DAXLEASE_CSI_DRIVER_H_

@@ -1,0 +1,69 @@
+// FakeVolumeBackend: an in-memory VolumeBackend for unit tests of the CSI
+// services. Honest about the contract: capacity is accounted, Delete of an
+// attached volume is FailedPrecondition, devdax can be switched off like
+// the file backend, Attach is idempotent and survives a "restart" (the same
+// object is handed to a new service). Thread-safe.
+#ifndef DAXLEASE_CSI_FAKE_VOLUME_BACKEND_H_
+#define DAXLEASE_CSI_FAKE_VOLUME_BACKEND_H_
+
+#include <map>
+#include <string>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/synchronization/mutex.h"
+#include "csi/volume_backend.h"
+
+namespace daxlease::csi {
+
+class FakeVolumeBackend final : public VolumeBackend {
+ public:
+  explicit FakeVolumeBackend(uint64_t total_bytes, bool devdax = false)
+      : total_bytes_(total_bytes), devdax_(devdax) {}
+
+  absl::string_view Name() const override { return "fake"; }
+  absl::Status Ready() override;
+  bool ProvidesDax() const override { return false; }
+  absl::StatusOr<Volume> Create(const VolumeSpec& spec) override;
+  absl::StatusOr<Volume> Get(absl::string_view id) override;
+  absl::StatusOr<std::vector<Volume>> List() override;
+  absl::Status Delete(absl::string_view id) override;
+  absl::StatusOr<Volume> Expand(absl::string_view id,
+                                uint64_t new_capacity_bytes,
+                                uint64_t limit_bytes) override;
+  absl::StatusOr<Capacity> GetCapacity(VolumeMode mode) override;
+  absl::StatusOr<AttachedDevice> Attach(absl::string_view id) override;
+  absl::StatusOr<std::optional<AttachedDevice>> FindAttached(
+      absl::string_view id) override;
+  absl::Status Detach(absl::string_view id) override;
+  absl::Status RefreshDevice(absl::string_view id) override;
+
+  // Test controls.
+  void SetReady(absl::Status status);
+  void FailNext(absl::string_view op, absl::Status status);
+  // Simulates media that vanished behind the plugin's back.
+  void DropMedia(absl::string_view id);
+  // Adds media without going through Create (an orphan).
+  void AddMedia(absl::string_view id, uint64_t bytes);
+  bool IsAttached(absl::string_view id) const;
+  int attached_count() const;
+  int refresh_calls() const;
+
+ private:
+  absl::Status TakeFailure(absl::string_view op)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  uint64_t UsedLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
+  const uint64_t total_bytes_;
+  const bool devdax_;
+  mutable absl::Mutex mu_;
+  std::map<std::string, Volume> volumes_ ABSL_GUARDED_BY(mu_);
+  std::map<std::string, std::string> attached_ ABSL_GUARDED_BY(mu_);
+  std::map<std::string, absl::Status> failures_ ABSL_GUARDED_BY(mu_);
+  absl::Status ready_ ABSL_GUARDED_BY(mu_);
+  int next_device_ ABSL_GUARDED_BY(mu_) = 0;
+  int refresh_calls_ ABSL_GUARDED_BY(mu_) = 0;
+};
+
+}  // namespace daxlease::csi
+
+#endif  // DAXLEASE_CSI_FAKE_VOLUME_BACKEND_H_

@@ -1,0 +1,191 @@
+#include "csi/file_backend.h"
+
+#include <unistd.h>
+
+#include <algorithm>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "csi/validation.h"
+#include "lib/base/log.h"
+#include "lib/base/status.h"
+#include "lib/sys/file.h"
+#include "lib/sys/loop_device.h"
+
+namespace daxlease::csi {
+namespace {
+constexpr char kImageSuffix[] = ".img";
+}  // namespace
+
+absl::Status FileBackend::Init() {
+  RETURN_IF_ERROR(sys::MakeDirs(dir_, 0700));
+  ASSIGN_OR_RETURN(dir_, sys::CanonicalPath(dir_));
+  return absl::OkStatus();
+}
+
+std::string FileBackend::ImagePath(absl::string_view id) const {
+  return absl::StrCat(dir_, "/", id, kImageSuffix);
+}
+
+absl::Status FileBackend::Ready() {
+  std::string d = dir_;
+  if (::access(d.c_str(), W_OK) != 0) {
+    return base::ErrnoStatus("access(W_OK)", d, errno);
+  }
+  if (!sys::PathExists("/dev/loop-control")) {
+    return absl::UnavailableError(
+        "/dev/loop-control is missing: the file backend needs the loop driver");
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<Capacity> FileBackend::CapacityLocked() {
+  ASSIGN_OR_RETURN(std::vector<Volume> vols, List());
+  uint64_t used = 0;
+  for (const Volume& v : vols) used += v.capacity_bytes;
+  ASSIGN_OR_RETURN(sys::FsUsage fs, sys::StatFs(dir_));
+  uint64_t fs_free = fs.available_bytes > kReserveBytes
+                         ? fs.available_bytes - kReserveBytes
+                         : 0;
+  Capacity c;
+  if (capacity_bytes_ > 0) {
+    c.total_bytes = capacity_bytes_;
+    uint64_t left = capacity_bytes_ > used ? capacity_bytes_ - used : 0;
+    c.available_bytes = std::min(left, fs_free);
+  } else {
+    c.total_bytes = used + fs_free;
+    c.available_bytes = fs_free;
+  }
+  c.max_volume_bytes = c.available_bytes;
+  return c;
+}
+
+absl::StatusOr<Capacity> FileBackend::GetCapacity(VolumeMode mode) {
+  if (mode == VolumeMode::kDevdax) return Capacity{};
+  absl::MutexLock l(&space_mu_);
+  return CapacityLocked();
+}
+
+absl::Status FileBackend::AllocateLocked(absl::string_view id, uint64_t have,
+                                         uint64_t bytes) {
+  ASSIGN_OR_RETURN(Capacity cap, CapacityLocked());
+  uint64_t need = bytes - have;
+  if (need > cap.available_bytes) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat("file backend: ", need, " more bytes needed for volume ",
+                     id, ", only ", cap.available_bytes, " available"));
+  }
+  std::string path = ImagePath(id);
+  absl::Status st = sys::Fallocate(path, bytes);
+  if (!st.ok()) {
+    // Do not leave a half-allocated new image behind; an existing one keeps
+    // its old size (fallocate does not change the size on failure).
+    if (have == 0) (void)sys::RemoveFile(path);
+    return st;
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<Volume> FileBackend::Create(const VolumeSpec& spec) {
+  if (spec.mode == VolumeMode::kDevdax) {
+    return absl::InvalidArgumentError(
+        "mode devdax is not supported by the file backend (it emulates fsdax "
+        "only); devdax volumes need --backend=ndctl");
+  }
+  RETURN_IF_ERROR(ValidateVolumeId(spec.id));
+  absl::MutexLock l(&space_mu_);
+  std::string path = ImagePath(spec.id);
+  uint64_t have = 0;
+  if (sys::PathExists(path)) {
+    ASSIGN_OR_RETURN(have, sys::FileSize(path));
+  }
+  if (have >= spec.capacity_bytes && have > 0) {
+    return Volume{spec.id, have, VolumeMode::kFsdax};
+  }
+  RETURN_IF_ERROR(AllocateLocked(spec.id, have, spec.capacity_bytes));
+  base::LogInfo(
+      "file_backend.created",
+      {{"volume", spec.id}, {"bytes", absl::StrCat(spec.capacity_bytes)}});
+  return Volume{spec.id, spec.capacity_bytes, VolumeMode::kFsdax};
+}
+
+absl::StatusOr<Volume> FileBackend::Get(absl::string_view id) {
+  RETURN_IF_ERROR(ValidateVolumeId(id));
+  auto size = sys::FileSize(ImagePath(id));
+  if (!size.ok()) return size.status();
+  return Volume{std::string(id), *size, VolumeMode::kFsdax};
+}
+
+absl::StatusOr<std::vector<Volume>> FileBackend::List() {
+  ASSIGN_OR_RETURN(std::vector<std::string> names, sys::ListDir(dir_));
+  std::vector<Volume> out;
+  for (const std::string& n : names) {
+    if (!absl::EndsWith(n, kImageSuffix)) continue;
+    std::string id = n.substr(0, n.size() - strlen(kImageSuffix));
+    auto size = sys::FileSize(ImagePath(id));
+    if (!size.ok()) continue;  // deleted meanwhile
+    out.push_back(Volume{id, *size, VolumeMode::kFsdax});
+  }
+  return out;
+}
+
+absl::Status FileBackend::Delete(absl::string_view id) {
+  RETURN_IF_ERROR(ValidateVolumeId(id));
+  ASSIGN_OR_RETURN(auto dev, FindAttached(id));
+  if (dev.has_value()) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("volume ", id, " is still attached as ", dev->path));
+  }
+  RETURN_IF_ERROR(sys::RemoveFile(ImagePath(id)));
+  base::LogInfo("file_backend.deleted", {{"volume", std::string(id)}});
+  return absl::OkStatus();
+}
+
+absl::StatusOr<Volume> FileBackend::Expand(absl::string_view id,
+                                           uint64_t new_capacity_bytes,
+                                           uint64_t limit_bytes) {
+  RETURN_IF_ERROR(ValidateVolumeId(id));
+  absl::MutexLock l(&space_mu_);
+  ASSIGN_OR_RETURN(uint64_t have, sys::FileSize(ImagePath(id)));
+  if (have >= new_capacity_bytes)
+    return Volume{std::string(id), have, VolumeMode::kFsdax};
+  if (limit_bytes > 0 && new_capacity_bytes > limit_bytes) {
+    return absl::OutOfRangeError(absl::StrCat(
+        "expansion to ", new_capacity_bytes, " exceeds limit ", limit_bytes));
+  }
+  RETURN_IF_ERROR(AllocateLocked(id, have, new_capacity_bytes));
+  return Volume{std::string(id), new_capacity_bytes, VolumeMode::kFsdax};
+}
+
+absl::StatusOr<AttachedDevice> FileBackend::Attach(absl::string_view id) {
+  RETURN_IF_ERROR(ValidateVolumeId(id));
+  std::string path = ImagePath(id);
+  if (!sys::PathExists(path)) {
+    return absl::NotFoundError(
+        absl::StrCat("image of volume ", id, " missing: ", path));
+  }
+  ASSIGN_OR_RETURN(std::string dev, sys::AttachLoop(path));
+  return AttachedDevice{dev, true};
+}
+
+absl::StatusOr<std::optional<AttachedDevice>> FileBackend::FindAttached(
+    absl::string_view id) {
+  RETURN_IF_ERROR(ValidateVolumeId(id));
+  ASSIGN_OR_RETURN(auto dev, sys::FindLoopByBackingFile(ImagePath(id)));
+  if (!dev.has_value()) return std::optional<AttachedDevice>();
+  return std::optional<AttachedDevice>(AttachedDevice{*dev, true});
+}
+
+absl::Status FileBackend::Detach(absl::string_view id) {
+  ASSIGN_OR_RETURN(auto dev, FindAttached(id));
+  if (!dev.has_value()) return absl::OkStatus();
+  return sys::DetachLoop(dev->path);
+}
+
+absl::Status FileBackend::RefreshDevice(absl::string_view id) {
+  ASSIGN_OR_RETURN(auto dev, FindAttached(id));
+  if (!dev.has_value()) return absl::OkStatus();
+  return sys::RefreshLoopCapacity(dev->path);
+}
+
+}  // namespace daxlease::csi

@@ -1,0 +1,205 @@
+// daxlease-csi: the CSI plugin. Parses flags, wires the backend, mounter,
+// formatter, state store and services, repairs what a previous process left
+// half-done, and serves on a unix socket until SIGTERM/SIGINT.
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/flags/usage.h"
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "csi/controller_service.h"
+#include "csi/driver.h"
+#include "csi/file_backend.h"
+#include "csi/identity_service.h"
+#include "csi/logging_interceptor.h"
+#include "csi/node_service.h"
+#include "csi/repair.h"
+#include "grpcpp/grpcpp.h"
+#include "lib/base/log.h"
+#include "lib/base/status.h"
+#include "lib/base/version.h"
+#include "lib/sys/file.h"
+
+ABSL_FLAG(std::string, endpoint, "",
+          "CSI endpoint, unix:///absolute/path.sock (required)");
+ABSL_FLAG(std::string, node_id, "", "this node's name (required)");
+ABSL_FLAG(std::string, state_dir, "/var/lib/daxlease/csi",
+          "directory for volume records and (file backend) volume images");
+ABSL_FLAG(std::string, backend, "file", "volume backend: file");
+ABSL_FLAG(uint64_t, capacity_bytes, 0,
+          "file backend: total bytes for volumes (0: the filesystem's free "
+          "space is the only limit)");
+ABSL_FLAG(std::vector<std::string>, allowed_roots, {"/var/lib/kubelet"},
+          "staging and target paths must be below one of these directories");
+ABSL_FLAG(int64_t, max_volumes_per_node, 64, "reported by NodeGetInfo");
+
+namespace daxlease::csi {
+namespace {
+
+absl::StatusOr<std::string> SocketPath(const std::string& endpoint) {
+  constexpr absl::string_view kPrefix = "unix://";
+  if (!absl::StartsWith(endpoint, kPrefix)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--endpoint '", endpoint, "' must be unix:///absolute/path"));
+  }
+  std::string path = endpoint.substr(kPrefix.size());
+  if (path.empty() || path[0] != '/') {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--endpoint '", endpoint, "' needs an absolute path"));
+  }
+  if (path.size() >= sizeof(sockaddr_un::sun_path)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("socket path too long: ", path));
+  }
+  return path;
+}
+
+// Removes a stale socket; refuses when a live server answers on it.
+absl::Status PrepareSocket(const std::string& path) {
+  if (!sys::PathExists(path)) {
+    size_t slash = path.rfind('/');
+    if (slash > 0) return sys::MakeDirs(path.substr(0, slash));
+    return absl::OkStatus();
+  }
+  int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return base::ErrnoStatus("socket", path, errno);
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  std::strncpy(addr.sun_path, path.c_str(), sizeof(addr.sun_path) - 1);
+  int rc = ::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr));
+  int err = errno;
+  ::close(fd);
+  if (rc == 0) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "another daxlease-csi is serving on ", path, "; refusing to start"));
+  }
+  if (err != ECONNREFUSED && err != ENOENT) {
+    return base::ErrnoStatus("connect", path, err);
+  }
+  base::LogInfo("csi.socket.stale_removed", {{"path", path}});
+  return sys::RemoveFile(path);
+}
+
+int Run() {
+  const std::string endpoint = absl::GetFlag(FLAGS_endpoint);
+  DriverConfig config;
+  config.node_id = absl::GetFlag(FLAGS_node_id);
+  config.allowed_roots = absl::GetFlag(FLAGS_allowed_roots);
+  config.max_volumes_per_node = absl::GetFlag(FLAGS_max_volumes_per_node);
+  const std::string state_dir = absl::GetFlag(FLAGS_state_dir);
+  const std::string backend_name = absl::GetFlag(FLAGS_backend);
+
+  auto fail = [](const absl::Status& s) {
+    base::LogError("csi.start.failed", {{"error", s.ToString()}});
+    return 1;
+  };
+  if (config.node_id.empty()) {
+    return fail(absl::InvalidArgumentError("--node-id is required"));
+  }
+  if (config.allowed_roots.empty()) {
+    return fail(
+        absl::InvalidArgumentError("--allowed-roots must not be empty"));
+  }
+  for (const std::string& r : config.allowed_roots) {
+    if (r.empty() || r[0] != '/') {
+      return fail(absl::InvalidArgumentError(
+          absl::StrCat("--allowed-roots entry '", r, "' must be absolute")));
+    }
+  }
+  auto socket_path = SocketPath(endpoint);
+  if (!socket_path.ok()) return fail(socket_path.status());
+
+  std::unique_ptr<VolumeBackend> backend;
+  if (backend_name == "file") {
+    auto fb =
+        std::make_unique<FileBackend>(absl::StrCat(state_dir, "/volumes"),
+                                      absl::GetFlag(FLAGS_capacity_bytes));
+    if (absl::Status s = fb->Init(); !s.ok()) return fail(s);
+    backend = std::move(fb);
+  } else {
+    return fail(absl::InvalidArgumentError(
+        absl::StrCat("--backend '", backend_name, "' is not known (file)")));
+  }
+  StateStore store(absl::StrCat(state_dir, "/state"));
+  if (absl::Status s = store.Init(); !s.ok()) return fail(s);
+  std::unique_ptr<sys::Mounter> mounter = sys::NewSystemMounter();
+  std::unique_ptr<sys::Formatter> formatter = sys::NewSystemFormatter();
+  VolumeLocks locks;
+  DriverDeps deps{backend.get(), mounter.get(), formatter.get(), &store,
+                  &locks};
+
+  if (absl::Status s = PrepareSocket(*socket_path); !s.ok()) return fail(s);
+  // Repair before serving, so no call sees a half-done state.
+  if (absl::Status s = RecoverVolumes(deps); !s.ok()) {
+    base::LogError("csi.recover.incomplete", {{"error", s.ToString()}});
+  }
+
+  IdentityService identity(backend.get());
+  ControllerService controller(config, deps);
+  NodeService node(config, deps);
+
+  // Signals go to a dedicated thread (sigwait), not to an async handler.
+  sigset_t sigs;
+  sigemptyset(&sigs);
+  sigaddset(&sigs, SIGTERM);
+  sigaddset(&sigs, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &sigs, nullptr);
+
+  grpc::ServerBuilder builder;
+  builder.AddListeningPort(absl::StrCat("unix:", *socket_path),
+                           grpc::InsecureServerCredentials());
+  builder.RegisterService(&identity);
+  builder.RegisterService(&controller);
+  builder.RegisterService(&node);
+  std::vector<
+      std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>>
+      interceptors;
+  interceptors.push_back(std::make_unique<LoggingInterceptorFactory>());
+  builder.experimental().SetInterceptorCreators(std::move(interceptors));
+  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
+  if (server == nullptr) {
+    return fail(
+        absl::UnavailableError(absl::StrCat("cannot listen on ", endpoint)));
+  }
+  base::LogInfo("csi.started", {{"endpoint", endpoint},
+                                {"node", config.node_id},
+                                {"backend", std::string(backend->Name())},
+                                {"state_dir", state_dir},
+                                {"version", base::kVersion}});
+
+  std::thread waiter([&server, sigs] {
+    int sig = 0;
+    sigwait(&sigs, &sig);
+    base::LogInfo("csi.stopping", {{"signal", strsignal(sig)}});
+    server->Shutdown(std::chrono::system_clock::now() +
+                     std::chrono::seconds(10));
+  });
+  server->Wait();
+  waiter.join();
+  (void)sys::RemoveFile(*socket_path);
+  base::LogInfo("csi.stopped");
+  return 0;
+}
+
+}  // namespace
+}  // namespace daxlease::csi
+
+int main(int argc, char** argv) {
+  absl::SetProgramUsageMessage(
+      "daxlease-csi --endpoint=unix:///path.sock --node-id=NAME [flags]: the "
+      "daxlease CSI plugin");
+  absl::ParseCommandLine(argc, argv);
+  return daxlease::csi::Run();
+}

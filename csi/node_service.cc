@@ -1,0 +1,459 @@
+#include "csi/node_service.h"
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "csi/repair.h"
+#include "csi/validation.h"
+#include "lib/base/log.h"
+#include "lib/base/status.h"
+
+namespace daxlease::csi {
+
+using ::csi::v1::NodeServiceCapability;
+
+namespace {
+
+std::string Normalize(const std::string& path) {
+  std::string p = path;
+  while (p.size() > 1 && p.back() == '/') p.pop_back();
+  return p;
+}
+
+const char* Access(bool block) { return block ? "block" : "mount"; }
+
+}  // namespace
+
+absl::StatusOr<VolumeRecord> NodeService::LoadVolume(const std::string& id) {
+  ASSIGN_OR_RETURN(std::optional<VolumeRecord> rec, deps_.store->Load(id));
+  if (!rec.has_value() || rec->phase != VolumePhase::kReady) {
+    return absl::NotFoundError(absl::StrCat("volume ", id, " not found"));
+  }
+  return std::move(*rec);
+}
+
+absl::Status NodeService::StageSteps(VolumeRecord* rec) {
+  StageRecord& st = *rec->stage;
+  ASSIGN_OR_RETURN(AttachedDevice dev, deps_.backend->Attach(rec->id));
+  if (st.device != dev.path) {
+    st.device = dev.path;
+    RETURN_IF_ERROR(deps_.store->Save(*rec));
+  }
+  if (st.block) return absl::OkStatus();
+
+  RETURN_IF_ERROR(deps_.mounter->MakeDir(st.staging_path));
+  ASSIGN_OR_RETURN(std::optional<sys::MountInfo> mounted,
+                   deps_.mounter->GetMount(st.staging_path));
+  if (mounted.has_value()) {
+    if (mounted->source == dev.path) return absl::OkStatus();
+    return absl::FailedPreconditionError(
+        absl::StrCat("staging_target_path ", st.staging_path,
+                     " already has a mount of ", mounted->source));
+  }
+  // Never format what carries data: a blank device only.
+  ASSIGN_OR_RETURN(std::string found, deps_.formatter->Detect(dev.path));
+  if (found.empty()) {
+    RETURN_IF_ERROR(
+        deps_.formatter->Format(dev.path, st.fs_type, MkfsArgs(st.fs_type)));
+  } else if (found != st.fs_type) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "device ", dev.path, " of volume ", rec->id, " carries ", found,
+        ", not ", st.fs_type, "; refusing to format over it"));
+  }
+  std::vector<std::string> opts = st.mount_flags;
+  return deps_.mounter->Mount(dev.path, st.staging_path, st.fs_type,
+                              absl::StrJoin(opts, ","));
+}
+
+absl::Status NodeService::DoStage(
+    const ::csi::v1::NodeStageVolumeRequest& req) {
+  RETURN_IF_ERROR(ValidateVolumeId(req.volume_id()));
+  RETURN_IF_ERROR(ValidatePath("staging_target_path", req.staging_target_path(),
+                               config_.allowed_roots));
+  if (!req.has_volume_capability()) {
+    return absl::InvalidArgumentError("volume_capability is required");
+  }
+  const std::string id = req.volume_id();
+  const std::string path = Normalize(req.staging_target_path());
+  ASSIGN_OR_RETURN(VolumeLocks::Guard guard, deps_.locks->TryLock(id));
+  ASSIGN_OR_RETURN(VolumeRecord rec, LoadVolume(id));
+  bool share = rec.parameters.count(kParamShare) &&
+               rec.parameters.at(kParamShare) == "true";
+  ASSIGN_OR_RETURN(CapabilityInfo cap,
+                   ValidateCapability(req.volume_capability(), share));
+  if (!cap.block && rec.mode == VolumeMode::kDevdax) {
+    return absl::InvalidArgumentError(
+        "devdax volumes support block access only");
+  }
+  if (!cap.fs_type.empty() && cap.fs_type != rec.fs_type) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("volume_capability.mount.fs_type ", cap.fs_type,
+                     " differs from the "
+                     "volume's filesystem ",
+                     rec.fs_type));
+  }
+  std::vector<std::string> flags = cap.mount_flags;
+  if (cap.reader_only) flags.push_back("ro");
+
+  if (rec.stage.has_value()) {
+    StageRecord& st = *rec.stage;
+    if (st.phase == StagePhase::kUnstaging) {
+      RETURN_IF_ERROR(TearDownStage(deps_, &rec));
+    } else if (st.staging_path != path) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "volume ", id, " is already staged at ", st.staging_path));
+    } else if (st.block != cap.block || st.mount_flags != flags) {
+      return absl::AlreadyExistsError(
+          absl::StrCat("volume ", id, " is already staged at ", path, " with ",
+                       Access(st.block), " access and other options"));
+    }
+  }
+  if (!rec.stage.has_value()) {
+    StageRecord st;
+    st.staging_path = path;
+    st.block = cap.block;
+    st.fs_type = rec.fs_type;
+    st.mount_flags = flags;
+    st.phase = StagePhase::kStaging;
+    rec.stage = st;
+    RETURN_IF_ERROR(deps_.store->Save(rec));
+  }
+  const bool was_staged = rec.stage->phase == StagePhase::kStaged;
+  absl::Status st = StageSteps(&rec);
+  if (!st.ok()) {
+    if (!was_staged) {
+      // Undo what this call did so nothing leaks; the CO retries.
+      absl::Status undo = TearDownStage(deps_, &rec);
+      if (!undo.ok()) {
+        base::LogError("csi.stage.rollback_failed",
+                       {{"volume", id}, {"error", undo.ToString()}});
+      }
+    }
+    return st;
+  }
+  if (!was_staged) {
+    rec.stage->phase = StagePhase::kStaged;
+    RETURN_IF_ERROR(deps_.store->Save(rec));
+    base::LogInfo("csi.volume.staged", {{"volume", id},
+                                        {"path", path},
+                                        {"device", rec.stage->device},
+                                        {"access", Access(cap.block)}});
+  }
+  return absl::OkStatus();
+}
+
+absl::Status NodeService::DoUnstage(
+    const ::csi::v1::NodeUnstageVolumeRequest& req) {
+  RETURN_IF_ERROR(ValidateVolumeId(req.volume_id()));
+  RETURN_IF_ERROR(ValidatePath("staging_target_path", req.staging_target_path(),
+                               config_.allowed_roots));
+  const std::string id = req.volume_id();
+  const std::string path = Normalize(req.staging_target_path());
+  ASSIGN_OR_RETURN(VolumeLocks::Guard guard, deps_.locks->TryLock(id));
+  ASSIGN_OR_RETURN(VolumeRecord rec, LoadVolume(id));
+  if (!rec.stage.has_value() || rec.stage->staging_path != path) {
+    return absl::OkStatus();  // not staged there: nothing to do
+  }
+  for (const auto& [target, p] : rec.publishes) {
+    if (p.phase != PublishPhase::kUnpublishing) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("volume ", id, " is still published at ", target,
+                       "; unpublish it first"));
+    }
+  }
+  for (const auto& [target, p] : std::map(rec.publishes)) {
+    RETURN_IF_ERROR(TearDownPublish(deps_, &rec, target));
+  }
+  RETURN_IF_ERROR(TearDownStage(deps_, &rec));
+  base::LogInfo("csi.volume.unstaged", {{"volume", id}, {"path", path}});
+  return absl::OkStatus();
+}
+
+absl::Status NodeService::PublishSteps(VolumeRecord* rec,
+                                       const std::string& target) {
+  const PublishRecord& p = rec->publishes.at(target);
+  const StageRecord& st = *rec->stage;
+  if (p.block) {
+    RETURN_IF_ERROR(deps_.mounter->MakeFile(target));
+  } else {
+    RETURN_IF_ERROR(deps_.mounter->MakeDir(target));
+  }
+  ASSIGN_OR_RETURN(std::optional<sys::MountInfo> mounted,
+                   deps_.mounter->GetMount(target));
+  if (mounted.has_value()) {
+    // Ours from an earlier attempt of this same publish (the record says
+    // so); check it is the right device.
+    bool same = p.block ? mounted->root == st.device ||
+                              absl::EndsWith(st.device, mounted->root)
+                        : mounted->source == st.device;
+    if (same) return absl::OkStatus();
+    return absl::FailedPreconditionError(absl::StrCat(
+        "target_path ", target, " already has a mount of ", mounted->source));
+  }
+  const std::string& source = p.block ? st.device : st.staging_path;
+  return deps_.mounter->BindMount(source, target, p.read_only);
+}
+
+absl::Status NodeService::DoPublish(
+    const ::csi::v1::NodePublishVolumeRequest& req) {
+  RETURN_IF_ERROR(ValidateVolumeId(req.volume_id()));
+  RETURN_IF_ERROR(ValidatePath("staging_target_path", req.staging_target_path(),
+                               config_.allowed_roots));
+  RETURN_IF_ERROR(
+      ValidatePath("target_path", req.target_path(), config_.allowed_roots));
+  if (!req.has_volume_capability()) {
+    return absl::InvalidArgumentError("volume_capability is required");
+  }
+  const std::string id = req.volume_id();
+  const std::string target = Normalize(req.target_path());
+  const std::string staging = Normalize(req.staging_target_path());
+  if (target == staging) {
+    return absl::InvalidArgumentError(
+        "target_path must differ from staging_target_path");
+  }
+  ASSIGN_OR_RETURN(VolumeLocks::Guard guard, deps_.locks->TryLock(id));
+  ASSIGN_OR_RETURN(VolumeRecord rec, LoadVolume(id));
+  bool share = rec.parameters.count(kParamShare) &&
+               rec.parameters.at(kParamShare) == "true";
+  ASSIGN_OR_RETURN(CapabilityInfo cap,
+                   ValidateCapability(req.volume_capability(), share));
+  if (!rec.stage.has_value() || rec.stage->phase != StagePhase::kStaged) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "volume ", id, " is not staged; call NodeStageVolume first"));
+  }
+  if (rec.stage->staging_path != staging) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("volume ", id, " is staged at ", rec.stage->staging_path,
+                     ", not at ", staging));
+  }
+  if (rec.stage->block != cap.block) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("volume ", id, " is staged for ", Access(rec.stage->block),
+                     " access, the request asks for ", Access(cap.block)));
+  }
+  const bool read_only = req.readonly() || cap.reader_only;
+  auto it = rec.publishes.find(target);
+  if (it != rec.publishes.end()) {
+    if (it->second.phase == PublishPhase::kUnpublishing) {
+      RETURN_IF_ERROR(TearDownPublish(deps_, &rec, target));
+    } else if (it->second.read_only != read_only ||
+               it->second.block != cap.block) {
+      return absl::AlreadyExistsError(
+          absl::StrCat("volume ", id, " is already published at ", target,
+                       " with other options (read-only=",
+                       it->second.read_only ? "true" : "false", ")"));
+    }
+  }
+  bool was_published = false;
+  it = rec.publishes.find(target);
+  if (it == rec.publishes.end()) {
+    PublishRecord p;
+    p.target_path = target;
+    p.read_only = read_only;
+    p.block = cap.block;
+    p.phase = PublishPhase::kPublishing;
+    rec.publishes[target] = p;
+    RETURN_IF_ERROR(deps_.store->Save(rec));
+  } else {
+    was_published = it->second.phase == PublishPhase::kPublished;
+  }
+  absl::Status st = PublishSteps(&rec, target);
+  if (!st.ok()) {
+    if (!was_published) {
+      absl::Status undo = TearDownPublish(deps_, &rec, target);
+      if (!undo.ok()) {
+        base::LogError("csi.publish.rollback_failed",
+                       {{"volume", id}, {"error", undo.ToString()}});
+      }
+    }
+    return st;
+  }
+  if (!was_published) {
+    rec.publishes[target].phase = PublishPhase::kPublished;
+    RETURN_IF_ERROR(deps_.store->Save(rec));
+    base::LogInfo("csi.volume.published",
+                  {{"volume", id},
+                   {"target", target},
+                   {"readonly", read_only ? "true" : "false"},
+                   {"access", Access(cap.block)}});
+  }
+  return absl::OkStatus();
+}
+
+absl::Status NodeService::DoUnpublish(
+    const ::csi::v1::NodeUnpublishVolumeRequest& req) {
+  RETURN_IF_ERROR(ValidateVolumeId(req.volume_id()));
+  RETURN_IF_ERROR(
+      ValidatePath("target_path", req.target_path(), config_.allowed_roots));
+  const std::string id = req.volume_id();
+  const std::string target = Normalize(req.target_path());
+  ASSIGN_OR_RETURN(VolumeLocks::Guard guard, deps_.locks->TryLock(id));
+  ASSIGN_OR_RETURN(VolumeRecord rec, LoadVolume(id));
+  if (!rec.publishes.count(target)) return absl::OkStatus();
+  RETURN_IF_ERROR(TearDownPublish(deps_, &rec, target));
+  base::LogInfo("csi.volume.unpublished", {{"volume", id}, {"target", target}});
+  return absl::OkStatus();
+}
+
+absl::Status NodeService::DoStats(
+    const ::csi::v1::NodeGetVolumeStatsRequest& req,
+    ::csi::v1::NodeGetVolumeStatsResponse* resp) {
+  RETURN_IF_ERROR(ValidateVolumeId(req.volume_id()));
+  RETURN_IF_ERROR(
+      ValidatePath("volume_path", req.volume_path(), config_.allowed_roots));
+  const std::string id = req.volume_id();
+  const std::string path = Normalize(req.volume_path());
+  // Read-only: no lock, a consistent snapshot of the record is enough.
+  ASSIGN_OR_RETURN(VolumeRecord rec, LoadVolume(id));
+  bool block = false;
+  if (rec.publishes.count(path)) {
+    block = rec.publishes.at(path).block;
+  } else if (rec.stage.has_value() && rec.stage->staging_path == path) {
+    block = rec.stage->block;
+  } else {
+    return absl::NotFoundError(absl::StrCat(
+        "volume ", id, " is neither staged nor published at ", path));
+  }
+  auto* cond = resp->mutable_volume_condition();
+  auto media = deps_.backend->Get(id);
+  ASSIGN_OR_RETURN(std::optional<sys::MountInfo> mounted,
+                   deps_.mounter->GetMount(path));
+  if (!media.ok()) {
+    cond->set_abnormal(true);
+    cond->set_message(absl::StrCat("backing media of volume ", id,
+                                   " is gone: ", media.status().message()));
+  } else if (!mounted.has_value() &&
+             !(block && path == rec.stage->staging_path)) {
+    cond->set_abnormal(true);
+    cond->set_message(absl::StrCat(path, " is not mounted"));
+  } else {
+    cond->set_abnormal(false);
+    cond->set_message("volume is healthy");
+  }
+  if (block) {
+    auto* u = resp->add_usage();
+    u->set_unit(::csi::v1::VolumeUsage::BYTES);
+    u->set_total(static_cast<int64_t>(media.ok() ? media->capacity_bytes
+                                                 : rec.capacity_bytes));
+    return absl::OkStatus();
+  }
+  if (!mounted.has_value()) return absl::OkStatus();  // statfs would lie
+  ASSIGN_OR_RETURN(sys::FsUsage usage, deps_.mounter->StatFs(path));
+  auto* bytes = resp->add_usage();
+  bytes->set_unit(::csi::v1::VolumeUsage::BYTES);
+  bytes->set_total(static_cast<int64_t>(usage.total_bytes));
+  bytes->set_available(static_cast<int64_t>(usage.available_bytes));
+  bytes->set_used(static_cast<int64_t>(usage.used_bytes));
+  auto* inodes = resp->add_usage();
+  inodes->set_unit(::csi::v1::VolumeUsage::INODES);
+  inodes->set_total(static_cast<int64_t>(usage.total_inodes));
+  inodes->set_available(static_cast<int64_t>(usage.free_inodes));
+  inodes->set_used(static_cast<int64_t>(usage.used_inodes));
+  return absl::OkStatus();
+}
+
+absl::Status NodeService::DoExpand(
+    const ::csi::v1::NodeExpandVolumeRequest& req,
+    ::csi::v1::NodeExpandVolumeResponse* resp) {
+  RETURN_IF_ERROR(ValidateVolumeId(req.volume_id()));
+  RETURN_IF_ERROR(
+      ValidatePath("volume_path", req.volume_path(), config_.allowed_roots));
+  if (!req.staging_target_path().empty()) {
+    RETURN_IF_ERROR(ValidatePath("staging_target_path",
+                                 req.staging_target_path(),
+                                 config_.allowed_roots));
+  }
+  if (req.has_volume_capability()) {
+    RETURN_IF_ERROR(ValidateCapability(req.volume_capability(), true).status());
+  }
+  const std::string id = req.volume_id();
+  const std::string path = Normalize(req.volume_path());
+  ASSIGN_OR_RETURN(VolumeLocks::Guard guard, deps_.locks->TryLock(id));
+  ASSIGN_OR_RETURN(VolumeRecord rec, LoadVolume(id));
+  bool known = rec.publishes.count(path) ||
+               (rec.stage.has_value() && rec.stage->staging_path == path);
+  if (!known) {
+    return absl::NotFoundError(absl::StrCat(
+        "volume ", id, " is neither staged nor published at ", path));
+  }
+  if (!rec.stage.has_value() || rec.stage->phase != StagePhase::kStaged) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("volume ", id, " is not staged"));
+  }
+  if (req.has_capacity_range()) {
+    int64_t required = req.capacity_range().required_bytes();
+    int64_t limit = req.capacity_range().limit_bytes();
+    if (required < 0 || limit < 0 || (limit > 0 && required > limit)) {
+      return absl::InvalidArgumentError("invalid capacity_range");
+    }
+    if (static_cast<uint64_t>(required) > rec.capacity_bytes) {
+      return absl::OutOfRangeError(absl::StrCat(
+          "capacity_range.required_bytes ", required, " exceeds the volume's ",
+          rec.capacity_bytes, " bytes; call ControllerExpandVolume first"));
+    }
+  }
+  RETURN_IF_ERROR(deps_.backend->RefreshDevice(id));
+  if (!rec.stage->block) {
+    ASSIGN_OR_RETURN(AttachedDevice dev, deps_.backend->Attach(id));
+    RETURN_IF_ERROR(deps_.formatter->Grow(dev.path, rec.stage->staging_path,
+                                          rec.stage->fs_type));
+  }
+  base::LogInfo("csi.volume.node_expanded",
+                {{"volume", id}, {"bytes", absl::StrCat(rec.capacity_bytes)}});
+  resp->set_capacity_bytes(static_cast<int64_t>(rec.capacity_bytes));
+  return absl::OkStatus();
+}
+
+grpc::Status NodeService::NodeStageVolume(
+    grpc::ServerContext*, const ::csi::v1::NodeStageVolumeRequest* req,
+    ::csi::v1::NodeStageVolumeResponse*) {
+  return ToGrpc(DoStage(*req));
+}
+grpc::Status NodeService::NodeUnstageVolume(
+    grpc::ServerContext*, const ::csi::v1::NodeUnstageVolumeRequest* req,
+    ::csi::v1::NodeUnstageVolumeResponse*) {
+  return ToGrpc(DoUnstage(*req));
+}
+grpc::Status NodeService::NodePublishVolume(
+    grpc::ServerContext*, const ::csi::v1::NodePublishVolumeRequest* req,
+    ::csi::v1::NodePublishVolumeResponse*) {
+  return ToGrpc(DoPublish(*req));
+}
+grpc::Status NodeService::NodeUnpublishVolume(
+    grpc::ServerContext*, const ::csi::v1::NodeUnpublishVolumeRequest* req,
+    ::csi::v1::NodeUnpublishVolumeResponse*) {
+  return ToGrpc(DoUnpublish(*req));
+}
+grpc::Status NodeService::NodeGetVolumeStats(
+    grpc::ServerContext*, const ::csi::v1::NodeGetVolumeStatsRequest* req,
+    ::csi::v1::NodeGetVolumeStatsResponse* resp) {
+  return ToGrpc(DoStats(*req, resp));
+}
+grpc::Status NodeService::NodeExpandVolume(
+    grpc::ServerContext*, const ::csi::v1::NodeExpandVolumeRequest* req,
+    ::csi::v1::NodeExpandVolumeResponse* resp) {
+  return ToGrpc(DoExpand(*req, resp));
+}
+
+grpc::Status NodeService::NodeGetCapabilities(
+    grpc::ServerContext*, const ::csi::v1::NodeGetCapabilitiesRequest*,
+    ::csi::v1::NodeGetCapabilitiesResponse* resp) {
+  using Rpc = NodeServiceCapability::RPC;
+  for (Rpc::Type t : {Rpc::STAGE_UNSTAGE_VOLUME, Rpc::GET_VOLUME_STATS,
+                      Rpc::EXPAND_VOLUME, Rpc::VOLUME_CONDITION}) {
+    resp->add_capabilities()->mutable_rpc()->set_type(t);
+  }
+  return grpc::Status::OK;
+}
+
+grpc::Status NodeService::NodeGetInfo(grpc::ServerContext*,
+                                      const ::csi::v1::NodeGetInfoRequest*,
+                                      ::csi::v1::NodeGetInfoResponse* resp) {
+  resp->set_node_id(config_.node_id);
+  resp->set_max_volumes_per_node(config_.max_volumes_per_node);
+  (*resp->mutable_accessible_topology()->mutable_segments())[kTopologyKey] =
+      config_.node_id;
+  return grpc::Status::OK;
+}
+
+}  // namespace daxlease::csi

@@ -1,0 +1,77 @@
+// CSI Node service: stages a volume (attach its device, make a filesystem
+// only where blkid finds none, mount it at the staging path; block access
+// stops after attach), publishes it (bind mount of the staging mount, or of
+// the device node onto a file, read-only when asked), reports usage and
+// condition, grows the filesystem online, and undoes all of it.
+//
+// Every step is recorded in the state store before it starts, so that a
+// retry or a restarted plugin finishes or undoes it (see repair.h).
+// Idempotency: staging/publishing again with the same arguments is OK (and
+// repairs a mount that went missing); unstaging/unpublishing what is not
+// staged/published is OK. Incompatible repeats are ALREADY_EXISTS or
+// FAILED_PRECONDITION as the CSI spec says.
+// Concurrency: one call per volume at a time (ABORTED otherwise).
+#ifndef DAXLEASE_CSI_NODE_SERVICE_H_
+#define DAXLEASE_CSI_NODE_SERVICE_H_
+
+#include "csi/driver.h"
+#include "proto/csi.grpc.pb.h"
+
+namespace daxlease::csi {
+
+class NodeService final : public ::csi::v1::Node::Service {
+ public:
+  NodeService(DriverConfig config, DriverDeps deps)
+      : config_(std::move(config)), deps_(deps) {}
+
+  grpc::Status NodeStageVolume(
+      grpc::ServerContext* ctx, const ::csi::v1::NodeStageVolumeRequest* req,
+      ::csi::v1::NodeStageVolumeResponse* resp) override;
+  grpc::Status NodeUnstageVolume(
+      grpc::ServerContext* ctx, const ::csi::v1::NodeUnstageVolumeRequest* req,
+      ::csi::v1::NodeUnstageVolumeResponse* resp) override;
+  grpc::Status NodePublishVolume(
+      grpc::ServerContext* ctx, const ::csi::v1::NodePublishVolumeRequest* req,
+      ::csi::v1::NodePublishVolumeResponse* resp) override;
+  grpc::Status NodeUnpublishVolume(
+      grpc::ServerContext* ctx,
+      const ::csi::v1::NodeUnpublishVolumeRequest* req,
+      ::csi::v1::NodeUnpublishVolumeResponse* resp) override;
+  grpc::Status NodeGetVolumeStats(
+      grpc::ServerContext* ctx, const ::csi::v1::NodeGetVolumeStatsRequest* req,
+      ::csi::v1::NodeGetVolumeStatsResponse* resp) override;
+  grpc::Status NodeExpandVolume(
+      grpc::ServerContext* ctx, const ::csi::v1::NodeExpandVolumeRequest* req,
+      ::csi::v1::NodeExpandVolumeResponse* resp) override;
+  grpc::Status NodeGetCapabilities(
+      grpc::ServerContext* ctx,
+      const ::csi::v1::NodeGetCapabilitiesRequest* req,
+      ::csi::v1::NodeGetCapabilitiesResponse* resp) override;
+  grpc::Status NodeGetInfo(grpc::ServerContext* ctx,
+                           const ::csi::v1::NodeGetInfoRequest* req,
+                           ::csi::v1::NodeGetInfoResponse* resp) override;
+
+ private:
+  absl::Status DoStage(const ::csi::v1::NodeStageVolumeRequest& req);
+  absl::Status DoUnstage(const ::csi::v1::NodeUnstageVolumeRequest& req);
+  absl::Status DoPublish(const ::csi::v1::NodePublishVolumeRequest& req);
+  absl::Status DoUnpublish(const ::csi::v1::NodeUnpublishVolumeRequest& req);
+  absl::Status DoStats(const ::csi::v1::NodeGetVolumeStatsRequest& req,
+                       ::csi::v1::NodeGetVolumeStatsResponse* resp);
+  absl::Status DoExpand(const ::csi::v1::NodeExpandVolumeRequest& req,
+                        ::csi::v1::NodeExpandVolumeResponse* resp);
+
+  // The staging steps after the intent is recorded: attach, format if
+  // blank, mount. Idempotent.
+  absl::Status StageSteps(VolumeRecord* rec);
+  absl::Status PublishSteps(VolumeRecord* rec, const std::string& target);
+  // Loads the record or NotFound.
+  absl::StatusOr<VolumeRecord> LoadVolume(const std::string& id);
+
+  const DriverConfig config_;
+  const DriverDeps deps_;
+};
+
+}  // namespace daxlease::csi
+
+#endif  // DAXLEASE_CSI_NODE_SERVICE_H_

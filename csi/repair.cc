@@ -1,0 +1,129 @@
+#include "csi/repair.h"
+
+#include <set>
+
+#include "absl/strings/str_cat.h"
+#include "lib/base/log.h"
+#include "lib/base/status.h"
+
+namespace daxlease::csi {
+
+absl::Status TearDownPublish(const DriverDeps& deps, VolumeRecord* rec,
+                             const std::string& target) {
+  auto it = rec->publishes.find(target);
+  if (it == rec->publishes.end()) return absl::OkStatus();
+  if (it->second.phase != PublishPhase::kUnpublishing) {
+    it->second.phase = PublishPhase::kUnpublishing;
+    RETURN_IF_ERROR(deps.store->Save(*rec));
+  }
+  RETURN_IF_ERROR(deps.mounter->Unmount(target));
+  RETURN_IF_ERROR(deps.mounter->RemovePath(target));
+  rec->publishes.erase(target);
+  return deps.store->Save(*rec);
+}
+
+absl::Status TearDownStage(const DriverDeps& deps, VolumeRecord* rec) {
+  if (!rec->stage.has_value()) return absl::OkStatus();
+  StageRecord& st = *rec->stage;
+  if (st.phase != StagePhase::kUnstaging) {
+    st.phase = StagePhase::kUnstaging;
+    RETURN_IF_ERROR(deps.store->Save(*rec));
+  }
+  if (!st.block) RETURN_IF_ERROR(deps.mounter->Unmount(st.staging_path));
+  RETURN_IF_ERROR(deps.backend->Detach(rec->id));
+  rec->stage.reset();
+  return deps.store->Save(*rec);
+}
+
+namespace {
+
+absl::Status RecoverOne(const DriverDeps& deps, VolumeRecord rec) {
+  const std::string id = rec.id;
+  if (rec.phase == VolumePhase::kDeleting) {
+    base::LogInfo("csi.recover.finish_delete", {{"volume", id}});
+    for (const auto& [t, p] : std::map(rec.publishes)) {
+      RETURN_IF_ERROR(TearDownPublish(deps, &rec, t));
+    }
+    RETURN_IF_ERROR(TearDownStage(deps, &rec));
+    RETURN_IF_ERROR(deps.backend->Detach(id));
+    RETURN_IF_ERROR(deps.backend->Delete(id));
+    return deps.store->Remove(id);
+  }
+  for (const auto& [t, p] : std::map(rec.publishes)) {
+    if (p.phase == PublishPhase::kPublished) continue;
+    base::LogInfo(
+        "csi.recover.undo_publish",
+        {{"volume", id},
+         {"target", t},
+         {"phase", p.phase == PublishPhase::kPublishing ? "publishing"
+                                                        : "unpublishing"}});
+    RETURN_IF_ERROR(TearDownPublish(deps, &rec, t));
+  }
+  if (rec.stage.has_value() && rec.stage->phase != StagePhase::kStaged) {
+    if (rec.publishes.empty()) {
+      base::LogInfo("csi.recover.undo_stage",
+                    {{"volume", id}, {"path", rec.stage->staging_path}});
+      RETURN_IF_ERROR(TearDownStage(deps, &rec));
+    } else {
+      base::LogWarn("csi.recover.stage_kept",
+                    {{"volume", id}, {"reason", "still published"}});
+    }
+  }
+  if (!rec.stage.has_value()) {
+    // A device left attached without a stage (e.g. died between attach and
+    // recording the stage, or after unmount in an unstage).
+    ASSIGN_OR_RETURN(auto dev, deps.backend->FindAttached(id));
+    if (dev.has_value()) {
+      base::LogInfo("csi.recover.detach",
+                    {{"volume", id}, {"device", dev->path}});
+      RETURN_IF_ERROR(deps.backend->Detach(id));
+    }
+  }
+  if (rec.phase == VolumePhase::kReady) {
+    auto vol = deps.backend->Get(id);
+    if (vol.ok() && vol->capacity_bytes > rec.capacity_bytes) {
+      // An expansion grew the media but died before recording it.
+      base::LogInfo(
+          "csi.recover.capacity",
+          {{"volume", id}, {"bytes", absl::StrCat(vol->capacity_bytes)}});
+      rec.capacity_bytes = vol->capacity_bytes;
+      RETURN_IF_ERROR(deps.store->Save(rec));
+    } else if (!vol.ok()) {
+      base::LogWarn("csi.recover.media_missing",
+                    {{"volume", id}, {"error", vol.status().ToString()}});
+    }
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::Status RecoverVolumes(const DriverDeps& deps) {
+  absl::Status first;
+  ASSIGN_OR_RETURN(std::vector<VolumeRecord> records, deps.store->LoadAll());
+  std::set<std::string> known;
+  for (VolumeRecord& rec : records) {
+    known.insert(rec.id);
+    absl::Status s = RecoverOne(deps, rec);
+    if (!s.ok()) {
+      base::LogError("csi.recover.failed",
+                     {{"volume", rec.id}, {"error", s.ToString()}});
+      first.Update(s);
+    }
+  }
+  ASSIGN_OR_RETURN(std::vector<Volume> media, deps.backend->List());
+  for (const Volume& v : media) {
+    if (known.count(v.id)) continue;
+    base::LogWarn("csi.recover.orphan_media", {{"volume", v.id}});
+    absl::Status s = deps.backend->Detach(v.id);
+    if (s.ok()) s = deps.backend->Delete(v.id);
+    if (!s.ok()) {
+      base::LogError("csi.recover.failed",
+                     {{"volume", v.id}, {"error", s.ToString()}});
+      first.Update(s);
+    }
+  }
+  return first;
+}
+
+}  // namespace daxlease::csi

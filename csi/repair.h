@@ -1,0 +1,39 @@
+// Finishing or undoing the node-side steps that a crash (or a failed call)
+// left half-done, from what the state store recorded. Used by the node
+// service on retry/failure and by RecoverVolumes at startup.
+//
+// Every function is idempotent: it checks the world (mount table, attached
+// device) before each step, so running it twice, or after a crash in the
+// middle of it, converges. The caller holds the volume's lock (or runs
+// before the server starts).
+#ifndef DAXLEASE_CSI_REPAIR_H_
+#define DAXLEASE_CSI_REPAIR_H_
+
+#include <string>
+
+#include "absl/status/status.h"
+#include "csi/driver.h"
+#include "csi/state_store.h"
+
+namespace daxlease::csi {
+
+// Unmounts `target`, removes the target directory/file, forgets the publish.
+absl::Status TearDownPublish(const DriverDeps& deps, VolumeRecord* rec,
+                             const std::string& target);
+
+// Unmounts the staging path (mount access), detaches the device, forgets
+// the stage. REQUIRES: no publish left.
+absl::Status TearDownStage(const DriverDeps& deps, VolumeRecord* rec);
+
+// At startup, before serving: for every record, finishes interrupted
+// unpublishes/unstages/deletes, rolls back interrupted publishes/stages
+// (the CO retries them), completes size bookkeeping after an interrupted
+// expansion, detaches devices of volumes that are not staged, and deletes
+// media that no record knows (a Create that died before its record).
+// Problems with one volume are logged and do not stop the others; the
+// returned status is the first error.
+absl::Status RecoverVolumes(const DriverDeps& deps);
+
+}  // namespace daxlease::csi
+
+#endif  // DAXLEASE_CSI_REPAIR_H_

@@ -1,0 +1,319 @@
+// csi_lifecycle_bench: how much the CSI driver adds to the raw cost of a
+// volume's lifecycle.
+//
+// For 1 GiB ext4 volumes it times, in the same run and interleaved:
+//   driver: CreateVolume + NodeStageVolume + NodePublishVolume, then
+//           NodeUnpublishVolume + NodeUnstageVolume + DeleteVolume, over gRPC
+//           on the real daxlease-csi (file backend);
+//   direct: fallocate + loop device + mkfs.ext4 + mount + bind mount, then
+//           umount x2 + loop detach + unlink, done by this process;
+// and prints both medians and their ratio (goal: driver/direct <= 1.10).
+//
+//   csi_lifecycle_bench [--iterations N] [--size-mib M]
+//
+// Needs root and loop devices; without them it says so and exits 0.
+#include <fcntl.h>
+#include <linux/loop.h>
+#include <sys/ioctl.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
+#include "lib/base/status.h"
+#include "proto/csi.grpc.pb.h"
+#include "tests/integration/plugin_harness.h"
+
+namespace daxlease::bench {
+namespace {
+
+using testing::PluginProcess;
+
+struct Timing {
+  std::vector<double> setup_ms;
+  std::vector<double> teardown_ms;
+};
+
+double Median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  size_t n = v.size();
+  return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
+}
+
+double Ms(absl::Duration d) { return absl::ToDoubleMilliseconds(d); }
+
+absl::Status FromGrpc(const grpc::Status& s, absl::string_view what) {
+  if (s.ok()) return absl::OkStatus();
+  return absl::Status(static_cast<absl::StatusCode>(s.error_code()),
+                      absl::StrCat(what, ": ", s.error_message()));
+}
+
+csi::v1::VolumeCapability Ext4Cap() {
+  csi::v1::VolumeCapability cap;
+  cap.mutable_mount()->set_fs_type("ext4");
+  cap.mutable_access_mode()->set_mode(
+      csi::v1::VolumeCapability::AccessMode::SINGLE_NODE_WRITER);
+  return cap;
+}
+
+template <typename Stub, typename Req, typename Resp>
+absl::Status Rpc(const std::shared_ptr<grpc::Channel>& ch,
+                 grpc::Status (Stub::*fn)(grpc::ClientContext*, const Req&,
+                                          Resp*),
+                 const Req& req, Resp* resp) {
+  Stub stub(ch);
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::minutes(5));
+  return FromGrpc((stub.*fn)(&ctx, req, resp), req.GetDescriptor()->name());
+}
+
+// One lifecycle through the driver.
+absl::Status DriverOnce(PluginProcess& plugin, const std::string& root, int i,
+                        int64_t size, Timing* t) {
+  auto ch = plugin.channel();
+  using csi::v1::Controller;
+  using csi::v1::Node;
+  const std::string staging = absl::StrCat(root, "/staging/d", i);
+  const std::string target = absl::StrCat(root, "/pods/d", i);
+  RETURN_IF_ERROR(testing::MakeDirs(staging));
+
+  absl::Time t0 = absl::Now();
+  csi::v1::CreateVolumeRequest create;
+  create.set_name(absl::StrCat("bench-", i));
+  create.mutable_capacity_range()->set_required_bytes(size);
+  (*create.mutable_parameters())["csi.storage.k8s.io/fstype"] = "ext4";
+  *create.add_volume_capabilities() = Ext4Cap();
+  csi::v1::CreateVolumeResponse created;
+  RETURN_IF_ERROR(Rpc(ch, &Controller::Stub::CreateVolume, create, &created));
+  const std::string vol = created.volume().volume_id();
+  csi::v1::NodeStageVolumeRequest stage;
+  stage.set_volume_id(vol);
+  stage.set_staging_target_path(staging);
+  *stage.mutable_volume_capability() = Ext4Cap();
+  csi::v1::NodeStageVolumeResponse staged;
+  RETURN_IF_ERROR(Rpc(ch, &Node::Stub::NodeStageVolume, stage, &staged));
+  csi::v1::NodePublishVolumeRequest publish;
+  publish.set_volume_id(vol);
+  publish.set_staging_target_path(staging);
+  publish.set_target_path(target);
+  *publish.mutable_volume_capability() = Ext4Cap();
+  csi::v1::NodePublishVolumeResponse published;
+  RETURN_IF_ERROR(Rpc(ch, &Node::Stub::NodePublishVolume, publish, &published));
+  absl::Time t1 = absl::Now();
+
+  csi::v1::NodeUnpublishVolumeRequest unpublish;
+  unpublish.set_volume_id(vol);
+  unpublish.set_target_path(target);
+  csi::v1::NodeUnpublishVolumeResponse unpublished;
+  RETURN_IF_ERROR(
+      Rpc(ch, &Node::Stub::NodeUnpublishVolume, unpublish, &unpublished));
+  csi::v1::NodeUnstageVolumeRequest unstage;
+  unstage.set_volume_id(vol);
+  unstage.set_staging_target_path(staging);
+  csi::v1::NodeUnstageVolumeResponse unstaged;
+  RETURN_IF_ERROR(Rpc(ch, &Node::Stub::NodeUnstageVolume, unstage, &unstaged));
+  csi::v1::DeleteVolumeRequest del;
+  del.set_volume_id(vol);
+  csi::v1::DeleteVolumeResponse deleted;
+  RETURN_IF_ERROR(Rpc(ch, &Controller::Stub::DeleteVolume, del, &deleted));
+  absl::Time t2 = absl::Now();
+  t->setup_ms.push_back(Ms(t1 - t0));
+  t->teardown_ms.push_back(Ms(t2 - t1));
+  return absl::OkStatus();
+}
+
+absl::Status Run(const std::vector<std::string>& argv) {
+  pid_t pid = ::fork();
+  if (pid < 0) return base::ErrnoStatus("fork", argv[0], errno);
+  if (pid == 0) {
+    std::vector<char*> args;
+    for (const std::string& a : argv)
+      args.push_back(const_cast<char*>(a.c_str()));
+    args.push_back(nullptr);
+    int devnull = ::open("/dev/null", O_WRONLY);
+    if (devnull >= 0) ::dup2(devnull, 1);
+    ::execvp(args[0], args.data());
+    ::_exit(127);
+  }
+  int status;
+  if (::waitpid(pid, &status, 0) != pid) {
+    return base::ErrnoStatus("waitpid", argv[0], errno);
+  }
+  if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+    return absl::InternalError(
+        absl::StrCat(argv[0], " failed, wait status ", status));
+  }
+  return absl::OkStatus();
+}
+
+// One lifecycle done by hand, the way the file backend must do it.
+absl::Status DirectOnce(const std::string& dir, const std::string& root, int i,
+                        int64_t size, Timing* t) {
+  const std::string file = absl::StrCat(dir, "/direct-", i, ".img");
+  const std::string staging = absl::StrCat(root, "/staging/x", i);
+  const std::string target = absl::StrCat(root, "/pods/x", i);
+  RETURN_IF_ERROR(testing::MakeDirs(staging));
+
+  absl::Time t0 = absl::Now();
+  int fd = ::open(file.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+  if (fd < 0) return base::ErrnoStatus("open", file, errno);
+  if (int err = ::posix_fallocate(fd, 0, size); err != 0) {
+    ::close(fd);
+    return base::ErrnoStatus("posix_fallocate", file, err);
+  }
+  int ctl = ::open("/dev/loop-control", O_RDWR | O_CLOEXEC);
+  if (ctl < 0) return base::ErrnoStatus("open", "/dev/loop-control", errno);
+  int n = ::ioctl(ctl, LOOP_CTL_GET_FREE);
+  ::close(ctl);
+  if (n < 0) return base::ErrnoStatus("LOOP_CTL_GET_FREE", "", errno);
+  const std::string dev = absl::StrCat("/dev/loop", n);
+  int loop = ::open(dev.c_str(), O_RDWR | O_CLOEXEC);
+  if (loop < 0) return base::ErrnoStatus("open", dev, errno);
+  loop_config cfg{};
+  cfg.fd = static_cast<uint32_t>(fd);
+  cfg.info.lo_flags = LO_FLAGS_AUTOCLEAR;
+  std::snprintf(reinterpret_cast<char*>(cfg.info.lo_file_name), LO_NAME_SIZE,
+                "%s", file.c_str());
+  if (::ioctl(loop, LOOP_CONFIGURE, &cfg) != 0) {
+    int err = errno;
+    ::close(loop);
+    ::close(fd);
+    return base::ErrnoStatus("LOOP_CONFIGURE", dev, err);
+  }
+  ::close(fd);
+  RETURN_IF_ERROR(Run({"mkfs.ext4", "-q", "-F", dev}));
+  if (::mount(dev.c_str(), staging.c_str(), "ext4", 0, nullptr) != 0) {
+    return base::ErrnoStatus("mount", staging, errno);
+  }
+  RETURN_IF_ERROR(testing::MakeDirs(target));
+  if (::mount(staging.c_str(), target.c_str(), nullptr, MS_BIND, nullptr) !=
+      0) {
+    return base::ErrnoStatus("mount --bind", target, errno);
+  }
+  absl::Time t1 = absl::Now();
+
+  if (::umount2(target.c_str(), 0) != 0) {
+    return base::ErrnoStatus("umount", target, errno);
+  }
+  ::rmdir(target.c_str());
+  if (::umount2(staging.c_str(), 0) != 0) {
+    return base::ErrnoStatus("umount", staging, errno);
+  }
+  ::ioctl(loop, LOOP_CLR_FD, 0);
+  ::close(loop);
+  if (::unlink(file.c_str()) != 0)
+    return base::ErrnoStatus("unlink", file, errno);
+  absl::Time t2 = absl::Now();
+  t->setup_ms.push_back(Ms(t1 - t0));
+  t->teardown_ms.push_back(Ms(t2 - t1));
+  return absl::OkStatus();
+}
+
+int Main(int argc, char** argv) {
+  int iterations = 5;
+  int64_t size_mib = 1024;
+  for (int i = 1; i < argc; ++i) {
+    std::string a = argv[i];
+    if (a == "--iterations" && i + 1 < argc) {
+      if (!absl::SimpleAtoi(argv[++i], &iterations) || iterations < 1) {
+        std::fprintf(stderr, "bad --iterations\n");
+        return 64;
+      }
+    } else if (a == "--size-mib" && i + 1 < argc) {
+      if (!absl::SimpleAtoi(argv[++i], &size_mib) || size_mib < 16) {
+        std::fprintf(stderr, "bad --size-mib\n");
+        return 64;
+      }
+    } else {
+      std::fprintf(stderr, "usage: %s [--iterations N] [--size-mib M]\n",
+                   argv[0]);
+      return 64;
+    }
+  }
+  if (!testing::CanUseLoopDevices()) {
+    std::printf(
+        "csi_lifecycle_bench: skipped: needs root and /dev/loop-control "
+        "(run it with sudo)\n");
+    return 0;
+  }
+  const std::string binary = testing::CsiBinary();
+  if (binary.empty() || ::access(binary.c_str(), X_OK) != 0) {
+    std::printf("csi_lifecycle_bench: skipped: daxlease-csi not built (%s)\n",
+                binary.c_str());
+    return 0;
+  }
+  auto tmp = testing::TempDir::Create("daxlease-bench-");
+  if (!tmp.ok()) {
+    std::fprintf(stderr, "%s\n", tmp.status().ToString().c_str());
+    return 1;
+  }
+  const std::string base = (*tmp)->path();
+  const std::string root = base + "/kubelet";
+  const std::string direct_dir = base + "/direct";
+  testing::PluginOptions o;
+  o.binary = binary;
+  o.socket_path = base + "/csi.sock";
+  o.state_dir = base + "/state";
+  o.allowed_roots = {root};
+  o.log_path = base + "/plugin.log";
+  for (const std::string& d : {o.state_dir, root, direct_dir}) {
+    if (!testing::MakeDirs(d).ok()) return 1;
+  }
+  auto plugin = PluginProcess::Start(o);
+  if (!plugin.ok()) {
+    std::fprintf(stderr, "starting daxlease-csi: %s\n",
+                 plugin.status().ToString().c_str());
+    return 1;
+  }
+  const int64_t size = size_mib << 20;
+  Timing driver, direct;
+  // Warm-up (page cache, binaries), not counted.
+  Timing warm;
+  absl::Status s = DirectOnce(direct_dir, root, 1000, size, &warm);
+  if (s.ok()) s = DriverOnce(**plugin, root, 1000, size, &warm);
+  // Interleaved so that drift on a shared machine hits both sides alike.
+  for (int i = 0; s.ok() && i < iterations; ++i) {
+    if (i % 2 == 0) {
+      s = DriverOnce(**plugin, root, i, size, &driver);
+      if (s.ok()) s = DirectOnce(direct_dir, root, i, size, &direct);
+    } else {
+      s = DirectOnce(direct_dir, root, i, size, &direct);
+      if (s.ok()) s = DriverOnce(**plugin, root, i, size, &driver);
+    }
+  }
+  if (!s.ok()) {
+    std::fprintf(stderr, "csi_lifecycle_bench: %s\n", s.ToString().c_str());
+    return 1;
+  }
+  double ds = Median(driver.setup_ms), dt = Median(driver.teardown_ms);
+  double xs = Median(direct.setup_ms), xt = Median(direct.teardown_ms);
+  std::printf("csi_lifecycle_bench: %d iterations, %lld MiB ext4, medians\n",
+              iterations, static_cast<long long>(size_mib));
+  std::printf("  %-44s %10s %10s %7s\n", "", "driver ms", "direct ms", "ratio");
+  std::printf("  %-44s %10.1f %10.1f %7.3f\n",
+              "create+stage+publish (vs fallocate..mount)", ds, xs, ds / xs);
+  std::printf("  %-44s %10.1f %10.1f %7.3f\n",
+              "unpublish+unstage+delete (vs umount..rm)", dt, xt, dt / xt);
+  std::printf("  %-44s %10.1f %10.1f %7.3f\n", "whole lifecycle", ds + dt,
+              xs + xt, (ds + dt) / (xs + xt));
+  std::printf("  goal: ratio <= 1.10 -> %s\n",
+              (ds + dt) / (xs + xt) <= 1.10 ? "met" : "NOT met");
+  return 0;
+}
+
+}  // namespace
+}  // namespace daxlease::bench
+
+int main(int argc, char** argv) { return daxlease::bench::Main(argc, argv); }

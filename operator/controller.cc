@@ -110,7 +110,7 @@ void Controller::Work() {
             absl::StrCat(absl::ToInt64Milliseconds(clock_.Now() - start))}});
     } else {
       base::Log(
-          k8s::IsConflict(r.status()) || k8s::IsNotFound(r.status())
+          k8s::IsConflict(r.status()) || absl::IsNotFound(r.status())
               ? base::LogLevel::kDebug
               : base::LogLevel::kWarn,
           "reconcile.retry",

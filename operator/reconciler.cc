@@ -99,7 +99,7 @@ absl::StatusOr<World> Reconciler::Read(const std::string& volume) {
     absl::StatusOr<api::DaxVolume> parsed = api::FromJson<api::DaxVolume>(*v);
     if (!parsed.ok()) return parsed.status();
     w.volume = *std::move(parsed);
-  } else if (!k8s::IsNotFound(v.status())) {
+  } else if (!absl::IsNotFound(v.status())) {
     return v.status();
   }
   RETURN_IF_ERROR(ListFor(client_, LeaseResource(), volume, w.leases));

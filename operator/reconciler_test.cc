@@ -242,11 +242,13 @@ TEST_F(ReconcilerTest, UnknownVolumeGetsConditionNotError) {
   EXPECT_EQ(c->reason, "VolumeNotFound");
   EXPECT_EQ(L("a").status.state, api::LeaseState::kPending);
   EXPECT_EQ(R("r").status.phase, api::RecallPhase::kPending);
-  // The volume appears: the lease is granted.
+  // The volume appears: the recall (nobody holds access yet) completes at
+  // once, then the lease is granted at the epoch after it.
   CreateVolume(5);
   Converge();
+  EXPECT_EQ(R("r").status.phase, api::RecallPhase::kComplete);
   EXPECT_EQ(L("a").status.state, api::LeaseState::kGranted);
-  EXPECT_EQ(L("a").status.epoch, 5);
+  EXPECT_EQ(L("a").status.epoch, 6);
 }
 
 TEST_F(ReconcilerTest, DeletedLeaseGoesOnlyWhenItHoldsNoAccess) {
@@ -261,7 +263,7 @@ TEST_F(ReconcilerTest, DeletedLeaseGoesOnlyWhenItHoldsNoAccess) {
   Converge();
   AgentPatch("a", {{"releasedRecallID", R("r").status.recall_id}});
   Converge();
-  EXPECT_TRUE(k8s::IsNotFound(fake_.Get(LeaseResource(), "", "a").status()));
+  EXPECT_TRUE(absl::IsNotFound(fake_.Get(LeaseResource(), "", "a").status()));
   EXPECT_EQ(R("r").status.phase, api::RecallPhase::kComplete);
 }
 
@@ -275,7 +277,7 @@ TEST_F(ReconcilerTest, RecallDeletedMidwayStillCompletes) {
   ASSERT_TRUE(fake_.Delete(RecallResource(), "", "r").ok());
   AgentPatch("a", {{"releasedRecallID", id}});
   Converge();
-  EXPECT_TRUE(k8s::IsNotFound(fake_.Get(RecallResource(), "", "r").status()));
+  EXPECT_TRUE(absl::IsNotFound(fake_.Get(RecallResource(), "", "r").status()));
   EXPECT_EQ(V().status.phase, api::VolumePhase::kReady);
   EXPECT_EQ(V().status.epoch, 2);
 }

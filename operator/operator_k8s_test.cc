@@ -1,0 +1,458 @@
+// The operator against a real kube-apiserver + etcd (label k8s): the CRDs,
+// the server's validation, and the real daxlease-operator binary driving
+// recalls while the test plays the node agents.
+#include <signal.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <thread>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/str_cat.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "lib/api/json.h"
+#include "operator/reconciler.h"
+#include "operator/testing/k8s_env.h"
+#include "tests/testing/prereq.h"
+
+namespace daxlease::op {
+namespace {
+
+using k8s::Json;
+using testing::ClientFor;
+using testing::OperatorProcess;
+using testing::WaitFor;
+
+class OperatorK8sTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    kubeconfig_ = testing::TestKubeconfig();
+    DAXLEASE_REQUIRE(!kubeconfig_.empty(),
+                     "no test control plane (the k8s CTest fixture starts "
+                     "one; run ctest -L k8s)");
+    auto c = ClientFor(kubeconfig_);
+    ASSERT_TRUE(c.ok()) << c.status();
+    client_ = std::move(*c);
+    absl::Status crds = testing::InstallCrds(kubeconfig_);
+    ASSERT_TRUE(crds.ok()) << crds;
+    std::string test =
+        ::testing::UnitTest::GetInstance()->current_test_info()->name();
+    prefix_ =
+        absl::StrCat(absl::AsciiStrToLower(test).substr(0, 30), "-", getpid());
+  }
+
+  void TearDown() override {
+    if (client_ == nullptr) return;
+    // Best effort: drop finalizers and delete what this test made.
+    for (const k8s::Resource& r :
+         {LeaseResource(), RecallResource(), VolumeResource()}) {
+      auto list = k8s::ListAll(*client_, r, "");
+      if (!list.ok()) continue;
+      for (const Json& o : list->items) {
+        std::string name = k8s::NameOf(o);
+        if (name.rfind(prefix_, 0) != 0) continue;
+        (void)client_->Patch(r, "", name, k8s::PatchType::kMerge,
+                             {{"metadata", {{"finalizers", nullptr}}}});
+        (void)client_->Delete(r, "", name);
+      }
+    }
+  }
+
+  std::string N(const std::string& suffix) {
+    return absl::StrCat(prefix_, "-", suffix);
+  }
+
+  std::vector<std::string> OperatorArgs(const std::string& identity) {
+    return {"--leader-election-name=" + prefix_,
+            "--identity=" + identity,
+            "--leader-election-lease-duration=3s",
+            "--leader-election-renew-deadline=2s",
+            "--leader-election-retry-period=250ms",
+            "--resync=5s"};
+  }
+
+  void CreateVolume(const std::string& name) {
+    api::DaxVolume v;
+    v.metadata.name = name;
+    v.spec.size_bytes = 1 << 30;
+    v.spec.mode = api::VolumeMode::kFsdax;
+    v.spec.fs_type = api::FsType::kExt4;
+    v.spec.owner_node = "node-owner";
+    v.spec.share = true;
+    auto st = client_->Create(VolumeResource(), api::ToJson(v));
+    ASSERT_TRUE(st.ok()) << st.status();
+  }
+  void CreateLease(const std::string& name, const std::string& volume) {
+    api::DaxLease l;
+    l.metadata.name = name;
+    l.spec = {volume, "node-" + name.substr(name.size() - 1), "default/pod",
+              api::Access::kReadWrite};
+    auto st = client_->Create(LeaseResource(), api::ToJson(l));
+    ASSERT_TRUE(st.ok()) << st.status();
+  }
+  void CreateRecall(const std::string& name, const std::string& volume,
+                    int64_t grace) {
+    api::DaxRecall r;
+    r.metadata.name = name;
+    r.spec = {volume, api::RecallReason::kManual, grace};
+    auto st = client_->Create(RecallResource(), api::ToJson(r));
+    ASSERT_TRUE(st.ok()) << st.status();
+  }
+  // As the node agent will: a merge patch of the lease's status.
+  void AgentPatch(const std::string& lease, Json status) {
+    auto st = client_->Patch(LeaseResource(), "", lease, k8s::PatchType::kMerge,
+                             {{"status", std::move(status)}}, "status");
+    ASSERT_TRUE(st.ok()) << st.status();
+  }
+  template <typename T>
+  std::optional<T> Get(const k8s::Resource& r, const std::string& name) {
+    auto j = client_->Get(r, "", name);
+    if (!j.ok()) return std::nullopt;
+    auto t = api::FromJson<T>(*j);
+    if (!t.ok()) return std::nullopt;
+    return *t;
+  }
+  std::optional<api::DaxLease> Lease(const std::string& n) {
+    return Get<api::DaxLease>(LeaseResource(), n);
+  }
+  std::optional<api::DaxRecall> Recall(const std::string& n) {
+    return Get<api::DaxRecall>(RecallResource(), n);
+  }
+  std::optional<api::DaxVolume> Volume(const std::string& n) {
+    return Get<api::DaxVolume>(VolumeResource(), n);
+  }
+  bool LeaseIs(const std::string& n, api::LeaseState s) {
+    auto l = Lease(n);
+    return l.has_value() && l->status.state == s;
+  }
+  bool RecallIs(const std::string& n, api::RecallPhase p) {
+    auto r = Recall(n);
+    return r.has_value() && r->status.phase == p;
+  }
+
+  std::string kubeconfig_;
+  std::unique_ptr<k8s::KubeClient> client_;
+  std::string prefix_;
+};
+
+TEST_F(OperatorK8sTest, CrdsApplyAndServerRejectsInvalidObjects) {
+  std::string out;
+  ASSERT_EQ(testing::Kubectl(kubeconfig_, "get crd -o name", &out), 0) << out;
+  for (const char* crd :
+       {"daxvolumes", "daxleases", "daxrecalls", "daxmigrations"}) {
+    EXPECT_THAT(out, ::testing::HasSubstr(absl::StrCat(crd, ".daxlease.io")));
+  }
+  // Short names and the category resolve.
+  EXPECT_EQ(testing::Kubectl(kubeconfig_, "get dv,dl,drc,dmig", &out), 0)
+      << out;
+  EXPECT_EQ(testing::Kubectl(kubeconfig_, "get daxlease", &out), 0) << out;
+
+  auto rejected = [&](const k8s::Resource& r, Json obj) {
+    auto st = client_->Create(r, obj);
+    EXPECT_TRUE(absl::IsInvalidArgument(st.status()))
+        << obj.dump() << " -> " << st.status();
+  };
+  Json meta = {{"name", N("bad")}};
+  auto vol = [&](Json spec) {
+    return Json{{"apiVersion", api::kApiVersion},
+                {"kind", "DaxVolume"},
+                {"metadata", meta},
+                {"spec", spec}};
+  };
+  rejected(VolumeResource(),
+           vol({{"sizeBytes", 0}, {"mode", "fsdax"}, {"ownerNode", "n"}}));
+  rejected(VolumeResource(),
+           vol({{"sizeBytes", 1}, {"mode", "tape"}, {"ownerNode", "n"}}));
+  rejected(VolumeResource(), vol({{"sizeBytes", 1}, {"mode", "fsdax"}}));
+  rejected(
+      LeaseResource(),
+      {{"apiVersion", api::kApiVersion},
+       {"kind", "DaxLease"},
+       {"metadata", meta},
+       {"spec",
+        {{"volume", "v"}, {"holderNode", "n"}, {"access", "Everything"}}}});
+  rejected(RecallResource(),
+           {{"apiVersion", api::kApiVersion},
+            {"kind", "DaxRecall"},
+            {"metadata", meta},
+            {"spec", {{"volume", "v"}, {"graceSeconds", 0}}}});
+  rejected(RecallResource(), {{"apiVersion", api::kApiVersion},
+                              {"kind", "DaxRecall"},
+                              {"metadata", meta},
+                              {"spec", {{"reason", "Manual"}}}});
+  // A valid object is accepted, and a bad status is refused too.
+  CreateVolume(N("ok"));
+  auto bad_status =
+      client_->Patch(VolumeResource(), "", N("ok"), k8s::PatchType::kMerge,
+                     {{"status", {{"phase", "Exploded"}}}}, "status");
+  EXPECT_TRUE(absl::IsInvalidArgument(bad_status.status()))
+      << bad_status.status();
+  // The defaulted reason is served back.
+  CreateRecall(N("rc"), N("ok"), 5);
+  auto rc = client_->Get(RecallResource(), "", N("rc"));
+  ASSERT_TRUE(rc.ok());
+  EXPECT_EQ((*rc)["spec"]["reason"], "Manual");
+}
+
+// The main scenario with the real binary: three holders, two ack,
+// one never does; new leases during the recall wait; the plugin creates the
+// recall and shows it.
+TEST_F(OperatorK8sTest, RecallTwoAckOneRevokedFencedEpochBumped) {
+  OperatorProcess op(kubeconfig_, OperatorArgs("op-a"), prefix_);
+  std::string vol = N("vol");
+  CreateVolume(vol);
+  for (const char* s : {"a", "b", "c"}) CreateLease(N(s), vol);
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        return LeaseIs(N("a"), api::LeaseState::kGranted) &&
+               LeaseIs(N("b"), api::LeaseState::kGranted) &&
+               LeaseIs(N("c"), api::LeaseState::kGranted);
+      },
+      absl::Seconds(30)))
+      << op.Log();
+  int64_t epoch0 = Volume(vol)->status.epoch;
+  EXPECT_EQ(Volume(vol)->status.holders, 3);
+
+  // kubectl daxlease recall VOLUME --grace 2
+  std::string out;
+  std::string plugin =
+      absl::StrCat(DAXLEASE_PLUGIN_BIN, " --kubeconfig ", kubeconfig_);
+  FILE* p =
+      popen(absl::StrCat(plugin, " recall ", vol, " --grace 2").c_str(), "r");
+  ASSERT_NE(p, nullptr);
+  char buf[512] = {0};
+  size_t n = fread(buf, 1, sizeof(buf) - 1, p);
+  ASSERT_EQ(pclose(p), 0) << std::string(buf, n);
+  std::string created(buf, n);
+  ASSERT_THAT(created, ::testing::HasSubstr("daxrecall.daxlease.io/"));
+  std::string recall = created.substr(created.find('/') + 1);
+  recall = std::string(
+      absl::StripAsciiWhitespace(recall.substr(0, recall.find(' '))));
+
+  ASSERT_TRUE(
+      WaitFor([&] { return LeaseIs(N("c"), api::LeaseState::kRecalling); },
+              absl::Seconds(10)))
+      << op.Log();
+  std::string id = Recall(recall)->status.recall_id;
+  ASSERT_FALSE(id.empty());
+  EXPECT_EQ(Volume(vol)->status.phase, api::VolumePhase::kRecalling);
+
+  // A new lease during the recall waits, saying why.
+  CreateLease(N("d"), vol);
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        auto l = Lease(N("d"));
+        const api::Condition* c =
+            l ? api::FindCondition(l->status.conditions, "Granted") : nullptr;
+        return c != nullptr && c->reason == "RecallInProgress" &&
+               l->status.state == api::LeaseState::kPending;
+      },
+      absl::Seconds(10)));
+
+  // The plugin shows the recall in progress.
+  p = popen(absl::StrCat(plugin, " status ", vol).c_str(), "r");
+  char sbuf[8192] = {0};
+  n = fread(sbuf, 1, sizeof(sbuf) - 1, p);
+  pclose(p);
+  EXPECT_THAT(std::string(sbuf, n),
+              ::testing::HasSubstr("Recalls in progress"));
+
+  AgentPatch(N("a"), {{"releasedRecallID", id}});
+  AgentPatch(N("b"), {{"releasedRecallID", id}});
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        return LeaseIs(N("a"), api::LeaseState::kReleased) &&
+               LeaseIs(N("b"), api::LeaseState::kReleased);
+      },
+      absl::Seconds(10)))
+      << op.Log();
+  // c never answers: revoked at the deadline, marked for fencing.
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        auto l = Lease(N("c"));
+        return l && l->status.state == api::LeaseState::kRevoked &&
+               l->status.fence_required &&
+               l->status.reason == "DeadlineExceeded";
+      },
+      absl::Seconds(10)))
+      << op.Log();
+  EXPECT_EQ(Recall(recall)->status.phase, api::RecallPhase::kRecalling);
+  EXPECT_EQ(Recall(recall)->status.released, 2);
+  EXPECT_EQ(Recall(recall)->status.revoked, 1);
+  EXPECT_EQ(Lease(N("d"))->status.state, api::LeaseState::kPending);
+
+  // The owner agent confirms the fence: the recall completes.
+  AgentPatch(N("c"), {{"fencedRecallID", id}});
+  ASSERT_TRUE(
+      WaitFor([&] { return RecallIs(recall, api::RecallPhase::kComplete); },
+              absl::Seconds(10)))
+      << op.Log();
+  auto v = Volume(vol);
+  EXPECT_EQ(v->status.phase, api::VolumePhase::kReady);
+  EXPECT_EQ(v->status.epoch, epoch0 + 1);
+  EXPECT_EQ(Lease(N("c"))->status.state, api::LeaseState::kRevoked);
+  EXPECT_FALSE(Lease(N("c"))->status.fence_required);
+  // The waiting lease is granted at the new epoch.
+  ASSERT_TRUE(
+      WaitFor([&] { return LeaseIs(N("d"), api::LeaseState::kGranted); },
+              absl::Seconds(10)));
+  EXPECT_EQ(Lease(N("d"))->status.epoch, epoch0 + 1);
+
+  // Events were recorded for the transitions.
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        testing::Kubectl(kubeconfig_,
+                         absl::StrCat("get events -n default --field-selector "
+                                      "involvedObject.name=",
+                                      N("c"), " -o name"),
+                         &out);
+        return out.find("event") != std::string::npos;
+      },
+      absl::Seconds(10)))
+      << out;
+}
+
+TEST_F(OperatorK8sTest, OperatorKilledMidRecallIsFinishedByTheNextOne) {
+  std::string vol = N("vol");
+  auto op = std::make_unique<OperatorProcess>(kubeconfig_, OperatorArgs("op-1"),
+                                              prefix_ + "-1");
+  CreateVolume(vol);
+  for (const char* s : {"a", "b"}) CreateLease(N(s), vol);
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        return LeaseIs(N("a"), api::LeaseState::kGranted) &&
+               LeaseIs(N("b"), api::LeaseState::kGranted);
+      },
+      absl::Seconds(30)))
+      << op->Log();
+  int64_t epoch0 = Volume(vol)->status.epoch;
+  CreateRecall(N("r"), vol, 3);
+  ASSERT_TRUE(
+      WaitFor([&] { return LeaseIs(N("b"), api::LeaseState::kRecalling); },
+              absl::Seconds(10)));
+  std::string id = Recall(N("r"))->status.recall_id;
+  AgentPatch(N("a"), {{"releasedRecallID", id}});
+  ASSERT_TRUE(
+      WaitFor([&] { return LeaseIs(N("a"), api::LeaseState::kReleased); },
+              absl::Seconds(10)));
+  op->Kill(SIGKILL);  // no lease release: the successor waits it out
+
+  // While no operator runs, the deadline passes and b acks late? No: b stays
+  // silent; the new operator must revoke it from the stored deadline.
+  absl::SleepFor(absl::Seconds(1));
+  op = std::make_unique<OperatorProcess>(kubeconfig_, OperatorArgs("op-2"),
+                                         prefix_ + "-2");
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        auto l = Lease(N("b"));
+        return l && l->status.state == api::LeaseState::kRevoked &&
+               l->status.fence_required;
+      },
+      absl::Seconds(20)))
+      << op->Log();
+  AgentPatch(N("b"), {{"fencedRecallID", id}});
+  ASSERT_TRUE(
+      WaitFor([&] { return RecallIs(N("r"), api::RecallPhase::kComplete); },
+              absl::Seconds(10)))
+      << op->Log();
+  EXPECT_EQ(Volume(vol)->status.epoch, epoch0 + 1);
+  EXPECT_EQ(Recall(N("r"))->status.released, 1);
+  EXPECT_EQ(Recall(N("r"))->status.revoked, 1);
+}
+
+TEST_F(OperatorK8sTest, TwoOperatorsOnlyOneLeadsStandbyTakesOver) {
+  OperatorProcess a(kubeconfig_, OperatorArgs("op-a"), prefix_ + "-a");
+  ASSERT_TRUE(WaitFor(
+      [&] { return a.Log().find("controller.started") != std::string::npos; },
+      absl::Seconds(20)))
+      << a.Log();
+  OperatorProcess b(kubeconfig_, OperatorArgs("op-b"), prefix_ + "-b");
+  auto holder = [&] {
+    auto l = client_->Get(k8s::LeaseResource(), "default", prefix_);
+    if (!l.ok()) return std::string();
+    return (*l)["spec"].value("holderIdentity", std::string());
+  };
+  EXPECT_EQ(holder(), "op-a");
+  // The leader acts, the standby does not.
+  std::string vol = N("vol");
+  CreateVolume(vol);
+  CreateLease(N("a"), vol);
+  ASSERT_TRUE(
+      WaitFor([&] { return LeaseIs(N("a"), api::LeaseState::kGranted); },
+              absl::Seconds(10)));
+  absl::SleepFor(absl::Seconds(1));
+  EXPECT_EQ(b.Log().find("controller.started"), std::string::npos) << b.Log();
+  EXPECT_TRUE(b.running());
+
+  a.Kill(SIGKILL);
+  ASSERT_TRUE(WaitFor([&] { return holder() == "op-b"; }, absl::Seconds(15)))
+      << b.Log();
+  ASSERT_TRUE(WaitFor(
+      [&] { return b.Log().find("controller.started") != std::string::npos; },
+      absl::Seconds(10)))
+      << b.Log();
+  CreateLease(N("b"), vol);
+  EXPECT_TRUE(
+      WaitFor([&] { return LeaseIs(N("b"), api::LeaseState::kGranted); },
+              absl::Seconds(10)))
+      << b.Log();
+}
+
+// Agents acking all at once while the operator writes the same objects: every
+// ack survives (the operator's writes are resourceVersion-guarded) and the
+// recall completes with every lease Released.
+TEST_F(OperatorK8sTest, ConcurrentStatusWritersLoseNoUpdate) {
+  OperatorProcess op(kubeconfig_, OperatorArgs("op-a"), prefix_);
+  constexpr int kLeases = 20;
+  std::string vol = N("vol");
+  CreateVolume(vol);
+  for (int i = 0; i < kLeases; ++i) CreateLease(N(absl::StrCat("l", i)), vol);
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        auto v = Volume(vol);
+        return v && v->status.holders == kLeases;
+      },
+      absl::Seconds(30)))
+      << op.Log();
+  CreateRecall(N("r"), vol, 60);
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        auto r = Recall(N("r"));
+        return r && r->status.outstanding == kLeases;
+      },
+      absl::Seconds(20)))
+      << op.Log();
+  std::string id = Recall(N("r"))->status.recall_id;
+  std::vector<std::thread> agents;
+  std::atomic<int> failures{0};
+  for (int i = 0; i < kLeases; ++i) {
+    agents.emplace_back([&, i] {
+      auto c = ClientFor(kubeconfig_);
+      if (!c.ok()) {
+        ++failures;
+        return;
+      }
+      auto st = (*c)->Patch(LeaseResource(), "", N(absl::StrCat("l", i)),
+                            k8s::PatchType::kMerge,
+                            {{"status", {{"releasedRecallID", id}}}}, "status");
+      if (!st.ok()) ++failures;
+    });
+  }
+  for (auto& t : agents) t.join();
+  EXPECT_EQ(failures.load(), 0);
+  ASSERT_TRUE(
+      WaitFor([&] { return RecallIs(N("r"), api::RecallPhase::kComplete); },
+              absl::Seconds(20)))
+      << op.Log();
+  EXPECT_EQ(Recall(N("r"))->status.released, kLeases);
+  for (int i = 0; i < kLeases; ++i) {
+    auto l = Lease(N(absl::StrCat("l", i)));
+    ASSERT_TRUE(l.has_value());
+    EXPECT_EQ(l->status.state, api::LeaseState::kReleased);
+    EXPECT_EQ(l->status.released_recall_id, id);
+  }
+}
+
+}  // namespace
+}  // namespace daxlease::op

@@ -84,6 +84,8 @@ class WatchCanceller {
  public:
   void Cancel() { cancelled_.store(true); }
   bool cancelled() const { return cancelled_.load(); }
+  // For transports that poll the flag.
+  const std::atomic<bool>* flag() const { return &cancelled_; }
 
  private:
   std::atomic<bool> cancelled_{false};

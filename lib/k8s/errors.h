@@ -34,10 +34,7 @@ absl::Status StatusFromApiStatus(int code, absl::string_view reason,
                                  absl::string_view message);
 
 inline bool IsConflict(const absl::Status& s) { return absl::IsAborted(s); }
-inline bool IsNotFound(const absl::Status& s) { return absl::IsNotFound(s); }
-inline bool IsAlreadyExists(const absl::Status& s) {
-  return absl::IsAlreadyExists(s);
-}
+// NotFound and AlreadyExists: use absl::IsNotFound / absl::IsAlreadyExists.
 inline bool IsGone(const absl::Status& s) { return absl::IsOutOfRange(s); }
 // 429 / 5xx / transport: worth retrying later.
 inline bool IsRetryable(const absl::Status& s) {

@@ -70,6 +70,11 @@ class FakeKubeClient final : public KubeClient {
   // up to now.
   void Compact(int64_t resource_version = 0);
 
+  // Ends every watch that is blocked right now with `status` (as a dropped
+  // connection: Unavailable; or an expired version: OutOfRange). Events not
+  // yet delivered are not delivered by those calls.
+  void BreakWatches(absl::Status status);
+
   // Ends all blocking watches (they return OK) and refuses new ones.
   void Shutdown();
 
@@ -123,6 +128,8 @@ class FakeKubeClient final : public KubeClient {
   int64_t compacted_ ABSL_GUARDED_BY(mu_) = 0;
   int64_t uid_seq_ ABSL_GUARDED_BY(mu_) = 0;
   bool shutdown_ ABSL_GUARDED_BY(mu_) = false;
+  int64_t break_seq_ ABSL_GUARDED_BY(mu_) = 0;
+  absl::Status break_status_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, Store> stores_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, bool> status_subresource_ ABSL_GUARDED_BY(mu_);
   std::deque<Event> history_ ABSL_GUARDED_BY(mu_);

@@ -39,6 +39,8 @@ class FieldSelector {
  public:
   static absl::StatusOr<FieldSelector> Parse(absl::string_view text);
   bool Matches(const nlohmann::json& obj) const;
+  // The paths it constrains, in order.
+  std::vector<std::string> Paths() const;
 
  private:
   struct Requirement {

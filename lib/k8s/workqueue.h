@@ -88,7 +88,6 @@ class WorkQueue {
   std::map<std::string, int> failures_ ABSL_GUARDED_BY(mu_);
   double tokens_ ABSL_GUARDED_BY(mu_);
   absl::Time bucket_time_ ABSL_GUARDED_BY(mu_);
-  absl::Time bucket_next_ ABSL_GUARDED_BY(mu_);
   bool shutdown_ ABSL_GUARDED_BY(mu_) = false;
 };
 

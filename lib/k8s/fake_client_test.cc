@@ -1,0 +1,281 @@
+#include "lib/k8s/fake_client.h"
+
+#include <thread>
+
+#include "absl/synchronization/notification.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+
+namespace daxlease::k8s {
+namespace {
+
+const Resource kWidgets{"example.com", "v1", "widgets", true};
+const Resource kVolumes{"daxlease.io", "v1alpha1", "daxvolumes", false};
+
+Json Widget(const std::string& name, int size) {
+  return {{"apiVersion", "example.com/v1"},
+          {"kind", "Widget"},
+          {"metadata", {{"name", name}, {"namespace", "ns"}}},
+          {"spec", {{"size", size}}}};
+}
+
+class FakeKubeClientTest : public ::testing::Test {
+ protected:
+  base::FakeClock clock_;
+  FakeKubeClient fake_{clock_};
+};
+
+TEST_F(FakeKubeClientTest, CreateAssignsMetadataAndGetReturnsIt) {
+  absl::StatusOr<Json> w = fake_.Create(kWidgets, Widget("a", 1));
+  ASSERT_TRUE(w.ok()) << w.status();
+  EXPECT_FALSE(ResourceVersionOf(*w).empty());
+  EXPECT_FALSE(UidOf(*w).empty());
+  EXPECT_EQ(GenerationOf(*w), 1);
+  EXPECT_EQ((*w)["metadata"]["creationTimestamp"], "2023-11-14T22:13:20Z");
+  absl::StatusOr<Json> got = fake_.Get(kWidgets, "ns", "a");
+  ASSERT_TRUE(got.ok());
+  EXPECT_EQ(*got, *w);
+  EXPECT_TRUE(absl::IsNotFound(fake_.Get(kWidgets, "other", "a").status()));
+  EXPECT_TRUE(
+      absl::IsAlreadyExists(fake_.Create(kWidgets, Widget("a", 2)).status()));
+  Json no_ns = Widget("b", 1);
+  no_ns["metadata"].erase("namespace");
+  EXPECT_EQ(fake_.Create(kWidgets, no_ns).status().code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
+TEST_F(FakeKubeClientTest, StaleUpdateConflicts) {
+  Json v1 = *fake_.Create(kWidgets, Widget("a", 1));
+  Json edit = v1;
+  edit["spec"]["size"] = 2;
+  absl::StatusOr<Json> v2 = fake_.Update(kWidgets, edit);
+  ASSERT_TRUE(v2.ok()) << v2.status();
+  EXPECT_GT(std::stoll(ResourceVersionOf(*v2)),
+            std::stoll(ResourceVersionOf(v1)));
+  EXPECT_EQ(GenerationOf(*v2), 2);
+  // Writing from the old copy again: 409.
+  edit["spec"]["size"] = 3;
+  absl::Status stale = fake_.Update(kWidgets, edit).status();
+  EXPECT_TRUE(IsConflict(stale)) << stale;
+  EXPECT_THAT(stale.message(), ::testing::HasSubstr("has been modified"));
+  // Without a resourceVersion: rejected, not blindly applied.
+  edit["metadata"].erase("resourceVersion");
+  EXPECT_EQ(fake_.Update(kWidgets, edit).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ((*fake_.Get(kWidgets, "ns", "a"))["spec"]["size"], 2);
+}
+
+TEST_F(FakeKubeClientTest, StatusSubresource) {
+  Json w = Widget("a", 1);
+  w["status"] = {{"phase", "Ignored on create"}};
+  Json v1 = *fake_.Create(kWidgets, w);
+  EXPECT_FALSE(v1.contains("status"));
+  // Update ignores status; UpdateStatus ignores everything else.
+  Json s = v1;
+  s["status"] = {{"phase", "Ready"}};
+  s["spec"]["size"] = 99;
+  Json v2 = *fake_.UpdateStatus(kWidgets, s);
+  EXPECT_EQ(v2["status"]["phase"], "Ready");
+  EXPECT_EQ(v2["spec"]["size"], 1);
+  EXPECT_EQ(GenerationOf(v2), 1);  // status writes do not bump generation
+  Json u = v2;
+  u["status"]["phase"] = "Hacked";
+  u["spec"]["size"] = 5;
+  Json v3 = *fake_.Update(kWidgets, u);
+  EXPECT_EQ(v3["status"]["phase"], "Ready");
+  EXPECT_EQ(v3["spec"]["size"], 5);
+  // Stale status write: 409.
+  EXPECT_TRUE(IsConflict(fake_.UpdateStatus(kWidgets, s).status()));
+  // Merge patch of status.
+  Json v4 = *fake_.Patch(kWidgets, "ns", "a", PatchType::kMerge,
+                         {{"status", {{"released", 2}}}}, "status");
+  EXPECT_EQ(v4["status"]["phase"], "Ready");
+  EXPECT_EQ(v4["status"]["released"], 2);
+  // Without a status subresource, status is part of the object.
+  fake_.SetStatusSubresource(kWidgets, false);
+  EXPECT_TRUE(absl::IsNotFound(fake_.UpdateStatus(kWidgets, v4).status()));
+  Json plain = v4;
+  plain["status"]["phase"] = "Direct";
+  EXPECT_EQ((*fake_.Update(kWidgets, plain))["status"]["phase"], "Direct");
+}
+
+TEST_F(FakeKubeClientTest, NoOpUpdateKeepsResourceVersion) {
+  Json v1 = *fake_.Create(kWidgets, Widget("a", 1));
+  Json same = *fake_.Update(kWidgets, v1);
+  EXPECT_EQ(ResourceVersionOf(same), ResourceVersionOf(v1));
+}
+
+TEST_F(FakeKubeClientTest, PatchesAndOptimisticConcurrency) {
+  Json v1 = *fake_.Create(kWidgets, Widget("a", 1));
+  Json v2 = *fake_.Patch(kWidgets, "ns", "a", PatchType::kMerge,
+                         {{"spec", {{"color", "blue"}}}});
+  EXPECT_EQ(v2["spec"]["size"], 1);
+  EXPECT_EQ(v2["spec"]["color"], "blue");
+  // A merge patch pinned to the old version conflicts.
+  Json pinned = {{"metadata", {{"resourceVersion", ResourceVersionOf(v1)}}},
+                 {"spec", {{"size", 7}}}};
+  EXPECT_TRUE(IsConflict(
+      fake_.Patch(kWidgets, "ns", "a", PatchType::kMerge, pinned).status()));
+  // JSON patch with a failing test op: 422 (InvalidArgument), nothing written.
+  Json jp =
+      Json::array({{{"op", "test"}, {"path", "/spec/size"}, {"value", 5}},
+                   {{"op", "replace"}, {"path", "/spec/size"}, {"value", 6}}});
+  EXPECT_EQ(
+      fake_.Patch(kWidgets, "ns", "a", PatchType::kJson, jp).status().code(),
+      absl::StatusCode::kInvalidArgument);
+  jp[0]["value"] = 1;
+  Json v3 = *fake_.Patch(kWidgets, "ns", "a", PatchType::kJson, jp);
+  EXPECT_EQ(v3["spec"]["size"], 6);
+  EXPECT_TRUE(absl::IsNotFound(
+      fake_.Patch(kWidgets, "ns", "zz", PatchType::kMerge, Json::object())
+          .status()));
+}
+
+TEST_F(FakeKubeClientTest, FinalizersDelayDeletion) {
+  Json w = Widget("a", 1);
+  w["metadata"]["finalizers"] = {"daxlease.io/lease"};
+  Json v1 = *fake_.Create(kWidgets, w);
+  ASSERT_TRUE(fake_.Delete(kWidgets, "ns", "a").ok());
+  Json v2 = *fake_.Get(kWidgets, "ns", "a");
+  EXPECT_TRUE(v2["metadata"].contains("deletionTimestamp"));
+  // No new finalizers while deleting.
+  Json add = v2;
+  add["metadata"]["finalizers"].push_back("another");
+  EXPECT_EQ(fake_.Update(kWidgets, add).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  Json clear = v2;
+  clear["metadata"]["finalizers"] = Json::array();
+  ASSERT_TRUE(fake_.Update(kWidgets, clear).ok());
+  EXPECT_TRUE(absl::IsNotFound(fake_.Get(kWidgets, "ns", "a").status()));
+  EXPECT_TRUE(absl::IsNotFound(fake_.Delete(kWidgets, "ns", "a")));
+}
+
+TEST_F(FakeKubeClientTest, DeletePrecondition) {
+  Json v1 = *fake_.Create(kWidgets, Widget("a", 1));
+  ASSERT_TRUE(fake_
+                  .Patch(kWidgets, "ns", "a", PatchType::kMerge,
+                         {{"spec", {{"size", 2}}}})
+                  .ok());
+  EXPECT_TRUE(
+      IsConflict(fake_.Delete(kWidgets, "ns", "a", ResourceVersionOf(v1))));
+  EXPECT_TRUE(fake_.Delete(kWidgets, "ns", "a").ok());
+}
+
+TEST_F(FakeKubeClientTest, ClusterScopedAndGenerateName) {
+  Json v = {{"metadata", {{"generateName", "vol-"}, {"namespace", "dropped"}}},
+            {"spec", {{"sizeBytes", 1}}}};
+  Json created = *fake_.Create(kVolumes, v);
+  EXPECT_THAT(NameOf(created), ::testing::StartsWith("vol-"));
+  EXPECT_EQ(NamespaceOf(created), "");
+  EXPECT_TRUE(fake_.Get(kVolumes, "", NameOf(created)).ok());
+}
+
+TEST_F(FakeKubeClientTest, ListSelectorsAndPagination) {
+  for (int i = 0; i < 5; ++i) {
+    Json w = Widget("w" + std::to_string(i), i);
+    w["metadata"]["labels"] = {{"parity", i % 2 ? "odd" : "even"}};
+    ASSERT_TRUE(fake_.Create(kWidgets, w).ok());
+  }
+  ListOptions even;
+  even.label_selector = "parity=even";
+  EXPECT_EQ(fake_.List(kWidgets, "ns", even)->items.size(), 3u);
+  ListOptions by_name;
+  by_name.field_selector = "metadata.name=w3";
+  EXPECT_EQ(fake_.List(kWidgets, "", by_name)->items.size(), 1u);
+  ListOptions bad;
+  bad.field_selector = "spec.size=1";
+  EXPECT_EQ(fake_.List(kWidgets, "ns", bad).status().code(),
+            absl::StatusCode::kInvalidArgument);
+
+  ListOptions page;
+  page.limit = 2;
+  ListResult p1 = *fake_.List(kWidgets, "ns", page);
+  ASSERT_EQ(p1.items.size(), 2u);
+  ASSERT_FALSE(p1.continue_token.empty());
+  // A write between pages does not change the snapshot.
+  ASSERT_TRUE(fake_.Delete(kWidgets, "ns", "w4").ok());
+  page.continue_token = p1.continue_token;
+  ListResult p2 = *fake_.List(kWidgets, "ns", page);
+  page.continue_token = p2.continue_token;
+  ListResult p3 = *fake_.List(kWidgets, "ns", page);
+  EXPECT_EQ(p2.items.size() + p3.items.size(), 3u);
+  EXPECT_TRUE(p3.continue_token.empty());
+  EXPECT_EQ(NameOf(p3.items.back()), "w4");
+  EXPECT_EQ(p1.resource_version, p3.resource_version);
+  // Used or unknown continue tokens: 410.
+  EXPECT_TRUE(IsGone(fake_.List(kWidgets, "ns", page).status()));
+  page.continue_token = "bogus";
+  EXPECT_TRUE(IsGone(fake_.List(kWidgets, "ns", page).status()));
+}
+
+TEST_F(FakeKubeClientTest, WatchFromVersionAndCompaction) {
+  ASSERT_TRUE(fake_.Create(kWidgets, Widget("a", 1)).ok());
+  ListResult list = *fake_.List(kWidgets, "ns", {});
+  ASSERT_TRUE(fake_.Create(kWidgets, Widget("b", 1)).ok());
+  ASSERT_TRUE(fake_.Delete(kWidgets, "ns", "a").ok());
+  std::vector<std::string> seen;
+  WatchOptions wo;
+  wo.resource_version = list.resource_version;
+  absl::Status s = fake_.Watch(kWidgets, "ns", wo, [&](const WatchEvent& ev) {
+    seen.push_back(std::string(WatchEventTypeName(ev.type)) + " " +
+                   NameOf(ev.object));
+    return seen.size() < 2;
+  });
+  EXPECT_TRUE(s.ok()) << s;
+  EXPECT_EQ(seen, (std::vector<std::string>{"ADDED b", "DELETED a"}));
+
+  fake_.Compact();
+  s = fake_.Watch(kWidgets, "ns", wo, [](const WatchEvent&) { return true; });
+  EXPECT_TRUE(IsGone(s)) << s;
+}
+
+TEST_F(FakeKubeClientTest, WatchBlocksUntilEventsAndCancel) {
+  WatchCanceller cancel;
+  std::vector<std::string> seen;
+  absl::Notification got;
+  absl::Status result;
+  WatchOptions wo;
+  wo.resource_version = std::to_string(fake_.CurrentResourceVersion());
+  std::thread t([&] {
+    result = fake_.Watch(
+        kWidgets, "ns", wo,
+        [&](const WatchEvent& ev) {
+          seen.push_back(NameOf(ev.object));
+          if (!got.HasBeenNotified()) got.Notify();
+          return true;
+        },
+        &cancel);
+  });
+  ASSERT_TRUE(fake_.Create(kWidgets, Widget("x", 1)).ok());
+  ASSERT_TRUE(got.WaitForNotificationWithTimeout(absl::Seconds(10)));
+  cancel.Cancel();
+  t.join();
+  EXPECT_TRUE(absl::IsCancelled(result)) << result;
+  EXPECT_EQ(seen, std::vector<std::string>{"x"});
+}
+
+TEST_F(FakeKubeClientTest, BreakWatchesAndInjectedFailures) {
+  absl::Status result;
+  absl::Notification started;
+  std::thread t([&] {
+    WatchOptions wo;
+    wo.resource_version = "1";
+    started.Notify();
+    result =
+        fake_.Watch(kWidgets, "ns", wo, [](const WatchEvent&) { return true; });
+  });
+  started.WaitForNotification();
+  absl::SleepFor(absl::Milliseconds(50));
+  fake_.BreakWatches(absl::UnavailableError("connection reset"));
+  t.join();
+  EXPECT_TRUE(absl::IsUnavailable(result)) << result;
+
+  fake_.FailNext(FakeKubeClient::Verb::kUpdate, absl::AbortedError("injected"),
+                 1);
+  Json v = *fake_.Create(kWidgets, Widget("a", 1));
+  EXPECT_TRUE(IsConflict(fake_.Update(kWidgets, v).status()));
+  EXPECT_TRUE(fake_.Update(kWidgets, v).ok());
+}
+
+}  // namespace
+}  // namespace daxlease::k8s

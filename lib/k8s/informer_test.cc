@@ -1,0 +1,158 @@
+#include "lib/k8s/informer.h"
+
+#include <set>
+
+#include "absl/synchronization/mutex.h"
+#include "gtest/gtest.h"
+#include "lib/k8s/fake_client.h"
+
+namespace daxlease::k8s {
+namespace {
+
+const Resource kWidgets{"example.com", "v1", "widgets", true};
+
+Json Widget(const std::string& name, int size = 1) {
+  return {{"metadata", {{"name", name}, {"namespace", "ns"}}},
+          {"spec", {{"size", size}}}};
+}
+
+// Records handler calls as "add a", "update a", "delete a".
+class Recorder {
+ public:
+  InformerHandlers Handlers() {
+    return {[this](const Json& o) { Push("add " + NameOf(o)); },
+            [this](const Json&, const Json& n) { Push("update " + NameOf(n)); },
+            [this](const Json& o) { Push("delete " + NameOf(o)); }};
+  }
+  bool WaitFor(const std::string& ev) {
+    absl::MutexLock l(&mu_);
+    auto seen = [&]() ABSL_NO_THREAD_SAFETY_ANALYSIS {
+      return std::find(events_.begin(), events_.end(), ev) != events_.end();
+    };
+    return mu_.AwaitWithTimeout(absl::Condition(&seen), absl::Seconds(10));
+  }
+  std::vector<std::string> Events() {
+    absl::MutexLock l(&mu_);
+    return events_;
+  }
+
+ private:
+  void Push(std::string s) {
+    absl::MutexLock l(&mu_);
+    events_.push_back(std::move(s));
+  }
+  absl::Mutex mu_;
+  std::vector<std::string> events_ ABSL_GUARDED_BY(mu_);
+};
+
+class InformerTest : public ::testing::Test {
+ protected:
+  InformerOptions Options() {
+    InformerOptions o;
+    o.resource = kWidgets;
+    o.ns = "ns";
+    o.page_size = 2;
+    return o;
+  }
+  base::FakeClock clock_;
+  FakeKubeClient fake_{clock_};
+  Recorder rec_;
+};
+
+TEST_F(InformerTest, ListsThenWatches) {
+  for (const char* n : {"a", "b", "c"})
+    ASSERT_TRUE(fake_.Create(kWidgets, Widget(n)).ok());
+  Informer inf(fake_, clock_, Options());
+  inf.AddHandlers(rec_.Handlers());
+  inf.Start();
+  ASSERT_TRUE(inf.WaitForSync(absl::Seconds(10)));
+  EXPECT_EQ(inf.ListKeys(), (std::vector<std::string>{"ns/a", "ns/b", "ns/c"}));
+  ASSERT_TRUE(fake_
+                  .Patch(kWidgets, "ns", "b", PatchType::kMerge,
+                         {{"spec", {{"size", 5}}}})
+                  .ok());
+  ASSERT_TRUE(fake_.Delete(kWidgets, "ns", "c").ok());
+  ASSERT_TRUE(rec_.WaitFor("delete c"));
+  EXPECT_EQ(rec_.Events(), (std::vector<std::string>{"add a", "add b", "add c",
+                                                     "update b", "delete c"}));
+  EXPECT_EQ((*inf.Get("ns/b"))["spec"]["size"], 5);
+  EXPECT_FALSE(inf.Get("ns/c").has_value());
+  EXPECT_EQ(inf.LastResourceVersion(),
+            std::to_string(fake_.CurrentResourceVersion()));
+  inf.Stop();
+}
+
+TEST_F(InformerTest, ResumesAfterDroppedWatchWithoutRelist) {
+  Informer inf(fake_, clock_, Options());
+  inf.AddHandlers(rec_.Handlers());
+  inf.Start();
+  ASSERT_TRUE(inf.WaitForSync(absl::Seconds(10)));
+  ASSERT_TRUE(fake_.Create(kWidgets, Widget("a")).ok());
+  ASSERT_TRUE(rec_.WaitFor("add a"));
+  // The connection drops; the change happens while the informer backs off.
+  fake_.BreakWatches(absl::UnavailableError("connection reset by peer"));
+  ASSERT_TRUE(fake_.Create(kWidgets, Widget("b")).ok());
+  ASSERT_TRUE(rec_.WaitFor("add b"));
+  EXPECT_EQ(inf.list_count(), 1);
+  EXPECT_GE(inf.watch_count(), 2);
+  inf.Stop();
+}
+
+TEST_F(InformerTest, RelistsOnGoneAndReportsWhatChangedMeanwhile) {
+  for (const char* n : {"keep", "gone", "edit"}) {
+    ASSERT_TRUE(fake_.Create(kWidgets, Widget(n)).ok());
+  }
+  Informer inf(fake_, clock_, Options());
+  inf.AddHandlers(rec_.Handlers());
+  inf.Start();
+  ASSERT_TRUE(inf.WaitForSync(absl::Seconds(10)));
+  // Drop the watch; the re-watch finds its version compacted (410).
+  fake_.FailNext(FakeKubeClient::Verb::kWatch,
+                 absl::OutOfRangeError("too old resource version"));
+  fake_.BreakWatches(absl::UnavailableError("connection reset"));
+  // Within the informer's 100 ms backoff:
+  ASSERT_TRUE(fake_.Delete(kWidgets, "ns", "gone").ok());
+  ASSERT_TRUE(fake_
+                  .Patch(kWidgets, "ns", "edit", PatchType::kMerge,
+                         {{"spec", {{"size", 9}}}})
+                  .ok());
+  ASSERT_TRUE(fake_.Create(kWidgets, Widget("new")).ok());
+  ASSERT_TRUE(rec_.WaitFor("delete gone"));
+  ASSERT_TRUE(rec_.WaitFor("update edit"));
+  ASSERT_TRUE(rec_.WaitFor("add new"));
+  EXPECT_EQ(inf.list_count(), 2);
+  EXPECT_EQ(inf.ListKeys(),
+            (std::vector<std::string>{"ns/edit", "ns/keep", "ns/new"}));
+  // And it keeps watching afterwards.
+  ASSERT_TRUE(fake_.Delete(kWidgets, "ns", "keep").ok());
+  ASSERT_TRUE(rec_.WaitFor("delete keep"));
+  inf.Stop();
+}
+
+TEST_F(InformerTest, ResyncRedeliversCachedObjects) {
+  ASSERT_TRUE(fake_.Create(kWidgets, Widget("a")).ok());
+  InformerOptions o = Options();
+  o.resync = absl::Seconds(30);
+  Informer inf(fake_, clock_, o);
+  inf.AddHandlers(rec_.Handlers());
+  inf.Start();
+  ASSERT_TRUE(inf.WaitForSync(absl::Seconds(10)));
+  clock_.Advance(absl::Seconds(31));  // also ends the watch (timeoutSeconds=30)
+  ASSERT_TRUE(rec_.WaitFor("update a"));
+  inf.Stop();
+}
+
+TEST_F(InformerTest, ListFailureIsRetried) {
+  fake_.FailNext(FakeKubeClient::Verb::kList, absl::UnavailableError("down"),
+                 2);
+  ASSERT_TRUE(fake_.Create(kWidgets, Widget("a")).ok());
+  Informer inf(fake_, clock_, Options());
+  inf.Start();
+  ASSERT_TRUE(inf.WaitForSync(absl::Seconds(10)));
+  EXPECT_TRUE(inf.Get("ns/a").has_value());
+  inf.Stop();
+  inf.Stop();  // idempotent
+}
+
+}  // namespace
+}  // namespace daxlease::k8s

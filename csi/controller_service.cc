@@ -74,6 +74,11 @@ absl::Status ControllerService::DoCreate(
         "mode devdax is a character device: it has no filesystem to mount "
         "(use block access, or mode fsdax)");
   }
+  RETURN_IF_ERROR(ValidateMapSize("secrets", req.secrets()));
+  if (!req.mutable_parameters().empty()) {
+    return absl::InvalidArgumentError(
+        "mutable_parameters are not supported (no MODIFY_VOLUME)");
+  }
   if (req.has_volume_content_source()) {
     return absl::InvalidArgumentError(
         "volume_content_source (snapshots, clones) is not supported");

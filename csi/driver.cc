@@ -8,10 +8,12 @@ grpc::Status ToGrpc(const absl::Status& s) {
                       std::string(s.message()));
 }
 
-std::vector<std::string> MkfsArgs(absl::string_view fs_type) {
+std::vector<std::string> MkfsArgs(absl::string_view fs_type, uint64_t bytes) {
   if (fs_type == "xfs") {
-    return {"-q", "-K",        "-b", "size=4096",
-            "-m", "reflink=0", "-d", "su=2m,sw=1"};
+    std::vector<std::string> args = {"-q",        "-K", "-b",
+                                     "size=4096", "-m", "reflink=0"};
+    if (bytes >= (1ull << 30)) args.insert(args.end(), {"-d", "su=2m,sw=1"});
+    return args;
   }
   return {"-q",   "-F", "-b",
           "4096", "-E", "stride=512,stripe_width=512,nodiscard"};

@@ -38,7 +38,9 @@ grpc::Status ToGrpc(const absl::Status& s);
 
 // mkfs arguments for 2 MiB DAX pages (DESIGN.md section 3), without discard
 // (discard on a loop device punches holes into the preallocated image).
-std::vector<std::string> MkfsArgs(absl::string_view fs_type);
+// xfs gets the 2 MiB stripe unit only from 1 GiB up: below that mkfs.xfs
+// refuses it (the log would be too small).
+std::vector<std::string> MkfsArgs(absl::string_view fs_type, uint64_t bytes);
 
 }  // namespace daxlease::csi
 

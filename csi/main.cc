@@ -24,6 +24,7 @@
 #include "csi/file_backend.h"
 #include "csi/identity_service.h"
 #include "csi/logging_interceptor.h"
+#include "csi/ndctl_backend.h"
 #include "csi/node_service.h"
 #include "csi/repair.h"
 #include "grpcpp/grpcpp.h"
@@ -37,7 +38,15 @@ ABSL_FLAG(std::string, endpoint, "",
 ABSL_FLAG(std::string, node_id, "", "this node's name (required)");
 ABSL_FLAG(std::string, state_dir, "/var/lib/daxlease/csi",
           "directory for volume records and (file backend) volume images");
-ABSL_FLAG(std::string, backend, "file", "volume backend: file");
+ABSL_FLAG(std::string, backend, "file",
+          "volume backend: file (images + loop, no DAX) or ndctl (PMEM "
+          "namespaces through libndctl, real DAX)");
+ABSL_FLAG(bool, ndctl_erase_on_delete, true,
+          "ndctl backend: zero a volume's namespace before freeing it (else "
+          "only its info block)");
+ABSL_FLAG(std::vector<std::string>, ndctl_regions, {},
+          "ndctl backend: regions to use (default: every labelled pmem "
+          "region)");
 ABSL_FLAG(uint64_t, capacity_bytes, 0,
           "file backend: total bytes for volumes (0: the filesystem's free "
           "space is the only limit)");
@@ -128,9 +137,16 @@ int Run() {
                                       absl::GetFlag(FLAGS_capacity_bytes));
     if (absl::Status s = fb->Init(); !s.ok()) return fail(s);
     backend = std::move(fb);
+  } else if (backend_name == "ndctl") {
+    NdctlBackendOptions o;
+    o.erase_on_delete = absl::GetFlag(FLAGS_ndctl_erase_on_delete);
+    o.regions = absl::GetFlag(FLAGS_ndctl_regions);
+    auto nb = std::make_unique<NdctlBackend>(std::move(o));
+    if (absl::Status s = nb->Ready(); !s.ok()) return fail(s);
+    backend = std::move(nb);
   } else {
-    return fail(absl::InvalidArgumentError(
-        absl::StrCat("--backend '", backend_name, "' is not known (file)")));
+    return fail(absl::InvalidArgumentError(absl::StrCat(
+        "--backend '", backend_name, "' is not known (file, ndctl)")));
   }
   StateStore store(absl::StrCat(state_dir, "/state"));
   if (absl::Status s = store.Init(); !s.ok()) return fail(s);
@@ -173,11 +189,13 @@ int Run() {
     return fail(
         absl::UnavailableError(absl::StrCat("cannot listen on ", endpoint)));
   }
-  base::LogInfo("csi.started", {{"endpoint", endpoint},
-                                {"node", config.node_id},
-                                {"backend", std::string(backend->Name())},
-                                {"state_dir", state_dir},
-                                {"version", base::kVersion}});
+  base::LogInfo("csi.started",
+                {{"endpoint", endpoint},
+                 {"node", config.node_id},
+                 {"backend", std::string(backend->Name())},
+                 {"dax", backend->ProvidesDax() ? "true" : "false"},
+                 {"state_dir", state_dir},
+                 {"version", base::kVersion}});
 
   std::thread waiter([&server, sigs] {
     int sig = 0;
@@ -200,6 +218,21 @@ int main(int argc, char** argv) {
   absl::SetProgramUsageMessage(
       "daxlease-csi --endpoint=unix:///path.sock --node-id=NAME [flags]: the "
       "daxlease CSI plugin");
-  absl::ParseCommandLine(argc, argv);
+  // The contract spells flags with dashes (--node-id); absl flag names are
+  // identifiers (node_id): translate the name part of each flag.
+  std::vector<std::string> args(argv, argv + argc);
+  for (size_t i = 1; i < args.size(); ++i) {
+    std::string& a = args[i];
+    if (a == "--") break;
+    if (!absl::StartsWith(a, "--")) continue;
+    size_t end = a.find('=');
+    if (end == std::string::npos) end = a.size();
+    for (size_t j = 2; j < end; ++j) {
+      if (a[j] == '-') a[j] = '_';
+    }
+  }
+  std::vector<char*> cargs;
+  for (std::string& a : args) cargs.push_back(a.data());
+  absl::ParseCommandLine(static_cast<int>(cargs.size()), cargs.data());
   return daxlease::csi::Run();
 }

@@ -53,16 +53,39 @@ absl::Status NodeService::StageSteps(VolumeRecord* rec) {
   // Never format what carries data: a blank device only.
   ASSIGN_OR_RETURN(std::string found, deps_.formatter->Detect(dev.path));
   if (found.empty()) {
-    RETURN_IF_ERROR(
-        deps_.formatter->Format(dev.path, st.fs_type, MkfsArgs(st.fs_type)));
+    RETURN_IF_ERROR(deps_.formatter->Format(
+        dev.path, st.fs_type, MkfsArgs(st.fs_type, rec->capacity_bytes)));
   } else if (found != st.fs_type) {
     return absl::FailedPreconditionError(absl::StrCat(
         "device ", dev.path, " of volume ", rec->id, " carries ", found,
         ", not ", st.fs_type, "; refusing to format over it"));
   }
   std::vector<std::string> opts = st.mount_flags;
-  return deps_.mounter->Mount(dev.path, st.staging_path, st.fs_type,
-                              absl::StrJoin(opts, ","));
+  // A DAX backend mounts with -o dax, and the kernel must really grant it
+  // (ext4/xfs fall back to the page cache with only a dmesg warning).
+  const bool dax = deps_.backend->ProvidesDax();
+  if (dax) opts.push_back("dax");
+  RETURN_IF_ERROR(deps_.mounter->Mount(dev.path, st.staging_path, st.fs_type,
+                                       absl::StrJoin(opts, ",")));
+  if (!dax) return absl::OkStatus();
+  ASSIGN_OR_RETURN(std::optional<sys::MountInfo> m,
+                   deps_.mounter->GetMount(st.staging_path));
+  const std::string o =
+      m.has_value() ? absl::StrCat(",", m->fs_options, ",", m->vfs_options, ",")
+                    : "";
+  if (o.find(",dax,") == std::string::npos &&
+      o.find(",dax=always,") == std::string::npos) {
+    (void)deps_.mounter->Unmount(st.staging_path);
+    return absl::FailedPreconditionError(absl::StrCat(
+        "the kernel mounted ", dev.path, " without DAX (options \"",
+        m.has_value() ? m->fs_options : "", "\"); refusing to run volume ",
+        rec->id, " through the page cache"));
+  }
+  base::LogInfo("csi.volume.dax_mounted", {{"volume", rec->id},
+                                           {"device", dev.path},
+                                           {"path", st.staging_path},
+                                           {"options", m->fs_options}});
+  return absl::OkStatus();
 }
 
 absl::Status NodeService::DoStage(
@@ -73,6 +96,9 @@ absl::Status NodeService::DoStage(
   if (!req.has_volume_capability()) {
     return absl::InvalidArgumentError("volume_capability is required");
   }
+  RETURN_IF_ERROR(ValidateMapSize("volume_context", req.volume_context()));
+  RETURN_IF_ERROR(ValidateMapSize("publish_context", req.publish_context()));
+  RETURN_IF_ERROR(ValidateMapSize("secrets", req.secrets()));
   const std::string id = req.volume_id();
   const std::string path = Normalize(req.staging_target_path());
   ASSIGN_OR_RETURN(VolumeLocks::Guard guard, deps_.locks->TryLock(id));
@@ -204,6 +230,9 @@ absl::Status NodeService::DoPublish(
   if (!req.has_volume_capability()) {
     return absl::InvalidArgumentError("volume_capability is required");
   }
+  RETURN_IF_ERROR(ValidateMapSize("volume_context", req.volume_context()));
+  RETURN_IF_ERROR(ValidateMapSize("publish_context", req.publish_context()));
+  RETURN_IF_ERROR(ValidateMapSize("secrets", req.secrets()));
   const std::string id = req.volume_id();
   const std::string target = Normalize(req.target_path());
   const std::string staging = Normalize(req.staging_target_path());

@@ -84,6 +84,19 @@ absl::Status ValidatePath(absl::string_view field, absl::string_view path,
                    absl::StrJoin(allowed_roots, ","), ")"));
 }
 
+absl::Status ValidateMapSize(
+    absl::string_view field,
+    const google::protobuf::Map<std::string, std::string>& map) {
+  size_t total = 0;
+  for (const auto& [k, v] : map) total += k.size() + v.size();
+  if (total > kMaxParametersBytes) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(field, " is ", total, " bytes, at most ",
+                     kMaxParametersBytes, " allowed"));
+  }
+  return absl::OkStatus();
+}
+
 absl::StatusOr<VolumeParameters> ValidateParameters(
     const google::protobuf::Map<std::string, std::string>& params) {
   size_t total = 0;

@@ -72,6 +72,12 @@ absl::Status ValidatePath(absl::string_view field, absl::string_view path,
 absl::StatusOr<VolumeParameters> ValidateParameters(
     const google::protobuf::Map<std::string, std::string>& params);
 
+// A string map of a request (volume_context, publish_context, secrets):
+// keys + values at most 4 KiB.
+absl::Status ValidateMapSize(
+    absl::string_view field,
+    const google::protobuf::Map<std::string, std::string>& map);
+
 // Access type mount (fs_type "" | ext4 | xfs) or block; access mode one of
 // the SINGLE_NODE_* modes, or a MULTI_NODE_* mode only when `allow_multi_node`
 // (volumes created with daxlease.io/share=true).

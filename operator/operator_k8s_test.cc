@@ -211,8 +211,10 @@ TEST_F(OperatorK8sTest, RecallTwoAckOneRevokedFencedEpochBumped) {
       },
       absl::Seconds(30)))
       << op.Log();
+  // The volume is written after its leases.
+  ASSERT_TRUE(WaitFor([&] { return Volume(vol)->status.holders == 3; },
+                      absl::Seconds(10)));
   int64_t epoch0 = Volume(vol)->status.epoch;
-  EXPECT_EQ(Volume(vol)->status.holders, 3);
 
   // kubectl daxlease recall VOLUME --grace 2
   std::string out;
@@ -288,9 +290,15 @@ TEST_F(OperatorK8sTest, RecallTwoAckOneRevokedFencedEpochBumped) {
       WaitFor([&] { return RecallIs(recall, api::RecallPhase::kComplete); },
               absl::Seconds(10)))
       << op.Log();
-  auto v = Volume(vol);
-  EXPECT_EQ(v->status.phase, api::VolumePhase::kReady);
-  EXPECT_EQ(v->status.epoch, epoch0 + 1);
+  // The volume is written after the recall (crash-safe order).
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        auto v = Volume(vol);
+        return v && v->status.phase == api::VolumePhase::kReady &&
+               v->status.epoch == epoch0 + 1;
+      },
+      absl::Seconds(10)))
+      << op.Log();
   EXPECT_EQ(Lease(N("c"))->status.state, api::LeaseState::kRevoked);
   EXPECT_FALSE(Lease(N("c"))->status.fence_required);
   // The waiting lease is granted at the new epoch.
@@ -326,6 +334,8 @@ TEST_F(OperatorK8sTest, OperatorKilledMidRecallIsFinishedByTheNextOne) {
       },
       absl::Seconds(30)))
       << op->Log();
+  ASSERT_TRUE(WaitFor([&] { return Volume(vol)->status.holders == 2; },
+                      absl::Seconds(10)));
   int64_t epoch0 = Volume(vol)->status.epoch;
   CreateRecall(N("r"), vol, 3);
   ASSERT_TRUE(
@@ -356,7 +366,8 @@ TEST_F(OperatorK8sTest, OperatorKilledMidRecallIsFinishedByTheNextOne) {
       WaitFor([&] { return RecallIs(N("r"), api::RecallPhase::kComplete); },
               absl::Seconds(10)))
       << op->Log();
-  EXPECT_EQ(Volume(vol)->status.epoch, epoch0 + 1);
+  ASSERT_TRUE(WaitFor([&] { return Volume(vol)->status.epoch == epoch0 + 1; },
+                      absl::Seconds(10)));
   EXPECT_EQ(Recall(N("r"))->status.released, 1);
   EXPECT_EQ(Recall(N("r"))->status.revoked, 1);
 }

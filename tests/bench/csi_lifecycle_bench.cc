@@ -25,7 +25,10 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <map>
+#include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/strings/numbers.h"
@@ -44,6 +47,29 @@ using testing::PluginProcess;
 struct Timing {
   std::vector<double> setup_ms;
   std::vector<double> teardown_ms;
+  // Per step ("CreateVolume", "mkfs.ext4", ...), in first-seen order.
+  std::vector<std::string> step_order;
+  std::map<std::string, std::vector<double>> step_ms;
+
+  void AddStep(const std::string& name, absl::Duration d) {
+    if (!step_ms.count(name)) step_order.push_back(name);
+    step_ms[name].push_back(absl::ToDoubleMilliseconds(d));
+  }
+};
+
+// Times one step into `t` (if not null).
+class StepTimer {
+ public:
+  StepTimer(Timing* t, std::string name)
+      : t_(t), name_(std::move(name)), start_(absl::Now()) {}
+  ~StepTimer() {
+    if (t_ != nullptr) t_->AddStep(name_, absl::Now() - start_);
+  }
+
+ private:
+  Timing* t_;
+  std::string name_;
+  absl::Time start_;
 };
 
 double Median(std::vector<double> v) {
@@ -72,7 +98,10 @@ template <typename Stub, typename Req, typename Resp>
 absl::Status Rpc(const std::shared_ptr<grpc::Channel>& ch,
                  grpc::Status (Stub::*fn)(grpc::ClientContext*, const Req&,
                                           Resp*),
-                 const Req& req, Resp* resp) {
+                 const Req& req, Resp* resp, Timing* t) {
+  std::string name = req.GetDescriptor()->name();
+  name.resize(name.size() - std::string("Request").size());
+  StepTimer timer(t, name);
   Stub stub(ch);
   grpc::ClientContext ctx;
   ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::minutes(5));
@@ -96,21 +125,23 @@ absl::Status DriverOnce(PluginProcess& plugin, const std::string& root, int i,
   (*create.mutable_parameters())["csi.storage.k8s.io/fstype"] = "ext4";
   *create.add_volume_capabilities() = Ext4Cap();
   csi::v1::CreateVolumeResponse created;
-  RETURN_IF_ERROR(Rpc(ch, &Controller::Stub::CreateVolume, create, &created));
+  RETURN_IF_ERROR(
+      Rpc(ch, &Controller::Stub::CreateVolume, create, &created, t));
   const std::string vol = created.volume().volume_id();
   csi::v1::NodeStageVolumeRequest stage;
   stage.set_volume_id(vol);
   stage.set_staging_target_path(staging);
   *stage.mutable_volume_capability() = Ext4Cap();
   csi::v1::NodeStageVolumeResponse staged;
-  RETURN_IF_ERROR(Rpc(ch, &Node::Stub::NodeStageVolume, stage, &staged));
+  RETURN_IF_ERROR(Rpc(ch, &Node::Stub::NodeStageVolume, stage, &staged, t));
   csi::v1::NodePublishVolumeRequest publish;
   publish.set_volume_id(vol);
   publish.set_staging_target_path(staging);
   publish.set_target_path(target);
   *publish.mutable_volume_capability() = Ext4Cap();
   csi::v1::NodePublishVolumeResponse published;
-  RETURN_IF_ERROR(Rpc(ch, &Node::Stub::NodePublishVolume, publish, &published));
+  RETURN_IF_ERROR(
+      Rpc(ch, &Node::Stub::NodePublishVolume, publish, &published, t));
   absl::Time t1 = absl::Now();
 
   csi::v1::NodeUnpublishVolumeRequest unpublish;
@@ -118,16 +149,17 @@ absl::Status DriverOnce(PluginProcess& plugin, const std::string& root, int i,
   unpublish.set_target_path(target);
   csi::v1::NodeUnpublishVolumeResponse unpublished;
   RETURN_IF_ERROR(
-      Rpc(ch, &Node::Stub::NodeUnpublishVolume, unpublish, &unpublished));
+      Rpc(ch, &Node::Stub::NodeUnpublishVolume, unpublish, &unpublished, t));
   csi::v1::NodeUnstageVolumeRequest unstage;
   unstage.set_volume_id(vol);
   unstage.set_staging_target_path(staging);
   csi::v1::NodeUnstageVolumeResponse unstaged;
-  RETURN_IF_ERROR(Rpc(ch, &Node::Stub::NodeUnstageVolume, unstage, &unstaged));
+  RETURN_IF_ERROR(
+      Rpc(ch, &Node::Stub::NodeUnstageVolume, unstage, &unstaged, t));
   csi::v1::DeleteVolumeRequest del;
   del.set_volume_id(vol);
   csi::v1::DeleteVolumeResponse deleted;
-  RETURN_IF_ERROR(Rpc(ch, &Controller::Stub::DeleteVolume, del, &deleted));
+  RETURN_IF_ERROR(Rpc(ch, &Controller::Stub::DeleteVolume, del, &deleted, t));
   absl::Time t2 = absl::Now();
   t->setup_ms.push_back(Ms(t1 - t0));
   t->teardown_ms.push_back(Ms(t2 - t1));
@@ -167,12 +199,15 @@ absl::Status DirectOnce(const std::string& dir, const std::string& root, int i,
   RETURN_IF_ERROR(testing::MakeDirs(staging));
 
   absl::Time t0 = absl::Now();
+  std::optional<StepTimer> step;
+  step.emplace(t, "fallocate");
   int fd = ::open(file.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
   if (fd < 0) return base::ErrnoStatus("open", file, errno);
   if (int err = ::posix_fallocate(fd, 0, size); err != 0) {
     ::close(fd);
     return base::ErrnoStatus("posix_fallocate", file, err);
   }
+  step.emplace(t, "loop attach");
   int ctl = ::open("/dev/loop-control", O_RDWR | O_CLOEXEC);
   if (ctl < 0) return base::ErrnoStatus("open", "/dev/loop-control", errno);
   int n = ::ioctl(ctl, LOOP_CTL_GET_FREE);
@@ -193,28 +228,37 @@ absl::Status DirectOnce(const std::string& dir, const std::string& root, int i,
     return base::ErrnoStatus("LOOP_CONFIGURE", dev, err);
   }
   ::close(fd);
+  step.emplace(t, "mkfs.ext4");
   RETURN_IF_ERROR(Run({"mkfs.ext4", "-q", "-F", dev}));
+  step.emplace(t, "mount");
   if (::mount(dev.c_str(), staging.c_str(), "ext4", 0, nullptr) != 0) {
     return base::ErrnoStatus("mount", staging, errno);
   }
+  step.emplace(t, "bind mount");
   RETURN_IF_ERROR(testing::MakeDirs(target));
   if (::mount(staging.c_str(), target.c_str(), nullptr, MS_BIND, nullptr) !=
       0) {
     return base::ErrnoStatus("mount --bind", target, errno);
   }
+  step.reset();
   absl::Time t1 = absl::Now();
 
+  step.emplace(t, "umount bind");
   if (::umount2(target.c_str(), 0) != 0) {
     return base::ErrnoStatus("umount", target, errno);
   }
   ::rmdir(target.c_str());
+  step.emplace(t, "umount");
   if (::umount2(staging.c_str(), 0) != 0) {
     return base::ErrnoStatus("umount", staging, errno);
   }
+  step.emplace(t, "loop detach");
   ::ioctl(loop, LOOP_CLR_FD, 0);
   ::close(loop);
+  step.emplace(t, "unlink");
   if (::unlink(file.c_str()) != 0)
     return base::ErrnoStatus("unlink", file, errno);
+  step.reset();
   absl::Time t2 = absl::Now();
   t->setup_ms.push_back(Ms(t1 - t0));
   t->teardown_ms.push_back(Ms(t2 - t1));
@@ -310,6 +354,14 @@ int Main(int argc, char** argv) {
               xs + xt, (ds + dt) / (xs + xt));
   std::printf("  goal: ratio <= 1.10 -> %s\n",
               (ds + dt) / (xs + xt) <= 1.10 ? "met" : "NOT met");
+  for (const Timing* side : {&driver, &direct}) {
+    std::printf("  %s steps (median ms):",
+                side == &driver ? "driver" : "direct");
+    for (const std::string& name : side->step_order) {
+      std::printf(" %s %.1f;", name.c_str(), Median(side->step_ms.at(name)));
+    }
+    std::printf("\n");
+  }
   return 0;
 }
 

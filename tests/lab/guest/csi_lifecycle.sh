@@ -7,7 +7,7 @@
 . /lab/lib.sh
 check "daxlease-csi --backend=ndctl starts" start_csi ndctl
 csi get-plugin-info && cat /tmp/out.json
-check "plugin reports real DAX (manifest daxlease.io/dax=true)" grep -q '"daxlease.io/dax": *"true"' /tmp/out.json
+check "plugin reports real DAX (manifest dax=true)" grep -q '"dax": *"true"' /tmp/out.json
 csi node-get-info && cat /tmp/out.json
 grep -a "csi.started" /tmp/csi.log.ndctl
 
@@ -59,10 +59,10 @@ done
 say "---- plugin killed (SIGKILL) and restarted mid-lifecycle"
 crash_csi
 check "daxlease-csi restarts after SIGKILL" start_csi ndctl
-csi list-volumes && cat /tmp/out.json
+csi list-volumes && cp /tmp/out.json /tmp/list.json && cat /tmp/list.json
 for v in $VOLS; do
 	eval "id=\$ID_$v; tgt=\$TGT_$v"
-	check "$v: still listed after the restart" grep -q "\"$id\"" /tmp/out.json
+	check "$v: still listed after the restart" grep -q "\"$id\"" /tmp/list.json
 	# a CO retries calls after a plugin restart: they must be idempotent
 	# shellcheck disable=SC2046
 	check "$v: NodeStageVolume again is OK" csi node-stage-volume --volume-id $id --staging-target-path $STG/$v $(access_flags $v)
@@ -88,5 +88,7 @@ done
 check "nothing of daxlease left mounted" sh -c "! grep -q -e $KUBELET -e /dev/pmem /proc/mounts"
 check "no namespace left" sh -c "! ndctl list -N | grep -q '\"dev\"'"
 check "daxlease-csi stops cleanly on SIGTERM" stop_csi
+say "plugin log: start-up and DAX mounts"
+grep -h -E "csi.started|csi.volume.dax_mounted" /tmp/csi.log.ndctl.prev /tmp/csi.log.ndctl 2>/dev/null
 [ $FAILS -eq 0 ] || dump_csi_log ndctl 60
 finish

@@ -4,7 +4,7 @@
 . /lab/lib.sh
 check "daxlease-csi --backend=file starts" start_csi file
 csi get-plugin-info
-check "plugin reports no DAX (manifest daxlease.io/dax=false)" grep -q '"daxlease.io/dax": *"false"' /tmp/out.json
+check "plugin reports no DAX (manifest dax=false)" grep -q '"dax": *"false"' /tmp/out.json
 STG=$KUBELET/plugins/kubernetes.io/csi/dax.daxlease.io/file
 TGT=$KUBELET/pods/pod-2/volumes/kubernetes.io~csi/file/mount
 mkdir -p $STG

@@ -5,6 +5,8 @@
 # lifecycle with daxlease-csi-client, printing every step. Cleans up on exit.
 #
 #   scripts/local-lab.sh [--fstype ext4|xfs] [--skip-deps] [--skip-build]
+# (default ext4; xfs on machines whose root lacks CAP_SYS_RESOURCE, which
+# ext4 needs to grow online)
 #
 # Environment: DAXLEASE_BUILD_DIR (default: build); DAXLEASE_CSI_BINARY to run
 # another daxlease-csi binary than the one built.
@@ -16,14 +18,14 @@ set -euo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 BUILD_DIR=${DAXLEASE_BUILD_DIR:-build}
-FSTYPE=ext4
+FSTYPE=""         # default: ext4, or xfs where ext4 cannot grow online
 SKIP_DEPS=0
 SKIP_BUILD=0
 SIZE=320Mi        # xfs needs at least 300 MiB
 GROWN_SIZE=640Mi
 
 ORIG_ARGS=("$@")
-usage() { sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; }
 
 while (($#)); do
   case "$1" in
@@ -34,7 +36,7 @@ while (($#)); do
     *) echo "local-lab: unknown argument $1" >&2; usage >&2; exit 64 ;;
   esac
 done
-case "$FSTYPE" in ext4|xfs) ;; *) echo "local-lab: --fstype must be ext4 or xfs" >&2; exit 64 ;; esac
+case "$FSTYPE" in ext4|xfs|"") ;; *) echo "local-lab: --fstype must be ext4 or xfs" >&2; exit 64 ;; esac
 
 # --------------------------------------------------------------- output
 
@@ -256,6 +258,9 @@ cleanup() {
 
 main() {
   step_require_root
+  if [[ -z $FSTYPE ]]; then
+    if has_cap_sys_resource; then FSTYPE=ext4; else FSTYPE=xfs; fi
+  fi
   trap cleanup EXIT
   step_install_deps
   step_build

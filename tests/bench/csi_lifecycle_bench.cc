@@ -229,7 +229,10 @@ absl::Status DirectOnce(const std::string& dir, const std::string& root, int i,
   }
   ::close(fd);
   step.emplace(t, "mkfs.ext4");
-  RETURN_IF_ERROR(Run({"mkfs.ext4", "-q", "-F", dev}));
+  // The options daxlease-csi's file backend uses (csi/driver.cc), so that
+  // both sides do the same work.
+  RETURN_IF_ERROR(Run({"mkfs.ext4", "-q", "-F", "-b", "4096", "-E",
+                       "stride=512,stripe_width=512,nodiscard", dev}));
   step.emplace(t, "mount");
   if (::mount(dev.c_str(), staging.c_str(), "ext4", 0, nullptr) != 0) {
     return base::ErrnoStatus("mount", staging, errno);

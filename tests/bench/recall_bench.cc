@@ -81,8 +81,11 @@ class Agent {
           LeaseResource(), "", o,
           [&](const k8s::WatchEvent& ev) {
             rv = k8s::ResourceVersionOf(ev.object);
-            const Json& st = ev.object.value("status", Json::object());
-            if (ev.object["spec"].value("volume", "") != volume_ ||
+            if (ev.type == k8s::WatchEvent::Type::kBookmark) return true;
+            Json spec = ev.object.value("spec", Json::object());
+            Json st = ev.object.value("status", Json::object());
+            if (!spec.is_object() || !st.is_object() ||
+                spec.value("volume", "") != volume_ ||
                 st.value("state", "") != "Recalling") {
               return true;
             }
@@ -154,7 +157,8 @@ double RunOnce(k8s::KubeClient& c, int n, const std::string& tag) {
   if (!testing::WaitFor(
           [&] {
             auto j = Get(c, VolumeResource(), vol);
-            return j && (*j)["status"].value("holders", 0) == n;
+            if (!j || !(*j)["status"].is_object()) return false;
+            return (*j)["status"].value("holders", 0) == n;
           },
           absl::Seconds(120))) {
     Die(absl::StrCat("leases of ", vol, " not granted"));
@@ -174,7 +178,8 @@ double RunOnce(k8s::KubeClient& c, int n, const std::string& tag) {
     bool done = testing::WaitFor(
         [&] {
           auto j = Get(c, RecallResource(), vol);
-          return j && (*j)["status"].value("phase", "") == "Complete";
+          if (!j || !(*j)["status"].is_object()) return false;
+          return (*j)["status"].value("phase", "") == "Complete";
         },
         absl::Seconds(120));
     ms = absl::ToDoubleMilliseconds(absl::Now() - t0);

@@ -1,0 +1,190 @@
+// Informer against the real kube-apiserver: list + watch, resume, and the
+// re-list after a real 410 Gone.
+#include <atomic>
+
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
+#include "gtest/gtest.h"
+#include "lib/k8s/informer.h"
+#include "tests/k8s/k8s_testing.h"
+#include "tests/testing/prereq.h"
+
+namespace daxlease::k8s {
+namespace {
+
+// Widgets (a CRD): their watch cache starts when the CRD is created, so a
+// watch from resourceVersion "1" is always older than it: a real 410.
+const Resource kWidgets = testing::WidgetResource();
+
+Json Item(const std::string& ns, const std::string& name, int v) {
+  return testing::Widget(ns, name, v);
+}
+
+// Delegates to a real client; the N-th Watch call (1-based) is sent with a
+// resourceVersion of "1", older than the server's watch window, so the real
+// server answers 410 Gone as it does after a long disconnect.
+class ExpiringWatchClient : public KubeClient {
+ public:
+  ExpiringWatchClient(KubeClient& real, int expire_call)
+      : real_(real), expire_call_(expire_call) {}
+  absl::StatusOr<Json> Get(const Resource& r, absl::string_view ns,
+                           absl::string_view name) override {
+    return real_.Get(r, ns, name);
+  }
+  absl::StatusOr<ListResult> List(const Resource& r, absl::string_view ns,
+                                  const ListOptions& o) override {
+    return real_.List(r, ns, o);
+  }
+  absl::StatusOr<Json> Create(const Resource& r, const Json& o) override {
+    return real_.Create(r, o);
+  }
+  absl::StatusOr<Json> Update(const Resource& r, const Json& o) override {
+    return real_.Update(r, o);
+  }
+  absl::StatusOr<Json> UpdateStatus(const Resource& r, const Json& o) override {
+    return real_.UpdateStatus(r, o);
+  }
+  absl::StatusOr<Json> Patch(const Resource& r, absl::string_view ns,
+                             absl::string_view name, PatchType t, const Json& p,
+                             absl::string_view sub) override {
+    return real_.Patch(r, ns, name, t, p, sub);
+  }
+  absl::Status Delete(const Resource& r, absl::string_view ns,
+                      absl::string_view name, absl::string_view rv) override {
+    return real_.Delete(r, ns, name, rv);
+  }
+  absl::Status Watch(const Resource& r, absl::string_view ns,
+                     const WatchOptions& o, const WatchHandler& h,
+                     WatchCanceller* cancel) override {
+    WatchOptions opts = o;
+    int n = ++calls_;
+    if (n == expire_call_) opts.resource_version = "1";
+    absl::Status s = real_.Watch(r, ns, opts, h, cancel);
+    if (n == expire_call_) last_expired_status_ = s.ToString();
+    return s;
+  }
+  std::atomic<int> calls_{0};
+  std::string last_expired_status_;
+
+ private:
+  KubeClient& real_;
+  const int expire_call_;
+};
+
+class Recorder {
+ public:
+  InformerHandlers Handlers() {
+    return {[this](const Json& o) { Push("add " + NameOf(o)); },
+            [this](const Json& o, const Json& n) {
+              if (ResourceVersionOf(o) != ResourceVersionOf(n)) {
+                Push("update " + NameOf(n));
+              }
+            },
+            [this](const Json& o) { Push("delete " + NameOf(o)); }};
+  }
+  bool WaitFor(const std::string& ev) {
+    absl::MutexLock l(&mu_);
+    auto seen = [&]() ABSL_NO_THREAD_SAFETY_ANALYSIS {
+      return std::find(events_.begin(), events_.end(), ev) != events_.end();
+    };
+    return mu_.AwaitWithTimeout(absl::Condition(&seen), absl::Seconds(20));
+  }
+
+ private:
+  void Push(std::string s) {
+    absl::MutexLock l(&mu_);
+    events_.push_back(std::move(s));
+  }
+  absl::Mutex mu_;
+  std::vector<std::string> events_ ABSL_GUARDED_BY(mu_);
+};
+
+class InformerK8sTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    DAXLEASE_REQUIRE(!testing::KubeconfigPath().empty(),
+                     "DAXLEASE_KUBECONFIG unset: run through ctest -L k8s");
+    auto c = testing::NewClient();
+    ASSERT_TRUE(c.ok()) << c.status();
+    client_ = std::move(*c);
+    ASSERT_TRUE(testing::EnsureCrd(*client_, testing::WidgetCrd()).ok());
+    auto ns = testing::CreateTestNamespace(*client_, "k8s-informer");
+    ASSERT_TRUE(ns.ok()) << ns.status();
+    ns_ = *ns;
+  }
+  InformerOptions Options() {
+    InformerOptions o;
+    o.resource = kWidgets;
+    o.ns = ns_;
+    o.page_size = 3;
+    return o;
+  }
+  std::unique_ptr<RestKubeClient> client_;
+  std::string ns_;
+  Recorder rec_;
+};
+
+TEST_F(InformerK8sTest, ListsWatchesAndSurvivesServerTimeouts) {
+  for (int i = 0; i < 7; ++i) {
+    ASSERT_TRUE(
+        client_->Create(kWidgets, Item(ns_, absl::StrCat("c", i), 1)).ok());
+  }
+  InformerOptions o = Options();
+  o.watch_timeout = absl::Seconds(1);  // the server ends each watch after 1 s
+  Informer inf(*client_, base::RealClock(), o);
+  inf.AddHandlers(rec_.Handlers());
+  inf.Start();
+  ASSERT_TRUE(inf.WaitForSync(absl::Seconds(20)));
+  EXPECT_EQ(inf.List().size(), 7u);
+  absl::SleepFor(absl::Milliseconds(2500));  // let a couple of watches end
+  ASSERT_TRUE(client_
+                  ->Patch(kWidgets, ns_, "c3", PatchType::kMerge,
+                          {{"spec", {{"size", 5}}}})
+                  .ok());
+  ASSERT_TRUE(client_->Delete(kWidgets, ns_, "c4").ok());
+  ASSERT_TRUE(client_->Create(kWidgets, Item(ns_, "new", 1)).ok());
+  ASSERT_TRUE(rec_.WaitFor("update c3"));
+  ASSERT_TRUE(rec_.WaitFor("delete c4"));
+  ASSERT_TRUE(rec_.WaitFor("add new"));
+  EXPECT_EQ((*inf.Get(ObjectKey(ns_, "c3")))["spec"]["size"], 5);
+  EXPECT_FALSE(inf.Get(ObjectKey(ns_, "c4")).has_value());
+  EXPECT_EQ(inf.list_count(), 1);   // resumed, never re-listed
+  EXPECT_GE(inf.watch_count(), 3);  // the server ended watches; we re-watched
+  inf.Stop();
+}
+
+TEST_F(InformerK8sTest, RelistsAfterGoneAndCatchesUp) {
+  for (const char* n : {"keep", "gone", "edit"}) {
+    ASSERT_TRUE(client_->Create(kWidgets, Item(ns_, n, 1)).ok());
+  }
+  // The first watch runs 1 s; the second is answered 410 by the server.
+  ExpiringWatchClient expiring(*client_, 2);
+  InformerOptions o = Options();
+  o.watch_timeout = absl::Seconds(1);
+  Informer inf(expiring, base::RealClock(), o);
+  inf.AddHandlers(rec_.Handlers());
+  inf.Start();
+  ASSERT_TRUE(inf.WaitForSync(absl::Seconds(20)));
+  ASSERT_TRUE(client_->Delete(kWidgets, ns_, "gone").ok());
+  ASSERT_TRUE(client_
+                  ->Patch(kWidgets, ns_, "edit", PatchType::kMerge,
+                          {{"spec", {{"size", 9}}}})
+                  .ok());
+  ASSERT_TRUE(rec_.WaitFor("delete gone"));
+  ASSERT_TRUE(rec_.WaitFor("update edit"));
+  for (int i = 0; i < 100 && inf.list_count() < 2; ++i) {
+    absl::SleepFor(absl::Milliseconds(100));
+  }
+  EXPECT_EQ(inf.list_count(), 2) << expiring.last_expired_status_;
+  EXPECT_NE(expiring.last_expired_status_.find("OUT_OF_RANGE"),
+            std::string::npos)
+      << expiring.last_expired_status_;
+  // After the re-list it watches again.
+  ASSERT_TRUE(client_->Create(kWidgets, Item(ns_, "after", 1)).ok());
+  ASSERT_TRUE(rec_.WaitFor("add after"));
+  EXPECT_EQ(inf.List().size(), 3u);
+  inf.Stop();
+}
+
+}  // namespace
+}  // namespace daxlease::k8s

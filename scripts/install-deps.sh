@@ -14,6 +14,7 @@ PACKAGES=(
   libbenchmark-dev
   # runtime tools: filesystems, loop devices, model checker, control plane
   util-linux e2fsprogs xfsprogs spin etcd-server kubectl openssl curl
+  golang-go golang-github-modern-go-reflect2-dev golang-github-json-iterator-go-dev dpkg-dev  # kube-apiserver build (tests/k8s)
   procps psmisc
   # QEMU lab (tests/lab; the guest kernel is fetched with apt-get download)
   qemu-system-x86 busybox-static ndctl daxctl rdma-core ibverbs-providers ibverbs-utils rdmacm-utils cpio kmod iproute2 xz-utils diffutils

@@ -23,7 +23,7 @@ Controller::Controller(k8s::KubeClient& client, base::Clock& clock,
     : client_(client),
       clock_(clock),
       options_(options),
-      reconciler_(client, clock, events, options.reconciler),
+      events_(events),
       queue_(clock, QueueOptions()) {}
 
 Controller::~Controller() { Stop(); }
@@ -47,25 +47,38 @@ absl::Status Controller::Start() {
     return absl::FailedPreconditionError("controller already started/stopped");
   }
   started_ = true;
-  for (const auto& [resource, is_volume] :
-       {std::pair{VolumeResource(), true}, std::pair{LeaseResource(), false},
-        std::pair{RecallResource(), false}}) {
+  const k8s::Resource kinds[] = {VolumeResource(), LeaseResource(),
+                                 RecallResource()};
+  for (const k8s::Resource& resource : kinds) {
     k8s::InformerOptions io;
     io.resource = resource;
     io.resync = options_.resync;
-    auto inf = std::make_unique<k8s::Informer>(client_, clock_, io);
-    const bool vol = is_volume;
-    inf->AddHandlers({
-        [this, vol](const k8s::Json& o) { Enqueue(o, vol); },
-        [this, vol](const k8s::Json& a, const k8s::Json& b) {
+    informers_.push_back(std::make_unique<k8s::Informer>(client_, clock_, io));
+  }
+  reader_ = std::make_unique<CacheWorldReader>(*informers_[0], *informers_[1],
+                                               *informers_[2]);
+  reconciler_ = std::make_unique<Reconciler>(
+      client_, clock_, events_, options_.reconciler, reader_.get());
+  for (size_t i = 0; i < informers_.size(); ++i) {
+    const k8s::Resource r = kinds[i];
+    const bool vol = i == 0;
+    informers_[i]->AddHandlers({
+        [this, r, vol](const k8s::Json& o) {
+          reader_->Observe(r, o, false);
+          Enqueue(o, vol);
+        },
+        [this, r, vol](const k8s::Json& a, const k8s::Json& b) {
+          reader_->Observe(r, b, false);
           Enqueue(a, vol);
           Enqueue(b, vol);
         },
-        [this, vol](const k8s::Json& o) { Enqueue(o, vol); },
+        [this, r, vol](const k8s::Json& o) {
+          reader_->Observe(r, o, true);
+          Enqueue(o, vol);
+        },
     });
-    inf->Start();
-    informers_.push_back(std::move(inf));
   }
+  for (auto& inf : informers_) inf->Start();
   for (auto& inf : informers_) {
     if (!inf->WaitForSync(options_.sync_timeout)) {
       return absl::DeadlineExceededError("informer caches did not sync");
@@ -93,7 +106,7 @@ int64_t Controller::passes() const { return passes_.load(); }
 void Controller::Work() {
   while (std::optional<std::string> key = queue_.Get()) {
     absl::Time start = clock_.Now();
-    absl::StatusOr<ReconcileResult> r = reconciler_.Reconcile(*key);
+    absl::StatusOr<ReconcileResult> r = reconciler_->Reconcile(*key);
     ++passes_;
     if (r.ok()) {
       queue_.Forget(*key);
@@ -115,7 +128,13 @@ void Controller::Work() {
               : base::LogLevel::kWarn,
           "reconcile.retry",
           {{"volume", *key}, {"error", std::string(r.status().message())}});
-      queue_.AddRateLimited(*key);
+      if (k8s::IsConflict(r.status())) {
+        // Expected when agents write while we do: re-read at once (the key
+        // is processing, so Add re-queues it on Done).
+        queue_.Add(*key);
+      } else {
+        queue_.AddRateLimited(*key);
+      }
     }
     queue_.Done(*key);
   }

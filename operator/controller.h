@@ -21,6 +21,7 @@
 #include "lib/k8s/client.h"
 #include "lib/k8s/informer.h"
 #include "lib/k8s/workqueue.h"
+#include "operator/cache_reader.h"
 #include "operator/events.h"
 #include "operator/reconciler.h"
 
@@ -59,9 +60,12 @@ class Controller {
   k8s::KubeClient& client_;
   base::Clock& clock_;
   const ControllerOptions options_;
-  Reconciler reconciler_;
+  EventSink& events_;
   k8s::WorkQueue queue_;
-  std::vector<std::unique_ptr<k8s::Informer>> informers_;
+  std::vector<std::unique_ptr<k8s::Informer>>
+      informers_;  // volume, lease, recall
+  std::unique_ptr<CacheWorldReader> reader_;
+  std::unique_ptr<Reconciler> reconciler_;
   std::vector<std::thread> workers_;
   std::atomic<int64_t> passes_{0};
   absl::Mutex lifecycle_mu_;  // Start and Stop may race (leader callbacks)

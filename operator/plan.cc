@@ -18,6 +18,9 @@ using api::DaxRecall;
 using api::DaxVolume;
 
 constexpr absl::Duration kMaxRecall = absl::Seconds(120);
+// Above this many leases changing the same way in one pass, one summary
+// event is recorded on the volume instead of one per lease.
+constexpr size_t kMaxLeaseEvents = 10;
 
 bool HasFinalizer(const api::ObjectMeta& m, const std::string& f) {
   return std::find(m.finalizers.begin(), m.finalizers.end(), f) !=
@@ -586,18 +589,40 @@ class Planner {
 
   void EmitTransitionEvents() {
     const World& d = plan_.desired;
+    // One event per lease transition; when a pass moves many leases the same
+    // way (a recall of hundreds), one summary event on the volume instead, as
+    // the API server's own event aggregation would.
+    std::map<std::string, std::vector<size_t>> by_state;
     for (size_t i = 0; i < w_.leases.size(); ++i) {
       const DaxLease& a = w_.leases[i];
       const DaxLease& b = d.leases[i];
       if (a.status.state == b.status.state || !b.status.state.has_value()) {
         continue;
       }
-      const api::Condition* c =
-          api::FindCondition(b.status.conditions, kLeaseGrantedCondition);
-      bool warn = b.status.state == api::LeaseState::kRevoked;
-      plan_.events.push_back({"DaxLease", b.metadata.name, b.metadata.uid, warn,
-                              api::EnumName(*b.status.state),
-                              c ? c->message : ""});
+      by_state[api::EnumName(*b.status.state)].push_back(i);
+    }
+    for (const auto& [state, idx] : by_state) {
+      const bool warn = state == "Revoked";
+      if (idx.size() > kMaxLeaseEvents && d.volume.has_value()) {
+        std::string names;
+        for (size_t k = 0; k < idx.size() && k < 5; ++k) {
+          absl::StrAppend(&names, k > 0 ? ", " : "",
+                          d.leases[idx[k]].metadata.name);
+        }
+        plan_.events.push_back({"DaxVolume", d.volume->metadata.name,
+                                d.volume->metadata.uid, warn,
+                                absl::StrCat("Leases", state),
+                                absl::StrCat(idx.size(), " leases are now ",
+                                             state, " (", names, ", ...)")});
+        continue;
+      }
+      for (size_t i : idx) {
+        const DaxLease& b = d.leases[i];
+        const api::Condition* c =
+            api::FindCondition(b.status.conditions, kLeaseGrantedCondition);
+        plan_.events.push_back({"DaxLease", b.metadata.name, b.metadata.uid,
+                                warn, state, c ? c->message : ""});
+      }
     }
     for (size_t i = 0; i < w_.recalls.size(); ++i) {
       const DaxRecall& a = w_.recalls[i];

@@ -46,8 +46,9 @@ absl::Status ListFor(k8s::KubeClient& client, const k8s::Resource& r,
 // Writes one object's difference: finalizers (main resource) and status
 // (status subresource), each a merge patch guarded by resourceVersion.
 template <typename T>
-absl::Status WriteObject(k8s::KubeClient& client, const k8s::Resource& r,
-                         const T& before, const T& after, int& writes) {
+absl::Status WriteObject(k8s::KubeClient& client, WorldReader& reader,
+                         const k8s::Resource& r, const T& before,
+                         const T& after, int& writes) {
   std::string rv = before.metadata.resource_version;
   const bool finalizers_changed =
       before.metadata.finalizers != after.metadata.finalizers;
@@ -61,6 +62,7 @@ absl::Status WriteObject(k8s::KubeClient& client, const k8s::Resource& r,
                      client.Patch(r, "", before.metadata.name,
                                   k8s::PatchType::kMerge, patch));
     rv = k8s::ResourceVersionOf(stored);
+    reader.Wrote(r, stored);
     ++writes;
     return absl::OkStatus();
   };
@@ -74,6 +76,7 @@ absl::Status WriteObject(k8s::KubeClient& client, const k8s::Resource& r,
                      client.Patch(r, "", before.metadata.name,
                                   k8s::PatchType::kMerge, patch, "status"));
     rv = k8s::ResourceVersionOf(stored);
+    reader.Wrote(r, stored);
     ++writes;
   }
   if (finalizers_changed && !adding) RETURN_IF_ERROR(write_finalizers());
@@ -88,10 +91,16 @@ k8s::Resource RecallResource() { return Crd("daxrecalls"); }
 k8s::Resource MigrationResource() { return Crd("daxmigrations"); }
 
 Reconciler::Reconciler(k8s::KubeClient& client, base::Clock& clock,
-                       EventSink& events, ReconcilerOptions options)
-    : client_(client), clock_(clock), events_(events), options_(options) {}
+                       EventSink& events, ReconcilerOptions options,
+                       WorldReader* reader)
+    : client_(client),
+      clock_(clock),
+      events_(events),
+      options_(options),
+      api_reader_(client),
+      reader_(reader != nullptr ? *reader : api_reader_) {}
 
-absl::StatusOr<World> Reconciler::Read(const std::string& volume) {
+absl::StatusOr<World> ApiWorldReader::Read(const std::string& volume) {
   World w;
   w.volume_name = volume;
   absl::StatusOr<k8s::Json> v = client_.Get(VolumeResource(), "", volume);
@@ -109,7 +118,7 @@ absl::StatusOr<World> Reconciler::Read(const std::string& volume) {
 
 absl::StatusOr<ReconcileResult> Reconciler::Reconcile(
     const std::string& volume) {
-  ASSIGN_OR_RETURN(World before, Read(volume));
+  ASSIGN_OR_RETURN(World before, reader_.Read(volume));
   Plan plan = ComputePlan(before, clock_.Now(), options_.plan);
   ReconcileResult result;
   result.requeue_at = plan.requeue_at;
@@ -134,8 +143,8 @@ absl::Status Reconciler::Write(const World& before, const Plan& plan,
   // carries its ID.
   for (size_t i = 0; i < after.recalls.size(); ++i) {
     if (!starts(i)) continue;
-    RETURN_IF_ERROR(WriteObject(client_, RecallResource(), before.recalls[i],
-                                after.recalls[i], writes));
+    RETURN_IF_ERROR(WriteObject(client_, reader_, RecallResource(),
+                                before.recalls[i], after.recalls[i], writes));
   }
   // 2. Leases, in parallel.
   std::vector<size_t> changed;
@@ -151,8 +160,8 @@ absl::Status Reconciler::Write(const World& before, const Plan& plan,
       int local = 0;
       for (size_t k = next++; k < changed.size(); k = next++) {
         size_t i = changed[k];
-        absl::Status s = WriteObject(client_, LeaseResource(), before.leases[i],
-                                     after.leases[i], local);
+        absl::Status s = WriteObject(client_, reader_, LeaseResource(),
+                                     before.leases[i], after.leases[i], local);
         if (!s.ok()) {
           absl::MutexLock l(&mu);
           if (first_error.ok()) first_error = s;
@@ -173,13 +182,13 @@ absl::Status Reconciler::Write(const World& before, const Plan& plan,
   // 3. Other recall changes (counts, Complete) before the volume moves on.
   for (size_t i = 0; i < after.recalls.size(); ++i) {
     if (starts(i) || before.recalls[i] == after.recalls[i]) continue;
-    RETURN_IF_ERROR(WriteObject(client_, RecallResource(), before.recalls[i],
-                                after.recalls[i], writes));
+    RETURN_IF_ERROR(WriteObject(client_, reader_, RecallResource(),
+                                before.recalls[i], after.recalls[i], writes));
   }
   // 4. The volume last.
   if (before.volume.has_value() && !(*before.volume == *after.volume)) {
-    RETURN_IF_ERROR(WriteObject(client_, VolumeResource(), *before.volume,
-                                *after.volume, writes));
+    RETURN_IF_ERROR(WriteObject(client_, reader_, VolumeResource(),
+                                *before.volume, *after.volume, writes));
   }
   return absl::OkStatus();
 }

@@ -32,6 +32,27 @@ k8s::Resource LeaseResource();
 k8s::Resource RecallResource();
 k8s::Resource MigrationResource();
 
+// Where a pass reads the world of a volume from.
+class WorldReader {
+ public:
+  virtual ~WorldReader() = default;
+  virtual absl::StatusOr<World> Read(const std::string& volume) = 0;
+  // Told about each object a pass wrote (as the server returned it), so a
+  // cache can serve it before its watch event arrives. Thread-safe.
+  virtual void Wrote(const k8s::Resource& r, const k8s::Json& stored) {}
+};
+
+// Fresh reads from the API server: GET the volume, LIST all leases and
+// recalls and keep those naming it. Unparseable objects are skipped (logged).
+class ApiWorldReader final : public WorldReader {
+ public:
+  explicit ApiWorldReader(k8s::KubeClient& client) : client_(client) {}
+  absl::StatusOr<World> Read(const std::string& volume) override;
+
+ private:
+  k8s::KubeClient& client_;
+};
+
 struct ReconcilerOptions {
   PlanOptions plan;
   // Concurrent lease writes within one pass.
@@ -45,12 +66,10 @@ struct ReconcileResult {
 
 class Reconciler {
  public:
-  // All references must outlive the reconciler.
+  // All references must outlive the reconciler. `reader` null: an
+  // ApiWorldReader over `client`.
   Reconciler(k8s::KubeClient& client, base::Clock& clock, EventSink& events,
-             ReconcilerOptions options = {});
-
-  // Reads the world of `volume`. Unparseable objects are skipped (logged).
-  absl::StatusOr<World> Read(const std::string& volume);
+             ReconcilerOptions options = {}, WorldReader* reader = nullptr);
 
   // Read + ComputePlan + write. Aborted/NotFound when an object changed or
   // went away meanwhile (retry); other API errors as the client gives them.
@@ -63,6 +82,8 @@ class Reconciler {
   base::Clock& clock_;
   EventSink& events_;
   const ReconcilerOptions options_;
+  ApiWorldReader api_reader_;
+  WorldReader& reader_;
 };
 
 }  // namespace daxlease::op

@@ -20,7 +20,7 @@
 namespace daxlease::op::testing {
 
 std::string TestKubeconfig() {
-  for (const char* var : {"DAXLEASE_TEST_KUBECONFIG", "DAXLEASE_KUBECONFIG"}) {
+  for (const char* var : {"DAXLEASE_KUBECONFIG", "DAXLEASE_TEST_KUBECONFIG"}) {
     const char* v = std::getenv(var);
     if (v != nullptr && *v != '\0' && access(v, R_OK) == 0) return v;
   }

@@ -58,7 +58,7 @@ class Agent {
   Agent(k8s::KubeClient& c, std::string volume, std::string from_rv)
       : c_(c), volume_(std::move(volume)) {
     watcher_ = std::thread([this, from_rv] { Watch(from_rv); });
-    for (int i = 0; i < 8; ++i) workers_.emplace_back([this] { Ack(); });
+    for (int i = 0; i < 32; ++i) workers_.emplace_back([this] { Ack(); });
   }
   ~Agent() {
     cancel_.Cancel();
@@ -242,7 +242,7 @@ int Main(int argc, char** argv) {
   int64_t rss_kib = -1;
   std::vector<std::vector<double>> results;
   {
-    testing::OperatorProcess op(kubeconfig, {"--leader-elect=false"},
+    testing::OperatorProcess op(kubeconfig, {"--leader-elect=false", "--write-concurrency=32"},
                                 "recall-bench-operator");
     std::string tag0 = absl::StrCat(getpid());
     for (int n : sizes) {

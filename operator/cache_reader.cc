@@ -1,0 +1,113 @@
+#include "operator/cache_reader.h"
+
+#include <utility>
+
+#include "absl/strings/numbers.h"
+#include "lib/api/json.h"
+#include "lib/base/log.h"
+
+namespace daxlease::op {
+namespace {
+
+std::string VolumeOf(const k8s::Json& obj) {
+  auto spec = obj.find("spec");
+  if (spec == obj.end() || !spec->is_object()) return "";
+  auto v = spec->find("volume");
+  return v != spec->end() && v->is_string() ? v->get<std::string>() : "";
+}
+
+template <typename T>
+void AddParsed(const std::optional<k8s::Json>& j, std::vector<T>& out) {
+  if (!j.has_value()) return;
+  absl::StatusOr<T> t = api::FromJson<T>(*j);
+  if (!t.ok()) {
+    base::LogWarn("reconcile.skip_object",
+                  {{"kind", api::Resource<T>::kKind},
+                   {"error", std::string(t.status().message())}});
+    return;
+  }
+  out.push_back(*std::move(t));
+}
+
+}  // namespace
+
+int64_t ResourceVersionNumber(const k8s::Json& obj) {
+  int64_t n = -1;
+  if (!absl::SimpleAtoi(k8s::ResourceVersionOf(obj), &n)) return -1;
+  return n;
+}
+
+CacheWorldReader::CacheWorldReader(const k8s::Informer& volumes,
+                                   const k8s::Informer& leases,
+                                   const k8s::Informer& recalls)
+    : volumes_(volumes), leases_(leases), recalls_(recalls) {}
+
+void CacheWorldReader::Observe(const k8s::Resource& r, const k8s::Json& obj,
+                               bool deleted) {
+  const std::string name = k8s::NameOf(obj);
+  absl::MutexLock l(&mu_);
+  if (r.plural != VolumeResource().plural) {
+    auto& by_volume = index_[r.plural];
+    // The volume a lease names may change (bad input): drop old entries.
+    for (auto& [vol, names] : by_volume) names.erase(name);
+    if (!deleted) by_volume[VolumeOf(obj)].insert(name);
+  }
+  auto& overlay = overlay_[r.plural];
+  auto it = overlay.find(name);
+  if (it == overlay.end()) return;
+  if (deleted ||
+      ResourceVersionNumber(obj) >= ResourceVersionNumber(it->second)) {
+    overlay.erase(it);
+  }
+}
+
+void CacheWorldReader::Wrote(const k8s::Resource& r, const k8s::Json& stored) {
+  absl::MutexLock l(&mu_);
+  k8s::Json& slot = overlay_[r.plural][k8s::NameOf(stored)];
+  if (slot.is_null() ||
+      ResourceVersionNumber(stored) > ResourceVersionNumber(slot)) {
+    slot = stored;
+  }
+}
+
+std::optional<k8s::Json> CacheWorldReader::Merge(
+    const std::string& plural, const std::string& name,
+    std::optional<k8s::Json> cached) {
+  absl::MutexLock l(&mu_);
+  auto& overlay = overlay_[plural];
+  auto it = overlay.find(name);
+  if (it == overlay.end()) return cached;
+  if (!cached.has_value() ||
+      ResourceVersionNumber(*cached) < ResourceVersionNumber(it->second)) {
+    return it->second;
+  }
+  overlay.erase(it);
+  return cached;
+}
+
+absl::StatusOr<World> CacheWorldReader::Read(const std::string& volume) {
+  World w;
+  w.volume_name = volume;
+  std::set<std::string> lease_names, recall_names;
+  {
+    absl::MutexLock l(&mu_);
+    lease_names = index_[LeaseResource().plural][volume];
+    recall_names = index_[RecallResource().plural][volume];
+  }
+  std::optional<k8s::Json> v =
+      Merge(VolumeResource().plural, volume, volumes_.Get(volume));
+  if (v.has_value()) {
+    absl::StatusOr<api::DaxVolume> parsed = api::FromJson<api::DaxVolume>(*v);
+    if (!parsed.ok()) return parsed.status();
+    w.volume = *std::move(parsed);
+  }
+  for (const std::string& n : lease_names) {
+    AddParsed(Merge(LeaseResource().plural, n, leases_.Get(n)), w.leases);
+  }
+  for (const std::string& n : recall_names) {
+    AddParsed(Merge(RecallResource().plural, n, recalls_.Get(n)), w.recalls);
+  }
+  return w;
+}
+
+}  // namespace daxlease::op

@@ -112,8 +112,15 @@ absl::StatusOr<AttachedDevice> FakeVolumeBackend::Attach(absl::string_view id) {
   }
   auto it = attached_.find(key);
   if (it == attached_.end()) {
-    it = attached_.emplace(key, absl::StrCat("/dev/fakeloop", next_device_++))
-             .first;
+    // The same volume gets the same device again (like a loop device over
+    // the same image would carry the same data).
+    auto name = device_names_.find(key);
+    if (name == device_names_.end()) {
+      name = device_names_
+                 .emplace(key, absl::StrCat("/dev/fakeloop", next_device_++))
+                 .first;
+    }
+    it = attached_.emplace(key, name->second).first;
   }
   return AttachedDevice{it->second, true};
 }

@@ -58,6 +58,7 @@ class FakeVolumeBackend final : public VolumeBackend {
   mutable absl::Mutex mu_;
   std::map<std::string, Volume> volumes_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, std::string> attached_ ABSL_GUARDED_BY(mu_);
+  std::map<std::string, std::string> device_names_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, absl::Status> failures_ ABSL_GUARDED_BY(mu_);
   absl::Status ready_ ABSL_GUARDED_BY(mu_);
   int next_device_ ABSL_GUARDED_BY(mu_) = 0;

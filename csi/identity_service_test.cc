@@ -1,1 +1,48 @@
+#include "csi/identity_service.h"
+
+#include "csi/fake_volume_backend.h"
 #include "gtest/gtest.h"
+#include "lib/base/version.h"
+
+namespace daxlease::csi {
+namespace {
+
+TEST(IdentityTest, InfoCapabilitiesProbe) {
+  FakeVolumeBackend backend(1 << 30);
+  IdentityService svc(&backend);
+  ::csi::v1::GetPluginInfoRequest ireq;
+  ::csi::v1::GetPluginInfoResponse info;
+  ASSERT_TRUE(svc.GetPluginInfo(nullptr, &ireq, &info).ok());
+  EXPECT_EQ(info.name(), "dax.daxlease.io");
+  EXPECT_EQ(info.vendor_version(), base::kVersion);
+
+  ::csi::v1::GetPluginCapabilitiesRequest creq;
+  ::csi::v1::GetPluginCapabilitiesResponse caps;
+  ASSERT_TRUE(svc.GetPluginCapabilities(nullptr, &creq, &caps).ok());
+  bool controller = false, topology = false, online = false;
+  for (const auto& c : caps.capabilities()) {
+    if (c.has_service()) {
+      controller |= c.service().type() ==
+                    ::csi::v1::PluginCapability::Service::CONTROLLER_SERVICE;
+      topology |= c.service().type() == ::csi::v1::PluginCapability::Service::
+                                            VOLUME_ACCESSIBILITY_CONSTRAINTS;
+    }
+    if (c.has_volume_expansion()) {
+      online |= c.volume_expansion().type() ==
+                ::csi::v1::PluginCapability::VolumeExpansion::ONLINE;
+    }
+  }
+  EXPECT_TRUE(controller && topology && online);
+
+  ::csi::v1::ProbeRequest preq;
+  ::csi::v1::ProbeResponse probe;
+  ASSERT_TRUE(svc.Probe(nullptr, &preq, &probe).ok());
+  EXPECT_TRUE(probe.ready().value());
+  backend.SetReady(absl::UnavailableError("no loop driver"));
+  ASSERT_TRUE(svc.Probe(nullptr, &preq, &probe).ok());
+  ASSERT_TRUE(probe.has_ready());
+  EXPECT_FALSE(probe.ready().value());
+}
+
+}  // namespace
+}  // namespace daxlease::csi

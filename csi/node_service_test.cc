@@ -1,1 +1,277 @@
+#include "csi/node_service.h"
+
+#include "absl/strings/match.h"
+#include "csi/service_test_env.h"
 #include "gtest/gtest.h"
+
+namespace daxlease::csi {
+namespace {
+
+using ::csi::v1::VolumeCapability;
+
+class NodeTest : public ServiceTest {};
+
+TEST_F(NodeTest, StageFormatsBlankDeviceOnceAndMounts) {
+  std::string id = MakeVolume("pvc-s");
+  ASSERT_TRUE(Stage(id, MountCap("ext4")).ok());
+  EXPECT_EQ(formatter_.format_calls(), 1);
+  std::vector<std::string> args = formatter_.last_format_args();
+  EXPECT_NE(std::find(args.begin(), args.end(),
+                      "stride=512,stripe_width=512,nodiscard"),
+            args.end());
+  auto m = mounter_.GetMount(StagingPath(id));
+  ASSERT_TRUE(m.ok() && m->has_value());
+  EXPECT_EQ((*m)->fs_type, "ext4");
+  EXPECT_TRUE(backend_.IsAttached(id));
+  EXPECT_EQ(Record(id)->stage->phase, StagePhase::kStaged);
+
+  // Idempotent: no second mkfs, no second mount.
+  int mounts = mounter_.mount_calls();
+  ASSERT_TRUE(Stage(id, MountCap("ext4")).ok());
+  EXPECT_EQ(formatter_.format_calls(), 1);
+  EXPECT_EQ(mounter_.mount_calls(), mounts);
+}
+
+TEST_F(NodeTest, StageNeverFormatsADeviceWithData) {
+  std::string id = MakeVolume("pvc-keep");
+  ASSERT_TRUE(Stage(id, MountCap()).ok());
+  ASSERT_TRUE(Unstage(id).ok());
+  ASSERT_TRUE(Stage(id, MountCap()).ok());
+  EXPECT_EQ(formatter_.format_calls(), 1) << "restage keeps the filesystem";
+
+  std::string other = MakeVolume("pvc-other");
+  formatter_.SetFilesystem("/dev/fakeloop1", "xfs");  // next device
+  grpc::Status s = Stage(other, MountCap());
+  EXPECT_EQ(s.error_code(), grpc::FAILED_PRECONDITION) << s.error_message();
+  EXPECT_EQ(formatter_.format_calls(), 1);
+  EXPECT_FALSE(backend_.IsAttached(other)) << "failed stage rolled back";
+  EXPECT_FALSE(Record(other)->stage.has_value());
+}
+
+TEST_F(NodeTest, StageRefusals) {
+  std::string id = MakeVolume("pvc-r");
+  ::csi::v1::NodeStageVolumeRequest r;
+  ::csi::v1::NodeStageVolumeResponse resp;
+  r.set_staging_target_path(StagingPath(id));
+  *r.mutable_volume_capability() = MountCap();
+  EXPECT_EQ(node_->NodeStageVolume(nullptr, &r, &resp).error_code(),
+            grpc::INVALID_ARGUMENT);
+  r.set_volume_id(id);
+  r.set_staging_target_path("/k/../etc");
+  EXPECT_EQ(node_->NodeStageVolume(nullptr, &r, &resp).error_code(),
+            grpc::INVALID_ARGUMENT);
+  r.set_staging_target_path("/elsewhere/s");
+  EXPECT_EQ(node_->NodeStageVolume(nullptr, &r, &resp).error_code(),
+            grpc::INVALID_ARGUMENT);
+  r.set_staging_target_path(StagingPath(id));
+  r.clear_volume_capability();
+  EXPECT_EQ(node_->NodeStageVolume(nullptr, &r, &resp).error_code(),
+            grpc::INVALID_ARGUMENT);
+  *r.mutable_volume_capability() = MountCap("xfs");
+  EXPECT_EQ(node_->NodeStageVolume(nullptr, &r, &resp).error_code(),
+            grpc::INVALID_ARGUMENT)
+      << "fs type differs from the volume's";
+  *r.mutable_volume_capability() =
+      MountCap("", VolumeCapability::AccessMode::MULTI_NODE_MULTI_WRITER);
+  EXPECT_EQ(node_->NodeStageVolume(nullptr, &r, &resp).error_code(),
+            grpc::INVALID_ARGUMENT);
+  r.set_volume_id("no-such-volume");
+  *r.mutable_volume_capability() = MountCap();
+  EXPECT_EQ(node_->NodeStageVolume(nullptr, &r, &resp).error_code(),
+            grpc::NOT_FOUND);
+  (*r.mutable_volume_context())["k"] = std::string(5000, 'v');
+  r.set_volume_id(id);
+  EXPECT_EQ(node_->NodeStageVolume(nullptr, &r, &resp).error_code(),
+            grpc::INVALID_ARGUMENT);
+  EXPECT_TRUE(mounter_.Mounts().empty());
+
+  ASSERT_TRUE(Stage(id, MountCap()).ok());
+  EXPECT_EQ(Stage(id, BlockCap()).error_code(), grpc::ALREADY_EXISTS);
+  r.clear_volume_context();
+  r.set_staging_target_path("/k/other-staging");
+  EXPECT_EQ(node_->NodeStageVolume(nullptr, &r, &resp).error_code(),
+            grpc::FAILED_PRECONDITION);
+}
+
+TEST_F(NodeTest, StageRepairsALostMount) {
+  std::string id = MakeVolume("pvc-lost");
+  ASSERT_TRUE(Stage(id, MountCap()).ok());
+  mounter_.DropMount(StagingPath(id));
+  ASSERT_TRUE(Stage(id, MountCap()).ok());
+  auto m = mounter_.GetMount(StagingPath(id));
+  ASSERT_TRUE(m.ok() && m->has_value());
+  EXPECT_EQ(formatter_.format_calls(), 1);
+}
+
+TEST_F(NodeTest, PublishBindsReadOnlyAndIsIdempotent) {
+  std::string id = MakeVolume("pvc-p");
+  EXPECT_EQ(Publish(id, MountCap()).error_code(), grpc::FAILED_PRECONDITION)
+      << "not staged";
+  ASSERT_TRUE(Stage(id, MountCap()).ok());
+  ASSERT_TRUE(Publish(id, MountCap(), /*read_only=*/true).ok());
+  auto m = mounter_.GetMount(TargetPath(id));
+  ASSERT_TRUE(m.ok() && m->has_value());
+  EXPECT_TRUE((*m)->read_only);
+  EXPECT_EQ((*m)->source, "/dev/fakeloop0");
+  ASSERT_TRUE(Publish(id, MountCap(), true).ok());
+  EXPECT_EQ(Publish(id, MountCap(), false).error_code(), grpc::ALREADY_EXISTS);
+  EXPECT_EQ(Publish(id, BlockCap(), true).error_code(), grpc::INVALID_ARGUMENT);
+
+  EXPECT_EQ(Unstage(id).error_code(), grpc::FAILED_PRECONDITION)
+      << "still published";
+  ASSERT_TRUE(Unpublish(id).ok());
+  EXPECT_FALSE(mounter_.PathExists(TargetPath(id)));
+  ASSERT_TRUE(Unpublish(id).ok());
+  ASSERT_TRUE(Unstage(id).ok());
+  ASSERT_TRUE(Unstage(id).ok());
+  EXPECT_FALSE(backend_.IsAttached(id));
+  EXPECT_TRUE(mounter_.Mounts().empty());
+}
+
+TEST_F(NodeTest, ReaderOnlyAccessModePublishesReadOnly) {
+  std::string id = MakeVolume("pvc-ro");
+  auto cap =
+      MountCap("", VolumeCapability::AccessMode::SINGLE_NODE_READER_ONLY);
+  ASSERT_TRUE(Stage(id, cap).ok());
+  ASSERT_TRUE(Publish(id, cap).ok());
+  auto m = mounter_.GetMount(TargetPath(id));
+  ASSERT_TRUE(m.ok() && m->has_value());
+  EXPECT_TRUE((*m)->read_only);
+}
+
+TEST_F(NodeTest, BlockStageSkipsMkfsAndPublishBindsTheDevice) {
+  std::string id = MakeVolume("pvc-b");
+  ASSERT_TRUE(Stage(id, BlockCap()).ok());
+  EXPECT_EQ(formatter_.format_calls(), 0);
+  EXPECT_TRUE(mounter_.Mounts().empty());
+  ASSERT_TRUE(Publish(id, BlockCap()).ok());
+  auto m = mounter_.GetMount(TargetPath(id));
+  ASSERT_TRUE(m.ok() && m->has_value());
+  EXPECT_EQ((*m)->root, "/dev/fakeloop0");
+  ASSERT_TRUE(Publish(id, BlockCap()).ok());
+
+  ::csi::v1::NodeGetVolumeStatsRequest r;
+  r.set_volume_id(id);
+  r.set_volume_path(TargetPath(id));
+  ::csi::v1::NodeGetVolumeStatsResponse resp;
+  ASSERT_TRUE(node_->NodeGetVolumeStats(nullptr, &r, &resp).ok());
+  ASSERT_EQ(resp.usage_size(), 1);
+  EXPECT_EQ(resp.usage(0).total(), static_cast<int64_t>(64 * kMiB));
+  EXPECT_FALSE(resp.volume_condition().abnormal());
+}
+
+TEST_F(NodeTest, StatsBytesInodesAndAbnormalConditions) {
+  std::string id = MakeVolume("pvc-st");
+  ASSERT_TRUE(Stage(id, MountCap()).ok());
+  ASSERT_TRUE(Publish(id, MountCap()).ok());
+  sys::FsUsage u;
+  u.total_bytes = 1000;
+  u.available_bytes = 600;
+  u.used_bytes = 400;
+  u.total_inodes = 50;
+  u.free_inodes = 40;
+  u.used_inodes = 10;
+  mounter_.SetUsage(u);
+  ::csi::v1::NodeGetVolumeStatsRequest r;
+  r.set_volume_id(id);
+  r.set_volume_path(TargetPath(id));
+  ::csi::v1::NodeGetVolumeStatsResponse resp;
+  ASSERT_TRUE(node_->NodeGetVolumeStats(nullptr, &r, &resp).ok());
+  ASSERT_EQ(resp.usage_size(), 2);
+  EXPECT_EQ(resp.usage(0).unit(), ::csi::v1::VolumeUsage::BYTES);
+  EXPECT_EQ(resp.usage(0).total(), 1000);
+  EXPECT_EQ(resp.usage(0).used(), 400);
+  EXPECT_EQ(resp.usage(1).unit(), ::csi::v1::VolumeUsage::INODES);
+  EXPECT_EQ(resp.usage(1).available(), 40);
+  EXPECT_FALSE(resp.volume_condition().abnormal());
+
+  mounter_.DropMount(TargetPath(id));
+  resp.Clear();
+  ASSERT_TRUE(node_->NodeGetVolumeStats(nullptr, &r, &resp).ok());
+  EXPECT_TRUE(resp.volume_condition().abnormal());
+  EXPECT_TRUE(
+      absl::StrContains(resp.volume_condition().message(), "not mounted"));
+
+  backend_.DropMedia(id);
+  resp.Clear();
+  ASSERT_TRUE(node_->NodeGetVolumeStats(nullptr, &r, &resp).ok());
+  EXPECT_TRUE(resp.volume_condition().abnormal());
+  EXPECT_TRUE(absl::StrContains(resp.volume_condition().message(), "gone"));
+
+  r.set_volume_path("/k/somewhere-else");
+  EXPECT_EQ(node_->NodeGetVolumeStats(nullptr, &r, &resp).error_code(),
+            grpc::NOT_FOUND);
+}
+
+TEST_F(NodeTest, NodeExpandRefreshesAndGrows) {
+  std::string id = MakeVolume("pvc-x");
+  ASSERT_TRUE(Stage(id, MountCap()).ok());
+  ASSERT_TRUE(Publish(id, MountCap()).ok());
+  ::csi::v1::ControllerExpandVolumeRequest ce;
+  ce.set_volume_id(id);
+  ce.mutable_capacity_range()->set_required_bytes(128 * kMiB);
+  ::csi::v1::ControllerExpandVolumeResponse ceresp;
+  ASSERT_TRUE(controller_->ControllerExpandVolume(nullptr, &ce, &ceresp).ok());
+
+  ::csi::v1::NodeExpandVolumeRequest r;
+  r.set_volume_id(id);
+  r.set_volume_path(TargetPath(id));
+  r.mutable_capacity_range()->set_required_bytes(128 * kMiB);
+  ::csi::v1::NodeExpandVolumeResponse resp;
+  ASSERT_TRUE(node_->NodeExpandVolume(nullptr, &r, &resp).ok());
+  EXPECT_EQ(resp.capacity_bytes(), static_cast<int64_t>(128 * kMiB));
+  EXPECT_EQ(formatter_.grow_calls(), 1);
+  ASSERT_TRUE(node_->NodeExpandVolume(nullptr, &r, &resp).ok());
+
+  r.mutable_capacity_range()->set_required_bytes(512 * kMiB);
+  EXPECT_EQ(node_->NodeExpandVolume(nullptr, &r, &resp).error_code(),
+            grpc::OUT_OF_RANGE);
+  r.clear_capacity_range();
+  r.set_volume_path("/k/not-this-volume");
+  EXPECT_EQ(node_->NodeExpandVolume(nullptr, &r, &resp).error_code(),
+            grpc::NOT_FOUND);
+  r.set_volume_path("");
+  EXPECT_EQ(node_->NodeExpandVolume(nullptr, &r, &resp).error_code(),
+            grpc::INVALID_ARGUMENT);
+}
+
+TEST_F(NodeTest, FailedPublishRollsBack) {
+  std::string id = MakeVolume("pvc-fp");
+  ASSERT_TRUE(Stage(id, MountCap()).ok());
+  mounter_.FailNext("BindMount", absl::InternalError("bind failed"));
+  EXPECT_EQ(Publish(id, MountCap()).error_code(), grpc::INTERNAL);
+  EXPECT_TRUE(Record(id)->publishes.empty());
+  EXPECT_FALSE(mounter_.PathExists(TargetPath(id)));
+  EXPECT_TRUE(Publish(id, MountCap()).ok());
+}
+
+TEST_F(NodeTest, ConcurrentCallOnOneVolumeIsAborted) {
+  std::string id = MakeVolume("pvc-c");
+  auto held = locks_->TryLock(id);
+  ASSERT_TRUE(held.ok());
+  grpc::Status s = Stage(id, MountCap());
+  EXPECT_EQ(s.error_code(), grpc::ABORTED);
+  EXPECT_TRUE(absl::StrContains(s.error_message(), id));
+}
+
+TEST_F(NodeTest, InfoAndCapabilities) {
+  ::csi::v1::NodeGetInfoRequest ir;
+  ::csi::v1::NodeGetInfoResponse info;
+  ASSERT_TRUE(node_->NodeGetInfo(nullptr, &ir, &info).ok());
+  EXPECT_EQ(info.node_id(), "node-a");
+  EXPECT_EQ(info.max_volumes_per_node(), 7);
+  EXPECT_EQ(info.accessible_topology().segments().at("daxlease.io/node"),
+            "node-a");
+  ::csi::v1::NodeGetCapabilitiesRequest cr;
+  ::csi::v1::NodeGetCapabilitiesResponse caps;
+  ASSERT_TRUE(node_->NodeGetCapabilities(nullptr, &cr, &caps).ok());
+  std::set<int> got;
+  for (const auto& c : caps.capabilities()) got.insert(c.rpc().type());
+  using Rpc = ::csi::v1::NodeServiceCapability::RPC;
+  EXPECT_EQ(got,
+            (std::set<int>{Rpc::STAGE_UNSTAGE_VOLUME, Rpc::GET_VOLUME_STATS,
+                           Rpc::EXPAND_VOLUME, Rpc::VOLUME_CONDITION}));
+}
+
+}  // namespace
+}  // namespace daxlease::csi

@@ -1,1 +1,162 @@
+#include "csi/validation.h"
+
 #include "gtest/gtest.h"
+
+namespace daxlease::csi {
+namespace {
+
+TEST(ValidationTest, VolumeIds) {
+  EXPECT_TRUE(ValidateVolumeId("pvc-1-0123456789abcdef").ok());
+  EXPECT_TRUE(ValidateVolumeId("no-such-volume").ok());
+  EXPECT_FALSE(ValidateVolumeId("").ok());
+  EXPECT_FALSE(ValidateVolumeId("a/b").ok());
+  EXPECT_FALSE(ValidateVolumeId("..").ok());
+  EXPECT_FALSE(ValidateVolumeId(std::string("a\0b", 3)).ok());
+  EXPECT_FALSE(ValidateVolumeId(std::string(129, 'a')).ok());
+}
+
+TEST(ValidationTest, Names) {
+  EXPECT_TRUE(ValidateName(std::string(128, 'n')).ok());
+  EXPECT_FALSE(ValidateName(std::string(129, 'n')).ok());
+  EXPECT_FALSE(ValidateName("").ok());
+}
+
+TEST(ValidationTest, Paths) {
+  std::vector<std::string> roots = {"/var/lib/kubelet", "/tmp/t/"};
+  EXPECT_TRUE(ValidatePath("p", "/var/lib/kubelet/pods/x", roots).ok());
+  EXPECT_TRUE(ValidatePath("p", "/tmp/t/x", roots).ok());
+  EXPECT_FALSE(ValidatePath("p", "/var/lib/kubelet", roots).ok())
+      << "root itself";
+  EXPECT_FALSE(ValidatePath("p", "/var/lib/kubeletx/a", roots).ok());
+  EXPECT_FALSE(ValidatePath("p", "/var/lib/kubelet/../../etc", roots).ok());
+  EXPECT_FALSE(ValidatePath("p", "var/lib/kubelet/a", roots).ok());
+  EXPECT_FALSE(ValidatePath("p", "", roots).ok());
+  EXPECT_TRUE(ValidatePath("p", "/var/lib/kubelet/a..b", roots).ok());
+  absl::Status s = ValidatePath("target_path", "/etc", roots);
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(s.message().find("target_path"), absl::string_view::npos);
+}
+
+TEST(ValidationTest, Parameters) {
+  google::protobuf::Map<std::string, std::string> p;
+  p["daxlease.io/mode"] = "devdax";
+  p["daxlease.io/share"] = "true";
+  p["daxlease.io/recallGraceSeconds"] = "10";
+  p["csi.storage.k8s.io/fstype"] = "xfs";
+  p["csi.storage.k8s.io/pvc/namespace"] = "default";
+  auto v = ValidateParameters(p);
+  ASSERT_TRUE(v.ok()) << v.status();
+  EXPECT_EQ(v->mode, VolumeMode::kDevdax);
+  EXPECT_TRUE(v->share);
+  EXPECT_EQ(v->recall_grace_seconds, 10);
+  EXPECT_EQ(v->fs_type, "xfs");
+  EXPECT_EQ(v->normalized.size(), 3u);
+
+  for (auto [k, val] : std::vector<std::pair<std::string, std::string>>{
+           {"daxlease.io/mode", "pmem"},
+           {"daxlease.io/share", "yes"},
+           {"daxlease.io/recallGraceSeconds", "0"},
+           {"csi.storage.k8s.io/fstype", "ext3"},
+           {"daxlease.io/unknown", "x"},
+           {"mode", "fsdax"}}) {
+    google::protobuf::Map<std::string, std::string> bad;
+    bad[k] = val;
+    EXPECT_EQ(ValidateParameters(bad).status().code(),
+              absl::StatusCode::kInvalidArgument)
+        << k;
+  }
+  google::protobuf::Map<std::string, std::string> big;
+  big["csi.storage.k8s.io/x"] = std::string(4097, 'x');
+  EXPECT_FALSE(ValidateParameters(big).ok());
+}
+
+TEST(ValidationTest, Sizes) {
+  ::csi::v1::CapacityRange r;
+  auto s = ComputeSize(nullptr, kMinVolumeBytes);
+  ASSERT_TRUE(s.ok());
+  EXPECT_EQ(s->bytes, kDefaultVolumeBytes);
+  r.set_required_bytes(1);
+  EXPECT_EQ(ComputeSize(&r, kMinVolumeBytes)->bytes, kMinVolumeBytes);
+  r.set_required_bytes((3 << 20) + 5);
+  EXPECT_EQ(ComputeSize(&r, 0)->bytes, 4u << 20);
+  r.set_limit_bytes((3 << 20) + 4096);
+  EXPECT_EQ(ComputeSize(&r, 0)->bytes, (3u << 20) + 4096);
+  r.set_limit_bytes(1 << 20);
+  EXPECT_EQ(ComputeSize(&r, 0).status().code(), absl::StatusCode::kOutOfRange);
+  r.set_required_bytes(-5);
+  r.set_limit_bytes(0);
+  EXPECT_EQ(ComputeSize(&r, 0).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  r.set_required_bytes(0);
+  r.set_limit_bytes(100 << 20);
+  EXPECT_EQ(ComputeSize(&r, kMinVolumeBytes)->bytes, 100u << 20);
+
+  ::csi::v1::CapacityRange want;
+  want.set_required_bytes(10);
+  want.set_limit_bytes(20);
+  EXPECT_TRUE(CapacityMatches(15, &want));
+  EXPECT_FALSE(CapacityMatches(25, &want));
+  EXPECT_FALSE(CapacityMatches(5, &want));
+}
+
+TEST(ValidationTest, VolumeIdsAreDeterministicKubernetesNames) {
+  std::string a = VolumeIdForName("pvc-3f2a_B.C");
+  EXPECT_EQ(a, VolumeIdForName("pvc-3f2a_B.C"));
+  EXPECT_NE(a, VolumeIdForName("pvc-3f2a_B.D"));
+  for (const std::string& name :
+       {std::string("pvc-3f2a_B.C"), std::string(128, 'Z'), std::string("___"),
+        std::string("a")}) {
+    std::string id = VolumeIdForName(name);
+    EXPECT_LE(id.size(), 63u) << id;
+    EXPECT_TRUE(std::isalnum(static_cast<unsigned char>(id.front()))) << id;
+    EXPECT_TRUE(std::isalnum(static_cast<unsigned char>(id.back()))) << id;
+    for (char c : id) {
+      EXPECT_TRUE((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-')
+          << id;
+    }
+  }
+}
+
+TEST(ValidationTest, CapabilitiesAndFsType) {
+  ::csi::v1::VolumeCapability c;
+  EXPECT_FALSE(ValidateCapability(c, false).ok()) << "no access type";
+  c.mutable_mount()->set_fs_type("xfs");
+  EXPECT_FALSE(ValidateCapability(c, false).ok()) << "no access mode";
+  c.mutable_access_mode()->set_mode(
+      ::csi::v1::VolumeCapability::AccessMode::MULTI_NODE_READER_ONLY);
+  EXPECT_FALSE(ValidateCapability(c, false).ok());
+  auto shared = ValidateCapability(c, true);
+  ASSERT_TRUE(shared.ok());
+  EXPECT_TRUE(shared->reader_only);
+  c.mutable_access_mode()->set_mode(
+      ::csi::v1::VolumeCapability::AccessMode::SINGLE_NODE_WRITER);
+  c.mutable_mount()->add_mount_flags("noatime,dax");
+  EXPECT_FALSE(ValidateCapability(c, false).ok()) << "comma injection";
+
+  VolumeParameters p;
+  CapabilityInfo xfs;
+  xfs.fs_type = "xfs";
+  EXPECT_EQ(*ResolveFsType(p, {}), "ext4");
+  EXPECT_EQ(*ResolveFsType(p, {xfs}), "xfs");
+  p.fs_type = "ext4";
+  EXPECT_FALSE(ResolveFsType(p, {xfs}).ok());
+}
+
+TEST(ValidationTest, TopologyAndTokens) {
+  ::csi::v1::TopologyRequirement req;
+  EXPECT_TRUE(TopologyAllowsNode(req, "n1"));
+  (*req.add_requisite()->mutable_segments())["daxlease.io/node"] = "n2";
+  EXPECT_FALSE(TopologyAllowsNode(req, "n1"));
+  (*req.add_requisite()->mutable_segments())["daxlease.io/node"] = "n1";
+  EXPECT_TRUE(TopologyAllowsNode(req, "n1"));
+
+  EXPECT_EQ(*ParseStartingToken("", 3), 0u);
+  EXPECT_EQ(*ParseStartingToken("3", 3), 3u);
+  EXPECT_EQ(ParseStartingToken("4", 3).status().code(),
+            absl::StatusCode::kAborted);
+  EXPECT_EQ(ParseStartingToken("x", 3).status().code(),
+            absl::StatusCode::kAborted);
+}
+
+}  // namespace
+}  // namespace daxlease::csi

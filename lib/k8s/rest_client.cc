@@ -76,6 +76,7 @@ absl::StatusOr<std::unique_ptr<RestKubeClient>> RestKubeClient::Create(
 }
 
 absl::StatusOr<Json> RestKubeClient::Call(HttpRequest req) {
+  req.timeout = retry_.request_timeout;
   absl::Duration backoff = retry_.initial_backoff;
   absl::Status last;
   for (int attempt = 1;; ++attempt) {

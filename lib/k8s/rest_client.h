@@ -19,6 +19,10 @@ struct RetryPolicy {
   int max_attempts = 5;
   absl::Duration initial_backoff = absl::Milliseconds(100);
   absl::Duration max_backoff = absl::Seconds(5);
+  // Timeout of each non-watch request (an attempt that times out counts as
+  // a failed attempt: DeadlineExceeded, not retried). A leader elector's
+  // client wants this well below its renew deadline, with max_attempts 1.
+  absl::Duration request_timeout = absl::Seconds(30);
 };
 
 class RestKubeClient final : public KubeClient {

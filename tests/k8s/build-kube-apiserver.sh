@@ -4,7 +4,8 @@
 #
 #   tests/k8s/build-kube-apiserver.sh            -> prints $CACHE/bin/kube-apiserver
 #
-# Cache: $DAXLEASE_K8S_CACHE (default /var/cache/daxlease/kube-apiserver), outside the
+# Cache: $DAXLEASE_K8S_CACHE (default /var/cache/daxlease/kube-apiserver, or
+# ~/.cache/daxlease/kube-apiserver when that cannot be created), outside the
 # repository. Idempotent: a binary whose key matches the recipe is reused (~1 s); a cold
 # build takes about 5 minutes on 2 cores and ~2.7 GB of disk at its peak.
 #
@@ -32,6 +33,9 @@ start=$SECONDS
 say() { echo "[build-kube-apiserver +$((SECONDS - start))s] $*" >&2; }
 fail() { say "FAILED: $*"; exit 1; }
 
+if [[ -z ${DAXLEASE_K8S_CACHE:-} ]] && ! mkdir -p "$cache" 2>/dev/null; then
+  cache=${XDG_CACHE_HOME:-$HOME/.cache}/daxlease/kube-apiserver   # not root
+fi
 mkdir -p "$cache"
 cache=$(cd "$cache" && pwd -P)
 exec 9>"$cache/.lock"

@@ -1,0 +1,114 @@
+// The controller end to end over the in-memory API server: informers, the
+// cache reader with its overlay, the work queue and deadline requeue (driven
+// by a FakeClock).
+#include "operator/controller.h"
+
+#include <chrono>
+#include <thread>
+
+#include "gtest/gtest.h"
+#include "lib/api/json.h"
+#include "lib/base/clock.h"
+#include "lib/k8s/fake_client.h"
+
+namespace daxlease::op {
+namespace {
+
+bool Eventually(const std::function<bool()>& pred) {
+  for (int i = 0; i < 500; ++i) {
+    if (pred()) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  return pred();
+}
+
+class ControllerTest : public testing::Test {
+ protected:
+  ControllerTest() : fake_(clock_) {}
+  ~ControllerTest() override {
+    controller_.Stop();
+    fake_.Shutdown();
+  }
+
+  std::optional<api::DaxLease> Lease(const std::string& n) {
+    auto j = fake_.Get(LeaseResource(), "", n);
+    if (!j.ok()) return std::nullopt;
+    auto l = api::FromJson<api::DaxLease>(*j);
+    if (!l.ok()) return std::nullopt;
+    return *l;
+  }
+  std::optional<api::DaxRecall> Recall(const std::string& n) {
+    auto j = fake_.Get(RecallResource(), "", n);
+    if (!j.ok()) return std::nullopt;
+    auto r = api::FromJson<api::DaxRecall>(*j);
+    if (!r.ok()) return std::nullopt;
+    return *r;
+  }
+  bool LeaseIs(const std::string& n, api::LeaseState s) {
+    auto l = Lease(n);
+    return l && l->status.state == s;
+  }
+
+  base::FakeClock clock_;
+  k8s::FakeKubeClient fake_;
+  FakeEventSink events_;
+  Controller controller_{fake_, clock_, events_};
+};
+
+TEST_F(ControllerTest, GrantsRecallsAndRevokesAtTheDeadline) {
+  api::DaxVolume v;
+  v.metadata.name = "vol";
+  v.spec.size_bytes = 1;
+  v.spec.owner_node = "owner";
+  v.spec.share = true;
+  ASSERT_TRUE(fake_.Create(VolumeResource(), api::ToJson(v)).ok());
+  ASSERT_TRUE(controller_.Start().ok());
+  for (const char* n : {"a", "b"}) {
+    api::DaxLease l;
+    l.metadata.name = n;
+    l.spec = {"vol", std::string("node-") + n, "", api::Access::kReadWrite};
+    ASSERT_TRUE(fake_.Create(LeaseResource(), api::ToJson(l)).ok());
+  }
+  ASSERT_TRUE(Eventually([&] {
+    return LeaseIs("a", api::LeaseState::kGranted) &&
+           LeaseIs("b", api::LeaseState::kGranted);
+  }));
+
+  api::DaxRecall r;
+  r.metadata.name = "r";
+  r.spec = {"vol", api::RecallReason::kManual, 10};
+  ASSERT_TRUE(fake_.Create(RecallResource(), api::ToJson(r)).ok());
+  ASSERT_TRUE(Eventually([&] {
+    return LeaseIs("a", api::LeaseState::kRecalling) &&
+           LeaseIs("b", api::LeaseState::kRecalling);
+  }));
+  std::string id = Recall("r")->status.recall_id;
+  ASSERT_TRUE(fake_
+                  .Patch(LeaseResource(), "", "a", k8s::PatchType::kMerge,
+                         {{"status", {{"releasedRecallID", id}}}}, "status")
+                  .ok());
+  ASSERT_TRUE(
+      Eventually([&] { return LeaseIs("a", api::LeaseState::kReleased); }));
+
+  // Nothing changes until the deadline; then the requeued pass revokes b.
+  std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  EXPECT_TRUE(LeaseIs("b", api::LeaseState::kRecalling));
+  clock_.Advance(absl::Seconds(11));
+  ASSERT_TRUE(Eventually([&] {
+    auto l = Lease("b");
+    return l && l->status.state == api::LeaseState::kRevoked &&
+           l->status.fence_required;
+  }));
+  ASSERT_TRUE(fake_
+                  .Patch(LeaseResource(), "", "b", k8s::PatchType::kMerge,
+                         {{"status", {{"fencedRecallID", id}}}}, "status")
+                  .ok());
+  ASSERT_TRUE(Eventually([&] {
+    auto rc = Recall("r");
+    return rc && rc->status.phase == api::RecallPhase::kComplete;
+  }));
+  EXPECT_GT(controller_.passes(), 0);
+}
+
+}  // namespace
+}  // namespace daxlease::op

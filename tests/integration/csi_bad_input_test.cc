@@ -138,6 +138,12 @@ TEST_F(CsiBadInputTest, ControllerCalls) {
        R"({"name":"pvc-existing","capacityRange":{"requiredBytes":"134217728","limitBytes":"134217728"},"volumeCapabilities":[)" +
            std::string(kMountCap) + "]}",
        {Code::kAlreadyExists}},
+      {"same name, another fstype",
+       "/csi.v1.Controller/CreateVolume",
+       R"({"name":"pvc-existing","capacityRange":{"requiredBytes":"67108864"},)"
+       R"("volumeCapabilities":[{"mount":{},"accessMode":{"mode":"SINGLE_NODE_WRITER"}}],)"
+       R"("parameters":{"csi.storage.k8s.io/fstype":"xfs"}})",
+       {Code::kAlreadyExists}},
       {"empty id", "/csi.v1.Controller/DeleteVolume", R"({"volumeId":""})",
        kIA},
       {"unknown id is already deleted",

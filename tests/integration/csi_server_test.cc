@@ -4,6 +4,7 @@
 #include <sys/socket.h>
 #include <sys/un.h>
 
+#include <algorithm>
 #include <set>
 #include <string>
 
@@ -131,6 +132,45 @@ TEST_F(CsiServerTest, IdentityAndCapabilities) {
   EXPECT_EQ(node.max_volumes_per_node(), 64);
   EXPECT_EQ(node.accessible_topology().segments().at("daxlease.io/node"),
             kNodeId);
+}
+
+TEST_F(CsiServerTest, CapacityRangeIsHonoured) {
+  struct Range {
+    int64_t required, limit;
+  };
+  int i = 0;
+  // (The file backend's smallest volume is 16 MiB.)
+  for (Range r : {Range{16 * kMiB + 1, 20 * kMiB}, Range{0, 24 * kMiB},
+                  Range{20 * kMiB, 20 * kMiB}, Range{5 * kMiB, 0}}) {
+    SCOPED_TRACE(::testing::Message() << r.required << ".." << r.limit);
+    csi::v1::CreateVolumeRequest req;
+    req.set_name("pvc-range-" + std::to_string(i++));
+    req.mutable_capacity_range()->set_required_bytes(r.required);
+    req.mutable_capacity_range()->set_limit_bytes(r.limit);
+    *req.add_volume_capabilities() = MountCap("ext4");
+    csi::v1::CreateVolumeResponse resp;
+    grpc::Status s = Call(&Controller::Stub::CreateVolume, req, &resp);
+    ASSERT_TRUE(s.ok()) << s.error_message();
+    EXPECT_GE(resp.volume().capacity_bytes(), std::max<int64_t>(r.required, 1));
+    if (r.limit > 0) {
+      EXPECT_LE(resp.volume().capacity_bytes(), r.limit);
+    }
+  }
+  // A limit below anything the backend can make is refused, never silently
+  // exceeded.
+  csi::v1::CreateVolumeRequest tiny;
+  tiny.set_name("pvc-range-tiny");
+  tiny.mutable_capacity_range()->set_limit_bytes(1);
+  *tiny.add_volume_capabilities() = MountCap("ext4");
+  csi::v1::CreateVolumeResponse resp;
+  grpc::Status s = Call(&Controller::Stub::CreateVolume, tiny, &resp);
+  if (s.ok()) {
+    EXPECT_LE(resp.volume().capacity_bytes(), 1);
+  } else {
+    EXPECT_TRUE(s.error_code() == grpc::StatusCode::OUT_OF_RANGE ||
+                s.error_code() == grpc::StatusCode::INVALID_ARGUMENT)
+        << s.error_code() << " " << s.error_message();
+  }
 }
 
 TEST_F(CsiServerTest, CapacityShrinksWithVolumesAndListPaginates) {

@@ -205,6 +205,193 @@ int Client(const std::string& ip, uint16_t port, size_t len, uint32_t seed) {
   return bad == 0 ? 0 : 1;
 }
 
+// Waits for the completion `wr_id`, keeping others that arrive first.
+absl::StatusOr<WorkCompletion> WaitFor(CompletionQueue& cq,
+                                       std::vector<WorkCompletion>& early,
+                                       uint64_t wr_id) {
+  for (size_t i = 0; i < early.size(); ++i) {
+    if (early[i].wr_id == wr_id) {
+      WorkCompletion wc = early[i];
+      early.erase(early.begin() + static_cast<long>(i));
+      return wc;
+    }
+  }
+  for (;;) {
+    auto wc = cq.Wait(kStep);
+    if (!wc.ok()) return wc.status();
+    if (wc->wr_id == wr_id) return *wc;
+    early.push_back(*wc);
+  }
+}
+
+constexpr uint64_t kWrBind = 101, kWrSendKey = 102, kWrRecv = 103, kWrInv = 104,
+                   kWrSendRevoked = 105;
+
+// The lease shape of the node agent: the owner registers the volume once
+// with local rights only, grants the peer a type-2 memory window (its rkey
+// sent over SEND), the peer writes and reads through it, then the owner
+// revokes it (LOCAL_INV, exactly once) and the peer's next write is refused
+// without touching the memory.
+int ServeWindow(const std::string& path, const std::string& ip, uint16_t port,
+                size_t len) {
+  Mapping m;
+  if (!MapPath(path, len, m)) return 1;
+  std::memset(m.addr, 0, len);
+  auto ch = EventChannel::Create();
+  if (!ch.ok()) return Fail("event channel", ch.status());
+  auto listener = CmId::Create(*ch);
+  if (!listener.ok()) return Fail("cm id", listener.status());
+  if (auto st = listener->Listen(ip, port, 1); !st.ok())
+    return Fail("listen", st);
+  std::printf("window-serve: listening\n");
+  std::fflush(stdout);
+  auto req = listener->WaitForRequest(absl::Seconds(60));
+  if (!req.ok()) return Fail("wait for request", req.status());
+  CmId& id = req->id;
+  auto pd = ProtectionDomain::Allocate(id.verbs());
+  if (!pd.ok()) return Fail("alloc pd", pd.status());
+  auto mr = MemoryRegion::Register(*pd, m.addr, len, kLocalWrite | kMwBind);
+  if (!mr.ok()) return Fail("ibv_reg_mr(local+bind)", mr.status());
+  uint32_t msg[4] = {0, 0, 0, 0};
+  auto msg_mr = MemoryRegion::Register(*pd, msg, sizeof msg, kLocalWrite);
+  if (!msg_mr.ok()) return Fail("register msg", msg_mr.status());
+  auto cq = CompletionQueue::Create(id.verbs(), 32);
+  if (!cq.ok()) return Fail("create cq", cq.status());
+  auto qp = CmQueuePair::Create(id, *pd, *cq, QueuePairCaps{});
+  if (!qp.ok()) return Fail("create qp", qp.status());
+  auto mw = MemoryWindow::Allocate(*pd);  // released before the QP and MR
+  if (!mw.ok()) return Fail("ibv_alloc_mw", mw.status());
+  std::vector<WorkCompletion> early;
+  uint32_t seed = 0;
+  if (req->private_data.size() >= sizeof(uint32_t))
+    std::memcpy(&seed, req->private_data.data(), sizeof seed);
+  if (auto st = qp->ops().PostRecv(*msg_mr, &msg[2], 4, kWrRecv); !st.ok())
+    return Fail("post recv", st);
+  RegionInfo info{reinterpret_cast<uintptr_t>(m.addr), len, 0, seed};
+  if (auto st = id.Accept(
+          absl::string_view(reinterpret_cast<char*>(&info), sizeof info),
+          kStep);
+      !st.ok())
+    return Fail("accept", st);
+  if (auto st = qp->ops().PostBindWindow(*mw, *mr, m.addr, len,
+                                         kRemoteWrite | kRemoteRead, kWrBind);
+      !st.ok())
+    return Fail("bind window", st);
+  auto wc = WaitFor(*cq, early, kWrBind);
+  if (!wc.ok() || !wc->ok())
+    return Fail("bind completion",
+                wc.ok() ? absl::InternalError(wc->status_text) : wc.status());
+  const uint32_t rkey = mw->rkey();
+  msg[0] = rkey;
+  std::printf("window-serve: window bound over %zu bytes, rkey=0x%x\n", len,
+              rkey);
+  if (auto st = qp->ops().PostSend(*msg_mr, &msg[0], 4, kWrSendKey); !st.ok())
+    return Fail("send rkey", st);
+  if (auto w = WaitFor(*cq, early, kWrSendKey); !w.ok() || !w->ok())
+    return Fail("send rkey completion", absl::InternalError("failed"));
+  // The peer says it is done with the granted access: revoke it.
+  if (auto w = WaitFor(*cq, early, kWrRecv); !w.ok() || !w->ok())
+    return Fail("recv done", absl::InternalError("failed"));
+  if (auto st = qp->ops().PostLocalInvalidate(rkey, kWrInv); !st.ok())
+    return Fail("local invalidate", st);
+  if (auto w = WaitFor(*cq, early, kWrInv); !w.ok() || !w->ok())
+    return Fail("invalidate completion", absl::InternalError("failed"));
+  std::printf("window-serve: rkey 0x%x revoked (LOCAL_INV)\n", rkey);
+  if (auto st = qp->ops().PostSend(*msg_mr, &msg[0], 4, kWrSendRevoked);
+      !st.ok())
+    return Fail("send revoked", st);
+  (void)WaitFor(*cq, early, kWrSendRevoked);
+  std::fflush(stdout);
+  (void)id.WaitForDisconnect(absl::Seconds(60));
+  const auto* b = static_cast<const uint8_t*>(m.addr);
+  size_t bad = 0;
+  for (size_t i = 0; i < len; ++i) bad += b[i] != Pattern(seed, i);
+  std::printf(
+      "window-serve: memory holds exactly the granted writes: %s "
+      "(%zu of %zu bytes differ)\n",
+      bad == 0 ? "OK" : "FAIL", bad, len);
+  return bad == 0 ? 0 : 1;
+}
+
+int ClientWindow(const std::string& ip, uint16_t port, size_t len,
+                 uint32_t seed) {
+  auto ch = EventChannel::Create();
+  if (!ch.ok()) return Fail("event channel", ch.status());
+  auto id = CmId::Create(*ch);
+  if (!id.ok()) return Fail("cm id", id.status());
+  if (auto st = id->Resolve(ip, port, kStep); !st.ok())
+    return Fail("resolve", st);
+  auto pd = ProtectionDomain::Allocate(id->verbs());
+  if (!pd.ok()) return Fail("alloc pd", pd.status());
+  std::vector<uint8_t> src(len), chk(len, 0), late(len, 0xee);
+  for (size_t i = 0; i < len; ++i) src[i] = Pattern(seed, i);
+  uint32_t msg[4] = {0, 0, 0, 0};
+  auto smr = MemoryRegion::Register(*pd, src.data(), len, kLocalWrite);
+  auto cmr = MemoryRegion::Register(*pd, chk.data(), len, kLocalWrite);
+  auto lmr = MemoryRegion::Register(*pd, late.data(), len, kLocalWrite);
+  auto mmr = MemoryRegion::Register(*pd, msg, sizeof msg, kLocalWrite);
+  if (!smr.ok() || !cmr.ok() || !lmr.ok() || !mmr.ok())
+    return Fail("register", absl::InternalError("local registration"));
+  auto cq = CompletionQueue::Create(id->verbs(), 64);
+  if (!cq.ok()) return Fail("create cq", cq.status());
+  auto qp = CmQueuePair::Create(*id, *pd, *cq, QueuePairCaps{});
+  if (!qp.ok()) return Fail("create qp", qp.status());
+  std::vector<WorkCompletion> early;
+  if (auto st = qp->ops().PostRecv(*mmr, &msg[0], 4, kWrSendKey); !st.ok())
+    return Fail("post recv", st);
+  auto priv = id->Connect(
+      absl::string_view(reinterpret_cast<char*>(&seed), sizeof seed), kStep);
+  if (!priv.ok()) return Fail("connect", priv.status());
+  RegionInfo info;
+  std::memcpy(&info, priv->data(), sizeof info);
+  if (auto w = WaitFor(*cq, early, kWrSendKey); !w.ok() || !w->ok())
+    return Fail("receive window rkey", absl::InternalError("failed"));
+  const uint32_t rkey = msg[0];
+  std::printf("window-client: granted rkey 0x%x\n", rkey);
+  // The revoke notice arrives on this receive.
+  if (auto st = qp->ops().PostRecv(*mmr, &msg[1], 4, kWrSendRevoked); !st.ok())
+    return Fail("post recv", st);
+  uint64_t n = 0;
+  auto op = [&](bool write, const MemoryRegion& mr, uint8_t* buf) {
+    for (size_t off = 0; off < len; off += kChunk) {
+      size_t c = std::min(kChunk, len - off);
+      uint64_t wr = ++n;
+      absl::Status st =
+          write
+              ? qp->ops().PostWrite(mr, buf + off, c, info.addr + off, rkey, wr)
+              : qp->ops().PostRead(mr, buf + off, c, info.addr + off, rkey, wr);
+      if (!st.ok()) return st;
+      auto wc = WaitFor(*cq, early, wr);
+      if (!wc.ok()) return wc.status();
+      if (!wc->ok())
+        return absl::PermissionDeniedError(
+            absl::StrCat("completion status ", wc->status_text));
+    }
+    return absl::OkStatus();
+  };
+  if (auto st = op(true, *smr, src.data()); !st.ok())
+    return Fail("write through the window", st);
+  if (auto st = op(false, *cmr, chk.data()); !st.ok())
+    return Fail("read through the window", st);
+  size_t bad = 0;
+  for (size_t i = 0; i < len; ++i) bad += chk[i] != src[i];
+  std::printf("window-client: WRITE+READ through the window: %s (%zu differ)\n",
+              bad == 0 ? "OK" : "FAIL", bad);
+  msg[2] = 1;
+  if (auto st = qp->ops().PostSend(*mmr, &msg[2], 4, kWrRecv); !st.ok())
+    return Fail("send done", st);
+  (void)WaitFor(*cq, early, kWrRecv);
+  if (auto w = WaitFor(*cq, early, kWrSendRevoked); !w.ok() || !w->ok())
+    return Fail("receive revoke notice", absl::InternalError("failed"));
+  // A late write with the revoked key must be refused.
+  absl::Status late_st = op(true, *lmr, late.data());
+  std::printf("window-client: write after revoke: %s\n",
+              late_st.ok() ? "ACCEPTED (FAIL)"
+                           : std::string(late_st.message()).c_str());
+  (void)id->Disconnect();
+  return bad == 0 && !late_st.ok() ? 0 : 1;
+}
+
 int RegMr(const std::string& path, size_t len) {
   Mapping m;
   if (!MapPath(path, len, m)) return 1;
@@ -246,6 +433,11 @@ int main(int argc, char** argv) {
     return Client(f["--ip"], port, bytes,
                   static_cast<uint32_t>(num("--seed", 42)));
   if (cmd == "regmr") return RegMr(f["--path"], bytes);
+  if (cmd == "window-serve")
+    return ServeWindow(f["--path"], f["--ip"], port, bytes);
+  if (cmd == "window-client")
+    return ClientWindow(f["--ip"], port, bytes,
+                        static_cast<uint32_t>(num("--seed", 42)));
   std::fprintf(stderr, "unknown command %s\n", cmd.c_str());
   return 64;
 }

@@ -27,6 +27,20 @@ src=$?
 cat /tmp/serve.log
 check "owner: devdax registered, peer's bytes landed exactly" test $src -eq 0
 
+# The lease shape: registered once with local rights only, a type-2 memory
+# window granted to the peer, revoked with one LOCAL_INV; the peer's late
+# write is refused and the memory keeps exactly the granted writes.
+daxlease-lab-rdma window-serve --path /dev/$DAX --ip $GUEST_IP --port 18516 --bytes $BYTES >/tmp/wserve.log 2>&1 &
+SPID=$!
+i=0
+while ! grep -q listening /tmp/wserve.log && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
+check "peer: WRITE+READ through a granted memory window, refused after revoke" \
+	timeout 120 daxlease-lab-rdma window-client --ip $GUEST_IP --port 18516 --bytes $BYTES --seed 91
+wait $SPID
+src=$?
+cat /tmp/wserve.log
+check "owner: window revoked, memory holds exactly the granted writes" test $src -eq 0
+
 ndctl create-namespace -r region0 -m fsdax -s 64M -n lab-verbs-fsdax >/tmp/ns.json
 PMEM=$(tr -d '\n ' </tmp/ns.json | sed -n 's/.*"blockdev":"\([^"]*\)".*/\1/p')
 mkfs.ext4 -F -q -b 4096 /dev/$PMEM && mkdir -p /mnt/verbs && $MOUNT -o dax /dev/$PMEM /mnt/verbs

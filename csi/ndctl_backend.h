@@ -44,9 +44,9 @@
 // opens a fresh libndctl context, so changes made by other processes
 // (ndctl by hand) are always seen.
 //
-// The mkfs tuning and the -o dax mount are the node service's job (the
-// backend hands it a block device and says ProvidesDax()); see
-// FsdaxMkfsArgs() for the arguments tuned for 2 MiB pages.
+// The mkfs tuning for 2 MiB pages and the -o dax mount (verified: the stage
+// fails if the kernel mounted without DAX) are the node service's job; the
+// backend hands it a block device and says ProvidesDax().
 #ifndef DAXLEASE_CSI_NDCTL_BACKEND_H_
 #define DAXLEASE_CSI_NDCTL_BACKEND_H_
 
@@ -121,12 +121,6 @@ Capacity CapacityOf(const std::vector<RegionSpace>& regions,
 // The namespace UUID of a volume: 16 bytes derived from the ID (RFC 9562
 // version 8 layout), the ownership mark of the backend's namespaces.
 std::array<uint8_t, 16> VolumeNamespaceUuid(absl::string_view volume_id);
-
-// mkfs arguments tuned for 2 MiB DAX pages (DESIGN.md section 3), without
-// the device: ext4 `-b 4096 -E stride=512,stripe_width=512`, xfs
-// `-b size=4096 -m reflink=0 -d su=2m,sw=1`. InvalidArgument for others.
-absl::StatusOr<std::vector<std::string>> FsdaxMkfsArgs(
-    absl::string_view fs_type);
 
 // ---------------------------------------------------------------- backend
 struct NdctlBackendOptions {

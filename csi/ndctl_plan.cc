@@ -126,16 +126,4 @@ std::array<uint8_t, 16> VolumeNamespaceUuid(absl::string_view volume_id) {
   return u;
 }
 
-absl::StatusOr<std::vector<std::string>> FsdaxMkfsArgs(
-    absl::string_view fs_type) {
-  if (fs_type == "ext4")
-    return std::vector<std::string>{
-        "-F", "-q", "-b", "4096", "-E", "stride=512,stripe_width=512"};
-  if (fs_type == "xfs")
-    return std::vector<std::string>{"-f", "-q",        "-b", "size=4096",
-                                    "-m", "reflink=0", "-d", "su=2m,sw=1"};
-  return absl::InvalidArgumentError(absl::StrCat(
-      "fsdax volumes support ext4 and xfs, not \"", fs_type, "\""));
-}
-
 }  // namespace daxlease::csi

@@ -119,19 +119,5 @@ TEST(VolumeNamespaceUuid, DeterministicDistinctAndVersioned) {
   EXPECT_EQ(a[8] >> 6, 2);
 }
 
-TEST(FsdaxMkfsArgs, TunedFor2MiBPages) {
-  auto ext4 = FsdaxMkfsArgs("ext4");
-  ASSERT_TRUE(ext4.ok());
-  EXPECT_NE(
-      std::find(ext4->begin(), ext4->end(), "stride=512,stripe_width=512"),
-      ext4->end());
-  auto xfs = FsdaxMkfsArgs("xfs");
-  ASSERT_TRUE(xfs.ok());
-  EXPECT_NE(std::find(xfs->begin(), xfs->end(), "su=2m,sw=1"), xfs->end());
-  EXPECT_NE(std::find(xfs->begin(), xfs->end(), "reflink=0"), xfs->end());
-  EXPECT_EQ(FsdaxMkfsArgs("btrfs").status().code(),
-            absl::StatusCode::kInvalidArgument);
-}
-
 }  // namespace
 }  // namespace daxlease::csi

@@ -38,7 +38,7 @@ if [ "$ACCEL" = auto ]; then
   ACCEL=tcg
   if [ -w /dev/kvm ] && grep -qw -e vmx -e svm /proc/cpuinfo && [ ! -d /sys/module/kvm_pvm ]; then ACCEL=kvm; fi
 fi
-if [ "$ACCEL" = kvm ]; then ACC=(-accel kvm -cpu host); else ACC=(-accel tcg -cpu max); fi
+if [ "$ACCEL" = kvm ]; then ACC=(-accel kvm -cpu host,-arch-capabilities); else ACC=(-accel tcg -cpu max); fi
 
 W=$(mktemp -d /tmp/daxlease-lab.XXXXXX)
 cleanup() { if [ $KEEP = 1 ]; then echo "lab: kept $W" >&2; else rm -rf "$W"; fi; }

@@ -27,7 +27,7 @@ check "daxlease volume mounted -o dax" mounted_dax $TGT
 # hits both sides alike; each run is the best of 3 passes; the figures are
 # the medians over the rounds, the ratios the medians of the per-round ratios.
 : >/tmp/b.dl; : >/tmp/b.raw
-for round in 1 2 3 4 5 6 7; do
+for _ in 1 2 3 4 5 6 7; do
 	daxlease-dax-bench $TGT/bench.dat $BYTES 3 | tee -a /tmp/b.dl
 	daxlease-dax-bench /mnt/raw/bench.dat $BYTES 3 | tee -a /tmp/b.raw
 done

@@ -3,6 +3,7 @@
 # and mount are called by full path.
 IP=/usr/sbin/ip
 MODPROBE=/usr/sbin/modprobe
+# shellcheck disable=SC2034 # used by the tests that source this file
 MOUNT=/usr/bin/mount
 CLIENT=/usr/local/bin/daxlease-csi-client
 CSI_SOCK=/run/daxlease/csi.sock

@@ -26,9 +26,11 @@ check() {
 finish() { echo "checks failed: $FAILS"; exit $FAILS; }
 
 lab_setup() {
+	t0=$(up)
 	for m in nfit nd_pmem nd_btt dax_pmem device_dax ext4 xfs loop virtio_pci virtio_net; do
 		$MODPROBE "$m" 2>/dev/null || echo "modprobe $m failed (built in?)"
 	done
+	echo "lab-setup: modules loaded ($t0 -> $(up))"
 	i=0
 	while [ ! -e /sys/bus/nd/devices/region0 ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
 	# A fresh QEMU label area is all zero: without labels the region is one raw
@@ -37,6 +39,7 @@ lab_setup() {
 	ndctl disable-region all >/dev/null
 	ndctl init-labels all >/dev/null || echo "init-labels failed"
 	ndctl enable-region all >/dev/null
+	echo "lab-setup: labels initialised ($(up))"
 	$IP link set lo up
 	$IP link set eth0 up 2>/dev/null && $IP addr add $GUEST_IP/24 dev eth0
 	mkdir -p $KUBELET /run/daxlease $CSI_STATE

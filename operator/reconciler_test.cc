@@ -236,8 +236,9 @@ TEST_F(ReconcilerTest, UnknownVolumeGetsConditionNotError) {
   CreateLease("a");
   CreateRecall("r", 5);
   Converge();
+  api::DaxLease a = L("a");
   const api::Condition* c =
-      api::FindCondition(L("a").status.conditions, kLeaseGrantedCondition);
+      api::FindCondition(a.status.conditions, kLeaseGrantedCondition);
   ASSERT_NE(c, nullptr);
   EXPECT_EQ(c->reason, "VolumeNotFound");
   EXPECT_EQ(L("a").status.state, api::LeaseState::kPending);

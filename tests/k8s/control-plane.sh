@@ -153,7 +153,9 @@ do_start() {
       say "already running at $server"
       return 0
     fi
-    say "stale state in $dir: restarting"
+  fi
+  if [[ -f $dir/pids ]]; then
+    say "stale state in $dir: stopping what it recorded, then starting afresh"
     do_stop
   fi
   local kas

@@ -381,6 +381,28 @@ absl::Status NodeService::DoStats(
   return absl::OkStatus();
 }
 
+absl::Status NodeService::GrowFilesystem(const VolumeRecord& rec) {
+  const StageRecord& st = *rec.stage;
+  ASSIGN_OR_RETURN(AttachedDevice dev, deps_.backend->Attach(rec.id));
+  absl::Status online =
+      deps_.formatter->Grow(dev.path, st.staging_path, st.fs_type);
+  if (online.ok() || st.fs_type == "xfs" || !rec.publishes.empty()) {
+    return online;
+  }
+  // ext4 online resize needs CAP_SYS_RESOURCE, which some containers drop.
+  // While nothing is published the filesystem can grow offline instead:
+  // unmount the staging path, check + resize, mount it again.
+  base::LogWarn("csi.expand.offline_fallback",
+                {{"volume", rec.id}, {"online_error", online.ToString()}});
+  RETURN_IF_ERROR(deps_.mounter->Unmount(st.staging_path));
+  absl::Status offline = deps_.formatter->Grow(dev.path, "", st.fs_type);
+  absl::Status remount =
+      deps_.mounter->Mount(dev.path, st.staging_path, st.fs_type,
+                           absl::StrJoin(st.mount_flags, ","));
+  RETURN_IF_ERROR(offline);
+  return remount;
+}
+
 absl::Status NodeService::DoExpand(
     const ::csi::v1::NodeExpandVolumeRequest& req,
     ::csi::v1::NodeExpandVolumeResponse* resp) {
@@ -422,11 +444,7 @@ absl::Status NodeService::DoExpand(
     }
   }
   RETURN_IF_ERROR(deps_.backend->RefreshDevice(id));
-  if (!rec.stage->block) {
-    ASSIGN_OR_RETURN(AttachedDevice dev, deps_.backend->Attach(id));
-    RETURN_IF_ERROR(deps_.formatter->Grow(dev.path, rec.stage->staging_path,
-                                          rec.stage->fs_type));
-  }
+  if (!rec.stage->block) RETURN_IF_ERROR(GrowFilesystem(rec));
   base::LogInfo("csi.volume.node_expanded",
                 {{"volume", id}, {"bytes", absl::StrCat(rec.capacity_bytes)}});
   resp->set_capacity_bytes(static_cast<int64_t>(rec.capacity_bytes));

@@ -64,6 +64,9 @@ class NodeService final : public ::csi::v1::Node::Service {
   // The staging steps after the intent is recorded: attach, format if
   // blank, mount. Idempotent.
   absl::Status StageSteps(VolumeRecord* rec);
+  // Grows the staged filesystem to its device: online, or (ext4 only, when
+  // online resize is refused and nothing is published) offline.
+  absl::Status GrowFilesystem(const VolumeRecord& rec);
   absl::Status PublishSteps(VolumeRecord* rec, const std::string& target);
   // Loads the record or NotFound.
   absl::StatusOr<VolumeRecord> LoadVolume(const std::string& id);

@@ -235,6 +235,31 @@ TEST_F(NodeTest, NodeExpandRefreshesAndGrows) {
             grpc::INVALID_ARGUMENT);
 }
 
+TEST_F(NodeTest,
+       Ext4GrowsOfflineWhenOnlineResizeIsRefusedAndNothingIsPublished) {
+  std::string id = MakeVolume("pvc-off");
+  ASSERT_TRUE(Stage(id, MountCap()).ok());
+  ::csi::v1::NodeExpandVolumeRequest r;
+  r.set_volume_id(id);
+  r.set_volume_path(StagingPath(id));
+  ::csi::v1::NodeExpandVolumeResponse resp;
+  formatter_.FailNext("Grow",
+                      absl::PermissionDeniedError("no CAP_SYS_RESOURCE"));
+  ASSERT_TRUE(node_->NodeExpandVolume(nullptr, &r, &resp).ok());
+  EXPECT_EQ(formatter_.grow_calls(), 1) << "offline grow after the refusal";
+  auto m = mounter_.GetMount(StagingPath(id));
+  ASSERT_TRUE(m.ok() && m->has_value()) << "staging mount is back";
+
+  ASSERT_TRUE(Publish(id, MountCap()).ok());
+  formatter_.FailNext("Grow",
+                      absl::PermissionDeniedError("no CAP_SYS_RESOURCE"));
+  EXPECT_EQ(node_->NodeExpandVolume(nullptr, &r, &resp).error_code(),
+            grpc::PERMISSION_DENIED)
+      << "published: the filesystem cannot be taken offline";
+  m = mounter_.GetMount(TargetPath(id));
+  ASSERT_TRUE(m.ok() && m->has_value());
+}
+
 TEST_F(NodeTest, FailedPublishRollsBack) {
   std::string id = MakeVolume("pvc-fp");
   ASSERT_TRUE(Stage(id, MountCap()).ok());

@@ -33,9 +33,26 @@ class SystemFormatter final : public Formatter {
   absl::Status Grow(absl::string_view device, absl::string_view mount_path,
                     absl::string_view fs_type) override {
     std::vector<std::string> argv;
+    const bool ext =
+        fs_type == "ext4" || fs_type == "ext3" || fs_type == "ext2";
     if (fs_type == "xfs") {
+      if (mount_path.empty()) {
+        return absl::FailedPreconditionError(
+            "xfs can only grow while mounted (xfs_growfs)");
+      }
       argv = {"xfs_growfs", std::string(mount_path)};
-    } else if (fs_type == "ext4" || fs_type == "ext3" || fs_type == "ext2") {
+    } else if (ext && mount_path.empty()) {
+      // resize2fs refuses an unmounted filesystem that was not just checked.
+      // e2fsck -p exits 1 when it fixed something, which is fine here.
+      ASSIGN_OR_RETURN(CommandResult fsck,
+                       RunCommand({"e2fsck", "-f", "-p", std::string(device)}));
+      if (fsck.exit_code != 0 && fsck.exit_code != 1) {
+        return absl::DataLossError(
+            absl::StrCat("e2fsck -f -p ", device, " exited ", fsck.exit_code,
+                         ": ", fsck.stderr_text, fsck.stdout_text));
+      }
+      argv = {"resize2fs", std::string(device)};
+    } else if (ext) {
       argv = {"resize2fs", std::string(device)};
     } else {
       return absl::InvalidArgumentError(

@@ -34,9 +34,13 @@ class Formatter {
                               absl::string_view fs_type,
                               const std::vector<std::string>& extra_args) = 0;
 
-  // Grows the filesystem online to the size of its device: resize2fs
-  // <device> for ext2/3/4, xfs_growfs <mount_path> for xfs. Idempotent (a
-  // filesystem that already fills its device stays as it is).
+  // Grows the filesystem to the size of its device. Online (`mount_path`
+  // is where it is mounted): resize2fs <device> for ext2/3/4 (the kernel
+  // wants CAP_SYS_RESOURCE for that), xfs_growfs <mount_path> for xfs.
+  // Offline (`mount_path` empty, the filesystem not mounted anywhere):
+  // e2fsck -f -p then resize2fs for ext2/3/4; xfs cannot grow offline
+  // (FailedPrecondition). Idempotent (a filesystem that already fills its
+  // device stays as it is).
   virtual absl::Status Grow(absl::string_view device,
                             absl::string_view mount_path,
                             absl::string_view fs_type) = 0;

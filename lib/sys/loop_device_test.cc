@@ -76,5 +76,23 @@ TEST_F(LoopDeviceTest, BlkidSeesNothingThenTheFilesystem) {
   EXPECT_FALSE(ProbeFilesystemType(dir_ + "/missing").ok());
 }
 
+TEST_F(LoopDeviceTest, Ext4GrowsOfflineAfterTheImageGrew) {
+  auto dev = AttachLoop(image_);
+  ASSERT_TRUE(dev.ok()) << dev.status();
+  auto formatter = NewSystemFormatter();
+  ASSERT_TRUE(formatter->Format(*dev, "ext4", {"-q", "-b", "4096"}).ok());
+  ASSERT_TRUE(Fallocate(image_, 128 << 20).ok());
+  ASSERT_TRUE(RefreshLoopCapacity(*dev).ok());
+  absl::Status s = formatter->Grow(*dev, "", "ext4");
+  ASSERT_TRUE(s.ok()) << s;
+  auto out = RunCommandOk({"dumpe2fs", "-h", *dev});
+  ASSERT_TRUE(out.ok()) << out.status();
+  EXPECT_NE(out->stdout_text.find("Block count:              32768"),
+            std::string::npos)
+      << out->stdout_text;
+  EXPECT_EQ(formatter->Grow(*dev, "", "xfs").code(),
+            absl::StatusCode::kFailedPrecondition);
+}
+
 }  // namespace
 }  // namespace daxlease::sys

@@ -194,23 +194,35 @@ Volume VolumeOf(absl::string_view id, ndctl_namespace* ns, uint64_t pfn_align) {
   return v;
 }
 
-// Whether any process has `path` open or mapped. The kernel disables a
-// device-dax instance even while it is mapped (and zaps the mappings), so
-// "in use" for devdax is decided here from /proc, not by the disable call.
+// Whether any process has the device `path` open or mapped, under any name
+// (a published devdax volume is a bind mount of the node into the pod, so
+// compare device numbers, not paths). The kernel disables a device-dax
+// instance even while it is mapped (and zaps the mappings), so "in use" for
+// devdax is decided here from /proc, not by the disable call.
 bool DeviceInUse(const std::string& path) {
+  struct stat dev;
+  if (::stat(path.c_str(), &dev) != 0 ||
+      !(S_ISCHR(dev.st_mode) || S_ISBLK(dev.st_mode)))
+    return false;
+  auto same = [&](const char* p) {
+    struct stat st;
+    return ::stat(p, &st) == 0 &&
+           (S_ISCHR(st.st_mode) || S_ISBLK(st.st_mode)) &&
+           st.st_rdev == dev.st_rdev &&
+           S_ISCHR(st.st_mode) == S_ISCHR(dev.st_mode);
+  };
   DIR* proc = ::opendir("/proc");
   if (proc == nullptr) return false;
   bool used = false;
-  while (dirent* e = ::readdir(proc)) {
-    if (used) break;
+  while (!used) {
+    dirent* e = ::readdir(proc);
+    if (e == nullptr) break;
     if (e->d_name[0] < '0' || e->d_name[0] > '9') continue;
     const std::string pid = absl::StrCat("/proc/", e->d_name);
     if (DIR* fds = ::opendir((pid + "/fd").c_str()); fds != nullptr) {
       while (dirent* f = ::readdir(fds)) {
-        char buf[256];
-        const std::string link = absl::StrCat(pid, "/fd/", f->d_name);
-        ssize_t n = ::readlink(link.c_str(), buf, sizeof buf - 1);
-        if (n > 0 && path == absl::string_view(buf, static_cast<size_t>(n))) {
+        if (f->d_name[0] == '.') continue;
+        if (same(absl::StrCat(pid, "/fd/", f->d_name).c_str())) {
           used = true;
           break;
         }
@@ -219,12 +231,12 @@ bool DeviceInUse(const std::string& path) {
     }
     if (used) break;
     if (FILE* m = std::fopen((pid + "/maps").c_str(), "r"); m != nullptr) {
-      char line[512];
+      char line[1024];
       while (std::fgets(line, sizeof line, m) != nullptr) {
-        absl::string_view l(line);
-        while (!l.empty() && l.back() == '\n') l.remove_suffix(1);
-        if (l.size() >= path.size() &&
-            l.substr(l.size() - path.size()) == path) {
+        char* slash = std::strchr(line, '/');
+        if (slash == nullptr) continue;
+        slash[std::strcspn(slash, "\n")] = '\0';
+        if (same(slash)) {
           used = true;
           break;
         }

@@ -175,6 +175,29 @@ TEST_F(NdctlBackendLab, InUseVolumeIsNotDeleted) {
   EXPECT_TRUE(b.Delete("lab-busy").ok());
 }
 
+TEST_F(NdctlBackendLab, InUseThroughABindMountIsNotDeleted) {
+  // How a pod sees a published devdax volume: a bind mount of the node.
+  NdctlBackend b(Opts());
+  VolumeSpec dd{"lab-busy-bind", 32 * kMiB, 0, VolumeMode::kDevdax, "", {}};
+  ASSERT_TRUE(b.Create(dd).ok());
+  auto dev = b.Attach("lab-busy-bind");
+  ASSERT_TRUE(dev.ok());
+  const std::string bind = "/tmp/lab-bound-dax";
+  ASSERT_EQ(Sh("touch " + bind + " && /usr/bin/mount --bind " + dev->path +
+               " " + bind),
+            0);
+  int fd = open(bind.c_str(), O_RDWR);
+  ASSERT_GE(fd, 0);
+  void* p = mmap(nullptr, 2 * kMiB, PROT_READ, MAP_SHARED, fd, 0);
+  ASSERT_NE(p, MAP_FAILED);
+  close(fd);  // only the mapping remains
+  EXPECT_EQ(b.Delete("lab-busy-bind").code(),
+            absl::StatusCode::kFailedPrecondition);
+  munmap(p, 2 * kMiB);
+  ASSERT_EQ(Sh("/usr/bin/umount " + bind), 0);
+  EXPECT_TRUE(b.Delete("lab-busy-bind").ok());
+}
+
 TEST_F(NdctlBackendLab, ForeignNamespacesAreNeverTouched) {
   // Made by hand, with a volume-like name: not ours.
   std::string ns = ShOut(

@@ -146,6 +146,8 @@ if [ ! -f "$BASE" ]; then
   (cd "$R" && find . | cpio -o -H newc -R 0:0 --quiet) >"$BASE.tmp"
   mv "$BASE.tmp" "$BASE"
   rm -rf "$R"
+  # older bases (other kernel/userland/script versions) are dead weight
+  find "$LAB_CACHE" -maxdepth 1 -name 'base-*.cpio' ! -name "${BASE##*/}" -delete
 fi
 flock -u 9
 

@@ -90,7 +90,11 @@ absl::StatusOr<std::optional<std::string>> FindLoopByBackingFile(
   if (canon.ok()) want = *canon;
   ASSIGN_OR_RETURN(auto loops, ListLoops());
   for (const auto& [dev, backing] : loops) {
-    if (backing == want) return std::optional<std::string>(dev);
+    // The kernel appends " (deleted)" once the backing file was unlinked;
+    // the device is still attached to it and must be found to detach it.
+    if (backing == want || backing == absl::StrCat(want, " (deleted)")) {
+      return std::optional<std::string>(dev);
+    }
   }
   return std::optional<std::string>();
 }

@@ -25,7 +25,8 @@ namespace daxlease::sys {
 
 // The loop device (e.g. "/dev/loop3") currently attached to `backing_file`
 // (compared after realpath), from /sys/block/loop*/loop/backing_file;
-// nullopt when none.
+// nullopt when none. Also finds the device of a backing file that was
+// unlinked meanwhile (pass the path it had).
 absl::StatusOr<std::optional<std::string>> FindLoopByBackingFile(
     absl::string_view backing_file);
 

@@ -53,6 +53,19 @@ TEST_F(LoopDeviceTest, AttachIsIdempotentFindableAndDetachable) {
   EXPECT_TRUE(DetachLoop(*dev).ok());  // idempotent
 }
 
+TEST_F(LoopDeviceTest, FoundAndDetachedAfterTheBackingFileWasUnlinked) {
+  auto dev = AttachLoop(image_);
+  ASSERT_TRUE(dev.ok()) << dev.status();
+  ASSERT_TRUE(RemoveFile(image_).ok());
+  auto found = FindLoopByBackingFile(image_);
+  ASSERT_TRUE(found.ok() && found->has_value());
+  EXPECT_EQ(**found, *dev);
+  ASSERT_TRUE(DetachLoop(*dev).ok());
+  found = FindLoopByBackingFile(image_);
+  ASSERT_TRUE(found.ok());
+  EXPECT_FALSE(found->has_value());
+}
+
 TEST_F(LoopDeviceTest, CapacityRefreshAfterGrowth) {
   auto dev = AttachLoop(image_);
   ASSERT_TRUE(dev.ok()) << dev.status();

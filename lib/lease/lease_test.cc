@@ -85,7 +85,7 @@ const Lease& L(const VolumeState& s, const std::string& id) {
 
 // ------------------------------------------------------------ Request
 
-TEST(Request, CreatesPendingLease) {
+TEST(LeaseRequest, CreatesPendingLease) {
   VolumeState s;
   Outcome o = Ok(s, Request{"a", "n1", "p1", Access::kReadOnly});
   const Lease& l = L(o.state, "a");
@@ -96,7 +96,7 @@ TEST(Request, CreatesPendingLease) {
   EXPECT_THAT(o.actions, IsEmpty());
 }
 
-TEST(Request, OnPendingIsNoOpButUpdatesAccess) {
+TEST(LeaseRequest, OnPendingIsNoOpButUpdatesAccess) {
   VolumeState s = Ok(VolumeState{}, Req("a")).state;
   Outcome o = Ok(s, Request{"a", "node-a", "pod-a", Access::kReadOnly});
   EXPECT_EQ(L(o.state, "a").state, LeaseState::kPending);
@@ -104,7 +104,7 @@ TEST(Request, OnPendingIsNoOpButUpdatesAccess) {
   EXPECT_EQ(o.state.leases.size(), 1u);
 }
 
-TEST(Request, ReleasedBecomesPendingAndClearsReason) {
+TEST(LeaseRequest, ReleasedBecomesPendingAndClearsReason) {
   VolumeState s = Fencing("a");
   s = Ok(s, FenceConfirmed{"a", 1}).state;
   s = Ok(s, RevocationAck{"a", 1}).state;
@@ -114,32 +114,32 @@ TEST(Request, ReleasedBecomesPendingAndClearsReason) {
   EXPECT_EQ(L(o.state, "a").reason, RevokeReason::kNone);
 }
 
-TEST(Request, RefusedWhileRevokedUntilAcknowledged) {
+TEST(LeaseRequest, RefusedWhileRevokedUntilAcknowledged) {
   VolumeState s = Ok(Fencing("a"), FenceConfirmed{"a", 1}).state;
   EXPECT_THAT(Refused(s, Req("a"), absl::StatusCode::kFailedPrecondition),
               HasSubstr("acknowledge the revocation"));
 }
 
-TEST(Request, RefusedWhileHoldingAccess) {
+TEST(LeaseRequest, RefusedWhileHoldingAccess) {
   EXPECT_THAT(
       Refused(ThreeGranted(), Req("a"), absl::StatusCode::kFailedPrecondition),
       HasSubstr("already holds access"));
   Refused(Recalling3(), Req("a"), absl::StatusCode::kFailedPrecondition);
 }
 
-TEST(Request, RefusedForAnotherHolder) {
+TEST(LeaseRequest, RefusedForAnotherHolder) {
   EXPECT_THAT(Refused(ThreeGranted(), Request{"a", "other", "pod-a"},
                       absl::StatusCode::kInvalidArgument),
               HasSubstr("belongs to node-a/pod-a"));
 }
 
-TEST(Request, RefusedWithEmptyId) {
+TEST(LeaseRequest, RefusedWithEmptyId) {
   Refused(VolumeState{}, Request{}, absl::StatusCode::kInvalidArgument);
 }
 
 // ------------------------------------------------------------ Grant
 
-TEST(Grant, PendingBecomesGrantedAtVolumeEpoch) {
+TEST(LeaseGrant, PendingBecomesGrantedAtVolumeEpoch) {
   VolumeState s = Ok(VolumeState{}, Req("a")).state;
   s.epoch = 7;
   Outcome o = Ok(s, Grant{"a"});
@@ -148,29 +148,29 @@ TEST(Grant, PendingBecomesGrantedAtVolumeEpoch) {
   EXPECT_THAT(o.actions, ElementsAre(Action{ActionKind::kNotifyGranted, "a"}));
 }
 
-TEST(Grant, DuplicateIsNoOp) {
+TEST(LeaseGrant, DuplicateIsNoOp) {
   Outcome o = Ok(ThreeGranted(), Grant{"a"});
   EXPECT_THAT(o.actions, IsEmpty());
   EXPECT_EQ(L(o.state, "a").state, LeaseState::kGranted);
 }
 
-TEST(Grant, RefusedForUnknownLease) {
+TEST(LeaseGrant, RefusedForUnknownLease) {
   Refused(VolumeState{}, Grant{"x"}, absl::StatusCode::kNotFound);
 }
 
-TEST(Grant, RefusedUnlessPending) {
+TEST(LeaseGrant, RefusedUnlessPending) {
   VolumeState s = Ok(ThreeGranted(), Release{"a", 1}).state;
   EXPECT_THAT(Refused(s, Grant{"a"}, absl::StatusCode::kFailedPrecondition),
               HasSubstr("not Pending"));
 }
 
-TEST(Grant, RefusedRetryablyDuringRecall) {
+TEST(LeaseGrant, RefusedRetryablyDuringRecall) {
   VolumeState s = Ok(Recalling3(), Req("d")).state;
   EXPECT_THAT(Refused(s, Grant{"d"}, absl::StatusCode::kUnavailable),
               HasSubstr("retry later"));
 }
 
-TEST(Grant, RefusedWhileQuiescedOrChanging) {
+TEST(LeaseGrant, RefusedWhileQuiescedOrChanging) {
   VolumeState s = Ok(Quiesced(), Req("d")).state;
   Refused(s, Grant{"d"}, absl::StatusCode::kUnavailable);
   s = Ok(s, BeginChange{ChangeKind::kMigrate}).state;
@@ -181,7 +181,7 @@ TEST(Grant, RefusedWhileQuiescedOrChanging) {
 
 // ------------------------------------------------------------ StartRecall
 
-TEST(StartRecall, RecallsEveryGrantedLease) {
+TEST(LeaseStartRecall, RecallsEveryGrantedLease) {
   VolumeState s = Ok(ThreeGranted(), Req("p")).state;
   Outcome o = Ok(s, StartRecall{"r1", RecallReason::kReshape});
   EXPECT_EQ(o.state.phase, VolumePhase::kRecalling);
@@ -201,27 +201,27 @@ TEST(StartRecall, RecallsEveryGrantedLease) {
                                      Action{ActionKind::kNotifyRecall, "c"}));
 }
 
-TEST(StartRecall, UsesPerRecallGrace) {
+TEST(LeaseStartRecall, UsesPerRecallGrace) {
   Outcome o = Ok(ThreeGranted(),
                  StartRecall{"r1", RecallReason::kManual, absl::Seconds(5)});
   EXPECT_EQ(L(o.state, "a").deadline, kT0 + absl::Seconds(5));
 }
 
-TEST(StartRecall, GraceLongerThanCapRaisesTheCap) {
+TEST(LeaseStartRecall, GraceLongerThanCapRaisesTheCap) {
   Outcome o = Ok(ThreeGranted(),
                  StartRecall{"r1", RecallReason::kManual, absl::Seconds(300)});
   EXPECT_EQ(L(o.state, "a").deadline, kT0 + absl::Seconds(300));
   EXPECT_EQ(o.state.recall->cap, kT0 + absl::Seconds(300));
 }
 
-TEST(StartRecall, WithNoHolderCompletesAtOnce) {
+TEST(LeaseStartRecall, WithNoHolderCompletesAtOnce) {
   VolumeState s = Ok(VolumeState{}, Req("p")).state;
   Outcome o = Ok(s, StartRecall{"r1"});
   EXPECT_EQ(o.state.phase, VolumePhase::kQuiesced);
   EXPECT_THAT(o.actions, ElementsAre(Action{ActionKind::kRecallComplete, ""}));
 }
 
-TEST(StartRecall, SameIdIsNoOp) {
+TEST(LeaseStartRecall, SameIdIsNoOp) {
   VolumeState s = Recalling3();
   Outcome o = Ok(s, StartRecall{"r1"}, kT0 + absl::Seconds(10));
   EXPECT_THAT(o.actions, IsEmpty());
@@ -229,14 +229,14 @@ TEST(StartRecall, SameIdIsNoOp) {
   Ok(Quiesced(), StartRecall{"r1"});
 }
 
-TEST(StartRecall, RefusedWhileAnotherRecallRuns) {
+TEST(LeaseStartRecall, RefusedWhileAnotherRecallRuns) {
   EXPECT_THAT(Refused(Recalling3(), StartRecall{"r2"},
                       absl::StatusCode::kFailedPrecondition),
               HasSubstr("cannot start recall r2"));
   Refused(Quiesced(), StartRecall{"r2"}, absl::StatusCode::kFailedPrecondition);
 }
 
-TEST(StartRecall, RefusedWhenMalformed) {
+TEST(LeaseStartRecall, RefusedWhenMalformed) {
   Refused(ThreeGranted(), StartRecall{""}, absl::StatusCode::kInvalidArgument);
   Refused(ThreeGranted(),
           StartRecall{"r", RecallReason::kManual, absl::Seconds(-1)},
@@ -245,7 +245,7 @@ TEST(StartRecall, RefusedWhenMalformed) {
 
 // ------------------------------------------------------------ HolderAck
 
-TEST(HolderAck, FlushedAckReleases) {
+TEST(LeaseHolderAck, FlushedAckReleases) {
   Outcome o = Ok(Recalling3(), HolderAck{"a", "r1", 1, true});
   EXPECT_EQ(L(o.state, "a").state, LeaseState::kReleased);
   EXPECT_EQ(L(o.state, "a").reason, RevokeReason::kNone);
@@ -253,7 +253,7 @@ TEST(HolderAck, FlushedAckReleases) {
   EXPECT_THAT(o.actions, ElementsAre(Action{ActionKind::kReleased, "a"}));
 }
 
-TEST(HolderAck, LastAckCompletesRecall) {
+TEST(LeaseHolderAck, LastAckCompletesRecall) {
   VolumeState s = Recalling3();
   s = Ok(s, HolderAck{"a", "r1", 1, true}).state;
   s = Ok(s, HolderAck{"b", "r1", 1, true}).state;
@@ -263,13 +263,13 @@ TEST(HolderAck, LastAckCompletesRecall) {
                                      Action{ActionKind::kRecallComplete, ""}));
 }
 
-TEST(HolderAck, AckAfterDeadlineButBeforeStepIsAccepted) {
+TEST(LeaseHolderAck, AckAfterDeadlineButBeforeStepIsAccepted) {
   Outcome o =
       Ok(Recalling3(), HolderAck{"a", "r1", 1, true}, kT0 + absl::Seconds(31));
   EXPECT_EQ(L(o.state, "a").state, LeaseState::kReleased);
 }
 
-TEST(HolderAck, UnflushedAckDecidesRevoke) {
+TEST(LeaseHolderAck, UnflushedAckDecidesRevoke) {
   Outcome o = Ok(Recalling3(), HolderAck{"a", "r1", 1, false});
   EXPECT_EQ(L(o.state, "a").state, LeaseState::kRecalling);
   EXPECT_TRUE(L(o.state, "a").fencing());
@@ -277,51 +277,51 @@ TEST(HolderAck, UnflushedAckDecidesRevoke) {
   EXPECT_THAT(o.actions, ElementsAre(Action{ActionKind::kFence, "a"}));
 }
 
-TEST(HolderAck, DuplicateIsNoOp) {
+TEST(LeaseHolderAck, DuplicateIsNoOp) {
   VolumeState s = Ok(Recalling3(), HolderAck{"a", "r1", 1, true}).state;
   Outcome o = Ok(s, HolderAck{"a", "r1", 1, true});
   EXPECT_THAT(o.actions, IsEmpty());
 }
 
-TEST(HolderAck, RefusedWithStaleEpoch) {
+TEST(LeaseHolderAck, RefusedWithStaleEpoch) {
   EXPECT_THAT(Refused(Recalling3(), HolderAck{"a", "r1", 0, true},
                       absl::StatusCode::kFailedPrecondition),
               HasSubstr("stale epoch 0"));
 }
 
-TEST(HolderAck, RefusedWithStaleRecallId) {
+TEST(LeaseHolderAck, RefusedWithStaleRecallId) {
   EXPECT_THAT(Refused(Recalling3(), HolderAck{"a", "r0", 1, true},
                       absl::StatusCode::kFailedPrecondition),
               HasSubstr("stale recall ID r0"));
 }
 
-TEST(HolderAck, RefusedWhileFencing) {
+TEST(LeaseHolderAck, RefusedWhileFencing) {
   EXPECT_THAT(Refused(Fencing("a"), HolderAck{"a", "r1", 1, true},
                       absl::StatusCode::kFailedPrecondition),
               HasSubstr("too late"));
 }
 
-TEST(HolderAck, RefusedWhenRevoked) {
+TEST(LeaseHolderAck, RefusedWhenRevoked) {
   VolumeState s = Ok(Fencing("a"), FenceConfirmed{"a", 1}).state;
   Refused(s, HolderAck{"a", "r1", 1, true},
           absl::StatusCode::kFailedPrecondition);
 }
 
-TEST(HolderAck, RefusedWithoutRecall) {
+TEST(LeaseHolderAck, RefusedWithoutRecall) {
   Refused(ThreeGranted(), HolderAck{"a", "", 1, true},
           absl::StatusCode::kFailedPrecondition);
   Refused(ThreeGranted(), HolderAck{"a", "r1", 1, true},
           absl::StatusCode::kFailedPrecondition);
 }
 
-TEST(HolderAck, RefusedForUnknownLease) {
+TEST(LeaseHolderAck, RefusedForUnknownLease) {
   Refused(Recalling3(), HolderAck{"x", "r1", 1, true},
           absl::StatusCode::kNotFound);
 }
 
 // ------------------------------------------------------------ Progress
 
-TEST(Progress, ExtendsDeadline) {
+TEST(LeaseProgress, ExtendsDeadline) {
   Outcome o = Ok(Recalling3(), Progress{"a", "r1", 1}, kT0 + absl::Seconds(20));
   EXPECT_EQ(L(o.state, "a").deadline, kT0 + absl::Seconds(50));
   EXPECT_EQ(L(o.state, "b").deadline, kT0 + absl::Seconds(30));
@@ -329,7 +329,7 @@ TEST(Progress, ExtendsDeadline) {
               ElementsAre(Action{ActionKind::kDeadlineExtended, "a"}));
 }
 
-TEST(Progress, NeverPastTheCap) {
+TEST(LeaseProgress, NeverPastTheCap) {
   VolumeState s = Recalling3();
   s = Ok(s, Progress{"a", "r1", 1}, kT0 + absl::Seconds(100)).state;
   EXPECT_EQ(L(s, "a").deadline, kT0 + absl::Seconds(120));
@@ -338,13 +338,13 @@ TEST(Progress, NeverPastTheCap) {
   EXPECT_THAT(o.actions, IsEmpty());
 }
 
-TEST(Progress, EarlyReportDoesNotShortenDeadline) {
+TEST(LeaseProgress, EarlyReportDoesNotShortenDeadline) {
   Outcome o = Ok(Recalling3(), Progress{"a", "r1", 1});
   EXPECT_EQ(L(o.state, "a").deadline, kT0 + absl::Seconds(30));
   EXPECT_THAT(o.actions, IsEmpty());
 }
 
-TEST(Progress, RefusedWhileFencingOrStale) {
+TEST(LeaseProgress, RefusedWhileFencingOrStale) {
   Refused(Fencing("a"), Progress{"a", "r1", 1},
           absl::StatusCode::kFailedPrecondition);
   Refused(Recalling3(), Progress{"a", "r0", 1},
@@ -358,7 +358,7 @@ TEST(Progress, RefusedWhileFencingOrStale) {
 
 // ------------------------------------------------------------ Step
 
-TEST(Step, BeforeDeadlineDoesNothing) {
+TEST(LeaseStep, BeforeDeadlineDoesNothing) {
   VolumeState s = Recalling3();
   Outcome o = StepOk(s, kT0 + absl::Seconds(29));
   EXPECT_THAT(o.actions, IsEmpty());
@@ -366,7 +366,7 @@ TEST(Step, BeforeDeadlineDoesNothing) {
   EXPECT_FALSE(L(o.state, "a").fencing());
 }
 
-TEST(Step, DeadlineDecidesRevokeOfEveryUnackedLease) {
+TEST(LeaseStep, DeadlineDecidesRevokeOfEveryUnackedLease) {
   VolumeState s = Ok(Recalling3(), HolderAck{"b", "r1", 1, true}).state;
   Outcome o = StepOk(s, kT0 + absl::Seconds(30));
   EXPECT_EQ(L(o.state, "a").reason, RevokeReason::kDeadlineExceeded);
@@ -378,7 +378,7 @@ TEST(Step, DeadlineDecidesRevokeOfEveryUnackedLease) {
                                      Action{ActionKind::kFence, "c"}));
 }
 
-TEST(Step, ExtendedDeadlineIsHonoured) {
+TEST(LeaseStep, ExtendedDeadlineIsHonoured) {
   VolumeState s =
       Ok(Recalling3(), Progress{"a", "r1", 1}, kT0 + absl::Seconds(20)).state;
   Outcome o = StepOk(s, kT0 + absl::Seconds(30));
@@ -388,13 +388,13 @@ TEST(Step, ExtendedDeadlineIsHonoured) {
   EXPECT_TRUE(L(o.state, "a").fencing());
 }
 
-TEST(Step, ReasksFenceUntilConfirmed) {
+TEST(LeaseStep, ReasksFenceUntilConfirmed) {
   Outcome o = StepOk(Fencing("a"), kT0 + absl::Seconds(40));
   EXPECT_THAT(o.actions, ElementsAre(Action{ActionKind::kFence, "a"}));
   EXPECT_EQ(L(o.state, "a").reason, RevokeReason::kDeadlineExceeded);
 }
 
-TEST(Step, RecallsGrantedLeaseLeftByACrash) {
+TEST(LeaseStep, RecallsGrantedLeaseLeftByACrash) {
   // The operator persisted the volume as Recalling but crashed before lease b.
   VolumeState s = Recalling3();
   Lease& b = *s.Find("b");
@@ -408,7 +408,7 @@ TEST(Step, RecallsGrantedLeaseLeftByACrash) {
   EXPECT_THAT(o.actions, ElementsAre(Action{ActionKind::kNotifyRecall, "b"}));
 }
 
-TEST(Step, CompletesARecallWithNothingOutstanding) {
+TEST(LeaseStep, CompletesARecallWithNothingOutstanding) {
   // E.g. persisted leases all Released but the volume phase not yet Quiesced.
   VolumeState s = Quiesced();
   s.phase = VolumePhase::kRecalling;
@@ -417,14 +417,14 @@ TEST(Step, CompletesARecallWithNothingOutstanding) {
   EXPECT_THAT(o.actions, ElementsAre(Action{ActionKind::kRecallComplete, ""}));
 }
 
-TEST(Step, IsIdempotentOnceFenced) {
+TEST(LeaseStep, IsIdempotentOnceFenced) {
   VolumeState s = Ok(Fencing("a"), FenceConfirmed{"a", 1}).state;
   Outcome o = StepOk(s, kT0 + absl::Seconds(1000));
   EXPECT_THAT(o.actions, IsEmpty());
   EXPECT_EQ(o.state.phase, VolumePhase::kQuiesced);
 }
 
-TEST(Step, RefusesInvalidState) {
+TEST(LeaseStep, RefusesInvalidState) {
   VolumeState s;
   s.epoch = 0;
   EXPECT_EQ(Step(s, kT0).status().code(), absl::StatusCode::kInvalidArgument);
@@ -432,7 +432,7 @@ TEST(Step, RefusesInvalidState) {
 
 // ------------------------------------------------------------ FenceConfirmed
 
-TEST(FenceConfirmed, FencingBecomesRevokedAndCompletes) {
+TEST(LeaseFenceConfirmed, FencingBecomesRevokedAndCompletes) {
   Outcome o = Ok(Fencing("a"), FenceConfirmed{"a", 1});
   EXPECT_EQ(L(o.state, "a").state, LeaseState::kRevoked);
   EXPECT_EQ(L(o.state, "a").reason, RevokeReason::kDeadlineExceeded);
@@ -441,12 +441,12 @@ TEST(FenceConfirmed, FencingBecomesRevokedAndCompletes) {
                                      Action{ActionKind::kRecallComplete, ""}));
 }
 
-TEST(FenceConfirmed, DuplicateIsNoOp) {
+TEST(LeaseFenceConfirmed, DuplicateIsNoOp) {
   VolumeState s = Ok(Fencing("a"), FenceConfirmed{"a", 1}).state;
   EXPECT_THAT(Ok(s, FenceConfirmed{"a", 1}).actions, IsEmpty());
 }
 
-TEST(FenceConfirmed, RefusedUnlessRevokeDecided) {
+TEST(LeaseFenceConfirmed, RefusedUnlessRevokeDecided) {
   EXPECT_THAT(Refused(Recalling3(), FenceConfirmed{"a", 1},
                       absl::StatusCode::kFailedPrecondition),
               HasSubstr("not being revoked"));
@@ -456,7 +456,7 @@ TEST(FenceConfirmed, RefusedUnlessRevokeDecided) {
           absl::StatusCode::kFailedPrecondition);
 }
 
-TEST(FenceConfirmed, RefusedWithStaleEpoch) {
+TEST(LeaseFenceConfirmed, RefusedWithStaleEpoch) {
   Refused(Fencing("a"), FenceConfirmed{"a", 0},
           absl::StatusCode::kFailedPrecondition);
   Refused(Fencing("a"), FenceConfirmed{"x", 1}, absl::StatusCode::kNotFound);
@@ -464,7 +464,7 @@ TEST(FenceConfirmed, RefusedWithStaleEpoch) {
 
 // ------------------------------------------------------------ RevocationAck
 
-TEST(RevocationAck, RevokedBecomesReleasedKeepingReason) {
+TEST(LeaseRevocationAck, RevokedBecomesReleasedKeepingReason) {
   VolumeState s = Ok(Fencing("a"), FenceConfirmed{"a", 1}).state;
   Outcome o = Ok(s, RevocationAck{"a", 1});
   EXPECT_EQ(L(o.state, "a").state, LeaseState::kReleased);
@@ -472,7 +472,7 @@ TEST(RevocationAck, RevokedBecomesReleasedKeepingReason) {
   EXPECT_THAT(o.actions, ElementsAre(Action{ActionKind::kReleased, "a"}));
 }
 
-TEST(RevocationAck, WorksAfterEpochBump) {
+TEST(LeaseRevocationAck, WorksAfterEpochBump) {
   VolumeState s = Ok(Fencing("a"), FenceConfirmed{"a", 1}).state;
   s = Ok(s, Resume{}).state;
   ASSERT_EQ(s.epoch, 2u);
@@ -480,13 +480,13 @@ TEST(RevocationAck, WorksAfterEpochBump) {
             LeaseState::kReleased);
 }
 
-TEST(RevocationAck, DuplicateIsNoOp) {
+TEST(LeaseRevocationAck, DuplicateIsNoOp) {
   VolumeState s = Ok(Fencing("a"), FenceConfirmed{"a", 1}).state;
   s = Ok(s, RevocationAck{"a", 1}).state;
   EXPECT_THAT(Ok(s, RevocationAck{"a", 1}).actions, IsEmpty());
 }
 
-TEST(RevocationAck, RefusedUnlessRevoked) {
+TEST(LeaseRevocationAck, RefusedUnlessRevoked) {
   Refused(Fencing("a"), RevocationAck{"a", 1},
           absl::StatusCode::kFailedPrecondition);
   Refused(ThreeGranted(), RevocationAck{"a", 1},
@@ -500,18 +500,18 @@ TEST(RevocationAck, RefusedUnlessRevoked) {
 
 // ------------------------------------------------------------ Release
 
-TEST(Release, GrantedBecomesReleased) {
+TEST(LeaseRelease, GrantedBecomesReleased) {
   Outcome o = Ok(ThreeGranted(), Release{"a", 1});
   EXPECT_EQ(L(o.state, "a").state, LeaseState::kReleased);
   EXPECT_THAT(o.actions, ElementsAre(Action{ActionKind::kReleased, "a"}));
 }
 
-TEST(Release, PendingIsWithdrawn) {
+TEST(LeaseRelease, PendingIsWithdrawn) {
   VolumeState s = Ok(VolumeState{}, Req("a")).state;
   EXPECT_EQ(L(Ok(s, Release{"a", 0}).state, "a").state, LeaseState::kReleased);
 }
 
-TEST(Release, DuringRecallCountsAsFlushedAck) {
+TEST(LeaseRelease, DuringRecallCountsAsFlushedAck) {
   VolumeState s = Recalling3();
   s = Ok(s, Release{"a", 1}).state;
   s = Ok(s, Release{"b", 1}).state;
@@ -521,12 +521,12 @@ TEST(Release, DuringRecallCountsAsFlushedAck) {
                                      Action{ActionKind::kRecallComplete, ""}));
 }
 
-TEST(Release, DuplicateIsNoOp) {
+TEST(LeaseRelease, DuplicateIsNoOp) {
   VolumeState s = Ok(ThreeGranted(), Release{"a", 1}).state;
   EXPECT_THAT(Ok(s, Release{"a", 1}).actions, IsEmpty());
 }
 
-TEST(Release, RefusedWhileFencingOrRevoked) {
+TEST(LeaseRelease, RefusedWhileFencingOrRevoked) {
   EXPECT_THAT(Refused(Fencing("a"), Release{"a", 1},
                       absl::StatusCode::kFailedPrecondition),
               HasSubstr("too late"));
@@ -534,7 +534,7 @@ TEST(Release, RefusedWhileFencingOrRevoked) {
   Refused(s, Release{"a", 1}, absl::StatusCode::kFailedPrecondition);
 }
 
-TEST(Release, RefusedWithStaleEpoch) {
+TEST(LeaseRelease, RefusedWithStaleEpoch) {
   Refused(ThreeGranted(), Release{"a", 0},
           absl::StatusCode::kFailedPrecondition);
   Refused(ThreeGranted(), Release{"x", 1}, absl::StatusCode::kNotFound);
@@ -542,14 +542,14 @@ TEST(Release, RefusedWithStaleEpoch) {
 
 // ------------------------------------------------------------ volume changes
 
-TEST(BeginChange, QuiescedBecomesReshapingOrMigrating) {
+TEST(LeaseBeginChange, QuiescedBecomesReshapingOrMigrating) {
   EXPECT_EQ(Ok(Quiesced(), BeginChange{ChangeKind::kReshape}).state.phase,
             VolumePhase::kReshaping);
   EXPECT_EQ(Ok(Quiesced(), BeginChange{ChangeKind::kMigrate}).state.phase,
             VolumePhase::kMigrating);
 }
 
-TEST(BeginChange, RefusedUnlessQuiesced) {
+TEST(LeaseBeginChange, RefusedUnlessQuiesced) {
   EXPECT_THAT(Refused(ThreeGranted(), BeginChange{},
                       absl::StatusCode::kFailedPrecondition),
               HasSubstr("needs a Quiesced volume"));
@@ -559,7 +559,7 @@ TEST(BeginChange, RefusedUnlessQuiesced) {
   Refused(s, BeginChange{}, absl::StatusCode::kFailedPrecondition);
 }
 
-TEST(ChangeDone, BackToReadyWithNewEpoch) {
+TEST(LeaseChangeDone, BackToReadyWithNewEpoch) {
   VolumeState s = Ok(Quiesced(), BeginChange{ChangeKind::kMigrate}).state;
   Outcome o = Ok(s, ChangeDone{});
   EXPECT_EQ(o.state.phase, VolumePhase::kReady);
@@ -568,20 +568,20 @@ TEST(ChangeDone, BackToReadyWithNewEpoch) {
   EXPECT_THAT(o.actions, ElementsAre(Action{ActionKind::kEpochBumped, ""}));
 }
 
-TEST(ChangeDone, RefusedWithoutChange) {
+TEST(LeaseChangeDone, RefusedWithoutChange) {
   Refused(ThreeGranted(), ChangeDone{}, absl::StatusCode::kFailedPrecondition);
   Refused(Recalling3(), ChangeDone{}, absl::StatusCode::kFailedPrecondition);
   Refused(Quiesced(), ChangeDone{}, absl::StatusCode::kFailedPrecondition);
 }
 
-TEST(Resume, QuiescedBackToReadyWithNewEpoch) {
+TEST(LeaseResume, QuiescedBackToReadyWithNewEpoch) {
   Outcome o = Ok(Quiesced(), Resume{});
   EXPECT_EQ(o.state.phase, VolumePhase::kReady);
   EXPECT_EQ(o.state.epoch, 2u);
   EXPECT_THAT(o.actions, ElementsAre(Action{ActionKind::kEpochBumped, ""}));
 }
 
-TEST(Resume, RefusedUnlessQuiesced) {
+TEST(LeaseResume, RefusedUnlessQuiesced) {
   Refused(ThreeGranted(), Resume{}, absl::StatusCode::kFailedPrecondition);
   Refused(Recalling3(), Resume{}, absl::StatusCode::kFailedPrecondition);
   VolumeState s = Ok(Quiesced(), BeginChange{}).state;
@@ -590,7 +590,7 @@ TEST(Resume, RefusedUnlessQuiesced) {
 
 // ------------------------------------------------------------ Forget
 
-TEST(Forget, DropsLeasesWithoutAccess) {
+TEST(LeaseForget, DropsLeasesWithoutAccess) {
   VolumeState s = Ok(ThreeGranted(), Release{"a", 1}).state;
   s = Ok(s, Req("p")).state;
   s = Ok(s, Forget{"a"}).state;
@@ -602,9 +602,9 @@ TEST(Forget, DropsLeasesWithoutAccess) {
   EXPECT_EQ(Ok(r, Forget{"a"}).state.Find("a"), nullptr);
 }
 
-TEST(Forget, AbsentIsNoOp) { Ok(ThreeGranted(), Forget{"x"}); }
+TEST(LeaseForget, AbsentIsNoOp) { Ok(ThreeGranted(), Forget{"x"}); }
 
-TEST(Forget, RefusedWhileHoldingAccess) {
+TEST(LeaseForget, RefusedWhileHoldingAccess) {
   Refused(ThreeGranted(), Forget{"a"}, absl::StatusCode::kFailedPrecondition);
   Refused(Recalling3(), Forget{"a"}, absl::StatusCode::kFailedPrecondition);
   Refused(Fencing("a"), Forget{"a"}, absl::StatusCode::kFailedPrecondition);
@@ -612,14 +612,14 @@ TEST(Forget, RefusedWhileHoldingAccess) {
 
 // ------------------------------------------------------------ Validate
 
-TEST(Validate, AcceptsReachableStates) {
+TEST(LeaseValidate, AcceptsReachableStates) {
   EXPECT_TRUE(Validate(VolumeState{}).ok());
   EXPECT_TRUE(Validate(ThreeGranted()).ok());
   EXPECT_TRUE(Validate(Fencing("a")).ok());
   EXPECT_TRUE(Validate(Quiesced()).ok());
 }
 
-TEST(Validate, RefusesBrokenStates) {
+TEST(LeaseValidate, RefusesBrokenStates) {
   std::vector<VolumeState> bad;
   {
     VolumeState s;
@@ -717,7 +717,7 @@ TEST(Validate, RefusesBrokenStates) {
 
 // ------------------------------------------------------------ decisions
 
-TEST(Decisions, MayGrant) {
+TEST(LeaseDecisions, MayGrant) {
   VolumeState s = Ok(ThreeGranted(), Req("d")).state;
   EXPECT_TRUE(MayGrant(s, "d").ok());
   EXPECT_EQ(MayGrant(s, "a").code(), absl::StatusCode::kFailedPrecondition);
@@ -726,7 +726,7 @@ TEST(Decisions, MayGrant) {
   EXPECT_EQ(MayGrant(s, "d").code(), absl::StatusCode::kUnavailable);
 }
 
-TEST(Decisions, LeasesToRevokeAndFenceAndNextDeadline) {
+TEST(LeaseDecisions, LeasesToRevokeAndFenceAndNextDeadline) {
   VolumeState s =
       Ok(Recalling3(), Progress{"b", "r1", 1}, kT0 + absl::Seconds(10)).state;
   s = Ok(s, HolderAck{"c", "r1", 1, true}).state;
@@ -743,7 +743,7 @@ TEST(Decisions, LeasesToRevokeAndFenceAndNextDeadline) {
   EXPECT_EQ(NextDeadline(ThreeGranted()), absl::InfiniteFuture());
 }
 
-TEST(Decisions, RecallComplete) {
+TEST(LeaseDecisions, RecallComplete) {
   EXPECT_FALSE(RecallComplete(ThreeGranted()));
   EXPECT_FALSE(RecallComplete(Recalling3()));
   EXPECT_FALSE(RecallComplete(Fencing("a")));  // fence not confirmed yet
@@ -753,7 +753,7 @@ TEST(Decisions, RecallComplete) {
   EXPECT_TRUE(RecallComplete(s));
 }
 
-TEST(Decisions, IsStaleEpochAndRecall) {
+TEST(LeaseDecisions, IsStaleEpochAndRecall) {
   VolumeState s = Recalling3();
   EXPECT_FALSE(IsStaleEpoch(s, "a", 1));
   EXPECT_TRUE(IsStaleEpoch(s, "a", 0));
@@ -767,7 +767,7 @@ TEST(Decisions, IsStaleEpochAndRecall) {
       IsStaleEpoch(Ok(Ok(q, Req("a")).state, Grant{"a"}).state, "a", 1));
 }
 
-TEST(Decisions, CheckAccess) {
+TEST(LeaseDecisions, CheckAccess) {
   EXPECT_TRUE(CheckAccess(ThreeGranted(), "a", 1).ok());
   EXPECT_TRUE(CheckAccess(Recalling3(), "a", 1).ok());  // flushing
   EXPECT_EQ(CheckAccess(ThreeGranted(), "a", 2).code(),
@@ -785,7 +785,7 @@ TEST(Decisions, CheckAccess) {
 
 // ------------------------------------------------------------ names
 
-TEST(Names, RoundTrip) {
+TEST(LeaseNames, RoundTrip) {
   for (LeaseState v :
        {LeaseState::kPending, LeaseState::kGranted, LeaseState::kRecalling,
         LeaseState::kReleased, LeaseState::kRevoked}) {

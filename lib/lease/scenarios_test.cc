@@ -50,7 +50,7 @@ class Volume {
   VolumeState s_;
 };
 
-TEST(Scenario, CleanReshape) {
+TEST(LeaseScenario, CleanReshape) {
   Volume v;
   for (const char* id : {"a", "b", "c"}) v.Join(id, At(0));
   EXPECT_EQ(v.On(StartRecall{"r1", RecallReason::kReshape}, At(0)).size(), 3u);
@@ -70,7 +70,7 @@ TEST(Scenario, CleanReshape) {
   }
 }
 
-TEST(Scenario, SlowHolderWithProgressAndSilentHolder) {
+TEST(LeaseScenario, SlowHolderWithProgressAndSilentHolder) {
   Volume v;
   for (const char* id : {"a", "b", "c"}) v.Join(id, At(0));
   v.On(StartRecall{"r1", RecallReason::kMigrate}, At(0));
@@ -91,7 +91,7 @@ TEST(Scenario, SlowHolderWithProgressAndSilentHolder) {
               Contains(Action{ActionKind::kRecallComplete, ""}));
 }
 
-TEST(Scenario, CrashedHolderIsRevokedAndMustAcknowledge) {
+TEST(LeaseScenario, CrashedHolderIsRevokedAndMustAcknowledge) {
   Volume v;
   for (const char* id : {"a", "b", "c"}) v.Join(id, At(0));
   v.On(StartRecall{"r1", RecallReason::kMigrate}, At(0));
@@ -120,7 +120,7 @@ TEST(Scenario, CrashedHolderIsRevokedAndMustAcknowledge) {
   EXPECT_TRUE(IsStaleEpoch(v.state(), "c", 1));
 }
 
-TEST(Scenario, RequestDuringRecallWaits) {
+TEST(LeaseScenario, RequestDuringRecallWaits) {
   Volume v;
   v.Join("a", At(0));
   v.On(StartRecall{"r1", RecallReason::kReshape}, At(0));
@@ -136,7 +136,7 @@ TEST(Scenario, RequestDuringRecallWaits) {
   EXPECT_EQ(v.lease("d").epoch, 2u);
 }
 
-TEST(Scenario, UnflushedAckIsRevokedAtOnce) {
+TEST(LeaseScenario, UnflushedAckIsRevokedAtOnce) {
   Volume v;
   v.Join("a", At(0));
   v.On(StartRecall{"r1", RecallReason::kEvict}, At(0));
@@ -150,7 +150,7 @@ TEST(Scenario, UnflushedAckIsRevokedAtOnce) {
   EXPECT_EQ(v.state().epoch, 2u);
 }
 
-TEST(Scenario, OperatorCrashMidRecallIsRepairedByStep) {
+TEST(LeaseScenario, OperatorCrashMidRecallIsRepairedByStep) {
   Volume v;
   for (const char* id : {"a", "b"}) v.Join(id, At(0));
   v.On(StartRecall{"r1", RecallReason::kReshape}, At(0));

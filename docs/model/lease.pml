@@ -5,8 +5,11 @@
  * Parties: one operator (owns the lease records and the volume phase), one
  * owner agent (opens and fences the holders' memory windows), three holders
  * (client library + node agent as one party). Every message may be delayed
- * arbitrarily and overtaken by any other (channels are multisets: sorted
- * send `!!`, receive of any queued message `??`). Holder 2 may crash at any
+ * arbitrarily and overtaken by any message of another kind or from another
+ * sender: every receive names the kind and sender it takes (`??` on
+ * constants) and any branch whose message is queued may run; sends are
+ * sorted (`!!`) so a channel's contents are canonical. Messages of one kind
+ * from one sender stay in sending order (by epoch). Holder 2 may crash at any
  * point (its node is gone: it never answers again and its window stays open
  * until fenced). Time is abstract: a recall deadline may fire at any moment
  * (so progress reports, which only move a deadline, are not modelled).
@@ -107,7 +110,8 @@ chan toh[NH] = [4] of { mtype, byte, byte, byte, byte };
 
 #define HOLDS(i) (lstate[i] == GRANTED_S || lstate[i] == RECALLING)
 #define NOACCESS (!HOLDS(0) && !HOLDS(1) && !HOLDS(2))
-#define NOT_RECALLING(i) (lstate[i] == RECALLING && !fencing[i])
+/* Recalling and no revoke decided yet: an ack or release is still taken. */
+#define RECALL_OPEN(i) (lstate[i] == RECALLING && !fencing[i])
 #define REACHES(i) (mapped[i] && hep[i] != 0 && window[i] == hep[i])
 
 /* lib/lease RecallComplete(): no lease holds access -> Quiesced. */
@@ -123,6 +127,53 @@ inline access_ok(me) {
   assert(fenced_ep[me] < hep[me]);                  /* (a) */
   assert(phase != QUIESCED && phase != CHANGING)    /* (f) */
 }
+
+/* The operator handles one message (lib/lease Apply). */
+inline op_receive() {
+  if
+  :: op_m == REQ ->
+     if
+     :: lstate[op_h] == NONE || lstate[op_h] == RELEASED ->
+        lstate[op_h] = PENDING
+     :: else -> skip                       /* refused */
+     fi
+  :: op_m == ACK ->
+     if
+     :: RECALL_OPEN(op_h) && op_e == lepoch[op_h] &&
+        op_r == lrecall[op_h] && op_r == rid ->
+        if
+        :: op_f -> lstate[op_h] = RELEASED
+        :: else -> fencing[op_h] = true;   /* not flushed: revoke */
+           SEND(toown, FENCE, op_h, op_e, 0, 0)
+        fi
+     :: else -> skip                       /* stale or too late */
+     fi
+  :: op_m == REL ->
+     if
+     :: (lstate[op_h] == GRANTED_S || RECALL_OPEN(op_h)) &&
+        op_e == lepoch[op_h] -> lstate[op_h] = RELEASED
+     :: else -> skip
+     fi
+  :: op_m == FENCED ->
+     if
+     :: lstate[op_h] == RECALLING && fencing[op_h] &&
+        op_e == lepoch[op_h] ->
+        lstate[op_h] = REVOKED_S; fencing[op_h] = false;
+        SEND(toh[op_h], REVOKED, op_h, op_e, 0, 0)
+     :: else -> skip                       /* duplicate */
+     fi
+  :: op_m == REVACK ->
+     if
+     :: lstate[op_h] == REVOKED_S && op_e == lepoch[op_h] ->
+        lstate[op_h] = RELEASED
+     :: else -> skip
+     fi
+  fi;
+  maybe_complete()
+}
+
+#define OPRECV(M, H) \
+  :: atomic { toop ?? M, H, op_e, op_r, op_f -> op_m = M; op_h = H; op_receive() }
 
 active proctype Operator() {
 end:
@@ -163,11 +214,11 @@ end:
           ask the owner to fence (Step) */
   :: atomic {
        phase == VRECALL &&
-       (NOT_RECALLING(0) || NOT_RECALLING(1) || NOT_RECALLING(2)) ->
+       (RECALL_OPEN(0) || RECALL_OPEN(1) || RECALL_OPEN(2)) ->
        if
-       :: NOT_RECALLING(0) -> op_h = 0
-       :: NOT_RECALLING(1) -> op_h = 1
-       :: NOT_RECALLING(2) -> op_h = 2
+       :: RECALL_OPEN(0) -> op_h = 0
+       :: RECALL_OPEN(1) -> op_h = 1
+       :: RECALL_OPEN(2) -> op_h = 2
        fi;
        fencing[op_h] = true;
        SEND(toown, FENCE, op_h, lepoch[op_h], 0, 0);
@@ -177,50 +228,13 @@ end:
        maybe_complete()
 #endif
      }
-  /* ---- a message from a holder or the owner (Apply) */
-  :: atomic {
-       toop ?? op_m, op_h, op_e, op_r, op_f ->
-       if
-       :: op_m == REQ ->
-          if
-          :: lstate[op_h] == NONE || lstate[op_h] == RELEASED ->
-             lstate[op_h] = PENDING
-          :: else -> skip                       /* refused */
-          fi
-       :: op_m == ACK ->
-          if
-          :: NOT_RECALLING(op_h) && op_e == lepoch[op_h] &&
-             op_r == lrecall[op_h] && op_r == rid ->
-             if
-             :: op_f -> lstate[op_h] = RELEASED
-             :: else -> fencing[op_h] = true;   /* not flushed: revoke */
-                SEND(toown, FENCE, op_h, op_e, 0, 0)
-             fi
-          :: else -> skip                       /* stale or too late */
-          fi
-       :: op_m == REL ->
-          if
-          :: (lstate[op_h] == GRANTED_S || NOT_RECALLING(op_h)) &&
-             op_e == lepoch[op_h] -> lstate[op_h] = RELEASED
-          :: else -> skip
-          fi
-       :: op_m == FENCED ->
-          if
-          :: lstate[op_h] == RECALLING && fencing[op_h] &&
-             op_e == lepoch[op_h] ->
-             lstate[op_h] = REVOKED_S; fencing[op_h] = false;
-             SEND(toh[op_h], REVOKED, op_h, op_e, 0, 0)
-          :: else -> skip                       /* duplicate */
-          fi
-       :: op_m == REVACK ->
-          if
-          :: lstate[op_h] == REVOKED_S && op_e == lepoch[op_h] ->
-             lstate[op_h] = RELEASED
-          :: else -> skip
-          fi
-       fi;
-       maybe_complete()
-     }
+  /* ---- a message from a holder or the owner (Apply): any kind from any
+          sender may be taken next */
+  OPRECV(REQ, 0) OPRECV(REQ, 1) OPRECV(REQ, 2)
+  OPRECV(ACK, 0) OPRECV(ACK, 1) OPRECV(ACK, 2)
+  OPRECV(REL, 0) OPRECV(REL, 1) OPRECV(REL, 2)
+  OPRECV(REVACK, 0) OPRECV(REVACK, 1) OPRECV(REVACK, 2)
+  OPRECV(FENCED, 0) OPRECV(FENCED, 1) OPRECV(FENCED, 2)
   /* ---- BeginChange: a Quiesced volume starts its reshape/migration (b) */
   :: atomic {
        phase == QUIESCED ->
@@ -244,24 +258,80 @@ end:
   od
 }
 
+/* The owner fences holder ow_h for epoch ow_e: invalidate the holder's window
+   of that epoch (or older) and remember the epoch, so that no window of it is
+   ever opened again; then confirm. */
+inline ow_fence() {
+  if
+  :: window[ow_h] != 0 && window[ow_h] <= ow_e -> window[ow_h] = 0
+  :: else -> skip
+  fi;
+  if
+  :: fenced_ep[ow_h] < ow_e -> fenced_ep[ow_h] = ow_e    /* (d) */
+  :: else -> skip
+  fi;
+  SEND(toop, FENCED, ow_h, ow_e, 0, 0)
+}
+
+#define OWRECV(H) \
+  :: atomic { toown ?? FENCE, H, ow_e, ow_r, ow_f -> ow_h = H; ow_fence() }
+
 active proctype Owner() {
 end:
   do
-  :: atomic {
-       toown ?? ow_m, ow_h, ow_e, ow_r, ow_f ->
-       /* fence: invalidate the holder's window of that epoch (or older) and
-          remember the epoch, so no window of it is ever opened again */
-       if
-       :: window[ow_h] != 0 && window[ow_h] <= ow_e -> window[ow_h] = 0
-       :: else -> skip
-       fi;
-       if
-       :: fenced_ep[ow_h] < ow_e -> fenced_ep[ow_h] = ow_e    /* (d) */
-       :: else -> skip
-       fi;
-       SEND(toop, FENCED, ow_h, ow_e, 0, 0)
-     }
+  OWRECV(0) OWRECV(1) OWRECV(2)
   od
+}
+
+/* A holder handles one message from the operator. Textually expanded inside
+   Holder, so it uses the holder's locals (me, seen, asked, dirty, wrote). */
+inline ho_receive() {
+  if
+  :: ho_m == GRANTED ->
+     if
+     :: asked && ho_e > seen ->                       /* (d) */
+        asked = false; hep[me] = ho_e; seen = ho_e; wrote = false;
+        /* connect: the owner re-reads the lease (fresh) and opens a
+           window only if lib/lease CheckAccess() allows it (Granted, or
+           Recalling without a decided revoke, at that epoch) and it has
+           never fenced that epoch (the grant may arrive arbitrarily
+           late) */
+        if
+        :: (lstate[me] == GRANTED_S || RECALL_OPEN(me)) &&
+           lepoch[me] == hep[me] &&
+           fenced_ep[me] < hep[me] ->
+           window[me] = hep[me]; mapped[me] = true
+        :: else -> hep[me] = 0   /* refused (visible); wait */
+        fi
+     :: else -> skip             /* stale: recalled before it came */
+     fi
+  :: ho_m == RECALL ->
+     if
+     :: ho_e >= seen ->
+        /* quiesce, flush, drop the mapping, then ack with the ID */
+        ho_flushed = true;
+        if
+        :: mapped[me] && dirty && window[me] == hep[me] ->
+           access_ok(me); dirty = false
+        :: mapped[me] && dirty && window[me] != hep[me] ->
+           ho_flushed = false; dirty = false   /* lost: app told */
+        :: else -> skip
+        fi;
+        assert(!ho_flushed || !dirty);                /* (f) */
+        mapped[me] = false; hep[me] = 0; seen = ho_e; asked = false;
+        SEND(toop, ACK, me, ho_e, ho_r, ho_flushed)
+     :: else -> skip             /* recall of an older grant */
+     fi
+  :: ho_m == REVOKED ->
+     /* sticky: the app sees "revoked"; acknowledge, then may re-request */
+     if
+     :: ho_e >= seen ->
+        mapped[me] = false; hep[me] = 0; seen = ho_e; asked = false;
+        dirty = false
+     :: else -> skip
+     fi;
+     SEND(toop, REVACK, me, ho_e, 0, 0)
+  fi
 }
 
 /* Holder `me`. Roles keep the state space small while every behaviour is
@@ -319,53 +389,10 @@ end:
        mapped[me] = false;
        SEND(toop, REL, me, hep[me], 0, 0); hep[me] = 0
      }
-  /* ---- messages from the operator, in any order */
-  :: atomic {
-       toh[me] ?? ho_m, ho_h, ho_e, ho_r, ho_f ->
-       if
-       :: ho_m == GRANTED ->
-          if
-          :: asked && ho_e > seen ->                       /* (d) */
-             asked = false; hep[me] = ho_e; seen = ho_e; wrote = false;
-             /* connect: the owner re-reads the lease (fresh) and opens a
-                window only for a lease Granted at that epoch that it has
-                never fenced (the grant may arrive arbitrarily late) */
-             if
-             :: lstate[me] == GRANTED_S && lepoch[me] == hep[me] &&
-                fenced_ep[me] < hep[me] ->
-                window[me] = hep[me]; mapped[me] = true
-             :: else -> hep[me] = 0   /* refused (visible); wait */
-             fi
-          :: else -> skip             /* stale: recalled before it came */
-          fi
-       :: ho_m == RECALL ->
-          if
-          :: ho_e >= seen ->
-             /* quiesce, flush, drop the mapping, then ack with the ID */
-             ho_flushed = true;
-             if
-             :: mapped[me] && dirty && window[me] == hep[me] ->
-                access_ok(me); dirty = false
-             :: mapped[me] && dirty && window[me] != hep[me] ->
-                ho_flushed = false; dirty = false   /* lost: app told */
-             :: else -> skip
-             fi;
-             assert(!ho_flushed || !dirty);                /* (f) */
-             mapped[me] = false; hep[me] = 0; seen = ho_e; asked = false;
-             SEND(toop, ACK, me, ho_e, ho_r, ho_flushed)
-          :: else -> skip             /* recall of an older grant */
-          fi
-       :: ho_m == REVOKED ->
-          /* sticky: the app sees "revoked"; acknowledge, then may re-request */
-          if
-          :: ho_e >= seen ->
-             mapped[me] = false; hep[me] = 0; seen = ho_e; asked = false;
-             dirty = false
-          :: else -> skip
-          fi;
-          SEND(toop, REVACK, me, ho_e, 0, 0)
-       fi
-     }
+  /* ---- messages from the operator: any kind may be taken next */
+  :: atomic { toh[me] ?? GRANTED, ho_h, ho_e, ho_r, ho_f -> ho_m = GRANTED; ho_receive() }
+  :: atomic { toh[me] ?? RECALL, ho_h, ho_e, ho_r, ho_f -> ho_m = RECALL; ho_receive() }
+  :: atomic { toh[me] ?? REVOKED, ho_h, ho_e, ho_r, ho_f -> ho_m = REVOKED; ho_receive() }
   /* ---- crash: the node is gone for good */
   :: cancrash -> goto end_dead
   od;

@@ -336,6 +336,10 @@ bool IsStaleRecall(const VolumeState& s, absl::string_view lease_id,
 // OK iff the lease is Granted, or Recalling without a decided revoke, at
 // exactly `epoch` == the volume's epoch. PermissionDenied otherwise (with
 // the reason: revoked, fencing, stale epoch, not granted). NotFound if absent.
+// The owner must call it on a fresh read of the lease before opening a
+// window, and must in addition keep a sticky per-lease "fenced up to epoch"
+// mark and never open a window for an epoch it has fenced (the model in
+// docs/model checks exactly this combination).
 absl::Status CheckAccess(const VolumeState& s, absl::string_view lease_id,
                          uint64_t epoch);
 

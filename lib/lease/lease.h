@@ -162,10 +162,11 @@ struct Grant {
 };
 
 // Operator: Ready -> Recalling. Every Granted lease -> Recalling with this
-// recall ID and deadline now + grace; cap = now + config.max_recall. `grace`
-// zero means config.grace. Same ID while that recall is still running (phase
-// != Ready): no-op. Another ID while one is running: FailedPrecondition. With
-// no lease holding access the recall completes at once (Quiesced).
+// recall ID and deadline now + grace; cap = now + max(config.max_recall,
+// grace). `grace` zero means config.grace. Same ID while that recall is still
+// running (phase != Ready): no-op. Another ID while one is running:
+// FailedPrecondition. With no lease holding access the recall completes at once
+// (Quiesced).
 struct StartRecall {
   std::string recall_id;
   RecallReason reason = RecallReason::kManual;

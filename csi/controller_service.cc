@@ -138,9 +138,10 @@ absl::Status ControllerService::DoCreate(
     rec.mode = params.mode;
     rec.fs_type = fs_type;
     rec.parameters = stored;
-    rec.phase = VolumePhase::kCreating;
-    RETURN_IF_ERROR(deps_.store->Save(rec));
   }
+  // No record is written before the media exists: a crash in between leaves
+  // media without a record, which RecoverVolumes deletes at startup (and
+  // the CO's retry creates the volume again). One durable write, not two.
 
   VolumeSpec spec;
   spec.id = id;
@@ -163,7 +164,10 @@ absl::Status ControllerService::DoCreate(
   }
   rec.capacity_bytes = vol->capacity_bytes;
   rec.phase = VolumePhase::kReady;
-  RETURN_IF_ERROR(deps_.store->Save(rec));
+  if (absl::Status saved = deps_.store->Save(rec); !saved.ok()) {
+    (void)deps_.backend->Delete(id);  // no media without a record
+    return saved;
+  }
   base::LogInfo("csi.volume.created",
                 {{"volume", id},
                  {"name", rec.name},
@@ -187,10 +191,9 @@ absl::Status ControllerService::DoDelete(
         rec->publishes.empty() ? "staged" : "published", " on node ",
         config_.node_id, "; unpublish and unstage it first"));
   }
-  if (rec->phase != VolumePhase::kDeleting) {
-    rec->phase = VolumePhase::kDeleting;
-    RETURN_IF_ERROR(deps_.store->Save(*rec));
-  }
+  // Media first, record last: a crash in between leaves a record without
+  // media, which a retried DeleteVolume (Delete of missing media is OK)
+  // finishes.
   RETURN_IF_ERROR(deps_.backend->Detach(id));
   RETURN_IF_ERROR(deps_.backend->Delete(id));
   RETURN_IF_ERROR(deps_.store->Remove(id));

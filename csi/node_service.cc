@@ -135,14 +135,22 @@ absl::Status NodeService::DoStage(
     }
   }
   if (!rec.stage.has_value()) {
+    // Attach before recording the intent, so that one write records both
+    // (a crash in between leaves an attached device without a stage, which
+    // RecoverVolumes detaches). The intent is on disk before any mount.
+    ASSIGN_OR_RETURN(AttachedDevice dev, deps_.backend->Attach(id));
     StageRecord st;
     st.staging_path = path;
     st.block = cap.block;
     st.fs_type = rec.fs_type;
     st.mount_flags = flags;
+    st.device = dev.path;
     st.phase = StagePhase::kStaging;
     rec.stage = st;
-    RETURN_IF_ERROR(deps_.store->Save(rec));
+    if (absl::Status saved = deps_.store->Save(rec); !saved.ok()) {
+      (void)deps_.backend->Detach(id);
+      return saved;
+    }
   }
   const bool was_staged = rec.stage->phase == StagePhase::kStaged;
   absl::Status st = StageSteps(&rec);

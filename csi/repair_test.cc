@@ -97,36 +97,57 @@ TEST_F(RepairTest, InterruptedPublishIsUndoneAndStageKept) {
   EXPECT_TRUE(backend_.IsAttached(id));
 }
 
-TEST_F(RepairTest, InterruptedDeleteIsFinishedAndOrphanMediaRemoved) {
+TEST_F(RepairTest, InterruptedDeleteIsFinishedByTheRetryAndOrphanMediaRemoved) {
   std::string id = MakeVolume("pvc-del");
+  backend_.DropMedia(id);  // died after deleting the media, before the record
+  backend_.AddMedia("orphan-volume", 64 * kMiB);  // died before the record
+  ASSERT_TRUE(backend_.Attach("orphan-volume").ok());
+  Restart();
+  ASSERT_TRUE(RecoverVolumes(deps()).ok());
+  EXPECT_FALSE(backend_.Get("orphan-volume").ok());
+  EXPECT_EQ(backend_.attached_count(), 0);
+  ASSERT_TRUE(Record(id).has_value());
+  EXPECT_TRUE(Delete(id).ok());
+  EXPECT_FALSE(Record(id).has_value());
+}
+
+TEST_F(RepairTest, RecordOfAnOldProcessInPhaseDeletingIsFinished) {
+  std::string id = MakeVolume("pvc-deleting");
   VolumeRecord rec = *Record(id);
   rec.phase = VolumePhase::kDeleting;
   ASSERT_TRUE(store_->Save(rec).ok());
-  backend_.AddMedia("orphan-volume", 64 * kMiB);
-  ASSERT_TRUE(backend_.Attach("orphan-volume").ok());
   Restart();
   ASSERT_TRUE(RecoverVolumes(deps()).ok());
   EXPECT_FALSE(Record(id).has_value());
   EXPECT_FALSE(backend_.Get(id).ok());
-  EXPECT_FALSE(backend_.Get("orphan-volume").ok());
-  EXPECT_EQ(backend_.attached_count(), 0);
 }
 
-TEST_F(RepairTest, InterruptedCreateIsFinishedByTheRetry) {
+TEST_F(RepairTest, FailedCreateLeavesNothingAndTheRetryWorks) {
   ::csi::v1::CreateVolumeResponse resp;
   backend_.FailNext("Create", absl::UnavailableError("crash"));
   EXPECT_FALSE(Create(CreateReq("pvc-cr", 64 * kMiB), &resp).ok());
   std::string id = VolumeIdForName("pvc-cr");
-  ASSERT_TRUE(Record(id).has_value());
-  EXPECT_EQ(Record(id)->phase, VolumePhase::kCreating);
+  EXPECT_FALSE(Record(id).has_value());
+  Restart();
+  ASSERT_TRUE(RecoverVolumes(deps()).ok());
+  ASSERT_TRUE(Create(CreateReq("pvc-cr", 64 * kMiB), &resp).ok());
+  EXPECT_EQ(resp.volume().volume_id(), id);
+  EXPECT_EQ(Record(id)->phase, VolumePhase::kReady);
+}
+
+TEST_F(RepairTest, RecordOfAnOldProcessInPhaseCreatingIsFinishedByTheRetry) {
+  std::string id = MakeVolume("pvc-creating", 64 * kMiB);
+  VolumeRecord rec = *Record(id);
+  rec.phase = VolumePhase::kCreating;
+  ASSERT_TRUE(store_->Save(rec).ok());
   Restart();
   ASSERT_TRUE(RecoverVolumes(deps()).ok());
   ::csi::v1::ListVolumesRequest lr;
   ::csi::v1::ListVolumesResponse list;
   ASSERT_TRUE(controller_->ListVolumes(nullptr, &lr, &list).ok());
   EXPECT_EQ(list.entries_size(), 0) << "a creating volume is not listed";
-  ASSERT_TRUE(Create(CreateReq("pvc-cr", 64 * kMiB), &resp).ok());
-  EXPECT_EQ(resp.volume().volume_id(), id);
+  ::csi::v1::CreateVolumeResponse resp;
+  ASSERT_TRUE(Create(CreateReq("pvc-creating", 64 * kMiB), &resp).ok());
   EXPECT_EQ(Record(id)->phase, VolumePhase::kReady);
 }
 

@@ -12,10 +12,9 @@ absl::Status TearDownPublish(const DriverDeps& deps, VolumeRecord* rec,
                              const std::string& target) {
   auto it = rec->publishes.find(target);
   if (it == rec->publishes.end()) return absl::OkStatus();
-  if (it->second.phase != PublishPhase::kUnpublishing) {
-    it->second.phase = PublishPhase::kUnpublishing;
-    RETURN_IF_ERROR(deps.store->Save(*rec));
-  }
+  // No intent is written first: every step is idempotent and the record
+  // still names the target until the end, so a crash in the middle is
+  // finished by the CO's retry (or by RecoverVolumes).
   RETURN_IF_ERROR(deps.mounter->Unmount(target));
   RETURN_IF_ERROR(deps.mounter->RemovePath(target));
   rec->publishes.erase(target);
@@ -25,10 +24,7 @@ absl::Status TearDownPublish(const DriverDeps& deps, VolumeRecord* rec,
 absl::Status TearDownStage(const DriverDeps& deps, VolumeRecord* rec) {
   if (!rec->stage.has_value()) return absl::OkStatus();
   StageRecord& st = *rec->stage;
-  if (st.phase != StagePhase::kUnstaging) {
-    st.phase = StagePhase::kUnstaging;
-    RETURN_IF_ERROR(deps.store->Save(*rec));
-  }
+  // As in TearDownPublish: idempotent steps, the record updated last.
   if (!st.block) RETURN_IF_ERROR(deps.mounter->Unmount(st.staging_path));
   RETURN_IF_ERROR(deps.backend->Detach(rec->id));
   rec->stage.reset();

@@ -3,6 +3,7 @@
 // half-done, and serves on a unix socket until SIGTERM/SIGINT.
 #include <signal.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -81,6 +82,11 @@ absl::Status PrepareSocket(const std::string& path) {
     size_t slash = path.rfind('/');
     if (slash > 0) return sys::MakeDirs(path.substr(0, slash));
     return absl::OkStatus();
+  }
+  struct stat st;
+  if (::lstat(path.c_str(), &st) == 0 && !S_ISSOCK(st.st_mode)) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        path, " exists and is not a socket; refusing to replace it"));
   }
   int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
   if (fd < 0) return base::ErrnoStatus("socket", path, errno);

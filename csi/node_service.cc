@@ -281,22 +281,27 @@ absl::Status NodeService::DoPublish(
                        it->second.read_only ? "true" : "false", ")"));
     }
   }
-  bool was_published = false;
+  // A new publish is recorded as published before the bind: the bind is
+  // idempotent and the record names the target, so a crash in between is
+  // repaired by the CO's retry (or undone by its NodeUnpublishVolume); one
+  // durable write per publish. A failed bind is rolled back at once.
+  bool is_new = false;
   it = rec.publishes.find(target);
   if (it == rec.publishes.end()) {
     PublishRecord p;
     p.target_path = target;
     p.read_only = read_only;
     p.block = cap.block;
-    p.phase = PublishPhase::kPublishing;
+    p.phase = PublishPhase::kPublished;
     rec.publishes[target] = p;
     RETURN_IF_ERROR(deps_.store->Save(rec));
-  } else {
-    was_published = it->second.phase == PublishPhase::kPublished;
+    is_new = true;
   }
+  const bool finish_old =
+      rec.publishes[target].phase != PublishPhase::kPublished;
   absl::Status st = PublishSteps(&rec, target);
   if (!st.ok()) {
-    if (!was_published) {
+    if (is_new || finish_old) {
       absl::Status undo = TearDownPublish(deps_, &rec, target);
       if (!undo.ok()) {
         base::LogError("csi.publish.rollback_failed",
@@ -305,9 +310,11 @@ absl::Status NodeService::DoPublish(
     }
     return st;
   }
-  if (!was_published) {
+  if (finish_old) {  // a "publishing" record written by an older version
     rec.publishes[target].phase = PublishPhase::kPublished;
     RETURN_IF_ERROR(deps_.store->Save(rec));
+  }
+  if (is_new || finish_old) {
     base::LogInfo("csi.volume.published",
                   {{"volume", id},
                    {"target", target},

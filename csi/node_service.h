@@ -4,8 +4,10 @@
 // the device node onto a file, read-only when asked), reports usage and
 // condition, grows the filesystem online, and undoes all of it.
 //
-// Every step is recorded in the state store before it starts, so that a
-// retry or a restarted plugin finishes or undoes it (see repair.h).
+// Every mount is recorded in the state store before it is made (a stage
+// as "staging" until it is complete, a publish with its target), and a
+// record is dropped only after its mount is gone, so that a retry or a
+// restarted plugin finishes or undoes a half-done call (see repair.h).
 // Idempotency: staging/publishing again with the same arguments is OK (and
 // repairs a mount that went missing); unstaging/unpublishing what is not
 // staged/published is OK. Incompatible repeats are ALREADY_EXISTS or

@@ -192,7 +192,8 @@ step_volume_lifecycle() {
   csi controller-expand-volume --volume-id "$VOL" --capacity-bytes "$GROWN_SIZE"
   if [[ $FSTYPE == ext4 ]] && ! has_cap_sys_resource; then
     note "this machine drops CAP_SYS_RESOURCE even for root, and ext4 cannot"
-    note "grow online without it: NodeExpandVolume skipped (try --fstype xfs)"
+    note "grow online without it: NodeExpandVolume skipped (try --fstype xfs;"
+    note "ext4 online growth is checked in the QEMU lab, tests/lab/run.sh file_backend_nodax)"
   else
     csi node-expand-volume --volume-id "$VOL" --volume-path "$TARGET" \
       --staging-target-path "$STAGING" --capacity-bytes "$GROWN_SIZE" \

@@ -7,6 +7,10 @@ build_dir=${1:-build}
 shift || true
 launcher=()
 if command -v ccache >/dev/null; then
+  # Paths under the checkout are hashed relative to it, so another clone or
+  # build directory (CI's fresh checkout) reuses the cache. The price: the
+  # compile directory recorded in debug info may name the other checkout.
+  export CCACHE_BASEDIR=$PWD CCACHE_NOHASHDIR=1
   launcher=(-DCMAKE_CXX_COMPILER_LAUNCHER=ccache -DCMAKE_C_COMPILER_LAUNCHER=ccache)
 fi
 cmake -S . -B "$build_dir" -G Ninja -DCMAKE_BUILD_TYPE=${BUILD_TYPE:-RelWithDebInfo} \

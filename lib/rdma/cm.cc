@@ -106,19 +106,8 @@ absl::StatusOr<EventChannel> EventChannel::Create() {
   return EventChannel(ch);
 }
 
-EventChannel::EventChannel(EventChannel&& other) noexcept
-    : ch_(std::exchange(other.ch_, nullptr)) {}
-
-EventChannel& EventChannel::operator=(EventChannel&& other) noexcept {
-  if (this != &other) {
-    if (ch_ != nullptr) rdma_destroy_event_channel(ch_);
-    ch_ = std::exchange(other.ch_, nullptr);
-  }
-  return *this;
-}
-
-EventChannel::~EventChannel() {
-  if (ch_ != nullptr) rdma_destroy_event_channel(ch_);
+void EventChannel::Deleter::operator()(rdma_event_channel* ch) const {
+  rdma_destroy_event_channel(ch);
 }
 
 // ---------------------------------------------------------------- id
@@ -129,33 +118,16 @@ absl::StatusOr<CmId> CmId::Create(EventChannel& channel) {
   return CmId(id, channel.get());
 }
 
-CmId::CmId(CmId&& other) noexcept
-    : id_(std::exchange(other.id_, nullptr)),
-      ch_(other.ch_),
-      disconnected_(other.disconnected_) {}
-
-CmId& CmId::operator=(CmId&& other) noexcept {
-  if (this != &other) {
-    if (id_ != nullptr) rdma_destroy_id(id_);
-    id_ = std::exchange(other.id_, nullptr);
-    ch_ = other.ch_;
-    disconnected_ = other.disconnected_;
-  }
-  return *this;
-}
-
-CmId::~CmId() {
-  if (id_ != nullptr) rdma_destroy_id(id_);
-}
+void CmId::Deleter::operator()(rdma_cm_id* id) const { rdma_destroy_id(id); }
 
 ibv_context* CmId::verbs() const { return id_->verbs; }
 
 absl::Status CmId::Listen(absl::string_view ip, uint16_t port, int backlog) {
   ASSIGN_OR_RETURN(sockaddr_in sa, Ipv4(ip, port));
-  if (rdma_bind_addr(id_, reinterpret_cast<sockaddr*>(&sa)) != 0)
+  if (rdma_bind_addr(id_.get(), reinterpret_cast<sockaddr*>(&sa)) != 0)
     return base::ErrnoStatus("rdma_bind_addr", absl::StrCat(ip, ":", port),
                              errno);
-  if (rdma_listen(id_, backlog) != 0)
+  if (rdma_listen(id_.get(), backlog) != 0)
     return base::ErrnoStatus("rdma_listen", absl::StrCat(ip, ":", port), errno);
   return absl::OkStatus();
 }
@@ -169,39 +141,39 @@ absl::StatusOr<ConnectRequest> CmId::WaitForRequest(absl::Duration timeout) {
 absl::Status CmId::Accept(absl::string_view private_data,
                           absl::Duration timeout) {
   rdma_conn_param p = ConnParam(private_data);
-  if (rdma_accept(id_, &p) != 0)
+  if (rdma_accept(id_.get(), &p) != 0)
     return base::ErrnoStatus("rdma_accept", "", errno);
-  return Expect(ch_, id_, RDMA_CM_EVENT_ESTABLISHED, timeout).status();
+  return Expect(ch_, id_.get(), RDMA_CM_EVENT_ESTABLISHED, timeout).status();
 }
 
 absl::Status CmId::Resolve(absl::string_view ip, uint16_t port,
                            absl::Duration timeout) {
   ASSIGN_OR_RETURN(sockaddr_in sa, Ipv4(ip, port));
-  if (rdma_resolve_addr(id_, nullptr, reinterpret_cast<sockaddr*>(&sa),
+  if (rdma_resolve_addr(id_.get(), nullptr, reinterpret_cast<sockaddr*>(&sa),
                         kRdmaTimeoutMs) != 0)
     return base::ErrnoStatus("rdma_resolve_addr", absl::StrCat(ip, ":", port),
                              errno);
   RETURN_IF_ERROR(
-      Expect(ch_, id_, RDMA_CM_EVENT_ADDR_RESOLVED, timeout).status());
-  if (rdma_resolve_route(id_, kRdmaTimeoutMs) != 0)
+      Expect(ch_, id_.get(), RDMA_CM_EVENT_ADDR_RESOLVED, timeout).status());
+  if (rdma_resolve_route(id_.get(), kRdmaTimeoutMs) != 0)
     return base::ErrnoStatus("rdma_resolve_route", absl::StrCat(ip, ":", port),
                              errno);
-  return Expect(ch_, id_, RDMA_CM_EVENT_ROUTE_RESOLVED, timeout).status();
+  return Expect(ch_, id_.get(), RDMA_CM_EVENT_ROUTE_RESOLVED, timeout).status();
 }
 
 absl::StatusOr<std::string> CmId::Connect(absl::string_view private_data,
                                           absl::Duration timeout) {
   rdma_conn_param p = ConnParam(private_data);
-  if (rdma_connect(id_, &p) != 0)
+  if (rdma_connect(id_.get(), &p) != 0)
     return base::ErrnoStatus("rdma_connect", "", errno);
   ASSIGN_OR_RETURN(Event ev,
-                   Expect(ch_, id_, RDMA_CM_EVENT_ESTABLISHED, timeout));
+                   Expect(ch_, id_.get(), RDMA_CM_EVENT_ESTABLISHED, timeout));
   return std::move(ev.private_data);
 }
 
 absl::Status CmId::Disconnect() {
   if (disconnected_) return absl::OkStatus();
-  if (rdma_disconnect(id_) != 0 && errno != EINVAL)
+  if (rdma_disconnect(id_.get()) != 0 && errno != EINVAL)
     return base::ErrnoStatus("rdma_disconnect", "", errno);
   disconnected_ = true;
   return absl::OkStatus();
@@ -209,7 +181,7 @@ absl::Status CmId::Disconnect() {
 
 absl::Status CmId::WaitForDisconnect(absl::Duration timeout) {
   RETURN_IF_ERROR(
-      Expect(ch_, id_, RDMA_CM_EVENT_DISCONNECTED, timeout).status());
+      Expect(ch_, id_.get(), RDMA_CM_EVENT_DISCONNECTED, timeout).status());
   disconnected_ = true;
   return absl::OkStatus();
 }
@@ -227,24 +199,13 @@ absl::StatusOr<CmQueuePair> CmQueuePair::Create(CmId& id,
   ia.cap.max_recv_wr = caps.max_recv_wr;
   ia.cap.max_send_sge = caps.max_send_sge;
   ia.cap.max_recv_sge = caps.max_recv_sge;
-  if (rdma_create_qp(id.id_, pd.get(), &ia) != 0)
+  if (rdma_create_qp(id.id_.get(), pd.get(), &ia) != 0)
     return base::ErrnoStatus("rdma_create_qp", "", errno);
-  return CmQueuePair(id.id_);
+  return CmQueuePair(id.id_.get());
 }
 
-CmQueuePair::CmQueuePair(CmQueuePair&& other) noexcept
-    : id_(std::exchange(other.id_, nullptr)) {}
-
-CmQueuePair& CmQueuePair::operator=(CmQueuePair&& other) noexcept {
-  if (this != &other) {
-    if (id_ != nullptr) rdma_destroy_qp(id_);
-    id_ = std::exchange(other.id_, nullptr);
-  }
-  return *this;
-}
-
-CmQueuePair::~CmQueuePair() {
-  if (id_ != nullptr) rdma_destroy_qp(id_);
+void CmQueuePair::Deleter::operator()(rdma_cm_id* id) const {
+  rdma_destroy_qp(id);
 }
 
 ibv_qp* CmQueuePair::get() const { return id_->qp; }

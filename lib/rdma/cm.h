@@ -18,6 +18,7 @@
 #define DAXLEASE_LIB_RDMA_CM_H_
 
 #include <cstdint>
+#include <memory>
 #include <string>
 
 #include "absl/status/status.h"
@@ -38,17 +39,20 @@ class EventChannel {
  public:
   static absl::StatusOr<EventChannel> Create();
 
-  EventChannel(EventChannel&& other) noexcept;
-  EventChannel& operator=(EventChannel&& other) noexcept;
+  EventChannel(EventChannel&& other) noexcept = default;
+  EventChannel& operator=(EventChannel&& other) noexcept = default;
   EventChannel(const EventChannel&) = delete;
   EventChannel& operator=(const EventChannel&) = delete;
-  ~EventChannel();
+  ~EventChannel() = default;
 
-  rdma_event_channel* get() const { return ch_; }
+  rdma_event_channel* get() const { return ch_.get(); }
 
  private:
   explicit EventChannel(rdma_event_channel* ch) : ch_(ch) {}
-  rdma_event_channel* ch_ = nullptr;
+  struct Deleter {
+    void operator()(rdma_event_channel* p) const;
+  };
+  std::unique_ptr<rdma_event_channel, Deleter> ch_;
 };
 
 // A connection request received by a listening id: the new id (owned) and
@@ -60,14 +64,14 @@ class CmId {
  public:
   static absl::StatusOr<CmId> Create(EventChannel& channel);
 
-  CmId(CmId&& other) noexcept;
-  CmId& operator=(CmId&& other) noexcept;
+  CmId(CmId&& other) noexcept = default;
+  CmId& operator=(CmId&& other) noexcept = default;
   CmId(const CmId&) = delete;
   CmId& operator=(const CmId&) = delete;
   // Destroys the id (a connected id should be disconnected first).
-  ~CmId();
+  ~CmId() = default;
 
-  rdma_cm_id* get() const { return id_; }
+  rdma_cm_id* get() const { return id_.get(); }
   // The verbs context the id is bound to; null before address resolution (or
   // on a listener bound to the wildcard address).
   ibv_context* verbs() const;
@@ -96,7 +100,10 @@ class CmId {
  private:
   friend class CmQueuePair;
   CmId(rdma_cm_id* id, rdma_event_channel* ch) : id_(id), ch_(ch) {}
-  rdma_cm_id* id_ = nullptr;
+  struct Deleter {
+    void operator()(rdma_cm_id* p) const;  // rdma_destroy_id
+  };
+  std::unique_ptr<rdma_cm_id, Deleter> id_;
   rdma_event_channel* ch_ = nullptr;
   bool disconnected_ = false;
 };
@@ -115,18 +122,22 @@ class CmQueuePair {
                                             const CompletionQueue& cq,
                                             const QueuePairCaps& caps);
 
-  CmQueuePair(CmQueuePair&& other) noexcept;
-  CmQueuePair& operator=(CmQueuePair&& other) noexcept;
+  CmQueuePair(CmQueuePair&& other) noexcept = default;
+  CmQueuePair& operator=(CmQueuePair&& other) noexcept = default;
   CmQueuePair(const CmQueuePair&) = delete;
   CmQueuePair& operator=(const CmQueuePair&) = delete;
-  ~CmQueuePair();
+  ~CmQueuePair() = default;
 
   ibv_qp* get() const;
   QueuePairOps ops() const { return QueuePairOps(get()); }
 
  private:
   explicit CmQueuePair(rdma_cm_id* id) : id_(id) {}
-  rdma_cm_id* id_ = nullptr;
+  // Owns the QP of an id it does not own: the deleter is rdma_destroy_qp.
+  struct Deleter {
+    void operator()(rdma_cm_id* p) const;
+  };
+  std::unique_ptr<rdma_cm_id, Deleter> id_;
 };
 
 }  // namespace daxlease::rdma

@@ -82,20 +82,8 @@ absl::StatusOr<Device> Device::Open(absl::string_view name) {
   return Device(ctx, std::move(dev_name));
 }
 
-Device::Device(Device&& other) noexcept
-    : ctx_(std::exchange(other.ctx_, nullptr)), name_(std::move(other.name_)) {}
-
-Device& Device::operator=(Device&& other) noexcept {
-  if (this != &other) {
-    if (ctx_ != nullptr) ibv_close_device(ctx_);
-    ctx_ = std::exchange(other.ctx_, nullptr);
-    name_ = std::move(other.name_);
-  }
-  return *this;
-}
-
-Device::~Device() {
-  if (ctx_ != nullptr) ibv_close_device(ctx_);
+void Device::Deleter::operator()(ibv_context* ctx) const {
+  ibv_close_device(ctx);
 }
 
 // ---------------------------------------------------------------- PD
@@ -106,24 +94,10 @@ absl::StatusOr<ProtectionDomain> ProtectionDomain::Allocate(ibv_context* ctx) {
   return ProtectionDomain(pd);
 }
 
-ProtectionDomain::ProtectionDomain(ProtectionDomain&& other) noexcept
-    : pd_(std::exchange(other.pd_, nullptr)) {}
-
-ProtectionDomain& ProtectionDomain::operator=(
-    ProtectionDomain&& other) noexcept {
-  if (this != &other) {
-    if (pd_ != nullptr) ibv_dealloc_pd(pd_);
-    pd_ = std::exchange(other.pd_, nullptr);
-  }
-  return *this;
-}
-
-ProtectionDomain::~ProtectionDomain() {
-  if (pd_ != nullptr) {
-    int rc = ibv_dealloc_pd(pd_);
-    if (rc != 0)
-      base::LogWarn("rdma.dealloc_pd_failed", {{"errno", std::to_string(rc)}});
-  }
+void ProtectionDomain::Deleter::operator()(ibv_pd* pd) const {
+  int rc = ibv_dealloc_pd(pd);
+  if (rc != 0)
+    base::LogWarn("rdma.dealloc_pd_failed", {{"errno", std::to_string(rc)}});
 }
 
 // ---------------------------------------------------------------- MR
@@ -144,23 +118,10 @@ absl::StatusOr<MemoryRegion> MemoryRegion::Register(const ProtectionDomain& pd,
   return MemoryRegion(mr);
 }
 
-MemoryRegion::MemoryRegion(MemoryRegion&& other) noexcept
-    : mr_(std::exchange(other.mr_, nullptr)) {}
-
-MemoryRegion& MemoryRegion::operator=(MemoryRegion&& other) noexcept {
-  if (this != &other) {
-    if (mr_ != nullptr) ibv_dereg_mr(mr_);
-    mr_ = std::exchange(other.mr_, nullptr);
-  }
-  return *this;
-}
-
-MemoryRegion::~MemoryRegion() {
-  if (mr_ != nullptr) {
-    int rc = ibv_dereg_mr(mr_);
-    if (rc != 0)
-      base::LogWarn("rdma.dereg_mr_failed", {{"errno", std::to_string(rc)}});
-  }
+void MemoryRegion::Deleter::operator()(ibv_mr* mr) const {
+  int rc = ibv_dereg_mr(mr);
+  if (rc != 0)
+    base::LogWarn("rdma.dereg_mr_failed", {{"errno", std::to_string(rc)}});
 }
 
 uint32_t MemoryRegion::lkey() const { return mr_->lkey; }
@@ -177,20 +138,7 @@ absl::StatusOr<MemoryWindow> MemoryWindow::Allocate(
   return MemoryWindow(mw);
 }
 
-MemoryWindow::MemoryWindow(MemoryWindow&& other) noexcept
-    : mw_(std::exchange(other.mw_, nullptr)) {}
-
-MemoryWindow& MemoryWindow::operator=(MemoryWindow&& other) noexcept {
-  if (this != &other) {
-    if (mw_ != nullptr) ibv_dealloc_mw(mw_);
-    mw_ = std::exchange(other.mw_, nullptr);
-  }
-  return *this;
-}
-
-MemoryWindow::~MemoryWindow() {
-  if (mw_ != nullptr) ibv_dealloc_mw(mw_);
-}
+void MemoryWindow::Deleter::operator()(ibv_mw* mw) const { ibv_dealloc_mw(mw); }
 
 uint32_t MemoryWindow::rkey() const { return mw_->rkey; }
 
@@ -203,25 +151,14 @@ absl::StatusOr<CompletionQueue> CompletionQueue::Create(ibv_context* ctx,
   return CompletionQueue(cq);
 }
 
-CompletionQueue::CompletionQueue(CompletionQueue&& other) noexcept
-    : cq_(std::exchange(other.cq_, nullptr)) {}
-
-CompletionQueue& CompletionQueue::operator=(CompletionQueue&& other) noexcept {
-  if (this != &other) {
-    if (cq_ != nullptr) ibv_destroy_cq(cq_);
-    cq_ = std::exchange(other.cq_, nullptr);
-  }
-  return *this;
-}
-
-CompletionQueue::~CompletionQueue() {
-  if (cq_ != nullptr) ibv_destroy_cq(cq_);
+void CompletionQueue::Deleter::operator()(ibv_cq* cq) const {
+  ibv_destroy_cq(cq);
 }
 
 absl::StatusOr<std::optional<WorkCompletion>> CompletionQueue::Poll() {
   ibv_wc wc;
   std::memset(&wc, 0, sizeof wc);
-  int n = ibv_poll_cq(cq_, 1, &wc);
+  int n = ibv_poll_cq(cq_.get(), 1, &wc);
   if (n < 0) return absl::InternalError("ibv_poll_cq failed");
   if (n == 0) return std::optional<WorkCompletion>();
   WorkCompletion out;
@@ -324,7 +261,7 @@ absl::Status QueuePairOps::PostBindWindow(MemoryWindow& mw,
   wr.wr_id = wr_id;
   wr.opcode = IBV_WR_BIND_MW;
   wr.send_flags = IBV_SEND_SIGNALED;
-  wr.bind_mw.mw = mw.mw_;
+  wr.bind_mw.mw = mw.mw_.get();
   wr.bind_mw.rkey = new_rkey;
   wr.bind_mw.bind_info.mr = mr.get();
   wr.bind_mw.bind_info.addr = reinterpret_cast<uintptr_t>(addr);
@@ -362,20 +299,7 @@ absl::StatusOr<QueuePair> QueuePair::CreateRc(const ProtectionDomain& pd,
   return QueuePair(qp);
 }
 
-QueuePair::QueuePair(QueuePair&& other) noexcept
-    : qp_(std::exchange(other.qp_, nullptr)) {}
-
-QueuePair& QueuePair::operator=(QueuePair&& other) noexcept {
-  if (this != &other) {
-    if (qp_ != nullptr) ibv_destroy_qp(qp_);
-    qp_ = std::exchange(other.qp_, nullptr);
-  }
-  return *this;
-}
-
-QueuePair::~QueuePair() {
-  if (qp_ != nullptr) ibv_destroy_qp(qp_);
-}
+void QueuePair::Deleter::operator()(ibv_qp* qp) const { ibv_destroy_qp(qp); }
 
 uint32_t QueuePair::qp_num() const { return qp_->qp_num; }
 

@@ -4,9 +4,12 @@
 // needs (RDMA WRITE/READ, SEND/RECV, memory-window bind and local invalidate).
 //
 // Each type owns exactly one verbs object, is move-only, and releases it in
-// its destructor. Destruction order is the caller's job and mirrors verbs
-// itself: windows before their QP and MR, MRs/QPs/CQs before their PD, the PD
-// before its context (members declared in acquisition order do this).
+// its destructor (moves and destructor are defaulted around a member
+// std::unique_ptr whose private Deleter, defined in the .cc, makes the
+// release call, logging a refusal where noted; a moved-from object holds
+// nothing). Destruction order is the caller's job and mirrors verbs itself:
+// windows before their QP and MR, MRs/QPs/CQs before their PD, the PD before
+// its context (members declared in acquisition order do this).
 //
 // <infiniband/verbs.h> is included only by verbs.cc; the C structs are
 // forward-declared so callers that need the raw handle (e.g. rdma_cm) can
@@ -19,6 +22,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <string>
 #include <utility>
@@ -58,19 +62,22 @@ class Device {
   // NOT_FOUND when no such device exists.
   static absl::StatusOr<Device> Open(absl::string_view name);
 
-  Device(Device&& other) noexcept;
-  Device& operator=(Device&& other) noexcept;
+  Device(Device&& other) noexcept = default;
+  Device& operator=(Device&& other) noexcept = default;
   Device(const Device&) = delete;
   Device& operator=(const Device&) = delete;
-  ~Device();
+  ~Device() = default;
 
-  ibv_context* get() const { return ctx_; }
+  ibv_context* get() const { return ctx_.get(); }
   const std::string& name() const { return name_; }
 
  private:
   Device(ibv_context* ctx, std::string name)
       : ctx_(ctx), name_(std::move(name)) {}
-  ibv_context* ctx_ = nullptr;
+  struct Deleter {
+    void operator()(ibv_context* p) const;
+  };
+  std::unique_ptr<ibv_context, Deleter> ctx_;
   std::string name_;
 };
 
@@ -80,17 +87,20 @@ class ProtectionDomain {
  public:
   static absl::StatusOr<ProtectionDomain> Allocate(ibv_context* ctx);
 
-  ProtectionDomain(ProtectionDomain&& other) noexcept;
-  ProtectionDomain& operator=(ProtectionDomain&& other) noexcept;
+  ProtectionDomain(ProtectionDomain&& other) noexcept = default;
+  ProtectionDomain& operator=(ProtectionDomain&& other) noexcept = default;
   ProtectionDomain(const ProtectionDomain&) = delete;
   ProtectionDomain& operator=(const ProtectionDomain&) = delete;
-  ~ProtectionDomain();
+  ~ProtectionDomain() = default;
 
-  ibv_pd* get() const { return pd_; }
+  ibv_pd* get() const { return pd_.get(); }
 
  private:
   explicit ProtectionDomain(ibv_pd* pd) : pd_(pd) {}
-  ibv_pd* pd_ = nullptr;
+  struct Deleter {
+    void operator()(ibv_pd* p) const;
+  };
+  std::unique_ptr<ibv_pd, Deleter> pd_;
 };
 
 // A pinned memory registration of [addr, addr+length). The memory must stay
@@ -105,15 +115,15 @@ class MemoryRegion {
                                                void* addr, size_t length,
                                                unsigned access);
 
-  MemoryRegion(MemoryRegion&& other) noexcept;
-  MemoryRegion& operator=(MemoryRegion&& other) noexcept;
+  MemoryRegion(MemoryRegion&& other) noexcept = default;
+  MemoryRegion& operator=(MemoryRegion&& other) noexcept = default;
   MemoryRegion(const MemoryRegion&) = delete;
   MemoryRegion& operator=(const MemoryRegion&) = delete;
   // Deregisters. Verbs refuses (EINVAL) while a window is bound to the MR:
   // deallocate windows first; a refused deregistration is logged.
-  ~MemoryRegion();
+  ~MemoryRegion() = default;
 
-  ibv_mr* get() const { return mr_; }
+  ibv_mr* get() const { return mr_.get(); }
   uint32_t lkey() const;
   uint32_t rkey() const;
   void* addr() const;
@@ -121,7 +131,10 @@ class MemoryRegion {
 
  private:
   explicit MemoryRegion(ibv_mr* mr) : mr_(mr) {}
-  ibv_mr* mr_ = nullptr;
+  struct Deleter {
+    void operator()(ibv_mr* p) const;
+  };
+  std::unique_ptr<ibv_mr, Deleter> mr_;
 };
 
 // A type-2 memory window. Bound and invalidated through QueuePair work
@@ -131,20 +144,23 @@ class MemoryWindow {
  public:
   static absl::StatusOr<MemoryWindow> Allocate(const ProtectionDomain& pd);
 
-  MemoryWindow(MemoryWindow&& other) noexcept;
-  MemoryWindow& operator=(MemoryWindow&& other) noexcept;
+  MemoryWindow(MemoryWindow&& other) noexcept = default;
+  MemoryWindow& operator=(MemoryWindow&& other) noexcept = default;
   MemoryWindow(const MemoryWindow&) = delete;
   MemoryWindow& operator=(const MemoryWindow&) = delete;
   // Deallocating also revokes the window's current rkey.
-  ~MemoryWindow();
+  ~MemoryWindow() = default;
 
-  ibv_mw* get() const { return mw_; }
+  ibv_mw* get() const { return mw_.get(); }
   uint32_t rkey() const;
 
  private:
   friend class QueuePairOps;
   explicit MemoryWindow(ibv_mw* mw) : mw_(mw) {}
-  ibv_mw* mw_ = nullptr;
+  struct Deleter {
+    void operator()(ibv_mw* p) const;
+  };
+  std::unique_ptr<ibv_mw, Deleter> mw_;
 };
 
 // One completed work request.
@@ -161,13 +177,13 @@ class CompletionQueue {
  public:
   static absl::StatusOr<CompletionQueue> Create(ibv_context* ctx, int entries);
 
-  CompletionQueue(CompletionQueue&& other) noexcept;
-  CompletionQueue& operator=(CompletionQueue&& other) noexcept;
+  CompletionQueue(CompletionQueue&& other) noexcept = default;
+  CompletionQueue& operator=(CompletionQueue&& other) noexcept = default;
   CompletionQueue(const CompletionQueue&) = delete;
   CompletionQueue& operator=(const CompletionQueue&) = delete;
-  ~CompletionQueue();
+  ~CompletionQueue() = default;
 
-  ibv_cq* get() const { return cq_; }
+  ibv_cq* get() const { return cq_.get(); }
 
   // One completion if there is one now.
   absl::StatusOr<std::optional<WorkCompletion>> Poll();
@@ -177,7 +193,10 @@ class CompletionQueue {
 
  private:
   explicit CompletionQueue(ibv_cq* cq) : cq_(cq) {}
-  ibv_cq* cq_ = nullptr;
+  struct Deleter {
+    void operator()(ibv_cq* p) const;
+  };
+  std::unique_ptr<ibv_cq, Deleter> cq_;
 };
 
 // Queue-pair sizes.
@@ -226,19 +245,22 @@ class QueuePair {
                                             const CompletionQueue& cq,
                                             const QueuePairCaps& caps);
 
-  QueuePair(QueuePair&& other) noexcept;
-  QueuePair& operator=(QueuePair&& other) noexcept;
+  QueuePair(QueuePair&& other) noexcept = default;
+  QueuePair& operator=(QueuePair&& other) noexcept = default;
   QueuePair(const QueuePair&) = delete;
   QueuePair& operator=(const QueuePair&) = delete;
-  ~QueuePair();
+  ~QueuePair() = default;
 
-  ibv_qp* get() const { return qp_; }
+  ibv_qp* get() const { return qp_.get(); }
   uint32_t qp_num() const;
-  QueuePairOps ops() const { return QueuePairOps(qp_); }
+  QueuePairOps ops() const { return QueuePairOps(qp_.get()); }
 
  private:
   explicit QueuePair(ibv_qp* qp) : qp_(qp) {}
-  ibv_qp* qp_ = nullptr;
+  struct Deleter {
+    void operator()(ibv_qp* p) const;
+  };
+  std::unique_ptr<ibv_qp, Deleter> qp_;
 };
 
 // Translates Access bits to IBV_ACCESS_* (exposed for tests).

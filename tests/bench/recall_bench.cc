@@ -1,10 +1,14 @@
 // recall_bench: one recall of N leases (N = 10, 100, 1000) on a real
 // kube-apiserver, the daxlease-operator binary as a subprocess, and a
 // simulated agent that acks every recalled lease as fast as it can (watch ->
-// status patch, 8 in flight). Measures the time from DaxRecall creation to
-// status.phase Complete, and the operator's peak RSS (VmHWM).
+// status patch, --agent-workers in flight). Measures the time from DaxRecall
+// creation to status.phase Complete, the operator's peak RSS (VmHWM), the
+// load average after each size, and first, before the operator starts, the
+// API server's own write rate with a trivial client (the bound: a recall of
+// N leases costs about 3N writes).
 //
 //   recall_bench [--kubeconfig PATH] [--sizes 10,100,1000] [--runs 5]
+//                [--write-concurrency 16] [--agent-workers 16]
 //
 // Without --kubeconfig (or $DAXLEASE_KUBECONFIG) it starts a private control
 // plane with tests/k8s/control-plane.sh and stops it at the end.
@@ -55,10 +59,11 @@ void ParallelFor(int n, int threads, const std::function<void(int)>& fn) {
 // The simulated agents: watch leases, ack each Recalling one of `volume`.
 class Agent {
  public:
-  Agent(k8s::KubeClient& c, std::string volume, std::string from_rv)
+  Agent(k8s::KubeClient& c, std::string volume, std::string from_rv,
+        int workers)
       : c_(c), volume_(std::move(volume)) {
     watcher_ = std::thread([this, from_rv] { Watch(from_rv); });
-    for (int i = 0; i < 32; ++i) workers_.emplace_back([this] { Ack(); });
+    for (int i = 0; i < workers; ++i) workers_.emplace_back([this] { Ack(); });
   }
   ~Agent() {
     cancel_.Cancel();
@@ -139,7 +144,8 @@ std::optional<Json> Get(k8s::KubeClient& c, const k8s::Resource& r,
 }
 
 // One measured recall of n leases; returns milliseconds to Complete.
-double RunOnce(k8s::KubeClient& c, int n, const std::string& tag) {
+double RunOnce(k8s::KubeClient& c, int n, const std::string& tag,
+               int agent_workers) {
   std::string vol = absl::StrCat("bench-", tag);
   api::DaxVolume v;
   v.metadata.name = vol;
@@ -169,7 +175,7 @@ double RunOnce(k8s::KubeClient& c, int n, const std::string& tag) {
   if (!list.ok()) Die(list.status().ToString());
   double ms = 0;
   {
-    Agent agent(c, vol, list->resource_version);
+    Agent agent(c, vol, list->resource_version, agent_workers);
     api::DaxRecall r;
     r.metadata.name = vol;
     r.spec = {vol, api::RecallReason::kManual, 60};
@@ -197,10 +203,59 @@ double RunOnce(k8s::KubeClient& c, int n, const std::string& tag) {
   return ms;
 }
 
+// The API server's own write rate with a trivial client (no operator work):
+// creates `objs` DaxLeases of an unused volume, then `writes` status merge
+// patches spread over them, `inflight` at a time. This bounds any recall:
+// one costs about 3N writes (N leases -> Recalling, N agent acks, N ->
+// Released).
+struct WriteRate {
+  double creates_per_s = 0;
+  double patches_per_s = 0;
+};
+WriteRate MeasureWriteRate(k8s::KubeClient& c, const std::string& tag, int objs,
+                           int writes, int inflight) {
+  const std::string vol = absl::StrCat("rate-", tag);
+  auto name = [&](int i) { return absl::StrCat(vol, "-l", i); };
+  WriteRate r;
+  absl::Time t0 = absl::Now();
+  ParallelFor(objs, inflight, [&](int i) {
+    api::DaxLease l;
+    l.metadata.name = name(i);
+    l.spec = {vol, "node", "", api::Access::kReadWrite};
+    auto st = c.Create(LeaseResource(), api::ToJson(l));
+    if (!st.ok()) Die(st.status().ToString());
+  });
+  r.creates_per_s = objs / absl::ToDoubleSeconds(absl::Now() - t0);
+  t0 = absl::Now();
+  ParallelFor(writes, inflight, [&](int i) {
+    auto st = c.Patch(
+        LeaseResource(), "", name(i % objs), k8s::PatchType::kMerge,
+        {{"status", {{"releasedRecallID", absl::StrCat(i)}}}}, "status");
+    if (!st.ok()) Die(st.status().ToString());
+  });
+  r.patches_per_s = writes / absl::ToDoubleSeconds(absl::Now() - t0);
+  ParallelFor(objs, inflight,
+              [&](int i) { (void)c.Delete(LeaseResource(), "", name(i)); });
+  return r;
+}
+
+double LoadAverage1() {
+  double l = -1;
+  if (FILE* f = std::fopen("/proc/loadavg", "r")) {
+    if (std::fscanf(f, "%lf", &l) != 1) l = -1;
+    std::fclose(f);
+  }
+  return l;
+}
+
 int Main(int argc, char** argv) {
   std::string kubeconfig;
   std::vector<int> sizes = {10, 100, 1000};
   int runs = 5;
+  // At most the client's pool of idle connections (16), so no write opens a
+  // new TLS connection.
+  int write_concurrency = 16;
+  int agent_workers = 16;
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
     auto val = [&](const char* f) -> std::optional<std::string> {
@@ -217,6 +272,14 @@ int Main(int argc, char** argv) {
         int n;
         if (!absl::SimpleAtoi(s, &n) || n < 1) Die("bad --sizes");
         sizes.push_back(n);
+      }
+    } else if (auto v = val("--write-concurrency")) {
+      if (!absl::SimpleAtoi(*v, &write_concurrency) || write_concurrency < 1) {
+        Die("bad --write-concurrency");
+      }
+    } else if (auto v = val("--agent-workers")) {
+      if (!absl::SimpleAtoi(*v, &agent_workers) || agent_workers < 1) {
+        Die("bad --agent-workers");
       }
     } else if (auto v = val("--runs")) {
       if (!absl::SimpleAtoi(*v, &runs) || runs < 1) Die("bad --runs");
@@ -239,20 +302,31 @@ int Main(int argc, char** argv) {
   auto client = testing::ClientFor(kubeconfig);
   if (!client.ok()) Die(client.status().ToString());
 
+  // Before the operator runs, so only the bench writes.
+  const double load_rate = LoadAverage1();
+  WriteRate rate =
+      MeasureWriteRate(**client, absl::StrCat(getpid()), 200, 1000, 16);
+
   int64_t rss_kib = -1;
   std::vector<std::vector<double>> results;
+  std::vector<double> loads;
   {
-    testing::OperatorProcess op(kubeconfig, {"--leader-elect=false", "--write-concurrency=32"},
-                                "recall-bench-operator");
+    testing::OperatorProcess op(
+        kubeconfig,
+        {"--leader-elect=false",
+         absl::StrCat("--write-concurrency=", write_concurrency)},
+        "recall-bench-operator");
     std::string tag0 = absl::StrCat(getpid());
     for (int n : sizes) {
       std::vector<double> ms;
       int reps = n >= 1000 ? std::max(1, runs / 2) : runs;
       for (int r = 0; r < reps; ++r) {
-        ms.push_back(RunOnce(**client, n, absl::StrCat(tag0, "-", n, "-", r)));
+        ms.push_back(RunOnce(**client, n, absl::StrCat(tag0, "-", n, "-", r),
+                             agent_workers));
         std::fprintf(stderr, "N=%d run %d: %.1f ms\n", n, r, ms.back());
       }
       results.push_back(ms);
+      loads.push_back(LoadAverage1());
     }
     rss_kib = testing::PeakRssKib(op.pid());
     op.Kill(SIGTERM);
@@ -266,8 +340,12 @@ int Main(int argc, char** argv) {
   std::printf(
       "\nrecall: DaxRecall created -> status.phase Complete "
       "(simulated agent acks every lease)\n");
-  std::printf("%-6s %5s %12s %10s %10s %14s %6s\n", "N", "runs", "median(ms)",
-              "min(ms)", "max(ms)", "goal", "ok");
+  std::printf(
+      "API server alone (trivial client, 16 in flight, load %.2f): %.0f "
+      "creates/s, %.0f status patches/s\n",
+      load_rate, rate.creates_per_s, rate.patches_per_s);
+  std::printf("%-6s %5s %12s %10s %10s %14s %6s %6s\n", "N", "runs",
+              "median(ms)", "min(ms)", "max(ms)", "goal", "ok", "load1");
   bool all_ok = true;
   for (size_t i = 0; i < sizes.size(); ++i) {
     std::vector<double> ms = results[i];
@@ -283,9 +361,9 @@ int Main(int argc, char** argv) {
       ok = ms.back() < 2000;
     }
     all_ok &= ok;
-    std::printf("%-6d %5zu %12.1f %10.1f %10.1f %14s %6s\n", sizes[i],
+    std::printf("%-6d %5zu %12.1f %10.1f %10.1f %14s %6s %6.2f\n", sizes[i],
                 ms.size(), median, ms.front(), ms.back(), goal.c_str(),
-                ok ? "yes" : "NO");
+                ok ? "yes" : "NO", loads[i]);
   }
   bool rss_ok = rss_kib >= 0 && rss_kib < 100 * 1024;
   std::printf("operator peak RSS (VmHWM): %.1f MiB (goal < 100 MiB) %s\n",

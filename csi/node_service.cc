@@ -32,12 +32,16 @@ absl::StatusOr<VolumeRecord> NodeService::LoadVolume(const std::string& id) {
   return std::move(*rec);
 }
 
-absl::Status NodeService::StageSteps(VolumeRecord* rec) {
+absl::Status NodeService::StageSteps(VolumeRecord* rec, bool attached) {
   StageRecord& st = *rec->stage;
-  ASSIGN_OR_RETURN(AttachedDevice dev, deps_.backend->Attach(rec->id));
-  if (st.device != dev.path) {
-    st.device = dev.path;
-    RETURN_IF_ERROR(deps_.store->Save(*rec));
+  AttachedDevice dev{st.device, true};
+  if (!attached) {
+    // A retry: the device may have gone (detached by hand, reboot).
+    ASSIGN_OR_RETURN(dev, deps_.backend->Attach(rec->id));
+    if (st.device != dev.path) {
+      st.device = dev.path;
+      RETURN_IF_ERROR(deps_.store->Save(*rec));
+    }
   }
   if (st.block) return absl::OkStatus();
 
@@ -134,7 +138,8 @@ absl::Status NodeService::DoStage(
                        Access(st.block), " access and other options"));
     }
   }
-  if (!rec.stage.has_value()) {
+  const bool attach_now = !rec.stage.has_value();
+  if (attach_now) {
     // Attach before recording the intent, so that one write records both
     // (a crash in between leaves an attached device without a stage, which
     // RecoverVolumes detaches). The intent is on disk before any mount.
@@ -153,7 +158,7 @@ absl::Status NodeService::DoStage(
     }
   }
   const bool was_staged = rec.stage->phase == StagePhase::kStaged;
-  absl::Status st = StageSteps(&rec);
+  absl::Status st = StageSteps(&rec, attach_now);
   if (!st.ok()) {
     if (!was_staged) {
       // Undo what this call did so nothing leaks; the CO retries.

@@ -65,7 +65,9 @@ class NodeService final : public ::csi::v1::Node::Service {
 
   // The staging steps after the intent is recorded: attach, format if
   // blank, mount. Idempotent.
-  absl::Status StageSteps(VolumeRecord* rec);
+  // `attached`: this call attached rec->stage->device just now (so it is
+  // not looked up again).
+  absl::Status StageSteps(VolumeRecord* rec, bool attached);
   // Grows the staged filesystem to its device: online, or (ext4 only, when
   // online resize is refused and nothing is published) offline.
   absl::Status GrowFilesystem(const VolumeRecord& rec);

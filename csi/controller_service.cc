@@ -410,6 +410,8 @@ grpc::Status ControllerService::ControllerGetCapabilities(
   for (Rpc::Type t :
        {Rpc::CREATE_DELETE_VOLUME, Rpc::GET_CAPACITY, Rpc::LIST_VOLUMES,
         Rpc::EXPAND_VOLUME, Rpc::GET_VOLUME, Rpc::VOLUME_CONDITION}) {
+    if (t == Rpc::EXPAND_VOLUME && !deps_.backend->SupportsExpansion())
+      continue;
     resp->add_capabilities()->mutable_rpc()->set_type(t);
   }
   return grpc::Status::OK;

@@ -357,6 +357,14 @@ TEST_F(ControllerTest, CapabilitiesListed) {
   EXPECT_EQ(got, (std::set<int>{Rpc::CREATE_DELETE_VOLUME, Rpc::GET_CAPACITY,
                                 Rpc::LIST_VOLUMES, Rpc::EXPAND_VOLUME,
                                 Rpc::GET_VOLUME, Rpc::VOLUME_CONDITION}));
+
+  backend_.SetSupportsExpansion(false);  // ndctl: no in-place growth
+  resp.Clear();
+  ASSERT_TRUE(controller_->ControllerGetCapabilities(nullptr, &r, &resp).ok());
+  for (const auto& c : resp.capabilities()) {
+    EXPECT_NE(c.rpc().type(), Rpc::EXPAND_VOLUME);
+  }
+  EXPECT_EQ(resp.capabilities_size(), 5);
 }
 
 }  // namespace

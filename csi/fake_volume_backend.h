@@ -23,6 +23,7 @@ class FakeVolumeBackend final : public VolumeBackend {
   absl::string_view Name() const override { return "fake"; }
   absl::Status Ready() override;
   bool ProvidesDax() const override { return false; }
+  bool SupportsExpansion() const override { return expandable_; }
   absl::StatusOr<Volume> Create(const VolumeSpec& spec) override;
   absl::StatusOr<Volume> Get(absl::string_view id) override;
   absl::StatusOr<std::vector<Volume>> List() override;
@@ -37,7 +38,8 @@ class FakeVolumeBackend final : public VolumeBackend {
   absl::Status Detach(absl::string_view id) override;
   absl::Status RefreshDevice(absl::string_view id) override;
 
-  // Test controls.
+  // Test controls. SetSupportsExpansion before handing the fake to services.
+  void SetSupportsExpansion(bool expandable) { expandable_ = expandable; }
   void SetReady(absl::Status status);
   void FailNext(absl::string_view op, absl::Status status);
   // Simulates media that vanished behind the plugin's back.
@@ -55,6 +57,7 @@ class FakeVolumeBackend final : public VolumeBackend {
 
   const uint64_t total_bytes_;
   const bool devdax_;
+  bool expandable_ = true;
   mutable absl::Mutex mu_;
   std::map<std::string, Volume> volumes_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, std::string> attached_ ABSL_GUARDED_BY(mu_);

@@ -35,6 +35,7 @@ class FileBackend final : public VolumeBackend {
   absl::string_view Name() const override { return "file"; }
   absl::Status Ready() override;
   bool ProvidesDax() const override { return false; }
+  bool SupportsExpansion() const override { return true; }
   absl::StatusOr<Volume> Create(const VolumeSpec& spec) override;
   absl::StatusOr<Volume> Get(absl::string_view id) override;
   absl::StatusOr<std::vector<Volume>> List() override;

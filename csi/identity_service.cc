@@ -26,8 +26,10 @@ grpc::Status IdentityService::GetPluginCapabilities(
       PluginCapability::Service::CONTROLLER_SERVICE);
   resp->add_capabilities()->mutable_service()->set_type(
       PluginCapability::Service::VOLUME_ACCESSIBILITY_CONSTRAINTS);
-  resp->add_capabilities()->mutable_volume_expansion()->set_type(
-      PluginCapability::VolumeExpansion::ONLINE);
+  if (backend_->SupportsExpansion()) {
+    resp->add_capabilities()->mutable_volume_expansion()->set_type(
+        PluginCapability::VolumeExpansion::ONLINE);
+  }
   return grpc::Status::OK;
 }
 

@@ -44,5 +44,22 @@ TEST(IdentityTest, InfoCapabilitiesProbe) {
   EXPECT_FALSE(probe.ready().value());
 }
 
+// A backend that cannot grow volumes in place (ndctl) must not advertise
+// expansion, or external-resizer would send calls that can only fail.
+TEST(IdentityTest, NoExpansionCapabilityWhenBackendCannotGrow) {
+  FakeVolumeBackend backend(1 << 30);
+  backend.SetSupportsExpansion(false);
+  IdentityService svc(&backend);
+  ::csi::v1::GetPluginCapabilitiesRequest creq;
+  ::csi::v1::GetPluginCapabilitiesResponse caps;
+  ASSERT_TRUE(svc.GetPluginCapabilities(nullptr, &creq, &caps).ok());
+  int services = 0;
+  for (const auto& c : caps.capabilities()) {
+    EXPECT_FALSE(c.has_volume_expansion());
+    services += c.has_service() ? 1 : 0;
+  }
+  EXPECT_EQ(services, 2);
+}
+
 }  // namespace
 }  // namespace daxlease::csi

@@ -140,6 +140,7 @@ class NdctlBackend final : public VolumeBackend {
   // OK when at least one labelled, enabled, writable pmem region exists.
   absl::Status Ready() override;
   bool ProvidesDax() const override { return true; }
+  bool SupportsExpansion() const override { return false; }
   absl::StatusOr<Volume> Create(const VolumeSpec& spec) override;
   absl::StatusOr<Volume> Get(absl::string_view id) override;
   absl::StatusOr<std::vector<Volume>> List() override;

@@ -508,6 +508,8 @@ grpc::Status NodeService::NodeGetCapabilities(
   using Rpc = NodeServiceCapability::RPC;
   for (Rpc::Type t : {Rpc::STAGE_UNSTAGE_VOLUME, Rpc::GET_VOLUME_STATS,
                       Rpc::EXPAND_VOLUME, Rpc::VOLUME_CONDITION}) {
+    if (t == Rpc::EXPAND_VOLUME && !deps_.backend->SupportsExpansion())
+      continue;
     resp->add_capabilities()->mutable_rpc()->set_type(t);
   }
   return grpc::Status::OK;

@@ -296,6 +296,14 @@ TEST_F(NodeTest, InfoAndCapabilities) {
   EXPECT_EQ(got,
             (std::set<int>{Rpc::STAGE_UNSTAGE_VOLUME, Rpc::GET_VOLUME_STATS,
                            Rpc::EXPAND_VOLUME, Rpc::VOLUME_CONDITION}));
+
+  backend_.SetSupportsExpansion(false);  // ndctl: no in-place growth
+  caps.Clear();
+  ASSERT_TRUE(node_->NodeGetCapabilities(nullptr, &cr, &caps).ok());
+  got.clear();
+  for (const auto& c : caps.capabilities()) got.insert(c.rpc().type());
+  EXPECT_EQ(got, (std::set<int>{Rpc::STAGE_UNSTAGE_VOLUME,
+                                Rpc::GET_VOLUME_STATS, Rpc::VOLUME_CONDITION}));
 }
 
 }  // namespace

@@ -103,6 +103,12 @@ class VolumeBackend {
   // works): ndctl yes, file no. Reported in the volume context and status.
   virtual bool ProvidesDax() const = 0;
 
+  // True when Expand can grow a volume in place (file: yes). ndctl: no, a
+  // map=dev namespace cannot grow (its memmap is sized at creation); growth
+  // there is the operator's copy-based reshape. The services advertise the
+  // VolumeExpansion / EXPAND_VOLUME capabilities only when this is true.
+  virtual bool SupportsExpansion() const = 0;
+
   // Creates (or returns, see idempotency) the volume. ResourceExhausted
   // when there is no room; InvalidArgument for an unsupported mode.
   virtual absl::StatusOr<Volume> Create(const VolumeSpec& spec) = 0;

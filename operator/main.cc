@@ -92,6 +92,8 @@ int Main() {
       _exit(1);
     }
   };
+  // Declared before the elector, which holds a reference to it.
+  std::unique_ptr<k8s::RestKubeClient> elect_client;
   std::optional<k8s::LeaderElector> elector;
   if (absl::GetFlag(FLAGS_leader_elect)) {
     k8s::LeaderElectionConfig le;
@@ -124,7 +126,20 @@ int Main() {
       base::LogError("operator.flags", {{"error", valid.ToString()}});
       return 2;
     }
-    elector.emplace(**client, clock, le, cb);
+    // The elector gets its own client: one try per request, ending before
+    // the next retry period. A request stuck in the shared client's retries
+    // could otherwise keep IsLeader() true past the renew deadline while
+    // another replica already leads.
+    k8s::RetryPolicy elect_retry;
+    elect_retry.max_attempts = 1;
+    elect_retry.request_timeout = le.retry_period;
+    auto made = k8s::RestKubeClient::Create(*config, elect_retry);
+    if (!made.ok()) {
+      base::LogError("operator.client", {{"error", made.status().ToString()}});
+      return 2;
+    }
+    elect_client = *std::move(made);
+    elector.emplace(*elect_client, clock, le, cb);
     absl::Status st = elector->Start();
     if (!st.ok()) {
       base::LogError("operator.elect", {{"error", st.ToString()}});

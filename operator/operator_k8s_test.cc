@@ -238,7 +238,12 @@ TEST_F(OperatorK8sTest, RecallTwoAckOneRevokedFencedEpochBumped) {
       << op.Log();
   std::string id = Recall(recall)->status.recall_id;
   ASSERT_FALSE(id.empty());
-  EXPECT_EQ(Volume(vol)->status.phase, api::VolumePhase::kRecalling);
+  // The volume is written after its leases (crash-safe order), so it may
+  // lag the lease seen above by one write.
+  EXPECT_TRUE(WaitFor(
+      [&] { return Volume(vol)->status.phase == api::VolumePhase::kRecalling; },
+      absl::Seconds(10)))
+      << op.Log();
 
   // A new lease during the recall waits, saying why.
   CreateLease(N("d"), vol);

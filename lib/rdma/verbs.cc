@@ -25,6 +25,26 @@ absl::Status PostSendWr(ibv_qp* qp, ibv_send_wr& wr, absl::string_view what) {
   return absl::OkStatus();
 }
 
+// One signaled RDMA WRITE or READ of [laddr, laddr+len) against the peer's
+// (raddr, rkey).
+absl::Status PostRdma(ibv_qp* qp, ibv_wr_opcode opcode, uint32_t lkey,
+                      const void* laddr, size_t len, uint64_t raddr,
+                      uint32_t rkey, uint64_t wr_id, absl::string_view what) {
+  ibv_sge sge{};
+  sge.addr = reinterpret_cast<uintptr_t>(laddr);
+  sge.length = static_cast<uint32_t>(len);
+  sge.lkey = lkey;
+  ibv_send_wr wr{};
+  wr.wr_id = wr_id;
+  wr.sg_list = &sge;
+  wr.num_sge = 1;
+  wr.opcode = opcode;
+  wr.send_flags = IBV_SEND_SIGNALED;
+  wr.wr.rdma.remote_addr = raddr;
+  wr.wr.rdma.rkey = rkey;
+  return PostSendWr(qp, wr, what);
+}
+
 }  // namespace
 
 int ToIbvAccess(unsigned access) {
@@ -187,37 +207,15 @@ absl::Status QueuePairOps::PostWrite(const MemoryRegion& local,
                                      const void* laddr, size_t len,
                                      uint64_t raddr, uint32_t rkey,
                                      uint64_t wr_id) {
-  ibv_sge sge{};
-  sge.addr = reinterpret_cast<uintptr_t>(laddr);
-  sge.length = static_cast<uint32_t>(len);
-  sge.lkey = local.lkey();
-  ibv_send_wr wr{};
-  wr.wr_id = wr_id;
-  wr.sg_list = &sge;
-  wr.num_sge = 1;
-  wr.opcode = IBV_WR_RDMA_WRITE;
-  wr.send_flags = IBV_SEND_SIGNALED;
-  wr.wr.rdma.remote_addr = raddr;
-  wr.wr.rdma.rkey = rkey;
-  return PostSendWr(qp_, wr, "ibv_post_send(RDMA_WRITE)");
+  return PostRdma(qp_, IBV_WR_RDMA_WRITE, local.lkey(), laddr, len, raddr, rkey,
+                  wr_id, "ibv_post_send(RDMA_WRITE)");
 }
 
 absl::Status QueuePairOps::PostRead(const MemoryRegion& local, void* laddr,
                                     size_t len, uint64_t raddr, uint32_t rkey,
                                     uint64_t wr_id) {
-  ibv_sge sge{};
-  sge.addr = reinterpret_cast<uintptr_t>(laddr);
-  sge.length = static_cast<uint32_t>(len);
-  sge.lkey = local.lkey();
-  ibv_send_wr wr{};
-  wr.wr_id = wr_id;
-  wr.sg_list = &sge;
-  wr.num_sge = 1;
-  wr.opcode = IBV_WR_RDMA_READ;
-  wr.send_flags = IBV_SEND_SIGNALED;
-  wr.wr.rdma.remote_addr = raddr;
-  wr.wr.rdma.rkey = rkey;
-  return PostSendWr(qp_, wr, "ibv_post_send(RDMA_READ)");
+  return PostRdma(qp_, IBV_WR_RDMA_READ, local.lkey(), laddr, len, raddr, rkey,
+                  wr_id, "ibv_post_send(RDMA_READ)");
 }
 
 absl::Status QueuePairOps::PostSend(const MemoryRegion& local,

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <utility>
 
+#include "absl/cleanup/cleanup.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -129,6 +130,14 @@ int64_t FakeKubeClient::CurrentResourceVersion() const {
 int64_t FakeKubeClient::WriteCount() const {
   absl::MutexLock l(&mu_);
   return writes_;
+}
+
+bool FakeKubeClient::AwaitActiveWatches(int n, absl::Duration timeout) const {
+  absl::MutexLock l(&mu_);
+  auto enough = [&]() ABSL_NO_THREAD_SAFETY_ANALYSIS {
+    return active_watches_ >= n;
+  };
+  return mu_.AwaitWithTimeout(absl::Condition(&enough), timeout);
 }
 
 absl::Status FakeKubeClient::TakeInjected(Verb v) {
@@ -463,6 +472,14 @@ absl::Status FakeKubeClient::Watch(const Resource& r, absl::string_view ns,
     }
   }
   const std::string rname = r.Name();
+  {
+    absl::MutexLock l(&mu_);
+    ++active_watches_;
+  }
+  absl::Cleanup inactive = [this] {
+    absl::MutexLock l(&mu_);
+    --active_watches_;
+  };
   while (true) {
     for (const WatchEvent& ev : pending) {
       if (!handler(ev)) return absl::OkStatus();

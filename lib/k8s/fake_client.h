@@ -81,6 +81,10 @@ class FakeKubeClient final : public KubeClient {
   int64_t CurrentResourceVersion() const;
   // Number of successful writes (create/update/patch/delete) so far.
   int64_t WriteCount() const;
+  // Blocks until at least `n` Watch calls have their deadline fixed and are
+  // waiting for events (so a test may advance the clock past their timeout),
+  // or `timeout` of real time passes. Returns whether they are.
+  bool AwaitActiveWatches(int n, absl::Duration timeout) const;
 
   absl::StatusOr<Json> Get(const Resource& r, absl::string_view ns,
                            absl::string_view name) override;
@@ -129,6 +133,7 @@ class FakeKubeClient final : public KubeClient {
   int64_t uid_seq_ ABSL_GUARDED_BY(mu_) = 0;
   bool shutdown_ ABSL_GUARDED_BY(mu_) = false;
   int64_t break_seq_ ABSL_GUARDED_BY(mu_) = 0;
+  int active_watches_ ABSL_GUARDED_BY(mu_) = 0;
   absl::Status break_status_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, Store> stores_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, bool> status_subresource_ ABSL_GUARDED_BY(mu_);

@@ -137,6 +137,9 @@ TEST_F(InformerTest, ResyncRedeliversCachedObjects) {
   inf.AddHandlers(rec_.Handlers());
   inf.Start();
   ASSERT_TRUE(inf.WaitForSync(absl::Seconds(10)));
+  // The watch must have fixed its deadline before the clock moves past it,
+  // or it would wait out 30 s from the new time instead.
+  ASSERT_TRUE(fake_.AwaitActiveWatches(1, absl::Seconds(10)));
   clock_.Advance(absl::Seconds(31));  // also ends the watch (timeoutSeconds=30)
   ASSERT_TRUE(rec_.WaitFor("update a"));
   inf.Stop();

@@ -13,12 +13,17 @@ PACKAGES=(
   nlohmann-json3-dev libmount-dev libblkid-dev prometheus-cpp-dev
   libbenchmark-dev
   # runtime tools: filesystems, loop devices, model checker, control plane
-  util-linux e2fsprogs xfsprogs spin etcd-server kubectl openssl curl
+  util-linux e2fsprogs xfsprogs spin etcd-server openssl curl
   golang-go golang-github-modern-go-reflect2-dev golang-github-json-iterator-go-dev dpkg-dev  # kube-apiserver build (tests/k8s)
   procps psmisc
   # QEMU lab (tests/lab; the guest kernel is fetched with apt-get download)
   qemu-system-x86 busybox-static ndctl daxctl rdma-core ibverbs-providers ibverbs-utils rdmacm-utils cpio kmod iproute2 xz-utils diffutils
 )
+
+# kubectl: Debian 12 ships it as `kubernetes-client` (v1.20.2, the same
+# version as the test control plane). A kubectl installed another way (for
+# example Google's `kubectl` package) is kept: both own /usr/bin/kubectl.
+if ! command -v kubectl >/dev/null; then PACKAGES+=(kubernetes-client); fi
 
 missing=()
 for p in "${PACKAGES[@]}"; do

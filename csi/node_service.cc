@@ -348,8 +348,9 @@ absl::Status NodeService::DoStats(
     const ::csi::v1::NodeGetVolumeStatsRequest& req,
     ::csi::v1::NodeGetVolumeStatsResponse* resp) {
   RETURN_IF_ERROR(ValidateVolumeId(req.volume_id()));
-  RETURN_IF_ERROR(
-      ValidatePath("volume_path", req.volume_path(), config_.allowed_roots));
+  // Only compared with the record below: a path where the volume is not
+  // (relative, outside the roots) is NotFound, as the CSI spec says.
+  RETURN_IF_ERROR(ValidateLookupPath("volume_path", req.volume_path()));
   const std::string id = req.volume_id();
   const std::string path = Normalize(req.volume_path());
   // Read-only: no lock, a consistent snapshot of the record is enough.
@@ -427,12 +428,12 @@ absl::Status NodeService::DoExpand(
     const ::csi::v1::NodeExpandVolumeRequest& req,
     ::csi::v1::NodeExpandVolumeResponse* resp) {
   RETURN_IF_ERROR(ValidateVolumeId(req.volume_id()));
-  RETURN_IF_ERROR(
-      ValidatePath("volume_path", req.volume_path(), config_.allowed_roots));
+  // As in DoStats: the paths are only matched against the record (the grow
+  // runs on the recorded staging path), so an unknown path is NotFound.
+  RETURN_IF_ERROR(ValidateLookupPath("volume_path", req.volume_path()));
   if (!req.staging_target_path().empty()) {
-    RETURN_IF_ERROR(ValidatePath("staging_target_path",
-                                 req.staging_target_path(),
-                                 config_.allowed_roots));
+    RETURN_IF_ERROR(
+        ValidateLookupPath("staging_target_path", req.staging_target_path()));
   }
   if (req.has_volume_capability()) {
     RETURN_IF_ERROR(ValidateCapability(req.volume_capability(), true).status());

@@ -279,6 +279,45 @@ TEST_F(NodeTest, ConcurrentCallOnOneVolumeIsAborted) {
   EXPECT_TRUE(absl::StrContains(s.error_message(), id));
 }
 
+// csi-sanity's NodeGetVolumeStats / NodeExpandVolume cases: a volume_path
+// where the volume is not (csi-sanity sends the relative "some/path") is
+// NOT_FOUND whether the volume exists or not; only a missing or malformed
+// path is INVALID_ARGUMENT.
+TEST_F(NodeTest, StatsAndExpandOnAPathWhereTheVolumeIsNotAreNotFound) {
+  std::string id = MakeVolume("pvc-sanity");
+  ASSERT_TRUE(Stage(id, MountCap()).ok());
+  ASSERT_TRUE(Publish(id, MountCap()).ok());
+  for (const std::string& vol : {std::string("fake-vol-id-0123456789"), id}) {
+    for (const char* path : {"some/path", "/outside/the/roots", "/k/other"}) {
+      ::csi::v1::NodeGetVolumeStatsRequest sr;
+      sr.set_volume_id(vol);
+      sr.set_volume_path(path);
+      ::csi::v1::NodeGetVolumeStatsResponse sresp;
+      grpc::Status s = node_->NodeGetVolumeStats(nullptr, &sr, &sresp);
+      EXPECT_EQ(s.error_code(), grpc::NOT_FOUND)
+          << vol << " " << path << ": " << s.error_message();
+
+      ::csi::v1::NodeExpandVolumeRequest er;
+      er.set_volume_id(vol);
+      er.set_volume_path(path);
+      ::csi::v1::NodeExpandVolumeResponse eresp;
+      s = node_->NodeExpandVolume(nullptr, &er, &eresp);
+      EXPECT_EQ(s.error_code(), grpc::NOT_FOUND)
+          << vol << " " << path << ": " << s.error_message();
+    }
+    ::csi::v1::NodeGetVolumeStatsRequest sr;
+    sr.set_volume_id(vol);
+    sr.set_volume_path("/k/../etc");
+    ::csi::v1::NodeGetVolumeStatsResponse sresp;
+    EXPECT_EQ(node_->NodeGetVolumeStats(nullptr, &sr, &sresp).error_code(),
+              grpc::INVALID_ARGUMENT);
+    sr.clear_volume_path();
+    EXPECT_EQ(node_->NodeGetVolumeStats(nullptr, &sr, &sresp).error_code(),
+              grpc::INVALID_ARGUMENT);
+  }
+  EXPECT_EQ(formatter_.grow_calls(), 0) << "nothing grew on a wrong path";
+}
+
 TEST_F(NodeTest, InfoAndCapabilities) {
   ::csi::v1::NodeGetInfoRequest ir;
   ::csi::v1::NodeGetInfoResponse info;

@@ -84,6 +84,22 @@ absl::Status ValidatePath(absl::string_view field, absl::string_view path,
                    absl::StrJoin(allowed_roots, ","), ")"));
 }
 
+absl::Status ValidateLookupPath(absl::string_view field,
+                                absl::string_view path) {
+  if (path.empty())
+    return absl::InvalidArgumentError(absl::StrCat(field, " is required"));
+  if (absl::StrContains(path, absl::string_view("\0", 1))) {
+    return absl::InvalidArgumentError(absl::StrCat(field, " contains NUL"));
+  }
+  for (absl::string_view part : absl::StrSplit(path, '/')) {
+    if (part == "..") {
+      return absl::InvalidArgumentError(
+          absl::StrCat(field, " '", path, "' must not contain '..'"));
+    }
+  }
+  return absl::OkStatus();
+}
+
 absl::Status ValidateMapSize(
     absl::string_view field,
     const google::protobuf::Map<std::string, std::string>& map) {

@@ -64,6 +64,16 @@ absl::Status ValidateName(absl::string_view name);
 absl::Status ValidatePath(absl::string_view field, absl::string_view path,
                           const std::vector<std::string>& allowed_roots);
 
+// A path that is only compared with the paths recorded for a volume, never
+// created, mounted or removed (NodeGetVolumeStats.volume_path,
+// NodeExpandVolume.volume_path / staging_target_path): non-empty, no NUL, no
+// ".." component. A relative path or one outside the allowed roots passes:
+// no volume is ever staged or published there, so the call answers NotFound
+// ("volume does not exist on the specified path", CSI spec; csi-sanity sends
+// "some/path" and expects NOT_FOUND).
+absl::Status ValidateLookupPath(absl::string_view field,
+                                absl::string_view path);
+
 // Parameters of CreateVolume / GetCapacity / ValidateVolumeCapabilities:
 // total size (keys + values) at most 4 KiB; daxlease.io/mode fsdax|devdax;
 // daxlease.io/share true|false; daxlease.io/recallGraceSeconds 1..86400;

@@ -37,6 +37,23 @@ TEST(ValidationTest, Paths) {
   EXPECT_NE(s.message().find("target_path"), absl::string_view::npos);
 }
 
+// Paths that are only looked up in a volume's record: anything well-formed
+// passes (where the volume is not, the call answers NotFound), malformed
+// paths do not.
+TEST(ValidationTest, LookupPaths) {
+  EXPECT_TRUE(ValidateLookupPath("volume_path", "some/path").ok());
+  EXPECT_TRUE(ValidateLookupPath("volume_path", "/etc").ok());
+  EXPECT_TRUE(ValidateLookupPath("volume_path", "/k/a..b").ok());
+  EXPECT_EQ(ValidateLookupPath("volume_path", "").code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(ValidateLookupPath("volume_path", "/k/../etc").code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(ValidateLookupPath("volume_path", "..").code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(ValidateLookupPath("volume_path", std::string("/k/a\0b", 6)).code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
 TEST(ValidationTest, Parameters) {
   google::protobuf::Map<std::string, std::string> p;
   p["daxlease.io/mode"] = "devdax";

@@ -126,7 +126,16 @@ absl::StatusOr<ReconcileResult> Reconciler::Reconcile(
   // Events describe what was written; on failure the next pass recomputes
   // them, so only a successful pass records.
   if (st.ok()) {
-    for (const EventSpec& e : plan.events) events_.Record(e);
+    for (const EventSpec& e : plan.events) {
+      base::Log(e.warning ? base::LogLevel::kWarn : base::LogLevel::kInfo,
+                "operator.transition",
+                {{"volume", volume},
+                 {"kind", e.kind},
+                 {"name", e.name},
+                 {"reason", e.reason},
+                 {"message", e.message}});
+      events_.Record(e);
+    }
   }
   if (!st.ok()) return st;
   return result;

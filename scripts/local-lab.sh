@@ -4,16 +4,24 @@
 # private socket and state directory, and drive one volume through its whole
 # lifecycle with daxlease-csi-client, printing every step. Cleans up on exit.
 #
-#   scripts/local-lab.sh [--fstype ext4|xfs] [--skip-deps] [--skip-build]
+#   scripts/local-lab.sh [--fstype ext4|xfs] [--no-operator] [--skip-deps]
+#                        [--skip-build]
 # (default ext4; xfs on machines whose root lacks CAP_SYS_RESOURCE, which
 # ext4 needs to grow online)
+#
+# Then, unless --no-operator: start a real control plane (etcd +
+# kube-apiserver v1.20.2, tests/k8s/control-plane.sh; the first run builds
+# the apiserver from Debian's source package, 5-20 min, cached afterwards),
+# apply the CRDs, start daxlease-operator and run one lease recall with three
+# holders whose agents the script plays: two flush and release, one stays
+# silent and is revoked at the deadline, the owner confirms the fence, the
+# recall completes and the volume's epoch moves on. kubectl shows each step.
 #
 # Environment: DAXLEASE_BUILD_DIR (default: build); DAXLEASE_CSI_BINARY to run
 # another daxlease-csi binary than the one built.
 # Needs root (loop devices, mkfs, mount); re-executes itself with sudo.
 #
-# Later issues grow this into the local lab (kube-apiserver + etcd, the
-# operator, two simulated nodes); each stage is one step_* function.
+# Each stage is one step_* function.
 set -euo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -21,17 +29,19 @@ BUILD_DIR=${DAXLEASE_BUILD_DIR:-build}
 FSTYPE=""         # default: ext4, or xfs where ext4 cannot grow online
 SKIP_DEPS=0
 SKIP_BUILD=0
+WITH_OPERATOR=1
 SIZE=320Mi        # xfs needs at least 300 MiB
 GROWN_SIZE=640Mi
 
 ORIG_ARGS=("$@")
-usage() { sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,27p' "$0" | sed 's/^# \{0,1\}//'; }
 
 while (($#)); do
   case "$1" in
     --fstype) FSTYPE=${2:?--fstype needs ext4 or xfs}; shift 2 ;;
     --skip-deps) SKIP_DEPS=1; shift ;;
     --skip-build) SKIP_BUILD=1; shift ;;
+    --no-operator) WITH_OPERATOR=0; shift ;;
     -h|--help) usage; exit 0 ;;
     *) echo "local-lab: unknown argument $1" >&2; usage >&2; exit 64 ;;
   esac
@@ -229,12 +239,211 @@ step_stop_csi() {
   tail -n 5 "$LAB_DIR/csi.log" | indent
 }
 
+# --------------------------------------------------------------- operator
+
+# kubectl against the lab's control plane, shown with its output.
+kc() {
+  printf '   $ kubectl %s\n' "$*"
+  kubectl --kubeconfig "$CP_DIR/kubeconfig" "$@" 2>&1 | indent
+  return "${PIPESTATUS[0]}"
+}
+
+# kubectl daxlease (the project's plugin), shown with its output.
+kd() {
+  printf '   $ kubectl daxlease %s\n' "$*"
+  "$KUBECTL_DAXLEASE" --kubeconfig "$CP_DIR/kubeconfig" "$@" 2>&1 | indent
+  return "${PIPESTATUS[0]}"
+}
+
+# agent_patch LEASE JSON: a merge patch of the lease's status subresource,
+# as a node agent writes it (kubectl 1.20 has no --subresource).
+agent_patch() {
+  printf '   $ PATCH daxleases/%s/status %s\n' "$1" "$2"
+  curl -fsS --cacert "$DAXLEASE_K8S_CA" \
+    -H "Authorization: Bearer $DAXLEASE_K8S_ADMIN_TOKEN" \
+    -H 'Content-Type: application/merge-patch+json' -X PATCH \
+    --data "$2" "$DAXLEASE_K8S_SERVER/apis/daxlease.io/v1alpha1/daxleases/$1/status" \
+    >/dev/null || die "PATCH daxleases/$1/status failed"
+}
+
+# jget KIND NAME JSONPATH: one field of one object.
+jget() {
+  kubectl --kubeconfig "$CP_DIR/kubeconfig" get "$1" "$2" -o "jsonpath=$3" 2>/dev/null
+}
+
+# wait_for SECONDS DESCRIPTION COMMAND...: polls COMMAND every 0.2 s.
+wait_for() {
+  local limit=$1 what=$2 i
+  shift 2
+  for i in $(seq 1 $((limit * 5))); do
+    if "$@"; then ok "$what"; return 0; fi
+    sleep 0.2
+  done
+  die "timed out after ${limit} s waiting for: $what"
+}
+
+lease_is() { [[ $(jget daxleases "$1" '{.status.state}') == "$2" ]]; }
+revoked_for_fence() {
+  lease_is "$1" Revoked && [[ $(jget daxleases "$1" '{.status.fenceRequired}') == true ]]
+}
+volume_moved_on() {
+  [[ $(jget daxvolumes lab-shared '{.status.phase}') == Ready ]] &&
+    (($(jget daxvolumes lab-shared '{.status.epoch}') > $1))
+}
+recall_is() { [[ $(jget daxrecalls "$1" '{.status.phase}') == "$2" ]]; }
+operator_leads() {
+  [[ $(kubectl --kubeconfig "$CP_DIR/kubeconfig" -n default get lease daxlease-operator \
+        -o 'jsonpath={.spec.holderIdentity}' 2>/dev/null) == lab-operator ]]
+}
+
+step_control_plane() {
+  step "Start a real control plane: etcd + kube-apiserver v1.20.2 on loopback"
+  CP_DIR=$LAB_DIR/control-plane
+  note "tests/k8s/control-plane.sh start (the first run builds kube-apiserver; cached)"
+  "$REPO/tests/k8s/control-plane.sh" start "$CP_DIR" 2>&1 | indent
+  [[ ${PIPESTATUS[0]} -eq 0 ]] || die "the control plane did not start; logs in $CP_DIR"
+  set -a
+  # shellcheck disable=SC1091
+  source "$CP_DIR/env"
+  set +a
+  ok "kube-apiserver at $DAXLEASE_K8S_SERVER"
+
+  step "Install the daxlease CRDs"
+  kc apply -f "$REPO/manifests/crd/" || die "kubectl apply failed"
+  kc wait --for condition=established --timeout=60s \
+    crd/daxvolumes.daxlease.io crd/daxleases.daxlease.io \
+    crd/daxrecalls.daxlease.io crd/daxmigrations.daxlease.io ||
+    die "the CRDs were not established"
+}
+
+step_start_operator() {
+  step "Start daxlease-operator (leader election on a coordination.k8s.io Lease)"
+  OPERATOR="$REPO/$BUILD_DIR/operator/daxlease-operator"
+  KUBECTL_DAXLEASE="$REPO/$BUILD_DIR/operator/kubectl-daxlease"
+  [[ -x $OPERATOR && -x $KUBECTL_DAXLEASE ]] ||
+    die "operator binaries not found under $REPO/$BUILD_DIR"
+  local args=(--kubeconfig="$CP_DIR/kubeconfig" --identity=lab-operator)
+  printf '   $ daxlease-operator %s &\n' "${args[*]}"
+  "$OPERATOR" "${args[@]}" >"$LAB_DIR/operator.log" 2>&1 &
+  OPERATOR_PID=$!
+  wait_for 30 "operator pid $OPERATOR_PID holds the leader lease" operator_leads
+}
+
+step_recall() {
+  local node l epoch recall id new_epoch
+  node=$(hostname)
+  step "A shared DAX volume owned by $node, with three holders on other nodes"
+  printf '   $ kubectl apply -f - (DaxVolume lab-shared; DaxLeases holder-a, -b, -c)\n'
+  kubectl --kubeconfig "$CP_DIR/kubeconfig" apply -f - 2>&1 <<YAML | indent
+apiVersion: daxlease.io/v1alpha1
+kind: DaxVolume
+metadata: {name: lab-shared}
+spec: {sizeBytes: 1073741824, mode: devdax, ownerNode: "$node", share: true}
+---
+apiVersion: daxlease.io/v1alpha1
+kind: DaxLease
+metadata: {name: holder-a}
+spec: {volume: lab-shared, holderNode: node-a, access: ReadWrite}
+---
+apiVersion: daxlease.io/v1alpha1
+kind: DaxLease
+metadata: {name: holder-b}
+spec: {volume: lab-shared, holderNode: node-b, access: ReadOnly}
+---
+apiVersion: daxlease.io/v1alpha1
+kind: DaxLease
+metadata: {name: holder-c}
+spec: {volume: lab-shared, holderNode: node-c, access: ReadOnly}
+YAML
+  for l in holder-a holder-b holder-c; do
+    wait_for 30 "$l Granted" lease_is "$l" Granted
+  done
+  epoch=$(jget daxvolumes lab-shared '{.status.epoch}')
+  kc get daxvolumes,daxleases
+  kd status lab-shared
+
+  step "Recall every lease of lab-shared (grace 5 s)"
+  note "(a Manual recall returns the volume to Ready at the next epoch; Reshape and"
+  note " Migrate recalls leave it Quiesced for the node agent's reshape or copy)"
+  kd recall lab-shared --grace 5 --reason Manual || die "kubectl daxlease recall failed"
+  recall=$(kubectl --kubeconfig "$CP_DIR/kubeconfig" get daxrecalls -o name | head -1)
+  recall=${recall#*/}
+  [[ -n $recall ]] || die "no DaxRecall was created"
+  for l in holder-a holder-b holder-c; do
+    wait_for 30 "$l Recalling" lease_is "$l" Recalling
+  done
+  id=$(jget daxrecalls "$recall" '{.status.recallID}')
+  kd status lab-shared
+
+  step "A new holder asks during the recall: it waits (Pending)"
+  kubectl --kubeconfig "$CP_DIR/kubeconfig" create -f - 2>&1 <<YAML | indent
+apiVersion: daxlease.io/v1alpha1
+kind: DaxLease
+metadata: {name: holder-d}
+spec: {volume: lab-shared, holderNode: node-d, access: ReadOnly}
+YAML
+  wait_for 30 "holder-d Pending" lease_is holder-d Pending
+  kc get daxleases holder-d \
+    -o 'jsonpath={.status.conditions[0].reason}: {.status.conditions[0].message}{"\n"}'
+
+  step "The agents of node-a and node-b flush and release; node-c never answers"
+  agent_patch holder-a "{\"status\":{\"releasedRecallID\":\"$id\"}}"
+  agent_patch holder-b "{\"status\":{\"releasedRecallID\":\"$id\"}}"
+  wait_for 30 "holder-a Released" lease_is holder-a Released
+  wait_for 30 "holder-b Released" lease_is holder-b Released
+  kd status lab-shared
+
+  step "At the deadline holder-c is revoked; the owner fences it"
+  wait_for 30 "holder-c Revoked, fence required" revoked_for_fence holder-c
+  kc get daxleases holder-c \
+    -o 'jsonpath=reason={.status.reason} fenceRequired={.status.fenceRequired}{"\n"}'
+  note "the owner's agent drops holder-c's RDMA registration, then confirms:"
+  agent_patch holder-c "{\"status\":{\"fencedRecallID\":\"$id\"}}"
+  wait_for 30 "recall $recall Complete" recall_is "$recall" Complete
+  kc get daxrecalls
+  # The volume is written last (after the recall), so wait for it.
+  wait_for 30 "volume lab-shared Ready at a new epoch" volume_moved_on "$epoch"
+  new_epoch=$(jget daxvolumes lab-shared '{.status.epoch}')
+  ok "volume epoch $epoch -> $new_epoch: the fenced holder's old epoch is stale"
+
+  step "Back to Ready: the waiting holder is granted at the new epoch"
+  wait_for 30 "holder-d Granted" lease_is holder-d Granted
+  [[ $(jget daxleases holder-d '{.status.epoch}') == "$new_epoch" ]] ||
+    die "holder-d was not granted at epoch $new_epoch"
+  kd status lab-shared
+  kc get events --sort-by=.lastTimestamp
+}
+
+step_stop_operator() {
+  step "Stop daxlease-operator and the control plane"
+  kill -TERM "$OPERATOR_PID"
+  local rc=0
+  wait "$OPERATOR_PID" || rc=$?
+  OPERATOR_PID=""
+  ((rc == 0)) || die "daxlease-operator exited with $rc"
+  ok "operator exited 0; its last lines:"
+  tail -n 3 "$LAB_DIR/operator.log" | indent
+  "$REPO/tests/k8s/control-plane.sh" stop "$CP_DIR" 2>&1 | indent
+  ok "control plane stopped"
+}
+
 # Always runs: stop the plugin, unmount and detach what is left, remove the
 # lab directory.
 cleanup() {
   local rc=$?
   set +e
   if [[ -n ${CSI_PID:-} ]]; then kill -KILL "$CSI_PID" 2>/dev/null; wait "$CSI_PID" 2>/dev/null; fi
+  if [[ -n ${OPERATOR_PID:-} ]]; then
+    if ((rc != 0)) && [[ -f $LAB_DIR/operator.log ]]; then
+      echo "--- last lines of the operator log:" >&2
+      tail -n 20 "$LAB_DIR/operator.log" >&2
+    fi
+    kill -KILL "$OPERATOR_PID" 2>/dev/null
+    wait "$OPERATOR_PID" 2>/dev/null
+  fi
+  if [[ -n ${CP_DIR:-} && -f $CP_DIR/pids ]]; then
+    "$REPO/tests/k8s/control-plane.sh" stop "$CP_DIR" >/dev/null 2>&1
+  fi
   if [[ -n ${LAB_DIR:-} && -d $LAB_DIR ]]; then
     if ((rc != 0)) && [[ -f $LAB_DIR/csi.log ]]; then
       echo "--- last lines of the plugin log:" >&2
@@ -268,6 +477,12 @@ main() {
   step_start_csi
   step_volume_lifecycle
   step_stop_csi
+  if ((WITH_OPERATOR)); then
+    step_control_plane
+    step_start_operator
+    step_recall
+    step_stop_operator
+  fi
 }
 
 main

@@ -407,8 +407,15 @@ absl::Status NodeService::GrowFilesystem(const VolumeRecord& rec) {
   ASSIGN_OR_RETURN(AttachedDevice dev, deps_.backend->Attach(rec.id));
   absl::Status online =
       deps_.formatter->Grow(dev.path, st.staging_path, st.fs_type);
-  if (online.ok() || st.fs_type == "xfs" || !rec.publishes.empty()) {
-    return online;
+  if (online.ok() || st.fs_type == "xfs") return online;
+  if (!rec.publishes.empty()) {
+    // Published: unmounting would pull the filesystem from under the pod.
+    return absl::FailedPreconditionError(absl::StrCat(
+        "online growth of ", st.fs_type, " volume ", rec.id,
+        " failed: ", online.message(),
+        " (ext4 online resize needs CAP_SYS_RESOURCE); the volume is "
+        "published, so it cannot grow offline now: grant the plugin that "
+        "capability, or expand while the volume is staged but not published"));
   }
   // ext4 online resize needs CAP_SYS_RESOURCE, which some containers drop.
   // While nothing is published the filesystem can grow offline instead:

@@ -2,6 +2,7 @@
 
 #include "absl/strings/match.h"
 #include "csi/service_test_env.h"
+#include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
 namespace daxlease::csi {
@@ -253,9 +254,14 @@ TEST_F(NodeTest,
   ASSERT_TRUE(Publish(id, MountCap()).ok());
   formatter_.FailNext("Grow",
                       absl::PermissionDeniedError("no CAP_SYS_RESOURCE"));
-  EXPECT_EQ(node_->NodeExpandVolume(nullptr, &r, &resp).error_code(),
-            grpc::PERMISSION_DENIED)
+  grpc::Status refused = node_->NodeExpandVolume(nullptr, &r, &resp);
+  EXPECT_EQ(refused.error_code(), grpc::FAILED_PRECONDITION)
       << "published: the filesystem cannot be taken offline";
+  EXPECT_THAT(refused.error_message(),
+              ::testing::HasSubstr("no CAP_SYS_RESOURCE"));
+  EXPECT_THAT(refused.error_message(),
+              ::testing::HasSubstr("staged but not published"));
+  EXPECT_EQ(formatter_.grow_calls(), 1) << "no offline attempt while published";
   m = mounter_.GetMount(TargetPath(id));
   ASSERT_TRUE(m.ok() && m->has_value());
 }

@@ -1,14 +1,17 @@
 #include "csi/file_backend.h"
 
+#include <fcntl.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "csi/validation.h"
 #include "lib/base/log.h"
 #include "lib/base/status.h"
+#include "lib/sys/fd.h"
 #include "lib/sys/file.h"
 #include "lib/sys/loop_device.h"
 
@@ -180,6 +183,17 @@ absl::Status FileBackend::Detach(absl::string_view id) {
   ASSIGN_OR_RETURN(auto dev, FindAttached(id));
   if (!dev.has_value()) return absl::OkStatus();
   return sys::DetachLoop(dev->path);
+}
+
+absl::StatusOr<bool> FileBackend::ReadsAsZeros(absl::string_view id) {
+  RETURN_IF_ERROR(ValidateVolumeId(id));
+  const std::string path = ImagePath(id);
+  ASSIGN_OR_RETURN(sys::UniqueFd fd, sys::OpenFd(path, O_RDONLY));
+  if (::lseek(fd.get(), 0, SEEK_DATA) >= 0) return false;
+  if (errno == ENXIO) return true;  // no data at or after offset 0
+  // EINVAL: SEEK_DATA unsupported here; anything else: unknown. Either way
+  // the caller probes the device.
+  return false;
 }
 
 absl::Status FileBackend::RefreshDevice(absl::string_view id) {

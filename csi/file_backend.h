@@ -49,6 +49,10 @@ class FileBackend final : public VolumeBackend {
       absl::string_view id) override;
   absl::Status Detach(absl::string_view id) override;
   absl::Status RefreshDevice(absl::string_view id) override;
+  // The image has no data extent at all (SEEK_DATA finds none): fresh from
+  // fallocate, whose unwritten extents read as zeros. Writes through the
+  // loop device land in the image's page cache, which SEEK_DATA sees.
+  absl::StatusOr<bool> ReadsAsZeros(absl::string_view id) override;
 
   std::string ImagePath(absl::string_view id) const;
 

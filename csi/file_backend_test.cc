@@ -2,9 +2,12 @@
 // devices (label integration).
 #include "csi/file_backend.h"
 
+#include <fcntl.h>
 #include <stdlib.h>
+#include <unistd.h>
 
 #include "gtest/gtest.h"
+#include "lib/sys/fd.h"
 #include "lib/sys/file.h"
 #include "lib/sys/loop_device.h"
 #include "tests/testing/prereq.h"
@@ -96,6 +99,48 @@ TEST_F(FileBackendTest, AttachFindRefreshDetach) {
   ASSERT_TRUE(restarted.Detach("v1").ok());
   EXPECT_FALSE(restarted.FindAttached("v1")->has_value());
   ASSERT_TRUE(restarted.Delete("v1").ok());
+}
+
+TEST_F(FileBackendTest, ReadsAsZerosUntilAnythingIsWritten) {
+  ASSERT_TRUE(backend_->Create(Spec("v1", 32 * kMiB)).ok());
+  EXPECT_EQ(backend_->ReadsAsZeros("v1").value_or(false), true)
+      << "fresh from fallocate: unwritten extents only";
+  ASSERT_TRUE(backend_->Expand("v1", 64 * kMiB, 0).ok());
+  EXPECT_EQ(backend_->ReadsAsZeros("v1").value_or(false), true);
+  EXPECT_EQ(backend_->ReadsAsZeros("nope").status().code(),
+            absl::StatusCode::kNotFound);
+  EXPECT_EQ(backend_->ReadsAsZeros("../v1").status().code(),
+            absl::StatusCode::kInvalidArgument);
+
+  // One block written into the image, not synced: page cache counts.
+  ASSERT_TRUE(backend_->Create(Spec("v2", 32 * kMiB)).ok());
+  {
+    auto fd = sys::OpenFd(backend_->ImagePath("v2"), O_WRONLY);
+    ASSERT_TRUE(fd.ok()) << fd.status();
+    const std::string block(4096, 'x');
+    ASSERT_EQ(pwrite(fd->get(), block.data(), block.size(), 20 * kMiB),
+              static_cast<ssize_t>(block.size()));
+  }
+  EXPECT_EQ(backend_->ReadsAsZeros("v2").value_or(true), false);
+}
+
+TEST_F(FileBackendTest, AWriteThroughTheLoopDeviceEndsReadsAsZeros) {
+  DAXLEASE_REQUIRE(testing::IsRoot() && sys::PathExists("/dev/loop-control"),
+                   "loop devices need root");
+  ASSERT_TRUE(backend_->Create(Spec("v1", 32 * kMiB)).ok());
+  auto dev = backend_->Attach("v1");
+  ASSERT_TRUE(dev.ok()) << dev.status();
+  EXPECT_EQ(backend_->ReadsAsZeros("v1").value_or(false), true);
+  {
+    // As a half-done mkfs leaves it: written, closed, never fsynced.
+    auto fd = sys::OpenFd(dev->path, O_WRONLY);
+    ASSERT_TRUE(fd.ok()) << fd.status();
+    const std::string block(4096, 'S');
+    ASSERT_EQ(pwrite(fd->get(), block.data(), block.size(), 1024 * 1024),
+              static_cast<ssize_t>(block.size()));
+  }
+  EXPECT_EQ(backend_->ReadsAsZeros("v1").value_or(true), false);
+  ASSERT_TRUE(backend_->Detach("v1").ok());
 }
 
 }  // namespace

@@ -54,8 +54,14 @@ absl::Status NodeService::StageSteps(VolumeRecord* rec, bool attached) {
         absl::StrCat("staging_target_path ", st.staging_path,
                      " already has a mount of ", mounted->source));
   }
-  // Never format what carries data: a blank device only.
-  ASSIGN_OR_RETURN(std::string found, deps_.formatter->Detect(dev.path));
+  // Never format what carries data: a blank device only. A volume the
+  // backend proves all-zero needs no probe (libblkid reads dozens of
+  // scattered blocks of a cold device: most of a fresh stage's overhead).
+  ASSIGN_OR_RETURN(bool zeros, deps_.backend->ReadsAsZeros(rec->id));
+  std::string found;
+  if (!zeros) {
+    ASSIGN_OR_RETURN(found, deps_.formatter->Detect(dev.path));
+  }
   if (found.empty()) {
     RETURN_IF_ERROR(deps_.formatter->Format(
         dev.path, st.fs_type, MkfsArgs(st.fs_type, rec->capacity_bytes)));

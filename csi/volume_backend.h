@@ -151,6 +151,14 @@ class VolumeBackend {
   // After Expand: makes the attached device show the new size (file:
   // LOOP_SET_CAPACITY). OK if not attached.
   virtual absl::Status RefreshDevice(absl::string_view id) = 0;
+
+  // True only when the backend can prove that every byte of the volume
+  // reads as zero (so it carries no filesystem and staging may format it
+  // without probing); false when unknown. Never true for a volume that was
+  // written. Default: unknown.
+  virtual absl::StatusOr<bool> ReadsAsZeros(absl::string_view id) {
+    return false;
+  }
 };
 
 }  // namespace daxlease::csi

@@ -27,7 +27,8 @@ void ControllerService::FillVolume(const VolumeRecord& rec,
   out->set_capacity_bytes(static_cast<int64_t>(rec.capacity_bytes));
   auto& ctx = *out->mutable_volume_context();
   ctx[kParamMode] = std::string(VolumeModeName(rec.mode));
-  ctx[kParamFsType] = rec.fs_type;
+  // A devdax volume is a character device: no filesystem to name.
+  if (rec.mode != VolumeMode::kDevdax) ctx[kParamFsType] = rec.fs_type;
   ctx["daxlease.io/dax"] = deps_.backend->ProvidesDax() ? "true" : "false";
   ctx["daxlease.io/backend"] = std::string(deps_.backend->Name());
   for (const auto& [k, v] : rec.parameters) {

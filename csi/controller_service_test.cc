@@ -231,6 +231,25 @@ TEST_F(ControllerTest, GetCapacityPerTopologyAndMode) {
             grpc::INVALID_ARGUMENT);
 }
 
+TEST_F(ControllerTest, DevdaxVolumeContextNamesNoFilesystem) {
+  FakeVolumeBackend devdax_backend(8 * kGiB, /*devdax=*/true);
+  ControllerService controller(
+      config_, DriverDeps{&devdax_backend, &mounter_, &formatter_, store_.get(),
+                          locks_.get()});
+  ::csi::v1::CreateVolumeRequest r = CreateReq("pvc-dd", 64 * kMiB);
+  (*r.mutable_parameters())["daxlease.io/mode"] = "devdax";
+  r.mutable_parameters()->erase("csi.storage.k8s.io/fstype");
+  r.clear_volume_capabilities();
+  *r.add_volume_capabilities() = BlockCap();
+  ::csi::v1::CreateVolumeResponse resp;
+  grpc::Status s = controller.CreateVolume(nullptr, &r, &resp);
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  const auto& ctx = resp.volume().volume_context();
+  EXPECT_EQ(ctx.at("daxlease.io/mode"), "devdax");
+  EXPECT_EQ(ctx.count("csi.storage.k8s.io/fstype"), 0u)
+      << "a devdax volume carries no filesystem";
+}
+
 TEST_F(ControllerTest, GetVolumeAndConditionWhenMediaVanishes) {
   std::string id = MakeVolume("pvc-g");
   ::csi::v1::ControllerGetVolumeRequest r;

@@ -228,15 +228,21 @@ step_volume_lifecycle() {
   ok "no mounts left under the lab directory"
 }
 
+# stop_daemon NAME PID LOG LINES: SIGTERM, expect exit 0, show its last lines.
+stop_daemon() {
+  local name=$1 pid=$2 log=$3 lines=$4 rc=0
+  kill -TERM "$pid"
+  wait "$pid" || rc=$?
+  ((rc == 0)) || die "$name exited with $rc; its log: $log"
+  ok "$name exited 0; its last lines:"
+  tail -n "$lines" "$log" | indent
+}
+
 step_stop_csi() {
   step "Stop daxlease-csi (SIGTERM)"
-  kill -TERM "$CSI_PID"
-  local rc=0
-  wait "$CSI_PID" || rc=$?
+  local pid=$CSI_PID
   CSI_PID=""
-  ((rc == 0)) || die "daxlease-csi exited with $rc"
-  ok "exited 0; its log:"
-  tail -n 5 "$LAB_DIR/csi.log" | indent
+  stop_daemon daxlease-csi "$pid" "$LAB_DIR/csi.log" 5
 }
 
 # --------------------------------------------------------------- operator
@@ -416,13 +422,9 @@ YAML
 
 step_stop_operator() {
   step "Stop daxlease-operator and the control plane"
-  kill -TERM "$OPERATOR_PID"
-  local rc=0
-  wait "$OPERATOR_PID" || rc=$?
+  local pid=$OPERATOR_PID
   OPERATOR_PID=""
-  ((rc == 0)) || die "daxlease-operator exited with $rc"
-  ok "operator exited 0; its last lines:"
-  tail -n 3 "$LAB_DIR/operator.log" | indent
+  stop_daemon daxlease-operator "$pid" "$LAB_DIR/operator.log" 3
   "$REPO/tests/k8s/control-plane.sh" stop "$CP_DIR" 2>&1 | indent
   ok "control plane stopped"
 }

@@ -45,20 +45,6 @@ void PrintTo(const LifecycleCase& c, std::ostream* os) {
   *os << c.name << (c.crash ? " with kill -9 between steps" : "");
 }
 
-// ext4 online resize (EXT4_IOC_RESIZE_FS) needs CAP_SYS_RESOURCE; some
-// sandboxes drop it even for root (this project's dev/CI machine kind does).
-bool HasCapSysResource() {
-  std::ifstream in("/proc/self/status");
-  std::string line;
-  while (std::getline(in, line)) {
-    if (line.rfind("CapEff:", 0) == 0) {
-      uint64_t caps = std::stoull(line.substr(7), nullptr, 16);
-      return (caps >> 24) & 1;  // CAP_SYS_RESOURCE
-    }
-  }
-  return false;
-}
-
 std::string CaseName(const ::testing::TestParamInfo<LifecycleCase>& info) {
   return info.param.name + (info.param.crash ? "_KillBetweenSteps" : "");
 }

@@ -44,18 +44,6 @@ constexpr int64_t kXfsTestVolumeSize = 320 * kMiB;
 // csi-sanity's default Config.IdempotentCount.
 constexpr int kIdempotentCount = 10;
 
-bool HasCapSysResource() {
-  std::ifstream in("/proc/self/status");
-  std::string line;
-  while (std::getline(in, line)) {
-    if (line.rfind("CapEff:", 0) == 0) {
-      uint64_t caps = std::stoull(line.substr(7), nullptr, 16);
-      return (caps >> 24) & 1;  // CAP_SYS_RESOURCE
-    }
-  }
-  return false;
-}
-
 bool PathExists(const std::string& path) {
   struct stat st;
   return ::lstat(path.c_str(), &st) == 0;

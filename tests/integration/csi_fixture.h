@@ -63,6 +63,18 @@ class CsiPluginTest : public ::testing::Test {
   }
 
   void TearDown() override {
+    if (plugin_ != nullptr && plugin_->running()) {
+      // A clean stop must exit 0 (under ASan this is also where
+      // LeakSanitizer reports, with a non-zero exit).
+      absl::StatusOr<int> st = plugin_->Terminate();
+      if (st.ok()) {
+        EXPECT_TRUE(WIFEXITED(*st) && WEXITSTATUS(*st) == 0)
+            << "plugin stopped with wait status " << *st << "\n"
+            << PluginLog();
+      } else {
+        ADD_FAILURE() << "plugin did not stop on SIGTERM: " << st.status();
+      }
+    }
     if (plugin_ != nullptr) {
       (void)plugin_->Kill9();
       plugin_.reset();

@@ -140,9 +140,19 @@ absl::Status ControllerService::DoCreate(
     rec.fs_type = fs_type;
     rec.parameters = stored;
   }
-  // No record is written before the media exists: a crash in between leaves
-  // media without a record, which RecoverVolumes deletes at startup (and
-  // the CO's retry creates the volume again). One durable write, not two.
+  // The record (phase creating) is durable before the media exists, so all
+  // media of this plugin has a record: media without one is never ours to
+  // delete (a lost state directory, another plugin), and RecoverVolumes
+  // keeps it. A crash after this leaves a creating record that the CO's
+  // retry finishes (ListVolumes does not show it).
+  // Media that is already there (our interrupted create, or a volume whose
+  // record was lost and whose name is created again) is adopted as it is
+  // and never removed by this call.
+  absl::StatusOr<Volume> before = deps_.backend->Get(id);
+  const bool media_may_exist =
+      before.ok() || !absl::IsNotFound(before.status());
+  rec.phase = VolumePhase::kCreating;
+  RETURN_IF_ERROR(deps_.store->Save(rec));
 
   VolumeSpec spec;
   spec.id = id;
@@ -153,22 +163,17 @@ absl::Status ControllerService::DoCreate(
   spec.parameters = params.normalized;
   auto vol = deps_.backend->Create(spec);
   if (!vol.ok()) {
-    // Nothing was created for a refusal; forget the record so that the
-    // name can be created again with other parameters.
-    if (absl::IsResourceExhausted(vol.status()) ||
-        absl::IsInvalidArgument(vol.status()) ||
-        absl::IsOutOfRange(vol.status())) {
-      (void)deps_.backend->Delete(id);
+    // Undo what this call may have made, so that nothing is left and the
+    // name can be created again with other parameters; media that was
+    // there before stays, and so does its record.
+    if (!media_may_exist && deps_.backend->Delete(id).ok()) {
       RETURN_IF_ERROR(deps_.store->Remove(id));
     }
     return vol.status();
   }
   rec.capacity_bytes = vol->capacity_bytes;
   rec.phase = VolumePhase::kReady;
-  if (absl::Status saved = deps_.store->Save(rec); !saved.ok()) {
-    (void)deps_.backend->Delete(id);  // no media without a record
-    return saved;
-  }
+  RETURN_IF_ERROR(deps_.store->Save(rec));
   base::LogInfo("csi.volume.created",
                 {{"volume", id},
                  {"name", rec.name},

@@ -107,17 +107,19 @@ absl::Status RecoverVolumes(const DriverDeps& deps) {
       first.Update(s);
     }
   }
+  // Media without a record is never deleted: this plugin writes a volume's
+  // record before its media, so such media is not a half-done create of
+  // ours but a lost or foreign state directory, and may hold data.
   ASSIGN_OR_RETURN(std::vector<Volume> media, deps.backend->List());
   for (const Volume& v : media) {
     if (known.count(v.id)) continue;
-    base::LogWarn("csi.recover.orphan_media", {{"volume", v.id}});
-    absl::Status s = deps.backend->Detach(v.id);
-    if (s.ok()) s = deps.backend->Delete(v.id);
-    if (!s.ok()) {
-      base::LogError("csi.recover.failed",
-                     {{"volume", v.id}, {"error", s.ToString()}});
-      first.Update(s);
-    }
+    base::LogWarn(
+        "csi.recover.unknown_media",
+        {{"volume", v.id},
+         {"bytes", absl::StrCat(v.capacity_bytes)},
+         {"action",
+          "left untouched: no record in the state directory (restore it if "
+          "it was lost; delete the media by hand if it is not wanted)"}});
   }
   return first;
 }

@@ -97,18 +97,70 @@ TEST_F(RepairTest, InterruptedPublishIsUndoneAndStageKept) {
   EXPECT_TRUE(backend_.IsAttached(id));
 }
 
-TEST_F(RepairTest, InterruptedDeleteIsFinishedByTheRetryAndOrphanMediaRemoved) {
+TEST_F(RepairTest, InterruptedDeleteIsFinishedByTheRetry) {
   std::string id = MakeVolume("pvc-del");
   backend_.DropMedia(id);  // died after deleting the media, before the record
-  backend_.AddMedia("orphan-volume", 64 * kMiB);  // died before the record
-  ASSERT_TRUE(backend_.Attach("orphan-volume").ok());
   Restart();
   ASSERT_TRUE(RecoverVolumes(deps()).ok());
-  EXPECT_FALSE(backend_.Get("orphan-volume").ok());
-  EXPECT_EQ(backend_.attached_count(), 0);
   ASSERT_TRUE(Record(id).has_value());
   EXPECT_TRUE(Delete(id).ok());
   EXPECT_FALSE(Record(id).has_value());
+}
+
+TEST_F(RepairTest, MediaWithoutARecordIsNeverTouched) {
+  // Not a half-done create (records are written before media): media of a
+  // lost state directory or of another plugin. It may hold data.
+  backend_.AddMedia("unknown-volume", 64 * kMiB);
+  ASSERT_TRUE(backend_.Attach("unknown-volume").ok());
+  Restart();
+  ASSERT_TRUE(RecoverVolumes(deps()).ok());
+  EXPECT_TRUE(backend_.Get("unknown-volume").ok());
+  EXPECT_TRUE(backend_.IsAttached("unknown-volume"));
+}
+
+TEST_F(RepairTest, ALostStateDirectoryDeletesNothingAndARecreateAdopts) {
+  std::string a = MakeVolume("pvc-keep-a", 64 * kMiB);
+  std::string b = MakeVolume("pvc-keep-b", 64 * kMiB);
+  // The state directory is wiped (say, not on persistent host storage).
+  std::string cmd = "rm -rf " + dir_ + "/state";
+  ASSERT_EQ(system(cmd.c_str()), 0);
+  Restart();
+  ASSERT_TRUE(store_->Init().ok());
+  ASSERT_TRUE(RecoverVolumes(deps()).ok());
+  EXPECT_TRUE(backend_.Get(a).ok());
+  EXPECT_TRUE(backend_.Get(b).ok());
+  // The CO creating the same name again gets the same volume back.
+  ::csi::v1::CreateVolumeResponse resp;
+  ASSERT_TRUE(Create(CreateReq("pvc-keep-a", 64 * kMiB), &resp).ok());
+  EXPECT_EQ(resp.volume().volume_id(), a);
+  EXPECT_EQ(Record(a)->phase, VolumePhase::kReady);
+  // A refused re-create (too big) does not remove the adopted media.
+  ASSERT_FALSE(Create(CreateReq("pvc-keep-b", 64 * kGiB), &resp).ok());
+  EXPECT_TRUE(backend_.Get(b).ok());
+}
+
+TEST_F(RepairTest, CreateThatDiedAfterItsMediaIsFinishedByTheRetry) {
+  ::csi::v1::CreateVolumeResponse resp;
+  std::string id = VolumeIdForName("pvc-died");
+  // The record of the attempt is durable before the media is made.
+  backend_.FailNext("Create", absl::UnavailableError("killed"));
+  EXPECT_FALSE(Create(CreateReq("pvc-died", 64 * kMiB), &resp).ok());
+  backend_.AddMedia(id, 64 * kMiB);  // as if it died after the media
+  VolumeRecord rec;
+  rec.id = id;
+  rec.name = "pvc-died";
+  rec.capacity_bytes = 64 * kMiB;
+  rec.fs_type = "ext4";
+  rec.parameters = {{"csi.storage.k8s.io/fstype", "ext4"},
+                    {"daxlease.io/mode", "fsdax"}};
+  rec.phase = VolumePhase::kCreating;
+  ASSERT_TRUE(store_->Save(rec).ok());
+  Restart();
+  ASSERT_TRUE(RecoverVolumes(deps()).ok());
+  EXPECT_TRUE(backend_.Get(id).ok()) << "a creating record keeps its media";
+  ASSERT_TRUE(Create(CreateReq("pvc-died", 64 * kMiB), &resp).ok());
+  EXPECT_EQ(resp.volume().volume_id(), id);
+  EXPECT_EQ(Record(id)->phase, VolumePhase::kReady);
 }
 
 TEST_F(RepairTest, RecordOfAnOldProcessInPhaseDeletingIsFinished) {

@@ -22,7 +22,7 @@ class FakeVolumeBackend final : public VolumeBackend {
 
   absl::string_view Name() const override { return "fake"; }
   absl::Status Ready() override;
-  bool ProvidesDax() const override { return false; }
+  bool ProvidesDax() const override { return dax_; }
   bool SupportsExpansion() const override { return expandable_; }
   absl::StatusOr<Volume> Create(const VolumeSpec& spec) override;
   absl::StatusOr<Volume> Get(absl::string_view id) override;
@@ -46,6 +46,8 @@ class FakeVolumeBackend final : public VolumeBackend {
   void DropMedia(absl::string_view id);
   // Adds media without going through Create (an orphan).
   void AddMedia(absl::string_view id, uint64_t bytes);
+  // Pretend to be a DAX backend (stage mounts with -o dax and checks it).
+  void set_provides_dax(bool dax) { dax_ = dax; }
   bool IsAttached(absl::string_view id) const;
   int attached_count() const;
   int refresh_calls() const;
@@ -56,6 +58,7 @@ class FakeVolumeBackend final : public VolumeBackend {
   uint64_t UsedLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   const uint64_t total_bytes_;
+  bool dax_ = false;
   const bool devdax_;
   bool expandable_ = true;
   mutable absl::Mutex mu_;

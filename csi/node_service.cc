@@ -70,12 +70,18 @@ absl::Status NodeService::StageSteps(VolumeRecord* rec, bool attached) {
         "device ", dev.path, " of volume ", rec->id, " carries ", found,
         ", not ", st.fs_type, "; refusing to format over it"));
   }
+  return MountStaging(rec->id, st, dev.path);
+}
+
+absl::Status NodeService::MountStaging(const std::string& id,
+                                       const StageRecord& st,
+                                       const std::string& device) {
   std::vector<std::string> opts = st.mount_flags;
   // A DAX backend mounts with -o dax, and the kernel must really grant it
   // (ext4/xfs fall back to the page cache with only a dmesg warning).
   const bool dax = deps_.backend->ProvidesDax();
   if (dax) opts.push_back("dax");
-  RETURN_IF_ERROR(deps_.mounter->Mount(dev.path, st.staging_path, st.fs_type,
+  RETURN_IF_ERROR(deps_.mounter->Mount(device, st.staging_path, st.fs_type,
                                        absl::StrJoin(opts, ",")));
   if (!dax) return absl::OkStatus();
   ASSIGN_OR_RETURN(std::optional<sys::MountInfo> m,
@@ -87,12 +93,12 @@ absl::Status NodeService::StageSteps(VolumeRecord* rec, bool attached) {
       o.find(",dax=always,") == std::string::npos) {
     (void)deps_.mounter->Unmount(st.staging_path);
     return absl::FailedPreconditionError(absl::StrCat(
-        "the kernel mounted ", dev.path, " without DAX (options \"",
-        m.has_value() ? m->fs_options : "", "\"); refusing to run volume ",
-        rec->id, " through the page cache"));
+        "the kernel mounted ", device, " without DAX (options \"",
+        m.has_value() ? m->fs_options : "", "\"); refusing to run volume ", id,
+        " through the page cache"));
   }
-  base::LogInfo("csi.volume.dax_mounted", {{"volume", rec->id},
-                                           {"device", dev.path},
+  base::LogInfo("csi.volume.dax_mounted", {{"volume", id},
+                                           {"device", device},
                                            {"path", st.staging_path},
                                            {"options", m->fs_options}});
   return absl::OkStatus();
@@ -430,9 +436,9 @@ absl::Status NodeService::GrowFilesystem(const VolumeRecord& rec) {
                 {{"volume", rec.id}, {"online_error", online.ToString()}});
   RETURN_IF_ERROR(deps_.mounter->Unmount(st.staging_path));
   absl::Status offline = deps_.formatter->Grow(dev.path, "", st.fs_type);
-  absl::Status remount =
-      deps_.mounter->Mount(dev.path, st.staging_path, st.fs_type,
-                           absl::StrJoin(st.mount_flags, ","));
+  // Mounted again exactly as staging mounts it (-o dax, checked, on a DAX
+  // backend), whether or not the growth worked.
+  absl::Status remount = MountStaging(rec.id, st, dev.path);
   RETURN_IF_ERROR(offline);
   return remount;
 }

@@ -71,6 +71,11 @@ class NodeService final : public ::csi::v1::Node::Service {
   // Grows the staged filesystem to its device: online, or (ext4 only, when
   // online resize is refused and nothing is published) offline.
   absl::Status GrowFilesystem(const VolumeRecord& rec);
+  // Mounts `device` at the staging path with the stage's flags, plus -o dax
+  // (verified in the mount table) on a DAX backend. FAILED_PRECONDITION,
+  // unmounted again, if the kernel did not grant DAX.
+  absl::Status MountStaging(const std::string& id, const StageRecord& st,
+                            const std::string& device);
   absl::Status PublishSteps(VolumeRecord* rec, const std::string& target);
   // Loads the record or NotFound.
   absl::StatusOr<VolumeRecord> LoadVolume(const std::string& id);

@@ -236,6 +236,26 @@ TEST_F(NodeTest, NodeExpandRefreshesAndGrows) {
             grpc::INVALID_ARGUMENT);
 }
 
+TEST_F(NodeTest, OfflineGrowthOnADaxBackendMountsWithDaxAgain) {
+  backend_.set_provides_dax(true);
+  std::string id = MakeVolume("pvc-offdax");
+  ASSERT_TRUE(Stage(id, MountCap()).ok());
+  auto m = mounter_.GetMount(StagingPath(id));
+  ASSERT_TRUE(m.ok() && m->has_value());
+  ASSERT_TRUE(absl::StrContains((*m)->fs_options, "dax"));
+  ::csi::v1::NodeExpandVolumeRequest r;
+  r.set_volume_id(id);
+  r.set_volume_path(StagingPath(id));
+  ::csi::v1::NodeExpandVolumeResponse resp;
+  formatter_.FailNext("Grow",
+                      absl::PermissionDeniedError("no CAP_SYS_RESOURCE"));
+  ASSERT_TRUE(node_->NodeExpandVolume(nullptr, &r, &resp).ok());
+  m = mounter_.GetMount(StagingPath(id));
+  ASSERT_TRUE(m.ok() && m->has_value()) << "staging mount is back";
+  EXPECT_TRUE(absl::StrContains((*m)->fs_options, "dax"))
+      << "remounted without DAX: " << (*m)->fs_options;
+}
+
 TEST_F(NodeTest,
        Ext4GrowsOfflineWhenOnlineResizeIsRefusedAndNothingIsPublished) {
   std::string id = MakeVolume("pvc-off");

@@ -15,8 +15,6 @@
 #include <vector>
 
 #include "absl/flags/flag.h"
-#include "absl/flags/parse.h"
-#include "absl/flags/usage.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
@@ -29,6 +27,7 @@
 #include "csi/node_service.h"
 #include "csi/repair.h"
 #include "grpcpp/grpcpp.h"
+#include "lib/base/flags.h"
 #include "lib/base/log.h"
 #include "lib/base/status.h"
 #include "lib/base/version.h"
@@ -221,24 +220,9 @@ int Run() {
 }  // namespace daxlease::csi
 
 int main(int argc, char** argv) {
-  absl::SetProgramUsageMessage(
+  daxlease::base::ParseFlags(
+      argc, argv,
       "daxlease-csi --endpoint=unix:///path.sock --node-id=NAME [flags]: the "
       "daxlease CSI plugin");
-  // The contract spells flags with dashes (--node-id); absl flag names are
-  // identifiers (node_id): translate the name part of each flag.
-  std::vector<std::string> args(argv, argv + argc);
-  for (size_t i = 1; i < args.size(); ++i) {
-    std::string& a = args[i];
-    if (a == "--") break;
-    if (!absl::StartsWith(a, "--")) continue;
-    size_t end = a.find('=');
-    if (end == std::string::npos) end = a.size();
-    for (size_t j = 2; j < end; ++j) {
-      if (a[j] == '-') a[j] = '_';
-    }
-  }
-  std::vector<char*> cargs;
-  for (std::string& a : args) cargs.push_back(a.data());
-  absl::ParseCommandLine(static_cast<int>(cargs.size()), cargs.data());
   return daxlease::csi::Run();
 }

@@ -12,10 +12,9 @@
 #include <vector>
 
 #include "absl/flags/flag.h"
-#include "absl/flags/parse.h"
-#include "absl/flags/usage.h"
 #include "absl/strings/str_cat.h"
 #include "lib/base/clock.h"
+#include "lib/base/flags.h"
 #include "lib/base/log.h"
 #include "lib/base/version.h"
 #include "lib/k8s/config.h"
@@ -163,21 +162,9 @@ int Main() {
 }  // namespace daxlease::op
 
 int main(int argc, char** argv) {
-  // Kubernetes-style dashed flag names (--leader-election-name) map to the
-  // underscored absl names.
-  std::vector<std::string> args(argv, argv + argc);
-  std::vector<char*> fixed;
-  for (size_t i = 0; i < args.size(); ++i) {
-    std::string& a = args[i];
-    if (i > 0 && a.rfind("--", 0) == 0) {
-      size_t end = std::min(a.find('='), a.size());
-      std::replace(a.begin() + 2, a.begin() + end, '-', '_');
-    }
-    fixed.push_back(a.data());
-  }
-  argv = fixed.data();
-  absl::SetProgramUsageMessage(
-      "daxlease-operator: grants, recalls and revokes DAX volume leases");
-  absl::ParseCommandLine(argc, argv);
+  daxlease::base::ParseFlags(
+      argc, argv,
+      "daxlease-operator [flags]: grants, recalls and revokes DAX volume "
+      "leases");
   return daxlease::op::Main();
 }

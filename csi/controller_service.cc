@@ -286,8 +286,16 @@ absl::Status ControllerService::DoGetCapacity(
     ::csi::v1::GetCapacityResponse* resp) {
   ASSIGN_OR_RETURN(VolumeParameters params,
                    ValidateParameters(req.parameters()));
+  // The smallest volume these parameters can make (xfs needs more); without
+  // capabilities the volume may be mounted.
+  std::string fs_type = params.fs_type;
+  bool any_mount = req.volume_capabilities().empty();
   for (const auto& cap : req.volume_capabilities()) {
-    RETURN_IF_ERROR(ValidateCapability(cap, params.share).status());
+    ASSIGN_OR_RETURN(CapabilityInfo info,
+                     ValidateCapability(cap, params.share));
+    if (info.block) continue;
+    any_mount = true;
+    if (fs_type.empty()) fs_type = info.fs_type;
   }
   if (req.has_accessible_topology()) {
     auto it = req.accessible_topology().segments().find(kTopologyKey);
@@ -302,7 +310,7 @@ absl::Status ControllerService::DoGetCapacity(
   resp->mutable_maximum_volume_size()->set_value(
       static_cast<int64_t>(cap.max_volume_bytes));
   resp->mutable_minimum_volume_size()->set_value(
-      static_cast<int64_t>(kMinVolumeBytes));
+      static_cast<int64_t>(MinBytesFor(params.mode, fs_type, any_mount)));
   return absl::OkStatus();
 }
 

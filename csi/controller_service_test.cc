@@ -216,6 +216,28 @@ TEST_F(ControllerTest, GetCapacityPerTopologyAndMode) {
   ASSERT_TRUE(controller_->GetCapacity(nullptr, &r, &resp).ok());
   EXPECT_EQ(resp.available_capacity(), static_cast<int64_t>(7 * kGiB));
   EXPECT_EQ(resp.maximum_volume_size().value(), static_cast<int64_t>(7 * kGiB));
+  EXPECT_EQ(resp.minimum_volume_size().value(),
+            static_cast<int64_t>(16 * kMiB));
+  {
+    // xfs (a parameter, or a mount capability's fs_type) needs 300 MiB+;
+    // block access of the same class does not.
+    ::csi::v1::GetCapacityRequest x;
+    (*x.mutable_parameters())["csi.storage.k8s.io/fstype"] = "xfs";
+    ASSERT_TRUE(controller_->GetCapacity(nullptr, &x, &resp).ok());
+    EXPECT_GE(resp.minimum_volume_size().value(),
+              static_cast<int64_t>(300 * kMiB));
+    x.clear_parameters();
+    *x.add_volume_capabilities() = MountCap("xfs");
+    ASSERT_TRUE(controller_->GetCapacity(nullptr, &x, &resp).ok());
+    EXPECT_GE(resp.minimum_volume_size().value(),
+              static_cast<int64_t>(300 * kMiB));
+    x.clear_volume_capabilities();
+    *x.add_volume_capabilities() = BlockCap();
+    (*x.mutable_parameters())["csi.storage.k8s.io/fstype"] = "xfs";
+    ASSERT_TRUE(controller_->GetCapacity(nullptr, &x, &resp).ok());
+    EXPECT_EQ(resp.minimum_volume_size().value(),
+              static_cast<int64_t>(16 * kMiB));
+  }
 
   (*r.mutable_accessible_topology()->mutable_segments())["daxlease.io/node"] =
       "node-b";

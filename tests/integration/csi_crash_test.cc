@@ -1,6 +1,7 @@
 // kill -9 in the middle of an operation: wherever the kill lands (the delays
 // below spread it over the call), the restarted plugin must finish or undo
 // the half-done work on the next call, leak nothing, and keep the data.
+#include <filesystem>
 #include <string>
 #include <thread>
 
@@ -118,6 +119,57 @@ TEST_P(CsiCrashTest, KillDuringStageAndUnstageThenRecover) {
       Call(&Controller::Stub::ListVolumes, csi::v1::ListVolumesRequest(), &list)
           .ok());
   EXPECT_EQ(list.entries_size(), 0) << list.DebugString();
+  ExpectNoLeaks();
+}
+
+// The volume images under the state directory (file backend).
+std::vector<std::string> Images(const std::string& state_dir) {
+  std::vector<std::string> out;
+  std::error_code ec;
+  for (const auto& e :
+       std::filesystem::directory_iterator(state_dir + "/volumes", ec)) {
+    out.push_back(e.path().filename().string());
+  }
+  return out;
+}
+
+TEST_P(CsiCrashTest,
+       KillDuringCreateThenTheRetryFinishesAndDeleteLeavesNothing) {
+  const int delay_ms = GetParam() / 4;
+  csi::v1::CreateVolumeRequest create;
+  create.set_name("pvc-crash-create");
+  create.mutable_capacity_range()->set_required_bytes(512 * kMiB);
+  *create.add_volume_capabilities() = MountCap("ext4");
+  channel_ = plugin_->channel();
+  KillDuring(
+      [&] {
+        csi::v1::CreateVolumeResponse r;
+        (void)CallOn(channel_, &Controller::Stub::CreateVolume, create, &r);
+      },
+      delay_ms);
+  if (HasFatalFailure()) return;
+  // Whatever the kill left (nothing, a creating record, its image) is
+  // finished by the CO's retry into one volume, never two, never an error.
+  channel_ = plugin_->channel();
+  csi::v1::CreateVolumeResponse created;
+  grpc::Status s =
+      CallOn(channel_, &Controller::Stub::CreateVolume, create, &created);
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  EXPECT_GE(created.volume().capacity_bytes(), 512 * kMiB);
+  EXPECT_EQ(Images(state_dir_).size(), 1u);
+  csi::v1::ListVolumesResponse list;
+  ASSERT_TRUE(
+      Call(&Controller::Stub::ListVolumes, csi::v1::ListVolumesRequest(), &list)
+          .ok());
+  ASSERT_EQ(list.entries_size(), 1) << list.DebugString();
+  EXPECT_EQ(list.entries(0).volume().volume_id(), created.volume().volume_id());
+
+  csi::v1::DeleteVolumeRequest del;
+  del.set_volume_id(created.volume().volume_id());
+  csi::v1::DeleteVolumeResponse deleted;
+  s = CallOn(channel_, &Controller::Stub::DeleteVolume, del, &deleted);
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  EXPECT_THAT(Images(state_dir_), ::testing::IsEmpty());
   ExpectNoLeaks();
 }
 

@@ -10,7 +10,20 @@ namespace {
 
 using ::csi::v1::VolumeCapability;
 
-class NodeTest : public ServiceTest {};
+class NodeTest : public ServiceTest {
+ protected:
+  // NodeExpandVolume of `id` at its staging path while the online grow is
+  // refused (as for ext4 without CAP_SYS_RESOURCE).
+  grpc::Status ExpandWithOnlineGrowthRefused(const std::string& id) {
+    ::csi::v1::NodeExpandVolumeRequest r;
+    r.set_volume_id(id);
+    r.set_volume_path(StagingPath(id));
+    ::csi::v1::NodeExpandVolumeResponse resp;
+    formatter_.FailNext("Grow",
+                        absl::PermissionDeniedError("no CAP_SYS_RESOURCE"));
+    return node_->NodeExpandVolume(nullptr, &r, &resp);
+  }
+};
 
 TEST_F(NodeTest, StageFormatsBlankDeviceOnceAndMounts) {
   std::string id = MakeVolume("pvc-s");
@@ -243,13 +256,7 @@ TEST_F(NodeTest, OfflineGrowthOnADaxBackendMountsWithDaxAgain) {
   auto m = mounter_.GetMount(StagingPath(id));
   ASSERT_TRUE(m.ok() && m->has_value());
   ASSERT_TRUE(absl::StrContains((*m)->fs_options, "dax"));
-  ::csi::v1::NodeExpandVolumeRequest r;
-  r.set_volume_id(id);
-  r.set_volume_path(StagingPath(id));
-  ::csi::v1::NodeExpandVolumeResponse resp;
-  formatter_.FailNext("Grow",
-                      absl::PermissionDeniedError("no CAP_SYS_RESOURCE"));
-  ASSERT_TRUE(node_->NodeExpandVolume(nullptr, &r, &resp).ok());
+  ASSERT_TRUE(ExpandWithOnlineGrowthRefused(id).ok());
   m = mounter_.GetMount(StagingPath(id));
   ASSERT_TRUE(m.ok() && m->has_value()) << "staging mount is back";
   EXPECT_TRUE(absl::StrContains((*m)->fs_options, "dax"))
@@ -260,21 +267,13 @@ TEST_F(NodeTest,
        Ext4GrowsOfflineWhenOnlineResizeIsRefusedAndNothingIsPublished) {
   std::string id = MakeVolume("pvc-off");
   ASSERT_TRUE(Stage(id, MountCap()).ok());
-  ::csi::v1::NodeExpandVolumeRequest r;
-  r.set_volume_id(id);
-  r.set_volume_path(StagingPath(id));
-  ::csi::v1::NodeExpandVolumeResponse resp;
-  formatter_.FailNext("Grow",
-                      absl::PermissionDeniedError("no CAP_SYS_RESOURCE"));
-  ASSERT_TRUE(node_->NodeExpandVolume(nullptr, &r, &resp).ok());
+  ASSERT_TRUE(ExpandWithOnlineGrowthRefused(id).ok());
   EXPECT_EQ(formatter_.grow_calls(), 1) << "offline grow after the refusal";
   auto m = mounter_.GetMount(StagingPath(id));
   ASSERT_TRUE(m.ok() && m->has_value()) << "staging mount is back";
 
   ASSERT_TRUE(Publish(id, MountCap()).ok());
-  formatter_.FailNext("Grow",
-                      absl::PermissionDeniedError("no CAP_SYS_RESOURCE"));
-  grpc::Status refused = node_->NodeExpandVolume(nullptr, &r, &resp);
+  grpc::Status refused = ExpandWithOnlineGrowthRefused(id);
   EXPECT_EQ(refused.error_code(), grpc::FAILED_PRECONDITION)
       << "published: the filesystem cannot be taken offline";
   EXPECT_THAT(refused.error_message(),

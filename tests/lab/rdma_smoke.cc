@@ -25,7 +25,9 @@
 #include <cstdlib>
 #include <cstring>
 #include <map>
+#include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -90,23 +92,51 @@ bool MapPath(const std::string& path, size_t len, Mapping& m) {
   return true;
 }
 
-int Serve(const std::string& path, const std::string& ip, uint16_t port,
-          size_t len) {
+// The owner's side of one connection, up to the peer's request: `path`
+// mapped and zeroed, a listener on ip:port ("<who>: listening ..." on
+// stdout, which verbs.sh waits for), the request and the seed the peer sent
+// in it. Members in acquisition order, so they are released in reverse.
+struct Accepted {
   Mapping m;
-  if (!MapPath(path, len, m)) return 1;
-  std::memset(m.addr, 0, len);
+  std::optional<EventChannel> channel;
+  std::optional<CmId> listener;
+  std::optional<ConnectRequest> request;
+  uint32_t seed = 0;
+};
+
+// 0 once `a` holds a request; else the exit code, the failure printed.
+int ListenAndWait(const char* who, const std::string& path,
+                  const std::string& ip, uint16_t port, size_t len,
+                  Accepted& a) {
+  if (!MapPath(path, len, a.m)) return 1;
+  std::memset(a.m.addr, 0, len);
   auto ch = EventChannel::Create();
   if (!ch.ok()) return Fail("event channel", ch.status());
-  auto listener = CmId::Create(*ch);
+  a.channel.emplace(*std::move(ch));
+  auto listener = CmId::Create(*a.channel);
   if (!listener.ok()) return Fail("cm id", listener.status());
-  if (auto st = listener->Listen(ip, port, 1); !st.ok())
+  a.listener.emplace(*std::move(listener));
+  if (auto st = a.listener->Listen(ip, port, 1); !st.ok())
     return Fail("listen", st);
-  std::printf("serve: listening on %s:%u, %zu bytes of %s\n", ip.c_str(), port,
-              len, path.c_str());
+  std::printf("%s: listening on %s:%u, %zu bytes of %s\n", who, ip.c_str(),
+              port, len, path.c_str());
   std::fflush(stdout);
-  auto req = listener->WaitForRequest(absl::Seconds(60));
+  auto req = a.listener->WaitForRequest(absl::Seconds(60));
   if (!req.ok()) return Fail("wait for request", req.status());
-  CmId& id = req->id;
+  a.request.emplace(*std::move(req));
+  const std::string& pd = a.request->private_data;
+  if (pd.size() >= sizeof(uint32_t))
+    std::memcpy(&a.seed, pd.data(), sizeof a.seed);
+  return 0;
+}
+
+int Serve(const std::string& path, const std::string& ip, uint16_t port,
+          size_t len) {
+  Accepted a;
+  if (int rc = ListenAndWait("serve", path, ip, port, len, a); rc != 0)
+    return rc;
+  const Mapping& m = a.m;
+  CmId& id = a.request->id;
   // Declared in acquisition order so they are released in reverse.
   auto pd = ProtectionDomain::Allocate(id.verbs());
   if (!pd.ok()) return Fail("alloc pd", pd.status());
@@ -118,9 +148,7 @@ int Serve(const std::string& path, const std::string& ip, uint16_t port,
   if (!cq.ok()) return Fail("create cq", cq.status());
   auto qp = CmQueuePair::Create(id, *pd, *cq, QueuePairCaps{});
   if (!qp.ok()) return Fail("create qp", qp.status());
-  uint32_t seed = 0;
-  if (req->private_data.size() >= sizeof(uint32_t))
-    std::memcpy(&seed, req->private_data.data(), sizeof seed);
+  const uint32_t seed = a.seed;
   RegionInfo info{reinterpret_cast<uintptr_t>(m.addr), len, mr->rkey(), seed};
   if (auto st = id.Accept(
           absl::string_view(reinterpret_cast<char*>(&info), sizeof info),
@@ -234,20 +262,11 @@ constexpr uint64_t kWrBind = 101, kWrSendKey = 102, kWrRecv = 103, kWrInv = 104,
 // without touching the memory.
 int ServeWindow(const std::string& path, const std::string& ip, uint16_t port,
                 size_t len) {
-  Mapping m;
-  if (!MapPath(path, len, m)) return 1;
-  std::memset(m.addr, 0, len);
-  auto ch = EventChannel::Create();
-  if (!ch.ok()) return Fail("event channel", ch.status());
-  auto listener = CmId::Create(*ch);
-  if (!listener.ok()) return Fail("cm id", listener.status());
-  if (auto st = listener->Listen(ip, port, 1); !st.ok())
-    return Fail("listen", st);
-  std::printf("window-serve: listening\n");
-  std::fflush(stdout);
-  auto req = listener->WaitForRequest(absl::Seconds(60));
-  if (!req.ok()) return Fail("wait for request", req.status());
-  CmId& id = req->id;
+  Accepted a;
+  if (int rc = ListenAndWait("window-serve", path, ip, port, len, a); rc != 0)
+    return rc;
+  const Mapping& m = a.m;
+  CmId& id = a.request->id;
   auto pd = ProtectionDomain::Allocate(id.verbs());
   if (!pd.ok()) return Fail("alloc pd", pd.status());
   auto mr = MemoryRegion::Register(*pd, m.addr, len, kLocalWrite | kMwBind);
@@ -262,9 +281,7 @@ int ServeWindow(const std::string& path, const std::string& ip, uint16_t port,
   auto mw = MemoryWindow::Allocate(*pd);  // released before the QP and MR
   if (!mw.ok()) return Fail("ibv_alloc_mw", mw.status());
   std::vector<WorkCompletion> early;
-  uint32_t seed = 0;
-  if (req->private_data.size() >= sizeof(uint32_t))
-    std::memcpy(&seed, req->private_data.data(), sizeof seed);
+  const uint32_t seed = a.seed;
   if (auto st = qp->ops().PostRecv(*msg_mr, &msg[2], 4, kWrRecv); !st.ok())
     return Fail("post recv", st);
   RegionInfo info{reinterpret_cast<uintptr_t>(m.addr), len, 0, seed};

@@ -1,10 +1,8 @@
 #include "lib/k8s/informer.h"
 
-#include <set>
-
-#include "absl/synchronization/mutex.h"
 #include "gtest/gtest.h"
 #include "lib/k8s/fake_client.h"
+#include "lib/k8s/informer_recorder.h"
 
 namespace daxlease::k8s {
 namespace {
@@ -15,35 +13,6 @@ Json Widget(const std::string& name, int size = 1) {
   return {{"metadata", {{"name", name}, {"namespace", "ns"}}},
           {"spec", {{"size", size}}}};
 }
-
-// Records handler calls as "add a", "update a", "delete a".
-class Recorder {
- public:
-  InformerHandlers Handlers() {
-    return {[this](const Json& o) { Push("add " + NameOf(o)); },
-            [this](const Json&, const Json& n) { Push("update " + NameOf(n)); },
-            [this](const Json& o) { Push("delete " + NameOf(o)); }};
-  }
-  bool WaitFor(const std::string& ev) {
-    absl::MutexLock l(&mu_);
-    auto seen = [&]() ABSL_NO_THREAD_SAFETY_ANALYSIS {
-      return std::find(events_.begin(), events_.end(), ev) != events_.end();
-    };
-    return mu_.AwaitWithTimeout(absl::Condition(&seen), absl::Seconds(10));
-  }
-  std::vector<std::string> Events() {
-    absl::MutexLock l(&mu_);
-    return events_;
-  }
-
- private:
-  void Push(std::string s) {
-    absl::MutexLock l(&mu_);
-    events_.push_back(std::move(s));
-  }
-  absl::Mutex mu_;
-  std::vector<std::string> events_ ABSL_GUARDED_BY(mu_);
-};
 
 class InformerTest : public ::testing::Test {
  protected:
@@ -56,7 +25,7 @@ class InformerTest : public ::testing::Test {
   }
   base::FakeClock clock_;
   FakeKubeClient fake_{clock_};
-  Recorder rec_;
+  InformerRecorder rec_;
 };
 
 TEST_F(InformerTest, ListsThenWatches) {

@@ -3,9 +3,9 @@
 #include <atomic>
 
 #include "absl/strings/str_cat.h"
-#include "absl/synchronization/mutex.h"
 #include "gtest/gtest.h"
 #include "lib/k8s/informer.h"
+#include "lib/k8s/informer_recorder.h"
 #include "tests/k8s/k8s_testing.h"
 #include "tests/testing/prereq.h"
 
@@ -71,34 +71,6 @@ class ExpiringWatchClient : public KubeClient {
   const int expire_call_;
 };
 
-class Recorder {
- public:
-  InformerHandlers Handlers() {
-    return {[this](const Json& o) { Push("add " + NameOf(o)); },
-            [this](const Json& o, const Json& n) {
-              if (ResourceVersionOf(o) != ResourceVersionOf(n)) {
-                Push("update " + NameOf(n));
-              }
-            },
-            [this](const Json& o) { Push("delete " + NameOf(o)); }};
-  }
-  bool WaitFor(const std::string& ev) {
-    absl::MutexLock l(&mu_);
-    auto seen = [&]() ABSL_NO_THREAD_SAFETY_ANALYSIS {
-      return std::find(events_.begin(), events_.end(), ev) != events_.end();
-    };
-    return mu_.AwaitWithTimeout(absl::Condition(&seen), absl::Seconds(20));
-  }
-
- private:
-  void Push(std::string s) {
-    absl::MutexLock l(&mu_);
-    events_.push_back(std::move(s));
-  }
-  absl::Mutex mu_;
-  std::vector<std::string> events_ ABSL_GUARDED_BY(mu_);
-};
-
 class InformerK8sTest : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -121,7 +93,8 @@ class InformerK8sTest : public ::testing::Test {
   }
   std::unique_ptr<RestKubeClient> client_;
   std::string ns_;
-  Recorder rec_;
+  // Resync redeliveries are not changes here; the real server may be slow.
+  InformerRecorder rec_{/*record_resyncs=*/false, absl::Seconds(20)};
 };
 
 TEST_F(InformerK8sTest, ListsWatchesAndSurvivesServerTimeouts) {

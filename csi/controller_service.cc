@@ -286,17 +286,17 @@ absl::Status ControllerService::DoGetCapacity(
     ::csi::v1::GetCapacityResponse* resp) {
   ASSIGN_OR_RETURN(VolumeParameters params,
                    ValidateParameters(req.parameters()));
-  // The smallest volume these parameters can make (xfs needs more); without
-  // capabilities the volume may be mounted.
-  std::string fs_type = params.fs_type;
+  // The smallest volume these parameters can make, by CreateVolume's rules
+  // (xfs needs more); without capabilities the volume may be mounted.
+  std::vector<CapabilityInfo> caps;
   bool any_mount = req.volume_capabilities().empty();
   for (const auto& cap : req.volume_capabilities()) {
     ASSIGN_OR_RETURN(CapabilityInfo info,
                      ValidateCapability(cap, params.share));
-    if (info.block) continue;
-    any_mount = true;
-    if (fs_type.empty()) fs_type = info.fs_type;
+    any_mount |= !info.block;
+    caps.push_back(std::move(info));
   }
+  ASSIGN_OR_RETURN(std::string fs_type, ResolveFsType(params, caps));
   if (req.has_accessible_topology()) {
     auto it = req.accessible_topology().segments().find(kTopologyKey);
     if (it == req.accessible_topology().segments().end() ||

@@ -237,6 +237,11 @@ TEST_F(ControllerTest, GetCapacityPerTopologyAndMode) {
     ASSERT_TRUE(controller_->GetCapacity(nullptr, &x, &resp).ok());
     EXPECT_EQ(resp.minimum_volume_size().value(),
               static_cast<int64_t>(16 * kMiB));
+    // Conflicting filesystems: refused as CreateVolume refuses them.
+    x.clear_volume_capabilities();
+    *x.add_volume_capabilities() = MountCap("ext4");
+    EXPECT_EQ(controller_->GetCapacity(nullptr, &x, &resp).error_code(),
+              grpc::INVALID_ARGUMENT);
   }
 
   (*r.mutable_accessible_topology()->mutable_segments())["daxlease.io/node"] =

@@ -11,12 +11,10 @@
 // must create and, on unpublish, remove), cleans every created volume up
 // with NodeUnpublish + NodeUnstage (OK or NOT_FOUND) + DeleteVolume (OK),
 // then removes both dirs, which must be empty and unmounted by then.
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
 #include <cstring>
-#include <fstream>
 #include <map>
 #include <regex>
 #include <set>
@@ -24,6 +22,7 @@
 #include <vector>
 
 #include "gtest/gtest.h"
+#include "lib/sys/file.h"
 #include "tests/integration/csi_fixture.h"
 
 namespace daxlease::testing {
@@ -43,11 +42,6 @@ constexpr int64_t kTestVolumeSize = 64 * kMiB;
 constexpr int64_t kXfsTestVolumeSize = 320 * kMiB;
 // csi-sanity's default Config.IdempotentCount.
 constexpr int kIdempotentCount = 10;
-
-bool PathExists(const std::string& path) {
-  struct stat st;
-  return ::lstat(path.c_str(), &st) == 0;
-}
 
 class CsiSanityTest : public CsiPluginTest {
  protected:
@@ -80,13 +74,7 @@ class CsiSanityTest : public CsiPluginTest {
   }
 
   // csi-sanity's TestVolumeCapabilityWithAccessType(mount): no fs_type.
-  static csi::v1::VolumeCapability SanityCap() {
-    csi::v1::VolumeCapability cap;
-    cap.mutable_mount();
-    cap.mutable_access_mode()->set_mode(
-        csi::v1::VolumeCapability::AccessMode::SINGLE_NODE_WRITER);
-    return cap;
-  }
+  static csi::v1::VolumeCapability SanityCap() { return MountCap(""); }
 
   // csi-sanity's MakeCreateVolumeReq: required = limit = size.
   csi::v1::CreateVolumeRequest MakeCreateReq(const std::string& name,
@@ -677,22 +665,22 @@ TEST_F(CsiSanityTest, NodeExpandVolume) {
 TEST_F(CsiSanityTest, NodeWorkflowIsIdempotentAndRemovesTheTargetPath) {
   RunNodeTest(1);
   Cleanup();
-  ASSERT_FALSE(PathExists(target_)) << "unpublish must remove " << target_;
+  ASSERT_FALSE(sys::PathExists(target_)) << "unpublish must remove " << target_;
   RunNodeTest(kIdempotentCount);
   Cleanup();
-  ASSERT_FALSE(PathExists(target_));
+  ASSERT_FALSE(sys::PathExists(target_));
 
   const std::string id =
       MustCreate(MakeCreateReq("sanity-node-unpublish-volume"))
           .volume()
           .volume_id();
-  ASSERT_FALSE(PathExists(target_)) << "csi-sanity never creates it";
+  ASSERT_FALSE(sys::PathExists(target_)) << "csi-sanity never creates it";
   ASSERT_TRUE(Stage(id).ok());
   ASSERT_TRUE(Publish(id).ok());
-  EXPECT_TRUE(PathExists(target_)) << "the plugin creates the target path";
+  EXPECT_TRUE(sys::PathExists(target_)) << "the plugin creates the target path";
   grpc::Status s = Unpublish(id);
   ASSERT_TRUE(s.ok()) << s.error_message();
-  EXPECT_FALSE(PathExists(target_))
+  EXPECT_FALSE(sys::PathExists(target_))
       << "path should have been removed by NodeUnpublishVolume";
 }
 
@@ -702,7 +690,7 @@ TEST_F(CsiSanityTest, NodeWorkflowIsIdempotentAndRemovesTheTargetPath) {
 TEST_F(CsiSanityTest, CleanupOfVolumesNeverPublishedOrStaged) {
   const std::string id =
       MustCreate(MakeCreateReq("sanity-cleanup")).volume().volume_id();
-  ASSERT_FALSE(PathExists(target_));
+  ASSERT_FALSE(sys::PathExists(target_));
   grpc::Status s = Unpublish(id);
   EXPECT_TRUE(s.ok()) << "never published: " << s.error_message();
   s = Unstage(id);

@@ -167,6 +167,10 @@ TEST_P(CsiLifecycleTest, CreateStagePublishExpandStatsUnpublishUnstageDelete) {
   Between("after ControllerExpandVolume");
 
   std::optional<int64_t> grown_fs;
+  csi::v1::NodeUnpublishVolumeRequest unpublish;
+  unpublish.set_volume_id(vol);
+  unpublish.set_target_path(target);
+  csi::v1::NodeUnpublishVolumeResponse unpublished;
   csi::v1::NodeExpandVolumeRequest nexpand;
   nexpand.set_volume_id(vol);
   nexpand.set_volume_path(target);
@@ -188,11 +192,7 @@ TEST_P(CsiLifecycleTest, CreateStagePublishExpandStatsUnpublishUnstageDelete) {
     EXPECT_THAT(s.error_message(), ::testing::HasSubstr("CAP_SYS_RESOURCE"));
     EXPECT_THAT(MountsUnder(target), ::testing::ElementsAre(target));
     ExpectDataIntact(target, data);
-    csi::v1::NodeUnpublishVolumeRequest unpub;
-    unpub.set_volume_id(vol);
-    unpub.set_target_path(target);
-    csi::v1::NodeUnpublishVolumeResponse unpubbed;
-    s = Call(&Node::Stub::NodeUnpublishVolume, unpub, &unpubbed);
+    s = Call(&Node::Stub::NodeUnpublishVolume, unpublish, &unpublished);
     ASSERT_TRUE(s.ok()) << s.error_message();
     Between("after NodeUnpublishVolume for offline growth");
     nexpand.set_volume_path(staging);
@@ -269,10 +269,6 @@ TEST_P(CsiLifecycleTest, CreateStagePublishExpandStatsUnpublishUnstageDelete) {
   ExpectDataIntact(target, data);
 
   // --- NodeUnpublishVolume
-  csi::v1::NodeUnpublishVolumeRequest unpublish;
-  unpublish.set_volume_id(vol);
-  unpublish.set_target_path(target);
-  csi::v1::NodeUnpublishVolumeResponse unpublished;
   s = Twice(&Node::Stub::NodeUnpublishVolume, unpublish, &unpublished);
   ASSERT_TRUE(s.ok()) << s.error_message();
   EXPECT_THAT(MountsUnder(target), ::testing::IsEmpty());

@@ -22,8 +22,7 @@ std::vector<std::string> UnderscoreFlagNames(std::vector<std::string> args) {
   return args;
 }
 
-std::vector<std::string> ParseFlags(int argc, char** argv,
-                                    absl::string_view usage) {
+void ParseFlags(int argc, char** argv, absl::string_view usage) {
   absl::SetProgramUsageMessage(
       std::string(usage) +
       "\n(flags may be written with dashes or underscores)");
@@ -40,9 +39,7 @@ std::vector<std::string> ParseFlags(int argc, char** argv,
       UnderscoreFlagNames(std::vector<std::string>(argv, argv + argc));
   std::vector<char*> cargs;
   for (std::string& a : args) cargs.push_back(a.data());
-  std::vector<char*> rest =
-      absl::ParseCommandLine(static_cast<int>(cargs.size()), cargs.data());
-  return std::vector<std::string>(rest.begin(), rest.end());
+  absl::ParseCommandLine(static_cast<int>(cargs.size()), cargs.data());
 }
 
 }  // namespace daxlease::base

@@ -22,9 +22,8 @@ std::vector<std::string> UnderscoreFlagNames(std::vector<std::string> args);
 
 // Sets the usage message and --help's file filter, translates the names
 // and parses (absl::ParseCommandLine: exits on --help or a bad flag).
-// Returns the positional arguments, argv[0] first.
-std::vector<std::string> ParseFlags(int argc, char** argv,
-                                    absl::string_view usage);
+// The daemons take no positional arguments; any are ignored.
+void ParseFlags(int argc, char** argv, absl::string_view usage);
 
 }  // namespace daxlease::base
 

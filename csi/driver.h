@@ -36,7 +36,7 @@ struct DriverDeps {
 // absl::Status codes are gRPC's; this only changes the type.
 grpc::Status ToGrpc(const absl::Status& s);
 
-// mkfs arguments for 2 MiB DAX pages (DESIGN.md section 3), without discard
+// mkfs arguments for 2 MiB DAX pages (docs/design.md §4), without discard
 // (discard on a loop device punches holes into the preallocated image).
 // xfs gets the 2 MiB stripe unit only from 1 GiB up: below that mkfs.xfs
 // refuses it (the log would be too small).

@@ -34,7 +34,7 @@
 // size, so growing would move the data start) and namespaces need contiguous
 // space, so growing means a new namespace, a copy and a switch of the
 // device under every holder: that is the operator's recall + reshape
-// (DESIGN.md section 3), which needs the lease machinery, not a CSI call.
+// (docs/design.md §4), which needs the lease machinery, not a CSI call.
 // Expand therefore returns the volume unchanged when it is already big
 // enough and FAILED_PRECONDITION otherwise (the driver should not advertise
 // online expansion for ndctl volumes).

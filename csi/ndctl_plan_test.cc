@@ -12,7 +12,7 @@ constexpr uint64_t k16M = 16 * kMiB;
 
 TEST(MapDevUsableBytes, MatchesWhatTheKernelGaveInTheLab) {
   // ndctl create-namespace -m fsdax -s 512M -> 502 MiB; -m devdax -s 256M ->
-  // 250 MiB (6.1 kernel, 2 MiB alignment; see notes/lab.md).
+  // 250 MiB (6.1 kernel, 2 MiB alignment; the QEMU lab, tests/lab/).
   EXPECT_EQ(MapDevUsableBytes(512 * kMiB, k2M), 502 * kMiB);
   EXPECT_EQ(MapDevUsableBytes(256 * kMiB, k2M), 250 * kMiB);
 }

@@ -3,7 +3,7 @@
 // recalls) and the time, compute what those objects should look like.
 //
 // The volume is the unit of reconcile because the protocol's invariants span
-// all of a volume's leases (DESIGN.md section 5): a recall touches every
+// all of a volume's leases (docs/design.md §6): a recall touches every
 // lease, a grant depends on the volume and the recalls. Every protocol
 // decision is taken by lib/lease; this file only translates API objects to a
 // lease::VolumeState and back:

@@ -6,7 +6,7 @@ set -euo pipefail
 PACKAGES=(
   # toolchain
   build-essential cmake ninja-build pkg-config ccache clang-format git
-  # libraries (DESIGN.md section 7)
+  # libraries (docs/design.md §8)
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
   libibverbs-dev librdmacm-dev libndctl-dev libdaxctl-dev libyaml-cpp-dev
   libgtest-dev libgmock-dev libabsl-dev libcurl4-openssl-dev

@@ -1,4 +1,4 @@
-// C++ views of the daxlease.io/v1alpha1 custom resources (DESIGN.md 4.2).
+// C++ views of the daxlease.io/v1alpha1 custom resources (docs/design.md §5).
 //
 // The CRD YAML under manifests/crd/ is the one definition of these kinds;
 // these structs mirror it field for field, and types_schema_test.cc checks

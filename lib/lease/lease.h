@@ -1,4 +1,4 @@
-// The daxlease lease and recall protocol (DESIGN.md section 5) as one pure
+// The daxlease lease and recall protocol (docs/design.md §6) as one pure
 // state machine over values. docs/lease-protocol.md describes the same rules
 // in prose and docs/model/ checks them with SPIN; the three must agree.
 //

@@ -9,7 +9,7 @@
 # repository. Idempotent: a binary whose key matches the recipe is reused (~1 s); a cold
 # build takes about 5 minutes on 2 cores and ~2.7 GB of disk at its peak.
 #
-# Recipe (facts in /work/shared/notes/kube-apiserver.md):
+# Recipe:
 #   1. the Debian packages it needs (installed when missing);
 #   2. `apt-get source --download-only` through a private apt configuration under the cache
 #      (the machine's /etc/apt is not modified);

@@ -1,0 +1,262 @@
+// libdaxlease against real agents and the real operator, in one process
+// over a FakeKubeClient: node-a owns the volume (TcpFabric on loopback),
+// node-b holds it; clients attach through the agents' unix sockets and
+// write remotely; recalls and revocations are driven through DaxRecalls the
+// operator processes.
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <fstream>
+#include <functional>
+#include <string>
+#include <thread>
+
+#include "client/volume.h"
+#include "daxlease.h"
+#include "grpcpp/grpcpp.h"
+#include "gtest/gtest.h"
+#include "lib/api/json.h"
+#include "lib/k8s/fake_client.h"
+#include "node-agent/agent/agent.h"
+#include "node-agent/agent/service.h"
+#include "node-agent/fabric/tcp_fabric.h"
+#include "operator/controller.h"
+#include "operator/events.h"
+
+namespace daxlease {
+namespace {
+
+constexpr char kSecret[] = "0123456789abcdef-stack-test";
+
+bool WaitFor(const std::function<bool()>& pred, int ms = 10000) {
+  for (int i = 0; i < ms / 10; ++i) {
+    if (pred()) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  return pred();
+}
+
+// One simulated node: an agent with its socket and (owner) fabric.
+struct Node {
+  Node(const std::string& name, const std::string& dir, k8s::KubeClient& kube) {
+    socket = dir + "/" + name + ".sock";
+    fabric::TcpFabricOptions o;
+    o.listen = "127.0.0.1:0";
+    o.secret = kSecret;
+    auto f = fabric::TcpFabric::Start(o);
+    EXPECT_TRUE(f.ok());
+    fabric = std::move(*f);
+    agent::AgentConfig c;
+    c.node = name;
+    c.state_dir = dir + "/" + name + "-state";
+    c.socket_path = socket;
+    c.secret = kSecret;
+    c.resync = absl::Milliseconds(50);
+    a = std::make_unique<agent::Agent>(c, kube, base::RealClock(), *fabric,
+                                       fabric->endpoint());
+    EXPECT_TRUE(a->Start().ok());
+    service = std::make_unique<agent::AgentService>(*a);
+    grpc::ServerBuilder b;
+    b.AddListeningPort("unix:" + socket, grpc::InsecureServerCredentials());
+    b.RegisterService(service.get());
+    server = b.BuildAndStart();
+  }
+  ~Node() {
+    server->Shutdown(std::chrono::system_clock::now());
+    a->Stop();
+  }
+  std::string socket;
+  std::unique_ptr<fabric::TcpFabric> fabric;
+  std::unique_ptr<agent::Agent> a;
+  std::unique_ptr<agent::AgentService> service;
+  std::unique_ptr<grpc::Server> server;
+};
+
+class ClientAgentTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    char tmpl[] = "/tmp/client_agent_test.XXXXXX";
+    dir_ = mkdtemp(tmpl);
+    mkdir((dir_ + "/mnt").c_str(), 0755);
+    op::ControllerOptions o;
+    o.resync = absl::Seconds(1);
+    controller_ = std::make_unique<op::Controller>(kube_, base::RealClock(),
+                                                   events_, o);
+    ASSERT_TRUE(controller_->Start().ok());
+    a_ = std::make_unique<Node>("node-a", dir_, kube_);
+    b_ = std::make_unique<Node>("node-b", dir_, kube_);
+
+    agent::pb::RecordVolumeRequest rec;
+    rec.set_volume_id("vol");
+    rec.set_size_bytes(8 << 20);
+    rec.set_mode(agent::pb::FSDAX);
+    rec.set_fs_type("ext4");
+    rec.set_share(true);
+    rec.set_recall_grace_seconds(2);
+    ASSERT_TRUE(a_->a->RecordVolume(rec).ok());
+    agent::pb::ServeVolumeRequest serve;
+    serve.set_volume_id("vol");
+    serve.set_mode(agent::pb::FSDAX);
+    serve.set_mount_path(dir_ + "/mnt");
+    serve.set_size_bytes(4 << 20);
+    auto served = a_->a->ServeVolume(serve);
+    ASSERT_TRUE(served.ok()) << served.status();
+    data_path_ = served->data_path();
+  }
+  void TearDown() override {
+    b_.reset();
+    a_.reset();
+    controller_->Stop();
+    kube_.Shutdown();
+    std::string cmd = "rm -rf " + dir_;
+    ASSERT_EQ(system(cmd.c_str()), 0);
+  }
+
+  // Publishes to a pod on `node` and writes the descriptor as CSI would.
+  std::string Publish(Node& node, const std::string& pod) {
+    std::string target = dir_ + "/target-" + pod;
+    mkdir(target.c_str(), 0755);
+    agent::pb::PublishRequest p;
+    p.set_volume_id("vol");
+    p.set_target_path(target);
+    p.set_pod_namespace("default");
+    p.set_pod_name(pod);
+    p.set_pod_uid(pod + "-uid");
+    auto r = node.a->Publish(p);
+    EXPECT_TRUE(r.ok()) << r.status();
+    std::ofstream(target + "/daxlease.json") << r->descriptor_json();
+    EXPECT_EQ(symlink(node.socket.c_str(), (target + "/agent.sock").c_str()), 0);
+    return target;
+  }
+
+  std::string FileBytes(uint64_t off, size_t len) {
+    std::ifstream in(data_path_, std::ios::binary);
+    in.seekg(static_cast<std::streamoff>(off));
+    std::string s(len, '\0');
+    in.read(s.data(), static_cast<std::streamsize>(len));
+    return s;
+  }
+
+  std::string Recall(int grace = 2) {
+    k8s::Json r = {{"apiVersion", api::kApiVersion},
+                   {"kind", "DaxRecall"},
+                   {"metadata", {{"generateName", "vol-recall-"}}},
+                   {"spec",
+                    {{"volume", "vol"}, {"reason", "Manual"}, {"graceSeconds", grace}}}};
+    auto c = kube_.Create(agent::DaxRecallResource(), r);
+    EXPECT_TRUE(c.ok());
+    return k8s::NameOf(*c);
+  }
+  std::string RecallPhase(const std::string& name) {
+    auto r = kube_.Get(agent::DaxRecallResource(), "", name);
+    if (!r.ok()) return "";
+    return (*r)["status"].value("phase", "");
+  }
+  int64_t VolumeEpoch() {
+    auto v = kube_.Get(agent::DaxVolumeResource(), "", "vol");
+    return v.ok() ? (*v)["status"].value("epoch", int64_t{0}) : -1;
+  }
+
+  std::string dir_;
+  k8s::FakeKubeClient kube_{base::RealClock()};
+  op::FakeEventSink events_;
+  std::unique_ptr<op::Controller> controller_;
+  std::unique_ptr<Node> a_, b_;
+  std::string data_path_;
+};
+
+TEST_F(ClientAgentTest, RemoteWriteThenRecallRemapsAtTheNextEpoch) {
+  std::string target = Publish(*b_, "pod-1");
+  daxlease_volume* vol = nullptr;
+  ASSERT_EQ(daxlease_attach(target.c_str(), nullptr, &vol), DAXLEASE_OK)
+      << daxlease_errmsg();
+  EXPECT_EQ(daxlease_is_local(vol), 0);
+  EXPECT_EQ(daxlease_size(vol), 4u << 20);
+  int64_t epoch0 = daxlease_epoch(vol);
+
+  ASSERT_EQ(daxlease_write(vol, 100, "remote!", 7), DAXLEASE_OK);
+  uint64_t dirty = 0;
+  daxlease_unpersisted(vol, &dirty);
+  EXPECT_EQ(dirty, 7u);
+  ASSERT_EQ(daxlease_persist(vol, 100, 7), DAXLEASE_OK);
+  EXPECT_EQ(FileBytes(100, 7), "remote!");
+
+  int hook_calls = 0;
+  daxlease_set_preflush_hook(
+      vol,
+      [](daxlease_volume* v, void* arg) {
+        ++*static_cast<int*>(arg);
+        // Hooks may still write: the recall's flush covers it.
+        return daxlease_write(v, 200, "hook", 4);
+      },
+      &hook_calls);
+  std::string recall = Recall();
+  ASSERT_TRUE(WaitFor([&] { return RecallPhase(recall) == "Complete"; }));
+  EXPECT_EQ(hook_calls, 1);
+  EXPECT_EQ(FileBytes(200, 4), "hook");
+  // The next call waits for the new grant and lands at the next epoch.
+  ASSERT_EQ(daxlease_write(vol, 300, "after", 5), DAXLEASE_OK)
+      << daxlease_errmsg();
+  EXPECT_GT(daxlease_epoch(vol), epoch0);
+  ASSERT_EQ(daxlease_persist(vol, 0, 0), DAXLEASE_OK);
+  EXPECT_EQ(FileBytes(300, 5), "after");
+  EXPECT_EQ(daxlease_detach(vol), DAXLEASE_OK);
+}
+
+TEST_F(ClientAgentTest, SilentHolderIsRevokedFencedAndToldLoudly) {
+  std::string target = Publish(*b_, "pod-2");
+  client::AttachOptions o;
+  auto vol = client::Volume::Attach(target, o,
+                                    std::make_unique<fabric::TcpConnector>());
+  ASSERT_TRUE(vol.ok()) << vol.status();
+  ASSERT_TRUE((*vol)->Write(0, "kept", 4).ok());
+  ASSERT_TRUE((*vol)->Persist(0, 4).ok());
+  ASSERT_TRUE((*vol)->Write(8, "unflushed", 9).ok());
+  auto pinned = (*vol)->DirectAcquire();
+  EXPECT_FALSE(pinned.ok());  // remote: no direct access
+  // A hook that does not return until told: the recall stalls in it, so
+  // the client never acks, as a stopped process would not.
+  std::atomic<bool> stop{false};
+  (*vol)->SetPreflushHook([&] {
+    while (!stop.load()) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  });
+  std::string recall = Recall(1);
+  ASSERT_TRUE(WaitFor([&] { return RecallPhase(recall) == "Complete"; }, 20000));
+  auto leases = kube_.List(agent::DaxLeaseResource(), "", {});
+  ASSERT_TRUE(leases.ok());
+  bool fenced = false;
+  for (const auto& l : leases->items) {
+    fenced |= !l["status"].value("fencedRecallID", std::string()).empty();
+  }
+  EXPECT_TRUE(fenced);
+  // A late write through the old connection never lands.
+  stop.store(true);
+  ASSERT_TRUE(WaitFor([&] { return (*vol)->revoked(); }));
+  absl::Status late = (*vol)->Write(16, "late", 4);
+  EXPECT_EQ(late.code(), absl::StatusCode::kPermissionDenied);
+  EXPECT_EQ(FileBytes(16, 4), std::string(4, '\0'));
+  EXPECT_EQ(FileBytes(0, 4), "kept");
+  EXPECT_GE((*vol)->Unpersisted(), 9u);
+}
+
+TEST_F(ClientAgentTest, AttachErrorsAreClear) {
+  daxlease_volume* vol = nullptr;
+  EXPECT_EQ(daxlease_attach((dir_ + "/nowhere").c_str(), nullptr, &vol),
+            DAXLEASE_E_NOT_PUBLISHED);
+  std::string target = Publish(*b_, "pod-3");
+  // Another pod's descriptor with a forged token.
+  std::string forged = dir_ + "/forged";
+  mkdir(forged.c_str(), 0755);
+  std::ifstream in(target + "/daxlease.json");
+  k8s::Json d = k8s::Json::parse(in);
+  d["attachToken"] = "00000000000000000000000000000000";
+  std::ofstream(forged + "/daxlease.json") << d.dump();
+  ASSERT_EQ(symlink(b_->socket.c_str(), (forged + "/agent.sock").c_str()), 0);
+  EXPECT_EQ(daxlease_attach(forged.c_str(), nullptr, &vol), DAXLEASE_E_DENIED);
+  EXPECT_NE(std::string(daxlease_errmsg()), "");
+}
+
+}  // namespace
+}  // namespace daxlease

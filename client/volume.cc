@@ -1,0 +1,701 @@
+#include "client/volume.h"
+
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <fstream>
+#include <iterator>
+#include <sstream>
+
+#include "absl/strings/str_cat.h"
+#include "grpcpp/grpcpp.h"
+#include "nlohmann/json.hpp"
+#include "proto/agent.grpc.pb.h"
+
+#ifndef MAP_SHARED_VALIDATE
+#define MAP_SHARED_VALIDATE 0x03
+#endif
+#ifndef MAP_SYNC
+#define MAP_SYNC 0x80000
+#endif
+
+namespace daxlease::client {
+namespace {
+
+absl::Status Errno(const char* op, const std::string& path) {
+  return absl::InternalError(
+      absl::StrCat(op, "(", path, "): ", strerror(errno)));
+}
+
+absl::Status FromGrpc(const grpc::Status& s) {
+  if (s.ok()) return absl::OkStatus();
+  return absl::Status(static_cast<absl::StatusCode>(s.error_code()),
+                      s.error_message());
+}
+
+fabric::GrantInfo ToGrantInfo(const pb::Grant& g) {
+  fabric::GrantInfo i;
+  i.key = {g.volume_id(), g.lease_uid(), g.holder_node(), g.epoch()};
+  i.access = g.access() == pb::READ_WRITE ? fabric::Access::kReadWrite
+                                          : fabric::Access::kReadOnly;
+  i.fabric = g.fabric();
+  i.endpoint = g.endpoint();
+  i.credential = g.credential();
+  i.size_bytes = g.size_bytes();
+  return i;
+}
+
+}  // namespace
+
+// ---- DirtyRanges -----------------------------------------------------------------
+
+void DirtyRanges::Add(uint64_t offset, uint64_t len) {
+  if (len == 0) return;
+  uint64_t start = offset, end = offset + len;
+  auto it = ranges_.upper_bound(start);
+  if (it != ranges_.begin()) {
+    auto prev = std::prev(it);
+    if (prev->second >= start) {
+      start = prev->first;
+      end = std::max(end, prev->second);
+      it = ranges_.erase(prev);
+    }
+  }
+  while (it != ranges_.end() && it->first <= end) {
+    end = std::max(end, it->second);
+    it = ranges_.erase(it);
+  }
+  ranges_[start] = end;
+}
+
+void DirtyRanges::Remove(uint64_t offset, uint64_t len) {
+  if (len == 0) return;
+  uint64_t start = offset, end = offset + len;
+  auto it = ranges_.upper_bound(start);
+  if (it != ranges_.begin()) --it;
+  while (it != ranges_.end() && it->first < end) {
+    uint64_t s = it->first, e = it->second;
+    if (e <= start) {
+      ++it;
+      continue;
+    }
+    it = ranges_.erase(it);
+    if (s < start) ranges_[s] = start;
+    if (e > end) ranges_[end] = e;
+  }
+}
+
+uint64_t DirtyRanges::Total() const {
+  uint64_t t = 0;
+  for (const auto& [s, e] : ranges_) t += e - s;
+  return t;
+}
+
+// ---- descriptor ----------------------------------------------------------------------
+
+absl::StatusOr<Descriptor> ReadDescriptor(const std::string& dir) {
+  std::string path = absl::StrCat(dir, "/daxlease.json");
+  std::ifstream in(path);
+  if (!in) {
+    return absl::NotFoundError(
+        absl::StrCat(path, ": ", strerror(errno),
+                     " (is a daxlease volume published here?)"));
+  }
+  std::stringstream ss;
+  ss << in.rdbuf();
+  nlohmann::json j = nlohmann::json::parse(ss.str(), nullptr, false);
+  auto bad = [&](const std::string& why) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(path, " is not a daxlease descriptor: ", why));
+  };
+  if (j.is_discarded() || !j.is_object()) return bad("not a JSON object");
+  if (j.value("version", 0) != 1) return bad("version is not 1");
+  Descriptor d;
+  try {
+    d.volume = j.at("volume").get<std::string>();
+    d.lease = j.at("lease").get<std::string>();
+    d.attach_token = j.at("attachToken").get<std::string>();
+    d.node = j.value("node", "");
+    d.owner_node = j.value("ownerNode", "");
+    d.owner_local = j.value("ownerLocal", false);
+    d.read_only = j.value("access", "ReadWrite") == "ReadOnly";
+    d.agent_socket = j.value("agentSocket", "");
+  } catch (const nlohmann::json::exception& e) {
+    return bad(e.what());
+  }
+  if (d.volume.empty() || d.lease.empty() || d.attach_token.empty()) {
+    return bad("volume, lease and attachToken are required");
+  }
+  std::string local_sock = absl::StrCat(dir, "/agent.sock");
+  struct stat st {};
+  if (stat(local_sock.c_str(), &st) == 0) {
+    d.agent_socket = local_sock;
+  } else if (d.agent_socket.empty() && getenv("DAXLEASE_AGENT_SOCKET")) {
+    d.agent_socket = getenv("DAXLEASE_AGENT_SOCKET");
+  }
+  if (d.agent_socket.empty()) return bad("no agent socket");
+  return d;
+}
+
+// ---- Volume ----------------------------------------------------------------------------
+
+struct Volume::Rpc {
+  std::unique_ptr<pb::Agent::Stub> stub;
+  std::mutex mu;
+  grpc::ClientContext* stream_ctx = nullptr;  // guarded by mu
+};
+
+Volume::Volume(std::string dir, Descriptor d, AttachOptions opts,
+               std::unique_ptr<fabric::FabricConnector> connector)
+    : dir_(std::move(dir)),
+      desc_(std::move(d)),
+      opts_(opts),
+      connector_(std::move(connector)),
+      rpc_(std::make_unique<Rpc>()) {}
+
+absl::StatusOr<std::unique_ptr<Volume>> Volume::Attach(
+    const std::string& dir, const AttachOptions& opts,
+    std::unique_ptr<fabric::FabricConnector> connector) {
+  auto d = ReadDescriptor(dir);
+  if (!d.ok()) return d.status();
+  if (d->read_only && !opts.read_only) {
+    return absl::FailedPreconditionError(
+        "the volume is published read-only; attach read-only");
+  }
+  auto v = std::unique_ptr<Volume>(
+      new Volume(dir, std::move(*d), opts, std::move(connector)));
+  v->rpc_->stub = pb::Agent::NewStub(
+      grpc::CreateChannel(absl::StrCat("unix://", v->desc_.agent_socket),
+                          grpc::InsecureChannelCredentials()));
+  v->session_thread_ = std::thread([p = v.get()] { p->SessionLoop(); });
+  std::unique_lock<std::mutex> l(v->mu_);
+  auto pred = [&] {
+    return v->phase_ != Phase::kWaiting || !v->session_error_.ok();
+  };
+  bool done = true;
+  if (opts.timeout == absl::InfiniteDuration()) {
+    v->cv_.wait(l, pred);
+  } else {
+    done = v->cv_.wait_for(l, absl::ToChronoNanoseconds(opts.timeout), pred);
+  }
+  absl::Status err;
+  if (!v->session_error_.ok()) {
+    err = v->session_error_;
+  } else if (!done && v->agent_unreachable_) {
+    err = absl::UnavailableError(v->status_message_);
+  } else if (!done) {
+    err = absl::DeadlineExceededError(absl::StrCat(
+        "not granted within the attach timeout: ", v->status_message_));
+  } else if (v->phase_ == Phase::kRevoked) {
+    err = absl::PermissionDeniedError(
+        absl::StrCat("revoked: ", v->status_message_));
+  }
+  l.unlock();
+  if (!err.ok()) {
+    (void)v->Detach();
+    return err;
+  }
+  return v;
+}
+
+Volume::~Volume() { (void)Detach(); }
+
+int64_t Volume::epoch() const {
+  std::lock_guard<std::mutex> l(mu_);
+  return phase_ == Phase::kGranted && grant_ ? grant_->epoch() : 0;
+}
+
+bool Volume::is_local() const { return desc_.owner_local; }
+
+bool Volume::revoked() const {
+  std::lock_guard<std::mutex> l(mu_);
+  return phase_ == Phase::kRevoked;
+}
+
+uint64_t Volume::Unpersisted() const {
+  std::lock_guard<std::mutex> l(mu_);
+  return phase_ == Phase::kRevoked ? lost_ : dirty_.Total();
+}
+
+void Volume::SetPreflushHook(PreflushHook hook) {
+  std::lock_guard<std::mutex> l(mu_);
+  hook_ = std::move(hook);
+}
+
+absl::Status Volume::Enter(std::unique_lock<std::mutex>& l) {
+  while (true) {
+    if (phase_ == Phase::kRevoked) {
+      return absl::PermissionDeniedError(
+          absl::StrCat("revoked: ", status_message_));
+    }
+    if (phase_ == Phase::kClosed) {
+      return absl::FailedPreconditionError("the volume is detached");
+    }
+    if (phase_ == Phase::kGranted) break;
+    if (phase_ == Phase::kRecalling &&
+        std::this_thread::get_id() == hook_thread_) {
+      break;
+    }
+    cv_.wait(l);
+  }
+  ++inflight_;
+  return absl::OkStatus();
+}
+
+void Volume::Leave() {
+  std::lock_guard<std::mutex> l(mu_);
+  --inflight_;
+  cv_.notify_all();
+}
+
+absl::Status Volume::CheckRange(uint64_t offset, uint64_t len) const {
+  uint64_t size = size_.load();
+  if (offset > size || len > size - offset) {
+    return absl::OutOfRangeError(absl::StrCat(
+        "[", offset, ", +", len, ") is outside the volume (", size,
+        " bytes)"));
+  }
+  return absl::OkStatus();
+}
+
+// Runs `op` on the remote region; a lost connection (the owner agent
+// restarted) is re-established with the same grant, for up to 10 s.
+absl::Status Volume::RemoteCall(
+    const std::function<absl::Status(fabric::RemoteRegion&)>& op) {
+  std::shared_ptr<fabric::RemoteRegion> r;
+  std::optional<pb::Grant> g;
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    r = remote_;
+    g = grant_;
+  }
+  absl::Time give_up = absl::Now() + absl::Seconds(10);
+  while (true) {
+    absl::Status st =
+        r != nullptr ? op(*r) : absl::UnavailableError("not connected");
+    if (!absl::IsUnavailable(st) || !g.has_value()) return st;
+    if (absl::Now() > give_up) return st;
+    absl::SleepFor(absl::Milliseconds(50));
+    auto c = connector_->Connect(ToGrantInfo(*g));
+    if (absl::IsPermissionDenied(c.status())) return c.status();
+    if (!c.ok()) continue;
+    std::shared_ptr<fabric::RemoteRegion> fresh = std::move(*c);
+    std::lock_guard<std::mutex> l(mu_);
+    if (!grant_.has_value() || grant_->epoch() != g->epoch() ||
+        phase_ == Phase::kRevoked) {
+      return absl::PermissionDeniedError("revoked");
+    }
+    remote_ = fresh;
+    r = fresh;
+  }
+}
+
+absl::Status Volume::Read(uint64_t offset, char* buf, size_t len) {
+  if (absl::Status s = CheckRange(offset, len); !s.ok()) return s;
+  std::unique_lock<std::mutex> l(mu_);
+  if (absl::Status s = Enter(l); !s.ok()) return s;
+  char* base = base_;
+  l.unlock();
+  absl::Status st;
+  if (base != nullptr) {
+    memcpy(buf, base + offset, len);
+  } else {
+    st = RemoteCall([&](fabric::RemoteRegion& r) {
+      return r.Read(offset, absl::MakeSpan(buf, len));
+    });
+  }
+  Leave();
+  return st;
+}
+
+absl::Status Volume::Write(uint64_t offset, const char* buf, size_t len) {
+  if (opts_.read_only) {
+    return absl::FailedPreconditionError("attached read-only");
+  }
+  if (absl::Status s = CheckRange(offset, len); !s.ok()) return s;
+  std::unique_lock<std::mutex> l(mu_);
+  if (absl::Status s = Enter(l); !s.ok()) return s;
+  char* base = base_;
+  l.unlock();
+  absl::Status st;
+  if (base != nullptr) {
+    memcpy(base + offset, buf, len);
+  } else {
+    st = RemoteCall([&](fabric::RemoteRegion& r) {
+      return r.Write(offset, absl::MakeConstSpan(buf, len));
+    });
+  }
+  {
+    std::lock_guard<std::mutex> g(mu_);
+    if (st.ok()) dirty_.Add(offset, len);
+  }
+  Leave();
+  return st;
+}
+
+absl::Status Volume::Persist(uint64_t offset, size_t len) {
+  if (len == 0) {
+    offset = 0;
+    len = size_.load();
+  }
+  if (absl::Status s = CheckRange(offset, len); !s.ok()) return s;
+  std::unique_lock<std::mutex> l(mu_);
+  if (absl::Status s = Enter(l); !s.ok()) return s;
+  char* base = base_;
+  uint64_t mapped = mapped_;
+  l.unlock();
+  absl::Status st;
+  if (base != nullptr) {
+    const uint64_t page = static_cast<uint64_t>(sysconf(_SC_PAGESIZE));
+    uint64_t start = offset / page * page;
+    uint64_t end = std::min<uint64_t>(offset + len, mapped);
+    if (msync(base + start, end - start, MS_SYNC) != 0) {
+      st = Errno("msync", dir_);
+    }
+  } else {
+    st = RemoteCall(
+        [&](fabric::RemoteRegion& r) { return r.Persist(offset, len); });
+  }
+  {
+    std::lock_guard<std::mutex> g(mu_);
+    if (st.ok()) dirty_.Remove(offset, len);
+  }
+  Leave();
+  return st;
+}
+
+absl::StatusOr<std::pair<char*, size_t>> Volume::DirectAcquire() {
+  if (!desc_.owner_local) {
+    return absl::FailedPreconditionError(
+        "direct access needs the volume's memory on this node");
+  }
+  std::unique_lock<std::mutex> l(mu_);
+  if (absl::Status s = Enter(l); !s.ok()) return s;
+  // Held as a direct hold rather than an in-flight call.
+  --inflight_;
+  ++direct_holds_;
+  // Stores through the pointer are not tracked; count the whole volume as
+  // possibly dirty so a revocation reports it.
+  dirty_.Add(0, mapped_);
+  return std::make_pair(base_, static_cast<size_t>(mapped_));
+}
+
+absl::Status Volume::DirectRelease() {
+  std::lock_guard<std::mutex> l(mu_);
+  if (direct_holds_ == 0) {
+    return absl::FailedPreconditionError("no direct hold to release");
+  }
+  --direct_holds_;
+  cv_.notify_all();
+  return absl::OkStatus();
+}
+
+absl::Status Volume::Install(const pb::Grant& g) {
+  if (desc_.owner_local && !g.local_path().empty()) {
+    std::string path = g.local_path()[0] == '/'
+                           ? g.local_path()
+                           : absl::StrCat(dir_, "/", g.local_path());
+    int fd = open(path.c_str(), (opts_.read_only ? O_RDONLY : O_RDWR) | O_CLOEXEC);
+    if (fd < 0) return Errno("open", path);
+    uint64_t size = g.size_bytes();
+    if (size == 0) {
+      struct stat st {};
+      fstat(fd, &st);
+      size = static_cast<uint64_t>(st.st_size);
+    }
+    int prot = PROT_READ | (opts_.read_only ? 0 : PROT_WRITE);
+    void* p = mmap(nullptr, size, prot, MAP_SHARED_VALIDATE | MAP_SYNC, fd, 0);
+    if (p == MAP_FAILED) p = mmap(nullptr, size, prot, MAP_SHARED, fd, 0);
+    if (p == MAP_FAILED) {
+      absl::Status s = Errno("mmap", path);
+      close(fd);
+      return s;
+    }
+    std::lock_guard<std::mutex> l(mu_);
+    base_ = static_cast<char*>(p);
+    mapped_ = size;
+    map_fd_ = fd;
+    size_.store(size);
+    return absl::OkStatus();
+  }
+  // Remote: the owner may not have seen the grant yet (Unavailable): retry.
+  absl::Time give_up = absl::Now() + absl::Seconds(30);
+  while (true) {
+    auto c = connector_->Connect(ToGrantInfo(g));
+    if (c.ok()) {
+      std::lock_guard<std::mutex> l(mu_);
+      size_.store((*c)->size());
+      remote_ = std::move(*c);
+      return absl::OkStatus();
+    }
+    if (!absl::IsUnavailable(c.status()) || absl::Now() > give_up) {
+      return c.status();
+    }
+    {
+      std::lock_guard<std::mutex> l(mu_);
+      if (stopping_) return absl::CancelledError("detaching");
+    }
+    absl::SleepFor(absl::Milliseconds(20));
+  }
+}
+
+void Volume::DropAccess() {
+  remote_.reset();
+  if (base_ != nullptr && direct_holds_ == 0) {
+    munmap(base_, mapped_);
+    close(map_fd_);
+    base_ = nullptr;
+    mapped_ = 0;
+    map_fd_ = -1;
+  }
+}
+
+absl::Status Volume::PersistAllLocked() {
+  if (dirty_.Total() == 0) return absl::OkStatus();
+  absl::Status st;
+  if (base_ != nullptr) {
+    if (msync(base_, mapped_, MS_SYNC) != 0) st = Errno("msync", dir_);
+  } else if (remote_ != nullptr) {
+    st = remote_->Persist(0, size_.load());
+  } else {
+    st = absl::UnavailableError("no access to persist through");
+  }
+  if (st.ok()) dirty_.Clear();
+  return st;
+}
+
+void Volume::Recall(const pb::SessionEvent& ev) {
+  std::unique_lock<std::mutex> l(mu_);
+  if (phase_ == Phase::kRevoked || phase_ == Phase::kClosed) return;
+  phase_ = Phase::kRecalling;
+  absl::Time deadline = ev.deadline_unix_ms() > 0
+                            ? absl::FromUnixMillis(ev.deadline_unix_ms())
+                            : absl::Now() + absl::Seconds(30);
+  bool drained = cv_.wait_for(
+      l, absl::ToChronoNanoseconds(deadline - absl::Now()),
+      [&] { return (inflight_ == 0 && direct_holds_ == 0) || stopping_; });
+  if (!drained || stopping_) return;  // the owner will revoke at the deadline
+  if (hook_) {
+    hook_thread_ = std::this_thread::get_id();
+    PreflushHook hook = hook_;
+    l.unlock();
+    hook();
+    l.lock();
+    hook_thread_ = std::thread::id();
+    cv_.wait(l, [&] { return inflight_ == 0; });
+  }
+  absl::Status st = PersistAllLocked();
+  if (!st.ok()) {
+    status_message_ = absl::StrCat("recall flush failed: ", st.message());
+    return;  // cannot claim flushed: no ack; revocation follows
+  }
+  DropAccess();
+  grant_.reset();
+  std::string session = session_id_;
+  l.unlock();
+  pb::AckRecallRequest req;
+  req.set_lease_name(desc_.lease);
+  req.set_attach_token(desc_.attach_token);
+  req.set_recall_id(ev.recall_id());
+  req.set_session_id(session);
+  while (absl::Now() < deadline) {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(5)));
+    pb::AckRecallResponse resp;
+    grpc::Status s = rpc_->stub->AckRecall(&ctx, req, &resp);
+    if (s.ok() || s.error_code() == grpc::StatusCode::FAILED_PRECONDITION) break;
+    absl::SleepFor(absl::Milliseconds(100));
+  }
+  l.lock();
+  if (phase_ == Phase::kRecalling) {
+    phase_ = Phase::kWaiting;
+    status_message_ = "recalled; waiting for the next grant";
+  }
+}
+
+void Volume::Revoke(const pb::SessionEvent& ev) {
+  std::unique_lock<std::mutex> l(mu_);
+  if (phase_ == Phase::kClosed) return;
+  if (phase_ != Phase::kRevoked) {
+    phase_ = Phase::kRevoked;
+    lost_ = dirty_.Total();
+    status_message_ = ev.message();
+    remote_.reset();
+    // A local mapping is only dropped once no call uses it.
+    cv_.wait_for(l, std::chrono::seconds(5), [&] { return inflight_ == 0; });
+    if (inflight_ == 0) DropAccess();
+    grant_.reset();
+    cv_.notify_all();
+  }
+  std::string session = session_id_;
+  l.unlock();
+  pb::AckRevocationRequest req;
+  req.set_lease_name(desc_.lease);
+  req.set_attach_token(desc_.attach_token);
+  req.set_session_id(session);
+  grpc::ClientContext ctx;
+  ctx.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(5)));
+  pb::AckRevocationResponse resp;
+  (void)rpc_->stub->AckRevocation(&ctx, req, &resp);
+}
+
+void Volume::HandleEvent(const pb::SessionEvent& ev) {
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    session_id_ = ev.session_id();
+  }
+  switch (ev.kind()) {
+    case pb::SessionEvent::GRANTED: {
+      {
+        std::lock_guard<std::mutex> l(mu_);
+        if (phase_ == Phase::kRevoked || phase_ == Phase::kClosed) return;
+        if (phase_ == Phase::kGranted && grant_ &&
+            grant_->epoch() == ev.grant().epoch() &&
+            grant_->lease_uid() == ev.grant().lease_uid()) {
+          return;  // the same grant again (agent restarted)
+        }
+        if (phase_ == Phase::kGranted) DropAccess();
+      }
+      absl::Status st = Install(ev.grant());
+      std::lock_guard<std::mutex> l(mu_);
+      if (!st.ok()) {
+        status_message_ = absl::StrCat("granted, but: ", st.message());
+        if (absl::IsPermissionDenied(st)) {
+          phase_ = Phase::kRevoked;
+          cv_.notify_all();
+        }
+        return;
+      }
+      grant_ = ev.grant();
+      phase_ = Phase::kGranted;
+      status_message_.clear();
+      cv_.notify_all();
+      return;
+    }
+    case pb::SessionEvent::RECALLING:
+      Recall(ev);
+      return;
+    case pb::SessionEvent::REVOKED:
+      Revoke(ev);
+      return;
+    default: {
+      std::lock_guard<std::mutex> l(mu_);
+      status_message_ = ev.message();
+      if (phase_ == Phase::kGranted) {
+        // The lease moved on without a recall reaching us (e.g. a new
+        // generation): drop what we held and wait for the new grant.
+        (void)PersistAllLocked();
+        DropAccess();
+        grant_.reset();
+        phase_ = Phase::kWaiting;
+      }
+      return;
+    }
+  }
+}
+
+void Volume::SessionLoop() {
+  absl::Duration backoff = absl::Milliseconds(50);
+  bool ever_connected = false;
+  while (true) {
+    grpc::ClientContext ctx;
+    {
+      std::lock_guard<std::mutex> l(rpc_->mu);
+      {
+        std::lock_guard<std::mutex> l2(mu_);
+        if (stopping_) return;
+      }
+      rpc_->stream_ctx = &ctx;
+    }
+    pb::OpenSessionRequest req;
+    req.set_lease_name(desc_.lease);
+    req.set_attach_token(desc_.attach_token);
+    auto reader = rpc_->stub->OpenSession(&ctx, req);
+    pb::SessionEvent ev;
+    bool got = false;
+    while (reader->Read(&ev)) {
+      got = true;
+      ever_connected = true;
+      backoff = absl::Milliseconds(50);
+      HandleEvent(ev);
+    }
+    absl::Status st = FromGrpc(reader->Finish());
+    {
+      std::lock_guard<std::mutex> l(rpc_->mu);
+      rpc_->stream_ctx = nullptr;
+    }
+    {
+      std::lock_guard<std::mutex> l(mu_);
+      if (stopping_) return;
+      if (!got && (absl::IsPermissionDenied(st) || absl::IsNotFound(st) ||
+                   absl::IsInvalidArgument(st))) {
+        if (!ever_connected) {
+          session_error_ = st;
+          cv_.notify_all();
+          return;
+        }
+        // Unpublished while we were attached: nothing to come back to.
+        if (phase_ != Phase::kRevoked) {
+          phase_ = Phase::kRevoked;
+          lost_ = dirty_.Total();
+          status_message_ = absl::StrCat("no longer published: ", st.message());
+          remote_.reset();
+          cv_.notify_all();
+        }
+        return;
+      }
+      if (!got && !ever_connected && absl::IsUnavailable(st)) {
+        status_message_ = absl::StrCat("agent unreachable: ", st.message());
+        agent_unreachable_ = true;
+      }
+    }
+    absl::SleepFor(backoff);
+    backoff = std::min(backoff * 2, absl::Seconds(1));
+  }
+}
+
+absl::Status Volume::Detach() {
+  std::unique_lock<std::mutex> l(mu_);
+  if (phase_ == Phase::kClosed) {
+    l.unlock();
+    if (session_thread_.joinable()) session_thread_.join();
+    return absl::OkStatus();
+  }
+  absl::Status result;
+  if (phase_ == Phase::kGranted) {
+    cv_.wait(l, [&] { return inflight_ == 0; });
+    if (hook_) {
+      phase_ = Phase::kRecalling;
+      hook_thread_ = std::this_thread::get_id();
+      PreflushHook hook = hook_;
+      l.unlock();
+      hook();
+      l.lock();
+      hook_thread_ = std::thread::id();
+    }
+    result = PersistAllLocked();
+  } else if (phase_ == Phase::kRevoked && lost_ > 0) {
+    result = absl::PermissionDeniedError(absl::StrCat(
+        "revoked: ", lost_, " unpersisted bytes were lost"));
+  }
+  phase_ = Phase::kClosed;
+  stopping_ = true;
+  DropAccess();
+  cv_.notify_all();
+  l.unlock();
+  {
+    std::lock_guard<std::mutex> rl(rpc_->mu);
+    if (rpc_->stream_ctx != nullptr) rpc_->stream_ctx->TryCancel();
+  }
+  if (session_thread_.joinable() &&
+      session_thread_.get_id() != std::this_thread::get_id()) {
+    session_thread_.join();
+  }
+  return result;
+}
+
+}  // namespace daxlease::client

@@ -1,0 +1,996 @@
+#include "node-agent/agent/agent.h"
+
+#include <sys/random.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <utility>
+
+#include "absl/strings/escaping.h"
+#include "absl/strings/str_cat.h"
+#include "lib/api/json.h"
+#include "lib/base/log.h"
+#include "lib/base/status.h"
+#include "lib/sys/file.h"
+
+namespace daxlease::agent {
+namespace {
+
+constexpr char kStateFile[] = "state.json";
+constexpr uint64_t k2MiB = 2ull << 20;
+
+template <typename T>
+k8s::Resource Crd() {
+  return k8s::Resource{api::kGroup, api::kVersion, api::Resource<T>::kPlural,
+                       false};
+}
+
+std::string RandomHex(size_t bytes) {
+  std::string raw(bytes, '\0');
+  size_t got = 0;
+  while (got < bytes) {
+    ssize_t n = getrandom(raw.data() + got, bytes - got, 0);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      // getrandom does not fail for small sizes after boot; be loud if it
+      // somehow does rather than hand out a guessable token.
+      base::LogError("agent.getrandom_failed", {{"errno", std::to_string(errno)}});
+      abort();
+    }
+    got += static_cast<size_t>(n);
+  }
+  return absl::BytesToHexString(raw);
+}
+
+uint64_t Fnv1a(absl::string_view s) {
+  uint64_t h = 1469598103934665603ull;
+  for (char c : s) {
+    h ^= static_cast<unsigned char>(c);
+    h *= 1099511628211ull;
+  }
+  return h;
+}
+
+bool HoldsAccess(const api::DaxLease& l) {
+  if (!l.status.state.has_value()) return false;
+  switch (*l.status.state) {
+    case api::LeaseState::kGranted:
+    case api::LeaseState::kRecalling:
+      return true;
+    case api::LeaseState::kRevoked:
+      return l.status.fence_required;
+    default:
+      return false;
+  }
+}
+
+fabric::Access FabricAccess(api::Access a) {
+  return a == api::Access::kReadWrite ? fabric::Access::kReadWrite
+                                      : fabric::Access::kReadOnly;
+}
+
+int64_t ToUnixMs(absl::Time t) { return absl::ToUnixMillis(t); }
+
+bool ConstantTimeEquals(const std::string& a, const std::string& b) {
+  unsigned char d = a.size() == b.size() ? 0 : 1;
+  for (size_t i = 0; i < a.size() && i < b.size(); ++i) {
+    d |= static_cast<unsigned char>(a[i] ^ b[i]);
+  }
+  return d == 0;
+}
+
+}  // namespace
+
+k8s::Resource DaxVolumeResource() { return Crd<api::DaxVolume>(); }
+k8s::Resource DaxLeaseResource() { return Crd<api::DaxLease>(); }
+k8s::Resource DaxRecallResource() { return Crd<api::DaxRecall>(); }
+
+// ---- Session -------------------------------------------------------------------
+
+std::optional<pb::SessionEvent> Session::Next(absl::Duration timeout) {
+  std::unique_lock<std::mutex> l(mu_);
+  cv_.wait_for(l, absl::ToChronoNanoseconds(timeout),
+               [&] { return closed_ || pending_.has_value(); });
+  if (closed_ || !pending_.has_value()) return std::nullopt;
+  pb::SessionEvent ev = std::move(*pending_);
+  pending_.reset();
+  return ev;
+}
+
+bool Session::closed() const {
+  std::lock_guard<std::mutex> l(mu_);
+  return closed_;
+}
+
+void Session::Offer(const pb::SessionEvent& event) {
+  pb::SessionEvent ev = event;
+  ev.set_session_id(id_);
+  std::string key = ev.SerializeAsString();
+  std::lock_guard<std::mutex> l(mu_);
+  if (key == last_key_) return;
+  last_key_ = std::move(key);
+  pending_ = std::move(ev);
+  cv_.notify_all();
+}
+
+void Session::Close() {
+  std::lock_guard<std::mutex> l(mu_);
+  closed_ = true;
+  cv_.notify_all();
+}
+
+// ---- Agent ---------------------------------------------------------------------
+
+Agent::Agent(AgentConfig config, k8s::KubeClient& client, base::Clock& clock,
+             fabric::Fabric& fabric, std::string fabric_endpoint)
+    : config_(std::move(config)),
+      client_(client),
+      clock_(clock),
+      fabric_(fabric),
+      fabric_endpoint_(std::move(fabric_endpoint)) {}
+
+Agent::~Agent() { Stop(); }
+
+absl::Status Agent::Start() {
+  RETURN_IF_ERROR(sys::MakeDirs(config_.state_dir, 0700));
+  RETURN_IF_ERROR(LoadState());
+  k8s::InformerHandlers kick{
+      [this](const k8s::Json&) { Kick(); },
+      [this](const k8s::Json&, const k8s::Json&) { Kick(); },
+      [this](const k8s::Json&) { Kick(); }};
+  k8s::InformerOptions vo;
+  vo.resource = DaxVolumeResource();
+  vo.resync = absl::Seconds(30);
+  k8s::InformerOptions lo = vo;
+  lo.resource = DaxLeaseResource();
+  volumes_ = std::make_unique<k8s::Informer>(client_, clock_, vo);
+  leases_ = std::make_unique<k8s::Informer>(client_, clock_, lo);
+  volumes_->AddHandlers(kick);
+  leases_->AddHandlers(kick);
+  volumes_->Start();
+  leases_->Start();
+  if (!volumes_->WaitForSync(absl::Seconds(60)) ||
+      !leases_->WaitForSync(absl::Seconds(60))) {
+    return absl::UnavailableError("API server: informers did not sync in 60s");
+  }
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    for (auto& [name, s] : served_) {
+      absl::Status st = MapAndRegisterLocked(s);
+      if (!st.ok()) {
+        base::LogError("agent.remap_failed",
+                       {{"volume", name}, {"error", st.ToString()}});
+      }
+    }
+  }
+  ReconcileOnce();
+  thread_ = std::thread([this] { Run(); });
+  base::LogInfo("agent.started", {{"node", config_.node},
+                                  {"fabric", fabric_endpoint_}});
+  return absl::OkStatus();
+}
+
+void Agent::Stop() {
+  {
+    std::lock_guard<std::mutex> l(kick_mu_);
+    if (stopping_) return;
+    stopping_ = true;
+    kick_cv_.notify_all();
+  }
+  if (thread_.joinable()) thread_.join();
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    for (auto& [t, p] : publishes_) {
+      for (auto& s : p.sessions) s->Close();
+    }
+  }
+  if (volumes_) volumes_->Stop();
+  if (leases_) leases_->Stop();
+}
+
+void Agent::Kick() {
+  std::lock_guard<std::mutex> l(kick_mu_);
+  kicked_ = true;
+  kick_cv_.notify_all();
+}
+
+void Agent::Run() {
+  while (true) {
+    {
+      std::unique_lock<std::mutex> l(kick_mu_);
+      kick_cv_.wait_for(l, absl::ToChronoNanoseconds(config_.resync),
+                        [&] { return kicked_ || stopping_; });
+      if (stopping_) return;
+      kicked_ = false;
+    }
+    ReconcileOnce();
+  }
+}
+
+// ---- state file -------------------------------------------------------------------
+
+absl::Status Agent::LoadState() {
+  std::string path = absl::StrCat(config_.state_dir, "/", kStateFile);
+  auto data = sys::ReadFile(path);
+  if (absl::IsNotFound(data.status())) return absl::OkStatus();
+  if (!data.ok()) return data.status();
+  k8s::Json j = k8s::Json::parse(*data, nullptr, false);
+  if (j.is_discarded() || !j.is_object()) {
+    return absl::DataLossError(absl::StrCat(path, " is not JSON"));
+  }
+  std::lock_guard<std::mutex> l(mu_);
+  const k8s::Json served = j.value("served", k8s::Json::object());
+  const k8s::Json publishes = j.value("publishes", k8s::Json::object());
+  for (const auto& [vol, s] : served.items()) {
+    Served sv;
+    sv.req.set_volume_id(vol);
+    sv.req.set_mode(s.value("mode", "fsdax") == "devdax" ? pb::DEVDAX
+                                                          : pb::FSDAX);
+    sv.req.set_mount_path(s.value("mountPath", ""));
+    sv.req.set_device(s.value("device", ""));
+    sv.req.set_dax(s.value("dax", false));
+    sv.data_path = s.value("dataPath", "");
+    sv.size = s.value("size", uint64_t{0});
+    served_[vol] = std::move(sv);
+  }
+  for (const auto& [target, p] : publishes.items()) {
+    Published pub;
+    pub.req.set_volume_id(p.value("volume", ""));
+    pub.req.set_target_path(target);
+    pub.req.set_pod_namespace(p.value("podNamespace", ""));
+    pub.req.set_pod_name(p.value("podName", ""));
+    pub.req.set_pod_uid(p.value("podUID", ""));
+    pub.req.set_read_only(p.value("readOnly", false));
+    pub.req.set_owner_local(p.value("ownerLocal", false));
+    pub.lease_name = p.value("lease", "");
+    pub.token = p.value("token", "");
+    pub.generation = p.value("generation", int64_t{1});
+    pub.revoked = p.value("revoked", false);
+    publishes_[target] = std::move(pub);
+  }
+  base::LogInfo("agent.state_loaded",
+                {{"served", std::to_string(served_.size())},
+                 {"publishes", std::to_string(publishes_.size())}});
+  return absl::OkStatus();
+}
+
+absl::Status Agent::SaveStateLocked() {
+  k8s::Json j = {{"served", k8s::Json::object()},
+                 {"publishes", k8s::Json::object()}};
+  for (const auto& [vol, s] : served_) {
+    j["served"][vol] = {{"mode", s.req.mode() == pb::DEVDAX ? "devdax" : "fsdax"},
+                        {"mountPath", s.req.mount_path()},
+                        {"device", s.req.device()},
+                        {"dax", s.req.dax()},
+                        {"dataPath", s.data_path},
+                        {"size", s.size}};
+  }
+  for (const auto& [target, p] : publishes_) {
+    j["publishes"][target] = {{"volume", p.req.volume_id()},
+                              {"podNamespace", p.req.pod_namespace()},
+                              {"podName", p.req.pod_name()},
+                              {"podUID", p.req.pod_uid()},
+                              {"readOnly", p.req.read_only()},
+                              {"ownerLocal", p.req.owner_local()},
+                              {"lease", p.lease_name},
+                              {"token", p.token},
+                              {"generation", p.generation},
+                              {"revoked", p.revoked}};
+  }
+  return sys::WriteFileAtomic(absl::StrCat(config_.state_dir, "/", kStateFile),
+                              j.dump(2));
+}
+
+// ---- cache reads ------------------------------------------------------------------
+
+std::optional<api::DaxVolume> Agent::CachedVolume(
+    const std::string& name) const {
+  auto j = volumes_->Get(name);
+  if (!j.has_value()) return std::nullopt;
+  auto v = api::FromJson<api::DaxVolume>(*j);
+  if (!v.ok()) return std::nullopt;
+  return *v;
+}
+
+std::optional<api::DaxLease> Agent::CachedLease(const std::string& name) const {
+  auto j = leases_->Get(name);
+  if (!j.has_value()) return std::nullopt;
+  auto l = api::FromJson<api::DaxLease>(*j);
+  if (!l.ok()) return std::nullopt;
+  return *l;
+}
+
+std::vector<api::DaxLease> Agent::LeasesOf(const std::string& volume) const {
+  std::vector<api::DaxLease> out;
+  for (const auto& j : leases_->List()) {
+    auto l = api::FromJson<api::DaxLease>(j);
+    if (l.ok() && l->spec.volume == volume) out.push_back(std::move(*l));
+  }
+  return out;
+}
+
+absl::Status Agent::PatchLeaseStatus(const std::string& name,
+                                     const k8s::Json& st) {
+  auto r = client_.Patch(DaxLeaseResource(), "", name, k8s::PatchType::kMerge,
+                         k8s::Json{{"status", st}}, "status");
+  if (!r.ok()) {
+    base::LogWarn("agent.lease_patch_failed",
+                  {{"lease", name}, {"error", r.status().ToString()}});
+    return r.status();
+  }
+  return absl::OkStatus();
+}
+
+// ---- CSI ----------------------------------------------------------------------------
+
+absl::Status Agent::RecordVolume(const pb::RecordVolumeRequest& req) {
+  if (req.volume_id().empty() || req.size_bytes() == 0 ||
+      (req.mode() != pb::FSDAX && req.mode() != pb::DEVDAX)) {
+    return absl::InvalidArgumentError(
+        "RecordVolume needs volume_id, size_bytes > 0 and a mode");
+  }
+  api::DaxVolume v;
+  v.metadata.name = req.volume_id();
+  v.spec.size_bytes = static_cast<int64_t>(req.size_bytes());
+  v.spec.mode = req.mode() == pb::DEVDAX ? api::VolumeMode::kDevdax
+                                         : api::VolumeMode::kFsdax;
+  if (req.fs_type() == "xfs") {
+    v.spec.fs_type = api::FsType::kXfs;
+  } else if (req.fs_type() == "ext4") {
+    v.spec.fs_type = api::FsType::kExt4;
+  } else if (!req.fs_type().empty()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("fs_type '", req.fs_type(), "' is not ext4 or xfs"));
+  }
+  v.spec.owner_node = config_.node;
+  v.spec.share = req.share();
+  if (req.recall_grace_seconds() > 0) {
+    v.spec.recall_grace_seconds = req.recall_grace_seconds();
+  }
+  auto existing = client_.Get(DaxVolumeResource(), "", req.volume_id());
+  if (existing.ok()) {
+    auto cur = api::FromJson<api::DaxVolume>(*existing);
+    if (!cur.ok()) return cur.status();
+    if (cur->spec.size_bytes != v.spec.size_bytes ||
+        cur->spec.mode != v.spec.mode ||
+        cur->spec.owner_node != v.spec.owner_node ||
+        cur->spec.share != v.spec.share) {
+      return absl::AlreadyExistsError(absl::StrCat(
+          "DaxVolume ", req.volume_id(), " exists with another spec"));
+    }
+    return absl::OkStatus();
+  }
+  if (!absl::IsNotFound(existing.status())) return existing.status();
+  k8s::Json obj = api::ToJson(v);
+  obj.erase("status");
+  auto created = client_.Create(DaxVolumeResource(), obj);
+  if (absl::IsAlreadyExists(created.status())) return RecordVolume(req);
+  if (!created.ok()) return created.status();
+  base::LogInfo("agent.volume_recorded", {{"volume", req.volume_id()}});
+  return absl::OkStatus();
+}
+
+absl::Status Agent::ForgetVolume(const std::string& volume_id) {
+  auto list = k8s::ListAll(client_, DaxLeaseResource(), "");
+  if (!list.ok()) return list.status();
+  for (const auto& j : list->items) {
+    auto l = api::FromJson<api::DaxLease>(j);
+    if (l.ok() && l->spec.volume == volume_id && HoldsAccess(*l)) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "lease ", l->metadata.name, " of volume ", volume_id,
+          " holds access (", api::EnumName(*l->status.state), ")"));
+    }
+  }
+  RETURN_IF_ERROR(StopServing(volume_id));
+  absl::Status st = client_.Delete(DaxVolumeResource(), "", volume_id);
+  if (!st.ok() && !absl::IsNotFound(st)) return st;
+  base::LogInfo("agent.volume_forgotten", {{"volume", volume_id}});
+  return absl::OkStatus();
+}
+
+absl::Status Agent::MapAndRegisterLocked(Served& s) {
+  if (s.map == nullptr) {
+    uint64_t create = 0;
+    if (s.req.mode() == pb::FSDAX && !sys::PathExists(s.data_path)) {
+      std::string dir = s.data_path.substr(0, s.data_path.rfind('/'));
+      RETURN_IF_ERROR(sys::MakeDirs(dir, 0755));
+      ASSIGN_OR_RETURN(sys::FsUsage usage, sys::StatFs(dir));
+      uint64_t room = usage.available_bytes / k2MiB * k2MiB;
+      create = s.size == 0 ? room : std::min(s.size, room);
+      if (create == 0) {
+        return absl::ResourceExhaustedError(
+            absl::StrCat("no room for ", s.data_path));
+      }
+      s.size = create;
+    }
+    ASSIGN_OR_RETURN(s.map, MappedVolume::Map(s.data_path, s.size, create));
+    s.size = s.map->size();
+  }
+  if (!s.registered) {
+    fabric::Region r;
+    r.volume = s.req.volume_id();
+    r.base = s.map->base();
+    r.length = s.map->size();
+    MappedVolume* m = s.map.get();
+    r.persist = [m](uint64_t off, uint64_t len) { return m->Persist(off, len); };
+    absl::Status st = fabric_.RegisterVolume(r);
+    if (!st.ok() && !absl::IsAlreadyExists(st)) return st;
+    s.registered = true;
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<pb::ServeVolumeResponse> Agent::ServeVolume(
+    const pb::ServeVolumeRequest& req) {
+  if (req.volume_id().empty() ||
+      (req.mode() == pb::FSDAX && req.mount_path().empty()) ||
+      (req.mode() == pb::DEVDAX && req.device().empty()) ||
+      req.mode() == pb::VOLUME_MODE_UNSPECIFIED) {
+    return absl::InvalidArgumentError(
+        "ServeVolume needs volume_id, a mode and mount_path (fsdax) or "
+        "device (devdax)");
+  }
+  ASSIGN_OR_RETURN(k8s::Json vj,
+                   client_.Get(DaxVolumeResource(), "", req.volume_id()));
+  ASSIGN_OR_RETURN(api::DaxVolume vol, api::FromJson<api::DaxVolume>(vj));
+  if (vol.spec.owner_node != config_.node) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("volume ", req.volume_id(), " is owned by ",
+                     vol.spec.owner_node, ", not ", config_.node));
+  }
+  pb::ServeVolumeResponse resp;
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    Served& s = served_[req.volume_id()];
+    if (s.map == nullptr) {
+      s.req = req;
+      s.data_path = req.mode() == pb::DEVDAX
+                        ? req.device()
+                        : absl::StrCat(req.mount_path(), "/", kDataFile);
+      s.size = req.size_bytes();
+      absl::Status st = MapAndRegisterLocked(s);
+      if (!st.ok()) {
+        served_.erase(req.volume_id());
+        return st;
+      }
+      RETURN_IF_ERROR(SaveStateLocked());
+    }
+    resp.set_served_bytes(s.size);
+    resp.set_data_path(s.data_path);
+  }
+  if (vol.metadata.annotations[kFabricEndpointAnnotation] != fabric_endpoint_) {
+    auto r = client_.Patch(
+        DaxVolumeResource(), "", req.volume_id(), k8s::PatchType::kMerge,
+        k8s::Json{{"metadata",
+                   {{"annotations",
+                     {{kFabricEndpointAnnotation, fabric_endpoint_}}}}}});
+    if (!r.ok()) return r.status();
+  }
+  base::LogInfo("agent.serving", {{"volume", req.volume_id()},
+                                  {"path", resp.data_path()},
+                                  {"bytes", std::to_string(resp.served_bytes())}});
+  Kick();
+  return resp;
+}
+
+absl::Status Agent::StopServing(const std::string& volume_id) {
+  std::lock_guard<std::mutex> l(mu_);
+  auto it = served_.find(volume_id);
+  if (it == served_.end()) return absl::OkStatus();
+  for (const auto& lease : LeasesOf(volume_id)) {
+    if (lease.spec.holder_node != config_.node && HoldsAccess(lease)) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("lease ", lease.metadata.name, " on ",
+                       lease.spec.holder_node, " holds access to ", volume_id));
+    }
+  }
+  RETURN_IF_ERROR(fabric_.DeregisterVolume(volume_id));
+  served_.erase(it);
+  RETURN_IF_ERROR(SaveStateLocked());
+  base::LogInfo("agent.stopped_serving", {{"volume", volume_id}});
+  return absl::OkStatus();
+}
+
+std::string Agent::LeaseName(const std::string& volume,
+                             const std::string& target,
+                             int64_t generation) const {
+  uint64_t h = Fnv1a(absl::StrCat(volume, "|", config_.node, "|", target));
+  return absl::StrCat("dl-", absl::Hex(h, absl::kZeroPad16), "-", generation);
+}
+
+absl::Status Agent::CreateLease(const Published& p) {
+  api::DaxLease l;
+  l.metadata.name = p.lease_name;
+  l.metadata.labels[api::kVolumeLabel] = p.req.volume_id();
+  l.spec.volume = p.req.volume_id();
+  l.spec.holder_node = config_.node;
+  l.spec.holder_pod = p.req.pod_namespace().empty()
+                          ? p.req.pod_name()
+                          : absl::StrCat(p.req.pod_namespace(), "/",
+                                         p.req.pod_name());
+  l.spec.access =
+      p.req.read_only() ? api::Access::kReadOnly : api::Access::kReadWrite;
+  k8s::Json obj = api::ToJson(l);
+  obj.erase("status");
+  auto r = client_.Create(DaxLeaseResource(), obj);
+  if (!r.ok() && !absl::IsAlreadyExists(r.status())) return r.status();
+  base::LogInfo("agent.lease_requested",
+                {{"lease", p.lease_name}, {"volume", p.req.volume_id()}});
+  return absl::OkStatus();
+}
+
+absl::StatusOr<pb::PublishResponse> Agent::Publish(
+    const pb::PublishRequest& req) {
+  if (req.volume_id().empty() || req.target_path().empty()) {
+    return absl::InvalidArgumentError("Publish needs volume_id, target_path");
+  }
+  ASSIGN_OR_RETURN(k8s::Json vj,
+                   client_.Get(DaxVolumeResource(), "", req.volume_id()));
+  ASSIGN_OR_RETURN(api::DaxVolume vol, api::FromJson<api::DaxVolume>(vj));
+  if (!vol.spec.share && vol.spec.owner_node != config_.node) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "volume ", req.volume_id(), " is not shared and lives on ",
+        vol.spec.owner_node));
+  }
+  std::lock_guard<std::mutex> l(mu_);
+  auto it = publishes_.find(req.target_path());
+  if (it != publishes_.end() && it->second.req.volume_id() != req.volume_id()) {
+    return absl::AlreadyExistsError(absl::StrCat(
+        req.target_path(), " already publishes ", it->second.req.volume_id()));
+  }
+  if (it == publishes_.end()) {
+    Published p;
+    p.req = req;
+    p.token = RandomHex(16);
+    p.lease_name = LeaseName(req.volume_id(), req.target_path(), 1);
+    publishes_[req.target_path()] = std::move(p);
+    absl::Status st = SaveStateLocked();
+    if (!st.ok()) {
+      publishes_.erase(req.target_path());
+      return st;
+    }
+    it = publishes_.find(req.target_path());
+  }
+  RETURN_IF_ERROR(CreateLease(it->second));
+  const Published& p = it->second;
+  k8s::Json d = {{"version", 1},
+                 {"volume", req.volume_id()},
+                 {"lease", p.lease_name},
+                 {"attachToken", p.token},
+                 {"node", config_.node},
+                 {"ownerNode", vol.spec.owner_node},
+                 {"mode", vol.spec.mode == api::VolumeMode::kDevdax ? "devdax"
+                                                                     : "fsdax"},
+                 {"access", req.read_only() ? "ReadOnly" : "ReadWrite"},
+                 {"ownerLocal", req.owner_local()},
+                 {"agentSocket", config_.socket_path}};
+  if (req.owner_local()) {
+    auto s = served_.find(req.volume_id());
+    if (vol.spec.mode == api::VolumeMode::kDevdax && s != served_.end()) {
+      d["localData"] = s->second.data_path;
+    } else {
+      d["localData"] = absl::StrCat("volume/", kDataFile);
+    }
+  }
+  pb::PublishResponse resp;
+  resp.set_descriptor_json(d.dump(2));
+  resp.set_lease_name(p.lease_name);
+  Kick();
+  return resp;
+}
+
+absl::Status Agent::Unpublish(const std::string& volume_id,
+                              const std::string& target_path) {
+  std::lock_guard<std::mutex> l(mu_);
+  auto it = publishes_.find(target_path);
+  if (it == publishes_.end()) return absl::OkStatus();
+  for (auto& s : it->second.sessions) s->Close();
+  absl::Status st = client_.Delete(DaxLeaseResource(), "", it->second.lease_name);
+  if (!st.ok() && !absl::IsNotFound(st)) return st;
+  publishes_.erase(it);
+  RETURN_IF_ERROR(SaveStateLocked());
+  base::LogInfo("agent.unpublished",
+                {{"volume", volume_id}, {"target", target_path}});
+  return absl::OkStatus();
+}
+
+// ---- clients ----------------------------------------------------------------------
+
+// A publish is found by its attach token (only the pod's directory holds
+// it); the lease name must be one of that publish's generations, so a
+// client keeps working across the renewals after recalls.
+Agent::Published* Agent::FindPublishLocked(const std::string& lease_name,
+                                           const std::string& token,
+                                           absl::Status* err) {
+  auto base_of = [](const std::string& n) { return n.substr(0, n.rfind('-')); };
+  for (auto& [t, p] : publishes_) {
+    if (token.size() != p.token.size() ||
+        !ConstantTimeEquals(token, p.token)) {
+      continue;
+    }
+    if (base_of(p.lease_name) != base_of(lease_name)) {
+      *err = absl::PermissionDeniedError(absl::StrCat(
+          "attach token is not for lease ", lease_name));
+      return nullptr;
+    }
+    return &p;
+  }
+  for (auto& [t, p] : publishes_) {
+    if (base_of(p.lease_name) == base_of(lease_name)) {
+      *err = absl::PermissionDeniedError(
+          absl::StrCat("attach token does not match lease ", lease_name,
+                       ": the volume is not published to this pod"));
+      return nullptr;
+    }
+  }
+  *err = absl::NotFoundError(absl::StrCat(
+      "lease ", lease_name, " is not published on node ", config_.node));
+  return nullptr;
+}
+
+absl::StatusOr<std::shared_ptr<Session>> Agent::OpenSession(
+    const std::string& lease_name, const std::string& attach_token) {
+  std::lock_guard<std::mutex> l(mu_);
+  absl::Status err;
+  Published* p = FindPublishLocked(lease_name, attach_token, &err);
+  if (p == nullptr) return err;
+  if (p->revoked && p->sessions.empty()) {
+    // A new attach after a revocation: request the next generation once the
+    // revoked lease holds nothing (fenced and acknowledged).
+    auto lease = CachedLease(p->lease_name);
+    if (!lease.has_value() || lease->status.revocation_acknowledged ||
+        lease->status.state == api::LeaseState::kReleased) {
+      std::string old = p->lease_name;
+      p->generation++;
+      p->lease_name =
+          LeaseName(p->req.volume_id(), p->req.target_path(), p->generation);
+      p->revoked = false;
+      RETURN_IF_ERROR(SaveStateLocked());
+      RETURN_IF_ERROR(CreateLease(*p));
+      (void)client_.Delete(DaxLeaseResource(), "", old);
+    }
+  }
+  auto s = std::make_shared<Session>();
+  s->id_ = RandomHex(8);
+  s->publish_ = p->req.target_path();
+  p->sessions.insert(s);
+  const api::DaxLease* lp = nullptr;
+  auto lease = CachedLease(p->lease_name);
+  if (lease.has_value()) lp = &*lease;
+  auto vol = CachedVolume(p->req.volume_id());
+  s->Offer(EventFor(*p, lp, vol.has_value() ? &*vol : nullptr));
+  base::LogInfo("agent.session_opened", {{"lease", p->lease_name}});
+  return s;
+}
+
+void Agent::CloseSession(const std::shared_ptr<Session>& s) {
+  s->Close();
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    auto it = publishes_.find(s->publish_);
+    if (it != publishes_.end()) it->second.sessions.erase(s);
+  }
+  Kick();
+}
+
+absl::Status Agent::AckRecall(const std::string& lease_name,
+                              const std::string& attach_token,
+                              const std::string& recall_id,
+                              const std::string& session_id) {
+  std::lock_guard<std::mutex> l(mu_);
+  absl::Status err;
+  Published* p = FindPublishLocked(lease_name, attach_token, &err);
+  if (p == nullptr) return err;
+  const std::string name = p->lease_name;
+  auto lease = CachedLease(name);
+  if (!lease.has_value() || lease->status.recall_id != recall_id ||
+      lease->status.state != api::LeaseState::kRecalling) {
+    // Already released (this ack was the last of several) is fine.
+    if (lease.has_value() && lease->status.released_recall_id == recall_id) {
+      return absl::OkStatus();
+    }
+    return absl::FailedPreconditionError(absl::StrCat(
+        "lease ", lease_name, " is not recalling with ID ", recall_id));
+  }
+  bool all = true;
+  for (auto& s : p->sessions) {
+    std::lock_guard<std::mutex> sl(s->mu_);
+    if (session_id.empty() || s->id_ == session_id) s->acked_recall_ = recall_id;
+    all = all && s->acked_recall_ == recall_id;
+  }
+  if (!all) return absl::OkStatus();
+  RETURN_IF_ERROR(PatchLeaseStatus(name, {{"releasedRecallID", recall_id}}));
+  base::LogInfo("agent.recall_acked", {{"lease", name}, {"recall", recall_id}});
+  return absl::OkStatus();
+}
+
+absl::Status Agent::AckRevocation(const std::string& lease_name,
+                                  const std::string& attach_token,
+                                  const std::string& session_id) {
+  std::lock_guard<std::mutex> l(mu_);
+  absl::Status err;
+  Published* p = FindPublishLocked(lease_name, attach_token, &err);
+  if (p == nullptr) return err;
+  const std::string name = p->lease_name;
+  auto lease = CachedLease(name);
+  if (!lease.has_value() || lease->status.state != api::LeaseState::kRevoked) {
+    if (lease.has_value() && lease->status.revocation_acknowledged) {
+      return absl::OkStatus();
+    }
+    return absl::FailedPreconditionError(
+        absl::StrCat("lease ", lease_name, " is not revoked"));
+  }
+  bool all = true;
+  for (auto& s : p->sessions) {
+    std::lock_guard<std::mutex> sl(s->mu_);
+    if (session_id.empty() || s->id_ == session_id) {
+      s->acked_revocation_ = true;
+    }
+    all = all && s->acked_revocation_;
+  }
+  if (!all || lease->status.fence_required) return absl::OkStatus();
+  RETURN_IF_ERROR(PatchLeaseStatus(name, {{"revocationAcknowledged", true}}));
+  base::LogInfo("agent.revocation_acked", {{"lease", name}});
+  return absl::OkStatus();
+}
+
+pb::StatusResponse Agent::Status() {
+  std::lock_guard<std::mutex> l(mu_);
+  pb::StatusResponse r;
+  r.set_node_name(config_.node);
+  for (const auto& [v, s] : served_) r.add_owned_volumes(v);
+  for (const auto& [t, p] : publishes_) r.add_leases(p.lease_name);
+  return r;
+}
+
+// ---- lease breaks ----------------------------------------------------------------
+
+void Agent::OnLeaseBreak(int fd) {
+  std::lock_guard<std::mutex> l(mu_);
+  for (auto& [vol, s] : served_) {
+    if (s.map == nullptr || s.map->fd() != fd || s.lease_broken_at) continue;
+    s.lease_broken_at = clock_.Now();
+    base::LogWarn("agent.lease_broken", {{"volume", vol}, {"path", s.data_path}});
+    k8s::Json recall = {
+        {"apiVersion", api::kApiVersion},
+        {"kind", "DaxRecall"},
+        {"metadata", {{"generateName", absl::StrCat(vol, "-lease-break-")}}},
+        {"spec", {{"volume", vol}, {"reason", "Evict"}}}};
+    auto r = client_.Create(DaxRecallResource(), recall);
+    if (r.ok()) {
+      s.break_recall = k8s::NameOf(*r);
+    } else {
+      base::LogError("agent.lease_break_recall_failed",
+                     {{"volume", vol}, {"error", r.status().ToString()}});
+    }
+  }
+  Kick();
+}
+
+// ---- reconcile --------------------------------------------------------------------
+
+void Agent::ReconcileOnce() {
+  std::lock_guard<std::mutex> l(mu_);
+  ReconcileOwnerLocked();
+  ReconcileHolderLocked();
+}
+
+void Agent::ReconcileOwnerLocked() {
+  for (auto& [name, s] : served_) {
+    if (s.map == nullptr || !s.registered) {
+      absl::Status st = MapAndRegisterLocked(s);
+      if (!st.ok()) continue;
+    }
+    auto vol = CachedVolume(name);
+    if (!vol.has_value()) continue;
+    const int64_t epoch = vol->status.epoch;
+    for (const auto& lease : LeasesOf(name)) {
+      fabric::GrantKey key{name, lease.metadata.uid, lease.spec.holder_node,
+                           lease.status.epoch};
+      const auto state = lease.status.state;
+      if ((state == api::LeaseState::kGranted ||
+           state == api::LeaseState::kRecalling) &&
+          lease.status.epoch == epoch) {
+        auto g = fabric_.Grant(key, FabricAccess(lease.spec.access));
+        if (!g.ok() && !absl::IsPermissionDenied(g.status())) {
+          base::LogWarn("agent.grant_failed", {{"grant", key.DebugString()},
+                                               {"error", g.status().ToString()}});
+        }
+      } else if (state == api::LeaseState::kRevoked &&
+                 lease.status.fence_required &&
+                 lease.status.fenced_recall_id != lease.status.recall_id) {
+        auto cut = fabric_.Invalidate(key);
+        if (!cut.ok()) {
+          base::LogError("agent.fence_failed", {{"grant", key.DebugString()},
+                                                {"error", cut.status().ToString()}});
+          continue;
+        }
+        base::LogWarn("agent.fenced", {{"lease", lease.metadata.name},
+                                       {"grant", key.DebugString()},
+                                       {"recall", lease.status.recall_id}});
+        (void)PatchLeaseStatus(lease.metadata.name,
+                               {{"fencedRecallID", lease.status.recall_id}});
+      } else if (state == api::LeaseState::kRevoked ||
+                 state == api::LeaseState::kReleased) {
+        (void)fabric_.Invalidate(key);
+      }
+    }
+    (void)fabric_.InvalidateBefore(name, epoch);
+
+    // The Linux lease: held while no client on this node maps the file
+    // itself (its open would break our lease) and no break is being served.
+    if (config_.lease_signal == 0 || s.req.mode() != pb::FSDAX) continue;
+    bool local_clients = false;
+    for (const auto& [t, p] : publishes_) {
+      local_clients |= p.req.volume_id() == name && p.req.owner_local();
+    }
+    if (s.lease_broken_at.has_value()) {
+      bool done = clock_.Now() - *s.lease_broken_at > config_.lease_break_grace;
+      if (!s.break_recall.empty() && !done) {
+        auto r = client_.Get(DaxRecallResource(), "", s.break_recall);
+        done = !r.ok() ||
+               r->value("status", k8s::Json::object()).value("phase", "") ==
+                   "Complete";
+      }
+      if (!done) continue;
+      // Holders are fenced or released: let the local change through, and
+      // drop the mapping (the file may shrink under it).
+      (void)fabric_.DeregisterVolume(name);
+      s.registered = false;
+      s.map.reset();
+      s.lease_broken_at.reset();
+      s.break_recall.clear();
+      base::LogInfo("agent.lease_break_done", {{"volume", name}});
+      continue;
+    }
+    if (local_clients) {
+      (void)s.map->DropLease();
+    } else if (!s.map->lease_held()) {
+      absl::Status st = s.map->TakeLease(config_.lease_signal);
+      if (!st.ok() && !absl::IsUnavailable(st)) {
+        base::LogWarn("agent.lease_failed",
+                      {{"volume", name}, {"error", st.ToString()}});
+      }
+    }
+  }
+}
+
+pb::SessionEvent Agent::EventFor(Published& p, const api::DaxLease* l,
+                                 const api::DaxVolume* v) {
+  pb::SessionEvent ev;
+  ev.set_lease_name(p.lease_name);
+  if (p.revoked) {
+    ev.set_kind(pb::SessionEvent::REVOKED);
+    ev.set_message("the lease was revoked");
+    if (l != nullptr) ev.set_recall_id(l->status.recall_id);
+    return ev;
+  }
+  if (l == nullptr || !l->status.state.has_value() ||
+      *l->status.state == api::LeaseState::kPending) {
+    ev.set_kind(pb::SessionEvent::PENDING);
+    const api::Condition* c =
+        l == nullptr ? nullptr : api::FindCondition(l->status.conditions, "Granted");
+    ev.set_message(c != nullptr ? c->message : "waiting for the operator");
+    return ev;
+  }
+  ev.set_epoch(l->status.epoch);
+  switch (*l->status.state) {
+    case api::LeaseState::kGranted: {
+      std::string endpoint;
+      if (v != nullptr) {
+        auto a = v->metadata.annotations.find(kFabricEndpointAnnotation);
+        if (a != v->metadata.annotations.end()) endpoint = a->second;
+      }
+      if (endpoint.empty() && !p.req.owner_local()) {
+        ev.set_kind(pb::SessionEvent::PENDING);
+        ev.set_message("granted; the owner does not serve the volume yet");
+        return ev;
+      }
+      ev.set_kind(pb::SessionEvent::GRANTED);
+      pb::Grant* g = ev.mutable_grant();
+      g->set_volume_id(p.req.volume_id());
+      g->set_epoch(l->status.epoch);
+      g->set_access(l->spec.access == api::Access::kReadWrite ? pb::READ_WRITE
+                                                              : pb::READ_ONLY);
+      g->set_fabric("tcp");
+      g->set_endpoint(endpoint);
+      g->set_lease_uid(l->metadata.uid);
+      g->set_holder_node(config_.node);
+      fabric::GrantKey key{p.req.volume_id(), l->metadata.uid, config_.node,
+                           l->status.epoch};
+      g->set_credential(fabric::GrantCredential(
+          config_.secret, key, FabricAccess(l->spec.access)));
+      if (p.req.owner_local()) {
+        auto s = served_.find(p.req.volume_id());
+        if (s != served_.end()) {
+          g->set_size_bytes(s->second.size);
+          g->set_local_path(s->second.req.mode() == pb::DEVDAX
+                                ? s->second.data_path
+                                : absl::StrCat("volume/", kDataFile));
+        }
+      }
+      return ev;
+    }
+    case api::LeaseState::kRecalling:
+      ev.set_kind(pb::SessionEvent::RECALLING);
+      ev.set_recall_id(l->status.recall_id);
+      if (l->status.deadline.has_value()) {
+        ev.set_deadline_unix_ms(ToUnixMs(*l->status.deadline));
+      }
+      return ev;
+    case api::LeaseState::kRevoked:
+      ev.set_kind(pb::SessionEvent::REVOKED);
+      ev.set_recall_id(l->status.recall_id);
+      ev.set_message(absl::StrCat("revoked: ", l->status.reason));
+      return ev;
+    default:
+      ev.set_kind(pb::SessionEvent::RELEASED);
+      ev.set_message("released; requesting access again");
+      return ev;
+  }
+}
+
+void Agent::ReconcileHolderLocked() {
+  bool dirty = false;
+  for (auto& [target, p] : publishes_) {
+    auto lease = CachedLease(p.lease_name);
+    auto vol = CachedVolume(p.req.volume_id());
+    if (!lease.has_value()) {
+      // Created by Publish, or lost (deleted by hand): make sure it exists.
+      (void)CreateLease(p);
+    } else {
+      const auto state = lease->status.state;
+      // Nobody attached: nothing to flush or to tell.
+      if (state == api::LeaseState::kRecalling &&
+          lease->status.released_recall_id != lease->status.recall_id) {
+        bool all = !p.sessions.empty();
+        for (auto& s : p.sessions) {
+          std::lock_guard<std::mutex> sl(s->mu_);
+          all = all && s->acked_recall_ == lease->status.recall_id;
+        }
+        if (p.sessions.empty() || all) {
+          (void)PatchLeaseStatus(
+              p.lease_name, {{"releasedRecallID", lease->status.recall_id}});
+        }
+      }
+      if (state == api::LeaseState::kRevoked && !p.revoked) {
+        p.revoked = true;
+        dirty = true;
+      }
+      if (state == api::LeaseState::kRevoked &&
+          !lease->status.fence_required &&
+          !lease->status.revocation_acknowledged) {
+        bool all = true;
+        for (auto& s : p.sessions) {
+          std::lock_guard<std::mutex> sl(s->mu_);
+          all = all && s->acked_revocation_;
+        }
+        if (all) {
+          (void)PatchLeaseStatus(p.lease_name,
+                                 {{"revocationAcknowledged", true}});
+        }
+      }
+      if (state == api::LeaseState::kReleased && !p.revoked) {
+        // Released after a recall: request the next generation so the
+        // publish is granted again at the new epoch.
+        std::string old = p.lease_name;
+        p.generation++;
+        p.lease_name =
+            LeaseName(p.req.volume_id(), p.req.target_path(), p.generation);
+        if (SaveStateLocked().ok()) {
+          (void)CreateLease(p);
+          (void)client_.Delete(DaxLeaseResource(), "", old);
+          base::LogInfo("agent.lease_renewed",
+                        {{"old", old}, {"lease", p.lease_name}});
+        }
+        lease.reset();
+      }
+    }
+    pb::SessionEvent ev = EventFor(p, lease.has_value() ? &*lease : nullptr,
+                                   vol.has_value() ? &*vol : nullptr);
+    for (auto& s : p.sessions) s->Offer(ev);
+  }
+  if (dirty) (void)SaveStateLocked();
+}
+
+}  // namespace daxlease::agent

@@ -1,0 +1,212 @@
+// Agent: the logic of daxlease-agent, one per node (docs/agent.md).
+//
+// Owner role, for each volume this node serves (ServeVolume): keeps it
+// mapped and registered with the Fabric, grants every lease that is Granted
+// or Recalling at the volume's current epoch (one grant per lease and
+// epoch), invalidates the grants of leases that are no longer entitled, and
+// fences a revoked lease exactly once before writing `fencedRecallID`. Holds
+// a Linux lease on the backing file; a lease break becomes a DaxRecall.
+//
+// Holder role, for each publish on this node: creates the DaxLease, keeps
+// each attached client's session told of the lease's state (Pending,
+// Granted + the grant, Recalling, Revoked), and writes `releasedRecallID`
+// once every attached client acked the recall, `revocationAcknowledged` once
+// every attached client saw the revocation. After a recall the lease is
+// Released; while the publish lives the agent requests a new lease (the
+// next generation) so clients are granted again at the new epoch.
+//
+// Everything the agent knows is either in the API objects (read through
+// informers) or in its state file (served volumes and publishes), written
+// before the API object it names is created; a restarted agent rebuilds
+// from both.
+//
+// Thread safety: every public method may be called from any thread.
+#ifndef DAXLEASE_NODE_AGENT_AGENT_AGENT_H_
+#define DAXLEASE_NODE_AGENT_AGENT_AGENT_H_
+
+#include <condition_variable>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <set>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "lib/api/types.h"
+#include "lib/base/clock.h"
+#include "lib/k8s/client.h"
+#include "lib/k8s/informer.h"
+#include "node-agent/agent/mapped_volume.h"
+#include "node-agent/fabric/fabric.h"
+#include "proto/agent.pb.h"
+
+namespace daxlease::agent {
+
+namespace pb = ::daxlease::agent::v1;
+
+// Annotation on a DaxVolume: the owner agent's fabric endpoint.
+inline constexpr char kFabricEndpointAnnotation[] =
+    "daxlease.io/fabric-endpoint";
+// Name of the descriptor file in a published directory.
+inline constexpr char kDescriptorFile[] = "daxlease.json";
+// Where, under an fsdax volume's mount, the shared data lives.
+inline constexpr char kDataFile[] = ".daxlease/data";
+
+k8s::Resource DaxVolumeResource();
+k8s::Resource DaxLeaseResource();
+k8s::Resource DaxRecallResource();
+
+struct AgentConfig {
+  std::string node;        // this node's name
+  std::string state_dir;   // state.json lives here
+  std::string socket_path; // written into descriptors (agentSocket)
+  std::string secret;      // the agents' shared secret (grant credentials)
+  // Passes run at least this often even without events.
+  absl::Duration resync = absl::Seconds(2);
+  // Signal for lease breaks (F_SETSIG); 0: no fcntl leases.
+  int lease_signal = 0;
+  // How long after a lease break the agent gives the file up even if the
+  // recall has not completed (below /proc/sys/fs/lease-break-time, 45 s).
+  absl::Duration lease_break_grace = absl::Seconds(30);
+};
+
+// One attached client's view of its lease. Events are coalesced: a reader
+// gets the latest state, never a backlog.
+class Session {
+ public:
+  // Blocks until an event newer than the last one returned is there, or
+  // `timeout`, or Close(). nullopt on timeout or close (see closed()).
+  std::optional<pb::SessionEvent> Next(absl::Duration timeout);
+  bool closed() const;
+  const std::string& id() const { return id_; }
+
+ private:
+  friend class Agent;
+  void Offer(const pb::SessionEvent& ev);
+  void Close();
+
+  mutable std::mutex mu_;
+  std::condition_variable cv_;
+  std::string id_;
+  std::string publish_;  // target path
+  std::optional<pb::SessionEvent> pending_;
+  std::string last_key_;
+  bool closed_ = false;
+  std::string acked_recall_;
+  bool acked_revocation_ = false;
+};
+
+class Agent {
+ public:
+  // `client`, `clock` and `fabric` must outlive the agent. `fabric_endpoint`
+  // is what holders are told (the owner's TcpFabric endpoint).
+  Agent(AgentConfig config, k8s::KubeClient& client, base::Clock& clock,
+        fabric::Fabric& fabric, std::string fabric_endpoint);
+  ~Agent();  // Stop()
+  Agent(const Agent&) = delete;
+  Agent& operator=(const Agent&) = delete;
+
+  // Loads the state file, starts the informers (waits for their first
+  // list), remaps the volumes it served, and starts the reconcile thread.
+  absl::Status Start();
+  void Stop();
+
+  // CSI (proto/agent.proto has the contract of each).
+  absl::Status RecordVolume(const pb::RecordVolumeRequest& req);
+  absl::Status ForgetVolume(const std::string& volume_id);
+  absl::StatusOr<pb::ServeVolumeResponse> ServeVolume(
+      const pb::ServeVolumeRequest& req);
+  absl::Status StopServing(const std::string& volume_id);
+  absl::StatusOr<pb::PublishResponse> Publish(const pb::PublishRequest& req);
+  absl::Status Unpublish(const std::string& volume_id,
+                         const std::string& target_path);
+
+  // libdaxlease.
+  absl::StatusOr<std::shared_ptr<Session>> OpenSession(
+      const std::string& lease_name, const std::string& attach_token);
+  void CloseSession(const std::shared_ptr<Session>& s);
+  // `session_id` names the acking session (empty: every session of the
+  // publish).
+  absl::Status AckRecall(const std::string& lease_name,
+                         const std::string& attach_token,
+                         const std::string& recall_id,
+                         const std::string& session_id);
+  absl::Status AckRevocation(const std::string& lease_name,
+                             const std::string& attach_token,
+                             const std::string& session_id);
+  pb::StatusResponse Status();
+
+  // A lease-break signal arrived for `fd`.
+  void OnLeaseBreak(int fd);
+
+  // One reconcile pass (the thread runs these; tests may call it).
+  void ReconcileOnce();
+  // Asks the reconcile thread for a pass soon.
+  void Kick();
+
+ private:
+  struct Served {
+    pb::ServeVolumeRequest req;
+    std::string data_path;
+    uint64_t size = 0;
+    std::unique_ptr<MappedVolume> map;
+    bool registered = false;
+    std::optional<absl::Time> lease_broken_at;
+    std::string break_recall;  // DaxRecall created for the break
+  };
+  struct Published {
+    pb::PublishRequest req;
+    std::string lease_name;
+    std::string token;
+    int64_t generation = 1;
+    bool revoked = false;  // saw the lease Revoked: sticky until re-attach
+    std::set<std::shared_ptr<Session>> sessions;
+  };
+
+  absl::Status LoadState();
+  absl::Status SaveStateLocked();
+  absl::Status MapAndRegisterLocked(Served& s);
+  absl::Status CreateLease(const Published& p);
+  std::string LeaseName(const std::string& volume, const std::string& target,
+                        int64_t generation) const;
+  std::vector<api::DaxLease> LeasesOf(const std::string& volume) const;
+  std::optional<api::DaxVolume> CachedVolume(const std::string& name) const;
+  std::optional<api::DaxLease> CachedLease(const std::string& name) const;
+  absl::Status PatchLeaseStatus(const std::string& name, const k8s::Json& st);
+  Published* FindPublishLocked(const std::string& lease_name,
+                               const std::string& token, absl::Status* err);
+  void ReconcileOwnerLocked();
+  void ReconcileHolderLocked();
+  pb::SessionEvent EventFor(Published& p, const api::DaxLease* l,
+                            const api::DaxVolume* v);
+  void Run();
+
+  const AgentConfig config_;
+  k8s::KubeClient& client_;
+  base::Clock& clock_;
+  fabric::Fabric& fabric_;
+  const std::string fabric_endpoint_;
+
+  std::unique_ptr<k8s::Informer> volumes_;
+  std::unique_ptr<k8s::Informer> leases_;
+
+  std::mutex mu_;  // state below; held across API writes of one pass
+  std::map<std::string, Served> served_;       // by volume
+  std::map<std::string, Published> publishes_; // by target path
+
+  std::mutex kick_mu_;
+  std::condition_variable kick_cv_;
+  bool kicked_ = false;
+  bool stopping_ = false;
+  std::thread thread_;
+};
+
+}  // namespace daxlease::agent
+
+#endif  // DAXLEASE_NODE_AGENT_AGENT_AGENT_H_

@@ -1,0 +1,141 @@
+// Fabric: how remote holders reach an owner's volume memory (DESIGN 4.3).
+//
+// Two halves:
+//  - Fabric (owner side, in daxlease-agent): a volume's mapping is
+//    registered once; each holder gets one grant per (lease, epoch); a grant
+//    is invalidated exactly once, after which no operation through it
+//    completes. TcpFabric implements it now; a verbs fabric fits the same
+//    shape: RegisterVolume = one ibv_reg_mr with MW_BIND access; Grant = bind
+//    a type-2 memory window over the region, credential = its rkey (plus the
+//    QP the holder connected on); Invalidate = IBV_WR_LOCAL_INV of that
+//    window, waited for; DeregisterVolume = ibv_dereg_mr once no window is
+//    bound.
+//  - FabricConnector / RemoteRegion (holder side, in libdaxlease): connect
+//    with a grant, then one-sided-style Read, Write and Persist. Persist
+//    returns once the owner has made the written range durable (msync, or
+//    nothing more than the write itself with MAP_SYNC + a CPU flush).
+//
+// Thread safety: every method of every implementation may be called from
+// any thread.
+#ifndef DAXLEASE_NODE_AGENT_FABRIC_FABRIC_H_
+#define DAXLEASE_NODE_AGENT_FABRIC_FABRIC_H_
+
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/types/span.h"
+
+namespace daxlease::fabric {
+
+enum class Access { kReadOnly, kReadWrite };
+
+// The identity of one grant: a lease at one epoch. Grants of the same lease
+// at different epochs are different grants.
+struct GrantKey {
+  std::string volume;
+  std::string lease_uid;
+  std::string holder_node;
+  int64_t epoch = 0;
+
+  friend bool operator==(const GrantKey&, const GrantKey&) = default;
+  friend auto operator<=>(const GrantKey&, const GrantKey&) = default;
+  std::string DebugString() const;
+};
+
+// The credential of a grant: HMAC-SHA256 over the key and access with the
+// agents' shared secret (docs/agent.md). Both the owner (who verifies) and
+// the holder's agent (who hands it to its client) compute it; nobody without
+// the secret can make one, and one for another lease, node, epoch or access
+// does not match.
+std::string GrantCredential(const std::string& secret, const GrantKey& key,
+                            Access access);
+
+// What a holder needs to use a grant; travels owner agent -> holder agent ->
+// client (the Grant message of proto/agent.proto).
+struct GrantInfo {
+  GrantKey key;
+  Access access = Access::kReadOnly;
+  std::string fabric;      // "tcp"
+  std::string endpoint;    // where the owner listens for this fabric
+  std::string credential;  // TCP: HMAC token; verbs: rkey + QP info
+  uint64_t size_bytes = 0;
+};
+
+// The owner's mapping of one volume, as the fabric sees it. Owned by the
+// caller; must stay mapped until DeregisterVolume returns.
+struct Region {
+  std::string volume;
+  char* base = nullptr;
+  uint64_t length = 0;
+  // Makes [offset, offset+len) durable (msync, or a CPU flush with
+  // MAP_SYNC). Called by the fabric for a holder's Persist.
+  std::function<absl::Status(uint64_t offset, uint64_t len)> persist;
+};
+
+class Fabric {
+ public:
+  virtual ~Fabric() = default;
+
+  // Registers `region` for remote access. Once per volume: AlreadyExists
+  // when the volume is registered (DeregisterVolume first to remap).
+  virtual absl::Status RegisterVolume(Region region) = 0;
+
+  // Invalidates every grant of the volume and forgets the region; after it
+  // returns no operation touches the memory. OK when not registered.
+  virtual absl::Status DeregisterVolume(const std::string& volume) = 0;
+
+  // Gives the holder of `key` access. Idempotent: the same key returns the
+  // same grant while it is live. FailedPrecondition when the volume is not
+  // registered; PermissionDenied when `key` was invalidated before (a
+  // revoked grant never comes back: the caller must use a new epoch or
+  // lease). Access is checked by the caller (the lease must be Granted to
+  // that node at that epoch) before it asks.
+  virtual absl::StatusOr<GrantInfo> Grant(const GrantKey& key,
+                                          Access access) = 0;
+
+  // Cuts the grant: waits for operations already executing through it,
+  // fails every later one (a late write never lands), and closes the
+  // holder's connection. Returns true the one time it invalidated a live
+  // grant, false when there was nothing live under `key` (never granted, or
+  // already invalidated). The key stays remembered as invalidated until the
+  // volume is deregistered.
+  virtual absl::StatusOr<bool> Invalidate(const GrantKey& key) = 0;
+
+  // Invalidates every live grant of `volume` whose epoch is below `epoch`.
+  // Returns how many it invalidated.
+  virtual absl::StatusOr<int> InvalidateBefore(const std::string& volume,
+                                               int64_t epoch) = 0;
+};
+
+// One connected grant, holder side. Operations are synchronous; offsets are
+// relative to the start of the volume. After the owner invalidates the
+// grant every call fails with PermissionDenied ("revoked"); a lost
+// connection gives Unavailable.
+class RemoteRegion {
+ public:
+  virtual ~RemoteRegion() = default;
+  virtual uint64_t size() const = 0;
+  virtual absl::Status Read(uint64_t offset, absl::Span<char> out) = 0;
+  virtual absl::Status Write(uint64_t offset, absl::Span<const char> data) = 0;
+  // Durable on the owner once this returns OK.
+  virtual absl::Status Persist(uint64_t offset, uint64_t len) = 0;
+};
+
+class FabricConnector {
+ public:
+  virtual ~FabricConnector() = default;
+  // Connects to grant.endpoint and presents the grant. PermissionDenied when
+  // the owner refuses the credential (wrong lease, node or epoch, or
+  // revoked); Unavailable when unreachable.
+  virtual absl::StatusOr<std::unique_ptr<RemoteRegion>> Connect(
+      const GrantInfo& grant) = 0;
+};
+
+}  // namespace daxlease::fabric
+
+#endif  // DAXLEASE_NODE_AGENT_FABRIC_FABRIC_H_

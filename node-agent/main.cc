@@ -1,0 +1,164 @@
+// daxlease-agent: the node agent (docs/agent.md). Parses flags, wires the
+// Kubernetes client, the TCP fabric and the Agent, serves the local API on a
+// unix socket, and turns lease-break signals into Agent::OnLeaseBreak until
+// SIGTERM/SIGINT.
+#include <signal.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <chrono>
+#include <cstdlib>
+#include <memory>
+#include <string>
+#include <thread>
+
+#include "absl/flags/flag.h"
+#include "absl/strings/str_cat.h"
+#include "grpcpp/grpcpp.h"
+#include "lib/base/flags.h"
+#include "lib/base/log.h"
+#include "lib/base/status.h"
+#include "lib/k8s/config.h"
+#include "lib/k8s/rest_client.h"
+#include "lib/sys/file.h"
+#include "node-agent/agent/agent.h"
+#include "node-agent/agent/service.h"
+#include "node-agent/fabric/tcp_fabric.h"
+
+ABSL_FLAG(std::string, node_id, "", "this node's name (required; else $NODE_NAME)");
+ABSL_FLAG(std::string, kubeconfig, "",
+          "kubeconfig file; empty: $KUBECONFIG, in-cluster, ~/.kube/config");
+ABSL_FLAG(std::string, socket, "/run/daxlease/agent.sock",
+          "unix socket of the local API (CSI plugin, libdaxlease)");
+ABSL_FLAG(std::string, socket_mode, "0660", "mode of the socket (octal)");
+ABSL_FLAG(std::string, state_dir, "/var/lib/daxlease/agent",
+          "directory for the agent's state (served volumes, publishes)");
+ABSL_FLAG(std::string, listen, "0.0.0.0:7390",
+          "host:port the TCP fabric listens on for remote holders");
+ABSL_FLAG(std::string, advertise, "",
+          "host:port other nodes reach the fabric at (default: --listen; "
+          "required when --listen is 0.0.0.0)");
+ABSL_FLAG(std::string, secret_file, "",
+          "file holding the agents' shared secret (required; the same on "
+          "every node)");
+ABSL_FLAG(bool, file_leases, true,
+          "hold an fcntl lease on each served fsdax data file; a break starts "
+          "a recall");
+
+namespace daxlease::agent {
+namespace {
+
+int Fail(const absl::Status& s) {
+  base::LogError("agent.start_failed", {{"error", s.ToString()}});
+  return 1;
+}
+
+int Main() {
+  const int lease_signal = SIGRTMIN + 1;
+  sigset_t sigs;
+  sigemptyset(&sigs);
+  sigaddset(&sigs, SIGTERM);
+  sigaddset(&sigs, SIGINT);
+  sigaddset(&sigs, lease_signal);
+  pthread_sigmask(SIG_BLOCK, &sigs, nullptr);
+
+  std::string node = absl::GetFlag(FLAGS_node_id);
+  if (node.empty() && getenv("NODE_NAME") != nullptr) node = getenv("NODE_NAME");
+  if (node.empty()) {
+    return Fail(absl::InvalidArgumentError("--node-id is required"));
+  }
+  const std::string secret_file = absl::GetFlag(FLAGS_secret_file);
+  if (secret_file.empty()) {
+    return Fail(absl::InvalidArgumentError("--secret-file is required"));
+  }
+  auto secret = sys::ReadFile(secret_file);
+  if (!secret.ok()) return Fail(secret.status());
+  if (secret->size() < 16) {
+    return Fail(absl::InvalidArgumentError(
+        absl::StrCat(secret_file, " holds fewer than 16 bytes")));
+  }
+  const std::string mode_flag = absl::GetFlag(FLAGS_socket_mode);
+  char* end = nullptr;
+  long mode = std::strtol(mode_flag.c_str(), &end, 8);
+  if (mode_flag.empty() || *end != '\0' || mode < 0 || mode > 07777) {
+    return Fail(absl::InvalidArgumentError("--socket-mode is not octal"));
+  }
+  std::string listen = absl::GetFlag(FLAGS_listen);
+  std::string advertise = absl::GetFlag(FLAGS_advertise);
+  if (advertise.empty() && listen.rfind("0.0.0.0:", 0) == 0) {
+    return Fail(absl::InvalidArgumentError(
+        "--advertise is required when --listen is 0.0.0.0"));
+  }
+
+  auto kcfg = k8s::LoadDefaultConfig(absl::GetFlag(FLAGS_kubeconfig));
+  if (!kcfg.ok()) return Fail(kcfg.status());
+  auto client = k8s::RestKubeClient::Create(*kcfg);
+  if (!client.ok()) return Fail(client.status());
+
+  fabric::TcpFabricOptions fo;
+  fo.listen = listen;
+  fo.advertise = advertise;
+  fo.secret = *secret;
+  auto fabric = fabric::TcpFabric::Start(fo);
+  if (!fabric.ok()) return Fail(fabric.status());
+
+  const std::string socket_path = absl::GetFlag(FLAGS_socket);
+  AgentConfig config;
+  config.node = node;
+  config.state_dir = absl::GetFlag(FLAGS_state_dir);
+  config.socket_path = socket_path;
+  config.secret = *secret;
+  config.lease_signal = absl::GetFlag(FLAGS_file_leases) ? lease_signal : 0;
+  Agent agent(config, **client, base::RealClock(), **fabric,
+              (*fabric)->endpoint());
+  if (absl::Status s = agent.Start(); !s.ok()) return Fail(s);
+
+  AgentService service(agent);
+  size_t slash = socket_path.rfind('/');
+  if (slash != std::string::npos && slash > 0) {
+    (void)sys::MakeDirs(socket_path.substr(0, slash), 0755);
+  }
+  // A socket left by a killed agent: nobody else may serve here (the state
+  // dir is ours), so it is stale.
+  (void)sys::RemoveFile(socket_path);
+  grpc::ServerBuilder builder;
+  builder.AddListeningPort(absl::StrCat("unix:", socket_path),
+                           grpc::InsecureServerCredentials());
+  builder.RegisterService(&service);
+  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
+  if (server == nullptr) {
+    return Fail(absl::UnavailableError(
+        absl::StrCat("cannot listen on ", socket_path)));
+  }
+  if (chmod(socket_path.c_str(), static_cast<mode_t>(mode)) != 0) {
+    return Fail(base::ErrnoStatus("chmod", socket_path, errno));
+  }
+  base::LogInfo("agent.serving_socket", {{"socket", socket_path},
+                                         {"fabric", (*fabric)->endpoint()},
+                                         {"node", node}});
+
+  while (true) {
+    siginfo_t info;
+    int sig = sigwaitinfo(&sigs, &info);
+    if (sig < 0) continue;
+    if (sig == lease_signal) {
+      agent.OnLeaseBreak(info.si_fd);
+      continue;
+    }
+    base::LogInfo("agent.stopping", {{"signal", std::to_string(sig)}});
+    break;
+  }
+  server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
+  agent.Stop();
+  return 0;
+}
+
+}  // namespace
+}  // namespace daxlease::agent
+
+int main(int argc, char** argv) {
+  daxlease::base::ParseFlags(argc, argv,
+                             "daxlease-agent: the daxlease node agent");
+  return daxlease::agent::Main();
+}

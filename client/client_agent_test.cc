@@ -152,11 +152,13 @@ class ClientAgentTest : public ::testing::Test {
   std::string RecallPhase(const std::string& name) {
     auto r = kube_.Get(agent::DaxRecallResource(), "", name);
     if (!r.ok()) return "";
-    return (*r)["status"].value("phase", "");
+    return r->value("status", k8s::Json::object()).value("phase", "");
   }
   int64_t VolumeEpoch() {
     auto v = kube_.Get(agent::DaxVolumeResource(), "", "vol");
-    return v.ok() ? (*v)["status"].value("epoch", int64_t{0}) : -1;
+    return v.ok() ? v->value("status", k8s::Json::object())
+                        .value("epoch", int64_t{0})
+                  : -1;
   }
 
   std::string dir_;
@@ -234,9 +236,9 @@ TEST_F(ClientAgentTest, SilentHolderIsRevokedFencedAndToldLoudly) {
   // A late write through the old connection never lands.
   stop.store(true);
   ASSERT_TRUE(WaitFor([&] { return (*vol)->revoked(); }));
-  absl::Status late = (*vol)->Write(16, "late", 4);
+  absl::Status late = (*vol)->Write(32, "late", 4);
   EXPECT_EQ(late.code(), absl::StatusCode::kPermissionDenied);
-  EXPECT_EQ(FileBytes(16, 4), std::string(4, '\0'));
+  EXPECT_EQ(FileBytes(32, 4), std::string(4, '\0'));
   EXPECT_EQ(FileBytes(0, 4), "kept");
   EXPECT_GE((*vol)->Unpersisted(), 9u);
 }

@@ -280,6 +280,12 @@ absl::Status Volume::RemoteCall(
     if (!absl::IsUnavailable(st) || !g.has_value()) return st;
     if (absl::Now() > give_up) return st;
     absl::SleepFor(absl::Milliseconds(50));
+    {
+      // The agent may have sent the grant again with the owner's new
+      // endpoint meanwhile.
+      std::lock_guard<std::mutex> l(mu_);
+      if (grant_.has_value() && grant_->epoch() == g->epoch()) g = grant_;
+    }
     auto c = connector_->Connect(ToGrantInfo(*g));
     if (absl::IsPermissionDenied(c.status())) return c.status();
     if (!c.ok()) continue;
@@ -556,7 +562,10 @@ void Volume::HandleEvent(const pb::SessionEvent& ev) {
         if (phase_ == Phase::kGranted && grant_ &&
             grant_->epoch() == ev.grant().epoch() &&
             grant_->lease_uid() == ev.grant().lease_uid()) {
-          return;  // the same grant again (agent restarted)
+          // The same grant again (an agent restarted); the owner's endpoint
+          // may have moved: calls reconnect with it.
+          grant_ = ev.grant();
+          return;
         }
         if (phase_ == Phase::kGranted) DropAccess();
       }

@@ -246,6 +246,7 @@ absl::Status Agent::LoadState() {
     pub.token = p.value("token", "");
     pub.generation = p.value("generation", int64_t{1});
     pub.revoked = p.value("revoked", false);
+    pub.attached = p.value("attached", false);
     publishes_[target] = std::move(pub);
   }
   base::LogInfo("agent.state_loaded",
@@ -275,7 +276,8 @@ absl::Status Agent::SaveStateLocked() {
                               {"lease", p.lease_name},
                               {"token", p.token},
                               {"generation", p.generation},
-                              {"revoked", p.revoked}};
+                              {"revoked", p.revoked},
+                              {"attached", p.attached}};
   }
   return sys::WriteFileAtomic(absl::StrCat(config_.state_dir, "/", kStateFile),
                               j.dump(2));
@@ -654,6 +656,10 @@ absl::StatusOr<std::shared_ptr<Session>> Agent::OpenSession(
   s->id_ = RandomHex(8);
   s->publish_ = p->req.target_path();
   p->sessions.insert(s);
+  if (!p->attached) {
+    p->attached = true;
+    RETURN_IF_ERROR(SaveStateLocked());
+  }
   const api::DaxLease* lp = nullptr;
   auto lease = CachedLease(p->lease_name);
   if (lease.has_value()) lp = &*lease;
@@ -668,7 +674,13 @@ void Agent::CloseSession(const std::shared_ptr<Session>& s) {
   {
     std::lock_guard<std::mutex> l(mu_);
     auto it = publishes_.find(s->publish_);
-    if (it != publishes_.end()) it->second.sessions.erase(s);
+    if (it != publishes_.end()) {
+      it->second.sessions.erase(s);
+      if (it->second.sessions.empty() && it->second.attached) {
+        it->second.attached = false;
+        (void)SaveStateLocked();
+      }
+    }
   }
   Kick();
 }
@@ -784,6 +796,15 @@ void Agent::ReconcileOwnerLocked() {
     auto vol = CachedVolume(name);
     if (!vol.has_value()) continue;
     const int64_t epoch = vol->status.epoch;
+    // A restarted owner may listen elsewhere: holders read it from here.
+    if (vol->metadata.annotations[kFabricEndpointAnnotation] !=
+        fabric_endpoint_) {
+      (void)client_.Patch(
+          DaxVolumeResource(), "", name, k8s::PatchType::kMerge,
+          k8s::Json{{"metadata",
+                     {{"annotations",
+                       {{kFabricEndpointAnnotation, fabric_endpoint_}}}}}});
+    }
     for (const auto& lease : LeasesOf(name)) {
       fabric::GrantKey key{name, lease.metadata.uid, lease.spec.holder_node,
                            lease.status.epoch};
@@ -948,7 +969,10 @@ void Agent::ReconcileHolderLocked() {
           std::lock_guard<std::mutex> sl(s->mu_);
           all = all && s->acked_recall_ == lease->status.recall_id;
         }
-        if (p.sessions.empty() || all) {
+        // With no session, ack only if no client was attached when the
+        // agent last knew (after a restart clients reconnect first).
+        if ((p.sessions.empty() && !p.attached) ||
+            (!p.sessions.empty() && all)) {
           (void)PatchLeaseStatus(
               p.lease_name, {{"releasedRecallID", lease->status.recall_id}});
         }
@@ -960,7 +984,7 @@ void Agent::ReconcileHolderLocked() {
       if (state == api::LeaseState::kRevoked &&
           !lease->status.fence_required &&
           !lease->status.revocation_acknowledged) {
-        bool all = true;
+        bool all = !p.attached || !p.sessions.empty();
         for (auto& s : p.sessions) {
           std::lock_guard<std::mutex> sl(s->mu_);
           all = all && s->acked_revocation_;

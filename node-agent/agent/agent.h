@@ -166,6 +166,9 @@ class Agent {
     std::string token;
     int64_t generation = 1;
     bool revoked = false;  // saw the lease Revoked: sticky until re-attach
+    // A client was attached when last recorded. Persisted, so a restarted
+    // agent does not ack a recall for clients that have not reconnected yet.
+    bool attached = false;
     std::set<std::shared_ptr<Session>> sessions;
   };
 

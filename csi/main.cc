@@ -32,6 +32,7 @@
 #include "lib/base/status.h"
 #include "lib/base/version.h"
 #include "lib/sys/file.h"
+#include "lib/sys/lock_file.h"
 
 ABSL_FLAG(std::string, endpoint, "",
           "CSI endpoint, unix:///absolute/path.sock (required)");
@@ -56,6 +57,9 @@ ABSL_FLAG(int64_t, max_volumes_per_node, 64, "reported by NodeGetInfo");
 
 namespace daxlease::csi {
 namespace {
+
+// Owner and group (the kubelet's registrar and the sidecars) only.
+constexpr mode_t kSocketMode = 0660;
 
 absl::StatusOr<std::string> SocketPath(const std::string& endpoint) {
   constexpr absl::string_view kPrefix = "unix://";
@@ -135,6 +139,12 @@ int Run() {
   auto socket_path = SocketPath(endpoint);
   if (!socket_path.ok()) return fail(socket_path.status());
 
+  // One plugin per state directory, before anything in it is touched: two
+  // would each repair and format the other's half-done volumes.
+  if (absl::Status s = sys::MakeDirs(state_dir, 0700); !s.ok()) return fail(s);
+  absl::StatusOr<sys::LockFile> lock = sys::LockFile::Acquire(state_dir);
+  if (!lock.ok()) return fail(lock.status());
+
   std::unique_ptr<VolumeBackend> backend;
   if (backend_name == "file") {
     auto fb =
@@ -155,7 +165,8 @@ int Run() {
   }
   StateStore store(absl::StrCat(state_dir, "/state"));
   if (absl::Status s = store.Init(); !s.ok()) return fail(s);
-  std::unique_ptr<sys::Mounter> mounter = sys::NewSystemMounter();
+  std::unique_ptr<sys::Mounter> mounter =
+      sys::NewSystemMounter(config.allowed_roots);
   std::unique_ptr<sys::Formatter> formatter = sys::NewSystemFormatter();
   VolumeLocks locks;
   DriverDeps deps{backend.get(), mounter.get(), formatter.get(), &store,
@@ -189,10 +200,19 @@ int Run() {
       interceptors;
   interceptors.push_back(std::make_unique<LoggingInterceptorFactory>());
   builder.experimental().SetInterceptorCreators(std::move(interceptors));
+  // gRPC creates the socket with the process's umask: tighten it for the
+  // bind (no thread creates files now), then set the mode explicitly.
+  const mode_t old_umask = ::umask(0177);
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
+  ::umask(old_umask);
   if (server == nullptr) {
     return fail(
         absl::UnavailableError(absl::StrCat("cannot listen on ", endpoint)));
+  }
+  if (::chmod(socket_path->c_str(), kSocketMode) != 0) {
+    absl::Status s = base::ErrnoStatus("chmod", *socket_path, errno);
+    server->Shutdown();
+    return fail(s);
   }
   base::LogInfo("csi.started",
                 {{"endpoint", endpoint},

@@ -151,6 +151,12 @@ absl::Status NodeService::DoStage(
     }
   }
   const bool attach_now = !rec.stage.has_value();
+  if (attach_now && !cap.block) {
+    // The path must resolve inside its root before anything is attached or
+    // recorded: a path the mounter refuses (a planted symlink) could not be
+    // rolled back through either.
+    RETURN_IF_ERROR(deps_.mounter->MakeDir(path));
+  }
   if (attach_now) {
     // Attach before recording the intent, so that one write records both
     // (a crash in between leaves an attached device without a stage, which
@@ -220,6 +226,26 @@ absl::Status NodeService::DoUnstage(
   return absl::OkStatus();
 }
 
+absl::Status NodeService::VerifyStagingMount(const VolumeRecord& rec) {
+  const StageRecord& st = *rec.stage;
+  ASSIGN_OR_RETURN(std::optional<sys::MountInfo> m,
+                   deps_.mounter->GetMount(st.staging_path));
+  if (!m.has_value()) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "volume ", rec.id, " is recorded as staged, but nothing is mounted at ",
+        st.staging_path,
+        " (lost, e.g. by a failed offline grow); refusing to publish the bare "
+        "directory: call NodeStageVolume again to mount it"));
+  }
+  if (m->source != st.device || m->fs_type != st.fs_type) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "staging_target_path ", st.staging_path, " holds ", m->source, " (",
+        m->fs_type, "), not volume ", rec.id, "'s ", st.device, " (",
+        st.fs_type, "); refusing to publish it"));
+  }
+  return absl::OkStatus();
+}
+
 absl::Status NodeService::PublishSteps(VolumeRecord* rec,
                                        const std::string& target) {
   const PublishRecord& p = rec->publishes.at(target);
@@ -285,6 +311,7 @@ absl::Status NodeService::DoPublish(
         absl::StrCat("volume ", id, " is staged for ", Access(rec.stage->block),
                      " access, the request asks for ", Access(cap.block)));
   }
+  if (!cap.block) RETURN_IF_ERROR(VerifyStagingMount(rec));
   const bool read_only = req.readonly() || cap.reader_only;
   auto it = rec.publishes.find(target);
   if (it != rec.publishes.end()) {
@@ -305,6 +332,10 @@ absl::Status NodeService::DoPublish(
   bool is_new = false;
   it = rec.publishes.find(target);
   if (it == rec.publishes.end()) {
+    // As in DoStage: a target the mounter refuses is refused before it is
+    // recorded, since its rollback would be refused too.
+    RETURN_IF_ERROR(cap.block ? deps_.mounter->MakeFile(target)
+                              : deps_.mounter->MakeDir(target));
     PublishRecord p;
     p.target_path = target;
     p.read_only = read_only;

@@ -76,6 +76,10 @@ class NodeService final : public ::csi::v1::Node::Service {
   // unmounted again, if the kernel did not grant DAX.
   absl::Status MountStaging(const std::string& id, const StageRecord& st,
                             const std::string& device);
+  // FailedPrecondition unless the staging path is the mount of the
+  // volume's device with its filesystem (not a bare directory, not another
+  // mount): what a mount publish binds into the pod.
+  absl::Status VerifyStagingMount(const VolumeRecord& rec);
   absl::Status PublishSteps(VolumeRecord* rec, const std::string& target);
   // Loads the record or NotFound.
   absl::StatusOr<VolumeRecord> LoadVolume(const std::string& id);

@@ -285,6 +285,53 @@ TEST_F(NodeTest,
   ASSERT_TRUE(m.ok() && m->has_value());
 }
 
+// A failed offline grow (its remount refused) leaves the record Staged with
+// nothing mounted at the staging path. Publishing then must not bind the
+// empty directory into the pod: the pod's writes would land on the host.
+TEST_F(NodeTest, PublishRefusesAStagingPathThatLostItsMount) {
+  std::string id = MakeVolume("pvc-lostgrow");
+  ASSERT_TRUE(Stage(id, MountCap()).ok());
+  mounter_.FailNext("Mount", absl::InternalError("remount refused"));
+  EXPECT_FALSE(ExpandWithOnlineGrowthRefused(id).ok());
+  ASSERT_EQ(Record(id)->stage->phase, StagePhase::kStaged);
+  auto m = mounter_.GetMount(StagingPath(id));
+  ASSERT_TRUE(m.ok() && !m->has_value()) << "the injected failure";
+
+  grpc::Status s = Publish(id, MountCap());
+  EXPECT_EQ(s.error_code(), grpc::FAILED_PRECONDITION) << s.error_message();
+  EXPECT_THAT(s.error_message(), ::testing::HasSubstr("NodeStageVolume"));
+  m = mounter_.GetMount(TargetPath(id));
+  ASSERT_TRUE(m.ok());
+  EXPECT_FALSE(m->has_value()) << "bound " << (*m)->source << " into the pod";
+  EXPECT_TRUE(Record(id)->publishes.empty());
+
+  // Staging again repairs the mount; then the publish goes through.
+  ASSERT_TRUE(Stage(id, MountCap()).ok());
+  ASSERT_TRUE(Publish(id, MountCap()).ok());
+  m = mounter_.GetMount(TargetPath(id));
+  ASSERT_TRUE(m.ok() && m->has_value());
+  EXPECT_EQ((*m)->source, Record(id)->stage->device);
+}
+
+// Something else mounted at the staging path (another device, or another
+// filesystem type) is not the volume either.
+TEST_F(NodeTest, PublishRefusesAStagingPathWithAnotherMount) {
+  std::string id = MakeVolume("pvc-othermount");
+  ASSERT_TRUE(Stage(id, MountCap()).ok());
+  mounter_.DropMount(StagingPath(id));
+  ASSERT_TRUE(mounter_.Mount("tmpfs", StagingPath(id), "tmpfs", "").ok());
+  EXPECT_EQ(Publish(id, MountCap()).error_code(), grpc::FAILED_PRECONDITION);
+
+  mounter_.DropMount(StagingPath(id));
+  const std::string dev = Record(id)->stage->device;
+  ASSERT_TRUE(mounter_.Mount(dev, StagingPath(id), "xfs", "").ok());
+  EXPECT_EQ(Publish(id, MountCap()).error_code(), grpc::FAILED_PRECONDITION)
+      << "the volume is ext4";
+  auto m = mounter_.GetMount(TargetPath(id));
+  ASSERT_TRUE(m.ok());
+  EXPECT_FALSE(m->has_value());
+}
+
 TEST_F(NodeTest, FailedPublishRollsBack) {
   std::string id = MakeVolume("pvc-fp");
   ASSERT_TRUE(Stage(id, MountCap()).ok());

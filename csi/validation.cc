@@ -26,11 +26,22 @@ absl::Status ValidateVolumeId(absl::string_view id) {
     return absl::InvalidArgumentError(
         absl::StrCat("volume_id is longer than ", kMaxIdBytes, " bytes"));
   }
-  if (absl::StrContains(id, "/") || absl::StrContains(id, "..") ||
-      absl::StrContains(id, absl::string_view("\0", 1))) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("volume_id '", absl::CEscape(id),
-                     "' must not contain '/', '..' or NUL"));
+  // The alphabet VolumeIdForName produces. A volume ID names files, loop
+  // backing images, ndctl labels and log lines: no separators, no control
+  // characters, nothing a tool could read as an option.
+  auto allowed = [](char c) {
+    return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-';
+  };
+  for (char c : id) {
+    if (!allowed(c)) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "volume_id '", absl::CHexEscape(id),
+          "' may contain only lower-case letters, digits and '-'"));
+    }
+  }
+  if (id.front() == '-') {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "volume_id '", id, "' must start with a letter or a digit"));
   }
   return absl::OkStatus();
 }

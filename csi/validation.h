@@ -50,9 +50,10 @@ struct CapabilityInfo {
   bool multi_node = false;
 };
 
-// Non-empty, at most kMaxIdBytes, no '/', no "..", no NUL. Checked before a
-// volume ID is used to build any path. Other strings are syntactically fine
-// (an unknown ID is then NotFound).
+// 1 to kMaxIdBytes bytes of [a-z0-9-], starting with a letter or a digit
+// (the alphabet VolumeIdForName produces); anything else, control characters
+// included, is InvalidArgument. Checked before a volume ID is used to build
+// any path or reaches a log line. A well-formed unknown ID is NotFound.
 absl::Status ValidateVolumeId(absl::string_view id);
 
 // CreateVolume name: non-empty, at most 128 bytes.

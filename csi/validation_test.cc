@@ -1,5 +1,7 @@
 #include "csi/validation.h"
 
+#include "absl/strings/escaping.h"
+#include "absl/strings/match.h"
 #include "gtest/gtest.h"
 
 namespace daxlease::csi {
@@ -13,6 +15,26 @@ TEST(ValidationTest, VolumeIds) {
   EXPECT_FALSE(ValidateVolumeId("..").ok());
   EXPECT_FALSE(ValidateVolumeId(std::string("a\0b", 3)).ok());
   EXPECT_FALSE(ValidateVolumeId(std::string(129, 'a')).ok());
+}
+
+// Only the documented alphabet: what VolumeIdForName makes ([a-z0-9-],
+// starting with a letter or digit). Everything else is INVALID_ARGUMENT.
+TEST(ValidationTest, VolumeIdsOutsideTheAlphabetAreInvalid) {
+  EXPECT_TRUE(ValidateVolumeId("a").ok());
+  EXPECT_TRUE(ValidateVolumeId("0-a-").ok());
+  EXPECT_TRUE(ValidateVolumeId(std::string(128, 'z')).ok());
+  for (const std::string& bad :
+       {std::string("pvc\n1"), std::string("pvc\t1"), std::string("pvc\x01"),
+        std::string("pvc\x7f"), std::string("pvc\x1b[31m"),
+        std::string("pvc 1"), std::string("Pvc-1"), std::string("pvc_1"),
+        std::string("pvc.1"), std::string("."), std::string("-pvc"),
+        std::string("--force"), std::string("pvc\xc3\xa9"),
+        std::string("pvc;rm"), std::string("pvc$x"), std::string("*")}) {
+    absl::Status s = ValidateVolumeId(bad);
+    EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument)
+        << absl::CEscape(bad);
+    EXPECT_TRUE(absl::StrContains(s.message(), "volume_id")) << s.message();
+  }
 }
 
 TEST(ValidationTest, Names) {

@@ -2,10 +2,16 @@
 
 #include <fcntl.h>
 #include <poll.h>
+#include <signal.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
+#include <cstdint>
+#include <limits>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -25,9 +31,16 @@ absl::Status MakePipe(UniqueFd* r, UniqueFd* w) {
   return absl::OkStatus();
 }
 
+int64_t MonotonicMillis() {
+  struct timespec ts;
+  ::clock_gettime(CLOCK_MONOTONIC, &ts);
+  return int64_t{ts.tv_sec} * 1000 + ts.tv_nsec / 1000000;
+}
+
 }  // namespace
 
-absl::StatusOr<CommandResult> RunCommand(const std::vector<std::string>& argv) {
+absl::StatusOr<CommandResult> RunCommand(const std::vector<std::string>& argv,
+                                         const CommandOptions& options) {
   if (argv.empty()) return absl::InvalidArgumentError("RunCommand: empty argv");
   // Exec failure is reported through a CLOEXEC pipe: it sees errno when exec
   // fails and EOF when it succeeds.
@@ -41,9 +54,15 @@ absl::StatusOr<CommandResult> RunCommand(const std::vector<std::string>& argv) {
     cargv.push_back(const_cast<char*>(a.c_str()));
   cargv.push_back(nullptr);
 
+  const pid_t parent = ::getpid();
   pid_t pid = ::fork();
   if (pid < 0) return base::ErrnoStatus("fork", argv[0], errno);
   if (pid == 0) {
+    // Own group (a timeout kills it whole), and SIGKILL when the forking
+    // thread dies; if it died before prctl, nobody would send it: go now.
+    ::setpgid(0, 0);
+    ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (::getppid() != parent) ::_exit(127);
     int devnull = ::open("/dev/null", O_RDONLY);
     if (devnull >= 0) ::dup2(devnull, 0);
     ::dup2(out_w.get(), 1);
@@ -54,9 +73,15 @@ absl::StatusOr<CommandResult> RunCommand(const std::vector<std::string>& argv) {
     (void)ignored;
     ::_exit(127);
   }
+  ::setpgid(pid, pid);  // also here: no window before the child does it
   out_w.Reset();
   err_w.Reset();
   exec_w.Reset();
+  const bool bounded = options.timeout != absl::InfiniteDuration();
+  const int64_t deadline =
+      bounded ? MonotonicMillis() + absl::ToInt64Milliseconds(options.timeout)
+              : std::numeric_limits<int64_t>::max();
+  bool timed_out = false;
 
   CommandResult result;
   int exec_errno = 0;
@@ -73,7 +98,19 @@ absl::StatusOr<CommandResult> RunCommand(const std::vector<std::string>& argv) {
   int open_count = 2;
   char buf[4096];
   while (open_count > 0) {
-    int rc = ::poll(pfds, 2, -1);
+    int wait_ms = -1;
+    if (bounded) {
+      int64_t left = deadline - MonotonicMillis();
+      if (left <= 0) {
+        // The whole group: a grandchild holding the pipes dies too.
+        ::kill(-pid, SIGKILL);
+        timed_out = true;
+        break;
+      }
+      wait_ms = static_cast<int>(std::min<int64_t>(left, 60'000));
+    }
+    int rc = ::poll(pfds, 2, wait_ms);
+    if (rc == 0) continue;
     if (rc < 0) {
       if (errno == EINTR) continue;
       break;
@@ -95,6 +132,11 @@ absl::StatusOr<CommandResult> RunCommand(const std::vector<std::string>& argv) {
     if (errno != EINTR) return base::ErrnoStatus("waitpid", argv[0], errno);
   }
   if (exec_errno != 0) return base::ErrnoStatus("execvp", argv[0], exec_errno);
+  if (timed_out) {
+    return absl::DeadlineExceededError(absl::StrCat(
+        absl::StrJoin(argv, " "), " did not finish within ",
+        absl::FormatDuration(options.timeout), "; killed its process group"));
+  }
   if (WIFEXITED(status)) {
     result.exit_code = WEXITSTATUS(status);
   } else if (WIFSIGNALED(status)) {
@@ -103,9 +145,9 @@ absl::StatusOr<CommandResult> RunCommand(const std::vector<std::string>& argv) {
   return result;
 }
 
-absl::StatusOr<CommandResult> RunCommandOk(
-    const std::vector<std::string>& argv) {
-  ASSIGN_OR_RETURN(CommandResult r, RunCommand(argv));
+absl::StatusOr<CommandResult> RunCommandOk(const std::vector<std::string>& argv,
+                                           const CommandOptions& options) {
+  ASSIGN_OR_RETURN(CommandResult r, RunCommand(argv, options));
   if (r.exit_code != 0) {
     std::string why = r.signal != 0
                           ? absl::StrCat("killed by signal ", r.signal)

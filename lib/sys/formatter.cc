@@ -9,6 +9,16 @@
 namespace daxlease::sys {
 namespace {
 
+// Bounds on the external tools, far above what they need on a healthy
+// device (mkfs of a lazily initialised ext4 or an xfs takes seconds even for
+// hundreds of GiB; e2fsck -f reads every inode table, so it gets the most),
+// and short enough that a hung device does not wedge a volume forever: the
+// command's process group is killed and the call fails DeadlineExceeded, so
+// the CO retries.
+constexpr absl::Duration kMkfsTimeout = absl::Minutes(10);
+constexpr absl::Duration kFsckTimeout = absl::Minutes(30);
+constexpr absl::Duration kGrowTimeout = absl::Minutes(10);
+
 class SystemFormatter final : public Formatter {
  public:
   absl::StatusOr<std::string> Detect(absl::string_view device) override {
@@ -27,7 +37,7 @@ class SystemFormatter final : public Formatter {
     argv.emplace_back(device);
     base::LogInfo("sys.mkfs", {{"device", std::string(device)},
                                {"fstype", std::string(fs_type)}});
-    return RunCommandOk(argv).status();
+    return RunCommandOk(argv, {.timeout = kMkfsTimeout}).status();
   }
 
   absl::Status Grow(absl::string_view device, absl::string_view mount_path,
@@ -45,7 +55,8 @@ class SystemFormatter final : public Formatter {
       // resize2fs refuses an unmounted filesystem that was not just checked.
       // e2fsck -p exits 1 when it fixed something, which is fine here.
       ASSIGN_OR_RETURN(CommandResult fsck,
-                       RunCommand({"e2fsck", "-f", "-p", std::string(device)}));
+                       RunCommand({"e2fsck", "-f", "-p", std::string(device)},
+                                  {.timeout = kFsckTimeout}));
       if (fsck.exit_code != 0 && fsck.exit_code != 1) {
         return absl::DataLossError(
             absl::StrCat("e2fsck -f -p ", device, " exited ", fsck.exit_code,
@@ -58,7 +69,7 @@ class SystemFormatter final : public Formatter {
       return absl::InvalidArgumentError(
           absl::StrCat("cannot grow filesystem type '", fs_type, "'"));
     }
-    return RunCommandOk(argv).status();
+    return RunCommandOk(argv, {.timeout = kGrowTimeout}).status();
   }
 };
 

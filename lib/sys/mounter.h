@@ -75,8 +75,16 @@ class Mounter {
 };
 
 // The real one: mount(2)/umount2(2) and the mount table read through
-// libmount from /proc/self/mountinfo.
-std::unique_ptr<Mounter> NewSystemMounter();
+// libmount from /proc/self/mountinfo. Every path it is handed (targets,
+// directories and files to make or remove, and a bind source that lies
+// below a root) must be strictly below one of `allowed_roots`, and is
+// resolved below it without following any symlink (ConfinedRoots,
+// confined_path.h): a symlink is InvalidArgument, nothing is mounted,
+// created or removed through it. Mount sources outside the roots (device
+// nodes) are used as given. Mount points are recognised by mount ID, not by
+// comparing path strings.
+std::unique_ptr<Mounter> NewSystemMounter(
+    std::vector<std::string> allowed_roots);
 
 }  // namespace daxlease::sys
 

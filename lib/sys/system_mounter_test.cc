@@ -16,7 +16,7 @@ class SystemMounterTest : public ::testing::Test {
     char tmpl[] = "/tmp/daxlease-mount-test-XXXXXX";
     ASSERT_NE(mkdtemp(tmpl), nullptr);
     dir_ = tmpl;
-    mounter_ = NewSystemMounter();
+    mounter_ = NewSystemMounter({dir_});
   }
   void TearDown() override {
     if (dir_.empty()) return;

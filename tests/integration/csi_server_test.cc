@@ -2,6 +2,7 @@
 // file is replaced), graceful shutdown, identity and capabilities, node
 // info, capacity and ListVolumes pagination.
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 
 #include <algorithm>
@@ -45,6 +46,50 @@ TEST_F(CsiServerTest, SecondInstanceOnALiveSocketRefusesToStart) {
   EXPECT_FALSE(log->empty()) << "refusal without a message";
   // The first instance keeps serving on its socket.
   ExpectAlive();
+}
+
+// One plugin per state directory: a second one on the same directory (on
+// its own socket, so the socket check cannot catch it) exits with an error
+// naming the lock, and the first keeps serving.
+TEST_F(CsiServerTest, SecondInstanceOnTheSameStateDirRefusesToStart) {
+  PluginOptions second = options_;
+  second.socket_path = tmp_->path() + "/second.sock";
+  second.log_path = tmp_->path() + "/second.log";
+  auto pid = PluginProcess::Spawn(second);
+  ASSERT_TRUE(pid.ok()) << pid.status();
+  auto status = PluginProcess::WaitExit(*pid, absl::Seconds(20));
+  if (!status.ok()) {
+    ::kill(*pid, SIGKILL);
+    (void)PluginProcess::WaitExit(*pid, absl::Seconds(5));
+  }
+  ASSERT_TRUE(status.ok()) << "second instance on the same state dir did "
+                              "not exit: "
+                           << status.status();
+  EXPECT_TRUE(WIFEXITED(*status) && WEXITSTATUS(*status) != 0)
+      << "wait status " << *status;
+  auto log = ReadAt(second.log_path, 0, 16 * 1024);
+  ASSERT_TRUE(log.ok());
+  EXPECT_THAT(*log, ::testing::HasSubstr("LOCK")) << *log;
+  EXPECT_THAT(*log, ::testing::HasSubstr(state_dir_)) << *log;
+  ExpectAlive();
+
+  // The lock goes with the process: after kill -9 a new plugin starts.
+  CrashAndRestart();
+  ExpectAlive();
+}
+
+// The socket gets 0660 whatever the umask it was started with.
+TEST_F(CsiServerTest, SocketModeIsExplicit) {
+  ASSERT_TRUE(plugin_->Kill9().ok());
+  mode_t old = ::umask(0);
+  absl::Status restarted = plugin_->Restart();
+  ::umask(old);
+  ASSERT_TRUE(restarted.ok()) << restarted << "\n" << PluginLog();
+  struct stat st;
+  ASSERT_EQ(::lstat(options_.socket_path.c_str(), &st), 0);
+  ASSERT_TRUE(S_ISSOCK(st.st_mode));
+  EXPECT_EQ(st.st_mode & 07777, 0660u)
+      << "socket mode " << std::oct << (st.st_mode & 07777);
 }
 
 TEST_F(CsiServerTest, StaleSocketFileIsReplaced) {

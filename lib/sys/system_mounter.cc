@@ -152,7 +152,7 @@ class SystemMounter final : public Mounter {
   absl::Status MakeFile(absl::string_view path) override {
     std::string p(path);
     size_t slash = p.rfind('/');
-    if (slash != std::string::npos && slash > 0) {
+    if (slash != std::string::npos && roots_.Covers(p.substr(0, slash))) {
       RETURN_IF_ERROR(roots_.MakeDirs(p.substr(0, slash), 0750).status());
     }
     ASSIGN_OR_RETURN(UniqueFd fd, roots_.Open(p, O_WRONLY | O_CREAT, 0640));

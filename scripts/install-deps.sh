@@ -6,6 +6,7 @@ set -euo pipefail
 PACKAGES=(
   # toolchain
   build-essential cmake ninja-build pkg-config ccache clang-format git
+  clang libclang-rt-14-dev  # fuzz targets: clang + libFuzzer/ASan/UBSan runtimes (tests/fuzz)
   # libraries (docs/design.md §8)
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
   libibverbs-dev librdmacm-dev libndctl-dev libdaxctl-dev libyaml-cpp-dev

@@ -12,6 +12,7 @@
 // Besides what the sanitizers catch, every step checks that no mount target
 // lies outside the allowed root and that the state store wrote nothing
 // outside its directory.
+#include <fcntl.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -30,6 +31,7 @@
 #include "csi/state_store.h"
 #include "csi/validation.h"
 #include "csi/volume_locks.h"
+#include "lib/base/log.h"
 #include "lib/sys/fake_mounter.h"
 #include "lib/sys/formatter.h"
 #include "tests/fuzz/csi_requests_format.h"
@@ -210,6 +212,14 @@ class Plugin {
 
 }  // namespace
 }  // namespace daxlease::csi
+
+// The services log every step; formatted still, but not written out.
+extern "C" int LLVMFuzzerInitialize(int*, char***) {
+  int fd = open("/dev/null", O_WRONLY | O_CLOEXEC);
+  if (fd < 0) abort();
+  daxlease::base::SetLogFd(fd);
+  return 0;
+}
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   namespace fs = std::filesystem;

@@ -170,7 +170,8 @@ Seq FailedStage() {
   stage.set_volume_id(id);
   stage.set_staging_target_path(Staging(id));
   *stage.mutable_volume_capability() = MountCap();
-  stage.add_volume_capability()->mutable_mount()->add_mount_flags("noatime");
+  stage.mutable_volume_capability()->mutable_mount()->add_mount_flags(
+      "noatime");
   s.Add(Op::kNodeStageVolume, stage);
   s.Add(Op::kNodeStageVolume, stage);
   s.Raw(Op::kRestart, "");

@@ -265,7 +265,8 @@ TEST_F(FakeKubeClientTest, BreakWatchesAndInjectedFailures) {
         fake_.Watch(kWidgets, "ns", wo, [](const WatchEvent&) { return true; });
   });
   started.WaitForNotification();
-  absl::SleepFor(absl::Milliseconds(50));
+  // A watch that starts after the break never sees it: wait until it runs.
+  EXPECT_TRUE(fake_.AwaitActiveWatches(1, absl::Seconds(10)));
   fake_.BreakWatches(absl::UnavailableError("connection reset"));
   t.join();
   EXPECT_TRUE(absl::IsUnavailable(result)) << result;

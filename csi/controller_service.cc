@@ -1,6 +1,8 @@
 #include "csi/controller_service.h"
 
 #include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
 #include "csi/validation.h"
 #include "lib/base/log.h"
 #include "lib/base/status.h"
@@ -50,6 +52,34 @@ void ControllerService::FillVolume(const VolumeRecord& rec,
     c.set_message("volume media present");
   }
   return c;
+}
+
+absl::StatusOr<bool> ControllerService::FormatAtCreate(
+    const std::string& id, const std::string& fs_type, const Volume& vol) {
+  ASSIGN_OR_RETURN(std::string path, deps_.backend->FormatPath(id));
+  if (path.empty()) return false;  // the first stage formats it
+  // Never format what carries data (adopted media): blank media only. Media
+  // the backend proves all-zero needs neither a probe nor zeroing by mkfs.
+  ASSIGN_OR_RETURN(bool zeros, deps_.backend->ReadsAsZeros(id));
+  if (!zeros) {
+    ASSIGN_OR_RETURN(std::string found, deps_.formatter->Detect(path));
+    if (found == fs_type) return true;
+    if (!found.empty()) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("the media of volume ", id, " carries ", found, ", not ",
+                       fs_type, "; refusing to format over it"));
+    }
+  }
+  const absl::Time t0 = absl::Now();
+  RETURN_IF_ERROR(deps_.formatter->Format(
+      path, fs_type, MkfsArgs(fs_type, vol.capacity_bytes, zeros)));
+  base::LogInfo(
+      "csi.volume.formatted",
+      {{"volume", id},
+       {"fstype", fs_type},
+       {"prezeroed", zeros ? "true" : "false"},
+       {"ms", absl::StrCat(absl::ToInt64Milliseconds(absl::Now() - t0))}});
+  return true;
 }
 
 absl::Status ControllerService::DoCreate(
@@ -105,9 +135,8 @@ absl::Status ControllerService::DoCreate(
   const std::string id = VolumeIdForName(req.name());
   ASSIGN_OR_RETURN(VolumeLocks::Guard guard, deps_.locks->TryLock(id));
   ASSIGN_OR_RETURN(std::optional<VolumeRecord> existing, deps_.store->Load(id));
-  VolumeRecord rec;
   if (existing.has_value()) {
-    rec = std::move(*existing);
+    const VolumeRecord& rec = *existing;
     if (rec.name != req.name()) {
       return absl::AlreadyExistsError(absl::StrCat(
           "volume ID ", id, " is taken by volume name '", rec.name, "'"));
@@ -120,40 +149,30 @@ absl::Status ControllerService::DoCreate(
       return absl::AlreadyExistsError(absl::StrCat(
           "volume '", req.name(), "' exists with different parameters"));
     }
-    if (rec.phase == VolumePhase::kReady) {
-      if (!CapacityMatches(rec.capacity_bytes, range)) {
-        return absl::AlreadyExistsError(absl::StrCat(
-            "volume '", req.name(), "' exists with capacity ",
-            rec.capacity_bytes,
-            " bytes, incompatible with the requested capacity_range"));
-      }
-      FillVolume(rec, resp->mutable_volume());
-      return absl::OkStatus();
+    if (!CapacityMatches(rec.capacity_bytes, range)) {
+      return absl::AlreadyExistsError(absl::StrCat(
+          "volume '", req.name(), "' exists with capacity ", rec.capacity_bytes,
+          " bytes, incompatible with the requested capacity_range"));
     }
-    // kCreating: a Create that died half-way; finish it with this request.
-    rec.capacity_bytes = size.bytes;
-  } else {
-    rec.id = id;
-    rec.name = req.name();
-    rec.capacity_bytes = size.bytes;
-    rec.mode = params.mode;
-    rec.fs_type = fs_type;
-    rec.parameters = stored;
+    FillVolume(rec, resp->mutable_volume());
+    return absl::OkStatus();
   }
-  // The record (phase creating) is durable before the media exists, so all
-  // media of this plugin has a record: media without one is never ours to
-  // delete (a lost state directory, another plugin), and RecoverVolumes
-  // keeps it. A crash after this leaves a creating record that the CO's
-  // retry finishes (ListVolumes does not show it).
+  VolumeRecord rec;
+  rec.id = id;
+  rec.name = req.name();
+  rec.mode = params.mode;
+  rec.fs_type = fs_type;
+  rec.parameters = stored;
+  // The media first, complete (allocated, synced, formatted), then one
+  // durable write of the record: a record always names complete media. A
+  // crash before the record leaves media without one, which RecoverVolumes
+  // never touches and the CO's retry (same name, same ID) adopts.
   // Media that is already there (our interrupted create, or a volume whose
   // record was lost and whose name is created again) is adopted as it is
   // and never removed by this call.
   absl::StatusOr<Volume> before = deps_.backend->Get(id);
   const bool media_may_exist =
       before.ok() || !absl::IsNotFound(before.status());
-  rec.phase = VolumePhase::kCreating;
-  RETURN_IF_ERROR(deps_.store->Save(rec));
-
   VolumeSpec spec;
   spec.id = id;
   spec.capacity_bytes = size.bytes;
@@ -161,15 +180,19 @@ absl::Status ControllerService::DoCreate(
   spec.mode = params.mode;
   spec.fs_type = any_mount ? fs_type : "";
   spec.parameters = params.normalized;
-  auto vol = deps_.backend->Create(spec);
-  if (!vol.ok()) {
-    // Undo what this call may have made, so that nothing is left and the
-    // name can be created again with other parameters; media that was
-    // there before stays, and so does its record.
-    if (!media_may_exist && deps_.backend->Delete(id).ok()) {
-      RETURN_IF_ERROR(deps_.store->Remove(id));
-    }
-    return vol.status();
+  absl::StatusOr<Volume> vol = deps_.backend->Create(spec);
+  absl::Status made = vol.status();
+  if (made.ok() && !spec.fs_type.empty() && spec.mode == VolumeMode::kFsdax) {
+    absl::StatusOr<bool> formatted = FormatAtCreate(id, fs_type, *vol);
+    made = formatted.status();
+    if (formatted.ok()) rec.formatted = *formatted;
+  }
+  if (!made.ok()) {
+    // Undo what this call made, so that nothing is left and the name can
+    // be created again with other parameters; media that was there before
+    // stays.
+    if (!media_may_exist) (void)deps_.backend->Delete(id);
+    return made;
   }
   rec.capacity_bytes = vol->capacity_bytes;
   rec.phase = VolumePhase::kReady;
@@ -197,9 +220,13 @@ absl::Status ControllerService::DoDelete(
         rec->publishes.empty() ? "staged" : "published", " on node ",
         config_.node_id, "; unpublish and unstage it first"));
   }
-  // Media first, record last: a crash in between leaves a record without
-  // media, which a retried DeleteVolume (Delete of missing media is OK)
-  // finishes.
+  // The record says "deleting" (durably) before the media goes, so a crash
+  // anywhere below leaves a deleting record, which RecoverVolumes (or this
+  // call's retry) finishes, never a ready record without media.
+  if (rec->phase != VolumePhase::kDeleting) {
+    rec->phase = VolumePhase::kDeleting;
+    RETURN_IF_ERROR(deps_.store->Save(*rec));
+  }
   RETURN_IF_ERROR(deps_.backend->Detach(id));
   RETURN_IF_ERROR(deps_.backend->Delete(id));
   RETURN_IF_ERROR(deps_.store->Remove(id));

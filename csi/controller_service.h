@@ -67,6 +67,13 @@ class ControllerService final : public ::csi::v1::Controller::Service {
   absl::Status DoExpand(const ::csi::v1::ControllerExpandVolumeRequest& req,
                         ::csi::v1::ControllerExpandVolumeResponse* resp);
 
+  // Makes the filesystem of a new mount-capable volume where the backend
+  // allows it before any attach (FormatPath): true when the volume now
+  // carries `fs_type`, false when the backend leaves it to the first
+  // stage. Blank media only; FAILED_PRECONDITION over another filesystem.
+  absl::StatusOr<bool> FormatAtCreate(const std::string& id,
+                                      const std::string& fs_type,
+                                      const Volume& vol);
   // The CSI Volume message for a record.
   void FillVolume(const VolumeRecord& rec, ::csi::v1::Volume* out) const;
   // Abnormal when the media is gone.

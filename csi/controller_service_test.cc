@@ -415,3 +415,66 @@ TEST_F(ControllerTest, CapabilitiesListed) {
 
 }  // namespace
 }  // namespace daxlease::csi
+
+namespace daxlease::csi {
+namespace {
+
+class FormatAtCreateTest : public ServiceTest {
+ protected:
+  void SetUp() override {
+    backend_.set_format_at_create(true);
+    ServiceTest::SetUp();
+  }
+};
+
+TEST_F(FormatAtCreateTest, CreateFormatsTheMediaAndStageOnlyMounts) {
+  std::string id = MakeVolume("pvc-fmt");
+  EXPECT_EQ(formatter_.format_calls(), 1);
+  EXPECT_TRUE(Record(id)->formatted);
+  auto fs = formatter_.Detect("/dev/fake-media/" + id);
+  ASSERT_TRUE(fs.ok());
+  EXPECT_EQ(*fs, "ext4");
+  EXPECT_FALSE(backend_.IsAttached(id)) << "formatted without an attach";
+  ASSERT_TRUE(Stage(id, MountCap()).ok());
+  EXPECT_EQ(formatter_.format_calls(), 1) << "no mkfs on the stage path";
+  auto m = mounter_.GetMount(StagingPath(id));
+  ASSERT_TRUE(m.ok() && m->has_value());
+  EXPECT_EQ((*m)->fs_type, "ext4");
+}
+
+TEST_F(FormatAtCreateTest, BlockOnlyVolumesAreNotFormatted) {
+  ::csi::v1::CreateVolumeRequest r = CreateReq("pvc-raw", 64 * kMiB);
+  *r.mutable_volume_capabilities(0) = BlockCap();
+  ::csi::v1::CreateVolumeResponse resp;
+  ASSERT_TRUE(Create(r, &resp).ok());
+  EXPECT_EQ(formatter_.format_calls(), 0);
+  EXPECT_FALSE(Record(resp.volume().volume_id())->formatted);
+}
+
+TEST_F(FormatAtCreateTest, AdoptedMediaWithAFilesystemIsNeverFormatted) {
+  const std::string id = VolumeIdForName("pvc-adopt");
+  backend_.AddMedia(id, 64 * kMiB);
+  formatter_.SetFilesystem("/dev/fake-media/" + id, "xfs");
+  ::csi::v1::CreateVolumeResponse resp;
+  grpc::Status s = Create(CreateReq("pvc-adopt", 64 * kMiB), &resp);
+  EXPECT_EQ(s.error_code(), grpc::FAILED_PRECONDITION) << s.error_message();
+  EXPECT_EQ(formatter_.format_calls(), 0);
+  EXPECT_TRUE(backend_.Get(id).ok()) << "adopted media is kept";
+  formatter_.SetFilesystem("/dev/fake-media/" + id, "ext4");
+  ASSERT_TRUE(Create(CreateReq("pvc-adopt", 64 * kMiB), &resp).ok());
+  EXPECT_EQ(formatter_.format_calls(), 0);
+  EXPECT_TRUE(Record(id)->formatted);
+}
+
+TEST_F(FormatAtCreateTest, FailedFormatLeavesNothing) {
+  formatter_.FailNext("Format", absl::InternalError("mkfs died"));
+  ::csi::v1::CreateVolumeResponse resp;
+  EXPECT_FALSE(Create(CreateReq("pvc-fail", 64 * kMiB), &resp).ok());
+  const std::string id = VolumeIdForName("pvc-fail");
+  EXPECT_FALSE(backend_.Get(id).ok());
+  EXPECT_FALSE(Record(id).has_value());
+  EXPECT_TRUE(Create(CreateReq("pvc-fail", 64 * kMiB), &resp).ok());
+}
+
+}  // namespace
+}  // namespace daxlease::csi

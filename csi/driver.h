@@ -39,8 +39,11 @@ grpc::Status ToGrpc(const absl::Status& s);
 // mkfs arguments for 2 MiB DAX pages (docs/design.md §4), without discard
 // (discard on a loop device punches holes into the preallocated image).
 // xfs gets the 2 MiB stripe unit only from 1 GiB up: below that mkfs.xfs
-// refuses it (the log would be too small).
-std::vector<std::string> MkfsArgs(absl::string_view fs_type, uint64_t bytes);
+// refuses it (the log would be too small). `prezeroed`: the media is known
+// to read as zeros (a fresh fallocate), so ext4 skips zeroing its journal
+// and inode tables (-E assume_storage_prezeroed=1, e2fsprogs >= 1.47).
+std::vector<std::string> MkfsArgs(absl::string_view fs_type, uint64_t bytes,
+                                  bool prezeroed = false);
 
 }  // namespace daxlease::csi
 

@@ -71,8 +71,20 @@ absl::Status FakeVolumeBackend::Delete(absl::string_view id) {
     return absl::FailedPreconditionError(
         absl::StrCat("fake backend: volume ", id, " is attached"));
   }
+  if (on_delete_ && volumes_.count(std::string(id))) on_delete_(id);
   volumes_.erase(std::string(id));
   return absl::OkStatus();
+}
+
+absl::StatusOr<std::string> FakeVolumeBackend::FormatPath(
+    absl::string_view id) {
+  if (!format_at_create_) return std::string();
+  return absl::StrCat("/dev/fake-media/", id);
+}
+
+void FakeVolumeBackend::OnDelete(std::function<void(absl::string_view)> fn) {
+  absl::MutexLock l(&mu_);
+  on_delete_ = std::move(fn);
 }
 
 absl::StatusOr<Volume> FakeVolumeBackend::Expand(absl::string_view id,

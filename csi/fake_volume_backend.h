@@ -6,6 +6,7 @@
 #ifndef DAXLEASE_CSI_FAKE_VOLUME_BACKEND_H_
 #define DAXLEASE_CSI_FAKE_VOLUME_BACKEND_H_
 
+#include <functional>
 #include <map>
 #include <string>
 
@@ -37,6 +38,8 @@ class FakeVolumeBackend final : public VolumeBackend {
       absl::string_view id) override;
   absl::Status Detach(absl::string_view id) override;
   absl::Status RefreshDevice(absl::string_view id) override;
+  // "/dev/fake-media/<id>" once set_format_at_create(true), else "".
+  absl::StatusOr<std::string> FormatPath(absl::string_view id) override;
 
   // Test controls. SetSupportsExpansion before handing the fake to services.
   void SetSupportsExpansion(bool expandable) { expandable_ = expandable; }
@@ -48,6 +51,11 @@ class FakeVolumeBackend final : public VolumeBackend {
   void AddMedia(absl::string_view id, uint64_t bytes);
   // Pretend to be a DAX backend (stage mounts with -o dax and checks it).
   void set_provides_dax(bool dax) { dax_ = dax; }
+  // Lets CreateVolume format the media (FormatPath). Set before use.
+  void set_format_at_create(bool on) { format_at_create_ = on; }
+  // Runs `fn` inside Delete, just before the media goes: what a crash at
+  // that moment would leave on disk is what the test inspects there.
+  void OnDelete(std::function<void(absl::string_view id)> fn);
   bool IsAttached(absl::string_view id) const;
   int attached_count() const;
   int refresh_calls() const;
@@ -61,11 +69,13 @@ class FakeVolumeBackend final : public VolumeBackend {
   bool dax_ = false;
   const bool devdax_;
   bool expandable_ = true;
+  bool format_at_create_ = false;
   mutable absl::Mutex mu_;
   std::map<std::string, Volume> volumes_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, std::string> attached_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, std::string> device_names_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, absl::Status> failures_ ABSL_GUARDED_BY(mu_);
+  std::function<void(absl::string_view)> on_delete_ ABSL_GUARDED_BY(mu_);
   absl::Status ready_ ABSL_GUARDED_BY(mu_);
   int next_device_ ABSL_GUARDED_BY(mu_) = 0;
   int refresh_calls_ ABSL_GUARDED_BY(mu_) = 0;

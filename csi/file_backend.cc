@@ -1,17 +1,12 @@
 #include "csi/file_backend.h"
 
-#include <fcntl.h>
-#include <unistd.h>
-
 #include <algorithm>
-#include <cerrno>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "csi/validation.h"
 #include "lib/base/log.h"
 #include "lib/base/status.h"
-#include "lib/sys/fd.h"
 #include "lib/sys/file.h"
 #include "lib/sys/loop_device.h"
 
@@ -21,8 +16,8 @@ constexpr char kImageSuffix[] = ".img";
 }  // namespace
 
 absl::Status FileBackend::Init() {
-  RETURN_IF_ERROR(sys::MakeDirs(dir_, 0700));
-  ASSIGN_OR_RETURN(dir_, sys::CanonicalPath(dir_));
+  RETURN_IF_ERROR(env_->MakeDirs(dir_, 0700));
+  ASSIGN_OR_RETURN(dir_, env_->CanonicalPath(dir_));
   return absl::OkStatus();
 }
 
@@ -31,11 +26,8 @@ std::string FileBackend::ImagePath(absl::string_view id) const {
 }
 
 absl::Status FileBackend::Ready() {
-  std::string d = dir_;
-  if (::access(d.c_str(), W_OK) != 0) {
-    return base::ErrnoStatus("access(W_OK)", d, errno);
-  }
-  if (!sys::PathExists("/dev/loop-control")) {
+  RETURN_IF_ERROR(env_->CheckWritable(dir_));
+  if (!env_->PathExists("/dev/loop-control")) {
     return absl::UnavailableError(
         "/dev/loop-control is missing: the file backend needs the loop driver");
   }
@@ -46,7 +38,7 @@ absl::StatusOr<Capacity> FileBackend::CapacityLocked() {
   ASSIGN_OR_RETURN(std::vector<Volume> vols, List());
   uint64_t used = 0;
   for (const Volume& v : vols) used += v.capacity_bytes;
-  ASSIGN_OR_RETURN(sys::FsUsage fs, sys::StatFs(dir_));
+  ASSIGN_OR_RETURN(sys::FsUsage fs, env_->StatFs(dir_));
   uint64_t fs_free = fs.available_bytes > kReserveBytes
                          ? fs.available_bytes - kReserveBytes
                          : 0;
@@ -79,11 +71,18 @@ absl::Status FileBackend::AllocateLocked(absl::string_view id, uint64_t have,
                      id, ", only ", cap.available_bytes, " available"));
   }
   std::string path = ImagePath(id);
-  absl::Status st = sys::Fallocate(path, bytes);
+  // Allocated, then made durable: the image (its extents and size), and
+  // for a new image the directory entry too.
+  absl::Status st = env_->Fallocate(path, bytes);
+  if (st.ok()) st = env_->Sync(path);
+  if (st.ok() && have == 0) st = env_->Sync(dir_);
   if (!st.ok()) {
-    // Do not leave a half-allocated new image behind; an existing one keeps
+    // Do not leave a half-made new image behind; an existing one keeps
     // its old size (fallocate does not change the size on failure).
-    if (have == 0) (void)sys::RemoveFile(path);
+    if (have == 0) {
+      (void)env_->RemoveFile(path);
+      (void)env_->Sync(dir_);
+    }
     return st;
   }
   return absl::OkStatus();
@@ -99,8 +98,8 @@ absl::StatusOr<Volume> FileBackend::Create(const VolumeSpec& spec) {
   absl::MutexLock l(&space_mu_);
   std::string path = ImagePath(spec.id);
   uint64_t have = 0;
-  if (sys::PathExists(path)) {
-    ASSIGN_OR_RETURN(have, sys::FileSize(path));
+  if (env_->PathExists(path)) {
+    ASSIGN_OR_RETURN(have, env_->FileSize(path));
   }
   if (have >= spec.capacity_bytes && have > 0) {
     return Volume{spec.id, have, VolumeMode::kFsdax};
@@ -114,18 +113,18 @@ absl::StatusOr<Volume> FileBackend::Create(const VolumeSpec& spec) {
 
 absl::StatusOr<Volume> FileBackend::Get(absl::string_view id) {
   RETURN_IF_ERROR(ValidateVolumeId(id));
-  auto size = sys::FileSize(ImagePath(id));
+  auto size = env_->FileSize(ImagePath(id));
   if (!size.ok()) return size.status();
   return Volume{std::string(id), *size, VolumeMode::kFsdax};
 }
 
 absl::StatusOr<std::vector<Volume>> FileBackend::List() {
-  ASSIGN_OR_RETURN(std::vector<std::string> names, sys::ListDir(dir_));
+  ASSIGN_OR_RETURN(std::vector<std::string> names, env_->ListDir(dir_));
   std::vector<Volume> out;
   for (const std::string& n : names) {
     if (!absl::EndsWith(n, kImageSuffix)) continue;
     std::string id = n.substr(0, n.size() - strlen(kImageSuffix));
-    auto size = sys::FileSize(ImagePath(id));
+    auto size = env_->FileSize(ImagePath(id));
     if (!size.ok()) continue;  // deleted meanwhile
     out.push_back(Volume{id, *size, VolumeMode::kFsdax});
   }
@@ -139,7 +138,9 @@ absl::Status FileBackend::Delete(absl::string_view id) {
     return absl::FailedPreconditionError(
         absl::StrCat("volume ", id, " is still attached as ", dev->path));
   }
-  RETURN_IF_ERROR(sys::RemoveFile(ImagePath(id)));
+  RETURN_IF_ERROR(env_->RemoveFile(ImagePath(id)));
+  // The unlink durable before the caller drops the volume's record.
+  RETURN_IF_ERROR(env_->Sync(dir_));
   base::LogInfo("file_backend.deleted", {{"volume", std::string(id)}});
   return absl::OkStatus();
 }
@@ -149,7 +150,7 @@ absl::StatusOr<Volume> FileBackend::Expand(absl::string_view id,
                                            uint64_t limit_bytes) {
   RETURN_IF_ERROR(ValidateVolumeId(id));
   absl::MutexLock l(&space_mu_);
-  ASSIGN_OR_RETURN(uint64_t have, sys::FileSize(ImagePath(id)));
+  ASSIGN_OR_RETURN(uint64_t have, env_->FileSize(ImagePath(id)));
   if (have >= new_capacity_bytes)
     return Volume{std::string(id), have, VolumeMode::kFsdax};
   if (limit_bytes > 0 && new_capacity_bytes > limit_bytes) {
@@ -163,7 +164,7 @@ absl::StatusOr<Volume> FileBackend::Expand(absl::string_view id,
 absl::StatusOr<AttachedDevice> FileBackend::Attach(absl::string_view id) {
   RETURN_IF_ERROR(ValidateVolumeId(id));
   std::string path = ImagePath(id);
-  if (!sys::PathExists(path)) {
+  if (!env_->PathExists(path)) {
     return absl::NotFoundError(
         absl::StrCat("image of volume ", id, " missing: ", path));
   }
@@ -187,13 +188,14 @@ absl::Status FileBackend::Detach(absl::string_view id) {
 
 absl::StatusOr<bool> FileBackend::ReadsAsZeros(absl::string_view id) {
   RETURN_IF_ERROR(ValidateVolumeId(id));
-  const std::string path = ImagePath(id);
-  ASSIGN_OR_RETURN(sys::UniqueFd fd, sys::OpenFd(path, O_RDONLY));
-  if (::lseek(fd.get(), 0, SEEK_DATA) >= 0) return false;
-  if (errno == ENXIO) return true;  // no data at or after offset 0
-  // EINVAL: SEEK_DATA unsupported here; anything else: unknown. Either way
-  // the caller probes the device.
-  return false;
+  absl::StatusOr<bool> data = env_->HasData(ImagePath(id));
+  // Unknown (SEEK_DATA unsupported, ...): the caller probes the device.
+  return data.ok() && !*data;
+}
+
+absl::StatusOr<std::string> FileBackend::FormatPath(absl::string_view id) {
+  RETURN_IF_ERROR(ValidateVolumeId(id));
+  return ImagePath(id);
 }
 
 absl::Status FileBackend::RefreshDevice(absl::string_view id) {

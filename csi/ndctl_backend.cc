@@ -7,6 +7,7 @@
 #include <fcntl.h>
 #include <linux/ndctl.h>
 #include <ndctl/libndctl.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -258,12 +259,16 @@ absl::Status WaitForNode(const std::string& path) {
   return absl::UnavailableError(absl::StrCat(path, " did not appear"));
 }
 
-// Writes zeros over [0, len) of the raw namespace (raw mode enabled).
-absl::Status ZeroRaw(ndctl_namespace* ns, uint64_t len) {
+// The block device of a namespace enabled in raw mode.
+absl::StatusOr<std::string> RawDevice(ndctl_namespace* ns) {
   const char* b = ndctl_namespace_get_block_device(ns);
   if (b == nullptr || b[0] == '\0')
     return absl::InternalError("raw namespace has no block device");
-  const std::string path = absl::StrCat("/dev/", b);
+  return absl::StrCat("/dev/", b);
+}
+
+// Writes zeros over [0, len) of a raw namespace's block device.
+absl::Status ZeroPath(const std::string& path, uint64_t len) {
   RETURN_IF_ERROR(WaitForNode(path));
   // O_DIRECT: straight to the media (memcpy_flushcache), no page cache.
   int fd = ::open(path.c_str(), O_RDWR | O_EXCL | O_CLOEXEC | O_DIRECT);
@@ -300,14 +305,70 @@ absl::Status EraseAndDelete(ndctl_namespace* ns, bool erase_all) {
   const uint64_t size = ndctl_namespace_get_size(ns);
   ndctl_namespace_set_raw_mode(ns, 1);
   int rc = ndctl_namespace_enable(ns);
-  absl::Status st = rc < 0 ? NdErr("ndctl_namespace_enable(raw)", dev, rc)
-                           : ZeroRaw(ns, erase_all ? size : 2 * kPfnInfoBytes);
+  absl::StatusOr<std::string> raw =
+      rc < 0 ? NdErr("ndctl_namespace_enable(raw)", dev, rc) : RawDevice(ns);
+  absl::Status st = raw.ok()
+                        ? ZeroPath(*raw, erase_all ? size : 2 * kPfnInfoBytes)
+                        : raw.status();
   ndctl_namespace_set_raw_mode(ns, 0);
   ndctl_namespace_disable_invalidate(ns);
   if (!st.ok()) return base::Annotate(st, "erasing the namespace");
   rc = ndctl_namespace_delete(ns);
   if (rc < 0) return NdErr("ndctl_namespace_delete", dev, rc);
   return absl::OkStatus();
+}
+
+// Zeros the head and the tail of a new volume's data area (where
+// filesystem and partition signatures live), so that with erase-on-delete
+// off a new volume never presents the previous tenant's filesystem (blkid
+// would find it, and staging would mount it instead of formatting).
+// fsdax: O_DIRECT writes to /dev/pmemN; devdax: the character device only
+// maps, so through a shared mapping, msync'ed.
+absl::Status ZeroHeadAndTail(const std::string& path, bool block,
+                             uint64_t size) {
+  const uint64_t chunk = std::min<uint64_t>(size, 4 * kMiB);
+  const uint64_t offsets[2] = {0, size - chunk};
+  RETURN_IF_ERROR(WaitForNode(path));
+  int fd = ::open(path.c_str(),
+                  O_RDWR | O_CLOEXEC | (block ? O_EXCL | O_DIRECT : 0));
+  if (fd < 0) return base::ErrnoStatus("open", path, errno);
+  absl::Status st;
+  if (block) {
+    void* raw = nullptr;
+    if (::posix_memalign(&raw, 4096, chunk) != 0) {
+      ::close(fd);
+      return absl::ResourceExhaustedError("no memory for the zero buffer");
+    }
+    std::memset(raw, 0, chunk);
+    for (uint64_t off : offsets) {
+      if (::pwrite(fd, raw, chunk, static_cast<off_t>(off)) !=
+          static_cast<ssize_t>(chunk)) {
+        st = base::ErrnoStatus("pwrite", path, errno ? errno : EIO);
+        break;
+      }
+    }
+    std::free(raw);
+    if (st.ok() && ::fsync(fd) != 0) {
+      st = base::ErrnoStatus("fsync", path, errno);
+    }
+  } else {
+    for (uint64_t off : offsets) {
+      void* m = ::mmap(nullptr, chunk, PROT_WRITE, MAP_SHARED, fd,
+                       static_cast<off_t>(off));
+      if (m == MAP_FAILED) {
+        st = base::ErrnoStatus("mmap", path, errno);
+        break;
+      }
+      std::memset(m, 0, chunk);
+      if (::msync(m, chunk, MS_SYNC) != 0) {
+        st = base::ErrnoStatus("msync", path, errno);
+      }
+      ::munmap(m, chunk);
+      if (!st.ok()) break;
+    }
+  }
+  ::close(fd);
+  return st;
 }
 
 // Creates the namespace for `id` on `region`. On failure nothing is left.
@@ -471,6 +532,16 @@ absl::StatusOr<Volume> NdctlBackend::Create(const VolumeSpec& spec) {
        {"usable_bytes", std::to_string(v.capacity_bytes)},
        {"device", DevicePath(made.ns)},
        {"ms", std::to_string(absl::ToInt64Milliseconds(absl::Now() - t0))}});
+  if (!options_.erase_on_delete && v.capacity_bytes >= spec.capacity_bytes) {
+    // The space may hold a deleted volume's data that was not erased.
+    absl::Status zeroed = ZeroHeadAndTail(
+        DevicePath(made.ns), spec.mode == VolumeMode::kFsdax, v.capacity_bytes);
+    if (!zeroed.ok()) {
+      ndctl_namespace_disable_safe(made.ns);
+      (void)EraseAndDelete(made.ns, false);
+      return base::Annotate(zeroed, "zeroing the head of the new volume");
+    }
+  }
   if (v.capacity_bytes < spec.capacity_bytes) {
     // The size model disagrees with the kernel: never hand out less.
     ndctl_namespace_disable_safe(made.ns);
@@ -509,31 +580,75 @@ absl::StatusOr<std::vector<Volume>> NdctlBackend::List() {
 }
 
 absl::Status NdctlBackend::Delete(absl::string_view id) {
+  std::string dev, raw;
+  uint64_t size = 0;
+  const absl::Time t0 = absl::Now();
+  {
+    absl::MutexLock l(&mu_);
+    ASSIGN_OR_RETURN(Ctx ctx, OpenCtx());
+    Found f = FindOwned(ctx.get(), options_, id);
+    if (f.ns == nullptr) return absl::OkStatus();
+    dev = ndctl_namespace_get_devname(f.ns);
+    const std::string device = DevicePath(f.ns);
+    if (!device.empty() && DeviceInUse(device))
+      return absl::FailedPreconditionError(absl::StrCat(
+          "volume ", id, " is in use (", device, " is open or mapped)"));
+    int rc = ndctl_namespace_disable_safe(f.ns);
+    if (rc < 0) {
+      if (rc == -EBUSY)
+        return absl::FailedPreconditionError(absl::StrCat(
+            "volume ", id, " is in use (", device, " mounted or open)"));
+      return NdErr("ndctl_namespace_disable_safe", dev, rc);
+    }
+    if (!options_.erase_on_delete) {
+      // Only the info block: short, done under the lock.
+      RETURN_IF_ERROR(EraseAndDelete(f.ns, false));
+      base::LogInfo("ndctl.delete", {{"volume", std::string(id)},
+                                     {"namespace", dev},
+                                     {"erased", "info-block"}});
+      return absl::OkStatus();
+    }
+    // The whole namespace is erased without the backend's lock (seconds
+    // per GiB): Probe, stats and other volumes' calls go on meanwhile. The
+    // namespace keeps its space, name and UUID until it is deleted below,
+    // so no Create can take the space, and in raw mode List skips it; the
+    // service's per-volume lock keeps other calls for `id` away. A crash
+    // mid-erase leaves a raw namespace of ours, which the retried Delete
+    // (or a Create of the same ID) erases and frees.
+    ndctl_namespace_set_enforce_mode(f.ns, NDCTL_NS_MODE_RAW);
+    size = ndctl_namespace_get_size(f.ns);
+    ndctl_namespace_set_raw_mode(f.ns, 1);
+    rc = ndctl_namespace_enable(f.ns);
+    if (rc < 0) {
+      ndctl_namespace_set_raw_mode(f.ns, 0);
+      return NdErr("ndctl_namespace_enable(raw)", dev, rc);
+    }
+    ASSIGN_OR_RETURN(raw, RawDevice(f.ns));
+  }
+  absl::Status erased = ZeroPath(raw, size);
   absl::MutexLock l(&mu_);
   ASSIGN_OR_RETURN(Ctx ctx, OpenCtx());
   Found f = FindOwned(ctx.get(), options_, id);
-  if (f.ns == nullptr) return absl::OkStatus();
-  const std::string dev = ndctl_namespace_get_devname(f.ns);
-  const std::string device = DevicePath(f.ns);
-  if (!device.empty() && DeviceInUse(device))
-    return absl::FailedPreconditionError(absl::StrCat(
-        "volume ", id, " is in use (", device, " is open or mapped)"));
-  int rc = ndctl_namespace_disable_safe(f.ns);
-  if (rc < 0) {
-    if (rc == -EBUSY)
-      return absl::FailedPreconditionError(absl::StrCat(
-          "volume ", id, " is in use (", device, " mounted or open)"));
-    return NdErr("ndctl_namespace_disable_safe", dev, rc);
-  }
-  const absl::Time t0 = absl::Now();
-  RETURN_IF_ERROR(EraseAndDelete(f.ns, options_.erase_on_delete));
+  if (f.ns == nullptr)
+    return absl::InternalError(
+        absl::StrCat("namespace of ", id, " vanished during its erase"));
+  ndctl_namespace_set_raw_mode(f.ns, 0);
+  ndctl_namespace_disable_invalidate(f.ns);
+  if (!erased.ok()) return base::Annotate(erased, "erasing the namespace");
+  int rc = ndctl_namespace_delete(f.ns);
+  if (rc < 0) return NdErr("ndctl_namespace_delete", dev, rc);
   base::LogInfo(
       "ndctl.delete",
       {{"volume", std::string(id)},
        {"namespace", dev},
-       {"erased", options_.erase_on_delete ? "all" : "info-block"},
+       {"erased", "all"},
        {"ms", std::to_string(absl::ToInt64Milliseconds(absl::Now() - t0))}});
   return absl::OkStatus();
+}
+
+absl::StatusOr<std::string> NdctlBackend::FormatPath(absl::string_view id) {
+  ASSIGN_OR_RETURN(AttachedDevice dev, Attach(id));
+  return dev.block ? dev.path : std::string();
 }
 
 absl::StatusOr<Volume> NdctlBackend::Expand(absl::string_view id,

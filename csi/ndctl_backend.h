@@ -27,7 +27,11 @@
 //
 // Delete erases the whole namespace (zeros, through a raw-mode enable) before
 // it frees the space, unless erase_on_delete is off; then only the 8 KiB info
-// block is cleared, as `ndctl destroy-namespace` does.
+// block is cleared, as `ndctl destroy-namespace` does, and Create zeros the
+// first and last 4 MiB of every new volume instead, so that no filesystem
+// of a previous tenant is ever found (and mounted) on it; the rest of the
+// space may still hold old bytes for a raw (block, devdax) reader: only
+// erase_on_delete guarantees a clean volume.
 //
 // Expansion: not in place, and not inside the backend. A map=dev namespace
 // cannot grow in place (the memmap reserve at its start is sized for the old
@@ -40,9 +44,15 @@
 // online expansion for ndctl volumes).
 //
 // Thread safety: every public method takes one mutex (libndctl contexts are
-// not thread-safe, and region allocation must be serialized); each call
-// opens a fresh libndctl context, so changes made by other processes
-// (ndctl by hand) are always seen.
+// not thread-safe, and region allocation must be serialized), except
+// during the long part of Delete (the erase of the namespace's bytes, which
+// touches only that namespace's raw device); each call opens a fresh
+// libndctl context, so changes made by other processes (ndctl by hand) are
+// always seen.
+//
+// The devdax in-use check (Delete) scans /proc/*/fd and /proc/*/maps: it
+// sees only the processes of the plugin's PID namespace, so the node
+// plugin's DaemonSet needs hostPID: true (docs/csi.md).
 //
 // The mkfs tuning for 2 MiB pages and the -o dax mount (verified: the stage
 // fails if the kernel mounted without DAX) are the node service's job; the
@@ -154,6 +164,9 @@ class NdctlBackend final : public VolumeBackend {
       absl::string_view id) override;
   absl::Status Detach(absl::string_view id) override;
   absl::Status RefreshDevice(absl::string_view id) override;
+  // fsdax: the namespace's block device (enabled), so CreateVolume formats
+  // it; devdax: "".
+  absl::StatusOr<std::string> FormatPath(absl::string_view id) override;
 
   // The regions the backend would use, as it sees them now.
   absl::StatusOr<std::vector<RegionSpace>> Regions();

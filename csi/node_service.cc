@@ -40,7 +40,7 @@ absl::Status NodeService::StageSteps(VolumeRecord* rec, bool attached) {
     ASSIGN_OR_RETURN(dev, deps_.backend->Attach(rec->id));
     if (st.device != dev.path) {
       st.device = dev.path;
-      RETURN_IF_ERROR(deps_.store->Save(*rec));
+      RETURN_IF_ERROR(deps_.store->Save(*rec, sys::Durability::kAtomic));
     }
   }
   if (st.block) return absl::OkStatus();
@@ -54,9 +54,11 @@ absl::Status NodeService::StageSteps(VolumeRecord* rec, bool attached) {
         absl::StrCat("staging_target_path ", st.staging_path,
                      " already has a mount of ", mounted->source));
   }
-  // Never format what carries data: a blank device only. A volume the
-  // backend proves all-zero needs no probe (libblkid reads dozens of
-  // scattered blocks of a cold device: most of a fresh stage's overhead).
+  // CreateVolume made the filesystem: nothing to probe or format.
+  if (rec->formatted) return MountStaging(rec->id, st, dev.path);
+  // A volume of an older version: never format what carries data, a blank
+  // device only. A volume the backend proves all-zero needs no probe
+  // (libblkid reads dozens of scattered blocks of a cold device).
   ASSIGN_OR_RETURN(bool zeros, deps_.backend->ReadsAsZeros(rec->id));
   std::string found;
   if (!zeros) {
@@ -64,7 +66,8 @@ absl::Status NodeService::StageSteps(VolumeRecord* rec, bool attached) {
   }
   if (found.empty()) {
     RETURN_IF_ERROR(deps_.formatter->Format(
-        dev.path, st.fs_type, MkfsArgs(st.fs_type, rec->capacity_bytes)));
+        dev.path, st.fs_type,
+        MkfsArgs(st.fs_type, rec->capacity_bytes, zeros)));
   } else if (found != st.fs_type) {
     return absl::FailedPreconditionError(absl::StrCat(
         "device ", dev.path, " of volume ", rec->id, " carries ", found,
@@ -138,29 +141,30 @@ absl::Status NodeService::DoStage(
   if (cap.reader_only) flags.push_back("ro");
 
   if (rec.stage.has_value()) {
-    StageRecord& st = *rec.stage;
-    if (st.phase == StagePhase::kUnstaging) {
-      RETURN_IF_ERROR(TearDownStage(deps_, &rec));
-    } else if (st.staging_path != path) {
+    const StageRecord& st = *rec.stage;
+    if (st.staging_path != path) {
       return absl::FailedPreconditionError(absl::StrCat(
           "volume ", id, " is already staged at ", st.staging_path));
-    } else if (st.block != cap.block || st.mount_flags != flags) {
+    }
+    if (st.block != cap.block || st.mount_flags != flags) {
       return absl::AlreadyExistsError(
           absl::StrCat("volume ", id, " is already staged at ", path, " with ",
                        Access(st.block), " access and other options"));
     }
   }
-  const bool attach_now = !rec.stage.has_value();
-  if (attach_now && !cap.block) {
+  const bool is_new = !rec.stage.has_value();
+  if (is_new && !cap.block) {
     // The path must resolve inside its root before anything is attached or
     // recorded: a path the mounter refuses (a planted symlink) could not be
     // rolled back through either.
     RETURN_IF_ERROR(deps_.mounter->MakeDir(path));
   }
-  if (attach_now) {
-    // Attach before recording the intent, so that one write records both
-    // (a crash in between leaves an attached device without a stage, which
-    // RecoverVolumes detaches). The intent is on disk before any mount.
+  if (is_new) {
+    // Attach, then one write records the stage with its device, before any
+    // mount: a crash before the write leaves an attached device without a
+    // stage (RecoverVolumes detaches it); after it, a stage that the CO's
+    // retry finishes or its NodeUnstageVolume undoes (every step is
+    // idempotent). Atomic, not durable: a power loss takes the mount too.
     ASSIGN_OR_RETURN(AttachedDevice dev, deps_.backend->Attach(id));
     StageRecord st;
     st.staging_path = path;
@@ -168,17 +172,16 @@ absl::Status NodeService::DoStage(
     st.fs_type = rec.fs_type;
     st.mount_flags = flags;
     st.device = dev.path;
-    st.phase = StagePhase::kStaging;
     rec.stage = st;
-    if (absl::Status saved = deps_.store->Save(rec); !saved.ok()) {
+    absl::Status saved = deps_.store->Save(rec, sys::Durability::kAtomic);
+    if (!saved.ok()) {
       (void)deps_.backend->Detach(id);
       return saved;
     }
   }
-  const bool was_staged = rec.stage->phase == StagePhase::kStaged;
-  absl::Status st = StageSteps(&rec, attach_now);
+  absl::Status st = StageSteps(&rec, is_new);
   if (!st.ok()) {
-    if (!was_staged) {
+    if (is_new) {
       // Undo what this call did so nothing leaks; the CO retries.
       absl::Status undo = TearDownStage(deps_, &rec);
       if (!undo.ok()) {
@@ -188,9 +191,7 @@ absl::Status NodeService::DoStage(
     }
     return st;
   }
-  if (!was_staged) {
-    rec.stage->phase = StagePhase::kStaged;
-    RETURN_IF_ERROR(deps_.store->Save(rec));
+  if (is_new) {
     base::LogInfo("csi.volume.staged", {{"volume", id},
                                         {"path", path},
                                         {"device", rec.stage->device},
@@ -211,15 +212,10 @@ absl::Status NodeService::DoUnstage(
   if (!rec.stage.has_value() || rec.stage->staging_path != path) {
     return absl::OkStatus();  // not staged there: nothing to do
   }
-  for (const auto& [target, p] : rec.publishes) {
-    if (p.phase != PublishPhase::kUnpublishing) {
-      return absl::FailedPreconditionError(
-          absl::StrCat("volume ", id, " is still published at ", target,
-                       "; unpublish it first"));
-    }
-  }
-  for (const auto& [target, p] : std::map(rec.publishes)) {
-    RETURN_IF_ERROR(TearDownPublish(deps_, &rec, target));
+  if (!rec.publishes.empty()) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("volume ", id, " is still published at ",
+                     rec.publishes.begin()->first, "; unpublish it first"));
   }
   RETURN_IF_ERROR(TearDownStage(deps_, &rec));
   base::LogInfo("csi.volume.unstaged", {{"volume", id}, {"path", path}});
@@ -297,7 +293,7 @@ absl::Status NodeService::DoPublish(
                rec.parameters.at(kParamShare) == "true";
   ASSIGN_OR_RETURN(CapabilityInfo cap,
                    ValidateCapability(req.volume_capability(), share));
-  if (!rec.stage.has_value() || rec.stage->phase != StagePhase::kStaged) {
+  if (!rec.stage.has_value()) {
     return absl::FailedPreconditionError(absl::StrCat(
         "volume ", id, " is not staged; call NodeStageVolume first"));
   }
@@ -314,24 +310,20 @@ absl::Status NodeService::DoPublish(
   if (!cap.block) RETURN_IF_ERROR(VerifyStagingMount(rec));
   const bool read_only = req.readonly() || cap.reader_only;
   auto it = rec.publishes.find(target);
-  if (it != rec.publishes.end()) {
-    if (it->second.phase == PublishPhase::kUnpublishing) {
-      RETURN_IF_ERROR(TearDownPublish(deps_, &rec, target));
-    } else if (it->second.read_only != read_only ||
-               it->second.block != cap.block) {
-      return absl::AlreadyExistsError(
-          absl::StrCat("volume ", id, " is already published at ", target,
-                       " with other options (read-only=",
-                       it->second.read_only ? "true" : "false", ")"));
-    }
+  if (it != rec.publishes.end() &&
+      (it->second.read_only != read_only || it->second.block != cap.block)) {
+    return absl::AlreadyExistsError(
+        absl::StrCat("volume ", id, " is already published at ", target,
+                     " with other options (read-only=",
+                     it->second.read_only ? "true" : "false", ")"));
   }
-  // A new publish is recorded as published before the bind: the bind is
-  // idempotent and the record names the target, so a crash in between is
-  // repaired by the CO's retry (or undone by its NodeUnpublishVolume); one
-  // durable write per publish. A failed bind is rolled back at once.
-  bool is_new = false;
-  it = rec.publishes.find(target);
-  if (it == rec.publishes.end()) {
+  // A new publish is recorded before the bind: the bind is idempotent and
+  // the record names the target, so a crash in between is repaired by the
+  // CO's retry (or undone by its NodeUnpublishVolume); one atomic write
+  // per publish (not durable: a power loss takes the bind too). A failed
+  // bind is rolled back at once.
+  const bool is_new = it == rec.publishes.end();
+  if (is_new) {
     // As in DoStage: a target the mounter refuses is refused before it is
     // recorded, since its rollback would be refused too.
     RETURN_IF_ERROR(cap.block ? deps_.mounter->MakeFile(target)
@@ -340,16 +332,12 @@ absl::Status NodeService::DoPublish(
     p.target_path = target;
     p.read_only = read_only;
     p.block = cap.block;
-    p.phase = PublishPhase::kPublished;
     rec.publishes[target] = p;
-    RETURN_IF_ERROR(deps_.store->Save(rec));
-    is_new = true;
+    RETURN_IF_ERROR(deps_.store->Save(rec, sys::Durability::kAtomic));
   }
-  const bool finish_old =
-      rec.publishes[target].phase != PublishPhase::kPublished;
   absl::Status st = PublishSteps(&rec, target);
   if (!st.ok()) {
-    if (is_new || finish_old) {
+    if (is_new) {
       absl::Status undo = TearDownPublish(deps_, &rec, target);
       if (!undo.ok()) {
         base::LogError("csi.publish.rollback_failed",
@@ -358,11 +346,7 @@ absl::Status NodeService::DoPublish(
     }
     return st;
   }
-  if (finish_old) {  // a "publishing" record written by an older version
-    rec.publishes[target].phase = PublishPhase::kPublished;
-    RETURN_IF_ERROR(deps_.store->Save(rec));
-  }
-  if (is_new || finish_old) {
+  if (is_new) {
     base::LogInfo("csi.volume.published",
                   {{"volume", id},
                    {"target", target},
@@ -498,7 +482,7 @@ absl::Status NodeService::DoExpand(
     return absl::NotFoundError(absl::StrCat(
         "volume ", id, " is neither staged nor published at ", path));
   }
-  if (!rec.stage.has_value() || rec.stage->phase != StagePhase::kStaged) {
+  if (!rec.stage.has_value()) {
     return absl::FailedPreconditionError(
         absl::StrCat("volume ", id, " is not staged"));
   }

@@ -37,7 +37,7 @@ TEST_F(NodeTest, StageFormatsBlankDeviceOnceAndMounts) {
   ASSERT_TRUE(m.ok() && m->has_value());
   EXPECT_EQ((*m)->fs_type, "ext4");
   EXPECT_TRUE(backend_.IsAttached(id));
-  EXPECT_EQ(Record(id)->stage->phase, StagePhase::kStaged);
+  EXPECT_EQ(Record(id)->stage->device, "/dev/fakeloop0");
 
   // Idempotent: no second mkfs, no second mount.
   int mounts = mounter_.mount_calls();

@@ -45,26 +45,9 @@ absl::Status RecoverOne(const DriverDeps& deps, VolumeRecord rec) {
     RETURN_IF_ERROR(deps.backend->Delete(id));
     return deps.store->Remove(id);
   }
-  for (const auto& [t, p] : std::map(rec.publishes)) {
-    if (p.phase == PublishPhase::kPublished) continue;
-    base::LogInfo(
-        "csi.recover.undo_publish",
-        {{"volume", id},
-         {"target", t},
-         {"phase", p.phase == PublishPhase::kPublishing ? "publishing"
-                                                        : "unpublishing"}});
-    RETURN_IF_ERROR(TearDownPublish(deps, &rec, t));
-  }
-  if (rec.stage.has_value() && rec.stage->phase != StagePhase::kStaged) {
-    if (rec.publishes.empty()) {
-      base::LogInfo("csi.recover.undo_stage",
-                    {{"volume", id}, {"path", rec.stage->staging_path}});
-      RETURN_IF_ERROR(TearDownStage(deps, &rec));
-    } else {
-      base::LogWarn("csi.recover.stage_kept",
-                    {{"volume", id}, {"reason", "still published"}});
-    }
-  }
+  // Stage and publish entries need nothing here: every step of staging,
+  // publishing and their undoing is idempotent, so the CO's retry (or its
+  // NodeUnpublish/NodeUnstage) converges from any prefix of them.
   if (!rec.stage.has_value()) {
     // A device left attached without a stage (e.g. died between attach and
     // recording the stage, or after unmount in an unstage).

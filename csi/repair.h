@@ -26,10 +26,12 @@ absl::Status TearDownPublish(const DriverDeps& deps, VolumeRecord* rec,
 absl::Status TearDownStage(const DriverDeps& deps, VolumeRecord* rec);
 
 // At startup, before serving: for every record, finishes interrupted
-// unpublishes/unstages/deletes, rolls back interrupted publishes/stages
-// (the CO retries them), completes size bookkeeping after an interrupted
-// expansion, detaches devices of volumes that are not staged, and deletes
-// media that no record knows (a Create that died before its record).
+// deletes (phase kDeleting), completes size bookkeeping after an
+// interrupted expansion and detaches devices of volumes that are not
+// staged. Stage and publish entries are left to the CO's retries (all
+// their steps are idempotent). Media that no record knows (a lost state
+// directory, or a CreateVolume that died before its record, which the
+// CO's retry adopts) is logged and never touched.
 // Problems with one volume are logged and do not stop the others; the
 // returned status is the first error.
 absl::Status RecoverVolumes(const DriverDeps& deps);

@@ -5,6 +5,7 @@
 #include "csi/service_test_env.h"
 #include "csi/validation.h"
 #include "gtest/gtest.h"
+#include "lib/sys/file.h"
 
 namespace daxlease::csi {
 namespace {
@@ -35,74 +36,116 @@ TEST_F(RepairTest, RestartKnowsVolumesStagesAndPublishes) {
   EXPECT_EQ(backend_.attached_count(), 0);
 }
 
-TEST_F(RepairTest, HalfDoneStageIsRolledBack) {
-  std::string id = MakeVolume("pvc-half");
-  // The plugin died after attaching, before mounting: the record says
-  // "staging", the device is attached.
-  VolumeRecord rec = *Record(id);
+// The plugin died after recording the stage, before mounting: the record
+// names the stage, the device is attached, nothing is mounted.
+void RecordStageWithoutMount(StateStore* store, FakeVolumeBackend* backend,
+                             const std::string& id,
+                             const std::string& staging) {
+  auto rec = store->Load(id);
+  ASSERT_TRUE(rec.ok() && rec->has_value());
+  auto dev = backend->Attach(id);
+  ASSERT_TRUE(dev.ok());
   StageRecord st;
-  st.staging_path = StagingPath(id);
+  st.staging_path = staging;
   st.fs_type = "ext4";
-  st.phase = StagePhase::kStaging;
-  rec.stage = st;
-  ASSERT_TRUE(store_->Save(rec).ok());
-  ASSERT_TRUE(backend_.Attach(id).ok());
-  Restart();
-  ASSERT_TRUE(RecoverVolumes(deps()).ok());
-  EXPECT_FALSE(backend_.IsAttached(id)) << "leaked device";
-  EXPECT_FALSE(Record(id)->stage.has_value());
-  EXPECT_TRUE(Stage(id, MountCap()).ok()) << "the CO's retry works";
+  st.device = dev->path;
+  (*rec)->stage = st;
+  ASSERT_TRUE(store->Save(**rec).ok());
 }
 
-TEST_F(RepairTest, HalfDoneStageAfterMountIsUnmountedToo) {
-  std::string id = MakeVolume("pvc-half2");
-  ASSERT_TRUE(Stage(id, MountCap()).ok());
-  VolumeRecord rec = *Record(id);
-  rec.stage->phase = StagePhase::kStaging;  // died before recording "staged"
-  ASSERT_TRUE(store_->Save(rec).ok());
+TEST_F(RepairTest, StageThatDiedBeforeItsMountIsFinishedByTheRetry) {
+  std::string id = MakeVolume("pvc-half");
+  RecordStageWithoutMount(store_.get(), &backend_, id, StagingPath(id));
   Restart();
   ASSERT_TRUE(RecoverVolumes(deps()).ok());
+  ASSERT_TRUE(Stage(id, MountCap()).ok()) << "the CO's retry";
+  auto m = mounter_.GetMount(StagingPath(id));
+  ASSERT_TRUE(m.ok() && m->has_value());
+  EXPECT_TRUE(backend_.IsAttached(id));
+  EXPECT_EQ(backend_.attached_count(), 1);
+}
+
+TEST_F(RepairTest, StageThatDiedBeforeItsMountIsUndoneByUnstage) {
+  std::string id = MakeVolume("pvc-half2");
+  RecordStageWithoutMount(store_.get(), &backend_, id, StagingPath(id));
+  Restart();
+  ASSERT_TRUE(RecoverVolumes(deps()).ok());
+  ASSERT_TRUE(Unstage(id).ok());
   EXPECT_TRUE(mounter_.Mounts().empty());
-  EXPECT_FALSE(backend_.IsAttached(id));
+  EXPECT_FALSE(backend_.IsAttached(id)) << "leaked device";
+  EXPECT_FALSE(Record(id)->stage.has_value());
+  EXPECT_TRUE(Delete(id).ok());
 }
 
 TEST_F(RepairTest, InterruptedUnstageAfterUnmountIsFinished) {
   std::string id = MakeVolume("pvc-unst");
   ASSERT_TRUE(Stage(id, MountCap()).ok());
-  VolumeRecord rec = *Record(id);
-  rec.stage->phase = StagePhase::kUnstaging;
-  ASSERT_TRUE(store_->Save(rec).ok());
   ASSERT_TRUE(mounter_.Unmount(StagingPath(id)).ok());  // it got that far
   Restart();
   ASSERT_TRUE(RecoverVolumes(deps()).ok());
+  EXPECT_TRUE(Unstage(id).ok());
   EXPECT_FALSE(backend_.IsAttached(id));
   EXPECT_FALSE(Record(id)->stage.has_value());
-  EXPECT_TRUE(Unstage(id).ok());
 }
 
-TEST_F(RepairTest, InterruptedPublishIsUndoneAndStageKept) {
+TEST_F(RepairTest, PublishThatDiedBeforeItsBindIsFinishedOrUndone) {
   std::string id = MakeVolume("pvc-pub");
   ASSERT_TRUE(Stage(id, MountCap()).ok());
   ASSERT_TRUE(Publish(id, MountCap()).ok());
-  VolumeRecord rec = *Record(id);
-  rec.publishes.begin()->second.phase = PublishPhase::kPublishing;
-  ASSERT_TRUE(store_->Save(rec).ok());
+  ASSERT_TRUE(mounter_.Unmount(TargetPath(id)).ok());  // recorded, not bound
   Restart();
   ASSERT_TRUE(RecoverVolumes(deps()).ok());
+  ASSERT_TRUE(Publish(id, MountCap()).ok()) << "the CO's retry";
   auto m = mounter_.GetMount(TargetPath(id));
-  ASSERT_TRUE(m.ok());
-  EXPECT_FALSE(m->has_value());
+  ASSERT_TRUE(m.ok() && m->has_value());
+  ASSERT_TRUE(mounter_.Unmount(TargetPath(id)).ok());
+  ASSERT_TRUE(Unpublish(id).ok()) << "or its NodeUnpublishVolume";
   EXPECT_TRUE(Record(id)->publishes.empty());
-  EXPECT_EQ(Record(id)->stage->phase, StagePhase::kStaged);
+  EXPECT_TRUE(Record(id)->stage.has_value());
   EXPECT_TRUE(backend_.IsAttached(id));
 }
 
-TEST_F(RepairTest, InterruptedDeleteIsFinishedByTheRetry) {
+TEST_F(RepairTest, DeleteMarksTheRecordDeletingBeforeTheMediaGoes) {
   std::string id = MakeVolume("pvc-del");
-  backend_.DropMedia(id);  // died after deleting the media, before the record
+  std::optional<VolumePhase> phase_when_media_went;
+  backend_.OnDelete([&](absl::string_view) {
+    auto rec = StateStore(dir_ + "/state").Load(id);
+    if (rec.ok() && rec->has_value()) phase_when_media_went = (*rec)->phase;
+  });
+  ASSERT_TRUE(Delete(id).ok());
+  EXPECT_EQ(phase_when_media_went, VolumePhase::kDeleting);
+  EXPECT_FALSE(Record(id).has_value());
+}
+
+TEST_F(RepairTest, CrashBetweenMediaAndRecordRemovalLeavesNoReadyVolume) {
+  std::string id = MakeVolume("pvc-del2");
+  // What a kill -9 right after the media went would leave: the record file
+  // as it was at that moment, no media.
+  std::string record_at_crash;
+  const std::string path = dir_ + "/state/" + id + ".json";
+  backend_.OnDelete([&](absl::string_view) {
+    auto text = sys::ReadFile(path);
+    if (text.ok()) record_at_crash = *text;
+  });
+  ASSERT_TRUE(Delete(id).ok());
+  ASSERT_FALSE(record_at_crash.empty());
+  ASSERT_TRUE(sys::WriteFileAtomic(path, record_at_crash).ok());
   Restart();
   ASSERT_TRUE(RecoverVolumes(deps()).ok());
-  ASSERT_TRUE(Record(id).has_value());
+  ::csi::v1::ListVolumesRequest lr;
+  ::csi::v1::ListVolumesResponse list;
+  ASSERT_TRUE(controller_->ListVolumes(nullptr, &lr, &list).ok());
+  EXPECT_EQ(list.entries_size(), 0) << "a volume without media is listed";
+  EXPECT_FALSE(Record(id).has_value()) << "recovery finishes the delete";
+  EXPECT_TRUE(Delete(id).ok()) << "and the CO's retry is OK";
+}
+
+TEST_F(RepairTest, DeleteThatLostItsMediaBeforeTheMarkIsFinishedByTheRetry) {
+  std::string id = MakeVolume("pvc-del3");
+  backend_.DropMedia(id);  // gone behind the plugin's back
+  Restart();
+  ASSERT_TRUE(RecoverVolumes(deps()).ok());
+  ASSERT_TRUE(Record(id).has_value()) << "a ready record is not dropped";
   EXPECT_TRUE(Delete(id).ok());
   EXPECT_FALSE(Record(id).has_value());
 }
@@ -142,22 +185,10 @@ TEST_F(RepairTest, ALostStateDirectoryDeletesNothingAndARecreateAdopts) {
 TEST_F(RepairTest, CreateThatDiedAfterItsMediaIsFinishedByTheRetry) {
   ::csi::v1::CreateVolumeResponse resp;
   std::string id = VolumeIdForName("pvc-died");
-  // The record of the attempt is durable before the media is made.
-  backend_.FailNext("Create", absl::UnavailableError("killed"));
-  EXPECT_FALSE(Create(CreateReq("pvc-died", 64 * kMiB), &resp).ok());
-  backend_.AddMedia(id, 64 * kMiB);  // as if it died after the media
-  VolumeRecord rec;
-  rec.id = id;
-  rec.name = "pvc-died";
-  rec.capacity_bytes = 64 * kMiB;
-  rec.fs_type = "ext4";
-  rec.parameters = {{"csi.storage.k8s.io/fstype", "ext4"},
-                    {"daxlease.io/mode", "fsdax"}};
-  rec.phase = VolumePhase::kCreating;
-  ASSERT_TRUE(store_->Save(rec).ok());
+  backend_.AddMedia(id, 64 * kMiB);  // died after the media, before its record
   Restart();
   ASSERT_TRUE(RecoverVolumes(deps()).ok());
-  EXPECT_TRUE(backend_.Get(id).ok()) << "a creating record keeps its media";
+  EXPECT_TRUE(backend_.Get(id).ok()) << "media without a record is kept";
   ASSERT_TRUE(Create(CreateReq("pvc-died", 64 * kMiB), &resp).ok());
   EXPECT_EQ(resp.volume().volume_id(), id);
   EXPECT_EQ(Record(id)->phase, VolumePhase::kReady);
@@ -187,17 +218,22 @@ TEST_F(RepairTest, FailedCreateLeavesNothingAndTheRetryWorks) {
   EXPECT_EQ(Record(id)->phase, VolumePhase::kReady);
 }
 
-TEST_F(RepairTest, RecordOfAnOldProcessInPhaseCreatingIsFinishedByTheRetry) {
+TEST_F(RepairTest, CreatingRecordOfAnOlderVersionIsFinishedByTheRetry) {
   std::string id = MakeVolume("pvc-creating", 64 * kMiB);
-  VolumeRecord rec = *Record(id);
-  rec.phase = VolumePhase::kCreating;
-  ASSERT_TRUE(store_->Save(rec).ok());
+  // Older versions wrote "creating" before the media.
+  const std::string path = dir_ + "/state/" + id + ".json";
+  std::string text = RecordToJson(*Record(id));
+  const std::string ready = "\"phase\": \"ready\"";
+  ASSERT_NE(text.find(ready), std::string::npos);
+  text.replace(text.find(ready), ready.size(), "\"phase\": \"creating\"");
+  ASSERT_TRUE(sys::WriteFileAtomic(path, text).ok());
   Restart();
   ASSERT_TRUE(RecoverVolumes(deps()).ok());
   ::csi::v1::ListVolumesRequest lr;
   ::csi::v1::ListVolumesResponse list;
   ASSERT_TRUE(controller_->ListVolumes(nullptr, &lr, &list).ok());
   EXPECT_EQ(list.entries_size(), 0) << "a creating volume is not listed";
+  EXPECT_TRUE(backend_.Get(id).ok()) << "its media is kept";
   ::csi::v1::CreateVolumeResponse resp;
   ASSERT_TRUE(Create(CreateReq("pvc-creating", 64 * kMiB), &resp).ok());
   EXPECT_EQ(Record(id)->phase, VolumePhase::kReady);

@@ -4,8 +4,8 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "lib/base/log.h"
 #include "lib/base/status.h"
-#include "lib/sys/file.h"
 #include "nlohmann/json.hpp"
 
 namespace daxlease::csi {
@@ -14,38 +14,15 @@ namespace {
 using nlohmann::json;
 
 const char* VolumePhaseName(VolumePhase p) {
-  switch (p) {
-    case VolumePhase::kCreating:
-      return "creating";
-    case VolumePhase::kReady:
-      return "ready";
-    case VolumePhase::kDeleting:
-      return "deleting";
-  }
-  return "creating";
+  return p == VolumePhase::kDeleting ? "deleting" : "ready";
 }
-const char* StagePhaseName(StagePhase p) {
-  switch (p) {
-    case StagePhase::kStaging:
-      return "staging";
-    case StagePhase::kStaged:
-      return "staged";
-    case StagePhase::kUnstaging:
-      return "unstaging";
-  }
-  return "staging";
-}
-const char* PublishPhaseName(PublishPhase p) {
-  switch (p) {
-    case PublishPhase::kPublishing:
-      return "publishing";
-    case PublishPhase::kPublished:
-      return "published";
-    case PublishPhase::kUnpublishing:
-      return "unpublishing";
-  }
-  return "publishing";
-}
+
+// Thrown (and caught below) for the record of a CreateVolume that an older
+// version left unfinished: such versions wrote "creating" before the
+// media. Since records are written after the media, it reads as no record:
+// the media (if any) is adopted by the CO's retry, as media without a
+// record always is.
+struct LegacyCreating {};
 
 template <typename E>
 E ParsePhase(const std::string& s,
@@ -67,21 +44,20 @@ std::string RecordToJson(const VolumeRecord& rec) {
   j["fsType"] = rec.fs_type;
   j["parameters"] = rec.parameters;
   j["phase"] = VolumePhaseName(rec.phase);
+  j["formatted"] = rec.formatted;
   if (rec.stage.has_value()) {
     const StageRecord& s = *rec.stage;
     j["stage"] = {{"stagingPath", s.staging_path},
                   {"block", s.block},
                   {"fsType", s.fs_type},
                   {"mountFlags", s.mount_flags},
-                  {"device", s.device},
-                  {"phase", StagePhaseName(s.phase)}};
+                  {"device", s.device}};
   }
   json pubs = json::array();
   for (const auto& [target, p] : rec.publishes) {
     pubs.push_back({{"targetPath", p.target_path},
                     {"readOnly", p.read_only},
-                    {"block", p.block},
-                    {"phase", PublishPhaseName(p.phase)}});
+                    {"block", p.block}});
   }
   j["publishes"] = pubs;
   return j.dump(2);
@@ -101,10 +77,12 @@ absl::StatusOr<VolumeRecord> RecordFromJson(absl::string_view text) {
     rec.fs_type = j.value("fsType", "");
     rec.parameters =
         j.value("parameters", std::map<std::string, std::string>());
-    rec.phase = ParsePhase<VolumePhase>(j.at("phase").get<std::string>(),
-                                        {{"creating", VolumePhase::kCreating},
-                                         {"ready", VolumePhase::kReady},
-                                         {"deleting", VolumePhase::kDeleting}});
+    const std::string phase = j.at("phase").get<std::string>();
+    if (phase == "creating") throw LegacyCreating{};
+    rec.phase = ParsePhase<VolumePhase>(
+        phase,
+        {{"ready", VolumePhase::kReady}, {"deleting", VolumePhase::kDeleting}});
+    rec.formatted = j.value("formatted", false);
     if (j.contains("stage") && !j["stage"].is_null()) {
       const json& s = j["stage"];
       StageRecord st;
@@ -113,11 +91,9 @@ absl::StatusOr<VolumeRecord> RecordFromJson(absl::string_view text) {
       st.fs_type = s.value("fsType", "");
       st.mount_flags = s.value("mountFlags", std::vector<std::string>());
       st.device = s.value("device", "");
-      st.phase =
-          ParsePhase<StagePhase>(s.at("phase").get<std::string>(),
-                                 {{"staging", StagePhase::kStaging},
-                                  {"staged", StagePhase::kStaged},
-                                  {"unstaging", StagePhase::kUnstaging}});
+      // Older versions also wrote a "phase" (staging/staged/unstaging);
+      // every step of staging and unstaging is idempotent, so an entry
+      // means "the CO asked for this stage" whatever its phase said.
       rec.stage = st;
     }
     if (j.contains("publishes")) {
@@ -125,23 +101,21 @@ absl::StatusOr<VolumeRecord> RecordFromJson(absl::string_view text) {
         PublishRecord pr;
         pr.target_path = p.at("targetPath").get<std::string>();
         pr.read_only = p.value("readOnly", false);
-        pr.block = p.value("block", false);
-        pr.phase = ParsePhase<PublishPhase>(
-            p.at("phase").get<std::string>(),
-            {{"publishing", PublishPhase::kPublishing},
-             {"published", PublishPhase::kPublished},
-             {"unpublishing", PublishPhase::kUnpublishing}});
+        pr.block = p.value("block", false);  // an old "phase": as above
         rec.publishes[pr.target_path] = pr;
       }
     }
     return rec;
+  } catch (const LegacyCreating&) {
+    return absl::NotFoundError(
+        "record of an unfinished CreateVolume of an older version");
   } catch (const std::exception& e) {
     return absl::DataLossError(
         absl::StrCat("corrupt volume record: ", e.what()));
   }
 }
 
-absl::Status StateStore::Init() { return sys::MakeDirs(dir_, 0700); }
+absl::Status StateStore::Init() { return env_->MakeDirs(dir_, 0700); }
 
 std::string StateStore::PathFor(absl::string_view id) const {
   return absl::StrCat(dir_, "/", id, ".json");
@@ -150,27 +124,33 @@ std::string StateStore::PathFor(absl::string_view id) const {
 absl::StatusOr<std::optional<VolumeRecord>> StateStore::Load(
     absl::string_view id) {
   std::string path = PathFor(id);
-  auto text = sys::ReadFile(path);
+  auto text = env_->ReadFile(path);
   if (!text.ok()) {
     if (absl::IsNotFound(text.status())) return std::optional<VolumeRecord>();
     return text.status();
   }
   auto rec = RecordFromJson(*text);
+  if (absl::IsNotFound(rec.status())) {
+    base::LogWarn("csi.state.legacy_creating_record", {{"path", path}});
+    return std::optional<VolumeRecord>();
+  }
   if (!rec.ok()) return base::Annotate(rec.status(), path);
   return std::optional<VolumeRecord>(std::move(*rec));
 }
 
-absl::Status StateStore::Save(const VolumeRecord& rec) {
-  return sys::WriteFileAtomic(PathFor(rec.id), RecordToJson(rec));
+absl::Status StateStore::Save(const VolumeRecord& rec,
+                              sys::Durability durability) {
+  return sys::WriteFileAtomic(env_, PathFor(rec.id), RecordToJson(rec),
+                              durability);
 }
 
 absl::Status StateStore::Remove(absl::string_view id) {
-  RETURN_IF_ERROR(sys::RemoveFile(PathFor(id)));
-  return sys::Fsync(dir_);
+  RETURN_IF_ERROR(env_->RemoveFile(PathFor(id)));
+  return env_->Sync(dir_);
 }
 
 absl::StatusOr<std::vector<VolumeRecord>> StateStore::LoadAll() {
-  ASSIGN_OR_RETURN(std::vector<std::string> names, sys::ListDir(dir_));
+  ASSIGN_OR_RETURN(std::vector<std::string> names, env_->ListDir(dir_));
   std::vector<VolumeRecord> out;
   for (const std::string& name : names) {
     if (!absl::EndsWith(name, ".json")) continue;  // skips *.json.tmp

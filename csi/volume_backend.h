@@ -152,6 +152,15 @@ class VolumeBackend {
   // LOOP_SET_CAPACITY). OK if not attached.
   virtual absl::Status RefreshDevice(absl::string_view id) = 0;
 
+  // Where CreateVolume may make the volume's filesystem before any consumer
+  // attaches it: a path mkfs writes to directly (file: the image itself,
+  // no loop device; ndctl: the namespace's block device, enabled from
+  // creation on). "" when the backend cannot; the first stage formats
+  // then. Default: "".
+  virtual absl::StatusOr<std::string> FormatPath(absl::string_view id) {
+    return std::string();
+  }
+
   // True only when the backend can prove that every byte of the volume
   // reads as zero (so it carries no filesystem and staging may format it
   // without probing); false when unknown. Never true for a volume that was

@@ -10,9 +10,15 @@
 //   direct+durable state: the direct work plus the persistence the driver
 //           owes (image fsync; one temp+fsync+rename+directory-fsync record
 //           write per step the driver records; the record's durable removal);
-// and prints the medians and ratios (goal: driver/direct <= 1.10), plus the
-// ratio against direct+durable state, which is what a crash-safe driver
-// cannot go below.
+// and prints the medians and ratios. The goal: create+stage+publish through
+// the driver at or below the raw fallocate+losetup+mkfs+mount pipeline
+// measured in the same run (ratio <= 1.0), while staying crash-safe. The
+// driver gets there by doing less, not by skipping durability: it formats
+// at CreateVolume on the image file itself (no loop device under mkfs),
+// knows a fresh image reads as zeros (mkfs zeroes nothing), and writes 3
+// records instead of 5 (docs/csi.md, "State and crash safety"). The ratio
+// against direct+durable state (the raw work plus the old driver's 7
+// record writes) is printed too, for comparison.
 //
 //   csi_lifecycle_bench [--iterations N] [--size-mib M]
 //
@@ -273,8 +279,8 @@ absl::Status DirectOnce(const std::string& dir, const std::string& root, int i,
   step.reset();
   RETURN_IF_ERROR(DurableRecord(state_dir, i, t, "stage-intent"));
   step.emplace(t, "mkfs.ext4");
-  // The options daxlease-csi's file backend uses (csi/driver.cc), so that
-  // both sides do the same work.
+  // The raw pipeline: mkfs on the loop device with the driver's base options
+  // (csi/driver.cc MkfsArgs), as an admin would run it.
   RETURN_IF_ERROR(Run({"mkfs.ext4", "-q", "-F", "-b", "4096", "-E",
                        "stride=512,stripe_width=512,nodiscard", dev}));
   step.emplace(t, "mount");
@@ -428,8 +434,9 @@ int Main(int argc, char** argv) {
               "unpublish+unstage+delete (vs umount..rm)", dt, xt, dt / xt);
   std::printf("  %-44s %10.1f %10.1f %7.3f\n", "whole lifecycle", ds + dt,
               xs + xt, (ds + dt) / (xs + xt));
-  std::printf("  goal: ratio <= 1.10 -> %s\n",
-              (ds + dt) / (xs + xt) <= 1.10 ? "met" : "NOT met");
+  std::printf(
+      "  goal: create+stage+publish ratio <= 1.0 vs the raw pipeline -> %s\n",
+      ds / xs <= 1.0 ? "met" : "NOT met");
   // The driver must also keep its state durable (kill -9 / power loss): the
   // same direct work plus the same durable writes (image fsync, one
   // temp+fsync+rename+dir-fsync record write per recorded step, 7 per

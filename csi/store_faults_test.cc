@@ -1,0 +1,199 @@
+// StateStore and FileBackend over a fault-injecting sys::Env: fsync errors,
+// ENOSPC, torn writes and renames that a crash interrupted, and the order
+// of the durable steps (file, rename, directory).
+#include <stdlib.h>
+
+#include <algorithm>
+#include <string>
+#include <vector>
+
+#include "csi/file_backend.h"
+#include "csi/state_store.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "lib/sys/env.h"
+
+namespace daxlease::csi {
+namespace {
+
+using ::testing::ElementsAre;
+
+class StoreFaultsTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    char tmpl[] = "/tmp/daxlease-store-faults-XXXXXX";
+    ASSERT_NE(mkdtemp(tmpl), nullptr);
+    dir_ = tmpl;
+    state_ = dir_ + "/state";
+    store_ = std::make_unique<StateStore>(state_, &env_);
+    ASSERT_TRUE(store_->Init().ok());
+  }
+  void TearDown() override {
+    std::string cmd = "rm -rf " + dir_;
+    ASSERT_EQ(system(cmd.c_str()), 0);
+  }
+
+  static VolumeRecord Rec(uint64_t bytes) {
+    VolumeRecord r;
+    r.id = "pvc-1";
+    r.name = "pvc-1";
+    r.capacity_bytes = bytes;
+    r.fs_type = "ext4";
+    return r;
+  }
+  uint64_t StoredBytes() {
+    auto r = StateStore(state_).Load("pvc-1");  // a restarted plugin's view
+    EXPECT_TRUE(r.ok()) << r.status();
+    return r.ok() && r->has_value() ? (*r)->capacity_bytes : 0;
+  }
+  std::vector<std::string> Files() {
+    return sys::ListDir(state_).value_or(std::vector<std::string>{});
+  }
+
+  sys::FaultInjectionEnv env_{sys::DefaultEnv()};
+  std::string dir_, state_;
+  std::unique_ptr<StateStore> store_;
+};
+
+TEST_F(StoreFaultsTest, DurableSaveSyncsTheFileRenamesThenSyncsTheDirectory) {
+  env_.ClearCalls();
+  ASSERT_TRUE(store_->Save(Rec(1)).ok());
+  EXPECT_THAT(env_.calls(),
+              ElementsAre("WriteFileSynced " + state_ + "/pvc-1.json.tmp",
+                          "Rename " + state_ + "/pvc-1.json.tmp -> " + state_ +
+                              "/pvc-1.json",
+                          "Sync " + state_));
+  env_.ClearCalls();
+  ASSERT_TRUE(store_->Save(Rec(2), sys::Durability::kAtomic).ok());
+  EXPECT_EQ(env_.calls().size(), 2u) << "atomic: no directory fsync";
+  env_.ClearCalls();
+  ASSERT_TRUE(store_->Remove("pvc-1").ok());
+  EXPECT_THAT(env_.calls(), ElementsAre("RemoveFile " + state_ + "/pvc-1.json",
+                                        "Sync " + state_));
+}
+
+TEST_F(StoreFaultsTest, FsyncErrorFailsTheSaveAndKeepsTheOldRecord) {
+  ASSERT_TRUE(store_->Save(Rec(1)).ok());
+  env_.FailNext("WriteFileSynced", absl::DataLossError("fsync: EIO"),
+                ".json.tmp");
+  absl::Status s = store_->Save(Rec(2));
+  EXPECT_EQ(s.code(), absl::StatusCode::kDataLoss) << s;
+  EXPECT_EQ(StoredBytes(), 1u);
+  EXPECT_THAT(Files(), ElementsAre("pvc-1.json")) << "no temp file left";
+}
+
+TEST_F(StoreFaultsTest, DirectoryFsyncErrorIsReported) {
+  // The rename happened, but whether it survives a power loss is unknown:
+  // the caller must not go on as if it were durable.
+  env_.FailNext("Sync", absl::DataLossError("fsync: EIO"), "/state");
+  EXPECT_FALSE(store_->Save(Rec(1)).ok());
+  env_.FailNext("Sync", absl::DataLossError("fsync: EIO"), "/state");
+  EXPECT_FALSE(store_->Remove("pvc-1").ok());
+}
+
+TEST_F(StoreFaultsTest, NoSpaceInTheMiddleOfAWriteKeepsTheOldRecord) {
+  ASSERT_TRUE(store_->Save(Rec(1)).ok());
+  env_.TearNextWrite(".json.tmp", 17,
+                     absl::ResourceExhaustedError("write: ENOSPC"));
+  absl::Status s = store_->Save(Rec(2));
+  EXPECT_EQ(s.code(), absl::StatusCode::kResourceExhausted) << s;
+  EXPECT_EQ(StoredBytes(), 1u);
+  EXPECT_THAT(Files(), ElementsAre("pvc-1.json")) << "no torn temp file left";
+  ASSERT_TRUE(store_->Save(Rec(3)).ok()) << "space again: the next save works";
+  EXPECT_EQ(StoredBytes(), 3u);
+}
+
+TEST_F(StoreFaultsTest, CrashBeforeTheRenameLeavesTheOldRecordReadable) {
+  ASSERT_TRUE(store_->Save(Rec(1)).ok());
+  // A torn temp file, and the process "dies" before it cleans it up.
+  env_.TearNextWrite(".json.tmp", 9, absl::AbortedError("killed"));
+  env_.FailNext("RemoveFile", absl::AbortedError("killed"), ".json.tmp");
+  EXPECT_FALSE(store_->Save(Rec(2)).ok());
+  EXPECT_THAT(Files(), ElementsAre("pvc-1.json", "pvc-1.json.tmp"));
+  StateStore restarted(state_);
+  auto all = restarted.LoadAll();
+  ASSERT_TRUE(all.ok()) << all.status() << ": the torn temp file is ignored";
+  ASSERT_EQ(all->size(), 1u);
+  EXPECT_EQ((*all)[0].capacity_bytes, 1u);
+  ASSERT_TRUE(restarted.Save(Rec(2)).ok()) << "and replaced by the next save";
+  EXPECT_EQ(StoredBytes(), 2u);
+}
+
+TEST_F(StoreFaultsTest, FailedRenameKeepsTheOldRecordAndNoTemp) {
+  ASSERT_TRUE(store_->Save(Rec(1)).ok());
+  env_.FailNext("Rename", absl::ResourceExhaustedError("rename: ENOSPC"));
+  EXPECT_FALSE(store_->Save(Rec(2)).ok());
+  EXPECT_EQ(StoredBytes(), 1u);
+  EXPECT_THAT(Files(), ElementsAre("pvc-1.json"));
+}
+
+class FileBackendFaultsTest : public StoreFaultsTest {
+ protected:
+  void SetUp() override {
+    StoreFaultsTest::SetUp();
+    backend_ = std::make_unique<FileBackend>(dir_ + "/volumes", 0, &env_);
+    ASSERT_TRUE(backend_->Init().ok());
+    images_ = dir_ + "/volumes";
+  }
+  VolumeSpec Spec() {
+    VolumeSpec s;
+    s.id = "pvc-img";
+    s.capacity_bytes = 16 << 20;
+    return s;
+  }
+  std::unique_ptr<FileBackend> backend_;
+  std::string images_;
+};
+
+TEST_F(FileBackendFaultsTest, CreateSyncsTheImageThenItsDirectory) {
+  env_.ClearCalls();
+  ASSERT_TRUE(backend_->Create(Spec()).ok());
+  std::vector<std::string> calls = env_.calls();
+  const std::string img = images_ + "/pvc-img.img";
+  auto at = [&](const std::string& c) {
+    return std::find(calls.begin(), calls.end(), c) - calls.begin();
+  };
+  ASSERT_LT(at("Fallocate " + img), static_cast<long>(calls.size()));
+  EXPECT_LT(at("Fallocate " + img), at("Sync " + img));
+  ASSERT_LT(at("Sync " + images_), static_cast<long>(calls.size()))
+      << "the new directory entry is made durable";
+  EXPECT_LT(at("Sync " + img), at("Sync " + images_));
+}
+
+TEST_F(FileBackendFaultsTest, DeleteSyncsTheDirectoryAfterTheUnlink) {
+  ASSERT_TRUE(backend_->Create(Spec()).ok());
+  env_.ClearCalls();
+  ASSERT_TRUE(backend_->Delete("pvc-img").ok());
+  std::vector<std::string> calls = env_.calls();
+  auto rm = std::find(calls.begin(), calls.end(),
+                      "RemoveFile " + images_ + "/pvc-img.img");
+  ASSERT_NE(rm, calls.end());
+  EXPECT_NE(std::find(rm, calls.end(), "Sync " + images_), calls.end());
+}
+
+TEST_F(FileBackendFaultsTest, NoSpaceIsResourceExhaustedAndLeavesNoImage) {
+  env_.FailNext("Fallocate", absl::ResourceExhaustedError("fallocate: ENOSPC"));
+  auto v = backend_->Create(Spec());
+  EXPECT_EQ(v.status().code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_FALSE(sys::PathExists(images_ + "/pvc-img.img"));
+  EXPECT_TRUE(backend_->Create(Spec()).ok()) << "the retry works";
+}
+
+TEST_F(FileBackendFaultsTest, FsyncErrorOnCreateLeavesNoImage) {
+  for (const char* target : {"/pvc-img.img", "/volumes"}) {
+    env_.FailNext("Sync", absl::DataLossError("fsync: EIO"), target);
+    auto v = backend_->Create(Spec());
+    EXPECT_EQ(v.status().code(), absl::StatusCode::kDataLoss) << target;
+    EXPECT_FALSE(sys::PathExists(images_ + "/pvc-img.img")) << target;
+  }
+}
+
+TEST_F(FileBackendFaultsTest, FsyncErrorOnDeleteIsReported) {
+  ASSERT_TRUE(backend_->Create(Spec()).ok());
+  env_.FailNext("Sync", absl::DataLossError("fsync: EIO"), "/volumes");
+  EXPECT_FALSE(backend_->Delete("pvc-img").ok());
+  EXPECT_TRUE(backend_->Delete("pvc-img").ok()) << "the retry is OK";
+}
+
+}  // namespace
+}  // namespace daxlease::csi

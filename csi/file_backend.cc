@@ -189,6 +189,7 @@ absl::Status FileBackend::Detach(absl::string_view id) {
 absl::StatusOr<bool> FileBackend::ReadsAsZeros(absl::string_view id) {
   RETURN_IF_ERROR(ValidateVolumeId(id));
   absl::StatusOr<bool> data = env_->HasData(ImagePath(id));
+  if (absl::IsNotFound(data.status())) return data.status();
   // Unknown (SEEK_DATA unsupported, ...): the caller probes the device.
   return data.ok() && !*data;
 }

@@ -34,8 +34,9 @@ ABSL_FLAG(absl::Duration, leader_election_retry_period, absl::Seconds(2),
           "interval between acquire/renew attempts");
 ABSL_FLAG(std::string, leader_election_namespace, "default",
           "namespace of the coordination.k8s.io Lease");
-ABSL_FLAG(std::string, leader_election_name, "daxlease-operator",
-          "name of the coordination.k8s.io Lease");
+ABSL_FLAG(std::string, leader_election_name, "daxlease-operator-leader",
+          "name of the coordination.k8s.io Lease used as the leader lock "
+          "(not a DaxLease)");
 ABSL_FLAG(std::string, identity, "",
           "leader election identity; empty: hostname_pid");
 ABSL_FLAG(absl::Duration, default_grace, absl::Seconds(30),
@@ -96,8 +97,8 @@ int Main() {
   std::optional<k8s::LeaderElector> elector;
   if (absl::GetFlag(FLAGS_leader_elect)) {
     k8s::LeaderElectionConfig le;
-    le.lease_namespace = absl::GetFlag(FLAGS_leader_election_namespace);
-    le.lease_name = absl::GetFlag(FLAGS_leader_election_name);
+    le.lock_namespace = absl::GetFlag(FLAGS_leader_election_namespace);
+    le.lock_name = absl::GetFlag(FLAGS_leader_election_name);
     le.identity = absl::GetFlag(FLAGS_identity).empty()
                       ? DefaultIdentity()
                       : absl::GetFlag(FLAGS_identity);

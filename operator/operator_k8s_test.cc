@@ -385,7 +385,7 @@ TEST_F(OperatorK8sTest, TwoOperatorsOnlyOneLeadsStandbyTakesOver) {
       << a.Log();
   OperatorProcess b(kubeconfig_, OperatorArgs("op-b"), prefix_ + "-b");
   auto holder = [&] {
-    auto l = client_->Get(k8s::LeaseResource(), "default", prefix_);
+    auto l = client_->Get(k8s::CoordinationLeaseResource(), "default", prefix_);
     if (!l.ok()) return std::string();
     return (*l)["spec"].value("holderIdentity", std::string());
   };

@@ -298,7 +298,7 @@ volume_moved_on() {
 }
 recall_is() { [[ $(jget daxrecalls "$1" '{.status.phase}') == "$2" ]]; }
 operator_leads() {
-  [[ $(kubectl --kubeconfig "$CP_DIR/kubeconfig" -n default get lease daxlease-operator \
+  [[ $(kubectl --kubeconfig "$CP_DIR/kubeconfig" -n default get lease daxlease-operator-leader \
         -o 'jsonpath={.spec.holderIdentity}' 2>/dev/null) == lab-operator ]]
 }
 
@@ -323,7 +323,7 @@ step_control_plane() {
 }
 
 step_start_operator() {
-  step "Start daxlease-operator (leader election on a coordination.k8s.io Lease)"
+  step "Start daxlease-operator (leader election on the coordination.k8s.io Lease daxlease-operator-leader)"
   OPERATOR="$REPO/$BUILD_DIR/operator/daxlease-operator"
   KUBECTL_DAXLEASE="$REPO/$BUILD_DIR/operator/kubectl-daxlease"
   [[ -x $OPERATOR && -x $KUBECTL_DAXLEASE ]] ||

@@ -32,7 +32,7 @@ LeaderElector::LeaderElector(KubeClient& client, base::Clock& clock,
 LeaderElector::~LeaderElector() { Stop(); }
 
 absl::Status LeaderElector::Validate(const LeaderElectionConfig& c) {
-  if (c.lease_name.empty() || c.identity.empty() || c.lease_namespace.empty()) {
+  if (c.lock_name.empty() || c.identity.empty() || c.lock_namespace.empty()) {
     return absl::InvalidArgumentError(
         "leader election needs lease namespace, lease name and identity");
   }
@@ -59,24 +59,24 @@ std::string LeaderElector::ObservedLeader() const {
 }
 
 absl::StatusOr<bool> LeaderElector::TryAcquireOrRenew() {
-  const Resource leases = LeaseResource();
+  const Resource leases = CoordinationLeaseResource();
   const absl::Time now = clock_.Now();
   const int64_t duration_s =
       std::max<int64_t>(1, absl::ToInt64Seconds(config_.lease_duration));
   absl::StatusOr<Json> current =
-      client_.Get(leases, config_.lease_namespace, config_.lease_name);
+      client_.Get(leases, config_.lock_namespace, config_.lock_name);
   if (absl::IsNotFound(current.status())) {
-    Json lease = {{"apiVersion", "coordination.k8s.io/v1"},
-                  {"kind", "Lease"},
-                  {"metadata",
-                   {{"name", config_.lease_name},
-                    {"namespace", config_.lease_namespace}}},
-                  {"spec",
-                   {{"holderIdentity", config_.identity},
-                    {"leaseDurationSeconds", duration_s},
-                    {"acquireTime", MicroTime(now)},
-                    {"renewTime", MicroTime(now)},
-                    {"leaseTransitions", 0}}}};
+    Json lease = {
+        {"apiVersion", "coordination.k8s.io/v1"},
+        {"kind", "Lease"},
+        {"metadata",
+         {{"name", config_.lock_name}, {"namespace", config_.lock_namespace}}},
+        {"spec",
+         {{"holderIdentity", config_.identity},
+          {"leaseDurationSeconds", duration_s},
+          {"acquireTime", MicroTime(now)},
+          {"renewTime", MicroTime(now)},
+          {"leaseTransitions", 0}}}};
     absl::StatusOr<Json> created = client_.Create(leases, lease);
     absl::MutexLock l(&mu_);
     if (!created.ok()) {
@@ -137,9 +137,9 @@ absl::StatusOr<bool> LeaderElector::TryAcquireOrRenew() {
 }
 
 absl::Status LeaderElector::Release() {
-  const Resource leases = LeaseResource();
-  ASSIGN_OR_RETURN(Json lease, client_.Get(leases, config_.lease_namespace,
-                                           config_.lease_name));
+  const Resource leases = CoordinationLeaseResource();
+  ASSIGN_OR_RETURN(Json lease, client_.Get(leases, config_.lock_namespace,
+                                           config_.lock_name));
   if (HolderOf(lease) != config_.identity) return absl::OkStatus();
   const absl::Time now = clock_.Now();
   lease["spec"]["holderIdentity"] = "";
@@ -176,7 +176,7 @@ void LeaderElector::Run() {
       last_seen_holder = h;
       base::LogInfo(
           "k8s.leader.observed",
-          {{"lease", config_.lease_name}, {"holder", h}, {"identity", id}});
+          {{"lock", config_.lock_name}, {"holder", h}, {"identity", id}});
       if (callbacks_.on_new_leader && !h.empty()) callbacks_.on_new_leader(h);
     }
   };
@@ -186,7 +186,7 @@ void LeaderElector::Run() {
     note_holder();
     if (!got.ok()) {
       base::LogWarn("k8s.leader.acquire_failed",
-                    {{"lease", config_.lease_name},
+                    {{"lock", config_.lock_name},
                      {"error", std::string(got.status().message())}});
     }
     if (!got.ok() || !*got) {
@@ -194,7 +194,7 @@ void LeaderElector::Run() {
       continue;
     }
     base::LogInfo("k8s.leader.started",
-                  {{"lease", config_.lease_name}, {"identity", id}});
+                  {{"lock", config_.lock_name}, {"identity", id}});
     if (callbacks_.on_started_leading) callbacks_.on_started_leading();
     // Leader: renew every retry_period; give up after renew_deadline without
     // a successful renewal.
@@ -220,12 +220,12 @@ void LeaderElector::Run() {
     if (!lost && config_.release_on_stop) {
       absl::Status s = Release();
       if (!s.ok()) {
-        base::LogWarn("k8s.leader.release_failed",
-                      {{"lease", config_.lease_name},
-                       {"error", std::string(s.message())}});
+        base::LogWarn(
+            "k8s.leader.release_failed",
+            {{"lock", config_.lock_name}, {"error", std::string(s.message())}});
       }
     }
-    base::LogInfo("k8s.leader.stopped", {{"lease", config_.lease_name},
+    base::LogInfo("k8s.leader.stopped", {{"lock", config_.lock_name},
                                          {"identity", id},
                                          {"lost", lost ? "true" : "false"}});
     if (callbacks_.on_stopped_leading) callbacks_.on_stopped_leading();

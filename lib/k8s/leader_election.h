@@ -34,8 +34,10 @@
 namespace daxlease::k8s {
 
 struct LeaderElectionConfig {
-  std::string lease_namespace = "default";
-  std::string lease_name;
+  // The coordination.k8s.io Lease object used as the lock (called a "lock"
+  // here so it is not confused with a DaxLease or lib/lease).
+  std::string lock_namespace = "default";
+  std::string lock_name;
   std::string identity;  // unique per replica, e.g. pod name + random suffix
   absl::Duration lease_duration = absl::Seconds(15);
   absl::Duration renew_deadline = absl::Seconds(10);

@@ -10,8 +10,8 @@ namespace {
 
 LeaderElectionConfig Config(const std::string& id) {
   LeaderElectionConfig c;
-  c.lease_namespace = "kube-system";
-  c.lease_name = "daxlease-operator";
+  c.lock_namespace = "kube-system";
+  c.lock_name = "daxlease-operator";
   c.identity = id;
   return c;  // 15 s / 10 s / 2 s
 }
@@ -49,7 +49,8 @@ TEST(LeaderElectionTest, OnlyOneLeadsAndStandbyTakesOverAfterExpiry) {
   EXPECT_EQ(b.TryAcquireOrRenew().value(), false);
   clock.Advance(absl::Seconds(2));
   EXPECT_EQ(b.TryAcquireOrRenew().value(), true);
-  Json lease = *fake.Get(LeaseResource(), "kube-system", "daxlease-operator");
+  Json lease = *fake.Get(CoordinationLeaseResource(), "kube-system",
+                         "daxlease-operator");
   EXPECT_EQ(lease["spec"]["holderIdentity"], "b");
   EXPECT_EQ(lease["spec"]["leaseTransitions"], 1);
   EXPECT_EQ(lease["spec"]["leaseDurationSeconds"], 15);
@@ -107,7 +108,8 @@ TEST(LeaderElectionTest, ThreadsCallbacksReleaseAndTakeover) {
   EXPECT_LT(absl::Now() - stopped, absl::Seconds(2));
   EXPECT_EQ(b_started.load(), 1);
   b.Stop();
-  Json lease = *fake.Get(LeaseResource(), "kube-system", "daxlease-operator");
+  Json lease = *fake.Get(CoordinationLeaseResource(), "kube-system",
+                         "daxlease-operator");
   EXPECT_EQ(lease["spec"]["holderIdentity"], "");
 }
 

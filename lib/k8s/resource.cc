@@ -14,7 +14,9 @@ std::string Resource::Name() const {
   return group.empty() ? plural : absl::StrCat(plural, ".", group);
 }
 
-Resource LeaseResource() { return {"coordination.k8s.io", "v1", "leases"}; }
+Resource CoordinationLeaseResource() {
+  return {"coordination.k8s.io", "v1", "leases"};
+}
 Resource EventResource() { return {"", "v1", "events"}; }
 Resource NamespaceResource() { return {"", "v1", "namespaces", false}; }
 Resource ConfigMapResource() { return {"", "v1", "configmaps"}; }

@@ -27,7 +27,8 @@ struct Resource {
 };
 
 // Well-known resources.
-Resource LeaseResource();      // coordination.k8s.io/v1 leases
+// coordination.k8s.io/v1 leases: leader election locks, not DaxLeases.
+Resource CoordinationLeaseResource();
 Resource EventResource();      // v1 events (core)
 Resource NamespaceResource();  // v1 namespaces (cluster-scoped)
 Resource ConfigMapResource();  // v1 configmaps

@@ -31,7 +31,7 @@ TEST(ResourceTest, ClusterScopedGroupWithSubresource) {
 }
 
 TEST(ResourceTest, WellKnown) {
-  EXPECT_EQ(ResourcePath(LeaseResource(), "kube-system", "op"),
+  EXPECT_EQ(ResourcePath(CoordinationLeaseResource(), "kube-system", "op"),
             "/apis/coordination.k8s.io/v1/namespaces/kube-system/leases/op");
   EXPECT_EQ(ResourcePath(CrdResource(), "", "x.example.com"),
             "/apis/apiextensions.k8s.io/v1/customresourcedefinitions/"

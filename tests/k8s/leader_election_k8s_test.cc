@@ -25,8 +25,8 @@ class LeaderElectionK8sTest : public ::testing::Test {
   }
   LeaderElectionConfig Config(const std::string& id) {
     LeaderElectionConfig c;
-    c.lease_namespace = ns_;
-    c.lease_name = "daxlease-test-lock";
+    c.lock_namespace = ns_;
+    c.lock_name = "daxlease-test-lock";
     c.identity = id;
     c.lease_duration = absl::Seconds(4);
     c.renew_deadline = absl::Seconds(3);
@@ -86,12 +86,14 @@ TEST_F(LeaderElectionK8sTest, OneLeaderAndStandbyTakesOverWhenLeaderDies) {
   EXPECT_EQ(a_started.load(), 1);
   EXPECT_EQ(b_started.load(), 1);
 
-  Json lease = *a_client_->Get(LeaseResource(), ns_, "daxlease-test-lock");
+  Json lease =
+      *a_client_->Get(CoordinationLeaseResource(), ns_, "daxlease-test-lock");
   EXPECT_EQ(lease["spec"]["holderIdentity"], "replica-b");
   EXPECT_EQ(lease["spec"]["leaseTransitions"], 1);
   b.Stop();
   // b released on stop.
-  lease = *a_client_->Get(LeaseResource(), ns_, "daxlease-test-lock");
+  lease =
+      *a_client_->Get(CoordinationLeaseResource(), ns_, "daxlease-test-lock");
   EXPECT_EQ(lease["spec"]["holderIdentity"], "");
 }
 

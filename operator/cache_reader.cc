@@ -4,6 +4,7 @@
 
 #include "absl/strings/numbers.h"
 #include "lib/api/json.h"
+#include "lib/api/resources.h"
 #include "lib/base/log.h"
 
 namespace daxlease::op {
@@ -46,7 +47,7 @@ void CacheWorldReader::Observe(const k8s::Resource& r, const k8s::Json& obj,
                                bool deleted) {
   const std::string name = k8s::NameOf(obj);
   absl::MutexLock l(&mu_);
-  if (r.plural != VolumeResource().plural) {
+  if (r.plural != api::DaxVolumeResource().plural) {
     auto& by_volume = index_[r.plural];
     // The volume a lease names may change (bad input): drop old entries.
     for (auto& [vol, names] : by_volume) names.erase(name);
@@ -91,21 +92,23 @@ absl::StatusOr<World> CacheWorldReader::Read(const std::string& volume) {
   std::set<std::string> lease_names, recall_names;
   {
     absl::MutexLock l(&mu_);
-    lease_names = index_[LeaseResource().plural][volume];
-    recall_names = index_[RecallResource().plural][volume];
+    lease_names = index_[api::DaxLeaseResource().plural][volume];
+    recall_names = index_[api::DaxRecallResource().plural][volume];
   }
   std::optional<k8s::Json> v =
-      Merge(VolumeResource().plural, volume, volumes_.Get(volume));
+      Merge(api::DaxVolumeResource().plural, volume, volumes_.Get(volume));
   if (v.has_value()) {
     absl::StatusOr<api::DaxVolume> parsed = api::FromJson<api::DaxVolume>(*v);
     if (!parsed.ok()) return parsed.status();
     w.volume = *std::move(parsed);
   }
   for (const std::string& n : lease_names) {
-    AddParsed(Merge(LeaseResource().plural, n, leases_.Get(n)), w.leases);
+    AddParsed(Merge(api::DaxLeaseResource().plural, n, leases_.Get(n)),
+              w.leases);
   }
   for (const std::string& n : recall_names) {
-    AddParsed(Merge(RecallResource().plural, n, recalls_.Get(n)), w.recalls);
+    AddParsed(Merge(api::DaxRecallResource().plural, n, recalls_.Get(n)),
+              w.recalls);
   }
   return w;
 }

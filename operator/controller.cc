@@ -3,6 +3,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "lib/api/resources.h"
 #include "lib/base/log.h"
 
 namespace daxlease::op {
@@ -47,8 +48,9 @@ absl::Status Controller::Start() {
     return absl::FailedPreconditionError("controller already started/stopped");
   }
   started_ = true;
-  const k8s::Resource kinds[] = {VolumeResource(), LeaseResource(),
-                                 RecallResource()};
+  const k8s::Resource kinds[] = {api::DaxVolumeResource(),
+                                 api::DaxLeaseResource(),
+                                 api::DaxRecallResource()};
   for (const k8s::Resource& resource : kinds) {
     k8s::InformerOptions io;
     io.resource = resource;

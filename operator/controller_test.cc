@@ -8,6 +8,7 @@
 
 #include "gtest/gtest.h"
 #include "lib/api/json.h"
+#include "lib/api/resources.h"
 #include "lib/base/clock.h"
 #include "lib/k8s/fake_client.h"
 
@@ -31,14 +32,14 @@ class ControllerTest : public testing::Test {
   }
 
   std::optional<api::DaxLease> Lease(const std::string& n) {
-    auto j = fake_.Get(LeaseResource(), "", n);
+    auto j = fake_.Get(api::DaxLeaseResource(), "", n);
     if (!j.ok()) return std::nullopt;
     auto l = api::FromJson<api::DaxLease>(*j);
     if (!l.ok()) return std::nullopt;
     return *l;
   }
   std::optional<api::DaxRecall> Recall(const std::string& n) {
-    auto j = fake_.Get(RecallResource(), "", n);
+    auto j = fake_.Get(api::DaxRecallResource(), "", n);
     if (!j.ok()) return std::nullopt;
     auto r = api::FromJson<api::DaxRecall>(*j);
     if (!r.ok()) return std::nullopt;
@@ -61,13 +62,13 @@ TEST_F(ControllerTest, GrantsRecallsAndRevokesAtTheDeadline) {
   v.spec.size_bytes = 1;
   v.spec.owner_node = "owner";
   v.spec.share = true;
-  ASSERT_TRUE(fake_.Create(VolumeResource(), api::ToJson(v)).ok());
+  ASSERT_TRUE(fake_.Create(api::DaxVolumeResource(), api::ToJson(v)).ok());
   ASSERT_TRUE(controller_.Start().ok());
   for (const char* n : {"a", "b"}) {
     api::DaxLease l;
     l.metadata.name = n;
     l.spec = {"vol", std::string("node-") + n, "", api::Access::kReadWrite};
-    ASSERT_TRUE(fake_.Create(LeaseResource(), api::ToJson(l)).ok());
+    ASSERT_TRUE(fake_.Create(api::DaxLeaseResource(), api::ToJson(l)).ok());
   }
   ASSERT_TRUE(Eventually([&] {
     return LeaseIs("a", api::LeaseState::kGranted) &&
@@ -77,14 +78,15 @@ TEST_F(ControllerTest, GrantsRecallsAndRevokesAtTheDeadline) {
   api::DaxRecall r;
   r.metadata.name = "r";
   r.spec = {"vol", api::RecallReason::kManual, 10};
-  ASSERT_TRUE(fake_.Create(RecallResource(), api::ToJson(r)).ok());
+  ASSERT_TRUE(fake_.Create(api::DaxRecallResource(), api::ToJson(r)).ok());
   ASSERT_TRUE(Eventually([&] {
     return LeaseIs("a", api::LeaseState::kRecalling) &&
            LeaseIs("b", api::LeaseState::kRecalling);
   }));
   std::string id = Recall("r")->status.recall_id;
   ASSERT_TRUE(fake_
-                  .Patch(LeaseResource(), "", "a", k8s::PatchType::kMerge,
+                  .Patch(api::DaxLeaseResource(), "", "a",
+                         k8s::PatchType::kMerge,
                          {{"status", {{"releasedRecallID", id}}}}, "status")
                   .ok());
   ASSERT_TRUE(
@@ -100,7 +102,8 @@ TEST_F(ControllerTest, GrantsRecallsAndRevokesAtTheDeadline) {
            l->status.fence_required;
   }));
   ASSERT_TRUE(fake_
-                  .Patch(LeaseResource(), "", "b", k8s::PatchType::kMerge,
+                  .Patch(api::DaxLeaseResource(), "", "b",
+                         k8s::PatchType::kMerge,
                          {{"status", {{"fencedRecallID", id}}}}, "status")
                   .ok());
   ASSERT_TRUE(Eventually([&] {

@@ -11,6 +11,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "lib/api/json.h"
+#include "lib/api/resources.h"
 #include "lib/base/clock.h"
 #include "lib/k8s/config.h"
 #include "lib/k8s/rest_client.h"
@@ -46,11 +47,11 @@ absl::StatusOr<std::vector<T>> ListKind(k8s::KubeClient& c,
 }
 
 int Status(k8s::KubeClient& c, const std::string& volume) {
-  auto volumes = ListKind<api::DaxVolume>(c, VolumeResource());
+  auto volumes = ListKind<api::DaxVolume>(c, api::DaxVolumeResource());
   if (!volumes.ok()) return Fail(volumes.status().ToString());
-  auto leases = ListKind<api::DaxLease>(c, LeaseResource());
+  auto leases = ListKind<api::DaxLease>(c, api::DaxLeaseResource());
   if (!leases.ok()) return Fail(leases.status().ToString());
-  auto recalls = ListKind<api::DaxRecall>(c, RecallResource());
+  auto recalls = ListKind<api::DaxRecall>(c, api::DaxRecallResource());
   if (!recalls.ok()) return Fail(recalls.status().ToString());
   if (!volume.empty()) {
     std::erase_if(*volumes, [&](const api::DaxVolume& v) {
@@ -78,12 +79,12 @@ int Recall(k8s::KubeClient& c, const std::string& volume,
       api::ParseEnum<api::RecallReason>(reason);
   if (!rr.ok()) return Fail(rr.status().ToString());
   r.spec.reason = *rr;
-  if (!c.Get(VolumeResource(), "", volume).ok()) {
+  if (!c.Get(api::DaxVolumeResource(), "", volume).ok()) {
     return Fail(absl::StrCat("DaxVolume \"", volume, "\" not found"));
   }
   k8s::Json obj = api::ToJson(r);
   obj["metadata"] = {{"generateName", volume + "-recall-"}};
-  absl::StatusOr<k8s::Json> created = c.Create(RecallResource(), obj);
+  absl::StatusOr<k8s::Json> created = c.Create(api::DaxRecallResource(), obj);
   if (!created.ok()) return Fail(created.status().ToString());
   std::printf("daxrecall.daxlease.io/%s created\n",
               k8s::NameOf(*created).c_str());

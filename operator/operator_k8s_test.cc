@@ -12,6 +12,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "lib/api/json.h"
+#include "lib/api/resources.h"
 #include "operator/reconciler.h"
 #include "operator/testing/k8s_env.h"
 #include "tests/testing/prereq.h"
@@ -46,7 +47,8 @@ class OperatorK8sTest : public ::testing::Test {
     if (client_ == nullptr) return;
     // Best effort: drop finalizers and delete what this test made.
     for (const k8s::Resource& r :
-         {LeaseResource(), RecallResource(), VolumeResource()}) {
+         {api::DaxLeaseResource(), api::DaxRecallResource(),
+          api::DaxVolumeResource()}) {
       auto list = k8s::ListAll(*client_, r, "");
       if (!list.ok()) continue;
       for (const Json& o : list->items) {
@@ -80,7 +82,7 @@ class OperatorK8sTest : public ::testing::Test {
     v.spec.fs_type = api::FsType::kExt4;
     v.spec.owner_node = "node-owner";
     v.spec.share = true;
-    auto st = client_->Create(VolumeResource(), api::ToJson(v));
+    auto st = client_->Create(api::DaxVolumeResource(), api::ToJson(v));
     ASSERT_TRUE(st.ok()) << st.status();
   }
   void CreateLease(const std::string& name, const std::string& volume) {
@@ -88,7 +90,7 @@ class OperatorK8sTest : public ::testing::Test {
     l.metadata.name = name;
     l.spec = {volume, "node-" + name.substr(name.size() - 1), "default/pod",
               api::Access::kReadWrite};
-    auto st = client_->Create(LeaseResource(), api::ToJson(l));
+    auto st = client_->Create(api::DaxLeaseResource(), api::ToJson(l));
     ASSERT_TRUE(st.ok()) << st.status();
   }
   void CreateRecall(const std::string& name, const std::string& volume,
@@ -96,12 +98,13 @@ class OperatorK8sTest : public ::testing::Test {
     api::DaxRecall r;
     r.metadata.name = name;
     r.spec = {volume, api::RecallReason::kManual, grace};
-    auto st = client_->Create(RecallResource(), api::ToJson(r));
+    auto st = client_->Create(api::DaxRecallResource(), api::ToJson(r));
     ASSERT_TRUE(st.ok()) << st.status();
   }
   // As the node agent will: a merge patch of the lease's status.
   void AgentPatch(const std::string& lease, Json status) {
-    auto st = client_->Patch(LeaseResource(), "", lease, k8s::PatchType::kMerge,
+    auto st = client_->Patch(api::DaxLeaseResource(), "", lease,
+                             k8s::PatchType::kMerge,
                              {{"status", std::move(status)}}, "status");
     ASSERT_TRUE(st.ok()) << st.status();
   }
@@ -114,13 +117,13 @@ class OperatorK8sTest : public ::testing::Test {
     return *t;
   }
   std::optional<api::DaxLease> Lease(const std::string& n) {
-    return Get<api::DaxLease>(LeaseResource(), n);
+    return Get<api::DaxLease>(api::DaxLeaseResource(), n);
   }
   std::optional<api::DaxRecall> Recall(const std::string& n) {
-    return Get<api::DaxRecall>(RecallResource(), n);
+    return Get<api::DaxRecall>(api::DaxRecallResource(), n);
   }
   std::optional<api::DaxVolume> Volume(const std::string& n) {
-    return Get<api::DaxVolume>(VolumeResource(), n);
+    return Get<api::DaxVolume>(api::DaxVolumeResource(), n);
   }
   bool LeaseIs(const std::string& n, api::LeaseState s) {
     auto l = Lease(n);
@@ -160,37 +163,38 @@ TEST_F(OperatorK8sTest, CrdsApplyAndServerRejectsInvalidObjects) {
                 {"metadata", meta},
                 {"spec", spec}};
   };
-  rejected(VolumeResource(),
+  rejected(api::DaxVolumeResource(),
            vol({{"sizeBytes", 0}, {"mode", "fsdax"}, {"ownerNode", "n"}}));
-  rejected(VolumeResource(),
+  rejected(api::DaxVolumeResource(),
            vol({{"sizeBytes", 1}, {"mode", "tape"}, {"ownerNode", "n"}}));
-  rejected(VolumeResource(), vol({{"sizeBytes", 1}, {"mode", "fsdax"}}));
+  rejected(api::DaxVolumeResource(),
+           vol({{"sizeBytes", 1}, {"mode", "fsdax"}}));
   rejected(
-      LeaseResource(),
+      api::DaxLeaseResource(),
       {{"apiVersion", api::kApiVersion},
        {"kind", "DaxLease"},
        {"metadata", meta},
        {"spec",
         {{"volume", "v"}, {"holderNode", "n"}, {"access", "Everything"}}}});
-  rejected(RecallResource(),
+  rejected(api::DaxRecallResource(),
            {{"apiVersion", api::kApiVersion},
             {"kind", "DaxRecall"},
             {"metadata", meta},
             {"spec", {{"volume", "v"}, {"graceSeconds", 0}}}});
-  rejected(RecallResource(), {{"apiVersion", api::kApiVersion},
-                              {"kind", "DaxRecall"},
-                              {"metadata", meta},
-                              {"spec", {{"reason", "Manual"}}}});
+  rejected(api::DaxRecallResource(), {{"apiVersion", api::kApiVersion},
+                                      {"kind", "DaxRecall"},
+                                      {"metadata", meta},
+                                      {"spec", {{"reason", "Manual"}}}});
   // A valid object is accepted, and a bad status is refused too.
   CreateVolume(N("ok"));
-  auto bad_status =
-      client_->Patch(VolumeResource(), "", N("ok"), k8s::PatchType::kMerge,
-                     {{"status", {{"phase", "Exploded"}}}}, "status");
+  auto bad_status = client_->Patch(
+      api::DaxVolumeResource(), "", N("ok"), k8s::PatchType::kMerge,
+      {{"status", {{"phase", "Exploded"}}}}, "status");
   EXPECT_TRUE(absl::IsInvalidArgument(bad_status.status()))
       << bad_status.status();
   // The defaulted reason is served back.
   CreateRecall(N("rc"), N("ok"), 5);
-  auto rc = client_->Get(RecallResource(), "", N("rc"));
+  auto rc = client_->Get(api::DaxRecallResource(), "", N("rc"));
   ASSERT_TRUE(rc.ok());
   EXPECT_EQ((*rc)["spec"]["reason"], "Manual");
 }
@@ -449,8 +453,8 @@ TEST_F(OperatorK8sTest, ConcurrentStatusWritersLoseNoUpdate) {
         ++failures;
         return;
       }
-      auto st = (*c)->Patch(LeaseResource(), "", N(absl::StrCat("l", i)),
-                            k8s::PatchType::kMerge,
+      auto st = (*c)->Patch(api::DaxLeaseResource(), "",
+                            N(absl::StrCat("l", i)), k8s::PatchType::kMerge,
                             {{"status", {{"releasedRecallID", id}}}}, "status");
       if (!st.ok()) ++failures;
     });

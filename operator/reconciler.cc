@@ -8,15 +8,12 @@
 
 #include "absl/strings/str_cat.h"
 #include "lib/api/json.h"
+#include "lib/api/resources.h"
 #include "lib/base/log.h"
 #include "lib/base/status.h"
 
 namespace daxlease::op {
 namespace {
-
-k8s::Resource Crd(const char* plural) {
-  return k8s::Resource{api::kGroup, api::kVersion, plural, false};
-}
 
 template <typename T>
 absl::Status ListFor(k8s::KubeClient& client, const k8s::Resource& r,
@@ -85,11 +82,6 @@ absl::Status WriteObject(k8s::KubeClient& client, WorldReader& reader,
 
 }  // namespace
 
-k8s::Resource VolumeResource() { return Crd("daxvolumes"); }
-k8s::Resource LeaseResource() { return Crd("daxleases"); }
-k8s::Resource RecallResource() { return Crd("daxrecalls"); }
-k8s::Resource MigrationResource() { return Crd("daxmigrations"); }
-
 Reconciler::Reconciler(k8s::KubeClient& client, base::Clock& clock,
                        EventSink& events, ReconcilerOptions options,
                        WorldReader* reader)
@@ -103,7 +95,8 @@ Reconciler::Reconciler(k8s::KubeClient& client, base::Clock& clock,
 absl::StatusOr<World> ApiWorldReader::Read(const std::string& volume) {
   World w;
   w.volume_name = volume;
-  absl::StatusOr<k8s::Json> v = client_.Get(VolumeResource(), "", volume);
+  absl::StatusOr<k8s::Json> v =
+      client_.Get(api::DaxVolumeResource(), "", volume);
   if (v.ok()) {
     absl::StatusOr<api::DaxVolume> parsed = api::FromJson<api::DaxVolume>(*v);
     if (!parsed.ok()) return parsed.status();
@@ -111,8 +104,9 @@ absl::StatusOr<World> ApiWorldReader::Read(const std::string& volume) {
   } else if (!absl::IsNotFound(v.status())) {
     return v.status();
   }
-  RETURN_IF_ERROR(ListFor(client_, LeaseResource(), volume, w.leases));
-  RETURN_IF_ERROR(ListFor(client_, RecallResource(), volume, w.recalls));
+  RETURN_IF_ERROR(ListFor(client_, api::DaxLeaseResource(), volume, w.leases));
+  RETURN_IF_ERROR(
+      ListFor(client_, api::DaxRecallResource(), volume, w.recalls));
   return w;
 }
 
@@ -152,7 +146,7 @@ absl::Status Reconciler::Write(const World& before, const Plan& plan,
   // carries its ID.
   for (size_t i = 0; i < after.recalls.size(); ++i) {
     if (!starts(i)) continue;
-    RETURN_IF_ERROR(WriteObject(client_, reader_, RecallResource(),
+    RETURN_IF_ERROR(WriteObject(client_, reader_, api::DaxRecallResource(),
                                 before.recalls[i], after.recalls[i], writes));
   }
   // 2. Leases, in parallel.
@@ -169,7 +163,7 @@ absl::Status Reconciler::Write(const World& before, const Plan& plan,
       int local = 0;
       for (size_t k = next++; k < changed.size(); k = next++) {
         size_t i = changed[k];
-        absl::Status s = WriteObject(client_, reader_, LeaseResource(),
+        absl::Status s = WriteObject(client_, reader_, api::DaxLeaseResource(),
                                      before.leases[i], after.leases[i], local);
         if (!s.ok()) {
           absl::MutexLock l(&mu);
@@ -191,12 +185,12 @@ absl::Status Reconciler::Write(const World& before, const Plan& plan,
   // 3. Other recall changes (counts, Complete) before the volume moves on.
   for (size_t i = 0; i < after.recalls.size(); ++i) {
     if (starts(i) || before.recalls[i] == after.recalls[i]) continue;
-    RETURN_IF_ERROR(WriteObject(client_, reader_, RecallResource(),
+    RETURN_IF_ERROR(WriteObject(client_, reader_, api::DaxRecallResource(),
                                 before.recalls[i], after.recalls[i], writes));
   }
   // 4. The volume last.
   if (before.volume.has_value() && !(*before.volume == *after.volume)) {
-    RETURN_IF_ERROR(WriteObject(client_, reader_, VolumeResource(),
+    RETURN_IF_ERROR(WriteObject(client_, reader_, api::DaxVolumeResource(),
                                 *before.volume, *after.volume, writes));
   }
   return absl::OkStatus();

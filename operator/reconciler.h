@@ -27,11 +27,6 @@
 
 namespace daxlease::op {
 
-k8s::Resource VolumeResource();
-k8s::Resource LeaseResource();
-k8s::Resource RecallResource();
-k8s::Resource MigrationResource();
-
 // Where a pass reads the world of a volume from.
 class WorldReader {
  public:

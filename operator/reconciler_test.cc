@@ -5,6 +5,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "lib/api/json.h"
+#include "lib/api/resources.h"
 #include "lib/base/clock.h"
 #include "lib/k8s/fake_client.h"
 
@@ -72,9 +73,10 @@ class ReconcilerTest : public testing::Test {
     v.spec.size_bytes = 4096;
     v.spec.owner_node = "owner";
     v.spec.share = true;
-    ASSERT_TRUE(fake_.Create(VolumeResource(), api::ToJson(v)).ok());
+    ASSERT_TRUE(fake_.Create(api::DaxVolumeResource(), api::ToJson(v)).ok());
     ASSERT_TRUE(fake_
-                    .Patch(VolumeResource(), "", "vol", k8s::PatchType::kMerge,
+                    .Patch(api::DaxVolumeResource(), "", "vol",
+                           k8s::PatchType::kMerge,
                            {{"status", {{"phase", "Ready"}, {"epoch", epoch}}}},
                            "status")
                     .ok());
@@ -84,18 +86,19 @@ class ReconcilerTest : public testing::Test {
     l.metadata.name = name;
     l.spec = {"vol", "node-" + name, "default/pod-" + name,
               api::Access::kReadWrite};
-    ASSERT_TRUE(fake_.Create(LeaseResource(), api::ToJson(l)).ok());
+    ASSERT_TRUE(fake_.Create(api::DaxLeaseResource(), api::ToJson(l)).ok());
   }
   void CreateRecall(const std::string& name, int64_t grace) {
     api::DaxRecall r;
     r.metadata.name = name;
     r.spec = {"vol", api::RecallReason::kManual, grace};
-    ASSERT_TRUE(fake_.Create(RecallResource(), api::ToJson(r)).ok());
+    ASSERT_TRUE(fake_.Create(api::DaxRecallResource(), api::ToJson(r)).ok());
   }
   // What an agent does: a merge patch of the lease status, no precondition.
   void AgentPatch(const std::string& lease, Json status) {
     ASSERT_TRUE(fake_
-                    .Patch(LeaseResource(), "", lease, k8s::PatchType::kMerge,
+                    .Patch(api::DaxLeaseResource(), "", lease,
+                           k8s::PatchType::kMerge,
                            {{"status", std::move(status)}}, "status")
                     .ok());
   }
@@ -108,12 +111,14 @@ class ReconcilerTest : public testing::Test {
     return t.ok() ? *t : T{};
   }
   api::DaxLease L(const std::string& n) {
-    return Read<api::DaxLease>(LeaseResource(), n);
+    return Read<api::DaxLease>(api::DaxLeaseResource(), n);
   }
   api::DaxRecall R(const std::string& n) {
-    return Read<api::DaxRecall>(RecallResource(), n);
+    return Read<api::DaxRecall>(api::DaxRecallResource(), n);
   }
-  api::DaxVolume V() { return Read<api::DaxVolume>(VolumeResource(), "vol"); }
+  api::DaxVolume V() {
+    return Read<api::DaxVolume>(api::DaxVolumeResource(), "vol");
+  }
 
   // Reconciles until a pass writes nothing, retrying conflicts as the
   // controller does.
@@ -256,7 +261,7 @@ TEST_F(ReconcilerTest, DeletedLeaseGoesOnlyWhenItHoldsNoAccess) {
   CreateVolume();
   CreateLease("a");
   Converge();
-  ASSERT_TRUE(fake_.Delete(LeaseResource(), "", "a").ok());
+  ASSERT_TRUE(fake_.Delete(api::DaxLeaseResource(), "", "a").ok());
   Converge();
   // Granted: the finalizer keeps it.
   EXPECT_EQ(L("a").status.state, api::LeaseState::kGranted);
@@ -264,7 +269,8 @@ TEST_F(ReconcilerTest, DeletedLeaseGoesOnlyWhenItHoldsNoAccess) {
   Converge();
   AgentPatch("a", {{"releasedRecallID", R("r").status.recall_id}});
   Converge();
-  EXPECT_TRUE(absl::IsNotFound(fake_.Get(LeaseResource(), "", "a").status()));
+  EXPECT_TRUE(
+      absl::IsNotFound(fake_.Get(api::DaxLeaseResource(), "", "a").status()));
   EXPECT_EQ(R("r").status.phase, api::RecallPhase::kComplete);
 }
 
@@ -275,10 +281,11 @@ TEST_F(ReconcilerTest, RecallDeletedMidwayStillCompletes) {
   CreateRecall("r", 30);
   Converge();
   std::string id = R("r").status.recall_id;
-  ASSERT_TRUE(fake_.Delete(RecallResource(), "", "r").ok());
+  ASSERT_TRUE(fake_.Delete(api::DaxRecallResource(), "", "r").ok());
   AgentPatch("a", {{"releasedRecallID", id}});
   Converge();
-  EXPECT_TRUE(absl::IsNotFound(fake_.Get(RecallResource(), "", "r").status()));
+  EXPECT_TRUE(
+      absl::IsNotFound(fake_.Get(api::DaxRecallResource(), "", "r").status()));
   EXPECT_EQ(V().status.phase, api::VolumePhase::kReady);
   EXPECT_EQ(V().status.epoch, 2);
 }

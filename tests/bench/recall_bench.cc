@@ -31,6 +31,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "lib/api/json.h"
+#include "lib/api/resources.h"
 #include "operator/reconciler.h"
 #include "operator/testing/k8s_env.h"
 
@@ -83,7 +84,7 @@ class Agent {
       o.resource_version = rv;
       o.timeout_seconds = 60;
       (void)c_.Watch(
-          LeaseResource(), "", o,
+          api::DaxLeaseResource(), "", o,
           [&](const k8s::WatchEvent& ev) {
             rv = k8s::ResourceVersionOf(ev.object);
             if (ev.type == k8s::WatchEvent::Type::kBookmark) return true;
@@ -117,9 +118,9 @@ class Agent {
         item = queue_.front();
         queue_.pop_front();
       }
-      auto st =
-          c_.Patch(LeaseResource(), "", item.first, k8s::PatchType::kMerge,
-                   {{"status", {{"releasedRecallID", item.second}}}}, "status");
+      auto st = c_.Patch(
+          api::DaxLeaseResource(), "", item.first, k8s::PatchType::kMerge,
+          {{"status", {{"releasedRecallID", item.second}}}}, "status");
       if (st.ok()) ++acked_;
     }
   }
@@ -152,17 +153,18 @@ double RunOnce(k8s::KubeClient& c, int n, const std::string& tag,
   v.spec.size_bytes = 1 << 30;
   v.spec.owner_node = "owner";
   v.spec.share = true;
-  if (!c.Create(VolumeResource(), api::ToJson(v)).ok()) Die("create volume");
+  if (!c.Create(api::DaxVolumeResource(), api::ToJson(v)).ok())
+    Die("create volume");
   ParallelFor(n, 8, [&](int i) {
     api::DaxLease l;
     l.metadata.name = absl::StrCat(vol, "-l", i);
     l.spec = {vol, absl::StrCat("node-", i % 16), "", api::Access::kReadWrite};
-    auto st = c.Create(LeaseResource(), api::ToJson(l));
+    auto st = c.Create(api::DaxLeaseResource(), api::ToJson(l));
     if (!st.ok()) Die(st.status().ToString());
   });
   if (!testing::WaitFor(
           [&] {
-            auto j = Get(c, VolumeResource(), vol);
+            auto j = Get(c, api::DaxVolumeResource(), vol);
             if (!j || !(*j)["status"].is_object()) return false;
             return (*j)["status"].value("holders", 0) == n;
           },
@@ -171,7 +173,7 @@ double RunOnce(k8s::KubeClient& c, int n, const std::string& tag,
   }
   k8s::ListOptions one;
   one.limit = 1;
-  auto list = c.List(LeaseResource(), "", one);
+  auto list = c.List(api::DaxLeaseResource(), "", one);
   if (!list.ok()) Die(list.status().ToString());
   double ms = 0;
   {
@@ -180,10 +182,11 @@ double RunOnce(k8s::KubeClient& c, int n, const std::string& tag,
     r.metadata.name = vol;
     r.spec = {vol, api::RecallReason::kManual, 60};
     absl::Time t0 = absl::Now();
-    if (!c.Create(RecallResource(), api::ToJson(r)).ok()) Die("create recall");
+    if (!c.Create(api::DaxRecallResource(), api::ToJson(r)).ok())
+      Die("create recall");
     bool done = testing::WaitFor(
         [&] {
-          auto j = Get(c, RecallResource(), vol);
+          auto j = Get(c, api::DaxRecallResource(), vol);
           if (!j || !(*j)["status"].is_object()) return false;
           return (*j)["status"].value("phase", "") == "Complete";
         },
@@ -194,12 +197,12 @@ double RunOnce(k8s::KubeClient& c, int n, const std::string& tag,
   // Clean up so later runs list only their own objects.
   ParallelFor(n, 8, [&](int i) {
     std::string name = absl::StrCat(vol, "-l", i);
-    (void)c.Patch(LeaseResource(), "", name, k8s::PatchType::kMerge,
+    (void)c.Patch(api::DaxLeaseResource(), "", name, k8s::PatchType::kMerge,
                   {{"metadata", {{"finalizers", nullptr}}}});
-    (void)c.Delete(LeaseResource(), "", name);
+    (void)c.Delete(api::DaxLeaseResource(), "", name);
   });
-  (void)c.Delete(RecallResource(), "", vol);
-  (void)c.Delete(VolumeResource(), "", vol);
+  (void)c.Delete(api::DaxRecallResource(), "", vol);
+  (void)c.Delete(api::DaxVolumeResource(), "", vol);
   return ms;
 }
 
@@ -222,20 +225,21 @@ WriteRate MeasureWriteRate(k8s::KubeClient& c, const std::string& tag, int objs,
     api::DaxLease l;
     l.metadata.name = name(i);
     l.spec = {vol, "node", "", api::Access::kReadWrite};
-    auto st = c.Create(LeaseResource(), api::ToJson(l));
+    auto st = c.Create(api::DaxLeaseResource(), api::ToJson(l));
     if (!st.ok()) Die(st.status().ToString());
   });
   r.creates_per_s = objs / absl::ToDoubleSeconds(absl::Now() - t0);
   t0 = absl::Now();
   ParallelFor(writes, inflight, [&](int i) {
     auto st = c.Patch(
-        LeaseResource(), "", name(i % objs), k8s::PatchType::kMerge,
+        api::DaxLeaseResource(), "", name(i % objs), k8s::PatchType::kMerge,
         {{"status", {{"releasedRecallID", absl::StrCat(i)}}}}, "status");
     if (!st.ok()) Die(st.status().ToString());
   });
   r.patches_per_s = writes / absl::ToDoubleSeconds(absl::Now() - t0);
-  ParallelFor(objs, inflight,
-              [&](int i) { (void)c.Delete(LeaseResource(), "", name(i)); });
+  ParallelFor(objs, inflight, [&](int i) {
+    (void)c.Delete(api::DaxLeaseResource(), "", name(i));
+  });
   return r;
 }
 

@@ -14,28 +14,43 @@
 #include "lib/api/json.h"
 #include "lib/api/resources.h"
 #include "operator/reconciler.h"
-#include "operator/testing/k8s_env.h"
+#include "tests/k8s/k8s_testing.h"
 #include "tests/testing/prereq.h"
 
 namespace daxlease::op {
 namespace {
 
 using k8s::Json;
-using testing::ClientFor;
-using testing::OperatorProcess;
-using testing::WaitFor;
+using k8s::testing::WaitFor;
+
+// The daxlease-operator binary as a child process on `kubeconfig`.
+class OperatorProcess : public k8s::testing::ChildProcess {
+ public:
+  OperatorProcess(const std::string& kubeconfig, std::vector<std::string> args,
+                  const std::string& log_name)
+      : ChildProcess(Argv(kubeconfig, std::move(args)), log_name) {}
+
+ private:
+  static std::vector<std::string> Argv(const std::string& kubeconfig,
+                                       std::vector<std::string> args) {
+    std::vector<std::string> argv = {DAXLEASE_OPERATOR_BIN,
+                                     "--kubeconfig=" + kubeconfig};
+    argv.insert(argv.end(), args.begin(), args.end());
+    return argv;
+  }
+};
 
 class OperatorK8sTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    kubeconfig_ = testing::TestKubeconfig();
+    kubeconfig_ = k8s::testing::KubeconfigPath();
     DAXLEASE_REQUIRE(!kubeconfig_.empty(),
                      "no test control plane (the k8s CTest fixture starts "
                      "one; run ctest -L k8s)");
-    auto c = ClientFor(kubeconfig_);
+    auto c = k8s::testing::NewClient(kubeconfig_);
     ASSERT_TRUE(c.ok()) << c.status();
     client_ = std::move(*c);
-    absl::Status crds = testing::InstallCrds(kubeconfig_);
+    absl::Status crds = k8s::testing::InstallDaxleaseCrds(kubeconfig_);
     ASSERT_TRUE(crds.ok()) << crds;
     std::string test =
         ::testing::UnitTest::GetInstance()->current_test_info()->name();
@@ -141,15 +156,16 @@ class OperatorK8sTest : public ::testing::Test {
 
 TEST_F(OperatorK8sTest, CrdsApplyAndServerRejectsInvalidObjects) {
   std::string out;
-  ASSERT_EQ(testing::Kubectl(kubeconfig_, "get crd -o name", &out), 0) << out;
+  ASSERT_EQ(k8s::testing::Kubectl(kubeconfig_, "get crd -o name", &out), 0)
+      << out;
   for (const char* crd :
        {"daxvolumes", "daxleases", "daxrecalls", "daxmigrations"}) {
     EXPECT_THAT(out, ::testing::HasSubstr(absl::StrCat(crd, ".daxlease.io")));
   }
   // Short names and the category resolve.
-  EXPECT_EQ(testing::Kubectl(kubeconfig_, "get dv,dl,drc,dmig", &out), 0)
+  EXPECT_EQ(k8s::testing::Kubectl(kubeconfig_, "get dv,dl,drc,dmig", &out), 0)
       << out;
-  EXPECT_EQ(testing::Kubectl(kubeconfig_, "get daxlease", &out), 0) << out;
+  EXPECT_EQ(k8s::testing::Kubectl(kubeconfig_, "get daxlease", &out), 0) << out;
 
   auto rejected = [&](const k8s::Resource& r, Json obj) {
     auto st = client_->Create(r, obj);
@@ -319,11 +335,12 @@ TEST_F(OperatorK8sTest, RecallTwoAckOneRevokedFencedEpochBumped) {
   // Events were recorded for the transitions.
   ASSERT_TRUE(WaitFor(
       [&] {
-        testing::Kubectl(kubeconfig_,
-                         absl::StrCat("get events -n default --field-selector "
-                                      "involvedObject.name=",
-                                      N("c"), " -o name"),
-                         &out);
+        k8s::testing::Kubectl(
+            kubeconfig_,
+            absl::StrCat("get events -n default --field-selector "
+                         "involvedObject.name=",
+                         N("c"), " -o name"),
+            &out);
         return out.find("event") != std::string::npos;
       },
       absl::Seconds(10)))
@@ -448,7 +465,7 @@ TEST_F(OperatorK8sTest, ConcurrentStatusWritersLoseNoUpdate) {
   std::atomic<int> failures{0};
   for (int i = 0; i < kLeases; ++i) {
     agents.emplace_back([&, i] {
-      auto c = ClientFor(kubeconfig_);
+      auto c = k8s::testing::NewClient(kubeconfig_);
       if (!c.ok()) {
         ++failures;
         return;

@@ -33,7 +33,7 @@
 #include "lib/api/json.h"
 #include "lib/api/resources.h"
 #include "operator/reconciler.h"
-#include "operator/testing/k8s_env.h"
+#include "tests/k8s/k8s_testing.h"
 
 namespace daxlease::op {
 namespace {
@@ -162,7 +162,7 @@ double RunOnce(k8s::KubeClient& c, int n, const std::string& tag,
     auto st = c.Create(api::DaxLeaseResource(), api::ToJson(l));
     if (!st.ok()) Die(st.status().ToString());
   });
-  if (!testing::WaitFor(
+  if (!k8s::testing::WaitFor(
           [&] {
             auto j = Get(c, api::DaxVolumeResource(), vol);
             if (!j || !(*j)["status"].is_object()) return false;
@@ -184,7 +184,7 @@ double RunOnce(k8s::KubeClient& c, int n, const std::string& tag,
     absl::Time t0 = absl::Now();
     if (!c.Create(api::DaxRecallResource(), api::ToJson(r)).ok())
       Die("create recall");
-    bool done = testing::WaitFor(
+    bool done = k8s::testing::WaitFor(
         [&] {
           auto j = Get(c, api::DaxRecallResource(), vol);
           if (!j || !(*j)["status"].is_object()) return false;
@@ -292,7 +292,7 @@ int Main(int argc, char** argv) {
     }
   }
   std::string cp_dir;
-  if (kubeconfig.empty()) kubeconfig = testing::TestKubeconfig();
+  if (kubeconfig.empty()) kubeconfig = k8s::testing::KubeconfigPath();
   if (kubeconfig.empty()) {
     cp_dir = absl::StrCat("/tmp/daxlease-recall-bench-", getpid());
     std::string cmd = absl::StrCat(
@@ -301,9 +301,9 @@ int Main(int argc, char** argv) {
     if (std::system(cmd.c_str()) != 0) Die("control plane did not start");
     kubeconfig = cp_dir + "/kubeconfig";
   }
-  absl::Status crds = testing::InstallCrds(kubeconfig);
+  absl::Status crds = k8s::testing::InstallDaxleaseCrds(kubeconfig);
   if (!crds.ok()) Die(crds.ToString());
-  auto client = testing::ClientFor(kubeconfig);
+  auto client = k8s::testing::NewClient(kubeconfig);
   if (!client.ok()) Die(client.status().ToString());
 
   // Before the operator runs, so only the bench writes.
@@ -315,9 +315,9 @@ int Main(int argc, char** argv) {
   std::vector<std::vector<double>> results;
   std::vector<double> loads;
   {
-    testing::OperatorProcess op(
-        kubeconfig,
-        {"--leader-elect=false",
+    k8s::testing::ChildProcess op(
+        {DAXLEASE_OPERATOR_BIN, "--kubeconfig=" + kubeconfig,
+         "--leader-elect=false",
          absl::StrCat("--write-concurrency=", write_concurrency)},
         "recall-bench-operator");
     std::string tag0 = absl::StrCat(getpid());
@@ -332,7 +332,7 @@ int Main(int argc, char** argv) {
       results.push_back(ms);
       loads.push_back(LoadAverage1());
     }
-    rss_kib = testing::PeakRssKib(op.pid());
+    rss_kib = k8s::testing::PeakRssKib(op.pid());
     op.Kill(SIGTERM);
   }
   if (!cp_dir.empty()) {

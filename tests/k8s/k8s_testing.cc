@@ -1,10 +1,20 @@
 #include "tests/k8s/k8s_testing.h"
 
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
+#include <chrono>
+#include <cstdio>
 #include <cstdlib>
+#include <fstream>
 #include <random>
+#include <sstream>
+#include <thread>
 
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/time/clock.h"
@@ -22,7 +32,10 @@ std::string ReadableEnvFile(const char* var) {
 
 }  // namespace
 
-std::string KubeconfigPath() { return ReadableEnvFile("DAXLEASE_KUBECONFIG"); }
+std::string KubeconfigPath() {
+  std::string p = ReadableEnvFile("DAXLEASE_KUBECONFIG");
+  return p.empty() ? ReadableEnvFile("DAXLEASE_TEST_KUBECONFIG") : p;
+}
 std::string UserKubeconfigPath() {
   std::string p = ReadableEnvFile("DAXLEASE_K8S_USER_KUBECONFIG");
   if (!p.empty()) return p;
@@ -130,6 +143,110 @@ absl::Status EnsureCrd(KubeClient& c, const Json& crd) {
   }
   return absl::DeadlineExceededError(absl::StrCat(
       "CRD ", NameOf(crd), " not served after 60 s: ", last.message()));
+}
+
+int Kubectl(const std::string& kubeconfig, const std::string& args,
+            std::string* out) {
+  std::string cmd =
+      absl::StrCat("kubectl --kubeconfig '", kubeconfig, "' ", args, " 2>&1");
+  FILE* p = popen(cmd.c_str(), "r");
+  if (p == nullptr) return -1;
+  std::string text;
+  char buf[4096];
+  size_t n;
+  while ((n = fread(buf, 1, sizeof(buf), p)) > 0) text.append(buf, n);
+  int rc = pclose(p);
+  if (out != nullptr) *out = text;
+  return WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
+}
+
+absl::Status InstallDaxleaseCrds(const std::string& kubeconfig) {
+  std::string out;
+  if (Kubectl(kubeconfig,
+              absl::StrCat("apply -f ", DAXLEASE_SOURCE_DIR, "/manifests/crd/"),
+              &out) != 0) {
+    return absl::InternalError(absl::StrCat("kubectl apply: ", out));
+  }
+  if (Kubectl(kubeconfig,
+              "wait --for condition=established --timeout=60s "
+              "crd/daxvolumes.daxlease.io crd/daxleases.daxlease.io "
+              "crd/daxrecalls.daxlease.io crd/daxmigrations.daxlease.io",
+              &out) != 0) {
+    return absl::InternalError(absl::StrCat("kubectl wait: ", out));
+  }
+  return absl::OkStatus();
+}
+
+ChildProcess::ChildProcess(std::vector<std::string> argv,
+                           const std::string& log_name) {
+  const char* dir = std::getenv("TEST_TMPDIR");
+  log_path_ = absl::StrCat(dir != nullptr ? dir : "/tmp", "/", log_name, "-",
+                           getpid(), ".log");
+  pid_ = fork();
+  if (pid_ == 0) {
+    int fd = open(log_path_.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
+    if (fd >= 0) {
+      dup2(fd, 1);
+      dup2(fd, 2);
+    }
+    std::vector<char*> cargv;
+    for (std::string& a : argv) cargv.push_back(a.data());
+    cargv.push_back(nullptr);
+    execv(cargv[0], cargv.data());
+    _exit(127);
+  }
+}
+
+ChildProcess::~ChildProcess() { Kill(SIGKILL); }
+
+bool ChildProcess::running() {
+  if (pid_ <= 0) return false;
+  int status;
+  if (waitpid(pid_, &status, WNOHANG) == pid_) {
+    pid_ = -1;
+    return false;
+  }
+  return true;
+}
+
+void ChildProcess::Kill(int sig) {
+  if (pid_ <= 0) return;
+  kill(pid_, sig);
+  int status;
+  waitpid(pid_, &status, 0);
+  pid_ = -1;
+}
+
+std::string ChildProcess::Log() const {
+  std::ifstream f(log_path_);
+  std::stringstream ss;
+  ss << f.rdbuf();
+  return ss.str();
+}
+
+bool WaitFor(const std::function<bool()>& pred, absl::Duration timeout) {
+  absl::Time end = absl::Now() + timeout;
+  while (absl::Now() < end) {
+    if (pred()) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  return pred();
+}
+
+int64_t PeakRssKib(pid_t pid) {
+  std::ifstream f(absl::StrCat("/proc/", pid, "/status"));
+  std::string line;
+  while (std::getline(f, line)) {
+    if (absl::StartsWith(line, "VmHWM:")) {
+      std::string num;
+      for (char c : line) {
+        if (c >= '0' && c <= '9') num += c;
+      }
+      int64_t kib = -1;
+      if (absl::SimpleAtoi(num, &kib)) return kib;
+    }
+  }
+  return -1;
 }
 
 }  // namespace daxlease::k8s::testing

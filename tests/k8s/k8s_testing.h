@@ -1,19 +1,26 @@
-// Helpers for tests against the shared control plane (label k8s; see
-// k8s_test.cmake): the kubeconfig CTest provides, clients, throwaway
-// namespaces and CRDs.
+// The one test environment for tests and benchmarks against a real
+// kube-apiserver (label k8s; see k8s_test.cmake): the kubeconfig CTest
+// provides, clients, throwaway namespaces, CRDs (a test CRD and daxlease's
+// own), kubectl, child processes (the operator binary) and polling.
 #ifndef DAXLEASE_TESTS_K8S_K8S_TESTING_H_
 #define DAXLEASE_TESTS_K8S_K8S_TESTING_H_
 
+#include <sys/types.h>
+
+#include <functional>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "absl/status/statusor.h"
+#include "absl/time/time.h"
 #include "lib/k8s/client.h"
 #include "lib/k8s/rest_client.h"
 
 namespace daxlease::k8s::testing {
 
-// $DAXLEASE_KUBECONFIG if it names a readable file, else "". Tests skip
+// $DAXLEASE_KUBECONFIG (else $DAXLEASE_TEST_KUBECONFIG) if it names a
+// readable file, else "". Tests skip
 // (fail under CI) through DAXLEASE_REQUIRE(!KubeconfigPath().empty(), ...).
 std::string KubeconfigPath();
 // The unprivileged token user's kubeconfig: $DAXLEASE_K8S_USER_KUBECONFIG,
@@ -43,6 +50,42 @@ absl::Status EnsureCrd(KubeClient& c, const Json& crd);
 
 // A unique-enough name suffix: lowercase hex, 8 chars.
 std::string RandomSuffix();
+
+// Creates or updates the daxlease CRDs of manifests/crd/ (kubectl apply) and
+// waits until the server has established them. Idempotent.
+absl::Status InstallDaxleaseCrds(const std::string& kubeconfig);
+
+// Runs `kubectl --kubeconfig K args...`; returns its exit code, its output
+// (stdout and stderr) in `out` when given.
+int Kubectl(const std::string& kubeconfig, const std::string& args,
+            std::string* out = nullptr);
+
+// A program (argv[0] a path) as a child process, its output appended to
+// $TEST_TMPDIR (or /tmp)/<log_name>-<pid>.log; killed (SIGKILL) and reaped
+// on destruction.
+class ChildProcess {
+ public:
+  ChildProcess(std::vector<std::string> argv, const std::string& log_name);
+  ~ChildProcess();
+  ChildProcess(const ChildProcess&) = delete;
+  ChildProcess& operator=(const ChildProcess&) = delete;
+
+  pid_t pid() const { return pid_; }
+  bool running();
+  void Kill(int sig);  // sends `sig` and reaps
+  std::string Log() const;
+  const std::string& log_path() const { return log_path_; }
+
+ private:
+  pid_t pid_ = -1;
+  std::string log_path_;
+};
+
+// Polls `pred` every 20 ms until it is true (true) or `timeout` (false).
+bool WaitFor(const std::function<bool()>& pred, absl::Duration timeout);
+
+// Peak resident set (VmHWM) of `pid` in KiB, or -1.
+int64_t PeakRssKib(pid_t pid);
 
 }  // namespace daxlease::k8s::testing
 

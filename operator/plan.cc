@@ -222,6 +222,8 @@ class Planner {
     const DaxVolume& v = *w_.volume;
     s_.volume = w_.volume_name;
     s_.epoch = static_cast<uint64_t>(std::max<int64_t>(v.status.epoch, 1));
+    s_.shared = v.spec.share;
+    s_.owner_node = v.spec.owner_node;
     s_.config.grace = GraceOf(nullptr);
     s_.config.max_recall = std::max(kMaxRecall, s_.config.grace);
 
@@ -305,7 +307,8 @@ class Planner {
   // concerns, or -1) in one lease::ApplyAll, the same as Apply() on each in
   // turn but O(events + leases) instead of O(events * leases). Returns each
   // event's result; a refusal is said on the lease, except Unavailable
-  // (retry later), which the caller explains.
+  // (retry later) and PermissionDenied (not shared), which the caller
+  // explains.
   std::vector<absl::Status> ApplyBatch(
       const std::vector<std::pair<lease::Event, int>>& batch) {
     std::vector<absl::Status> res(batch.size(),
@@ -318,7 +321,8 @@ class Planner {
     if (!o.ok()) return res;  // s_ was validated in BuildState
     for (size_t k = 0; k < batch.size(); ++k) {
       const absl::Status& st = res[k] = o->results[k];
-      if (!st.ok() && !absl::IsUnavailable(st) && batch[k].second >= 0) {
+      if (!st.ok() && !absl::IsUnavailable(st) &&
+          !absl::IsPermissionDenied(st) && batch[k].second >= 0) {
         LeaseCond(plan_.desired.leases[batch[k].second], false, "Refused",
                   std::string(st.message()));
       }
@@ -474,26 +478,19 @@ class Planner {
   }
 
   // Grants change no other lease and not the phase, so every Pending lease's
-  // Grant goes in one batch.
+  // Grant goes in one batch; lib/lease decides who may be granted.
   void GrantPending() {
-    const DaxVolume& v = *w_.volume;
     std::vector<std::pair<lease::Event, int>> batch;
     for (const lease::Lease& l : s_.leases) {
       if (l.state != lease::LeaseState::kPending) continue;
-      DaxLease& d = plan_.desired.leases[index_.at(l.id)];
-      if (!v.spec.share && l.holder_node != v.spec.owner_node) {
-        LeaseCond(d, false, "NotShared",
-                  absl::StrCat("volume ", v.metadata.name,
-                               " is not shared (spec.share=false) and node ",
-                               l.holder_node, " is not its owner ",
-                               v.spec.owner_node));
-        continue;
-      }
       batch.emplace_back(lease::Grant{l.id}, static_cast<int>(index_.at(l.id)));
     }
     std::vector<absl::Status> res = ApplyBatch(batch);
     for (size_t k = 0; k < batch.size(); ++k) {
-      if (absl::IsUnavailable(res[k])) {
+      if (absl::IsPermissionDenied(res[k])) {  // lease::MayGrant's share rule
+        LeaseCond(plan_.desired.leases[batch[k].second], false, "NotShared",
+                  std::string(res[k].message()));
+      } else if (absl::IsUnavailable(res[k])) {
         DaxLease& d = plan_.desired.leases[batch[k].second];
         LeaseCond(
             d, false,

@@ -95,6 +95,11 @@ absl::Status MayGrantLease(const VolumeState& s, const Lease* l,
     return absl::FailedPreconditionError(absl::StrCat(
         Describe(*l), " is not Pending; only a request is granted"));
   }
+  if (!s.shared && l->holder_node != s.owner_node) {
+    return absl::PermissionDeniedError(absl::StrCat(
+        "volume ", s.volume, " is not shared (spec.share=false) and node ",
+        l->holder_node, " is not its owner ", s.owner_node));
+  }
   if (s.phase != VolumePhase::kReady) {
     return absl::UnavailableError(
         absl::StrCat("volume ", s.volume, " is ", Name(s.phase), " (recall ",

@@ -131,6 +131,10 @@ struct VolumeState {
   std::string volume;  // DaxVolume name (only used in messages)
   VolumePhase phase = VolumePhase::kReady;
   uint64_t epoch = 1;  // >= 1, only grows
+  // DaxVolume.spec.share and spec.ownerNode: an unshared volume is granted
+  // only to leases held on its owner node.
+  bool shared = true;
+  std::string owner_node;
   std::optional<Recall> recall;
   Config config;
   std::vector<Lease> leases;
@@ -155,8 +159,8 @@ struct Request {
   Access access = Access::kReadWrite;
 };
 
-// Operator: Pending -> Granted at the volume's epoch. Same as MayGrant()'s
-// refusals. Granted at the current epoch: no-op.
+// Operator: Pending -> Granted at the volume's epoch. Refused as MayGrant()
+// refuses. Granted at the current epoch: no-op.
 struct Grant {
   std::string lease_id;
 };
@@ -326,7 +330,9 @@ absl::StatusOr<Outcome> Step(const VolumeState& s, absl::Time now);
 // ---- decisions (read-only)
 
 // May lease `lease_id` be granted now? OK; NotFound; FailedPrecondition (not
-// Pending); Unavailable (volume not Ready: recall in progress, retry later).
+// Pending); PermissionDenied (the volume is not shared and the lease's holder
+// node is not its owner: never, until the volume's spec changes);
+// Unavailable (volume not Ready: recall in progress, retry later).
 absl::Status MayGrant(const VolumeState& s, absl::string_view lease_id);
 
 // Recalling leases with no decided revoke whose deadline <= now (the ones

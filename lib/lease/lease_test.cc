@@ -726,6 +726,25 @@ TEST(LeaseDecisions, MayGrant) {
   EXPECT_EQ(MayGrant(s, "d").code(), absl::StatusCode::kUnavailable);
 }
 
+// An unshared volume grants only to its owner node's leases; Grant refuses
+// what MayGrant refuses and changes nothing.
+TEST(LeaseDecisions, UnsharedVolumeGrantsOnlyOnItsOwnerNode) {
+  VolumeState s;
+  s.volume = "v";
+  s.shared = false;
+  s.owner_node = "owner";
+  s = Ok(s, Request{"mine", "owner", "p1"}).state;
+  s = Ok(s, Request{"theirs", "other", "p2"}).state;
+  EXPECT_TRUE(MayGrant(s, "mine").ok());
+  absl::Status no = MayGrant(s, "theirs");
+  EXPECT_EQ(no.code(), absl::StatusCode::kPermissionDenied);
+  EXPECT_THAT(no.message(), testing::HasSubstr("not shared"));
+  EXPECT_EQ(Apply(s, Grant{"theirs"}, kT0).status().code(),
+            absl::StatusCode::kPermissionDenied);
+  s.shared = true;
+  EXPECT_TRUE(MayGrant(s, "theirs").ok());
+}
+
 TEST(LeaseDecisions, LeasesToRevokeAndFenceAndNextDeadline) {
   VolumeState s =
       Ok(Recalling3(), Progress{"b", "r1", 1}, kT0 + absl::Seconds(10)).state;

@@ -29,13 +29,13 @@
 #include "lib/sys/command.h"
 #include "node-agent/agent/agent.h"
 #include "node-agent/agent_client/agent_client.h"
-#include "operator/testing/k8s_env.h"
+#include "tests/k8s/k8s_testing.h"
 #include "tests/testing/prereq.h"
 
 namespace daxlease::agent {
 namespace {
 
-using op::testing::WaitFor;
+using k8s::testing::WaitFor;
 
 // A child process with its output in a log file; SIGKILLed and reaped on
 // destruction.
@@ -108,22 +108,23 @@ class AgentK8sTest : public ::testing::Test {
  protected:
   void SetUp() override {
     DAXLEASE_REQUIRE(testing::IsRoot(), "needs root for the loop mount");
-    kubeconfig_ = op::testing::TestKubeconfig();
+    kubeconfig_ = k8s::testing::KubeconfigPath();
     DAXLEASE_REQUIRE(!kubeconfig_.empty(),
                      "no test control plane (run ctest -L k8s)");
-    auto c = op::testing::ClientFor(kubeconfig_);
+    auto c = k8s::testing::NewClient(kubeconfig_);
     ASSERT_TRUE(c.ok()) << c.status();
     kube_ = std::move(*c);
-    ASSERT_TRUE(op::testing::InstallCrds(kubeconfig_).ok());
+    ASSERT_TRUE(k8s::testing::InstallDaxleaseCrds(kubeconfig_).ok());
     std::string test =
         ::testing::UnitTest::GetInstance()->current_test_info()->name();
-    prefix_ = absl::StrCat(absl::AsciiStrToLower(test).substr(0, 24), "-",
-                           getpid());
+    prefix_ =
+        absl::StrCat(absl::AsciiStrToLower(test).substr(0, 24), "-", getpid());
     char tmpl[] = "/tmp/agent_k8s_test.XXXXXX";
     dir_ = mkdtemp(tmpl);
     mnt_ = dir_ + "/mnt";
     mkdir(mnt_.c_str(), 0755);
-    ASSERT_TRUE(sys::RunCommandOk({"truncate", "-s", "64M", dir_ + "/img"}).ok());
+    ASSERT_TRUE(
+        sys::RunCommandOk({"truncate", "-s", "64M", dir_ + "/img"}).ok());
     ASSERT_TRUE(
         sys::RunCommandOk({"mkfs.ext4", "-q", "-F", dir_ + "/img"}).ok());
     ASSERT_TRUE(
@@ -132,21 +133,24 @@ class AgentK8sTest : public ::testing::Test {
     std::ofstream(dir_ + "/secret") << "agent-k8s-test-secret-" << getpid();
     port_a_ = FreePort();
     port_b_ = FreePort();
-    operator_ = std::make_unique<op::testing::OperatorProcess>(
-        kubeconfig_,
-        std::vector<std::string>{"--leader-election-name=" + prefix_,
-                                 "--identity=" + prefix_,
-                                 "--leader-election-lease-duration=3s",
-                                 "--leader-election-renew-deadline=2s",
-                                 "--leader-election-retry-period=250ms",
-                                 "--resync=2s"},
+    operator_ = std::make_unique<k8s::testing::ChildProcess>(
+        std::vector<std::string>{
+            DAXLEASE_OPERATOR_BIN, "--kubeconfig=" + kubeconfig_,
+            "--leader-election-name=" + prefix_, "--identity=" + prefix_,
+            "--leader-election-lease-duration=3s",
+            "--leader-election-renew-deadline=2s",
+            "--leader-election-retry-period=250ms", "--resync=2s"},
         prefix_ + "-operator");
     StartAgent('a');
     StartAgent('b');
     ASSERT_TRUE(WaitFor(
         [&] {
-          return NewGrpcAgentClient(Socket('a'), absl::Seconds(1))->Status().ok() &&
-                 NewGrpcAgentClient(Socket('b'), absl::Seconds(1))->Status().ok();
+          return NewGrpcAgentClient(Socket('a'), absl::Seconds(1))
+                     ->Status()
+                     .ok() &&
+                 NewGrpcAgentClient(Socket('b'), absl::Seconds(1))
+                     ->Status()
+                     .ok();
         },
         absl::Seconds(30)));
   }
@@ -179,20 +183,22 @@ class AgentK8sTest : public ::testing::Test {
     }
   }
 
-  std::string Node(char n) { return absl::StrCat(prefix_, "-node-", std::string(1, n)); }
-  std::string Socket(char n) { return absl::StrCat(dir_, "/agent-", std::string(1, n), ".sock"); }
+  std::string Node(char n) {
+    return absl::StrCat(prefix_, "-node-", std::string(1, n));
+  }
+  std::string Socket(char n) {
+    return absl::StrCat(dir_, "/agent-", std::string(1, n), ".sock");
+  }
   int Port(char n) { return n == 'a' ? port_a_ : port_b_; }
 
   void StartAgent(char n) {
     std::string addr = absl::StrCat("127.0.0.1:", Port(n));
     agents_[n] = std::make_unique<Child>(
-        std::vector<std::string>{DAXLEASE_AGENT_BIN,
-                                 "--node-id=" + Node(n),
-                                 "--kubeconfig=" + kubeconfig_,
-                                 "--socket=" + Socket(n),
-                                 "--state-dir=" + dir_ + "/state-" + std::string(1, n),
-                                 "--listen=" + addr,
-                                 "--secret-file=" + dir_ + "/secret"},
+        std::vector<std::string>{
+            DAXLEASE_AGENT_BIN, "--node-id=" + Node(n),
+            "--kubeconfig=" + kubeconfig_, "--socket=" + Socket(n),
+            "--state-dir=" + dir_ + "/state-" + std::string(1, n),
+            "--listen=" + addr, "--secret-file=" + dir_ + "/secret"},
         absl::StrCat(dir_, "/agent-", std::string(1, n), ".log"));
   }
   void RestartAgent(char n) {
@@ -231,23 +237,26 @@ class AgentK8sTest : public ::testing::Test {
     auto r = NewGrpcAgentClient(Socket('b'))->Publish(p);
     EXPECT_TRUE(r.ok()) << r.status();
     std::ofstream(target + "/daxlease.json") << r->descriptor_json();
-    EXPECT_EQ(symlink(Socket('b').c_str(), (target + "/agent.sock").c_str()), 0);
+    EXPECT_EQ(symlink(Socket('b').c_str(), (target + "/agent.sock").c_str()),
+              0);
     return target;
   }
 
   std::string CreateRecall(int grace) {
-    k8s::Json r = {{"apiVersion", api::kApiVersion},
-                   {"kind", "DaxRecall"},
-                   {"metadata", {{"generateName", vol_ + "-"}}},
-                   {"spec", {{"volume", vol_}, {"reason", "Manual"},
-                             {"graceSeconds", grace}}}};
+    k8s::Json r = {
+        {"apiVersion", api::kApiVersion},
+        {"kind", "DaxRecall"},
+        {"metadata", {{"generateName", vol_ + "-"}}},
+        {"spec",
+         {{"volume", vol_}, {"reason", "Manual"}, {"graceSeconds", grace}}}};
     auto c = kube_->Create(DaxRecallResource(), r);
     EXPECT_TRUE(c.ok()) << c.status();
     return c.ok() ? k8s::NameOf(*c) : "";
   }
   k8s::Json RecallStatus(const std::string& name) {
     auto r = kube_->Get(DaxRecallResource(), "", name);
-    return r.ok() ? r->value("status", k8s::Json::object()) : k8s::Json::object();
+    return r.ok() ? r->value("status", k8s::Json::object())
+                  : k8s::Json::object();
   }
   std::string FileBytes(uint64_t off, size_t len) {
     std::ifstream in(data_path_, std::ios::binary);
@@ -261,7 +270,7 @@ class AgentK8sTest : public ::testing::Test {
   bool mounted_ = false;
   int port_a_ = 0, port_b_ = 0;
   std::unique_ptr<k8s::KubeClient> kube_;
-  std::unique_ptr<op::testing::OperatorProcess> operator_;
+  std::unique_ptr<k8s::testing::ChildProcess> operator_;
   std::map<char, std::unique_ptr<Child>> agents_;
 };
 
@@ -272,21 +281,25 @@ TEST_F(AgentK8sTest, StoppedHolderIsRevokedFencedAndToldOnContinue) {
   std::string target = SetUpVolume();
   Child io({DAXLEASE_IO_BIN, "pattern", target, "4096", "120"},
            dir_ + "/io.log");
-  ASSERT_TRUE(WaitFor([&] { return io.Log().find("persisted seq=20 ") != std::string::npos; },
-                      absl::Seconds(60)))
+  ASSERT_TRUE(WaitFor(
+      [&] { return io.Log().find("persisted seq=20 ") != std::string::npos; },
+      absl::Seconds(60)))
       << io.Log();
   io.Signal(SIGSTOP);
   std::string r = CreateRecall(2);
-  ASSERT_TRUE(WaitFor([&] { return RecallStatus(r).value("phase", "") == "Complete"; },
-                      absl::Seconds(60)));
+  ASSERT_TRUE(
+      WaitFor([&] { return RecallStatus(r).value("phase", "") == "Complete"; },
+              absl::Seconds(60)));
   EXPECT_EQ(RecallStatus(r).value("revoked", 0), 1);
   auto leases = k8s::ListAll(*kube_, DaxLeaseResource(), "");
   ASSERT_TRUE(leases.ok());
   bool fenced = false;
   for (const auto& l : leases->items) {
-    if (l.value("spec", k8s::Json::object()).value("volume", "") != vol_) continue;
-    fenced |= l.value("status", k8s::Json::object()).value("fencedRecallID", "") ==
-              RecallStatus(r).value("recallID", "");
+    if (l.value("spec", k8s::Json::object()).value("volume", "") != vol_)
+      continue;
+    fenced |=
+        l.value("status", k8s::Json::object()).value("fencedRecallID", "") ==
+        RecallStatus(r).value("recallID", "");
   }
   EXPECT_TRUE(fenced);
   std::string after_fence = FileBytes(0, 8 << 20);

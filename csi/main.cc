@@ -23,14 +23,18 @@
 #include "csi/file_backend.h"
 #include "csi/identity_service.h"
 #include "csi/logging_interceptor.h"
+#include "csi/metrics_interceptor.h"
 #include "csi/ndctl_backend.h"
 #include "csi/node_service.h"
 #include "csi/repair.h"
+#include "csi/validation.h"
 #include "grpcpp/grpcpp.h"
 #include "lib/base/flags.h"
 #include "lib/base/log.h"
 #include "lib/base/status.h"
 #include "lib/base/version.h"
+#include "lib/metrics/csi_operations.h"
+#include "lib/metrics/metrics_server.h"
 #include "lib/sys/file.h"
 #include "lib/sys/lock_file.h"
 
@@ -54,6 +58,8 @@ ABSL_FLAG(uint64_t, capacity_bytes, 0,
 ABSL_FLAG(std::vector<std::string>, allowed_roots, {"/var/lib/kubelet"},
           "staging and target paths must be below one of these directories");
 ABSL_FLAG(int64_t, max_volumes_per_node, 64, "reported by NodeGetInfo");
+ABSL_FLAG(std::string, metrics_address, "",
+          "host:port to serve Prometheus metrics at /metrics (empty: off)");
 
 namespace daxlease::csi {
 namespace {
@@ -189,6 +195,16 @@ int Run() {
   sigaddset(&sigs, SIGINT);
   pthread_sigmask(SIG_BLOCK, &sigs, nullptr);
 
+  auto registry = std::make_shared<prometheus::Registry>();
+  metrics::CsiOperations operations(*registry, kDriverName);
+  std::unique_ptr<metrics::MetricsServer> metrics_server;
+  if (const std::string addr = absl::GetFlag(FLAGS_metrics_address);
+      !addr.empty()) {
+    auto started = metrics::MetricsServer::Start(addr, registry);
+    if (!started.ok()) return fail(started.status());
+    metrics_server = *std::move(started);
+  }
+
   grpc::ServerBuilder builder;
   builder.AddListeningPort(absl::StrCat("unix:", *socket_path),
                            grpc::InsecureServerCredentials());
@@ -199,6 +215,8 @@ int Run() {
       std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>>
       interceptors;
   interceptors.push_back(std::make_unique<LoggingInterceptorFactory>());
+  interceptors.push_back(
+      std::make_unique<MetricsInterceptorFactory>(&operations));
   builder.experimental().SetInterceptorCreators(std::move(interceptors));
   // gRPC creates the socket with the process's umask: tighten it for the
   // bind (no thread creates files now), then set the mode explicitly.

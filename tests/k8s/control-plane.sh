@@ -17,7 +17,7 @@
 #                     stop will signal (after checking they are still ours)
 #   pki/, etcd-data/, *.log
 # Ports: free 127.0.0.1 ports picked at random. RBAC is on. The apiserver binary
-# comes from build-kube-apiserver.sh (cache: $DAXLEASE_K8S_CACHE).
+# comes from build-kube.sh (cache: $DAXLEASE_K8S_CACHE).
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -159,7 +159,7 @@ do_start() {
     do_stop
   fi
   local kas
-  kas=$("$here/build-kube-apiserver.sh")
+  kas=$("$here/build-kube.sh" kube-apiserver)
   command -v etcd >/dev/null || fail "etcd not installed (scripts/install-deps.sh: etcd-server)"
   make_pki
   [[ $(dpkg --print-architecture) == amd64 ]] || export ETCD_UNSUPPORTED_ARCH=$(dpkg --print-architecture)

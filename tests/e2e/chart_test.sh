@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# charts/daxlease without a cluster: `helm lint` with the defaults and with the values users
+# change most; the schema refuses bad values; kubeletDir reaches every kubelet path; the agent
+# toggle; manifests/ and the chart's crds/ match the chart (scripts/render-manifests.sh).
+set -euo pipefail
+repo=$(cd "$(dirname "$0")/../.." && pwd)
+cd "$repo"
+helm=$(tests/k8s/install-helm.sh)
+chart=charts/daxlease
+fail() { echo "chart_test: FAILED: $*" >&2; exit 1; }
+
+"$helm" lint --strict "$chart" >/dev/null || fail "helm lint (defaults)"
+"$helm" lint --strict "$chart" --set kubeletDir=/var/lib/k0s/kubelet --set node.agent.enabled=true \
+  --set operator.replicas=3 --set 'imagePullSecrets[0].name=regcred' --set global.imageRegistry=registry.example \
+  --set node.backend=ndctl --set 'node.ndctlRegions={region0,region1}' >/dev/null || fail "helm lint (overrides)"
+for bad in node.backend=nfs kubeletDir=relative/path operator.replicas=0 image.csi.pullPolicy=Sometimes \
+           'storageClasses[0].parameters.daxlease\.io/mode=ram' unknownValue=1; do
+  if "$helm" template t "$chart" --set "$bad" >/dev/null 2>&1; then fail "the schema accepted --set $bad"; fi
+done
+
+out=$("$helm" template t "$chart" --set kubeletDir=/var/lib/k0s/kubelet)
+if grep -n '/var/lib/kubelet' <<<"$out"; then fail "kubeletDir=/var/lib/k0s/kubelet still renders /var/lib/kubelet"; fi
+grep -q 'path: /var/lib/k0s/kubelet/pods' <<<"$out" || fail "pods dir does not follow kubeletDir"
+grep -q -- '--kubelet-registration-path=/var/lib/k0s/kubelet/plugins/dax.daxlease.io/csi.sock' <<<"$out" \
+  || fail "registration path does not follow kubeletDir"
+grep -q 'mountPropagation: Bidirectional' <<<"$out" || fail "no Bidirectional mount"
+
+out=$("$helm" template t "$chart")
+grep -q 'name: daxlease-agent' <<<"$out" && fail "agent container rendered while node.agent.enabled=false"
+out=$("$helm" template t "$chart" --set node.agent.enabled=true)
+grep -q 'name: daxlease-agent' <<<"$out" || fail "node.agent.enabled=true renders no agent container"
+
+# hostPID only where the devdax in-use check needs it (ndctl backend).
+"$helm" template t "$chart" | grep -q 'hostPID' && fail "hostPID with the file backend"
+"$helm" template t "$chart" --set node.backend=ndctl | grep -q 'hostPID: true' || fail "no hostPID with ndctl"
+
+# Least privilege: no wildcard anywhere in the rendered RBAC.
+if "$helm" template t "$chart" | grep -nE "^\s*(verbs|resources|apiGroups): \[?.*['\"]?\*"; then
+  fail "wildcard in RBAC"
+fi
+
+scripts/render-manifests.sh --check || fail "manifests/ drifted from the chart: run scripts/render-manifests.sh"
+echo "chart_test: ok"

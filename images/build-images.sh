@@ -131,7 +131,7 @@ ensure_prefix() {
   [[ -f $build/build.ninja ]] || fail "$build is not built (scripts/build.sh build) and no --prefix given"
   prefix=$(mktemp -d /tmp/daxlease-prefix.XXXXXX)
   trap 'rm -rf "$prefix"' EXIT
-  cmake --install "$build" --prefix "$prefix" >/dev/null
+  cmake --install "$build" --prefix "$prefix" --strip >/dev/null
 }
 
 build_pause() {

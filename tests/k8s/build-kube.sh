@@ -52,8 +52,11 @@ if [[ -z ${DAXLEASE_K8S_CACHE:-} ]] && ! mkdir -p "$cache" 2>/dev/null; then
 fi
 mkdir -p "$cache"
 cache=$(cd "$cache" && pwd -P)
+# Two locks: .lock while the source tree is prepared (short, and what readers of a cached
+# binary may wait on), .build-lock while binaries are built (long: a kubelet build must not
+# hold up a test that only needs the cached apiserver). Binaries appear atomically (mv).
 exec 9>"$cache/.lock"
-flock 9   # one build at a time (parallel ctest invocations, CI + lab)
+flock 9
 
 # --- 1. packages -------------------------------------------------------------------------
 missing=()
@@ -147,22 +150,25 @@ if [[ ! -f $tree/.daxlease-key || $(<"$tree/.daxlease-key") != "$tree_key" ]]; t
 fi
 
 # --- 5. binaries ----------------------------------------------------------------------------
+exec 8>"$cache/.build-lock"
+flock 8   # one binary build at a time (parallel ctest invocations, CI + lab)
+flock -u 9
 cd "$tree"
-mkdir -p "$cache/bin" "$cache/tmp"
+mkdir -p "$cache/bin" "$cache/build-tmp"
 ldflags="-s -w"
 for v in k8s.io/kubernetes/vendor/k8s.io/component-base/version k8s.io/kubernetes/vendor/k8s.io/client-go/pkg/version; do
   ldflags+=" -X $v.gitVersion=$GIT_VERSION -X $v.gitMajor=1 -X $v.gitMinor=20 -X $v.gitTreeState=clean"
 done
 for t in "${targets[@]}"; do
   bin=$cache/bin/$t
-  if cached "$t"; then say "cached: $bin"; continue; fi
+  if cached "$t"; then say "cached: $bin"; continue; fi   # built while we waited
   t0=$SECONDS
   say "go build ./cmd/$t (cold on 2 cores: apiserver ~5 min, controller-manager ~1 min, kubelet ~80 s)"
-  TMPDIR=$cache/tmp nice -n 10 go build -p "${DAXLEASE_K8S_BUILD_JOBS:-2}" -trimpath -tags selinux,notest \
+  TMPDIR=$cache/build-tmp nice -n 10 go build -p "${DAXLEASE_K8S_BUILD_JOBS:-2}" -trimpath -tags selinux,notest \
     -ldflags "$ldflags" -o "$bin.new" "./cmd/$t" >&2
   mv -f "$bin.new" "$bin"
   echo "$bin_key" >"$bin.key"
   say "built $t in $((SECONDS - t0))s ($("$bin" --version 2>&1 | head -1))"
 done
-rm -rf "$cache/tmp"
+rm -rf "$cache/build-tmp"
 print_paths

@@ -4,6 +4,7 @@
 
 #include <daxctl/libdaxctl.h>
 #include <dirent.h>
+#include <emmintrin.h>
 #include <fcntl.h>
 #include <linux/ndctl.h>
 #include <ndctl/libndctl.h>
@@ -323,7 +324,9 @@ absl::Status EraseAndDelete(ndctl_namespace* ns, bool erase_all) {
 // off a new volume never presents the previous tenant's filesystem (blkid
 // would find it, and staging would mount it instead of formatting).
 // fsdax: O_DIRECT writes to /dev/pmemN; devdax: the character device only
-// maps, so through a shared mapping, msync'ed.
+// maps, so through a shared mapping. Device DAX has no fsync (msync answers
+// EINVAL), so the zeros are made durable the way any DAX store is: each
+// cache line flushed, then a store fence.
 absl::Status ZeroHeadAndTail(const std::string& path, bool block,
                              uint64_t size) {
   const uint64_t chunk = std::min<uint64_t>(size, 4 * kMiB);
@@ -360,9 +363,9 @@ absl::Status ZeroHeadAndTail(const std::string& path, bool block,
         break;
       }
       std::memset(m, 0, chunk);
-      if (::msync(m, chunk, MS_SYNC) != 0) {
-        st = base::ErrnoStatus("msync", path, errno);
-      }
+      char* line = static_cast<char*>(m);
+      for (uint64_t i = 0; i < chunk; i += 64) _mm_clflush(line + i);
+      _mm_sfence();
       ::munmap(m, chunk);
       if (!st.ok()) break;
     }

@@ -70,7 +70,14 @@ absl::StatusOr<VolumeRecord> RecordFromJson(absl::string_view text) {
     VolumeRecord rec;
     rec.id = j.at("id").get<std::string>();
     rec.name = j.at("name").get<std::string>();
-    rec.capacity_bytes = j.at("capacityBytes").get<uint64_t>();
+    // Only a non-negative integer: nlohmann converts a float with a
+    // static_cast, which is undefined behaviour out of range (1e300).
+    const json& capacity = j.at("capacityBytes");
+    if (!capacity.is_number_unsigned()) {
+      return absl::DataLossError(
+          "corrupt volume record: capacityBytes is not a non-negative integer");
+    }
+    rec.capacity_bytes = capacity.get<uint64_t>();
     auto mode = ParseVolumeMode(j.at("mode").get<std::string>());
     if (!mode.ok()) return mode.status();
     rec.mode = *mode;

@@ -2,6 +2,7 @@
 
 #include <stdlib.h>
 
+#include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
 #include "lib/sys/file.h"
 
@@ -53,6 +54,22 @@ TEST(StateStoreTest, CorruptJsonIsDataLossNotACrash) {
   EXPECT_FALSE(
       RecordFromJson(
           R"({"id":"a","name":"b","capacityBytes":1,"mode":"zz","phase":"ready"})")
+          .ok());
+}
+
+// Found by the state_record fuzzer: a float capacity was converted with a
+// static_cast (undefined behaviour out of range), a negative one wrapped.
+TEST(StateStoreTest, CapacityMustBeANonNegativeInteger) {
+  for (const char* capacity : {"3.35e25", "1e300", "1.5", "-1", "\"7\""}) {
+    std::string text =
+        absl::StrCat(R"({"id":"a","name":"b","capacityBytes":)", capacity,
+                     R"(,"mode":"fsdax","phase":"ready"})");
+    EXPECT_EQ(RecordFromJson(text).status().code(), absl::StatusCode::kDataLoss)
+        << capacity;
+  }
+  EXPECT_TRUE(
+      RecordFromJson(
+          R"({"id":"a","name":"b","capacityBytes":7,"mode":"fsdax","phase":"ready"})")
           .ok());
 }
 

@@ -9,22 +9,10 @@
 #include "absl/strings/str_cat.h"
 #include "lib/base/status.h"
 #include "lib/sys/fd.h"
+#include "lib/sys/file.h"
 
 namespace daxlease::sys {
 namespace {
-
-absl::Status WriteAll(int fd, absl::string_view data, absl::string_view path) {
-  size_t off = 0;
-  while (off < data.size()) {
-    ssize_t n = ::write(fd, data.data() + off, data.size() - off);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      return base::ErrnoStatus("write", path, errno);
-    }
-    off += static_cast<size_t>(n);
-  }
-  return absl::OkStatus();
-}
 
 class PosixEnv final : public Env {
  public:

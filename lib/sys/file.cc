@@ -27,6 +27,8 @@ std::string DirName(const std::string& path) {
   return path.substr(0, slash);
 }
 
+}  // namespace
+
 absl::Status WriteAll(int fd, absl::string_view data, absl::string_view path) {
   size_t off = 0;
   while (off < data.size()) {
@@ -39,8 +41,6 @@ absl::Status WriteAll(int fd, absl::string_view data, absl::string_view path) {
   }
   return absl::OkStatus();
 }
-
-}  // namespace
 
 absl::StatusOr<std::string> ReadFile(absl::string_view path) {
   ASSIGN_OR_RETURN(UniqueFd fd, OpenFd(path, O_RDONLY));

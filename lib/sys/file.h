@@ -20,6 +20,10 @@ namespace daxlease::sys {
 // Whole contents of a (small) file. NotFound when it does not exist.
 absl::StatusOr<std::string> ReadFile(absl::string_view path);
 
+// Writes all of `data` to `fd` (retrying short writes and EINTR); `path`
+// only names the file in the error.
+absl::Status WriteAll(int fd, absl::string_view data, absl::string_view path);
+
 // Replaces `path` atomically and durably: writes `path.tmp`, fsyncs it,
 // renames it over `path`, fsyncs the directory. A crash leaves either the
 // old or the new contents, never a torn file. Not safe against two writers

@@ -491,9 +491,16 @@ absl::StatusOr<T> FromJson(const nlohmann::json& j) {
   try {
     return Read<T>(j);
   } catch (const ParseError& e) {
+    // The error names the object when it can; a malformed metadata is
+    // itself the error, so naming must not throw again.
+    auto meta = j.find("metadata");
+    std::string name = "(unnamed)";
+    if (meta != j.end() && meta->is_object()) {
+      auto n = meta->find("name");
+      if (n != meta->end() && n->is_string()) name = n->get<std::string>();
+    }
     return absl::InvalidArgumentError(
-        absl::StrCat(Resource<T>::kKind, " ",
-                     GetString(Sub(j, "metadata"), "name"), ": ", e.message));
+        absl::StrCat(Resource<T>::kKind, " ", name, ": ", e.message));
   } catch (const json::exception& e) {
     return absl::InvalidArgumentError(
         absl::StrCat(Resource<T>::kKind, ": ", e.what()));

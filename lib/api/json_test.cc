@@ -120,6 +120,19 @@ TEST(JsonTest, BadInputIsInvalidArgumentNamingTheField) {
   EXPECT_FALSE(FromJson<DaxRecall>(json::array()).ok());
 }
 
+// Found by the api_json fuzzer: naming the object in the error re-read a
+// metadata that was not an object and threw out of FromJson.
+TEST(JsonTest, MalformedMetadataIsAnErrorNotAThrow) {
+  for (const char* text :
+       {R"({"metadata":"DaxLeaseList"})", R"({"metadata":[1]})",
+        R"({"metadata":{"name":7}})", R"({"metadata":"x","spec":{"a":1}})"}) {
+    absl::StatusOr<DaxVolume> v = FromJson<DaxVolume>(json::parse(text));
+    EXPECT_EQ(v.status().code(), absl::StatusCode::kInvalidArgument) << text;
+    EXPECT_THAT(v.status().message(), testing::HasSubstr("DaxVolume")) << text;
+    EXPECT_FALSE(FromJson<DaxLease>(json::parse(text)).ok()) << text;
+  }
+}
+
 TEST(JsonTest, ListFromJsonParsesItems) {
   json list = {{"items", {ToJson(FullLease()), ToJson(FullLease())}}};
   auto leases = ListFromJson<DaxLease>(list);

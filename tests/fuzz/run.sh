@@ -11,6 +11,9 @@
 #   FUZZ_SECONDS    time per target (default 60)
 #   FUZZ_JOBS       targets run at once (default: nproc, at most 4)
 #   FUZZ_BUILD_DIR  build directory (default build-fuzz)
+#   FUZZ_SEED       libFuzzer -seed (default: random each run). CI sets a
+#                   fixed seed so a gate run explores the same inputs every
+#                   time; run without it to search for new bugs.
 #   FUZZ_MERGE=1    afterwards, merge what the run found into
 #                   tests/fuzz/corpus/TARGET (minimized), to commit
 # Output per target in $FUZZ_BUILD_DIR/fuzz-out/TARGET/: log, corpus/ (the
@@ -41,6 +44,7 @@ run_one() {
   # committed seeds stay as they are.
   "$build_dir/tests/fuzz/${t}_fuzz" -max_total_time="$seconds" -timeout=30 \
     -rss_limit_mb=2048 -print_final_stats=1 -artifact_prefix="$out/" \
+    ${FUZZ_SEED:+-seed="$FUZZ_SEED"} \
     "$out/corpus" "tests/fuzz/corpus/$t" >"$out/log" 2>&1
 }
 

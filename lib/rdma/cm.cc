@@ -192,13 +192,7 @@ absl::StatusOr<CmQueuePair> CmQueuePair::Create(CmId& id,
                                                 const CompletionQueue& cq,
                                                 const QueuePairCaps& caps) {
   ibv_qp_init_attr ia{};
-  ia.send_cq = cq.get();
-  ia.recv_cq = cq.get();
-  ia.qp_type = IBV_QPT_RC;
-  ia.cap.max_send_wr = caps.max_send_wr;
-  ia.cap.max_recv_wr = caps.max_recv_wr;
-  ia.cap.max_send_sge = caps.max_send_sge;
-  ia.cap.max_recv_sge = caps.max_recv_sge;
+  FillRcQueuePairAttr(cq, caps, &ia);
   if (rdma_create_qp(id.id_.get(), pd.get(), &ia) != 0)
     return base::ErrnoStatus("rdma_create_qp", "", errno);
   return CmQueuePair(id.id_.get());

@@ -280,10 +280,10 @@ absl::Status QueuePairOps::PostLocalInvalidate(uint32_t rkey, uint64_t wr_id) {
 }
 
 // ---------------------------------------------------------------- QP
-absl::StatusOr<QueuePair> QueuePair::CreateRc(const ProtectionDomain& pd,
-                                              const CompletionQueue& cq,
-                                              const QueuePairCaps& caps) {
-  ibv_qp_init_attr ia{};
+void FillRcQueuePairAttr(const CompletionQueue& cq, const QueuePairCaps& caps,
+                         ibv_qp_init_attr* attr) {
+  ibv_qp_init_attr& ia = *attr;
+  ia = {};
   ia.send_cq = cq.get();
   ia.recv_cq = cq.get();
   ia.qp_type = IBV_QPT_RC;
@@ -291,6 +291,13 @@ absl::StatusOr<QueuePair> QueuePair::CreateRc(const ProtectionDomain& pd,
   ia.cap.max_recv_wr = caps.max_recv_wr;
   ia.cap.max_send_sge = caps.max_send_sge;
   ia.cap.max_recv_sge = caps.max_recv_sge;
+}
+
+absl::StatusOr<QueuePair> QueuePair::CreateRc(const ProtectionDomain& pd,
+                                              const CompletionQueue& cq,
+                                              const QueuePairCaps& caps) {
+  ibv_qp_init_attr ia{};
+  FillRcQueuePairAttr(cq, caps, &ia);
   errno = 0;
   ibv_qp* qp = ibv_create_qp(pd.get(), &ia);
   if (qp == nullptr) return base::ErrnoStatus("ibv_create_qp", "", ErrOf(-1));

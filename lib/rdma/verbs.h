@@ -38,6 +38,7 @@ struct ibv_pd;
 struct ibv_mr;
 struct ibv_mw;
 struct ibv_cq;
+struct ibv_qp_init_attr;
 struct ibv_qp;
 
 namespace daxlease::rdma {
@@ -206,6 +207,12 @@ struct QueuePairCaps {
   uint32_t max_send_sge = 1;
   uint32_t max_recv_sge = 1;
 };
+
+// Fills the init attributes of a reliable-connected QP whose send and
+// receive completions both go to `cq`: what ibv_create_qp and
+// rdma_create_qp take.
+void FillRcQueuePairAttr(const CompletionQueue& cq, const QueuePairCaps& caps,
+                         ibv_qp_init_attr* attr);
 
 // Work requests on a queue pair the caller owns elsewhere (a QueuePair or an
 // rdma_cm id). All posts are signalled; completions arrive on the QP's CQ.

@@ -37,14 +37,19 @@ echo "fuzz: built in $((SECONDS - start)) s; ${seconds} s per target, $jobs at o
 
 out_root=$build_dir/fuzz-out
 run_one() {
-  local t=$1 out=$out_root/$1
+  local t=$1 out=$out_root/$1 extra=()
   rm -rf "$out" && mkdir -p "$out/corpus"
+  # csi_requests covers the generated CSI protobuf code, so its coverage map
+  # is large and libFuzzer's entropic scheduler spent a third of the time
+  # updating feature frequencies: without it the target runs about 3 times
+  # as many inputs (measured 69-115 vs 232-285 exec/s) and reaches more.
+  [[ $t == csi_requests ]] && extra=(-entropic=0)
   # -timeout: one input running longer is a hang; -rss_limit_mb: a leak or
   # a runaway allocation; the first corpus dir receives new inputs, so the
   # committed seeds stay as they are.
   "$build_dir/tests/fuzz/${t}_fuzz" -max_total_time="$seconds" -timeout=30 \
     -rss_limit_mb=2048 -print_final_stats=1 -artifact_prefix="$out/" \
-    ${FUZZ_SEED:+-seed="$FUZZ_SEED"} \
+    ${FUZZ_SEED:+-seed="$FUZZ_SEED"} "${extra[@]}" \
     "$out/corpus" "tests/fuzz/corpus/$t" >"$out/log" 2>&1
 }
 

@@ -15,8 +15,10 @@
 
 #include <atomic>
 #include <cstdio>
+#include <cstring>
 #include <fstream>
 #include <map>
+#include <mutex>
 #include <sstream>
 #include <string>
 #include <thread>
@@ -66,6 +68,14 @@ class Child {
     int st;
     waitpid(pid_, &st, 0);
     pid_ = -1;
+  }
+  // Whether the process has exited (reaped) or was never started.
+  bool Exited() {
+    if (pid_ <= 0) return true;
+    int st;
+    if (waitpid(pid_, &st, WNOHANG) != pid_) return false;
+    pid_ = -1;
+    return true;
   }
   // Exit code once exited (-1 while running or killed by a signal).
   int Wait(absl::Duration timeout) {
@@ -133,14 +143,22 @@ class AgentK8sTest : public ::testing::Test {
     std::ofstream(dir_ + "/secret") << "agent-k8s-test-secret-" << getpid();
     port_a_ = FreePort();
     port_b_ = FreePort();
-    operator_ = std::make_unique<k8s::testing::ChildProcess>(
-        std::vector<std::string>{
-            DAXLEASE_OPERATOR_BIN, "--kubeconfig=" + kubeconfig_,
-            "--leader-election-name=" + prefix_, "--identity=" + prefix_,
-            "--leader-election-lease-duration=3s",
-            "--leader-election-renew-deadline=2s",
-            "--leader-election-retry-period=250ms", "--resync=2s"},
-        prefix_ + "-operator");
+    // The operator runs as its Deployment would: restarted whenever it
+    // exits (it exits when it loses leadership, e.g. when starved of CPU
+    // past its renew deadline on a loaded machine).
+    StartOperator();
+    supervisor_ = std::thread([this] {
+      while (!stopping_.load()) {
+        {
+          std::lock_guard<std::mutex> l(operator_mu_);
+          if (operator_->Exited()) {
+            ++operator_starts_;
+            StartOperator();
+          }
+        }
+        absl::SleepFor(absl::Milliseconds(100));
+      }
+    });
     StartAgent('a');
     StartAgent('b');
     ASSERT_TRUE(WaitFor(
@@ -157,6 +175,8 @@ class AgentK8sTest : public ::testing::Test {
 
   void TearDown() override {
     agents_.clear();
+    stopping_.store(true);
+    if (supervisor_.joinable()) supervisor_.join();
     operator_.reset();
     if (kube_ != nullptr) {
       for (const k8s::Resource& r :
@@ -181,6 +201,22 @@ class AgentK8sTest : public ::testing::Test {
       std::string cmd = "rm -rf " + dir_;
       (void)!system(cmd.c_str());
     }
+  }
+
+  void StartOperator() {
+    operator_ = std::make_unique<Child>(
+        std::vector<std::string>{
+            DAXLEASE_OPERATOR_BIN, "--kubeconfig=" + kubeconfig_,
+            "--leader-election-name=" + prefix_, "--identity=" + prefix_,
+            "--leader-election-lease-duration=3s",
+            "--leader-election-renew-deadline=2s",
+            "--leader-election-retry-period=250ms", "--resync=2s"},
+        dir_ + "/operator.log");
+  }
+  // kill -9 of the operator; the supervisor starts another.
+  void KillOperator() {
+    std::lock_guard<std::mutex> l(operator_mu_);
+    operator_->Kill(SIGKILL);
   }
 
   std::string Node(char n) {
@@ -226,19 +262,31 @@ class AgentK8sTest : public ::testing::Test {
     auto served = a->ServeVolume(serve);
     EXPECT_TRUE(served.ok()) << served.status();
     data_path_ = served->data_path();
-    std::string target = dir_ + "/pub-b";
+    return Publish('b', "pod");
+  }
+
+  // Publishes the volume to a pod on node `n` and lays out the directory
+  // the pod would see (descriptor, agent socket; the owner: volume/).
+  std::string Publish(char n, const std::string& pod) {
+    const bool owner_local = n == 'a';
+    std::string target =
+        absl::StrCat(dir_, "/pub-", std::string(1, n), "-", pod);
     mkdir(target.c_str(), 0755);
     pb::PublishRequest p;
     p.set_volume_id(vol_);
     p.set_target_path(target);
     p.set_pod_namespace("default");
-    p.set_pod_name(prefix_ + "-pod");
-    p.set_pod_uid("uid-" + prefix_);
-    auto r = NewGrpcAgentClient(Socket('b'))->Publish(p);
+    p.set_pod_name(absl::StrCat(prefix_, "-", pod));
+    p.set_pod_uid(absl::StrCat("uid-", prefix_, "-", pod));
+    p.set_owner_local(owner_local);
+    auto r = NewGrpcAgentClient(Socket(n))->Publish(p);
     EXPECT_TRUE(r.ok()) << r.status();
+    if (!r.ok()) return target;
     std::ofstream(target + "/daxlease.json") << r->descriptor_json();
-    EXPECT_EQ(symlink(Socket('b').c_str(), (target + "/agent.sock").c_str()),
-              0);
+    EXPECT_EQ(symlink(Socket(n).c_str(), (target + "/agent.sock").c_str()), 0);
+    if (owner_local) {
+      EXPECT_EQ(symlink(mnt_.c_str(), (target + "/volume").c_str()), 0);
+    }
     return target;
   }
 
@@ -258,6 +306,36 @@ class AgentK8sTest : public ::testing::Test {
     return r.ok() ? r->value("status", k8s::Json::object())
                   : k8s::Json::object();
   }
+  // The volume's recalls and leases, and the ends of the operator's and the
+  // agents' logs, for failures.
+  std::string Dump() {
+    auto tail = [](const std::string& log) {
+      return log.size() <= 12000 ? log : log.substr(log.size() - 12000);
+    };
+    std::string out;
+    for (const k8s::Resource& r : {DaxRecallResource(), DaxLeaseResource()}) {
+      auto list = k8s::ListAll(*kube_, r, "");
+      if (!list.ok()) continue;
+      for (const k8s::Json& o : list->items) {
+        if (o.value("spec", k8s::Json::object()).value("volume", "") != vol_) {
+          continue;
+        }
+        absl::StrAppend(&out, k8s::NameOf(o), " ",
+                        o.value("spec", k8s::Json::object()).dump(), " ",
+                        o.value("status", k8s::Json::object()).dump(), "\n");
+      }
+    }
+    {
+      std::lock_guard<std::mutex> l(operator_mu_);
+      absl::StrAppend(&out, "--- operator (started ", operator_starts_,
+                      " times)\n", tail(operator_->Log()));
+    }
+    for (const auto& [n, a] : agents_) {
+      absl::StrAppend(&out, "--- agent ", std::string(1, n), "\n",
+                      tail(a->Log()));
+    }
+    return out;
+  }
   std::string FileBytes(uint64_t off, size_t len) {
     std::ifstream in(data_path_, std::ios::binary);
     in.seekg(static_cast<std::streamoff>(off));
@@ -270,7 +348,11 @@ class AgentK8sTest : public ::testing::Test {
   bool mounted_ = false;
   int port_a_ = 0, port_b_ = 0;
   std::unique_ptr<k8s::KubeClient> kube_;
-  std::unique_ptr<k8s::testing::ChildProcess> operator_;
+  std::mutex operator_mu_;
+  std::unique_ptr<Child> operator_;  // guarded by operator_mu_
+  int operator_starts_ = 1;          // guarded by operator_mu_
+  std::atomic<bool> stopping_{false};
+  std::thread supervisor_;
   std::map<char, std::unique_ptr<Child>> agents_;
 };
 
@@ -307,6 +389,199 @@ TEST_F(AgentK8sTest, StoppedHolderIsRevokedFencedAndToldOnContinue) {
   EXPECT_EQ(io.Wait(absl::Seconds(30)), 3) << io.Log();
   EXPECT_NE(io.Log().find("revoked seq="), std::string::npos) << io.Log();
   EXPECT_EQ(FileBytes(0, 8 << 20), after_fence);
+}
+
+// Blocks of a checksummed pattern: every block says which writer wrote it,
+// where, in which sequence, and carries an FNV-1a of the rest, so a torn,
+// misplaced or stale block is told from the one the writer last persisted.
+constexpr size_t kBlock = 4096;
+
+uint64_t Fnv(const char* p, size_t n) {
+  uint64_t h = 1469598103934665603ull;
+  for (size_t i = 0; i < n; ++i) {
+    h ^= static_cast<unsigned char>(p[i]);
+    h *= 1099511628211ull;
+  }
+  return h;
+}
+
+std::string PatternBlock(uint32_t writer, uint64_t index, uint64_t seq) {
+  std::string b(kBlock, '\0');
+  uint64_t x = seq * 0x9e3779b97f4a7c15ull ^ index ^ (uint64_t{writer} << 56);
+  for (size_t i = 24; i + 8 <= kBlock - 8; i += 8) {
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    memcpy(&b[i], &x, 8);
+  }
+  uint64_t head[3] = {0xDA7A1EA5E0000000ull | writer, index, seq};
+  memcpy(&b[0], head, sizeof(head));
+  uint64_t sum = Fnv(b.data(), kBlock - 8);
+  memcpy(&b[kBlock - 8], &sum, 8);
+  return b;
+}
+
+// A client writing (and persisting, and reading back) a pattern over blocks
+// [first, first + count) of a volume, continuously, on its own thread.
+class PatternWriter {
+ public:
+  PatternWriter(daxlease_volume* vol, uint32_t id, uint64_t first,
+                uint64_t count)
+      : vol_(vol), id_(id), first_(first), count_(count) {
+    thread_ = std::thread([this] { Run(); });
+  }
+  ~PatternWriter() { Stop(); }
+  void Stop() {
+    stop_.store(true);
+    if (thread_.joinable()) thread_.join();
+  }
+  uint64_t persisted() const { return persisted_.load(); }
+  // Blocks persisted at each epoch the library reported around the write.
+  std::map<int64_t, uint64_t> by_epoch() {
+    std::lock_guard<std::mutex> l(mu_);
+    return by_epoch_;
+  }
+  std::vector<std::string> errors() {
+    std::lock_guard<std::mutex> l(mu_);
+    return errors_;
+  }
+  // What each block must hold (after Stop).
+  const std::map<uint64_t, std::string>& expect() const { return expect_; }
+  // Waits until `n` more blocks than now are persisted.
+  bool Progress(uint64_t n, absl::Duration timeout) {
+    uint64_t from = persisted();
+    return WaitFor([&] { return persisted() >= from + n; }, timeout);
+  }
+
+ private:
+  void Fail(const std::string& what, int rc) {
+    std::lock_guard<std::mutex> l(mu_);
+    errors_.push_back(absl::StrCat(what, ": ", daxlease_strerror(rc), ": ",
+                                   daxlease_errmsg()));
+  }
+  void Run() {
+    std::string back(kBlock, '\0');
+    for (uint64_t seq = 1; !stop_.load(); ++seq) {
+      const uint64_t index = first_ + seq % count_;
+      const std::string b = PatternBlock(id_, index, seq);
+      int rc = daxlease_write(vol_, index * kBlock, b.data(), kBlock);
+      if (rc != DAXLEASE_OK) {
+        Fail("write", rc);
+        return;
+      }
+      rc = daxlease_persist(vol_, index * kBlock, kBlock);
+      if (rc != DAXLEASE_OK) {
+        Fail("persist", rc);
+        return;
+      }
+      const int64_t epoch = daxlease_epoch(vol_);
+      expect_[index] = b;
+      rc = daxlease_read(vol_, index * kBlock, back.data(), kBlock);
+      if (rc != DAXLEASE_OK) {
+        Fail("read", rc);
+        return;
+      }
+      if (back != b) {
+        Fail(absl::StrCat("read back block ", index, " seq ", seq), 0);
+        return;
+      }
+      {
+        std::lock_guard<std::mutex> l(mu_);
+        ++by_epoch_[epoch];
+      }
+      persisted_.store(seq);
+    }
+  }
+
+  daxlease_volume* const vol_;
+  const uint32_t id_;
+  const uint64_t first_, count_;
+  std::atomic<bool> stop_{false};
+  std::atomic<uint64_t> persisted_{0};
+  std::mutex mu_;
+  std::map<int64_t, uint64_t> by_epoch_;
+  std::vector<std::string> errors_;
+  std::map<uint64_t, std::string> expect_;  // the writer thread's, until Stop
+  std::thread thread_;
+};
+
+// A writer on the owner node (local mapping) and a writer on the other node
+// (remote, over the TCP fabric) run continuously; a recall in the middle:
+// both flush and ack (released, nothing revoked), the volume resumes at
+// epoch + 1, both continue there, and every block in the owner's file is
+// what its writer last persisted.
+TEST_F(AgentK8sTest, RecallWithOwnerAndRemoteWritersWritingContinuously) {
+  std::string remote_dir = SetUpVolume();
+  std::string local_dir = Publish('a', "local");
+  daxlease_attach_opts o = DAXLEASE_ATTACH_OPTS_INIT;
+  o.timeout_ms = 60000;
+  daxlease_volume* local = nullptr;
+  daxlease_volume* remote = nullptr;
+  ASSERT_EQ(daxlease_attach(local_dir.c_str(), &o, &local), DAXLEASE_OK)
+      << daxlease_errmsg();
+  ASSERT_EQ(daxlease_attach(remote_dir.c_str(), &o, &remote), DAXLEASE_OK)
+      << daxlease_errmsg();
+  EXPECT_EQ(daxlease_is_local(local), 1);
+  EXPECT_EQ(daxlease_is_local(remote), 0);
+  ASSERT_EQ(daxlease_size(local), daxlease_size(remote));
+  const uint64_t blocks = daxlease_size(local) / kBlock;
+  const int64_t epoch0 = daxlease_epoch(remote);
+  ASSERT_GT(epoch0, 0);
+  {
+    PatternWriter lw(local, 1, 0, blocks / 2);
+    PatternWriter rw(remote, 2, blocks / 2, blocks / 2);
+    ASSERT_TRUE(lw.Progress(50, absl::Seconds(30))) << agents_['a']->Log();
+    ASSERT_TRUE(rw.Progress(50, absl::Seconds(30))) << agents_['b']->Log();
+
+    std::string r = CreateRecall(5);
+    ASSERT_TRUE(WaitFor(
+        [&] { return RecallStatus(r).value("phase", "") == "Complete"; },
+        absl::Seconds(60)))
+        << Dump();
+    EXPECT_EQ(RecallStatus(r).value("revoked", 0), 0) << Dump();
+    EXPECT_EQ(RecallStatus(r).value("released", 0), 2) << Dump();
+
+    // Both continue, at the next epoch.
+    ASSERT_TRUE(WaitFor(
+        [&] {
+          return lw.by_epoch().count(epoch0 + 1) > 0 &&
+                 rw.by_epoch().count(epoch0 + 1) > 0;
+        },
+        absl::Seconds(60)))
+        << agents_['b']->Log();
+    EXPECT_TRUE(lw.Progress(50, absl::Seconds(30)));
+    EXPECT_TRUE(rw.Progress(50, absl::Seconds(30)));
+    lw.Stop();
+    rw.Stop();
+    EXPECT_EQ(lw.errors(), std::vector<std::string>{});
+    EXPECT_EQ(rw.errors(), std::vector<std::string>{});
+    for (const auto& [epoch, n] : lw.by_epoch()) {
+      // 0: the recall began between the persist and the epoch read.
+      EXPECT_TRUE(epoch == 0 || epoch == epoch0 || epoch == epoch0 + 1)
+          << epoch;
+    }
+    for (const auto& [epoch, n] : rw.by_epoch()) {
+      EXPECT_TRUE(epoch == 0 || epoch == epoch0 || epoch == epoch0 + 1)
+          << epoch;
+    }
+    ASSERT_EQ(daxlease_detach(local), DAXLEASE_OK) << daxlease_errmsg();
+    ASSERT_EQ(daxlease_detach(remote), DAXLEASE_OK) << daxlease_errmsg();
+
+    // Every byte: the owner's file holds, block for block, what each writer
+    // last persisted, and zeros where nobody wrote.
+    std::string file = FileBytes(0, blocks * kBlock);
+    ASSERT_EQ(file.size(), blocks * kBlock);
+    const std::string zero(kBlock, '\0');
+    uint64_t checked = 0;
+    for (uint64_t i = 0; i < blocks; ++i) {
+      const auto& expect = i < blocks / 2 ? lw.expect() : rw.expect();
+      auto it = expect.find(i);
+      const std::string& want = it == expect.end() ? zero : it->second;
+      ASSERT_TRUE(file.compare(i * kBlock, kBlock, want) == 0) << "block " << i;
+      checked += it != expect.end();
+    }
+    EXPECT_GT(checked, 100u);
+  }
 }
 
 }  // namespace

@@ -34,7 +34,8 @@ std::string RandomHex(size_t bytes) {
       if (errno == EINTR) continue;
       // getrandom does not fail for small sizes after boot; be loud if it
       // somehow does rather than hand out a guessable token.
-      base::LogError("agent.getrandom_failed", {{"errno", std::to_string(errno)}});
+      base::LogError("agent.getrandom_failed",
+                     {{"errno", std::to_string(errno)}});
       abort();
     }
     got += static_cast<size_t>(n);
@@ -85,7 +86,8 @@ k8s::Resource DaxVolumeResource() { return Crd<api::DaxVolume>(); }
 k8s::Resource DaxLeaseResource() { return Crd<api::DaxLease>(); }
 k8s::Resource DaxRecallResource() { return Crd<api::DaxRecall>(); }
 
-// ---- Session -------------------------------------------------------------------
+// ---- Session
+// -------------------------------------------------------------------
 
 std::optional<pb::SessionEvent> Session::Next(absl::Duration timeout) {
   std::unique_lock<std::mutex> l(mu_);
@@ -119,7 +121,8 @@ void Session::Close() {
   cv_.notify_all();
 }
 
-// ---- Agent ---------------------------------------------------------------------
+// ---- Agent
+// ---------------------------------------------------------------------
 
 Agent::Agent(AgentConfig config, k8s::KubeClient& client, base::Clock& clock,
              fabric::Fabric& fabric, std::string fabric_endpoint)
@@ -165,8 +168,8 @@ absl::Status Agent::Start() {
   }
   ReconcileOnce();
   thread_ = std::thread([this] { Run(); });
-  base::LogInfo("agent.started", {{"node", config_.node},
-                                  {"fabric", fabric_endpoint_}});
+  base::LogInfo("agent.started",
+                {{"node", config_.node}, {"fabric", fabric_endpoint_}});
   return absl::OkStatus();
 }
 
@@ -207,7 +210,8 @@ void Agent::Run() {
   }
 }
 
-// ---- state file -------------------------------------------------------------------
+// ---- state file
+// -------------------------------------------------------------------
 
 absl::Status Agent::LoadState() {
   std::string path = absl::StrCat(config_.state_dir, "/", kStateFile);
@@ -225,7 +229,7 @@ absl::Status Agent::LoadState() {
     Served sv;
     sv.req.set_volume_id(vol);
     sv.req.set_mode(s.value("mode", "fsdax") == "devdax" ? pb::DEVDAX
-                                                          : pb::FSDAX);
+                                                         : pb::FSDAX);
     sv.req.set_mount_path(s.value("mountPath", ""));
     sv.req.set_device(s.value("device", ""));
     sv.req.set_dax(s.value("dax", false));
@@ -247,6 +251,9 @@ absl::Status Agent::LoadState() {
     pub.generation = p.value("generation", int64_t{1});
     pub.revoked = p.value("revoked", false);
     pub.attached = p.value("attached", false);
+    for (const auto& r : p.value("retired", k8s::Json::array())) {
+      if (r.is_string()) pub.retired.push_back(r.get<std::string>());
+    }
     publishes_[target] = std::move(pub);
   }
   base::LogInfo("agent.state_loaded",
@@ -259,12 +266,13 @@ absl::Status Agent::SaveStateLocked() {
   k8s::Json j = {{"served", k8s::Json::object()},
                  {"publishes", k8s::Json::object()}};
   for (const auto& [vol, s] : served_) {
-    j["served"][vol] = {{"mode", s.req.mode() == pb::DEVDAX ? "devdax" : "fsdax"},
-                        {"mountPath", s.req.mount_path()},
-                        {"device", s.req.device()},
-                        {"dax", s.req.dax()},
-                        {"dataPath", s.data_path},
-                        {"size", s.size}};
+    j["served"][vol] = {
+        {"mode", s.req.mode() == pb::DEVDAX ? "devdax" : "fsdax"},
+        {"mountPath", s.req.mount_path()},
+        {"device", s.req.device()},
+        {"dax", s.req.dax()},
+        {"dataPath", s.data_path},
+        {"size", s.size}};
   }
   for (const auto& [target, p] : publishes_) {
     j["publishes"][target] = {{"volume", p.req.volume_id()},
@@ -277,13 +285,15 @@ absl::Status Agent::SaveStateLocked() {
                               {"token", p.token},
                               {"generation", p.generation},
                               {"revoked", p.revoked},
-                              {"attached", p.attached}};
+                              {"attached", p.attached},
+                              {"retired", p.retired}};
   }
   return sys::WriteFileAtomic(absl::StrCat(config_.state_dir, "/", kStateFile),
                               j.dump(2));
 }
 
-// ---- cache reads ------------------------------------------------------------------
+// ---- cache reads
+// ------------------------------------------------------------------
 
 std::optional<api::DaxVolume> Agent::CachedVolume(
     const std::string& name) const {
@@ -323,7 +333,8 @@ absl::Status Agent::PatchLeaseStatus(const std::string& name,
   return absl::OkStatus();
 }
 
-// ---- CSI ----------------------------------------------------------------------------
+// ---- CSI
+// ----------------------------------------------------------------------------
 
 absl::Status Agent::RecordVolume(const pb::RecordVolumeRequest& req) {
   if (req.volume_id().empty() || req.size_bytes() == 0 ||
@@ -414,7 +425,9 @@ absl::Status Agent::MapAndRegisterLocked(Served& s) {
     r.base = s.map->base();
     r.length = s.map->size();
     MappedVolume* m = s.map.get();
-    r.persist = [m](uint64_t off, uint64_t len) { return m->Persist(off, len); };
+    r.persist = [m](uint64_t off, uint64_t len) {
+      return m->Persist(off, len);
+    };
     absl::Status st = fabric_.RegisterVolume(r);
     if (!st.ok() && !absl::IsAlreadyExists(st)) return st;
     s.registered = true;
@@ -468,9 +481,10 @@ absl::StatusOr<pb::ServeVolumeResponse> Agent::ServeVolume(
                      {{kFabricEndpointAnnotation, fabric_endpoint_}}}}}});
     if (!r.ok()) return r.status();
   }
-  base::LogInfo("agent.serving", {{"volume", req.volume_id()},
-                                  {"path", resp.data_path()},
-                                  {"bytes", std::to_string(resp.served_bytes())}});
+  base::LogInfo("agent.serving",
+                {{"volume", req.volume_id()},
+                 {"path", resp.data_path()},
+                 {"bytes", std::to_string(resp.served_bytes())}});
   Kick();
   return resp;
 }
@@ -506,10 +520,10 @@ absl::Status Agent::CreateLease(const Published& p) {
   l.metadata.labels[api::kVolumeLabel] = p.req.volume_id();
   l.spec.volume = p.req.volume_id();
   l.spec.holder_node = config_.node;
-  l.spec.holder_pod = p.req.pod_namespace().empty()
-                          ? p.req.pod_name()
-                          : absl::StrCat(p.req.pod_namespace(), "/",
-                                         p.req.pod_name());
+  l.spec.holder_pod =
+      p.req.pod_namespace().empty()
+          ? p.req.pod_name()
+          : absl::StrCat(p.req.pod_namespace(), "/", p.req.pod_name());
   l.spec.access =
       p.req.read_only() ? api::Access::kReadOnly : api::Access::kReadWrite;
   k8s::Json obj = api::ToJson(l);
@@ -518,6 +532,18 @@ absl::Status Agent::CreateLease(const Published& p) {
   if (!r.ok() && !absl::IsAlreadyExists(r.status())) return r.status();
   base::LogInfo("agent.lease_requested",
                 {{"lease", p.lease_name}, {"volume", p.req.volume_id()}});
+  return absl::OkStatus();
+}
+
+absl::Status Agent::RenewLeaseLocked(Published& p) {
+  const std::string old = p.lease_name;
+  p.generation++;
+  p.lease_name =
+      LeaseName(p.req.volume_id(), p.req.target_path(), p.generation);
+  p.retired.push_back(old);
+  RETURN_IF_ERROR(SaveStateLocked());
+  RETURN_IF_ERROR(CreateLease(p));
+  base::LogInfo("agent.lease_renewed", {{"old", old}, {"lease", p.lease_name}});
   return absl::OkStatus();
 }
 
@@ -530,9 +556,9 @@ absl::StatusOr<pb::PublishResponse> Agent::Publish(
                    client_.Get(DaxVolumeResource(), "", req.volume_id()));
   ASSIGN_OR_RETURN(api::DaxVolume vol, api::FromJson<api::DaxVolume>(vj));
   if (!vol.spec.share && vol.spec.owner_node != config_.node) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        "volume ", req.volume_id(), " is not shared and lives on ",
-        vol.spec.owner_node));
+    return absl::FailedPreconditionError(
+        absl::StrCat("volume ", req.volume_id(), " is not shared and lives on ",
+                     vol.spec.owner_node));
   }
   std::lock_guard<std::mutex> l(mu_);
   auto it = publishes_.find(req.target_path());
@@ -555,19 +581,24 @@ absl::StatusOr<pb::PublishResponse> Agent::Publish(
   }
   RETURN_IF_ERROR(CreateLease(it->second));
   const Published& p = it->second;
-  k8s::Json d = {{"version", 1},
-                 {"volume", req.volume_id()},
-                 {"lease", p.lease_name},
-                 {"attachToken", p.token},
-                 {"node", config_.node},
-                 {"ownerNode", vol.spec.owner_node},
-                 {"mode", vol.spec.mode == api::VolumeMode::kDevdax ? "devdax"
-                                                                     : "fsdax"},
-                 {"access", req.read_only() ? "ReadOnly" : "ReadWrite"},
-                 {"ownerLocal", req.owner_local()},
-                 {"agentSocket", config_.socket_path}};
+  k8s::Json d = {
+      {"version", 1},
+      {"volume", req.volume_id()},
+      {"lease", p.lease_name},
+      {"attachToken", p.token},
+      {"node", config_.node},
+      {"ownerNode", vol.spec.owner_node},
+      {"mode", vol.spec.mode == api::VolumeMode::kDevdax ? "devdax" : "fsdax"},
+      {"access", req.read_only() ? "ReadOnly" : "ReadWrite"},
+      {"ownerLocal", req.owner_local()},
+      {"agentSocket", config_.socket_path}};
   if (req.owner_local()) {
     auto s = served_.find(req.volume_id());
+    // The pod's own open of the file would break our Linux lease (and
+    // start a recall): give it up before the pod can see the descriptor.
+    if (s != served_.end() && s->second.map != nullptr) {
+      RETURN_IF_ERROR(s->second.map->DropLease());
+    }
     if (vol.spec.mode == api::VolumeMode::kDevdax && s != served_.end()) {
       d["localData"] = s->second.data_path;
     } else {
@@ -587,8 +618,12 @@ absl::Status Agent::Unpublish(const std::string& volume_id,
   auto it = publishes_.find(target_path);
   if (it == publishes_.end()) return absl::OkStatus();
   for (auto& s : it->second.sessions) s->Close();
-  absl::Status st = client_.Delete(DaxLeaseResource(), "", it->second.lease_name);
-  if (!st.ok() && !absl::IsNotFound(st)) return st;
+  std::vector<std::string> leases = it->second.retired;
+  leases.push_back(it->second.lease_name);
+  for (const std::string& name : leases) {
+    absl::Status st = client_.Delete(DaxLeaseResource(), "", name);
+    if (!st.ok() && !absl::IsNotFound(st)) return st;
+  }
   publishes_.erase(it);
   RETURN_IF_ERROR(SaveStateLocked());
   base::LogInfo("agent.unpublished",
@@ -596,7 +631,8 @@ absl::Status Agent::Unpublish(const std::string& volume_id,
   return absl::OkStatus();
 }
 
-// ---- clients ----------------------------------------------------------------------
+// ---- clients
+// ----------------------------------------------------------------------
 
 // A publish is found by its attach token (only the pod's directory holds
 // it); the lease name must be one of that publish's generations, so a
@@ -606,13 +642,12 @@ Agent::Published* Agent::FindPublishLocked(const std::string& lease_name,
                                            absl::Status* err) {
   auto base_of = [](const std::string& n) { return n.substr(0, n.rfind('-')); };
   for (auto& [t, p] : publishes_) {
-    if (token.size() != p.token.size() ||
-        !ConstantTimeEquals(token, p.token)) {
+    if (token.size() != p.token.size() || !ConstantTimeEquals(token, p.token)) {
       continue;
     }
     if (base_of(p.lease_name) != base_of(lease_name)) {
-      *err = absl::PermissionDeniedError(absl::StrCat(
-          "attach token is not for lease ", lease_name));
+      *err = absl::PermissionDeniedError(
+          absl::StrCat("attach token is not for lease ", lease_name));
       return nullptr;
     }
     return &p;
@@ -642,14 +677,8 @@ absl::StatusOr<std::shared_ptr<Session>> Agent::OpenSession(
     auto lease = CachedLease(p->lease_name);
     if (!lease.has_value() || lease->status.revocation_acknowledged ||
         lease->status.state == api::LeaseState::kReleased) {
-      std::string old = p->lease_name;
-      p->generation++;
-      p->lease_name =
-          LeaseName(p->req.volume_id(), p->req.target_path(), p->generation);
       p->revoked = false;
-      RETURN_IF_ERROR(SaveStateLocked());
-      RETURN_IF_ERROR(CreateLease(*p));
-      (void)client_.Delete(DaxLeaseResource(), "", old);
+      RETURN_IF_ERROR(RenewLeaseLocked(*p));
     }
   }
   auto s = std::make_shared<Session>();
@@ -707,7 +736,8 @@ absl::Status Agent::AckRecall(const std::string& lease_name,
   bool all = true;
   for (auto& s : p->sessions) {
     std::lock_guard<std::mutex> sl(s->mu_);
-    if (session_id.empty() || s->id_ == session_id) s->acked_recall_ = recall_id;
+    if (session_id.empty() || s->id_ == session_id)
+      s->acked_recall_ = recall_id;
     all = all && s->acked_recall_ == recall_id;
   }
   if (!all) return absl::OkStatus();
@@ -755,14 +785,16 @@ pb::StatusResponse Agent::Status() {
   return r;
 }
 
-// ---- lease breaks ----------------------------------------------------------------
+// ---- lease breaks
+// ----------------------------------------------------------------
 
 void Agent::OnLeaseBreak(int fd) {
   std::lock_guard<std::mutex> l(mu_);
   for (auto& [vol, s] : served_) {
     if (s.map == nullptr || s.map->fd() != fd || s.lease_broken_at) continue;
     s.lease_broken_at = clock_.Now();
-    base::LogWarn("agent.lease_broken", {{"volume", vol}, {"path", s.data_path}});
+    base::LogWarn("agent.lease_broken",
+                  {{"volume", vol}, {"path", s.data_path}});
     k8s::Json recall = {
         {"apiVersion", api::kApiVersion},
         {"kind", "DaxRecall"},
@@ -779,7 +811,8 @@ void Agent::OnLeaseBreak(int fd) {
   Kick();
 }
 
-// ---- reconcile --------------------------------------------------------------------
+// ---- reconcile
+// --------------------------------------------------------------------
 
 void Agent::ReconcileOnce() {
   std::lock_guard<std::mutex> l(mu_);
@@ -814,16 +847,18 @@ void Agent::ReconcileOwnerLocked() {
           lease.status.epoch == epoch) {
         auto g = fabric_.Grant(key, FabricAccess(lease.spec.access));
         if (!g.ok() && !absl::IsPermissionDenied(g.status())) {
-          base::LogWarn("agent.grant_failed", {{"grant", key.DebugString()},
-                                               {"error", g.status().ToString()}});
+          base::LogWarn(
+              "agent.grant_failed",
+              {{"grant", key.DebugString()}, {"error", g.status().ToString()}});
         }
       } else if (state == api::LeaseState::kRevoked &&
                  lease.status.fence_required &&
                  lease.status.fenced_recall_id != lease.status.recall_id) {
         auto cut = fabric_.Invalidate(key);
         if (!cut.ok()) {
-          base::LogError("agent.fence_failed", {{"grant", key.DebugString()},
-                                                {"error", cut.status().ToString()}});
+          base::LogError("agent.fence_failed",
+                         {{"grant", key.DebugString()},
+                          {"error", cut.status().ToString()}});
           continue;
         }
         base::LogWarn("agent.fenced", {{"lease", lease.metadata.name},
@@ -890,7 +925,8 @@ pb::SessionEvent Agent::EventFor(Published& p, const api::DaxLease* l,
       *l->status.state == api::LeaseState::kPending) {
     ev.set_kind(pb::SessionEvent::PENDING);
     const api::Condition* c =
-        l == nullptr ? nullptr : api::FindCondition(l->status.conditions, "Granted");
+        l == nullptr ? nullptr
+                     : api::FindCondition(l->status.conditions, "Granted");
     ev.set_message(c != nullptr ? c->message : "waiting for the operator");
     return ev;
   }
@@ -919,8 +955,8 @@ pb::SessionEvent Agent::EventFor(Published& p, const api::DaxLease* l,
       g->set_holder_node(config_.node);
       fabric::GrantKey key{p.req.volume_id(), l->metadata.uid, config_.node,
                            l->status.epoch};
-      g->set_credential(fabric::GrantCredential(
-          config_.secret, key, FabricAccess(l->spec.access)));
+      g->set_credential(fabric::GrantCredential(config_.secret, key,
+                                                FabricAccess(l->spec.access)));
       if (p.req.owner_local()) {
         auto s = served_.find(p.req.volume_id());
         if (s != served_.end()) {
@@ -981,8 +1017,7 @@ void Agent::ReconcileHolderLocked() {
         p.revoked = true;
         dirty = true;
       }
-      if (state == api::LeaseState::kRevoked &&
-          !lease->status.fence_required &&
+      if (state == api::LeaseState::kRevoked && !lease->status.fence_required &&
           !lease->status.revocation_acknowledged) {
         bool all = !p.attached || !p.sessions.empty();
         for (auto& s : p.sessions) {
@@ -997,17 +1032,18 @@ void Agent::ReconcileHolderLocked() {
       if (state == api::LeaseState::kReleased && !p.revoked) {
         // Released after a recall: request the next generation so the
         // publish is granted again at the new epoch.
-        std::string old = p.lease_name;
-        p.generation++;
-        p.lease_name =
-            LeaseName(p.req.volume_id(), p.req.target_path(), p.generation);
-        if (SaveStateLocked().ok()) {
-          (void)CreateLease(p);
-          (void)client_.Delete(DaxLeaseResource(), "", old);
-          base::LogInfo("agent.lease_renewed",
-                        {{"old", old}, {"lease", p.lease_name}});
-        }
+        (void)RenewLeaseLocked(p);
         lease.reset();
+      }
+      if (lease.has_value() && !p.retired.empty() &&
+          lease->status.state == api::LeaseState::kGranted) {
+        std::vector<std::string> keep;
+        for (const std::string& old : p.retired) {
+          absl::Status st = client_.Delete(DaxLeaseResource(), "", old);
+          if (!st.ok() && !absl::IsNotFound(st)) keep.push_back(old);
+        }
+        p.retired = std::move(keep);
+        dirty = true;
       }
     }
     pb::SessionEvent ev = EventFor(p, lease.has_value() ? &*lease : nullptr,

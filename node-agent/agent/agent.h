@@ -63,10 +63,10 @@ k8s::Resource DaxLeaseResource();
 k8s::Resource DaxRecallResource();
 
 struct AgentConfig {
-  std::string node;        // this node's name
-  std::string state_dir;   // state.json lives here
-  std::string socket_path; // written into descriptors (agentSocket)
-  std::string secret;      // the agents' shared secret (grant credentials)
+  std::string node;         // this node's name
+  std::string state_dir;    // state.json lives here
+  std::string socket_path;  // written into descriptors (agentSocket)
+  std::string secret;       // the agents' shared secret (grant credentials)
   // Passes run at least this often even without events.
   absl::Duration resync = absl::Seconds(2);
   // Signal for lease breaks (F_SETSIG); 0: no fcntl leases.
@@ -169,6 +169,10 @@ class Agent {
     // A client was attached when last recorded. Persisted, so a restarted
     // agent does not ack a recall for clients that have not reconnected yet.
     bool attached = false;
+    // Earlier generations' leases, deleted once the current one is granted
+    // (until then they show the recall that released or revoked them, and
+    // the operator counts them in it). Persisted.
+    std::vector<std::string> retired;
     std::set<std::shared_ptr<Session>> sessions;
   };
 
@@ -176,6 +180,9 @@ class Agent {
   absl::Status SaveStateLocked();
   absl::Status MapAndRegisterLocked(Served& s);
   absl::Status CreateLease(const Published& p);
+  // Moves `p` to its next generation's lease (saved, created); the old one
+  // is retired.
+  absl::Status RenewLeaseLocked(Published& p);
   std::string LeaseName(const std::string& volume, const std::string& target,
                         int64_t generation) const;
   std::vector<api::DaxLease> LeasesOf(const std::string& volume) const;
@@ -200,8 +207,8 @@ class Agent {
   std::unique_ptr<k8s::Informer> leases_;
 
   std::mutex mu_;  // state below; held across API writes of one pass
-  std::map<std::string, Served> served_;       // by volume
-  std::map<std::string, Published> publishes_; // by target path
+  std::map<std::string, Served> served_;        // by volume
+  std::map<std::string, Published> publishes_;  // by target path
 
   std::mutex kick_mu_;
   std::condition_variable kick_cv_;

@@ -51,7 +51,8 @@ fabric::GrantInfo ToGrantInfo(const pb::Grant& g) {
 
 }  // namespace
 
-// ---- DirtyRanges -----------------------------------------------------------------
+// ---- DirtyRanges
+// -----------------------------------------------------------------
 
 void DirtyRanges::Add(uint64_t offset, uint64_t len) {
   if (len == 0) return;
@@ -95,7 +96,8 @@ uint64_t DirtyRanges::Total() const {
   return t;
 }
 
-// ---- descriptor ----------------------------------------------------------------------
+// ---- descriptor
+// ----------------------------------------------------------------------
 
 absl::StatusOr<Descriptor> ReadDescriptor(const std::string& dir) {
   std::string path = absl::StrCat(dir, "/daxlease.json");
@@ -141,7 +143,8 @@ absl::StatusOr<Descriptor> ReadDescriptor(const std::string& dir) {
   return d;
 }
 
-// ---- Volume ----------------------------------------------------------------------------
+// ---- Volume
+// ----------------------------------------------------------------------------
 
 struct Volume::Rpc {
   std::unique_ptr<pb::Agent::Stub> stub;
@@ -168,9 +171,15 @@ absl::StatusOr<std::unique_ptr<Volume>> Volume::Attach(
   }
   auto v = std::unique_ptr<Volume>(
       new Volume(dir, std::move(*d), opts, std::move(connector)));
+  // A restarted agent is back within a second or two: keep gRPC's
+  // reconnect backoff short so acks reach it well before a recall deadline.
+  grpc::ChannelArguments args;
+  args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 100);
+  args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 100);
+  args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 1000);
   v->rpc_->stub = pb::Agent::NewStub(
-      grpc::CreateChannel(absl::StrCat("unix://", v->desc_.agent_socket),
-                          grpc::InsecureChannelCredentials()));
+      grpc::CreateCustomChannel(absl::StrCat("unix://", v->desc_.agent_socket),
+                                grpc::InsecureChannelCredentials(), args));
   v->session_thread_ = std::thread([p = v.get()] { p->SessionLoop(); });
   std::unique_lock<std::mutex> l(v->mu_);
   auto pred = [&] {
@@ -256,8 +265,7 @@ absl::Status Volume::CheckRange(uint64_t offset, uint64_t len) const {
   uint64_t size = size_.load();
   if (offset > size || len > size - offset) {
     return absl::OutOfRangeError(absl::StrCat(
-        "[", offset, ", +", len, ") is outside the volume (", size,
-        " bytes)"));
+        "[", offset, ", +", len, ") is outside the volume (", size, " bytes)"));
   }
   return absl::OkStatus();
 }
@@ -405,7 +413,8 @@ absl::Status Volume::Install(const pb::Grant& g) {
     std::string path = g.local_path()[0] == '/'
                            ? g.local_path()
                            : absl::StrCat(dir_, "/", g.local_path());
-    int fd = open(path.c_str(), (opts_.read_only ? O_RDONLY : O_RDWR) | O_CLOEXEC);
+    int fd =
+        open(path.c_str(), (opts_.read_only ? O_RDONLY : O_RDWR) | O_CLOEXEC);
     if (fd < 0) return Errno("open", path);
     uint64_t size = g.size_bytes();
     if (size == 0) {
@@ -494,7 +503,18 @@ void Volume::Recall(const pb::SessionEvent& ev) {
     hook_thread_ = std::thread::id();
     cv_.wait(l, [&] { return inflight_ == 0; });
   }
-  absl::Status st = PersistAllLocked();
+  absl::Status st;
+  if (base_ == nullptr && remote_ != nullptr && dirty_.Total() > 0) {
+    // Remote: the owner agent may have restarted under us; RemoteCall
+    // reconnects with the same grant. No call runs meanwhile (Recalling).
+    l.unlock();
+    st = RemoteCall(
+        [&](fabric::RemoteRegion& r) { return r.Persist(0, size_.load()); });
+    l.lock();
+    if (st.ok()) dirty_.Clear();
+  } else {
+    st = PersistAllLocked();
+  }
   if (!st.ok()) {
     status_message_ = absl::StrCat("recall flush failed: ", st.message());
     return;  // cannot claim flushed: no ack; revocation follows
@@ -513,7 +533,8 @@ void Volume::Recall(const pb::SessionEvent& ev) {
     ctx.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(5)));
     pb::AckRecallResponse resp;
     grpc::Status s = rpc_->stub->AckRecall(&ctx, req, &resp);
-    if (s.ok() || s.error_code() == grpc::StatusCode::FAILED_PRECONDITION) break;
+    if (s.ok() || s.error_code() == grpc::StatusCode::FAILED_PRECONDITION)
+      break;
     absl::SleepFor(absl::Milliseconds(100));
   }
   l.lock();
@@ -688,8 +709,8 @@ absl::Status Volume::Detach() {
     }
     result = PersistAllLocked();
   } else if (phase_ == Phase::kRevoked && lost_ > 0) {
-    result = absl::PermissionDeniedError(absl::StrCat(
-        "revoked: ", lost_, " unpersisted bytes were lost"));
+    result = absl::PermissionDeniedError(
+        absl::StrCat("revoked: ", lost_, " unpersisted bytes were lost"));
   }
   phase_ = Phase::kClosed;
   stopping_ = true;

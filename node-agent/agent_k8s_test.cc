@@ -13,10 +13,12 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstdio>
 #include <cstring>
 #include <fstream>
+#include <functional>
 #include <map>
 #include <mutex>
 #include <sstream>
@@ -445,8 +447,18 @@ class PatternWriter {
     std::lock_guard<std::mutex> l(mu_);
     return errors_;
   }
+  int64_t max_epoch() {
+    std::lock_guard<std::mutex> l(mu_);
+    return by_epoch_.empty() ? 0 : by_epoch_.rbegin()->first;
+  }
   // What each block must hold (after Stop).
   const std::map<uint64_t, std::string>& expect() const { return expect_; }
+  // Waits until `n` more blocks than now are persisted at an epoch above
+  // `epoch`.
+  bool ProgressAfter(int64_t epoch, uint64_t n, absl::Duration timeout) {
+    return WaitFor([&] { return max_epoch() > epoch; }, timeout) &&
+           Progress(n, timeout);
+  }
   // Waits until `n` more blocks than now are persisted.
   bool Progress(uint64_t n, absl::Duration timeout) {
     uint64_t from = persisted();
@@ -581,6 +593,106 @@ TEST_F(AgentK8sTest, RecallWithOwnerAndRemoteWritersWritingContinuously) {
       checked += it != expect.end();
     }
     EXPECT_GT(checked, 100u);
+  }
+}
+
+// A pre-flush hook holding both clients in the middle of a recall while the
+// test kills one component with SIGKILL: the owner agent, the holder agent,
+// the operator, one recall each. Each recall still completes with every
+// lease released (nothing revoked), both writers go on at the next epoch,
+// and at the end every block is what its writer last persisted.
+TEST_F(AgentK8sTest, KillNineOfEachComponentMidRecallLosesNothing) {
+  std::string remote_dir = SetUpVolume();
+  std::string local_dir = Publish('a', "local");
+  daxlease_attach_opts o = DAXLEASE_ATTACH_OPTS_INIT;
+  o.timeout_ms = 60000;
+  daxlease_volume* local = nullptr;
+  daxlease_volume* remote = nullptr;
+  ASSERT_EQ(daxlease_attach(local_dir.c_str(), &o, &local), DAXLEASE_OK)
+      << daxlease_errmsg();
+  ASSERT_EQ(daxlease_attach(remote_dir.c_str(), &o, &remote), DAXLEASE_OK)
+      << daxlease_errmsg();
+  // The hook writes (without persisting) one block the writers never touch,
+  // then holds the recall while `hold`: the recall's flush must make the
+  // block durable on the owner, through whatever was killed meanwhile.
+  struct Hook {
+    std::atomic<bool>* hold;
+    std::atomic<int>* entered;
+    uint64_t block;
+    uint32_t id;
+    std::atomic<uint64_t> seq{0};
+  };
+  std::atomic<bool> hold{false};
+  std::atomic<int> entered{0};
+  const uint64_t blocks = daxlease_size(local) / kBlock;
+  const uint64_t half = blocks / 2;
+  Hook lh{&hold, &entered, half - 1, 3};
+  Hook rh{&hold, &entered, blocks - 1, 4};
+  auto hook = [](daxlease_volume* v, void* arg) -> int {
+    auto* h = static_cast<Hook*>(arg);
+    std::string b = PatternBlock(h->id, h->block, h->seq.load());
+    int rc = daxlease_write(v, h->block * kBlock, b.data(), kBlock);
+    ++*h->entered;
+    while (h->hold->load()) usleep(10000);
+    return rc;
+  };
+  ASSERT_EQ(daxlease_set_preflush_hook(local, hook, &lh), DAXLEASE_OK);
+  ASSERT_EQ(daxlease_set_preflush_hook(remote, hook, &rh), DAXLEASE_OK);
+  PatternWriter lw(local, 1, 0, half - 1);
+  PatternWriter rw(remote, 2, half, half - 1);
+  ASSERT_TRUE(lw.Progress(20, absl::Seconds(30)));
+  ASSERT_TRUE(rw.Progress(20, absl::Seconds(30)));
+
+  const std::vector<std::pair<std::string, std::function<void()>>> kills = {
+      {"owner agent", [&] { RestartAgent('a'); }},
+      {"holder agent", [&] { RestartAgent('b'); }},
+      {"operator", [&] { KillOperator(); }},
+  };
+  for (const auto& [what, kill] : kills) {
+    SCOPED_TRACE(what);
+    const int64_t epoch = std::max(lw.max_epoch(), rw.max_epoch());
+    hold.store(true);
+    entered.store(0);
+    ++lh.seq;
+    ++rh.seq;
+    std::string r = CreateRecall(20);
+    ASSERT_TRUE(WaitFor([&] { return entered.load() == 2; }, absl::Seconds(30)))
+        << Dump();
+    kill();
+    hold.store(false);
+    ASSERT_TRUE(WaitFor(
+        [&] { return RecallStatus(r).value("phase", "") == "Complete"; },
+        absl::Seconds(60)))
+        << Dump();
+    EXPECT_EQ(RecallStatus(r).value("revoked", 0), 0) << Dump();
+    EXPECT_EQ(RecallStatus(r).value("released", 0), 2) << Dump();
+    // Flushed before the acks: in the owner's file now.
+    EXPECT_EQ(FileBytes(lh.block * kBlock, kBlock),
+              PatternBlock(lh.id, lh.block, lh.seq.load()));
+    EXPECT_EQ(FileBytes(rh.block * kBlock, kBlock),
+              PatternBlock(rh.id, rh.block, rh.seq.load()));
+    ASSERT_TRUE(lw.ProgressAfter(epoch, 20, absl::Seconds(60))) << Dump();
+    ASSERT_TRUE(rw.ProgressAfter(epoch, 20, absl::Seconds(60))) << Dump();
+  }
+  lw.Stop();
+  rw.Stop();
+  EXPECT_EQ(lw.errors(), std::vector<std::string>{});
+  EXPECT_EQ(rw.errors(), std::vector<std::string>{});
+  ASSERT_EQ(daxlease_detach(local), DAXLEASE_OK) << daxlease_errmsg();
+  ASSERT_EQ(daxlease_detach(remote), DAXLEASE_OK) << daxlease_errmsg();
+  std::string file = FileBytes(0, blocks * kBlock);
+  const std::string zero(kBlock, '\0');
+  for (uint64_t i = 0; i < blocks; ++i) {
+    std::string want;
+    if (i == lh.block || i == rh.block) {
+      const Hook& h = i == lh.block ? lh : rh;
+      want = PatternBlock(h.id, h.block, h.seq.load());
+    } else {
+      const auto& expect = i < half ? lw.expect() : rw.expect();
+      auto it = expect.find(i);
+      want = it == expect.end() ? zero : it->second;
+    }
+    ASSERT_TRUE(file.compare(i * kBlock, kBlock, want) == 0) << "block " << i;
   }
 }
 

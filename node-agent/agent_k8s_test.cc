@@ -19,6 +19,7 @@
 #include <cstring>
 #include <fstream>
 #include <functional>
+#include <iterator>
 #include <map>
 #include <mutex>
 #include <sstream>
@@ -29,10 +30,14 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "daxlease.h"
+#include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "lib/sys/command.h"
 #include "node-agent/agent/agent.h"
 #include "node-agent/agent_client/agent_client.h"
+#include "node-agent/fabric/tcp_fabric.h"
+#include "node-agent/fabric/wire.h"
+#include "proto/agent.pb.h"
 #include "tests/k8s/k8s_testing.h"
 #include "tests/testing/prereq.h"
 
@@ -693,6 +698,142 @@ TEST_F(AgentK8sTest, KillNineOfEachComponentMidRecallLosesNothing) {
       want = it == expect.end() ? zero : it->second;
     }
     ASSERT_TRUE(file.compare(i * kBlock, kBlock, want) == 0) << "block " << i;
+  }
+}
+
+// Bad input while a remote writer runs: a malformed descriptor, a descriptor
+// with another pod's token, a lease presented to the wrong node's agent; on
+// the fabric a stale epoch, another holder's credential, a forged one, and
+// peers that hang up in the middle of a handshake or a request. Each gets a
+// clear error; the writer never notices, and every block is intact.
+TEST_F(AgentK8sTest, BadInputIsRefusedClearlyAndCostsNothing) {
+  std::string dir = SetUpVolume();
+  daxlease_attach_opts o = DAXLEASE_ATTACH_OPTS_INIT;
+  o.timeout_ms = 60000;
+  daxlease_volume* vol = nullptr;
+  ASSERT_EQ(daxlease_attach(dir.c_str(), &o, &vol), DAXLEASE_OK)
+      << daxlease_errmsg();
+  const uint64_t blocks = daxlease_size(vol) / kBlock;
+  PatternWriter w(vol, 2, 0, blocks);
+  ASSERT_TRUE(w.Progress(20, absl::Seconds(30)));
+  // A recall first, so there is an older epoch to present.
+  std::string r = CreateRecall(5);
+  ASSERT_TRUE(
+      WaitFor([&] { return RecallStatus(r).value("phase", "") == "Complete"; },
+              absl::Seconds(60)))
+      << Dump();
+  ASSERT_TRUE(w.ProgressAfter(1, 20, absl::Seconds(60))) << Dump();
+
+  std::ifstream din(dir + "/daxlease.json");
+  const k8s::Json desc = k8s::Json::parse(din);
+  auto attach_err = [&](const std::string& name, const k8s::Json& d,
+                        char agent) {
+    std::string bad = absl::StrCat(dir_, "/", name);
+    mkdir(bad.c_str(), 0755);
+    std::ofstream(bad + "/daxlease.json")
+        << (d.is_string() ? d.get<std::string>() : d.dump());
+    EXPECT_EQ(symlink(Socket(agent).c_str(), (bad + "/agent.sock").c_str()), 0);
+    daxlease_volume* v = nullptr;
+    daxlease_attach_opts bo = DAXLEASE_ATTACH_OPTS_INIT;
+    bo.timeout_ms = 10000;
+    int rc = daxlease_attach(bad.c_str(), &bo, &v);
+    if (rc == DAXLEASE_OK) daxlease_detach(v);
+    return std::make_pair(rc, std::string(daxlease_errmsg()));
+  };
+  auto [rc1, msg1] =
+      attach_err("malformed", "{\"version\": 1, \"volume\"", 'b');
+  EXPECT_EQ(rc1, DAXLEASE_E_NOT_PUBLISHED) << msg1;
+  EXPECT_THAT(msg1, ::testing::HasSubstr("is not a daxlease descriptor"));
+  k8s::Json other = desc;
+  other["attachToken"] = std::string(32, 'f');
+  auto [rc2, msg2] = attach_err("other-pod", other, 'b');
+  EXPECT_EQ(rc2, DAXLEASE_E_DENIED) << msg2;
+  EXPECT_THAT(msg2, ::testing::HasSubstr("not published to this pod"));
+  auto [rc3, msg3] = attach_err("wrong-node", desc, 'a');
+  EXPECT_EQ(rc3, DAXLEASE_E_DENIED) << msg3;
+  EXPECT_THAT(msg3, ::testing::HasSubstr("is not published on node"));
+
+  // The fabric, with what an attacker who knows the secret could make and
+  // what one who does not could try.
+  auto status = NewGrpcAgentClient(Socket('b'))->Status();
+  ASSERT_TRUE(status.ok()) << status.status();
+  ASSERT_EQ(status->leases_size(), 1);
+  const std::string lease_name = status->leases(0);
+  auto lease = kube_->Get(DaxLeaseResource(), "", lease_name);
+  ASSERT_TRUE(lease.ok()) << lease.status() << Dump();
+  const int64_t epoch =
+      lease->value("status", k8s::Json::object()).value("epoch", int64_t{0});
+  ASSERT_EQ(epoch, 2);
+  std::ifstream sin(dir_ + "/secret");
+  const std::string secret((std::istreambuf_iterator<char>(sin)),
+                           std::istreambuf_iterator<char>());
+  fabric::GrantInfo g;
+  g.key = {vol_, k8s::UidOf(*lease), Node('b'), epoch};
+  g.access = fabric::Access::kReadWrite;
+  g.endpoint = absl::StrCat("127.0.0.1:", Port('a'));
+  fabric::TcpConnector connector;
+  auto refused = [&](fabric::GrantInfo gi) {
+    auto c = connector.Connect(gi);
+    EXPECT_EQ(c.status().code(), absl::StatusCode::kPermissionDenied)
+        << c.status();
+    return std::string(c.status().message());
+  };
+  fabric::GrantInfo stale = g;
+  stale.key.epoch = epoch - 1;
+  stale.credential =
+      fabric::GrantCredential(secret, stale.key, fabric::Access::kReadWrite);
+  EXPECT_THAT(refused(stale), ::testing::HasSubstr("stale epoch"));
+  fabric::GrantKey another = g.key;
+  another.lease_uid = "uid-of-another-holder";
+  fabric::GrantInfo stolen = g;
+  stolen.credential =
+      fabric::GrantCredential(secret, another, fabric::Access::kReadWrite);
+  EXPECT_THAT(refused(stolen), ::testing::HasSubstr("credential"));
+  fabric::GrantInfo forged = g;
+  forged.credential = fabric::GrantCredential("not-the-secret", g.key,
+                                              fabric::Access::kReadWrite);
+  EXPECT_THAT(refused(forged), ::testing::HasSubstr("credential"));
+  // Hang-ups: half a handshake; a valid handshake then half a request.
+  for (int half_request = 0; half_request < 2; ++half_request) {
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    a.sin_port = htons(static_cast<uint16_t>(Port('a')));
+    ASSERT_EQ(connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)), 0);
+    if (half_request == 0) {
+      uint32_t len = 512;
+      ASSERT_TRUE(fabric::wire::WriteFull(fd, &len, sizeof(len)).ok());
+    } else {
+      agent::v1::FabricHello h;
+      h.set_version(1);
+      h.set_volume_id(vol_);
+      h.set_lease_uid(g.key.lease_uid);
+      h.set_holder_node(g.key.holder_node);
+      h.set_epoch(epoch);
+      h.set_access(agent::v1::READ_WRITE);
+      h.set_credential(
+          fabric::GrantCredential(secret, g.key, fabric::Access::kReadWrite));
+      ASSERT_TRUE(fabric::wire::WriteFrame(fd, h.SerializeAsString()).ok());
+      auto reply = fabric::wire::ReadFrame(fd, 64 * 1024);
+      ASSERT_TRUE(reply.ok()) << reply.status();
+      fabric::wire::RequestHeader req{fabric::wire::kOpWrite, 0, 0, kBlock};
+      ASSERT_TRUE(fabric::wire::WriteFull(fd, &req, 12).ok());
+    }
+    close(fd);
+  }
+
+  EXPECT_TRUE(w.Progress(20, absl::Seconds(30)));
+  w.Stop();
+  EXPECT_EQ(w.errors(), std::vector<std::string>{});
+  ASSERT_EQ(daxlease_detach(vol), DAXLEASE_OK) << daxlease_errmsg();
+  std::string file = FileBytes(0, blocks * kBlock);
+  const std::string zero(kBlock, '\0');
+  for (uint64_t i = 0; i < blocks; ++i) {
+    auto it = w.expect().find(i);
+    ASSERT_TRUE(file.compare(i * kBlock, kBlock,
+                             it == w.expect().end() ? zero : it->second) == 0)
+        << "block " << i;
   }
 }
 

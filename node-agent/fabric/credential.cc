@@ -14,8 +14,7 @@ std::string GrantCredential(const std::string& secret, const GrantKey& key,
   // Fields are length-prefixed so no two keys serialize alike.
   std::string msg = "daxlease-grant-v1";
   for (const std::string& f :
-       {key.volume, key.lease_uid, key.holder_node,
-        std::to_string(key.epoch),
+       {key.volume, key.lease_uid, key.holder_node, std::to_string(key.epoch),
         std::string(access == Access::kReadWrite ? "rw" : "ro")}) {
     absl::StrAppend(&msg, "|", f.size(), ":", f);
   }

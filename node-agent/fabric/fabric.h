@@ -106,8 +106,10 @@ class Fabric {
   // volume is deregistered.
   virtual absl::StatusOr<bool> Invalidate(const GrantKey& key) = 0;
 
-  // Invalidates every live grant of `volume` whose epoch is below `epoch`.
-  // Returns how many it invalidated.
+  // Invalidates every live grant of `volume` whose epoch is below `epoch`,
+  // and from then on refuses any grant or connection at an epoch below it
+  // (PermissionDenied, "stale epoch"), granted before or not. Returns how
+  // many it invalidated.
   virtual absl::StatusOr<int> InvalidateBefore(const std::string& volume,
                                                int64_t epoch) = 0;
 };

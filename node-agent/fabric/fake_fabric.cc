@@ -1,5 +1,6 @@
 #include "node-agent/fabric/fake_fabric.h"
 
+#include <algorithm>
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
@@ -33,6 +34,10 @@ absl::StatusOr<GrantInfo> FakeFabric::Grant(const GrantKey& key,
     return absl::FailedPreconditionError(
         absl::StrCat("volume ", key.volume, " is not registered"));
   }
+  if (key.epoch < min_epoch_[key.volume]) {
+    return absl::PermissionDeniedError(
+        absl::StrCat("grant ", key.DebugString(), ": stale epoch"));
+  }
   auto it = grants_.find(key);
   if (it != grants_.end() && !it->second.second) {
     return absl::PermissionDeniedError(
@@ -65,6 +70,7 @@ absl::StatusOr<bool> FakeFabric::Invalidate(const GrantKey& key) {
 absl::StatusOr<int> FakeFabric::InvalidateBefore(const std::string& volume,
                                                  int64_t epoch) {
   absl::MutexLock l(&mu_);
+  min_epoch_[volume] = std::max(min_epoch_[volume], epoch);
   int n = 0;
   for (auto& [k, g] : grants_) {
     if (k.volume == volume && k.epoch < epoch && g.second) {
@@ -143,10 +149,14 @@ class FakeRemoteRegion final : public RemoteRegion {
 absl::StatusOr<std::unique_ptr<RemoteRegion>> FakeFabric::Connector::Connect(
     const GrantInfo& grant) {
   absl::MutexLock l(&f_.mu_);
+  if (grant.key.epoch < f_.min_epoch_[grant.key.volume]) {
+    return absl::PermissionDeniedError("stale epoch");
+  }
   auto it = f_.grants_.find(grant.key);
   if (it == f_.grants_.end()) return absl::UnavailableError("not granted yet");
   if (!it->second.second) return absl::PermissionDeniedError("revoked");
-  if (grant.credential != GrantCredential(f_.secret_, grant.key, grant.access)) {
+  if (grant.credential !=
+      GrantCredential(f_.secret_, grant.key, grant.access)) {
     return absl::PermissionDeniedError("credential does not match");
   }
   return std::make_unique<FakeRemoteRegion>(f_, grant);

@@ -53,6 +53,7 @@ class FakeFabric final : public Fabric {
   std::map<GrantKey, std::pair<Access, bool>> grants_
       ABSL_GUARDED_BY(mu_);  // live?
   int invalidations_ ABSL_GUARDED_BY(mu_) = 0;
+  std::map<std::string, int64_t> min_epoch_ ABSL_GUARDED_BY(mu_);
   Connector connector_{*this};
 };
 

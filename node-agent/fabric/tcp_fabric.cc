@@ -207,8 +207,7 @@ absl::Status TcpFabric::DeregisterVolume(const std::string& volume) {
   return absl::OkStatus();
 }
 
-absl::StatusOr<GrantInfo> TcpFabric::Grant(const GrantKey& key,
-                                           Access access) {
+absl::StatusOr<GrantInfo> TcpFabric::Grant(const GrantKey& key, Access access) {
   absl::MutexLock l(&mu_);
   auto it = volumes_.find(key.volume);
   if (it == volumes_.end()) {
@@ -216,6 +215,11 @@ absl::StatusOr<GrantInfo> TcpFabric::Grant(const GrantKey& key,
         absl::StrCat("volume ", key.volume, " is not registered"));
   }
   Volume& v = *it->second;
+  if (key.epoch < v.min_epoch) {
+    return absl::PermissionDeniedError(
+        absl::StrCat("grant ", key.DebugString(),
+                     ": stale epoch (the volume is at ", v.min_epoch, ")"));
+  }
   auto& g = v.grants[key];
   if (g == nullptr) {
     g = std::make_shared<GrantState>();
@@ -280,6 +284,7 @@ absl::StatusOr<int> TcpFabric::InvalidateBefore(const std::string& volume,
     absl::MutexLock l(&mu_);
     auto it = volumes_.find(volume);
     if (it == volumes_.end()) return 0;
+    it->second->min_epoch = std::max(it->second->min_epoch, epoch);
     for (const auto& [k, g] : it->second->grants) {
       if (k.epoch < epoch && !g->cut.load()) keys.push_back(k);
     }
@@ -324,6 +329,10 @@ void TcpFabric::Serve(std::shared_ptr<Conn> conn) {
     if (vit == volumes_.end()) {
       verdict = absl::UnavailableError(
           absl::StrCat("volume ", key.volume, " is not served here"));
+    } else if (key.epoch < vit->second->min_epoch) {
+      verdict = absl::PermissionDeniedError(absl::StrCat(
+          "grant ", key.DebugString(), ": stale epoch (the volume is at ",
+          vit->second->min_epoch, ")"));
     } else {
       auto git = vit->second->grants.find(key);
       if (git == vit->second->grants.end()) {
@@ -372,15 +381,14 @@ void TcpFabric::Serve(std::shared_ptr<Conn> conn) {
     if (g->cut.load()) {
       st = absl::PermissionDeniedError("revoked");
     } else if (!in_range) {
-      st = absl::OutOfRangeError(absl::StrCat(
-          "[", req.offset, ", +", req.length, ") outside the volume (",
-          region.length, " bytes)"));
+      st = absl::OutOfRangeError(
+          absl::StrCat("[", req.offset, ", +", req.length,
+                       ") outside the volume (", region.length, " bytes)"));
     }
     switch (req.op) {
       case wire::kOpRead:
         if (st.ok()) {
-          ok_io = wire::WriteReply(fd, st, region.base + req.offset,
-                                   req.length)
+          ok_io = wire::WriteReply(fd, st, region.base + req.offset, req.length)
                       .ok();
         } else {
           ok_io = wire::WriteReply(fd, st, nullptr, 0).ok();
@@ -406,7 +414,8 @@ void TcpFabric::Serve(std::shared_ptr<Conn> conn) {
         if (ok_io) ok_io = wire::WriteReply(fd, st, nullptr, 0).ok();
         break;
       case wire::kOpPersist:
-        if (st.ok() && region.persist) st = region.persist(req.offset, req.length);
+        if (st.ok() && region.persist)
+          st = region.persist(req.offset, req.length);
         ok_io = wire::WriteReply(fd, st, nullptr, 0).ok();
         break;
       default:
@@ -434,8 +443,8 @@ class TcpRemoteRegion final : public RemoteRegion {
     RETURN_IF_ERROR(Usable());
     for (uint64_t done = 0; done < out.size();) {
       uint64_t n = std::min<uint64_t>(out.size() - done, wire::kMaxOpBytes);
-      RETURN_IF_ERROR(Call(wire::kOpRead, offset + done, n, nullptr,
-                           out.data() + done));
+      RETURN_IF_ERROR(
+          Call(wire::kOpRead, offset + done, n, nullptr, out.data() + done));
       done += n;
     }
     return absl::OkStatus();
@@ -446,8 +455,8 @@ class TcpRemoteRegion final : public RemoteRegion {
     RETURN_IF_ERROR(Usable());
     for (uint64_t done = 0; done < data.size();) {
       uint64_t n = std::min<uint64_t>(data.size() - done, wire::kMaxOpBytes);
-      RETURN_IF_ERROR(Call(wire::kOpWrite, offset + done, n,
-                           data.data() + done, nullptr));
+      RETURN_IF_ERROR(
+          Call(wire::kOpWrite, offset + done, n, data.data() + done, nullptr));
       done += n;
     }
     return absl::OkStatus();
@@ -502,8 +511,8 @@ absl::StatusOr<std::unique_ptr<RemoteRegion>> TcpConnector::Connect(
   int rc = getaddrinfo(hp.first.c_str(), std::to_string(hp.second).c_str(),
                        &hints, &res);
   if (rc != 0) {
-    return absl::UnavailableError(absl::StrCat(
-        "resolve ", grant.endpoint, ": ", gai_strerror(rc)));
+    return absl::UnavailableError(
+        absl::StrCat("resolve ", grant.endpoint, ": ", gai_strerror(rc)));
   }
   int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
   if (fd < 0) {
@@ -515,8 +524,8 @@ absl::StatusOr<std::unique_ptr<RemoteRegion>> TcpConnector::Connect(
   freeaddrinfo(res);
   if (rc != 0) {
     close(fd);
-    return absl::UnavailableError(absl::StrCat("connect(", grant.endpoint,
-                                               "): ", strerror(err)));
+    return absl::UnavailableError(
+        absl::StrCat("connect(", grant.endpoint, "): ", strerror(err)));
   }
   SetNoDelay(fd);
   agent::v1::FabricHello hello;
@@ -540,15 +549,14 @@ absl::StatusOr<std::unique_ptr<RemoteRegion>> TcpConnector::Connect(
   }
   if (!st.ok()) {
     close(fd);
-    return absl::UnavailableError(
-        absl::StrCat("fabric handshake with ", grant.endpoint, ": ",
-                     st.message()));
+    return absl::UnavailableError(absl::StrCat(
+        "fabric handshake with ", grant.endpoint, ": ", st.message()));
   }
   if (reply.code() != 0) {
     close(fd);
-    return absl::Status(static_cast<absl::StatusCode>(reply.code()),
-                        absl::StrCat("owner ", grant.endpoint,
-                                     " refused: ", reply.message()));
+    return absl::Status(
+        static_cast<absl::StatusCode>(reply.code()),
+        absl::StrCat("owner ", grant.endpoint, " refused: ", reply.message()));
   }
   return std::make_unique<TcpRemoteRegion>(fd, reply.size_bytes());
 }

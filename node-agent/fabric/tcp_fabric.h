@@ -77,6 +77,7 @@ class TcpFabric final : public Fabric {
   struct Volume {
     Region region;
     std::map<GrantKey, std::shared_ptr<GrantState>> grants;
+    int64_t min_epoch = 0;  // InvalidateBefore: older epochs are stale
   };
   std::map<std::string, std::shared_ptr<Volume>> volumes_ ABSL_GUARDED_BY(mu_);
   std::set<std::shared_ptr<Conn>> conns_ ABSL_GUARDED_BY(mu_);

@@ -1,12 +1,20 @@
 #include "node-agent/fabric/tcp_fabric.h"
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
 #include <atomic>
+#include <chrono>
 #include <string>
 #include <thread>
 #include <vector>
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "node-agent/fabric/wire.h"
+#include "proto/agent.pb.h"
 
 namespace daxlease::fabric {
 namespace {
@@ -32,6 +40,30 @@ class TcpFabricTest : public ::testing::Test {
       return absl::OkStatus();
     };
     ASSERT_TRUE(fabric_->RegisterVolume(r).ok());
+  }
+
+  // A raw connection to the fabric, for peers that misbehave.
+  int Dial() {
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    std::string ep = fabric_->endpoint();
+    a.sin_port =
+        htons(static_cast<uint16_t>(std::stoi(ep.substr(ep.rfind(':') + 1))));
+    EXPECT_EQ(connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)), 0);
+    return fd;
+  }
+  std::string Hello(const GrantInfo& g) {
+    agent::v1::FabricHello h;
+    h.set_version(1);
+    h.set_volume_id(g.key.volume);
+    h.set_lease_uid(g.key.lease_uid);
+    h.set_holder_node(g.key.holder_node);
+    h.set_epoch(g.key.epoch);
+    h.set_access(agent::v1::READ_WRITE);
+    h.set_credential(g.credential);
+    return h.SerializeAsString();
   }
 
   std::vector<char> memory_;
@@ -176,6 +208,88 @@ TEST_F(TcpFabricTest, ConcurrentWritersWhileFencingNeverGetOkAfterTheCut) {
   fenced.store(true);
   writer.join();
   EXPECT_EQ(ok_after.load(), 0);
+}
+
+}  // namespace
+}  // namespace daxlease::fabric
+
+namespace daxlease::fabric {
+namespace {
+
+// After InvalidateBefore(e), a grant or a connection at an older epoch is
+// refused at once as stale (not "not granted yet", which a client retries),
+// even with a credential the secret made and never granted here (a holder
+// that comes back after an owner restart).
+TEST_F(TcpFabricTest, StaleEpochIsRefusedClearly) {
+  ASSERT_TRUE(fabric_->InvalidateBefore("vol", 4).ok());
+  GrantInfo info;
+  info.key = key_;  // epoch 3
+  info.access = Access::kReadWrite;
+  info.endpoint = fabric_->endpoint();
+  info.credential = GrantCredential("s3cret", key_, Access::kReadWrite);
+  auto c = connector_.Connect(info);
+  EXPECT_EQ(c.status().code(), absl::StatusCode::kPermissionDenied);
+  EXPECT_THAT(c.status().message(), HasSubstr("stale epoch"));
+  auto g = fabric_->Grant(key_, Access::kReadWrite);
+  EXPECT_EQ(g.status().code(), absl::StatusCode::kPermissionDenied);
+  GrantKey now = key_;
+  now.epoch = 4;
+  EXPECT_TRUE(fabric_->Grant(now, Access::kReadWrite).ok());
+}
+
+// Peers that hang up in the middle of a handshake, a request header or a
+// write's payload cost the others nothing: the fabric keeps serving, a
+// live holder's bytes are intact, and a cut still completes at once.
+TEST_F(TcpFabricTest, PeerDisconnectingMidRequestCostsNothing) {
+  auto g = fabric_->Grant(key_, Access::kReadWrite);
+  ASSERT_TRUE(g.ok());
+  auto good = connector_.Connect(*g);
+  ASSERT_TRUE(good.ok()) << good.status();
+  ASSERT_TRUE((*good)->Write(0, "kept").ok());
+
+  {  // Half a handshake frame.
+    int fd = Dial();
+    uint32_t len = 100;
+    ASSERT_TRUE(wire::WriteFull(fd, &len, sizeof(len)).ok());
+    ASSERT_TRUE(wire::WriteFull(fd, "abc", 3).ok());
+    close(fd);
+  }
+  {  // A garbage handshake.
+    int fd = Dial();
+    ASSERT_TRUE(wire::WriteFrame(fd, "\xff\xff not a hello").ok());
+    close(fd);
+  }
+  {  // Half a request header, then a write with half its payload.
+    int fd = Dial();
+    ASSERT_TRUE(wire::WriteFrame(fd, Hello(*g)).ok());
+    auto reply = wire::ReadFrame(fd, 64 * 1024);
+    ASSERT_TRUE(reply.ok());
+    wire::RequestHeader req{wire::kOpWrite, 0, 4096, 8192};
+    ASSERT_TRUE(wire::WriteFull(fd, &req, sizeof(req)).ok());
+    std::string half(4096, 'x');
+    ASSERT_TRUE(wire::WriteFull(fd, half.data(), half.size()).ok());
+    close(fd);
+    int fd2 = Dial();
+    ASSERT_TRUE(wire::WriteFrame(fd2, Hello(*g)).ok());
+    ASSERT_TRUE(wire::ReadFrame(fd2, 64 * 1024).ok());
+    ASSERT_TRUE(wire::WriteFull(fd2, &req, 10).ok());
+    close(fd2);
+  }
+  // The live holder goes on; its bytes are there.
+  std::string out(4, '\0');
+  ASSERT_TRUE((*good)->Read(0, absl::MakeSpan(out)).ok());
+  EXPECT_EQ(out, "kept");
+  ASSERT_TRUE((*good)->Write(100, "more").ok());
+  ASSERT_TRUE((*good)->Persist(0, 104).ok());
+  EXPECT_EQ(std::string(memory_.data() + 100, 4), "more");
+  // Nothing holds the grant's operation lock: the cut is immediate.
+  auto start = std::chrono::steady_clock::now();
+  auto cut = fabric_->Invalidate(key_);
+  ASSERT_TRUE(cut.ok());
+  EXPECT_TRUE(*cut);
+  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(2));
+  EXPECT_EQ((*good)->Write(0, "late").code(), absl::StatusCode::kUnavailable);
+  EXPECT_EQ(std::string(memory_.data(), 4), "kept");
 }
 
 }  // namespace

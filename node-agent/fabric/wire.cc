@@ -61,7 +61,8 @@ absl::Status WriteFrame(int fd, absl::string_view data) {
   msg.msg_iov = iov;
   msg.msg_iovlen = 2;
   ssize_t n = sendmsg(fd, &msg, MSG_NOSIGNAL);
-  if (n < 0) return absl::UnavailableError(absl::StrCat("send: ", strerror(errno)));
+  if (n < 0)
+    return absl::UnavailableError(absl::StrCat("send: ", strerror(errno)));
   size_t total = sizeof(len) + data.size();
   if (static_cast<size_t>(n) == total) return absl::OkStatus();
   // Short send: finish byte by byte through WriteFull.
@@ -70,8 +71,8 @@ absl::Status WriteFrame(int fd, absl::string_view data) {
   return WriteFull(fd, all.data() + n, total - static_cast<size_t>(n));
 }
 
-absl::Status WriteReply(int fd, const absl::Status& status,
-                        const char* payload, uint64_t len) {
+absl::Status WriteReply(int fd, const absl::Status& status, const char* payload,
+                        uint64_t len) {
   ReplyHeader h{};
   h.code = static_cast<int32_t>(status.code());
   std::string msg(status.message());
@@ -100,8 +101,8 @@ absl::Status ReadReply(int fd, absl::Status* remote, char* out,
     return absl::OkStatus();
   }
   if (h.length != (out == nullptr ? 0 : expect)) {
-    return absl::DataLossError(absl::StrCat("reply carries ", h.length,
-                                            " bytes, expected ", expect));
+    return absl::DataLossError(
+        absl::StrCat("reply carries ", h.length, " bytes, expected ", expect));
   }
   *remote = absl::OkStatus();
   if (h.length > 0) return ReadFull(fd, out, h.length);

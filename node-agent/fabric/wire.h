@@ -42,8 +42,8 @@ absl::Status WriteFull(int fd, const void* buf, size_t len);
 absl::StatusOr<std::string> ReadFrame(int fd, uint32_t max);
 absl::Status WriteFrame(int fd, absl::string_view data);
 // Reply header (+ message) + `len` bytes of `payload` when `status` is OK.
-absl::Status WriteReply(int fd, const absl::Status& status,
-                        const char* payload, uint64_t len);
+absl::Status WriteReply(int fd, const absl::Status& status, const char* payload,
+                        uint64_t len);
 // Reads one reply into `remote`; its payload (when OK) into `out`, which
 // must hold `expect` bytes (a payload of another length is DataLoss).
 absl::Status ReadReply(int fd, absl::Status* remote, char* out,

@@ -3,6 +3,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "csi/shared_publish.h"
 #include "csi/validation.h"
 #include "lib/base/log.h"
 #include "lib/base/status.h"
@@ -36,8 +37,16 @@ void ControllerService::FillVolume(const VolumeRecord& rec,
   for (const auto& [k, v] : rec.parameters) {
     if (k == kParamShare || k == kParamRecallGrace) ctx[k] = v;
   }
-  (*out->add_accessible_topology()->mutable_segments())[kTopologyKey] =
-      config_.node_id;
+  ctx[kContextOwnerNode] = config_.node_id;
+  if (!config_.fabric.empty()) ctx[kContextFabric] = config_.fabric;
+  // A shared volume is reachable from every node of its fabric (through the
+  // agents), so a pod may land on any of them.
+  auto& segments = *out->add_accessible_topology()->mutable_segments();
+  if (IsShared(rec.parameters) && !config_.fabric.empty()) {
+    segments[kFabricTopologyKey] = config_.fabric;
+  } else {
+    segments[kTopologyKey] = config_.node_id;
+  }
 }
 
 ::csi::v1::VolumeCondition ControllerService::Condition(
@@ -154,6 +163,11 @@ absl::Status ControllerService::DoCreate(
           "volume '", req.name(), "' exists with capacity ", rec.capacity_bytes,
           " bytes, incompatible with the requested capacity_range"));
     }
+    // Again: an agent that lost its DaxVolume (or came later) gets it.
+    if (deps_.agent != nullptr) {
+      RETURN_IF_ERROR(
+          deps_.agent->RecordVolume(AgentVolumeFor(rec, config_.node_id)));
+    }
     FillVolume(rec, resp->mutable_volume());
     return absl::OkStatus();
   }
@@ -186,6 +200,14 @@ absl::Status ControllerService::DoCreate(
     absl::StatusOr<bool> formatted = FormatAtCreate(id, fs_type, *vol);
     made = formatted.status();
     if (formatted.ok()) rec.formatted = *formatted;
+  }
+  // The operator learns of the volume before the CO does; an agent that is
+  // down fails the call (UNAVAILABLE) and it is undone like a failed
+  // create, so the CO's retry starts clean.
+  if (made.ok() && deps_.agent != nullptr) {
+    VolumeRecord recorded = rec;
+    recorded.capacity_bytes = vol->capacity_bytes;
+    made = deps_.agent->RecordVolume(AgentVolumeFor(recorded, config_.node_id));
   }
   if (!made.ok()) {
     // Undo what this call made, so that nothing is left and the name can
@@ -220,6 +242,10 @@ absl::Status ControllerService::DoDelete(
         rec->publishes.empty() ? "staged" : "published", " on node ",
         config_.node_id, "; unpublish and unstage it first"));
   }
+  // The DaxVolume goes first: the agent refuses while leases hold access
+  // (FAILED_PRECONDITION), the media must outlive every mapping, and a
+  // refused delete must not leave a deleting record behind.
+  if (deps_.agent != nullptr) RETURN_IF_ERROR(deps_.agent->ForgetVolume(id));
   // The record says "deleting" (durably) before the media goes, so a crash
   // anywhere below leaves a deleting record, which RecoverVolumes (or this
   // call's retry) finishes, never a ready record without media.

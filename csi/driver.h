@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "csi/agent_connection.h"
 #include "csi/state_store.h"
 #include "csi/volume_backend.h"
 #include "csi/volume_locks.h"
@@ -23,6 +24,9 @@ struct DriverConfig {
   // Staging and target paths must be below one of these.
   std::vector<std::string> allowed_roots = {"/var/lib/kubelet"};
   int64_t max_volumes_per_node = 64;
+  // The RDMA fabric this node is on (topology daxlease.io/fabric); shared
+  // volumes are accessible from every node of it. "" = none.
+  std::string fabric;
 };
 
 struct DriverDeps {
@@ -31,6 +35,12 @@ struct DriverDeps {
   sys::Formatter* formatter = nullptr;
   StateStore* store = nullptr;
   VolumeLocks* locks = nullptr;
+  // The node agent; nullptr when none is configured (no DaxVolumes, no
+  // leases: shared volumes are plain mounts on their own node).
+  AgentConnection* agent = nullptr;
+  // Records of shared volumes of other nodes published here (no media
+  // here); required with `agent`.
+  StateStore* remote_store = nullptr;
 };
 
 // absl::Status codes are gRPC's; this only changes the type.

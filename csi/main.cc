@@ -21,6 +21,7 @@
 #include "csi/controller_service.h"
 #include "csi/driver.h"
 #include "csi/file_backend.h"
+#include "csi/grpc_agent_connection.h"
 #include "csi/identity_service.h"
 #include "csi/logging_interceptor.h"
 #include "csi/metrics_interceptor.h"
@@ -60,6 +61,12 @@ ABSL_FLAG(std::vector<std::string>, allowed_roots, {"/var/lib/kubelet"},
 ABSL_FLAG(int64_t, max_volumes_per_node, 64, "reported by NodeGetInfo");
 ABSL_FLAG(std::string, metrics_address, "",
           "host:port to serve Prometheus metrics at /metrics (empty: off)");
+ABSL_FLAG(std::string, fabric, "",
+          "the RDMA fabric this node is on (topology daxlease.io/fabric): "
+          "shared volumes are accessible from every node of it");
+ABSL_FLAG(std::string, agent_socket, "",
+          "the node agent's unix socket (daxlease-agent --socket); empty: no "
+          "agent, shared volumes are plain mounts on their own node");
 
 namespace daxlease::csi {
 namespace {
@@ -122,6 +129,7 @@ int Run() {
   config.node_id = absl::GetFlag(FLAGS_node_id);
   config.allowed_roots = absl::GetFlag(FLAGS_allowed_roots);
   config.max_volumes_per_node = absl::GetFlag(FLAGS_max_volumes_per_node);
+  config.fabric = absl::GetFlag(FLAGS_fabric);
   const std::string state_dir = absl::GetFlag(FLAGS_state_dir);
   const std::string backend_name = absl::GetFlag(FLAGS_backend);
 
@@ -177,6 +185,23 @@ int Run() {
   VolumeLocks locks;
   DriverDeps deps{backend.get(), mounter.get(), formatter.get(), &store,
                   &locks};
+  // The node agent: DaxVolumes, serving and publishes of shared volumes
+  // (csi/agent_connection.h). Shared volumes of other nodes published here
+  // are recorded apart from the local ones (no media here).
+  std::unique_ptr<AgentConnection> agent;
+  StateStore remote_store(absl::StrCat(state_dir, "/remote"));
+  if (const std::string sock = absl::GetFlag(FLAGS_agent_socket);
+      !sock.empty()) {
+    if (sock[0] != '/') {
+      return fail(absl::InvalidArgumentError(
+          absl::StrCat("--agent-socket '", sock, "' must be absolute")));
+    }
+    if (absl::Status s = remote_store.Init(); !s.ok()) return fail(s);
+    agent = std::make_unique<GrpcAgentConnection>(
+        sock, agent::NewGrpcAgentClient(sock, absl::Seconds(30)));
+    deps.agent = agent.get();
+    deps.remote_store = &remote_store;
+  }
 
   if (absl::Status s = PrepareSocket(*socket_path); !s.ok()) return fail(s);
   // Repair before serving, so no call sees a half-done state.
@@ -238,6 +263,8 @@ int Run() {
                  {"backend", std::string(backend->Name())},
                  {"dax", backend->ProvidesDax() ? "true" : "false"},
                  {"state_dir", state_dir},
+                 {"fabric", config.fabric},
+                 {"agent", absl::GetFlag(FLAGS_agent_socket)},
                  {"version", base::kVersion}});
 
   std::thread waiter([&server, sigs] {

@@ -4,6 +4,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "csi/repair.h"
+#include "csi/shared_publish.h"
 #include "csi/validation.h"
 #include "lib/base/log.h"
 #include "lib/base/status.h"
@@ -121,7 +122,12 @@ absl::Status NodeService::DoStage(
   const std::string id = req.volume_id();
   const std::string path = Normalize(req.staging_target_path());
   ASSIGN_OR_RETURN(VolumeLocks::Guard guard, deps_.locks->TryLock(id));
-  ASSIGN_OR_RETURN(VolumeRecord rec, LoadVolume(id));
+  absl::StatusOr<VolumeRecord> loaded = LoadVolume(id);
+  if (absl::IsNotFound(loaded.status()) &&
+      IsRemoteShared(req.volume_context())) {
+    return StageRemote(req, path);
+  }
+  ASSIGN_OR_RETURN(VolumeRecord rec, std::move(loaded));
   bool share = rec.parameters.count(kParamShare) &&
                rec.parameters.at(kParamShare) == "true";
   ASSIGN_OR_RETURN(CapabilityInfo cap,
@@ -180,6 +186,13 @@ absl::Status NodeService::DoStage(
     }
   }
   absl::Status st = StageSteps(&rec, is_new);
+  // The owner's agent serves a shared volume while it is staged here (also
+  // again on a repeated stage: an agent that restarted maps it again).
+  if (st.ok() && share && !cap.block && deps_.agent != nullptr) {
+    st = deps_.agent->ServeVolume(
+        ServedVolume{id, rec.mode, path, rec.capacity_bytes,
+                     deps_.backend->ProvidesDax()});
+  }
   if (!st.ok()) {
     if (is_new) {
       // Undo what this call did so nothing leaks; the CO retries.
@@ -208,7 +221,12 @@ absl::Status NodeService::DoUnstage(
   const std::string id = req.volume_id();
   const std::string path = Normalize(req.staging_target_path());
   ASSIGN_OR_RETURN(VolumeLocks::Guard guard, deps_.locks->TryLock(id));
-  ASSIGN_OR_RETURN(VolumeRecord rec, LoadVolume(id));
+  absl::StatusOr<VolumeRecord> loaded = LoadVolume(id);
+  if (absl::IsNotFound(loaded.status()) && deps_.remote_store != nullptr) {
+    ASSIGN_OR_RETURN(auto remote, deps_.remote_store->Load(id));
+    if (remote.has_value()) return UnstageRemote(&*remote, path);
+  }
+  ASSIGN_OR_RETURN(VolumeRecord rec, std::move(loaded));
   if (!rec.stage.has_value() || rec.stage->staging_path != path) {
     return absl::OkStatus();  // not staged there: nothing to do
   }
@@ -216,6 +234,9 @@ absl::Status NodeService::DoUnstage(
     return absl::FailedPreconditionError(
         absl::StrCat("volume ", id, " is still published at ",
                      rec.publishes.begin()->first, "; unpublish it first"));
+  }
+  if (IsShared(rec.parameters) && !rec.stage->block && deps_.agent != nullptr) {
+    RETURN_IF_ERROR(deps_.agent->StopServing(id));
   }
   RETURN_IF_ERROR(TearDownStage(deps_, &rec));
   base::LogInfo("csi.volume.unstaged", {{"volume", id}, {"path", path}});
@@ -288,7 +309,12 @@ absl::Status NodeService::DoPublish(
         "target_path must differ from staging_target_path");
   }
   ASSIGN_OR_RETURN(VolumeLocks::Guard guard, deps_.locks->TryLock(id));
-  ASSIGN_OR_RETURN(VolumeRecord rec, LoadVolume(id));
+  absl::StatusOr<VolumeRecord> loaded = LoadVolume(id);
+  if (absl::IsNotFound(loaded.status()) &&
+      IsRemoteShared(req.volume_context())) {
+    return PublishRemote(req, target, staging);
+  }
+  ASSIGN_OR_RETURN(VolumeRecord rec, std::move(loaded));
   bool share = rec.parameters.count(kParamShare) &&
                rec.parameters.at(kParamShare) == "true";
   ASSIGN_OR_RETURN(CapabilityInfo cap,
@@ -332,11 +358,21 @@ absl::Status NodeService::DoPublish(
     p.target_path = target;
     p.read_only = read_only;
     p.block = cap.block;
+    p.shared_dir = share && !cap.block && deps_.agent != nullptr;
     rec.publishes[target] = p;
     RETURN_IF_ERROR(deps_.store->Save(rec, sys::Durability::kAtomic));
   }
-  absl::Status st = PublishSteps(&rec, target);
+  const bool shared_dir = rec.publishes[target].shared_dir;
+  absl::Status st =
+      shared_dir
+          ? BuildPublishedDir(deps_, target, rec.stage->staging_path, read_only,
+                              AgentPublishFor(req, target, true))
+          : PublishSteps(&rec, target);
   if (!st.ok()) {
+    if (shared_dir && is_new) {
+      // Nothing half-done: the agent forgets the publish (if it got it).
+      (void)deps_.agent->Unpublish(id, target);
+    }
     if (is_new) {
       absl::Status undo = TearDownPublish(deps_, &rec, target);
       if (!undo.ok()) {
@@ -364,8 +400,18 @@ absl::Status NodeService::DoUnpublish(
   const std::string id = req.volume_id();
   const std::string target = Normalize(req.target_path());
   ASSIGN_OR_RETURN(VolumeLocks::Guard guard, deps_.locks->TryLock(id));
-  ASSIGN_OR_RETURN(VolumeRecord rec, LoadVolume(id));
+  absl::StatusOr<VolumeRecord> loaded = LoadVolume(id);
+  if (absl::IsNotFound(loaded.status()) && deps_.remote_store != nullptr) {
+    ASSIGN_OR_RETURN(auto remote, deps_.remote_store->Load(id));
+    if (remote.has_value()) return UnpublishRemote(&*remote, target);
+  }
+  ASSIGN_OR_RETURN(VolumeRecord rec, std::move(loaded));
   if (!rec.publishes.count(target)) return absl::OkStatus();
+  // The lease is released (the pod's clients flushed) before the memory
+  // leaves the pod; an agent that is down fails the call, the CO retries.
+  if (rec.publishes.at(target).shared_dir && deps_.agent != nullptr) {
+    RETURN_IF_ERROR(deps_.agent->Unpublish(id, target));
+  }
   RETURN_IF_ERROR(TearDownPublish(deps_, &rec, target));
   base::LogInfo("csi.volume.unpublished", {{"volume", id}, {"target", target}});
   return absl::OkStatus();
@@ -555,8 +601,9 @@ grpc::Status NodeService::NodeGetInfo(grpc::ServerContext*,
                                       ::csi::v1::NodeGetInfoResponse* resp) {
   resp->set_node_id(config_.node_id);
   resp->set_max_volumes_per_node(config_.max_volumes_per_node);
-  (*resp->mutable_accessible_topology()->mutable_segments())[kTopologyKey] =
-      config_.node_id;
+  auto& segments = *resp->mutable_accessible_topology()->mutable_segments();
+  segments[kTopologyKey] = config_.node_id;
+  if (!config_.fabric.empty()) segments[kFabricTopologyKey] = config_.fabric;
   return grpc::Status::OK;
 }
 

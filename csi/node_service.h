@@ -16,6 +16,7 @@
 #ifndef DAXLEASE_CSI_NODE_SERVICE_H_
 #define DAXLEASE_CSI_NODE_SERVICE_H_
 
+#include "csi/agent_connection.h"
 #include "csi/driver.h"
 #include "proto/csi.grpc.pb.h"
 
@@ -83,6 +84,22 @@ class NodeService final : public ::csi::v1::Node::Service {
   absl::Status PublishSteps(VolumeRecord* rec, const std::string& target);
   // Loads the record or NotFound.
   absl::StatusOr<VolumeRecord> LoadVolume(const std::string& id);
+
+  // Shared volumes of another node of this fabric (node_service_remote.cc).
+  // Their records live in deps_.remote_store: no media here, a "stage"
+  // that only remembers the path, publishes that are published directories.
+  bool IsRemoteShared(
+      const google::protobuf::Map<std::string, std::string>& ctx) const;
+  AgentPublish AgentPublishFor(const ::csi::v1::NodePublishVolumeRequest& req,
+                               const std::string& target,
+                               bool owner_local) const;
+  absl::Status StageRemote(const ::csi::v1::NodeStageVolumeRequest& req,
+                           const std::string& path);
+  absl::Status UnstageRemote(VolumeRecord* rec, const std::string& path);
+  absl::Status PublishRemote(const ::csi::v1::NodePublishVolumeRequest& req,
+                             const std::string& target,
+                             const std::string& staging);
+  absl::Status UnpublishRemote(VolumeRecord* rec, const std::string& target);
 
   const DriverConfig config_;
   const DriverDeps deps_;

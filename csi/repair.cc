@@ -3,6 +3,7 @@
 #include <set>
 
 #include "absl/strings/str_cat.h"
+#include "csi/shared_publish.h"
 #include "lib/base/log.h"
 #include "lib/base/status.h"
 
@@ -15,6 +16,9 @@ absl::Status TearDownPublish(const DriverDeps& deps, VolumeRecord* rec,
   // No intent is written first: every step is idempotent and the record
   // still names the target until the end, so a crash in the middle is
   // finished by the CO's retry (or by RecoverVolumes).
+  if (it->second.shared_dir) {
+    RETURN_IF_ERROR(UnmountPublishedDirContents(deps, target));
+  }
   RETURN_IF_ERROR(deps.mounter->Unmount(target));
   RETURN_IF_ERROR(deps.mounter->RemovePath(target));
   rec->publishes.erase(target);

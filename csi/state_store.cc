@@ -55,9 +55,11 @@ std::string RecordToJson(const VolumeRecord& rec) {
   }
   json pubs = json::array();
   for (const auto& [target, p] : rec.publishes) {
-    pubs.push_back({{"targetPath", p.target_path},
-                    {"readOnly", p.read_only},
-                    {"block", p.block}});
+    json pj = {{"targetPath", p.target_path},
+               {"readOnly", p.read_only},
+               {"block", p.block}};
+    if (p.shared_dir) pj["sharedDir"] = true;
+    pubs.push_back(pj);
   }
   j["publishes"] = pubs;
   return j.dump(2);
@@ -109,6 +111,7 @@ absl::StatusOr<VolumeRecord> RecordFromJson(absl::string_view text) {
         pr.target_path = p.at("targetPath").get<std::string>();
         pr.read_only = p.value("readOnly", false);
         pr.block = p.value("block", false);  // an old "phase": as above
+        pr.shared_dir = p.value("sharedDir", false);
         rec.publishes[pr.target_path] = pr;
       }
     }

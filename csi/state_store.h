@@ -48,6 +48,9 @@ struct PublishRecord {
   std::string target_path;
   bool read_only = false;
   bool block = false;
+  // A shared volume's published directory (csi/shared_publish.h) rather
+  // than a bind mount of the volume.
+  bool shared_dir = false;
 };
 
 struct StageRecord {

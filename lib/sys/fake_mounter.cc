@@ -103,6 +103,21 @@ absl::Status FakeMounter::MakeFile(absl::string_view path) {
   return absl::OkStatus();
 }
 
+absl::Status FakeMounter::WriteFile(absl::string_view path,
+                                    absl::string_view data) {
+  absl::MutexLock l(&mu_);
+  if (absl::Status s = TakeFailure("WriteFile"); !s.ok()) return s;
+  std::string p(path);
+  size_t slash = p.rfind('/');
+  if (slash != std::string::npos && slash > 0 &&
+      !paths_.count(p.substr(0, slash))) {
+    return absl::NotFoundError(absl::StrCat("write ", p, ": no directory"));
+  }
+  paths_.insert(p);
+  files_[p] = std::string(data);
+  return absl::OkStatus();
+}
+
 absl::Status FakeMounter::RemovePath(absl::string_view path) {
   absl::MutexLock l(&mu_);
   if (absl::Status s = TakeFailure("RemovePath"); !s.ok()) return s;
@@ -112,6 +127,7 @@ absl::Status FakeMounter::RemovePath(absl::string_view path) {
         absl::StrCat("remove ", p, ": busy (mounted)"));
   }
   paths_.erase(p);
+  files_.erase(p);
   return absl::OkStatus();
 }
 
@@ -154,6 +170,14 @@ std::vector<MountInfo> FakeMounter::Mounts() const {
   std::vector<MountInfo> out;
   for (const auto& [t, m] : mounts_) out.push_back(m);
   return out;
+}
+
+std::optional<std::string> FakeMounter::FileContent(
+    absl::string_view path) const {
+  absl::MutexLock l(&mu_);
+  auto it = files_.find(std::string(path));
+  if (it == files_.end()) return std::nullopt;
+  return it->second;
 }
 
 int FakeMounter::mount_calls() const {

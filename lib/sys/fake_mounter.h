@@ -29,6 +29,8 @@ class FakeMounter final : public Mounter {
       absl::string_view target) override;
   absl::Status MakeDir(absl::string_view path) override;
   absl::Status MakeFile(absl::string_view path) override;
+  absl::Status WriteFile(absl::string_view path,
+                         absl::string_view data) override;
   absl::Status RemovePath(absl::string_view path) override;
   bool PathExists(absl::string_view path) override;
   absl::StatusOr<FsUsage> StatFs(absl::string_view path) override;
@@ -45,6 +47,8 @@ class FakeMounter final : public Mounter {
   void SetUsage(FsUsage usage);
   std::vector<MountInfo> Mounts() const;
   int mount_calls() const;
+  // What WriteFile last wrote to `path`; nullopt if nothing (or removed).
+  std::optional<std::string> FileContent(absl::string_view path) const;
 
  private:
   absl::Status TakeFailure(absl::string_view op)
@@ -53,6 +57,7 @@ class FakeMounter final : public Mounter {
   mutable absl::Mutex mu_;
   std::map<std::string, MountInfo> mounts_ ABSL_GUARDED_BY(mu_);
   std::set<std::string> paths_ ABSL_GUARDED_BY(mu_);
+  std::map<std::string, std::string> files_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, absl::Status> failures_ ABSL_GUARDED_BY(mu_);
   FsUsage usage_ ABSL_GUARDED_BY(mu_);
   int mount_calls_ ABSL_GUARDED_BY(mu_) = 0;

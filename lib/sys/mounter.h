@@ -67,6 +67,11 @@ class Mounter {
   virtual absl::Status MakeDir(absl::string_view path) = 0;
   // Creates an empty regular file (and parent directories). Idempotent.
   virtual absl::Status MakeFile(absl::string_view path) = 0;
+  // Replaces the small file `path` with `data` (temp + rename: a reader
+  // sees the old or the new contents). Used for the descriptor in a
+  // published directory.
+  virtual absl::Status WriteFile(absl::string_view path,
+                                 absl::string_view data) = 0;
   // Removes an empty directory or a file; OK if missing.
   virtual absl::Status RemovePath(absl::string_view path) = 0;
   virtual bool PathExists(absl::string_view path) = 0;

@@ -194,6 +194,30 @@ class SystemMounter final : public Mounter {
     return sys::StatFs(ProcFdPath(fd));
   }
 
+  absl::Status WriteFile(absl::string_view path,
+                         absl::string_view data) override {
+    // Temp file beside it, then renameat on the held parent: a reader sees
+    // the old or the new contents, and no symlink is followed.
+    std::string p(path);
+    ASSIGN_OR_RETURN(ConfinedRoots::Parent parent, roots_.OpenParent(p));
+    const std::string tmp = absl::StrCat(".", parent.name, ".tmp");
+    int raw = ::openat(parent.dir.get(), tmp.c_str(),
+                       O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC,
+                       0644);
+    if (raw < 0) return base::ErrnoStatus("openat", p + ".tmp", errno);
+    UniqueFd fd(raw);
+    absl::Status s = WriteAll(fd.get(), data, p);
+    if (s.ok() && ::fsync(fd.get()) != 0) {
+      s = base::ErrnoStatus("fsync", p, errno);
+    }
+    if (s.ok() && ::renameat(parent.dir.get(), tmp.c_str(), parent.dir.get(),
+                             parent.name.c_str()) != 0) {
+      s = base::ErrnoStatus("renameat", p, errno);
+    }
+    if (!s.ok()) ::unlinkat(parent.dir.get(), tmp.c_str(), 0);
+    return s;
+  }
+
  private:
   // The mount whose root `fd` (opened at `path`) is, or nullopt when `fd`
   // is a plain directory or file of its parent's mount. Matched by mount

@@ -1,0 +1,146 @@
+#include "csi/fake_agent_connection.h"
+
+#include "absl/strings/str_cat.h"
+
+namespace daxlease::csi {
+
+std::string FakeDescriptor(const AgentPublish& p) {
+  return absl::StrCat("{\"volume\":\"", p.volume_id, "\",\"target\":\"",
+                      p.target_path, "\",\"pod\":\"", p.pod.ns, "/", p.pod.name,
+                      "\",\"ownerLocal\":", p.owner_local ? "true" : "false",
+                      "}");
+}
+
+absl::Status FakeAgentConnection::Enter(absl::string_view op) {
+  ++calls_[std::string(op)];
+  if (down_) {
+    return absl::UnavailableError(
+        absl::StrCat("daxlease-agent at ", socket_path_, " is not running"));
+  }
+  auto it = failures_.find(std::string(op));
+  if (it == failures_.end()) return absl::OkStatus();
+  absl::Status s = it->second;
+  failures_.erase(it);
+  return s;
+}
+
+absl::Status FakeAgentConnection::RecordVolume(const AgentVolume& v) {
+  absl::MutexLock l(&mu_);
+  if (absl::Status s = Enter("RecordVolume"); !s.ok()) return s;
+  auto it = volumes_.find(v.volume_id);
+  if (it != volumes_.end() &&
+      (it->second.owner_node != v.owner_node || it->second.mode != v.mode ||
+       it->second.share != v.share)) {
+    return absl::AlreadyExistsError(
+        absl::StrCat("DaxVolume ", v.volume_id, " exists with another spec"));
+  }
+  volumes_[v.volume_id] = v;
+  return absl::OkStatus();
+}
+
+absl::Status FakeAgentConnection::ForgetVolume(absl::string_view id) {
+  absl::MutexLock l(&mu_);
+  if (absl::Status s = Enter("ForgetVolume"); !s.ok()) return s;
+  if (holds_access_.count(std::string(id))) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("leases of volume ", id, " still hold access"));
+  }
+  volumes_.erase(std::string(id));
+  return absl::OkStatus();
+}
+
+absl::Status FakeAgentConnection::ServeVolume(const ServedVolume& v) {
+  absl::MutexLock l(&mu_);
+  if (absl::Status s = Enter("ServeVolume"); !s.ok()) return s;
+  served_[v.volume_id] = v;
+  return absl::OkStatus();
+}
+
+absl::Status FakeAgentConnection::StopServing(absl::string_view id) {
+  absl::MutexLock l(&mu_);
+  if (absl::Status s = Enter("StopServing"); !s.ok()) return s;
+  if (holds_access_.count(std::string(id))) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("leases of volume ", id, " still hold access"));
+  }
+  served_.erase(std::string(id));
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::string> FakeAgentConnection::Publish(
+    const AgentPublish& p) {
+  absl::MutexLock l(&mu_);
+  if (absl::Status s = Enter("Publish"); !s.ok()) return s;
+  publishes_[{p.volume_id, p.target_path}] = p;
+  return FakeDescriptor(p);
+}
+
+absl::Status FakeAgentConnection::Unpublish(absl::string_view id,
+                                            absl::string_view target) {
+  absl::MutexLock l(&mu_);
+  if (absl::Status s = Enter("Unpublish"); !s.ok()) return s;
+  publishes_.erase({std::string(id), std::string(target)});
+  return absl::OkStatus();
+}
+
+void FakeAgentConnection::SetDown(bool down) {
+  absl::MutexLock l(&mu_);
+  down_ = down;
+}
+
+void FakeAgentConnection::SetHoldsAccess(absl::string_view id, bool holds) {
+  absl::MutexLock l(&mu_);
+  if (holds) {
+    holds_access_.insert(std::string(id));
+  } else {
+    holds_access_.erase(std::string(id));
+  }
+}
+
+void FakeAgentConnection::FailNext(absl::string_view op, absl::Status status) {
+  absl::MutexLock l(&mu_);
+  failures_[std::string(op)] = std::move(status);
+}
+
+bool FakeAgentConnection::IsRecorded(absl::string_view id) const {
+  absl::MutexLock l(&mu_);
+  return volumes_.count(std::string(id)) > 0;
+}
+
+AgentVolume FakeAgentConnection::Recorded(absl::string_view id) const {
+  absl::MutexLock l(&mu_);
+  auto it = volumes_.find(std::string(id));
+  return it == volumes_.end() ? AgentVolume{} : it->second;
+}
+
+bool FakeAgentConnection::IsServed(absl::string_view id) const {
+  absl::MutexLock l(&mu_);
+  return served_.count(std::string(id)) > 0;
+}
+
+ServedVolume FakeAgentConnection::Served(absl::string_view id) const {
+  absl::MutexLock l(&mu_);
+  auto it = served_.find(std::string(id));
+  return it == served_.end() ? ServedVolume{} : it->second;
+}
+
+bool FakeAgentConnection::IsPublished(absl::string_view id,
+                                      absl::string_view target) const {
+  absl::MutexLock l(&mu_);
+  return publishes_.count({std::string(id), std::string(target)}) > 0;
+}
+
+AgentPublish FakeAgentConnection::Published(absl::string_view id,
+                                            absl::string_view target) const {
+  absl::MutexLock l(&mu_);
+  auto it = publishes_.find({std::string(id), std::string(target)});
+  return it == publishes_.end() ? AgentPublish{} : it->second;
+}
+
+int FakeAgentConnection::calls(absl::string_view op) const {
+  absl::MutexLock l(&mu_);
+  auto it = calls_.find(std::string(op));
+  return it == calls_.end() ? 0 : it->second;
+}
+
+}  // namespace daxlease::csi

@@ -1,0 +1,402 @@
+// The CSI services with a node agent (FakeAgentConnection): DaxVolumes are
+// recorded and forgotten through the agent, shared volumes are served by
+// their owner and published as directories on any node of the fabric, and
+// an agent that is down fails the call with UNAVAILABLE leaving nothing
+// half-done.
+#include "absl/strings/match.h"
+#include "csi/fake_agent_connection.h"
+#include "csi/service_test_env.h"
+#include "csi/shared_publish.h"
+#include "csi/validation.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+
+namespace daxlease::csi {
+namespace {
+
+using ::csi::v1::VolumeCapability;
+using AccessMode = ::csi::v1::VolumeCapability::AccessMode;
+
+class SharedVolumeTest : public ServiceTest {
+ protected:
+  void SetUp() override {
+    ServiceTest::SetUp();
+    config_.fabric = "fabric-1";
+    mounter_.AddPath(agent_.socket_path());
+    mounter_.AddPath(b_agent_.socket_path());
+    remote_store_ = std::make_unique<StateStore>(dir_ + "/remote");
+    ASSERT_TRUE(remote_store_->Init().ok());
+    WireAgent();
+  }
+
+  DriverDeps AgentDeps() {
+    DriverDeps d = deps();
+    d.agent = &agent_;
+    d.remote_store = remote_store_.get();
+    return d;
+  }
+  void WireAgent() {
+    controller_ = std::make_unique<ControllerService>(config_, AgentDeps());
+    node_ = std::make_unique<NodeService>(config_, AgentDeps());
+  }
+
+  // A second node of the same fabric, with its own stores and agent, over
+  // the same fake mount table (its paths differ).
+  void StartNodeB() {
+    b_store_ = std::make_unique<StateStore>(dir_ + "/b-state");
+    b_remote_ = std::make_unique<StateStore>(dir_ + "/b-remote");
+    ASSERT_TRUE(b_store_->Init().ok());
+    ASSERT_TRUE(b_remote_->Init().ok());
+    DriverConfig c = config_;
+    c.node_id = "node-b";
+    DriverDeps d{&b_backend_, &mounter_, &formatter_,    b_store_.get(),
+                 &b_locks_,   &b_agent_, b_remote_.get()};
+    node_b_ = std::make_unique<NodeService>(c, d);
+  }
+
+  ::csi::v1::CreateVolumeRequest SharedReq(const std::string& name) {
+    ::csi::v1::CreateVolumeRequest r = CreateReq(name, 64 * kMiB);
+    (*r.mutable_parameters())["daxlease.io/share"] = "true";
+    (*r.mutable_parameters())["daxlease.io/recallGraceSeconds"] = "7";
+    *r.mutable_volume_capabilities(0) =
+        MountCap("", AccessMode::MULTI_NODE_MULTI_WRITER);
+    return r;
+  }
+
+  // Creates a shared volume on node-a; its volume (with context) in `vol`.
+  std::string MakeShared(const std::string& name, ::csi::v1::Volume* vol) {
+    ::csi::v1::CreateVolumeResponse resp;
+    grpc::Status s = Create(SharedReq(name), &resp);
+    EXPECT_TRUE(s.ok()) << s.error_message();
+    *vol = resp.volume();
+    return resp.volume().volume_id();
+  }
+
+  static VolumeCapability SharedCap() {
+    return MountCap("", AccessMode::MULTI_NODE_MULTI_WRITER);
+  }
+
+  ::csi::v1::NodePublishVolumeRequest PublishReq(const ::csi::v1::Volume& vol,
+                                                 const std::string& target) {
+    ::csi::v1::NodePublishVolumeRequest r;
+    r.set_volume_id(vol.volume_id());
+    r.set_staging_target_path(StagingPath(vol.volume_id()));
+    r.set_target_path(target);
+    *r.mutable_volume_capability() = SharedCap();
+    *r.mutable_volume_context() = vol.volume_context();
+    (*r.mutable_volume_context())[kContextPodName] = "writer-0";
+    (*r.mutable_volume_context())[kContextPodNamespace] = "apps";
+    (*r.mutable_volume_context())[kContextPodUid] = "uid-1";
+    return r;
+  }
+  grpc::Status StageOn(NodeService& n, const ::csi::v1::Volume& vol) {
+    ::csi::v1::NodeStageVolumeRequest r;
+    r.set_volume_id(vol.volume_id());
+    r.set_staging_target_path(StagingPath(vol.volume_id()));
+    *r.mutable_volume_capability() = SharedCap();
+    *r.mutable_volume_context() = vol.volume_context();
+    ::csi::v1::NodeStageVolumeResponse resp;
+    return n.NodeStageVolume(nullptr, &r, &resp);
+  }
+  grpc::Status PublishOn(NodeService& n, const ::csi::v1::Volume& vol,
+                         const std::string& target) {
+    auto r = PublishReq(vol, target);
+    ::csi::v1::NodePublishVolumeResponse resp;
+    return n.NodePublishVolume(nullptr, &r, &resp);
+  }
+  grpc::Status UnpublishOn(NodeService& n, const std::string& id,
+                           const std::string& target) {
+    ::csi::v1::NodeUnpublishVolumeRequest r;
+    r.set_volume_id(id);
+    r.set_target_path(target);
+    ::csi::v1::NodeUnpublishVolumeResponse resp;
+    return n.NodeUnpublishVolume(nullptr, &r, &resp);
+  }
+  grpc::Status UnstageOn(NodeService& n, const std::string& id) {
+    ::csi::v1::NodeUnstageVolumeRequest r;
+    r.set_volume_id(id);
+    r.set_staging_target_path(StagingPath(id));
+    ::csi::v1::NodeUnstageVolumeResponse resp;
+    return n.NodeUnstageVolume(nullptr, &r, &resp);
+  }
+
+  bool Mounted(const std::string& path) {
+    auto m = mounter_.GetMount(path);
+    return m.ok() && m->has_value();
+  }
+  std::vector<std::string> MountsUnder(const std::string& root) {
+    std::vector<std::string> out;
+    for (const sys::MountInfo& m : mounter_.Mounts()) {
+      if (m.target == root || absl::StartsWith(m.target, root + "/")) {
+        out.push_back(m.target);
+      }
+    }
+    return out;
+  }
+
+  FakeAgentConnection agent_{"/run/daxlease/agent-a.sock"};
+  std::unique_ptr<StateStore> remote_store_;
+
+  FakeVolumeBackend b_backend_{8 * kGiB};
+  FakeAgentConnection b_agent_{"/run/daxlease/agent-b.sock"};
+  VolumeLocks b_locks_;
+  std::unique_ptr<StateStore> b_store_, b_remote_;
+  std::unique_ptr<NodeService> node_b_;
+};
+
+TEST_F(SharedVolumeTest, CreateRecordsTheDaxVolumeAndFabricTopology) {
+  ::csi::v1::Volume vol;
+  std::string id = MakeShared("pvc-shared", &vol);
+  ASSERT_TRUE(agent_.IsRecorded(id));
+  AgentVolume v = agent_.Recorded(id);
+  EXPECT_EQ(v.owner_node, "node-a");
+  EXPECT_EQ(v.size_bytes, static_cast<uint64_t>(vol.capacity_bytes()));
+  EXPECT_EQ(v.mode, VolumeMode::kFsdax);
+  EXPECT_EQ(v.fs_type, "ext4");
+  EXPECT_TRUE(v.share);
+  EXPECT_EQ(v.recall_grace_seconds, 7);
+  ASSERT_EQ(vol.accessible_topology_size(), 1);
+  EXPECT_THAT(vol.accessible_topology(0).segments(),
+              ::testing::UnorderedElementsAre(
+                  ::testing::Pair("daxlease.io/fabric", "fabric-1")));
+  EXPECT_EQ(vol.volume_context().at(kContextOwnerNode), "node-a");
+  EXPECT_EQ(vol.volume_context().at(kContextFabric), "fabric-1");
+
+  // An unshared volume stays on its node, and is recorded too.
+  std::string plain = MakeVolume("pvc-plain");
+  EXPECT_FALSE(agent_.Recorded(plain).share);
+  ::csi::v1::ControllerGetVolumeRequest g;
+  g.set_volume_id(plain);
+  ::csi::v1::ControllerGetVolumeResponse got;
+  ASSERT_TRUE(controller_->ControllerGetVolume(nullptr, &g, &got).ok());
+  EXPECT_THAT(got.volume().accessible_topology(0).segments(),
+              ::testing::UnorderedElementsAre(
+                  ::testing::Pair("daxlease.io/node", "node-a")));
+}
+
+TEST_F(SharedVolumeTest, CreateWithTheAgentDownLeavesNothing) {
+  agent_.SetDown(true);
+  ::csi::v1::CreateVolumeResponse resp;
+  grpc::Status s = Create(SharedReq("pvc-down"), &resp);
+  EXPECT_EQ(s.error_code(), grpc::UNAVAILABLE) << s.error_message();
+  std::string id = VolumeIdForName("pvc-down");
+  EXPECT_FALSE(Record(id).has_value());
+  EXPECT_FALSE(backend_.Get(id).ok()) << "media of a failed create is gone";
+
+  agent_.SetDown(false);
+  ASSERT_TRUE(Create(SharedReq("pvc-down"), &resp).ok());
+  EXPECT_TRUE(agent_.IsRecorded(id));
+}
+
+TEST_F(SharedVolumeTest, DeleteRefusedWhileLeasesHoldAccess) {
+  ::csi::v1::Volume vol;
+  std::string id = MakeShared("pvc-del", &vol);
+  agent_.SetHoldsAccess(id, true);
+  grpc::Status s = Delete(id);
+  EXPECT_EQ(s.error_code(), grpc::FAILED_PRECONDITION) << s.error_message();
+  EXPECT_TRUE(backend_.Get(id).ok());
+  ASSERT_TRUE(Record(id).has_value());
+  // Not "deleting": start-up repair would otherwise finish the delete.
+  EXPECT_EQ(Record(id)->phase, VolumePhase::kReady);
+
+  agent_.SetHoldsAccess(id, false);
+  agent_.SetDown(true);
+  EXPECT_EQ(Delete(id).error_code(), grpc::UNAVAILABLE);
+  EXPECT_TRUE(backend_.Get(id).ok());
+
+  agent_.SetDown(false);
+  ASSERT_TRUE(Delete(id).ok());
+  EXPECT_FALSE(agent_.IsRecorded(id));
+  EXPECT_FALSE(backend_.Get(id).ok());
+}
+
+TEST_F(SharedVolumeTest, StageServesTheVolumeOnItsOwner) {
+  ::csi::v1::Volume vol;
+  std::string id = MakeShared("pvc-serve", &vol);
+  agent_.SetDown(true);
+  grpc::Status s = StageOn(*node_, vol);
+  EXPECT_EQ(s.error_code(), grpc::UNAVAILABLE) << s.error_message();
+  EXPECT_FALSE(Mounted(StagingPath(id)));
+  EXPECT_FALSE(backend_.IsAttached(id));
+  EXPECT_FALSE(Record(id)->stage.has_value());
+
+  agent_.SetDown(false);
+  ASSERT_TRUE(StageOn(*node_, vol).ok());
+  ASSERT_TRUE(agent_.IsServed(id));
+  EXPECT_EQ(agent_.Served(id).path, StagingPath(id));
+
+  // Unstage asks the agent to stop; it refuses while leases hold access.
+  agent_.SetHoldsAccess(id, true);
+  EXPECT_EQ(UnstageOn(*node_, id).error_code(), grpc::FAILED_PRECONDITION);
+  EXPECT_TRUE(Mounted(StagingPath(id)));
+  agent_.SetHoldsAccess(id, false);
+  ASSERT_TRUE(UnstageOn(*node_, id).ok());
+  EXPECT_FALSE(agent_.IsServed(id));
+  EXPECT_FALSE(Mounted(StagingPath(id)));
+}
+
+TEST_F(SharedVolumeTest, OwnerPublishIsADirectoryWithMountDescriptorSocket) {
+  ::csi::v1::Volume vol;
+  std::string id = MakeShared("pvc-own", &vol);
+  ASSERT_TRUE(StageOn(*node_, vol).ok());
+  const std::string t = TargetPath(id);
+  grpc::Status published = PublishOn(*node_, vol, t);
+  ASSERT_TRUE(published.ok()) << published.error_message();
+
+  auto top = mounter_.GetMount(t);
+  ASSERT_TRUE(top.ok() && top->has_value());
+  EXPECT_EQ((*top)->fs_type, "tmpfs");
+  auto volume = mounter_.GetMount(t + "/volume");
+  ASSERT_TRUE(volume.ok() && volume->has_value());
+  EXPECT_EQ((*volume)->source, Record(id)->stage->device);
+  auto sock = mounter_.GetMount(t + "/agent.sock");
+  ASSERT_TRUE(sock.ok() && sock->has_value());
+  EXPECT_EQ((*sock)->source, "/run/daxlease/agent-a.sock");
+
+  ASSERT_TRUE(agent_.IsPublished(id, t));
+  AgentPublish p = agent_.Published(id, t);
+  EXPECT_TRUE(p.owner_local);
+  EXPECT_EQ(p.owner_node, "node-a");
+  EXPECT_EQ(p.pod.name, "writer-0");
+  EXPECT_EQ(p.pod.ns, "apps");
+  EXPECT_EQ(p.pod.uid, "uid-1");
+  EXPECT_EQ(mounter_.FileContent(t + "/daxlease.json"), FakeDescriptor(p));
+  EXPECT_TRUE(Record(id)->publishes.at(t).shared_dir);
+
+  // Idempotent.
+  int mounts = mounter_.mount_calls();
+  published = PublishOn(*node_, vol, t);
+  ASSERT_TRUE(published.ok()) << published.error_message();
+  EXPECT_EQ(mounter_.mount_calls(), mounts);
+}
+
+TEST_F(SharedVolumeTest, PublishWithTheAgentDownLeavesNothing) {
+  ::csi::v1::Volume vol;
+  std::string id = MakeShared("pvc-pdown", &vol);
+  ASSERT_TRUE(StageOn(*node_, vol).ok());
+  agent_.SetDown(true);
+  const std::string t = TargetPath(id);
+  grpc::Status s = PublishOn(*node_, vol, t);
+  EXPECT_EQ(s.error_code(), grpc::UNAVAILABLE) << s.error_message();
+  EXPECT_THAT(MountsUnder(t), ::testing::IsEmpty());
+  EXPECT_FALSE(mounter_.PathExists(t));
+  EXPECT_TRUE(Record(id)->publishes.empty());
+  EXPECT_FALSE(mounter_.FileContent(t + "/daxlease.json").has_value());
+}
+
+TEST_F(SharedVolumeTest, UnpublishReleasesThroughTheAgentFirst) {
+  ::csi::v1::Volume vol;
+  std::string id = MakeShared("pvc-unp", &vol);
+  ASSERT_TRUE(StageOn(*node_, vol).ok());
+  const std::string t = TargetPath(id);
+  grpc::Status published = PublishOn(*node_, vol, t);
+  ASSERT_TRUE(published.ok()) << published.error_message();
+
+  agent_.SetDown(true);
+  EXPECT_EQ(UnpublishOn(*node_, id, t).error_code(), grpc::UNAVAILABLE);
+  EXPECT_EQ(MountsUnder(t).size(), 3u) << "nothing leaves the pod unflushed";
+  EXPECT_TRUE(Record(id)->publishes.count(t));
+
+  agent_.SetDown(false);
+  ASSERT_TRUE(UnpublishOn(*node_, id, t).ok());
+  EXPECT_FALSE(agent_.IsPublished(id, t));
+  EXPECT_THAT(MountsUnder(t), ::testing::IsEmpty());
+  EXPECT_TRUE(Record(id)->publishes.empty());
+  ASSERT_TRUE(UnpublishOn(*node_, id, t).ok()) << "idempotent";
+}
+
+TEST_F(SharedVolumeTest, AnotherNodeOfTheFabricGetsDescriptorAndSocket) {
+  ::csi::v1::Volume vol;
+  std::string id = MakeShared("pvc-remote", &vol);
+  StartNodeB();
+  ASSERT_TRUE(StageOn(*node_b_, vol).ok());
+  EXPECT_FALSE(b_backend_.IsAttached(id));
+  const std::string t = "/k/pods/p2/" + id;
+  ASSERT_TRUE(PublishOn(*node_b_, vol, t).ok());
+
+  EXPECT_EQ((*mounter_.GetMount(t))->fs_type, "tmpfs");
+  EXPECT_EQ((*mounter_.GetMount(t + "/agent.sock"))->source,
+            "/run/daxlease/agent-b.sock");
+  EXPECT_FALSE(Mounted(t + "/volume")) << "no local memory on node-b";
+  ASSERT_TRUE(b_agent_.IsPublished(id, t));
+  AgentPublish p = b_agent_.Published(id, t);
+  EXPECT_FALSE(p.owner_local);
+  EXPECT_EQ(p.owner_node, "node-a");
+  EXPECT_EQ(mounter_.FileContent(t + "/daxlease.json"), FakeDescriptor(p));
+  EXPECT_FALSE(agent_.IsPublished(id, t)) << "node-a's agent is not asked";
+
+  // Unpublish while node-b's agent is down keeps the directory.
+  b_agent_.SetDown(true);
+  EXPECT_EQ(UnpublishOn(*node_b_, id, t).error_code(), grpc::UNAVAILABLE);
+  EXPECT_EQ(MountsUnder(t).size(), 2u);
+  b_agent_.SetDown(false);
+  ASSERT_TRUE(UnpublishOn(*node_b_, id, t).ok());
+  EXPECT_THAT(MountsUnder(t), ::testing::IsEmpty());
+  EXPECT_FALSE(b_agent_.IsPublished(id, t));
+  ASSERT_TRUE(UnstageOn(*node_b_, id).ok());
+  auto left = b_remote_->LoadAll();
+  ASSERT_TRUE(left.ok());
+  EXPECT_THAT(*left, ::testing::IsEmpty());
+}
+
+TEST_F(SharedVolumeTest, RemotePublishWithTheAgentDownLeavesNothing) {
+  ::csi::v1::Volume vol;
+  std::string id = MakeShared("pvc-rdown", &vol);
+  StartNodeB();
+  ASSERT_TRUE(StageOn(*node_b_, vol).ok());
+  b_agent_.SetDown(true);
+  const std::string t = "/k/pods/p2/" + id;
+  grpc::Status s = PublishOn(*node_b_, vol, t);
+  EXPECT_EQ(s.error_code(), grpc::UNAVAILABLE) << s.error_message();
+  EXPECT_THAT(MountsUnder(t), ::testing::IsEmpty());
+  EXPECT_FALSE(mounter_.PathExists(t));
+
+  // An agent that never ran (no socket) is the same.
+  b_agent_.SetDown(false);
+  ASSERT_TRUE(mounter_.RemovePath(b_agent_.socket_path()).ok());
+  s = PublishOn(*node_b_, vol, t);
+  EXPECT_EQ(s.error_code(), grpc::UNAVAILABLE) << s.error_message();
+  EXPECT_THAT(s.error_message(), ::testing::HasSubstr("agent"));
+  EXPECT_THAT(MountsUnder(t), ::testing::IsEmpty());
+  EXPECT_FALSE(b_agent_.IsPublished(id, t));
+  auto rec = b_remote_->Load(id);
+  ASSERT_TRUE(rec.ok() && rec->has_value());
+  EXPECT_TRUE((*rec)->publishes.empty());
+}
+
+TEST_F(SharedVolumeTest, AnotherFabricOrNoAgentIsRefused) {
+  ::csi::v1::Volume vol;
+  std::string id = MakeShared("pvc-far", &vol);
+  (*vol.mutable_volume_context())[kContextFabric] = "fabric-2";
+  StartNodeB();
+  grpc::Status s = StageOn(*node_b_, vol);
+  EXPECT_EQ(s.error_code(), grpc::FAILED_PRECONDITION) << s.error_message();
+  EXPECT_THAT(s.error_message(), ::testing::HasSubstr("fabric"));
+
+  // A plugin without an agent cannot reach another node's volume.
+  DriverConfig c = config_;
+  c.node_id = "node-c";
+  StateStore c_store(dir_ + "/c-state");
+  ASSERT_TRUE(c_store.Init().ok());
+  VolumeLocks c_locks;
+  FakeVolumeBackend c_backend{kGiB};
+  NodeService lone(
+      c, DriverDeps{&c_backend, &mounter_, &formatter_, &c_store, &c_locks});
+  (*vol.mutable_volume_context())[kContextFabric] = "fabric-1";
+  s = StageOn(lone, vol);
+  EXPECT_EQ(s.error_code(), grpc::FAILED_PRECONDITION) << s.error_message();
+  EXPECT_THAT(s.error_message(), ::testing::HasSubstr("agent"));
+}
+
+TEST_F(SharedVolumeTest, NodeGetInfoReportsTheFabric) {
+  ::csi::v1::NodeGetInfoRequest r;
+  ::csi::v1::NodeGetInfoResponse resp;
+  ASSERT_TRUE(node_->NodeGetInfo(nullptr, &r, &resp).ok());
+  EXPECT_THAT(resp.accessible_topology().segments(),
+              ::testing::UnorderedElementsAre(
+                  ::testing::Pair("daxlease.io/node", "node-a"),
+                  ::testing::Pair("daxlease.io/fabric", "fabric-1")));
+}
+
+}  // namespace
+}  // namespace daxlease::csi

@@ -61,9 +61,14 @@ void DirtyRanges::Add(uint64_t offset, uint64_t len) {
   if (it != ranges_.begin()) {
     auto prev = std::prev(it);
     if (prev->second >= start) {
-      start = prev->first;
-      end = std::max(end, prev->second);
-      it = ranges_.erase(prev);
+      // Grows the range before in place (the common case of sequential
+      // writes: no allocation), absorbing the ones it now reaches.
+      prev->second = std::max(end, prev->second);
+      while (it != ranges_.end() && it->first <= prev->second) {
+        prev->second = std::max(prev->second, it->second);
+        it = ranges_.erase(it);
+      }
+      return;
     }
   }
   while (it != ranges_.end() && it->first <= end) {
@@ -258,7 +263,8 @@ absl::Status Volume::Enter(std::unique_lock<std::mutex>& l) {
 void Volume::Leave() {
   std::lock_guard<std::mutex> l(mu_);
   --inflight_;
-  cv_.notify_all();
+  // Waiters (a recall draining, Detach) wait for no call in flight.
+  if (inflight_ == 0) cv_.notify_all();
 }
 
 absl::Status Volume::CheckRange(uint64_t offset, uint64_t len) const {
@@ -343,11 +349,10 @@ absl::Status Volume::Write(uint64_t offset, const char* buf, size_t len) {
       return r.Write(offset, absl::MakeConstSpan(buf, len));
     });
   }
-  {
-    std::lock_guard<std::mutex> g(mu_);
-    if (st.ok()) dirty_.Add(offset, len);
-  }
-  Leave();
+  std::lock_guard<std::mutex> g(mu_);
+  if (st.ok()) dirty_.Add(offset, len);
+  --inflight_;
+  if (inflight_ == 0) cv_.notify_all();
   return st;
 }
 

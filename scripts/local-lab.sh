@@ -4,8 +4,8 @@
 # private socket and state directory, and drive one volume through its whole
 # lifecycle with daxlease-csi-client, printing every step. Cleans up on exit.
 #
-#   scripts/local-lab.sh [--fstype ext4|xfs] [--no-operator] [--skip-deps]
-#                        [--skip-build]
+#   scripts/local-lab.sh [--fstype ext4|xfs] [--no-operator] [--no-two-nodes]
+#                        [--skip-deps] [--skip-build]
 # (default ext4; xfs on machines whose root lacks CAP_SYS_RESOURCE, which
 # ext4 needs to grow online)
 #
@@ -16,6 +16,17 @@
 # holders whose agents the script plays: two flush and release, one stays
 # silent and is revoked at the deadline, the owner confirms the fence, the
 # recall completes and the volume's epoch moves on. kubectl shows each step.
+#
+# Then, unless --no-two-nodes: two simulated nodes on this machine
+# (tests/twonode/netns.sh: network namespaces node-a 198.51.100.1 and node-b
+# 198.51.100.2 joined by a veth pair), each with its own daxlease-agent and
+# daxlease-csi (--agent-socket, --fabric=lab-fabric). A shared volume is
+# created and staged on node-a and published on both nodes through real CSI
+# calls; daxlease-io (libdaxlease) writes a checksummed pattern on node-a
+# while a recall runs, node-b reads it back remotely and checks every block;
+# then a writer on node-b is stopped (SIGSTOP) during a recall, revoked and
+# fenced at the deadline, and told REVOKED when continued. `kubectl daxlease
+# status` and the data check are shown at each step.
 #
 # Environment: DAXLEASE_BUILD_DIR (default: build); DAXLEASE_CSI_BINARY to run
 # another daxlease-csi binary than the one built.
@@ -30,11 +41,13 @@ FSTYPE=""         # default: ext4, or xfs where ext4 cannot grow online
 SKIP_DEPS=0
 SKIP_BUILD=0
 WITH_OPERATOR=1
+WITH_TWO_NODES=1
+LAB_PIDS=()       # daemons and clients of the two-node part, killed on exit
 SIZE=320Mi        # xfs needs at least 300 MiB
 GROWN_SIZE=640Mi
 
 ORIG_ARGS=("$@")
-usage() { sed -n '2,27p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,35p' "$0" | sed 's/^# \{0,1\}//'; }
 
 while (($#)); do
   case "$1" in
@@ -42,6 +55,7 @@ while (($#)); do
     --skip-deps) SKIP_DEPS=1; shift ;;
     --skip-build) SKIP_BUILD=1; shift ;;
     --no-operator) WITH_OPERATOR=0; shift ;;
+    --no-two-nodes) WITH_TWO_NODES=0; shift ;;
     -h|--help) usage; exit 0 ;;
     *) echo "local-lab: unknown argument $1" >&2; usage >&2; exit 64 ;;
   esac
@@ -72,12 +86,12 @@ show() {
 # Calls the plugin through daxlease-csi-client; the response (JSON) is shown
 # and kept in $REPLY_JSON.
 csi() {
-  printf '   $ daxlease-csi-client %s\n' "$*"
+  printf '   $ %sdaxlease-csi-client %s\n' "${NODE_TAG:-}" "$*"
   local out rc=0
   out=$("$CLIENT" --endpoint "unix://$SOCKET" "$@" 2>&1) || rc=$?
   printf '%s\n' "$out" | indent
   if ((rc != 0)); then
-    die "daxlease-csi-client $1 failed (exit $rc); plugin log: $LAB_DIR/csi.log"
+    die "daxlease-csi-client $1 failed (exit $rc); plugin log: ${CSI_LOG:-$LAB_DIR/csi.log}"
   fi
   REPLY_JSON=$out
 }
@@ -368,10 +382,10 @@ YAML
   kc get daxvolumes,daxleases
   kd status lab-shared
 
-  step "Recall every lease of lab-shared (grace 5 s)"
+  step "Recall every lease of lab-shared (grace 20 s: the script plays the agents, slowly on a loaded machine)"
   note "(a Manual recall returns the volume to Ready at the next epoch; Reshape and"
   note " Migrate recalls leave it Quiesced for the node agent's reshape or copy)"
-  kd recall lab-shared --grace 5 --reason Manual || die "kubectl daxlease recall failed"
+  kd recall lab-shared --grace 20 --reason Manual || die "kubectl daxlease recall failed"
   recall=$(kubectl --kubeconfig "$CP_DIR/kubeconfig" get daxrecalls -o name | head -1)
   recall=${recall#*/}
   [[ -n $recall ]] || die "no DaxRecall was created"
@@ -429,12 +443,243 @@ step_stop_operator() {
   ok "control plane stopped"
 }
 
+# --------------------------------------------------------------- two nodes
+
+# A program inside a node's network namespace, in the foreground.
+in_node() { local ns=$1; shift; nsenter --net="/run/netns/$ns" "$@"; }
+
+# bg_in_node NS LOG PROGRAM ARGS...: started in the background inside a
+# node's network namespace (nsenter execs it: $! is the program); its pid in
+# BG_PID and in LAB_PIDS (killed on exit).
+bg_in_node() {
+  local ns=$1 log=$2
+  shift 2
+  nsenter --net="/run/netns/$ns" "$@" >"$log" 2>&1 &
+  BG_PID=$!
+  LAB_PIDS+=("$BG_PID")
+}
+
+# on_node a|b: the node's CSI socket and tag for csi().
+on_node() {
+  SOCKET=$NODES_DIR/node-$1/csi.sock
+  CSI_LOG=$NODES_DIR/node-$1/csi.log
+  NODE_TAG="[node-$1] "
+}
+
+# io NODE ARGS...: daxlease-io inside the node, shown with its output.
+io() {
+  local n=$1
+  shift
+  printf '   $ [node-%s] daxlease-io %s\n' "$n" "$*"
+  in_node "$(ns_of "$n")" env DAXLEASE_IO_TIMEOUT_MS=60000 "$IO" "$@" 2>&1 | indent
+  return "${PIPESTATUS[0]}"
+}
+ns_of() { if [[ $1 == a ]]; then echo "$NODE_A_NETNS"; else echo "$NODE_B_NETNS"; fi; }
+
+log_has() { grep -q "$2" "$1" 2>/dev/null; }
+recall_done() { [[ $(jget daxrecalls "$1" '{.status.phase}') == Complete ]]; }
+# The last recall of volume $VOL2 created by kubectl daxlease recall.
+last_recall() {
+  kubectl --kubeconfig "$CP_DIR/kubeconfig" get daxrecalls \
+    --sort-by=.metadata.creationTimestamp -o name | grep "/$VOL2-recall-" | tail -1 | cut -d/ -f2
+}
+
+step_two_nodes_up() {
+  step "Two simulated nodes: network namespaces joined by a veth pair"
+  AGENT="$REPO/$BUILD_DIR/node-agent/daxlease-agent"
+  IO="$REPO/$BUILD_DIR/client/daxlease-io"
+  [[ -x $AGENT && -x $IO ]] || die "daxlease-agent / daxlease-io not found under $REPO/$BUILD_DIR"
+  NODES_DIR=$LAB_DIR/twonode
+  printf '   $ tests/twonode/netns.sh up %s %s\n' "$NODES_DIR" "$DAXLEASE_K8S_SERVER"
+  "$REPO/tests/twonode/netns.sh" up "$NODES_DIR" "$DAXLEASE_K8S_SERVER" 2>&1 | indent
+  [[ ${PIPESTATUS[0]} -eq 0 ]] || die "netns.sh up failed"
+  # shellcheck disable=SC1091
+  source "$NODES_DIR/netns.env"
+  show in_node "$NODE_A_NETNS" ip -brief addr
+  show in_node "$NODE_B_NETNS" ip -brief addr
+  head -c 32 /dev/urandom >"$NODES_DIR/agent-secret"
+
+  local n ns addr d
+  for n in a b; do
+    ns=$(ns_of $n)
+    if [[ $n == a ]]; then addr=$NODE_A_ADDR; else addr=$NODE_B_ADDR; fi
+    d=$NODES_DIR/node-$n
+    mkdir -p "$d/kubelet"
+    step "node-$n: daxlease-agent and daxlease-csi inside $ns ($addr)"
+    local agent_args=(--node-id="node-$n" --kubeconfig="$CP_DIR/kubeconfig"
+                      --socket="$d/agent.sock" --state-dir="$d/agent"
+                      --listen="$addr:7390" --secret-file="$NODES_DIR/agent-secret")
+    printf '   $ [node-%s] daxlease-agent %s &\n' "$n" "${agent_args[*]}"
+    bg_in_node "$ns" "$d/agent.log" "$AGENT" "${agent_args[@]}"
+    wait_for 30 "node-$n agent pid $BG_PID listens on $d/agent.sock" test -S "$d/agent.sock"
+    local csi_args=(--endpoint="unix://$d/csi.sock" --node-id="node-$n"
+                    --state-dir="$d/csi" --backend=file --allowed-roots="$d/kubelet"
+                    --fabric=lab-fabric --agent-socket="$d/agent.sock")
+    printf '   $ [node-%s] daxlease-csi %s &\n' "$n" "${csi_args[*]}"
+    bg_in_node "$ns" "$d/csi.log" "$CSI" "${csi_args[@]}"
+    wait_for 30 "node-$n plugin pid $BG_PID answers" \
+      "$CLIENT" --endpoint "unix://$d/csi.sock" --timeout 1 probe
+    on_node $n
+    csi node-get-info
+  done
+}
+
+# stage_publish NODE POD: NodeStage + NodePublish of $VOL2 for POD, with the
+# volume context of CreateVolume and kubelet's pod info; the target in TARGET.
+stage_publish() {
+  local n=$1 pod=$2 d=$NODES_DIR/node-$1
+  local staging=$d/kubelet/plugins/kubernetes.io/csi/dax.daxlease.io/$VOL2/globalmount
+  # Shorter than kubelet's pods/<uid>/volumes/kubernetes.io~csi/<pv>/mount:
+  # libdaxlease connects to <target>/agent.sock, and a unix socket path is
+  # at most 107 bytes.
+  TARGET=$d/kubelet/pods/$pod/mount
+  mkdir -p "$staging" "$(dirname "$TARGET")"
+  on_node "$n"
+  csi node-stage-volume --volume-id "$VOL2" --staging-target-path "$staging" \
+    --fstype ext4 --access-mode multi-node-multi-writer "${VOL2_CONTEXT[@]}"
+  csi node-publish-volume --volume-id "$VOL2" --staging-target-path "$staging" \
+    --target-path "$TARGET" --fstype ext4 --access-mode multi-node-multi-writer \
+    "${VOL2_CONTEXT[@]}" --context csi.storage.k8s.io/pod.name="$pod" \
+    --context csi.storage.k8s.io/pod.namespace=default \
+    --context csi.storage.k8s.io/pod.uid="uid-$pod"
+}
+
+step_two_nodes_volume() {
+  step "A shared volume on node-a (CreateVolume through node-a's plugin and agent)"
+  on_node a
+  csi create-volume --name lab-shared-volume --capacity-bytes 64Mi --fstype ext4 \
+    --access-mode multi-node-multi-writer --param daxlease.io/share=true \
+    --param daxlease.io/recallGraceSeconds=5
+  VOL2=$(json_field volumeId)
+  [[ -n $VOL2 ]] || die "no volumeId"
+  VOL2_CONTEXT=(--context daxlease.io/share=true --context daxlease.io/ownerNode=node-a
+                --context daxlease.io/fabric=lab-fabric)
+  printf '%s' "$REPLY_JSON" | grep -q '"daxlease.io/fabric": "lab-fabric"' ||
+    die "the volume is not accessible from the fabric"
+  ok "accessible from every node of lab-fabric; the owner's agent recorded the DaxVolume:"
+  kc get daxvolumes "$VOL2"
+
+  step "Publish it on node-a (local memory) and on node-b (through the fabric)"
+  stage_publish a writer-pod
+  ON_A=$TARGET
+  stage_publish b reader-pod
+  ON_B=$TARGET
+  show ls -l "$ON_A" "$ON_B"
+  show cat "$ON_B/daxlease.json"
+  kd status "$VOL2"
+}
+
+step_two_nodes_recall() {
+  local before after recall
+  step "A writer on node-a (daxlease-io pattern: checksummed 4 KiB blocks, each persisted)"
+  printf '   $ [node-a] daxlease-io pattern %s 4096 20 &\n' "$ON_A"
+  bg_in_node "$NODE_A_NETNS" "$NODES_DIR/writer-a.log" "$IO" pattern "$ON_A" 4096 20
+  WRITER=$BG_PID
+  wait_for 60 "the writer persisted 200 blocks" log_has "$NODES_DIR/writer-a.log" "persisted seq=200 "
+  note "the remote reader on node-b reads block 0's header (magic, seq, index, sum) meanwhile:"
+  printf '   $ [node-b] daxlease-io cat %s 0 32 | od -A d -t x8\n' "$ON_B"
+  in_node "$NODE_B_NETNS" "$IO" cat "$ON_B" 0 32 | od -A d -t x8 | indent
+
+  step "Recall every lease of $VOL2 while the writer runs (grace 5 s)"
+  before=$(jget daxvolumes "$VOL2" '{.status.epoch}')
+  kd recall "$VOL2" --grace 5 --reason Manual || die "kubectl daxlease recall failed"
+  recall=$(last_recall)
+  kd status "$VOL2"
+  wait_for 60 "recall $recall Complete (both holders flushed and released)" recall_done "$recall"
+  kc get daxrecalls "$recall" \
+    -o 'jsonpath=released={.status.released} revoked={.status.revoked}{"\n"}'
+  local revoked
+  revoked=$(jget daxrecalls "$recall" '{.status.revoked}')
+  [[ ${revoked:-0} == 0 ]] || die "a holder was revoked"
+  wait_for 30 "volume Ready at a new epoch" volume_moved_on2 "$before"
+  after=$(jget daxvolumes "$VOL2" '{.status.epoch}')
+  ok "epoch $before -> $after"
+  kd status "$VOL2"
+
+  step "The writer goes on at the new epoch; node-b checks every byte"
+  local rc=0
+  wait "$WRITER" || rc=$?
+  ((rc == 0)) || die "the writer exited $rc: $(tail -3 "$NODES_DIR/writer-a.log")"
+  tail -n 1 "$NODES_DIR/writer-a.log" | indent
+  ok "writer finished: $(grep -c '^persisted' "$NODES_DIR/writer-a.log") blocks persisted, no error"
+  io b verify "$ON_B" 4096 || die "node-b found corrupt blocks"
+  ok "node-b (remote, through the TCP fabric) reads every block intact"
+}
+
+step_two_nodes_revoke() {
+  local recall rc=0
+  step "A writer on node-b (remote) that stops answering: SIGSTOP during a recall"
+  printf '   $ [node-b] daxlease-io pattern %s 4096 300 &\n' "$ON_B"
+  bg_in_node "$NODE_B_NETNS" "$NODES_DIR/writer-b.log" "$IO" pattern "$ON_B" 4096 300
+  WRITER=$BG_PID
+  wait_for 60 "node-b's writer persisted 50 blocks" log_has "$NODES_DIR/writer-b.log" "persisted seq=50 "
+  show kill -STOP "$WRITER"
+  kd recall "$VOL2" --grace 3 --reason Manual || die "kubectl daxlease recall failed"
+  recall=$(last_recall)
+  wait_for 60 "recall $recall Complete" recall_done "$recall"
+  kc get daxrecalls "$recall" \
+    -o 'jsonpath=released={.status.released} revoked={.status.revoked}{"\n"}'
+  [[ $(jget daxrecalls "$recall" '{.status.revoked}') == 1 ]] || die "node-b's writer was not revoked"
+  kc get daxleases -l "daxlease.io/volume=$VOL2" \
+    -o 'custom-columns=LEASE:.metadata.name,NODE:.spec.holderNode,STATE:.status.state,REASON:.status.reason,FENCED:.status.fencedRecallID'
+  kd status "$VOL2"
+
+  step "SIGCONT: the stopped writer's next call gets REVOKED; it is alive and says so"
+  show kill -CONT "$WRITER"
+  wait "$WRITER" || rc=$?
+  tail -n 2 "$NODES_DIR/writer-b.log" | indent
+  ((rc == 3)) || die "node-b's writer exited $rc, not 3 (REVOKED)"
+  ok "exit 3 (REVOKED): its unflushed writes are reported lost, not silently dropped"
+
+  step "Data check on node-a (the owner's memory): every block intact"
+  io a verify "$ON_A" 4096 || die "corrupt blocks on node-a"
+  ok "no block torn: nothing the fenced writer sent after the fence landed"
+}
+
+step_two_nodes_down() {
+  step "Unpublish, unstage and stop the two nodes"
+  local n pod d
+  for n in b a; do
+    d=$NODES_DIR/node-$n
+    if [[ $n == a ]]; then pod=writer-pod; else pod=reader-pod; fi
+    on_node $n
+    csi node-unpublish-volume --volume-id "$VOL2" \
+      --target-path "$d/kubelet/pods/$pod/mount"
+    csi node-unstage-volume --volume-id "$VOL2" \
+      --staging-target-path "$d/kubelet/plugins/kubernetes.io/csi/dax.daxlease.io/$VOL2/globalmount"
+  done
+  kd status "$VOL2"
+  local pid
+  for pid in "${LAB_PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+  for pid in "${LAB_PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
+  LAB_PIDS=()
+  "$REPO/tests/twonode/netns.sh" down "$NODES_DIR" 2>&1 | indent
+  ok "agents and plugins stopped, namespaces removed"
+}
+volume_moved_on2() {
+  [[ $(jget daxvolumes "$VOL2" '{.status.phase}') == Ready ]] &&
+    (($(jget daxvolumes "$VOL2" '{.status.epoch}') > $1))
+}
+
 # Always runs: stop the plugin, unmount and detach what is left, remove the
 # lab directory.
 cleanup() {
   local rc=$?
   set +e
   if [[ -n ${CSI_PID:-} ]]; then kill -KILL "$CSI_PID" 2>/dev/null; wait "$CSI_PID" 2>/dev/null; fi
+  local pid
+  for pid in "${LAB_PIDS[@]}"; do kill -CONT "$pid" 2>/dev/null; kill -KILL "$pid" 2>/dev/null; done
+  for pid in "${LAB_PIDS[@]}"; do wait "$pid" 2>/dev/null; done
+  if [[ -n ${NODES_DIR:-} && -f $NODES_DIR/netns.env ]]; then
+    if ((rc != 0)); then
+      local f
+      for f in "$NODES_DIR"/node-?/*.log "$NODES_DIR"/writer-?.log; do
+        [[ -f $f ]] || continue
+        echo "--- last lines of $f:" >&2
+        tail -n 8 "$f" >&2
+      done
+    fi
+  fi
   if [[ -n ${OPERATOR_PID:-} ]]; then
     if ((rc != 0)) && [[ -f $LAB_DIR/operator.log ]]; then
       echo "--- last lines of the operator log:" >&2
@@ -455,10 +700,13 @@ cleanup() {
       while read -r m; do umount -l "$m"; done
     local f
     for f in /sys/block/loop*/loop/backing_file; do
-      [[ -r $f && $(cat "$f") == "$STATE_DIR"/* ]] || continue
+      [[ -r $f && $(cat "$f") == "$LAB_DIR"/* ]] || continue
       f=${f#/sys/block/}
       losetup -d "/dev/${f%%/*}"
     done
+    if [[ -n ${NODES_DIR:-} && -f $NODES_DIR/netns.env ]]; then
+      "$REPO/tests/twonode/netns.sh" down "$NODES_DIR" >/dev/null 2>&1
+    fi
     rm -rf "$LAB_DIR"
   fi
   if ((rc == 0)); then
@@ -483,6 +731,13 @@ main() {
     step_control_plane
     step_start_operator
     step_recall
+    if ((WITH_TWO_NODES)); then
+      step_two_nodes_up
+      step_two_nodes_volume
+      step_two_nodes_recall
+      step_two_nodes_revoke
+      step_two_nodes_down
+    fi
     step_stop_operator
   fi
 }

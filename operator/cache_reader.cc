@@ -3,6 +3,7 @@
 #include <utility>
 
 #include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
 #include "lib/api/json.h"
 #include "lib/api/resources.h"
 #include "lib/base/log.h"
@@ -10,21 +11,17 @@
 namespace daxlease::op {
 namespace {
 
-std::string VolumeOf(const k8s::Json& obj) {
-  auto spec = obj.find("spec");
-  if (spec == obj.end() || !spec->is_object()) return "";
-  auto v = spec->find("volume");
-  return v != spec->end() && v->is_string() ? v->get<std::string>() : "";
-}
+std::string VolumeOf(const k8s::Json& obj) { return api::OwningVolume(obj); }
 
 template <typename T>
-void AddParsed(const std::optional<k8s::Json>& j, std::vector<T>& out) {
+void AddParsed(const std::optional<k8s::Json>& j, std::vector<T>& out,
+               std::vector<std::string>& unreadable) {
   if (!j.has_value()) return;
   absl::StatusOr<T> t = api::FromJson<T>(*j);
   if (!t.ok()) {
-    base::LogWarn("reconcile.skip_object",
-                  {{"kind", api::Resource<T>::kKind},
-                   {"error", std::string(t.status().message())}});
+    unreadable.push_back(absl::StrCat(api::Resource<T>::kKind, "/",
+                                      k8s::NameOf(*j), ": ",
+                                      t.status().message()));
     return;
   }
   out.push_back(*std::move(t));
@@ -104,11 +101,11 @@ absl::StatusOr<World> CacheWorldReader::Read(const std::string& volume) {
   }
   for (const std::string& n : lease_names) {
     AddParsed(Merge(api::DaxLeaseResource().plural, n, leases_.Get(n)),
-              w.leases);
+              w.leases, w.unreadable);
   }
   for (const std::string& n : recall_names) {
     AddParsed(Merge(api::DaxRecallResource().plural, n, recalls_.Get(n)),
-              w.recalls);
+              w.recalls, w.unreadable);
   }
   return w;
 }

@@ -130,13 +130,12 @@ void Controller::Work() {
               : base::LogLevel::kWarn,
           "reconcile.retry",
           {{"volume", *key}, {"error", std::string(r.status().message())}});
-      if (k8s::IsConflict(r.status())) {
-        // Expected when agents write while we do: re-read at once (the key
-        // is processing, so Add re-queues it on Done).
-        queue_.Add(*key);
-      } else {
-        queue_.AddRateLimited(*key);
-      }
+      // A 409 is expected when agents write while we do, but the cache we
+      // read from may not have their write yet: re-reading at once would
+      // compute the same stale pass and conflict again. So every failure,
+      // conflicts included, waits the per-volume backoff (5 ms, doubling;
+      // reset by the next successful pass).
+      queue_.AddRateLimited(*key);
     }
     queue_.Done(*key);
   }

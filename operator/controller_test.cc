@@ -113,5 +113,47 @@ TEST_F(ControllerTest, GrantsRecallsAndRevokesAtTheDeadline) {
   EXPECT_GT(controller_.passes(), 0);
 }
 
+// A 409 means the pass read something stale; the cache it reads from may
+// still be stale, so the volume is retried after a backoff on the injected
+// clock, not at once.
+TEST_F(ControllerTest, ConflictRequeuesAfterABackoffNotAtOnce) {
+  api::DaxVolume v;
+  v.metadata.name = "vol";
+  v.spec.size_bytes = 1;
+  v.spec.owner_node = "owner";
+  v.spec.share = true;
+  ASSERT_TRUE(fake_.Create(api::DaxVolumeResource(), api::ToJson(v)).ok());
+  ASSERT_TRUE(controller_.Start().ok());
+  auto add_lease = [&](const std::string& n) {
+    api::DaxLease l;
+    l.metadata.name = n;
+    l.spec = {"vol", "node-" + n, "", api::Access::kReadWrite};
+    ASSERT_TRUE(fake_.Create(api::DaxLeaseResource(), api::ToJson(l)).ok());
+  };
+  add_lease("a");
+  ASSERT_TRUE(
+      Eventually([&] { return LeaseIs("a", api::LeaseState::kGranted); }));
+  // Settled: wait until no pass has run for a while.
+  int64_t passes = controller_.passes();
+  for (int i = 0; i < 50; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    int64_t now = controller_.passes();
+    if (now == passes && i > 5) break;
+    passes = now;
+  }
+
+  fake_.FailNext(k8s::FakeKubeClient::Verb::kPatch,
+                 absl::AbortedError("HTTP 409 Conflict"));
+  add_lease("b");
+  ASSERT_TRUE(Eventually([&] { return controller_.passes() > passes; }));
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  EXPECT_EQ(controller_.passes(), passes + 1)
+      << "a conflict was retried without waiting";
+  EXPECT_FALSE(LeaseIs("b", api::LeaseState::kGranted));
+  clock_.Advance(absl::Milliseconds(50));
+  EXPECT_TRUE(
+      Eventually([&] { return LeaseIs("b", api::LeaseState::kGranted); }));
+}
+
 }  // namespace
 }  // namespace daxlease::op

@@ -4,6 +4,7 @@
 // Finds the cluster as kubectl does: --kubeconfig, else $KUBECONFIG, else
 // ~/.kube/config (in a pod: the service account).
 #include <cstdio>
+#include <random>
 #include <string>
 #include <vector>
 
@@ -27,6 +28,15 @@ constexpr char kUsage[] =
     "  kubectl daxlease recall VOLUME [--grace S] [--reason "
     "Manual|Evict|Reshape|Migrate]\n"
     "Options: --kubeconfig PATH\n";
+
+// 8 characters of [a-z0-9]: a name suffix no other caller picks.
+std::string RandomTag() {
+  static constexpr char kAlphabet[] = "abcdefghijklmnopqrstuvwxyz0123456789";
+  std::random_device rd;
+  std::string tag;
+  for (int i = 0; i < 8; ++i) tag += kAlphabet[rd() % 36];
+  return tag;
+}
 
 int Fail(const std::string& msg) {
   std::fprintf(stderr, "error: %s\n", msg.c_str());
@@ -82,9 +92,16 @@ int Recall(k8s::KubeClient& c, const std::string& volume,
   if (!c.Get(api::DaxVolumeResource(), "", volume).ok()) {
     return Fail(absl::StrCat("DaxVolume \"", volume, "\" not found"));
   }
+  // The name is chosen here, not by generateName, so the create is
+  // idempotent: when the client retries a POST whose first attempt was
+  // stored after all, the server refuses the repeat (AlreadyExists) instead
+  // of making a second recall, and nobody else uses this name.
   k8s::Json obj = api::ToJson(r);
-  obj["metadata"] = {{"generateName", volume + "-recall-"}};
+  obj["metadata"] = {{"name", absl::StrCat(volume, "-recall-", RandomTag())}};
   absl::StatusOr<k8s::Json> created = c.Create(api::DaxRecallResource(), obj);
+  if (absl::IsAlreadyExists(created.status())) {
+    created = c.Get(api::DaxRecallResource(), "", k8s::NameOf(obj));
+  }
   if (!created.ok()) return Fail(created.status().ToString());
   std::printf("daxrecall.daxlease.io/%s created\n",
               k8s::NameOf(*created).c_str());

@@ -80,12 +80,15 @@ class OperatorK8sTest : public ::testing::Test {
     return absl::StrCat(prefix_, "-", suffix);
   }
 
+  // Short enough for a standby to take over within the tests' waits, long
+  // enough that a leader on a loaded machine (each renewal may take the
+  // retry period, its timeout) does not lose the lock by accident.
   std::vector<std::string> OperatorArgs(const std::string& identity) {
     return {"--leader-election-name=" + prefix_,
             "--identity=" + identity,
-            "--leader-election-lease-duration=3s",
-            "--leader-election-renew-deadline=2s",
-            "--leader-election-retry-period=250ms",
+            "--leader-election-lease-duration=6s",
+            "--leader-election-renew-deadline=4s",
+            "--leader-election-retry-period=1s",
             "--resync=5s"};
   }
 
@@ -197,6 +200,15 @@ TEST_F(OperatorK8sTest, CrdsApplyAndServerRejectsInvalidObjects) {
             {"kind", "DaxRecall"},
             {"metadata", meta},
             {"spec", {{"volume", "v"}, {"graceSeconds", 0}}}});
+  rejected(api::DaxRecallResource(),
+           {{"apiVersion", api::kApiVersion},
+            {"kind", "DaxRecall"},
+            {"metadata", meta},
+            {"spec", {{"volume", "v"}, {"graceSeconds", 86401}}}});
+  rejected(api::DaxVolumeResource(), vol({{"sizeBytes", 1},
+                                          {"mode", "fsdax"},
+                                          {"ownerNode", "n"},
+                                          {"recallGraceSeconds", 86401}}));
   rejected(api::DaxRecallResource(), {{"apiVersion", api::kApiVersion},
                                       {"kind", "DaxRecall"},
                                       {"metadata", meta},

@@ -51,8 +51,9 @@ std::string CrdStateName(const lease::Lease& l) {
 absl::StatusOr<lease::Lease> LeaseFromCrd(const DaxLease& d) {
   lease::Lease l;
   l.id = d.metadata.name;
-  l.holder_node = d.spec.holder_node;
-  l.holder_pod = d.spec.holder_pod;
+  const bool bound = d.status.bound_to.has_value();
+  l.holder_node = bound ? d.status.bound_to->holder_node : d.spec.holder_node;
+  l.holder_pod = bound ? d.status.bound_to->holder_pod : d.spec.holder_pod;
   auto access = lease::ParseAccess(api::EnumName(d.spec.access));
   if (!access.ok()) return access.status();
   l.access = *access;
@@ -103,13 +104,14 @@ class Planner {
       } else if (BuildState()) {
         ApplyAgentSignals();
         ForgetDeletedLeases();
+        CancelDeletedRecall();
         StartNextRecall();
         StepAndResume();
         GrantPending();
         WriteLeases();
         WriteRecalls();
         WriteVolume();
-        plan_.requeue_at = lease::NextDeadline(s_);
+        plan_.requeue_at = std::min(plan_.requeue_at, lease::NextDeadline(s_));
       }
     }
     EmitTransitionEvents();
@@ -175,13 +177,17 @@ class Planner {
             absl::StrCat("DaxVolume \"", w_.volume_name, "\" is ", phase));
   }
 
-  // Grace of a recall: its own, else the volume's, else the default.
+  // Grace of a recall: its own, else the volume's, else the default; never
+  // above the CRDs' maximum (an object stored before the CRD had one).
   absl::Duration GraceOf(const DaxRecall* r) const {
+    auto bounded = [](int64_t s) {
+      return absl::Seconds(std::clamp<int64_t>(s, 1, api::kMaxGraceSeconds));
+    };
     if (r != nullptr && r->spec.grace_seconds.has_value()) {
-      return absl::Seconds(*r->spec.grace_seconds);
+      return bounded(*r->spec.grace_seconds);
     }
     if (w_.volume->spec.recall_grace_seconds.has_value()) {
-      return absl::Seconds(*w_.volume->spec.recall_grace_seconds);
+      return bounded(*w_.volume->spec.recall_grace_seconds);
     }
     return opts_.default_grace;
   }
@@ -222,6 +228,7 @@ class Planner {
     const DaxVolume& v = *w_.volume;
     s_.volume = w_.volume_name;
     s_.epoch = static_cast<uint64_t>(std::max<int64_t>(v.status.epoch, 1));
+    initial_epoch_ = s_.epoch;
     s_.shared = v.spec.share;
     s_.owner_node = v.spec.owner_node;
     s_.config.grace = GraceOf(nullptr);
@@ -262,8 +269,39 @@ class Planner {
       }
     }
 
+    if (!w_.unreadable.empty()) {
+      std::string names;
+      for (const std::string& u : w_.unreadable) {
+        absl::StrAppend(&names, names.empty() ? "" : "; ", u);
+      }
+      const std::string msg = absl::StrCat(
+          "cannot read objects of this volume (nothing moves until they are "
+          "fixed or deleted): ",
+          names);
+      SetCond(Vol().status.conditions, Vol().metadata, kVolumeReadyCondition,
+              false, "InvalidState", msg);
+      plan_.events.push_back({"DaxVolume", v.metadata.name, v.metadata.uid,
+                              true, "InvalidState", msg});
+      return false;
+    }
     for (size_t i = 0; i < w_.leases.size(); ++i) {
       const DaxLease& d = w_.leases[i];
+      DaxLease& out = plan_.desired.leases[i];
+      if (d.status.bound_to.has_value()) {
+        const api::LeaseBinding& b = *d.status.bound_to;
+        if (b.volume != d.spec.volume || b.holder_node != d.spec.holder_node ||
+            b.holder_pod != d.spec.holder_pod) {
+          spec_changed_[d.metadata.name] = absl::StrCat(
+              "spec.volume/holderNode/holderPod are immutable: the lease "
+              "stays bound to volume ",
+              b.volume, ", node ", b.holder_node, ", pod ", b.holder_pod,
+              "; create a new DaxLease instead");
+        }
+      } else if (d.status.state.has_value()) {
+        // Recorded before boundTo existed: bind to the spec as it is now.
+        out.status.bound_to = api::LeaseBinding{
+            d.spec.volume, d.spec.holder_node, d.spec.holder_pod};
+      }
       if (!d.status.state.has_value()) continue;
       absl::StatusOr<lease::Lease> l = LeaseFromCrd(d);
       if (!l.ok()) {
@@ -384,7 +422,11 @@ class Planner {
     }
     std::vector<absl::Status> res = ApplyBatch(batch);
     for (const auto& [k, i] : requested) {
-      if (res[k].ok()) index_[w_.leases[i].metadata.name] = i;
+      if (!res[k].ok()) continue;
+      const DaxLease& d = w_.leases[i];
+      index_[d.metadata.name] = i;
+      plan_.desired.leases[i].status.bound_to = api::LeaseBinding{
+          d.spec.volume, d.spec.holder_node, d.spec.holder_pod};
     }
   }
 
@@ -405,6 +447,16 @@ class Planner {
       RemoveFinalizer(d.metadata, api::kLeaseFinalizer);
     }
     ApplyBatch(batch);
+  }
+
+  // A running recall whose DaxRecall is being deleted is cancelled, which
+  // finishes it now (lib/lease's CancelRecall: leases that have not acked
+  // are revoked and fenced); its finalizer goes once it is Complete.
+  void CancelDeletedRecall() {
+    if (running_ < 0 || !s_.recall.has_value()) return;
+    const DaxRecall& r = w_.recalls[running_];
+    if (!r.metadata.deletion_timestamp.has_value()) return;
+    Apply(lease::CancelRecall{s_.recall->id});
   }
 
   void StartNextRecall() {
@@ -478,8 +530,24 @@ class Planner {
   }
 
   // Grants change no other lease and not the phase, so every Pending lease's
-  // Grant goes in one batch; lib/lease decides who may be granted.
+  // Grant goes in one batch; lib/lease decides who may be granted. Never in
+  // a pass that moved the epoch: leases are written before the volume, so a
+  // lease granted at e+1 could be stored while the volume is still at e (a
+  // crash or a 409 between the writes), a state no later pass can read. That
+  // pass asks for another at once, which reads the volume at e+1 and grants.
   void GrantPending() {
+    if (s_.epoch != initial_epoch_) {
+      plan_.requeue_at = now_;
+      for (const lease::Lease& l : s_.leases) {
+        if (l.state != lease::LeaseState::kPending) continue;
+        LeaseCond(plan_.desired.leases[index_.at(l.id)], false,
+                  "VolumeNotReady",
+                  absl::StrCat("volume ", w_.volume_name,
+                               " is Ready again at epoch ", s_.epoch,
+                               "; the lease is granted once that is stored"));
+      }
+      return;
+    }
     std::vector<std::pair<lease::Event, int>> batch;
     for (const lease::Lease& l : s_.leases) {
       if (l.state != lease::LeaseState::kPending) continue;
@@ -560,6 +628,9 @@ class Planner {
                     "revoked and fenced; the holder must acknowledge before "
                     "it requests again");
           break;
+      }
+      if (auto c = spec_changed_.find(l.id); c != spec_changed_.end()) {
+        LeaseCond(d, false, "SpecChanged", c->second);
       }
       if (deletion_blocked_.contains(l.id) && l.holds_access()) {
         LeaseCond(d, false, "DeletionBlocked",
@@ -710,8 +781,10 @@ class Planner {
   lease::VolumeState s_;
   std::map<std::string, size_t> index_;     // lease name -> index in World
   int running_ = -1;                        // recall running when read
+  uint64_t initial_epoch_ = 1;              // volume epoch when read
   std::string completed_id_;                // recall that completed
   std::set<std::string> deletion_blocked_;  // deleted leases holding access
+  std::map<std::string, std::string> spec_changed_;  // lease -> message
 };
 
 }  // namespace

@@ -48,8 +48,12 @@ inline constexpr char kVolumeReadyCondition[] = "Ready";
 struct World {
   std::string volume_name;
   std::optional<api::DaxVolume> volume;  // nullopt: no such DaxVolume
-  std::vector<api::DaxLease> leases;     // spec.volume == volume_name
+  std::vector<api::DaxLease> leases;     // api::OwningVolume == volume_name
   std::vector<api::DaxRecall> recalls;   // spec.volume == volume_name
+  // Objects naming this volume (api::OwningVolume) that could not be parsed,
+  // as "DaxLease/name: error". While any is here the volume makes no
+  // progress (fail closed: it may be a lease holding access).
+  std::vector<std::string> unreadable;
 };
 
 // A core/v1 Event to record about one object.

@@ -53,7 +53,12 @@ api::DaxRecall Recall(const std::string& name,
 World WorldOf(std::vector<api::DaxLease> leases,
               std::vector<api::DaxRecall> recalls = {},
               std::optional<api::DaxVolume> v = Volume()) {
-  return World{"vol", std::move(v), std::move(leases), std::move(recalls)};
+  World w;
+  w.volume_name = "vol";
+  w.volume = std::move(v);
+  w.leases = std::move(leases);
+  w.recalls = std::move(recalls);
+  return w;
 }
 
 const api::Condition& Cond(const std::vector<api::Condition>& cs,

@@ -17,22 +17,18 @@ namespace {
 
 template <typename T>
 absl::Status ListFor(k8s::KubeClient& client, const k8s::Resource& r,
-                     const std::string& volume, std::vector<T>& out) {
+                     const std::string& volume, std::vector<T>& out,
+                     std::vector<std::string>& unreadable) {
   k8s::ListOptions opts;
   opts.limit = 500;
   ASSIGN_OR_RETURN(k8s::ListResult list, k8s::ListAll(client, r, "", opts));
   for (const k8s::Json& item : list.items) {
-    const k8s::Json* spec = item.contains("spec") ? &item["spec"] : nullptr;
-    if (spec == nullptr || !spec->is_object() ||
-        spec->value("volume", std::string()) != volume) {
-      continue;
-    }
+    if (api::OwningVolume(item) != volume) continue;
     absl::StatusOr<T> t = api::FromJson<T>(item);
     if (!t.ok()) {
-      base::LogWarn("reconcile.skip_object",
-                    {{"kind", api::Resource<T>::kKind},
-                     {"name", k8s::NameOf(item)},
-                     {"error", std::string(t.status().message())}});
+      unreadable.push_back(absl::StrCat(api::Resource<T>::kKind, "/",
+                                        k8s::NameOf(item), ": ",
+                                        t.status().message()));
       continue;
     }
     out.push_back(*std::move(t));
@@ -104,9 +100,10 @@ absl::StatusOr<World> ApiWorldReader::Read(const std::string& volume) {
   } else if (!absl::IsNotFound(v.status())) {
     return v.status();
   }
-  RETURN_IF_ERROR(ListFor(client_, api::DaxLeaseResource(), volume, w.leases));
-  RETURN_IF_ERROR(
-      ListFor(client_, api::DaxRecallResource(), volume, w.recalls));
+  RETURN_IF_ERROR(ListFor(client_, api::DaxLeaseResource(), volume, w.leases,
+                          w.unreadable));
+  RETURN_IF_ERROR(ListFor(client_, api::DaxRecallResource(), volume, w.recalls,
+                          w.unreadable));
   return w;
 }
 

@@ -38,7 +38,8 @@ class WorldReader {
 };
 
 // Fresh reads from the API server: GET the volume, LIST all leases and
-// recalls and keep those naming it. Unparseable objects are skipped (logged).
+// recalls and keep those belonging to it (api::OwningVolume). Unparseable
+// ones go to World::unreadable.
 class ApiWorldReader final : public WorldReader {
  public:
   explicit ApiWorldReader(k8s::KubeClient& client) : client_(client) {}

@@ -2,11 +2,13 @@
 
 #include <functional>
 
+#include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "lib/api/json.h"
 #include "lib/api/resources.h"
 #include "lib/base/clock.h"
+#include "lib/base/status.h"
 #include "lib/k8s/fake_client.h"
 
 namespace daxlease::op {
@@ -61,6 +63,75 @@ class InterposingClient final : public k8s::KubeClient {
 
  private:
   k8s::KubeClient& c_;
+};
+
+// Delegates to a FakeKubeClient and cuts the pass at one write: writes are
+// numbered from 0 over every Create/Update/UpdateStatus/Patch/Delete, and
+// write `cut_at` either fails with a 409 and is not applied (kConflict), or
+// is applied and the operator dies right after it (kCrash: the pass ends
+// with an error, as a process killed there would).
+class CuttingClient final : public k8s::KubeClient {
+ public:
+  enum class Mode { kConflict, kCrash };
+  CuttingClient(k8s::KubeClient& c, int cut_at, Mode mode)
+      : c_(c), cut_at_(cut_at), mode_(mode) {}
+  bool cut() const { return cut_; }
+
+  absl::StatusOr<Json> Get(const k8s::Resource& r, absl::string_view ns,
+                           absl::string_view name) override {
+    return c_.Get(r, ns, name);
+  }
+  absl::StatusOr<k8s::ListResult> List(const k8s::Resource& r,
+                                       absl::string_view ns,
+                                       const k8s::ListOptions& o) override {
+    return c_.List(r, ns, o);
+  }
+  absl::StatusOr<Json> Create(const k8s::Resource& r, const Json& o) override {
+    return Cut([&] { return c_.Create(r, o); });
+  }
+  absl::StatusOr<Json> Update(const k8s::Resource& r, const Json& o) override {
+    return Cut([&] { return c_.Update(r, o); });
+  }
+  absl::StatusOr<Json> UpdateStatus(const k8s::Resource& r,
+                                    const Json& o) override {
+    return Cut([&] { return c_.UpdateStatus(r, o); });
+  }
+  absl::StatusOr<Json> Patch(const k8s::Resource& r, absl::string_view ns,
+                             absl::string_view name, k8s::PatchType t,
+                             const Json& p, absl::string_view sub) override {
+    return Cut([&] { return c_.Patch(r, ns, name, t, p, sub); });
+  }
+  absl::Status Delete(const k8s::Resource& r, absl::string_view ns,
+                      absl::string_view name, absl::string_view rv) override {
+    return Cut([&]() -> absl::StatusOr<Json> {
+             RETURN_IF_ERROR(c_.Delete(r, ns, name, rv));
+             return Json::object();
+           })
+        .status();
+  }
+  absl::Status Watch(const k8s::Resource& r, absl::string_view ns,
+                     const k8s::WatchOptions& o, const k8s::WatchHandler& h,
+                     k8s::WatchCanceller* c) override {
+    return c_.Watch(r, ns, o, h, c);
+  }
+
+ private:
+  absl::StatusOr<Json> Cut(const std::function<absl::StatusOr<Json>()>& w) {
+    if (writes_++ != cut_at_) return w();
+    cut_ = true;
+    if (mode_ == Mode::kConflict) {
+      return absl::AbortedError("injected 409 Conflict");
+    }
+    absl::StatusOr<Json> stored = w();
+    if (!stored.ok()) return stored;
+    return absl::UnavailableError("injected crash after the write");
+  }
+
+  k8s::KubeClient& c_;
+  const int cut_at_;
+  const Mode mode_;
+  int writes_ = 0;
+  bool cut_ = false;
 };
 
 class ReconcilerTest : public testing::Test {
@@ -288,6 +359,191 @@ TEST_F(ReconcilerTest, RecallDeletedMidwayStillCompletes) {
       absl::IsNotFound(fake_.Get(api::DaxRecallResource(), "", "r").status()));
   EXPECT_EQ(V().status.phase, api::VolumePhase::kReady);
   EXPECT_EQ(V().status.epoch, 2);
+}
+
+// A recall with a lease waiting for it (b asks while a is being recalled),
+// cut after each single write of every pass, once with a 409 and once with a
+// crash: whatever prefix of a pass is stored, the following passes bring the
+// volume back to Ready at the next epoch with b granted at that epoch.
+TEST(ReconcilerCutTest, EveryPrefixOfARecallPassIsResumable) {
+  for (auto mode :
+       {CuttingClient::Mode::kConflict, CuttingClient::Mode::kCrash}) {
+    const char* mode_name =
+        mode == CuttingClient::Mode::kConflict ? "409" : "crash";
+    bool cut = true;
+    for (int cut_at = 0; cut; ++cut_at) {
+      SCOPED_TRACE(absl::StrCat(mode_name, " at write ", cut_at));
+      base::FakeClock clock;
+      k8s::FakeKubeClient fake(clock);
+      FakeEventSink events;
+      ReconcilerOptions opts;
+      opts.write_concurrency = 1;  // a crash stops every later write
+      auto settle = [&](Reconciler& rec) {
+        for (int i = 0; i < 10; ++i) {
+          absl::StatusOr<ReconcileResult> r = rec.Reconcile("vol");
+          if (r.ok() && r->writes == 0) return;
+        }
+        ADD_FAILURE() << "setup did not settle";
+      };
+      {
+        Reconciler setup(fake, clock, events, opts);
+        api::DaxVolume v;
+        v.metadata.name = "vol";
+        v.spec.size_bytes = 4096;
+        v.spec.owner_node = "node-a";
+        v.spec.share = true;
+        ASSERT_TRUE(fake.Create(api::DaxVolumeResource(), api::ToJson(v)).ok());
+        ASSERT_TRUE(fake.Patch(api::DaxVolumeResource(), "", "vol",
+                               k8s::PatchType::kMerge,
+                               {{"status", {{"phase", "Ready"}, {"epoch", 1}}}},
+                               "status")
+                        .ok());
+        api::DaxLease a;
+        a.metadata.name = "a";
+        a.spec = {"vol", "node-a", "default/pod-a", api::Access::kReadWrite};
+        ASSERT_TRUE(fake.Create(api::DaxLeaseResource(), api::ToJson(a)).ok());
+        settle(setup);
+      }
+      api::DaxRecall r;
+      r.metadata.name = "r";
+      r.spec = {"vol", api::RecallReason::kManual, 60};
+      ASSERT_TRUE(fake.Create(api::DaxRecallResource(), api::ToJson(r)).ok());
+      api::DaxLease b;
+      b.metadata.name = "b";
+      b.spec = {"vol", "node-b", "default/pod-b", api::Access::kReadWrite};
+      ASSERT_TRUE(fake.Create(api::DaxLeaseResource(), api::ToJson(b)).ok());
+
+      CuttingClient cutting(fake, cut_at, mode);
+      Reconciler rec(cutting, clock, events, opts);
+      auto read = [&](const k8s::Resource& res, const std::string& name) {
+        absl::StatusOr<Json> j = fake.Get(res, "", name);
+        return j.ok() ? *j : Json::object();
+      };
+      bool settled = false;
+      for (int pass = 0; pass < 20 && !settled; ++pass) {
+        absl::StatusOr<ReconcileResult> res = rec.Reconcile("vol");
+        // The agent of a: acks the recall it is asked to answer.
+        auto al =
+            api::FromJson<api::DaxLease>(read(api::DaxLeaseResource(), "a"));
+        ASSERT_TRUE(al.ok()) << al.status();
+        bool agent_acted = false;
+        if (al->status.state == api::LeaseState::kRecalling &&
+            al->status.released_recall_id != al->status.recall_id) {
+          ASSERT_TRUE(
+              fake.Patch(api::DaxLeaseResource(), "", "a",
+                         k8s::PatchType::kMerge,
+                         {{"status",
+                           {{"releasedRecallID", al->status.recall_id}}}},
+                         "status")
+                  .ok());
+          agent_acted = true;
+        }
+        settled = res.ok() && res->writes == 0 && !agent_acted;
+        clock.Advance(absl::Milliseconds(100));
+      }
+      cut = cutting.cut();
+      ASSERT_TRUE(settled) << "the passes did not settle";
+      auto vol =
+          api::FromJson<api::DaxVolume>(read(api::DaxVolumeResource(), "vol"));
+      auto lb =
+          api::FromJson<api::DaxLease>(read(api::DaxLeaseResource(), "b"));
+      auto rc =
+          api::FromJson<api::DaxRecall>(read(api::DaxRecallResource(), "r"));
+      ASSERT_TRUE(vol.ok() && lb.ok() && rc.ok());
+      EXPECT_EQ(vol->status.phase, api::VolumePhase::kReady);
+      EXPECT_EQ(vol->status.epoch, 2);
+      EXPECT_EQ(rc->status.phase, api::RecallPhase::kComplete);
+      EXPECT_EQ(lb->status.state, api::LeaseState::kGranted);
+      EXPECT_EQ(lb->status.epoch, 2);
+      if (HasFailure()) return;
+    }
+  }
+}
+
+// Deleting a running recall ends it now: the lease that acked stays
+// Released, the one that did not is revoked (fenceRequired) without waiting
+// for its 60 s deadline; once fenced the recall is gone and the volume is
+// Ready at the next epoch.
+TEST_F(ReconcilerTest, DeletingARunningRecallRevokesOutstandingLeasesAtOnce) {
+  CreateVolume();
+  CreateLease("a");
+  CreateLease("b");
+  Converge();
+  CreateRecall("r", 60);
+  Converge();
+  std::string id = R("r").status.recall_id;
+  AgentPatch("a", {{"releasedRecallID", id}});
+  Converge();
+  ASSERT_TRUE(fake_.Delete(api::DaxRecallResource(), "", "r").ok());
+  Converge();
+  EXPECT_EQ(L("a").status.state, api::LeaseState::kReleased);
+  EXPECT_EQ(L("b").status.state, api::LeaseState::kRevoked);
+  EXPECT_TRUE(L("b").status.fence_required);
+  EXPECT_EQ(V().status.phase, api::VolumePhase::kRecalling);
+  AgentPatch("b", {{"fencedRecallID", id}});
+  Converge();
+  EXPECT_TRUE(
+      absl::IsNotFound(fake_.Get(api::DaxRecallResource(), "", "r").status()));
+  EXPECT_EQ(V().status.phase, api::VolumePhase::kReady);
+  EXPECT_EQ(V().status.epoch, 2);
+}
+
+// A granted lease whose spec.volume is changed (by hand) stays with the
+// volume it was granted on: the recall waits for it, the change is reported,
+// and the other volume never sees it.
+TEST_F(ReconcilerTest, ChangedLeaseSpecIsRefusedAndTheLeaseStaysAccounted) {
+  CreateVolume();
+  CreateLease("a");
+  Converge();
+  ASSERT_EQ(L("a").status.state, api::LeaseState::kGranted);
+  ASSERT_TRUE(L("a").status.bound_to.has_value());
+  ASSERT_TRUE(
+      fake_
+          .Patch(
+              api::DaxLeaseResource(), "", "a", k8s::PatchType::kMerge,
+              {{"spec", {{"volume", "elsewhere"}, {"holderNode", "node-x"}}}})
+          .ok());
+  CreateRecall("r", 30);
+  Converge();
+  EXPECT_EQ(L("a").status.state, api::LeaseState::kRecalling);
+  EXPECT_EQ(R("r").status.phase, api::RecallPhase::kRecalling)
+      << "a recall completed while a lease holding access was unaccounted for";
+  const api::Condition* c =
+      api::FindCondition(L("a").status.conditions, kLeaseGrantedCondition);
+  ASSERT_NE(c, nullptr);
+  EXPECT_EQ(c->reason, "SpecChanged");
+  EXPECT_EQ(L("a").status.bound_to->volume, "vol");
+  AgentPatch("a", {{"releasedRecallID", R("r").status.recall_id}});
+  Converge();
+  EXPECT_EQ(R("r").status.phase, api::RecallPhase::kComplete);
+  EXPECT_EQ(V().status.epoch, 2);
+}
+
+// An object of the volume that cannot be parsed might be a lease holding
+// access: the volume makes no progress (InvalidState naming it) until it is
+// fixed, so the recall does not complete without it.
+TEST_F(ReconcilerTest, UnreadableLeaseFailsClosed) {
+  CreateVolume();
+  CreateLease("a");
+  CreateLease("b");
+  Converge();
+  CreateRecall("r", 30);
+  Converge();
+  std::string id = R("r").status.recall_id;
+  AgentPatch("a", {{"state", "Bogus"}});
+  AgentPatch("b", {{"releasedRecallID", id}});
+  Converge();
+  EXPECT_EQ(R("r").status.phase, api::RecallPhase::kRecalling);
+  EXPECT_EQ(V().status.phase, api::VolumePhase::kRecalling);
+  const api::Condition* c =
+      api::FindCondition(V().status.conditions, kVolumeReadyCondition);
+  ASSERT_NE(c, nullptr);
+  EXPECT_EQ(c->reason, "InvalidState");
+  EXPECT_THAT(c->message, testing::HasSubstr("DaxLease/a"));
+  // Fixed: the recall goes on.
+  AgentPatch("a", {{"state", "Recalling"}, {"releasedRecallID", id}});
+  Converge();
+  EXPECT_EQ(R("r").status.phase, api::RecallPhase::kComplete);
 }
 
 }  // namespace

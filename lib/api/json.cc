@@ -235,6 +235,12 @@ DaxLease ReadLease(const json& j) {
   l.spec.access = GetEnum<Access>(spec, "access").value_or(Access::kReadOnly);
   const json& st = Sub(j, "status");
   l.status.state = GetEnum<LeaseState>(st, "state");
+  if (st.contains("boundTo") && st["boundTo"].is_object()) {
+    const json& b = st["boundTo"];
+    l.status.bound_to =
+        LeaseBinding{GetString(b, "volume"), GetString(b, "holderNode"),
+                     GetString(b, "holderPod")};
+  }
   l.status.epoch = GetInt(st, "epoch");
   l.status.recall_id = GetString(st, "recallID");
   l.status.deadline = GetTime(st, "deadline");
@@ -410,9 +416,33 @@ nlohmann::json ToJson(const DaxVolume& v) {
   return j;
 }
 
+std::string OwningVolume(const nlohmann::json& obj) {
+  auto string_at = [](const json& o, const char* a, const char* b) {
+    auto x = o.find(a);
+    if (x == o.end() || !x->is_object()) return std::string();
+    auto y = x->find(b);
+    if (y == x->end() || !y->is_string()) return std::string();
+    return y->get<std::string>();
+  };
+  if (!obj.is_object()) return "";
+  auto st = obj.find("status");
+  if (st != obj.end() && st->is_object()) {
+    std::string bound = string_at(*st, "boundTo", "volume");
+    if (!bound.empty()) return bound;
+  }
+  return string_at(obj, "spec", "volume");
+}
+
 nlohmann::json ToJson(const DaxLeaseStatus& s) {
   json j = json::object();
   PutEnum(j, "state", s.state);
+  if (s.bound_to.has_value()) {
+    json b = json::object();
+    PutString(b, "volume", s.bound_to->volume);
+    PutString(b, "holderNode", s.bound_to->holder_node);
+    PutString(b, "holderPod", s.bound_to->holder_pod);
+    j["boundTo"] = std::move(b);
+  }
   PutInt(j, "epoch", s.epoch);
   PutString(j, "recallID", s.recall_id);
   PutTime(j, "deadline", s.deadline);

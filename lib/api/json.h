@@ -55,6 +55,12 @@ absl::StatusOr<T> FromJson(const nlohmann::json& j);
 template <typename T>
 absl::StatusOr<std::vector<T>> ListFromJson(const nlohmann::json& list);
 
+// The volume a DaxLease or DaxRecall object belongs to: status.boundTo.volume
+// when the operator has recorded it (a later change of spec.volume does not
+// move the object), else spec.volume; "" if neither is a string. Reads the
+// raw object, so it works for objects FromJson refuses.
+std::string OwningVolume(const nlohmann::json& obj);
+
 // RFC 7386 merge patch that turns `from` into `to` (removed keys become
 // null; arrays are replaced whole). Empty object when they are equal.
 nlohmann::json CreateMergePatch(const nlohmann::json& from,

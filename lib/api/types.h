@@ -27,6 +27,10 @@ inline constexpr char kApiVersion[] = "daxlease.io/v1alpha1";
 // mappings (Granted, Recalling, unacknowledged Revoked).
 inline constexpr char kLeaseFinalizer[] = "daxlease.io/lease-protection";
 
+// Largest DaxRecall.spec.graceSeconds / DaxVolume.spec.recallGraceSeconds
+// the CRDs accept (a day, as the CSI StorageClass parameter).
+inline constexpr int64_t kMaxGraceSeconds = 86400;
+
 // Label the operator puts on every lease: value = spec.volume, so the leases
 // of one volume are one label-selected list.
 inline constexpr char kVolumeLabel[] = "daxlease.io/volume";
@@ -127,8 +131,19 @@ struct DaxLeaseSpec {
   friend bool operator==(const DaxLeaseSpec&, const DaxLeaseSpec&) = default;
 };
 
+// spec.volume, spec.holderNode and spec.holderPod as the operator first
+// accepted them (DaxLease.status.boundTo). They are immutable in effect: the
+// operator keeps acting on these values and reports a changed spec.
+struct LeaseBinding {
+  std::string volume;
+  std::string holder_node;
+  std::string holder_pod;
+  friend bool operator==(const LeaseBinding&, const LeaseBinding&) = default;
+};
+
 struct DaxLeaseStatus {
   std::optional<LeaseState> state;
+  std::optional<LeaseBinding> bound_to;  // written by the operator
   int64_t epoch = 0;
   std::string recall_id;
   std::optional<absl::Time> deadline;

@@ -115,6 +115,7 @@ TEST(SchemaTest, EveryFieldWrittenExistsInTheSchema) {
   l.metadata.name = "l";
   l.spec = {"v", "n", "ns/p", Access::kReadWrite};
   l.status = {LeaseState::kRevoked,
+              LeaseBinding{"v", "n", "ns/p"},
               1,
               "r",
               kT,
@@ -170,6 +171,20 @@ TEST(SchemaTest, CrdNamesAndPrinterColumns) {
     }
   }
   EXPECT_STREQ(Resource<DaxRecall>::kPlural, "daxrecalls");
+}
+
+// A recall's grace is bounded (as the CSI parameter path bounds it), so no
+// recall can hold a volume for longer than a day.
+TEST(TypesSchemaTest, GraceSecondsAreBoundedToADay) {
+  for (const auto& [plural, field] :
+       std::vector<std::pair<std::string, std::string>>{
+           {"daxrecalls", "spec.graceSeconds"},
+           {"daxvolumes", "spec.recallGraceSeconds"}}) {
+    YAML::Node n = Lookup(LoadSchema(plural), absl::StrSplit(field, '.'));
+    ASSERT_TRUE(n["maximum"].IsDefined()) << plural << " " << field;
+    EXPECT_EQ(n["maximum"].as<int64_t>(), kMaxGraceSeconds) << field;
+    EXPECT_EQ(n["minimum"].as<int64_t>(), 1) << field;
+  }
 }
 
 }  // namespace

@@ -1,5 +1,6 @@
 #include "lib/k8s/leader_election.h"
 
+#include <algorithm>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -49,8 +50,9 @@ absl::Status LeaderElector::Validate(const LeaderElectionConfig& c) {
 }
 
 bool LeaderElector::IsLeader() const {
+  const absl::Duration now = clock_.Monotonic();
   absl::MutexLock l(&mu_);
-  return leader_;
+  return leader_ && now - last_renew_ < config_.renew_deadline;
 }
 
 std::string LeaderElector::ObservedLeader() const {
@@ -59,8 +61,18 @@ std::string LeaderElector::ObservedLeader() const {
 }
 
 absl::StatusOr<bool> LeaderElector::TryAcquireOrRenew() {
+  uint64_t seq;
+  {
+    absl::MutexLock l(&mu_);
+    seq = ++attempt_seq_;
+  }
+  return Attempt(seq);
+}
+
+absl::StatusOr<bool> LeaderElector::Attempt(uint64_t seq) {
   const Resource leases = CoordinationLeaseResource();
-  const absl::Time now = clock_.Now();
+  const absl::Time now = clock_.Now();  // for the record's timestamps only
+  const absl::Duration mono = clock_.Monotonic();
   const int64_t duration_s =
       std::max<int64_t>(1, absl::ToInt64Seconds(config_.lease_duration));
   absl::StatusOr<Json> current =
@@ -79,6 +91,7 @@ absl::StatusOr<bool> LeaderElector::TryAcquireOrRenew() {
           {"leaseTransitions", 0}}}};
     absl::StatusOr<Json> created = client_.Create(leases, lease);
     absl::MutexLock l(&mu_);
+    if (seq <= abandoned_) return false;  // given up on: changes nothing
     if (!created.ok()) {
       leader_ = false;
       if (absl::IsAlreadyExists(created.status())) return false;
@@ -86,8 +99,8 @@ absl::StatusOr<bool> LeaderElector::TryAcquireOrRenew() {
     }
     observed_record_ = (*created)["spec"].dump();
     observed_holder_ = config_.identity;
-    observed_time_ = now;
-    last_renew_ = now;
+    observed_time_ = mono;
+    last_renew_ = mono;
     leader_ = true;
     return true;
   }
@@ -97,16 +110,17 @@ absl::StatusOr<bool> LeaderElector::TryAcquireOrRenew() {
   const std::string holder = HolderOf(*current);
   {
     absl::MutexLock l(&mu_);
+    if (seq <= abandoned_) return false;
     const std::string record = spec.dump();
     if (record != observed_record_) {
       observed_record_ = record;
-      observed_time_ = now;
+      observed_time_ = mono;
     }
     observed_holder_ = holder;
     // Someone else holds it and we have not seen it go stale for a whole
-    // lease duration of our own clock.
+    // lease duration of our own monotonic clock.
     if (!holder.empty() && holder != config_.identity &&
-        observed_time_ + config_.lease_duration > now) {
+        observed_time_ + config_.lease_duration > clock_.Monotonic()) {
       leader_ = false;
       return false;
     }
@@ -123,6 +137,7 @@ absl::StatusOr<bool> LeaderElector::TryAcquireOrRenew() {
   ns["renewTime"] = MicroTime(now);
   absl::StatusOr<Json> stored = client_.Update(leases, next);
   absl::MutexLock l(&mu_);
+  if (seq <= abandoned_) return false;
   if (!stored.ok()) {
     leader_ = false;
     if (IsConflict(stored.status())) return false;
@@ -130,10 +145,43 @@ absl::StatusOr<bool> LeaderElector::TryAcquireOrRenew() {
   }
   observed_record_ = (*stored)["spec"].dump();
   observed_holder_ = config_.identity;
-  observed_time_ = now;
-  last_renew_ = now;
+  observed_time_ = mono;
+  last_renew_ = mono;  // the attempt's start: never later than the server's
   leader_ = true;
   return true;
+}
+
+std::optional<absl::StatusOr<bool>> LeaderElector::AttemptBy(
+    absl::Duration deadline, bool stoppable) {
+  JoinAttempt();  // a previous, abandoned attempt ends first
+  if (stoppable && stop_.HasBeenNotified()) return std::nullopt;
+  uint64_t seq;
+  {
+    absl::MutexLock l(&mu_);
+    seq = ++attempt_seq_;
+  }
+  auto p = std::make_shared<Pending>();
+  pending_ = p;
+  pending_thread_ = std::thread([this, p, seq] {
+    p->result = Attempt(seq);
+    p->done.Notify();
+  });
+  while (!p->done.WaitForNotificationWithTimeout(absl::Milliseconds(10))) {
+    if (clock_.Monotonic() >= deadline ||
+        (stoppable && stop_.HasBeenNotified())) {
+      absl::MutexLock l(&mu_);
+      abandoned_ = std::max(abandoned_, seq);
+      leader_ = false;
+      return std::nullopt;
+    }
+  }
+  JoinAttempt();
+  return p->result;
+}
+
+void LeaderElector::JoinAttempt() {
+  if (pending_thread_.joinable()) pending_thread_.join();
+  pending_.reset();
 }
 
 absl::Status LeaderElector::Release() {
@@ -182,7 +230,10 @@ void LeaderElector::Run() {
   };
   while (!stop_.HasBeenNotified()) {
     // Candidate: try every retry_period until we hold the lease.
-    absl::StatusOr<bool> got = TryAcquireOrRenew();
+    std::optional<absl::StatusOr<bool>> attempt =
+        AttemptBy(absl::InfiniteDuration(), /*stoppable=*/true);
+    if (!attempt.has_value()) break;  // stopping
+    absl::StatusOr<bool> got = *std::move(attempt);
     note_holder();
     if (!got.ok()) {
       base::LogWarn("k8s.leader.acquire_failed",
@@ -196,23 +247,36 @@ void LeaderElector::Run() {
     base::LogInfo("k8s.leader.started",
                   {{"lock", config_.lock_name}, {"identity", id}});
     if (callbacks_.on_started_leading) callbacks_.on_started_leading();
-    // Leader: renew every retry_period; give up after renew_deadline without
-    // a successful renewal.
-    absl::Time last_ok = clock_.Now();
+    // Leader: renew every retry_period; give up once renew_deadline has
+    // passed since the start of the last successful renewal, also in the
+    // middle of a renewal that hangs.
     bool lost = false;
     while (!stop_.WaitForNotificationWithTimeout(config_.retry_period)) {
-      absl::StatusOr<bool> renewed = TryAcquireOrRenew();
-      note_holder();
-      if (renewed.ok() && *renewed) {
-        last_ok = clock_.Now();
-        continue;
+      absl::Duration last_ok;
+      {
+        absl::MutexLock l(&mu_);
+        last_ok = last_renew_;
       }
-      if (renewed.ok() && !ObservedLeader().empty() && ObservedLeader() != id) {
-        lost = true;  // someone else holds it now
+      const absl::Duration deadline = last_ok + config_.renew_deadline;
+      if (clock_.Monotonic() >= deadline) {
+        lost = true;
         break;
       }
-      if (clock_.Now() - last_ok >= config_.renew_deadline) {
+      std::optional<absl::StatusOr<bool>> renewed =
+          AttemptBy(deadline, /*stoppable=*/false);
+      if (!renewed.has_value()) {
+        base::LogWarn(
+            "k8s.leader.renew_timeout",
+            {{"lock", config_.lock_name},
+             {"renew_deadline", absl::FormatDuration(config_.renew_deadline)}});
         lost = true;
+        break;
+      }
+      note_holder();
+      if (renewed->ok() && **renewed) continue;
+      if (renewed->ok() && !ObservedLeader().empty() &&
+          ObservedLeader() != id) {
+        lost = true;  // someone else holds it now
         break;
       }
     }
@@ -230,6 +294,7 @@ void LeaderElector::Run() {
                                          {"lost", lost ? "true" : "false"}});
     if (callbacks_.on_stopped_leading) callbacks_.on_stopped_leading();
   }
+  JoinAttempt();
 }
 
 }  // namespace daxlease::k8s

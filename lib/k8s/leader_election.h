@@ -10,17 +10,29 @@
 //  - the leader renews every retry_period; if it cannot renew for
 //    renew_deadline it stops leading (on_stopped_leading) and becomes a
 //    candidate again; renew_deadline < lease_duration keeps a partitioned
-//    leader from overlapping with its successor;
+//    leader from overlapping with its successor. "Cannot renew" includes an
+//    API call that hangs: each attempt is bounded by the renew deadline (the
+//    leader gives up while the call is still outstanding, and drops its
+//    result if it ever returns), and IsLeader() turns false on its own once
+//    renew_deadline has passed since the last renewal's start;
+//  - every duration (expiry, renew deadline) is measured on the clock's
+//    monotonic time, never on wall time, so a wall clock stepping backwards
+//    (or forwards) neither keeps a stale leader acting nor lets a standby
+//    take over early. Wall time only goes into the record's timestamps;
 //  - all writes are optimistic (resourceVersion): two candidates racing get
 //    one 409, so only one leads;
 //  - Stop() while leading releases the lease (holderIdentity cleared,
 //    leaseDurationSeconds 1) so a standby takes over at its next retry.
 // Time: decisions read the injected clock; waiting between attempts is real
-// time (retry_period), so FakeClock tests drive TryAcquireOrRenew() directly.
+// time (retry_period), and a running attempt is watched every 10 ms of real
+// time against the injected clock, so FakeClock tests either drive
+// TryAcquireOrRenew() directly or advance the clock under a running Start().
 #ifndef DAXLEASE_LIB_K8S_LEADER_ELECTION_H_
 #define DAXLEASE_LIB_K8S_LEADER_ELECTION_H_
 
 #include <functional>
+#include <memory>
+#include <optional>
 #include <string>
 #include <thread>
 
@@ -73,9 +85,13 @@ class LeaderElector {
   // Starts contending on a background thread. Once only.
   absl::Status Start();
   // Stops contending; releases the lease if leading and release_on_stop;
-  // calls on_stopped_leading if leading. Idempotent; joins the thread.
+  // calls on_stopped_leading if leading. Idempotent; joins the thread, so it
+  // waits for an API call in flight (bounded by the client's timeout).
   void Stop();
 
+  // True iff the last acquire/renew succeeded and began less than
+  // renew_deadline ago (monotonic time): false by itself once the deadline
+  // passes, even while a renewal hangs.
   bool IsLeader() const;
   std::string ObservedLeader() const;
 
@@ -86,6 +102,13 @@ class LeaderElector {
   absl::StatusOr<bool> TryAcquireOrRenew();
 
  private:
+  // One attempt on a helper thread, waited for until monotonic time
+  // `deadline` (or until Stop() when `stoppable`). nullopt: it did not end in
+  // time; it is abandoned (its result will change nothing) and joined later.
+  std::optional<absl::StatusOr<bool>> AttemptBy(absl::Duration deadline,
+                                                bool stoppable);
+  void JoinAttempt();
+  absl::StatusOr<bool> Attempt(uint64_t seq);
   void Run();
   absl::Status Release();
   void SetLeader(bool leader);
@@ -102,9 +125,22 @@ class LeaderElector {
   bool leader_ ABSL_GUARDED_BY(mu_) = false;
   std::string observed_holder_ ABSL_GUARDED_BY(mu_);
   std::string observed_record_ ABSL_GUARDED_BY(mu_);  // spec JSON text
-  absl::Time observed_time_ ABSL_GUARDED_BY(mu_);
-  absl::Time last_renew_ ABSL_GUARDED_BY(mu_);
-  std::string lease_rv_ ABSL_GUARDED_BY(mu_);
+  // Monotonic times (Clock::Monotonic) of the last change seen in the
+  // record and of the start of the last successful acquire/renew.
+  absl::Duration observed_time_ ABSL_GUARDED_BY(mu_);
+  absl::Duration last_renew_ ABSL_GUARDED_BY(mu_);
+  // Attempts are numbered; one numbered <= abandoned_ was given up on and
+  // must not change the state when it returns.
+  uint64_t attempt_seq_ ABSL_GUARDED_BY(mu_) = 0;
+  uint64_t abandoned_ ABSL_GUARDED_BY(mu_) = 0;
+
+  // The attempt running on a helper thread (Run's thread only).
+  struct Pending {
+    absl::Notification done;
+    absl::StatusOr<bool> result = false;
+  };
+  std::shared_ptr<Pending> pending_;
+  std::thread pending_thread_;
 };
 
 }  // namespace daxlease::k8s

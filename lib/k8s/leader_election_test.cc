@@ -2,6 +2,7 @@
 
 #include <atomic>
 
+#include "absl/synchronization/notification.h"
 #include "gtest/gtest.h"
 #include "lib/k8s/fake_client.h"
 
@@ -102,7 +103,8 @@ TEST(LeaderElectionTest, ThreadsCallbacksReleaseAndTakeover) {
   a.Stop();
   EXPECT_EQ(a_started.load(), 1);
   EXPECT_EQ(a_stopped.load(), 1);
-  for (int i = 0; i < 200 && !b.IsLeader(); ++i)
+  // IsLeader() turns true just before on_started_leading runs: wait for both.
+  for (int i = 0; i < 200 && (!b.IsLeader() || b_started.load() == 0); ++i)
     absl::SleepFor(absl::Milliseconds(10));
   EXPECT_TRUE(b.IsLeader());
   EXPECT_LT(absl::Now() - stopped, absl::Seconds(2));
@@ -132,6 +134,136 @@ TEST(LeaderElectionTest, LeaderStepsDownWhenRenewalsFail) {
     absl::SleepFor(absl::Milliseconds(10));
   EXPECT_EQ(stopped.load(), 1);
   EXPECT_FALSE(a.IsLeader());
+  a.Stop();
+}
+
+// A standby whose wall clock jumps forward must not see the leader's record
+// as expired: expiry is measured on monotonic time.
+TEST(LeaderElectionTest, WallClockJumpDoesNotLetAStandbyTakeOverEarly) {
+  base::FakeClock clock;
+  FakeKubeClient fake(clock);
+  LeaderElector a(fake, clock, Config("a"), {});
+  LeaderElector b(fake, clock, Config("b"), {});
+  ASSERT_EQ(a.TryAcquireOrRenew().value(), true);
+  ASSERT_EQ(b.TryAcquireOrRenew().value(), false);
+  clock.Set(clock.Now() + absl::Hours(1));
+  EXPECT_EQ(b.TryAcquireOrRenew().value(), false);
+  EXPECT_TRUE(a.IsLeader());
+  clock.Advance(absl::Seconds(16));
+  EXPECT_EQ(b.TryAcquireOrRenew().value(), true);
+  EXPECT_FALSE(a.IsLeader()) << "a has not renewed for 16 s";
+}
+
+// The leader's wall clock steps back an hour while the API server is
+// unreachable: it must still give up once renew_deadline of real time has
+// passed, before a standby's lease_duration ends.
+TEST(LeaderElectionTest, WallClockStepBackDoesNotExtendTheRenewDeadline) {
+  base::FakeClock clock;
+  FakeKubeClient fake(clock);
+  LeaderElectionConfig c = Config("a");  // 15 s / 10 s
+  c.retry_period = absl::Milliseconds(20);
+  std::atomic<int> stopped{0};
+  LeaderElector a(fake, clock, c, {nullptr, [&] { ++stopped; }, nullptr});
+  ASSERT_TRUE(a.Start().ok());
+  for (int i = 0; i < 200 && !a.IsLeader(); ++i) {
+    absl::SleepFor(absl::Milliseconds(10));
+  }
+  ASSERT_TRUE(a.IsLeader());
+  fake.FailNext(FakeKubeClient::Verb::kGet,
+                absl::UnavailableError("apiserver down"), 1'000'000);
+  clock.Set(clock.Now() - absl::Hours(1));
+  clock.Advance(absl::Seconds(10));
+  EXPECT_FALSE(a.IsLeader());
+  for (int i = 0; i < 300 && stopped.load() == 0; ++i) {
+    absl::SleepFor(absl::Milliseconds(10));
+  }
+  EXPECT_EQ(stopped.load(), 1);
+  a.Stop();
+}
+
+// Delegates to a FakeKubeClient; while hanging, every Get blocks until
+// Release().
+class HangingClient final : public KubeClient {
+ public:
+  explicit HangingClient(KubeClient& c) : c_(c) {}
+  void Hang() { hang_ = true; }
+  void Release() { released_.Notify(); }
+  bool Hung() const { return hung_.load() > 0; }
+
+  absl::StatusOr<Json> Get(const Resource& r, absl::string_view ns,
+                           absl::string_view name) override {
+    if (hang_) {
+      ++hung_;
+      released_.WaitForNotification();
+    }
+    return c_.Get(r, ns, name);
+  }
+  absl::StatusOr<ListResult> List(const Resource& r, absl::string_view ns,
+                                  const ListOptions& o) override {
+    return c_.List(r, ns, o);
+  }
+  absl::StatusOr<Json> Create(const Resource& r, const Json& o) override {
+    return c_.Create(r, o);
+  }
+  absl::StatusOr<Json> Update(const Resource& r, const Json& o) override {
+    return c_.Update(r, o);
+  }
+  absl::StatusOr<Json> UpdateStatus(const Resource& r, const Json& o) override {
+    return c_.UpdateStatus(r, o);
+  }
+  absl::StatusOr<Json> Patch(const Resource& r, absl::string_view ns,
+                             absl::string_view name, PatchType t, const Json& p,
+                             absl::string_view sub) override {
+    return c_.Patch(r, ns, name, t, p, sub);
+  }
+  absl::Status Delete(const Resource& r, absl::string_view ns,
+                      absl::string_view name, absl::string_view rv) override {
+    return c_.Delete(r, ns, name, rv);
+  }
+  absl::Status Watch(const Resource& r, absl::string_view ns,
+                     const WatchOptions& o, const WatchHandler& h,
+                     WatchCanceller* c) override {
+    return c_.Watch(r, ns, o, h, c);
+  }
+
+ private:
+  KubeClient& c_;
+  std::atomic<bool> hang_{false};
+  std::atomic<int> hung_{0};
+  absl::Notification released_;
+};
+
+// A renewal that hangs (no answer, no error) is bounded by the renew
+// deadline: the leader stops acting while the call is still outstanding.
+TEST(LeaderElectionTest, HangingRenewalIsBoundedByTheRenewDeadline) {
+  base::FakeClock clock;
+  FakeKubeClient fake(clock);
+  HangingClient hanging(fake);
+  LeaderElectionConfig c = Config("a");  // 15 s / 10 s
+  c.retry_period = absl::Milliseconds(20);
+  std::atomic<int> stopped{0};
+  LeaderElector a(hanging, clock, c, {nullptr, [&] { ++stopped; }, nullptr});
+  ASSERT_TRUE(a.Start().ok());
+  for (int i = 0; i < 200 && !a.IsLeader(); ++i) {
+    absl::SleepFor(absl::Milliseconds(10));
+  }
+  ASSERT_TRUE(a.IsLeader());
+  hanging.Hang();
+  for (int i = 0; i < 200 && !hanging.Hung(); ++i) {
+    absl::SleepFor(absl::Milliseconds(10));
+  }
+  ASSERT_TRUE(hanging.Hung());
+  clock.Advance(absl::Seconds(9));
+  absl::SleepFor(absl::Milliseconds(50));
+  EXPECT_TRUE(a.IsLeader()) << "still within the renew deadline";
+  EXPECT_EQ(stopped.load(), 0);
+  clock.Advance(absl::Seconds(1));
+  EXPECT_FALSE(a.IsLeader());
+  for (int i = 0; i < 300 && stopped.load() == 0; ++i) {
+    absl::SleepFor(absl::Milliseconds(10));
+  }
+  EXPECT_EQ(stopped.load(), 1) << "the leader kept acting during a hung call";
+  hanging.Release();
   a.Stop();
 }
 

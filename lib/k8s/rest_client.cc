@@ -75,7 +75,7 @@ absl::StatusOr<std::unique_ptr<RestKubeClient>> RestKubeClient::Create(
                                           retry);
 }
 
-absl::StatusOr<Json> RestKubeClient::Call(HttpRequest req) {
+absl::StatusOr<Json> RestKubeClient::Call(HttpRequest req, bool idempotent) {
   req.timeout = retry_.request_timeout;
   absl::Duration backoff = retry_.initial_backoff;
   absl::Status last;
@@ -93,7 +93,7 @@ absl::StatusOr<Json> RestKubeClient::Call(HttpRequest req) {
         return j;
       }
       last = StatusFromHttp(resp->code, resp->body);
-      bool retryable = resp->code == 429 || resp->code >= 500;
+      bool retryable = resp->code == 429 || (idempotent && resp->code >= 500);
       if (!retryable) return last;
       int64_t secs = 0;
       if (absl::SimpleAtoi(resp->retry_after, &secs) && secs > 0) {
@@ -101,7 +101,7 @@ absl::StatusOr<Json> RestKubeClient::Call(HttpRequest req) {
       }
     } else {
       last = resp.status();
-      if (!absl::IsUnavailable(last)) return last;
+      if (!absl::IsUnavailable(last) || !idempotent) return last;
     }
     if (attempt >= retry_.max_attempts) {
       return base::Annotate(last, absl::StrCat(req.method, " ", req.path, " (",
@@ -156,8 +156,12 @@ absl::StatusOr<Json> RestKubeClient::Create(const Resource& r,
     return absl::InvalidArgumentError(
         "object has neither metadata.name nor metadata.generateName");
   }
+  // With a fixed name a repeated POST is refused (AlreadyExists), so it may
+  // be retried; with generateName it would make a second object.
+  const bool idempotent = !NameOf(obj).empty();
   return Call(MakeRequest("POST", ResourcePath(r, NamespaceOf(obj)),
-                          "application/json", obj.dump()));
+                          "application/json", obj.dump()),
+              idempotent);
 }
 
 absl::StatusOr<Json> RestKubeClient::Put(const Resource& r, const Json& obj,

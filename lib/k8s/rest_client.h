@@ -13,9 +13,12 @@ namespace daxlease::k8s {
 
 struct RetryPolicy {
   // Attempts for a request answered with 429 or 5xx or failing in transport
-  // (connection refused, reset). 1 = no retry. Backoff doubles from
-  // `initial_backoff` up to `max_backoff`; a Retry-After header (seconds) is
-  // honoured up to `max_backoff`. Sleeps go through the client's Clock.
+  // (connection refused, reset). 1 = no retry. A Create with
+  // metadata.generateName is not idempotent (a second POST makes a second
+  // object), so after an ambiguous failure (5xx, transport error) it is not
+  // retried and the error is returned: only 429 retries it. Backoff doubles
+  // from `initial_backoff` up to `max_backoff`; a Retry-After header (seconds)
+  // is honoured up to `max_backoff`. Sleeps go through the client's Clock.
   int max_attempts = 5;
   absl::Duration initial_backoff = absl::Milliseconds(100);
   absl::Duration max_backoff = absl::Seconds(5);
@@ -55,7 +58,10 @@ class RestKubeClient final : public KubeClient {
                      WatchCanceller* cancel = nullptr) override;
 
  private:
-  absl::StatusOr<Json> Call(HttpRequest req);
+  // `idempotent` false: a request that may have been carried out when it
+  // failed (5xx, a transport error) is not sent again; only 429 (the server
+  // refused it unprocessed) is retried.
+  absl::StatusOr<Json> Call(HttpRequest req, bool idempotent = true);
   absl::StatusOr<Json> Put(const Resource& r, const Json& obj,
                            absl::string_view subresource);
 

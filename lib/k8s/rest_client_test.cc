@@ -99,6 +99,30 @@ TEST_F(RestKubeClientTest, RetriesAreBounded) {
   EXPECT_EQ(transport_->requests.size(), 5u);
 }
 
+// A POST with generateName that fails ambiguously may have made the object:
+// sending it again could make a second one, so the error is returned. A 429
+// (refused unprocessed) is retried; a POST with a fixed name is retried (a
+// repeat is refused by the server as AlreadyExists).
+TEST_F(RestKubeClientTest,
+       GenerateNameCreateIsNotRetriedAfterAmbiguousFailure) {
+  Json gen = {{"metadata", {{"generateName", "vol-recall-"}}}};
+  transport_->Push(504, "gateway timeout");
+  EXPECT_FALSE(client_->Create(kWidgets, gen).ok());
+  EXPECT_EQ(transport_->requests.size(), 1u);
+  transport_->PushError(absl::UnavailableError("connection reset"));
+  EXPECT_FALSE(client_->Create(kWidgets, gen).ok());
+  EXPECT_EQ(transport_->requests.size(), 2u);
+  transport_->Push(429, "slow down");
+  transport_->Push(201, R"({"metadata":{"name":"vol-recall-x"}})");
+  EXPECT_TRUE(client_->Create(kWidgets, gen).ok());
+  EXPECT_EQ(transport_->requests.size(), 4u);
+  Json named = {{"metadata", {{"name", "a"}, {"namespace", "ns"}}}};
+  transport_->Push(503, "busy");
+  transport_->Push(201, R"({"metadata":{"name":"a"}})");
+  EXPECT_TRUE(client_->Create(kWidgets, named).ok());
+  EXPECT_EQ(transport_->requests.size(), 6u);
+}
+
 TEST_F(RestKubeClientTest, ConflictIsNotRetried) {
   transport_->Push(
       409,

@@ -78,6 +78,12 @@ absl::Status ValidateEvent(const Event& e) {
           [](const BeginChange&) { return absl::OkStatus(); },
           [](const ChangeDone&) { return absl::OkStatus(); },
           [](const Resume&) { return absl::OkStatus(); },
+          [](const CancelRecall& c) -> absl::Status {
+            if (c.recall_id.empty()) {
+              return absl::InvalidArgumentError("recall ID must not be empty");
+            }
+            return absl::OkStatus();
+          },
           [](const auto& ev) -> absl::Status {
             if (ev.lease_id.empty()) {
               return absl::InvalidArgumentError("lease ID must not be empty");
@@ -347,6 +353,20 @@ class Applier {
                        "; only a Quiesced volume resumes"));
     }
     BackToReady();
+    return absl::OkStatus();
+  }
+
+  absl::Status operator()(const CancelRecall& c) {
+    if (!s_.recall.has_value() || s_.recall->id != c.recall_id) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "recall ", c.recall_id, " is not the recall of volume ", s_.volume));
+    }
+    if (s_.phase != VolumePhase::kRecalling) return absl::OkStatus();  // over
+    for (Lease& l : s_.leases) {
+      if (l.state == LeaseState::kRecalling && !l.fencing()) {
+        l.deadline = std::min(l.deadline, now_);
+      }
+    }
     return absl::OkStatus();
   }
 

@@ -236,6 +236,17 @@ struct ChangeDone {};
 // Quiesced -> Ready, epoch + 1, recall cleared.
 struct Resume {};
 
+// Operator: the running recall was cancelled (its DaxRecall deleted). A
+// recall cannot be undone (a holder may already have flushed and unmapped,
+// the owner may be fencing), so cancelling finishes it now: every Recalling
+// lease without a decided revoke gets deadline min(deadline, now), and the
+// next Step() revokes the ones that have not acked, as at any deadline.
+// Recalling with this ID: applied; Quiesced/Reshaping/Migrating with this ID
+// (already over): no-op. Refused: another recall ID, or phase Ready.
+struct CancelRecall {
+  std::string recall_id;
+};
+
 // Operator: drop the lease record (DaxLease deleted, e.g. its pod is gone).
 // Allowed for Pending, Released and Revoked (fenced: nothing left to reach).
 // Refused for Granted/Recalling: their access must be returned or fenced
@@ -246,7 +257,7 @@ struct Forget {
 
 using Event = std::variant<Request, Grant, StartRecall, HolderAck, Progress,
                            FenceConfirmed, RevocationAck, Release, BeginChange,
-                           ChangeDone, Resume, Forget>;
+                           ChangeDone, Resume, Forget, CancelRecall>;
 
 // ---------------------------------------------------------------- actions
 // Side effects the caller must carry out after persisting the new state.

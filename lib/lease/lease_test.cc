@@ -715,6 +715,29 @@ TEST(LeaseValidate, RefusesBrokenStates) {
   }
 }
 
+// A cancelled recall ends now: acked leases stay Released, the others are
+// revoked by the next Step (as at their deadline) and fenced; then the volume
+// is Quiesced. Another recall's ID is refused.
+TEST(LeaseCancelRecall, OutstandingLeasesAreRevokedAtOnce) {
+  VolumeState s = Ok(Recalling3(), HolderAck{"a", "r1", 1, true}).state;
+  EXPECT_EQ(Apply(s, CancelRecall{"other"}, kT0).status().code(),
+            absl::StatusCode::kFailedPrecondition);
+  const absl::Time t = kT0 + absl::Seconds(1);  // long before the deadline
+  s = Ok(s, CancelRecall{"r1"}, t).state;
+  absl::StatusOr<Outcome> o = Step(s, t);
+  ASSERT_TRUE(o.ok()) << o.status();
+  EXPECT_THAT(o->actions, ElementsAre(Action{ActionKind::kFence, "b"},
+                                      Action{ActionKind::kFence, "c"}));
+  s = o->state;
+  EXPECT_EQ(s.Find("a")->state, LeaseState::kReleased);
+  EXPECT_TRUE(s.Find("b")->fencing());
+  s = Ok(s, FenceConfirmed{"b", 1}, t).state;
+  s = Ok(s, FenceConfirmed{"c", 1}, t).state;
+  EXPECT_EQ(s.phase, VolumePhase::kQuiesced);
+  // Once over, cancelling again changes nothing.
+  EXPECT_TRUE(Apply(s, CancelRecall{"r1"}, t).ok());
+}
+
 // ------------------------------------------------------------ decisions
 
 TEST(LeaseDecisions, MayGrant) {

@@ -49,11 +49,12 @@ TEST_F(GrpcAgentConnectionTest, ServeVolumeNamesTheMountOrTheDevice) {
     v.volume_id = id;
     ASSERT_TRUE(conn_->RecordVolume(v).ok());
   }
-  ASSERT_TRUE(conn_->ServeVolume({"fs", VolumeMode::kFsdax, "/stage/fs",
-                                  8 << 20, true})
-                  .ok());
-  ASSERT_TRUE(conn_->ServeVolume({"dev", VolumeMode::kDevdax, "/dev/dax0.1",
-                                  8 << 20, true})
+  ASSERT_TRUE(
+      conn_->ServeVolume({"fs", VolumeMode::kFsdax, "/stage/fs", 8 << 20, true})
+          .ok());
+  ASSERT_TRUE(conn_
+                  ->ServeVolume({"dev", VolumeMode::kDevdax, "/dev/dax0.1",
+                                 8 << 20, true})
                   .ok());
   auto fs = fake_->served().at("fs");
   EXPECT_EQ(fs.mount_path(), "/stage/fs");

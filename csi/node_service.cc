@@ -189,9 +189,8 @@ absl::Status NodeService::DoStage(
   // The owner's agent serves a shared volume while it is staged here (also
   // again on a repeated stage: an agent that restarted maps it again).
   if (st.ok() && share && !cap.block && deps_.agent != nullptr) {
-    st = deps_.agent->ServeVolume(
-        ServedVolume{id, rec.mode, path, rec.capacity_bytes,
-                     deps_.backend->ProvidesDax()});
+    st = deps_.agent->ServeVolume(ServedVolume{
+        id, rec.mode, path, rec.capacity_bytes, deps_.backend->ProvidesDax()});
   }
   if (!st.ok()) {
     if (is_new) {

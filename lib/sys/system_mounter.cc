@@ -201,9 +201,9 @@ class SystemMounter final : public Mounter {
     std::string p(path);
     ASSIGN_OR_RETURN(ConfinedRoots::Parent parent, roots_.OpenParent(p));
     const std::string tmp = absl::StrCat(".", parent.name, ".tmp");
-    int raw = ::openat(parent.dir.get(), tmp.c_str(),
-                       O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC,
-                       0644);
+    int raw =
+        ::openat(parent.dir.get(), tmp.c_str(),
+                 O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0644);
     if (raw < 0) return base::ErrnoStatus("openat", p + ".tmp", errno);
     UniqueFd fd(raw);
     absl::Status s = WriteAll(fd.get(), data, p);

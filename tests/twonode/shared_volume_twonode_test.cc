@@ -4,11 +4,15 @@
 // inside that node's network namespace, writes through the published
 // directory what the other node reads back: on node-a through the local
 // mapping, on node-b through the agents' TCP fabric over the veth.
+#include <signal.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <fstream>
+#include <functional>
 #include <sstream>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/time/clock.h"
@@ -114,6 +118,59 @@ class SharedVolumeTwoNodeTest : public ::testing::Test {
     return out;
   }
 
+  // Creates a shared volume on node-a named after the test.
+  Json CreateShared(const std::string& suffix) {
+    Json created =
+        Call(cluster_->a(), "/csi.v1.Controller/CreateVolume",
+             {{"name", absl::StrCat("twonode-", suffix, "-", ::getpid())},
+              {"capacityRange", {{"requiredBytes", "67108864"}}},
+              {"parameters",
+               {{"daxlease.io/share", "true"},
+                {"daxlease.io/recallGraceSeconds", "5"}}},
+              {"volumeCapabilities", Json::array({Cap()})}});
+    return created.value("volume", Json::object());
+  }
+
+  // A DaxRecall of `volume` (kubectl create); its name.
+  std::string Recall(const std::string& volume, int grace) {
+    const std::string file =
+        absl::StrCat(cluster_->dir(), "/recall-", ++recalls_, ".json");
+    std::ofstream(file) << Json{
+        {"apiVersion", "daxlease.io/v1alpha1"},
+        {"kind", "DaxRecall"},
+        {"metadata", {{"generateName", "twonode-"}}},
+        {"spec",
+         {{"volume", volume},
+          {"reason", "Manual"},
+          {"graceSeconds",
+           grace}}}}.dump();
+    auto r = cluster_->Kubectl({"create", "-f", file, "-o", "name"});
+    EXPECT_TRUE(r.ok() && r->exit_code == 0) << r->stderr_text;
+    std::string name = r.ok() ? r->stdout_text : "";
+    if (!name.empty() && name.back() == '\n') name.pop_back();
+    return name.substr(name.find('/') + 1);
+  }
+
+  // `kubectl get KIND NAME -o jsonpath=PATH`.
+  std::string Get(const std::string& kind, const std::string& name,
+                  const std::string& path) {
+    auto r = cluster_->Kubectl(
+        {"get", kind, name, "-o", absl::StrCat("jsonpath=", path)});
+    return r.ok() ? r->stdout_text : "";
+  }
+
+  // Polls until `pred` holds (`timeout`).
+  static bool Until(const std::function<bool()>& pred, absl::Duration timeout) {
+    const absl::Time end = absl::Now() + timeout;
+    while (absl::Now() < end) {
+      if (pred()) return true;
+      absl::SleepFor(absl::Milliseconds(100));
+    }
+    return pred();
+  }
+
+  int recalls_ = 0;
+
   static std::string ReadFile(const std::string& path) {
     std::ifstream in(path, std::ios::binary);
     std::stringstream ss;
@@ -124,18 +181,18 @@ class SharedVolumeTwoNodeTest : public ::testing::Test {
   std::unique_ptr<TwoNodeCluster> cluster_;
 };
 
-TEST_F(SharedVolumeTwoNodeTest, PublishedOnBothNodesEachReadsWhatTheOtherWrote) {
+TEST_F(SharedVolumeTwoNodeTest,
+       PublishedOnBothNodesEachReadsWhatTheOtherWrote) {
   auto& a = cluster_->a();
   auto& b = cluster_->b();
   const std::string name = absl::StrCat("twonode-shared-", ::getpid());
-  Json created =
-      Call(a, "/csi.v1.Controller/CreateVolume",
-           {{"name", name},
-            {"capacityRange", {{"requiredBytes", "67108864"}}},
-            {"parameters",
-             {{"daxlease.io/share", "true"},
-              {"daxlease.io/recallGraceSeconds", "5"}}},
-            {"volumeCapabilities", Json::array({Cap()})}});
+  Json created = Call(a, "/csi.v1.Controller/CreateVolume",
+                      {{"name", name},
+                       {"capacityRange", {{"requiredBytes", "67108864"}}},
+                       {"parameters",
+                        {{"daxlease.io/share", "true"},
+                         {"daxlease.io/recallGraceSeconds", "5"}}},
+                       {"volumeCapabilities", Json::array({Cap()})}});
   ASSERT_TRUE(created.contains("volume")) << created.dump();
   const Json volume = created.at("volume");
   const std::string id = volume.at("volumeId");
@@ -196,24 +253,24 @@ TEST_F(SharedVolumeTwoNodeTest, PublishedOnBothNodesEachReadsWhatTheOtherWrote) 
   // The operator keeps a deleted lease that still holds access
   // (DeletionBlocked) until a recall ends it: the agents have no
   // voluntary-release signal yet. So the owner refuses to stop serving...
-  auto refused = CallJson(
-      a.csi_channel, "/csi.v1.Node/NodeUnstageVolume",
-      Json{{"volumeId", id},
-           {"stagingTargetPath", a.kubelet_dir + "/staging/" + id}}
-          .dump());
+  auto refused =
+      CallJson(a.csi_channel, "/csi.v1.Node/NodeUnstageVolume",
+               Json{{"volumeId", id},
+                    {"stagingTargetPath", a.kubelet_dir + "/staging/" + id}}
+                   .dump());
   EXPECT_EQ(refused.status().code(), absl::StatusCode::kFailedPrecondition)
       << refused.status();
   // ...until a recall: nobody acks for the unpublished leases, they are
   // revoked at the deadline and fenced by the owner, and then they go.
   const std::string recall = cluster_->dir() + "/recall.json";
-  std::ofstream(recall) << Json{{"apiVersion", "daxlease.io/v1alpha1"},
-                                {"kind", "DaxRecall"},
-                                {"metadata", {{"generateName", "twonode-"}}},
-                                {"spec",
-                                 {{"volume", id},
-                                  {"reason", "Manual"},
-                                  {"graceSeconds", 1}}}}
-                               .dump();
+  std::ofstream(recall) << Json{
+      {"apiVersion", "daxlease.io/v1alpha1"},
+      {"kind", "DaxRecall"},
+      {"metadata", {{"generateName", "twonode-"}}},
+      {"spec",
+       {{"volume", id},
+        {"reason", "Manual"},
+        {"graceSeconds", 1}}}}.dump();
   auto created_recall = cluster_->Kubectl({"create", "-f", recall});
   ASSERT_TRUE(created_recall.ok() && created_recall->exit_code == 0)
       << created_recall->stderr_text;
@@ -231,9 +288,116 @@ TEST_F(SharedVolumeTwoNodeTest, PublishedOnBothNodesEachReadsWhatTheOtherWrote) 
     EXPECT_THAT(MountsUnder(n->kubelet_dir), ::testing::IsEmpty()) << n->name;
   }
   Call(a, "/csi.v1.Controller/DeleteVolume", {{"volumeId", id}});
-  EXPECT_EQ(UntilNone({"get", "daxvolumes", "--ignore-not-found", id, "-o",
-                       "name"}),
-            "");
+  EXPECT_EQ(
+      UntilNone({"get", "daxvolumes", "--ignore-not-found", id, "-o", "name"}),
+      "");
+}
+
+// A writer on the owner (daxlease-io pattern: checksummed blocks, each
+// persisted) runs through a recall: both holders flush and release, the
+// volume moves to the next epoch, the writer goes on there, and node-b,
+// remotely, finds every block intact up to the writer's last persisted one.
+TEST_F(SharedVolumeTwoNodeTest,
+       OwnerWriterGoesOnThroughARecallAndNodeBVerifies) {
+  auto& a = cluster_->a();
+  auto& b = cluster_->b();
+  const Json volume = CreateShared("recall");
+  ASSERT_TRUE(volume.contains("volumeId"));
+  const std::string id = volume.at("volumeId");
+  const std::string on_a = StageAndPublish(a, volume, "writer");
+  const std::string on_b = StageAndPublish(b, volume, "reader");
+  ASSERT_FALSE(HasFailure());
+
+  auto writer =
+      NodeProcess::Start(a.netns, {IoBinary(), "pattern", on_a, "4096", "12"},
+                         cluster_->dir() + "/writer-a.log");
+  ASSERT_TRUE(writer.ok()) << writer.status();
+  auto log = [&] { return ReadFile((*writer)->log_path()); };
+  ASSERT_TRUE(
+      Until([&] { return absl::StrContains(log(), "persisted seq=100 "); },
+            absl::Seconds(60)))
+      << log();
+  const std::string recall = Recall(id, 5);
+  ASSERT_TRUE(Until(
+      [&] {
+        return Get("daxrecalls", recall, "{.status.phase}") == "Complete";
+      },
+      absl::Seconds(60)));
+  EXPECT_EQ(Get("daxrecalls", recall, "{.status.released}"), "2");
+  EXPECT_EQ(Get("daxrecalls", recall, "{.status.revoked}"), "");  // 0
+  // The volume is written after the recall: wait for its new epoch.
+  EXPECT_TRUE(
+      Until([&] { return Get("daxvolumes", id, "{.status.epoch}") == "2"; },
+            absl::Seconds(30)));
+
+  absl::StatusOr<int> exited = (*writer)->Wait(absl::Seconds(60));
+  ASSERT_TRUE(exited.ok()) << exited.status();
+  EXPECT_TRUE(WIFEXITED(*exited) && WEXITSTATUS(*exited) == 0) << log();
+  const std::string out = log();
+  EXPECT_THAT(out, ::testing::HasSubstr(" epoch=2")) << "went on at epoch 2";
+  const size_t last = out.rfind("persisted seq=");
+  ASSERT_NE(last, std::string::npos);
+  const std::string seq =
+      out.substr(last + 14, out.find(' ', last + 14) - last - 14);
+
+  sys::CommandResult v = Io(b, {"verify", on_b, "4096"});
+  EXPECT_EQ(v.exit_code, 0) << v.stdout_text << v.stderr_text;
+  EXPECT_THAT(v.stdout_text, ::testing::HasSubstr(" corrupt=0 "));
+  EXPECT_THAT(v.stdout_text,
+              ::testing::HasSubstr(absl::StrCat(" maxseq=", seq, "\n")));
+}
+
+// A remote writer on node-b stops answering (SIGSTOP) during a recall: it is
+// revoked at the deadline and fenced by the owner; nothing it sends after the
+// fence lands in the owner's memory; once continued, its next call gets
+// REVOKED, it reports its unpersisted bytes and exits 3 (alive until then).
+TEST_F(SharedVolumeTwoNodeTest,
+       StoppedRemoteWriterIsRevokedFencedAndToldOnContinue) {
+  auto& a = cluster_->a();
+  auto& b = cluster_->b();
+  const Json volume = CreateShared("revoke");
+  ASSERT_TRUE(volume.contains("volumeId"));
+  const std::string id = volume.at("volumeId");
+  const std::string on_a = StageAndPublish(a, volume, "owner");
+  const std::string on_b = StageAndPublish(b, volume, "writer");
+  ASSERT_FALSE(HasFailure());
+
+  auto writer =
+      NodeProcess::Start(b.netns, {IoBinary(), "pattern", on_b, "4096", "300"},
+                         cluster_->dir() + "/writer-b.log");
+  ASSERT_TRUE(writer.ok()) << writer.status();
+  auto log = [&] { return ReadFile((*writer)->log_path()); };
+  ASSERT_TRUE(
+      Until([&] { return absl::StrContains(log(), "persisted seq=50 "); },
+            absl::Seconds(60)))
+      << log();
+  ASSERT_TRUE((*writer)->Signal(SIGSTOP).ok());
+  const std::string recall = Recall(id, 2);
+  ASSERT_TRUE(Until(
+      [&] {
+        return Get("daxrecalls", recall, "{.status.phase}") == "Complete";
+      },
+      absl::Seconds(60)));
+  EXPECT_EQ(Get("daxrecalls", recall, "{.status.revoked}"), "1");
+  const std::string recall_id = Get("daxrecalls", recall, "{.status.recallID}");
+  auto fenced = cluster_->Kubectl(
+      {"get", "daxleases", "-l", absl::StrCat("daxlease.io/volume=", id), "-o",
+       "jsonpath={.items[*].status.fencedRecallID}"});
+  ASSERT_TRUE(fenced.ok());
+  EXPECT_THAT(fenced->stdout_text, ::testing::HasSubstr(recall_id));
+
+  const std::string data_path = on_a + "/volume/.daxlease/data";
+  const std::string after_fence = ReadFile(data_path);
+  ASSERT_TRUE((*writer)->Signal(SIGCONT).ok());
+  absl::StatusOr<int> exited = (*writer)->Wait(absl::Seconds(60));
+  ASSERT_TRUE(exited.ok()) << exited.status();
+  EXPECT_TRUE(WIFEXITED(*exited) && WEXITSTATUS(*exited) == 3) << log();
+  EXPECT_THAT(log(), ::testing::HasSubstr("revoked seq="));
+  EXPECT_TRUE(ReadFile(data_path) == after_fence)
+      << "a write after the fence landed";
+  sys::CommandResult v = Io(a, {"verify", on_a, "4096"});
+  EXPECT_EQ(v.exit_code, 0) << v.stdout_text << v.stderr_text;
+  EXPECT_THAT(v.stdout_text, ::testing::HasSubstr(" corrupt=0 "));
 }
 
 }  // namespace

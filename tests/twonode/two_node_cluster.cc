@@ -329,8 +329,8 @@ absl::Status TwoNodeCluster::StartAgent(Node& n) {
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
   }
   return absl::DeadlineExceededError(
-      absl::StrCat(n.name, " daxlease-agent does not answer: ",
-                   last.ToString(), "\n", n.agent->LogTail()));
+      absl::StrCat(n.name, " daxlease-agent does not answer: ", last.ToString(),
+                   "\n", n.agent->LogTail()));
 }
 
 absl::Status TwoNodeCluster::RestartAgent(Node& n, int sig) {

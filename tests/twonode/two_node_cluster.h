@@ -80,12 +80,12 @@ struct TwoNodeOptions {
 class TwoNodeCluster {
  public:
   struct Node {
-    std::string name;         // "node-a" (the owner in the tests), "node-b"
-    std::string netns;        // /run/netns/<netns>
-    std::string addr;         // 198.51.100.1 / 198.51.100.2
-    std::string dir;          // <cluster>/<name>
-    std::string kubelet_dir;  // <dir>/kubelet: the CSI allowed root
-    std::string csi_socket;   // <dir>/csi.sock
+    std::string name;          // "node-a" (the owner in the tests), "node-b"
+    std::string netns;         // /run/netns/<netns>
+    std::string addr;          // 198.51.100.1 / 198.51.100.2
+    std::string dir;           // <cluster>/<name>
+    std::string kubelet_dir;   // <dir>/kubelet: the CSI allowed root
+    std::string csi_socket;    // <dir>/csi.sock
     std::string agent_socket;  // <dir>/agent.sock
     std::string agent_listen;  // <addr>:7390, the agent's fabric address
     std::unique_ptr<NodeProcess> agent;

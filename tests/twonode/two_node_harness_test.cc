@@ -92,8 +92,9 @@ TEST_F(TwoNodeHarnessTest, EachNodeRunsItsOwnCsiAndTeardownLeavesNothing) {
     ASSERT_TRUE(info.ok()) << info.status();
     nlohmann::json j = nlohmann::json::parse(*info);
     EXPECT_EQ(j.value("nodeId", ""), n->name);
-    EXPECT_EQ(j["accessibleTopology"]["segments"].value("daxlease.io/fabric", ""),
-              "fabric-1");
+    EXPECT_EQ(
+        j["accessibleTopology"]["segments"].value("daxlease.io/fabric", ""),
+        "fabric-1");
   }
   // A volume on node-a: real loop device, mkfs, mount, in node-a's state.
   auto& a = cluster_->a();

@@ -16,6 +16,7 @@
 #include "lib/base/clock.h"
 #include "lib/k8s/config.h"
 #include "lib/k8s/rest_client.h"
+#include "operator/kubectl_recall.h"
 #include "operator/reconciler.h"
 #include "operator/status_table.h"
 
@@ -92,16 +93,10 @@ int Recall(k8s::KubeClient& c, const std::string& volume,
   if (!c.Get(api::DaxVolumeResource(), "", volume).ok()) {
     return Fail(absl::StrCat("DaxVolume \"", volume, "\" not found"));
   }
-  // The name is chosen here, not by generateName, so the create is
-  // idempotent: when the client retries a POST whose first attempt was
-  // stored after all, the server refuses the repeat (AlreadyExists) instead
-  // of making a second recall, and nobody else uses this name.
-  k8s::Json obj = api::ToJson(r);
-  obj["metadata"] = {{"name", absl::StrCat(volume, "-recall-", RandomTag())}};
-  absl::StatusOr<k8s::Json> created = c.Create(api::DaxRecallResource(), obj);
-  if (absl::IsAlreadyExists(created.status())) {
-    created = c.Get(api::DaxRecallResource(), "", k8s::NameOf(obj));
-  }
+  // The name is ours alone (a random tag), so the create is idempotent and
+  // an answer lost on the way back never makes a second recall.
+  absl::StatusOr<k8s::Json> created =
+      CreateRecallOnce(c, r, absl::StrCat(volume, "-recall-", RandomTag()));
   if (!created.ok()) return Fail(created.status().ToString());
   std::printf("daxrecall.daxlease.io/%s created\n",
               k8s::NameOf(*created).c_str());

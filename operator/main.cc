@@ -13,6 +13,7 @@
 
 #include "absl/flags/flag.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 #include "lib/base/clock.h"
 #include "lib/base/flags.h"
 #include "lib/base/log.h"
@@ -45,6 +46,9 @@ ABSL_FLAG(int, workers, 2, "volumes reconciled concurrently");
 ABSL_FLAG(int, write_concurrency, 8, "concurrent lease writes per volume");
 ABSL_FLAG(absl::Duration, resync, absl::Seconds(30),
           "periodic re-examination of every object");
+ABSL_FLAG(std::string, epoch_store, "default/daxlease-epochs",
+          "NAMESPACE/NAME: the ConfigMaps NAME-00..NAME-3f keep each volume "
+          "name's highest epoch, so a recreated volume starts above it");
 
 namespace daxlease::op {
 namespace {
@@ -82,6 +86,14 @@ int Main() {
   opts.resync = absl::GetFlag(FLAGS_resync);
   opts.reconciler.write_concurrency = absl::GetFlag(FLAGS_write_concurrency);
   opts.reconciler.plan.default_grace = absl::GetFlag(FLAGS_default_grace);
+  std::vector<std::string> store =
+      absl::StrSplit(absl::GetFlag(FLAGS_epoch_store), '/');
+  if (store.size() != 2 || store[0].empty() || store[1].empty()) {
+    base::LogError("operator.flags",
+                   {{"error", "--epoch-store must be NAMESPACE/NAME"}});
+    return 2;
+  }
+  opts.reconciler.epochs = {store[0], store[1]};
   Controller controller(**client, clock, events, opts);
 
   std::atomic<bool> shutting_down{false};

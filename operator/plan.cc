@@ -101,6 +101,7 @@ class Planner {
       if (phase == api::VolumePhase::kCreating ||
           phase == api::VolumePhase::kFailed) {
         VolumeNotServing();
+        ProtectVolume(w_.unreadable.empty());
       } else if (BuildState()) {
         ApplyAgentSignals();
         ForgetDeletedLeases();
@@ -111,7 +112,10 @@ class Planner {
         WriteLeases();
         WriteRecalls();
         WriteVolume();
+        ProtectVolume(true);
         plan_.requeue_at = std::min(plan_.requeue_at, lease::NextDeadline(s_));
+      } else {
+        ProtectVolume(false);
       }
     }
     EmitTransitionEvents();
@@ -227,8 +231,15 @@ class Planner {
   bool BuildState() {
     const DaxVolume& v = *w_.volume;
     s_.volume = w_.volume_name;
-    s_.epoch = static_cast<uint64_t>(std::max<int64_t>(v.status.epoch, 1));
+    // A volume without an epoch yet starts above every epoch an earlier
+    // volume of its name reached (a holder of that one may still present
+    // it). The same on every pass until the epoch is stored, so a lease
+    // granted in this pass matches what the next pass reads.
+    s_.epoch = static_cast<uint64_t>(
+        v.status.epoch >= 1 ? v.status.epoch
+                            : std::max<int64_t>(1, w_.epoch_high_water + 1));
     initial_epoch_ = s_.epoch;
+    deleting_ = v.metadata.deletion_timestamp.has_value();
     s_.shared = v.spec.share;
     s_.owner_node = v.spec.owner_node;
     s_.config.grace = GraceOf(nullptr);
@@ -438,7 +449,18 @@ class Planner {
       if (!d.metadata.deletion_timestamp.has_value()) continue;
       const lease::Lease* l = FindIn(pos, d.metadata.name);
       if (l != nullptr && l->holds_access()) {
-        deletion_blocked_.insert(l->id);  // said in WriteLeases
+        if (l->fencing()) {
+          deletion_blocked_.insert(l->id);  // said in WriteLeases
+        } else {
+          // The holder's agent deletes its lease at unpublish, once its
+          // clients have flushed and dropped their mappings: a release
+          // (docs/operator.md, "Voluntary release"). Written Released in
+          // this pass, so the owner sees it and cuts the grant; forgotten
+          // (finalizer removed) in the next.
+          batch.emplace_back(lease::Release{l->id, l->epoch},
+                             static_cast<int>(i));
+          released_by_delete_.insert(l->id);
+        }
         continue;
       }
       if (l != nullptr) {
@@ -536,6 +558,16 @@ class Planner {
   // crash or a 409 between the writes), a state no later pass can read. That
   // pass asks for another at once, which reads the volume at e+1 and grants.
   void GrantPending() {
+    if (deleting_) {
+      for (const lease::Lease& l : s_.leases) {
+        if (l.state != lease::LeaseState::kPending) continue;
+        LeaseCond(plan_.desired.leases[index_.at(l.id)], false,
+                  "VolumeDeleting",
+                  absl::StrCat("volume ", w_.volume_name,
+                               " is being deleted; no lease is granted"));
+      }
+      return;
+    }
     if (s_.epoch != initial_epoch_) {
       plan_.requeue_at = now_;
       for (const lease::Lease& l : s_.leases) {
@@ -618,7 +650,9 @@ class Planner {
           break;
         case lease::LeaseState::kReleased:
           LeaseCond(d, false, "Released",
-                    l.reason == lease::RevokeReason::kNone
+                    released_by_delete_.contains(l.id)
+                        ? "released by the holder (lease deleted)"
+                    : l.reason == lease::RevokeReason::kNone
                         ? "released by the holder"
                         : absl::StrCat("revocation (", lease::Name(l.reason),
                                        ") acknowledged by the holder"));
@@ -711,6 +745,59 @@ class Planner {
                                ? "in progress"
                                : "complete; waiting for the volume change"));
     }
+    if (!spec_changed_.empty()) {
+      std::string names;
+      for (const auto& [name, msg] : spec_changed_) {
+        absl::StrAppend(&names, names.empty() ? "" : ", ", "DaxLease/", name);
+      }
+      const std::string msg = absl::StrCat(
+          names,
+          ": spec.volume/holderNode/holderPod changed after the lease was "
+          "accepted; the change is refused (the operator keeps acting on "
+          "status.boundTo): restore the spec or create a new DaxLease");
+      SetCond(v.status.conditions, v.metadata, kVolumeReadyCondition, false,
+              "InvalidState", msg);
+    }
+  }
+
+  // The volume finalizer: on while the volume lives; on deletion it goes
+  // only when no lease of the volume holds access as stored after this pass
+  // (Granted, Recalling, or Revoked and not yet fenced) and every object of
+  // the volume could be read (`readable`), and only after the epoch is
+  // recorded as the name's high-water mark (Plan::raise_epoch_high_water,
+  // written before the volume).
+  void ProtectVolume(bool readable) {
+    DaxVolume& v = Vol();
+    if (!v.metadata.deletion_timestamp.has_value()) {
+      AddFinalizer(v.metadata, api::kVolumeFinalizer);
+      return;
+    }
+    if (!HasFinalizer(v.metadata, api::kVolumeFinalizer)) return;
+    std::vector<std::string> holding;
+    for (const DaxLease& l : plan_.desired.leases) {
+      const auto st = l.status.state;
+      if (st == api::LeaseState::kGranted ||
+          st == api::LeaseState::kRecalling ||
+          (st == api::LeaseState::kRevoked && l.status.fence_required)) {
+        holding.push_back(l.metadata.name);
+      }
+    }
+    if (!readable) return;  // InvalidState says why
+    if (!holding.empty()) {
+      std::string names;
+      for (size_t i = 0; i < holding.size() && i < 5; ++i) {
+        absl::StrAppend(&names, i > 0 ? ", " : "", holding[i]);
+      }
+      SetCond(v.status.conditions, v.metadata, kVolumeReadyCondition, false,
+              "DeletionBlocked",
+              absl::StrCat(holding.size(), " lease(s) hold access (", names,
+                           holding.size() > 5 ? ", ..." : "",
+                           "); the volume goes once they are released or "
+                           "revoked and fenced"));
+      return;
+    }
+    RemoveFinalizer(v.metadata, api::kVolumeFinalizer);
+    if (v.status.epoch >= 1) plan_.raise_epoch_high_water = v.status.epoch;
   }
 
   void EmitTransitionEvents() {
@@ -785,6 +872,8 @@ class Planner {
   std::string completed_id_;                // recall that completed
   std::set<std::string> deletion_blocked_;  // deleted leases holding access
   std::map<std::string, std::string> spec_changed_;  // lease -> message
+  std::set<std::string> released_by_delete_;  // deleted while holding access
+  bool deleting_ = false;                     // the volume is being deleted
 };
 
 }  // namespace

@@ -54,6 +54,10 @@ struct World {
   // as "DaxLease/name: error". While any is here the volume makes no
   // progress (fail closed: it may be a lease holding access).
   std::vector<std::string> unreadable;
+  // The highest epoch an earlier DaxVolume of this name reached (EpochStore;
+  // 0: none). Read only when it matters: the volume has no epoch yet (it
+  // starts above the mark) or is being deleted.
+  int64_t epoch_high_water = 0;
 };
 
 // A core/v1 Event to record about one object.
@@ -79,6 +83,9 @@ struct Plan {
   // When the volume must be reconciled again even if nothing changes (a
   // recall deadline); InfiniteFuture if never.
   absl::Time requeue_at = absl::InfiniteFuture();
+  // Set when the volume's finalizer goes in this pass: the epoch to record
+  // as the name's high-water mark first (before the volume is written).
+  std::optional<int64_t> raise_epoch_high_water;
 };
 
 // Pure and deterministic. Never fails: an object the operator cannot act on

@@ -316,19 +316,55 @@ TEST(PlanTest, UnsharedVolumeRefusesOtherNodes) {
             "NotShared");
 }
 
-TEST(PlanTest, FinalizerHoldsGrantedLeaseButLetsReleasedOneGo) {
+// A deleted lease that holds access is the holder's release (its agent
+// deletes it at unpublish): written Released first with the finalizer kept,
+// so the owner sees it and cuts the grant; forgotten in the next pass. A
+// lease already Released goes at once.
+TEST(PlanTest, DeletedLeaseIsReleasedThenForgotten) {
   World w = Recalled({Lease("a"), Lease("b")}, {Recall("r", 5)});
   w.leases[1].status.released_recall_id = "r-uid";
   w = Settle(w, kT0);
   w.leases[0].metadata.deletion_timestamp = kT0;  // Recalling
   w.leases[1].metadata.deletion_timestamp = kT0;  // Released
   Plan p = ComputePlan(w, kT0, {});
+  EXPECT_EQ(p.desired.leases[0].status.state, LeaseState::kReleased);
+  EXPECT_EQ(Cond(p.desired.leases[0].status.conditions, kLeaseGrantedCondition)
+                .message,
+            "released by the holder (lease deleted)");
   EXPECT_TRUE(HasFinalizer(p.desired.leases[0].metadata, api::kLeaseFinalizer));
+  EXPECT_FALSE(
+      HasFinalizer(p.desired.leases[1].metadata, api::kLeaseFinalizer));
+  p = ComputePlan(p.desired, kT0, {});
+  EXPECT_FALSE(
+      HasFinalizer(p.desired.leases[0].metadata, api::kLeaseFinalizer));
+}
+
+// A lease being revoked is not the holder's to give back: deleting it waits
+// for the owner's fence.
+TEST(PlanTest, DeletedLeaseWaitingForItsFenceIsKept) {
+  World w = Recalled({Lease("a")}, {Recall("r", 5)});
+  w = Settle(w, kT0 + absl::Seconds(6));  // past the deadline: revoked
+  ASSERT_TRUE(w.leases[0].status.fence_required);
+  w.leases[0].metadata.deletion_timestamp = kT0 + absl::Seconds(6);
+  Plan p = ComputePlan(w, kT0 + absl::Seconds(6), {});
+  EXPECT_TRUE(HasFinalizer(p.desired.leases[0].metadata, api::kLeaseFinalizer));
+  EXPECT_EQ(p.desired.leases[0].status.state, LeaseState::kRevoked);
   EXPECT_EQ(Cond(p.desired.leases[0].status.conditions, kLeaseGrantedCondition)
                 .reason,
             "DeletionBlocked");
-  EXPECT_FALSE(
-      HasFinalizer(p.desired.leases[1].metadata, api::kLeaseFinalizer));
+}
+
+// A volume without an epoch yet starts above the high-water mark of its name,
+// and so does the lease granted in the same pass.
+TEST(PlanTest, NewVolumeStartsAboveTheHighWaterMark) {
+  World w = WorldOf({Lease("a")});
+  w.volume->status.epoch = 0;
+  w.epoch_high_water = 7;
+  Plan p = ComputePlan(w, kT0, {});
+  EXPECT_EQ(p.desired.volume->status.epoch, 8);
+  EXPECT_EQ(p.desired.leases[0].status.state, LeaseState::kGranted);
+  EXPECT_EQ(p.desired.leases[0].status.epoch, 8);
+  EXPECT_TRUE(HasFinalizer(p.desired.volume->metadata, api::kVolumeFinalizer));
 }
 
 TEST(PlanTest, CrashAfterRecallCommittedRepairsGrantedLeases) {

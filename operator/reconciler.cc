@@ -86,7 +86,8 @@ Reconciler::Reconciler(k8s::KubeClient& client, base::Clock& clock,
       events_(events),
       options_(options),
       api_reader_(client),
-      reader_(reader != nullptr ? *reader : api_reader_) {}
+      reader_(reader != nullptr ? *reader : api_reader_),
+      epochs_(client, options.epochs) {}
 
 absl::StatusOr<World> ApiWorldReader::Read(const std::string& volume) {
   World w;
@@ -110,6 +111,9 @@ absl::StatusOr<World> ApiWorldReader::Read(const std::string& volume) {
 absl::StatusOr<ReconcileResult> Reconciler::Reconcile(
     const std::string& volume) {
   ASSIGN_OR_RETURN(World before, reader_.Read(volume));
+  if (before.volume.has_value() && before.volume->status.epoch < 1) {
+    ASSIGN_OR_RETURN(before.epoch_high_water, epochs_.Read(volume));
+  }
   Plan plan = ComputePlan(before, clock_.Now(), options_.plan);
   ReconcileResult result;
   result.requeue_at = plan.requeue_at;
@@ -185,7 +189,14 @@ absl::Status Reconciler::Write(const World& before, const Plan& plan,
     RETURN_IF_ERROR(WriteObject(client_, reader_, api::DaxRecallResource(),
                                 before.recalls[i], after.recalls[i], writes));
   }
-  // 4. The volume last.
+  // 4. A volume whose finalizer goes: its epoch is recorded first, so a
+  // volume of the same name created later starts above it.
+  if (plan.raise_epoch_high_water.has_value()) {
+    RETURN_IF_ERROR(
+        epochs_.Raise(after.volume_name, *plan.raise_epoch_high_water));
+    ++writes;
+  }
+  // 5. The volume last.
   if (before.volume.has_value() && !(*before.volume == *after.volume)) {
     RETURN_IF_ERROR(WriteObject(client_, reader_, api::DaxVolumeResource(),
                                 *before.volume, *after.volume, writes));

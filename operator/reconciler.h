@@ -7,7 +7,8 @@
 // read, so a concurrent writer (an agent acking, a second operator) makes the
 // pass fail with Aborted and the caller retries with a fresh read; nothing is
 // overwritten blindly. Order (crash safety, see plan.h): recalls that start
-// now, then leases (in parallel), then the other recalls, then the volume.
+// now, then leases (in parallel), then the other recalls, then the volume's
+// epoch high-water mark when its finalizer goes, then the volume.
 // Finalizers are added before the status that needs them and removed after.
 //
 // Idempotent: a pass over an unchanged world writes nothing. Thread-safe for
@@ -22,6 +23,7 @@
 #include "absl/time/time.h"
 #include "lib/base/clock.h"
 #include "lib/k8s/client.h"
+#include "operator/epoch_store.h"
 #include "operator/events.h"
 #include "operator/plan.h"
 
@@ -53,6 +55,8 @@ struct ReconcilerOptions {
   PlanOptions plan;
   // Concurrent lease writes within one pass.
   int write_concurrency = 8;
+  // Where each volume name's epoch high-water mark is kept.
+  EpochStoreOptions epochs;
 };
 
 struct ReconcileResult {
@@ -80,6 +84,7 @@ class Reconciler {
   const ReconcilerOptions options_;
   ApiWorldReader api_reader_;
   WorldReader& reader_;
+  EpochStore epochs_;
 };
 
 }  // namespace daxlease::op

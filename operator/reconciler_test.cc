@@ -328,21 +328,81 @@ TEST_F(ReconcilerTest, UnknownVolumeGetsConditionNotError) {
   EXPECT_EQ(L("a").status.epoch, 6);
 }
 
-TEST_F(ReconcilerTest, DeletedLeaseGoesOnlyWhenItHoldsNoAccess) {
+// The holder's agent deletes its Granted lease at unpublish: the operator
+// releases it (no recall needed) and the object goes. Before, it stayed
+// Granted (DeletionBlocked) until some recall came.
+TEST_F(ReconcilerTest, DeletedGrantedLeaseIsReleasedWithoutARecall) {
   CreateVolume();
   CreateLease("a");
+  CreateLease("b");
   Converge();
+  ASSERT_EQ(L("a").status.state, api::LeaseState::kGranted);
   ASSERT_TRUE(fake_.Delete(api::DaxLeaseResource(), "", "a").ok());
-  Converge();
-  // Granted: the finalizer keeps it.
-  EXPECT_EQ(L("a").status.state, api::LeaseState::kGranted);
-  CreateRecall("r", 30);
-  Converge();
-  AgentPatch("a", {{"releasedRecallID", R("r").status.recall_id}});
   Converge();
   EXPECT_TRUE(
       absl::IsNotFound(fake_.Get(api::DaxLeaseResource(), "", "a").status()));
-  EXPECT_EQ(R("r").status.phase, api::RecallPhase::kComplete);
+  EXPECT_EQ(V().status.holders, 1);
+  EXPECT_EQ(V().status.epoch, 1);  // a release moves no epoch
+  EXPECT_EQ(L("b").status.state, api::LeaseState::kGranted);
+  bool released_event = false;
+  for (const EventSpec& e : events_.Take()) {
+    released_event |= e.name == "a" && e.reason == "Released";
+  }
+  EXPECT_TRUE(released_event) << "the owner is told through state Released";
+}
+
+// A DaxVolume cannot disappear while a lease holds access; once it goes its
+// epoch is the name's high-water mark, and a volume created again under the
+// same name starts above it. Before: the volume vanished at once and the new
+// one started at epoch 1, an epoch holders of the old one had presented.
+TEST_F(ReconcilerTest, VolumeFinalizerAndEpochsMonotonicPerName) {
+  CreateVolume(1);
+  CreateLease("a");
+  Converge();
+  CreateRecall("r", 30);
+  Converge();
+  AgentPatch("a", {{"releasedRecallID", R("r").status.recall_id}});
+  CreateLease("b");
+  Converge();
+  ASSERT_EQ(V().status.epoch, 2);
+  ASSERT_EQ(L("b").status.state, api::LeaseState::kGranted);
+  ASSERT_THAT(V().metadata.finalizers,
+              testing::Contains(api::kVolumeFinalizer));
+
+  ASSERT_TRUE(fake_.Delete(api::DaxVolumeResource(), "", "vol").ok());
+  Converge();
+  ASSERT_TRUE(fake_.Get(api::DaxVolumeResource(), "", "vol").ok())
+      << "the volume went while lease b holds access";
+  const auto c_obj = V();  // FindCondition points into it
+  const api::Condition* c =
+      api::FindCondition(c_obj.status.conditions, kVolumeReadyCondition);
+  ASSERT_NE(c, nullptr);
+  EXPECT_EQ(c->reason, "DeletionBlocked");
+  EXPECT_THAT(c->message, testing::HasSubstr("b"));
+  CreateLease("c");  // no grant on a volume being deleted
+  Converge();
+  EXPECT_EQ(L("c").status.state, api::LeaseState::kPending);
+
+  ASSERT_TRUE(fake_.Delete(api::DaxLeaseResource(), "", "b").ok());
+  ASSERT_TRUE(fake_.Delete(api::DaxLeaseResource(), "", "c").ok());
+  Converge();
+  EXPECT_TRUE(absl::IsNotFound(
+      fake_.Get(api::DaxVolumeResource(), "", "vol").status()));
+  EpochStore store(fake_, {});
+  EXPECT_EQ(store.Read("vol").value(), 2);
+
+  // The same name again, with no status (as a user creates it).
+  api::DaxVolume v;
+  v.metadata.name = "vol";
+  v.spec.size_bytes = 4096;
+  v.spec.owner_node = "owner";
+  v.spec.share = true;
+  ASSERT_TRUE(fake_.Create(api::DaxVolumeResource(), api::ToJson(v)).ok());
+  CreateLease("d");
+  Converge();
+  EXPECT_EQ(V().status.epoch, 3);
+  EXPECT_EQ(L("d").status.state, api::LeaseState::kGranted);
+  EXPECT_EQ(L("d").status.epoch, 3);
 }
 
 TEST_F(ReconcilerTest, RecallDeletedMidwayStillCompletes) {
@@ -508,11 +568,18 @@ TEST_F(ReconcilerTest, ChangedLeaseSpecIsRefusedAndTheLeaseStaysAccounted) {
   EXPECT_EQ(L("a").status.state, api::LeaseState::kRecalling);
   EXPECT_EQ(R("r").status.phase, api::RecallPhase::kRecalling)
       << "a recall completed while a lease holding access was unaccounted for";
+  const auto c_obj = L("a");  // FindCondition points into it
   const api::Condition* c =
-      api::FindCondition(L("a").status.conditions, kLeaseGrantedCondition);
+      api::FindCondition(c_obj.status.conditions, kLeaseGrantedCondition);
   ASSERT_NE(c, nullptr);
   EXPECT_EQ(c->reason, "SpecChanged");
   EXPECT_EQ(L("a").status.bound_to->volume, "vol");
+  const auto vc_obj = V();  // FindCondition points into it
+  const api::Condition* vc =
+      api::FindCondition(vc_obj.status.conditions, kVolumeReadyCondition);
+  ASSERT_NE(vc, nullptr);
+  EXPECT_EQ(vc->reason, "InvalidState");
+  EXPECT_THAT(vc->message, testing::HasSubstr("DaxLease/a"));
   AgentPatch("a", {{"releasedRecallID", R("r").status.recall_id}});
   Converge();
   EXPECT_EQ(R("r").status.phase, api::RecallPhase::kComplete);
@@ -535,8 +602,9 @@ TEST_F(ReconcilerTest, UnreadableLeaseFailsClosed) {
   Converge();
   EXPECT_EQ(R("r").status.phase, api::RecallPhase::kRecalling);
   EXPECT_EQ(V().status.phase, api::VolumePhase::kRecalling);
+  const auto c_obj = V();  // FindCondition points into it
   const api::Condition* c =
-      api::FindCondition(V().status.conditions, kVolumeReadyCondition);
+      api::FindCondition(c_obj.status.conditions, kVolumeReadyCondition);
   ASSERT_NE(c, nullptr);
   EXPECT_EQ(c->reason, "InvalidState");
   EXPECT_THAT(c->message, testing::HasSubstr("DaxLease/a"));

@@ -27,6 +27,11 @@ inline constexpr char kApiVersion[] = "daxlease.io/v1alpha1";
 // mappings (Granted, Recalling, unacknowledged Revoked).
 inline constexpr char kLeaseFinalizer[] = "daxlease.io/lease-protection";
 
+// Finalizer the operator puts on every DaxVolume: the volume stays while any
+// of its leases holds access, and goes only once its epoch is recorded as
+// the name's high-water mark (operator/epoch_store.h).
+inline constexpr char kVolumeFinalizer[] = "daxlease.io/volume-protection";
+
 // Largest DaxRecall.spec.graceSeconds / DaxVolume.spec.recallGraceSeconds
 // the CRDs accept (a day, as the CSI StorageClass parameter).
 inline constexpr int64_t kMaxGraceSeconds = 86400;

@@ -250,30 +250,9 @@ TEST_F(SharedVolumeTwoNodeTest,
     EXPECT_THAT(MountsUnder(n->kubelet_dir + "/pods"), ::testing::IsEmpty())
         << n->name;
   }
-  // The operator keeps a deleted lease that still holds access
-  // (DeletionBlocked) until a recall ends it: the agents have no
-  // voluntary-release signal yet. So the owner refuses to stop serving...
-  auto refused =
-      CallJson(a.csi_channel, "/csi.v1.Node/NodeUnstageVolume",
-               Json{{"volumeId", id},
-                    {"stagingTargetPath", a.kubelet_dir + "/staging/" + id}}
-                   .dump());
-  EXPECT_EQ(refused.status().code(), absl::StatusCode::kFailedPrecondition)
-      << refused.status();
-  // ...until a recall: nobody acks for the unpublished leases, they are
-  // revoked at the deadline and fenced by the owner, and then they go.
-  const std::string recall = cluster_->dir() + "/recall.json";
-  std::ofstream(recall) << Json{
-      {"apiVersion", "daxlease.io/v1alpha1"},
-      {"kind", "DaxRecall"},
-      {"metadata", {{"generateName", "twonode-"}}},
-      {"spec",
-       {{"volume", id},
-        {"reason", "Manual"},
-        {"graceSeconds", 1}}}}.dump();
-  auto created_recall = cluster_->Kubectl({"create", "-f", recall});
-  ASSERT_TRUE(created_recall.ok() && created_recall->exit_code == 0)
-      << created_recall->stderr_text;
+  // A deleted lease that holds access is its holder's release: the
+  // operator releases and forgets it without any recall (before, it stayed
+  // DeletionBlocked and the owner refused to unstage until a recall).
   ASSERT_EQ(UntilNone({"get", "daxleases", "-l",
                        absl::StrCat("daxlease.io/volume=", id), "-o", "name"}),
             "")

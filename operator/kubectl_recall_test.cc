@@ -1,0 +1,126 @@
+#include "operator/kubectl_recall.h"
+
+#include "gtest/gtest.h"
+#include "lib/api/resources.h"
+#include "lib/base/clock.h"
+#include "lib/k8s/fake_client.h"
+
+namespace daxlease::op {
+namespace {
+
+using k8s::Json;
+
+// Delegates to a FakeKubeClient; the first `lose_answers` Creates are
+// carried out and then answered Unavailable, as when the connection drops
+// after the server stored the object.
+class LosesAnswers final : public k8s::KubeClient {
+ public:
+  LosesAnswers(k8s::KubeClient& c, int lose_answers)
+      : c_(c), lose_(lose_answers) {}
+  int creates = 0;
+
+  absl::StatusOr<Json> Get(const k8s::Resource& r, absl::string_view ns,
+                           absl::string_view name) override {
+    return c_.Get(r, ns, name);
+  }
+  absl::StatusOr<k8s::ListResult> List(const k8s::Resource& r,
+                                       absl::string_view ns,
+                                       const k8s::ListOptions& o) override {
+    return c_.List(r, ns, o);
+  }
+  absl::StatusOr<Json> Create(const k8s::Resource& r, const Json& o) override {
+    ++creates;
+    absl::StatusOr<Json> stored = c_.Create(r, o);
+    if (stored.ok() && lose_ > 0) {
+      --lose_;
+      return absl::UnavailableError("connection reset by peer");
+    }
+    return stored;
+  }
+  absl::StatusOr<Json> Update(const k8s::Resource& r, const Json& o) override {
+    return c_.Update(r, o);
+  }
+  absl::StatusOr<Json> UpdateStatus(const k8s::Resource& r,
+                                    const Json& o) override {
+    return c_.UpdateStatus(r, o);
+  }
+  absl::StatusOr<Json> Patch(const k8s::Resource& r, absl::string_view ns,
+                             absl::string_view name, k8s::PatchType t,
+                             const Json& p, absl::string_view sub) override {
+    return c_.Patch(r, ns, name, t, p, sub);
+  }
+  absl::Status Delete(const k8s::Resource& r, absl::string_view ns,
+                      absl::string_view name, absl::string_view rv) override {
+    return c_.Delete(r, ns, name, rv);
+  }
+  absl::Status Watch(const k8s::Resource& r, absl::string_view ns,
+                     const k8s::WatchOptions& o, const k8s::WatchHandler& h,
+                     k8s::WatchCanceller* c) override {
+    return c_.Watch(r, ns, o, h, c);
+  }
+
+ private:
+  k8s::KubeClient& c_;
+  int lose_;
+};
+
+api::DaxRecall Manual() {
+  api::DaxRecall r;
+  r.spec = {"vol", api::RecallReason::kManual, 30};
+  return r;
+}
+
+size_t Recalls(k8s::KubeClient& c) {
+  absl::StatusOr<k8s::ListResult> l = c.List(api::DaxRecallResource(), "", {});
+  return l.ok() ? l->items.size() : 0;
+}
+
+// The POST was stored but its answer lost: the recall is found by its name,
+// not created again.
+TEST(CreateRecallOnceTest, LostAnswerMakesNoSecondRecall) {
+  base::FakeClock clock;
+  k8s::FakeKubeClient fake(clock);
+  LosesAnswers c(fake, 1);
+  absl::StatusOr<Json> r = CreateRecallOnce(c, Manual(), "vol-recall-abc");
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(k8s::NameOf(*r), "vol-recall-abc");
+  EXPECT_EQ(c.creates, 1);
+  EXPECT_EQ(Recalls(fake), 1u);
+}
+
+// The POST failed before the server stored anything: it is tried again, and
+// still only one recall exists.
+TEST(CreateRecallOnceTest, UnstoredCreateIsRetriedOnce) {
+  base::FakeClock clock;
+  k8s::FakeKubeClient fake(clock);
+  fake.FailNext(k8s::FakeKubeClient::Verb::kCreate,
+                absl::UnavailableError("connection refused"));
+  absl::StatusOr<Json> r = CreateRecallOnce(fake, Manual(), "vol-recall-abc");
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(Recalls(fake), 1u);
+}
+
+// An earlier attempt of ours was stored (the HTTP client retried it): the
+// repeat's AlreadyExists is that recall.
+TEST(CreateRecallOnceTest, AlreadyExistsIsOurEarlierAttempt) {
+  base::FakeClock clock;
+  k8s::FakeKubeClient fake(clock);
+  ASSERT_TRUE(CreateRecallOnce(fake, Manual(), "vol-recall-abc").ok());
+  absl::StatusOr<Json> r = CreateRecallOnce(fake, Manual(), "vol-recall-abc");
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(Recalls(fake), 1u);
+}
+
+// A refusal that is not ambiguous is returned at once.
+TEST(CreateRecallOnceTest, RefusalIsReturned) {
+  base::FakeClock clock;
+  k8s::FakeKubeClient fake(clock);
+  fake.FailNext(k8s::FakeKubeClient::Verb::kCreate,
+                absl::InvalidArgumentError("graceSeconds: must be <= 86400"));
+  EXPECT_TRUE(absl::IsInvalidArgument(
+      CreateRecallOnce(fake, Manual(), "vol-recall-abc").status()));
+  EXPECT_EQ(Recalls(fake), 0u);
+}
+
+}  // namespace
+}  // namespace daxlease::op

@@ -343,7 +343,14 @@ absl::Status ControllerService::DoGetCapacity(
   // (xfs needs more); without capabilities the volume may be mounted.
   std::vector<CapabilityInfo> caps;
   bool any_mount = req.volume_capabilities().empty();
-  for (const auto& cap : req.volume_capabilities()) {
+  for (::csi::v1::VolumeCapability cap : req.volume_capabilities()) {
+    // Capacity does not depend on the access mode; external-provisioner's
+    // capacity tracking sends UNKNOWN. Only the access type is checked then.
+    if (cap.access_mode().mode() ==
+        ::csi::v1::VolumeCapability::AccessMode::UNKNOWN) {
+      cap.mutable_access_mode()->set_mode(
+          ::csi::v1::VolumeCapability::AccessMode::SINGLE_NODE_WRITER);
+    }
     ASSIGN_OR_RETURN(CapabilityInfo info,
                      ValidateCapability(cap, params.share));
     any_mount |= !info.block;

@@ -258,6 +258,25 @@ TEST_F(ControllerTest, GetCapacityPerTopologyAndMode) {
             grpc::INVALID_ARGUMENT);
 }
 
+// external-provisioner's capacity tracking (v2.x) asks with one mount
+// capability whose access mode is UNKNOWN: capacity does not depend on the
+// access mode, so the answer is the one without capabilities.
+TEST_F(ControllerTest, GetCapacityIgnoresAnUnknownAccessMode) {
+  ::csi::v1::GetCapacityRequest r;
+  auto* cap = r.add_volume_capabilities();
+  cap->mutable_mount();
+  cap->mutable_access_mode()->set_mode(
+      ::csi::v1::VolumeCapability::AccessMode::UNKNOWN);
+  ::csi::v1::GetCapacityResponse resp;
+  grpc::Status s = controller_->GetCapacity(nullptr, &r, &resp);
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  EXPECT_EQ(resp.available_capacity(), static_cast<int64_t>(8 * kGiB));
+  // The access type still counts: a bad filesystem is refused.
+  cap->mutable_mount()->set_fs_type("btrfs");
+  EXPECT_EQ(controller_->GetCapacity(nullptr, &r, &resp).error_code(),
+            grpc::INVALID_ARGUMENT);
+}
+
 TEST_F(ControllerTest, DevdaxVolumeContextNamesNoFilesystem) {
   FakeVolumeBackend devdax_backend(8 * kGiB, /*devdax=*/true);
   ControllerService controller(

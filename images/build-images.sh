@@ -104,8 +104,11 @@ import() { # archive name tag
   local name=$2
   [[ ${name%%/*} == *.* ]] || name=docker.io/$name
   ctr --address "$import_sock" -n k8s.io images import --base-name "$name" "$1" >/dev/null
-  ctr --address "$import_sock" -n k8s.io images ls -q | grep -qx "$name:$3" \
-    || fail "$name:$3 not in containerd after import"
+  # The listing is read whole: `ctr ... | grep -q` would fail under pipefail whenever grep
+  # matched and exited before ctr wrote its later lines (SIGPIPE).
+  local listed
+  listed=$(ctr --address "$import_sock" -n k8s.io images ls -q)
+  grep -qx "$name:$3" <<<"$listed" || fail "$name:$3 not in containerd after import"
   say "imported $name:$3"
 }
 

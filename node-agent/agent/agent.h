@@ -157,9 +157,6 @@ class Agent {
     uint64_t size = 0;
     std::unique_ptr<MappedVolume> map;
     bool registered = false;
-    // Grants given on the last pass; one whose lease is no longer entitled
-    // (released, revoked, or deleted before we saw its last state) is cut.
-    std::set<fabric::GrantKey> granted;
     std::optional<absl::Time> lease_broken_at;
     std::string break_recall;  // DaxRecall created for the break
   };

@@ -43,8 +43,7 @@ class AgentTest : public ::testing::Test {
     c.socket_path = dir_ + "/agent.sock";
     c.secret = "test-secret";
     c.resync = absl::Milliseconds(20);
-    agent_ =
-        std::make_unique<Agent>(c, kube_, clock_, fabric_, "10.0.0.1:7390");
+    agent_ = std::make_unique<Agent>(c, kube_, clock_, fabric_, "10.0.0.1:7390");
     ASSERT_TRUE(agent_->Start().ok());
   }
   void TearDown() override {
@@ -167,14 +166,12 @@ TEST_F(AgentTest, GrantRecallAndReleaseReachTheSessionAndTheApi) {
   EXPECT_EQ(recalling->recall_id(), "r1");
   // Not acked yet: the agent does not release for its client.
   EXPECT_EQ(Lease(lease).status.released_recall_id, "");
-  EXPECT_EQ(agent_
-                ->AckRecall(lease, descriptor_["attachToken"], "other",
-                            recalling->session_id())
+  EXPECT_EQ(agent_->AckRecall(lease, descriptor_["attachToken"], "other",
+                              recalling->session_id())
                 .code(),
             absl::StatusCode::kFailedPrecondition);
-  ASSERT_TRUE(agent_
-                  ->AckRecall(lease, descriptor_["attachToken"], "r1",
-                              recalling->session_id())
+  ASSERT_TRUE(agent_->AckRecall(lease, descriptor_["attachToken"], "r1",
+                                recalling->session_id())
                   .ok());
   EXPECT_EQ(Lease(lease).status.released_recall_id, "r1");
 
@@ -182,8 +179,7 @@ TEST_F(AgentTest, GrantRecallAndReleaseReachTheSessionAndTheApi) {
   OperatorSets(lease, {{"state", "Released"}});
   ASSERT_TRUE(WaitFor([&] { return !fabric_.IsLive(info.key); }));
   ASSERT_TRUE(WaitFor([&] {
-    return kube_
-        .Get(DaxLeaseResource(), "", lease.substr(0, lease.rfind('-')) + "-2")
+    return kube_.Get(DaxLeaseResource(), "", lease.substr(0, lease.rfind('-')) + "-2")
         .ok();
   }));
 }
@@ -202,8 +198,7 @@ TEST_F(AgentTest, RevokedLeaseIsFencedExactlyOnceThenAcknowledged) {
                        {"recallID", "r9"},
                        {"fenceRequired", true},
                        {"reason", "DeadlineExceeded"}});
-  ASSERT_TRUE(
-      WaitFor([&] { return Lease(lease).status.fenced_recall_id == "r9"; }));
+  ASSERT_TRUE(WaitFor([&] { return Lease(lease).status.fenced_recall_id == "r9"; }));
   EXPECT_FALSE(fabric_.IsLive(key));
   // More passes do not fence again.
   for (int i = 0; i < 5; ++i) agent_->ReconcileOnce();
@@ -214,12 +209,10 @@ TEST_F(AgentTest, RevokedLeaseIsFencedExactlyOnceThenAcknowledged) {
   OperatorSets(lease, {{"fenceRequired", false}});
   ASSERT_TRUE(WaitFor([&] {
     return agent_
-        ->AckRevocation(lease, descriptor_["attachToken"],
-                        revoked->session_id())
+        ->AckRevocation(lease, descriptor_["attachToken"], revoked->session_id())
         .ok();
   }));
-  ASSERT_TRUE(
-      WaitFor([&] { return Lease(lease).status.revocation_acknowledged; }));
+  ASSERT_TRUE(WaitFor([&] { return Lease(lease).status.revocation_acknowledged; }));
 }
 
 TEST_F(AgentTest, WrongTokenOrUnknownLeaseIsRefused) {
@@ -269,24 +262,6 @@ TEST_F(AgentTest, RestartRebuildsFromStateAndApi) {
   auto s = again.OpenSession(lease, token);
   ASSERT_TRUE(s.ok()) << s.status();
   again.Stop();
-}
-
-// A lease that disappears while Granted (deleted and released without a
-// recall, or deleted by hand) loses its fabric grant on the next pass, even
-// though the owner never saw it Released.
-TEST_F(AgentTest, GrantOfALeaseThatVanishesIsWithdrawn) {
-  RecordAndServe();
-  VolumeEpoch(1);
-  std::string lease = PublishPod("uid-gone");
-  OperatorSets(lease, {{"state", "Granted"}, {"epoch", 1}});
-  const std::string uid = Lease(lease).metadata.uid;
-  fabric::GrantKey key{"vol", uid, "node-a", 1};
-  ASSERT_TRUE(WaitFor([&] { return fabric_.IsLive(key); }));
-  // Gone from the API at once (no finalizer here), as after a voluntary
-  // release whose last states the informer coalesced away.
-  ASSERT_TRUE(agent_->Unpublish("vol", dir_ + "/target-uid-gone").ok());
-  agent_->Kick();
-  EXPECT_TRUE(WaitFor([&] { return !fabric_.IsLive(key); }));
 }
 
 }  // namespace

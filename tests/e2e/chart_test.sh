@@ -31,8 +31,11 @@ out=$("$helm" template t "$chart" --set node.agent.enabled=true)
 grep -q 'name: daxlease-agent' <<<"$out" || fail "node.agent.enabled=true renders no agent container"
 
 # hostPID only where the devdax in-use check needs it (ndctl backend).
-"$helm" template t "$chart" | grep -q 'hostPID' && fail "hostPID with the file backend"
-"$helm" template t "$chart" --set node.backend=ndctl | grep -q 'hostPID: true' || fail "no hostPID with ndctl"
+# (Output captured first: `helm ... | grep -q` under pipefail fails when grep exits early.)
+out=$("$helm" template t "$chart")
+grep -q 'hostPID' <<<"$out" && fail "hostPID with the file backend"
+out=$("$helm" template t "$chart" --set node.backend=ndctl)
+grep -q 'hostPID: true' <<<"$out" || fail "no hostPID with ndctl"
 
 # Least privilege: no wildcard anywhere in the rendered RBAC.
 if "$helm" template t "$chart" | grep -nE "^\s*(verbs|resources|apiGroups): \[?.*['\"]?\*"; then

@@ -18,6 +18,13 @@
 #   pki/, etcd-data/, *.log
 # Ports: free 127.0.0.1 ports picked at random. RBAC is on. The apiserver binary
 # comes from build-kube.sh (cache: $DAXLEASE_K8S_CACHE).
+# DAXLEASE_K8S_SERVICE_ACCOUNTS=1 turns the ServiceAccount admission plugin on (pods get
+# their account's token; needs a controller-manager, as cluster.sh starts) and writes every
+# request made by a ServiceAccount to DIR/audit.log (audit level Metadata: who, verb,
+# resource, response code), from which the e2e label checks the chart's RBAC. Off by default,
+# so the k8s label's tests can create pods on a bare control plane. The apiserver always
+# reaches kubelets by InternalIP with the admin certificate (node names need not resolve)
+# and serves CSIStorageCapacity (storage.k8s.io/v1alpha1, alpha in v1.20).
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -164,7 +171,20 @@ do_start() {
   make_pki
   [[ $(dpkg --print-architecture) == amd64 ]] || export ETCD_UNSUPPORTED_ARCH=$(dpkg --print-architecture)
 
-  local attempt etcd_port kas_port etcd_pid kas_pid server
+  local attempt etcd_port kas_port etcd_pid kas_pid server extra=(--disable-admission-plugins=ServiceAccount)
+  if [[ ${DAXLEASE_K8S_SERVICE_ACCOUNTS:-0} == 1 ]]; then
+    cat >"$dir/audit-policy.yaml" <<'POLICY'
+apiVersion: audit.k8s.io/v1
+kind: Policy
+omitStages: [RequestReceived]
+rules:
+  - level: Metadata
+    userGroups: ["system:serviceaccounts"]
+  - level: None
+POLICY
+    extra=(--audit-policy-file="$dir/audit-policy.yaml" --audit-log-path="$dir/audit.log"
+               --audit-log-maxsize=200)
+  fi
   for attempt in 1 2 3; do
     etcd_port=$(pick_port)
     kas_port=$(pick_port)
@@ -205,7 +225,10 @@ do_start() {
       --service-account-key-file="$dir/pki/sa.pub" --service-account-signing-key-file="$dir/pki/sa.key" \
       --service-account-issuer=https://kubernetes.default.svc.cluster.local \
       --service-cluster-ip-range=10.0.0.0/24 --endpoint-reconciler-type=none --allow-privileged=true \
-      --disable-admission-plugins=ServiceAccount --profiling=false \
+      --kubelet-preferred-address-types=InternalIP,Hostname \
+      --kubelet-client-certificate="$dir/pki/admin.crt" --kubelet-client-key="$dir/pki/admin.key" \
+      --feature-gates=CSIStorageCapacity=true --runtime-config=storage.k8s.io/v1alpha1=true \
+      "${extra[@]}" --profiling=false \
       </dev/null >"$dir/kube-apiserver.log" 2>&1 &
     kas_pid=$!
     echo "kube-apiserver $kas_pid" >>"$dir/pids"

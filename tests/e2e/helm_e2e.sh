@@ -1,0 +1,312 @@
+#!/usr/bin/env bash
+# The path a user takes, on the e2e fixture's single-node cluster (tests/e2e/cluster_up.sh):
+#   helm install of the local images, `helm test`; a WaitForFirstConsumer claim mounted by a
+#   pod that writes, is deleted and recreated, and reads its data back; a raw-block claim; the
+#   claim expanded while its pod runs and the pod sees the new size; the plugin's metrics
+#   move; `kubectl daxlease status` shows the pod's volume and its lease, and a recall of it
+#   completes through the operator; the driver pod killed while a volume is being
+#   provisioned, and the claim still binds; `helm upgrade` with changed values (one operator
+#   replica, debug logs, one StorageClass fewer); the chart's RBAC against the API calls the
+#   audit log recorded during this run; `helm uninstall` leaves no mount, loop device, CSI
+#   object or RBAC object behind.
+# Prints the measured figures: helm install -> a Running pod with its volume, and pod
+# creation -> Running with a fresh claim.
+#   tests/e2e/helm_e2e.sh DIR
+set -euo pipefail
+repo=$(cd "$(dirname "$0")/../.." && pwd)
+source "$repo/tests/e2e/lib.sh"
+mkdir -p "$1"
+dir=$(cd "$1" && pwd -P)
+skip_if_no_cluster "$dir"
+set -a
+source "$dir/env"
+set +a
+helm=$("$repo/tests/k8s/install-helm.sh")
+readonly NS=daxlease-e2e RELEASE=daxlease
+readonly STATE=$dir/state
+export KUBECONFIG
+k() { kubectl -n "$NS" "$@"; }
+version=$(sed -n 's/^project(daxlease VERSION \([0-9.]*\).*/\1/p' "$repo/CMakeLists.txt")
+
+dump() {
+  set +e
+  echo "=== failure dump" >&2
+  k get all,pvc,events -o wide >&2
+  kubectl get pv,csinode,csistoragecapacities -A >&2
+  local p c
+  for p in $(k get pods -o name); do
+    for c in $(k get "$p" -o 'jsonpath={.spec.containers[*].name}'); do
+      echo "--- $p $c" >&2
+      k logs "$p" -c "$c" --tail=30 >&2
+    done
+  done
+}
+cleanup() {
+  local rc=$?
+  set +e
+  ((rc == 0)) || dump
+  # Leave the cluster as the fixture made it, whatever happened above.
+  # The workload pods first, while the node plugin still runs to unmount their volumes.
+  k delete pod -l daxlease-e2e=workload --grace-period=1 --timeout=60s >/dev/null 2>&1
+  k delete pvc --all --timeout=60s >/dev/null 2>&1
+  "$helm" uninstall "$RELEASE" -n "$NS" --wait --timeout 60s >/dev/null 2>&1
+  kubectl delete namespace "$NS" --timeout=60s >/dev/null 2>&1
+  exit "$rc"
+}
+trap cleanup EXIT
+
+install_values=(
+  --set "kubeletDir=$DAXLEASE_KUBELET_DIR"
+  --set "node.stateDir=$STATE"
+  --set "kubernetesAPI.host=$DAXLEASE_K8S_HOST" --set "kubernetesAPI.port=$DAXLEASE_K8S_PORT"
+  --set operator.hostNetwork=true
+  --set image.csi.pullPolicy=Never --set image.operator.pullPolicy=Never
+  --set node.provisioner.capacityPollInterval=5s
+  --set test.image.repository=daxlease/busybox --set test.image.tag=e2e
+)
+
+# A pod running busybox with claim CLAIM at /data (or /dev/xvda for a block claim).
+pod_yaml() { # name claim mode command
+  local name=$1 claim=$2 mode=$3 cmd=$4 mount
+  if [[ $mode == block ]]; then
+    mount="volumeDevices: [{name: data, devicePath: /dev/xvda}]"
+  else
+    mount="volumeMounts: [{name: data, mountPath: /data}]"
+  fi
+  cat <<EOF
+apiVersion: v1
+kind: Pod
+metadata: {name: $name, labels: {daxlease-e2e: workload}}
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+    - name: main
+      image: daxlease/busybox:e2e
+      imagePullPolicy: Never
+      command: [/bin/sh, -c, "$cmd"]
+      $mount
+  volumes: [{name: data, persistentVolumeClaim: {claimName: $claim}}]
+EOF
+}
+claim_yaml() { # name class size [Block]
+  cat <<EOF
+apiVersion: v1
+kind: PersistentVolumeClaim
+metadata: {name: $1}
+spec:
+  accessModes: [ReadWriteOnce]
+  storageClassName: $2
+  volumeMode: ${4:-Filesystem}
+  resources: {requests: {storage: $3}}
+EOF
+}
+running() { [[ $(k get pod "$1" -o 'jsonpath={.status.phase}') == Running ]]; }
+succeeded() { [[ $(k get pod "$1" -o 'jsonpath={.status.phase}') == Succeeded ]]; }
+gone() { ! k get "$@" >/dev/null 2>&1; }
+
+# --- 1. helm lint + install --------------------------------------------------------------
+"$helm" lint --strict "$repo/charts/daxlease" >/dev/null || fail "helm lint"
+kubectl create namespace "$NS" >/dev/null
+# The audit log outlives runs on the same cluster: the RBAC check reads this run's calls only.
+audit_since=$(date -u +%Y-%m-%dT%H:%M:%S.%6NZ)
+t_install=$(now_ms)
+"$helm" install "$RELEASE" "$repo/charts/daxlease" -n "$NS" "${install_values[@]}" >/dev/null
+say "helm install done; waiting for the node plugin"
+k rollout status daemonset/daxlease-node --timeout=180s >/dev/null || fail "node DaemonSet not ready"
+wait_until 60 "CSINode lists dax.daxlease.io" \
+  sh -c "kubectl get csinode $DAXLEASE_NODE -o jsonpath='{.spec.drivers[*].name}' | grep -q dax.daxlease.io"
+k rollout status deployment/daxlease-operator --timeout=120s >/dev/null || fail "operator not ready"
+# The scheduler (v1.20) retries a pod it found no storage for only every 60 s: a claim made
+# before external-provisioner published the node's capacity would wait that long.
+capacity_published() {
+  local c
+  c=$(k get csistoragecapacities -o \
+    'jsonpath={.items[?(@.storageClassName=="daxlease-fsdax-xfs")].capacity}')
+  [[ -n $c && $c != 0 ]]
+}
+wait_until 60 "CSIStorageCapacity of daxlease-fsdax-xfs published" capacity_published
+say "node plugin registered, capacity published, operator ready"
+
+# --- 2. WaitForFirstConsumer claim: write, delete the pod, recreate, read back --------------
+claim_yaml data daxlease-fsdax-xfs 320Mi | k apply -f - >/dev/null
+sleep 1
+[[ $(k get pvc data -o 'jsonpath={.status.phase}') == Pending ]] \
+  || fail "a WaitForFirstConsumer claim bound before any pod used it"
+t_pod=$(now_ms)
+pod_yaml writer data fs "echo hello-from-writer >/data/greeting && sync && sleep 3600" | k apply -f - >/dev/null
+wait_until 120 "writer Running" running writer
+t_running=$(now_ms)
+install_to_running=$((t_running - t_install))
+pod_to_running=$((t_running - t_pod))
+say "MEASURED helm install -> Running pod with its volume: $((install_to_running / 1000)).$(((install_to_running % 1000) / 100)) s"
+say "MEASURED pod creation -> Running with a fresh claim: $((pod_to_running / 1000)).$(((pod_to_running % 1000) / 100)) s"
+echo "install_to_running_ms=$install_to_running pod_to_running_ms=$pod_to_running" >>"$dir/timings"
+[[ $(k get pvc data -o 'jsonpath={.status.phase}') == Bound ]] || fail "claim not Bound"
+pv=$(k get pvc data -o 'jsonpath={.spec.volumeName}')
+node_affinity=$(kubectl get pv "$pv" -o 'jsonpath={.spec.nodeAffinity.required.nodeSelectorTerms[0].matchExpressions[0].key}')
+[[ $node_affinity == daxlease.io/node ]] || fail "PV $pv has no daxlease.io/node topology (got '$node_affinity')"
+wait_until 30 "writer's file" k exec writer -- cat /data/greeting
+k delete pod writer --wait=true --timeout=60s >/dev/null
+pod_yaml reader data fs "cat /data/greeting; sleep 3600" | k apply -f - >/dev/null
+wait_until 120 "reader Running" running reader
+wait_until 30 "reader's log" sh -c "kubectl -n $NS logs reader | grep -qx hello-from-writer"
+say "data written by one pod read back by its successor"
+
+# --- 3. the claim expanded while the pod runs ---------------------------------------------
+size_kib() { k exec reader -- df -k /data | awk 'NR == 2 {print $2}'; }
+before=$(size_kib)
+k patch pvc data --type merge -p '{"spec":{"resources":{"requests":{"storage":"640Mi"}}}}' >/dev/null
+# 320 Mi more, less what the filesystem's metadata takes (xfs keeps its 64 MiB log).
+grown() { (($(size_kib) > before + 300 * 1024)); }
+wait_until 120 "the pod sees the grown filesystem (was ${before} KiB)" grown
+wait_until 60 "claim capacity 640Mi" \
+  sh -c "[ \"\$(kubectl -n $NS get pvc data -o jsonpath='{.status.capacity.storage}')\" = 640Mi ]"
+say "expanded online: ${before} KiB -> $(size_kib) KiB, seen inside the running pod"
+
+# --- 4. raw block claim, and the plugin's metrics move -------------------------------------
+# csi_plugin_operations_seconds_count of one method with code OK, from the node's /metrics.
+metrics_port=$(k get daemonset daxlease-node -o \
+  'jsonpath={.spec.template.spec.containers[0].ports[?(@.name=="metrics")].containerPort}')
+ops_ok() {
+  curl -fsS --max-time 5 "http://127.0.0.1:$metrics_port/metrics" |
+    awk -v m="method_name=\"/csi.v1.$1\"" 'index($0, "csi_plugin_operations_seconds_count{") == 1 &&
+      index($0, m) && index($0, "grpc_status_code=\"OK\"") && index($0, "driver_name=\"dax.daxlease.io\"") {n += $NF}
+      END {print n + 0}'
+}
+creates_before=$(ops_ok Controller/CreateVolume)
+publishes_before=$(ops_ok Node/NodePublishVolume)
+((creates_before >= 1 && publishes_before >= 1)) \
+  || fail "metrics: CreateVolume=$creates_before NodePublishVolume=$publishes_before OK calls after a mounted claim"
+claim_yaml raw daxlease-fsdax-ext4 64Mi Block | k apply -f - >/dev/null
+pod_yaml block raw block \
+  "echo block-data | dd of=/dev/xvda conv=fsync 2>/dev/null && dd if=/dev/xvda bs=10 count=1 2>/dev/null && echo && sleep 3600" \
+  | k apply -f - >/dev/null
+wait_until 120 "block pod Running" running block
+wait_until 30 "block pod read back its write" sh -c "kubectl -n $NS logs block | grep -qx block-data"
+say "raw block claim: written and read back through /dev/xvda"
+creates_after=$(ops_ok Controller/CreateVolume)
+((creates_after > creates_before)) \
+  || fail "metrics: CreateVolume OK count $creates_before -> $creates_after after one more claim"
+say "metrics: csi_plugin_operations_seconds CreateVolume OK $creates_before -> $creates_after"
+
+# --- 5. kubectl daxlease status, and a recall through the operator ------------------------
+# The node agent is off in the chart's defaults (node.agent.enabled): the test plays it, as
+# scripts/lab/cluster.sh does: it registers the reader's volume and lease, and releases when
+# recalled. The operator (the chart's pods) grants, recalls, completes.
+kd() { "$dir/prefix/bin/kubectl-daxlease" --kubeconfig "$KUBECONFIG" "$@"; }   # cluster_up.sh installed it
+jget() { kubectl get "$1" "$2" -o "jsonpath=$3" 2>/dev/null; }
+lease_is() { [[ $(jget daxleases "$1" '{.status.state}') == "$2" ]]; }
+recall_is() { [[ $(jget daxrecalls "$1" '{.status.phase}') == "$2" ]]; }
+pv=$(k get pvc data -o 'jsonpath={.spec.volumeName}')
+volume=$(kubectl get pv "$pv" -o 'jsonpath={.spec.csi.volumeHandle}')
+kubectl apply -f - >/dev/null <<YAML
+apiVersion: daxlease.io/v1alpha1
+kind: DaxVolume
+metadata: {name: $volume}
+spec: {sizeBytes: 671088640, mode: fsdax, fsType: xfs, ownerNode: "$DAXLEASE_NODE", share: false}
+---
+apiVersion: daxlease.io/v1alpha1
+kind: DaxLease
+metadata: {name: $volume-reader}
+spec: {volume: $volume, holderNode: "$DAXLEASE_NODE", holderPod: $NS/reader, access: ReadWrite}
+YAML
+wait_until 60 "lease $volume-reader Granted by the operator" lease_is "$volume-reader" Granted
+status=$(kd status "$volume") || fail "kubectl daxlease status $volume"
+grep -q -- "$volume-reader" <<<"$status" || fail "kubectl daxlease status does not show the lease: $status"
+grep -q "Granted" <<<"$status" || fail "kubectl daxlease status does not show Granted: $status"
+kd recall "$volume" --grace 20 --reason Manual >/dev/null || fail "kubectl daxlease recall"
+wait_until 30 "lease $volume-reader Recalling" lease_is "$volume-reader" Recalling
+recall=$(kubectl get daxrecalls -o name | head -1)
+recall=${recall#*/}
+id=$(jget daxrecalls "$recall" '{.status.recallID}')
+curl -fsS --cacert "$DAXLEASE_K8S_CA" -H "Authorization: Bearer $DAXLEASE_K8S_ADMIN_TOKEN" \
+  -H 'Content-Type: application/merge-patch+json' -X PATCH \
+  --data "{\"status\":{\"releasedRecallID\":\"$id\"}}" \
+  "$DAXLEASE_K8S_SERVER/apis/daxlease.io/v1alpha1/daxleases/$volume-reader/status" >/dev/null \
+  || fail "the agent's release (PATCH daxleases/$volume-reader/status)"
+wait_until 60 "recall $recall Complete" recall_is "$recall" Complete
+say "kubectl daxlease status shows $volume and its lease; recall $recall completed"
+kubectl delete daxrecalls --all >/dev/null
+kubectl delete daxleases --all >/dev/null
+kubectl delete daxvolumes --all >/dev/null
+
+# --- 6. helm test ----------------------------------------------------------------------------
+"$helm" test "$RELEASE" -n "$NS" --timeout 180s >/dev/null || fail "helm test"
+say "helm test passed"
+
+# --- 7. the driver pod killed while a volume is provisioned ------------------------------------
+claim_yaml crash daxlease-fsdax-xfs 320Mi | k apply -f - >/dev/null
+pod_yaml crasher crash fs "echo survived >/data/f && cat /data/f && sleep 3600" | k apply -f - >/dev/null
+# The provisioner picks the claim up once the scheduler selects the node.
+wait_until 60 "the claim's selected node" \
+  sh -c "kubectl -n $NS get pvc crash -o jsonpath='{.metadata.annotations}' | grep -q volume.kubernetes.io/selected-node"
+old=$(k get pods -l app.kubernetes.io/component=node -o 'jsonpath={.items[0].metadata.name}')
+k delete pod "$old" --grace-period=0 --force >/dev/null 2>&1
+say "node pod $old killed while the claim was being provisioned"
+wait_until 180 "crasher Running after the driver restarted" running crasher
+wait_until 30 "crasher wrote" sh -c "kubectl -n $NS logs crasher | grep -qx survived"
+[[ $(k get pods -l app.kubernetes.io/component=node -o 'jsonpath={.items[0].metadata.name}') != "$old" ]] \
+  || fail "the node pod was not replaced"
+k exec reader -- cat /data/greeting | grep -qx hello-from-writer || fail "reader lost its data across the driver restart"
+say "provisioning survived the driver pod's death; mounted volumes stayed usable"
+
+# --- 8. helm upgrade with changed values ----------------------------------------------------
+# The values' StorageClass list without daxlease-devdax (--set cannot drop a list element).
+python3 - "$repo/charts/daxlease/values.yaml" >"$dir/upgrade-values.yaml" <<'PY'
+import sys, yaml
+classes = yaml.safe_load(open(sys.argv[1]))["storageClasses"]
+yaml.safe_dump({"storageClasses": [c for c in classes if c["name"] != "daxlease-devdax"]}, sys.stdout)
+PY
+t_upgrade=$SECONDS
+"$helm" upgrade "$RELEASE" "$repo/charts/daxlease" -n "$NS" "${install_values[@]}" \
+  -f "$dir/upgrade-values.yaml" --set operator.replicas=1 --set node.logLevel=debug \
+  --wait --timeout 180s >/dev/null
+say "helm upgrade --wait returned after $((SECONDS - t_upgrade)) s"
+gone storageclass daxlease-devdax || fail "upgrade: StorageClass daxlease-devdax still there"
+# external-provisioner drops the capacity object of a class that is gone.
+no_devdax_capacity() {
+  [[ -z $(k get csistoragecapacities -o \
+    'jsonpath={.items[?(@.storageClassName=="daxlease-devdax")].metadata.name}') ]]
+}
+wait_until 60 "the CSIStorageCapacity of daxlease-devdax deleted" no_devdax_capacity
+[[ $(k get deployment daxlease-operator -o 'jsonpath={.spec.replicas}') == 1 ]] || fail "upgrade: replicas"
+k rollout status daemonset/daxlease-node --timeout=180s >/dev/null
+level=$(k get daemonset daxlease-node -o 'jsonpath={.spec.template.spec.containers[0].env[?(@.name=="DAXLEASE_LOG_LEVEL")].value}')
+[[ $level == debug ]] || fail "upgrade: log level is '$level'"
+wait_until 60 "CSINode lists dax.daxlease.io after the upgrade" \
+  sh -c "kubectl get csinode $DAXLEASE_NODE -o jsonpath='{.spec.drivers[*].name}' | grep -q dax.daxlease.io"
+k exec reader -- cat /data/greeting | grep -qx hello-from-writer || fail "reader lost its data across the upgrade"
+say "helm upgrade: operator 1 replica, node plugin at debug, daxlease-devdax gone, volumes untouched"
+
+# --- 9. RBAC: every call allowed, every rule used ------------------------------------------------
+kubectl get clusterroles,roles -A -l "app.kubernetes.io/instance=$RELEASE" -o json >"$dir/rbac.json"
+python3 "$repo/tests/e2e/rbac_check.py" --audit "$dir/cluster/audit.log" --since "$audit_since" \
+  --rbac "$dir/rbac.json" \
+  --namespace "$NS" --release "$RELEASE" --expected-unused "$repo/tests/e2e/rbac_expected_unused.txt"
+
+# --- 10. uninstall: nothing left -----------------------------------------------------------------
+t_uninstall=$SECONDS
+# The workload pods (the node plugin unmounts their volumes), then their claims.
+k delete pod -l daxlease-e2e=workload --grace-period=1 --wait=true --timeout=90s >/dev/null
+k delete pvc --all --wait=true --timeout=90s >/dev/null
+wait_until 90 "PVs deleted by the provisioner" \
+  sh -c "! kubectl get pv -o jsonpath='{.items[*].spec.csi.driver}' | grep -q dax.daxlease.io"
+"$helm" uninstall "$RELEASE" -n "$NS" --wait --timeout 120s >/dev/null
+wait_until 90 "node pods gone" sh -c "[ -z \"\$(kubectl -n $NS get pods -o name)\" ]"
+left=$(kubectl get csidriver,storageclass,clusterrole,clusterrolebinding -o name -l "app.kubernetes.io/instance=$RELEASE")
+left+=$(k get serviceaccount,role,rolebinding,csistoragecapacities -o name 2>/dev/null | grep -v serviceaccount/default || true)
+[[ -z $left ]] || fail "helm uninstall left: $left"
+gone csidriver dax.daxlease.io || fail "CSIDriver left"
+wait_until 60 "CSINode without dax.daxlease.io" \
+  sh -c "! kubectl get csinode $DAXLEASE_NODE -o jsonpath='{.spec.drivers[*].name}' | grep -q dax.daxlease.io"
+mounts=$(awk -v s="$STATE" -v k="$DAXLEASE_KUBELET_DIR" 'index($2, s) == 1 || (index($2, k) == 1 && $2 ~ /dax.daxlease.io|kubernetes.io~csi/)' /proc/self/mounts)
+[[ -z $mounts ]] || fail "mounts left: $mounts"
+loops=$(losetup -l -n -O NAME,BACK-FILE | grep -F "$STATE/" || true)
+[[ -z $loops ]] || fail "loop devices left: $loops"
+images=$(find "$STATE" -name '*.img' 2>/dev/null)
+[[ -z $images ]] || fail "volume images left: $images"
+say "helm uninstall: no mount, loop device, volume, CSI or RBAC object left ($((SECONDS - t_uninstall)) s with the claims' deletion)"
+trap - EXIT
+kubectl delete namespace "$NS" --timeout=60s >/dev/null
+rm -rf "$STATE"
+say "ok"

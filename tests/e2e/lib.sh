@@ -1,0 +1,33 @@
+# Shared by the e2e scripts (sourced): prerequisite checks, progress, waits.
+# Exit code 77 = skipped (CTest SKIP_RETURN_CODE); under CI=true a missing prerequisite fails.
+
+e2e_t0=$SECONDS
+say() { echo "[e2e +$((SECONDS - e2e_t0))s] $*" >&2; }
+fail() { say "FAILED: $*"; exit 1; }
+skip() {
+  if [[ ${CI:-} == true ]]; then fail "prerequisite missing under CI: $*"; fi
+  say "SKIPPED: $*"
+  exit 77
+}
+
+# The fixture writes DIR/skip when the cluster cannot run here; the tests then skip too.
+skip_if_no_cluster() {
+  local dir=$1
+  [[ -f $dir/skip ]] && skip "$(<"$dir/skip")"
+  [[ -f $dir/env ]] || fail "no cluster in $dir (the e2e_cluster_start fixture did not run?)"
+  return 0
+}
+
+# wait_until SECONDS WHAT COMMAND...: polls COMMAND every 0.5 s.
+wait_until() {
+  local secs=$1 what=$2
+  shift 2
+  local deadline=$((SECONDS + secs))
+  until "$@" >/dev/null 2>&1; do
+    ((SECONDS < deadline)) || fail "timed out after ${secs}s: $what"
+    sleep 0.5
+  done
+}
+
+# ms since the epoch, for the measured figures.
+now_ms() { date +%s%3N; }

@@ -4,10 +4,12 @@
 // write remotely; recalls and revocations are driven through DaxRecalls the
 // operator processes.
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include <chrono>
 #include <cstdlib>
+#include <filesystem>
 #include <fstream>
 #include <functional>
 #include <string>
@@ -82,8 +84,8 @@ class ClientAgentTest : public ::testing::Test {
     mkdir((dir_ + "/mnt").c_str(), 0755);
     op::ControllerOptions o;
     o.resync = absl::Seconds(1);
-    controller_ = std::make_unique<op::Controller>(kube_, base::RealClock(),
-                                                   events_, o);
+    controller_ =
+        std::make_unique<op::Controller>(kube_, base::RealClock(), events_, o);
     ASSERT_TRUE(controller_->Start().ok());
     a_ = std::make_unique<Node>("node-a", dir_, kube_);
     b_ = std::make_unique<Node>("node-b", dir_, kube_);
@@ -115,9 +117,10 @@ class ClientAgentTest : public ::testing::Test {
   }
 
   // Publishes to a pod on `node` and writes the descriptor as CSI would.
-  std::string Publish(Node& node, const std::string& pod) {
-    std::string target = dir_ + "/target-" + pod;
-    mkdir(target.c_str(), 0755);
+  std::string Publish(Node& node, const std::string& pod,
+                      std::string target = "") {
+    if (target.empty()) target = dir_ + "/target-" + pod;
+    std::filesystem::create_directories(target);
     agent::pb::PublishRequest p;
     p.set_volume_id("vol");
     p.set_target_path(target);
@@ -127,7 +130,8 @@ class ClientAgentTest : public ::testing::Test {
     auto r = node.a->Publish(p);
     EXPECT_TRUE(r.ok()) << r.status();
     std::ofstream(target + "/daxlease.json") << r->descriptor_json();
-    EXPECT_EQ(symlink(node.socket.c_str(), (target + "/agent.sock").c_str()), 0);
+    EXPECT_EQ(symlink(node.socket.c_str(), (target + "/agent.sock").c_str()),
+              0);
     return target;
   }
 
@@ -140,11 +144,12 @@ class ClientAgentTest : public ::testing::Test {
   }
 
   std::string Recall(int grace = 2) {
-    k8s::Json r = {{"apiVersion", api::kApiVersion},
-                   {"kind", "DaxRecall"},
-                   {"metadata", {{"generateName", "vol-recall-"}}},
-                   {"spec",
-                    {{"volume", "vol"}, {"reason", "Manual"}, {"graceSeconds", grace}}}};
+    k8s::Json r = {
+        {"apiVersion", api::kApiVersion},
+        {"kind", "DaxRecall"},
+        {"metadata", {{"generateName", "vol-recall-"}}},
+        {"spec",
+         {{"volume", "vol"}, {"reason", "Manual"}, {"graceSeconds", grace}}}};
     auto c = kube_.Create(agent::DaxRecallResource(), r);
     EXPECT_TRUE(c.ok());
     return k8s::NameOf(*c);
@@ -222,10 +227,12 @@ TEST_F(ClientAgentTest, SilentHolderIsRevokedFencedAndToldLoudly) {
   // the client never acks, as a stopped process would not.
   std::atomic<bool> stop{false};
   (*vol)->SetPreflushHook([&] {
-    while (!stop.load()) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    while (!stop.load())
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
   });
   std::string recall = Recall(1);
-  ASSERT_TRUE(WaitFor([&] { return RecallPhase(recall) == "Complete"; }, 20000));
+  ASSERT_TRUE(
+      WaitFor([&] { return RecallPhase(recall) == "Complete"; }, 20000));
   auto leases = kube_.List(agent::DaxLeaseResource(), "", {});
   ASSERT_TRUE(leases.ok());
   bool fenced = false;
@@ -241,6 +248,26 @@ TEST_F(ClientAgentTest, SilentHolderIsRevokedFencedAndToldLoudly) {
   EXPECT_EQ(FileBytes(32, 4), std::string(4, '\0'));
   EXPECT_EQ(FileBytes(0, 4), "kept");
   EXPECT_GE((*vol)->Unpersisted(), 9u);
+}
+
+// kubelet's publish paths are long: with "/agent.sock" appended they do not
+// fit a unix socket address (108 bytes), and attach once failed with a
+// misleading "not granted in time".
+TEST_F(ClientAgentTest, AttachesThroughAKubeletLengthPath) {
+  std::string target =
+      dir_ +
+      "/var/lib/kubelet/pods/0b6a1b3e-3c1f-4f4e-9a57-2f1d7f0e8c11/volumes/"
+      "kubernetes.io~csi/pvc-6f1c2d3e-8a9b-4c5d-9e0f-1a2b3c4d5e6f/mount";
+  ASSERT_GT(target.size() + sizeof("/agent.sock"),
+            sizeof(sockaddr_un::sun_path));
+  Publish(*b_, "pod-long", target);
+  daxlease_volume* vol = nullptr;
+  ASSERT_EQ(daxlease_attach(target.c_str(), nullptr, &vol), DAXLEASE_OK)
+      << daxlease_errmsg();
+  ASSERT_EQ(daxlease_write(vol, 4096, "long path", 9), DAXLEASE_OK);
+  ASSERT_EQ(daxlease_persist(vol, 4096, 9), DAXLEASE_OK);
+  EXPECT_EQ(FileBytes(4096, 9), "long path");
+  EXPECT_EQ(daxlease_detach(vol), DAXLEASE_OK);
 }
 
 TEST_F(ClientAgentTest, AttachErrorsAreClear) {

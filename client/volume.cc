@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -148,6 +149,30 @@ absl::StatusOr<Descriptor> ReadDescriptor(const std::string& dir) {
   return d;
 }
 
+// A unix socket address holds 107 bytes, and the path a pod or a host
+// process sees to its published directory can be longer (kubelet's publish
+// paths plus "/agent.sock" are about 140). Such a socket is reached through
+// an O_PATH descriptor of its directory, held while the volume is attached:
+// /proc/self/fd/N/NAME always fits, and gRPC's reconnects resolve it again.
+absl::StatusOr<std::string> SocketAddress(const std::string& path,
+                                          int* dir_fd) {
+  if (path.size() < sizeof(sockaddr_un::sun_path)) return path;
+  const size_t slash = path.rfind('/');
+  if (slash == std::string::npos || slash + 1 == path.size()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("agent socket path ", path, " is too long"));
+  }
+  const std::string dir = slash == 0 ? "/" : path.substr(0, slash);
+  int fd = open(dir.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0) {
+    return absl::UnavailableError(
+        absl::StrCat("cannot open the agent socket's directory ", dir, ": ",
+                     strerror(errno)));
+  }
+  *dir_fd = fd;
+  return absl::StrCat("/proc/self/fd/", fd, path.substr(slash));
+}
+
 // ---- Volume
 // ----------------------------------------------------------------------------
 
@@ -182,8 +207,10 @@ absl::StatusOr<std::unique_ptr<Volume>> Volume::Attach(
   args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 100);
   args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 100);
   args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 1000);
+  auto address = SocketAddress(v->desc_.agent_socket, &v->socket_dir_fd_);
+  if (!address.ok()) return address.status();
   v->rpc_->stub = pb::Agent::NewStub(
-      grpc::CreateCustomChannel(absl::StrCat("unix://", v->desc_.agent_socket),
+      grpc::CreateCustomChannel(absl::StrCat("unix://", *address),
                                 grpc::InsecureChannelCredentials(), args));
   v->session_thread_ = std::thread([p = v.get()] { p->SessionLoop(); });
   std::unique_lock<std::mutex> l(v->mu_);
@@ -216,7 +243,10 @@ absl::StatusOr<std::unique_ptr<Volume>> Volume::Attach(
   return v;
 }
 
-Volume::~Volume() { (void)Detach(); }
+Volume::~Volume() {
+  (void)Detach();
+  if (socket_dir_fd_ >= 0) close(socket_dir_fd_);
+}
 
 int64_t Volume::epoch() const {
   std::lock_guard<std::mutex> l(mu_);

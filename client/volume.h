@@ -15,11 +15,11 @@
 #include <atomic>
 #include <condition_variable>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
 #include <optional>
-#include <functional>
 #include <string>
 #include <thread>
 
@@ -108,7 +108,8 @@ class Volume {
   void Recall(const pb::SessionEvent& ev);
   void Revoke(const pb::SessionEvent& ev);
   void SessionLoop();
-  absl::Status RemoteCall(const std::function<absl::Status(fabric::RemoteRegion&)>& op);
+  absl::Status RemoteCall(
+      const std::function<absl::Status(fabric::RemoteRegion&)>& op);
 
   const std::string dir_;
   const Descriptor desc_;
@@ -137,9 +138,10 @@ class Volume {
   DirtyRanges dirty_;
   uint64_t lost_ = 0;  // unpersisted bytes at revocation
   bool stopping_ = false;
-  absl::Status session_error_;     // OpenSession refused before any event
+  absl::Status session_error_;      // OpenSession refused before any event
   bool agent_unreachable_ = false;  // never reached the agent so far
   std::thread session_thread_;
+  int socket_dir_fd_ = -1;  // O_PATH; see SocketAddress in volume.cc
 };
 
 }  // namespace daxlease::client

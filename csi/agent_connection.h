@@ -1,5 +1,5 @@
 // AgentConnection: daxlease-csi's boundary with the daxlease-agent of its
-// node (DESIGN.md §4.3). The CSI services decide when a volume becomes known
+// node (docs/design.md §3). The CSI services decide when a volume becomes known
 // to the operator, served by its owner, or handed to a pod; the agent does
 // the lease work (DaxVolume/DaxLease objects, mappings, recall, fences).
 //

@@ -168,7 +168,7 @@ TEST_F(OperatorK8sTest, CrdsApplyAndServerRejectsInvalidObjects) {
   // Short names and the category resolve.
   EXPECT_EQ(k8s::testing::Kubectl(kubeconfig_, "get dv,dl,drc,dmig", &out), 0)
       << out;
-  EXPECT_EQ(k8s::testing::Kubectl(kubeconfig_, "get daxlease", &out), 0) << out;
+  EXPECT_EQ(k8s::testing::Kubectl(kubeconfig_, "get dax", &out), 0) << out;
 
   auto rejected = [&](const k8s::Resource& r, Json obj) {
     auto st = client_->Create(r, obj);
@@ -225,6 +225,53 @@ TEST_F(OperatorK8sTest, CrdsApplyAndServerRejectsInvalidObjects) {
   auto rc = client_->Get(api::DaxRecallResource(), "", N("rc"));
   ASSERT_TRUE(rc.ok());
   EXPECT_EQ((*rc)["spec"]["reason"], "Manual");
+}
+
+// The names a user types: `daxlease` is the DaxLease kind (while the
+// category was also `daxlease`, the category won: `kubectl get daxlease`
+// listed DaxVolumes and DaxRecalls too), `daxlease NAME` and `dl` name
+// DaxLeases only, and the category `dax` lists every kind.
+TEST_F(OperatorK8sTest, KubectlNamesResolveAsAUserExpects) {
+  CreateVolume(N("vol"));
+  CreateLease(N("lease-a"), N("vol"));
+  const std::string lease = "daxlease.daxlease.io/" + N("lease-a");
+  const std::string volume = "daxvolume.daxlease.io/" + N("vol");
+  std::string out;
+
+  EXPECT_EQ(k8s::testing::Kubectl(
+                kubeconfig_, "get daxlease " + N("lease-a") + " -o name", &out),
+            0)
+      << out;
+  EXPECT_EQ(absl::StripAsciiWhitespace(out), lease);
+  EXPECT_EQ(
+      k8s::testing::Kubectl(kubeconfig_, "get dl " + N("lease-a"), &out), 0)
+      << out;
+  EXPECT_THAT(out, ::testing::HasSubstr(N("vol")));  // the Volume column
+  EXPECT_EQ(k8s::testing::Kubectl(
+                kubeconfig_, "get daxvolume " + N("vol") + " -o name", &out),
+            0)
+      << out;
+  EXPECT_EQ(absl::StripAsciiWhitespace(out), volume);
+
+  EXPECT_EQ(k8s::testing::Kubectl(kubeconfig_, "get dl -o name", &out), 0)
+      << out;
+  EXPECT_THAT(out, ::testing::HasSubstr(lease));
+  EXPECT_THAT(out, ::testing::Not(::testing::HasSubstr("daxvolume.")));
+  for (const char* lease_kind : {"daxlease", "daxleases", "DaxLease"}) {
+    EXPECT_EQ(k8s::testing::Kubectl(
+                  kubeconfig_, absl::StrCat("get ", lease_kind, " -o name"),
+                  &out),
+              0)
+        << out;
+    EXPECT_THAT(out, ::testing::HasSubstr(lease)) << lease_kind;
+    EXPECT_THAT(out, ::testing::Not(::testing::HasSubstr("daxvolume.")))
+        << lease_kind;
+  }
+
+  EXPECT_EQ(k8s::testing::Kubectl(kubeconfig_, "get dax -o name", &out), 0)
+      << out;
+  EXPECT_THAT(out, ::testing::HasSubstr(lease));
+  EXPECT_THAT(out, ::testing::HasSubstr(volume));
 }
 
 // The main scenario with the real binary: three holders, two ack,

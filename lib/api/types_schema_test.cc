@@ -157,7 +157,7 @@ TEST(SchemaTest, CrdNamesAndPrinterColumns) {
     EXPECT_EQ(crd["spec"]["names"]["shortNames"][0].as<std::string>(),
               w.short_name);
     EXPECT_EQ(crd["spec"]["names"]["categories"][0].as<std::string>(),
-              "daxlease");
+              "dax");
     YAML::Node version = crd["spec"]["versions"][0];
     EXPECT_EQ(version["name"].as<std::string>(), kVersion);
     EXPECT_TRUE(version["subresources"]["status"].IsDefined());

@@ -241,8 +241,17 @@ class AgentK8sTest : public ::testing::Test {
             DAXLEASE_AGENT_BIN, "--node-id=" + Node(n),
             "--kubeconfig=" + kubeconfig_, "--socket=" + Socket(n),
             "--state-dir=" + dir_ + "/state-" + std::string(1, n),
-            "--listen=" + addr, "--secret-file=" + dir_ + "/secret"},
+            "--listen=" + addr, "--secret-file=" + dir_ + "/secret",
+            "--metrics-address=127.0.0.1:0"},
         absl::StrCat(dir_, "/agent-", std::string(1, n), ".log"));
+  }
+  // A sample from agent n's /metrics (-1: absent or not serving yet).
+  double AgentMetric(char n, const std::string& series) {
+    int port =
+        k8s::testing::LoggedMetricsPort(agents_[n]->Log(), "agent.metrics");
+    if (port <= 0) return -1;
+    auto text = k8s::testing::ScrapeMetrics(port);
+    return text.ok() ? k8s::testing::MetricValue(*text, series) : -1;
   }
   void RestartAgent(char n) {
     agents_[n]->Kill(SIGKILL);
@@ -391,6 +400,17 @@ TEST_F(AgentK8sTest, StoppedHolderIsRevokedFencedAndToldOnContinue) {
         RecallStatus(r).value("recallID", "");
   }
   EXPECT_TRUE(fenced);
+  // The owner's /metrics: one volume of 32 MiB mapped, the fence counted
+  // (after its patch returned); the holder's: one publish, one session.
+  EXPECT_TRUE(WaitFor(
+      [&] { return AgentMetric('a', "daxlease_agent_fences_total") >= 1; },
+      absl::Seconds(10)));
+  EXPECT_EQ(AgentMetric('a', "daxlease_agent_mapped_volumes"), 1);
+  EXPECT_GT(AgentMetric('a', "daxlease_agent_mapped_bytes"), 0);
+  EXPECT_LE(AgentMetric('a', "daxlease_agent_mapped_bytes"), 32 << 20);
+  EXPECT_EQ(AgentMetric('b', "daxlease_agent_publishes"), 1);
+  EXPECT_EQ(AgentMetric('b', "daxlease_agent_sessions"), 1);
+  EXPECT_EQ(AgentMetric('b', "daxlease_agent_fences_total"), 0);
   std::string after_fence = FileBytes(0, 8 << 20);
   io.Signal(SIGCONT);
   EXPECT_EQ(io.Wait(absl::Seconds(30)), 3) << io.Log();
@@ -557,6 +577,12 @@ TEST_F(AgentK8sTest, RecallWithOwnerAndRemoteWritersWritingContinuously) {
         << Dump();
     EXPECT_EQ(RecallStatus(r).value("revoked", 0), 0) << Dump();
     EXPECT_EQ(RecallStatus(r).value("released", 0), 2) << Dump();
+    // Each agent acked its holder's recall, flush time observed.
+    for (char n : {'a', 'b'}) {
+      EXPECT_GE(AgentMetric(n, "daxlease_agent_recall_acks_total"), 1) << n;
+      EXPECT_GE(AgentMetric(n, "daxlease_agent_recall_flush_seconds_count"), 1)
+          << n;
+    }
 
     // Both continue, at the next epoch.
     ASSERT_TRUE(WaitFor(

@@ -21,12 +21,15 @@
 #include "lib/base/status.h"
 #include "lib/k8s/config.h"
 #include "lib/k8s/rest_client.h"
+#include "lib/metrics/metrics_server.h"
 #include "lib/sys/file.h"
 #include "node-agent/agent/agent.h"
+#include "node-agent/agent/metrics.h"
 #include "node-agent/agent/service.h"
 #include "node-agent/fabric/tcp_fabric.h"
 
-ABSL_FLAG(std::string, node_id, "", "this node's name (required; else $NODE_NAME)");
+ABSL_FLAG(std::string, node_id, "",
+          "this node's name (required; else $NODE_NAME)");
 ABSL_FLAG(std::string, kubeconfig, "",
           "kubeconfig file; empty: $KUBECONFIG, in-cluster, ~/.kube/config");
 ABSL_FLAG(std::string, socket, "/run/daxlease/agent.sock",
@@ -45,6 +48,9 @@ ABSL_FLAG(std::string, secret_file, "",
 ABSL_FLAG(bool, file_leases, true,
           "hold an fcntl lease on each served fsdax data file; a break starts "
           "a recall");
+ABSL_FLAG(std::string, metrics_address, "",
+          "host:port to serve Prometheus metrics at /metrics (empty: off; "
+          "the chart uses 0.0.0.0:29655)");
 
 namespace daxlease::agent {
 namespace {
@@ -64,7 +70,8 @@ int Main() {
   pthread_sigmask(SIG_BLOCK, &sigs, nullptr);
 
   std::string node = absl::GetFlag(FLAGS_node_id);
-  if (node.empty() && getenv("NODE_NAME") != nullptr) node = getenv("NODE_NAME");
+  if (node.empty() && getenv("NODE_NAME") != nullptr)
+    node = getenv("NODE_NAME");
   if (node.empty()) {
     return Fail(absl::InvalidArgumentError("--node-id is required"));
   }
@@ -110,6 +117,18 @@ int Main() {
   config.socket_path = socket_path;
   config.secret = *secret;
   config.lease_signal = absl::GetFlag(FLAGS_file_leases) ? lease_signal : 0;
+  auto registry = std::make_shared<prometheus::Registry>();
+  AgentMetrics agent_metrics(*registry);
+  config.metrics = &agent_metrics;
+  std::unique_ptr<metrics::MetricsServer> metrics_server;
+  if (const std::string addr = absl::GetFlag(FLAGS_metrics_address);
+      !addr.empty()) {
+    auto started = metrics::MetricsServer::Start(addr, registry);
+    if (!started.ok()) return Fail(started.status());
+    metrics_server = *std::move(started);
+    base::LogInfo("agent.metrics",
+                  {{"port", absl::StrCat(metrics_server->port())}});
+  }
   Agent agent(config, **client, base::RealClock(), **fabric,
               (*fabric)->endpoint());
   if (absl::Status s = agent.Start(); !s.ok()) return Fail(s);
@@ -128,8 +147,8 @@ int Main() {
   builder.RegisterService(&service);
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
   if (server == nullptr) {
-    return Fail(absl::UnavailableError(
-        absl::StrCat("cannot listen on ", socket_path)));
+    return Fail(
+        absl::UnavailableError(absl::StrCat("cannot listen on ", socket_path)));
   }
   if (chmod(socket_path.c_str(), static_cast<mode_t>(mode)) != 0) {
     return Fail(base::ErrnoStatus("chmod", socket_path, errno));

@@ -9,8 +9,9 @@
 namespace daxlease::op {
 namespace {
 
-k8s::WorkQueueOptions QueueOptions() {
+k8s::WorkQueueOptions QueueOptions(OperatorMetrics* metrics) {
   k8s::WorkQueueOptions o;
+  o.observer = metrics;
   o.base_delay = absl::Milliseconds(5);
   o.max_delay = absl::Seconds(10);
   o.qps = 0;  // per-volume backoff is enough: there are few volumes
@@ -25,7 +26,7 @@ Controller::Controller(k8s::KubeClient& client, base::Clock& clock,
       clock_(clock),
       options_(options),
       events_(events),
-      queue_(clock, QueueOptions()) {}
+      queue_(clock, QueueOptions(options.metrics)) {}
 
 Controller::~Controller() { Stop(); }
 
@@ -59,8 +60,10 @@ absl::Status Controller::Start() {
   }
   reader_ = std::make_unique<CacheWorldReader>(*informers_[0], *informers_[1],
                                                *informers_[2]);
-  reconciler_ = std::make_unique<Reconciler>(
-      client_, clock_, events_, options_.reconciler, reader_.get());
+  ReconcilerOptions ro = options_.reconciler;
+  ro.metrics = options_.metrics;
+  reconciler_ =
+      std::make_unique<Reconciler>(client_, clock_, events_, ro, reader_.get());
   for (size_t i = 0; i < informers_.size(); ++i) {
     const k8s::Resource r = kinds[i];
     const bool vol = i == 0;
@@ -110,6 +113,15 @@ void Controller::Work() {
     absl::Time start = clock_.Now();
     absl::StatusOr<ReconcileResult> r = reconciler_->Reconcile(*key);
     ++passes_;
+    if (OperatorMetrics* m = options_.metrics; m != nullptr) {
+      const absl::Duration took = clock_.Now() - start;
+      m->Reconciled(!r.ok() ? OperatorMetrics::Result::kError
+                    : r->requeue_at != absl::InfiniteFuture()
+                        ? OperatorMetrics::Result::kRequeueAfter
+                        : OperatorMetrics::Result::kSuccess,
+                    took);
+      m->Worked(took);
+    }
     if (r.ok()) {
       queue_.Forget(*key);
       if (r->requeue_at != absl::InfiniteFuture()) {

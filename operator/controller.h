@@ -33,6 +33,9 @@ struct ControllerOptions {
   // Every object is looked at again this often even without changes.
   absl::Duration resync = absl::Seconds(30);
   absl::Duration sync_timeout = absl::Seconds(60);
+  // Reconcile, work queue and protocol series (metrics.h). Not owned; must
+  // outlive the controller; null: none. Also given to the reconciler.
+  OperatorMetrics* metrics = nullptr;
 };
 
 class Controller {

@@ -6,11 +6,15 @@
 #include <chrono>
 #include <thread>
 
+#include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "lib/api/json.h"
 #include "lib/api/resources.h"
 #include "lib/base/clock.h"
 #include "lib/k8s/fake_client.h"
+#include "operator/metrics.h"
+#include "prometheus/registry.h"
+#include "prometheus/text_serializer.h"
 
 namespace daxlease::op {
 namespace {
@@ -50,11 +54,26 @@ class ControllerTest : public testing::Test {
     return l && l->status.state == s;
   }
 
+  // The registry in the text format a scrape returns.
+  std::string Scrape() {
+    return prometheus::TextSerializer().Serialize(registry_.Collect());
+  }
+
+  static ControllerOptions WithMetrics(OperatorMetrics& m) {
+    ControllerOptions o;
+    o.metrics = &m;
+    return o;
+  }
+
   base::FakeClock clock_;
   k8s::FakeKubeClient fake_;
   FakeEventSink events_;
-  Controller controller_{fake_, clock_, events_};
+  prometheus::Registry registry_;
+  OperatorMetrics metrics_{registry_, 2};
+  Controller controller_{fake_, clock_, events_, WithMetrics(metrics_)};
 };
+
+using testing::HasSubstr;
 
 TEST_F(ControllerTest, GrantsRecallsAndRevokesAtTheDeadline) {
   api::DaxVolume v;
@@ -111,6 +130,36 @@ TEST_F(ControllerTest, GrantsRecallsAndRevokesAtTheDeadline) {
     return rc && rc->status.phase == api::RecallPhase::kComplete;
   }));
   EXPECT_GT(controller_.passes(), 0);
+
+  // The series moved as the protocol did: two grants, one revocation, one
+  // fence, one recall of 11 s (fake clock); a: Released, b: Revoked.
+  const std::string text = Scrape();
+  EXPECT_THAT(text, HasSubstr("daxlease_operator_grants_total 2"));
+  EXPECT_THAT(text, HasSubstr("daxlease_operator_revocations_total 1"));
+  EXPECT_THAT(text, HasSubstr("daxlease_operator_fences_total 1"));
+  EXPECT_THAT(text, HasSubstr("daxlease_operator_recalls_completed_total 1"));
+  EXPECT_THAT(text,
+              HasSubstr("daxlease_operator_recall_duration_seconds_count 1"));
+  EXPECT_THAT(text,
+              HasSubstr("daxlease_operator_recall_duration_seconds_bucket{le="
+                        "\"30\"} 1"));
+  EXPECT_THAT(text,
+              HasSubstr("daxlease_operator_recall_duration_seconds_bucket{le="
+                        "\"10\"} 0"));
+  EXPECT_THAT(text,
+              HasSubstr("daxlease_operator_leases{state=\"Released\"} 1"));
+  EXPECT_THAT(text, HasSubstr("daxlease_operator_leases{state=\"Revoked\"} 1"));
+  EXPECT_THAT(text, HasSubstr("daxlease_operator_leases{state=\"Granted\"} 0"));
+  EXPECT_THAT(text, HasSubstr("controller_runtime_reconcile_total{controller="
+                              "\"daxvolume\",result=\"success\"}"));
+  EXPECT_THAT(text, testing::Not(HasSubstr(
+                        "controller_runtime_reconcile_total{controller="
+                        "\"daxvolume\",result=\"success\"} 0")));
+  EXPECT_THAT(text, testing::Not(HasSubstr(
+                        "controller_runtime_reconcile_total{controller="
+                        "\"daxvolume\",result=\"requeue_after\"} 0")));
+  EXPECT_THAT(text, testing::Not(HasSubstr("workqueue_adds_total{name="
+                                           "\"daxvolume\"} 0")));
 }
 
 // A 409 means the pass read something stale; the cache it reads from may
@@ -153,6 +202,10 @@ TEST_F(ControllerTest, ConflictRequeuesAfterABackoffNotAtOnce) {
   clock_.Advance(absl::Milliseconds(50));
   EXPECT_TRUE(
       Eventually([&] { return LeaseIs("b", api::LeaseState::kGranted); }));
+  const std::string text = Scrape();
+  EXPECT_THAT(text, HasSubstr("controller_runtime_reconcile_errors_total{"
+                              "controller=\"daxvolume\"} 1"));
+  EXPECT_THAT(text, HasSubstr("workqueue_retries_total{name=\"daxvolume\"} 1"));
 }
 
 }  // namespace

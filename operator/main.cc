@@ -21,8 +21,10 @@
 #include "lib/k8s/config.h"
 #include "lib/k8s/leader_election.h"
 #include "lib/k8s/rest_client.h"
+#include "lib/metrics/metrics_server.h"
 #include "operator/controller.h"
 #include "operator/events.h"
+#include "operator/metrics.h"
 
 ABSL_FLAG(std::string, kubeconfig, "",
           "kubeconfig file; empty: $KUBECONFIG, in-cluster, ~/.kube/config");
@@ -49,6 +51,9 @@ ABSL_FLAG(absl::Duration, resync, absl::Seconds(30),
 ABSL_FLAG(std::string, epoch_store, "default/daxlease-epochs",
           "NAMESPACE/NAME: the ConfigMaps NAME-00..NAME-3f keep each volume "
           "name's highest epoch, so a recreated volume starts above it");
+ABSL_FLAG(std::string, metrics_address, "",
+          "host:port to serve Prometheus metrics at /metrics (empty: off; "
+          "the chart uses 0.0.0.0:8080)");
 
 namespace daxlease::op {
 namespace {
@@ -94,6 +99,24 @@ int Main() {
     return 2;
   }
   opts.reconciler.epochs = {store[0], store[1]};
+  // Standbys serve it too (the series stay at zero until they lead), so a
+  // scrape of every replica shows which one works.
+  auto registry = std::make_shared<prometheus::Registry>();
+  OperatorMetrics op_metrics(*registry, opts.workers);
+  opts.metrics = &op_metrics;
+  std::unique_ptr<metrics::MetricsServer> metrics_server;
+  if (const std::string addr = absl::GetFlag(FLAGS_metrics_address);
+      !addr.empty()) {
+    auto started = metrics::MetricsServer::Start(addr, registry);
+    if (!started.ok()) {
+      base::LogError("operator.metrics",
+                     {{"error", started.status().ToString()}});
+      return 2;
+    }
+    metrics_server = *std::move(started);
+    base::LogInfo("operator.metrics",
+                  {{"port", absl::StrCat(metrics_server->port())}});
+  }
   Controller controller(**client, clock, events, opts);
 
   std::atomic<bool> shutting_down{false};

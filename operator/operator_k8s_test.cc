@@ -278,7 +278,32 @@ TEST_F(OperatorK8sTest, KubectlNamesResolveAsAUserExpects) {
 // one never does; new leases during the recall wait; the plugin creates the
 // recall and shows it.
 TEST_F(OperatorK8sTest, RecallTwoAckOneRevokedFencedEpochBumped) {
-  OperatorProcess op(kubeconfig_, OperatorArgs("op-a"), prefix_);
+  std::vector<std::string> args = OperatorArgs("op-a");
+  args.push_back("--metrics-address=127.0.0.1:0");
+  OperatorProcess op(kubeconfig_, args, prefix_);
+  // /metrics, scraped from the running operator. Other tests' objects on
+  // the same API server move the same series, so the checks are on growth.
+  int port = -1;
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        port = k8s::testing::LoggedMetricsPort(op.Log(), "operator.metrics");
+        return port > 0;
+      },
+      absl::Seconds(10)))
+      << op.Log();
+  auto scrape = [&](const std::string& series) {
+    auto text = k8s::testing::ScrapeMetrics(port);
+    EXPECT_TRUE(text.ok()) << text.status();
+    return text.ok() ? k8s::testing::MetricValue(*text, series) : -1;
+  };
+  const std::string revocations = "daxlease_operator_revocations_total";
+  const std::string fences = "daxlease_operator_fences_total";
+  const std::string recalls = "daxlease_operator_recall_duration_seconds_count";
+  const std::string granted = "daxlease_operator_leases{state=\"Granted\"}";
+  const std::string passes =
+      "controller_runtime_reconcile_total{controller=\"daxvolume\","
+      "result=\"success\"}";
+  const std::string adds = "workqueue_adds_total{name=\"daxvolume\"}";
   std::string vol = N("vol");
   CreateVolume(vol);
   for (const char* s : {"a", "b", "c"}) CreateLease(N(s), vol);
@@ -294,6 +319,13 @@ TEST_F(OperatorK8sTest, RecallTwoAckOneRevokedFencedEpochBumped) {
   ASSERT_TRUE(WaitFor([&] { return Volume(vol)->status.holders == 3; },
                       absl::Seconds(10)));
   int64_t epoch0 = Volume(vol)->status.epoch;
+  EXPECT_TRUE(WaitFor([&] { return scrape(granted) >= 3; }, absl::Seconds(10)));
+  EXPECT_GT(scrape(passes), 0);
+  EXPECT_GT(scrape(adds), 0);
+  const double revocations0 = scrape(revocations);
+  const double fences0 = scrape(fences);
+  const double recalls0 = scrape(recalls);
+  ASSERT_GE(revocations0, 0);
 
   // kubectl daxlease recall VOLUME --grace 2
   std::string out;
@@ -385,6 +417,17 @@ TEST_F(OperatorK8sTest, RecallTwoAckOneRevokedFencedEpochBumped) {
       << op.Log();
   EXPECT_EQ(Lease(N("c"))->status.state, api::LeaseState::kRevoked);
   EXPECT_FALSE(Lease(N("c"))->status.fence_required);
+  // Counted once the pass that wrote them returned.
+  EXPECT_TRUE(WaitFor(
+      [&] {
+        return scrape(revocations) >= revocations0 + 1 &&
+               scrape(fences) >= fences0 + 1 &&
+               scrape(recalls) >= recalls0 + 1 &&
+               scrape("daxlease_operator_leases{state=\"Revoked\"}") >= 1;
+      },
+      absl::Seconds(10)))
+      << "revocations " << scrape(revocations) << " fences " << scrape(fences)
+      << " recalls " << scrape(recalls);
   // The waiting lease is granted at the new epoch.
   ASSERT_TRUE(
       WaitFor([&] { return LeaseIs(N("d"), api::LeaseState::kGranted); },

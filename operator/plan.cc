@@ -6,6 +6,7 @@
 #include <utility>
 
 #include "absl/container/flat_hash_map.h"
+#include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
 #include "lib/api/json.h"
 #include "lib/lease/lease.h"
@@ -119,6 +120,7 @@ class Planner {
       }
     }
     EmitTransitionEvents();
+    Tally();
     return std::move(plan_);
   }
 
@@ -323,6 +325,9 @@ class Planner {
       s_.leases.push_back(*std::move(l));
       index_[d.metadata.name] = i;
     }
+    for (const lease::Lease& l : s_.leases) {
+      if (l.fencing()) fencing_when_read_.insert(l.id);
+    }
     absl::Status valid = lease::Validate(s_);
     if (!valid.ok()) {
       SetCond(
@@ -348,8 +353,47 @@ class Planner {
       }
       return false;
     }
-    s_ = std::move(o->state);
+    Take(*std::move(o));
     return true;
+  }
+
+  // Every state change goes through here, so Plan::actions has them all.
+  void Take(lease::Outcome o) {
+    s_ = std::move(o.state);
+    for (lease::Action& a : o.actions) plan_.actions.push_back(std::move(a));
+  }
+
+  void Tally() {
+    ActionTally& t = plan_.tally;
+    std::set<std::string> revoked;
+    for (const lease::Action& a : plan_.actions) {
+      switch (a.kind) {
+        case lease::ActionKind::kNotifyGranted:
+          ++t.grants;
+          break;
+        case lease::ActionKind::kNotifyRecall:
+          ++t.recalls_sent;
+          break;
+        case lease::ActionKind::kReleased:
+          ++t.releases;
+          break;
+        case lease::ActionKind::kFence:
+          if (!fencing_when_read_.contains(a.lease_id) &&
+              revoked.insert(a.lease_id).second) {
+            ++t.revocations;
+          }
+          break;
+        case lease::ActionKind::kNotifyRevoked:
+          ++t.fences;
+          break;
+        case lease::ActionKind::kRecallComplete:
+          ++t.recalls_completed;
+          break;
+        case lease::ActionKind::kDeadlineExtended:
+        case lease::ActionKind::kEpochBumped:
+          break;
+      }
+    }
   }
 
   // Applies a pass's worth of events (each with the index of the DaxLease it
@@ -376,7 +420,7 @@ class Planner {
                   std::string(st.message()));
       }
     }
-    s_ = std::move(o->state);
+    Take({std::move(o->state), std::move(o->actions)});
     return res;
   }
 
@@ -525,7 +569,7 @@ class Planner {
         RecallCond(r, false, "Refused", std::string(o.status().message()));
         continue;
       }
-      s_ = std::move(o->state);
+      Take(*std::move(o));
       r.status.phase = api::RecallPhase::kRecalling;
       r.status.recall_id = start.recall_id;
       r.status.started_at = now_;
@@ -536,7 +580,7 @@ class Planner {
 
   void StepAndResume() {
     absl::StatusOr<lease::Outcome> o = lease::Step(s_, now_);
-    if (o.ok()) s_ = std::move(o->state);
+    if (o.ok()) Take(*std::move(o));
     // A recall that changes nothing is over once quiesced: back to Ready at
     // the next epoch. Reshape/Migrate recalls leave the volume Quiesced for
     // the change that asked for them.
@@ -700,6 +744,9 @@ class Planner {
       if (id == completed_id_) {
         r.status.phase = api::RecallPhase::kComplete;
         r.status.completed_at = now_;
+        if (r.status.started_at.has_value()) {
+          plan_.recall_durations.push_back(now_ - *r.status.started_at);
+        }
         r.status.outstanding = 0;
         RemoveFinalizer(r.metadata, kRecallFinalizer);
         RecallCond(r, true, r.status.revoked > 0 ? "Fenced" : "AllReleased",
@@ -873,7 +920,8 @@ class Planner {
   std::set<std::string> deletion_blocked_;  // deleted leases holding access
   std::map<std::string, std::string> spec_changed_;  // lease -> message
   std::set<std::string> released_by_delete_;  // deleted while holding access
-  bool deleting_ = false;                     // the volume is being deleted
+  absl::flat_hash_set<std::string> fencing_when_read_;  // revoke decided
+  bool deleting_ = false;  // the volume is being deleted
 };
 
 }  // namespace

@@ -32,6 +32,7 @@
 
 #include "absl/time/time.h"
 #include "lib/api/types.h"
+#include "lib/lease/lease.h"
 
 namespace daxlease::op {
 
@@ -75,6 +76,22 @@ struct PlanOptions {
   absl::Duration default_grace = absl::Seconds(30);
 };
 
+// A pass's protocol side effects, counted from lib/lease's actions
+// (Plan::actions). The operator carries every action out by writing the
+// objects of Plan::desired (the holders' and the owner's agents watch them);
+// these counts are what its metrics report.
+struct ActionTally {
+  int grants = 0;        // kNotifyGranted: a lease granted
+  int recalls_sent = 0;  // kNotifyRecall: a holder asked to flush and ack
+  int releases = 0;      // kReleased: a lease returned (ack, release)
+  // kFence on a lease that was not fencing as read: a revoke decided (a
+  // missed deadline, an unflushed ack, a cancelled recall). Step re-asks
+  // the owner for every lease still fencing; those are not counted again.
+  int revocations = 0;
+  int fences = 0;             // kNotifyRevoked: the owner confirmed a fence
+  int recalls_completed = 0;  // kRecallComplete
+};
+
 struct Plan {
   // The objects as they should be (same order and count as the World's;
   // a lease whose record may go has its finalizer removed here).
@@ -86,6 +103,13 @@ struct Plan {
   // Set when the volume's finalizer goes in this pass: the epoch to record
   // as the name's high-water mark first (before the volume is written).
   std::optional<int64_t> raise_epoch_high_water;
+  // Every action lib/lease returned for the events and steps this pass
+  // applied, in order, and their tally. Valid once the pass's writes
+  // succeed (a failed pass is recomputed from what was stored).
+  std::vector<lease::Action> actions;
+  ActionTally tally;
+  // How long each recall that completes in this pass ran (startedAt to now).
+  std::vector<absl::Duration> recall_durations;
 };
 
 // Pure and deterministic. Never fails: an object the operator cannot act on

@@ -233,6 +233,48 @@ TEST(PlanTest, TwoAckOneRevokedFencedThenCompleteAndEpochBumped) {
   EXPECT_EQ(w.leases[2].status.reason, "DeadlineExceeded");
 }
 
+// The tally (the operator's grant/revocation/fence counters) comes from
+// lib/lease's actions: each step is counted in the pass that takes it and
+// never again, however many passes re-ask the owner to fence.
+TEST(PlanTest, TallyCountsEachProtocolStepOnceFromTheActions) {
+  World w = WorldOf({Lease("a"), Lease("b")});
+  Plan grant = ComputePlan(w, kT0, {});
+  EXPECT_EQ(grant.tally.grants, 2);
+  EXPECT_EQ(grant.tally.revocations, 0);
+  w = Settle(grant.desired, kT0);
+  EXPECT_EQ(ComputePlan(w, kT0, {}).tally.grants, 0);  // settled: nothing
+
+  w.recalls.push_back(Recall("r", 5));
+  Plan recall = ComputePlan(w, kT0, {});
+  EXPECT_EQ(recall.tally.recalls_sent, 2);
+  w = Settle(recall.desired, kT0);
+  w.leases[0].status.released_recall_id = "r-uid";
+  Plan ack = ComputePlan(w, kT0 + absl::Seconds(1), {});
+  EXPECT_EQ(ack.tally.releases, 1);
+  EXPECT_EQ(ack.tally.revocations, 0);
+  w = Settle(ack.desired, kT0 + absl::Seconds(1));
+
+  Plan revoke = ComputePlan(w, kT0 + absl::Seconds(5), {});
+  EXPECT_EQ(revoke.tally.revocations, 1);
+  EXPECT_THAT(revoke.actions,
+              testing::Contains(lease::Action{lease::ActionKind::kFence, "b"}));
+  w = revoke.desired;
+  // Later passes re-ask the owner to fence "b" (a kFence action each time);
+  // the revocation was counted once.
+  Plan again = ComputePlan(w, kT0 + absl::Seconds(6), {});
+  EXPECT_THAT(again.actions,
+              testing::Contains(lease::Action{lease::ActionKind::kFence, "b"}));
+  EXPECT_EQ(again.tally.revocations, 0);
+  EXPECT_EQ(again.tally.fences, 0);
+
+  w.leases[1].status.fenced_recall_id = "r-uid";  // the owner fenced
+  Plan fenced = ComputePlan(w, kT0 + absl::Seconds(7), {});
+  EXPECT_EQ(fenced.tally.fences, 1);
+  EXPECT_EQ(fenced.tally.recalls_completed, 1);
+  EXPECT_THAT(fenced.recall_durations, ElementsAre(absl::Seconds(7)));
+  EXPECT_EQ(fenced.desired.recalls[0].status.phase, RecallPhase::kComplete);
+}
+
 TEST(PlanTest, NewLeaseDuringRecallWaitsThenIsGrantedAtTheNewEpoch) {
   World w = Recalled({Lease("a")}, {Recall("r", 5)});
   w.leases.push_back(Lease("new"));

@@ -121,6 +121,7 @@ absl::StatusOr<ReconcileResult> Reconciler::Reconcile(
   // Events describe what was written; on failure the next pass recomputes
   // them, so only a successful pass records.
   if (st.ok()) {
+    if (options_.metrics != nullptr) options_.metrics->Stored(volume, plan);
     for (const EventSpec& e : plan.events) {
       base::Log(e.warning ? base::LogLevel::kWarn : base::LogLevel::kInfo,
                 "operator.transition",

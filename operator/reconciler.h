@@ -25,6 +25,7 @@
 #include "lib/k8s/client.h"
 #include "operator/epoch_store.h"
 #include "operator/events.h"
+#include "operator/metrics.h"
 #include "operator/plan.h"
 
 namespace daxlease::op {
@@ -57,6 +58,8 @@ struct ReconcilerOptions {
   int write_concurrency = 8;
   // Where each volume name's epoch high-water mark is kept.
   EpochStoreOptions epochs;
+  // Told of every pass whose writes succeeded. Not owned; null: none.
+  OperatorMetrics* metrics = nullptr;
 };
 
 struct ReconcileResult {

@@ -16,8 +16,16 @@ WorkQueue::WorkQueue(base::Clock& clock, WorkQueueOptions options)
 void WorkQueue::AddLocked(const std::string& key) {
   if (shutdown_ || dirty_.count(key) != 0) return;
   dirty_.insert(key);
+  if (options_.observer != nullptr) options_.observer->Added();
   if (processing_.count(key) != 0) return;  // re-queued by Done()
+  PushLocked(key);
+}
+
+void WorkQueue::PushLocked(const std::string& key) {
   queue_.push_back(key);
+  if (options_.observer == nullptr) return;
+  queued_at_[key] = clock_.Now();
+  options_.observer->Depth(queue_.size());
 }
 
 void WorkQueue::PromoteDueLocked() {
@@ -75,6 +83,7 @@ void WorkQueue::AddRateLimited(absl::string_view key) {
     absl::MutexLock l(&mu_);
     d = BackoffLocked(k);
     ++failures_[k];
+    if (options_.observer != nullptr) options_.observer->Retried();
     if (options_.qps > 0) {
       // Token bucket: reserve the next slot; the wait is how far in the
       // future that slot is.
@@ -113,6 +122,13 @@ std::optional<std::string> WorkQueue::PopLocked() {
   queue_.pop_front();
   dirty_.erase(key);
   processing_.insert(key);
+  if (options_.observer != nullptr) {
+    if (auto it = queued_at_.find(key); it != queued_at_.end()) {
+      options_.observer->Waited(clock_.Now() - it->second);
+      queued_at_.erase(it);
+    }
+    options_.observer->Depth(queue_.size());
+  }
   return key;
 }
 
@@ -149,7 +165,7 @@ void WorkQueue::Done(absl::string_view key) {
   absl::MutexLock l(&mu_);
   std::string k(key);
   processing_.erase(k);
-  if (dirty_.count(k) != 0 && !shutdown_) queue_.push_back(k);
+  if (dirty_.count(k) != 0 && !shutdown_) PushLocked(k);
 }
 
 void WorkQueue::ShutDown() {

@@ -13,6 +13,9 @@
 // become ready when the test advances the clock (TryGet sees them at once;
 // a blocked Get notices within ~10 ms of real time).
 // Thread-safe: any number of producers and workers.
+//
+// A WorkQueueObserver sees what client-go's workqueue metrics count (depth,
+// adds, time waited, retries); the operator turns it into Prometheus series.
 #ifndef DAXLEASE_LIB_K8S_WORKQUEUE_H_
 #define DAXLEASE_LIB_K8S_WORKQUEUE_H_
 
@@ -29,11 +32,29 @@
 
 namespace daxlease::k8s {
 
+// Told of a WorkQueue's traffic, as client-go's workqueue MetricsProvider.
+// Called with the queue's lock held: implementations must be quick and must
+// not call back into the queue.
+class WorkQueueObserver {
+ public:
+  virtual ~WorkQueueObserver() = default;
+  // A key was queued (an Add that was not de-duplicated away).
+  virtual void Added() = 0;
+  // Keys ready now, after every change.
+  virtual void Depth(size_t ready) = 0;
+  // A key handed to a worker had waited `d` since it was queued.
+  virtual void Waited(absl::Duration d) = 0;
+  // AddRateLimited was called (a failed pass is retried).
+  virtual void Retried() = 0;
+};
+
 struct WorkQueueOptions {
   absl::Duration base_delay = absl::Milliseconds(5);
   absl::Duration max_delay = absl::Seconds(300);
   double qps = 10;  // overall rate of AddRateLimited; 0 = unlimited
   int burst = 100;
+  // Not owned; must outlive the queue. Null: nobody is told.
+  WorkQueueObserver* observer = nullptr;
 };
 
 class WorkQueue {
@@ -74,6 +95,7 @@ class WorkQueue {
  private:
   void PromoteDueLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void AddLocked(const std::string& key) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void PushLocked(const std::string& key) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   std::optional<std::string> PopLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Duration BackoffLocked(const std::string& key) const
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -86,6 +108,8 @@ class WorkQueue {
   std::set<std::string> processing_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, absl::Time> delayed_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, int> failures_ ABSL_GUARDED_BY(mu_);
+  // When each key in queue_ was queued (for WorkQueueObserver::Waited).
+  std::map<std::string, absl::Time> queued_at_ ABSL_GUARDED_BY(mu_);
   double tokens_ ABSL_GUARDED_BY(mu_);
   absl::Time bucket_time_ ABSL_GUARDED_BY(mu_);
   bool shutdown_ ABSL_GUARDED_BY(mu_) = false;

@@ -2,6 +2,7 @@
 
 #include <atomic>
 #include <thread>
+#include <vector>
 
 #include "gtest/gtest.h"
 
@@ -38,6 +39,46 @@ TEST(WorkQueueTest, KeyInProcessingIsRequeuedOnDoneNotHandedOutTwice) {
   EXPECT_EQ(q.TryGet(), "a");  // once more, not twice
   q.Done("a");
   EXPECT_EQ(q.TryGet(), std::nullopt);
+}
+
+// Records what the queue reports, as client-go's metrics would count it.
+struct RecordingObserver : WorkQueueObserver {
+  void Added() override { ++adds; }
+  void Depth(size_t n) override { depth = n; }
+  void Waited(absl::Duration d) override { waits.push_back(d); }
+  void Retried() override { ++retries; }
+  int adds = 0;
+  size_t depth = 0;
+  std::vector<absl::Duration> waits;
+  int retries = 0;
+};
+
+TEST(WorkQueueTest, ObserverSeesAddsDepthWaitsAndRetries) {
+  base::FakeClock clock;
+  RecordingObserver seen;
+  WorkQueueOptions o = NoBucket();
+  o.observer = &seen;
+  WorkQueue q(clock, o);
+  q.Add("a");
+  q.Add("b");
+  q.Add("a");  // de-duplicated: not an add
+  EXPECT_EQ(seen.adds, 2);
+  EXPECT_EQ(seen.depth, 2u);
+  clock.Advance(absl::Seconds(3));
+  ASSERT_EQ(q.TryGet(), "a");
+  EXPECT_EQ(seen.depth, 1u);
+  ASSERT_EQ(seen.waits.size(), 1u);
+  EXPECT_EQ(seen.waits[0], absl::Seconds(3));
+  q.AddRateLimited("a");  // the pass failed
+  EXPECT_EQ(seen.retries, 1);
+  q.Done("a");
+  clock.Advance(absl::Seconds(1));  // past the backoff
+  ASSERT_EQ(q.TryGet(), "b");
+  ASSERT_EQ(q.TryGet(), "a");
+  EXPECT_EQ(seen.depth, 0u);
+  ASSERT_EQ(seen.waits.size(), 3u);
+  EXPECT_EQ(seen.waits[1], absl::Seconds(4));
+  EXPECT_EQ(seen.adds, 3);  // the retry's add counts, as in client-go
 }
 
 TEST(WorkQueueTest, AddAfterUsesInjectedClock) {

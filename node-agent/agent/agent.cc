@@ -742,6 +742,7 @@ absl::Status Agent::AckRecall(const std::string& lease_name,
   }
   if (!all) return absl::OkStatus();
   RETURN_IF_ERROR(PatchLeaseStatus(name, {{"releasedRecallID", recall_id}}));
+  RecallAckedLocked(*p, recall_id);
   base::LogInfo("agent.recall_acked", {{"lease", name}, {"recall", recall_id}});
   return absl::OkStatus();
 }
@@ -793,6 +794,7 @@ void Agent::OnLeaseBreak(int fd) {
   for (auto& [vol, s] : served_) {
     if (s.map == nullptr || s.map->fd() != fd || s.lease_broken_at) continue;
     s.lease_broken_at = clock_.Now();
+    if (config_.metrics != nullptr) config_.metrics->LeaseBroken();
     base::LogWarn("agent.lease_broken",
                   {{"volume", vol}, {"path", s.data_path}});
     k8s::Json recall = {
@@ -818,6 +820,31 @@ void Agent::ReconcileOnce() {
   std::lock_guard<std::mutex> l(mu_);
   ReconcileOwnerLocked();
   ReconcileHolderLocked();
+  UpdateGaugesLocked();
+}
+
+void Agent::UpdateGaugesLocked() {
+  if (config_.metrics == nullptr) return;
+  int mapped = 0;
+  uint64_t bytes = 0;
+  for (const auto& [v, s] : served_) {
+    if (s.map == nullptr) continue;
+    ++mapped;
+    bytes += s.size;
+  }
+  int sessions = 0;
+  for (const auto& [t, p] : publishes_) {
+    sessions += static_cast<int>(p.sessions.size());
+  }
+  config_.metrics->Set(mapped, bytes, static_cast<int>(publishes_.size()),
+                       sessions);
+}
+
+void Agent::RecallAckedLocked(const Published& p, const std::string& id) {
+  if (config_.metrics == nullptr) return;
+  config_.metrics->RecallAcked(p.recall_seen == id
+                                   ? clock_.Now() - p.recall_seen_at
+                                   : absl::ZeroDuration());
 }
 
 void Agent::ReconcileOwnerLocked() {
@@ -864,8 +891,12 @@ void Agent::ReconcileOwnerLocked() {
         base::LogWarn("agent.fenced", {{"lease", lease.metadata.name},
                                        {"grant", key.DebugString()},
                                        {"recall", lease.status.recall_id}});
-        (void)PatchLeaseStatus(lease.metadata.name,
-                               {{"fencedRecallID", lease.status.recall_id}});
+        if (PatchLeaseStatus(lease.metadata.name,
+                             {{"fencedRecallID", lease.status.recall_id}})
+                .ok() &&
+            config_.metrics != nullptr) {
+          config_.metrics->Fenced();
+        }
       } else if (state == api::LeaseState::kRevoked ||
                  state == api::LeaseState::kReleased) {
         (void)fabric_.Invalidate(key);
@@ -997,6 +1028,11 @@ void Agent::ReconcileHolderLocked() {
       (void)CreateLease(p);
     } else {
       const auto state = lease->status.state;
+      if (state == api::LeaseState::kRecalling &&
+          p.recall_seen != lease->status.recall_id) {
+        p.recall_seen = lease->status.recall_id;
+        p.recall_seen_at = clock_.Now();
+      }
       // Nobody attached: nothing to flush or to tell.
       if (state == api::LeaseState::kRecalling &&
           lease->status.released_recall_id != lease->status.recall_id) {
@@ -1009,8 +1045,11 @@ void Agent::ReconcileHolderLocked() {
         // agent last knew (after a restart clients reconnect first).
         if ((p.sessions.empty() && !p.attached) ||
             (!p.sessions.empty() && all)) {
-          (void)PatchLeaseStatus(
-              p.lease_name, {{"releasedRecallID", lease->status.recall_id}});
+          if (PatchLeaseStatus(p.lease_name,
+                               {{"releasedRecallID", lease->status.recall_id}})
+                  .ok()) {
+            RecallAckedLocked(p, lease->status.recall_id);
+          }
         }
       }
       if (state == api::LeaseState::kRevoked && !p.revoked) {

@@ -43,6 +43,7 @@
 #include "lib/k8s/client.h"
 #include "lib/k8s/informer.h"
 #include "node-agent/agent/mapped_volume.h"
+#include "node-agent/agent/metrics.h"
 #include "node-agent/fabric/fabric.h"
 #include "proto/agent.pb.h"
 
@@ -74,6 +75,8 @@ struct AgentConfig {
   // How long after a lease break the agent gives the file up even if the
   // recall has not completed (below /proc/sys/fs/lease-break-time, 45 s).
   absl::Duration lease_break_grace = absl::Seconds(30);
+  // Series (metrics.h), updated by every pass. Not owned; null: none.
+  AgentMetrics* metrics = nullptr;
 };
 
 // One attached client's view of its lease. Events are coalesced: a reader
@@ -174,6 +177,10 @@ class Agent {
     // the operator counts them in it). Persisted.
     std::vector<std::string> retired;
     std::set<std::shared_ptr<Session>> sessions;
+    // The recall this publish's lease was last seen Recalling under, and
+    // when (the start of the clients' flush, for the metrics).
+    std::string recall_seen;
+    absl::Time recall_seen_at;
   };
 
   absl::Status LoadState();
@@ -193,6 +200,9 @@ class Agent {
                                const std::string& token, absl::Status* err);
   void ReconcileOwnerLocked();
   void ReconcileHolderLocked();
+  // Tells config_.metrics the ack of `p`'s lease for recall `id`.
+  void RecallAckedLocked(const Published& p, const std::string& id);
+  void UpdateGaugesLocked();
   pb::SessionEvent EventFor(Published& p, const api::DaxLease* l,
                             const api::DaxVolume* v);
   void Run();

@@ -1,10 +1,14 @@
 #include "tests/k8s/k8s_testing.h"
 
+#include <arpa/inet.h>
 #include <fcntl.h>
+#include <netinet/in.h>
 #include <signal.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -222,6 +226,68 @@ std::string ChildProcess::Log() const {
   std::stringstream ss;
   ss << f.rdbuf();
   return ss.str();
+}
+
+int LoggedMetricsPort(const std::string& log, const std::string& event) {
+  std::istringstream lines(log);
+  std::string line;
+  const std::string want = absl::StrCat("event=", event, " ");
+  while (std::getline(lines, line)) {
+    if (line.find(want) == std::string::npos) continue;
+    size_t at = line.find(" port=");
+    int port = 0;
+    if (at != std::string::npos &&
+        absl::SimpleAtoi(line.substr(at + 6, line.find(' ', at + 6) - at - 6),
+                         &port)) {
+      return port;
+    }
+  }
+  return -1;
+}
+
+absl::StatusOr<std::string> ScrapeMetrics(int port) {
+  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return base::ErrnoStatus("socket", "", errno);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(static_cast<uint16_t>(port));
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  std::string out;
+  const std::string req =
+      "GET /metrics HTTP/1.0\r\nHost: localhost\r\nAccept: "
+      "text/plain\r\n\r\n";
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0 ||
+      ::write(fd, req.data(), req.size()) != static_cast<ssize_t>(req.size())) {
+    absl::Status st =
+        base::ErrnoStatus("connect", absl::StrCat("127.0.0.1:", port), errno);
+    ::close(fd);
+    return st;
+  }
+  char buf[8192];
+  ssize_t n;
+  while ((n = ::read(fd, buf, sizeof(buf))) > 0) out.append(buf, n);
+  ::close(fd);
+  size_t body = out.find("\r\n\r\n");
+  if (out.rfind("HTTP/1.", 0) != 0 || out.find(" 200 ") == std::string::npos ||
+      body == std::string::npos) {
+    return absl::UnavailableError(absl::StrCat("bad /metrics answer: ", out));
+  }
+  return out.substr(body + 4);
+}
+
+double MetricValue(const std::string& text, const std::string& series) {
+  std::istringstream lines(text);
+  std::string line;
+  while (std::getline(lines, line)) {
+    if (line.size() <= series.size() ||
+        line.compare(0, series.size(), series) != 0 ||
+        line[series.size()] != ' ') {
+      continue;
+    }
+    double v = 0;
+    if (absl::SimpleAtod(line.substr(series.size() + 1), &v)) return v;
+  }
+  return -1;
 }
 
 bool WaitFor(const std::function<bool()>& pred, absl::Duration timeout) {

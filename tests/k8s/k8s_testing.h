@@ -84,6 +84,16 @@ class ChildProcess {
 // Polls `pred` every 20 ms until it is true (true) or `timeout` (false).
 bool WaitFor(const std::function<bool()>& pred, absl::Duration timeout);
 
+// The port a daemon logged it serves /metrics on: the `port` field of its
+// first log line with event=`event` (operator.metrics, agent.metrics), or -1.
+int LoggedMetricsPort(const std::string& log, const std::string& event);
+// GET http://127.0.0.1:`port`/metrics: the body, or Unavailable.
+absl::StatusOr<std::string> ScrapeMetrics(int port);
+// The value of the sample `series` (name with its labels exactly as
+// exposed, e.g. `workqueue_adds_total{name="daxvolume"}`) in the text
+// exposition `text`, or -1 when it is absent.
+double MetricValue(const std::string& text, const std::string& series);
+
 // Peak resident set (VmHWM) of `pid` in KiB, or -1.
 int64_t PeakRssKib(pid_t pid);
 

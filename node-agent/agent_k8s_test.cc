@@ -131,7 +131,8 @@ class AgentK8sTest : public ::testing::Test {
     auto c = k8s::testing::NewClient(kubeconfig_);
     ASSERT_TRUE(c.ok()) << c.status();
     kube_ = std::move(*c);
-    ASSERT_TRUE(k8s::testing::InstallDaxleaseCrds(kubeconfig_).ok());
+    absl::Status crds = k8s::testing::InstallDaxleaseCrds(kubeconfig_);
+    ASSERT_TRUE(crds.ok()) << crds;
     std::string test =
         ::testing::UnitTest::GetInstance()->current_test_info()->name();
     prefix_ =

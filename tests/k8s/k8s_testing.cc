@@ -166,11 +166,21 @@ int Kubectl(const std::string& kubeconfig, const std::string& args,
 
 absl::Status InstallDaxleaseCrds(const std::string& kubeconfig) {
   std::string out;
-  if (Kubectl(kubeconfig,
-              absl::StrCat("apply -f ", DAXLEASE_SOURCE_DIR, "/manifests/crd/"),
-              &out) != 0) {
-    return absl::InternalError(absl::StrCat("kubectl apply: ", out));
+  // Tests run in parallel (ctest -j) apply the same CRDs at once; the loser
+  // of a concurrent update gets a 409 ("the object has been modified") and
+  // applies again over the winner's write.
+  int rc = 0;
+  for (int attempt = 0; attempt < 5; ++attempt) {
+    rc = Kubectl(
+        kubeconfig,
+        absl::StrCat("apply -f ", DAXLEASE_SOURCE_DIR, "/manifests/crd/"),
+        &out);
+    if (rc == 0 ||
+        out.find("the object has been modified") == std::string::npos) {
+      break;
+    }
   }
+  if (rc != 0) return absl::InternalError(absl::StrCat("kubectl apply: ", out));
   if (Kubectl(kubeconfig,
               "wait --for condition=established --timeout=60s "
               "crd/daxvolumes.daxlease.io crd/daxleases.daxlease.io "

@@ -41,7 +41,7 @@ absl::Status NodeService::StageSteps(VolumeRecord* rec, bool attached) {
     ASSIGN_OR_RETURN(dev, deps_.backend->Attach(rec->id));
     if (st.device != dev.path) {
       st.device = dev.path;
-      RETURN_IF_ERROR(deps_.store->Save(*rec, sys::Durability::kAtomic));
+      RETURN_IF_ERROR(deps_.store->SaveMounts(*rec));
     }
   }
   if (st.block) return absl::OkStatus();
@@ -179,7 +179,7 @@ absl::Status NodeService::DoStage(
     st.mount_flags = flags;
     st.device = dev.path;
     rec.stage = st;
-    absl::Status saved = deps_.store->Save(rec, sys::Durability::kAtomic);
+    absl::Status saved = deps_.store->SaveMounts(rec);
     if (!saved.ok()) {
       (void)deps_.backend->Detach(id);
       return saved;
@@ -359,7 +359,7 @@ absl::Status NodeService::DoPublish(
     p.block = cap.block;
     p.shared_dir = share && !cap.block && deps_.agent != nullptr;
     rec.publishes[target] = p;
-    RETURN_IF_ERROR(deps_.store->Save(rec, sys::Durability::kAtomic));
+    RETURN_IF_ERROR(deps_.store->SaveMounts(rec));
   }
   const bool shared_dir = rec.publishes[target].shared_dir;
   absl::Status st =

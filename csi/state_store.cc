@@ -35,16 +35,10 @@ E ParsePhase(const std::string& s,
 
 }  // namespace
 
-std::string RecordToJson(const VolumeRecord& rec) {
-  json j;
-  j["id"] = rec.id;
-  j["name"] = rec.name;
-  j["capacityBytes"] = rec.capacity_bytes;
-  j["mode"] = std::string(VolumeModeName(rec.mode));
-  j["fsType"] = rec.fs_type;
-  j["parameters"] = rec.parameters;
-  j["phase"] = VolumePhaseName(rec.phase);
-  j["formatted"] = rec.formatted;
+namespace {
+
+json MountsToJson(const VolumeRecord& rec) {
+  json j = json::object();
   if (rec.stage.has_value()) {
     const StageRecord& s = *rec.stage;
     j["stage"] = {{"stagingPath", s.staging_path},
@@ -62,6 +56,50 @@ std::string RecordToJson(const VolumeRecord& rec) {
     pubs.push_back(pj);
   }
   j["publishes"] = pubs;
+  return j;
+}
+
+// Throws on a malformed document (the callers catch).
+void MountsFromJson(const json& j, VolumeRecord& rec) {
+  rec.stage.reset();
+  rec.publishes.clear();
+  if (j.contains("stage") && !j["stage"].is_null()) {
+    const json& s = j["stage"];
+    StageRecord st;
+    st.staging_path = s.at("stagingPath").get<std::string>();
+    st.block = s.value("block", false);
+    st.fs_type = s.value("fsType", "");
+    st.mount_flags = s.value("mountFlags", std::vector<std::string>());
+    st.device = s.value("device", "");
+    // Older versions also wrote a "phase" (staging/staged/unstaging);
+    // every step of staging and unstaging is idempotent, so an entry
+    // means "the CO asked for this stage" whatever its phase said.
+    rec.stage = st;
+  }
+  if (j.contains("publishes")) {
+    for (const json& p : j["publishes"]) {
+      PublishRecord pr;
+      pr.target_path = p.at("targetPath").get<std::string>();
+      pr.read_only = p.value("readOnly", false);
+      pr.block = p.value("block", false);  // an old "phase": as above
+      pr.shared_dir = p.value("sharedDir", false);
+      rec.publishes[pr.target_path] = pr;
+    }
+  }
+}
+
+}  // namespace
+
+std::string RecordToJson(const VolumeRecord& rec) {
+  json j = MountsToJson(rec);
+  j["id"] = rec.id;
+  j["name"] = rec.name;
+  j["capacityBytes"] = rec.capacity_bytes;
+  j["mode"] = std::string(VolumeModeName(rec.mode));
+  j["fsType"] = rec.fs_type;
+  j["parameters"] = rec.parameters;
+  j["phase"] = VolumePhaseName(rec.phase);
+  j["formatted"] = rec.formatted;
   return j.dump(2);
 }
 
@@ -92,29 +130,7 @@ absl::StatusOr<VolumeRecord> RecordFromJson(absl::string_view text) {
         phase,
         {{"ready", VolumePhase::kReady}, {"deleting", VolumePhase::kDeleting}});
     rec.formatted = j.value("formatted", false);
-    if (j.contains("stage") && !j["stage"].is_null()) {
-      const json& s = j["stage"];
-      StageRecord st;
-      st.staging_path = s.at("stagingPath").get<std::string>();
-      st.block = s.value("block", false);
-      st.fs_type = s.value("fsType", "");
-      st.mount_flags = s.value("mountFlags", std::vector<std::string>());
-      st.device = s.value("device", "");
-      // Older versions also wrote a "phase" (staging/staged/unstaging);
-      // every step of staging and unstaging is idempotent, so an entry
-      // means "the CO asked for this stage" whatever its phase said.
-      rec.stage = st;
-    }
-    if (j.contains("publishes")) {
-      for (const json& p : j["publishes"]) {
-        PublishRecord pr;
-        pr.target_path = p.at("targetPath").get<std::string>();
-        pr.read_only = p.value("readOnly", false);
-        pr.block = p.value("block", false);  // an old "phase": as above
-        pr.shared_dir = p.value("sharedDir", false);
-        rec.publishes[pr.target_path] = pr;
-      }
-    }
+    MountsFromJson(j, rec);
     return rec;
   } catch (const LegacyCreating&) {
     return absl::NotFoundError(
@@ -131,6 +147,11 @@ std::string StateStore::PathFor(absl::string_view id) const {
   return absl::StrCat(dir_, "/", id, ".json");
 }
 
+// Volume IDs have no '.' (ValidateVolumeId), so this never names a record.
+std::string StateStore::MountsPathFor(absl::string_view id) const {
+  return absl::StrCat(dir_, "/", id, ".mounts.json");
+}
+
 absl::StatusOr<std::optional<VolumeRecord>> StateStore::Load(
     absl::string_view id) {
   std::string path = PathFor(id);
@@ -145,16 +166,45 @@ absl::StatusOr<std::optional<VolumeRecord>> StateStore::Load(
     return std::optional<VolumeRecord>();
   }
   if (!rec.ok()) return base::Annotate(rec.status(), path);
+  const std::string mounts_path = MountsPathFor(id);
+  auto mounts = env_->ReadFile(mounts_path);
+  if (mounts.ok()) {
+    try {
+      MountsFromJson(json::parse(*mounts), *rec);
+    } catch (const std::exception& e) {
+      // Written without fsync, so only a power loss can tear it; the
+      // mounts it described went with the power. The record's own
+      // entries (the last durable ones) stand.
+      base::LogWarn("csi.state.torn_mounts_record",
+                    {{"path", mounts_path}, {"error", e.what()}});
+    }
+  } else if (!absl::IsNotFound(mounts.status())) {
+    return mounts.status();
+  }
   return std::optional<VolumeRecord>(std::move(*rec));
 }
 
 absl::Status StateStore::Save(const VolumeRecord& rec,
                               sys::Durability durability) {
-  return sys::WriteFileAtomic(env_, PathFor(rec.id), RecordToJson(rec),
-                              durability);
+  // The record first, then the mounts file it supersedes, then one
+  // directory fsync for both: a crash in between leaves the mounts file
+  // over the new record, which is what it was before the call (the CO's
+  // retry of the call does it again).
+  RETURN_IF_ERROR(sys::WriteFileAtomic(env_, PathFor(rec.id), RecordToJson(rec),
+                                       sys::Durability::kAtomic));
+  RETURN_IF_ERROR(env_->RemoveFile(MountsPathFor(rec.id)));
+  if (durability != sys::Durability::kDurable) return absl::OkStatus();
+  return env_->Sync(dir_);
+}
+
+absl::Status StateStore::SaveMounts(const VolumeRecord& rec) {
+  return sys::WriteFileAtomic(env_, MountsPathFor(rec.id),
+                              MountsToJson(rec).dump(2),
+                              sys::Durability::kVolatile);
 }
 
 absl::Status StateStore::Remove(absl::string_view id) {
+  RETURN_IF_ERROR(env_->RemoveFile(MountsPathFor(id)));
   RETURN_IF_ERROR(env_->RemoveFile(PathFor(id)));
   return env_->Sync(dir_);
 }
@@ -165,6 +215,7 @@ absl::StatusOr<std::vector<VolumeRecord>> StateStore::LoadAll() {
   for (const std::string& name : names) {
     if (!absl::EndsWith(name, ".json")) continue;  // skips *.json.tmp
     std::string id = name.substr(0, name.size() - 5);
+    if (absl::StrContains(id, '.')) continue;  // <id>.mounts.json
     ASSIGN_OR_RETURN(auto rec, Load(id));
     if (rec.has_value()) out.push_back(std::move(*rec));
   }

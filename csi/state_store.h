@@ -12,11 +12,15 @@
 //   written, durably, before the media is destroyed, so no ready record
 //   ever names destroyed media.
 // - A stage / publish entry is written before its mount is made and
-//   dropped after the mount is gone. The entry is added kAtomic (no
-//   directory fsync): what it describes (mounts, loop devices) does not
-//   survive a power loss either, while the all-or-nothing rename is what a
-//   kill -9 needs. It is dropped durably (a stale entry brought back by a
-//   power loss would hold off DeleteVolume).
+//   dropped after the mount is gone. The entry is added by SaveMounts into
+//   `<dir>/<volume-id>.mounts.json`, renamed into place without any fsync:
+//   what it describes (mounts, loop devices) does not survive a power loss
+//   either, while the all-or-nothing rename is what a kill -9 needs. A
+//   mounts file a power loss tore is dropped with a warning (the entries
+//   it held described mounts that are gone). It is dropped durably by
+//   Save, which writes the whole record and then removes the mounts file
+//   (a stale entry brought back by a power loss would hold off
+//   DeleteVolume).
 //
 // All file-system calls go through a sys::Env (tests inject faults).
 // Thread safety: Load/Save/Remove are safe to call concurrently for
@@ -91,10 +95,16 @@ class StateStore {
 
   // nullopt when there is no record for `id`.
   absl::StatusOr<std::optional<VolumeRecord>> Load(absl::string_view id);
-  // Replaces the record. kDurable for what survives a power loss (the
-  // volume's existence and phase), kAtomic for stage/publish entries.
+  // Replaces the record, stage and publish entries included, and removes
+  // the mounts file. kDurable: once it returns the record survives a power
+  // loss (one fsync of the record, one of the directory). kAtomic: the
+  // directory is not fsynced.
   absl::Status Save(const VolumeRecord& rec,
                     sys::Durability durability = sys::Durability::kDurable);
+  // Records `rec`'s stage and publish entries only (the rest of `rec` must
+  // be as last saved), in the mounts file, without fsync: for adding an
+  // entry before its mount is made. Load returns them over the record's.
+  absl::Status SaveMounts(const VolumeRecord& rec);
   // Durably (the directory is fsynced). OK when already gone.
   absl::Status Remove(absl::string_view id);
   // Every record, sorted by ID. A corrupt file is reported as an error
@@ -105,6 +115,7 @@ class StateStore {
 
  private:
   std::string PathFor(absl::string_view id) const;
+  std::string MountsPathFor(absl::string_view id) const;
   std::string dir_;
   sys::Env* const env_;
 };

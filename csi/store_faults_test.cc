@@ -58,18 +58,93 @@ class StoreFaultsTest : public ::testing::Test {
 TEST_F(StoreFaultsTest, DurableSaveSyncsTheFileRenamesThenSyncsTheDirectory) {
   env_.ClearCalls();
   ASSERT_TRUE(store_->Save(Rec(1)).ok());
-  EXPECT_THAT(env_.calls(),
-              ElementsAre("WriteFileSynced " + state_ + "/pvc-1.json.tmp",
-                          "Rename " + state_ + "/pvc-1.json.tmp -> " + state_ +
-                              "/pvc-1.json",
-                          "Sync " + state_));
+  EXPECT_THAT(
+      env_.calls(),
+      ElementsAre(
+          "WriteFileSynced " + state_ + "/pvc-1.json.tmp",
+          "Rename " + state_ + "/pvc-1.json.tmp -> " + state_ + "/pvc-1.json",
+          "RemoveFile " + state_ + "/pvc-1.mounts.json", "Sync " + state_));
   env_.ClearCalls();
   ASSERT_TRUE(store_->Save(Rec(2), sys::Durability::kAtomic).ok());
-  EXPECT_EQ(env_.calls().size(), 2u) << "atomic: no directory fsync";
+  EXPECT_EQ(env_.calls().size(), 3u) << "atomic: no directory fsync";
   env_.ClearCalls();
   ASSERT_TRUE(store_->Remove("pvc-1").ok());
-  EXPECT_THAT(env_.calls(), ElementsAre("RemoveFile " + state_ + "/pvc-1.json",
-                                        "Sync " + state_));
+  EXPECT_THAT(
+      env_.calls(),
+      ElementsAre("RemoveFile " + state_ + "/pvc-1.mounts.json",
+                  "RemoveFile " + state_ + "/pvc-1.json", "Sync " + state_));
+}
+
+// Stage and publish entries cost no fsync at all: a rename of an unsynced
+// temp file, which a kill -9 cannot tear (the page cache survives it).
+TEST_F(StoreFaultsTest, MountEntriesAreRenamedIntoPlaceWithoutAnyFsync) {
+  ASSERT_TRUE(store_->Save(Rec(1)).ok());
+  VolumeRecord staged = Rec(1);
+  staged.stage =
+      StageRecord{"/k/staging/pvc-1", false, "ext4", {}, "/dev/loop7"};
+  staged.publishes["/k/pods/p"] =
+      PublishRecord{"/k/pods/p", true, false, false};
+  env_.ClearCalls();
+  ASSERT_TRUE(store_->SaveMounts(staged).ok());
+  EXPECT_THAT(
+      env_.calls(),
+      ElementsAre("WriteFileUnsynced " + state_ + "/pvc-1.mounts.json.tmp",
+                  "Rename " + state_ + "/pvc-1.mounts.json.tmp -> " + state_ +
+                      "/pvc-1.mounts.json"));
+  // A restarted plugin sees the entries over the durable record.
+  auto loaded = StateStore(state_).Load("pvc-1");
+  ASSERT_TRUE(loaded.ok() && loaded->has_value()) << loaded.status();
+  ASSERT_TRUE((*loaded)->stage.has_value());
+  EXPECT_EQ((*loaded)->stage->device, "/dev/loop7");
+  EXPECT_EQ((*loaded)->publishes.count("/k/pods/p"), 1u);
+  EXPECT_TRUE((*loaded)->publishes.at("/k/pods/p").read_only);
+  auto all = StateStore(state_).LoadAll();
+  ASSERT_TRUE(all.ok()) << all.status();
+  EXPECT_EQ(all->size(), 1u) << "the mounts file is not a record";
+
+  // Dropping the publish is durable and supersedes the mounts file.
+  VolumeRecord dropped = **loaded;
+  dropped.publishes.clear();
+  ASSERT_TRUE(store_->Save(dropped).ok());
+  EXPECT_THAT(Files(), ElementsAre("pvc-1.json"));
+  loaded = StateStore(state_).Load("pvc-1");
+  ASSERT_TRUE(loaded.ok() && loaded->has_value());
+  EXPECT_TRUE((*loaded)->publishes.empty());
+  EXPECT_TRUE((*loaded)->stage.has_value());
+}
+
+// A crash between a durable save's rename and its removal of the mounts
+// file leaves the entries as they were before the call (the CO retries it).
+TEST_F(StoreFaultsTest, CrashBeforeTheMountsFileGoesKeepsTheEntriesBefore) {
+  ASSERT_TRUE(store_->Save(Rec(1)).ok());
+  VolumeRecord staged = Rec(1);
+  staged.stage =
+      StageRecord{"/k/staging/pvc-1", false, "ext4", {}, "/dev/loop7"};
+  ASSERT_TRUE(store_->SaveMounts(staged).ok());
+  VolumeRecord unstaged = Rec(1);
+  env_.FailNext("RemoveFile", absl::AbortedError("killed"), ".mounts.json");
+  EXPECT_FALSE(store_->Save(unstaged).ok());
+  auto loaded = StateStore(state_).Load("pvc-1");
+  ASSERT_TRUE(loaded.ok() && loaded->has_value());
+  EXPECT_TRUE((*loaded)->stage.has_value());
+  ASSERT_TRUE(store_->Save(unstaged).ok());  // the retry
+  loaded = StateStore(state_).Load("pvc-1");
+  ASSERT_TRUE(loaded.ok() && loaded->has_value());
+  EXPECT_FALSE((*loaded)->stage.has_value());
+}
+
+// Only a power loss can tear the unsynced mounts file; the mounts it
+// described are gone then, so it is dropped and the record stands.
+TEST_F(StoreFaultsTest, TornMountsFileIsDroppedAndTheRecordStands) {
+  ASSERT_TRUE(store_->Save(Rec(5)).ok());
+  ASSERT_TRUE(sys::WriteFileAtomic(state_ + "/pvc-1.mounts.json",
+                                   "{\"stage\": {\"stagingPa")
+                  .ok());
+  auto loaded = StateStore(state_).Load("pvc-1");
+  ASSERT_TRUE(loaded.ok()) << loaded.status();
+  ASSERT_TRUE(loaded->has_value());
+  EXPECT_EQ((*loaded)->capacity_bytes, 5u);
+  EXPECT_FALSE((*loaded)->stage.has_value());
 }
 
 TEST_F(StoreFaultsTest, FsyncErrorFailsTheSaveAndKeepsTheOldRecord) {

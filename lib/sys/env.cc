@@ -27,6 +27,12 @@ class PosixEnv final : public Env {
     if (::fsync(fd.get()) != 0) return base::ErrnoStatus("fsync", path, errno);
     return absl::OkStatus();
   }
+  absl::Status WriteFileUnsynced(absl::string_view path,
+                                 absl::string_view data) override {
+    ASSIGN_OR_RETURN(UniqueFd fd,
+                     OpenFd(path, O_WRONLY | O_CREAT | O_TRUNC, 0600));
+    return WriteAll(fd.get(), data, path);
+  }
   absl::Status Rename(absl::string_view from, absl::string_view to) override {
     std::string f(from), t(to);
     if (::rename(f.c_str(), t.c_str()) != 0) {
@@ -101,13 +107,15 @@ std::string DirOf(absl::string_view path) {
 absl::Status WriteFileAtomic(Env* env, absl::string_view path,
                              absl::string_view data, Durability durability) {
   const std::string tmp = absl::StrCat(path, ".tmp");
-  absl::Status st = env->WriteFileSynced(tmp, data);
+  absl::Status st = durability == Durability::kVolatile
+                        ? env->WriteFileUnsynced(tmp, data)
+                        : env->WriteFileSynced(tmp, data);
   if (st.ok()) st = env->Rename(tmp, path);
   if (!st.ok()) {
     (void)env->RemoveFile(tmp);  // the old contents stay, alone
     return st;
   }
-  if (durability == Durability::kAtomic) return absl::OkStatus();
+  if (durability != Durability::kDurable) return absl::OkStatus();
   return env->Sync(DirOf(path));
 }
 
@@ -173,6 +181,12 @@ absl::Status FaultInjectionEnv::WriteFileSynced(absl::string_view path,
     return f->status;
   }
   return base_->WriteFileSynced(path, data);
+}
+
+absl::Status FaultInjectionEnv::WriteFileUnsynced(absl::string_view path,
+                                                  absl::string_view data) {
+  if (auto f = Enter("WriteFileUnsynced", path)) return f->status;
+  return base_->WriteFileUnsynced(path, data);
 }
 
 absl::Status FaultInjectionEnv::Rename(absl::string_view from,

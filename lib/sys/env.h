@@ -39,6 +39,10 @@ class Env {
   // before returning.
   virtual absl::Status WriteFileSynced(absl::string_view path,
                                        absl::string_view data) = 0;
+  // The same without the fsync: the data is in the page cache when it
+  // returns (it survives a kill -9, not a power loss).
+  virtual absl::Status WriteFileUnsynced(absl::string_view path,
+                                         absl::string_view data) = 0;
   // rename(2).
   virtual absl::Status Rename(absl::string_view from, absl::string_view to) = 0;
   // fsync(2) of a file or a directory (a directory's fsync makes the
@@ -79,6 +83,12 @@ enum class Durability {
   // directory is not fsynced. For records of state that a power loss
   // undoes anyway (mounts, loop devices).
   kAtomic,
+  // All or nothing against a kill -9 (the rename), nothing against a power
+  // loss: the temp file is not fsynced, so after a power loss `path` may be
+  // the old contents, the new, or torn/empty. Only for files whose reader
+  // drops a file it cannot parse and that describe state a power loss
+  // undoes too.
+  kVolatile,
 };
 
 // Replaces `path` with `data` as `durability` says, through `env`. A
@@ -116,6 +126,8 @@ class FaultInjectionEnv final : public Env {
   absl::StatusOr<std::string> ReadFile(absl::string_view path) override;
   absl::Status WriteFileSynced(absl::string_view path,
                                absl::string_view data) override;
+  absl::Status WriteFileUnsynced(absl::string_view path,
+                                 absl::string_view data) override;
   absl::Status Rename(absl::string_view from, absl::string_view to) override;
   absl::Status Sync(absl::string_view path) override;
   absl::Status RemoveFile(absl::string_view path) override;

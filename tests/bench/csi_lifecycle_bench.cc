@@ -15,10 +15,12 @@
 // measured in the same run (ratio <= 1.0), while staying crash-safe. The
 // driver gets there by doing less, not by skipping durability: it formats
 // at CreateVolume on the image file itself (no loop device under mkfs),
-// knows a fresh image reads as zeros (mkfs zeroes nothing), and writes 3
-// records instead of 5 (docs/csi.md, "State and crash safety"). The ratio
-// against direct+durable state (the raw work plus the old driver's 7
-// record writes) is printed too, for comparison.
+// knows a fresh image reads as zeros (mkfs zeroes nothing), and makes
+// one durable record write (at CreateVolume): the stage and publish
+// entries are renamed into place without fsync, since what they describe
+// does not survive a power loss either (docs/csi.md, "State and crash
+// safety"). The ratio against direct+durable state (the raw work plus the
+// old driver's 7 record writes) is printed too, for comparison.
 //
 //   csi_lifecycle_bench [--iterations N] [--size-mib M]
 //

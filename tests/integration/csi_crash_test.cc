@@ -37,6 +37,24 @@ class CsiCrashTest : public CsiPluginTest,
     return CallOn(channel_, &Node::Stub::NodeStageVolume, req, &resp);
   }
 
+  grpc::Status Publish(const std::string& vol, const std::string& staging,
+                       const std::string& target) {
+    csi::v1::NodePublishVolumeRequest req;
+    req.set_volume_id(vol);
+    req.set_staging_target_path(staging);
+    req.set_target_path(target);
+    *req.mutable_volume_capability() = MountCap("ext4");
+    csi::v1::NodePublishVolumeResponse resp;
+    return CallOn(channel_, &Node::Stub::NodePublishVolume, req, &resp);
+  }
+  grpc::Status Unpublish(const std::string& vol, const std::string& target) {
+    csi::v1::NodeUnpublishVolumeRequest req;
+    req.set_volume_id(vol);
+    req.set_target_path(target);
+    csi::v1::NodeUnpublishVolumeResponse resp;
+    return CallOn(channel_, &Node::Stub::NodeUnpublishVolume, req, &resp);
+  }
+
   grpc::Status Unstage(const std::string& vol, const std::string& staging) {
     csi::v1::NodeUnstageVolumeRequest req;
     req.set_volume_id(vol);
@@ -83,6 +101,25 @@ TEST_P(CsiCrashTest, KillDuringStageAndUnstageThenRecover) {
   EXPECT_EQ(LoopDevicesBackedUnder(state_dir_).size(), 1u);
   const std::string data = Pattern(64 * 1024, 3);
   ASSERT_TRUE(WriteAndSync(staging + "/data.bin", 0, data).ok());
+
+  // Killed during NodePublishVolume (its entry is written without fsync),
+  // then during NodeUnpublishVolume; each retry completes the call.
+  const std::string target = root_ + "/pods/" + vol;
+  KillDuring([&] { (void)Publish(vol, staging, target); }, delay_ms / 4);
+  if (HasFatalFailure()) return;
+  channel_ = plugin_->channel();
+  s = Publish(vol, staging, target);
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  EXPECT_THAT(MountsUnder(target), ::testing::ElementsAre(target));
+  auto seen = ReadAt(target + "/data.bin", 0, data.size());
+  ASSERT_TRUE(seen.ok()) << seen.status();
+  EXPECT_TRUE(*seen == data);
+  KillDuring([&] { (void)Unpublish(vol, target); }, delay_ms / 4);
+  if (HasFatalFailure()) return;
+  channel_ = plugin_->channel();
+  s = Unpublish(vol, target);
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  EXPECT_THAT(MountsUnder(target), ::testing::IsEmpty());
 
   // Killed during NodeUnstageVolume; the retry completes it.
   KillDuring([&] { (void)Unstage(vol, staging); }, delay_ms / 4);

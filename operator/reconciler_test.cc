@@ -1,6 +1,8 @@
 #include "operator/reconciler.h"
 
 #include <functional>
+#include <string>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
@@ -159,6 +161,16 @@ class ReconcilerTest : public testing::Test {
               api::Access::kReadWrite};
     ASSERT_TRUE(fake_.Create(api::DaxLeaseResource(), api::ToJson(l)).ok());
   }
+  // The volume at epoch 1 with these leases, each granted (the start of
+  // most tests).
+  void GrantedVolume(const std::vector<std::string>& leases) {
+    CreateVolume(1);
+    for (const std::string& n : leases) CreateLease(n);
+    Converge();
+    for (const std::string& n : leases) {
+      ASSERT_EQ(L(n).status.state, api::LeaseState::kGranted) << n;
+    }
+  }
   void CreateRecall(const std::string& name, int64_t grace) {
     api::DaxRecall r;
     r.metadata.name = name;
@@ -213,9 +225,7 @@ class ReconcilerTest : public testing::Test {
 };
 
 TEST_F(ReconcilerTest, FullRecallWithTwoAcksOneRevokedAndFenced) {
-  CreateVolume(1);
-  for (const char* n : {"a", "b", "c"}) CreateLease(n);
-  Converge();
+  GrantedVolume({"a", "b", "c"});
   EXPECT_EQ(L("a").status.state, api::LeaseState::kGranted);
   EXPECT_EQ(V().status.holders, 3);
   EXPECT_THAT(L("a").metadata.finalizers,
@@ -262,9 +272,7 @@ TEST_F(ReconcilerTest, FullRecallWithTwoAcksOneRevokedAndFenced) {
 }
 
 TEST_F(ReconcilerTest, SettledWorldWritesNothing) {
-  CreateVolume();
-  CreateLease("a");
-  Converge();
+  GrantedVolume({"a"});
   int64_t writes = fake_.WriteCount();
   absl::StatusOr<ReconcileResult> r = reconciler_.Reconcile("vol");
   ASSERT_TRUE(r.ok());
@@ -276,10 +284,7 @@ TEST_F(ReconcilerTest, SettledWorldWritesNothing) {
 // operator's guarded patch gets 409, nothing the agent wrote is lost, and
 // the retry acts on the ack.
 TEST_F(ReconcilerTest, ConcurrentAgentWriteIsNotOverwritten) {
-  CreateVolume();
-  CreateLease("a");
-  CreateLease("b");
-  Converge();
+  GrantedVolume({"a", "b"});
   CreateRecall("r", 30);
   Converge();
   std::string id = R("r").status.recall_id;
@@ -332,10 +337,7 @@ TEST_F(ReconcilerTest, UnknownVolumeGetsConditionNotError) {
 // releases it (no recall needed) and the object goes. Before, it stayed
 // Granted (DeletionBlocked) until some recall came.
 TEST_F(ReconcilerTest, DeletedGrantedLeaseIsReleasedWithoutARecall) {
-  CreateVolume();
-  CreateLease("a");
-  CreateLease("b");
-  Converge();
+  GrantedVolume({"a", "b"});
   ASSERT_EQ(L("a").status.state, api::LeaseState::kGranted);
   ASSERT_TRUE(fake_.Delete(api::DaxLeaseResource(), "", "a").ok());
   Converge();
@@ -356,9 +358,7 @@ TEST_F(ReconcilerTest, DeletedGrantedLeaseIsReleasedWithoutARecall) {
 // same name starts above it. Before: the volume vanished at once and the new
 // one started at epoch 1, an epoch holders of the old one had presented.
 TEST_F(ReconcilerTest, VolumeFinalizerAndEpochsMonotonicPerName) {
-  CreateVolume(1);
-  CreateLease("a");
-  Converge();
+  GrantedVolume({"a"});
   CreateRecall("r", 30);
   Converge();
   AgentPatch("a", {{"releasedRecallID", R("r").status.recall_id}});
@@ -406,9 +406,7 @@ TEST_F(ReconcilerTest, VolumeFinalizerAndEpochsMonotonicPerName) {
 }
 
 TEST_F(ReconcilerTest, RecallDeletedMidwayStillCompletes) {
-  CreateVolume();
-  CreateLease("a");
-  Converge();
+  GrantedVolume({"a"});
   CreateRecall("r", 30);
   Converge();
   std::string id = R("r").status.recall_id;
@@ -525,10 +523,7 @@ TEST(ReconcilerCutTest, EveryPrefixOfARecallPassIsResumable) {
 // for its 60 s deadline; once fenced the recall is gone and the volume is
 // Ready at the next epoch.
 TEST_F(ReconcilerTest, DeletingARunningRecallRevokesOutstandingLeasesAtOnce) {
-  CreateVolume();
-  CreateLease("a");
-  CreateLease("b");
-  Converge();
+  GrantedVolume({"a", "b"});
   CreateRecall("r", 60);
   Converge();
   std::string id = R("r").status.recall_id;
@@ -552,9 +547,7 @@ TEST_F(ReconcilerTest, DeletingARunningRecallRevokesOutstandingLeasesAtOnce) {
 // volume it was granted on: the recall waits for it, the change is reported,
 // and the other volume never sees it.
 TEST_F(ReconcilerTest, ChangedLeaseSpecIsRefusedAndTheLeaseStaysAccounted) {
-  CreateVolume();
-  CreateLease("a");
-  Converge();
+  GrantedVolume({"a"});
   ASSERT_EQ(L("a").status.state, api::LeaseState::kGranted);
   ASSERT_TRUE(L("a").status.bound_to.has_value());
   ASSERT_TRUE(
@@ -590,10 +583,7 @@ TEST_F(ReconcilerTest, ChangedLeaseSpecIsRefusedAndTheLeaseStaysAccounted) {
 // access: the volume makes no progress (InvalidState naming it) until it is
 // fixed, so the recall does not complete without it.
 TEST_F(ReconcilerTest, UnreadableLeaseFailsClosed) {
-  CreateVolume();
-  CreateLease("a");
-  CreateLease("b");
-  Converge();
+  GrantedVolume({"a", "b"});
   CreateRecall("r", 30);
   Converge();
   std::string id = R("r").status.recall_id;

@@ -22,8 +22,8 @@
 #include "lib/api/json.h"
 #include "lib/k8s/fake_client.h"
 #include "node-agent/agent/agent.h"
-#include "node-agent/agent/service.h"
 #include "node-agent/fabric/tcp_fabric.h"
+#include "node-agent/testing/agent_node.h"
 #include "operator/controller.h"
 #include "operator/events.h"
 
@@ -41,41 +41,6 @@ bool WaitFor(const std::function<bool()>& pred, int ms = 10000) {
 }
 
 // One simulated node: an agent with its socket and (owner) fabric.
-struct Node {
-  Node(const std::string& name, const std::string& dir, k8s::KubeClient& kube) {
-    socket = dir + "/" + name + ".sock";
-    fabric::TcpFabricOptions o;
-    o.listen = "127.0.0.1:0";
-    o.secret = kSecret;
-    auto f = fabric::TcpFabric::Start(o);
-    EXPECT_TRUE(f.ok());
-    fabric = std::move(*f);
-    agent::AgentConfig c;
-    c.node = name;
-    c.state_dir = dir + "/" + name + "-state";
-    c.socket_path = socket;
-    c.secret = kSecret;
-    c.resync = absl::Milliseconds(50);
-    a = std::make_unique<agent::Agent>(c, kube, base::RealClock(), *fabric,
-                                       fabric->endpoint());
-    EXPECT_TRUE(a->Start().ok());
-    service = std::make_unique<agent::AgentService>(*a);
-    grpc::ServerBuilder b;
-    b.AddListeningPort("unix:" + socket, grpc::InsecureServerCredentials());
-    b.RegisterService(service.get());
-    server = b.BuildAndStart();
-  }
-  ~Node() {
-    server->Shutdown(std::chrono::system_clock::now());
-    a->Stop();
-  }
-  std::string socket;
-  std::unique_ptr<fabric::TcpFabric> fabric;
-  std::unique_ptr<agent::Agent> a;
-  std::unique_ptr<agent::AgentService> service;
-  std::unique_ptr<grpc::Server> server;
-};
-
 class ClientAgentTest : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -87,8 +52,16 @@ class ClientAgentTest : public ::testing::Test {
     controller_ =
         std::make_unique<op::Controller>(kube_, base::RealClock(), events_, o);
     ASSERT_TRUE(controller_->Start().ok());
-    a_ = std::make_unique<Node>("node-a", dir_, kube_);
-    b_ = std::make_unique<Node>("node-b", dir_, kube_);
+    for (auto [node, name] : {std::pair{&a_, "node-a"}, {&b_, "node-b"}}) {
+      agent::testing::AgentNodeOptions o;
+      o.name = name;
+      o.dir = dir_;
+      o.secret = kSecret;
+      o.resync = absl::Milliseconds(50);
+      auto started = agent::testing::AgentNode::Start(o, kube_);
+      ASSERT_TRUE(started.ok()) << started.status();
+      *node = *std::move(started);
+    }
 
     agent::pb::RecordVolumeRequest rec;
     rec.set_volume_id("vol");
@@ -97,13 +70,13 @@ class ClientAgentTest : public ::testing::Test {
     rec.set_fs_type("ext4");
     rec.set_share(true);
     rec.set_recall_grace_seconds(2);
-    ASSERT_TRUE(a_->a->RecordVolume(rec).ok());
+    ASSERT_TRUE(a_->agent().RecordVolume(rec).ok());
     agent::pb::ServeVolumeRequest serve;
     serve.set_volume_id("vol");
     serve.set_mode(agent::pb::FSDAX);
     serve.set_mount_path(dir_ + "/mnt");
     serve.set_size_bytes(4 << 20);
-    auto served = a_->a->ServeVolume(serve);
+    auto served = a_->agent().ServeVolume(serve);
     ASSERT_TRUE(served.ok()) << served.status();
     data_path_ = served->data_path();
   }
@@ -117,7 +90,7 @@ class ClientAgentTest : public ::testing::Test {
   }
 
   // Publishes to a pod on `node` and writes the descriptor as CSI would.
-  std::string Publish(Node& node, const std::string& pod,
+  std::string Publish(agent::testing::AgentNode& node, const std::string& pod,
                       std::string target = "") {
     if (target.empty()) target = dir_ + "/target-" + pod;
     std::filesystem::create_directories(target);
@@ -127,10 +100,10 @@ class ClientAgentTest : public ::testing::Test {
     p.set_pod_namespace("default");
     p.set_pod_name(pod);
     p.set_pod_uid(pod + "-uid");
-    auto r = node.a->Publish(p);
+    auto r = node.agent().Publish(p);
     EXPECT_TRUE(r.ok()) << r.status();
     std::ofstream(target + "/daxlease.json") << r->descriptor_json();
-    EXPECT_EQ(symlink(node.socket.c_str(), (target + "/agent.sock").c_str()),
+    EXPECT_EQ(symlink(node.socket().c_str(), (target + "/agent.sock").c_str()),
               0);
     return target;
   }
@@ -170,7 +143,7 @@ class ClientAgentTest : public ::testing::Test {
   k8s::FakeKubeClient kube_{base::RealClock()};
   op::FakeEventSink events_;
   std::unique_ptr<op::Controller> controller_;
-  std::unique_ptr<Node> a_, b_;
+  std::unique_ptr<agent::testing::AgentNode> a_, b_;
   std::string data_path_;
 };
 
@@ -282,7 +255,7 @@ TEST_F(ClientAgentTest, AttachErrorsAreClear) {
   k8s::Json d = k8s::Json::parse(in);
   d["attachToken"] = "00000000000000000000000000000000";
   std::ofstream(forged + "/daxlease.json") << d.dump();
-  ASSERT_EQ(symlink(b_->socket.c_str(), (forged + "/agent.sock").c_str()), 0);
+  ASSERT_EQ(symlink(b_->socket().c_str(), (forged + "/agent.sock").c_str()), 0);
   EXPECT_EQ(daxlease_attach(forged.c_str(), nullptr, &vol), DAXLEASE_E_DENIED);
   EXPECT_NE(std::string(daxlease_errmsg()), "");
 }

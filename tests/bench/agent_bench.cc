@@ -49,9 +49,9 @@
 #include "lib/base/clock.h"
 #include "lib/k8s/fake_client.h"
 #include "node-agent/agent/agent.h"
-#include "node-agent/agent/service.h"
 #include "node-agent/fabric/tcp_fabric.h"
 #include "node-agent/fabric/wire.h"
+#include "node-agent/testing/agent_node.h"
 #include "operator/controller.h"
 #include "operator/events.h"
 #include "tests/k8s/k8s_testing.h"
@@ -93,41 +93,6 @@ double Percentile(std::vector<double> v, double p) {
 }
 
 // One node: an agent with its socket and a TcpFabric on loopback.
-struct Node {
-  Node(const std::string& name, const std::string& dir, k8s::KubeClient& kube) {
-    socket = dir + "/" + name + ".sock";
-    fabric::TcpFabricOptions o;
-    o.listen = "127.0.0.1:0";
-    o.secret = kSecret;
-    auto f = fabric::TcpFabric::Start(o);
-    if (!f.ok()) Die(f.status().ToString());
-    fabric = std::move(*f);
-    agent::AgentConfig c;
-    c.node = name;
-    c.state_dir = dir + "/" + name + "-state";
-    c.socket_path = socket;
-    c.secret = kSecret;
-    a = std::make_unique<agent::Agent>(c, kube, base::RealClock(), *fabric,
-                                       fabric->endpoint());
-    absl::Status st = a->Start();
-    if (!st.ok()) Die(st.ToString());
-    service = std::make_unique<agent::AgentService>(*a);
-    grpc::ServerBuilder b;
-    b.AddListeningPort("unix:" + socket, grpc::InsecureServerCredentials());
-    b.RegisterService(service.get());
-    server = b.BuildAndStart();
-  }
-  ~Node() {
-    server->Shutdown(std::chrono::system_clock::now());
-    a->Stop();
-  }
-  std::string socket;
-  std::unique_ptr<fabric::TcpFabric> fabric;
-  std::unique_ptr<agent::Agent> a;
-  std::unique_ptr<agent::AgentService> service;
-  std::unique_ptr<grpc::Server> server;
-};
-
 class Bench {
  public:
   Bench(k8s::KubeClient& kube, std::string prefix)
@@ -141,8 +106,8 @@ class Bench {
     controller_ =
         std::make_unique<op::Controller>(kube_, base::RealClock(), events_, o);
     if (!controller_->Start().ok()) Die("controller did not start");
-    a_ = std::make_unique<Node>(prefix_ + "node-a", dir_, kube_);
-    b_ = std::make_unique<Node>(prefix_ + "node-b", dir_, kube_);
+    a_ = StartNode(prefix_ + "node-a");
+    b_ = StartNode(prefix_ + "node-b");
   }
   ~Bench() {
     b_.reset();
@@ -162,7 +127,7 @@ class Bench {
     rec.set_fs_type("ext4");
     rec.set_share(true);
     rec.set_recall_grace_seconds(30);
-    absl::Status st = a_->a->RecordVolume(rec);
+    absl::Status st = a_->agent().RecordVolume(rec);
     if (!st.ok()) Die(st.ToString());
     volumes_.push_back(prefix_ + vol);
     std::string mnt = absl::StrCat(dir_, "/mnt-", vol);
@@ -173,7 +138,7 @@ class Bench {
     serve.set_mode(agent::pb::FSDAX);
     serve.set_mount_path(mnt);
     serve.set_size_bytes(bytes);
-    auto served = a_->a->ServeVolume(serve);
+    auto served = a_->agent().ServeVolume(serve);
     if (!served.ok()) Die(served.status().ToString());
     return served->data_path();
   }
@@ -182,7 +147,7 @@ class Bench {
   // directory the pod would see.
   std::string Publish(const std::string& vol, const std::string& pod,
                       bool on_owner) {
-    Node& node = on_owner ? *a_ : *b_;
+    agent::testing::AgentNode& node = on_owner ? *a_ : *b_;
     std::string target = absl::StrCat(dir_, "/pub-", pod);
     mkdir(target.c_str(), 0755);
     agent::pb::PublishRequest p;
@@ -192,10 +157,10 @@ class Bench {
     p.set_pod_name(prefix_ + pod);
     p.set_pod_uid(prefix_ + pod + "-uid");
     p.set_owner_local(on_owner);
-    auto r = node.a->Publish(p);
+    auto r = node.agent().Publish(p);
     if (!r.ok()) Die(r.status().ToString());
     std::ofstream(target + "/daxlease.json") << r->descriptor_json();
-    if (symlink(node.socket.c_str(), (target + "/agent.sock").c_str()) != 0) {
+    if (symlink(node.socket().c_str(), (target + "/agent.sock").c_str()) != 0) {
       Die("symlink");
     }
     if (on_owner &&
@@ -252,7 +217,7 @@ class Bench {
     return took;
   }
 
-  Node& owner() { return *a_; }
+  agent::testing::AgentNode& owner() { return *a_; }
 
  private:
   void Forget(const std::string& vol) {
@@ -280,7 +245,17 @@ class Bench {
   std::string dir_;
   op::FakeEventSink events_;
   std::unique_ptr<op::Controller> controller_;
-  std::unique_ptr<Node> a_, b_;
+  std::unique_ptr<agent::testing::AgentNode> StartNode(
+      const std::string& name) {
+    agent::testing::AgentNodeOptions o;
+    o.name = name;
+    o.dir = dir_;
+    o.secret = kSecret;
+    auto n = agent::testing::AgentNode::Start(o, kube_);
+    if (!n.ok()) Die(n.status().ToString());
+    return *std::move(n);
+  }
+  std::unique_ptr<agent::testing::AgentNode> a_, b_;
   std::vector<std::string> volumes_;
   std::map<std::string, std::string> mounts_;
 };

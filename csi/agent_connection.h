@@ -67,6 +67,17 @@ struct AgentPublish {
   std::string owner_node;
 };
 
+// Where a reshape stands (AgentConnection::ReshapeVolume).
+enum class ReshapeStage {
+  kChange,  // no lease holds access (or the recall is done): change now
+  kDone,    // the agent serves the new size; holders are let back in
+};
+struct ReshapeAnswer {
+  ReshapeStage stage = ReshapeStage::kDone;
+  std::string recall;  // the DaxRecall (reason Reshape), "" if none
+  uint64_t served_bytes = 0;
+};
+
 class AgentConnection {
  public:
   virtual ~AgentConnection() = default;
@@ -86,6 +97,14 @@ class AgentConnection {
   // Owner node, at unstage: the agent drops its mapping.
   // FAILED_PRECONDITION while a lease holds access. OK when not served.
   virtual absl::Status StopServing(absl::string_view volume_id) = 0;
+
+  // Owner node, ControllerExpandVolume of a served volume: first with
+  // `complete` false (UNAVAILABLE "recall in progress" while the holders are
+  // recalled, ABORTED while another change holds the volume, else kChange or
+  // kDone), then, once the backend and filesystem grew, with `complete`
+  // true (remaps; kDone).
+  virtual absl::StatusOr<ReshapeAnswer> ReshapeVolume(
+      absl::string_view volume_id, uint64_t size_bytes, bool complete) = 0;
 
   // Registers a publish for a pod and returns the descriptor libdaxlease
   // reads from the published directory (the agent's format; the CSI plugin

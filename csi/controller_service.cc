@@ -392,6 +392,29 @@ absl::Status ControllerService::DoGetVolume(
   return absl::OkStatus();
 }
 
+// The filesystem grows online first (existing files and mappings stay as
+// they are, so live holders do not notice); then the agent recalls the
+// holders (UNAVAILABLE until they flushed and unmapped), grows the data file
+// they share and maps it again, and the volume returns to Ready at the next
+// epoch with the holders granted the new size. Every step is idempotent:
+// the external-resizer's retry resumes where the last call stopped.
+absl::Status ControllerService::GrowServed(const VolumeRecord& rec) {
+  const StageRecord& st = *rec.stage;
+  ASSIGN_OR_RETURN(AttachedDevice dev, deps_.backend->Attach(rec.id));
+  RETURN_IF_ERROR(deps_.formatter->Grow(dev.path, st.staging_path, st.fs_type));
+  ASSIGN_OR_RETURN(ReshapeAnswer a, deps_.agent->ReshapeVolume(
+                                        rec.id, rec.capacity_bytes, false));
+  if (a.stage == ReshapeStage::kChange) {
+    ASSIGN_OR_RETURN(
+        a, deps_.agent->ReshapeVolume(rec.id, rec.capacity_bytes, true));
+    base::LogInfo("csi.volume.reshaped",
+                  {{"volume", rec.id},
+                   {"recall", a.recall},
+                   {"served_bytes", absl::StrCat(a.served_bytes)}});
+  }
+  return absl::OkStatus();
+}
+
 absl::Status ControllerService::DoExpand(
     const ::csi::v1::ControllerExpandVolumeRequest& req,
     ::csi::v1::ControllerExpandVolumeResponse* resp) {
@@ -434,6 +457,15 @@ absl::Status ControllerService::DoExpand(
     return absl::OutOfRangeError(absl::StrCat(
         "volume is already ", rec->capacity_bytes, " bytes, above limit_bytes ",
         size.limit, " (volumes do not shrink)"));
+  }
+  if (deps_.agent != nullptr && IsShared(rec->parameters) &&
+      rec->stage.has_value() && !rec->stage->block) {
+    // Served by this node's agent: the holders follow (docs/csi.md,
+    // "Expansion with holders").
+    RETURN_IF_ERROR(GrowServed(*rec));
+    resp->set_capacity_bytes(static_cast<int64_t>(rec->capacity_bytes));
+    resp->set_node_expansion_required(false);
+    return absl::OkStatus();
   }
   resp->set_capacity_bytes(static_cast<int64_t>(rec->capacity_bytes));
   resp->set_node_expansion_required(!block && rec->mode == VolumeMode::kFsdax);

@@ -66,6 +66,8 @@ class ControllerService final : public ::csi::v1::Controller::Service {
                            ::csi::v1::ControllerGetVolumeResponse* resp);
   absl::Status DoExpand(const ::csi::v1::ControllerExpandVolumeRequest& req,
                         ::csi::v1::ControllerExpandVolumeResponse* resp);
+  // Expansion of a volume this node's agent serves to holders.
+  absl::Status GrowServed(const VolumeRecord& rec);
 
   // Makes the filesystem of a new mount-capable volume where the backend
   // allows it before any attach (FormatPath): true when the volume now

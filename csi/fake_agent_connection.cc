@@ -1,5 +1,7 @@
 #include "csi/fake_agent_connection.h"
 
+#include <algorithm>
+
 #include "absl/strings/str_cat.h"
 
 namespace daxlease::csi {
@@ -65,6 +67,40 @@ absl::Status FakeAgentConnection::StopServing(absl::string_view id) {
   }
   served_.erase(std::string(id));
   return absl::OkStatus();
+}
+
+absl::StatusOr<ReshapeAnswer> FakeAgentConnection::ReshapeVolume(
+    absl::string_view id, uint64_t size_bytes, bool complete) {
+  absl::MutexLock l(&mu_);
+  if (absl::Status s = Enter("ReshapeVolume"); !s.ok()) return s;
+  const std::string vol(id);
+  const bool held = holds_access_.count(vol) > 0;
+  ReshapeAnswer a;
+  a.recall = held ? absl::StrCat(vol, "-reshape-e1") : "";
+  if (!complete) {
+    if (held && polled_[vol] < reshape_polls_) {
+      ++polled_[vol];
+      return absl::UnavailableError(absl::StrCat(
+          "recall in progress: DaxRecall ", a.recall, " (Reshape)"));
+    }
+    a.stage = ReshapeStage::kChange;
+    return a;
+  }
+  polled_.erase(vol);
+  auto it = served_.find(vol);
+  if (it == served_.end()) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("volume ", vol, " is not served"));
+  }
+  it->second.size_bytes = std::max(it->second.size_bytes, size_bytes);
+  a.stage = ReshapeStage::kDone;
+  a.served_bytes = it->second.size_bytes;
+  return a;
+}
+
+void FakeAgentConnection::SetReshapeRecallPolls(int polls) {
+  absl::MutexLock l(&mu_);
+  reshape_polls_ = polls;
 }
 
 absl::StatusOr<std::string> FakeAgentConnection::Publish(

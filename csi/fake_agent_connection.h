@@ -25,6 +25,9 @@ class FakeAgentConnection final : public AgentConnection {
   absl::Status ForgetVolume(absl::string_view volume_id) override;
   absl::Status ServeVolume(const ServedVolume& volume) override;
   absl::Status StopServing(absl::string_view volume_id) override;
+  absl::StatusOr<ReshapeAnswer> ReshapeVolume(absl::string_view volume_id,
+                                              uint64_t size_bytes,
+                                              bool complete) override;
   absl::StatusOr<std::string> Publish(const AgentPublish& publish) override;
   absl::Status Unpublish(absl::string_view volume_id,
                          absl::string_view target_path) override;
@@ -35,6 +38,9 @@ class FakeAgentConnection final : public AgentConnection {
   void SetHoldsAccess(absl::string_view volume_id, bool holds);
   // Makes the next call of `op` ("RecordVolume", "Publish", ...) fail.
   void FailNext(absl::string_view op, absl::Status status);
+  // ReshapeVolume of a volume whose leases hold access answers UNAVAILABLE
+  // (recall in progress) this many times before kChange (default 2).
+  void SetReshapeRecallPolls(int polls);
 
   // What the agent knows.
   bool IsRecorded(absl::string_view volume_id) const;
@@ -55,6 +61,8 @@ class FakeAgentConnection final : public AgentConnection {
   std::set<std::string> holds_access_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, absl::Status> failures_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, int> calls_ ABSL_GUARDED_BY(mu_);
+  int reshape_polls_ ABSL_GUARDED_BY(mu_) = 2;
+  std::map<std::string, int> polled_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, AgentVolume> volumes_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, ServedVolume> served_ ABSL_GUARDED_BY(mu_);
   std::map<std::pair<std::string, std::string>, AgentPublish> publishes_

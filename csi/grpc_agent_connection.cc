@@ -43,6 +43,24 @@ absl::Status GrpcAgentConnection::StopServing(absl::string_view id) {
   return client_->StopServing(std::string(id));
 }
 
+absl::StatusOr<ReshapeAnswer> GrpcAgentConnection::ReshapeVolume(
+    absl::string_view id, uint64_t size_bytes, bool complete) {
+  agent::pb::ReshapeVolumeRequest r;
+  r.set_volume_id(std::string(id));
+  r.set_size_bytes(size_bytes);
+  r.set_complete(complete);
+  absl::StatusOr<agent::pb::ReshapeVolumeResponse> resp =
+      client_->ReshapeVolume(r);
+  if (!resp.ok()) return resp.status();
+  ReshapeAnswer a;
+  a.stage = resp->stage() == agent::pb::ReshapeVolumeResponse::CHANGE
+                ? ReshapeStage::kChange
+                : ReshapeStage::kDone;
+  a.recall = resp->recall();
+  a.served_bytes = resp->served_bytes();
+  return a;
+}
+
 absl::StatusOr<std::string> GrpcAgentConnection::Publish(
     const AgentPublish& p) {
   agent::pb::PublishRequest r;

@@ -23,6 +23,9 @@ class GrpcAgentConnection final : public AgentConnection {
   absl::Status ForgetVolume(absl::string_view volume_id) override;
   absl::Status ServeVolume(const ServedVolume& volume) override;
   absl::Status StopServing(absl::string_view volume_id) override;
+  absl::StatusOr<ReshapeAnswer> ReshapeVolume(absl::string_view volume_id,
+                                              uint64_t size_bytes,
+                                              bool complete) override;
   absl::StatusOr<std::string> Publish(const AgentPublish& publish) override;
   absl::Status Unpublish(absl::string_view volume_id,
                          absl::string_view target_path) override;

@@ -235,6 +235,55 @@ TEST_F(SharedVolumeTest, StageServesTheVolumeOnItsOwner) {
   EXPECT_FALSE(Mounted(StagingPath(id)));
 }
 
+// ControllerExpandVolume of a served volume with holders: the image and the
+// filesystem grow at once, then the call answers UNAVAILABLE ("recall in
+// progress") while the agent recalls the holders, and once they are out the
+// agent grows and remaps the data (complete); a retry after that is OK
+// without another recall. Without holders it completes in one call.
+TEST_F(SharedVolumeTest, ExpandWithHoldersWaitsForTheRecallThenRemaps) {
+  ::csi::v1::Volume vol;
+  std::string id = MakeShared("pvc-grow", &vol);
+  ASSERT_TRUE(StageOn(*node_, vol).ok());
+  agent_.SetHoldsAccess(id, true);
+  ::csi::v1::ControllerExpandVolumeRequest r;
+  r.set_volume_id(id);
+  r.mutable_capacity_range()->set_required_bytes(128 * kMiB);
+  ::csi::v1::ControllerExpandVolumeResponse resp;
+  for (int i = 0; i < 2; ++i) {
+    grpc::Status s = controller_->ControllerExpandVolume(nullptr, &r, &resp);
+    EXPECT_EQ(s.error_code(), grpc::UNAVAILABLE) << s.error_message();
+    EXPECT_THAT(s.error_message(), ::testing::HasSubstr("recall in progress"));
+    // The backend and the filesystem already grew; the holders' data not.
+    EXPECT_EQ(Record(id)->capacity_bytes, 128 * kMiB);
+    EXPECT_EQ(agent_.Served(id).size_bytes, 64 * kMiB);
+  }
+  EXPECT_GE(formatter_.grow_calls(), 2);
+  grpc::Status s = controller_->ControllerExpandVolume(nullptr, &r, &resp);
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  EXPECT_EQ(resp.capacity_bytes(), static_cast<int64_t>(128 * kMiB));
+  EXPECT_FALSE(resp.node_expansion_required());
+  EXPECT_EQ(agent_.Served(id).size_bytes, 128 * kMiB);
+  EXPECT_EQ(agent_.calls("ReshapeVolume"), 4);  // 3 asks + 1 complete
+
+  // No holders: one call, no recall.
+  agent_.SetHoldsAccess(id, false);
+  r.mutable_capacity_range()->set_required_bytes(256 * kMiB);
+  s = controller_->ControllerExpandVolume(nullptr, &r, &resp);
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  EXPECT_EQ(agent_.Served(id).size_bytes, 256 * kMiB);
+  EXPECT_EQ(agent_.calls("ReshapeVolume"), 6);
+
+  // The agent down: UNAVAILABLE, nothing lost; retried later it finishes.
+  agent_.SetDown(true);
+  r.mutable_capacity_range()->set_required_bytes(512 * kMiB);
+  EXPECT_EQ(
+      controller_->ControllerExpandVolume(nullptr, &r, &resp).error_code(),
+      grpc::UNAVAILABLE);
+  agent_.SetDown(false);
+  ASSERT_TRUE(controller_->ControllerExpandVolume(nullptr, &r, &resp).ok());
+  EXPECT_EQ(agent_.Served(id).size_bytes, 512 * kMiB);
+}
+
 TEST_F(SharedVolumeTest, OwnerPublishIsADirectoryWithMountDescriptorSocket) {
   ::csi::v1::Volume vol;
   std::string id = MakeShared("pvc-own", &vol);

@@ -33,6 +33,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "lib/sys/command.h"
+#include "lib/sys/file.h"
 #include "node-agent/agent/agent.h"
 #include "node-agent/agent_client/agent_client.h"
 #include "node-agent/fabric/tcp_fabric.h"
@@ -861,6 +862,159 @@ TEST_F(AgentK8sTest, BadInputIsRefusedClearlyAndCostsNothing) {
     ASSERT_TRUE(file.compare(i * kBlock, kBlock,
                              it == w.expect().end() ? zero : it->second) == 0)
         << "block " << i;
+  }
+}
+
+// The volume grows under a writer on the owner node (local mapping) and a
+// remote writer (TCP fabric), as ControllerExpandVolume drives it (the test
+// plays the CSI plugin: ReshapeVolume until the agent says the data may
+// change, then complete). The agent's Reshape
+// recall is a DaxRecall; the call answers UNAVAILABLE while it runs; both
+// writers flush and ack (nothing revoked), the volume is Ready at epoch + 1
+// with the new size, both clients see the new size and go on, blocks past
+// the old end are written by one and read by the other, and every block is
+// what its writer last persisted.
+TEST_F(AgentK8sTest, GrowUnderOwnerAndRemoteWritersLosesNothing) {
+  std::string remote_dir = SetUpVolume();
+  std::string local_dir = Publish('a', "local");
+  daxlease_attach_opts o = DAXLEASE_ATTACH_OPTS_INIT;
+  o.timeout_ms = 60000;
+  daxlease_volume* local = nullptr;
+  daxlease_volume* remote = nullptr;
+  ASSERT_EQ(daxlease_attach(local_dir.c_str(), &o, &local), DAXLEASE_OK)
+      << daxlease_errmsg();
+  ASSERT_EQ(daxlease_attach(remote_dir.c_str(), &o, &remote), DAXLEASE_OK)
+      << daxlease_errmsg();
+  const uint64_t size0 = daxlease_size(remote);
+  ASSERT_EQ(size0, uint64_t{8} << 20);
+  const uint64_t blocks = size0 / kBlock;
+  const int64_t epoch0 = daxlease_epoch(remote);
+  constexpr uint64_t kGrown = uint64_t{48} << 20;
+  PatternWriter lw(local, 1, 0, blocks / 2);
+  PatternWriter rw(remote, 2, blocks / 2, blocks / 2);
+  ASSERT_TRUE(lw.Progress(50, absl::Seconds(30))) << Dump();
+  ASSERT_TRUE(rw.Progress(50, absl::Seconds(30))) << Dump();
+
+  // The backend and the filesystem would grow online here (the CSI
+  // integration tests grow them); the 64 MiB ext4 already has room for the
+  // grown data file, and online ext4 growth needs CAP_SYS_RESOURCE, which
+  // a container may lack.
+  auto a = NewGrpcAgentClient(Socket('a'));
+  pb::ReshapeVolumeRequest req;
+  req.set_volume_id(vol_);
+  req.set_size_bytes(kGrown);
+  const absl::Time start = absl::Now();
+  int unavailable = 0;
+  std::string recall;
+  absl::StatusOr<pb::ReshapeVolumeResponse> ans;
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        ans = a->ReshapeVolume(req);
+        if (absl::IsUnavailable(ans.status())) {
+          ++unavailable;
+          EXPECT_THAT(ans.status().message(),
+                      ::testing::HasSubstr("recall in progress"));
+        }
+        return ans.ok();
+      },
+      absl::Seconds(60)))
+      << ans.status() << Dump();
+  EXPECT_GE(unavailable, 1);
+  ASSERT_EQ(ans->stage(), pb::ReshapeVolumeResponse::CHANGE);
+  recall = ans->recall();
+  ASSERT_EQ(recall, absl::StrCat(vol_, "-reshape-e", epoch0));
+  k8s::Json rs = RecallStatus(recall);
+  EXPECT_EQ(rs.value("phase", ""), "Complete") << Dump();
+  EXPECT_EQ(rs.value("released", 0), 2) << Dump();
+  EXPECT_EQ(rs.value("revoked", 0), 0) << Dump();
+  auto rj = kube_->Get(DaxRecallResource(), "", recall);
+  ASSERT_TRUE(rj.ok());
+  EXPECT_EQ((*rj)["spec"].value("reason", ""), "Reshape");
+  auto vj = kube_->Get(DaxVolumeResource(), "", vol_);
+  ASSERT_TRUE(vj.ok());
+  EXPECT_EQ((*vj)["status"].value("phase", ""), "Quiesced");
+
+  req.set_complete(true);
+  ans = a->ReshapeVolume(req);
+  ASSERT_TRUE(ans.ok()) << ans.status() << Dump();
+  EXPECT_EQ(ans->stage(), pb::ReshapeVolumeResponse::DONE);
+  EXPECT_EQ(ans->served_bytes(), kGrown);
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        auto v = kube_->Get(DaxVolumeResource(), "", vol_);
+        return v.ok() && (*v)["status"].value("phase", "") == "Ready" &&
+               (*v)["status"].value("epoch", 0) == epoch0 + 1;
+      },
+      absl::Seconds(60)))
+      << Dump();
+  const absl::Duration paused = absl::Now() - start;
+  vj = kube_->Get(DaxVolumeResource(), "", vol_);
+  ASSERT_TRUE(vj.ok());
+  EXPECT_EQ((*vj)["status"].value("capacityBytes", int64_t{0}),
+            static_cast<int64_t>(kGrown));
+  EXPECT_EQ((*vj)["spec"].value("sizeBytes", int64_t{0}),
+            static_cast<int64_t>(kGrown));
+  // Both go on at the next epoch, with the new size.
+  ASSERT_TRUE(lw.ProgressAfter(epoch0, 50, absl::Seconds(60))) << Dump();
+  ASSERT_TRUE(rw.ProgressAfter(epoch0, 50, absl::Seconds(60))) << Dump();
+  const absl::Duration writers_back = absl::Now() - start;
+  EXPECT_EQ(daxlease_size(local), kGrown);
+  EXPECT_EQ(daxlease_size(remote), kGrown);
+  // Past the old end: written by one, read by the other.
+  const std::string far_l = PatternBlock(7, kGrown / kBlock - 1, 1);
+  const std::string far_r = PatternBlock(8, size0 / kBlock + 3, 1);
+  ASSERT_EQ(daxlease_write(local, kGrown - kBlock, far_l.data(), kBlock),
+            DAXLEASE_OK)
+      << daxlease_errmsg();
+  ASSERT_EQ(daxlease_persist(local, kGrown - kBlock, kBlock), DAXLEASE_OK);
+  ASSERT_EQ(daxlease_write(remote, size0 + 3 * kBlock, far_r.data(), kBlock),
+            DAXLEASE_OK)
+      << daxlease_errmsg();
+  ASSERT_EQ(daxlease_persist(remote, size0 + 3 * kBlock, kBlock), DAXLEASE_OK);
+  std::string back(kBlock, '\0');
+  ASSERT_EQ(daxlease_read(remote, kGrown - kBlock, back.data(), kBlock),
+            DAXLEASE_OK);
+  EXPECT_EQ(back, far_l);
+  ASSERT_EQ(daxlease_read(local, size0 + 3 * kBlock, back.data(), kBlock),
+            DAXLEASE_OK);
+  EXPECT_EQ(back, far_r);
+  // The same call again (the external-resizer's retry): done, no recall.
+  req.set_complete(false);
+  ans = a->ReshapeVolume(req);
+  ASSERT_TRUE(ans.ok()) << ans.status();
+  EXPECT_EQ(ans->stage(), pb::ReshapeVolumeResponse::DONE);
+
+  lw.Stop();
+  rw.Stop();
+  EXPECT_EQ(lw.errors(), std::vector<std::string>{});
+  EXPECT_EQ(rw.errors(), std::vector<std::string>{});
+  ASSERT_EQ(daxlease_detach(local), DAXLEASE_OK) << daxlease_errmsg();
+  ASSERT_EQ(daxlease_detach(remote), DAXLEASE_OK) << daxlease_errmsg();
+  std::printf(
+      "grow %llu -> %llu MiB with 2 holders: ReshapeVolume -> Ready at "
+      "epoch+1 %lld ms, writers writing again %lld ms\n",
+      static_cast<unsigned long long>(size0 >> 20),
+      static_cast<unsigned long long>(kGrown >> 20),
+      static_cast<long long>(absl::ToInt64Milliseconds(paused)),
+      static_cast<long long>(absl::ToInt64Milliseconds(writers_back)));
+
+  // Every byte of the file.
+  EXPECT_EQ(sys::FileSize(data_path_).value_or(0), kGrown);
+  std::string file = FileBytes(0, kGrown);
+  ASSERT_EQ(file.size(), kGrown);
+  const std::string zero(kBlock, '\0');
+  for (uint64_t i = 0; i < kGrown / kBlock; ++i) {
+    std::string want = zero;
+    if (i < blocks) {
+      const auto& expect = i < blocks / 2 ? lw.expect() : rw.expect();
+      auto it = expect.find(i);
+      if (it != expect.end()) want = it->second;
+    } else if (i == kGrown / kBlock - 1) {
+      want = far_l;
+    } else if (i == size0 / kBlock + 3) {
+      want = far_r;
+    }
+    ASSERT_TRUE(file.compare(i * kBlock, kBlock, want) == 0) << "block " << i;
   }
 }
 

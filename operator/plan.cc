@@ -593,6 +593,32 @@ class Planner {
                s_.recall.has_value()) {
       completed_id_ = s_.recall->id;
     }
+    FinishReshape();
+  }
+
+  // A Reshape recall's change is done once the owner agent says so on the
+  // volume (api::kReshapedAnnotation = that recall's name: the data grew and
+  // is mapped again): Reshaping, then Ready at the next epoch, with the new
+  // capacity. Holders are granted again in the next pass.
+  void FinishReshape() {
+    if (!s_.recall.has_value() ||
+        s_.recall->reason != lease::RecallReason::kReshape ||
+        (s_.phase != lease::VolumePhase::kQuiesced &&
+         s_.phase != lease::VolumePhase::kReshaping)) {
+      return;
+    }
+    const auto& ann = w_.volume->metadata.annotations;
+    auto it = ann.find(api::kReshapedAnnotation);
+    const int idx = FindRecallById(s_.recall->id);
+    const std::string name =
+        idx >= 0 ? w_.recalls[idx].metadata.name : s_.recall->id;
+    if (it == ann.end() || it->second != name) return;
+    if (s_.phase == lease::VolumePhase::kQuiesced) {
+      Apply(lease::BeginChange{lease::ChangeKind::kReshape});
+    }
+    if (Apply(lease::ChangeDone{})) {
+      Vol().status.capacity_bytes = w_.volume->spec.size_bytes;
+    }
   }
 
   // Grants change no other lease and not the phase, so every Pending lease's

@@ -308,6 +308,45 @@ TEST(PlanTest, RecallWithNoHoldersCompletesAtOnce) {
   EXPECT_EQ(w.volume->status.phase, VolumePhase::kReady);
 }
 
+// A Reshape recall leaves the volume Quiesced (a new lease waits) until the
+// owner agent marks the change done on the volume; then Ready at the next
+// epoch with the new capacity, and the waiting lease is granted there. A
+// mark naming another recall changes nothing.
+TEST(PlanTest, ReshapeRecallWaitsQuiescedForTheOwnersMarkThenResumes) {
+  api::DaxRecall reshape = Recall("vol-reshape-e3", 5);
+  reshape.spec.reason = api::RecallReason::kReshape;
+  World w = Recalled({Lease("a")}, {reshape});
+  w.leases[0].status.released_recall_id = "vol-reshape-e3-uid";
+  w.leases.push_back(Lease("next"));
+  w = Settle(w, kT0 + absl::Seconds(1));
+  EXPECT_EQ(w.recalls[0].status.phase, RecallPhase::kComplete);
+  EXPECT_EQ(w.volume->status.phase, VolumePhase::kQuiesced);
+  EXPECT_EQ(w.volume->status.epoch, 3);
+  EXPECT_EQ(w.volume->status.active_recall, "vol-reshape-e3");
+  EXPECT_EQ(w.leases[1].status.state, LeaseState::kPending);
+  EXPECT_EQ(Cond(w.leases[1].status.conditions, kLeaseGrantedCondition).reason,
+            "VolumeNotReady");
+
+  w.volume->metadata.annotations[api::kReshapedAnnotation] = "another";
+  w = Settle(w, kT0 + absl::Seconds(2));
+  EXPECT_EQ(w.volume->status.phase, VolumePhase::kQuiesced);
+
+  w.volume->spec.size_bytes = 4 << 20;  // the agent grew the data
+  w.volume->metadata.annotations[api::kReshapedAnnotation] = "vol-reshape-e3";
+  Plan p = ComputePlan(w, kT0 + absl::Seconds(3), {});
+  EXPECT_EQ(p.desired.volume->status.phase, VolumePhase::kReady);
+  EXPECT_EQ(p.desired.volume->status.epoch, 4);
+  EXPECT_EQ(p.desired.volume->status.capacity_bytes, 4 << 20);
+  EXPECT_EQ(p.desired.leases[1].status.state, LeaseState::kPending)
+      << "not in the pass that moves the epoch";
+  w = Settle(p.desired, kT0 + absl::Seconds(3));
+  EXPECT_EQ(w.volume->status.phase, VolumePhase::kReady);
+  EXPECT_EQ(w.volume->status.epoch, 4);
+  EXPECT_EQ(w.volume->status.active_recall, "");
+  EXPECT_EQ(w.leases[1].status.state, LeaseState::kGranted);
+  EXPECT_EQ(w.leases[1].status.epoch, 4);
+}
+
 TEST(PlanTest, SecondRecallWaitsForTheFirst) {
   api::DaxRecall r2 = Recall("r2", 5);
   r2.metadata.creation_timestamp = kT0 + absl::Seconds(1);

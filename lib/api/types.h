@@ -32,6 +32,12 @@ inline constexpr char kLeaseFinalizer[] = "daxlease.io/lease-protection";
 // the name's high-water mark (operator/epoch_store.h).
 inline constexpr char kVolumeFinalizer[] = "daxlease.io/volume-protection";
 
+// Annotation the owner agent puts on a DaxVolume once the change a Reshape
+// recall was for is done (the data grew and is mapped again): value = that
+// DaxRecall's name. The operator then returns the Quiesced volume to Ready
+// at epoch + 1 (docs/operator.md, "Reshape").
+inline constexpr char kReshapedAnnotation[] = "daxlease.io/reshaped";
+
 // Largest DaxRecall.spec.graceSeconds / DaxVolume.spec.recallGraceSeconds
 // the CRDs accept (a day, as the CSI StorageClass parameter).
 inline constexpr int64_t kMaxGraceSeconds = 86400;

@@ -507,6 +507,167 @@ absl::Status Agent::StopServing(const std::string& volume_id) {
   return absl::OkStatus();
 }
 
+// ---- reshape (docs/csi.md, "Expansion with holders")
+
+absl::Status Agent::RemapGrownLocked(Served& s, uint64_t size_bytes) {
+  const std::string& name = s.req.volume_id();
+  ASSIGN_OR_RETURN(uint64_t file_bytes, sys::FileSize(s.data_path));
+  uint64_t target = file_bytes;
+  if (s.req.mode() == pb::FSDAX) {
+    // What the grown filesystem holds beside the file, as at first serve:
+    // the new size or the room there is, in whole 2 MiB pages; never less
+    // than today.
+    std::string dir = s.data_path.substr(0, s.data_path.rfind('/'));
+    ASSIGN_OR_RETURN(sys::FsUsage usage, sys::StatFs(dir));
+    target = std::min<uint64_t>(size_bytes, file_bytes + usage.available_bytes);
+    target = std::max<uint64_t>(target / k2MiB * k2MiB, file_bytes);
+  }
+  target = std::max<uint64_t>(target, s.size);
+  if (s.map != nullptr && s.registered && s.map->size() == target) {
+    return absl::OkStatus();
+  }
+  // No lease holds access (the caller checked): nobody uses the mapping.
+  RETURN_IF_ERROR(fabric_.DeregisterVolume(name));
+  s.registered = false;
+  s.map.reset();  // also gives the Linux lease up: the file changes now
+  if (s.req.mode() == pb::FSDAX && file_bytes < target) {
+    RETURN_IF_ERROR(sys::Fallocate(s.data_path, target));
+  }
+  s.size = target;
+  RETURN_IF_ERROR(MapAndRegisterLocked(s));
+  base::LogInfo("agent.volume_remapped",
+                {{"volume", name},
+                 {"from_bytes", std::to_string(file_bytes)},
+                 {"bytes", std::to_string(s.size)}});
+  return absl::OkStatus();
+}
+
+absl::StatusOr<pb::ReshapeVolumeResponse> Agent::ReshapeVolume(
+    const pb::ReshapeVolumeRequest& req) {
+  const std::string& name = req.volume_id();
+  if (name.empty() || req.size_bytes() == 0) {
+    return absl::InvalidArgumentError(
+        "ReshapeVolume needs volume_id and size_bytes > 0");
+  }
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    if (!served_.contains(name)) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("volume ", name, " is not served on ", config_.node));
+    }
+  }
+  ASSIGN_OR_RETURN(k8s::Json vj, client_.Get(DaxVolumeResource(), "", name));
+  ASSIGN_OR_RETURN(api::DaxVolume vol, api::FromJson<api::DaxVolume>(vj));
+  if (vol.spec.owner_node != config_.node) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("volume ", name, " is owned by ", vol.spec.owner_node,
+                     ", not ", config_.node));
+  }
+  const api::VolumePhase phase =
+      vol.status.phase.value_or(api::VolumePhase::kReady);
+  const std::string prefix = absl::StrCat(name, "-reshape-");
+  const std::string& active = vol.status.active_recall;
+  const bool ours = !active.empty() && active.rfind(prefix, 0) == 0;
+  pb::ReshapeVolumeResponse resp;
+  // The recall this reshape needs, if any; "" when the volume may change
+  // without one (no lease holds access).
+  std::string recall;
+  if (phase == api::VolumePhase::kReady) {
+    if (!req.complete() && vol.spec.size_bytes >= 0 &&
+        static_cast<uint64_t>(vol.spec.size_bytes) >= req.size_bytes()) {
+      std::lock_guard<std::mutex> l(mu_);
+      resp.set_stage(pb::ReshapeVolumeResponse::DONE);
+      resp.set_served_bytes(served_[name].size);
+      return resp;
+    }
+    // One recall name per epoch: a reshape recall ends at the next epoch,
+    // so a name is never reused, and a retry finds its own.
+    const std::string mine = absl::StrCat(prefix, "e", vol.status.epoch);
+    auto existing = client_.Get(DaxRecallResource(), "", mine);
+    if (!existing.ok() && !absl::IsNotFound(existing.status())) {
+      return existing.status();
+    }
+    int holders = 0;
+    if (!existing.ok()) {
+      auto list = k8s::ListAll(client_, DaxLeaseResource(), "");
+      if (!list.ok()) return list.status();
+      for (const auto& j : list->items) {
+        auto l = api::FromJson<api::DaxLease>(j);
+        holders += l.ok() && l->spec.volume == name && HoldsAccess(*l);
+      }
+    }
+    if (existing.ok() || holders > 0) {
+      if (!existing.ok()) {
+        k8s::Json r = {{"apiVersion", api::kApiVersion},
+                       {"kind", "DaxRecall"},
+                       {"metadata", {{"name", mine}}},
+                       {"spec", {{"volume", name}, {"reason", "Reshape"}}}};
+        auto c = client_.Create(DaxRecallResource(), r);
+        if (!c.ok() && !absl::IsAlreadyExists(c.status())) return c.status();
+        base::LogInfo("agent.reshape_recall",
+                      {{"volume", name},
+                       {"recall", mine},
+                       {"holders", std::to_string(holders)},
+                       {"bytes", std::to_string(req.size_bytes())}});
+      }
+      return absl::UnavailableError(
+          absl::StrCat("recall in progress: DaxRecall ", mine,
+                       " (Reshape) is asking the holders of ", name,
+                       " to flush and unmap; retry"));
+    }
+  } else if (ours && (phase == api::VolumePhase::kQuiesced ||
+                      phase == api::VolumePhase::kReshaping)) {
+    recall = active;
+  } else if (ours && phase == api::VolumePhase::kRecalling) {
+    return absl::UnavailableError(
+        absl::StrCat("recall in progress: DaxRecall ", active,
+                     " (Reshape) is asking the holders of ", name,
+                     " to flush and unmap; retry"));
+  } else {
+    return absl::AbortedError(absl::StrCat(
+        "volume ", name, " is ", api::EnumName(phase),
+        active.empty() ? "" : absl::StrCat(" for DaxRecall ", active),
+        "; it can grow once that is over"));
+  }
+  if (!req.complete()) {
+    resp.set_stage(pb::ReshapeVolumeResponse::CHANGE);
+    resp.set_recall(recall);
+    return resp;
+  }
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    auto it = served_.find(name);
+    if (it == served_.end()) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("volume ", name, " is not served on ", config_.node));
+    }
+    RETURN_IF_ERROR(RemapGrownLocked(it->second, req.size_bytes()));
+    RETURN_IF_ERROR(SaveStateLocked());
+    resp.set_served_bytes(it->second.size);
+  }
+  // Then the record: the spec's size, and (after a recall) the mark that
+  // lets the operator return the volume to Ready at the next epoch.
+  k8s::Json patch = {
+      {"spec",
+       {{"sizeBytes",
+         std::max<int64_t>(vol.spec.size_bytes,
+                           static_cast<int64_t>(req.size_bytes()))}}}};
+  if (!recall.empty()) {
+    patch["metadata"] = {{"annotations", {{api::kReshapedAnnotation, recall}}}};
+  }
+  auto r = client_.Patch(DaxVolumeResource(), "", name, k8s::PatchType::kMerge,
+                         patch);
+  if (!r.ok()) return r.status();
+  base::LogInfo("agent.reshaped",
+                {{"volume", name},
+                 {"recall", recall},
+                 {"bytes", std::to_string(resp.served_bytes())}});
+  resp.set_stage(pb::ReshapeVolumeResponse::DONE);
+  resp.set_recall(recall);
+  Kick();
+  return resp;
+}
+
 std::string Agent::LeaseName(const std::string& volume,
                              const std::string& target,
                              int64_t generation) const {

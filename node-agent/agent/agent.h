@@ -126,6 +126,8 @@ class Agent {
   absl::StatusOr<pb::ServeVolumeResponse> ServeVolume(
       const pb::ServeVolumeRequest& req);
   absl::Status StopServing(const std::string& volume_id);
+  absl::StatusOr<pb::ReshapeVolumeResponse> ReshapeVolume(
+      const pb::ReshapeVolumeRequest& req);
   absl::StatusOr<pb::PublishResponse> Publish(const pb::PublishRequest& req);
   absl::Status Unpublish(const std::string& volume_id,
                          const std::string& target_path);
@@ -186,6 +188,8 @@ class Agent {
   absl::Status LoadState();
   absl::Status SaveStateLocked();
   absl::Status MapAndRegisterLocked(Served& s);
+  // Grows the data file to what `size_bytes` allows and maps it again.
+  absl::Status RemapGrownLocked(Served& s, uint64_t size_bytes);
   absl::Status CreateLease(const Published& p);
   // Moves `p` to its next generation's lease (saved, created); the old one
   // is retired.

@@ -40,6 +40,15 @@ grpc::Status AgentService::StopServing(grpc::ServerContext*,
   return ToGrpc(agent_.StopServing(req->volume_id()));
 }
 
+grpc::Status AgentService::ReshapeVolume(grpc::ServerContext*,
+                                         const pb::ReshapeVolumeRequest* req,
+                                         pb::ReshapeVolumeResponse* resp) {
+  auto r = agent_.ReshapeVolume(*req);
+  if (!r.ok()) return ToGrpc(r.status());
+  *resp = *r;
+  return grpc::Status::OK;
+}
+
 grpc::Status AgentService::Publish(grpc::ServerContext*,
                                    const pb::PublishRequest* req,
                                    pb::PublishResponse* resp) {

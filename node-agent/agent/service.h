@@ -13,14 +13,19 @@ class AgentService final : public pb::Agent::Service {
  public:
   explicit AgentService(Agent& agent) : agent_(agent) {}
 
-  grpc::Status RecordVolume(grpc::ServerContext*, const pb::RecordVolumeRequest*,
+  grpc::Status RecordVolume(grpc::ServerContext*,
+                            const pb::RecordVolumeRequest*,
                             pb::RecordVolumeResponse*) override;
-  grpc::Status ForgetVolume(grpc::ServerContext*, const pb::ForgetVolumeRequest*,
+  grpc::Status ForgetVolume(grpc::ServerContext*,
+                            const pb::ForgetVolumeRequest*,
                             pb::ForgetVolumeResponse*) override;
   grpc::Status ServeVolume(grpc::ServerContext*, const pb::ServeVolumeRequest*,
                            pb::ServeVolumeResponse*) override;
   grpc::Status StopServing(grpc::ServerContext*, const pb::StopServingRequest*,
                            pb::StopServingResponse*) override;
+  grpc::Status ReshapeVolume(grpc::ServerContext*,
+                             const pb::ReshapeVolumeRequest*,
+                             pb::ReshapeVolumeResponse*) override;
   grpc::Status Publish(grpc::ServerContext*, const pb::PublishRequest*,
                        pb::PublishResponse*) override;
   grpc::Status Unpublish(grpc::ServerContext*, const pb::UnpublishRequest*,

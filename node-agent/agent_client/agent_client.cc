@@ -42,6 +42,10 @@ class GrpcAgentClient final : public AgentClient {
     req.set_volume_id(volume_id);
     return Call(&pb::Agent::Stub::StopServing, "StopServing", req).status();
   }
+  absl::StatusOr<pb::ReshapeVolumeResponse> ReshapeVolume(
+      const pb::ReshapeVolumeRequest& req) override {
+    return Call(&pb::Agent::Stub::ReshapeVolume, "ReshapeVolume", req);
+  }
   absl::StatusOr<pb::PublishResponse> Publish(
       const pb::PublishRequest& req) override {
     return Call(&pb::Agent::Stub::Publish, "Publish", req);
@@ -81,7 +85,8 @@ std::unique_ptr<AgentClient> NewGrpcAgentClient(const std::string& socket_path,
   return std::make_unique<GrpcAgentClient>(socket_path, deadline);
 }
 
-// ---- FakeAgentClient ---------------------------------------------------------
+// ---- FakeAgentClient
+// ---------------------------------------------------------
 
 absl::Status FakeAgentClient::Take(const std::string& method) {
   calls_.push_back(method);
@@ -145,6 +150,16 @@ absl::Status FakeAgentClient::StopServing(const std::string& volume_id) {
   return absl::OkStatus();
 }
 
+absl::StatusOr<pb::ReshapeVolumeResponse> FakeAgentClient::ReshapeVolume(
+    const pb::ReshapeVolumeRequest& req) {
+  absl::MutexLock l(&mu_);
+  if (absl::Status s = Take("ReshapeVolume"); !s.ok()) return s;
+  pb::ReshapeVolumeResponse resp;
+  resp.set_stage(pb::ReshapeVolumeResponse::DONE);
+  resp.set_served_bytes(req.size_bytes());
+  return resp;
+}
+
 absl::StatusOr<pb::PublishResponse> FakeAgentClient::Publish(
     const pb::PublishRequest& req) {
   absl::MutexLock l(&mu_);
@@ -153,8 +168,8 @@ absl::StatusOr<pb::PublishResponse> FakeAgentClient::Publish(
   pb::PublishResponse resp;
   resp.set_lease_name(absl::StrCat("dl-", req.volume_id(), "-", req.pod_uid()));
   resp.set_descriptor_json(absl::StrCat(R"({"version":1,"volume":")",
-                                   req.volume_id(), R"(","lease":")",
-                                   resp.lease_name(), R"("})"));
+                                        req.volume_id(), R"(","lease":")",
+                                        resp.lease_name(), R"("})"));
   return resp;
 }
 

@@ -34,6 +34,8 @@ class AgentClient {
   virtual absl::StatusOr<pb::ServeVolumeResponse> ServeVolume(
       const pb::ServeVolumeRequest& req) = 0;
   virtual absl::Status StopServing(const std::string& volume_id) = 0;
+  virtual absl::StatusOr<pb::ReshapeVolumeResponse> ReshapeVolume(
+      const pb::ReshapeVolumeRequest& req) = 0;
   virtual absl::StatusOr<pb::PublishResponse> Publish(
       const pb::PublishRequest& req) = 0;
   virtual absl::Status Unpublish(const std::string& volume_id,
@@ -44,7 +46,8 @@ class AgentClient {
 // `socket_path`: the agent's unix socket (absolute). Each call has
 // `deadline`. Connecting is lazy: constructing never fails.
 std::unique_ptr<AgentClient> NewGrpcAgentClient(
-    const std::string& socket_path, absl::Duration deadline = absl::Seconds(30));
+    const std::string& socket_path,
+    absl::Duration deadline = absl::Seconds(30));
 
 // Records every call and keeps what was recorded, served and published;
 // answers from that, or with the status set by FailNext.
@@ -55,6 +58,9 @@ class FakeAgentClient final : public AgentClient {
   absl::StatusOr<pb::ServeVolumeResponse> ServeVolume(
       const pb::ServeVolumeRequest& req) override;
   absl::Status StopServing(const std::string& volume_id) override;
+  // DONE at once (the fake has no holders), served_bytes = size_bytes.
+  absl::StatusOr<pb::ReshapeVolumeResponse> ReshapeVolume(
+      const pb::ReshapeVolumeRequest& req) override;
   absl::StatusOr<pb::PublishResponse> Publish(
       const pb::PublishRequest& req) override;
   absl::Status Unpublish(const std::string& volume_id,

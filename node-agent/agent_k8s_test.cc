@@ -28,6 +28,7 @@
 #include <vector>
 
 #include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "daxlease.h"
 #include "gmock/gmock.h"
@@ -261,7 +262,7 @@ class AgentK8sTest : public ::testing::Test {
   }
 
   // Records and serves the volume on a; publishes it to a pod on b.
-  std::string SetUpVolume() {
+  std::string SetUpVolume(int grace_seconds = 3) {
     vol_ = prefix_ + "-vol";
     auto a = NewGrpcAgentClient(Socket('a'));
     pb::RecordVolumeRequest rec;
@@ -270,7 +271,7 @@ class AgentK8sTest : public ::testing::Test {
     rec.set_mode(pb::FSDAX);
     rec.set_fs_type("ext4");
     rec.set_share(true);
-    rec.set_recall_grace_seconds(3);
+    rec.set_recall_grace_seconds(grace_seconds);
     EXPECT_TRUE(a->RecordVolume(rec).ok());
     pb::ServeVolumeRequest serve;
     serve.set_volume_id(vol_);
@@ -1013,6 +1014,116 @@ TEST_F(AgentK8sTest, GrowUnderOwnerAndRemoteWritersLosesNothing) {
       want = far_l;
     } else if (i == size0 / kBlock + 3) {
       want = far_r;
+    }
+    ASSERT_TRUE(file.compare(i * kBlock, kBlock, want) == 0) << "block " << i;
+  }
+}
+
+// Three grows under a local and a remote writer, a kill -9 at a different
+// step of each: the operator while the Reshape recall runs, the owner agent
+// between "change now" and complete (its restart maps the old size; the
+// retried call finds the recall by name and completes), the operator right
+// after complete (its successor finishes the volume). Each grow ends Ready
+// at the next epoch with the new size and nothing revoked; the writers never
+// see an error, and every block is what its writer last persisted.
+TEST_F(AgentK8sTest, GrowSurvivesKillNineAtEachStep) {
+  // The grace covers a restarted owner agent's first pass and the clients'
+  // reconnect backoff (as KillNineOfEachComponentMidRecallLosesNothing's).
+  std::string remote_dir = SetUpVolume(20);
+  std::string local_dir = Publish('a', "local");
+  daxlease_attach_opts o = DAXLEASE_ATTACH_OPTS_INIT;
+  o.timeout_ms = 60000;
+  daxlease_volume* local = nullptr;
+  daxlease_volume* remote = nullptr;
+  ASSERT_EQ(daxlease_attach(local_dir.c_str(), &o, &local), DAXLEASE_OK)
+      << daxlease_errmsg();
+  ASSERT_EQ(daxlease_attach(remote_dir.c_str(), &o, &remote), DAXLEASE_OK)
+      << daxlease_errmsg();
+  const uint64_t size0 = daxlease_size(remote);
+  const uint64_t blocks = size0 / kBlock;
+  PatternWriter lw(local, 1, 0, blocks / 2);
+  PatternWriter rw(remote, 2, blocks / 2, blocks / 2);
+  ASSERT_TRUE(lw.Progress(20, absl::Seconds(30))) << Dump();
+  ASSERT_TRUE(rw.Progress(20, absl::Seconds(30))) << Dump();
+
+  enum Step { kMidRecall, kBeforeComplete, kAfterComplete };
+  auto a = NewGrpcAgentClient(Socket('a'), absl::Seconds(5));
+  uint64_t size = size0;
+  for (Step step : {kMidRecall, kBeforeComplete, kAfterComplete}) {
+    SCOPED_TRACE(step);
+    auto vj = kube_->Get(DaxVolumeResource(), "", vol_);
+    ASSERT_TRUE(vj.ok());
+    const int64_t epoch = (*vj)["status"].value("epoch", int64_t{0});
+    // Above the DaxVolume's 32 MiB and within what the 64 MiB ext4 holds.
+    size = std::max<uint64_t>(size, uint64_t{30} << 20) + (uint64_t{6} << 20);
+    pb::ReshapeVolumeRequest req;
+    req.set_volume_id(vol_);
+    req.set_size_bytes(size);
+    bool killed = false;
+    // As the external-resizer does: the whole call again until it is OK.
+    ASSERT_TRUE(WaitFor(
+        [&] {
+          req.set_complete(false);
+          auto ans = a->ReshapeVolume(req);
+          if (!ans.ok()) {
+            if (step == kMidRecall && !killed &&
+                absl::IsUnavailable(ans.status()) &&
+                absl::StrContains(ans.status().message(), "recall")) {
+              KillOperator();
+              killed = true;
+            }
+            return false;
+          }
+          if (ans->stage() == pb::ReshapeVolumeResponse::DONE) return true;
+          if (step == kBeforeComplete && !killed) {
+            RestartAgent('a');
+            killed = true;
+            return false;
+          }
+          req.set_complete(true);
+          ans = a->ReshapeVolume(req);
+          if (!ans.ok()) return false;
+          if (step == kAfterComplete && !killed) {
+            KillOperator();
+            killed = true;
+          }
+          return ans->stage() == pb::ReshapeVolumeResponse::DONE;
+        },
+        absl::Seconds(90)))
+        << Dump();
+    EXPECT_TRUE(killed);
+    ASSERT_TRUE(WaitFor(
+        [&] {
+          auto v = kube_->Get(DaxVolumeResource(), "", vol_);
+          return v.ok() && (*v)["status"].value("phase", "") == "Ready" &&
+                 (*v)["status"].value("epoch", int64_t{0}) == epoch + 1;
+        },
+        absl::Seconds(60)))
+        << Dump();
+    k8s::Json rs = RecallStatus(absl::StrCat(vol_, "-reshape-e", epoch));
+    EXPECT_EQ(rs.value("phase", ""), "Complete") << Dump();
+    EXPECT_EQ(rs.value("revoked", 0), 0) << Dump();
+    ASSERT_TRUE(lw.ProgressAfter(epoch, 20, absl::Seconds(60))) << Dump();
+    ASSERT_TRUE(rw.ProgressAfter(epoch, 20, absl::Seconds(60))) << Dump();
+    EXPECT_EQ(daxlease_size(local), size);
+    EXPECT_EQ(daxlease_size(remote), size);
+  }
+  lw.Stop();
+  rw.Stop();
+  EXPECT_EQ(lw.errors(), std::vector<std::string>{});
+  EXPECT_EQ(rw.errors(), std::vector<std::string>{});
+  ASSERT_EQ(daxlease_detach(local), DAXLEASE_OK) << daxlease_errmsg();
+  ASSERT_EQ(daxlease_detach(remote), DAXLEASE_OK) << daxlease_errmsg();
+  EXPECT_EQ(sys::FileSize(data_path_).value_or(0), size);
+  std::string file = FileBytes(0, size);
+  ASSERT_EQ(file.size(), size);
+  const std::string zero(kBlock, '\0');
+  for (uint64_t i = 0; i < size / kBlock; ++i) {
+    std::string want = zero;
+    if (i < blocks) {
+      const auto& expect = i < blocks / 2 ? lw.expect() : rw.expect();
+      auto it = expect.find(i);
+      if (it != expect.end()) want = it->second;
     }
     ASSERT_TRUE(file.compare(i * kBlock, kBlock, want) == 0) << "block " << i;
   }

@@ -509,8 +509,8 @@ absl::Status Agent::StopServing(const std::string& volume_id) {
 
 // ---- reshape (docs/csi.md, "Expansion with holders")
 
-absl::Status Agent::RemapGrownLocked(Served& s, uint64_t size_bytes) {
-  const std::string& name = s.req.volume_id();
+absl::StatusOr<uint64_t> Agent::GrownSizeLocked(const Served& s,
+                                                uint64_t size_bytes) const {
   ASSIGN_OR_RETURN(uint64_t file_bytes, sys::FileSize(s.data_path));
   uint64_t target = file_bytes;
   if (s.req.mode() == pb::FSDAX) {
@@ -522,7 +522,13 @@ absl::Status Agent::RemapGrownLocked(Served& s, uint64_t size_bytes) {
     target = std::min<uint64_t>(size_bytes, file_bytes + usage.available_bytes);
     target = std::max<uint64_t>(target / k2MiB * k2MiB, file_bytes);
   }
-  target = std::max<uint64_t>(target, s.size);
+  return std::max<uint64_t>(target, s.size);
+}
+
+absl::Status Agent::RemapGrownLocked(Served& s, uint64_t size_bytes) {
+  const std::string& name = s.req.volume_id();
+  ASSIGN_OR_RETURN(uint64_t file_bytes, sys::FileSize(s.data_path));
+  ASSIGN_OR_RETURN(uint64_t target, GrownSizeLocked(s, size_bytes));
   if (s.map != nullptr && s.registered && s.map->size() == target) {
     return absl::OkStatus();
   }
@@ -573,12 +579,17 @@ absl::StatusOr<pb::ReshapeVolumeResponse> Agent::ReshapeVolume(
   // without one (no lease holds access).
   std::string recall;
   if (phase == api::VolumePhase::kReady) {
-    if (!req.complete() && vol.spec.size_bytes >= 0 &&
-        static_cast<uint64_t>(vol.spec.size_bytes) >= req.size_bytes()) {
+    if (!req.complete()) {
+      // Done when the data already holds what the size and the filesystem
+      // allow (a retry after the end, or a grow within what it had).
       std::lock_guard<std::mutex> l(mu_);
-      resp.set_stage(pb::ReshapeVolumeResponse::DONE);
-      resp.set_served_bytes(served_[name].size);
-      return resp;
+      Served& s = served_[name];
+      ASSIGN_OR_RETURN(uint64_t target, GrownSizeLocked(s, req.size_bytes()));
+      if (s.map != nullptr && target <= s.map->size()) {
+        resp.set_stage(pb::ReshapeVolumeResponse::DONE);
+        resp.set_served_bytes(s.size);
+        return resp;
+      }
     }
     // One recall name per epoch: a reshape recall ends at the next epoch,
     // so a name is never reused, and a retry finds its own.

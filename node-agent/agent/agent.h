@@ -190,6 +190,10 @@ class Agent {
   absl::Status MapAndRegisterLocked(Served& s);
   // Grows the data file to what `size_bytes` allows and maps it again.
   absl::Status RemapGrownLocked(Served& s, uint64_t size_bytes);
+  // The data file's size once grown for `size_bytes`: that, or what the
+  // filesystem holds, in 2 MiB pages; never less than today.
+  absl::StatusOr<uint64_t> GrownSizeLocked(const Served& s,
+                                           uint64_t size_bytes) const;
   absl::Status CreateLease(const Published& p);
   // Moves `p` to its next generation's lease (saved, created); the old one
   // is retired.

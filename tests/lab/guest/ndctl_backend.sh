@@ -1,5 +1,6 @@
 # NdctlBackend on the real libndctl (sizes vs the kernel, identity after a
-# restart, erase, in-use refusal, foreign namespaces untouched, capacity and
+# restart, erase, calls answered during a long erase, no previous tenant's
+# data without erase, in-use refusal, foreign namespaces untouched, capacity and
 # exhaustion). The region must be empty when this starts and is left empty.
 . /lab/lib.sh
 export CI=true  # a missing prerequisite fails here instead of skipping

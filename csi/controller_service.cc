@@ -1,5 +1,10 @@
 #include "csi/controller_service.h"
 
+#include <algorithm>
+#include <cstring>
+
+#include "absl/strings/escaping.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
@@ -13,6 +18,14 @@ namespace daxlease::csi {
 using ::csi::v1::ControllerServiceCapability;
 
 namespace {
+
+constexpr char kSnapshotSourcePrefix[] = "snapshot:";
+constexpr char kVolumeSourcePrefix[] = "volume:";
+
+// Snapshot IDs share VolumeLocks with volume IDs; '/' keeps them apart.
+std::string SnapshotLockKey(absl::string_view id) {
+  return absl::StrCat("snapshot/", id);
+}
 
 uint64_t MinBytesFor(VolumeMode mode, absl::string_view fs_type,
                      bool any_mount) {
@@ -28,6 +41,13 @@ void ControllerService::FillVolume(const VolumeRecord& rec,
                                    ::csi::v1::Volume* out) const {
   out->set_volume_id(rec.id);
   out->set_capacity_bytes(static_cast<int64_t>(rec.capacity_bytes));
+  if (absl::StartsWith(rec.content_source, kSnapshotSourcePrefix)) {
+    out->mutable_content_source()->mutable_snapshot()->set_snapshot_id(
+        rec.content_source.substr(strlen(kSnapshotSourcePrefix)));
+  } else if (absl::StartsWith(rec.content_source, kVolumeSourcePrefix)) {
+    out->mutable_content_source()->mutable_volume()->set_volume_id(
+        rec.content_source.substr(strlen(kVolumeSourcePrefix)));
+  }
   auto& ctx = *out->mutable_volume_context();
   ctx[kParamMode] = std::string(VolumeModeName(rec.mode));
   // A devdax volume is a character device: no filesystem to name.
@@ -119,10 +139,6 @@ absl::Status ControllerService::DoCreate(
     return absl::InvalidArgumentError(
         "mutable_parameters are not supported (no MODIFY_VOLUME)");
   }
-  if (req.has_volume_content_source()) {
-    return absl::InvalidArgumentError(
-        "volume_content_source (snapshots, clones) is not supported");
-  }
   if (req.has_accessibility_requirements() &&
       !TopologyAllowsNode(req.accessibility_requirements(), config_.node_id)) {
     return absl::ResourceExhaustedError(
@@ -133,9 +149,45 @@ absl::Status ControllerService::DoCreate(
   }
   const ::csi::v1::CapacityRange* range =
       req.has_capacity_range() ? &req.capacity_range() : nullptr;
-  ASSIGN_OR_RETURN(
-      SizeRequest size,
-      ComputeSize(range, MinBytesFor(params.mode, fs_type, any_mount)));
+  const uint64_t min_bytes = MinBytesFor(params.mode, fs_type, any_mount);
+  ASSIGN_OR_RETURN(SizeRequest size, ComputeSize(range, min_bytes));
+  std::optional<Source> source;
+  if (req.has_volume_content_source()) {
+    if (!SnapshotsEnabled()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("volume_content_source: the ", deps_.backend->Name(),
+                       " backend has no snapshots or clones"));
+    }
+    ASSIGN_OR_RETURN(source, ResolveSource(req.volume_content_source()));
+    if (source->mode != params.mode) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "the content source is a ", VolumeModeName(source->mode),
+          " volume, the request asks for ", VolumeModeName(params.mode)));
+    }
+    if (source->mode == VolumeMode::kFsdax && source->fs_type != fs_type) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("the content source carries ", source->fs_type,
+                       ", the request asks for ", fs_type));
+    }
+    const uint64_t required = range ? range->required_bytes() : 0;
+    const uint64_t limit = range ? range->limit_bytes() : 0;
+    if ((required > 0 && required < source->size_bytes) ||
+        (limit > 0 && limit < source->size_bytes)) {
+      return absl::OutOfRangeError(
+          absl::StrCat("the content source holds ", source->size_bytes,
+                       " bytes: a volume made from it cannot be smaller"));
+    }
+    // No size asked: the source's.
+    size.bytes = required == 0 ? std::max(source->size_bytes, min_bytes)
+                               : std::max(size.bytes, source->size_bytes);
+    if (size.bytes > source->size_bytes && source->formatted &&
+        source->fs_type == "xfs") {
+      return absl::OutOfRangeError(absl::StrCat(
+          "an xfs volume made from a content source of ", source->size_bytes,
+          " bytes cannot be larger: xfs grows only while mounted (create it "
+          "at the source's size, then expand it)"));
+    }
+  }
 
   std::map<std::string, std::string> stored = params.normalized;
   stored[kParamFsType] = fs_type;
@@ -157,6 +209,11 @@ absl::Status ControllerService::DoCreate(
     if (rec.parameters != stored) {
       return absl::AlreadyExistsError(absl::StrCat(
           "volume '", req.name(), "' exists with different parameters"));
+    }
+    if (rec.content_source != (source ? source->recorded : "")) {
+      return absl::AlreadyExistsError(absl::StrCat(
+          "volume '", req.name(), "' exists with another content source ('",
+          rec.content_source, "')"));
     }
     if (!CapacityMatches(rec.capacity_bytes, range)) {
       return absl::AlreadyExistsError(absl::StrCat(
@@ -194,9 +251,25 @@ absl::Status ControllerService::DoCreate(
   spec.mode = params.mode;
   spec.fs_type = any_mount ? fs_type : "";
   spec.parameters = params.normalized;
-  absl::StatusOr<Volume> vol = deps_.backend->Create(spec);
+  absl::StatusOr<Volume> vol = source.has_value()
+                                   ? CreateFromSource(*source, spec)
+                                   : deps_.backend->Create(spec);
   absl::Status made = vol.status();
-  if (made.ok() && !spec.fs_type.empty() && spec.mode == VolumeMode::kFsdax) {
+  if (made.ok() && source.has_value()) {
+    rec.formatted = source->formatted;
+    rec.content_source = source->recorded;
+    // The copied filesystem fills the source's size; an ext4 grows to the
+    // volume's offline here, on the image (idempotent: an adopted copy
+    // that already grew stays as it is).
+    if (source->formatted && vol->capacity_bytes > source->size_bytes) {
+      absl::StatusOr<std::string> path = deps_.backend->FormatPath(id);
+      made = path.status();
+      if (made.ok() && !path->empty()) {
+        made = deps_.formatter->Grow(*path, "", fs_type);
+      }
+    }
+  } else if (made.ok() && !spec.fs_type.empty() &&
+             spec.mode == VolumeMode::kFsdax) {
     absl::StatusOr<bool> formatted = FormatAtCreate(id, fs_type, *vol);
     made = formatted.status();
     if (formatted.ok()) rec.formatted = *formatted;
@@ -472,6 +545,293 @@ absl::Status ControllerService::DoExpand(
   return absl::OkStatus();
 }
 
+bool ControllerService::SnapshotsEnabled() const {
+  return deps_.snapshots != nullptr && deps_.backend->SupportsSnapshots();
+}
+
+absl::StatusOr<std::string> ControllerService::QuiescePath(
+    const VolumeRecord& rec) const {
+  if (!rec.stage.has_value()) return std::string();  // nothing attached
+  if (rec.stage->block) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "volume ", rec.id,
+        " is staged for block access: a raw device has no filesystem to "
+        "freeze, so its writers cannot be held off; unstage it first"));
+  }
+  if (deps_.agent != nullptr && IsShared(rec.parameters)) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "volume ", rec.id,
+        " is shared and staged, so the node agent may serve it to remote "
+        "holders, whose RDMA writes a freeze does not stop; unstage it "
+        "first (a copy under the operator's recall is not implemented)"));
+  }
+  return rec.stage->staging_path;
+}
+
+absl::Status ControllerService::WithFrozen(
+    const std::string& frozen_path, const std::function<absl::Status()>& copy) {
+  if (frozen_path.empty()) return copy();
+  RETURN_IF_ERROR(deps_.mounter->Freeze(frozen_path));
+  absl::Status copied = copy();
+  absl::Status thawed = deps_.mounter->Thaw(frozen_path);
+  if (!thawed.ok()) {
+    base::LogError("csi.snapshot.thaw_failed",
+                   {{"path", frozen_path}, {"error", thawed.ToString()}});
+  }
+  return copied.ok() ? thawed : copied;
+}
+
+void ControllerService::FillSnapshot(const SnapshotRecord& rec,
+                                     ::csi::v1::Snapshot* out) const {
+  out->set_snapshot_id(rec.id);
+  out->set_source_volume_id(rec.source_volume_id);
+  out->set_size_bytes(static_cast<int64_t>(rec.size_bytes));
+  out->mutable_creation_time()->set_seconds(rec.creation_unix_nanos /
+                                            1000000000);
+  out->mutable_creation_time()->set_nanos(
+      static_cast<int32_t>(rec.creation_unix_nanos % 1000000000));
+  out->set_ready_to_use(rec.phase == SnapshotPhase::kReady);
+}
+
+absl::StatusOr<ControllerService::Source> ControllerService::ResolveSource(
+    const ::csi::v1::VolumeContentSource& src) const {
+  Source out;
+  if (src.has_snapshot()) {
+    const std::string& id = src.snapshot().snapshot_id();
+    RETURN_IF_ERROR(ValidateSnapshotId(id));
+    ASSIGN_OR_RETURN(std::optional<SnapshotRecord> snap,
+                     deps_.snapshots->Load(id));
+    if (!snap.has_value() || snap->phase != SnapshotPhase::kReady) {
+      return absl::NotFoundError(absl::StrCat("snapshot ", id, " not found"));
+    }
+    out.backend = {true, id};
+    out.size_bytes = snap->size_bytes;
+    out.mode = snap->mode;
+    out.fs_type = snap->fs_type;
+    out.formatted = snap->formatted;
+    out.recorded = absl::StrCat(kSnapshotSourcePrefix, id);
+    return out;
+  }
+  if (src.has_volume()) {
+    const std::string& id = src.volume().volume_id();
+    RETURN_IF_ERROR(ValidateVolumeId(id));
+    ASSIGN_OR_RETURN(std::optional<VolumeRecord> vol, deps_.store->Load(id));
+    if (!vol.has_value() || vol->phase != VolumePhase::kReady) {
+      return absl::NotFoundError(absl::StrCat("volume ", id, " not found"));
+    }
+    out.backend = {false, id};
+    out.size_bytes = vol->capacity_bytes;
+    out.mode = vol->mode;
+    out.fs_type = vol->fs_type;
+    out.formatted = vol->formatted;
+    out.recorded = absl::StrCat(kVolumeSourcePrefix, id);
+    return out;
+  }
+  return absl::InvalidArgumentError(
+      "volume_content_source names neither a snapshot nor a volume");
+}
+
+absl::StatusOr<Volume> ControllerService::CreateFromSource(
+    const Source& source, const VolumeSpec& spec) {
+  if (source.backend.snapshot) {
+    // Held so that the snapshot is not deleted under the copy.
+    ASSIGN_OR_RETURN(VolumeLocks::Guard guard,
+                     deps_.locks->TryLock(SnapshotLockKey(source.backend.id)));
+    ASSIGN_OR_RETURN(std::optional<SnapshotRecord> snap,
+                     deps_.snapshots->Load(source.backend.id));
+    if (!snap.has_value() || snap->phase != SnapshotPhase::kReady) {
+      return absl::NotFoundError(
+          absl::StrCat("snapshot ", source.backend.id, " not found"));
+    }
+    return deps_.backend->CreateFrom(spec, source.backend);
+  }
+  // A clone: the source volume held still for the copy.
+  ASSIGN_OR_RETURN(VolumeLocks::Guard guard,
+                   deps_.locks->TryLock(source.backend.id));
+  ASSIGN_OR_RETURN(std::optional<VolumeRecord> rec,
+                   deps_.store->Load(source.backend.id));
+  if (!rec.has_value() || rec->phase != VolumePhase::kReady) {
+    return absl::NotFoundError(
+        absl::StrCat("volume ", source.backend.id, " not found"));
+  }
+  ASSIGN_OR_RETURN(std::string frozen, QuiescePath(*rec));
+  absl::StatusOr<Volume> vol = absl::InternalError("not copied");
+  RETURN_IF_ERROR(WithFrozen(frozen, [&] {
+    vol = deps_.backend->CreateFrom(spec, source.backend);
+    return vol.status();
+  }));
+  return vol;
+}
+
+absl::Status ControllerService::DoCreateSnapshot(
+    const ::csi::v1::CreateSnapshotRequest& req,
+    ::csi::v1::CreateSnapshotResponse* resp) {
+  RETURN_IF_ERROR(ValidateName(req.name()));
+  RETURN_IF_ERROR(ValidateId("source_volume_id", req.source_volume_id()));
+  RETURN_IF_ERROR(ValidateMapSize("secrets", req.secrets()));
+  RETURN_IF_ERROR(ValidateMapSize("parameters", req.parameters()));
+  // VolumeSnapshotClass parameters: only the CO's own metadata.
+  for (const auto& [k, v] : req.parameters()) {
+    if (!absl::StartsWith(k, "csi.storage.k8s.io/")) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "snapshot parameter '", absl::CHexEscape(k), "' is not known"));
+    }
+  }
+  if (!SnapshotsEnabled()) {
+    return absl::UnimplementedError(absl::StrCat("the ", deps_.backend->Name(),
+                                                 " backend has no snapshots"));
+  }
+  const std::string id = VolumeIdForName(req.name());
+  const std::string& vol_id = req.source_volume_id();
+  ASSIGN_OR_RETURN(VolumeLocks::Guard snap_guard,
+                   deps_.locks->TryLock(SnapshotLockKey(id)));
+  ASSIGN_OR_RETURN(std::optional<SnapshotRecord> existing,
+                   deps_.snapshots->Load(id));
+  if (existing.has_value()) {
+    if (existing->name != req.name() || existing->source_volume_id != vol_id) {
+      return absl::AlreadyExistsError(absl::StrCat(
+          "snapshot '", req.name(), "' exists for another source volume (",
+          existing->source_volume_id, ")"));
+    }
+    if (existing->phase == SnapshotPhase::kDeleting) {
+      return absl::AbortedError(
+          absl::StrCat("snapshot ", id, " is being deleted"));
+    }
+    if (existing->phase == SnapshotPhase::kReady) {
+      FillSnapshot(*existing, resp->mutable_snapshot());
+      return absl::OkStatus();
+    }
+    // kCreating under our lock: an attempt that could not clean up after
+    // itself. Its copy is redone below.
+  }
+  ASSIGN_OR_RETURN(VolumeLocks::Guard vol_guard, deps_.locks->TryLock(vol_id));
+  ASSIGN_OR_RETURN(std::optional<VolumeRecord> vol, deps_.store->Load(vol_id));
+  if (!vol.has_value() || vol->phase != VolumePhase::kReady) {
+    return absl::NotFoundError(absl::StrCat("volume ", vol_id, " not found"));
+  }
+  ASSIGN_OR_RETURN(std::string frozen, QuiescePath(*vol));
+  SnapshotRecord snap;
+  snap.id = id;
+  snap.name = req.name();
+  snap.source_volume_id = vol_id;
+  snap.size_bytes = vol->capacity_bytes;
+  snap.mode = vol->mode;
+  snap.fs_type = vol->fs_type;
+  snap.formatted = vol->formatted;
+  snap.creation_unix_nanos = absl::ToUnixNanos(absl::Now());
+  snap.phase = SnapshotPhase::kCreating;
+  snap.frozen_path = frozen;
+  // Recorded (durably) before the copy: ListSnapshots shows it not ready,
+  // and a restart removes what a crash interrupted.
+  RETURN_IF_ERROR(deps_.snapshots->Save(snap));
+  const absl::Time t0 = absl::Now();
+  absl::Status copied = WithFrozen(frozen, [&]() -> absl::Status {
+    ASSIGN_OR_RETURN(snap.size_bytes,
+                     deps_.backend->CreateSnapshot(id, vol_id));
+    return absl::OkStatus();
+  });
+  if (copied.ok()) {
+    snap.phase = SnapshotPhase::kReady;
+    snap.frozen_path.clear();
+    copied = deps_.snapshots->Save(snap);
+  }
+  if (!copied.ok()) {
+    (void)deps_.backend->DeleteSnapshot(id);
+    (void)deps_.snapshots->Remove(id);
+    return copied;
+  }
+  base::LogInfo(
+      "csi.snapshot.created",
+      {{"snapshot", id},
+       {"volume", vol_id},
+       {"bytes", absl::StrCat(snap.size_bytes)},
+       {"frozen", frozen.empty() ? "false" : "true"},
+       {"ms", absl::StrCat(absl::ToInt64Milliseconds(absl::Now() - t0))}});
+  FillSnapshot(snap, resp->mutable_snapshot());
+  return absl::OkStatus();
+}
+
+absl::Status ControllerService::DoDeleteSnapshot(
+    const ::csi::v1::DeleteSnapshotRequest& req) {
+  RETURN_IF_ERROR(ValidateSnapshotId(req.snapshot_id()));
+  RETURN_IF_ERROR(ValidateMapSize("secrets", req.secrets()));
+  if (!SnapshotsEnabled()) {
+    return absl::UnimplementedError(absl::StrCat("the ", deps_.backend->Name(),
+                                                 " backend has no snapshots"));
+  }
+  const std::string& id = req.snapshot_id();
+  ASSIGN_OR_RETURN(VolumeLocks::Guard guard,
+                   deps_.locks->TryLock(SnapshotLockKey(id)));
+  ASSIGN_OR_RETURN(std::optional<SnapshotRecord> rec,
+                   deps_.snapshots->Load(id));
+  if (!rec.has_value()) return absl::OkStatus();  // already gone
+  if (rec->phase != SnapshotPhase::kDeleting) {
+    rec->phase = SnapshotPhase::kDeleting;
+    RETURN_IF_ERROR(deps_.snapshots->Save(*rec));
+  }
+  RETURN_IF_ERROR(deps_.backend->DeleteSnapshot(id));
+  RETURN_IF_ERROR(deps_.snapshots->Remove(id));
+  base::LogInfo("csi.snapshot.deleted", {{"snapshot", id}});
+  return absl::OkStatus();
+}
+
+absl::Status ControllerService::DoListSnapshots(
+    const ::csi::v1::ListSnapshotsRequest& req,
+    ::csi::v1::ListSnapshotsResponse* resp) {
+  if (req.max_entries() < 0) {
+    return absl::InvalidArgumentError("max_entries must not be negative");
+  }
+  if (!SnapshotsEnabled()) {
+    return absl::UnimplementedError(absl::StrCat("the ", deps_.backend->Name(),
+                                                 " backend has no snapshots"));
+  }
+  // An ID that cannot exist matches nothing (CSI: an empty list).
+  if ((!req.snapshot_id().empty() &&
+       !ValidateSnapshotId(req.snapshot_id()).ok()) ||
+      (!req.source_volume_id().empty() &&
+       !ValidateVolumeId(req.source_volume_id()).ok())) {
+    return absl::OkStatus();
+  }
+  ASSIGN_OR_RETURN(std::vector<SnapshotRecord> all, deps_.snapshots->LoadAll());
+  std::vector<SnapshotRecord> shown;
+  for (SnapshotRecord& r : all) {
+    if (r.phase == SnapshotPhase::kDeleting) continue;
+    if (!req.snapshot_id().empty() && r.id != req.snapshot_id()) continue;
+    if (!req.source_volume_id().empty() &&
+        r.source_volume_id != req.source_volume_id()) {
+      continue;
+    }
+    shown.push_back(std::move(r));
+  }
+  ASSIGN_OR_RETURN(size_t start,
+                   ParseStartingToken(req.starting_token(), shown.size()));
+  size_t end = shown.size();
+  if (req.max_entries() > 0) {
+    end = std::min(end, start + static_cast<size_t>(req.max_entries()));
+  }
+  for (size_t i = start; i < end; ++i) {
+    FillSnapshot(shown[i], resp->add_entries()->mutable_snapshot());
+  }
+  if (end < shown.size()) resp->set_next_token(absl::StrCat(end));
+  return absl::OkStatus();
+}
+
+grpc::Status ControllerService::CreateSnapshot(
+    grpc::ServerContext*, const ::csi::v1::CreateSnapshotRequest* req,
+    ::csi::v1::CreateSnapshotResponse* resp) {
+  return ToGrpc(DoCreateSnapshot(*req, resp));
+}
+grpc::Status ControllerService::DeleteSnapshot(
+    grpc::ServerContext*, const ::csi::v1::DeleteSnapshotRequest* req,
+    ::csi::v1::DeleteSnapshotResponse*) {
+  return ToGrpc(DoDeleteSnapshot(*req));
+}
+grpc::Status ControllerService::ListSnapshots(
+    grpc::ServerContext*, const ::csi::v1::ListSnapshotsRequest* req,
+    ::csi::v1::ListSnapshotsResponse* resp) {
+  return ToGrpc(DoListSnapshots(*req, resp));
+}
+
 grpc::Status ControllerService::CreateVolume(
     grpc::ServerContext*, const ::csi::v1::CreateVolumeRequest* req,
     ::csi::v1::CreateVolumeResponse* resp) {
@@ -515,9 +875,15 @@ grpc::Status ControllerService::ControllerGetCapabilities(
   using Rpc = ControllerServiceCapability::RPC;
   for (Rpc::Type t :
        {Rpc::CREATE_DELETE_VOLUME, Rpc::GET_CAPACITY, Rpc::LIST_VOLUMES,
-        Rpc::EXPAND_VOLUME, Rpc::GET_VOLUME, Rpc::VOLUME_CONDITION}) {
+        Rpc::EXPAND_VOLUME, Rpc::GET_VOLUME, Rpc::VOLUME_CONDITION,
+        Rpc::CREATE_DELETE_SNAPSHOT, Rpc::LIST_SNAPSHOTS, Rpc::CLONE_VOLUME}) {
     if (t == Rpc::EXPAND_VOLUME && !deps_.backend->SupportsExpansion())
       continue;
+    if ((t == Rpc::CREATE_DELETE_SNAPSHOT || t == Rpc::LIST_SNAPSHOTS ||
+         t == Rpc::CLONE_VOLUME) &&
+        !SnapshotsEnabled()) {
+      continue;
+    }
     resp->add_capabilities()->mutable_rpc()->set_type(t);
   }
   return grpc::Status::OK;

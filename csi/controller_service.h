@@ -12,6 +12,8 @@
 #ifndef DAXLEASE_CSI_CONTROLLER_SERVICE_H_
 #define DAXLEASE_CSI_CONTROLLER_SERVICE_H_
 
+#include <functional>
+
 #include "csi/driver.h"
 #include "proto/csi.grpc.pb.h"
 
@@ -50,6 +52,15 @@ class ControllerService final : public ::csi::v1::Controller::Service {
       grpc::ServerContext* ctx,
       const ::csi::v1::ControllerExpandVolumeRequest* req,
       ::csi::v1::ControllerExpandVolumeResponse* resp) override;
+  grpc::Status CreateSnapshot(grpc::ServerContext* ctx,
+                              const ::csi::v1::CreateSnapshotRequest* req,
+                              ::csi::v1::CreateSnapshotResponse* resp) override;
+  grpc::Status DeleteSnapshot(grpc::ServerContext* ctx,
+                              const ::csi::v1::DeleteSnapshotRequest* req,
+                              ::csi::v1::DeleteSnapshotResponse* resp) override;
+  grpc::Status ListSnapshots(grpc::ServerContext* ctx,
+                             const ::csi::v1::ListSnapshotsRequest* req,
+                             ::csi::v1::ListSnapshotsResponse* resp) override;
 
  private:
   absl::Status DoCreate(const ::csi::v1::CreateVolumeRequest& req,
@@ -76,6 +87,38 @@ class ControllerService final : public ::csi::v1::Controller::Service {
   absl::StatusOr<bool> FormatAtCreate(const std::string& id,
                                       const std::string& fs_type,
                                       const Volume& vol);
+  // Snapshots and clones (docs/csi.md, "Snapshots and clones").
+  bool SnapshotsEnabled() const;
+  absl::Status DoCreateSnapshot(const ::csi::v1::CreateSnapshotRequest& req,
+                                ::csi::v1::CreateSnapshotResponse* resp);
+  absl::Status DoDeleteSnapshot(const ::csi::v1::DeleteSnapshotRequest& req);
+  absl::Status DoListSnapshots(const ::csi::v1::ListSnapshotsRequest& req,
+                               ::csi::v1::ListSnapshotsResponse* resp);
+  // The staging mount to freeze while `rec`'s media is copied ("" when
+  // nothing is attached, so nothing can write); FAILED_PRECONDITION when
+  // no freeze keeps every writer out (block access, a shared volume
+  // served to remote holders).
+  absl::StatusOr<std::string> QuiescePath(const VolumeRecord& rec) const;
+  // Runs `copy` with `frozen_path` frozen (when non-empty), thawing after.
+  absl::Status WithFrozen(const std::string& frozen_path,
+                          const std::function<absl::Status()>& copy);
+  // CreateVolume's part for a volume_content_source: checks the source
+  // against the request, then makes the media from it (under the source's
+  // lock, quiesced), grown to the requested size.
+  struct Source {
+    VolumeBackend::ContentSource backend;
+    uint64_t size_bytes = 0;
+    VolumeMode mode = VolumeMode::kFsdax;
+    std::string fs_type;
+    bool formatted = false;
+    std::string recorded;  // VolumeRecord::content_source
+  };
+  absl::StatusOr<Source> ResolveSource(
+      const ::csi::v1::VolumeContentSource& src) const;
+  absl::StatusOr<Volume> CreateFromSource(const Source& source,
+                                          const VolumeSpec& spec);
+  void FillSnapshot(const SnapshotRecord& rec, ::csi::v1::Snapshot* out) const;
+
   // The CSI Volume message for a record.
   void FillVolume(const VolumeRecord& rec, ::csi::v1::Volume* out) const;
   // Abnormal when the media is gone.

@@ -10,6 +10,7 @@
 
 #include "absl/status/status.h"
 #include "csi/agent_connection.h"
+#include "csi/snapshot_store.h"
 #include "csi/state_store.h"
 #include "csi/volume_backend.h"
 #include "csi/volume_locks.h"
@@ -41,6 +42,9 @@ struct DriverDeps {
   // Records of shared volumes of other nodes published here (no media
   // here); required with `agent`.
   StateStore* remote_store = nullptr;
+  // Snapshot records; nullptr: no snapshots (the capability is not
+  // advertised).
+  SnapshotStore* snapshots = nullptr;
 };
 
 // absl::Status codes are gRPC's; this only changes the type.

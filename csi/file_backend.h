@@ -30,9 +30,15 @@ class FileBackend final : public VolumeBackend {
  public:
   static constexpr uint64_t kReserveBytes = 64ull << 20;
 
+  // Snapshots live beside `dir`, in `<dir>/../snapshots/<id>.img`.
+  // `copy_bytes_per_second` paces snapshot and clone copies (0: unpaced).
   FileBackend(std::string dir, uint64_t capacity_bytes,
-              sys::Env* env = sys::DefaultEnv())
-      : dir_(std::move(dir)), capacity_bytes_(capacity_bytes), env_(env) {}
+              sys::Env* env = sys::DefaultEnv(),
+              uint64_t copy_bytes_per_second = 0)
+      : dir_(std::move(dir)),
+        capacity_bytes_(capacity_bytes),
+        env_(env),
+        copy_bytes_per_second_(copy_bytes_per_second) {}
 
   // Creates `dir` and resolves it to its canonical path (loop devices
   // report canonical backing file paths). Call once before use.
@@ -63,7 +69,21 @@ class FileBackend final : public VolumeBackend {
   // a loop device, whose page cache sits on top of the file's).
   absl::StatusOr<std::string> FormatPath(absl::string_view id) override;
 
+  // Snapshots: a copy of the image (a reflink where the file system has
+  // one, else a sparse copy: docs/csi.md), written as `<id>.img.partial`,
+  // fsynced and renamed. They count against the capacity like images.
+  bool SupportsSnapshots() const override { return true; }
+  absl::StatusOr<uint64_t> CreateSnapshot(absl::string_view snapshot_id,
+                                          absl::string_view volume_id) override;
+  absl::Status DeleteSnapshot(absl::string_view snapshot_id) override;
+  absl::StatusOr<uint64_t> SnapshotSize(absl::string_view snapshot_id) override;
+  // The new image is `<id>.img.partial` until filled and synced.
+  absl::StatusOr<Volume> CreateFrom(const VolumeSpec& spec,
+                                    const ContentSource& source) override;
+  absl::Status DropPartialCopies() override;
+
   std::string ImagePath(absl::string_view id) const;
+  std::string SnapshotPath(absl::string_view id) const;
 
  private:
   absl::StatusOr<Capacity> CapacityLocked()
@@ -73,9 +93,19 @@ class FileBackend final : public VolumeBackend {
                               uint64_t bytes)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(space_mu_);
 
+  // Reserves `bytes` for a copy about to be made (ResourceExhausted when
+  // there is no room).
+  absl::Status CheckRoom(absl::string_view what, uint64_t bytes);
+  // Copies `from` into `partial` (a new file) and renames it to `final`
+  // once complete and synced; the partial file goes on failure.
+  absl::Status CopyComplete(const std::string& from, const std::string& partial,
+                            const std::string& final, absl::string_view what);
+
   std::string dir_;
+  std::string snapshot_dir_;
   const uint64_t capacity_bytes_;
   sys::Env* const env_;
+  const uint64_t copy_bytes_per_second_;
   absl::Mutex space_mu_;
 };
 

@@ -56,6 +56,9 @@ ABSL_FLAG(std::vector<std::string>, ndctl_regions, {},
 ABSL_FLAG(uint64_t, capacity_bytes, 0,
           "file backend: total bytes for volumes (0: the filesystem's free "
           "space is the only limit)");
+ABSL_FLAG(uint64_t, copy_bytes_per_second, 0,
+          "file backend: pace snapshot and clone copies to this many bytes "
+          "per second (0: as fast as the disk goes)");
 ABSL_FLAG(std::vector<std::string>, allowed_roots, {"/var/lib/kubelet"},
           "staging and target paths must be below one of these directories");
 ABSL_FLAG(int64_t, max_volumes_per_node, 64, "reported by NodeGetInfo");
@@ -161,9 +164,10 @@ int Run() {
 
   std::unique_ptr<VolumeBackend> backend;
   if (backend_name == "file") {
-    auto fb =
-        std::make_unique<FileBackend>(absl::StrCat(state_dir, "/volumes"),
-                                      absl::GetFlag(FLAGS_capacity_bytes));
+    auto fb = std::make_unique<FileBackend>(
+        absl::StrCat(state_dir, "/volumes"),
+        absl::GetFlag(FLAGS_capacity_bytes), sys::DefaultEnv(),
+        absl::GetFlag(FLAGS_copy_bytes_per_second));
     if (absl::Status s = fb->Init(); !s.ok()) return fail(s);
     backend = std::move(fb);
   } else if (backend_name == "ndctl") {
@@ -185,6 +189,11 @@ int Run() {
   VolumeLocks locks;
   DriverDeps deps{backend.get(), mounter.get(), formatter.get(), &store,
                   &locks};
+  SnapshotStore snapshots(absl::StrCat(state_dir, "/snapshot-state"));
+  if (backend->SupportsSnapshots()) {
+    if (absl::Status s = snapshots.Init(); !s.ok()) return fail(s);
+    deps.snapshots = &snapshots;
+  }
   // The node agent: DaxVolumes, serving and publishes of shared volumes
   // (csi/agent_connection.h). Shared volumes of other nodes published here
   // are recorded apart from the local ones (no media here).
@@ -206,6 +215,9 @@ int Run() {
   if (absl::Status s = PrepareSocket(*socket_path); !s.ok()) return fail(s);
   // Repair before serving, so no call sees a half-done state.
   if (absl::Status s = RecoverVolumes(deps); !s.ok()) {
+    base::LogError("csi.recover.incomplete", {{"error", s.ToString()}});
+  }
+  if (absl::Status s = RecoverSnapshots(deps); !s.ok()) {
     base::LogError("csi.recover.incomplete", {{"error", s.ToString()}});
   }
 

@@ -111,4 +111,41 @@ absl::Status RecoverVolumes(const DriverDeps& deps) {
   return first;
 }
 
+absl::Status RecoverSnapshots(const DriverDeps& deps) {
+  if (deps.snapshots == nullptr || !deps.backend->SupportsSnapshots()) {
+    return absl::OkStatus();
+  }
+  absl::Status first;
+  auto note = [&](absl::string_view what, const std::string& id,
+                  const absl::Status& s) {
+    if (s.ok()) return;
+    base::LogError("csi.recover.failed",
+                   {{std::string(what), id}, {"error", s.ToString()}});
+    first.Update(s);
+  };
+  ASSIGN_OR_RETURN(std::vector<VolumeRecord> volumes, deps.store->LoadAll());
+  for (const VolumeRecord& rec : volumes) {
+    if (!rec.stage.has_value() || rec.stage->block) continue;
+    absl::StatusOr<std::optional<sys::MountInfo>> mount =
+        deps.mounter->GetMount(rec.stage->staging_path);
+    if (!mount.ok() || !mount->has_value()) continue;  // nothing to thaw
+    note("volume", rec.id, deps.mounter->Thaw(rec.stage->staging_path));
+  }
+  note("snapshots", "", deps.backend->DropPartialCopies());
+  ASSIGN_OR_RETURN(std::vector<SnapshotRecord> snaps,
+                   deps.snapshots->LoadAll());
+  for (const SnapshotRecord& snap : snaps) {
+    if (snap.phase == SnapshotPhase::kReady) continue;
+    base::LogInfo(
+        "csi.recover.snapshot_removed",
+        {{"snapshot", snap.id},
+         {"phase",
+          snap.phase == SnapshotPhase::kCreating ? "creating" : "deleting"}});
+    absl::Status s = deps.backend->DeleteSnapshot(snap.id);
+    if (s.ok()) s = deps.snapshots->Remove(snap.id);
+    note("snapshot", snap.id, s);
+  }
+  return first;
+}
+
 }  // namespace daxlease::csi

@@ -36,6 +36,14 @@ absl::Status TearDownStage(const DriverDeps& deps, VolumeRecord* rec);
 // returned status is the first error.
 absl::Status RecoverVolumes(const DriverDeps& deps);
 
+// At startup, after RecoverVolumes, when snapshots are on: thaws the staging
+// mounts of the volumes staged with mount access (a snapshot or clone that
+// a crash interrupted leaves its source frozen, and FITHAW of a filesystem
+// that is not frozen is a no-op), removes snapshots whose copy a crash
+// interrupted (kCreating: media and record) and partial copies, and
+// finishes interrupted deletes. A snapshot is then complete or absent.
+absl::Status RecoverSnapshots(const DriverDeps& deps);
+
 }  // namespace daxlease::csi
 
 #endif  // DAXLEASE_CSI_REPAIR_H_

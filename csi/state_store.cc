@@ -100,6 +100,7 @@ std::string RecordToJson(const VolumeRecord& rec) {
   j["parameters"] = rec.parameters;
   j["phase"] = VolumePhaseName(rec.phase);
   j["formatted"] = rec.formatted;
+  if (!rec.content_source.empty()) j["contentSource"] = rec.content_source;
   return j.dump(2);
 }
 
@@ -130,6 +131,7 @@ absl::StatusOr<VolumeRecord> RecordFromJson(absl::string_view text) {
         phase,
         {{"ready", VolumePhase::kReady}, {"deleting", VolumePhase::kDeleting}});
     rec.formatted = j.value("formatted", false);
+    rec.content_source = j.value("contentSource", "");
     MountsFromJson(j, rec);
     return rec;
   } catch (const LegacyCreating&) {

@@ -76,6 +76,9 @@ struct VolumeRecord {
   // True when CreateVolume made the filesystem (fs_type) on the media, so
   // staging mounts it without probing or formatting.
   bool formatted = false;
+  // What CreateVolume filled the volume from: "snapshot:<id>",
+  // "volume:<id>", or "" (blank).
+  std::string content_source;
   VolumePhase phase = VolumePhase::kReady;
   std::optional<StageRecord> stage;
   std::map<std::string, PublishRecord> publishes;  // by target path

@@ -20,11 +20,12 @@ uint64_t RoundUp(uint64_t v, uint64_t align) {
 
 }  // namespace
 
-absl::Status ValidateVolumeId(absl::string_view id) {
-  if (id.empty()) return absl::InvalidArgumentError("volume_id is required");
+absl::Status ValidateId(absl::string_view field, absl::string_view id) {
+  if (id.empty())
+    return absl::InvalidArgumentError(absl::StrCat(field, " is required"));
   if (id.size() > kMaxIdBytes) {
     return absl::InvalidArgumentError(
-        absl::StrCat("volume_id is longer than ", kMaxIdBytes, " bytes"));
+        absl::StrCat(field, " is longer than ", kMaxIdBytes, " bytes"));
   }
   // The alphabet VolumeIdForName produces. A volume ID names files, loop
   // backing images, ndctl labels and log lines: no separators, no control
@@ -35,15 +36,23 @@ absl::Status ValidateVolumeId(absl::string_view id) {
   for (char c : id) {
     if (!allowed(c)) {
       return absl::InvalidArgumentError(absl::StrCat(
-          "volume_id '", absl::CHexEscape(id),
+          field, " '", absl::CHexEscape(id),
           "' may contain only lower-case letters, digits and '-'"));
     }
   }
   if (id.front() == '-') {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "volume_id '", id, "' must start with a letter or a digit"));
+    return absl::InvalidArgumentError(
+        absl::StrCat(field, " '", id, "' must start with a letter or a digit"));
   }
   return absl::OkStatus();
+}
+
+absl::Status ValidateVolumeId(absl::string_view id) {
+  return ValidateId("volume_id", id);
+}
+
+absl::Status ValidateSnapshotId(absl::string_view id) {
+  return ValidateId("snapshot_id", id);
 }
 
 absl::Status ValidateName(absl::string_view name) {

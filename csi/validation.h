@@ -55,6 +55,10 @@ struct CapabilityInfo {
 // included, is InvalidArgument. Checked before a volume ID is used to build
 // any path or reaches a log line. A well-formed unknown ID is NotFound.
 absl::Status ValidateVolumeId(absl::string_view id);
+// The same rules for a snapshot ID (SnapshotIdForName makes them).
+absl::Status ValidateSnapshotId(absl::string_view id);
+// The same rules, naming `field` in the message.
+absl::Status ValidateId(absl::string_view field, absl::string_view id);
 
 // CreateVolume name: non-empty, at most 128 bytes.
 absl::Status ValidateName(absl::string_view name);

@@ -47,6 +47,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
 
 namespace daxlease::csi {
@@ -161,12 +162,69 @@ class VolumeBackend {
     return std::string();
   }
 
+  // --- Snapshots and clones (docs/csi.md, "Snapshots and clones") ---
+  // A snapshot is a copy of a volume's media, named by its own ID (the
+  // volume ID alphabet; snapshot IDs are a namespace apart from volume
+  // IDs), found again from the media alone. The service keeps it still
+  // while it is copied (nothing attached, or its filesystem frozen) and
+  // records what the snapshot is; the backend only copies.
+
+  // True when the Snapshot/Clone methods below work. Default: false, and
+  // they answer Unimplemented.
+  virtual bool SupportsSnapshots() const { return false; }
+
+  // Copies the media of volume `volume_id` into snapshot `snapshot_id` and
+  // returns its size. Complete or absent: the copy only appears under its
+  // name once complete and durable, so a crash in the middle leaves no
+  // snapshot (and a partial copy DropPartialCopies removes). Idempotent: an
+  // existing snapshot is returned as it is. NotFound when the volume's media
+  // is missing; ResourceExhausted when there is no room.
+  virtual absl::StatusOr<uint64_t> CreateSnapshot(absl::string_view snapshot_id,
+                                                  absl::string_view volume_id) {
+    return Unsupported();
+  }
+  // OK when missing.
+  virtual absl::Status DeleteSnapshot(absl::string_view snapshot_id) {
+    return Unsupported();
+  }
+  // The snapshot's size; NotFound when missing.
+  virtual absl::StatusOr<uint64_t> SnapshotSize(absl::string_view snapshot_id) {
+    return Unsupported();
+  }
+
+  // What a new volume is made from.
+  struct ContentSource {
+    bool snapshot = true;  // false: another volume
+    std::string id;        // the snapshot's or the volume's ID
+  };
+  // Create() for a volume whose first bytes are `source`'s (a restored
+  // snapshot or a clone): the new media is allocated at spec's size (at
+  // least the source's: the caller checks), filled, made durable and only
+  // then appears under the volume's ID, so media under that ID is always
+  // complete (a crash leaves a partial copy that DropPartialCopies
+  // removes). Idempotent as Create: existing media is returned as it is.
+  // Nobody may write the source meanwhile (the caller quiesces a volume).
+  virtual absl::StatusOr<Volume> CreateFrom(const VolumeSpec& spec,
+                                            const ContentSource& source) {
+    return Unsupported();
+  }
+
+  // Removes what copies a crash interrupted left behind. At start, before
+  // serving.
+  virtual absl::Status DropPartialCopies() { return absl::OkStatus(); }
+
   // True only when the backend can prove that every byte of the volume
   // reads as zero (so it carries no filesystem and staging may format it
   // without probing); false when unknown. Never true for a volume that was
   // written. Default: unknown.
   virtual absl::StatusOr<bool> ReadsAsZeros(absl::string_view id) {
     return false;
+  }
+
+ private:
+  absl::Status Unsupported() const {
+    return absl::UnimplementedError(
+        absl::StrCat("the ", Name(), " backend has no snapshots or clones"));
   }
 };
 

@@ -88,6 +88,11 @@ class PosixEnv final : public Env {
     }
     return absl::OkStatus();
   }
+  absl::StatusOr<CopyResult> CopyData(absl::string_view from,
+                                      absl::string_view to,
+                                      const CopyOptions& options) override {
+    return CopyFileData(from, to, options);
+  }
 };
 
 }  // namespace
@@ -253,6 +258,12 @@ absl::StatusOr<FsUsage> FaultInjectionEnv::StatFs(absl::string_view path) {
 absl::Status FaultInjectionEnv::CheckWritable(absl::string_view dir) {
   if (auto f = Enter("CheckWritable", dir)) return f->status;
   return base_->CheckWritable(dir);
+}
+
+absl::StatusOr<CopyResult> FaultInjectionEnv::CopyData(
+    absl::string_view from, absl::string_view to, const CopyOptions& options) {
+  if (auto f = Enter("CopyData", to)) return f->status;
+  return base_->CopyData(from, to, options);
 }
 
 }  // namespace daxlease::sys

@@ -26,6 +26,7 @@
 #include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
 #include "lib/sys/file.h"
+#include "lib/sys/file_copy.h"
 
 namespace daxlease::sys {
 
@@ -68,6 +69,11 @@ class Env {
   virtual absl::StatusOr<FsUsage> StatFs(absl::string_view path) = 0;
   // OK when the process may create files in `dir` (access(2) W_OK).
   virtual absl::Status CheckWritable(absl::string_view dir) = 0;
+  // sys::CopyFileData (file_copy.h): `to` gets `from`'s bytes (a reflink
+  // where the file system can), and is fsynced.
+  virtual absl::StatusOr<CopyResult> CopyData(absl::string_view from,
+                                              absl::string_view to,
+                                              const CopyOptions& options) = 0;
 };
 
 // The real file system (a process-wide object, never deleted).
@@ -141,6 +147,9 @@ class FaultInjectionEnv final : public Env {
   absl::StatusOr<std::string> CanonicalPath(absl::string_view path) override;
   absl::StatusOr<FsUsage> StatFs(absl::string_view path) override;
   absl::Status CheckWritable(absl::string_view dir) override;
+  absl::StatusOr<CopyResult> CopyData(absl::string_view from,
+                                      absl::string_view to,
+                                      const CopyOptions& options) override;
 
  private:
   struct Fault {

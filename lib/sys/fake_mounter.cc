@@ -145,6 +145,32 @@ absl::StatusOr<FsUsage> FakeMounter::StatFs(absl::string_view path) {
   return usage_;
 }
 
+absl::Status FakeMounter::Freeze(absl::string_view mount_path) {
+  absl::MutexLock l(&mu_);
+  if (absl::Status s = TakeFailure("Freeze"); !s.ok()) return s;
+  if (!mounts_.count(std::string(mount_path))) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("FIFREEZE: ", mount_path, " is not a mount point"));
+  }
+  if (!frozen_.insert(std::string(mount_path)).second) {
+    return absl::FailedPreconditionError(
+        absl::StrCat(mount_path, " is already frozen"));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status FakeMounter::Thaw(absl::string_view mount_path) {
+  absl::MutexLock l(&mu_);
+  if (absl::Status s = TakeFailure("Thaw"); !s.ok()) return s;
+  frozen_.erase(std::string(mount_path));
+  return absl::OkStatus();
+}
+
+std::set<std::string> FakeMounter::Frozen() const {
+  absl::MutexLock l(&mu_);
+  return frozen_;
+}
+
 void FakeMounter::FailNext(absl::string_view op, absl::Status status) {
   absl::MutexLock l(&mu_);
   failures_[std::string(op)] = std::move(status);

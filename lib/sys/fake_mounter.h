@@ -34,6 +34,8 @@ class FakeMounter final : public Mounter {
   absl::Status RemovePath(absl::string_view path) override;
   bool PathExists(absl::string_view path) override;
   absl::StatusOr<FsUsage> StatFs(absl::string_view path) override;
+  absl::Status Freeze(absl::string_view mount_path) override;
+  absl::Status Thaw(absl::string_view mount_path) override;
 
   // Test controls.
   // Makes the next call of `op` ("Mount", "BindMount", "Unmount", "MakeDir",
@@ -47,6 +49,8 @@ class FakeMounter final : public Mounter {
   void SetUsage(FsUsage usage);
   std::vector<MountInfo> Mounts() const;
   int mount_calls() const;
+  // Mount points frozen now.
+  std::set<std::string> Frozen() const;
   // What WriteFile last wrote to `path`; nullopt if nothing (or removed).
   std::optional<std::string> FileContent(absl::string_view path) const;
 
@@ -57,6 +61,7 @@ class FakeMounter final : public Mounter {
   mutable absl::Mutex mu_;
   std::map<std::string, MountInfo> mounts_ ABSL_GUARDED_BY(mu_);
   std::set<std::string> paths_ ABSL_GUARDED_BY(mu_);
+  std::set<std::string> frozen_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, std::string> files_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, absl::Status> failures_ ABSL_GUARDED_BY(mu_);
   FsUsage usage_ ABSL_GUARDED_BY(mu_);

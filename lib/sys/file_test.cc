@@ -2,11 +2,13 @@
 
 #include <fcntl.h>
 #include <stdlib.h>
+#include <unistd.h>
 
 #include <string>
 
 #include "gtest/gtest.h"
 #include "lib/sys/fd.h"
+#include "lib/sys/file_copy.h"
 
 namespace daxlease::sys {
 namespace {
@@ -33,6 +35,48 @@ TEST_F(FileTest, AtomicWriteReplacesContentsAndLeavesNoTemp) {
   ASSERT_TRUE(got.ok()) << got.status();
   EXPECT_EQ(*got, "two");
   EXPECT_FALSE(PathExists(p + ".tmp"));
+}
+
+// Writes `data` at `offset` of `path` (created if missing).
+void WriteAt(const std::string& path, off_t offset, const std::string& data) {
+  int fd = ::open(path.c_str(), O_WRONLY | O_CREAT, 0600);
+  ASSERT_GE(fd, 0);
+  ASSERT_EQ(::pwrite(fd, data.data(), data.size(), offset),
+            static_cast<ssize_t>(data.size()));
+  ::close(fd);
+}
+
+TEST_F(FileTest, CopyFileDataCopiesOnlyDataAndKeepsHolesAndSize) {
+  const std::string from = dir_ + "/from.img", to = dir_ + "/to.img";
+  ASSERT_TRUE(Fallocate(from, 16 << 20).ok());  // unwritten: reads as zeros
+  WriteAt(from, 4 << 20, std::string(1 << 20, 'a'));
+  WriteAt(from, (16 << 20) - 3, "end");
+  auto r = CopyFileData(from, to, {.allow_reflink = false});
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_FALSE(r->reflinked);
+  EXPECT_EQ(r->size_bytes, 16u << 20);
+  EXPECT_LT(r->bytes_copied, 8u << 20);  // the data, not the whole file
+  auto a = ReadFile(from), b = ReadFile(to);
+  ASSERT_TRUE(a.ok() && b.ok());
+  EXPECT_TRUE(*a == *b);
+  auto allocated = AllocatedBytes(to);
+  ASSERT_TRUE(allocated.ok());
+  EXPECT_LT(*allocated, 8u << 20);  // holes stay holes
+
+  // Into a larger (fallocated) file: its size and its tail stay.
+  const std::string big = dir_ + "/big.img";
+  ASSERT_TRUE(Fallocate(big, 32 << 20).ok());
+  WriteAt(big, 20 << 20, "tail");
+  r = CopyFileData(from, big);  // reflink if the file system has it
+  ASSERT_TRUE(r.ok()) << r.status();
+  auto c = ReadFile(big);
+  ASSERT_TRUE(c.ok());
+  ASSERT_EQ(c->size(), 32u << 20);
+  EXPECT_TRUE(c->substr(0, 16 << 20) == *a);
+  EXPECT_EQ(c->substr(20 << 20, 4), "tail");
+
+  EXPECT_TRUE(
+      absl::IsNotFound(CopyFileData(dir_ + "/missing", dir_ + "/x").status()));
 }
 
 TEST_F(FileTest, ReadMissingFileIsNotFound) {

@@ -77,6 +77,15 @@ class Mounter {
   virtual bool PathExists(absl::string_view path) = 0;
   // Usage of the filesystem mounted at (or holding) `path`.
   virtual absl::StatusOr<FsUsage> StatFs(absl::string_view path) = 0;
+  // FIFREEZE of the filesystem mounted at `mount_path`: its dirty data and
+  // metadata are written, its journal flushed, and every writer (write(2),
+  // and write faults on shared mappings) blocks until Thaw. A frozen
+  // filesystem stays frozen when the process dies: whoever freezes records
+  // it first and thaws after a crash. FailedPrecondition when already
+  // frozen (by someone else: thawing it would undo their freeze).
+  virtual absl::Status Freeze(absl::string_view mount_path) = 0;
+  // FITHAW. OK when it is not frozen.
+  virtual absl::Status Thaw(absl::string_view mount_path) = 0;
 };
 
 // The real one: mount(2)/umount2(2) and the mount table read through

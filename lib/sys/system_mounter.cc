@@ -1,6 +1,8 @@
 // The real Mounter. <libmount/libmount.h> is included here only.
 #include <fcntl.h>
 #include <libmount/libmount.h>
+#include <linux/fs.h>
+#include <sys/ioctl.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
@@ -192,6 +194,25 @@ class SystemMounter final : public Mounter {
   absl::StatusOr<FsUsage> StatFs(absl::string_view path) override {
     ASSIGN_OR_RETURN(UniqueFd fd, roots_.Open(path, O_PATH));
     return sys::StatFs(ProcFdPath(fd));
+  }
+
+  absl::Status Freeze(absl::string_view mount_path) override {
+    ASSIGN_OR_RETURN(UniqueFd fd,
+                     roots_.Open(mount_path, O_RDONLY | O_DIRECTORY));
+    if (::ioctl(fd.get(), FIFREEZE, 0) == 0) return absl::OkStatus();
+    if (errno == EBUSY) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "FIFREEZE ", mount_path, ": already frozen by someone else"));
+    }
+    return base::ErrnoStatus("ioctl(FIFREEZE)", mount_path, errno);
+  }
+
+  absl::Status Thaw(absl::string_view mount_path) override {
+    ASSIGN_OR_RETURN(UniqueFd fd,
+                     roots_.Open(mount_path, O_RDONLY | O_DIRECTORY));
+    if (::ioctl(fd.get(), FITHAW, 0) == 0) return absl::OkStatus();
+    if (errno == EINVAL) return absl::OkStatus();  // not frozen
+    return base::ErrnoStatus("ioctl(FITHAW)", mount_path, errno);
   }
 
   absl::Status WriteFile(absl::string_view path,

@@ -262,7 +262,9 @@ TEST_F(CsiSanityTest, IdentityService) {
 // ControllerGetCapabilities / NodeGetCapabilities: only types csi-sanity
 // knows. What we advertise decides which csi-sanity blocks run: no
 // PUBLISH_UNPUBLISH_VOLUME (ControllerPublish, "volume lifecycle" skip), no
-// snapshot or clone or modify capabilities (their blocks skip).
+// modify capability (its block skips); the file backend's snapshot and
+// clone capabilities run csi-sanity's snapshot and cloning blocks
+// (CsiSanityTest.Snapshots mirrors them).
 TEST_F(CsiSanityTest, CapabilitiesAndNodeInfo) {
   using Rpc = ControllerServiceCapability::RPC;
   csi::v1::ControllerGetCapabilitiesResponse ccaps;
@@ -293,9 +295,10 @@ TEST_F(CsiSanityTest, CapabilitiesAndNodeInfo) {
   EXPECT_TRUE(got.count(Rpc::LIST_VOLUMES));
   EXPECT_TRUE(got.count(Rpc::GET_CAPACITY));
   EXPECT_TRUE(got.count(Rpc::EXPAND_VOLUME)) << "file backend grows in place";
-  for (int absent :
-       {Rpc::PUBLISH_UNPUBLISH_VOLUME, Rpc::CREATE_DELETE_SNAPSHOT,
-        Rpc::LIST_SNAPSHOTS, Rpc::CLONE_VOLUME, Rpc::MODIFY_VOLUME}) {
+  EXPECT_TRUE(got.count(Rpc::CREATE_DELETE_SNAPSHOT));
+  EXPECT_TRUE(got.count(Rpc::LIST_SNAPSHOTS));
+  EXPECT_TRUE(got.count(Rpc::CLONE_VOLUME));
+  for (int absent : {Rpc::PUBLISH_UNPUBLISH_VOLUME, Rpc::MODIFY_VOLUME}) {
     EXPECT_FALSE(got.count(absent))
         << Rpc::Type_Name(static_cast<Rpc::Type>(absent))
         << " is advertised but not implemented";
@@ -700,6 +703,102 @@ TEST_F(CsiSanityTest, CleanupOfVolumesNeverPublishedOrStaged) {
   s = Unstage(UnknownVolumeId());
   EXPECT_TRUE(s.ok() || s.error_code() == grpc::NOT_FOUND) << s.error_message();
   EXPECT_TRUE(Delete(id).ok());
+}
+
+// csi-sanity's CreateSnapshot, DeleteSnapshot, ListSnapshots, "create
+// volume from snapshot" and cloning blocks, which the file backend's
+// CREATE_DELETE_SNAPSHOT, LIST_SNAPSHOTS and CLONE_VOLUME turn on.
+TEST_F(CsiSanityTest, Snapshots) {
+  auto snapshot = [&](const std::string& name, const std::string& vol,
+                      csi::v1::CreateSnapshotResponse* resp) {
+    csi::v1::CreateSnapshotRequest req;
+    req.set_name(name);
+    req.set_source_volume_id(vol);
+    return Call(&Controller::Stub::CreateSnapshot, req, resp);
+  };
+  auto del = [&](const std::string& id) {
+    csi::v1::DeleteSnapshotRequest req;
+    req.set_snapshot_id(id);
+    csi::v1::DeleteSnapshotResponse resp;
+    return Call(&Controller::Stub::DeleteSnapshot, req, &resp);
+  };
+  auto list = [&](csi::v1::ListSnapshotsRequest req,
+                  csi::v1::ListSnapshotsResponse* resp) {
+    return Call(&Controller::Stub::ListSnapshots, req, resp);
+  };
+  csi::v1::CreateSnapshotResponse snap;
+  ExpectCode(snapshot("", "x", &snap), grpc::INVALID_ARGUMENT, "no name");
+  ExpectCode(snapshot("sanity-snap", "", &snap), grpc::INVALID_ARGUMENT,
+             "no source volume id");
+  ExpectCode(del(""), grpc::INVALID_ARGUMENT, "no snapshot id");
+  EXPECT_TRUE(del("reallyfakesnapshotid").ok()) << "unknown id";
+
+  const std::string vol =
+      MustCreate(MakeCreateReq("sanity-snap-src")).volume().volume_id();
+  const std::string vol2 =
+      MustCreate(MakeCreateReq("sanity-snap-src2")).volume().volume_id();
+  grpc::Status s = snapshot("sanity-snap", vol, &snap);
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  EXPECT_TRUE(snap.snapshot().ready_to_use());
+  const std::string id = snap.snapshot().snapshot_id();
+  csi::v1::CreateSnapshotResponse again;
+  EXPECT_TRUE(snapshot("sanity-snap", vol, &again).ok()) << "same name+source";
+  EXPECT_EQ(again.snapshot().snapshot_id(), id);
+  ExpectCode(snapshot("sanity-snap", vol2, &again), grpc::ALREADY_EXISTS,
+             "same name, other source");
+  csi::v1::CreateSnapshotResponse longest;
+  s = snapshot(std::string(128, 'a'), vol, &longest);
+  EXPECT_TRUE(s.ok()) << "maximum-length name: " << s.error_message();
+
+  csi::v1::ListSnapshotsResponse l;
+  ASSERT_TRUE(list({}, &l).ok());
+  EXPECT_EQ(l.entries_size(), 2);
+  csi::v1::ListSnapshotsRequest by_id;
+  by_id.set_snapshot_id(id);
+  ASSERT_TRUE(list(by_id, &l).ok());
+  ASSERT_EQ(l.entries_size(), 1);
+  EXPECT_EQ(l.entries(0).snapshot().snapshot_id(), id);
+  by_id.set_snapshot_id("none-such");
+  ASSERT_TRUE(list(by_id, &l).ok());
+  EXPECT_EQ(l.entries_size(), 0);
+  csi::v1::ListSnapshotsRequest by_source;
+  by_source.set_source_volume_id(vol2);
+  ASSERT_TRUE(list(by_source, &l).ok());
+  EXPECT_EQ(l.entries_size(), 0);
+  csi::v1::ListSnapshotsRequest bad_token;
+  bad_token.set_starting_token("invalid-token");
+  ExpectCode(list(bad_token, &l), grpc::ABORTED, "invalid starting_token");
+  csi::v1::ListSnapshotsRequest page;
+  page.set_max_entries(1);
+  ASSERT_TRUE(list(page, &l).ok());
+  EXPECT_EQ(l.entries_size(), 1);
+  EXPECT_FALSE(l.next_token().empty());
+
+  // Volume from the snapshot, and a clone; unknown sources are NOT_FOUND.
+  csi::v1::CreateVolumeRequest from = MakeCreateReq("sanity-from-snap");
+  from.mutable_volume_content_source()->mutable_snapshot()->set_snapshot_id(id);
+  EXPECT_EQ(MustCreate(from).volume().content_source().snapshot().snapshot_id(),
+            id);
+  csi::v1::CreateVolumeResponse resp;
+  from = MakeCreateReq("sanity-from-missing-snap");
+  from.mutable_volume_content_source()->mutable_snapshot()->set_snapshot_id(
+      "none-such");
+  ExpectCode(Call(&Controller::Stub::CreateVolume, from, &resp),
+             grpc::NOT_FOUND, "snapshot not found");
+  csi::v1::CreateVolumeRequest clone = MakeCreateReq("sanity-clone");
+  clone.mutable_volume_content_source()->mutable_volume()->set_volume_id(vol);
+  EXPECT_EQ(MustCreate(clone).volume().content_source().volume().volume_id(),
+            vol);
+  clone = MakeCreateReq("sanity-clone-missing");
+  clone.mutable_volume_content_source()->mutable_volume()->set_volume_id(
+      UnknownVolumeId());
+  ExpectCode(Call(&Controller::Stub::CreateVolume, clone, &resp),
+             grpc::NOT_FOUND, "source volume not found");
+
+  EXPECT_TRUE(del(id).ok());
+  EXPECT_TRUE(del(longest.snapshot().snapshot_id()).ok());
+  ASSERT_TRUE(list({}, &l).ok());
+  EXPECT_EQ(l.entries_size(), 0);
 }
 
 }  // namespace

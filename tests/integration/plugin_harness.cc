@@ -83,6 +83,7 @@ std::vector<std::string> ArgvFor(const PluginOptions& o) {
       absl::StrCat("--allowed-roots=", absl::StrJoin(o.allowed_roots, ",")),
       absl::StrCat("--capacity-bytes=", o.capacity_bytes),
   };
+  argv.insert(argv.end(), o.extra_args.begin(), o.extra_args.end());
   if (o.max_volumes_per_node > 0) {
     argv.push_back(
         absl::StrCat("--max-volumes-per-node=", o.max_volumes_per_node));

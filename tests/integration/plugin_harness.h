@@ -38,8 +38,9 @@ struct PluginOptions {
   std::string state_dir;
   std::vector<std::string> allowed_roots;
   int64_t capacity_bytes = 0;
-  int max_volumes_per_node = 0;  // 0: the plugin's default
-  std::string log_path;          // the plugin's stderr+stdout, appended
+  int max_volumes_per_node = 0;         // 0: the plugin's default
+  std::string log_path;                 // the plugin's stderr+stdout, appended
+  std::vector<std::string> extra_args;  // more flags, as given
 };
 
 // A daxlease-csi child process. The destructor SIGKILLs and reaps it (the

@@ -79,10 +79,13 @@ absl::Status Fsync(const std::string& path) {
 
 // Pulls "volumeId" (or another string field) out of a proto3 JSON answer.
 std::string Field(const std::string& json, const std::string& key) {
-  const std::string k = "\"" + key + "\": \"";
-  size_t at = json.find(k);
+  size_t at = json.find("\"" + key + "\"");
   if (at == std::string::npos) return "";
-  at += k.size();
+  at = json.find(':', at);
+  if (at == std::string::npos) return "";
+  at = json.find('"', at);
+  if (at == std::string::npos) return "";
+  ++at;
   return json.substr(at, json.find('"', at) - at);
 }
 

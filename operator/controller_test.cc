@@ -6,6 +6,7 @@
 #include <chrono>
 #include <thread>
 
+#include "absl/strings/match.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "lib/api/json.h"
@@ -132,8 +133,15 @@ TEST_F(ControllerTest, GrantsRecallsAndRevokesAtTheDeadline) {
   EXPECT_GT(controller_.passes(), 0);
 
   // The series moved as the protocol did: two grants, one revocation, one
-  // fence, one recall of 11 s (fake clock); a: Released, b: Revoked.
-  const std::string text = Scrape();
+  // fence, one recall of 11 s (fake clock); a: Released, b: Revoked. The
+  // pass counts after its writes succeed, so the recall can read Complete a
+  // moment before the pass that wrote it has counted: wait for the count.
+  std::string text;
+  ASSERT_TRUE(Eventually([&] {
+    text = Scrape();
+    return absl::StrContains(text,
+                             "daxlease_operator_recalls_completed_total 1");
+  })) << text;
   EXPECT_THAT(text, HasSubstr("daxlease_operator_grants_total 2"));
   EXPECT_THAT(text, HasSubstr("daxlease_operator_revocations_total 1"));
   EXPECT_THAT(text, HasSubstr("daxlease_operator_fences_total 1"));

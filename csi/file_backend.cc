@@ -1,5 +1,7 @@
 #include "csi/file_backend.h"
 
+#include <sys/stat.h>
+
 #include <algorithm>
 
 #include "absl/strings/match.h"
@@ -197,9 +199,48 @@ absl::StatusOr<std::optional<AttachedDevice>> FileBackend::FindAttached(
 }
 
 absl::Status FileBackend::Detach(absl::string_view id) {
+  RETURN_IF_ERROR(ValidateVolumeId(id));
+  ASSIGN_OR_RETURN(std::vector<std::string> devs,
+                   sys::FindLoopsByBackingFile(ImagePath(id)));
+  for (const std::string& dev : devs) RETURN_IF_ERROR(sys::DetachLoop(dev));
+  return absl::OkStatus();
+}
+
+absl::Status FileBackend::DetachWithLastMount(absl::string_view id) {
   ASSIGN_OR_RETURN(auto dev, FindAttached(id));
   if (!dev.has_value()) return absl::OkStatus();
-  return sys::DetachLoop(dev->path);
+  return sys::SetLoopAutoclear(dev->path);
+}
+
+absl::Status FileBackend::DetachOrphanedDevices() {
+  const std::string prefix = absl::StrCat(dir_, "/");
+  if (prefix.size() >= sys::kLoopNameMax) {
+    base::LogWarn("csi.file.orphans_unchecked",
+                  {{"dir", dir_},
+                   {"reason",
+                    "the directory's path is longer than a loop device's "
+                    "name (63 bytes): its loops cannot be told apart"}});
+    return absl::OkStatus();
+  }
+  struct stat st;
+  if (::stat(dir_.c_str(), &st) != 0) {
+    return base::ErrnoStatus("stat", dir_, errno);
+  }
+  ASSIGN_OR_RETURN(std::vector<sys::LoopDevice> loops, sys::ListLoops());
+  absl::Status first;
+  for (const sys::LoopDevice& l : loops) {
+    if (!l.backing_deleted || !absl::StartsWith(l.file_name, prefix) ||
+        l.backing_device != static_cast<uint64_t>(st.st_dev)) {
+      continue;
+    }
+    absl::Status s = sys::DetachLoopIfUnused(l.device);
+    base::LogInfo("csi.file.orphan_detached",
+                  {{"device", l.device},
+                   {"image", l.file_name},
+                   {"result", s.ok() ? "detached" : s.ToString()}});
+    first.Update(s);
+  }
+  return first;
 }
 
 absl::StatusOr<bool> FileBackend::ReadsAsZeros(absl::string_view id) {

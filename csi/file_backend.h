@@ -9,12 +9,13 @@
 // (minus a small reserve for the plugin's state files).
 //
 // Restart safety: the image file name is the volume ID; an attached loop
-// device is found again through its backing file. A created or grown image
-// is fsynced and so is the directory after an image is created or removed,
-// before the call returns, so a power loss never takes back media that a
-// durable record names. Every file-system call goes through a sys::Env
-// (loop devices do not). Thread-safe; creation and growth are serialized
-// by one mutex for capacity accounting only.
+// device is found again through its backing file's inode (also when the
+// kernel names that file through a previous container's mount). A created or
+// grown image is fsynced and so is the directory after an image is created or
+// removed, before the call returns, so a power loss never takes back media that
+// a durable record names. Every file-system call goes through a sys::Env (loop
+// devices do not). Thread-safe; creation and growth are serialized by one mutex
+// for capacity accounting only.
 #ifndef DAXLEASE_CSI_FILE_BACKEND_H_
 #define DAXLEASE_CSI_FILE_BACKEND_H_
 
@@ -59,7 +60,16 @@ class FileBackend final : public VolumeBackend {
   absl::StatusOr<AttachedDevice> Attach(absl::string_view id) override;
   absl::StatusOr<std::optional<AttachedDevice>> FindAttached(
       absl::string_view id) override;
+  // Detaches every loop over the image (a plugin killed mid-stage may have
+  // left a second one).
   absl::Status Detach(absl::string_view id) override;
+  absl::Status DetachWithLastMount(absl::string_view id) override;
+  // Loops over a deleted image of this backend: named (lo_file_name) under
+  // its directory, on its directory's filesystem, backing file unlinked,
+  // and not in use. The name test needs the directory's canonical path to
+  // fit lo_file_name's 63 bytes; a longer one detaches nothing (and says
+  // so).
+  absl::Status DetachOrphanedDevices() override;
   absl::Status RefreshDevice(absl::string_view id) override;
   // The image has no data extent at all (SEEK_DATA finds none): fresh from
   // fallocate, whose unwritten extents read as zeros. Writes through the

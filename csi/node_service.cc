@@ -1,5 +1,7 @@
 #include "csi/node_service.h"
 
+#include <fcntl.h>
+
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -8,6 +10,7 @@
 #include "csi/validation.h"
 #include "lib/base/log.h"
 #include "lib/base/status.h"
+#include "lib/sys/fd.h"
 
 namespace daxlease::csi {
 
@@ -50,13 +53,16 @@ absl::Status NodeService::StageSteps(VolumeRecord* rec, bool attached) {
   ASSIGN_OR_RETURN(std::optional<sys::MountInfo> mounted,
                    deps_.mounter->GetMount(st.staging_path));
   if (mounted.has_value()) {
-    if (mounted->source == dev.path) return absl::OkStatus();
+    if (mounted->source == dev.path) return DetachWithLastMount(rec->id);
     return absl::FailedPreconditionError(
         absl::StrCat("staging_target_path ", st.staging_path,
                      " already has a mount of ", mounted->source));
   }
   // CreateVolume made the filesystem: nothing to probe or format.
-  if (rec->formatted) return MountStaging(rec->id, st, dev.path);
+  if (rec->formatted) {
+    RETURN_IF_ERROR(MountStaging(rec->id, st, dev.path));
+    return DetachWithLastMount(rec->id);
+  }
   // A volume of an older version: never format what carries data, a blank
   // device only. A volume the backend proves all-zero needs no probe
   // (libblkid reads dozens of scattered blocks of a cold device).
@@ -74,7 +80,19 @@ absl::Status NodeService::StageSteps(VolumeRecord* rec, bool attached) {
         "device ", dev.path, " of volume ", rec->id, " carries ", found,
         ", not ", st.fs_type, "; refusing to format over it"));
   }
-  return MountStaging(rec->id, st, dev.path);
+  RETURN_IF_ERROR(MountStaging(rec->id, st, dev.path));
+  return DetachWithLastMount(rec->id);
+}
+
+absl::Status NodeService::DetachWithLastMount(const std::string& id) {
+  // A safety net (the device goes with the staging mount if this plugin
+  // dies before NodeUnstageVolume), not a condition of the stage.
+  absl::Status s = deps_.backend->DetachWithLastMount(id);
+  if (!s.ok()) {
+    base::LogWarn("csi.stage.autodetach_failed",
+                  {{"volume", id}, {"error", s.ToString()}});
+  }
+  return absl::OkStatus();
 }
 
 absl::Status NodeService::MountStaging(const std::string& id,
@@ -494,6 +512,10 @@ absl::Status NodeService::GrowFilesystem(const VolumeRecord& rec) {
   // unmount the staging path, check + resize, mount it again.
   base::LogWarn("csi.expand.offline_fallback",
                 {{"volume", rec.id}, {"online_error", online.ToString()}});
+  // An open of the device keeps it attached while nothing mounts it (the
+  // stage made it go with its last user: DetachWithLastMount); a plain
+  // open does not stop e2fsck's and resize2fs's exclusive ones.
+  absl::StatusOr<sys::UniqueFd> hold = sys::OpenFd(dev.path, O_RDONLY);
   RETURN_IF_ERROR(deps_.mounter->Unmount(st.staging_path));
   absl::Status offline = deps_.formatter->Grow(dev.path, "", st.fs_type);
   // Mounted again exactly as staging mounts it (-o dax, checked, on a DAX

@@ -77,6 +77,9 @@ class NodeService final : public ::csi::v1::Node::Service {
   // unmounted again, if the kernel did not grant DAX.
   absl::Status MountStaging(const std::string& id, const StageRecord& st,
                             const std::string& device);
+  // backend->DetachWithLastMount, once the staging mount holds the device;
+  // a failure is logged, not returned.
+  absl::Status DetachWithLastMount(const std::string& id);
   // FailedPrecondition unless the staging path is the mount of the
   // volume's device with its filesystem (not a bare directory, not another
   // mount): what a mount publish binds into the pod.

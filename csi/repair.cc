@@ -94,6 +94,13 @@ absl::Status RecoverVolumes(const DriverDeps& deps) {
       first.Update(s);
     }
   }
+  // Devices left over media that is gone (a plugin killed between an
+  // image's deletion and its device's release, or its state wiped).
+  absl::Status orphans = deps.backend->DetachOrphanedDevices();
+  if (!orphans.ok()) {
+    base::LogError("csi.recover.orphans", {{"error", orphans.ToString()}});
+    first.Update(orphans);
+  }
   // Media without a record is never deleted: this plugin writes a volume's
   // record before its media, so such media is not a half-done create of
   // ours but a lost or foreign state directory, and may hold data.

@@ -27,13 +27,13 @@ absl::Status TearDownStage(const DriverDeps& deps, VolumeRecord* rec);
 
 // At startup, before serving: for every record, finishes interrupted
 // deletes (phase kDeleting), completes size bookkeeping after an
-// interrupted expansion and detaches devices of volumes that are not
-// staged. Stage and publish entries are left to the CO's retries (all
-// their steps are idempotent). Media that no record knows (a lost state
-// directory, or a CreateVolume that died before its record, which the
-// CO's retry adopts) is logged and never touched.
-// Problems with one volume are logged and do not stop the others; the
-// returned status is the first error.
+// interrupted expansion, detaches devices of volumes that are not
+// staged and devices the backend left over media that is gone. Stage and
+// publish entries are left to the CO's retries (all their steps are
+// idempotent). Media that no record knows (a lost state directory, or a
+// CreateVolume that died before its record, which the CO's retry adopts) is
+// logged and never touched. Problems with one volume are logged and do not stop
+// the others; the returned status is the first error.
 absl::Status RecoverVolumes(const DriverDeps& deps);
 
 // At startup, after RecoverVolumes, when snapshots are on: thaws the staging

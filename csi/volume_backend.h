@@ -149,6 +149,21 @@ class VolumeBackend {
   // it. OK if not attached.
   virtual absl::Status Detach(absl::string_view id) = 0;
 
+  // The attached device of `id` is held by a mount now (the staging
+  // mount): the backend may have the kernel release it by itself when the
+  // last mount goes (file: LO_FLAGS_AUTOCLEAR), so a plugin that dies
+  // before NodeUnstageVolume, whose mounts are then torn down by others,
+  // leaks no device. Default: nothing.
+  virtual absl::Status DetachWithLastMount(absl::string_view id) {
+    return absl::OkStatus();
+  }
+
+  // At start-up: releases devices this backend made for media that no
+  // longer exists (an image deleted while its device stayed, by a plugin
+  // killed in between), and never a device of anyone else. Default:
+  // nothing.
+  virtual absl::Status DetachOrphanedDevices() { return absl::OkStatus(); }
+
   // After Expand: makes the attached device show the new size (file:
   // LOOP_SET_CAPACITY). OK if not attached.
   virtual absl::Status RefreshDevice(absl::string_view id) = 0;

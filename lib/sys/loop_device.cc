@@ -68,8 +68,8 @@ absl::Status Configure(int loop_fd, int file_fd, const std::string& dev,
 
 }  // namespace
 
-absl::StatusOr<std::vector<std::pair<std::string, std::string>>> ListLoops() {
-  std::vector<std::pair<std::string, std::string>> out;
+absl::StatusOr<std::vector<LoopDevice>> ListLoops() {
+  std::vector<LoopDevice> out;
   auto names = ListDir("/sys/block");
   if (!names.ok()) return names.status();
   for (const std::string& name : *names) {
@@ -77,26 +77,57 @@ absl::StatusOr<std::vector<std::pair<std::string, std::string>>> ListLoops() {
     auto backing =
         ReadFile(absl::StrCat("/sys/block/", name, "/loop/backing_file"));
     if (!backing.ok()) continue;  // not attached (no loop/ directory)
-    std::string b(absl::StripTrailingAsciiWhitespace(*backing));
-    out.emplace_back(absl::StrCat("/dev/", name), b);
+    LoopDevice d;
+    d.device = absl::StrCat("/dev/", name);
+    absl::string_view b = absl::StripTrailingAsciiWhitespace(*backing);
+    // The kernel appends " (deleted)" once the backing file was unlinked.
+    d.backing_deleted = absl::ConsumeSuffix(&b, " (deleted)");
+    d.backing_file = std::string(b);
+    int n = 0;
+    if (!absl::SimpleAtoi(absl::string_view(name).substr(4), &n)) continue;
+    if (!EnsureDeviceNode(n, d.device).ok()) continue;
+    auto fd = OpenFd(d.device, O_RDONLY);
+    if (!fd.ok()) continue;  // detached meanwhile
+    struct loop_info64 info;
+    std::memset(&info, 0, sizeof(info));
+    if (::ioctl(fd->get(), LOOP_GET_STATUS64, &info) != 0) continue;
+    const char* fname = reinterpret_cast<const char*>(info.lo_file_name);
+    d.file_name = std::string(fname, strnlen(fname, LO_NAME_SIZE));
+    d.backing_device = info.lo_device;
+    d.backing_inode = info.lo_inode;
+    d.autoclear = (info.lo_flags & LO_FLAGS_AUTOCLEAR) != 0;
+    out.push_back(std::move(d));
+  }
+  return out;
+}
+
+absl::StatusOr<std::vector<std::string>> FindLoopsByBackingFile(
+    absl::string_view backing_file) {
+  std::string want(backing_file);
+  auto canon = CanonicalPath(backing_file);
+  if (canon.ok()) want = *canon;
+  struct stat st;
+  const bool exists = ::stat(want.c_str(), &st) == 0;
+  ASSIGN_OR_RETURN(std::vector<LoopDevice> loops, ListLoops());
+  std::vector<std::string> out;
+  for (const LoopDevice& l : loops) {
+    bool match = exists
+                     ? l.backing_device == static_cast<uint64_t>(st.st_dev) &&
+                           l.backing_inode == static_cast<uint64_t>(st.st_ino)
+                     : l.backing_file == want ||
+                           (l.backing_deleted && want.size() < LO_NAME_SIZE &&
+                            l.file_name == want);
+    if (match) out.push_back(l.device);
   }
   return out;
 }
 
 absl::StatusOr<std::optional<std::string>> FindLoopByBackingFile(
     absl::string_view backing_file) {
-  std::string want(backing_file);
-  auto canon = CanonicalPath(backing_file);
-  if (canon.ok()) want = *canon;
-  ASSIGN_OR_RETURN(auto loops, ListLoops());
-  for (const auto& [dev, backing] : loops) {
-    // The kernel appends " (deleted)" once the backing file was unlinked;
-    // the device is still attached to it and must be found to detach it.
-    if (backing == want || backing == absl::StrCat(want, " (deleted)")) {
-      return std::optional<std::string>(dev);
-    }
-  }
-  return std::optional<std::string>();
+  ASSIGN_OR_RETURN(std::vector<std::string> devs,
+                   FindLoopsByBackingFile(backing_file));
+  if (devs.empty()) return std::optional<std::string>();
+  return std::optional<std::string>(devs.front());
 }
 
 absl::StatusOr<std::string> AttachLoop(absl::string_view backing_file) {
@@ -134,6 +165,39 @@ absl::Status DetachLoop(absl::string_view device) {
   if (::ioctl(fd->get(), LOOP_CLR_FD, 0) != 0) {
     if (errno == ENXIO) return absl::OkStatus();  // not attached
     return base::ErrnoStatus("ioctl(LOOP_CLR_FD)", device, errno);
+  }
+  return absl::OkStatus();
+}
+
+absl::Status DetachLoopIfUnused(absl::string_view device) {
+  auto fd = OpenFd(device, O_RDONLY | O_EXCL);
+  if (!fd.ok()) {
+    if (absl::IsNotFound(fd.status())) return absl::OkStatus();
+    if (absl::IsUnavailable(fd.status())) {  // EBUSY: mounted, or held
+      return absl::FailedPreconditionError(
+          absl::StrCat(device, " is in use: ", fd.status().message()));
+    }
+    return fd.status();
+  }
+  if (::ioctl(fd->get(), LOOP_CLR_FD, 0) != 0) {
+    if (errno == ENXIO) return absl::OkStatus();  // not attached
+    return base::ErrnoStatus("ioctl(LOOP_CLR_FD)", device, errno);
+  }
+  return absl::OkStatus();
+}
+
+absl::Status SetLoopAutoclear(absl::string_view device) {
+  ASSIGN_OR_RETURN(UniqueFd fd, OpenFd(device, O_RDONLY));
+  struct loop_info64 info;
+  std::memset(&info, 0, sizeof(info));
+  if (::ioctl(fd.get(), LOOP_GET_STATUS64, &info) != 0) {
+    return base::ErrnoStatus("ioctl(LOOP_GET_STATUS64)", device, errno);
+  }
+  if ((info.lo_flags & LO_FLAGS_AUTOCLEAR) != 0) return absl::OkStatus();
+  info.lo_flags |= LO_FLAGS_AUTOCLEAR;
+  if (::ioctl(fd.get(), LOOP_SET_STATUS64, &info) != 0) {
+    return base::ErrnoStatus("ioctl(LOOP_SET_STATUS64 autoclear)", device,
+                             errno);
   }
   return absl::OkStatus();
 }

@@ -1,11 +1,17 @@
 // Loop devices over backing files (the file backend's node-side device).
 //
 // A loop device is a kernel resource that outlives this process on purpose
-// (autoclear is off: a staged volume keeps its device across a plugin
-// restart). So the owner of an attachment is the backing file, not a C++
-// object: AttachLoop is idempotent per backing file (it returns the device
-// already attached to it), FindLoopByBackingFile rediscovers it after a
-// restart, and DetachLoop releases it explicitly.
+// (a staged volume keeps its device across a plugin restart). So the owner
+// of an attachment is the backing file, not a C++ object: AttachLoop is
+// idempotent per backing file (it returns the device already attached to
+// it), FindLoopsByBackingFile rediscovers it after a restart, and DetachLoop
+// releases it explicitly. A device is attached without autoclear (mkfs and
+// mount open and close it first); SetLoopAutoclear, once a mount holds it,
+// makes the kernel release it with its last user.
+//
+// A backing file is recognised by its inode, not its path: the kernel names
+// it through the mount it was opened by, and once that mount is gone (the
+// container of a previous plugin process) relative to that mount's root.
 //
 // Thread safety: the kernel serializes loop configuration; two concurrent
 // AttachLoop calls for the same file may both attach (callers serialize per
@@ -13,6 +19,8 @@
 #ifndef DAXLEASE_LIB_SYS_LOOP_DEVICE_H_
 #define DAXLEASE_LIB_SYS_LOOP_DEVICE_H_
 
+#include <cstddef>
+#include <cstdint>
 #include <optional>
 #include <string>
 #include <vector>
@@ -23,29 +31,60 @@
 
 namespace daxlease::sys {
 
-// The loop device (e.g. "/dev/loop3") currently attached to `backing_file`
-// (compared after realpath), from /sys/block/loop*/loop/backing_file;
-// nullopt when none. Also finds the device of a backing file that was
-// unlinked meanwhile (pass the path it had).
+// lo_file_name keeps this many bytes of the name an attacher gives.
+inline constexpr size_t kLoopNameMax = 63;
+
+// An attached loop device as the kernel reports it.
+struct LoopDevice {
+  std::string device;            // "/dev/loop3"
+  std::string backing_file;      // as the kernel prints it now, without
+                                 // " (deleted)"; see above for its mount
+  bool backing_deleted = false;  // the backing file was unlinked
+  std::string file_name;  // lo_file_name: the path the attacher gave, cut at
+                          // 63 bytes
+  uint64_t backing_device = 0;  // the backing file's st_dev and st_ino
+  uint64_t backing_inode = 0;
+  bool autoclear = false;
+};
+
+// Every attached loop device (from /sys/block/loop*, then
+// LOOP_GET_STATUS64 on each).
+absl::StatusOr<std::vector<LoopDevice>> ListLoops();
+
+// The loop devices (e.g. "/dev/loop3") attached to `backing_file`: those
+// over its inode while it exists, else those whose kernel path or given
+// name is the path it had (an unlinked file, pass the path it had).
+absl::StatusOr<std::vector<std::string>> FindLoopsByBackingFile(
+    absl::string_view backing_file);
+
+// The first of FindLoopsByBackingFile; nullopt when none.
 absl::StatusOr<std::optional<std::string>> FindLoopByBackingFile(
     absl::string_view backing_file);
 
 // Attaches `backing_file` read-write to a free loop device (LOOP_CONFIGURE,
 // falling back to LOOP_SET_FD + LOOP_SET_STATUS64 on old kernels), autoclear
-// off. Returns the device path. Idempotent: if a device is already attached
-// to the file it is returned instead.
+// off, lo_file_name its canonical path. Returns the device path.
+// Idempotent: if a device is already attached to the file it is returned
+// instead.
 absl::StatusOr<std::string> AttachLoop(absl::string_view backing_file);
 
-// Detaches the loop device (LOOP_CLR_FD). OK if it is not attached.
-// Unavailable (EBUSY) while it is mounted or open exclusively.
+// Detaches the loop device (LOOP_CLR_FD). OK if it is not attached. While
+// it is open elsewhere (mounted) the kernel defers the detach to its last
+// close.
 absl::Status DetachLoop(absl::string_view device);
+
+// Detaches the loop device only if nobody holds it: opened exclusively
+// (O_EXCL fails with EBUSY while it is mounted), then LOOP_CLR_FD.
+// FailedPrecondition when it is in use; OK if not attached.
+absl::Status DetachLoopIfUnused(absl::string_view device);
+
+// Sets LO_FLAGS_AUTOCLEAR: the kernel detaches the device when its last
+// user closes it. Call while a user (a mount) holds it.
+absl::Status SetLoopAutoclear(absl::string_view device);
 
 // Makes the loop device pick up the new size of its backing file
 // (LOOP_SET_CAPACITY), after the file grew.
 absl::Status RefreshLoopCapacity(absl::string_view device);
-
-// Every loop device with a backing file: (device, backing file).
-absl::StatusOr<std::vector<std::pair<std::string, std::string>>> ListLoops();
 
 }  // namespace daxlease::sys
 

@@ -291,6 +291,26 @@ std::vector<std::string> MountsUnder(absl::string_view root) {
   return out;
 }
 
+namespace {
+
+// lo_file_name of an attached loop device ("" when unknown): the path its
+// attacher gave, cut at 63 bytes (still at or under a shorter `dir`).
+std::string LoopFileName(const std::string& dev) {
+  int fd = ::open(dev.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return "";
+  struct loop_info64 info;
+  std::memset(&info, 0, sizeof(info));
+  int r = ::ioctl(fd, LOOP_GET_STATUS64, &info);
+  ::close(fd);
+  if (r != 0) return "";
+  std::string name(
+      reinterpret_cast<const char*>(info.lo_file_name),
+      strnlen(reinterpret_cast<const char*>(info.lo_file_name), LO_NAME_SIZE));
+  return name;
+}
+
+}  // namespace
+
 std::vector<std::string> LoopDevicesBackedUnder(absl::string_view dir) {
   std::string d = Canonical(dir);
   std::vector<std::string> out;
@@ -303,7 +323,10 @@ std::vector<std::string> LoopDevicesBackedUnder(absl::string_view dir) {
     if (!std::getline(in, backing)) continue;
     absl::string_view b = backing;
     absl::ConsumeSuffix(&b, " (deleted)");
-    if (IsAtOrUnder(b, d)) out.push_back(absl::StrCat("/dev/", name));
+    std::string dev = absl::StrCat("/dev/", name);
+    if (IsAtOrUnder(b, d) || IsAtOrUnder(LoopFileName(dev), d)) {
+      out.push_back(dev);
+    }
   }
   std::sort(out.begin(), out.end());
   return out;

@@ -104,7 +104,11 @@ absl::StatusOr<std::string> CallJson(
 // Mount points at or under `root` (from /proc/self/mountinfo), in table order.
 std::vector<std::string> MountsUnder(absl::string_view root);
 
-// /dev/loopN devices whose backing file is at or under `dir`.
+// /dev/loopN devices whose backing file is at or under `dir`: as the kernel
+// prints it now, or as the attacher named it (lo_file_name, the first 63
+// bytes). The second finds a loop whose backing file was opened through a
+// mount that is gone (a container's), which the kernel prints relative to
+// that mount's root.
 std::vector<std::string> LoopDevicesBackedUnder(absl::string_view dir);
 
 // Best-effort teardown for test cleanup: lazily unmounts everything under

@@ -13,5 +13,9 @@ t=$SECONDS
 say "cluster stopped in $((SECONDS - t))s"
 loops=$(losetup -l -n -O BACK-FILE 2>/dev/null | grep -c -F "$dir/" || true)
 ((loops == 0)) || fail "$loops loop devices over files in $dir left"
+before=$(cat "$dir/loops-before" 2>/dev/null || echo 0)
+loops=$(plugin_loops)
+((loops <= before)) || fail "loop devices of the node plugin: $before before the cluster, $loops after:
+$(losetup -l -n -O NAME,BACK-FILE | grep /volumes/pvc-)"
 "$repo/tests/k8s/cluster.sh" check "$dir/cluster"
 rm -f "$dir/env"

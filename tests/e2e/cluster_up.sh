@@ -17,6 +17,7 @@ rc=0
 "$repo/tests/k8s/build-csi-sidecars.sh" >/dev/null || rc=$?
 ((rc == 3)) && no "no kubernetes-csi sidecar sources (set DAXLEASE_CSI_SIDECAR_SRC)"
 ((rc == 0)) || fail "building the CSI sidecars"
+plugin_loops >"$dir/loops-before"
 t=$SECONDS
 "$repo/tests/k8s/cluster.sh" start "$dir/cluster"
 say "cluster up in $((SECONDS - t))s"

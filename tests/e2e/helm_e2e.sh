@@ -24,6 +24,13 @@ set +a
 helm=$("$repo/tests/k8s/install-helm.sh")
 readonly NS=daxlease-e2e RELEASE=daxlease
 readonly STATE=$dir/state
+# A deleted pod leaves the API only once the kubelet removed its sandbox, and kubelet v1.20
+# removes a dead pod's sandbox in its container garbage collection, every minute (a fixed
+# period, ContainerGCPeriod), then reports on its 10 s status sync: deletion takes from a
+# few seconds up to ~75 s even though the volume is unmounted within a second of the
+# container's death (the kubelet log at --v=4 shows "pod sandboxes have not been cleaned
+# up" until the GC tick). Waits for a deletion allow for that.
+readonly POD_DELETE_TIMEOUT=150s
 export KUBECONFIG
 k() { kubectl -n "$NS" "$@"; }
 version=$(sed -n 's/^project(daxlease VERSION \([0-9.]*\).*/\1/p' "$repo/CMakeLists.txt")
@@ -47,7 +54,7 @@ cleanup() {
   ((rc == 0)) || dump
   # Leave the cluster as the fixture made it, whatever happened above.
   # The workload pods first, while the node plugin still runs to unmount their volumes.
-  k delete pod -l daxlease-e2e=workload --grace-period=1 --timeout=60s >/dev/null 2>&1
+  k delete pod -l daxlease-e2e=workload --grace-period=1 --timeout="$POD_DELETE_TIMEOUT" >/dev/null 2>&1
   k delete pvc --all --timeout=60s >/dev/null 2>&1
   "$helm" uninstall "$RELEASE" -n "$NS" --wait --timeout 60s >/dev/null 2>&1
   kubectl delete namespace "$NS" --timeout=60s >/dev/null 2>&1
@@ -105,6 +112,7 @@ succeeded() { [[ $(k get pod "$1" -o 'jsonpath={.status.phase}') == Succeeded ]]
 gone() { ! k get "$@" >/dev/null 2>&1; }
 
 # --- 1. helm lint + install --------------------------------------------------------------
+loops_before=$(plugin_loops)
 "$helm" lint --strict "$repo/charts/daxlease" >/dev/null || fail "helm lint"
 kubectl create namespace "$NS" >/dev/null
 # The audit log outlives runs on the same cluster: the RBAC check reads this run's calls only.
@@ -146,7 +154,7 @@ pv=$(k get pvc data -o 'jsonpath={.spec.volumeName}')
 node_affinity=$(kubectl get pv "$pv" -o 'jsonpath={.spec.nodeAffinity.required.nodeSelectorTerms[0].matchExpressions[0].key}')
 [[ $node_affinity == daxlease.io/node ]] || fail "PV $pv has no daxlease.io/node topology (got '$node_affinity')"
 wait_until 30 "writer's file" k exec writer -- cat /data/greeting
-k delete pod writer --wait=true --timeout=60s >/dev/null
+k delete pod writer --wait=true --timeout="$POD_DELETE_TIMEOUT" >/dev/null
 pod_yaml reader data fs "cat /data/greeting; sleep 3600" | k apply -f - >/dev/null
 wait_until 120 "reader Running" running reader
 wait_until 30 "reader's log" sh -c "kubectl -n $NS logs reader | grep -qx hello-from-writer"
@@ -287,7 +295,7 @@ python3 "$repo/tests/e2e/rbac_check.py" --audit "$dir/cluster/audit.log" --since
 # --- 10. uninstall: nothing left -----------------------------------------------------------------
 t_uninstall=$SECONDS
 # The workload pods (the node plugin unmounts their volumes), then their claims.
-k delete pod -l daxlease-e2e=workload --grace-period=1 --wait=true --timeout=90s >/dev/null
+k delete pod -l daxlease-e2e=workload --grace-period=1 --wait=true --timeout="$POD_DELETE_TIMEOUT" >/dev/null
 k delete pvc --all --wait=true --timeout=90s >/dev/null
 wait_until 90 "PVs deleted by the provisioner" \
   sh -c "! kubectl get pv -o jsonpath='{.items[*].spec.csi.driver}' | grep -q dax.daxlease.io"
@@ -301,8 +309,9 @@ wait_until 60 "CSINode without dax.daxlease.io" \
   sh -c "! kubectl get csinode $DAXLEASE_NODE -o jsonpath='{.spec.drivers[*].name}' | grep -q dax.daxlease.io"
 mounts=$(awk -v s="$STATE" -v k="$DAXLEASE_KUBELET_DIR" 'index($2, s) == 1 || (index($2, k) == 1 && $2 ~ /dax.daxlease.io|kubernetes.io~csi/)' /proc/self/mounts)
 [[ -z $mounts ]] || fail "mounts left: $mounts"
-loops=$(losetup -l -n -O NAME,BACK-FILE | grep -F "$STATE/" || true)
-[[ -z $loops ]] || fail "loop devices left: $loops"
+loops=$(plugin_loops)
+((loops <= loops_before)) || fail "loop devices of the node plugin: $loops_before before the install, $loops after:
+$(losetup -l -n -O NAME,BACK-FILE | grep /volumes/pvc-)"
 images=$(find "$STATE" -name '*.img' 2>/dev/null)
 [[ -z $images ]] || fail "volume images left: $images"
 say "helm uninstall: no mount, loop device, volume, CSI or RBAC object left ($((SECONDS - t_uninstall)) s with the claims' deletion)"

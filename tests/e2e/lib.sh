@@ -31,3 +31,12 @@ wait_until() {
 
 # ms since the epoch, for the measured figures.
 now_ms() { date +%s%3N; }
+
+# Loop devices the chart's node plugin made: their backing files are its images,
+# /var/lib/daxlease/csi/volumes/pvc-*.img inside its container, which the host sees as that
+# path while the container runs and as /volumes/pvc-*.img (relative to the hostPath mount)
+# once it is gone. Counted before and after: the tests fail when the count grew.
+plugin_loops() {
+  losetup -l -n -O BACK-FILE 2>/dev/null |
+    grep -c -E '^(/var/lib/daxlease/csi)?/volumes/pvc-[^/]*[.]img( [(]deleted[)])?$' || true
+}

@@ -12,8 +12,9 @@
 # When unset, the first directory named `vendor/kubernetes-csi` found inside the checkout's
 # parent or any ancestor's child (ANCESTOR/*/vendor/kubernetes-csi) is used: a machine that
 # keeps third-party sources beside its checkouts needs no configuration, and nothing in the
-# repository names a machine-specific path. Without sources the script exits 3 and says so
-# (callers skip, or fail under CI=true). Users elsewhere pull the same sidecars as the
+# repository names a machine-specific path. Without sources, the binaries already in the
+# cache are used as they are; with neither the script exits 3 and says so (callers skip, or
+# fail under CI=true). Users elsewhere pull the same sidecars as the
 # upstream registry.k8s.io/sig-storage images (the chart takes either).
 #
 # Cache: $DAXLEASE_CSI_SIDECAR_CACHE (default /var/cache/daxlease/csi-sidecars), outside
@@ -55,15 +56,26 @@ find_sources() {
     done
   done
 }
+cache=${DAXLEASE_CSI_SIDECAR_CACHE:-/var/cache/daxlease/csi-sidecars}
 src=$(find_sources)
 if [[ -z $src || ! -d $src ]]; then
+  # No sources, but every sidecar built before (from whatever sources then): use those.
+  have=0
+  for entry in "${SIDECARS[@]}"; do
+    read -r name _ <<<"$entry"
+    [[ -x $cache/bin/$name && -f $cache/bin/$name.key ]] && have=$((have + 1))
+  done
+  if ((have == ${#SIDECARS[@]})); then
+    say "no sidecar sources${src:+ ($src does not exist)}; using the cached build in $cache/bin"
+    echo "$cache/bin"
+    exit 0
+  fi
   say "no sidecar sources: set DAXLEASE_CSI_SIDECAR_SRC to a directory of kubernetes-csi" \
     "tarballs (node-driver-registrar-v*.tar.xz, external-provisioner-v*, external-resizer-v*," \
     "livenessprobe-v*)${src:+ ($src does not exist)}"
   exit 3
 fi
 
-cache=${DAXLEASE_CSI_SIDECAR_CACHE:-/var/cache/daxlease/csi-sidecars}
 mkdir -p "$cache"
 cache=$(cd "$cache" && pwd -P)
 exec 9>"$cache/.lock"

@@ -245,7 +245,7 @@ do_start() {
   start_bg kubelet "$kubelet" --config="$kubelet_dir/config.yaml" \
     --kubeconfig="$dir/kubeconfig-node" --container-runtime=remote \
     --container-runtime-endpoint="unix://$sock" --hostname-override="$NODE" --node-ip="$node_ip" \
-    --cert-dir="$kubelet_dir/pki" --root-dir="$kubelet_dir" --v=1
+    --cert-dir="$kubelet_dir/pki" --root-dir="$kubelet_dir" --v="${DAXLEASE_KUBELET_V:-2}"
   wait_for "node $NODE Ready (log: $dir/kubelet.log)" 180 node_ready
   say "node $NODE Ready"
   wait_for "the default ServiceAccount" 60 kc get serviceaccount default
@@ -295,7 +295,8 @@ do_stop() {
   if [[ -f $dir/node-pids ]]; then
     # Pods first, while the kubelet can still unmount their volumes.
     if kc get --raw /readyz >/dev/null 2>&1 && ours "$(awk '$1 == "kubelet" {print $2}' "$dir/node-pids")" kubelet; then
-      kc delete pods --all --all-namespaces --grace-period=2 --timeout=60s >/dev/null 2>&1 || true
+      # Up to the kubelet's one-minute container GC: see tests/e2e/helm_e2e.sh.
+      kc delete pods --all --all-namespaces --grace-period=2 --timeout=150s >/dev/null 2>&1 || true
     fi
     local name pid
     while read -r name pid; do

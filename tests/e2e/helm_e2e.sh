@@ -67,6 +67,9 @@ install_values=(
   --set "node.stateDir=$STATE"
   --set "kubernetesAPI.host=$DAXLEASE_K8S_HOST" --set "kubernetesAPI.port=$DAXLEASE_K8S_PORT"
   --set operator.hostNetwork=true
+  # Two hostNetwork replicas on one node would both bind the operator's metrics port: it is
+  # turned on at the upgrade, which leaves one replica.
+  --set operator.ports.metrics=0
   --set image.csi.pullPolicy=Never --set image.operator.pullPolicy=Never
   --set node.provisioner.capacityPollInterval=5s
   --set test.image.repository=daxlease/busybox --set test.image.tag=e2e
@@ -265,10 +268,11 @@ import sys, yaml
 classes = yaml.safe_load(open(sys.argv[1]))["storageClasses"]
 yaml.safe_dump({"storageClasses": [c for c in classes if c["name"] != "daxlease-devdax"]}, sys.stdout)
 PY
+op_metrics_port=$(free_port)
 t_upgrade=$SECONDS
 "$helm" upgrade "$RELEASE" "$repo/charts/daxlease" -n "$NS" "${install_values[@]}" \
   -f "$dir/upgrade-values.yaml" --set operator.replicas=1 --set node.logLevel=debug \
-  --wait --timeout 180s >/dev/null
+  --set operator.ports.metrics="$op_metrics_port" --wait --timeout 180s >/dev/null
 say "helm upgrade --wait returned after $((SECONDS - t_upgrade)) s"
 gone storageclass daxlease-devdax || fail "upgrade: StorageClass daxlease-devdax still there"
 # external-provisioner drops the capacity object of a class that is gone.
@@ -285,6 +289,32 @@ wait_until 60 "CSINode lists dax.daxlease.io after the upgrade" \
   sh -c "kubectl get csinode $DAXLEASE_NODE -o jsonpath='{.spec.drivers[*].name}' | grep -q dax.daxlease.io"
 k exec reader -- cat /data/greeting | grep -qx hello-from-writer || fail "reader lost its data across the upgrade"
 say "helm upgrade: operator 1 replica, node plugin at debug, daxlease-devdax gone, volumes untouched"
+
+# --- 8b. the operator's metrics move (on since the upgrade) ----------------------------------
+op_metric() { # series filter: the sum of the series' samples whose labels contain FILTER
+  curl -fsS --max-time 5 "http://127.0.0.1:$op_metrics_port/metrics" |
+    awk -v s="$1{" -v f="$2" 'index($0, s) == 1 && index($0, f) {n += $NF} END {print n + 0}'
+}
+[[ -n $(kubectl get service -n "$NS" daxlease-operator-metrics -o name) ]] \
+  || fail "no operator metrics Service"
+wait_until 60 "the operator's /metrics on port $op_metrics_port" \
+  curl -fsS --max-time 5 "http://127.0.0.1:$op_metrics_port/metrics"
+reconciles_before=$(op_metric controller_runtime_reconcile_total 'controller="daxvolume"')
+kubectl apply -f - >/dev/null <<YAML
+apiVersion: daxlease.io/v1alpha1
+kind: DaxVolume
+metadata: {name: e2e-metrics}
+spec: {sizeBytes: 67108864, mode: fsdax, fsType: xfs, ownerNode: "$DAXLEASE_NODE", share: false}
+YAML
+reconciled() {
+  (($(op_metric controller_runtime_reconcile_total 'controller="daxvolume"') > reconciles_before))
+}
+# The new replica leads once the old one's lease is released or expired (leaseDuration 15 s).
+wait_until 90 "controller_runtime_reconcile_total{controller=daxvolume} moves past $reconciles_before" reconciled
+adds=$(op_metric workqueue_adds_total 'name="daxvolume"')
+((adds >= 1)) || fail "operator metrics: workqueue_adds_total is $adds after a reconcile"
+kubectl delete daxvolume e2e-metrics --timeout=60s >/dev/null
+say "operator metrics: reconcile_total $reconciles_before -> $(op_metric controller_runtime_reconcile_total 'controller="daxvolume"'), workqueue_adds_total $adds"
 
 # --- 9. RBAC: every call allowed, every rule used ------------------------------------------------
 kubectl get clusterroles,roles -A -l "app.kubernetes.io/instance=$RELEASE" -o json >"$dir/rbac.json"

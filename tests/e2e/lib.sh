@@ -40,3 +40,8 @@ plugin_loops() {
   losetup -l -n -O BACK-FILE 2>/dev/null |
     grep -c -E '^(/var/lib/daxlease/csi)?/volumes/pvc-[^/]*[.]img( [(]deleted[)])?$' || true
 }
+
+# A TCP port free on this machine now (the kernel's pick).
+free_port() {
+  python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}

@@ -6,6 +6,7 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/strip.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "csi/validation.h"
@@ -203,6 +204,28 @@ absl::Status FileBackend::Detach(absl::string_view id) {
   ASSIGN_OR_RETURN(std::vector<std::string> devs,
                    sys::FindLoopsByBackingFile(ImagePath(id)));
   for (const std::string& dev : devs) RETURN_IF_ERROR(sys::DetachLoop(dev));
+  // A loop released by autoclear (its last mount went just before) is torn
+  // down by the kernel asynchronously: it still names the image in sysfs
+  // while LOOP_GET_STATUS64 already fails. Returning only once it is gone
+  // keeps "unstaged" meaning "no device" for the CO and for a re-stage.
+  const std::string image = ImagePath(id);
+  const absl::Time deadline = absl::Now() + absl::Seconds(10);
+  while (absl::Now() < deadline) {
+    bool busy = false;
+    auto names = sys::ListDir("/sys/block");
+    if (!names.ok()) break;
+    for (const std::string& n : *names) {
+      if (!absl::StartsWith(n, "loop")) continue;
+      auto b =
+          sys::ReadFile(absl::StrCat("/sys/block/", n, "/loop/backing_file"));
+      if (!b.ok()) continue;
+      absl::string_view v = absl::StripTrailingAsciiWhitespace(*b);
+      absl::ConsumeSuffix(&v, " (deleted)");
+      if (v == image) busy = true;
+    }
+    if (!busy) return absl::OkStatus();
+    absl::SleepFor(absl::Milliseconds(20));
+  }
   return absl::OkStatus();
 }
 

@@ -52,9 +52,10 @@ find_sources() {
   while [[ $d != / ]]; do
     d=$(dirname "$d")
     for c in "$d"/vendor/kubernetes-csi "$d"/*/vendor/kubernetes-csi; do
-      [[ -d $c ]] && { echo "$c"; return; }
+      [[ -d $c ]] && { echo "$c"; return 0; }
     done
   done
+  return 0 # none found: the caller falls back to the cache (the loop's last test is false)
 }
 cache=${DAXLEASE_CSI_SIDECAR_CACHE:-/var/cache/daxlease/csi-sidecars}
 src=$(find_sources)

@@ -1,6 +1,7 @@
 #include "operator/reconciler.h"
 
 #include <functional>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -202,6 +203,14 @@ class ReconcilerTest : public testing::Test {
   api::DaxVolume V() {
     return Read<api::DaxVolume>(api::DaxVolumeResource(), "vol");
   }
+  // The volume's Ready condition as stored now (a copy), if it has one.
+  std::optional<api::Condition> VolumeReady() {
+    const api::DaxVolume v = V();
+    const api::Condition* c =
+        api::FindCondition(v.status.conditions, kVolumeReadyCondition);
+    if (c == nullptr) return std::nullopt;
+    return *c;
+  }
 
   // Reconciles until a pass writes nothing, retrying conflicts as the
   // controller does.
@@ -373,10 +382,8 @@ TEST_F(ReconcilerTest, VolumeFinalizerAndEpochsMonotonicPerName) {
   Converge();
   ASSERT_TRUE(fake_.Get(api::DaxVolumeResource(), "", "vol").ok())
       << "the volume went while lease b holds access";
-  const auto c_obj = V();  // FindCondition points into it
-  const api::Condition* c =
-      api::FindCondition(c_obj.status.conditions, kVolumeReadyCondition);
-  ASSERT_NE(c, nullptr);
+  const std::optional<api::Condition> c = VolumeReady();
+  ASSERT_TRUE(c.has_value());
   EXPECT_EQ(c->reason, "DeletionBlocked");
   EXPECT_THAT(c->message, testing::HasSubstr("b"));
   CreateLease("c");  // no grant on a volume being deleted
@@ -567,10 +574,8 @@ TEST_F(ReconcilerTest, ChangedLeaseSpecIsRefusedAndTheLeaseStaysAccounted) {
   ASSERT_NE(c, nullptr);
   EXPECT_EQ(c->reason, "SpecChanged");
   EXPECT_EQ(L("a").status.bound_to->volume, "vol");
-  const auto vc_obj = V();  // FindCondition points into it
-  const api::Condition* vc =
-      api::FindCondition(vc_obj.status.conditions, kVolumeReadyCondition);
-  ASSERT_NE(vc, nullptr);
+  const std::optional<api::Condition> vc = VolumeReady();
+  ASSERT_TRUE(vc.has_value());
   EXPECT_EQ(vc->reason, "InvalidState");
   EXPECT_THAT(vc->message, testing::HasSubstr("DaxLease/a"));
   AgentPatch("a", {{"releasedRecallID", R("r").status.recall_id}});
@@ -592,10 +597,8 @@ TEST_F(ReconcilerTest, UnreadableLeaseFailsClosed) {
   Converge();
   EXPECT_EQ(R("r").status.phase, api::RecallPhase::kRecalling);
   EXPECT_EQ(V().status.phase, api::VolumePhase::kRecalling);
-  const auto c_obj = V();  // FindCondition points into it
-  const api::Condition* c =
-      api::FindCondition(c_obj.status.conditions, kVolumeReadyCondition);
-  ASSERT_NE(c, nullptr);
+  const std::optional<api::Condition> c = VolumeReady();
+  ASSERT_TRUE(c.has_value());
   EXPECT_EQ(c->reason, "InvalidState");
   EXPECT_THAT(c->message, testing::HasSubstr("DaxLease/a"));
   // Fixed: the recall goes on.

@@ -7,6 +7,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <chrono>
 #include <cstdlib>
 #include <filesystem>
@@ -221,6 +222,73 @@ TEST_F(ClientAgentTest, SilentHolderIsRevokedFencedAndToldLoudly) {
   EXPECT_EQ(FileBytes(32, 4), std::string(4, '\0'));
   EXPECT_EQ(FileBytes(0, 4), "kept");
   EXPECT_GE((*vol)->Unpersisted(), 9u);
+}
+
+// A TcpConnector that counts the connections that failed.
+class CountingConnector : public fabric::FabricConnector {
+ public:
+  absl::StatusOr<std::unique_ptr<fabric::RemoteRegion>> Connect(
+      const fabric::GrantInfo& grant) override {
+    auto c = tcp_.Connect(grant);
+    if (!c.ok()) ++failed;
+    return c;
+  }
+  std::atomic<int> failed{0};
+
+ private:
+  fabric::TcpConnector tcp_;
+};
+
+// A remote client that is granted while the owner's fabric cannot be reached
+// (its agent restarting) retries the connection; a recall that starts
+// meanwhile must still reach it. It did not: the retry ran on the session
+// thread, which then read no event for up to 30 s, so the client never
+// acked and was revoked at the recall's deadline.
+TEST_F(ClientAgentTest, RecallDuringConnectRetryIsAckedNotRevoked) {
+  std::string target = Publish(*b_, "pod-4");
+  client::AttachOptions o;
+  auto connector = std::make_unique<CountingConnector>();
+  std::atomic<int>& failed = connector->failed;
+  auto vol = client::Volume::Attach(target, o, std::move(connector));
+  ASSERT_TRUE(vol.ok()) << vol.status();
+  ASSERT_TRUE((*vol)->Write(0, "before", 6).ok());
+  ASSERT_TRUE((*vol)->Persist(0, 6).ok());
+  const int64_t epoch0 = (*vol)->epoch();
+
+  // The owner goes away; a recall with nothing to flush completes without
+  // it, and the next grant sends the client into its connect retry.
+  a_.reset();
+  std::string first = Recall();
+  ASSERT_TRUE(WaitFor([&] { return RecallPhase(first) == "Complete"; }));
+  // The new grant reached the client: it is retrying the connection.
+  ASSERT_TRUE(WaitFor([&] { return failed.load() >= 2; }));
+  ASSERT_FALSE((*vol)->revoked());
+
+  std::string second = Recall(2);
+  ASSERT_TRUE(
+      WaitFor([&] { return RecallPhase(second) == "Complete"; }, 20000));
+  auto r = kube_.Get(agent::DaxRecallResource(), "", second);
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ((*r)["status"].value("released", 0), 1) << (*r).dump();
+  EXPECT_EQ((*r)["status"].value("revoked", 0), 0) << (*r).dump();
+  EXPECT_FALSE((*vol)->revoked());
+
+  // The owner is back: the client connects at the newest epoch and goes on.
+  agent::testing::AgentNodeOptions ao;
+  ao.name = "node-a";
+  ao.dir = dir_;
+  ao.secret = kSecret;
+  ao.resync = absl::Milliseconds(50);
+  auto started = agent::testing::AgentNode::Start(ao, kube_);
+  ASSERT_TRUE(started.ok()) << started.status();
+  a_ = *std::move(started);
+  absl::Status w = (*vol)->Write(8, "after", 5);
+  ASSERT_TRUE(w.ok()) << w;
+  ASSERT_TRUE((*vol)->Persist(0, 0).ok());
+  EXPECT_GT((*vol)->epoch(), epoch0 + 1);
+  EXPECT_EQ(FileBytes(0, 6), "before");
+  EXPECT_EQ(FileBytes(8, 5), "after");
+  EXPECT_TRUE((*vol)->Detach().ok());
 }
 
 // kubelet's publish paths are long: with "/agent.sock" appended they do not

@@ -212,6 +212,7 @@ absl::StatusOr<std::unique_ptr<Volume>> Volume::Attach(
   v->rpc_->stub = pb::Agent::NewStub(
       grpc::CreateCustomChannel(absl::StrCat("unix://", *address),
                                 grpc::InsecureChannelCredentials(), args));
+  v->event_thread_ = std::thread([p = v.get()] { p->EventLoop(); });
   v->session_thread_ = std::thread([p = v.get()] { p->SessionLoop(); });
   std::unique_lock<std::mutex> l(v->mu_);
   auto pred = [&] {
@@ -472,12 +473,14 @@ absl::Status Volume::Install(const pb::Grant& g) {
     size_.store(size);
     return absl::OkStatus();
   }
-  // Remote: the owner may not have seen the grant yet (Unavailable): retry.
+  // Remote: the owner may not have seen the grant yet, or its agent is
+  // restarting (Unavailable): retry, until the next session event (a recall,
+  // a revocation, another grant) supersedes this grant.
   absl::Time give_up = absl::Now() + absl::Seconds(30);
   while (true) {
     auto c = connector_->Connect(ToGrantInfo(g));
+    std::unique_lock<std::mutex> l(mu_);
     if (c.ok()) {
-      std::lock_guard<std::mutex> l(mu_);
       size_.store((*c)->size());
       remote_ = std::move(*c);
       return absl::OkStatus();
@@ -485,11 +488,14 @@ absl::Status Volume::Install(const pb::Grant& g) {
     if (!absl::IsUnavailable(c.status()) || absl::Now() > give_up) {
       return c.status();
     }
-    {
-      std::lock_guard<std::mutex> l(mu_);
-      if (stopping_) return absl::CancelledError("detaching");
+    auto interrupted = [&] { return stopping_ || !events_.empty(); };
+    cv_.wait_for(l, std::chrono::milliseconds(20), interrupted);
+    if (stopping_) return absl::CancelledError("detaching");
+    if (!events_.empty()) {
+      return absl::AbortedError(
+          absl::StrCat("a newer session event came while connecting: ",
+                       c.status().message()));
     }
-    absl::SleepFor(absl::Milliseconds(20));
   }
 }
 
@@ -521,6 +527,9 @@ absl::Status Volume::PersistAllLocked() {
 void Volume::Recall(const pb::SessionEvent& ev) {
   std::unique_lock<std::mutex> l(mu_);
   if (phase_ == Phase::kRevoked || phase_ == Phase::kClosed) return;
+  // Not granted since the last recall (e.g. still connecting): nothing was
+  // written since, so the pre-flush hook has nothing to do.
+  const bool granted = phase_ == Phase::kGranted;
   phase_ = Phase::kRecalling;
   absl::Time deadline = ev.deadline_unix_ms() > 0
                             ? absl::FromUnixMillis(ev.deadline_unix_ms())
@@ -529,7 +538,7 @@ void Volume::Recall(const pb::SessionEvent& ev) {
       l, absl::ToChronoNanoseconds(deadline - absl::Now()),
       [&] { return (inflight_ == 0 && direct_holds_ == 0) || stopping_; });
   if (!drained || stopping_) return;  // the owner will revoke at the deadline
-  if (hook_) {
+  if (hook_ && granted) {
     hook_thread_ = std::this_thread::get_id();
     PreflushHook hook = hook_;
     l.unlock();
@@ -686,7 +695,9 @@ void Volume::SessionLoop() {
       got = true;
       ever_connected = true;
       backoff = absl::Milliseconds(50);
-      HandleEvent(ev);
+      std::lock_guard<std::mutex> l(mu_);
+      events_.push_back(std::move(ev));
+      cv_.notify_all();
     }
     absl::Status st = FromGrpc(reader->Finish());
     {
@@ -723,11 +734,29 @@ void Volume::SessionLoop() {
   }
 }
 
+void Volume::EventLoop() {
+  while (true) {
+    pb::SessionEvent ev;
+    {
+      std::unique_lock<std::mutex> l(mu_);
+      cv_.wait(l, [&] { return stopping_ || !events_.empty(); });
+      if (stopping_) return;
+      ev = std::move(events_.front());
+      events_.pop_front();
+    }
+    HandleEvent(ev);
+  }
+}
+
 absl::Status Volume::Detach() {
   std::unique_lock<std::mutex> l(mu_);
   if (phase_ == Phase::kClosed) {
     l.unlock();
-    if (session_thread_.joinable()) session_thread_.join();
+    for (std::thread* t : {&session_thread_, &event_thread_}) {
+      if (t->joinable() && t->get_id() != std::this_thread::get_id()) {
+        t->join();
+      }
+    }
     return absl::OkStatus();
   }
   absl::Status result;
@@ -756,9 +785,8 @@ absl::Status Volume::Detach() {
     std::lock_guard<std::mutex> rl(rpc_->mu);
     if (rpc_->stream_ctx != nullptr) rpc_->stream_ctx->TryCancel();
   }
-  if (session_thread_.joinable() &&
-      session_thread_.get_id() != std::this_thread::get_id()) {
-    session_thread_.join();
+  for (std::thread* t : {&session_thread_, &event_thread_}) {
+    if (t->joinable() && t->get_id() != std::this_thread::get_id()) t->join();
   }
   return result;
 }

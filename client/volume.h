@@ -15,6 +15,7 @@
 #include <atomic>
 #include <condition_variable>
 #include <cstdint>
+#include <deque>
 #include <functional>
 #include <map>
 #include <memory>
@@ -108,6 +109,7 @@ class Volume {
   void Recall(const pb::SessionEvent& ev);
   void Revoke(const pb::SessionEvent& ev);
   void SessionLoop();
+  void EventLoop();
   absl::Status RemoteCall(
       const std::function<absl::Status(fabric::RemoteRegion&)>& op);
 
@@ -138,9 +140,11 @@ class Volume {
   DirtyRanges dirty_;
   uint64_t lost_ = 0;  // unpersisted bytes at revocation
   bool stopping_ = false;
-  absl::Status session_error_;      // OpenSession refused before any event
-  bool agent_unreachable_ = false;  // never reached the agent so far
+  absl::Status session_error_;           // OpenSession refused before any event
+  bool agent_unreachable_ = false;       // never reached the agent so far
+  std::deque<pb::SessionEvent> events_;  // read, not yet handled
   std::thread session_thread_;
+  std::thread event_thread_;
   int socket_dir_fd_ = -1;  // O_PATH; see SocketAddress in volume.cc
 };
 

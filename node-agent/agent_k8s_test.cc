@@ -1020,10 +1020,10 @@ TEST_F(AgentK8sTest, GrowUnderOwnerAndRemoteWritersLosesNothing) {
 }
 
 // Three grows under a local and a remote writer, a kill -9 at a different
-// step of each: the operator while the Reshape recall runs, the operator
-// right after complete (its successor finishes the volume), the owner agent
-// between "change now" and complete (its restart maps the old size; the
-// retried call finds the recall by name and completes). Each grow ends Ready
+// step of each: the owner agent between "change now" and complete (its
+// restart maps the old size; the retried call finds the recall by name and
+// completes), the operator while the Reshape recall runs, the operator right
+// after complete (its successor finishes the volume). Each grow ends Ready
 // at the next epoch with the new size and nothing revoked; the writers never
 // see an error, and every block is what its writer last persisted.
 TEST_F(AgentK8sTest, GrowSurvivesKillNineAtEachStep) {
@@ -1049,11 +1049,10 @@ TEST_F(AgentK8sTest, GrowSurvivesKillNineAtEachStep) {
   enum Step { kMidRecall, kBeforeComplete, kAfterComplete };
   auto a = NewGrpcAgentClient(Socket('a'), absl::Seconds(5));
   uint64_t size = size0;
-  // The owner agent's restart goes last: a recall started right after it
-  // can find a remote client still inside its connect retry (libdaxlease's
-  // Install blocks its session loop for up to 30 s), which is revoked at
-  // the deadline instead of acking; a known gap, not the reshape's.
-  for (Step step : {kMidRecall, kAfterComplete, kBeforeComplete}) {
+  // The owner agent's restart goes first: the next grow's recall starts
+  // right after it, maybe while the remote client still retries its
+  // connection (it must ack all the same).
+  for (Step step : {kBeforeComplete, kMidRecall, kAfterComplete}) {
     SCOPED_TRACE(step);
     auto vj = kube_->Get(DaxVolumeResource(), "", vol_);
     ASSERT_TRUE(vj.ok());

@@ -7,8 +7,8 @@
 #
 #   images/build-images.sh [--prefix DIR] [--import SOCKET] IMAGE...
 #
-# IMAGE: csi       daxlease/daxlease-csi:VERSION      (daxlease-csi, daxlease-agent when
-#                                                       installed, mkfs/fsck/grow tools)
+# IMAGE: csi       daxlease/daxlease-csi:VERSION      (daxlease-csi, daxlease-agent,
+#                                                       daxlease-io, mkfs/fsck/grow tools)
 #        operator  daxlease/daxlease-operator:VERSION (daxlease-operator, kubectl-daxlease)
 #        sidecars  registry.k8s.io/sig-storage/{csi-node-driver-registrar:v2.1.0,
 #                  csi-provisioner:v2.1.2,csi-resizer:v1.1.0,livenessprobe:v2.2.0}
@@ -201,10 +201,11 @@ build_sidecars() {
 }
 
 # Tools the CSI driver runs (lib/sys/formatter.cc: mkfs.<fstype>, e2fsck, resize2fs,
-# xfs_growfs) and what an operator reaches for in `kubectl exec` (mount, findmnt, losetup).
+# xfs_growfs) and what an operator reaches for in `kubectl exec` (mount, findmnt, losetup, cat,
+# ls; sleep for a pod that stays up after its work, as the e2e test's libdaxlease pod).
 readonly CSI_TOOLS=(/sbin/mkfs.ext4 /sbin/mke2fs /sbin/e2fsck /sbin/resize2fs /sbin/mkfs.xfs
                     /usr/sbin/xfs_growfs /bin/mount /bin/umount /bin/findmnt /sbin/losetup
-                    /sbin/blkid /bin/sh)
+                    /sbin/blkid /bin/sh /bin/cat /bin/ls /bin/sleep)
 
 build_daxlease() { # csi|operator
   local what=$1 root bin out
@@ -212,10 +213,11 @@ build_daxlease() { # csi|operator
   root=$(mktemp -d "$cache/root.XXXXXX")
   base_rootfs "$root"
   if [[ $what == csi ]]; then
-    add_file "$root" "$prefix/bin/daxlease-csi" /usr/local/bin/daxlease-csi
-    if [[ -x $prefix/bin/daxlease-agent ]]; then
-      add_file "$root" "$prefix/bin/daxlease-agent" /usr/local/bin/daxlease-agent
-    fi
+    # daxlease-io: libdaxlease's small client (client/tools), for a pod that uses a shared
+    # volume through the library (the e2e tests) and for `kubectl exec` checks.
+    for bin in daxlease-csi daxlease-agent daxlease-io; do
+      add_file "$root" "$prefix/bin/$bin" "/usr/local/bin/$bin"
+    done
     for bin in "${CSI_TOOLS[@]}"; do add_file "$root" "$bin"; done
     [[ -f /etc/mke2fs.conf ]] && cp /etc/mke2fs.conf "$root/etc/"
     out=$(pack daxlease/daxlease-csi "$version" "$root" /usr/local/bin/daxlease-csi)

@@ -10,8 +10,10 @@
  *   daxlease-io verify DIR BLOCK            check every pattern block: prints
  *       "blocks=N valid=V empty=E corrupt=C maxseq=S"; exit 1 if C > 0.
  *
- * Environment: DAXLEASE_IO_TIMEOUT_MS (attach timeout). Exit codes: 0 ok,
- * 1 failure, 2 usage, 3 revoked. */
+ * Environment: DAXLEASE_IO_TIMEOUT_MS (attach timeout), DAXLEASE_IO_PACE_MS
+ * (pattern: pause after each persisted block, so a long run in a pod logs a
+ * few lines a second, not thousands). Exit codes: 0 ok, 1 failure, 2 usage,
+ * 3 revoked. */
 #include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
@@ -165,6 +167,8 @@ static int cmd_pattern(daxlease_volume* vol, int argc, char** argv) {
   unsigned char* buf = malloc(block);
   if (buf == NULL) return 1;
   double end = now_s() + seconds;
+  const char* pace = getenv("DAXLEASE_IO_PACE_MS");
+  useconds_t pace_us = pace != NULL ? (useconds_t)atoi(pace) * 1000u : 0;
   uint64_t seq = 0, errors = 0;
   while (now_s() < end) {
     ++seq;
@@ -192,6 +196,7 @@ static int cmd_pattern(daxlease_volume* vol, int argc, char** argv) {
     printf("persisted seq=%" PRIu64 " index=%" PRIu64 " epoch=%" PRId64 "\n",
            seq, index, daxlease_epoch(vol));
     fflush(stdout);
+    if (pace_us > 0) usleep(pace_us);
   }
   free(buf);
   return errors == 0 ? 0 : 1;

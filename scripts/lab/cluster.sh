@@ -4,11 +4,11 @@
 #      controller-manager, scheduler; built once from Debian's source package, cached);
 #   2. the images built from this build tree without a daemon (images/build-images.sh) and
 #      the CSI sidecars from their upstream sources (cached), imported into its containerd;
-#   3. `helm install daxlease charts/daxlease`;
-#   4. a claim and a pod that mounts it: kubectl get pvc,pv,pods;
-#   5. kubectl daxlease status, and a recall of the pod's volume.
-# Step 5 plays the node agent (off in the chart's defaults, node.agent.enabled): it registers
-# the volume and the pod's lease, and releases when recalled.
+#   3. `helm install daxlease charts/daxlease` (the node plugin, the node agent, the operator);
+#   4. a claim of the shared class and a pod that mounts it: kubectl get pvc,pv,pods; the
+#      node agent keeps the pod's DaxLease;
+#   5. kubectl daxlease status, and a recall of the pod's volume: the agent acks for the pod,
+#      the operator completes the recall and the lease is granted again at the next epoch.
 # Skipped, with the reason, when the sidecars' sources are not on this machine
 # (DAXLEASE_CSI_SIDECAR_SRC, tests/k8s/build-csi-sidecars.sh).
 
@@ -80,7 +80,9 @@ lab_cluster() {
   # external-provisioner to publish the node's capacity before the first claim.
   wait_for 60 "CSIStorageCapacity of daxlease-fsdax-xfs published" lab_capacity_published
 
-  step "A claim and a pod that mounts it"
+  step "A claim (StorageClass daxlease-shared) and a pod that mounts it"
+  note "(a shared volume: the pod's directory holds the volume under volume/, the descriptor and"
+  note " the agent's socket for libdaxlease, docs/csi.md; the agent keeps the pod's DaxLease)"
   printf '   $ kubectl apply -f - (PersistentVolumeClaim data, Pod app)\n'
   kubectl --kubeconfig "$KUBECONFIG" apply -f - 2>&1 <<'YAML' | indent
 apiVersion: v1
@@ -88,7 +90,7 @@ kind: PersistentVolumeClaim
 metadata: {name: data}
 spec:
   accessModes: [ReadWriteOnce]
-  storageClassName: daxlease-fsdax-xfs
+  storageClassName: daxlease-shared
   resources: {requests: {storage: 320Mi}}
 ---
 apiVersion: v1
@@ -100,7 +102,7 @@ spec:
     - name: app
       image: daxlease/busybox:e2e
       imagePullPolicy: Never
-      command: [/bin/sh, -c, "echo hello > /data/hello && df -h /data && sleep 3600"]
+      command: [/bin/sh, -c, "echo hello > /data/volume/hello && ls /data && df -h /data/volume && sleep 3600"]
       volumeMounts: [{name: data, mountPath: /data}]
   volumes: [{name: data, persistentVolumeClaim: {claimName: data}}]
 YAML
@@ -111,34 +113,30 @@ YAML
   show kubectl --kubeconfig "$KUBECONFIG" get pvc,pv,pods
   show kubectl --kubeconfig "$KUBECONFIG" logs app
 
-  local pv volume
+  local pv volume recall epoch out
   pv=$(kubectl --kubeconfig "$KUBECONFIG" get pvc data -o 'jsonpath={.spec.volumeName}')
   volume=$(kubectl --kubeconfig "$KUBECONFIG" get pv "$pv" -o 'jsonpath={.spec.csi.volumeHandle}')
   step "kubectl daxlease status, and a recall of $volume"
-  note "(playing the node agent: it registers the volume and the pod's lease, and releases"
-  note " when recalled; the real agent does this once it lands)"
-  kubectl --kubeconfig "$KUBECONFIG" apply -f - 2>&1 <<YAML | indent
-apiVersion: daxlease.io/v1alpha1
-kind: DaxVolume
-metadata: {name: $volume}
-spec: {sizeBytes: 335544320, mode: fsdax, fsType: xfs, ownerNode: "$DAXLEASE_NODE", share: false}
----
-apiVersion: daxlease.io/v1alpha1
-kind: DaxLease
-metadata: {name: $volume-app}
-spec: {volume: $volume, holderNode: "$DAXLEASE_NODE", holderPod: default/app, access: ReadWrite}
-YAML
-  wait_for 60 "lease $volume-app Granted" lease_is "$volume-app" Granted
+  # The pod's lease (its generation changes with each recall) is Granted.
+  lab_pod_lease() {
+    local states
+    states=$(kubectl --kubeconfig "$KUBECONFIG" get daxleases -o \
+      "jsonpath={range .items[?(@.spec.holderPod==\"default/app\")]}{.status.state}{\"\\n\"}{end}" \
+      2>/dev/null)
+    grep -qx Granted <<<"$states"
+  }
+  wait_for 60 "the agent's lease for pod default/app Granted" lab_pod_lease
   kd status "$volume"
-  kd recall "$volume" --grace 10 --reason Manual || die "kubectl daxlease recall failed"
-  local recall id
-  recall=$(kubectl --kubeconfig "$KUBECONFIG" get daxrecalls -o name | head -1)
-  recall=${recall#*/}
-  wait_for 30 "$volume-app Recalling" lease_is "$volume-app" Recalling
-  id=$(jget daxrecalls "$recall" '{.status.recallID}')
-  note "the pod's agent flushes and releases:"
-  agent_patch "$volume-app" "{\"status\":{\"releasedRecallID\":\"$id\"}}"
+  epoch=$(jget daxvolumes "$volume" '{.status.epoch}')
+  out=$(kd recall "$volume" --grace 10 --reason Manual) || die "kubectl daxlease recall failed"
+  echo "$out"
+  recall=${out##*daxrecall.daxlease.io/}
+  recall=${recall%% *}
+  note "the node agent acks for the pod (no libdaxlease client attached: nothing to flush)"
   wait_for 30 "recall $recall Complete" recall_is "$recall" Complete
+  lab_resumed() { (($(jget daxvolumes "$volume" '{.status.epoch}') > epoch)) && lab_pod_lease; }
+  wait_for 30 "volume resumed past epoch $epoch, the pod's lease granted again" lab_resumed
+  show kubectl --kubeconfig "$KUBECONFIG" get daxrecalls
   kd status "$volume"
-  ok "recall $recall complete"
+  ok "recall $recall complete; pod app still running: $(kubectl --kubeconfig "$KUBECONFIG" get pod app -o 'jsonpath={.status.phase}')"
 }

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # charts/daxlease without a cluster: `helm lint` with the defaults and with the values users
 # change most; the schema refuses bad values; kubeletDir reaches every kubelet path; the agent
-# toggle; manifests/ and the chart's crds/ match the chart (scripts/render-manifests.sh).
+# (on by default) and its toggle; manifests/ and the chart's crds/ match the chart
+# (scripts/render-manifests.sh).
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$repo"
@@ -14,7 +15,7 @@ fail() { echo "chart_test: FAILED: $*" >&2; exit 1; }
   --set operator.replicas=3 --set 'imagePullSecrets[0].name=regcred' --set global.imageRegistry=registry.example \
   --set node.backend=ndctl --set 'node.ndctlRegions={region0,region1}' >/dev/null || fail "helm lint (overrides)"
 for bad in node.backend=nfs kubeletDir=relative/path operator.replicas=0 image.csi.pullPolicy=Sometimes \
-           'storageClasses[0].parameters.daxlease\.io/mode=ram' unknownValue=1; do
+           'storageClasses[0].parameters.daxlease\.io/mode=ram' unknownValue=1 node.ports.agentFabric=0; do
   if "$helm" template t "$chart" --set "$bad" >/dev/null 2>&1; then fail "the schema accepted --set $bad"; fi
 done
 
@@ -25,10 +26,18 @@ grep -q -- '--kubelet-registration-path=/var/lib/k0s/kubelet/plugins/dax.daxleas
   || fail "registration path does not follow kubeletDir"
 grep -q 'mountPropagation: Bidirectional' <<<"$out" || fail "no Bidirectional mount"
 
+# The agent: on by default, its own DaemonSet and account, the socket daxlease-csi is told.
 out=$("$helm" template t "$chart")
-grep -q 'name: daxlease-agent' <<<"$out" && fail "agent container rendered while node.agent.enabled=false"
-out=$("$helm" template t "$chart" --set node.agent.enabled=true)
-grep -q 'name: daxlease-agent' <<<"$out" || fail "node.agent.enabled=true renders no agent container"
+grep -q 'name: t-daxlease-agent$' <<<"$out" || fail "no agent DaemonSet/ServiceAccount by default"
+grep -q -- '--agent-socket=/run/daxlease/agent.sock' <<<"$out" || fail "daxlease-csi not given the agent's socket"
+grep -q -- '--socket=/run/daxlease/agent.sock' <<<"$out" || fail "the agent's socket is not where daxlease-csi looks"
+grep -q 'path: /var/lib/daxlease/run,' <<<"$out" || fail "no shared host directory for the agent's socket"
+grep -q 'kind: Secret' <<<"$out" || fail "no fabric Secret by default"
+out=$("$helm" template t "$chart" --set node.agent.enabled=false)
+grep -q -e 'name: t-daxlease-agent' -e 'agent-socket' <<<"$out" && fail "agent rendered while node.agent.enabled=false"
+out=$("$helm" template t "$chart" --set node.agent.fabricSecret.create=false --set node.agent.fabricSecret.name=mine)
+grep -q 'kind: Secret' <<<"$out" && fail "a fabric Secret rendered with fabricSecret.create=false"
+grep -q 'secretName: mine,' <<<"$out" || fail "fabricSecret.name not used"
 
 # hostPID only where the devdax in-use check needs it (ndctl backend).
 # (Output captured first: `helm ... | grep -q` under pipefail fails when grep exits early.)

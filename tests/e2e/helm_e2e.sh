@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
 # The path a user takes, on the e2e fixture's single-node cluster (tests/e2e/cluster_up.sh):
-#   helm install of the local images, `helm test`; a WaitForFirstConsumer claim mounted by a
-#   pod that writes, is deleted and recreated, and reads its data back; a raw-block claim; the
-#   claim expanded while its pod runs and the pod sees the new size; the plugin's metrics
-#   move; `kubectl daxlease status` shows the pod's volume and its lease, and a recall of it
-#   completes through the operator; the driver pod killed while a volume is being
+#   helm install of the local images (the node plugin, the node agent, the operator), `helm
+#   test`; a WaitForFirstConsumer claim mounted by a pod that writes, is deleted and recreated,
+#   and reads its data back; the claim expanded while its pod runs and the pod sees the new
+#   size; a raw-block claim; the plugin's metrics move; a generic ephemeral volume made and
+#   deleted with its pod; a shared volume used by two pods, one through libdaxlease, recalled
+#   with `kubectl daxlease recall` while both run (both keep running, their acknowledged data
+#   intact, the agent's metrics move); the driver pod killed while a volume is being
 #   provisioned, and the claim still binds; `helm upgrade` with changed values (one operator
 #   replica, debug logs, one StorageClass fewer); the chart's RBAC against the API calls the
 #   audit log recorded during this run; `helm uninstall` leaves no mount, loop device, CSI
-#   object or RBAC object behind.
+#   object, daxlease object or RBAC object behind.
 # Prints the measured figures: helm install -> a Running pod with its volume, and pod
 # creation -> Running with a fresh claim.
 #   tests/e2e/helm_e2e.sh DIR
@@ -56,12 +58,14 @@ cleanup() {
   # The workload pods first, while the node plugin still runs to unmount their volumes.
   k delete pod -l daxlease-e2e=workload --grace-period=1 --timeout="$POD_DELETE_TIMEOUT" >/dev/null 2>&1
   k delete pvc --all --timeout=60s >/dev/null 2>&1
+  kubectl delete daxrecalls --all --timeout=30s >/dev/null 2>&1
   "$helm" uninstall "$RELEASE" -n "$NS" --wait --timeout 60s >/dev/null 2>&1
   kubectl delete namespace "$NS" --timeout=60s >/dev/null 2>&1
   exit "$rc"
 }
 trap cleanup EXIT
 
+agent_metrics_port=$(free_port)
 install_values=(
   --set "kubeletDir=$DAXLEASE_KUBELET_DIR"
   --set "node.stateDir=$STATE"
@@ -71,6 +75,9 @@ install_values=(
   # turned on at the upgrade, which leaves one replica.
   --set operator.ports.metrics=0
   --set image.csi.pullPolicy=Never --set image.operator.pullPolicy=Never
+  --set image.agent.pullPolicy=Never
+  # Other agents may run on this machine (tests, other clusters): ports of our own.
+  --set node.ports.agentFabric="$(free_port)" --set node.ports.agentMetrics="$agent_metrics_port"
   --set node.provisioner.capacityPollInterval=5s
   --set test.image.repository=daxlease/busybox --set test.image.tag=e2e
 )
@@ -124,6 +131,7 @@ t_install=$(now_ms)
 "$helm" install "$RELEASE" "$repo/charts/daxlease" -n "$NS" "${install_values[@]}" >/dev/null
 say "helm install done; waiting for the node plugin"
 k rollout status daemonset/daxlease-node --timeout=180s >/dev/null || fail "node DaemonSet not ready"
+k rollout status daemonset/daxlease-agent --timeout=120s >/dev/null || fail "agent DaemonSet not ready"
 wait_until 60 "CSINode lists dax.daxlease.io" \
   sh -c "kubectl get csinode $DAXLEASE_NODE -o jsonpath='{.spec.drivers[*].name}' | grep -q dax.daxlease.io"
 k rollout status deployment/daxlease-operator --timeout=120s >/dev/null || fail "operator not ready"
@@ -200,46 +208,153 @@ creates_after=$(ops_ok Controller/CreateVolume)
   || fail "metrics: CreateVolume OK count $creates_before -> $creates_after after one more claim"
 say "metrics: csi_plugin_operations_seconds CreateVolume OK $creates_before -> $creates_after"
 
-# --- 5. kubectl daxlease status, and a recall through the operator ------------------------
-# The node agent is off in the chart's defaults (node.agent.enabled): the test plays it, as
-# scripts/lab/cluster.sh does: it registers the reader's volume and lease, and releases when
-# recalled. The operator (the chart's pods) grants, recalls, completes.
+# --- 4b. a generic ephemeral volume: the claim lives and dies with its pod ------------------
+# (spec.volumes[].ephemeral.volumeClaimTemplate; docs/csi.md "Ephemeral volumes".) The claim
+# <pod>-<volume> is made with the pod, owned by it, provisioned and mounted; once the pod is
+# gone Kubernetes deletes the claim and the provisioner the volume (checked after step 5:
+# the pod's deletion waits for the kubelet's GC minute).
+cat <<EOF | k apply -f - >/dev/null
+apiVersion: v1
+kind: Pod
+metadata: {name: scratch, labels: {daxlease-e2e: workload}}
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+    - name: main
+      image: daxlease/busybox:e2e
+      imagePullPolicy: Never
+      command: [/bin/sh, -c, "echo scratch-data >/scratch/f && cat /scratch/f && sleep 3600"]
+      volumeMounts: [{name: scratch, mountPath: /scratch}]
+  volumes:
+    - name: scratch
+      ephemeral:
+        volumeClaimTemplate:
+          spec:
+            storageClassName: daxlease-fsdax-ext4
+            accessModes: [ReadWriteOnce]
+            resources: {requests: {storage: 64Mi}}
+EOF
+wait_until 120 "scratch Running with its ephemeral volume" running scratch
+wait_until 30 "scratch wrote and read its volume" sh -c "kubectl -n $NS logs scratch | grep -qx scratch-data"
+[[ $(k get pvc scratch-scratch -o 'jsonpath={.metadata.ownerReferences[0].kind}/{.metadata.ownerReferences[0].name}') == Pod/scratch ]] \
+  || fail "ephemeral claim scratch-scratch is not owned by pod scratch"
+scratch_pv=$(k get pvc scratch-scratch -o 'jsonpath={.spec.volumeName}')
+[[ $(kubectl get pv "$scratch_pv" -o 'jsonpath={.spec.csi.driver}') == dax.daxlease.io ]] \
+  || fail "ephemeral claim's volume $scratch_pv is not the driver's"
+mounted=$(k exec scratch -- sh -c 'grep " /scratch " /proc/mounts')
+[[ -n $mounted ]] || fail "no mount at /scratch in the pod"
+k delete pod scratch --wait=false >/dev/null
+say "generic ephemeral volume: claim scratch-scratch (PV $scratch_pv) made with the pod, mounted, written; pod deleted"
+
+# --- 5. a shared volume, two pods (one through libdaxlease), a recall while both run ----------
+# The agent (its own DaemonSet) keeps one DaxLease per publish. Pod `plain` appends numbered
+# lines to a file through the mount and prints each one it synced; pod `lib` (daxlease-io from
+# the node image) writes checksummed blocks into the volume's data file through libdaxlease,
+# persisting each, for PATTERN_SECONDS, then verifies them all. `kubectl daxlease recall`
+# recalls both leases while they run: lib's client flushes and acks, plain's lease (no
+# client attached) is acked by its agent at once; the operator completes the recall and
+# resumes the volume at the next epoch, and the agent has both publishes granted again.
+readonly BLOCK=65536 PATTERN_SECONDS=30
 kd() { "$dir/prefix/bin/kubectl-daxlease" --kubeconfig "$KUBECONFIG" "$@"; }   # cluster_up.sh installed it
 jget() { kubectl get "$1" "$2" -o "jsonpath=$3" 2>/dev/null; }
-lease_is() { [[ $(jget daxleases "$1" '{.status.state}') == "$2" ]]; }
 recall_is() { [[ $(jget daxrecalls "$1" '{.status.phase}') == "$2" ]]; }
-pv=$(k get pvc data -o 'jsonpath={.spec.volumeName}')
+agent_metric() { # series [filter]: the sum of the series' samples (the agent's /metrics)
+  curl -fsS --max-time 5 "http://127.0.0.1:$agent_metrics_port/metrics" |
+    awk -v s="$1" -v f="${2:-}" '(index($0, s "{") == 1 || index($0, s " ") == 1) && index($0, f) {n += $NF}
+      END {print n + 0}'
+}
+wait_until 30 "the agent's /metrics on port $agent_metrics_port" \
+  curl -fsS --max-time 5 "http://127.0.0.1:$agent_metrics_port/metrics"
+acks_before=$(agent_metric daxlease_agent_recall_acks_total)
+claim_yaml shared daxlease-shared 320Mi | k apply -f - >/dev/null
+pod_yaml plain shared fs \
+  "i=0; while true; do i=\$((i+1)); echo \$i >>/data/volume/plain.log && sync && echo acked \$i; sleep 0.2; done" \
+  | k apply -f - >/dev/null
+wait_until 120 "plain Running on the shared volume" running plain
+cat <<EOF | k apply -f - >/dev/null
+apiVersion: v1
+kind: Pod
+metadata: {name: lib, labels: {daxlease-e2e: workload}}
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+    - name: main
+      image: daxlease/daxlease-csi:$version
+      imagePullPolicy: Never
+      command: [/bin/sh, -c, "daxlease-io pattern /data $BLOCK $PATTERN_SECONDS; echo pattern-exit=\$?; daxlease-io verify /data $BLOCK; echo verify-exit=\$?; sleep 3600"]
+      env: [{name: DAXLEASE_IO_PACE_MS, value: "20"}]
+      volumeMounts: [{name: data, mountPath: /data}]
+  volumes: [{name: data, persistentVolumeClaim: {claimName: shared}}]
+EOF
+wait_until 120 "lib Running on the shared volume" running lib
+pv=$(k get pvc shared -o 'jsonpath={.spec.volumeName}')
 volume=$(kubectl get pv "$pv" -o 'jsonpath={.spec.csi.volumeHandle}')
-kubectl apply -f - >/dev/null <<YAML
-apiVersion: daxlease.io/v1alpha1
-kind: DaxVolume
-metadata: {name: $volume}
-spec: {sizeBytes: 671088640, mode: fsdax, fsType: xfs, ownerNode: "$DAXLEASE_NODE", share: false}
----
-apiVersion: daxlease.io/v1alpha1
-kind: DaxLease
-metadata: {name: $volume-reader}
-spec: {volume: $volume, holderNode: "$DAXLEASE_NODE", holderPod: $NS/reader, access: ReadWrite}
-YAML
-wait_until 60 "lease $volume-reader Granted by the operator" lease_is "$volume-reader" Granted
+granted_leases() {
+  kubectl get daxleases -o "jsonpath={range .items[?(@.spec.volume==\"$volume\")]}{.status.state}{\"\\n\"}{end}" |
+    grep -c '^Granted$'
+}
+two_granted() { (($(granted_leases) == 2)); }
+wait_until 60 "two Granted leases of $volume (plain, lib)" two_granted
+lib_persisting() { k logs lib | grep -q '^persisted'; }
+wait_until 30 "lib persisting blocks through libdaxlease" lib_persisting
 status=$(kd status "$volume") || fail "kubectl daxlease status $volume"
-grep -q -- "$volume-reader" <<<"$status" || fail "kubectl daxlease status does not show the lease: $status"
-grep -q "Granted" <<<"$status" || fail "kubectl daxlease status does not show Granted: $status"
-kd recall "$volume" --grace 20 --reason Manual >/dev/null || fail "kubectl daxlease recall"
-wait_until 30 "lease $volume-reader Recalling" lease_is "$volume-reader" Recalling
-recall=$(kubectl get daxrecalls -o name | head -1)
-recall=${recall#*/}
-id=$(jget daxrecalls "$recall" '{.status.recallID}')
-curl -fsS --cacert "$DAXLEASE_K8S_CA" -H "Authorization: Bearer $DAXLEASE_K8S_ADMIN_TOKEN" \
-  -H 'Content-Type: application/merge-patch+json' -X PATCH \
-  --data "{\"status\":{\"releasedRecallID\":\"$id\"}}" \
-  "$DAXLEASE_K8S_SERVER/apis/daxlease.io/v1alpha1/daxleases/$volume-reader/status" >/dev/null \
-  || fail "the agent's release (PATCH daxleases/$volume-reader/status)"
+grep -q "$NS/plain" <<<"$status" && grep -q "$NS/lib" <<<"$status" \
+  || fail "kubectl daxlease status does not show both pods' leases: $status"
+epoch_before=$(jget daxvolumes "$volume" '{.status.epoch}')
+publishes=$(agent_metric daxlease_agent_publishes)
+sessions=$(agent_metric daxlease_agent_sessions)
+mapped=$(agent_metric daxlease_agent_mapped_volumes)
+((publishes >= 2 && sessions >= 1 && mapped >= 1)) \
+  || fail "agent metrics: publishes=$publishes sessions=$sessions mapped_volumes=$mapped with two pods on a served volume"
+out=$(kd recall "$volume" --grace 30 --reason Manual) || fail "kubectl daxlease recall"
+recall=${out#daxrecall.daxlease.io/}
+recall=${recall%% *}
 wait_until 60 "recall $recall Complete" recall_is "$recall" Complete
-say "kubectl daxlease status shows $volume and its lease; recall $recall completed"
-kubectl delete daxrecalls --all >/dev/null
-kubectl delete daxleases --all >/dev/null
-kubectl delete daxvolumes --all >/dev/null
+released=$(jget daxrecalls "$recall" '{.status.released}')
+revoked=$(jget daxrecalls "$recall" '{.status.revoked}')   # omitted when 0
+[[ $released == 2 && ${revoked:-0} == 0 ]] || fail "recall $recall: released=$released revoked=$revoked, want 2 and 0"
+kubectl get daxrecalls "$recall" | grep -q Complete || fail "kubectl get daxrecalls does not show $recall Complete"
+epoch_resumed() { (($(jget daxvolumes "$volume" '{.status.epoch}') > epoch_before)); }
+wait_until 30 "volume $volume resumed past epoch $epoch_before" epoch_resumed
+wait_until 60 "both publishes granted again after the recall" two_granted
+say "recall $recall of shared volume $volume: Complete, released 2, epoch $epoch_before -> $(jget daxvolumes "$volume" '{.status.epoch}')"
+# lib keeps persisting at the new epoch; plain keeps appending.
+lib_new_epoch() {
+  k logs lib | grep '^persisted' | tail -n 1 |
+    awk -v e="$epoch_before" '{sub("epoch=", "", $4); exit !($4 > e)}'
+}
+wait_until 60 "lib persisting at an epoch past $epoch_before" lib_new_epoch
+running plain && running lib || fail "a pod stopped during the recall"
+acked=$(k logs plain --tail=1 | awk '/^acked/ {print $2}')
+[[ -n $acked ]] || fail "plain acknowledged nothing"
+k exec plain -- cat /data/volume/plain.log >"$dir/plain.log"
+awk -v n="$acked" '$1 != NR {print "line " NR " is " $1; bad = 1; exit} END {if (!bad && NR < n) {print NR " lines, " n " acknowledged"; bad = 1} exit bad}' \
+  "$dir/plain.log" || fail "plain's file lost acknowledged lines"
+acks=$(agent_metric daxlease_agent_recall_acks_total)
+((acks >= acks_before + 2)) || fail "agent metrics: recall_acks_total $acks_before -> $acks after a recall of two leases"
+flushes=$(agent_metric daxlease_agent_recall_flush_seconds_count)
+((flushes >= 2)) || fail "agent metrics: recall_flush_seconds_count is $flushes"
+# lib's pattern ends by itself; its verify reads back every block it wrote.
+pattern_done() { k logs lib | grep -q '^verify-exit='; }
+wait_until $((PATTERN_SECONDS + 60)) "lib's pattern and verify" pattern_done
+lib_log=$(k logs lib)
+grep -qx 'pattern-exit=0' <<<"$lib_log" || fail "lib's pattern failed: $lib_log"
+grep -qx 'verify-exit=0' <<<"$lib_log" || fail "lib's verify failed: $lib_log"
+last=$(grep '^persisted' <<<"$lib_log" | awk '{sub("seq=", "", $2); n = $2} END {print n}')
+maxseq=$(grep '^blocks=' <<<"$lib_log" | sed 's/.*maxseq=//')
+[[ -n $last && $maxseq == "$last" ]] || fail "lib persisted up to seq $last, its verify found up to $maxseq: $lib_log"
+say "plain: $acked lines acknowledged, all there; lib: $last blocks persisted across the recall, verified ($(grep '^blocks=' <<<"$lib_log"))"
+say "agent metrics: publishes=$publishes sessions=$sessions mapped_volumes=$mapped recall_acks_total $acks_before -> $acks"
+kubectl delete daxrecall "$recall" >/dev/null
+# Their deletion takes the kubelet's GC minute: it runs while the next steps do (the claim and
+# its volume go once both pods are gone; step 10 checks nothing is left).
+k delete pod plain lib --wait=false >/dev/null
+k delete pvc shared --wait=false >/dev/null
+
+# The ephemeral claim and its volume went with their pod (step 4b).
+scratch_gone() { gone pvc scratch-scratch && gone pv "$scratch_pv"; }
+wait_until 150 "ephemeral claim scratch-scratch and PV $scratch_pv deleted with pod scratch" scratch_gone
+say "ephemeral volume: claim and PV $scratch_pv deleted after its pod"
 
 # --- 6. helm test ----------------------------------------------------------------------------
 "$helm" test "$RELEASE" -n "$NS" --timeout 180s >/dev/null || fail "helm test"
@@ -333,6 +448,8 @@ wait_until 90 "PVs deleted by the provisioner" \
 wait_until 90 "node pods gone" sh -c "[ -z \"\$(kubectl -n $NS get pods -o name)\" ]"
 left=$(kubectl get csidriver,storageclass,clusterrole,clusterrolebinding -o name -l "app.kubernetes.io/instance=$RELEASE")
 left+=$(k get serviceaccount,role,rolebinding,csistoragecapacities -o name 2>/dev/null | grep -v serviceaccount/default || true)
+left+=$(k get secret "$RELEASE-agent-fabric" -o name 2>/dev/null || true)
+left+=$(kubectl get daxvolumes,daxleases -o name)
 [[ -z $left ]] || fail "helm uninstall left: $left"
 gone csidriver dax.daxlease.io || fail "CSIDriver left"
 wait_until 60 "CSINode without dax.daxlease.io" \

@@ -197,7 +197,7 @@ imageGCLowThresholdPercent: 99
 syncFrequency: 10s
 makeIPTablesUtilChains: false
 cgroupRoot: /$cgroup_root
-featureGates: {CSIStorageCapacity: true}
+featureGates: {CSIStorageCapacity: true, GenericEphemeralVolume: true}
 EOF
 }
 
@@ -239,9 +239,10 @@ do_start() {
     --service-account-private-key-file="$dir/pki/sa.key" --root-ca-file="$dir/pki/ca.crt" \
     --cluster-signing-cert-file="$dir/pki/ca.crt" --cluster-signing-key-file="$dir/pki/ca.key" \
     --use-service-account-credentials=false --flex-volume-plugin-dir="$kubelet_dir/volume-plugins" \
-    --feature-gates=CSIStorageCapacity=true --v=1
+    --feature-gates=CSIStorageCapacity=true,GenericEphemeralVolume=true --v=1
   start_bg kube-scheduler "$sched" --kubeconfig="$dir/kubeconfig" --leader-elect=false \
-    --port=0 --secure-port=0 --feature-gates=CSIStorageCapacity=true --v=1
+    --port=0 --secure-port=0 --feature-gates=CSIStorageCapacity=true,GenericEphemeralVolume=true \
+    --v=1
   start_bg kubelet "$kubelet" --config="$kubelet_dir/config.yaml" \
     --kubeconfig="$dir/kubeconfig-node" --container-runtime=remote \
     --container-runtime-endpoint="unix://$sock" --hostname-override="$NODE" --node-ip="$node_ip" \

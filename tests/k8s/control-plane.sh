@@ -227,7 +227,8 @@ POLICY
       --service-cluster-ip-range=10.0.0.0/24 --endpoint-reconciler-type=none --allow-privileged=true \
       --kubelet-preferred-address-types=InternalIP,Hostname \
       --kubelet-client-certificate="$dir/pki/admin.crt" --kubelet-client-key="$dir/pki/admin.key" \
-      --feature-gates=CSIStorageCapacity=true --runtime-config=storage.k8s.io/v1alpha1=true \
+      --feature-gates=CSIStorageCapacity=true,GenericEphemeralVolume=true \
+      --runtime-config=storage.k8s.io/v1alpha1=true \
       "${extra[@]}" --profiling=false \
       </dev/null >"$dir/kube-apiserver.log" 2>&1 &
     kas_pid=$!

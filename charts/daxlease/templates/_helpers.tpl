@@ -60,3 +60,13 @@ imagePullSecrets:
 {{- define "daxlease.socketDir" -}}
 {{- printf "%s/plugins/%s" (trimSuffix "/" .Values.kubeletDir) .Values.driverName -}}
 {{- end -}}
+
+{{/* The host directory of the agent's socket, mounted at /run/daxlease by the agent and by
+daxlease-csi (which binds the socket into shared volumes' published directories). */}}
+{{- define "daxlease.agentRunDir" -}}
+{{- printf "%s/run" (trimSuffix "/" .Values.node.stateDir) -}}
+{{- end -}}
+
+{{- define "daxlease.agentFabricSecret" -}}
+{{- .Values.node.agent.fabricSecret.name | default (printf "%s-agent-fabric" (include "daxlease.fullname" .)) -}}
+{{- end -}}

@@ -234,7 +234,7 @@ spec:
             accessModes: [ReadWriteOnce]
             resources: {requests: {storage: 64Mi}}
 EOF
-wait_until 120 "scratch Running with its ephemeral volume" running scratch
+wait_until 180 "scratch Running with its ephemeral volume" running scratch
 wait_until 30 "scratch wrote and read its volume" sh -c "kubectl -n $NS logs scratch | grep -qx scratch-data"
 [[ $(k get pvc scratch-scratch -o 'jsonpath={.metadata.ownerReferences[0].kind}/{.metadata.ownerReferences[0].name}') == Pod/scratch ]] \
   || fail "ephemeral claim scratch-scratch is not owned by pod scratch"

@@ -68,13 +68,15 @@ lab_cluster() {
 
   step "helm install daxlease charts/daxlease"
   helm=$("$REPO/tests/k8s/install-helm.sh")
-  note "(kubeletDir: this cluster's kubelet root; kubernetesAPI: no kube-proxy runs here)"
+  note "(kubeletDir: this cluster's kubelet root; kubernetesAPI: no kube-proxy runs here, so the"
+  note " operator uses the node's network, where its two replicas cannot both bind a metrics port)"
   local t_install
   t_install=$SECONDS
   show "$helm" install daxlease "$REPO/charts/daxlease" --namespace daxlease-system --create-namespace \
     --set kubeletDir="$DAXLEASE_KUBELET_DIR" --set node.stateDir="$LAB_DIR/cluster-state" \
     --set kubernetesAPI.host="$DAXLEASE_K8S_HOST" --set kubernetesAPI.port="$DAXLEASE_K8S_PORT" \
-    --set operator.hostNetwork=true --wait --timeout 180s || die "helm install failed"
+    --set operator.hostNetwork=true --set operator.ports.metrics=0 --wait --timeout 180s ||
+    die "helm install failed"
   show kubectl --kubeconfig "$KUBECONFIG" -n daxlease-system get pods -o wide
   # The v1.20 scheduler retries a pod it found no storage for only every 60 s: wait for
   # external-provisioner to publish the node's capacity before the first claim.

@@ -76,8 +76,11 @@ install_values=(
   --set operator.ports.metrics=0
   --set image.csi.pullPolicy=Never --set image.operator.pullPolicy=Never
   --set image.agent.pullPolicy=Never
-  # Other agents may run on this machine (tests, other clusters): ports of our own.
+  # The node pods use the host's network, where other clusters and tests may run: ports of
+  # our own.
   --set node.ports.agentFabric="$(free_port)" --set node.ports.agentMetrics="$agent_metrics_port"
+  --set node.ports.healthz="$(free_port)" --set node.ports.registrarHealthz="$(free_port)"
+  --set node.ports.metrics="$(free_port)"
   --set node.provisioner.capacityPollInterval=5s
   --set test.image.repository=daxlease/busybox --set test.image.tag=e2e
 )

@@ -251,6 +251,9 @@ absl::Status ControllerService::DoCreate(
   spec.mode = params.mode;
   spec.fs_type = any_mount ? fs_type : "";
   spec.parameters = params.normalized;
+  // Formatted below (FormatAtCreate) right after Create, and mkfs syncs.
+  spec.synced_by_format = !source.has_value() && !spec.fs_type.empty() &&
+                          spec.mode == VolumeMode::kFsdax;
   absl::StatusOr<Volume> vol = source.has_value()
                                    ? CreateFromSource(*source, spec)
                                    : deps_.backend->Create(spec);

@@ -450,6 +450,8 @@ TEST_F(FormatAtCreateTest, CreateFormatsTheMediaAndStageOnlyMounts) {
   std::string id = MakeVolume("pvc-fmt");
   EXPECT_EQ(formatter_.format_calls(), 1);
   EXPECT_TRUE(Record(id)->formatted);
+  EXPECT_TRUE(backend_.last_create_spec().synced_by_format)
+      << "mkfs syncs the new media: the backend need not";
   auto fs = formatter_.Detect("/dev/fake-media/" + id);
   ASSERT_TRUE(fs.ok());
   EXPECT_EQ(*fs, "ext4");
@@ -468,6 +470,8 @@ TEST_F(FormatAtCreateTest, BlockOnlyVolumesAreNotFormatted) {
   ASSERT_TRUE(Create(r, &resp).ok());
   EXPECT_EQ(formatter_.format_calls(), 0);
   EXPECT_FALSE(Record(resp.volume().volume_id())->formatted);
+  EXPECT_FALSE(backend_.last_create_spec().synced_by_format)
+      << "no mkfs follows: the backend syncs the media itself";
 }
 
 TEST_F(FormatAtCreateTest, AdoptedMediaWithAFilesystemIsNeverFormatted) {

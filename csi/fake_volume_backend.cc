@@ -25,6 +25,7 @@ absl::Status FakeVolumeBackend::Ready() {
 
 absl::StatusOr<Volume> FakeVolumeBackend::Create(const VolumeSpec& spec) {
   absl::MutexLock l(&mu_);
+  last_create_spec_ = spec;
   if (absl::Status s = TakeFailure("Create"); !s.ok()) return s;
   if (spec.mode == VolumeMode::kDevdax && !devdax_) {
     return absl::InvalidArgumentError("fake backend: devdax not supported");
@@ -175,6 +176,10 @@ void FakeVolumeBackend::AddMedia(absl::string_view id, uint64_t bytes) {
   absl::MutexLock l(&mu_);
   volumes_[std::string(id)] =
       Volume{std::string(id), bytes, VolumeMode::kFsdax};
+}
+VolumeSpec FakeVolumeBackend::last_create_spec() const {
+  absl::MutexLock l(&mu_);
+  return last_create_spec_;
 }
 bool FakeVolumeBackend::IsAttached(absl::string_view id) const {
   absl::MutexLock l(&mu_);

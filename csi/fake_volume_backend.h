@@ -57,6 +57,8 @@ class FakeVolumeBackend final : public VolumeBackend {
   // that moment would leave on disk is what the test inspects there.
   void OnDelete(std::function<void(absl::string_view id)> fn);
   bool IsAttached(absl::string_view id) const;
+  // The spec of the last Create call.
+  VolumeSpec last_create_spec() const;
   int attached_count() const;
   int refresh_calls() const;
 
@@ -78,6 +80,7 @@ class FakeVolumeBackend final : public VolumeBackend {
   std::function<void(absl::string_view)> on_delete_ ABSL_GUARDED_BY(mu_);
   absl::Status ready_ ABSL_GUARDED_BY(mu_);
   int next_device_ ABSL_GUARDED_BY(mu_) = 0;
+  VolumeSpec last_create_spec_ ABSL_GUARDED_BY(mu_);
   int refresh_calls_ ABSL_GUARDED_BY(mu_) = 0;
 };
 

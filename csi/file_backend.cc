@@ -81,7 +81,8 @@ absl::StatusOr<Capacity> FileBackend::GetCapacity(VolumeMode mode) {
 }
 
 absl::Status FileBackend::AllocateLocked(absl::string_view id, uint64_t have,
-                                         uint64_t bytes) {
+                                         uint64_t bytes,
+                                         bool synced_by_format) {
   ASSIGN_OR_RETURN(Capacity cap, CapacityLocked());
   uint64_t need = bytes - have;
   if (need > cap.available_bytes) {
@@ -90,11 +91,16 @@ absl::Status FileBackend::AllocateLocked(absl::string_view id, uint64_t have,
                      id, ", only ", cap.available_bytes, " available"));
   }
   std::string path = ImagePath(id);
-  // Allocated, then made durable: the image (its extents and size), and
-  // for a new image the directory entry too.
+  // Allocated, then made durable: the image's extents and size (fsync of
+  // the image), and for a new image its directory entry (fsync of the
+  // directory). A new image that the service formats next is not fsynced
+  // here: mkfs fsyncs the same file once it has written it, which makes
+  // the size and extents durable with the filesystem (one fsync, not two).
+  // A grown image is always fsynced: nothing may follow it.
+  const bool new_image = have == 0;
   absl::Status st = env_->Fallocate(path, bytes);
-  if (st.ok()) st = env_->Sync(path);
-  if (st.ok() && have == 0) st = env_->Sync(dir_);
+  if (st.ok() && !(new_image && synced_by_format)) st = env_->Sync(path);
+  if (st.ok() && new_image) st = env_->Sync(dir_);
   if (!st.ok()) {
     // Do not leave a half-made new image behind; an existing one keeps
     // its old size (fallocate does not change the size on failure).
@@ -123,7 +129,8 @@ absl::StatusOr<Volume> FileBackend::Create(const VolumeSpec& spec) {
   if (have >= spec.capacity_bytes && have > 0) {
     return Volume{spec.id, have, VolumeMode::kFsdax};
   }
-  RETURN_IF_ERROR(AllocateLocked(spec.id, have, spec.capacity_bytes));
+  RETURN_IF_ERROR(AllocateLocked(spec.id, have, spec.capacity_bytes,
+                                 spec.synced_by_format));
   base::LogInfo(
       "file_backend.created",
       {{"volume", spec.id}, {"bytes", absl::StrCat(spec.capacity_bytes)}});
@@ -176,7 +183,8 @@ absl::StatusOr<Volume> FileBackend::Expand(absl::string_view id,
     return absl::OutOfRangeError(absl::StrCat(
         "expansion to ", new_capacity_bytes, " exceeds limit ", limit_bytes));
   }
-  RETURN_IF_ERROR(AllocateLocked(id, have, new_capacity_bytes));
+  RETURN_IF_ERROR(
+      AllocateLocked(id, have, new_capacity_bytes, /*synced_by_format=*/false));
   return Volume{std::string(id), new_capacity_bytes, VolumeMode::kFsdax};
 }
 
@@ -189,6 +197,22 @@ absl::StatusOr<AttachedDevice> FileBackend::Attach(absl::string_view id) {
   }
   ASSIGN_OR_RETURN(std::string dev, sys::AttachLoop(path));
   return AttachedDevice{dev, true};
+}
+
+absl::StatusOr<MountDevice> FileBackend::AttachForMount(absl::string_view id) {
+  RETURN_IF_ERROR(ValidateVolumeId(id));
+  std::string path = ImagePath(id);
+  if (!env_->PathExists(path)) {
+    return absl::NotFoundError(
+        absl::StrCat("image of volume ", id, " missing: ", path));
+  }
+  ASSIGN_OR_RETURN(sys::LoopAttachment loop,
+                   sys::AttachLoopWithAutoclear(path, /*autoclear=*/true));
+  MountDevice m;
+  m.device = AttachedDevice{loop.device, true};
+  m.goes_with_last_user = loop.autoclear;
+  m.hold = std::move(loop.hold);
+  return m;
 }
 
 absl::StatusOr<std::optional<AttachedDevice>> FileBackend::FindAttached(
@@ -208,8 +232,11 @@ absl::Status FileBackend::Detach(absl::string_view id) {
   // down by the kernel asynchronously: it still names the image in sysfs
   // while LOOP_GET_STATUS64 already fails. Returning only once it is gone
   // keeps "unstaged" meaning "no device" for the CO and for a re-stage.
+  // Polled from 1 ms up, doubling to 20 ms: the teardown usually takes a
+  // millisecond or two.
   const std::string image = ImagePath(id);
   const absl::Time deadline = absl::Now() + absl::Seconds(10);
+  absl::Duration pause = absl::Milliseconds(1);
   while (absl::Now() < deadline) {
     bool busy = false;
     auto names = sys::ListDir("/sys/block");
@@ -224,7 +251,8 @@ absl::Status FileBackend::Detach(absl::string_view id) {
       if (v == image) busy = true;
     }
     if (!busy) return absl::OkStatus();
-    absl::SleepFor(absl::Milliseconds(20));
+    absl::SleepFor(pause);
+    pause = std::min(pause * 2, absl::Milliseconds(20));
   }
   return absl::OkStatus();
 }

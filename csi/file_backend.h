@@ -11,11 +11,12 @@
 // Restart safety: the image file name is the volume ID; an attached loop
 // device is found again through its backing file's inode (also when the
 // kernel names that file through a previous container's mount). A created or
-// grown image is fsynced and so is the directory after an image is created or
-// removed, before the call returns, so a power loss never takes back media that
-// a durable record names. Every file-system call goes through a sys::Env (loop
-// devices do not). Thread-safe; creation and growth are serialized by one mutex
-// for capacity accounting only.
+// grown image is fsynced (a new one the service formats next by mkfs, which
+// fsyncs it: VolumeSpec::synced_by_format) and so is the directory after an
+// image is created or removed, before the record naming it is written, so a
+// power loss never takes back media that a durable record names. Every
+// file-system call goes through a sys::Env (loop devices do not). Thread-safe;
+// creation and growth are serialized by one mutex for capacity accounting only.
 #ifndef DAXLEASE_CSI_FILE_BACKEND_H_
 #define DAXLEASE_CSI_FILE_BACKEND_H_
 
@@ -58,6 +59,9 @@ class FileBackend final : public VolumeBackend {
                                 uint64_t limit_bytes) override;
   absl::StatusOr<Capacity> GetCapacity(VolumeMode mode) override;
   absl::StatusOr<AttachedDevice> Attach(absl::string_view id) override;
+  // A loop attached now has LO_FLAGS_AUTOCLEAR from its LOOP_CONFIGURE and
+  // comes back held open; one attached before is returned as it is.
+  absl::StatusOr<MountDevice> AttachForMount(absl::string_view id) override;
   absl::StatusOr<std::optional<AttachedDevice>> FindAttached(
       absl::string_view id) override;
   // Detaches every loop over the image (a plugin killed mid-stage may have
@@ -98,9 +102,11 @@ class FileBackend final : public VolumeBackend {
  private:
   absl::StatusOr<Capacity> CapacityLocked()
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(space_mu_);
-  // Grows (or creates) the image to `bytes` if there is room.
+  // Grows (or creates) the image to `bytes` if there is room, durably
+  // (for a new image with `synced_by_format`, durable once mkfs is done:
+  // VolumeSpec::synced_by_format).
   absl::Status AllocateLocked(absl::string_view id, uint64_t have,
-                              uint64_t bytes)
+                              uint64_t bytes, bool synced_by_format)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(space_mu_);
 
   // Reserves `bytes` for a copy about to be made (ResourceExhausted when

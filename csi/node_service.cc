@@ -36,24 +36,31 @@ absl::StatusOr<VolumeRecord> NodeService::LoadVolume(const std::string& id) {
   return std::move(*rec);
 }
 
-absl::Status NodeService::StageSteps(VolumeRecord* rec, bool attached) {
+absl::Status NodeService::StageSteps(VolumeRecord* rec, MountDevice* attached) {
   StageRecord& st = *rec->stage;
-  AttachedDevice dev{st.device, true};
-  if (!attached) {
-    // A retry: the device may have gone (detached by hand, reboot).
-    ASSIGN_OR_RETURN(dev, deps_.backend->Attach(rec->id));
-    if (st.device != dev.path) {
-      st.device = dev.path;
+  MountDevice again;
+  if (attached == nullptr) {
+    // A retry: the device may have gone (detached by hand, reboot, or
+    // released with its last user when this plugin died before the mount).
+    if (st.block) {
+      ASSIGN_OR_RETURN(again.device, deps_.backend->Attach(rec->id));
+    } else {
+      ASSIGN_OR_RETURN(again, deps_.backend->AttachForMount(rec->id));
+    }
+    attached = &again;
+    if (st.device != again.device.path) {
+      st.device = again.device.path;
       RETURN_IF_ERROR(deps_.store->SaveMounts(*rec));
     }
   }
+  const AttachedDevice& dev = attached->device;
   if (st.block) return absl::OkStatus();
 
   RETURN_IF_ERROR(deps_.mounter->MakeDir(st.staging_path));
   ASSIGN_OR_RETURN(std::optional<sys::MountInfo> mounted,
                    deps_.mounter->GetMount(st.staging_path));
   if (mounted.has_value()) {
-    if (mounted->source == dev.path) return DetachWithLastMount(rec->id);
+    if (mounted->source == dev.path) return GoWithLastMount(rec->id, *attached);
     return absl::FailedPreconditionError(
         absl::StrCat("staging_target_path ", st.staging_path,
                      " already has a mount of ", mounted->source));
@@ -61,7 +68,7 @@ absl::Status NodeService::StageSteps(VolumeRecord* rec, bool attached) {
   // CreateVolume made the filesystem: nothing to probe or format.
   if (rec->formatted) {
     RETURN_IF_ERROR(MountStaging(rec->id, st, dev.path));
-    return DetachWithLastMount(rec->id);
+    return GoWithLastMount(rec->id, *attached);
   }
   // A volume of an older version: never format what carries data, a blank
   // device only. A volume the backend proves all-zero needs no probe
@@ -81,10 +88,14 @@ absl::Status NodeService::StageSteps(VolumeRecord* rec, bool attached) {
         ", not ", st.fs_type, "; refusing to format over it"));
   }
   RETURN_IF_ERROR(MountStaging(rec->id, st, dev.path));
-  return DetachWithLastMount(rec->id);
+  return GoWithLastMount(rec->id, *attached);
 }
 
-absl::Status NodeService::DetachWithLastMount(const std::string& id) {
+absl::Status NodeService::GoWithLastMount(const std::string& id,
+                                          const MountDevice& dev) {
+  // Set up at attach already (the usual case: a device attached by this
+  // stage): nothing to do.
+  if (dev.goes_with_last_user) return absl::OkStatus();
   // A safety net (the device goes with the staging mount if this plugin
   // dies before NodeUnstageVolume), not a condition of the stage.
   absl::Status s = deps_.backend->DetachWithLastMount(id);
@@ -183,19 +194,26 @@ absl::Status NodeService::DoStage(
     // rolled back through either.
     RETURN_IF_ERROR(deps_.mounter->MakeDir(path));
   }
+  // The device this call attaches (a new stage); for a mount it is held
+  // until the mount holds it.
+  MountDevice attached;
   if (is_new) {
     // Attach, then one write records the stage with its device, before any
     // mount: a crash before the write leaves an attached device without a
     // stage (RecoverVolumes detaches it); after it, a stage that the CO's
     // retry finishes or its NodeUnstageVolume undoes (every step is
     // idempotent). Atomic, not durable: a power loss takes the mount too.
-    ASSIGN_OR_RETURN(AttachedDevice dev, deps_.backend->Attach(id));
+    if (cap.block) {
+      ASSIGN_OR_RETURN(attached.device, deps_.backend->Attach(id));
+    } else {
+      ASSIGN_OR_RETURN(attached, deps_.backend->AttachForMount(id));
+    }
     StageRecord st;
     st.staging_path = path;
     st.block = cap.block;
     st.fs_type = rec.fs_type;
     st.mount_flags = flags;
-    st.device = dev.path;
+    st.device = attached.device.path;
     rec.stage = st;
     absl::Status saved = deps_.store->SaveMounts(rec);
     if (!saved.ok()) {
@@ -203,7 +221,10 @@ absl::Status NodeService::DoStage(
       return saved;
     }
   }
-  absl::Status st = StageSteps(&rec, is_new);
+  absl::Status st = StageSteps(&rec, is_new ? &attached : nullptr);
+  // Mounted (or failed): the device need not be held any longer, and a
+  // rollback's Detach waits for a released device to go.
+  attached.hold.Reset();
   // The owner's agent serves a shared volume while it is staged here (also
   // again on a repeated stage: an agent that restarted maps it again).
   if (st.ok() && share && !cap.block && deps_.agent != nullptr) {

@@ -66,9 +66,9 @@ class NodeService final : public ::csi::v1::Node::Service {
 
   // The staging steps after the intent is recorded: attach, format if
   // blank, mount. Idempotent.
-  // `attached`: this call attached rec->stage->device just now (so it is
-  // not looked up again).
-  absl::Status StageSteps(VolumeRecord* rec, bool attached);
+  // `attached`: the device this call attached just now as
+  // rec->stage->device (not looked up again); null on a retry.
+  absl::Status StageSteps(VolumeRecord* rec, MountDevice* attached);
   // Grows the staged filesystem to its device: online, or (ext4 only, when
   // online resize is refused and nothing is published) offline.
   absl::Status GrowFilesystem(const VolumeRecord& rec);
@@ -77,9 +77,10 @@ class NodeService final : public ::csi::v1::Node::Service {
   // unmounted again, if the kernel did not grant DAX.
   absl::Status MountStaging(const std::string& id, const StageRecord& st,
                             const std::string& device);
-  // backend->DetachWithLastMount, once the staging mount holds the device;
-  // a failure is logged, not returned.
-  absl::Status DetachWithLastMount(const std::string& id);
+  // Once the staging mount holds the device: backend->DetachWithLastMount
+  // unless the attach set that up already; a failure is logged, not
+  // returned.
+  absl::Status GoWithLastMount(const std::string& id, const MountDevice& dev);
   // FailedPrecondition unless the staging path is the mount of the
   // volume's device with its filesystem (not a bare directory, not another
   // mount): what a mount publish binds into the pod.

@@ -235,6 +235,28 @@ TEST_F(FileBackendFaultsTest, CreateSyncsTheImageThenItsDirectory) {
   EXPECT_LT(at("Sync " + img), at("Sync " + images_));
 }
 
+// A new image that mkfs formats next is fsynced by mkfs (which writes the
+// same file): the backend syncs only its directory entry. A grown one is
+// fsynced whatever the spec says.
+TEST_F(FileBackendFaultsTest, ANewImageFormattedNextLeavesItsFsyncToMkfs) {
+  VolumeSpec spec = Spec();
+  spec.synced_by_format = true;
+  env_.ClearCalls();
+  ASSERT_TRUE(backend_->Create(spec).ok());
+  std::vector<std::string> calls = env_.calls();
+  const std::string img = images_ + "/pvc-img.img";
+  EXPECT_EQ(std::count(calls.begin(), calls.end(), "Sync " + img), 0);
+  EXPECT_EQ(std::count(calls.begin(), calls.end(), "Sync " + images_), 1)
+      << "the new directory entry is still made durable";
+
+  spec.capacity_bytes = 32 << 20;
+  env_.ClearCalls();
+  ASSERT_TRUE(backend_->Create(spec).ok());
+  calls = env_.calls();
+  EXPECT_EQ(std::count(calls.begin(), calls.end(), "Sync " + img), 1)
+      << "an image that grew is fsynced: no mkfs follows";
+}
+
 TEST_F(FileBackendFaultsTest, DeleteSyncsTheDirectoryAfterTheUnlink) {
   ASSERT_TRUE(backend_->Create(Spec()).ok());
   env_.ClearCalls();

@@ -49,6 +49,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
+#include "lib/sys/fd.h"
 
 namespace daxlease::csi {
 
@@ -68,6 +69,13 @@ struct VolumeSpec {
   std::string fs_type;  // "ext4" | "xfs" for fsdax mount use, "" otherwise;
                         // a hint (ndctl may size for it), not stored
   std::map<std::string, std::string> parameters;  // validated daxlease.io/*
+  // The service formats new media right after Create (at FormatPath), and
+  // mkfs makes what it writes durable (sys::Formatter::Format): a backend
+  // may leave the sync of a new volume's data to it (only a backend whose
+  // FormatPath names the media: that is what mkfs syncs). What only the
+  // backend knows of (a new directory entry, its own metadata) it still
+  // syncs.
+  bool synced_by_format = false;
 };
 
 // A volume as the backend sees it on its media.
@@ -81,6 +89,18 @@ struct Volume {
 struct AttachedDevice {
   std::string path;   // "/dev/loop3", "/dev/pmem1", "/dev/dax0.1"
   bool block = true;  // false for a devdax character device
+};
+
+// A device attached for a staging mount (VolumeBackend::AttachForMount).
+struct MountDevice {
+  AttachedDevice device;
+  // The kernel releases the device by itself with its last user already
+  // (set up at attach): DetachWithLastMount has nothing left to do.
+  bool goes_with_last_user = false;
+  // Set when this attach made a device that goes with its last user: the
+  // device, open, so that it stays until the mount holds it. Close it once
+  // mounted, and before any Detach (which waits for the device to go).
+  sys::UniqueFd hold;
 };
 
 struct Capacity {
@@ -139,6 +159,19 @@ class VolumeBackend {
   // attaches a loop device; ndctl: enables the namespace). Idempotent, and
   // finds the device of an earlier plugin process.
   virtual absl::StatusOr<AttachedDevice> Attach(absl::string_view id) = 0;
+
+  // Attach for a staging mount: as Attach, but a backend may make a device
+  // it attaches now go with its last user in the same step (file:
+  // LO_FLAGS_AUTOCLEAR in the LOOP_CONFIGURE, where DetachWithLastMount
+  // later costs a queue freeze, ~15 ms), and then hands it back held.
+  // Default: Attach, nothing held.
+  virtual absl::StatusOr<MountDevice> AttachForMount(absl::string_view id) {
+    absl::StatusOr<AttachedDevice> dev = Attach(id);
+    if (!dev.ok()) return dev.status();
+    MountDevice m;
+    m.device = *std::move(dev);
+    return m;
+  }
 
   // The device if attached now (also one attached by an earlier process),
   // nullopt if not. Used for repair after a crash.

@@ -30,6 +30,9 @@ class Formatter {
 
   // mkfs.<fs_type> <extra_args...> <device>. Not idempotent by itself: it
   // destroys what is there, so callers Detect first and format only "".
+  // Returns once what mkfs wrote is durable: mke2fs and mkfs.xfs fsync the
+  // device or image file they wrote before they exit (for an image file
+  // that fsync also makes its size and allocation durable).
   virtual absl::Status Format(absl::string_view device,
                               absl::string_view fs_type,
                               const std::vector<std::string>& extra_args) = 0;

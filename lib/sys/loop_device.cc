@@ -44,10 +44,11 @@ absl::Status EnsureDeviceNode(int n, const std::string& dev) {
 }
 
 absl::Status Configure(int loop_fd, int file_fd, const std::string& dev,
-                       const std::string& backing) {
+                       const std::string& backing, bool autoclear) {
   struct loop_config cfg;
   std::memset(&cfg, 0, sizeof(cfg));
   cfg.fd = static_cast<__u32>(file_fd);
+  if (autoclear) cfg.info.lo_flags = LO_FLAGS_AUTOCLEAR;
   std::strncpy(reinterpret_cast<char*>(cfg.info.lo_file_name), backing.c_str(),
                LO_NAME_SIZE - 1);
   if (::ioctl(loop_fd, LOOP_CONFIGURE, &cfg) == 0) return absl::OkStatus();
@@ -101,7 +102,10 @@ absl::StatusOr<std::vector<LoopDevice>> ListLoops() {
   return out;
 }
 
-absl::StatusOr<std::vector<std::string>> FindLoopsByBackingFile(
+namespace {
+
+// The attached loops over `backing_file` (see FindLoopsByBackingFile).
+absl::StatusOr<std::vector<LoopDevice>> LoopsOver(
     absl::string_view backing_file) {
   std::string want(backing_file);
   auto canon = CanonicalPath(backing_file);
@@ -109,16 +113,26 @@ absl::StatusOr<std::vector<std::string>> FindLoopsByBackingFile(
   struct stat st;
   const bool exists = ::stat(want.c_str(), &st) == 0;
   ASSIGN_OR_RETURN(std::vector<LoopDevice> loops, ListLoops());
-  std::vector<std::string> out;
-  for (const LoopDevice& l : loops) {
+  std::vector<LoopDevice> out;
+  for (LoopDevice& l : loops) {
     bool match = exists
                      ? l.backing_device == static_cast<uint64_t>(st.st_dev) &&
                            l.backing_inode == static_cast<uint64_t>(st.st_ino)
                      : l.backing_file == want ||
                            (l.backing_deleted && want.size() < LO_NAME_SIZE &&
                             l.file_name == want);
-    if (match) out.push_back(l.device);
+    if (match) out.push_back(std::move(l));
   }
+  return out;
+}
+
+}  // namespace
+
+absl::StatusOr<std::vector<std::string>> FindLoopsByBackingFile(
+    absl::string_view backing_file) {
+  ASSIGN_OR_RETURN(std::vector<LoopDevice> loops, LoopsOver(backing_file));
+  std::vector<std::string> out;
+  for (const LoopDevice& l : loops) out.push_back(l.device);
   return out;
 }
 
@@ -130,10 +144,16 @@ absl::StatusOr<std::optional<std::string>> FindLoopByBackingFile(
   return std::optional<std::string>(devs.front());
 }
 
-absl::StatusOr<std::string> AttachLoop(absl::string_view backing_file) {
+absl::StatusOr<LoopAttachment> AttachLoopWithAutoclear(
+    absl::string_view backing_file, bool autoclear) {
   ASSIGN_OR_RETURN(std::string backing, CanonicalPath(backing_file));
-  ASSIGN_OR_RETURN(auto existing, FindLoopByBackingFile(backing));
-  if (existing.has_value()) return *existing;
+  ASSIGN_OR_RETURN(std::vector<LoopDevice> existing, LoopsOver(backing));
+  if (!existing.empty()) {
+    LoopAttachment a;
+    a.device = existing.front().device;
+    a.autoclear = existing.front().autoclear;
+    return a;
+  }
 
   ASSIGN_OR_RETURN(UniqueFd file_fd, OpenFd(backing, O_RDWR));
   ASSIGN_OR_RETURN(UniqueFd ctl, OpenFd("/dev/loop-control", O_RDWR));
@@ -148,12 +168,25 @@ absl::StatusOr<std::string> AttachLoop(absl::string_view backing_file) {
     std::string dev = absl::StrCat("/dev/loop", n);
     RETURN_IF_ERROR(EnsureDeviceNode(n, dev));
     ASSIGN_OR_RETURN(UniqueFd loop_fd, OpenFd(dev, O_RDWR));
-    absl::Status st = Configure(loop_fd.get(), file_fd.get(), dev, backing);
-    if (st.ok()) return dev;
+    absl::Status st =
+        Configure(loop_fd.get(), file_fd.get(), dev, backing, autoclear);
+    if (st.ok()) {
+      LoopAttachment a;
+      a.device = dev;
+      a.autoclear = autoclear;
+      if (autoclear) a.hold = std::move(loop_fd);
+      return a;
+    }
     if (!absl::IsUnavailable(st)) return st;  // EBUSY maps to Unavailable
   }
   return absl::UnavailableError(
       absl::StrCat("attach loop for ", backing, ": no free loop device"));
+}
+
+absl::StatusOr<std::string> AttachLoop(absl::string_view backing_file) {
+  ASSIGN_OR_RETURN(LoopAttachment a,
+                   AttachLoopWithAutoclear(backing_file, /*autoclear=*/false));
+  return a.device;
 }
 
 absl::Status DetachLoop(absl::string_view device) {

@@ -5,9 +5,13 @@
 // of an attachment is the backing file, not a C++ object: AttachLoop is
 // idempotent per backing file (it returns the device already attached to
 // it), FindLoopsByBackingFile rediscovers it after a restart, and DetachLoop
-// releases it explicitly. A device is attached without autoclear (mkfs and
-// mount open and close it first); SetLoopAutoclear, once a mount holds it,
-// makes the kernel release it with its last user.
+// releases it explicitly. A device that is to go with its last user (a
+// staging mount's) gets LO_FLAGS_AUTOCLEAR at attach and is handed back
+// open, so that it stays until the mount holds it
+// (AttachLoopWithAutoclear); SetLoopAutoclear sets the flag on a device
+// attached without it, at a price: LOOP_SET_STATUS64 freezes the device's
+// queue, an RCU grace period (~15 ms), where LOOP_CONFIGURE costs well
+// under a millisecond.
 //
 // A backing file is recognised by its inode, not its path: the kernel names
 // it through the mount it was opened by, and once that mount is gone (the
@@ -28,6 +32,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "lib/sys/fd.h"
 
 namespace daxlease::sys {
 
@@ -68,6 +73,24 @@ absl::StatusOr<std::optional<std::string>> FindLoopByBackingFile(
 // instead.
 absl::StatusOr<std::string> AttachLoop(absl::string_view backing_file);
 
+// A loop device as AttachLoopWithAutoclear hands it out.
+struct LoopAttachment {
+  std::string device;      // "/dev/loop3"
+  bool autoclear = false;  // LO_FLAGS_AUTOCLEAR is set
+  // The device, open: set when this call attached it with autoclear. The
+  // kernel detaches it when the last user closes it, so the caller keeps
+  // this until another user (a mount) holds it; closing it first detaches
+  // the device.
+  UniqueFd hold;
+};
+
+// As AttachLoop, but a device attached now gets LO_FLAGS_AUTOCLEAR (if
+// `autoclear`) in the same LOOP_CONFIGURE and comes back held open. A
+// device already attached to the file is returned as it is: no hold, its
+// autoclear as the kernel reports it.
+absl::StatusOr<LoopAttachment> AttachLoopWithAutoclear(
+    absl::string_view backing_file, bool autoclear);
+
 // Detaches the loop device (LOOP_CLR_FD). OK if it is not attached. While
 // it is open elsewhere (mounted) the kernel defers the detach to its last
 // close.
@@ -79,7 +102,8 @@ absl::Status DetachLoop(absl::string_view device);
 absl::Status DetachLoopIfUnused(absl::string_view device);
 
 // Sets LO_FLAGS_AUTOCLEAR: the kernel detaches the device when its last
-// user closes it. Call while a user (a mount) holds it.
+// user closes it. Call while a user (a mount) holds it. Costs a queue
+// freeze (~15 ms): for a device attached earlier without the flag only.
 absl::Status SetLoopAutoclear(absl::string_view device);
 
 // Makes the loop device pick up the new size of its backing file

@@ -3,6 +3,8 @@
 
 #include <stdlib.h>
 
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
 #include "gtest/gtest.h"
 #include "lib/sys/blkid.h"
 #include "lib/sys/command.h"
@@ -64,6 +66,49 @@ TEST_F(LoopDeviceTest, FoundAndDetachedAfterTheBackingFileWasUnlinked) {
   found = FindLoopByBackingFile(image_);
   ASSERT_TRUE(found.ok());
   EXPECT_FALSE(found->has_value());
+}
+
+// The staging path's attach: autoclear from LOOP_CONFIGURE on, held open by
+// the caller until something else holds it, gone with the last close.
+TEST_F(LoopDeviceTest, AutoclearAttachIsHeldThenGoesWithItsLastUser) {
+  auto held = AttachLoopWithAutoclear(image_, /*autoclear=*/true);
+  ASSERT_TRUE(held.ok()) << held.status();
+  EXPECT_TRUE(held->autoclear);
+  ASSERT_TRUE(held->hold.valid());
+  auto again = AttachLoopWithAutoclear(image_, /*autoclear=*/true);
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_EQ(again->device, held->device) << "idempotent";
+  EXPECT_TRUE(again->autoclear);
+  EXPECT_FALSE(again->hold.valid()) << "attached before: nothing to hold";
+  auto loops = ListLoops();
+  ASSERT_TRUE(loops.ok()) << loops.status();
+  bool listed = false;
+  for (const LoopDevice& l : *loops) {
+    if (l.device == held->device) listed = l.autoclear;
+  }
+  EXPECT_TRUE(listed) << "the kernel reports LO_FLAGS_AUTOCLEAR";
+
+  held->hold.Reset();
+  // The kernel tears the device down asynchronously after the last close.
+  const absl::Time deadline = absl::Now() + absl::Seconds(10);
+  absl::StatusOr<std::optional<std::string>> found;
+  do {
+    found = FindLoopByBackingFile(image_);
+    ASSERT_TRUE(found.ok()) << found.status();
+    if (!found->has_value()) break;
+    absl::SleepFor(absl::Milliseconds(5));
+  } while (absl::Now() < deadline);
+  EXPECT_FALSE(found->has_value()) << "still attached as " << **found;
+}
+
+TEST_F(LoopDeviceTest, WithoutAutoclearTheDeviceStaysAfterTheAttach) {
+  auto a = AttachLoopWithAutoclear(image_, /*autoclear=*/false);
+  ASSERT_TRUE(a.ok()) << a.status();
+  EXPECT_FALSE(a->autoclear);
+  EXPECT_FALSE(a->hold.valid());
+  auto found = FindLoopByBackingFile(image_);
+  ASSERT_TRUE(found.ok() && found->has_value());
+  EXPECT_EQ(**found, a->device);
 }
 
 TEST_F(LoopDeviceTest, CapacityRefreshAfterGrowth) {

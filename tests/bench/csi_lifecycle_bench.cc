@@ -30,7 +30,6 @@
 #include <sys/ioctl.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -50,6 +49,7 @@
 #include "absl/time/time.h"
 #include "lib/base/status.h"
 #include "proto/csi.grpc.pb.h"
+#include "tests/bench/csi_bench_env.h"
 #include "tests/integration/plugin_harness.h"
 
 namespace daxlease::bench {
@@ -84,12 +84,6 @@ class StepTimer {
   std::string name_;
   absl::Time start_;
 };
-
-double Median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  size_t n = v.size();
-  return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
-}
 
 double Ms(absl::Duration d) { return absl::ToDoubleMilliseconds(d); }
 
@@ -179,30 +173,6 @@ absl::Status DriverOnce(PluginProcess& plugin, const std::string& root, int i,
   return absl::OkStatus();
 }
 
-absl::Status Run(const std::vector<std::string>& argv) {
-  pid_t pid = ::fork();
-  if (pid < 0) return base::ErrnoStatus("fork", argv[0], errno);
-  if (pid == 0) {
-    std::vector<char*> args;
-    for (const std::string& a : argv)
-      args.push_back(const_cast<char*>(a.c_str()));
-    args.push_back(nullptr);
-    int devnull = ::open("/dev/null", O_WRONLY);
-    if (devnull >= 0) ::dup2(devnull, 1);
-    ::execvp(args[0], args.data());
-    ::_exit(127);
-  }
-  int status;
-  if (::waitpid(pid, &status, 0) != pid) {
-    return base::ErrnoStatus("waitpid", argv[0], errno);
-  }
-  if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
-    return absl::InternalError(
-        absl::StrCat(argv[0], " failed, wait status ", status));
-  }
-  return absl::OkStatus();
-}
-
 // The durable write the driver owes after each step (csi/state_store.cc):
 // a small record written to a temp file, fsync, rename, fsync of the
 // directory. `state_dir` empty: nothing (the plain direct side).
@@ -222,12 +192,7 @@ absl::Status DurableRecord(const std::string& state_dir, int i, Timing* t,
   if (!ok || ::rename(tmp.c_str(), path.c_str()) != 0) {
     return base::ErrnoStatus("write+fsync+rename", path, errno);
   }
-  int dfd = ::open(state_dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (dfd < 0) return base::ErrnoStatus("open", state_dir, errno);
-  int rc = ::fsync(dfd);
-  ::close(dfd);
-  if (rc != 0) return base::ErrnoStatus("fsync", state_dir, errno);
-  return absl::OkStatus();
+  return Fsync(state_dir);
 }
 
 // One lifecycle done by hand, the way the file backend must do it. With a
@@ -330,11 +295,7 @@ absl::Status DirectOnce(const std::string& dir, const std::string& root, int i,
     if (::unlink(rec.c_str()) != 0) {
       return base::ErrnoStatus("unlink", rec, errno);
     }
-    int dfd = ::open(state_dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (dfd < 0) return base::ErrnoStatus("open", state_dir, errno);
-    int rc = ::fsync(dfd);
-    ::close(dfd);
-    if (rc != 0) return base::ErrnoStatus("fsync", state_dir, errno);
+    RETURN_IF_ERROR(Fsync(state_dir));
   }
   absl::Time t2 = absl::Now();
   t->setup_ms.push_back(Ms(t1 - t0));
@@ -363,53 +324,31 @@ int Main(int argc, char** argv) {
       return 64;
     }
   }
-  if (!testing::CanUseLoopDevices()) {
-    std::printf(
-        "csi_lifecycle_bench: skipped: needs root and /dev/loop-control "
-        "(run it with sudo)\n");
-    return 0;
-  }
-  const std::string binary = testing::CsiBinary();
-  if (binary.empty() || ::access(binary.c_str(), X_OK) != 0) {
-    std::printf("csi_lifecycle_bench: skipped: daxlease-csi not built (%s)\n",
-                binary.c_str());
-    return 0;
-  }
-  auto tmp = testing::TempDir::Create("daxlease-bench-");
-  if (!tmp.ok()) {
-    std::fprintf(stderr, "%s\n", tmp.status().ToString().c_str());
+  absl::StatusOr<std::optional<CsiBenchEnv>> env =
+      StartCsiBenchEnv("csi_lifecycle_bench", "daxlease-bench-");
+  if (!env.ok()) {
+    std::fprintf(stderr, "%s\n", env.status().ToString().c_str());
     return 1;
   }
-  const std::string base = (*tmp)->path();
-  const std::string root = base + "/kubelet";
-  const std::string direct_dir = base + "/direct";
-  const std::string direct_state = base + "/direct-state";
-  testing::PluginOptions o;
-  o.binary = binary;
-  o.socket_path = base + "/csi.sock";
-  o.state_dir = base + "/state";
-  o.allowed_roots = {root};
-  o.log_path = base + "/plugin.log";
-  for (const std::string& d : {o.state_dir, root, direct_dir, direct_state}) {
+  if (!env->has_value()) return 0;  // skipped, and said why
+  const std::string& root = (*env)->root;
+  const std::string direct_dir = (*env)->base + "/direct";
+  const std::string direct_state = (*env)->base + "/direct-state";
+  for (const std::string& d : {direct_dir, direct_state}) {
     if (!testing::MakeDirs(d).ok()) return 1;
   }
-  auto plugin = PluginProcess::Start(o);
-  if (!plugin.ok()) {
-    std::fprintf(stderr, "starting daxlease-csi: %s\n",
-                 plugin.status().ToString().c_str());
-    return 1;
-  }
+  testing::PluginProcess& plugin = *(*env)->plugin;
   const int64_t size = size_mib << 20;
   Timing driver, direct, durable;
   // Warm-up (page cache, binaries), not counted.
   Timing warm;
   absl::Status s = DirectOnce(direct_dir, root, 1000, size, &warm);
-  if (s.ok()) s = DriverOnce(**plugin, root, 1000, size, &warm);
+  if (s.ok()) s = DriverOnce(plugin, root, 1000, size, &warm);
   // Interleaved so that drift on a shared machine hits both sides alike.
   // The third side, direct + durable state, uses IDs from 2000 on.
   for (int i = 0; s.ok() && i < iterations; ++i) {
     if (i % 2 == 0) {
-      s = DriverOnce(**plugin, root, i, size, &driver);
+      s = DriverOnce(plugin, root, i, size, &driver);
       if (s.ok()) s = DirectOnce(direct_dir, root, i, size, &direct);
       if (s.ok()) {
         s = DirectOnce(direct_dir, root, 2000 + i, size, &durable,
@@ -418,7 +357,7 @@ int Main(int argc, char** argv) {
     } else {
       s = DirectOnce(direct_dir, root, 2000 + i, size, &durable, direct_state);
       if (s.ok()) s = DirectOnce(direct_dir, root, i, size, &direct);
-      if (s.ok()) s = DriverOnce(**plugin, root, i, size, &driver);
+      if (s.ok()) s = DriverOnce(plugin, root, i, size, &driver);
     }
   }
   if (!s.ok()) {

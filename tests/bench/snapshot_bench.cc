@@ -17,7 +17,6 @@
 //
 // Needs root and loop devices; without them it says so and exits 0.
 #include <fcntl.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -30,52 +29,13 @@
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "lib/base/status.h"
+#include "tests/bench/csi_bench_env.h"
 #include "tests/integration/plugin_harness.h"
 
 namespace daxlease::bench {
 namespace {
 
 using testing::CallJson;
-using testing::PluginProcess;
-
-double Median(std::vector<double> v) {
-  if (v.empty()) return 0;
-  std::sort(v.begin(), v.end());
-  return v[v.size() / 2];
-}
-
-absl::Status Run(const std::vector<std::string>& argv) {
-  pid_t pid = ::fork();
-  if (pid < 0) return base::ErrnoStatus("fork", argv[0], errno);
-  if (pid == 0) {
-    std::vector<char*> args;
-    for (const std::string& a : argv) {
-      args.push_back(const_cast<char*>(a.c_str()));
-    }
-    args.push_back(nullptr);
-    ::execvp(args[0], args.data());
-    ::_exit(127);
-  }
-  int status;
-  if (::waitpid(pid, &status, 0) != pid) {
-    return base::ErrnoStatus("waitpid", argv[0], errno);
-  }
-  if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
-    return absl::InternalError(
-        absl::StrCat(argv[0], " failed, wait status ", status));
-  }
-  return absl::OkStatus();
-}
-
-absl::Status Fsync(const std::string& path) {
-  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return base::ErrnoStatus("open", path, errno);
-  int rc = ::fsync(fd);
-  int err = errno;
-  ::close(fd);
-  if (rc != 0) return base::ErrnoStatus("fsync", path, err);
-  return absl::OkStatus();
-}
 
 // Pulls "volumeId" (or another string field) out of a proto3 JSON answer.
 std::string Field(const std::string& json, const std::string& key) {
@@ -112,38 +72,18 @@ int Main(int argc, char** argv) {
       return 64;
     }
   }
-  if (!testing::CanUseLoopDevices()) {
-    std::printf("snapshot_bench: skipped: needs root and loop devices\n");
-    return 0;
-  }
-  const std::string binary = testing::CsiBinary();
-  if (binary.empty() || ::access(binary.c_str(), X_OK) != 0) {
-    std::printf("snapshot_bench: skipped: daxlease-csi not built\n");
-    return 0;
-  }
-  auto tmp = testing::TempDir::Create("daxlease-snapbench-");
-  if (!tmp.ok()) {
-    std::fprintf(stderr, "%s\n", tmp.status().ToString().c_str());
+  absl::StatusOr<std::optional<CsiBenchEnv>> env =
+      StartCsiBenchEnv("snapshot_bench", "daxlease-snapbench-");
+  if (!env.ok()) {
+    std::fprintf(stderr, "%s\n", env.status().ToString().c_str());
     return 1;
   }
-  const std::string base = (*tmp)->path();
-  testing::PluginOptions o;
-  o.binary = binary;
-  o.socket_path = base + "/csi.sock";
-  o.state_dir = base + "/state";
-  o.allowed_roots = {base + "/kubelet"};
-  o.log_path = base + "/plugin.log";
-  const std::string staging = base + "/kubelet/staging";
-  for (const std::string& d : {o.state_dir, staging}) {
-    if (!testing::MakeDirs(d).ok()) return 1;
-  }
-  auto plugin = PluginProcess::Start(o);
-  if (!plugin.ok()) {
-    std::fprintf(stderr, "starting daxlease-csi: %s\n",
-                 plugin.status().ToString().c_str());
-    return 1;
-  }
-  auto ch = (*plugin)->channel();
+  if (!env->has_value()) return 0;  // skipped, and said why
+  const std::string& base = (*env)->base;
+  const testing::PluginOptions& o = (*env)->options;
+  const std::string staging = (*env)->root + "/staging";
+  if (!testing::MakeDirs(staging).ok()) return 1;
+  auto ch = (*env)->plugin->channel();
   auto fail = [&](const absl::Status& s) {
     std::fprintf(stderr, "snapshot_bench: %s\n", s.ToString().c_str());
     (void)testing::ForceCleanup({base}, o.state_dir);

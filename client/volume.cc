@@ -254,7 +254,10 @@ int64_t Volume::epoch() const {
   return phase_ == Phase::kGranted && grant_ ? grant_->epoch() : 0;
 }
 
-bool Volume::is_local() const { return desc_.owner_local; }
+bool Volume::is_local() const {
+  std::lock_guard<std::mutex> l(mu_);
+  return base_ != nullptr;
+}
 
 bool Volume::revoked() const {
   std::lock_guard<std::mutex> l(mu_);
@@ -419,12 +422,14 @@ absl::Status Volume::Persist(uint64_t offset, size_t len) {
 }
 
 absl::StatusOr<std::pair<char*, size_t>> Volume::DirectAcquire() {
-  if (!desc_.owner_local) {
+  std::unique_lock<std::mutex> l(mu_);
+  if (absl::Status s = Enter(l); !s.ok()) return s;
+  if (base_ == nullptr) {
+    --inflight_;
+    if (inflight_ == 0) cv_.notify_all();
     return absl::FailedPreconditionError(
         "direct access needs the volume's memory on this node");
   }
-  std::unique_lock<std::mutex> l(mu_);
-  if (absl::Status s = Enter(l); !s.ok()) return s;
   // Held as a direct hold rather than an in-flight call.
   --inflight_;
   ++direct_holds_;
@@ -445,13 +450,21 @@ absl::Status Volume::DirectRelease() {
 }
 
 absl::Status Volume::Install(const pb::Grant& g) {
-  if (desc_.owner_local && !g.local_path().empty()) {
-    std::string path = g.local_path()[0] == '/'
-                           ? g.local_path()
-                           : absl::StrCat(dir_, "/", g.local_path());
-    int fd =
-        open(path.c_str(), (opts_.read_only ? O_RDONLY : O_RDWR) | O_CLOEXEC);
-    if (fd < 0) return Errno("open", path);
+  // The volume's memory is on this node (the agent sends a local path):
+  // map it. After a migration that may be a node this publish was remote
+  // on, and the path the agent's media; a client that cannot open it (a
+  // pod sees only its published directory) goes through the fabric.
+  int fd = -1;
+  std::string path;
+  if (!g.local_path().empty()) {
+    path = g.local_path()[0] == '/' ? g.local_path()
+                                    : absl::StrCat(dir_, "/", g.local_path());
+    fd = open(path.c_str(), (opts_.read_only ? O_RDONLY : O_RDWR) | O_CLOEXEC);
+    if (fd < 0 && (desc_.owner_local || g.endpoint().empty())) {
+      return Errno("open", path);
+    }
+  }
+  if (fd >= 0) {
     uint64_t size = g.size_bytes();
     if (size == 0) {
       struct stat st {};

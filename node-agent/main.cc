@@ -45,6 +45,12 @@ ABSL_FLAG(std::string, advertise, "",
 ABSL_FLAG(std::string, secret_file, "",
           "file holding the agents' shared secret (required; the same on "
           "every node)");
+ABSL_FLAG(std::string, media_dir, "",
+          "where volumes that migrate to this node get their media "
+          "(<dir>/<volume>/data); empty: <state-dir>/media");
+ABSL_FLAG(uint64_t, migration_max_bytes_per_second, 0,
+          "the most a migration copy to this node reads per second (0: no "
+          "limit)");
 ABSL_FLAG(bool, file_leases, true,
           "hold an fcntl lease on each served fsdax data file; a break starts "
           "a recall");
@@ -117,6 +123,11 @@ int Main() {
   config.socket_path = socket_path;
   config.secret = *secret;
   config.lease_signal = absl::GetFlag(FLAGS_file_leases) ? lease_signal : 0;
+  config.media_dir = absl::GetFlag(FLAGS_media_dir);
+  config.migration_bytes_per_second =
+      absl::GetFlag(FLAGS_migration_max_bytes_per_second);
+  fabric::TcpConnector connector;
+  config.connector = &connector;
   auto registry = std::make_shared<prometheus::Registry>();
   AgentMetrics agent_metrics(*registry);
   config.metrics = &agent_metrics;

@@ -37,8 +37,12 @@ int64_t ResourceVersionNumber(const k8s::Json& obj) {
 
 CacheWorldReader::CacheWorldReader(const k8s::Informer& volumes,
                                    const k8s::Informer& leases,
-                                   const k8s::Informer& recalls)
-    : volumes_(volumes), leases_(leases), recalls_(recalls) {}
+                                   const k8s::Informer& recalls,
+                                   const k8s::Informer* migrations)
+    : volumes_(volumes),
+      leases_(leases),
+      recalls_(recalls),
+      migrations_(migrations) {}
 
 void CacheWorldReader::Observe(const k8s::Resource& r, const k8s::Json& obj,
                                bool deleted) {
@@ -86,11 +90,12 @@ std::optional<k8s::Json> CacheWorldReader::Merge(
 absl::StatusOr<World> CacheWorldReader::Read(const std::string& volume) {
   World w;
   w.volume_name = volume;
-  std::set<std::string> lease_names, recall_names;
+  std::set<std::string> lease_names, recall_names, migration_names;
   {
     absl::MutexLock l(&mu_);
     lease_names = index_[api::DaxLeaseResource().plural][volume];
     recall_names = index_[api::DaxRecallResource().plural][volume];
+    migration_names = index_[api::DaxMigrationResource().plural][volume];
   }
   std::optional<k8s::Json> v =
       Merge(api::DaxVolumeResource().plural, volume, volumes_.Get(volume));
@@ -106,6 +111,13 @@ absl::StatusOr<World> CacheWorldReader::Read(const std::string& volume) {
   for (const std::string& n : recall_names) {
     AddParsed(Merge(api::DaxRecallResource().plural, n, recalls_.Get(n)),
               w.recalls, w.unreadable);
+  }
+  if (migrations_ != nullptr) {
+    for (const std::string& n : migration_names) {
+      AddParsed(
+          Merge(api::DaxMigrationResource().plural, n, migrations_->Get(n)),
+          w.migrations, w.unreadable);
+    }
   }
   return w;
 }

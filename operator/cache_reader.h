@@ -25,8 +25,10 @@ namespace daxlease::op {
 class CacheWorldReader final : public WorldReader {
  public:
   // The informers (DaxVolume, DaxLease, DaxRecall) must outlive the reader.
+  // `migrations` may be null (no DaxMigration is read).
   CacheWorldReader(const k8s::Informer& volumes, const k8s::Informer& leases,
-                   const k8s::Informer& recalls);
+                   const k8s::Informer& recalls,
+                   const k8s::Informer* migrations = nullptr);
 
   // Informer events: keep the volume -> lease/recall index and retire
   // overlay entries the cache has caught up with. `obj` is the new state;
@@ -45,6 +47,7 @@ class CacheWorldReader final : public WorldReader {
   const k8s::Informer& volumes_;
   const k8s::Informer& leases_;
   const k8s::Informer& recalls_;
+  const k8s::Informer* migrations_;
   absl::Mutex mu_;
   // plural -> volume -> object names (leases, recalls).
   std::map<std::string, std::map<std::string, std::set<std::string>>> index_

@@ -49,17 +49,17 @@ absl::Status Controller::Start() {
     return absl::FailedPreconditionError("controller already started/stopped");
   }
   started_ = true;
-  const k8s::Resource kinds[] = {api::DaxVolumeResource(),
-                                 api::DaxLeaseResource(),
-                                 api::DaxRecallResource()};
+  const k8s::Resource kinds[] = {
+      api::DaxVolumeResource(), api::DaxLeaseResource(),
+      api::DaxRecallResource(), api::DaxMigrationResource()};
   for (const k8s::Resource& resource : kinds) {
     k8s::InformerOptions io;
     io.resource = resource;
     io.resync = options_.resync;
     informers_.push_back(std::make_unique<k8s::Informer>(client_, clock_, io));
   }
-  reader_ = std::make_unique<CacheWorldReader>(*informers_[0], *informers_[1],
-                                               *informers_[2]);
+  reader_ = std::make_unique<CacheWorldReader>(
+      *informers_[0], *informers_[1], *informers_[2], informers_[3].get());
   ReconcilerOptions ro = options_.reconciler;
   ro.metrics = options_.metrics;
   reconciler_ =

@@ -1,6 +1,7 @@
 // kubectl-daxlease: the kubectl plugin (`kubectl daxlease ...`).
 //   kubectl daxlease status [VOLUME]
 //   kubectl daxlease recall VOLUME [--grace SECONDS] [--reason R]
+//   kubectl daxlease migrate VOLUME --to NODE
 // Finds the cluster as kubectl does: --kubeconfig, else $KUBECONFIG, else
 // ~/.kube/config (in a pod: the service account).
 #include <cstdio>
@@ -28,6 +29,8 @@ constexpr char kUsage[] =
     "  kubectl daxlease status [VOLUME]            volumes, leases, recalls\n"
     "  kubectl daxlease recall VOLUME [--grace S] [--reason "
     "Manual|Evict|Reshape|Migrate]\n"
+    "  kubectl daxlease migrate VOLUME --to NODE   move the volume's data and "
+    "ownership (a DaxMigration)\n"
     "Options: --kubeconfig PATH\n";
 
 // 8 characters of [a-z0-9]: a name suffix no other caller picks.
@@ -64,7 +67,12 @@ int Status(k8s::KubeClient& c, const std::string& volume) {
   if (!leases.ok()) return Fail(leases.status().ToString());
   auto recalls = ListKind<api::DaxRecall>(c, api::DaxRecallResource());
   if (!recalls.ok()) return Fail(recalls.status().ToString());
+  auto migrations = ListKind<api::DaxMigration>(c, api::DaxMigrationResource());
+  if (!migrations.ok()) migrations = std::vector<api::DaxMigration>{};
   if (!volume.empty()) {
+    std::erase_if(*migrations, [&](const api::DaxMigration& m) {
+      return m.spec.volume != volume;
+    });
     std::erase_if(*volumes, [&](const api::DaxVolume& v) {
       return v.metadata.name != volume;
     });
@@ -75,9 +83,32 @@ int Status(k8s::KubeClient& c, const std::string& volume) {
       return Fail(absl::StrCat("DaxVolume \"", volume, "\" not found"));
     }
   }
-  std::fputs(FormatStatus(*volumes, *leases, *recalls, base::RealClock().Now())
+  std::fputs(FormatStatus(*volumes, *leases, *recalls, base::RealClock().Now(),
+                          *migrations)
                  .c_str(),
              stdout);
+  return 0;
+}
+
+int Migrate(k8s::KubeClient& c, const std::string& volume,
+            const std::string& to) {
+  if (to.empty()) return Fail("migrate needs --to NODE");
+  if (!c.Get(api::DaxVolumeResource(), "", volume).ok()) {
+    return Fail(absl::StrCat("DaxVolume \"", volume, "\" not found"));
+  }
+  api::DaxMigration m;
+  // Our own name (a random tag): a retried POST finds its first try.
+  m.metadata.name = absl::StrCat(volume, "-to-", to, "-", RandomTag());
+  m.spec.volume = volume;
+  m.spec.target_node = to;
+  k8s::Json obj = api::ToJson(m);
+  obj.erase("status");
+  absl::StatusOr<k8s::Json> created =
+      c.Create(api::DaxMigrationResource(), obj);
+  if (!created.ok() && !absl::IsAlreadyExists(created.status())) {
+    return Fail(created.status().ToString());
+  }
+  std::printf("daxmigration.daxlease.io/%s created\n", m.metadata.name.c_str());
   return 0;
 }
 
@@ -105,7 +136,7 @@ int Recall(k8s::KubeClient& c, const std::string& volume,
 
 int Main(int argc, char** argv) {
   std::vector<std::string> pos;
-  std::string kubeconfig, reason = "Manual";
+  std::string kubeconfig, reason = "Manual", to;
   std::optional<int64_t> grace;
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
@@ -127,14 +158,17 @@ int Main(int argc, char** argv) {
       grace = g;
     } else if (auto v = value("--reason")) {
       reason = *v;
+    } else if (auto v = value("--to")) {
+      to = *v;
     } else if (absl::StartsWith(a, "-")) {
       return Fail(absl::StrCat("unknown option ", a, "\n", kUsage));
     } else {
       pos.push_back(a);
     }
   }
-  if (pos.empty() || (pos[0] != "status" && pos[0] != "recall") ||
-      (pos[0] == "recall" && pos.size() != 2) || pos.size() > 2) {
+  if (pos.empty() ||
+      (pos[0] != "status" && pos[0] != "recall" && pos[0] != "migrate") ||
+      (pos[0] != "status" && pos.size() != 2) || pos.size() > 2) {
     std::fputs(kUsage, stderr);
     return 2;
   }
@@ -143,6 +177,7 @@ int Main(int argc, char** argv) {
   auto client = k8s::RestKubeClient::Create(*config);
   if (!client.ok()) return Fail(client.status().ToString());
   if (pos[0] == "status") return Status(**client, pos.size() > 1 ? pos[1] : "");
+  if (pos[0] == "migrate") return Migrate(**client, pos[1], to);
   return Recall(**client, pos[1], grace, reason);
 }
 

@@ -44,6 +44,9 @@ ABSL_FLAG(std::string, identity, "",
           "leader election identity; empty: hostname_pid");
 ABSL_FLAG(absl::Duration, default_grace, absl::Seconds(30),
           "recall grace when neither the DaxRecall nor the DaxVolume sets one");
+ABSL_FLAG(absl::Duration, migration_stall_timeout, absl::Seconds(60),
+          "a DaxMigration whose target reports no copy progress for this "
+          "long fails (the volume stays with its owner)");
 ABSL_FLAG(int, workers, 2, "volumes reconciled concurrently");
 ABSL_FLAG(int, write_concurrency, 8, "concurrent lease writes per volume");
 ABSL_FLAG(absl::Duration, resync, absl::Seconds(30),
@@ -91,6 +94,8 @@ int Main() {
   opts.resync = absl::GetFlag(FLAGS_resync);
   opts.reconciler.write_concurrency = absl::GetFlag(FLAGS_write_concurrency);
   opts.reconciler.plan.default_grace = absl::GetFlag(FLAGS_default_grace);
+  opts.reconciler.plan.migration.stall_timeout =
+      absl::GetFlag(FLAGS_migration_stall_timeout);
   std::vector<std::string> store =
       absl::StrSplit(absl::GetFlag(FLAGS_epoch_store), '/');
   if (store.size() != 2 || store[0].empty() || store[1].empty()) {

@@ -3,7 +3,9 @@
 #include <algorithm>
 #include <map>
 #include <set>
+#include <tuple>
 #include <utility>
+#include <variant>
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/container/flat_hash_set.h"
@@ -97,6 +99,7 @@ class Planner {
   Plan Run() {
     if (!w_.volume.has_value()) {
       VolumeMissing();
+      StepMigrations();
     } else {
       const auto& phase = w_.volume->status.phase;
       if (phase == api::VolumePhase::kCreating ||
@@ -109,6 +112,7 @@ class Planner {
         CancelDeletedRecall();
         StartNextRecall();
         StepAndResume();
+        StepMigrations();
         GrantPending();
         WriteLeases();
         WriteRecalls();
@@ -621,6 +625,144 @@ class Planner {
     }
   }
 
+  static lease::MigrationPhase PhaseOf(const api::DaxMigration& m) {
+    switch (m.status.phase.value_or(api::MigrationPhase::kPending)) {
+      case api::MigrationPhase::kPending:
+        return lease::MigrationPhase::kPending;
+      case api::MigrationPhase::kRecalling:
+        return lease::MigrationPhase::kRecalling;
+      case api::MigrationPhase::kCopying:
+        return lease::MigrationPhase::kCopying;
+      case api::MigrationPhase::kSwitching:
+        return lease::MigrationPhase::kSwitching;
+      case api::MigrationPhase::kComplete:
+        return lease::MigrationPhase::kComplete;
+      case api::MigrationPhase::kFailed:
+        return lease::MigrationPhase::kFailed;
+    }
+    return lease::MigrationPhase::kPending;
+  }
+
+  static lease::Migration MigrationFromCrd(const api::DaxMigration& d) {
+    lease::Migration m;
+    m.id = d.metadata.name;
+    m.target_node = d.spec.target_node;
+    m.phase = PhaseOf(d);
+    m.source_node = d.status.source_node;
+    m.recall = d.status.recall;
+    m.epoch = static_cast<uint64_t>(std::max<int64_t>(d.status.epoch, 0));
+    m.bytes_total =
+        static_cast<uint64_t>(std::max<int64_t>(d.status.bytes_total, 0));
+    m.bytes_copied =
+        static_cast<uint64_t>(std::max<int64_t>(d.status.bytes_copied, 0));
+    m.source_checksum = d.status.source_checksum;
+    m.target_checksum = d.status.target_checksum;
+    m.target_failure = d.status.target_failure;
+    m.last_progress =
+        d.status.last_progress_time.value_or(absl::InfinitePast());
+    return m;
+  }
+
+  // Each DaxMigration of the volume, oldest first, takes one step of
+  // lib/lease's migration protocol; the volume events it asks for are
+  // applied to s_ here, so the leases and the volume written after carry
+  // them (the migrations are written before the volume).
+  void StepMigrations() {
+    std::vector<size_t> order(w_.migrations.size());
+    for (size_t i = 0; i < order.size(); ++i) order[i] = i;
+    std::sort(order.begin(), order.end(), [&](size_t a, size_t b) {
+      const auto& ma = w_.migrations[a].metadata;
+      const auto& mb = w_.migrations[b].metadata;
+      return std::tie(ma.creation_timestamp, ma.name) <
+             std::tie(mb.creation_timestamp, mb.name);
+    });
+    bool earlier_running = false;
+    for (size_t i : order) {
+      api::DaxMigration& d = plan_.desired.migrations[i];
+      const lease::Migration m = MigrationFromCrd(w_.migrations[i]);
+      lease::MigrationView view;
+      if (w_.volume.has_value()) {
+        const auto vphase = w_.volume->status.phase;
+        if (vphase == api::VolumePhase::kCreating ||
+            vphase == api::VolumePhase::kFailed) {
+          continue;  // the volume is not served: nothing moves
+        }
+        view.volume = &s_;
+        if (s_.recall.has_value()) {
+          const int idx = FindRecallById(s_.recall->id);
+          if (idx >= 0) {
+            const DaxRecall& r = w_.recalls[idx];
+            view.recall_name = r.metadata.name;
+            auto l = r.metadata.labels.find(api::kMigrationLabel);
+            if (l != r.metadata.labels.end()) view.recall_for = l->second;
+          } else {
+            view.recall_name = s_.recall->id;
+          }
+        }
+      }
+      view.earlier_running = earlier_running;
+      lease::MigrationStep st =
+          lease::StepMigration(m, view, now_, opts_.migration);
+      earlier_running |= !lease::MigrationFinished(st.migration.phase);
+      if (st.volume_event.has_value() && view.volume != nullptr) {
+        const auto* done = std::get_if<lease::ChangeDone>(&*st.volume_event);
+        if (Apply(*st.volume_event) && done != nullptr &&
+            !done->owner_node.empty()) {
+          switched_endpoint_ = w_.migrations[i].status.target_endpoint;
+        }
+      }
+      if (!st.create_recall.empty() && FindRecallByName(st.create_recall) < 0 &&
+          w_.volume.has_value()) {
+        DaxRecall r;
+        r.metadata.name = st.create_recall;
+        r.metadata.labels[api::kMigrationLabel] = m.id;
+        r.metadata.labels[api::kVolumeLabel] = w_.volume_name;
+        r.spec.volume = w_.volume_name;
+        r.spec.reason = api::RecallReason::kMigrate;
+        plan_.create_recalls.push_back(std::move(r));
+      }
+      WriteMigration(d, st);
+      plan_.requeue_at = std::min(plan_.requeue_at, st.recheck_at);
+    }
+  }
+
+  void WriteMigration(api::DaxMigration& d, const lease::MigrationStep& st) {
+    const lease::Migration& m = st.migration;
+    auto phase = api::ParseEnum<api::MigrationPhase>(lease::Name(m.phase));
+    if (phase.ok()) d.status.phase = *phase;
+    d.status.source_node = m.source_node;
+    d.status.recall = m.recall;
+    d.status.epoch = static_cast<int64_t>(m.epoch);
+    if (m.last_progress != absl::InfinitePast() &&
+        (!d.status.last_progress_time.has_value() ||
+         *d.status.last_progress_time < m.last_progress)) {
+      d.status.last_progress_time = m.last_progress;
+    }
+    if (!d.status.started_at.has_value() &&
+        m.phase != lease::MigrationPhase::kPending) {
+      d.status.started_at = now_;
+    }
+    const bool finished = lease::MigrationFinished(m.phase);
+    if (finished && !d.status.completed_at.has_value()) {
+      d.status.completed_at = now_;
+    }
+    if (st.condition.empty()) return;  // Failed before: keep what it says
+    if (!finished) {
+      SetCond(d.status.conditions, d.metadata, kMigrationProgressingCondition,
+              true, st.reason, st.message);
+      return;
+    }
+    SetCond(d.status.conditions, d.metadata, kMigrationProgressingCondition,
+            false,
+            m.phase == lease::MigrationPhase::kComplete ? "Complete" : "Failed",
+            st.message);
+    SetCond(d.status.conditions, d.metadata,
+            m.phase == lease::MigrationPhase::kComplete
+                ? kMigrationSucceededCondition
+                : kMigrationFailedCondition,
+            true, st.reason, st.message);
+  }
+
   // Grants change no other lease and not the phase, so every Pending lease's
   // Grant goes in one batch; lib/lease decides who may be granted. Never in
   // a pass that moved the epoch: leases are written before the volume, so a
@@ -795,6 +937,15 @@ class Planner {
 
   void WriteVolume() {
     DaxVolume& v = Vol();
+    if (v.spec.owner_node != s_.owner_node) {
+      // A migration moved the owner (lib/lease's ChangeDone): the target's
+      // endpoint goes with it, in the same write as the owner.
+      v.spec.owner_node = s_.owner_node;
+      if (!switched_endpoint_.empty()) {
+        v.metadata.annotations[api::kFabricEndpointAnnotation] =
+            switched_endpoint_;
+      }
+    }
     auto phase = api::ParseEnum<api::VolumePhase>(lease::Name(s_.phase));
     if (phase.ok()) v.status.phase = *phase;
     v.status.epoch = static_cast<int64_t>(s_.epoch);
@@ -947,7 +1098,8 @@ class Planner {
   std::map<std::string, std::string> spec_changed_;  // lease -> message
   std::set<std::string> released_by_delete_;  // deleted while holding access
   absl::flat_hash_set<std::string> fencing_when_read_;  // revoke decided
-  bool deleting_ = false;  // the volume is being deleted
+  bool deleting_ = false;          // the volume is being deleted
+  std::string switched_endpoint_;  // a migration's target endpoint
 };
 
 }  // namespace

@@ -33,6 +33,7 @@
 #include "absl/time/time.h"
 #include "lib/api/types.h"
 #include "lib/lease/lease.h"
+#include "lib/lease/migration.h"
 
 namespace daxlease::op {
 
@@ -44,6 +45,9 @@ inline constexpr char kRecallFinalizer[] = "daxlease.io/recall-protection";
 inline constexpr char kLeaseGrantedCondition[] = "Granted";
 inline constexpr char kRecallCompleteCondition[] = "Complete";
 inline constexpr char kVolumeReadyCondition[] = "Ready";
+inline constexpr char kMigrationProgressingCondition[] = "Progressing";
+inline constexpr char kMigrationSucceededCondition[] = "Succeeded";
+inline constexpr char kMigrationFailedCondition[] = "Failed";
 
 // Everything about one volume, as read from the API server.
 struct World {
@@ -51,6 +55,7 @@ struct World {
   std::optional<api::DaxVolume> volume;  // nullopt: no such DaxVolume
   std::vector<api::DaxLease> leases;     // api::OwningVolume == volume_name
   std::vector<api::DaxRecall> recalls;   // spec.volume == volume_name
+  std::vector<api::DaxMigration> migrations;  // spec.volume == volume_name
   // Objects naming this volume (api::OwningVolume) that could not be parsed,
   // as "DaxLease/name: error". While any is here the volume makes no
   // progress (fail closed: it may be a lease holding access).
@@ -74,6 +79,8 @@ struct EventSpec {
 struct PlanOptions {
   // Grace when neither the recall nor the volume sets one.
   absl::Duration default_grace = absl::Seconds(30);
+  // Migrations (lib/lease/migration.h).
+  lease::MigrationConfig migration;
 };
 
 // A pass's protocol side effects, counted from lib/lease's actions
@@ -108,6 +115,9 @@ struct Plan {
   // succeed (a failed pass is recomputed from what was stored).
   std::vector<lease::Action> actions;
   ActionTally tally;
+  // DaxRecalls to create (first, before any other write; AlreadyExists is
+  // success): the recalls migrations run.
+  std::vector<api::DaxRecall> create_recalls;
   // How long each recall that completes in this pass ran (startedAt to now).
   std::vector<absl::Duration> recall_durations;
 };

@@ -74,7 +74,7 @@ World Settle(World w, absl::Time now, PlanOptions opts = {}) {
   for (int i = 0; i < 10; ++i) {
     Plan p = ComputePlan(w, now, opts);
     if (p.desired.leases == w.leases && p.desired.recalls == w.recalls &&
-        p.desired.volume == w.volume) {
+        p.desired.volume == w.volume && p.desired.migrations == w.migrations) {
       return w;
     }
     w = std::move(p.desired);
@@ -495,6 +495,94 @@ TEST(PlanTest, InconsistentRecordsGetAVolumeConditionAndNoWrites) {
   EXPECT_EQ(
       Cond(p.desired.volume->status.conditions, kVolumeReadyCondition).reason,
       "InvalidState");
+}
+
+}  // namespace
+}  // namespace daxlease::op
+
+namespace daxlease::op {
+namespace {
+
+// A DaxMigration through the plan: the recall it creates, the owner switch
+// with the target's endpoint, Complete; the agents' reports played here.
+TEST(PlanMigration, RecallCopySwitchComplete) {
+  World w = Settle(WorldOf({Lease("l", "n")}), kT0);
+  ASSERT_EQ(w.leases[0].status.state, LeaseState::kGranted);
+  api::DaxMigration m;
+  m.metadata.name = "mig";
+  m.metadata.uid = "mig-uid";
+  m.spec.volume = "vol";
+  m.spec.target_node = "target";
+  w.migrations.push_back(m);
+
+  Plan p = ComputePlan(w, kT0, {});
+  ASSERT_EQ(p.create_recalls.size(), 1u);
+  const api::DaxRecall& r = p.create_recalls[0];
+  EXPECT_EQ(r.metadata.name, "vol-migrate-e3");
+  EXPECT_EQ(r.spec.reason, api::RecallReason::kMigrate);
+  EXPECT_EQ(r.metadata.labels.at(api::kMigrationLabel), "mig");
+  EXPECT_EQ(p.desired.migrations[0].status.phase,
+            api::MigrationPhase::kRecalling);
+  EXPECT_EQ(p.desired.migrations[0].status.source_node, "owner");
+  w = p.desired;
+  // The recall exists now; the holder acks; the volume goes Migrating.
+  api::DaxRecall stored = r;
+  stored.metadata.uid = "rec-uid";
+  stored.metadata.creation_timestamp = kT0;
+  w.recalls.push_back(stored);
+  w = ComputePlan(w, kT0, {}).desired;
+  ASSERT_EQ(w.leases[0].status.state, LeaseState::kRecalling);
+  w.leases[0].status.released_recall_id = w.leases[0].status.recall_id;
+  w = Settle(w, kT0);
+  EXPECT_EQ(w.volume->status.phase, VolumePhase::kMigrating);
+  EXPECT_EQ(w.migrations[0].status.phase, api::MigrationPhase::kCopying);
+  EXPECT_EQ(Cond(w.migrations[0].status.conditions, "Progressing").reason,
+            "Copying");
+  // The agents report a verified copy: the owner switches with the endpoint.
+  api::DaxMigrationStatus& st = w.migrations[0].status;
+  st.bytes_total = st.bytes_copied = 1 << 20;
+  st.source_checksum = st.target_checksum = "sha256:x";
+  st.target_endpoint = "10.0.0.2:7390";
+  st.last_progress_time = kT0;
+  p = ComputePlan(w, kT0 + absl::Seconds(1), {});
+  EXPECT_EQ(p.desired.volume->spec.owner_node, "target");
+  EXPECT_EQ(
+      p.desired.volume->metadata.annotations.at(api::kFabricEndpointAnnotation),
+      "10.0.0.2:7390");
+  EXPECT_EQ(p.desired.volume->status.phase, VolumePhase::kReady);
+  EXPECT_EQ(p.desired.volume->status.epoch, 4);
+  EXPECT_EQ(p.desired.migrations[0].status.phase,
+            api::MigrationPhase::kSwitching);
+  w = Settle(p.desired, kT0 + absl::Seconds(1));
+  EXPECT_EQ(w.migrations[0].status.phase, api::MigrationPhase::kComplete);
+  EXPECT_EQ(Cond(w.migrations[0].status.conditions, "Succeeded").status,
+            api::ConditionStatus::kTrue);
+}
+
+// A target failure rolls the volume back to its owner at the next epoch,
+// with the target's reason on the Failed condition.
+TEST(PlanMigration, TargetFailureRollsBack) {
+  World w = Settle(WorldOf({}), kT0);
+  api::DaxMigration m;
+  m.metadata.name = "mig";
+  m.spec.volume = "vol";
+  m.spec.target_node = "target";
+  w.migrations.push_back(m);
+  Plan p = ComputePlan(w, kT0, {});
+  w = p.desired;
+  api::DaxRecall stored = p.create_recalls.at(0);
+  stored.metadata.uid = "rec-uid";
+  w.recalls.push_back(stored);
+  w = Settle(w, kT0);  // no holders: Quiesced at once, then Migrating
+  ASSERT_EQ(w.volume->status.phase, VolumePhase::kMigrating);
+  w.migrations[0].status.target_failure = "InsufficientCapacity: no room";
+  w = Settle(w, kT0);
+  EXPECT_EQ(w.migrations[0].status.phase, api::MigrationPhase::kFailed);
+  EXPECT_EQ(Cond(w.migrations[0].status.conditions, "Failed").reason,
+            "InsufficientCapacity");
+  EXPECT_EQ(w.volume->status.phase, VolumePhase::kReady);
+  EXPECT_EQ(w.volume->status.epoch, 4);
+  EXPECT_EQ(w.volume->spec.owner_node, "owner");
 }
 
 }  // namespace

@@ -105,6 +105,8 @@ absl::StatusOr<World> ApiWorldReader::Read(const std::string& volume) {
                           w.unreadable));
   RETURN_IF_ERROR(ListFor(client_, api::DaxRecallResource(), volume, w.recalls,
                           w.unreadable));
+  RETURN_IF_ERROR(ListFor(client_, api::DaxMigrationResource(), volume,
+                          w.migrations, w.unreadable));
   return w;
 }
 
@@ -140,6 +142,21 @@ absl::StatusOr<ReconcileResult> Reconciler::Reconcile(
 absl::Status Reconciler::Write(const World& before, const Plan& plan,
                                int& writes) {
   const World& after = plan.desired;
+  // 0. Recalls a migration asks for; the migration records its recall only
+  // after (a lost migration write finds the recall by its label).
+  for (const api::DaxRecall& r : plan.create_recalls) {
+    k8s::Json obj = api::ToJson(r);
+    obj.erase("status");
+    absl::StatusOr<k8s::Json> created =
+        client_.Create(api::DaxRecallResource(), obj);
+    if (!created.ok() && !absl::IsAlreadyExists(created.status())) {
+      return created.status();
+    }
+    if (created.ok()) {
+      reader_.Wrote(api::DaxRecallResource(), *created);
+      ++writes;
+    }
+  }
   auto starts = [&](size_t i) {
     return before.recalls[i].status.phase != api::RecallPhase::kRecalling &&
            after.recalls[i].status.phase == api::RecallPhase::kRecalling;
@@ -190,6 +207,14 @@ absl::Status Reconciler::Write(const World& before, const Plan& plan,
     RETURN_IF_ERROR(WriteObject(client_, reader_, api::DaxRecallResource(),
                                 before.recalls[i], after.recalls[i], writes));
   }
+  // 3b. Migrations, before the volume: a decision (Failed and its reason,
+  // Switching) is stored before the volume change it makes.
+  for (size_t i = 0; i < after.migrations.size(); ++i) {
+    if (before.migrations[i] == after.migrations[i]) continue;
+    RETURN_IF_ERROR(WriteObject(client_, reader_, api::DaxMigrationResource(),
+                                before.migrations[i], after.migrations[i],
+                                writes));
+  }
   // 4. A volume whose finalizer goes: its epoch is recorded first, so a
   // volume of the same name created later starts above it.
   if (plan.raise_epoch_high_water.has_value()) {
@@ -199,8 +224,35 @@ absl::Status Reconciler::Write(const World& before, const Plan& plan,
   }
   // 5. The volume last.
   if (before.volume.has_value() && !(*before.volume == *after.volume)) {
+    api::DaxVolume read = *before.volume;
+    // A migration's owner switch: spec.ownerNode and the fabric endpoint in
+    // one write to the main resource, before the status that lets holders
+    // in at the next epoch (their agents see the new owner first).
+    const std::string& endpoint_before =
+        read.metadata.annotations[api::kFabricEndpointAnnotation];
+    auto endpoint_after =
+        after.volume->metadata.annotations.find(api::kFabricEndpointAnnotation);
+    if (read.spec.owner_node != after.volume->spec.owner_node ||
+        (endpoint_after != after.volume->metadata.annotations.end() &&
+         endpoint_after->second != endpoint_before)) {
+      k8s::Json meta = {{"resourceVersion", read.metadata.resource_version}};
+      if (endpoint_after != after.volume->metadata.annotations.end()) {
+        meta["annotations"] = {
+            {api::kFabricEndpointAnnotation, endpoint_after->second}};
+      }
+      k8s::Json patch = {
+          {"metadata", meta},
+          {"spec", {{"ownerNode", after.volume->spec.owner_node}}}};
+      ASSIGN_OR_RETURN(
+          k8s::Json stored,
+          client_.Patch(api::DaxVolumeResource(), "", read.metadata.name,
+                        k8s::PatchType::kMerge, patch));
+      reader_.Wrote(api::DaxVolumeResource(), stored);
+      ++writes;
+      read.metadata.resource_version = k8s::ResourceVersionOf(stored);
+    }
     RETURN_IF_ERROR(WriteObject(client_, reader_, api::DaxVolumeResource(),
-                                *before.volume, *after.volume, writes));
+                                read, *after.volume, writes));
   }
   return absl::OkStatus();
 }

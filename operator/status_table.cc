@@ -61,7 +61,8 @@ std::string TimeLeft(std::optional<absl::Time> until, absl::Time now) {
 std::string FormatStatus(const std::vector<api::DaxVolume>& volumes,
                          const std::vector<api::DaxLease>& leases,
                          const std::vector<api::DaxRecall>& recalls,
-                         absl::Time now) {
+                         absl::Time now,
+                         const std::vector<api::DaxMigration>& migrations) {
   std::string out;
   std::vector<std::vector<std::string>> vrows = {
       {"VOLUME", "PHASE", "EPOCH", "HOLDERS", "OWNER", "MODE", "RECALL"}};
@@ -115,6 +116,29 @@ std::string FormatStatus(const std::vector<api::DaxVolume>& volumes,
   } else {
     out += "Recalls in progress:\n" + FormatTable(rrows);
   }
+  if (migrations.empty()) return out;
+  std::vector<std::vector<std::string>> mrows = {
+      {"MIGRATION", "VOLUME", "FROM", "TO", "PHASE", "COPIED", "REASON"}};
+  for (const api::DaxMigration* m : Sorted(migrations)) {
+    std::string copied = absl::StrCat(m->status.bytes_copied);
+    if (m->status.bytes_total > 0) {
+      absl::StrAppend(&copied, "/", m->status.bytes_total, " (",
+                      m->status.bytes_copied * 100 / m->status.bytes_total,
+                      "%)");
+    }
+    std::string reason = "-";
+    for (const char* type : {"Failed", "Succeeded", "Progressing"}) {
+      const api::Condition* c = api::FindCondition(m->status.conditions, type);
+      if (c != nullptr && c->status == api::ConditionStatus::kTrue) {
+        reason = c->reason;
+        break;
+      }
+    }
+    mrows.push_back({m->metadata.name, m->spec.volume,
+                     OrDash(m->status.source_node), m->spec.target_node,
+                     Opt(m->status.phase), copied, reason});
+  }
+  out += "\nMigrations:\n" + FormatTable(mrows);
   return out;
 }
 

@@ -18,11 +18,14 @@ std::string FormatTable(const std::vector<std::vector<std::string>>& rows);
 std::string TimeLeft(std::optional<absl::Time> until, absl::Time now);
 
 // The volumes (all given), then for each its leases, then the recalls in
-// progress with their time left. Objects are printed in name order.
+// progress with their time left, then the migrations (all given: running
+// ones with their bytes copied, finished ones with their outcome). Objects
+// are printed in name order.
 std::string FormatStatus(const std::vector<api::DaxVolume>& volumes,
                          const std::vector<api::DaxLease>& leases,
                          const std::vector<api::DaxRecall>& recalls,
-                         absl::Time now);
+                         absl::Time now,
+                         const std::vector<api::DaxMigration>& migrations = {});
 
 }  // namespace daxlease::op
 

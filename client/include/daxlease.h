@@ -98,7 +98,10 @@ uint64_t daxlease_size(const daxlease_volume* vol);
 /* The epoch the handle is granted at now (0 while not granted). */
 int64_t daxlease_epoch(const daxlease_volume* vol);
 
-/* 1 when the memory is mapped locally (owner node), else 0. */
+/* 1 when the memory is mapped locally now (the volume's owner is this node),
+ * else 0 (through the fabric, or not granted). A migration of the volume can
+ * change it at the next grant: local -> remote on the old owner, remote ->
+ * local on the new one when the agent's media path can be opened. */
 int daxlease_is_local(const daxlease_volume* vol);
 
 /* Copies [offset, offset+len) of the volume into buf.

@@ -282,7 +282,19 @@ DaxMigration ReadMigration(const json& j) {
   m.spec.target_node = GetString(spec, "targetNode");
   const json& st = Sub(j, "status");
   m.status.phase = GetEnum<MigrationPhase>(st, "phase");
+  m.status.source_node = GetString(st, "sourceNode");
+  m.status.recall = GetString(st, "recall");
+  m.status.epoch = GetInt(st, "epoch");
+  m.status.bytes_total = GetInt(st, "bytesTotal");
   m.status.bytes_copied = GetInt(st, "bytesCopied");
+  m.status.copy_millis = GetInt(st, "copyMilliseconds");
+  m.status.source_checksum = GetString(st, "sourceChecksum");
+  m.status.target_checksum = GetString(st, "targetChecksum");
+  m.status.target_endpoint = GetString(st, "targetEndpoint");
+  m.status.target_failure = GetString(st, "targetFailure");
+  m.status.last_progress_time = GetTime(st, "lastProgressTime");
+  m.status.started_at = GetTime(st, "startedAt");
+  m.status.completed_at = GetTime(st, "completedAt");
   m.status.conditions = ReadConditions(st);
   return m;
 }
@@ -499,7 +511,19 @@ nlohmann::json ToJson(const DaxRecall& r) {
 nlohmann::json ToJson(const DaxMigrationStatus& s) {
   json j = json::object();
   PutEnum(j, "phase", s.phase);
+  PutString(j, "sourceNode", s.source_node);
+  PutString(j, "recall", s.recall);
+  PutInt(j, "epoch", s.epoch);
+  PutInt(j, "bytesTotal", s.bytes_total);
   PutInt(j, "bytesCopied", s.bytes_copied);
+  PutInt(j, "copyMilliseconds", s.copy_millis);
+  PutString(j, "sourceChecksum", s.source_checksum);
+  PutString(j, "targetChecksum", s.target_checksum);
+  PutString(j, "targetEndpoint", s.target_endpoint);
+  PutString(j, "targetFailure", s.target_failure);
+  PutTime(j, "lastProgressTime", s.last_progress_time);
+  PutTime(j, "startedAt", s.started_at);
+  PutTime(j, "completedAt", s.completed_at);
   PutConditions(j, s.conditions);
   return j;
 }

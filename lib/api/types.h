@@ -38,6 +38,15 @@ inline constexpr char kVolumeFinalizer[] = "daxlease.io/volume-protection";
 // at epoch + 1 (docs/operator.md, "Reshape").
 inline constexpr char kReshapedAnnotation[] = "daxlease.io/reshaped";
 
+// Annotation on a DaxVolume: the owner agent's fabric endpoint (host:port);
+// written by the owner agent, and by the operator when a migration moves the
+// owner (the target agent's endpoint, with spec.ownerNode).
+inline constexpr char kFabricEndpointAnnotation[] =
+    "daxlease.io/fabric-endpoint";
+
+// Label on the DaxRecall a DaxMigration runs: value = the migration's name.
+inline constexpr char kMigrationLabel[] = "daxlease.io/migration";
+
 // Largest DaxRecall.spec.graceSeconds / DaxVolume.spec.recallGraceSeconds
 // the CRDs accept (a day, as the CSI StorageClass parameter).
 inline constexpr int64_t kMaxGraceSeconds = 86400;
@@ -230,9 +239,26 @@ struct DaxMigrationSpec {
                          const DaxMigrationSpec&) = default;
 };
 
+// Written by the operator: phase, source_node, recall, epoch, bytes_total,
+// started_at, completed_at, conditions. Written by the target agent:
+// target_endpoint, bytes_copied, copy_millis, target_checksum,
+// target_failure, last_progress_time. Written by the source agent:
+// source_checksum. (docs/operator.md, "Migration".)
 struct DaxMigrationStatus {
   std::optional<MigrationPhase> phase;
+  std::string source_node;  // the owner when the migration began
+  std::string recall;       // the DaxRecall (reason Migrate) it runs
+  int64_t epoch = 0;        // the volume's epoch under that recall
+  int64_t bytes_total = 0;
   int64_t bytes_copied = 0;
+  int64_t copy_millis = 0;      // the copy alone (throughput = total / this)
+  std::string source_checksum;  // "sha256:<hex>" of the source's data
+  std::string target_checksum;  // of the target's copy, read back
+  std::string target_endpoint;  // the target agent's fabric endpoint
+  std::string target_failure;   // "<Reason>: <message>" from the target
+  std::optional<absl::Time> last_progress_time;  // the target's last report
+  std::optional<absl::Time> started_at;
+  std::optional<absl::Time> completed_at;
   std::vector<Condition> conditions;
   friend bool operator==(const DaxMigrationStatus&,
                          const DaxMigrationStatus&) = default;

@@ -136,7 +136,21 @@ TEST(SchemaTest, EveryFieldWrittenExistsInTheSchema) {
   DaxMigration m;
   m.metadata.name = "m";
   m.spec = {"v", "n2"};
-  m.status = {MigrationPhase::kCopying, 5, {kCond}};
+  m.status = {MigrationPhase::kCopying,
+              "n1",
+              "v-migrate-e3",
+              3,
+              10,
+              5,
+              7,
+              "sha256:a",
+              "sha256:b",
+              "10.0.0.2:7390",
+              "InsufficientCapacity: no room",
+              kT,
+              kT,
+              kT,
+              {kCond}};
   ExpectMatchesSchema(ToJson(m), LoadSchema("daxmigrations"), "DaxMigration");
 }
 
@@ -156,8 +170,7 @@ TEST(SchemaTest, CrdNamesAndPrinterColumns) {
     EXPECT_EQ(crd["spec"]["names"]["kind"].as<std::string>(), w.kind);
     EXPECT_EQ(crd["spec"]["names"]["shortNames"][0].as<std::string>(),
               w.short_name);
-    EXPECT_EQ(crd["spec"]["names"]["categories"][0].as<std::string>(),
-              "dax");
+    EXPECT_EQ(crd["spec"]["names"]["categories"][0].as<std::string>(), "dax");
     YAML::Node version = crd["spec"]["versions"][0];
     EXPECT_EQ(version["name"].as<std::string>(), kVersion);
     EXPECT_TRUE(version["subresources"]["status"].IsDefined());

@@ -333,7 +333,7 @@ class Applier {
     return absl::OkStatus();
   }
 
-  absl::Status operator()(const ChangeDone&) {
+  absl::Status operator()(const ChangeDone& d) {
     VolumeState& s = s_;
     if (s.phase != VolumePhase::kReshaping &&
         s.phase != VolumePhase::kMigrating) {
@@ -341,6 +341,12 @@ class Applier {
           absl::StrCat("volume ", s.volume, " is ", Name(s.phase),
                        "; no reshape or migration is running"));
     }
+    if (!d.owner_node.empty() && s.phase != VolumePhase::kMigrating) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("volume ", s.volume, " is ", Name(s.phase),
+                       "; only a migration changes the owner"));
+    }
+    if (!d.owner_node.empty()) s.owner_node = d.owner_node;
     BackToReady();
     return absl::OkStatus();
   }

@@ -229,8 +229,15 @@ struct BeginChange {
 };
 
 // Operator: reshape/migration done. Reshaping/Migrating -> Ready, epoch + 1,
-// recall cleared.
-struct ChangeDone {};
+// recall cleared. `owner_node` non-empty: the volume's owner becomes that
+// node (a migration whose copy was verified); only from Migrating
+// (FailedPrecondition otherwise). The owner thus changes only while no lease
+// holds access, and together with the epoch: every grant at the new epoch is
+// the new owner's, every grant of the old owner is at an older epoch.
+// Empty: the owner stays (a reshape, or a migration rolled back).
+struct ChangeDone {
+  std::string owner_node;
+};
 
 // Operator: a recall that changes nothing (Evict, Manual) is over.
 // Quiesced -> Ready, epoch + 1, recall cleared.

@@ -568,6 +568,25 @@ TEST(LeaseChangeDone, BackToReadyWithNewEpoch) {
   EXPECT_THAT(o.actions, ElementsAre(Action{ActionKind::kEpochBumped, ""}));
 }
 
+TEST(LeaseChangeDone, MigrationMovesTheOwnerWithTheEpoch) {
+  VolumeState s = Ok(Quiesced(), BeginChange{ChangeKind::kMigrate}).state;
+  const std::string before = s.owner_node;
+  Outcome o = Ok(s, ChangeDone{"node-b"});
+  EXPECT_EQ(o.state.owner_node, "node-b");
+  EXPECT_NE(before, "node-b");
+  EXPECT_EQ(o.state.phase, VolumePhase::kReady);
+  EXPECT_EQ(o.state.epoch, s.epoch + 1);
+  // Rolled back: the owner stays.
+  EXPECT_EQ(Ok(s, ChangeDone{}).state.owner_node, before);
+}
+
+TEST(LeaseChangeDone, OnlyAMigrationMovesTheOwner) {
+  VolumeState s = Ok(Quiesced(), BeginChange{ChangeKind::kReshape}).state;
+  Refused(s, ChangeDone{"node-b"}, absl::StatusCode::kFailedPrecondition);
+  Refused(Quiesced(), ChangeDone{"node-b"},
+          absl::StatusCode::kFailedPrecondition);
+}
+
 TEST(LeaseChangeDone, RefusedWithoutChange) {
   Refused(ThreeGranted(), ChangeDone{}, absl::StatusCode::kFailedPrecondition);
   Refused(Recalling3(), ChangeDone{}, absl::StatusCode::kFailedPrecondition);

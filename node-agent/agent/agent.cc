@@ -1,6 +1,7 @@
 #include "node-agent/agent/agent.h"
 
 #include <sys/random.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
@@ -85,6 +86,7 @@ bool ConstantTimeEquals(const std::string& a, const std::string& b) {
 k8s::Resource DaxVolumeResource() { return Crd<api::DaxVolume>(); }
 k8s::Resource DaxLeaseResource() { return Crd<api::DaxLease>(); }
 k8s::Resource DaxRecallResource() { return Crd<api::DaxRecall>(); }
+k8s::Resource DaxMigrationResource() { return Crd<api::DaxMigration>(); }
 
 // ---- Session
 // -------------------------------------------------------------------
@@ -146,14 +148,20 @@ absl::Status Agent::Start() {
   vo.resync = absl::Seconds(30);
   k8s::InformerOptions lo = vo;
   lo.resource = DaxLeaseResource();
+  k8s::InformerOptions mo = vo;
+  mo.resource = DaxMigrationResource();
   volumes_ = std::make_unique<k8s::Informer>(client_, clock_, vo);
   leases_ = std::make_unique<k8s::Informer>(client_, clock_, lo);
+  migrations_ = std::make_unique<k8s::Informer>(client_, clock_, mo);
   volumes_->AddHandlers(kick);
   leases_->AddHandlers(kick);
+  migrations_->AddHandlers(kick);
   volumes_->Start();
   leases_->Start();
+  migrations_->Start();
   if (!volumes_->WaitForSync(absl::Seconds(60)) ||
-      !leases_->WaitForSync(absl::Seconds(60))) {
+      !leases_->WaitForSync(absl::Seconds(60)) ||
+      !migrations_->WaitForSync(absl::Seconds(60))) {
     return absl::UnavailableError("API server: informers did not sync in 60s");
   }
   {
@@ -181,14 +189,21 @@ void Agent::Stop() {
     kick_cv_.notify_all();
   }
   if (thread_.joinable()) thread_.join();
+  std::map<std::string, Job> jobs;
   {
     std::lock_guard<std::mutex> l(mu_);
     for (auto& [t, p] : publishes_) {
       for (auto& s : p.sessions) s->Close();
     }
+    jobs.swap(jobs_);
+  }
+  for (auto& [k, j] : jobs) {
+    j.cancel->store(true);
+    if (j.thread.joinable()) j.thread.join();
   }
   if (volumes_) volumes_->Stop();
   if (leases_) leases_->Stop();
+  if (migrations_) migrations_->Stop();
 }
 
 void Agent::Kick() {
@@ -235,7 +250,17 @@ absl::Status Agent::LoadState() {
     sv.req.set_dax(s.value("dax", false));
     sv.data_path = s.value("dataPath", "");
     sv.size = s.value("size", uint64_t{0});
+    sv.migrated = s.value("migrated", false);
     served_[vol] = std::move(sv);
+  }
+  const k8s::Json incoming = j.value("incoming", k8s::Json::object());
+  for (const auto& [vol, in] : incoming.items()) {
+    Incoming i;
+    i.migration = in.value("migration", "");
+    i.data_path = in.value("dataPath", "");
+    i.size = in.value("size", uint64_t{0});
+    i.checksum = in.value("checksum", "");
+    incoming_[vol] = std::move(i);
   }
   for (const auto& [target, p] : publishes.items()) {
     Published pub;
@@ -272,7 +297,15 @@ absl::Status Agent::SaveStateLocked() {
         {"device", s.req.device()},
         {"dax", s.req.dax()},
         {"dataPath", s.data_path},
-        {"size", s.size}};
+        {"size", s.size},
+        {"migrated", s.migrated}};
+  }
+  j["incoming"] = k8s::Json::object();
+  for (const auto& [vol, i] : incoming_) {
+    j["incoming"][vol] = {{"migration", i.migration},
+                          {"dataPath", i.data_path},
+                          {"size", i.size},
+                          {"checksum", i.checksum}};
   }
   for (const auto& [target, p] : publishes_) {
     j["publishes"][target] = {{"volume", p.req.volume_id()},
@@ -990,6 +1023,7 @@ void Agent::OnLeaseBreak(int fd) {
 
 void Agent::ReconcileOnce() {
   std::lock_guard<std::mutex> l(mu_);
+  ReconcileMigrationsLocked();
   ReconcileOwnerLocked();
   ReconcileHolderLocked();
   UpdateGaugesLocked();
@@ -1020,12 +1054,44 @@ void Agent::RecallAckedLocked(const Published& p, const std::string& id) {
 }
 
 void Agent::ReconcileOwnerLocked() {
+  // Migrated media whose DaxVolume is gone (deleted through the node that
+  // created it): nothing else frees it.
+  for (auto it = served_.begin(); it != served_.end();) {
+    if (!it->second.migrated || volumes_->Get(it->first).has_value()) {
+      ++it;
+      continue;
+    }
+    (void)fabric_.DeregisterVolume(it->first);
+    it->second.map.reset();
+    absl::Status st = sys::RemoveFile(it->second.data_path);
+    if (!st.ok() && !absl::IsNotFound(st)) {
+      ++it;
+      continue;
+    }
+    const std::string path = it->second.data_path;
+    rmdir(path.substr(0, path.rfind('/')).c_str());
+    base::LogInfo("agent.migrated_media_freed",
+                  {{"volume", it->first}, {"path", path}});
+    it = served_.erase(it);
+    (void)SaveStateLocked();
+  }
   for (auto& [name, s] : served_) {
+    auto vol = CachedVolume(name);
+    if (vol.has_value() && vol->spec.owner_node != config_.node) {
+      // Migrated away: no grant from here any more (the media goes once
+      // the migration is Complete, ReconcileMigrationsLocked).
+      if (s.registered) {
+        (void)fabric_.DeregisterVolume(name);
+        s.registered = false;
+        base::LogInfo("agent.owner_moved",
+                      {{"volume", name}, {"owner", vol->spec.owner_node}});
+      }
+      continue;
+    }
     if (s.map == nullptr || !s.registered) {
       absl::Status st = MapAndRegisterLocked(s);
       if (!st.ok()) continue;
     }
-    auto vol = CachedVolume(name);
     if (!vol.has_value()) continue;
     const int64_t epoch = vol->status.epoch;
     // A restarted owner may listen elsewhere: holders read it from here.
@@ -1078,7 +1144,9 @@ void Agent::ReconcileOwnerLocked() {
 
     // The Linux lease: held while no client on this node maps the file
     // itself (its open would break our lease) and no break is being served.
-    if (config_.lease_signal == 0 || s.req.mode() != pb::FSDAX) continue;
+    if (config_.lease_signal == 0 || s.req.mode() != pb::FSDAX || s.migrated) {
+      continue;
+    }
     bool local_clients = false;
     for (const auto& [t, p] : publishes_) {
       local_clients |= p.req.volume_id() == name && p.req.owner_local();
@@ -1160,13 +1228,21 @@ pb::SessionEvent Agent::EventFor(Published& p, const api::DaxLease* l,
                            l->status.epoch};
       g->set_credential(fabric::GrantCredential(config_.secret, key,
                                                 FabricAccess(l->spec.access)));
-      if (p.req.owner_local()) {
-        auto s = served_.find(p.req.volume_id());
-        if (s != served_.end()) {
-          g->set_size_bytes(s->second.size);
-          g->set_local_path(s->second.req.mode() == pb::DEVDAX
-                                ? s->second.data_path
-                                : absl::StrCat("volume/", kDataFile));
+      // The volume's memory is on this node: map it. A publish made on the
+      // owner maps it through its own directory; after a migration the data
+      // is the agent's media, mapped by its absolute path (a client that
+      // cannot open it goes through the fabric).
+      auto s = served_.find(p.req.volume_id());
+      const bool here = v != nullptr && v->spec.owner_node == config_.node &&
+                        s != served_.end();
+      if (here) {
+        g->set_size_bytes(s->second.size);
+        if (s->second.migrated || s->second.req.mode() == pb::DEVDAX) {
+          g->set_local_path(s->second.data_path);
+        } else if (p.req.owner_local()) {
+          g->set_local_path(absl::StrCat("volume/", kDataFile));
+        } else {
+          g->set_local_path(s->second.data_path);
         }
       }
       return ev;

@@ -24,8 +24,10 @@
 #ifndef DAXLEASE_NODE_AGENT_AGENT_AGENT_H_
 #define DAXLEASE_NODE_AGENT_AGENT_AGENT_H_
 
+#include <atomic>
 #include <condition_variable>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -52,8 +54,7 @@ namespace daxlease::agent {
 namespace pb = ::daxlease::agent::v1;
 
 // Annotation on a DaxVolume: the owner agent's fabric endpoint.
-inline constexpr char kFabricEndpointAnnotation[] =
-    "daxlease.io/fabric-endpoint";
+using ::daxlease::api::kFabricEndpointAnnotation;
 // Name of the descriptor file in a published directory.
 inline constexpr char kDescriptorFile[] = "daxlease.json";
 // Where, under an fsdax volume's mount, the shared data lives.
@@ -62,6 +63,7 @@ inline constexpr char kDataFile[] = ".daxlease/data";
 k8s::Resource DaxVolumeResource();
 k8s::Resource DaxLeaseResource();
 k8s::Resource DaxRecallResource();
+k8s::Resource DaxMigrationResource();
 
 struct AgentConfig {
   std::string node;         // this node's name
@@ -77,6 +79,15 @@ struct AgentConfig {
   absl::Duration lease_break_grace = absl::Seconds(30);
   // Series (metrics.h), updated by every pass. Not owned; null: none.
   AgentMetrics* metrics = nullptr;
+  // Migrations (docs/agent.md, "Migration"): where this node creates the
+  // media of volumes that migrate to it (<media_dir>/<volume>/data; empty:
+  // <state_dir>/media), and how it reads the source's data (the holder
+  // side of the fabric). Not owned; null: this node cannot be a target.
+  std::string media_dir;
+  fabric::FabricConnector* connector = nullptr;
+  // The most a migration copy reads per second (0: no limit), so a copy
+  // leaves the fabric to the holders of other volumes.
+  uint64_t migration_bytes_per_second = 0;
 };
 
 // One attached client's view of its lease. Events are coalesced: a reader
@@ -164,6 +175,23 @@ class Agent {
     bool registered = false;
     std::optional<absl::Time> lease_broken_at;
     std::string break_recall;  // DaxRecall created for the break
+    // The data came here by a migration (media under media_dir, not a CSI
+    // staging mount): clients on this node map it by its absolute path.
+    bool migrated = false;
+  };
+  // A volume migrating to this node: media made (recorded before it is
+  // created, so a restart frees what a failed migration left).
+  struct Incoming {
+    std::string migration;  // DaxMigration name
+    std::string data_path;
+    uint64_t size = 0;
+    std::string checksum;  // of the finished copy ("" while copying)
+  };
+  // A copy (target) or checksum (source) running beside the reconcile.
+  struct Job {
+    std::thread thread;
+    std::shared_ptr<std::atomic<bool>> cancel;
+    std::shared_ptr<std::atomic<bool>> done;
   };
   struct Published {
     pb::PublishRequest req;
@@ -208,6 +236,19 @@ class Agent {
                                const std::string& token, absl::Status* err);
   void ReconcileOwnerLocked();
   void ReconcileHolderLocked();
+  // Migrations (migration.cc): the target's copy and adoption, the
+  // source's grant, checksum and freeing of its media.
+  void ReconcileMigrationsLocked();
+  void StartJobLocked(const std::string& key,
+                      std::function<void(const std::atomic<bool>&)> body);
+  void CopyIn(const api::DaxMigration& m, const api::DaxVolume& vol,
+              const std::atomic<bool>& cancel);
+  void SumSource(const api::DaxMigration& m, const std::string& path,
+                 uint64_t size, const std::atomic<bool>& cancel);
+  absl::Status PatchMigrationStatus(const std::string& name,
+                                    const k8s::Json& st);
+  void FreeIncomingLocked(const std::string& volume);
+  std::string MediaDir() const;
   // Tells config_.metrics the ack of `p`'s lease for recall `id`.
   void RecallAckedLocked(const Published& p, const std::string& id);
   void UpdateGaugesLocked();
@@ -223,10 +264,13 @@ class Agent {
 
   std::unique_ptr<k8s::Informer> volumes_;
   std::unique_ptr<k8s::Informer> leases_;
+  std::unique_ptr<k8s::Informer> migrations_;
 
   std::mutex mu_;  // state below; held across API writes of one pass
   std::map<std::string, Served> served_;        // by volume
   std::map<std::string, Published> publishes_;  // by target path
+  std::map<std::string, Incoming> incoming_;    // by volume
+  std::map<std::string, Job> jobs_;             // by "copy/" or "sum/" + name
 
   std::mutex kick_mu_;
   std::condition_variable kick_cv_;

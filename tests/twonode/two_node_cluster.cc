@@ -312,6 +312,8 @@ absl::Status TwoNodeCluster::StartAgent(Node& n) {
       absl::StrCat("--state-dir=", n.dir, "/agent"),
       absl::StrCat("--listen=", n.agent_listen),
       absl::StrCat("--secret-file=", dir_, "/agent-secret")};
+  argv.insert(argv.end(), options_.agent_args.begin(),
+              options_.agent_args.end());
   ASSIGN_OR_RETURN(n.agent,
                    NodeProcess::Start(n.netns, argv, n.dir + "/agent.log"));
   // Ready when it answers on its socket (it has read the API objects).

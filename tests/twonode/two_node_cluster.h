@@ -75,6 +75,8 @@ struct TwoNodeOptions {
   // Start a daxlease-agent per node, and wire its socket into daxlease-csi.
   bool start_agents = true;
   std::vector<std::string> operator_args;
+  // Appended to every daxlease-agent's arguments.
+  std::vector<std::string> agent_args;
 };
 
 class TwoNodeCluster {

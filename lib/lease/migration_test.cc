@@ -1,0 +1,230 @@
+// StepMigration: each phase's way on, the failures that roll back, and the
+// crash repairs (docs/lease-protocol.md, "Migration").
+#include "lib/lease/migration.h"
+
+#include <variant>
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+
+namespace daxlease::lease {
+namespace {
+
+using ::testing::HasSubstr;
+
+const absl::Time kT0 = absl::FromUnixSeconds(1'000'000);
+
+// A shared volume on node-a with one granted lease.
+VolumeState ReadyOnA() {
+  VolumeState s;
+  s.volume = "v";
+  s.owner_node = "node-a";
+  s = Apply(s, Request{"l", "node-b", "pod"}, kT0)->state;
+  s = Apply(s, Grant{"l"}, kT0)->state;
+  return s;
+}
+
+Migration ToB() {
+  Migration m;
+  m.id = "m1";
+  m.target_node = "node-b";
+  return m;
+}
+
+// Applies the step's volume event to `s`.
+VolumeState After(const VolumeState& s, const MigrationStep& st) {
+  if (!st.volume_event.has_value()) return s;
+  auto o = Apply(s, *st.volume_event, kT0);
+  EXPECT_TRUE(o.ok()) << o.status();
+  return o.ok() ? o->state : s;
+}
+
+struct Flow {
+  VolumeState vol = ReadyOnA();
+  Migration m = ToB();
+  std::string recall_name;
+  MigrationConfig config;
+
+  MigrationStep Step(absl::Time now = kT0) {
+    MigrationView v;
+    v.volume = &vol;
+    v.recall_name = vol.recall.has_value() ? recall_name : "";
+    MigrationStep st = StepMigration(m, v, now, config);
+    vol = After(vol, st);
+    m = st.migration;
+    return st;
+  }
+  // The recall the step asked for runs and every holder acks.
+  void RecallRuns() {
+    recall_name = m.recall;
+    vol = Apply(vol, StartRecall{"uid-r", RecallReason::kMigrate}, kT0)->state;
+    vol = Apply(vol, HolderAck{"l", "uid-r", vol.epoch, true}, kT0)->state;
+    ASSERT_EQ(vol.phase, VolumePhase::kQuiesced);
+  }
+  void Copied(const std::string& src, const std::string& dst) {
+    m.bytes_total = m.bytes_copied = 1 << 20;
+    m.source_checksum = src;
+    m.target_checksum = dst;
+    m.last_progress = kT0;
+  }
+};
+
+TEST(Migration, HappyPathMovesTheOwnerAtTheNextEpoch) {
+  Flow r;
+  MigrationStep st = r.Step();
+  EXPECT_EQ(r.m.phase, MigrationPhase::kRecalling);
+  EXPECT_EQ(st.create_recall, "v-migrate-e1");
+  EXPECT_EQ(r.m.source_node, "node-a");
+  EXPECT_EQ(r.m.epoch, 1u);
+  r.RecallRuns();
+  st = r.Step();
+  EXPECT_EQ(r.m.phase, MigrationPhase::kCopying);
+  EXPECT_EQ(r.vol.phase, VolumePhase::kMigrating);
+  EXPECT_EQ(st.condition, "Progressing");
+  // Copying: nothing moves until both checksums are there.
+  r.m.bytes_total = 100;
+  r.m.bytes_copied = 50;
+  r.m.last_progress = kT0;
+  st = r.Step(kT0 + absl::Seconds(5));
+  EXPECT_EQ(r.m.phase, MigrationPhase::kCopying);
+  EXPECT_THAT(st.message, HasSubstr("50 of 100"));
+  r.Copied("sha256:x", "sha256:x");
+  st = r.Step(kT0 + absl::Seconds(6));
+  EXPECT_EQ(r.m.phase, MigrationPhase::kSwitching);
+  EXPECT_EQ(r.vol.phase, VolumePhase::kReady);
+  EXPECT_EQ(r.vol.epoch, 2u);
+  EXPECT_EQ(r.vol.owner_node, "node-b");
+  st = r.Step(kT0 + absl::Seconds(7));
+  EXPECT_EQ(r.m.phase, MigrationPhase::kComplete);
+  EXPECT_EQ(st.condition, "Succeeded");
+  EXPECT_FALSE(st.volume_event.has_value());
+}
+
+TEST(Migration, ChecksumMismatchRollsBackToTheOldOwner) {
+  Flow r;
+  r.Step();
+  r.RecallRuns();
+  r.Step();
+  r.Copied("sha256:x", "sha256:y");
+  MigrationStep st = r.Step();
+  EXPECT_EQ(r.m.phase, MigrationPhase::kFailed);
+  EXPECT_EQ(st.reason, "ChecksumMismatch");
+  EXPECT_EQ(r.vol.owner_node, "node-a");
+  EXPECT_EQ(r.vol.phase, VolumePhase::kReady);
+  EXPECT_EQ(r.vol.epoch, 2u);
+}
+
+TEST(Migration, TargetFailureNamesItsReasonAndRollsBack) {
+  Flow r;
+  r.Step();
+  r.RecallRuns();
+  r.Step();
+  r.m.target_failure = "InsufficientCapacity: 1 GiB wanted, 10 MiB free";
+  MigrationStep st = r.Step();
+  EXPECT_EQ(r.m.phase, MigrationPhase::kFailed);
+  EXPECT_EQ(st.condition, "Failed");
+  EXPECT_EQ(st.reason, "InsufficientCapacity");
+  EXPECT_THAT(st.message, HasSubstr("stays on node-a"));
+  EXPECT_EQ(r.vol.owner_node, "node-a");
+  EXPECT_EQ(r.vol.phase, VolumePhase::kReady);
+}
+
+TEST(Migration, ATargetThatStopsReportingFailsAtTheStallTimeout) {
+  Flow r;
+  r.config.stall_timeout = absl::Seconds(10);
+  r.Step();
+  r.RecallRuns();
+  MigrationStep st = r.Step();
+  EXPECT_EQ(st.recheck_at, kT0 + absl::Seconds(10));
+  st = r.Step(kT0 + absl::Seconds(10));
+  EXPECT_EQ(r.m.phase, MigrationPhase::kCopying);
+  st = r.Step(kT0 + absl::Seconds(11));
+  EXPECT_EQ(r.m.phase, MigrationPhase::kFailed);
+  EXPECT_EQ(st.reason, "TargetUnresponsive");
+  EXPECT_EQ(r.vol.phase, VolumePhase::kReady);
+  EXPECT_EQ(r.vol.owner_node, "node-a");
+}
+
+TEST(Migration, FailedWhileStillQuiescedResumes) {
+  Flow r;
+  r.Step();
+  r.RecallRuns();
+  r.m.phase = MigrationPhase::kFailed;  // written, the volume was not
+  r.Step();
+  EXPECT_EQ(r.vol.phase, VolumePhase::kReady);
+  EXPECT_EQ(r.vol.owner_node, "node-a");
+}
+
+TEST(Migration, RefusesTheSameNodeAndUnsharedVolumes) {
+  Flow same;
+  same.m.target_node = "node-a";
+  EXPECT_EQ(same.Step().reason, "SameNode");
+  EXPECT_EQ(same.m.phase, MigrationPhase::kFailed);
+  Flow unshared;
+  unshared.vol.shared = false;
+  EXPECT_EQ(unshared.Step().reason, "NotShared");
+}
+
+TEST(Migration, WaitsForABusyVolumeAndForAnEarlierMigration) {
+  Flow r;
+  r.vol = Apply(r.vol, StartRecall{"other"}, kT0)->state;
+  MigrationStep st = r.Step();
+  EXPECT_EQ(r.m.phase, MigrationPhase::kPending);
+  EXPECT_EQ(st.reason, "WaitingForVolume");
+  EXPECT_TRUE(st.create_recall.empty());
+  Flow e;
+  MigrationView v;
+  v.volume = &e.vol;
+  v.earlier_running = true;
+  st = StepMigration(e.m, v, kT0, e.config);
+  EXPECT_EQ(st.migration.phase, MigrationPhase::kPending);
+  EXPECT_EQ(st.reason, "WaitingForEarlierMigration");
+}
+
+TEST(Migration, AdoptsItsRecallAfterALostWrite) {
+  Flow r;
+  r.recall_name = "v-migrate-e1";
+  r.vol =
+      Apply(r.vol, StartRecall{"uid-r", RecallReason::kMigrate}, kT0)->state;
+  MigrationView v;
+  v.volume = &r.vol;
+  v.recall_name = r.recall_name;
+  v.recall_for = "m1";
+  MigrationStep st = StepMigration(r.m, v, kT0, r.config);
+  EXPECT_EQ(st.migration.phase, MigrationPhase::kRecalling);
+  EXPECT_EQ(st.migration.recall, "v-migrate-e1");
+  EXPECT_EQ(st.migration.epoch, 1u);
+}
+
+TEST(Migration, SwitchLostAfterCompleteIsFinished) {
+  Flow r;
+  r.Step();
+  r.RecallRuns();
+  r.Step();
+  r.Copied("sha256:x", "sha256:x");
+  Migration copying = r.m;
+  VolumeState migrating = r.vol;
+  r.Step();
+  ASSERT_EQ(r.m.phase, MigrationPhase::kSwitching);
+  // Switching was stored, the volume write was not: the next pass switches.
+  r.vol = migrating;
+  MigrationStep st = r.Step();
+  EXPECT_TRUE(st.volume_event.has_value());
+  EXPECT_EQ(r.vol.owner_node, "node-b");
+  EXPECT_EQ(r.vol.epoch, 2u);
+  (void)copying;
+}
+
+TEST(Migration, AVolumeThatMovedOnWithoutTheRecallFails) {
+  Flow r;
+  r.Step();
+  r.vol = Apply(r.vol, StartRecall{"x"}, kT0)->state;
+  r.vol = Apply(r.vol, HolderAck{"l", "x", 1, true}, kT0)->state;
+  r.vol = Apply(r.vol, Resume{}, kT0)->state;
+  MigrationStep st = r.Step();
+  EXPECT_EQ(r.m.phase, MigrationPhase::kFailed);
+  EXPECT_EQ(st.reason, "RecallLost");
+}
+
+}  // namespace
+}  // namespace daxlease::lease

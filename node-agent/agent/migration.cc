@@ -1,0 +1,404 @@
+// The agent's side of a DaxMigration (docs/agent.md, "Migration"). The
+// operator decides (lib/lease/migration.h); the agents do and report:
+//  - target (spec.targetNode == this node), phase Copying: records the
+//    media in the state file, creates it (<media_dir>/<volume>/data, the
+//    source's size; no room: targetFailure InsufficientCapacity), reads the
+//    source's data over the fabric with a read-only migration grant
+//    (lease_uid "migration/<uid>", the migration's epoch) straight into its
+//    mapping, reporting bytesCopied and lastProgressTime, then persists,
+//    reads it back for targetChecksum. Once the volume's owner is this node
+//    it serves the copy (Served::migrated); once the migration Failed it
+//    frees the media.
+//  - source (status.sourceNode == this node, the owner), phase Copying:
+//    grants the migration key and writes sourceChecksum of its data. Once
+//    the migration is Complete and the owner moved, it unmaps and deletes
+//    its data file: freed only after the copy was verified.
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+
+#include "absl/strings/str_cat.h"
+#include "lib/api/json.h"
+#include "lib/base/log.h"
+#include "lib/base/status.h"
+#include "lib/sys/file.h"
+#include "node-agent/agent/agent.h"
+#include "node-agent/agent/checksum.h"
+
+namespace daxlease::agent {
+namespace {
+
+constexpr uint64_t kChunk = uint64_t{16} << 20;  // the fabric's largest read
+
+std::string MigrationLeaseUid(const api::DaxMigration& m) {
+  return absl::StrCat("migration/", m.metadata.uid);
+}
+
+}  // namespace
+
+std::string Agent::MediaDir() const {
+  return config_.media_dir.empty() ? absl::StrCat(config_.state_dir, "/media")
+                                   : config_.media_dir;
+}
+
+absl::Status Agent::PatchMigrationStatus(const std::string& name,
+                                         const k8s::Json& st) {
+  auto r =
+      client_.Patch(DaxMigrationResource(), "", name, k8s::PatchType::kMerge,
+                    k8s::Json{{"status", st}}, "status");
+  if (!r.ok()) {
+    base::LogWarn("agent.migration_patch_failed",
+                  {{"migration", name}, {"error", r.status().ToString()}});
+  }
+  return r.status();
+}
+
+void Agent::StartJobLocked(const std::string& key,
+                           std::function<void(const std::atomic<bool>&)> body) {
+  auto it = jobs_.find(key);
+  if (it != jobs_.end()) {
+    if (!it->second.done->load()) return;  // still running
+    if (it->second.thread.joinable()) it->second.thread.join();
+    jobs_.erase(it);
+  }
+  Job j;
+  j.cancel = std::make_shared<std::atomic<bool>>(false);
+  j.done = std::make_shared<std::atomic<bool>>(false);
+  auto cancel = j.cancel;
+  auto done = j.done;
+  j.thread = std::thread([body = std::move(body), cancel, done, this] {
+    body(*cancel);
+    done->store(true);
+    Kick();
+  });
+  jobs_[key] = std::move(j);
+}
+
+void Agent::FreeIncomingLocked(const std::string& volume) {
+  auto it = incoming_.find(volume);
+  if (it == incoming_.end()) return;
+  const std::string path = it->second.data_path;
+  absl::Status st = sys::RemoveFile(path);
+  if (!st.ok() && !absl::IsNotFound(st)) {
+    base::LogError("agent.media_free_failed",
+                   {{"volume", volume}, {"error", st.ToString()}});
+    return;
+  }
+  rmdir(path.substr(0, path.rfind('/')).c_str());
+  base::LogInfo("agent.migration_media_freed",
+                {{"volume", volume}, {"path", path}});
+  incoming_.erase(it);
+  (void)SaveStateLocked();
+}
+
+void Agent::ReconcileMigrationsLocked() {
+  // Finished jobs go; a job whose migration left its phase is cancelled.
+  for (auto it = jobs_.begin(); it != jobs_.end();) {
+    if (it->second.done->load()) {
+      if (it->second.thread.joinable()) it->second.thread.join();
+      it = jobs_.erase(it);
+    } else {
+      ++it;
+    }
+  }
+  std::set<std::string> live;
+  for (const k8s::Json& j : migrations_->List()) {
+    auto m = api::FromJson<api::DaxMigration>(j);
+    if (!m.ok()) continue;
+    const std::string& name = m->metadata.name;
+    const std::string& volume = m->spec.volume;
+    const api::MigrationPhase phase =
+        m->status.phase.value_or(api::MigrationPhase::kPending);
+    auto vol = CachedVolume(volume);
+    const bool copying = phase == api::MigrationPhase::kCopying &&
+                         vol.has_value() &&
+                         vol->status.epoch == m->status.epoch;
+
+    if (m->spec.target_node == config_.node) {
+      auto in = incoming_.find(volume);
+      const bool mine = in != incoming_.end() && in->second.migration == name;
+      if (copying && m->status.target_failure.empty() &&
+          (!mine || in->second.checksum.empty())) {
+        live.insert("copy/" + name);
+        api::DaxMigration mc = *m;
+        api::DaxVolume vc = *vol;
+        StartJobLocked("copy/" + name, [this, mc, vc](const auto& cancel) {
+          CopyIn(mc, vc, cancel);
+        });
+      } else if (phase == api::MigrationPhase::kFailed && mine) {
+        auto job = jobs_.find("copy/" + name);
+        if (job == jobs_.end()) {
+          FreeIncomingLocked(volume);
+        }  // else: cancelled below, freed on the next pass
+      } else if (mine && !in->second.checksum.empty() && vol.has_value() &&
+                 vol->spec.owner_node == config_.node &&
+                 vol->status.epoch > m->status.epoch) {
+        // The owner is this node now: serve the verified copy.
+        Served& s = served_[volume];
+        s.req.set_volume_id(volume);
+        s.req.set_mode(pb::FSDAX);
+        s.req.set_mount_path(
+            in->second.data_path.substr(0, in->second.data_path.rfind('/')));
+        s.data_path = in->second.data_path;
+        s.size = in->second.size;
+        s.migrated = true;
+        s.map.reset();
+        s.registered = false;
+        absl::Status st = MapAndRegisterLocked(s);
+        if (!st.ok()) {
+          base::LogError("agent.migration_serve_failed",
+                         {{"volume", volume}, {"error", st.ToString()}});
+          served_.erase(volume);
+          continue;
+        }
+        incoming_.erase(in);
+        (void)SaveStateLocked();
+        base::LogInfo("agent.migration_serving",
+                      {{"volume", volume},
+                       {"migration", name},
+                       {"bytes", std::to_string(s.size)}});
+      }
+    }
+
+    if (m->status.source_node == config_.node) {
+      auto s = served_.find(volume);
+      if (s == served_.end()) continue;
+      if (copying && vol->spec.owner_node == config_.node) {
+        // The target's read-only access, for this migration and epoch.
+        fabric::GrantKey key{volume, MigrationLeaseUid(*m), m->spec.target_node,
+                             m->status.epoch};
+        auto g = fabric_.Grant(key, fabric::Access::kReadOnly);
+        if (!g.ok()) {
+          base::LogWarn(
+              "agent.migration_grant_failed",
+              {{"migration", name}, {"error", g.status().ToString()}});
+        }
+        if (m->status.source_checksum.empty()) {
+          live.insert("sum/" + name);
+          const std::string path = s->second.data_path;
+          const uint64_t size = s->second.size;
+          const api::DaxMigration mc = *m;
+          StartJobLocked("sum/" + name,
+                         [this, mc, path, size](const auto& cancel) {
+                           SumSource(mc, path, size, cancel);
+                         });
+        }
+      } else if (phase == api::MigrationPhase::kComplete && vol.has_value() &&
+                 vol->spec.owner_node != config_.node) {
+        // Verified and switched: the old media goes.
+        (void)fabric_.DeregisterVolume(volume);
+        s->second.map.reset();
+        s->second.registered = false;
+        const std::string path = s->second.data_path;
+        const bool migrated = s->second.migrated;
+        if (s->second.req.mode() == pb::FSDAX) {
+          absl::Status st = sys::RemoveFile(path);
+          if (!st.ok() && !absl::IsNotFound(st)) {
+            base::LogError("agent.media_free_failed",
+                           {{"volume", volume}, {"error", st.ToString()}});
+            continue;
+          }
+          if (migrated) rmdir(path.substr(0, path.rfind('/')).c_str());
+        }
+        served_.erase(s);
+        (void)SaveStateLocked();
+        base::LogInfo(
+            "agent.migrated_away",
+            {{"volume", volume}, {"migration", name}, {"path", path}});
+      }
+    }
+  }
+  for (auto& [key, j] : jobs_) {
+    if (!live.contains(key)) j.cancel->store(true);
+  }
+  // Media of a migration that no longer exists (deleted while running).
+  std::vector<std::string> orphans;
+  for (const auto& [vol, in] : incoming_) {
+    auto v = CachedVolume(vol);
+    if (!migrations_->Get(in.migration).has_value() &&
+        !jobs_.contains("copy/" + in.migration) &&
+        (!v.has_value() || v->spec.owner_node != config_.node)) {
+      orphans.push_back(vol);
+    }
+  }
+  for (const std::string& v : orphans) FreeIncomingLocked(v);
+}
+
+void Agent::SumSource(const api::DaxMigration& m, const std::string& path,
+                      uint64_t size, const std::atomic<bool>& cancel) {
+  const absl::Time start = clock_.Now();
+  auto sum = FileChecksum(path, size, &cancel);
+  if (!sum.ok()) {
+    base::LogWarn(
+        "agent.migration_checksum_failed",
+        {{"migration", m.metadata.name}, {"error", sum.status().ToString()}});
+    return;
+  }
+  (void)PatchMigrationStatus(m.metadata.name, {{"sourceChecksum", *sum}});
+  base::LogInfo("agent.migration_source_checksum",
+                {{"migration", m.metadata.name},
+                 {"checksum", *sum},
+                 {"ms", std::to_string(
+                            absl::ToInt64Milliseconds(clock_.Now() - start))}});
+}
+
+void Agent::CopyIn(const api::DaxMigration& m, const api::DaxVolume& vol,
+                   const std::atomic<bool>& cancel) {
+  const std::string& name = m.metadata.name;
+  const std::string& volume = m.spec.volume;
+  auto fail = [&](const std::string& reason, const std::string& msg) {
+    base::LogError("agent.migration_failed",
+                   {{"migration", name}, {"reason", reason}, {"error", msg}});
+    (void)PatchMigrationStatus(
+        name, {{"targetFailure", absl::StrCat(reason, ": ", msg)}});
+  };
+  if (config_.connector == nullptr) {
+    fail("NoFabric", "this agent has no fabric connector");
+    return;
+  }
+  auto now_str = [&] { return api::FormatWireTime(clock_.Now()); };
+  (void)PatchMigrationStatus(name, {{"targetEndpoint", fabric_endpoint_},
+                                    {"lastProgressTime", now_str()}});
+  fabric::GrantInfo grant;
+  grant.key = {volume, MigrationLeaseUid(m), config_.node, m.status.epoch};
+  grant.access = fabric::Access::kReadOnly;
+  grant.fabric = "tcp";
+  auto ep = vol.metadata.annotations.find(kFabricEndpointAnnotation);
+  if (ep != vol.metadata.annotations.end()) grant.endpoint = ep->second;
+  grant.credential =
+      fabric::GrantCredential(config_.secret, grant.key, grant.access);
+  // Connects until the source answers (it grants once it sees the phase).
+  std::unique_ptr<fabric::RemoteRegion> remote;
+  auto connect = [&]() -> bool {
+    while (!cancel.load()) {
+      auto c = config_.connector->Connect(grant);
+      if (c.ok()) {
+        remote = std::move(*c);
+        return true;
+      }
+      absl::SleepFor(absl::Milliseconds(100));
+    }
+    return false;
+  };
+  if (!connect()) return;
+  const uint64_t size = remote->size();
+  const std::string dir = absl::StrCat(MediaDir(), "/", volume);
+  const std::string path = absl::StrCat(dir, "/data");
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    Incoming& in = incoming_[volume];
+    in.migration = name;
+    in.data_path = path;
+    in.size = size;
+    in.checksum.clear();
+    if (!SaveStateLocked().ok()) {
+      fail("StateNotSaved", "the agent's state file cannot be written");
+      return;
+    }
+  }
+  if (absl::Status st = sys::MakeDirs(dir, 0700); !st.ok()) {
+    fail("MediaNotCreated", st.ToString());
+    return;
+  }
+  // Room for the media beside what a previous try left.
+  {
+    auto usage = sys::StatFs(dir);
+    const uint64_t have = sys::FileSize(path).value_or(0);
+    if (usage.ok() && usage->available_bytes + have < size) {
+      fail("InsufficientCapacity",
+           absl::StrCat(size, " bytes needed in ", MediaDir(), ", ",
+                        usage->available_bytes + have, " available"));
+      return;
+    }
+  }
+  auto map = MappedVolume::Map(path, size, size);
+  if (!map.ok()) {
+    fail(map.status().code() == absl::StatusCode::kResourceExhausted
+             ? "InsufficientCapacity"
+             : "MediaNotCreated",
+         map.status().ToString());
+    return;
+  }
+  (void)PatchMigrationStatus(name, {{"bytesTotal", size},
+                                    {"bytesCopied", 0},
+                                    {"lastProgressTime", now_str()}});
+  base::LogInfo("agent.migration_copying", {{"migration", name},
+                                            {"from", grant.endpoint},
+                                            {"bytes", std::to_string(size)}});
+  const absl::Time start = clock_.Now();
+  absl::Time reported = start;
+  char* base = (*map)->base();
+  uint64_t off = 0;
+  while (off < size) {
+    if (cancel.load()) return;
+    uint64_t n = std::min(kChunk, size - off);
+    if (config_.migration_bytes_per_second > 0) {
+      // Paced in steps of a quarter second's worth (at least 1 MiB).
+      n = std::min(n, std::max<uint64_t>(config_.migration_bytes_per_second / 4,
+                                         uint64_t{1} << 20));
+    }
+    absl::Status st = remote->Read(off, absl::MakeSpan(base + off, n));
+    if (!st.ok()) {
+      // The source restarted (its grant comes back) or is gone (the
+      // operator fails the migration once no progress is reported).
+      base::LogWarn("agent.migration_read_failed",
+                    {{"migration", name},
+                     {"offset", std::to_string(off)},
+                     {"error", st.ToString()}});
+      remote.reset();
+      if (!connect()) return;
+      continue;
+    }
+    off += n;
+    if (config_.migration_bytes_per_second > 0) {
+      // Paced: this many bytes may not have taken less than this long.
+      const absl::Time due =
+          start + absl::Seconds(static_cast<double>(off) /
+                                config_.migration_bytes_per_second);
+      while (clock_.Now() < due && !cancel.load()) {
+        absl::SleepFor(std::min(due - clock_.Now(), absl::Milliseconds(100)));
+      }
+    }
+    if (clock_.Now() - reported >= absl::Milliseconds(500)) {
+      reported = clock_.Now();
+      (void)PatchMigrationStatus(
+          name, {{"bytesCopied", off}, {"lastProgressTime", now_str()}});
+    }
+  }
+  const absl::Duration took = clock_.Now() - start;
+  remote.reset();
+  if (absl::Status st = (*map)->Persist(0, size); !st.ok()) {
+    fail("MediaNotPersisted", st.ToString());
+    return;
+  }
+  map->reset();
+  auto sum = FileChecksum(path, size, &cancel);
+  if (!sum.ok()) {
+    if (!cancel.load()) fail("ChecksumFailed", sum.status().ToString());
+    return;
+  }
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    auto in = incoming_.find(volume);
+    if (in == incoming_.end() || in->second.migration != name) return;
+    in->second.checksum = *sum;
+    (void)SaveStateLocked();
+  }
+  (void)PatchMigrationStatus(
+      name, {{"bytesCopied", size},
+             {"copyMilliseconds", absl::ToInt64Milliseconds(took)},
+             {"targetChecksum", *sum},
+             {"lastProgressTime", now_str()}});
+  base::LogInfo(
+      "agent.migration_copied",
+      {{"migration", name},
+       {"bytes", std::to_string(size)},
+       {"copy_ms", std::to_string(absl::ToInt64Milliseconds(took))},
+       {"total_ms",
+        std::to_string(absl::ToInt64Milliseconds(clock_.Now() - start))},
+       {"checksum", *sum}});
+}
+
+}  // namespace daxlease::agent

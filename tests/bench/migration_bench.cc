@@ -1,0 +1,277 @@
+// migration_bench: what a DaxMigration costs on the two simulated nodes
+// (tests/twonode), against a plain copy of the same bytes between the same
+// two nodes in the same run.
+//
+// A shared volume (default 1 GiB) is created on node-a, published on both
+// nodes, filled (pseudo-random bytes through libdaxlease), and a
+// daxlease-io pattern writer runs on each node (live holders) the whole
+// time. Then, alternating direction (a -> b, b -> a, ...):
+//   plain:     socat (4 MiB buffers) from the owner's data file on the
+//              source node to a file on the target node, over the veth;
+//   migration: `kubectl daxlease migrate` equivalent (a DaxMigration),
+//              until the volume is Ready at the next epoch on the target.
+// Prints per migration: bytes, copy time (the target agent's
+// copyMilliseconds: the fabric reads into its media), the pause window
+// (the DaxRecall's startedAt -> the volume seen Ready at the next epoch),
+// and the medians of copy throughput, plain throughput, their ratio (goal
+// >= 0.8) and the pause window.
+//
+//   migration_bench [--size-mib M] [--iterations N]
+//
+// Needs what the twonode label needs (root, ip, socat, nsenter, the test
+// control plane: DAXLEASE_KUBECONFIG, as tests/k8s/control-plane.sh starts
+// it); without it, says why and exits 0.
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <fstream>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
+#include "lib/api/json.h"
+#include "lib/api/resources.h"
+#include "lib/k8s/config.h"
+#include "lib/k8s/rest_client.h"
+#include "nlohmann/json.hpp"
+#include "tests/integration/plugin_harness.h"
+#include "tests/twonode/two_node_cluster.h"
+
+namespace daxlease::bench {
+namespace {
+
+using Json = nlohmann::json;
+using testing::CallJson;
+using testing::NodeProcess;
+using testing::TwoNodeCluster;
+
+double Median(std::vector<double> v) {
+  if (v.empty()) return 0;
+  std::sort(v.begin(), v.end());
+  return v[v.size() / 2];
+}
+
+int Fail(const std::string& what) {
+  std::fprintf(stderr, "migration_bench: %s\n", what.c_str());
+  return 1;
+}
+
+Json Cap() {
+  return {{"mount", Json::object()},
+          {"accessMode", {{"mode", "MULTI_NODE_MULTI_WRITER"}}}};
+}
+
+int Main(int argc, char** argv) {
+  int64_t size_mib = 1024;
+  int iterations = 2;
+  for (int i = 1; i + 1 < argc; i += 2) {
+    std::string a = argv[i];
+    if (a == "--size-mib") (void)absl::SimpleAtoi(argv[i + 1], &size_mib);
+    if (a == "--iterations") (void)absl::SimpleAtoi(argv[i + 1], &iterations);
+  }
+  const std::string why = testing::TwoNodePrereqMissing();
+  if (!why.empty()) {
+    std::printf("migration_bench: skipped: %s\n", why.c_str());
+    return 0;
+  }
+  testing::TwoNodeOptions o;
+  o.operator_args = {"--resync=5s"};
+  auto c = TwoNodeCluster::Start(o);
+  if (!c.ok()) return Fail(c.status().ToString());
+  TwoNodeCluster& cl = **c;
+  auto kcfg = k8s::LoadDefaultConfig(cl.kubeconfig());
+  if (!kcfg.ok()) return Fail(kcfg.status().ToString());
+  auto kube = k8s::RestKubeClient::Create(*kcfg);
+  if (!kube.ok()) return Fail(kube.status().ToString());
+
+  TwoNodeCluster::Node* nodes[2] = {&cl.a(), &cl.b()};
+  // The volume: the file backend's image plus the filesystem's overhead.
+  const int64_t bytes = (size_mib + size_mib / 16 + 64) << 20;
+  auto created = CallJson(
+      cl.a().csi_channel, "/csi.v1.Controller/CreateVolume",
+      Json{{"name", absl::StrCat("migration-bench-", getpid())},
+           {"capacityRange", {{"requiredBytes", std::to_string(bytes)}}},
+           {"parameters",
+            {{"daxlease.io/share", "true"},
+             {"daxlease.io/recallGraceSeconds", "10"}}},
+           {"volumeCapabilities", Json::array({Cap()})}}
+          .dump());
+  if (!created.ok()) return Fail(created.status().ToString());
+  const Json volume = Json::parse(*created).at("volume");
+  const std::string id = volume.at("volumeId");
+  std::string dirs[2];
+  for (int n = 0; n < 2; ++n) {
+    const auto& node = *nodes[n];
+    const std::string staging = node.kubelet_dir + "/staging/" + id;
+    dirs[n] = absl::StrCat(node.kubelet_dir, "/pods/bench-", n, "/volume");
+    Json ctx = volume.value("volumeContext", Json::object());
+    auto st = CallJson(node.csi_channel, "/csi.v1.Node/NodeStageVolume",
+                       Json{{"volumeId", id},
+                            {"stagingTargetPath", staging},
+                            {"volumeCapability", Cap()},
+                            {"volumeContext", ctx}}
+                           .dump());
+    if (!st.ok()) return Fail(st.status().ToString());
+    ctx["csi.storage.k8s.io/pod.name"] = absl::StrCat("bench-", n);
+    ctx["csi.storage.k8s.io/pod.namespace"] = "default";
+    ctx["csi.storage.k8s.io/pod.uid"] = absl::StrCat("uid-bench-", n);
+    auto pub = CallJson(node.csi_channel, "/csi.v1.Node/NodePublishVolume",
+                        Json{{"volumeId", id},
+                             {"stagingTargetPath", staging},
+                             {"targetPath", dirs[n]},
+                             {"volumeCapability", Cap()},
+                             {"volumeContext", ctx}}
+                            .dump());
+    if (!pub.ok()) return Fail(pub.status().ToString());
+  }
+  // Fill through the owner's holder (pseudo-random: nothing compresses).
+  const std::string fill = cl.dir() + "/fill";
+  {
+    std::ofstream out(fill, std::ios::binary);
+    std::mt19937_64 rng(42);
+    std::vector<uint64_t> buf(1 << 17);
+    for (int64_t m = 0; m < size_mib; ++m) {
+      for (auto& x : buf) x = rng();
+      out.write(reinterpret_cast<const char*>(buf.data()), 1 << 20);
+    }
+  }
+  auto filled = cl.RunIn(cl.a(), {"bash", "-c",
+                                  absl::StrCat(testing::IoBinary(), " write '",
+                                               dirs[0], "' 0 <'", fill, "'")});
+  if (!filled.ok() || filled->exit_code != 0) {
+    return Fail(absl::StrCat("fill: ", filled.ok()
+                                           ? filled->stderr_text
+                                           : filled.status().ToString()));
+  }
+  unlink(fill.c_str());
+  // Live holders: a pattern writer on each node for the whole run.
+  std::unique_ptr<NodeProcess> writers[2];
+  for (int n = 0; n < 2; ++n) {
+    auto w = NodeProcess::Start(
+        nodes[n]->netns,
+        {testing::IoBinary(), "pattern", dirs[n], "4096", "100000"},
+        absl::StrCat(cl.dir(), "/writer-", n, ".log"));
+    if (!w.ok()) return Fail(w.status().ToString());
+    writers[n] = std::move(*w);
+  }
+  absl::SleepFor(absl::Seconds(2));
+
+  auto get = [&](const k8s::Resource& r, const std::string& name) {
+    auto j = kube.value()->Get(r, "", name);
+    return j.ok() ? *j : Json::object();
+  };
+  std::vector<double> copy_mbps, plain_mbps, ratio, pause_ms, total_ms;
+  int owner = 0;
+  for (int it = 0; it < iterations * 2; ++it) {
+    const int target = 1 - owner;
+    Json vol = get(api::DaxVolumeResource(), id);
+    const int64_t epoch = vol["status"].value("epoch", int64_t{0});
+    // The owner's data file: under the staging mount (node-a at first) or
+    // the agent's media after a migration.
+    std::string data =
+        absl::StrCat(nodes[owner]->dir, "/agent/media/", id, "/data");
+    if (access(data.c_str(), F_OK) != 0) {
+      data = absl::StrCat(dirs[owner], "/.daxlease/data");
+    }
+    // Plain copy, owner -> target, over the veth.
+    const std::string sink = absl::StrCat(nodes[target]->dir, "/plain-copy");
+    auto listener = NodeProcess::Start(
+        nodes[target]->netns,
+        {"socat", "-u", "-b", "4194304", "TCP-LISTEN:7411,reuseaddr",
+         absl::StrCat("OPEN:", sink, ",creat,trunc")},
+        absl::StrCat(cl.dir(), "/socat-listen.log"));
+    if (!listener.ok()) return Fail(listener.status().ToString());
+    absl::SleepFor(absl::Milliseconds(300));
+    const absl::Time p0 = absl::Now();
+    auto sent =
+        cl.RunIn(*nodes[owner],
+                 {"socat", "-u", "-b", "4194304", absl::StrCat("OPEN:", data),
+                  absl::StrCat("TCP:", nodes[target]->addr, ":7411")});
+    (void)(*listener)->Wait(absl::Seconds(60));
+    const double plain_s = absl::ToDoubleSeconds(absl::Now() - p0);
+    if (!sent.ok() || sent->exit_code != 0) return Fail("plain copy failed");
+    int64_t plain_bytes = 0;
+    {
+      std::ifstream in(sink, std::ios::binary | std::ios::ate);
+      plain_bytes = in.tellg();
+    }
+    unlink(sink.c_str());
+
+    // The migration.
+    const std::string name = absl::StrCat(id, "-bench-", it);
+    Json m = {{"apiVersion", "daxlease.io/v1alpha1"},
+              {"kind", "DaxMigration"},
+              {"metadata", {{"name", name}}},
+              {"spec", {{"volume", id}, {"targetNode", nodes[target]->name}}}};
+    auto mk = kube.value()->Create(api::DaxMigrationResource(), m);
+    if (!mk.ok()) return Fail(mk.status().ToString());
+    const absl::Time m0 = absl::Now();
+    absl::Time ready = absl::InfiniteFuture();
+    while (absl::Now() - m0 < absl::Seconds(300)) {
+      vol = get(api::DaxVolumeResource(), id);
+      if (vol["status"].value("epoch", int64_t{0}) > epoch &&
+          vol["status"].value("phase", "") == "Ready") {
+        ready = absl::Now();
+        break;
+      }
+      absl::SleepFor(absl::Milliseconds(10));
+    }
+    if (ready == absl::InfiniteFuture()) return Fail("migration timed out");
+    Json ms;
+    for (int i = 0; i < 100; ++i) {
+      ms = get(api::DaxMigrationResource(), name)["status"];
+      if (ms.value("phase", "") == "Complete" ||
+          ms.value("phase", "") == "Failed") {
+        break;
+      }
+      absl::SleepFor(absl::Milliseconds(100));
+    }
+    if (ms.value("phase", "") != "Complete") {
+      return Fail(absl::StrCat("migration ", name, ": ", ms.dump()));
+    }
+    Json rs = get(api::DaxRecallResource(), ms.value("recall", ""))["status"];
+    auto started = api::ParseWireTime(rs.value("startedAt", ""));
+    const double pause =
+        started.ok() ? absl::ToDoubleMilliseconds(ready - *started) : -1;
+    const int64_t total = ms.value("bytesTotal", int64_t{0});
+    const int64_t copy = std::max<int64_t>(1, ms.value("copyMilliseconds", 0));
+    const double cm = total / 1e6 / (copy / 1e3);
+    const double pm = plain_bytes / 1e6 / plain_s;
+    std::printf(
+        "%s -> %s: %lld bytes, copy %lld ms (%.0f MB/s), plain %lld bytes "
+        "%.0f ms (%.0f MB/s), ratio %.2f, pause (recall start -> Ready) "
+        "%.0f ms, migrate -> Ready %.0f ms\n",
+        nodes[owner]->name.c_str(), nodes[target]->name.c_str(),
+        static_cast<long long>(total), static_cast<long long>(copy), cm,
+        static_cast<long long>(plain_bytes), plain_s * 1e3, pm, cm / pm, pause,
+        absl::ToDoubleMilliseconds(ready - m0));
+    std::fflush(stdout);
+    copy_mbps.push_back(cm);
+    plain_mbps.push_back(pm);
+    ratio.push_back(cm / pm);
+    pause_ms.push_back(pause);
+    total_ms.push_back(absl::ToDoubleMilliseconds(ready - m0));
+    owner = target;
+  }
+  for (auto& w : writers) {
+    if (!w->running())
+      std::printf("a writer exited:\n%s\n", w->LogTail().c_str());
+  }
+  std::printf(
+      "median over %zu migrations of %lld MiB with 2 live holders: copy "
+      "%.0f MB/s, plain copy %.0f MB/s, ratio %.2f (goal >= 0.8), pause "
+      "window %.0f ms, migrate -> Ready %.0f ms\n",
+      ratio.size(), static_cast<long long>(size_mib), Median(copy_mbps),
+      Median(plain_mbps), Median(ratio), Median(pause_ms), Median(total_ms));
+  return 0;
+}
+
+}  // namespace
+}  // namespace daxlease::bench
+
+int main(int argc, char** argv) { return daxlease::bench::Main(argc, argv); }

@@ -1,0 +1,491 @@
+// Migration across the two simulated nodes (label twonode): a shared volume
+// created and staged on node-a, published there (a writer) and on node-b (a
+// reader), moves to node-b with `kubectl daxlease migrate` and back while the
+// writer keeps writing checksummed blocks. The DaxMigration runs its recall
+// (reason Migrate), the target agent copies the data over the veth, both
+// checksums match, the owner switches at the next epoch, the holders follow
+// (the writer local -> remote -> local), the old media is freed, and node-b
+// reads every block intact up to the writer's last persisted one.
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <fstream>
+#include <functional>
+#include <sstream>
+
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "nlohmann/json.hpp"
+#include "tests/integration/plugin_harness.h"
+#include "tests/testing/prereq.h"
+#include "tests/twonode/two_node_cluster.h"
+
+namespace daxlease::testing {
+namespace {
+
+using Json = nlohmann::json;
+
+class MigrationTwoNodeTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    std::string why = TwoNodePrereqMissing();
+    DAXLEASE_REQUIRE(why.empty(), why);
+    TwoNodeOptions o;
+    o.operator_args = {"--resync=5s", "--migration-stall-timeout=20s"};
+    o.agent_args = agent_args_;
+    auto c = TwoNodeCluster::Start(o);
+    ASSERT_TRUE(c.ok()) << c.status();
+    cluster_ = std::move(*c);
+  }
+
+  void TearDown() override {
+    if (HasFailure() && cluster_ != nullptr) {
+      ADD_FAILURE() << "logs:\n" << cluster_->Logs();
+    }
+  }
+
+  Json Call(const TwoNodeCluster::Node& node, const std::string& method,
+            const Json& req) {
+    auto r = CallJson(node.csi_channel, method, req.dump());
+    EXPECT_TRUE(r.ok()) << node.name << " " << method << ": " << r.status();
+    return r.ok() ? Json::parse(*r) : Json::object();
+  }
+
+  static Json Cap() {
+    return {{"mount", Json::object()},
+            {"accessMode", {{"mode", "MULTI_NODE_MULTI_WRITER"}}}};
+  }
+
+  std::string StageAndPublish(const TwoNodeCluster::Node& node,
+                              const Json& volume, const std::string& pod) {
+    const std::string id = volume.at("volumeId");
+    const std::string staging = node.kubelet_dir + "/staging/" + id;
+    const std::string target =
+        absl::StrCat(node.kubelet_dir, "/pods/", pod, "/volume");
+    Call(node, "/csi.v1.Node/NodeStageVolume",
+         {{"volumeId", id},
+          {"stagingTargetPath", staging},
+          {"volumeCapability", Cap()},
+          {"volumeContext", volume.value("volumeContext", Json::object())}});
+    Json ctx = volume.value("volumeContext", Json::object());
+    ctx["csi.storage.k8s.io/pod.name"] = pod;
+    ctx["csi.storage.k8s.io/pod.namespace"] = "default";
+    ctx["csi.storage.k8s.io/pod.uid"] = absl::StrCat("uid-", pod);
+    Call(node, "/csi.v1.Node/NodePublishVolume",
+         {{"volumeId", id},
+          {"stagingTargetPath", staging},
+          {"targetPath", target},
+          {"volumeCapability", Cap()},
+          {"volumeContext", ctx}});
+    return target;
+  }
+
+  sys::CommandResult Io(const TwoNodeCluster::Node& node,
+                        std::vector<std::string> args) {
+    std::string cmd = IoBinary();
+    for (const std::string& a : args) absl::StrAppend(&cmd, " '", a, "'");
+    auto r = cluster_->RunIn(
+        node, {"env", "DAXLEASE_IO_TIMEOUT_MS=60000", "bash", "-c", cmd});
+    EXPECT_TRUE(r.ok()) << r.status();
+    return r.ok() ? *r : sys::CommandResult{};
+  }
+
+  std::string Get(const std::string& kind, const std::string& name,
+                  const std::string& path) {
+    auto r = cluster_->Kubectl(
+        {"get", kind, name, "-o", absl::StrCat("jsonpath=", path)});
+    return r.ok() ? r->stdout_text : "";
+  }
+
+  static bool Until(const std::function<bool()>& pred, absl::Duration timeout) {
+    const absl::Time end = absl::Now() + timeout;
+    while (absl::Now() < end) {
+      if (pred()) return true;
+      absl::SleepFor(absl::Milliseconds(100));
+    }
+    return pred();
+  }
+
+  static std::string ReadFile(const std::string& path) {
+    std::ifstream in(path, std::ios::binary);
+    std::stringstream ss;
+    ss << in.rdbuf();
+    return ss.str();
+  }
+  static bool Exists(const std::string& path) {
+    return ::access(path.c_str(), F_OK) == 0;
+  }
+
+  // `kubectl daxlease migrate VOLUME --to NODE`; the DaxMigration's name.
+  std::string Migrate(const std::string& volume, const std::string& to) {
+    auto r = sys::RunCommand({DAXLEASE_PLUGIN_BIN,
+                              "--kubeconfig=" + cluster_->kubeconfig(),
+                              "migrate", volume, "--to", to});
+    EXPECT_TRUE(r.ok() && r->exit_code == 0)
+        << (r.ok() ? r->stderr_text : r.status().ToString());
+    if (!r.ok()) return "";
+    std::string out = r->stdout_text;
+    const size_t slash = out.find('/');
+    const size_t space = out.find(' ');
+    if (slash == std::string::npos || space == std::string::npos) return "";
+    return out.substr(slash + 1, space - slash - 1);
+  }
+
+  // Waits for the migration to finish; its phase.
+  std::string AwaitMigration(const std::string& name) {
+    std::string phase;
+    Until(
+        [&] {
+          phase = Get("daxmigrations", name, "{.status.phase}");
+          return phase == "Complete" || phase == "Failed";
+        },
+        absl::Seconds(120));
+    return phase;
+  }
+
+  int64_t Epoch(const std::string& volume) {
+    int64_t e = 0;
+    (void)absl::SimpleAtoi(Get("daxvolumes", volume, "{.status.epoch}"), &e);
+    return e;
+  }
+
+  std::string MediaOf(const TwoNodeCluster::Node& n, const std::string& id) {
+    return absl::StrCat(n.dir, "/agent/media/", id, "/data");
+  }
+
+  // A shared 64 MiB volume on node-a, published to a writer pod there and
+  // a reader pod on node-b; a daxlease-io pattern writer on node-a for
+  // `seconds`, started and past its 100th block.
+  void SetUpVolumeAndWriter(int seconds) {
+    auto& a = cluster_->a();
+    auto& b = cluster_->b();
+    Json created = Call(a, "/csi.v1.Controller/CreateVolume",
+                        {{"name", absl::StrCat("twonode-migrate-", ::getpid())},
+                         {"capacityRange", {{"requiredBytes", "67108864"}}},
+                         {"parameters",
+                          {{"daxlease.io/share", "true"},
+                           {"daxlease.io/recallGraceSeconds", "10"}}},
+                         {"volumeCapabilities", Json::array({Cap()})}});
+    ASSERT_TRUE(created.contains("volume")) << created.dump();
+    const Json volume = created.at("volume");
+    id_ = volume.at("volumeId");
+    on_a_ = StageAndPublish(a, volume, "writer");
+    on_b_ = StageAndPublish(b, volume, "reader");
+    ASSERT_FALSE(HasFailure());
+    source_data_ = on_a_ + "/volume/.daxlease/data";
+    ASSERT_TRUE(Exists(source_data_));
+    auto w = NodeProcess::Start(
+        a.netns, {IoBinary(), "pattern", on_a_, "4096", absl::StrCat(seconds)},
+        cluster_->dir() + "/writer-a.log");
+    ASSERT_TRUE(w.ok()) << w.status();
+    writer_ = std::move(*w);
+    ASSERT_TRUE(Until(
+        [&] { return absl::StrContains(WriterLog(), "persisted seq=100 "); },
+        absl::Seconds(60)))
+        << WriterLog();
+  }
+  std::string WriterLog() { return ReadFile(writer_->log_path()); }
+
+  // Whether `n` holds the volume's data: its agent's media, or (node-a)
+  // the data file under the CSI staging mount.
+  bool HasData(const TwoNodeCluster::Node& n) {
+    return Exists(MediaOf(n, id_)) ||
+           (&n == &cluster_->a() && Exists(source_data_));
+  }
+
+  // After a migration of the volume from `from` to `to` that began at
+  // epoch `e` and ended in `phase`: the volume is Ready at e + 1 on the
+  // node the phase says, only that node holds data (no media leaked), and
+  // the writer goes on at e + 1.
+  void ExpectSettled(const std::string& phase, TwoNodeCluster::Node& from,
+                     TwoNodeCluster::Node& to, int64_t e) {
+    TwoNodeCluster::Node& owner = phase == "Complete" ? to : from;
+    TwoNodeCluster::Node& other = phase == "Complete" ? from : to;
+    EXPECT_TRUE(Until(
+        [&] {
+          return Get("daxvolumes", id_, "{.status.phase}") == "Ready" &&
+                 Epoch(id_) == e + 1;
+        },
+        absl::Seconds(30)))
+        << Get("daxvolumes", id_, "{.status}");
+    EXPECT_EQ(Get("daxvolumes", id_, "{.spec.ownerNode}"), owner.name);
+    EXPECT_TRUE(Until([&] { return HasData(owner) && !HasData(other); },
+                      absl::Seconds(30)))
+        << "data on " << owner.name << ": " << HasData(owner) << ", on "
+        << other.name << ": " << HasData(other);
+    EXPECT_TRUE(Until(
+        [&] {
+          return absl::StrContains(WriterLog(),
+                                   absl::StrCat(" epoch=", e + 1, "\n"));
+        },
+        absl::Seconds(60)))
+        << WriterLog();
+  }
+
+  // Stops the writer (kill -9: it writes until then); then every block,
+  // read on node-a, is intact, and the newest is its last persisted one
+  // (or the one after it, written but not yet persisted when it died).
+  // (Not node-b: a restarted agent's new socket is not the one bound into
+  // the published directories of its node, a limit of the CSI plugin's
+  // socket bind, so a new client there cannot reach it.)
+  void StopWriterAndExpectEveryBlockIntact() {
+    ASSERT_TRUE(writer_->running()) << WriterLog();
+    writer_->Kill9();
+    const std::string out = WriterLog();
+    EXPECT_THAT(out, ::testing::Not(::testing::HasSubstr("error"))) << out;
+    const size_t last = out.rfind("persisted seq=");
+    ASSERT_NE(last, std::string::npos);
+    uint64_t seq = 0;
+    ASSERT_TRUE(absl::SimpleAtoi(
+        out.substr(last + 14, out.find(' ', last + 14) - last - 14), &seq));
+    sys::CommandResult v = Io(cluster_->b(), {"verify", on_b_, "4096"});
+    EXPECT_EQ(v.exit_code, 0) << v.stdout_text << v.stderr_text;
+    EXPECT_THAT(v.stdout_text, ::testing::HasSubstr(" corrupt=0 "));
+    EXPECT_THAT(
+        v.stdout_text,
+        ::testing::AnyOf(
+            ::testing::HasSubstr(absl::StrCat(" maxseq=", seq, "\n")),
+            ::testing::HasSubstr(absl::StrCat(" maxseq=", seq + 1, "\n"))));
+  }
+
+  // Waits until the migration copies (Copying, some bytes copied).
+  bool AwaitCopying(const std::string& name) {
+    return Until(
+        [&] {
+          int64_t copied = 0;
+          return Get("daxmigrations", name, "{.status.phase}") == "Copying" &&
+                 absl::SimpleAtoi(
+                     Get("daxmigrations", name, "{.status.bytesCopied}"),
+                     &copied) &&
+                 copied > 0;
+        },
+        absl::Seconds(60));
+  }
+
+  std::vector<std::string> agent_args_;
+  std::unique_ptr<TwoNodeCluster> cluster_;
+  std::string id_, on_a_, on_b_, source_data_;
+  std::unique_ptr<NodeProcess> writer_;
+};
+
+// Copies paced at 8 MiB/s (the 64 MiB volume's copy takes ~8 s), so a kill
+// lands mid-copy.
+class MigrationFaultTwoNodeTest : public MigrationTwoNodeTest {
+ protected:
+  MigrationFaultTwoNodeTest() {
+    agent_args_ = {"--migration-max-bytes-per-second=8388608"};
+  }
+};
+
+TEST_F(MigrationTwoNodeTest, WriterAndRemoteReaderRunThroughAMigrationAndBack) {
+  auto& a = cluster_->a();
+  auto& b = cluster_->b();
+  Json created = Call(a, "/csi.v1.Controller/CreateVolume",
+                      {{"name", absl::StrCat("twonode-migrate-", ::getpid())},
+                       {"capacityRange", {{"requiredBytes", "67108864"}}},
+                       {"parameters",
+                        {{"daxlease.io/share", "true"},
+                         {"daxlease.io/recallGraceSeconds", "10"}}},
+                       {"volumeCapabilities", Json::array({Cap()})}});
+  ASSERT_TRUE(created.contains("volume")) << created.dump();
+  const Json volume = created.at("volume");
+  const std::string id = volume.at("volumeId");
+  const std::string on_a = StageAndPublish(a, volume, "writer");
+  const std::string on_b = StageAndPublish(b, volume, "reader");
+  ASSERT_FALSE(HasFailure());
+  const std::string source_data = on_a + "/volume/.daxlease/data";
+  ASSERT_TRUE(Exists(source_data));
+
+  auto writer =
+      NodeProcess::Start(a.netns, {IoBinary(), "pattern", on_a, "4096", "45"},
+                         cluster_->dir() + "/writer-a.log");
+  ASSERT_TRUE(writer.ok()) << writer.status();
+  auto log = [&] { return ReadFile((*writer)->log_path()); };
+  ASSERT_TRUE(
+      Until([&] { return absl::StrContains(log(), "persisted seq=100 "); },
+            absl::Seconds(60)))
+      << log();
+
+  // a -> b.
+  const int64_t e0 = Epoch(id);
+  const std::string to_b = Migrate(id, "node-b");
+  ASSERT_FALSE(to_b.empty());
+  ASSERT_EQ(AwaitMigration(to_b), "Complete")
+      << Get("daxmigrations", to_b, "{.status}");
+  const std::string recall = absl::StrCat(id, "-migrate-e", e0);
+  EXPECT_EQ(Get("daxrecalls", recall, "{.spec.reason}"), "Migrate");
+  EXPECT_EQ(Get("daxrecalls", recall, "{.status.phase}"), "Complete");
+  EXPECT_EQ(Get("daxrecalls", recall, "{.status.revoked}"), "");  // 0
+  EXPECT_EQ(Get("daxvolumes", id, "{.spec.ownerNode}"), "node-b");
+  EXPECT_EQ(Epoch(id), e0 + 1);
+  EXPECT_EQ(Get("daxmigrations", to_b, "{.status.sourceNode}"), "node-a");
+  const std::string sum =
+      Get("daxmigrations", to_b, "{.status.sourceChecksum}");
+  EXPECT_THAT(sum, ::testing::StartsWith("sha256:"));
+  EXPECT_EQ(Get("daxmigrations", to_b, "{.status.targetChecksum}"), sum);
+  EXPECT_EQ(Get("daxmigrations", to_b, "{.status.bytesCopied}"),
+            Get("daxmigrations", to_b, "{.status.bytesTotal}"));
+  EXPECT_EQ(Get("daxmigrations", to_b,
+                "{.status.conditions[?(@.type==\"Succeeded\")].status}"),
+            "True");
+  // The media: node-b's made, node-a's freed once verified.
+  EXPECT_TRUE(Exists(MediaOf(b, id)));
+  EXPECT_TRUE(Until([&] { return !Exists(source_data); }, absl::Seconds(30)))
+      << "node-a's data file is still there";
+  auto st =
+      sys::RunCommand({DAXLEASE_PLUGIN_BIN,
+                       "--kubeconfig=" + cluster_->kubeconfig(), "status", id});
+  ASSERT_TRUE(st.ok());
+  EXPECT_THAT(st->stdout_text, ::testing::HasSubstr(to_b));
+  EXPECT_THAT(st->stdout_text, ::testing::HasSubstr("(100%)"));
+  // The writer goes on at the next epoch, now remote.
+  ASSERT_TRUE(Until(
+      [&] {
+        return absl::StrContains(log(), absl::StrCat(" epoch=", e0 + 1, "\n"));
+      },
+      absl::Seconds(60)))
+      << log();
+  sys::CommandResult v = Io(b, {"verify", on_b, "4096"});
+  EXPECT_EQ(v.exit_code, 0) << v.stdout_text << v.stderr_text;
+  EXPECT_THAT(v.stdout_text, ::testing::HasSubstr(" corrupt=0 "));
+
+  // b -> a: back to a's media dir.
+  const std::string to_a = Migrate(id, "node-a");
+  ASSERT_FALSE(to_a.empty());
+  ASSERT_EQ(AwaitMigration(to_a), "Complete")
+      << Get("daxmigrations", to_a, "{.status}");
+  EXPECT_EQ(Get("daxvolumes", id, "{.spec.ownerNode}"), "node-a");
+  EXPECT_EQ(Epoch(id), e0 + 2);
+  EXPECT_TRUE(Exists(MediaOf(a, id)));
+  EXPECT_TRUE(Until([&] { return !Exists(MediaOf(b, id)); }, absl::Seconds(30)))
+      << "node-b's media is still there";
+  ASSERT_TRUE(Until(
+      [&] {
+        return absl::StrContains(log(), absl::StrCat(" epoch=", e0 + 2, "\n"));
+      },
+      absl::Seconds(60)))
+      << log();
+
+  absl::StatusOr<int> exited = (*writer)->Wait(absl::Seconds(90));
+  ASSERT_TRUE(exited.ok()) << exited.status();
+  EXPECT_TRUE(WIFEXITED(*exited) && WEXITSTATUS(*exited) == 0) << log();
+  const std::string out = log();
+  EXPECT_THAT(out, ::testing::Not(::testing::HasSubstr("error")));
+  const size_t last = out.rfind("persisted seq=");
+  ASSERT_NE(last, std::string::npos);
+  const std::string seq =
+      out.substr(last + 14, out.find(' ', last + 14) - last - 14);
+  // Every block, read remotely from node-b.
+  v = Io(b, {"verify", on_b, "4096"});
+  EXPECT_EQ(v.exit_code, 0) << v.stdout_text << v.stderr_text;
+  EXPECT_THAT(v.stdout_text, ::testing::HasSubstr(" corrupt=0 "));
+  EXPECT_THAT(v.stdout_text,
+              ::testing::HasSubstr(absl::StrCat(" maxseq=", seq, "\n")));
+}
+
+}  // namespace
+}  // namespace daxlease::testing
+
+namespace daxlease::testing {
+namespace {
+
+// kill -9 mid-copy of each party in turn, with the writer running: the
+// operator (a -> b), the source agent (b -> a), the target agent (a -> b).
+// Each migration finishes (or rolls back to its old owner) at the next
+// epoch; only the owner holds data afterwards; the writer goes on; every
+// block is intact at the end.
+TEST_F(MigrationFaultTwoNodeTest, KillNineMidCopyFinishesOrRollsBack) {
+  SetUpVolumeAndWriter(600);
+  ASSERT_FALSE(HasFailure());
+  auto& a = cluster_->a();
+  auto& b = cluster_->b();
+  enum Victim { kOperator, kSource, kTarget };
+  struct Step {
+    TwoNodeCluster::Node* from;
+    TwoNodeCluster::Node* to;
+    Victim victim;
+  };
+  for (const Step& step : {Step{&a, &b, kOperator}, Step{&b, &a, kSource},
+                           Step{&a, &b, kTarget}}) {
+    SCOPED_TRACE(step.victim);
+    const int64_t e = Epoch(id_);
+    const std::string name = Migrate(id_, step.to->name);
+    ASSERT_FALSE(name.empty());
+    ASSERT_TRUE(AwaitCopying(name)) << Get("daxmigrations", name, "{.status}");
+    switch (step.victim) {
+      case kOperator:
+        ASSERT_TRUE(cluster_->RestartOperator(9).ok());
+        break;
+      case kSource:
+        ASSERT_TRUE(cluster_->RestartAgent(*step.from, 9).ok());
+        break;
+      case kTarget:
+        ASSERT_TRUE(cluster_->RestartAgent(*step.to, 9).ok());
+        break;
+    }
+    const std::string phase = AwaitMigration(name);
+    ASSERT_TRUE(phase == "Complete" || phase == "Failed")
+        << Get("daxmigrations", name, "{.status}");
+    // An agent restarted within the stall timeout picks the copy up again.
+    EXPECT_EQ(phase, "Complete") << Get("daxmigrations", name, "{.status}");
+    ExpectSettled(phase, *step.from, *step.to, e);
+    sys::CommandResult v = Io(a, {"verify", on_a_, "4096"});
+    EXPECT_EQ(v.exit_code, 0) << v.stdout_text << v.stderr_text;
+  }
+  StopWriterAndExpectEveryBlockIntact();
+}
+
+// A target without room fails the migration (InsufficientCapacity) before
+// any byte moves; a target that goes away mid-copy fails it at the stall
+// timeout (TargetUnresponsive). Either way the volume is Ready again at the
+// next epoch on node-a, the writer goes on, and node-b, back, frees what it
+// made.
+TEST_F(MigrationFaultTwoNodeTest, TargetWithoutRoomOrGoneFailsAndVolumeStays) {
+  SetUpVolumeAndWriter(600);
+  ASSERT_FALSE(HasFailure());
+  auto& a = cluster_->a();
+  auto& b = cluster_->b();
+  // node-b's media directory: a 4 MiB tmpfs.
+  const std::string media = b.dir + "/agent/media";
+  ASSERT_TRUE(sys::RunCommandOk({"mkdir", "-p", media}).ok());
+  ASSERT_TRUE(sys::RunCommandOk(
+                  {"mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", media})
+                  .ok());
+  int64_t e = Epoch(id_);
+  std::string name = Migrate(id_, "node-b");
+  ASSERT_EQ(AwaitMigration(name), "Failed")
+      << Get("daxmigrations", name, "{.status}");
+  EXPECT_EQ(Get("daxmigrations", name,
+                "{.status.conditions[?(@.type==\"Failed\")].reason}"),
+            "InsufficientCapacity");
+  EXPECT_THAT(Get("daxmigrations", name,
+                  "{.status.conditions[?(@.type==\"Failed\")].message}"),
+              ::testing::HasSubstr("stays on node-a"));
+  ExpectSettled("Failed", a, b, e);
+  ASSERT_TRUE(sys::RunCommandOk({"umount", media}).ok());
+
+  // Gone mid-copy.
+  e = Epoch(id_);
+  name = Migrate(id_, "node-b");
+  ASSERT_TRUE(AwaitCopying(name)) << Get("daxmigrations", name, "{.status}");
+  b.agent->Kill9();
+  ASSERT_EQ(AwaitMigration(name), "Failed")
+      << Get("daxmigrations", name, "{.status}");
+  EXPECT_EQ(Get("daxmigrations", name,
+                "{.status.conditions[?(@.type==\"Failed\")].reason}"),
+            "TargetUnresponsive");
+  EXPECT_EQ(Get("daxvolumes", id_, "{.spec.ownerNode}"), "node-a");
+  // Back: node-b's agent frees the media the failed copy left.
+  EXPECT_TRUE(Exists(MediaOf(b, id_)));
+  ASSERT_TRUE(cluster_->RestartAgent(b, 9).ok());
+  ExpectSettled("Failed", a, b, e);
+  StopWriterAndExpectEveryBlockIntact();
+}
+
+}  // namespace
+}  // namespace daxlease::testing

@@ -176,7 +176,7 @@ int Main(int argc, char** argv) {
     std::string data =
         absl::StrCat(nodes[owner]->dir, "/agent/media/", id, "/data");
     if (access(data.c_str(), F_OK) != 0) {
-      data = absl::StrCat(dirs[owner], "/.daxlease/data");
+      data = absl::StrCat(dirs[owner], "/volume/.daxlease/data");
     }
     // Plain copy, owner -> target, over the veth.
     const std::string sink = absl::StrCat(nodes[target]->dir, "/plain-copy");

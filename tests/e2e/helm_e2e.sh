@@ -387,12 +387,17 @@ classes = yaml.safe_load(open(sys.argv[1]))["storageClasses"]
 yaml.safe_dump({"storageClasses": [c for c in classes if c["name"] != "daxlease-devdax"]}, sys.stdout)
 PY
 op_metrics_port=$(free_port)
+fabric_secret() { k get secret "$RELEASE-agent-fabric" -o 'jsonpath={.data.secret}'; }
+secret_before=$(fabric_secret)
+[[ -n $secret_before ]] || fail "no agent fabric secret after the install"
 t_upgrade=$SECONDS
 "$helm" upgrade "$RELEASE" "$repo/charts/daxlease" -n "$NS" "${install_values[@]}" \
   -f "$dir/upgrade-values.yaml" --set operator.replicas=1 --set node.logLevel=debug \
   --set operator.ports.metrics="$op_metrics_port" --wait --timeout 180s >/dev/null
 say "helm upgrade --wait returned after $((SECONDS - t_upgrade)) s"
 gone storageclass daxlease-devdax || fail "upgrade: StorageClass daxlease-devdax still there"
+# Every agent must keep the secret the running ones hold: the chart's lookup keeps it.
+[[ $(fabric_secret) == "$secret_before" ]] || fail "upgrade: the agents' fabric secret changed"
 # external-provisioner drops the capacity object of a class that is gone.
 no_devdax_capacity() {
   [[ -z $(k get csistoragecapacities -o \

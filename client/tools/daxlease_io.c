@@ -3,10 +3,12 @@
  *   daxlease-io cat DIR [OFFSET [LEN]]      volume bytes to stdout
  *   daxlease-io write DIR [OFFSET]          stdin into the volume, persisted
  *   daxlease-io bench DIR [BLOCK [MB]]      write+persist and read throughput
- *   daxlease-io pattern DIR BLOCK SECONDS   write checksummed blocks
- *       continuously (block i at i*BLOCK, wrapping), persist each, and print
- *       "persisted seq=N" after each; errors are printed and counted, and the
- *       program keeps going (REVOKED ends it with exit code 3).
+ *   daxlease-io pattern DIR BLOCK SECONDS [FIRST [COUNT]]   write
+ *       checksummed blocks continuously (block i at i*BLOCK, from block FIRST
+ *       (0), over COUNT blocks (to the end), wrapping), persist each, and
+ *       print "persisted seq=N" after each; errors are printed and counted,
+ *       and the program keeps going (REVOKED ends it with exit code 3;
+ *       SIGTERM or SIGINT ends it after the block in hand, as SECONDS does).
  *   daxlease-io verify DIR BLOCK            check every pattern block: prints
  *       "blocks=N valid=V empty=E corrupt=C maxseq=S"; exit 1 if C > 0.
  *
@@ -16,6 +18,7 @@
  * 3 revoked. */
 #include <errno.h>
 #include <inttypes.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -93,7 +96,8 @@ static int check_block(const unsigned char* b, size_t block, uint64_t index,
 
 static int cmd_cat(daxlease_volume* vol, int argc, char** argv) {
   uint64_t off = argc > 3 ? strtoull(argv[3], NULL, 0) : 0;
-  uint64_t len = argc > 4 ? strtoull(argv[4], NULL, 0) : daxlease_size(vol) - off;
+  uint64_t len =
+      argc > 4 ? strtoull(argv[4], NULL, 0) : daxlease_size(vol) - off;
   char buf[1 << 16];
   while (len > 0) {
     size_t n = len < sizeof(buf) ? (size_t)len : sizeof(buf);
@@ -158,21 +162,39 @@ static int cmd_bench(daxlease_volume* vol, int argc, char** argv) {
   return 0;
 }
 
+static volatile sig_atomic_t stop_requested = 0;
+static void request_stop(int sig) {
+  (void)sig;
+  stop_requested = 1;
+}
+
 static int cmd_pattern(daxlease_volume* vol, int argc, char** argv) {
   if (argc < 5) return 2;
   size_t block = (size_t)strtoull(argv[3], NULL, 0);
   double seconds = atof(argv[4]);
   uint64_t blocks = daxlease_size(vol) / block;
-  if (block < sizeof(struct block_header) || blocks == 0) return 2;
+  uint64_t first = argc > 5 ? strtoull(argv[5], NULL, 0) : 0;
+  if (block < sizeof(struct block_header) || first >= blocks) return 2;
+  blocks -= first;
+  if (argc > 6 && strtoull(argv[6], NULL, 0) < blocks) {
+    blocks = strtoull(argv[6], NULL, 0);
+  }
+  if (blocks == 0) return 2;
   unsigned char* buf = malloc(block);
   if (buf == NULL) return 1;
   double end = now_s() + seconds;
   const char* pace = getenv("DAXLEASE_IO_PACE_MS");
   useconds_t pace_us = pace != NULL ? (useconds_t)atoi(pace) * 1000u : 0;
   uint64_t seq = 0, errors = 0;
-  while (now_s() < end) {
+  struct sigaction sa;
+  memset(&sa, 0, sizeof(sa));
+  sa.sa_handler = request_stop;
+  sa.sa_flags = SA_RESTART;
+  sigaction(SIGTERM, &sa, NULL);
+  sigaction(SIGINT, &sa, NULL);
+  while (!stop_requested && now_s() < end) {
     ++seq;
-    uint64_t index = (seq - 1) % blocks;
+    uint64_t index = first + (seq - 1) % blocks;
     fill_block(buf, block, seq, index);
     int rc = daxlease_write(vol, index * block, buf, block);
     if (rc == DAXLEASE_OK) rc = daxlease_persist(vol, index * block, block);
@@ -242,12 +264,18 @@ int main(int argc, char** argv) {
   if (rc != DAXLEASE_OK) return fail("attach", rc);
   int code = 2;
   const char* cmd = argv[1];
-  if (strcmp(cmd, "cat") == 0) code = cmd_cat(vol, argc, argv);
-  else if (strcmp(cmd, "write") == 0) code = cmd_write(vol, argc, argv);
-  else if (strcmp(cmd, "bench") == 0) code = cmd_bench(vol, argc, argv);
-  else if (strcmp(cmd, "pattern") == 0) code = cmd_pattern(vol, argc, argv);
-  else if (strcmp(cmd, "verify") == 0) code = cmd_verify(vol, argc, argv);
-  else fprintf(stderr, "daxlease-io: unknown command %s\n", cmd);
+  if (strcmp(cmd, "cat") == 0)
+    code = cmd_cat(vol, argc, argv);
+  else if (strcmp(cmd, "write") == 0)
+    code = cmd_write(vol, argc, argv);
+  else if (strcmp(cmd, "bench") == 0)
+    code = cmd_bench(vol, argc, argv);
+  else if (strcmp(cmd, "pattern") == 0)
+    code = cmd_pattern(vol, argc, argv);
+  else if (strcmp(cmd, "verify") == 0)
+    code = cmd_verify(vol, argc, argv);
+  else
+    fprintf(stderr, "daxlease-io: unknown command %s\n", cmd);
   rc = daxlease_detach(vol);
   if (code == 0 && rc != DAXLEASE_OK) return fail("detach", rc);
   return code;

@@ -87,6 +87,24 @@ absl::Status Fallocate(absl::string_view path, uint64_t size) {
   return absl::OkStatus();
 }
 
+absl::Status FallocateTail(absl::string_view path, uint64_t size) {
+  ASSIGN_OR_RETURN(UniqueFd fd, OpenFd(path, O_RDWR));
+  struct stat st {};
+  if (::fstat(fd.get(), &st) != 0) {
+    return base::ErrnoStatus("fstat", path, errno);
+  }
+  const uint64_t end = static_cast<uint64_t>(st.st_size);
+  if (size <= end) return absl::OkStatus();
+  int rc;
+  do {
+    rc = ::fallocate(fd.get(), 0, static_cast<off_t>(end),
+                     static_cast<off_t>(size - end));
+  } while (rc != 0 && errno == EINTR);
+  if (rc != 0) return base::ErrnoStatus("fallocate", path, errno);
+  if (::fsync(fd.get()) != 0) return base::ErrnoStatus("fsync", path, errno);
+  return absl::OkStatus();
+}
+
 absl::Status Truncate(absl::string_view path, uint64_t size) {
   ASSIGN_OR_RETURN(UniqueFd fd, OpenFd(path, O_RDWR));
   if (::ftruncate(fd.get(), static_cast<off_t>(size)) != 0) {

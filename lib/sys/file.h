@@ -35,6 +35,12 @@ absl::Status WriteFileAtomic(absl::string_view path, absl::string_view data);
 // shrinks). ENOSPC becomes ResourceExhausted. Idempotent.
 absl::Status Fallocate(absl::string_view path, uint64_t size);
 
+// Grows the existing `path` to `size` bytes, allocating only the part past
+// its end (fallocate of the whole length reserves room for all of it first:
+// xfs then answers ENOSPC although the new part fits). Never shrinks;
+// ENOSPC becomes ResourceExhausted. Idempotent.
+absl::Status FallocateTail(absl::string_view path, uint64_t size);
+
 // ftruncate(2) of an existing file to exactly `size`.
 absl::Status Truncate(absl::string_view path, uint64_t size);
 

@@ -95,6 +95,19 @@ TEST_F(FileTest, FallocateAllocatesAndNeverShrinks) {
   EXPECT_EQ(*FileSize(p), 16u << 20);
 }
 
+TEST_F(FileTest, FallocateTailAllocatesOnlyPastTheEnd) {
+  std::string p = dir_ + "/data";
+  EXPECT_FALSE(FallocateTail(p, 1 << 20).ok());  // must exist
+  ASSERT_TRUE(WriteFileAtomic(p, "").ok());
+  ASSERT_TRUE(Truncate(p, 4 << 20).ok());  // a hole below the end stays one
+  ASSERT_TRUE(FallocateTail(p, 12 << 20).ok());
+  EXPECT_EQ(*FileSize(p), 12u << 20);
+  EXPECT_GE(*AllocatedBytes(p), 8u << 20);
+  EXPECT_LT(*AllocatedBytes(p), 12u << 20);
+  ASSERT_TRUE(FallocateTail(p, 4 << 20).ok());  // never shrinks
+  EXPECT_EQ(*FileSize(p), 12u << 20);
+}
+
 TEST_F(FileTest, MakeDirsIsIdempotentAndListDirSorts) {
   ASSERT_TRUE(MakeDirs(dir_ + "/a/b/c").ok());
   ASSERT_TRUE(MakeDirs(dir_ + "/a/b/c").ok());

@@ -569,8 +569,16 @@ absl::Status Agent::RemapGrownLocked(Served& s, uint64_t size_bytes) {
   RETURN_IF_ERROR(fabric_.DeregisterVolume(name));
   s.registered = false;
   s.map.reset();  // also gives the Linux lease up: the file changes now
-  if (s.req.mode() == pb::FSDAX && file_bytes < target) {
-    RETURN_IF_ERROR(sys::Fallocate(s.data_path, target));
+  // Not all the free space statfs reports need fit (the filesystem keeps
+  // blocks for its extent trees): ENOSPC steps the target back 2 MiB at a
+  // time.
+  while (s.req.mode() == pb::FSDAX && file_bytes < target) {
+    absl::Status st = sys::FallocateTail(s.data_path, target);
+    if (st.ok()) break;
+    if (!absl::IsResourceExhausted(st) || target - file_bytes <= k2MiB) {
+      return st;
+    }
+    target -= k2MiB;
   }
   s.size = target;
   RETURN_IF_ERROR(MapAndRegisterLocked(s));
@@ -614,11 +622,14 @@ absl::StatusOr<pb::ReshapeVolumeResponse> Agent::ReshapeVolume(
   if (phase == api::VolumePhase::kReady) {
     if (!req.complete()) {
       // Done when the data already holds what the size and the filesystem
-      // allow (a retry after the end, or a grow within what it had).
+      // allow (a grow within what it had), or a grow to this size already
+      // ended (a retry after the end; the record's size is set last).
       std::lock_guard<std::mutex> l(mu_);
       Served& s = served_[name];
       ASSIGN_OR_RETURN(uint64_t target, GrownSizeLocked(s, req.size_bytes()));
-      if (s.map != nullptr && target <= s.map->size()) {
+      if (s.map != nullptr &&
+          (target <= s.map->size() ||
+           vol.spec.size_bytes >= static_cast<int64_t>(req.size_bytes()))) {
         resp.set_stage(pb::ReshapeVolumeResponse::DONE);
         resp.set_served_bytes(s.size);
         return resp;

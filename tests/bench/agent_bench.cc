@@ -9,14 +9,18 @@
 //           connected) and a re-attach of a granted publish
 //   recall  one DaxRecall of N = 1, 10, 100 attached remote holders, from
 //           creation to Complete (every client flushes, unmaps and acks)
+//   grow    the pause window of a grow of a 1 GiB volume (--grow-mib) with
+//           live holders, an owner-local and a remote writer: from the
+//           first ReshapeVolume (the Reshape recall starts) to Ready at
+//           epoch + 1, and to both writers writing again
 //
 // The stack is the real one in one process: the operator's Controller, two
 // Agents (node-a owns the volume, node-b holds it) with their gRPC sockets
 // and a TcpFabric on loopback, libdaxlease clients; the API server is the
 // fake one (lib/k8s/fake_client.h) unless --kubeconfig names a real one.
 //
-//   agent_bench [--mib 256] [--runs 3] [--sizes 1,10,100]
-//               [--kubeconfig PATH]
+//   agent_bench [--mib 256] [--runs 3] [--sizes 1,10,100] [--grow-mib 1024]
+//               [--kubeconfig PATH] [--only local|remote|attach|recall|grow]
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -27,6 +31,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -49,6 +54,7 @@
 #include "lib/base/clock.h"
 #include "lib/k8s/fake_client.h"
 #include "node-agent/agent/agent.h"
+#include "node-agent/agent_client/agent_client.h"
 #include "node-agent/fabric/tcp_fabric.h"
 #include "node-agent/fabric/wire.h"
 #include "node-agent/testing/agent_node.h"
@@ -218,6 +224,15 @@ class Bench {
   }
 
   agent::testing::AgentNode& owner() { return *a_; }
+  const std::string& prefix() const { return prefix_; }
+
+  bool VolumeReadyAt(const std::string& vol, int64_t epoch) {
+    auto v = kube_.Get(agent::DaxVolumeResource(), "", prefix_ + vol);
+    if (!v.ok()) return false;
+    const k8s::Json st = v->value("status", k8s::Json::object());
+    return st.value("phase", "") == "Ready" &&
+           st.value("epoch", int64_t{0}) == epoch;
+  }
 
  private:
   void Forget(const std::string& vol) {
@@ -546,10 +561,129 @@ void RecallBench(Bench& b, const std::vector<int>& sizes, int runs) {
   }
 }
 
+// A client writing 4 KiB blocks (each persisted) over its half of the
+// volume's first `span` bytes until stopped; counts the writes per epoch.
+class Writer {
+ public:
+  Writer(daxlease_volume* v, uint64_t first, uint64_t span) : v_(v) {
+    t_ = std::thread([this, first, span] {
+      char block[4096];
+      std::memset(block, 0x5a, sizeof(block));
+      for (uint64_t i = 0; !stop_.load(); ++i) {
+        const uint64_t off = first + (i * sizeof(block)) % span;
+        if (daxlease_write(v_, off, block, sizeof(block)) != DAXLEASE_OK ||
+            daxlease_persist(v_, off, sizeof(block)) != DAXLEASE_OK) {
+          if (errors_++ == 0) first_error_ = daxlease_errmsg();
+          continue;
+        }
+        last_epoch_.store(daxlease_epoch(v_));
+      }
+    });
+  }
+  ~Writer() { Stop(); }
+  void Stop() {
+    stop_.store(true);
+    if (t_.joinable()) t_.join();
+  }
+  int64_t last_epoch() const { return last_epoch_.load(); }
+  int errors() const { return errors_.load(); }
+  std::string first_error() const {
+    return errors_.load() > 0 ? first_error_ : "";
+  }
+
+ private:
+  daxlease_volume* v_;
+  std::atomic<bool> stop_{false};
+  std::atomic<int64_t> last_epoch_{0};
+  std::atomic<int> errors_{0};
+  std::string first_error_;  // written once, before errors_ turns 1
+  std::thread t_;
+};
+
+void GrowBench(Bench& b, uint64_t mib, int runs) {
+  const std::string vol = "grow";
+  const std::string data = b.Serve(vol, mib << 20);
+  daxlease_volume* local = b.Attach(b.Publish(vol, "grow-local", true));
+  daxlease_volume* remote = b.Attach(b.Publish(vol, "grow-remote", false));
+  const uint64_t size0 = daxlease_size(remote);
+  std::printf("\n%-34s %10s %10s %10s\n",
+              absl::StrCat("grow of ", size0 >> 20, " MiB, 2 live holders (ms)")
+                  .c_str(),
+              "median", "min", "max");
+  Writer lw(local, 0, size0 / 2), rw(remote, size0 / 2, size0 / 2);
+  auto a = agent::NewGrpcAgentClient(b.owner().socket(), absl::Seconds(30));
+  std::vector<double> recalled, ready, back;
+  uint64_t size = size0;
+  for (int r = 0; r < runs; ++r) {
+    const int64_t epoch = daxlease_epoch(remote);
+    if (!WaitFor(
+            [&] {
+              return lw.last_epoch() == epoch && rw.last_epoch() == epoch;
+            },
+            60)) {
+      Die("the writers are not writing before the grow");
+    }
+    size += 64 << 20;
+    agent::pb::ReshapeVolumeRequest req;
+    req.set_volume_id(b.prefix() + vol);
+    req.set_size_bytes(size);
+    const double start = Now();
+    absl::StatusOr<agent::pb::ReshapeVolumeResponse> ans;
+    if (!WaitFor(
+            [&] {
+              ans = a->ReshapeVolume(req);
+              return ans.ok() || !absl::IsUnavailable(ans.status());
+            },
+            120) ||
+        !ans.ok() || ans->stage() != agent::pb::ReshapeVolumeResponse::CHANGE) {
+      Die(absl::StrCat(
+          "reshape did not reach CHANGE: ",
+          ans.ok() ? ans->DebugString() : ans.status().ToString()));
+    }
+    recalled.push_back((Now() - start) * 1e3);
+    req.set_complete(true);
+    ans = a->ReshapeVolume(req);
+    if (!ans.ok()) Die(ans.status().ToString());
+    if (!WaitFor([&] { return b.VolumeReadyAt(vol, epoch + 1); }, 120)) {
+      Die("the volume did not return to Ready at epoch + 1");
+    }
+    ready.push_back((Now() - start) * 1e3);
+    if (!WaitFor(
+            [&] { return lw.last_epoch() > epoch && rw.last_epoch() > epoch; },
+            120)) {
+      Die(absl::StrCat("the writers did not go on after the grow: epochs ",
+                       lw.last_epoch(), " ", rw.last_epoch(), " (was ", epoch,
+                       "), errors ", lw.errors(), " ", rw.errors(), ": ",
+                       lw.first_error(), " / ", rw.first_error()));
+    }
+    back.push_back((Now() - start) * 1e3);
+    if (daxlease_size(remote) != ans->served_bytes() ||
+        daxlease_size(local) != ans->served_bytes()) {
+      Die("a holder does not see the grown size");
+    }
+  }
+  lw.Stop();
+  rw.Stop();
+  if (lw.errors() + rw.errors() > 0) Die("a writer saw an error");
+  auto row = [&](const std::string& what, std::vector<double> v) {
+    std::sort(v.begin(), v.end());
+    std::printf("%-34s %10.1f %10.1f %10.1f\n", what.c_str(), Median(v),
+                v.front(), v.back());
+  };
+  row(absl::StrCat("recall start -> Quiesced (", runs, ")"), recalled);
+  row(absl::StrCat("recall start -> Ready e+1 (", runs, ")"), ready);
+  row(absl::StrCat("recall start -> both writing (", runs, ")"), back);
+  std::fflush(stdout);
+  daxlease_detach(local);
+  daxlease_detach(remote);
+  (void)data;
+}
+
 int Main(int argc, char** argv) {
   uint64_t mib = 256;
   int runs = 3;
   std::vector<int> sizes = {1, 10, 100};
+  uint64_t grow_mib = 1024;
   std::string kubeconfig;
   std::string only;
   for (int i = 1; i < argc; ++i) {
@@ -569,13 +703,18 @@ int Main(int argc, char** argv) {
         if (!absl::SimpleAtoi(p, &n) || n <= 0) Die("bad --sizes");
         sizes.push_back(n);
       }
+    } else if (a == "--grow-mib") {
+      if (!absl::SimpleAtoi(next(), &grow_mib) || grow_mib == 0) {
+        Die("bad --grow-mib");
+      }
     } else if (a == "--kubeconfig") {
       kubeconfig = next();
     } else if (a == "--only") {
       only = next();
     } else {
       Die("usage: agent_bench [--mib N] [--runs N] [--sizes 1,10,100] "
-          "[--kubeconfig PATH] [--only local|remote|attach|recall]");
+          "[--grow-mib N] [--kubeconfig PATH] "
+          "[--only local|remote|attach|recall|grow]");
     }
   }
   std::unique_ptr<k8s::KubeClient> real;
@@ -602,6 +741,7 @@ int Main(int argc, char** argv) {
     if (only.empty() || only == "remote") RemoteBench(b, bytes, runs);
     if (only.empty() || only == "attach") AttachBench(b, 20);
     if (only.empty() || only == "recall") RecallBench(b, sizes, runs);
+    if (only.empty() || only == "grow") GrowBench(b, grow_mib, runs);
   }
   if (fake != nullptr) fake->Shutdown();
   return 0;

@@ -8,9 +8,12 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <functional>
 #include <sstream>
+#include <thread>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
@@ -324,6 +327,264 @@ TEST_F(SharedVolumeTwoNodeTest,
   EXPECT_THAT(v.stdout_text, ::testing::HasSubstr(" corrupt=0 "));
   EXPECT_THAT(v.stdout_text,
               ::testing::HasSubstr(absl::StrCat(" maxseq=", seq, "\n")));
+}
+
+// The block headers daxlease-io pattern writes (client/tools/daxlease_io.c):
+// the seq each block of [first, first + count) holds once a writer that
+// started at 1 has persisted up to `last` (0: never written).
+uint64_t PatternSeq(uint64_t block, uint64_t first, uint64_t count,
+                    uint64_t last) {
+  const uint64_t r = block - first;
+  if (r + 1 > last) return 0;
+  return r + 1 + count * ((last - 1 - r) / count);
+}
+
+// How often `what` occurs in `text`.
+size_t Count(const std::string& text, const std::string& what) {
+  size_t n = 0;
+  for (size_t at = text.find(what); at != std::string::npos;
+       at = text.find(what, at + what.size())) {
+    ++n;
+  }
+  return n;
+}
+
+// The last "persisted seq=N" of a daxlease-io pattern log (0: none).
+uint64_t LastPersisted(const std::string& log) {
+  const size_t at = log.rfind("persisted seq=");
+  if (at == std::string::npos) return 0;
+  return std::stoull(log.substr(at + 14));
+}
+
+// A shared xfs volume grows four times under a writer on its owner node-a
+// (local mapping) and one on node-b (remote, TCP fabric), each grow driven
+// as the external-resizer drives it (ControllerExpandVolume on node-a again
+// until OK), each with a kill -9 of node-a's daxlease-csi at another step:
+// on the first "recall in progress", once the volume is Quiesced, in the
+// middle of the call that completes the grow (once the agent has remapped),
+// after the OK. Every grow ends Ready at the next epoch, larger, with its
+// one Reshape recall released by both holders and nobody revoked; the
+// writers go on at each epoch and never see an error; every block holds
+// exactly what its writer last persisted there; after unpublish, unstage
+// and delete nothing is left to force.
+//
+// DISABLED: one run in two, a Reshape recall revokes the busy remote writer
+// on node-b (it never acks within the grace), whatever is killed; the
+// agent_bench grow section shows the same on every run with a writer that
+// writes without pause (docs/csi.md, "Known gaps"). Enable once fixed.
+//
+// Not here: kill -9 of node-b's agent (the remote holder's). The published
+// directory's agent.sock is a bind mount of the agent's socket file, so a
+// restarted agent (a new socket inode) is out of the pod's reach: the client
+// never reconnects and is revoked at the recall's deadline (docs/csi.md).
+TEST_F(SharedVolumeTwoNodeTest,
+       DISABLED_GrowSurvivesKillNineOfThePluginAtEachStep) {
+  auto& a = cluster_->a();
+  auto& b = cluster_->b();
+  Json created =
+      Call(a, "/csi.v1.Controller/CreateVolume",
+           {{"name", absl::StrCat("twonode-grow-", ::getpid())},
+            {"capacityRange", {{"requiredBytes", std::to_string(320 << 20)}}},
+            {"parameters",
+             {{"daxlease.io/share", "true"},
+              {"csi.storage.k8s.io/fstype", "xfs"},
+              {"daxlease.io/recallGraceSeconds", "10"}}},
+            {"volumeCapabilities", Json::array({Cap()})}});
+  ASSERT_TRUE(created.contains("volume")) << created.dump();
+  const Json volume = created.at("volume");
+  const std::string id = volume.at("volumeId");
+  const std::string on_a = StageAndPublish(a, volume, "grow-a");
+  const std::string on_b = StageAndPublish(b, volume, "grow-b");
+  ASSERT_FALSE(HasFailure());
+  const std::string data_path = on_a + "/volume/.daxlease/data";
+  constexpr uint64_t kBlock = 4096;
+  const uint64_t half = std::filesystem::file_size(data_path) / kBlock / 2;
+  ASSERT_GT(half, 1000u);
+
+  std::unique_ptr<NodeProcess> writers[2];
+  for (int w = 0; w < 2; ++w) {
+    auto& node = w == 0 ? a : b;
+    auto p = NodeProcess::Start(
+        node.netns,
+        {"/usr/bin/env", "DAXLEASE_IO_TIMEOUT_MS=60000", IoBinary(), "pattern",
+         w == 0 ? on_a : on_b, std::to_string(kBlock), "3600",
+         std::to_string(w * half), std::to_string(half)},
+        absl::StrCat(cluster_->dir(), "/grow-writer-", w, ".log"));
+    ASSERT_TRUE(p.ok()) << p.status();
+    writers[w] = std::move(*p);
+  }
+  auto log = [&](int w) { return ReadFile(writers[w]->log_path()); };
+  for (int w = 0; w < 2; ++w) {
+    ASSERT_TRUE(
+        Until([&] { return LastPersisted(log(w)) >= 50; }, absl::Seconds(60)))
+        << log(w);
+  }
+
+  enum Kill { kCsiOnRecall, kCsiQuiesced, kCsiMidComplete, kCsiAfterOk };
+  uint64_t size = 320 << 20;
+  int64_t capacity = 0;
+  for (Kill kill : {kCsiOnRecall, kCsiQuiesced, kCsiMidComplete, kCsiAfterOk}) {
+    SCOPED_TRACE(absl::StrCat("kill step ", kill));
+    const int64_t epoch = std::stoll(Get("daxvolumes", id, "{.status.epoch}"));
+    const std::string recall = absl::StrCat(id, "-reshape-e", epoch);
+    size += 16 << 20;
+    const std::string req = Json{
+        {"volumeId", id},
+        {"capacityRange", {{"requiredBytes", std::to_string(size)}}},
+        {"volumeCapability",
+         Cap()}}.dump();
+    bool killed = false;
+    auto quiesced = [&] {
+      return Until(
+          [&] {
+            return Get("daxvolumes", id, "{.status.phase}") == "Quiesced";
+          },
+          absl::Seconds(60));
+    };
+    absl::StatusOr<std::string> ans;
+    const absl::Time end = absl::Now() + absl::Seconds(120);
+    while (absl::Now() < end) {
+      if (kill == kCsiMidComplete && !killed &&
+          Get("daxvolumes", id, "{.status.phase}") == "Quiesced") {
+        // The call that grows the data file and marks the volume, with the
+        // plugin killed under it as soon as the agent has done its part.
+        const std::string agent_log = a.agent->log_path();
+        const size_t before = Count(ReadFile(agent_log), "agent.reshaped");
+        std::thread call([&] {
+          (void)CallJson(a.csi_channel,
+                         "/csi.v1.Controller/ControllerExpandVolume", req);
+        });
+        EXPECT_TRUE(Until(
+            [&] {
+              return Count(ReadFile(agent_log), "agent.reshaped") > before;
+            },
+            absl::Seconds(60)));
+        killed = true;
+        absl::Status restarted = cluster_->RestartCsi(a);
+        call.join();
+        ASSERT_TRUE(restarted.ok()) << restarted;
+        continue;
+      }
+      ans = CallJson(a.csi_channel, "/csi.v1.Controller/ControllerExpandVolume",
+                     req);
+      if (ans.ok()) {
+        if (kill == kCsiAfterOk && !killed) {
+          killed = true;
+          ASSERT_TRUE(cluster_->RestartCsi(a).ok());
+          continue;  // the retry must answer OK again without a recall
+        }
+        break;
+      }
+      if (absl::IsUnavailable(ans.status()) &&
+          absl::StrContains(ans.status().message(), "recall in progress") &&
+          !killed) {
+        switch (kill) {
+          case kCsiOnRecall:
+            killed = true;
+            ASSERT_TRUE(cluster_->RestartCsi(a).ok());
+            break;
+          case kCsiQuiesced:
+            ASSERT_TRUE(quiesced()) << Get("daxvolumes", id, "{.status}");
+            killed = true;
+            ASSERT_TRUE(cluster_->RestartCsi(a).ok());
+            break;
+          default:
+            break;
+        }
+      }
+      absl::SleepFor(absl::Milliseconds(100));
+    }
+    ASSERT_TRUE(ans.ok()) << ans.status();
+    EXPECT_TRUE(killed);
+    const Json done = Json::parse(*ans);
+    EXPECT_EQ(done.value("capacityBytes", ""), std::to_string(size));
+    ASSERT_TRUE(Until(
+        [&] {
+          return Get("daxvolumes", id, "{.status.phase} {.status.epoch}") ==
+                 absl::StrCat("Ready ", epoch + 1);
+        },
+        absl::Seconds(60)))
+        << Get("daxvolumes", id, "{.status}");
+    EXPECT_EQ(Get("daxrecalls", recall, "{.status.phase}"), "Complete");
+    EXPECT_EQ(Get("daxrecalls", recall, "{.status.released}"), "2");
+    EXPECT_EQ(Get("daxrecalls", recall, "{.status.revoked}"), "");  // 0
+    const int64_t grown =
+        std::stoll(Get("daxvolumes", id, "{.status.capacityBytes}"));
+    EXPECT_GT(grown, capacity);
+    capacity = grown;
+    for (int w = 0; w < 2; ++w) {
+      ASSERT_TRUE(Until(
+          [&] {
+            return absl::StrContains(log(w),
+                                     absl::StrCat(" epoch=", epoch + 1));
+          },
+          absl::Seconds(60)))
+          << "writer " << w << " did not go on at epoch " << epoch + 1 << "\n"
+          << log(w).substr(log(w).size() > 3000 ? log(w).size() - 3000 : 0);
+    }
+  }
+  // One Reshape recall per grow: the retries found theirs.
+  auto recalls = cluster_->Kubectl(
+      {"get", "daxrecalls", "-o", "jsonpath={.items[*].metadata.name}"});
+  ASSERT_TRUE(recalls.ok());
+  EXPECT_EQ(Count(recalls->stdout_text, absl::StrCat(id, "-reshape-e")), 4u)
+      << recalls->stdout_text;
+
+  // The writers stop after the block in hand; neither saw an error.
+  uint64_t last[2];
+  for (int w = 0; w < 2; ++w) {
+    const int status = writers[w]->Terminate(absl::Seconds(60));
+    EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << log(w);
+    EXPECT_EQ(Count(log(w), "error seq="), 0u) << log(w);
+    last[w] = LastPersisted(log(w));
+    EXPECT_GT(last[w], 50u);
+  }
+  // Every block of the grown data file: checksummed right (daxlease-io
+  // verify, through node-b over the fabric), and holding the seq its writer
+  // last persisted there (the headers, read on the owner): byte-exact.
+  sys::CommandResult v = Io(b, {"verify", on_b, std::to_string(kBlock)});
+  EXPECT_EQ(v.exit_code, 0) << v.stdout_text << v.stderr_text;
+  EXPECT_THAT(v.stdout_text, ::testing::HasSubstr(" corrupt=0 "));
+  const std::string data = ReadFile(data_path);
+  EXPECT_EQ(static_cast<int64_t>(data.size()), capacity);
+  uint64_t wrong = 0, first_wrong = 0;
+  for (uint64_t i = 0; i < data.size() / kBlock; ++i) {
+    uint64_t want = 0;
+    if (i < 2 * half) {
+      const int w = i < half ? 0 : 1;
+      want = PatternSeq(i, w * half, half, last[w]);
+    }
+    uint64_t seq = 0;  // the header's second word
+    std::memcpy(&seq, data.data() + i * kBlock + 8, sizeof(seq));
+    if (seq != want && wrong++ == 0) first_wrong = i;
+  }
+  EXPECT_EQ(wrong, 0u) << "first at block " << first_wrong;
+
+  // Nothing left behind: unpublish, unstage, delete, and the cluster's stop
+  // has nothing to force.
+  for (auto* n : {&b, &a}) {
+    Call(*n, "/csi.v1.Node/NodeUnpublishVolume",
+         {{"volumeId", id}, {"targetPath", n == &a ? on_a : on_b}});
+  }
+  ASSERT_EQ(UntilNone({"get", "daxleases", "-l",
+                       absl::StrCat("daxlease.io/volume=", id), "-o", "name"}),
+            "")
+      << "leases left";
+  for (auto* n : {&b, &a}) {
+    Call(*n, "/csi.v1.Node/NodeUnstageVolume",
+         {{"volumeId", id},
+          {"stagingTargetPath", n->kubelet_dir + "/staging/" + id}});
+  }
+  Call(a, "/csi.v1.Controller/DeleteVolume", {{"volumeId", id}});
+  EXPECT_EQ(
+      UntilNone({"get", "daxvolumes", "--ignore-not-found", id, "-o", "name"}),
+      "");
+  const std::string dir = cluster_->dir();
+  auto forced = cluster_->Stop();
+  ASSERT_TRUE(forced.ok()) << forced.status();
+  EXPECT_THAT(*forced, ::testing::IsEmpty());
+  EXPECT_THAT(MountsUnder(dir), ::testing::IsEmpty());
+  EXPECT_THAT(LoopDevicesBackedUnder(dir), ::testing::IsEmpty());
 }
 
 // A remote writer on node-b stops answering (SIGSTOP) during a recall: it is

@@ -346,6 +346,17 @@ absl::Status TwoNodeCluster::RestartAgent(Node& n, int sig) {
   return StartAgent(n);
 }
 
+absl::Status TwoNodeCluster::RestartCsi(Node& n, int sig) {
+  if (n.csi != nullptr) {
+    if (sig == SIGKILL) {
+      n.csi->Kill9();
+    } else {
+      n.csi->Terminate();
+    }
+  }
+  return StartCsi(n);
+}
+
 absl::Status TwoNodeCluster::RestartOperator(int sig) {
   if (operator_ != nullptr) {
     if (sig == SIGKILL) {

@@ -122,6 +122,10 @@ class TwoNodeCluster {
   // Returns once the agent answers on its socket.
   absl::Status RestartAgent(Node& node, int sig = 9);
 
+  // (Re)starts `node`'s daxlease-csi; kills a running one first with `sig`.
+  // Returns once the plugin answers its probe (csi_channel is new).
+  absl::Status RestartCsi(Node& node, int sig = 9);
+
   // (Re)starts the operator; kills a running one first with `sig`.
   absl::Status RestartOperator(int sig = 9);
   NodeProcess* op() { return operator_.get(); }

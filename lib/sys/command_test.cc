@@ -73,17 +73,22 @@ class PidFile {
   pid_t Await() const {
     absl::Time deadline = absl::Now() + absl::Seconds(10);
     while (absl::Now() < deadline) {
-      std::ifstream in(path_);
-      std::stringstream ss;
-      ss << in.rdbuf();
-      int pid = 0;
-      if (absl::SimpleAtoi(absl::StripAsciiWhitespace(ss.str()), &pid) &&
-          pid > 0) {
-        return pid;
-      }
+      if (pid_t pid = Written(); pid > 0) return pid;
       absl::SleepFor(absl::Milliseconds(10));
     }
     return -1;
+  }
+  // The pid in the file now, or -1 (nothing complete written yet).
+  pid_t Written() const {
+    std::ifstream in(path_);
+    std::stringstream ss;
+    ss << in.rdbuf();
+    const std::string text = ss.str();
+    absl::string_view line = text;
+    // echo writes the line at once; without its newline it is not complete.
+    if (!absl::ConsumeSuffix(&line, "\n")) return -1;
+    int pid = 0;
+    return absl::SimpleAtoi(line, &pid) && pid > 0 ? pid : -1;
   }
 
  private:
@@ -110,22 +115,29 @@ bool Terminates(pid_t pid) {
 }
 
 TEST(CommandTest, TimeoutKillsTheWholeProcessGroup) {
-  PidFile grandchild;
-  CommandOptions opts;
-  opts.timeout = absl::Milliseconds(300);
-  absl::Time start = absl::Now();
   // The grandchild keeps stdout open: without a group kill the call would
-  // wait for it forever.
-  auto r = RunCommand(
-      {"sh", "-c",
-       absl::StrCat("sleep 1000 & echo $! > ", grandchild.path(), "; wait")},
-      opts);
-  EXPECT_LT(absl::Now() - start, absl::Seconds(20));
-  EXPECT_EQ(r.status().code(), absl::StatusCode::kDeadlineExceeded)
-      << r.status();
-  EXPECT_TRUE(absl::StrContains(r.status().message(), "sh -c")) << r.status();
-  pid_t pid = grandchild.Await();
-  ASSERT_GT(pid, 0);
+  // wait for it forever. The timeout may fire before sh has started it and
+  // written its pid (a loaded machine): then there is nothing to check, and
+  // the attempt is made again with twice the time. Once the call returns
+  // the group is dead, so the pid file holds all it ever will.
+  pid_t pid = -1;
+  for (absl::Duration timeout = absl::Milliseconds(300);
+       pid <= 0 && timeout <= absl::Seconds(20); timeout *= 2) {
+    PidFile grandchild;
+    CommandOptions opts;
+    opts.timeout = timeout;
+    absl::Time start = absl::Now();
+    auto r = RunCommand(
+        {"sh", "-c",
+         absl::StrCat("sleep 1000 & echo $! > ", grandchild.path(), "; wait")},
+        opts);
+    EXPECT_LT(absl::Now() - start, timeout + absl::Seconds(20));
+    EXPECT_EQ(r.status().code(), absl::StatusCode::kDeadlineExceeded)
+        << r.status();
+    EXPECT_TRUE(absl::StrContains(r.status().message(), "sh -c")) << r.status();
+    pid = grandchild.Written();
+  }
+  ASSERT_GT(pid, 0) << "sh never wrote the grandchild's pid in time";
   EXPECT_TRUE(Terminates(pid)) << "the grandchild " << pid << " survived";
   ::kill(pid, SIGKILL);  // never leave it behind, whatever the outcome
 }

@@ -7,6 +7,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstdlib>
@@ -66,7 +67,7 @@ class ClientAgentTest : public ::testing::Test {
 
     agent::pb::RecordVolumeRequest rec;
     rec.set_volume_id("vol");
-    rec.set_size_bytes(8 << 20);
+    rec.set_size_bytes(std::max<uint64_t>(8 << 20, served_bytes_));
     rec.set_mode(agent::pb::FSDAX);
     rec.set_fs_type("ext4");
     rec.set_share(true);
@@ -76,7 +77,7 @@ class ClientAgentTest : public ::testing::Test {
     serve.set_volume_id("vol");
     serve.set_mode(agent::pb::FSDAX);
     serve.set_mount_path(dir_ + "/mnt");
-    serve.set_size_bytes(4 << 20);
+    serve.set_size_bytes(served_bytes_);
     auto served = a_->agent().ServeVolume(serve);
     ASSERT_TRUE(served.ok()) << served.status();
     data_path_ = served->data_path();
@@ -140,6 +141,7 @@ class ClientAgentTest : public ::testing::Test {
                   : -1;
   }
 
+  uint64_t served_bytes_ = 4 << 20;  // set by a fixture before SetUp
   std::string dir_;
   k8s::FakeKubeClient kube_{base::RealClock()};
   op::FakeEventSink events_;
@@ -289,6 +291,56 @@ TEST_F(ClientAgentTest, RecallDuringConnectRetryIsAckedNotRevoked) {
   EXPECT_EQ(FileBytes(0, 6), "before");
   EXPECT_EQ(FileBytes(8, 5), "after");
   EXPECT_TRUE((*vol)->Detach().ok());
+}
+
+// A volume larger than one fabric request (wire::kMaxOpBytes, 16 MiB).
+class ClientAgentBigVolumeTest : public ClientAgentTest {
+ protected:
+  ClientAgentBigVolumeTest() { served_bytes_ = 40 << 20; }
+};
+
+// A remote writer that holds unpersisted bytes when a recall comes flushes
+// them, acks and is granted again. It was revoked at the deadline whenever
+// the volume was larger than one fabric request: its flush, a persist of
+// the whole volume, was refused OutOfRange by the owner, and a client that
+// cannot flush must not ack. A writer in a write+persist loop is between
+// the two half the time: agent_bench --only grow (1 GiB) lost its remote
+// writer on every run, the grow and migration tests (32 MiB) under load.
+TEST_F(ClientAgentBigVolumeTest, RecallFlushesUnpersistedRemoteWritesAndAcks) {
+  std::string target = Publish(*b_, "pod-big");
+  daxlease_volume* vol = nullptr;
+  ASSERT_EQ(daxlease_attach(target.c_str(), nullptr, &vol), DAXLEASE_OK)
+      << daxlease_errmsg();
+  ASSERT_EQ(daxlease_is_local(vol), 0);
+  const uint64_t size = daxlease_size(vol);
+  ASSERT_EQ(size, served_bytes_);
+  const int64_t epoch0 = daxlease_epoch(vol);
+  ASSERT_EQ(daxlease_write(vol, 0, "head", 4), DAXLEASE_OK);
+  ASSERT_EQ(daxlease_write(vol, size - 4, "tail", 4), DAXLEASE_OK);
+  uint64_t dirty = 0;
+  daxlease_unpersisted(vol, &dirty);
+  ASSERT_EQ(dirty, 8u);
+
+  std::string recall = Recall(5);
+  ASSERT_TRUE(
+      WaitFor([&] { return RecallPhase(recall) == "Complete"; }, 20000));
+  auto r = kube_.Get(agent::DaxRecallResource(), "", recall);
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ((*r)["status"].value("released", 0), 1) << (*r).dump();
+  EXPECT_EQ((*r)["status"].value("revoked", 0), 0) << (*r).dump();
+  ASSERT_EQ(daxlease_unpersisted(vol, &dirty), DAXLEASE_OK);
+  EXPECT_EQ(dirty, 0u);
+
+  // Granted again: it goes on, and a persist of the whole volume (len 0)
+  // works too.
+  ASSERT_EQ(daxlease_write(vol, size / 2, "after", 5), DAXLEASE_OK)
+      << daxlease_errmsg();
+  EXPECT_GT(daxlease_epoch(vol), epoch0);
+  ASSERT_EQ(daxlease_persist(vol, 0, 0), DAXLEASE_OK) << daxlease_errmsg();
+  EXPECT_EQ(FileBytes(0, 4), "head");
+  EXPECT_EQ(FileBytes(size - 4, 4), "tail");
+  EXPECT_EQ(FileBytes(size / 2, 5), "after");
+  EXPECT_EQ(daxlease_detach(vol), DAXLEASE_OK) << daxlease_errmsg();
 }
 
 // kubelet's publish paths are long: with "/agent.sock" appended they do not

@@ -96,6 +96,11 @@ void DirtyRanges::Remove(uint64_t offset, uint64_t len) {
   }
 }
 
+std::pair<uint64_t, uint64_t> DirtyRanges::Span() const {
+  if (ranges_.empty()) return {0, 0};
+  return {ranges_.begin()->first, ranges_.rbegin()->second};
+}
+
 uint64_t DirtyRanges::Total() const {
   uint64_t t = 0;
   for (const auto& [s, e] : ranges_) t += e - s;
@@ -529,7 +534,8 @@ absl::Status Volume::PersistAllLocked() {
   if (base_ != nullptr) {
     if (msync(base_, mapped_, MS_SYNC) != 0) st = Errno("msync", dir_);
   } else if (remote_ != nullptr) {
-    st = remote_->Persist(0, size_.load());
+    auto [start, end] = dirty_.Span();
+    st = remote_->Persist(start, end - start);
   } else {
     st = absl::UnavailableError("no access to persist through");
   }
@@ -564,9 +570,13 @@ void Volume::Recall(const pb::SessionEvent& ev) {
   if (base_ == nullptr && remote_ != nullptr && dirty_.Total() > 0) {
     // Remote: the owner agent may have restarted under us; RemoteCall
     // reconnects with the same grant. No call runs meanwhile (Recalling).
+    // What was written since the last persist, not the whole volume: the
+    // owner's msync of a range is bounded by the range.
+    auto [start, end] = dirty_.Span();
     l.unlock();
-    st = RemoteCall(
-        [&](fabric::RemoteRegion& r) { return r.Persist(0, size_.load()); });
+    st = RemoteCall([&, start = start, end = end](fabric::RemoteRegion& r) {
+      return r.Persist(start, end - start);
+    });
     l.lock();
     if (st.ok()) dirty_.Clear();
   } else {

@@ -23,6 +23,7 @@
 #include <optional>
 #include <string>
 #include <thread>
+#include <utility>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -41,6 +42,9 @@ class DirtyRanges {
   void Remove(uint64_t offset, uint64_t len);
   void Clear() { ranges_.clear(); }
   uint64_t Total() const;
+  // [first dirty byte, last dirty byte + 1), or {0, 0} when clean: what a
+  // flush of everything written must make durable.
+  std::pair<uint64_t, uint64_t> Span() const;
 
  private:
   std::map<uint64_t, uint64_t> ranges_;  // start -> end (exclusive), disjoint

@@ -18,8 +18,10 @@ TEST(DirtyRangesTest, MergesAndSplits) {
   EXPECT_EQ(d.Total(), 25u);
   d.Remove(3, 4);  // [0,3) [7,15) [100,110)
   EXPECT_EQ(d.Total(), 21u);
+  EXPECT_EQ(d.Span(), (std::pair<uint64_t, uint64_t>{0, 110}));
   d.Remove(0, 200);
   EXPECT_EQ(d.Total(), 0u);
+  EXPECT_EQ(d.Span(), (std::pair<uint64_t, uint64_t>{0, 0}));
   d.Add(10, 5);
   d.Add(0, 10);  // touching ranges merge
   EXPECT_EQ(d.Total(), 15u);

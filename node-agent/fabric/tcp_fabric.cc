@@ -372,9 +372,11 @@ void TcpFabric::Serve(std::shared_ptr<Conn> conn) {
   while (true) {
     wire::RequestHeader req;
     if (!wire::ReadFull(fd, &req, sizeof(req)).ok()) break;
-    const bool in_range = req.length <= wire::kMaxOpBytes &&
-                          req.offset <= region.length &&
-                          req.length <= region.length - req.offset;
+    // A persist carries no payload: any range inside the volume (a whole
+    // volume, from a holder of an earlier version that does not split it).
+    const bool in_range =
+        (req.op == wire::kOpPersist || req.length <= wire::kMaxOpBytes) &&
+        req.offset <= region.length && req.length <= region.length - req.offset;
     absl::Status st;
     bool ok_io = true;
     absl::ReaderMutexLock op(&g->op_mu);
@@ -462,10 +464,24 @@ class TcpRemoteRegion final : public RemoteRegion {
     return absl::OkStatus();
   }
 
+  // In requests of at most kMaxOpBytes like Read and Write: an owner of an
+  // earlier version refuses a longer one (OutOfRange).
   absl::Status Persist(uint64_t offset, uint64_t len) override {
     absl::MutexLock l(&mu_);
     RETURN_IF_ERROR(Usable());
-    return Call(wire::kOpPersist, offset, len, nullptr, nullptr);
+    if (offset > size_ || len > size_ - offset) {
+      // As the owner answers, before any part is sent.
+      return absl::OutOfRangeError(absl::StrCat(
+          "[", offset, ", +", len, ") outside the volume (", size_, " bytes)"));
+    }
+    uint64_t done = 0;
+    do {
+      uint64_t n = std::min<uint64_t>(len - done, wire::kMaxOpBytes);
+      RETURN_IF_ERROR(
+          Call(wire::kOpPersist, offset + done, n, nullptr, nullptr));
+      done += n;
+    } while (done < len);
+    return absl::OkStatus();
   }
 
  private:

@@ -7,6 +7,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <mutex>
 #include <string>
 #include <thread>
 #include <vector>
@@ -290,6 +291,65 @@ TEST_F(TcpFabricTest, PeerDisconnectingMidRequestCostsNothing) {
   EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(2));
   EXPECT_EQ((*good)->Write(0, "late").code(), absl::StatusCode::kUnavailable);
   EXPECT_EQ(std::string(memory_.data(), 4), "kept");
+}
+
+// A persist carries no payload: a range larger than the largest payload (a
+// whole volume over 16 MiB, as libdaxlease's recall flush and
+// daxlease_persist(vol, 0, 0) ask for) must be made durable. The owner
+// refused it (OutOfRange), so a remote writer with unpersisted bytes could
+// not flush for a recall and was revoked.
+TEST_F(TcpFabricTest, PersistsARangeLargerThanTheLargestPayload) {
+  std::vector<char> big(2 * wire::kMaxOpBytes + (1 << 20));
+  std::mutex mu;
+  std::vector<std::pair<uint64_t, uint64_t>> persisted;
+  Region r;
+  r.volume = "big";
+  r.base = big.data();
+  r.length = big.size();
+  r.persist = [&](uint64_t off, uint64_t len) {
+    std::lock_guard<std::mutex> l(mu);
+    persisted.emplace_back(off, len);
+    return absl::OkStatus();
+  };
+  ASSERT_TRUE(fabric_->RegisterVolume(r).ok());
+  auto g = fabric_->Grant({"big", "uid-1", "node-b", 3}, Access::kReadWrite);
+  ASSERT_TRUE(g.ok()) << g.status();
+  auto remote = connector_.Connect(*g);
+  ASSERT_TRUE(remote.ok()) << remote.status();
+  const std::string tail = "tail";
+  ASSERT_TRUE((*remote)->Write(big.size() - tail.size(), tail).ok());
+  absl::Status st = (*remote)->Persist(0, big.size());
+  EXPECT_TRUE(st.ok()) << st;
+  {
+    std::lock_guard<std::mutex> l(mu);
+    uint64_t covered = 0;
+    for (const auto& [off, len] : persisted) {
+      EXPECT_EQ(off, covered);
+      covered += len;
+    }
+    EXPECT_EQ(covered, big.size());
+    persisted.clear();
+  }
+  EXPECT_EQ((*remote)->Persist(1, big.size()).code(),
+            absl::StatusCode::kOutOfRange);
+
+  // In one request, as a holder of an earlier version sends it.
+  int fd = Dial();
+  ASSERT_TRUE(wire::WriteFrame(fd, Hello(*g)).ok());
+  ASSERT_TRUE(wire::ReadFrame(fd, 64 * 1024).ok());
+  wire::RequestHeader req{wire::kOpPersist, 0, 0, big.size()};
+  ASSERT_TRUE(wire::WriteFull(fd, &req, sizeof(req)).ok());
+  absl::Status answer;
+  ASSERT_TRUE(wire::ReadReply(fd, &answer, nullptr, 0).ok());
+  EXPECT_TRUE(answer.ok()) << answer;
+  close(fd);
+  {
+    std::lock_guard<std::mutex> l(mu);
+    EXPECT_EQ(persisted,
+              (std::vector<std::pair<uint64_t, uint64_t>>{{0, big.size()}}));
+  }
+  remote->reset();
+  ASSERT_TRUE(fabric_->DeregisterVolume("big").ok());
 }
 
 }  // namespace

@@ -571,9 +571,11 @@ class Writer {
       std::memset(block, 0x5a, sizeof(block));
       for (uint64_t i = 0; !stop_.load(); ++i) {
         const uint64_t off = first + (i * sizeof(block)) % span;
-        if (daxlease_write(v_, off, block, sizeof(block)) != DAXLEASE_OK ||
-            daxlease_persist(v_, off, sizeof(block)) != DAXLEASE_OK) {
+        int rc = daxlease_write(v_, off, block, sizeof(block));
+        if (rc == DAXLEASE_OK) rc = daxlease_persist(v_, off, sizeof(block));
+        if (rc != DAXLEASE_OK) {
           if (errors_++ == 0) first_error_ = daxlease_errmsg();
+          if (rc == DAXLEASE_E_REVOKED) break;  // sticky: do not spin
           continue;
         }
         last_epoch_.store(daxlease_epoch(v_));

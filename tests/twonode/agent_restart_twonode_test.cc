@@ -353,5 +353,115 @@ TEST_F(AgentRestartTwoNodeTest, RemoteHolderReconnectsToItsRestartedAgent) {
   TearDownVolumeAndExpectNothingLeft();
 }
 
+// A shared xfs volume grows twice under a writer on its owner node-a
+// (local mapping) and one on node-b (remote, TCP fabric), each grow driven
+// as the external-resizer drives it (ControllerExpandVolume on node-a
+// again until OK), with node-b's agent, the remote holder's, killed with
+// SIGKILL and started again at another step: while the Reshape recall runs
+// (the first "recall in progress"), and once the volume is Quiesced (the
+// holder released, the grow under way). Each grow ends Ready at the next
+// epoch, larger, with its one Reshape recall released by both holders and
+// nobody revoked; both writers go on at each epoch and never see an error;
+// every block holds exactly what its writer last persisted there; after
+// unpublish, unstage and delete nothing is left to force.
+TEST_F(AgentRestartTwoNodeTest, GrowSurvivesKillNineOfTheHolderAgent) {
+  auto& a = cluster_->a();
+  auto& b = cluster_->b();
+  uint64_t size = 320 << 20;
+  SetUpVolume("grow", size, "xfs");
+  ASSERT_FALSE(HasFailure());
+  const uint64_t half = std::filesystem::file_size(data_path_) / kBlock / 2;
+  ASSERT_GT(half, 1000u);
+  std::unique_ptr<NodeProcess> writers[2] = {
+      StartWriter(a, on_a_, 0, half, "grow-writer-a"),
+      StartWriter(b, on_b_, half, half, "grow-writer-b")};
+  ASSERT_TRUE(writers[0] != nullptr && writers[1] != nullptr);
+  auto log = [&](int w) { return ReadFile(writers[w]->log_path()); };
+  for (int w = 0; w < 2; ++w) {
+    ASSERT_TRUE(
+        Until([&] { return LastPersisted(log(w)) >= 50; }, absl::Seconds(60)))
+        << log(w);
+  }
+
+  enum Kill { kHolderAgentOnRecall, kHolderAgentQuiesced };
+  int64_t capacity = 0;
+  uint64_t data_bytes = std::filesystem::file_size(data_path_);
+  for (Kill kill : {kHolderAgentOnRecall, kHolderAgentQuiesced}) {
+    SCOPED_TRACE(absl::StrCat("kill step ", kill));
+    const int64_t epoch = Epoch();
+    const std::string recall = absl::StrCat(id_, "-reshape-e", epoch);
+    size += 16 << 20;
+    const std::string req = Json{
+        {"volumeId", id_},
+        {"capacityRange", {{"requiredBytes", std::to_string(size)}}},
+        {"volumeCapability",
+         Cap()}}.dump();
+    bool killed = false;
+    absl::StatusOr<std::string> ans;
+    const absl::Time end = absl::Now() + absl::Seconds(120);
+    while (absl::Now() < end) {
+      ans = CallJson(a.csi_channel, "/csi.v1.Controller/ControllerExpandVolume",
+                     req);
+      if (ans.ok()) break;
+      if (!killed && absl::IsUnavailable(ans.status()) &&
+          absl::StrContains(ans.status().message(), "recall in progress")) {
+        if (kill == kHolderAgentQuiesced) {
+          ASSERT_TRUE(Until(
+              [&] {
+                return Get("daxvolumes", id_, "{.status.phase}") == "Quiesced";
+              },
+              absl::Seconds(60)))
+              << Get("daxvolumes", id_, "{.status}");
+        }
+        killed = true;
+        ASSERT_TRUE(cluster_->RestartAgent(b, SIGKILL).ok());
+      }
+      absl::SleepFor(absl::Milliseconds(100));
+    }
+    ASSERT_TRUE(ans.ok()) << ans.status();
+    EXPECT_TRUE(killed);
+    EXPECT_EQ(Json::parse(*ans).value("capacityBytes", ""),
+              std::to_string(size));
+    ASSERT_TRUE(Until(
+        [&] {
+          return Get("daxvolumes", id_, "{.status.phase} {.status.epoch}") ==
+                 absl::StrCat("Ready ", epoch + 1);
+        },
+        absl::Seconds(60)))
+        << Get("daxvolumes", id_, "{.status}");
+    EXPECT_EQ(Get("daxrecalls", recall, "{.status.phase}"), "Complete");
+    EXPECT_EQ(Get("daxrecalls", recall, "{.status.released}"), "2");
+    EXPECT_EQ(Get("daxrecalls", recall, "{.status.revoked}"), "");  // 0
+    const int64_t grown =
+        std::stoll(Get("daxvolumes", id_, "{.status.capacityBytes}"));
+    EXPECT_GT(grown, capacity);
+    capacity = grown;
+    // The owner's data file (the volume the holders map) grew with it.
+    const uint64_t data_size = std::filesystem::file_size(data_path_);
+    EXPECT_GT(data_size, data_bytes);
+    data_bytes = data_size;
+    for (int w = 0; w < 2; ++w) {
+      ASSERT_TRUE(Until(
+          [&] {
+            return absl::StrContains(log(w),
+                                     absl::StrCat(" epoch=", epoch + 1, "\n"));
+          },
+          absl::Seconds(60)))
+          << "writer " << w << " did not go on at epoch " << epoch + 1 << "\n"
+          << Tail(log(w));
+    }
+  }
+
+  uint64_t last[2];
+  for (int w = 0; w < 2; ++w) {
+    const int status = writers[w]->Terminate(absl::Seconds(60));
+    EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << Tail(log(w));
+    EXPECT_EQ(Count(log(w), "error seq="), 0u);
+    last[w] = LastPersisted(log(w));
+  }
+  ExpectBlocksExact({{0, half}, {half, half}}, {last[0], last[1]});
+  TearDownVolumeAndExpectNothingLeft();
+}
+
 }  // namespace
 }  // namespace daxlease::testing

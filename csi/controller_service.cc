@@ -10,6 +10,7 @@
 #include "absl/time/time.h"
 #include "csi/shared_publish.h"
 #include "csi/validation.h"
+#include "lib/base/crash_point.h"
 #include "lib/base/log.h"
 #include "lib/base/status.h"
 
@@ -254,11 +255,25 @@ absl::Status ControllerService::DoCreate(
   // Formatted below (FormatAtCreate) right after Create, and mkfs syncs.
   spec.synced_by_format = !source.has_value() && !spec.fs_type.empty() &&
                           spec.mode == VolumeMode::kFsdax;
-  absl::StatusOr<Volume> vol = source.has_value()
+  // Blank new media of a size and filesystem the backend keeps formatted
+  // ahead (docs/csi.md, "Pre-formatted images"): taken as it is, with no
+  // mkfs on this path. Its name is made durable before the record is.
+  std::optional<Volume> pooled;
+  if (!source.has_value() && !media_may_exist && spec.synced_by_format) {
+    ASSIGN_OR_RETURN(pooled, deps_.backend->TakeFormatted(
+                                 spec, MkfsArgs(fs_type, spec.capacity_bytes,
+                                                /*prezeroed=*/true)));
+  }
+  absl::StatusOr<Volume> vol = pooled.has_value() ? *pooled
+                               : source.has_value()
                                    ? CreateFromSource(*source, spec)
                                    : deps_.backend->Create(spec);
   absl::Status made = vol.status();
-  if (made.ok() && source.has_value()) {
+  if (made.ok() && pooled.has_value()) {
+    rec.formatted = true;
+    made = deps_.backend->SyncCreated(id);
+    if (made.ok()) base::CrashPoint("create.pooled_media_synced");
+  } else if (made.ok() && source.has_value()) {
     rec.formatted = source->formatted;
     rec.content_source = source->recorded;
     // The copied filesystem fills the source's size; an ext4 grows to the
@@ -295,6 +310,7 @@ absl::Status ControllerService::DoCreate(
   rec.capacity_bytes = vol->capacity_bytes;
   rec.phase = VolumePhase::kReady;
   RETURN_IF_ERROR(deps_.store->Save(rec));
+  base::CrashPoint("create.recorded");
   base::LogInfo("csi.volume.created",
                 {{"volume", id},
                  {"name", rec.name},

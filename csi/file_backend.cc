@@ -1,15 +1,18 @@
 #include "csi/file_backend.h"
 
+#include <sys/resource.h>
 #include <sys/stat.h>
 
 #include <algorithm>
 
 #include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/strip.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "csi/validation.h"
+#include "lib/base/crash_point.h"
 #include "lib/base/log.h"
 #include "lib/base/status.h"
 #include "lib/sys/file.h"
@@ -18,7 +21,11 @@
 namespace daxlease::csi {
 namespace {
 constexpr char kImageSuffix[] = ".img";
+constexpr char kPooledSuffix[] = ".pool";
+constexpr char kPartialSuffix[] = ".partial";
 }  // namespace
+
+FileBackend::~FileBackend() { StopPool(); }
 
 absl::Status FileBackend::Init() {
   RETURN_IF_ERROR(env_->MakeDirs(dir_, 0700));
@@ -45,33 +52,75 @@ absl::Status FileBackend::Ready() {
   return absl::OkStatus();
 }
 
-absl::StatusOr<Capacity> FileBackend::CapacityLocked() {
+absl::StatusOr<FileBackend::Space> FileBackend::SpaceLocked() {
+  Space sp;
   ASSIGN_OR_RETURN(std::vector<Volume> vols, List());
-  uint64_t used = 0;
-  for (const Volume& v : vols) used += v.capacity_bytes;
+  for (const Volume& v : vols) sp.used += v.capacity_bytes;
   if (!snapshot_dir_.empty()) {
     ASSIGN_OR_RETURN(std::vector<std::string> snaps,
                      env_->ListDir(snapshot_dir_));
     for (const std::string& n : snaps) {
       auto size = env_->FileSize(absl::StrCat(snapshot_dir_, "/", n));
-      if (size.ok()) used += *size;  // else deleted meanwhile
+      if (size.ok()) sp.used += *size;  // else deleted meanwhile
     }
   }
-  ASSIGN_OR_RETURN(sys::FsUsage fs, env_->StatFs(dir_));
-  uint64_t fs_free = fs.available_bytes > kReserveBytes
-                         ? fs.available_bytes - kReserveBytes
-                         : 0;
-  Capacity c;
-  if (capacity_bytes_ > 0) {
-    c.total_bytes = capacity_bytes_;
-    uint64_t left = capacity_bytes_ > used ? capacity_bytes_ - used : 0;
-    c.available_bytes = std::min(left, fs_free);
-  } else {
-    c.total_bytes = used + fs_free;
-    c.available_bytes = fs_free;
+  for (const auto& [key, names] : pooled_) {
+    sp.pooled += names.size() * class_bytes_[key];
   }
+  sp.filling = filling_bytes_;
+  ASSIGN_OR_RETURN(sys::FsUsage fs, env_->StatFs(dir_));
+  sp.fs_free = fs.available_bytes > kReserveBytes
+                   ? fs.available_bytes - kReserveBytes
+                   : 0;
+  // Pooled images occupy the disk (fs_free does not have them) and count
+  // against a configured capacity like volumes.
+  sp.free_now = sp.fs_free;
+  if (capacity_bytes_ > 0) {
+    const uint64_t taken = sp.used + sp.pooled + sp.filling;
+    sp.free_now =
+        std::min(sp.free_now, capacity_bytes_ > taken ? capacity_bytes_ - taken
+                                                      : uint64_t{0});
+  }
+  return sp;
+}
+
+absl::StatusOr<Capacity> FileBackend::CapacityLocked() {
+  ASSIGN_OR_RETURN(Space sp, SpaceLocked());
+  Capacity c;
+  c.total_bytes = capacity_bytes_ > 0
+                      ? capacity_bytes_
+                      : sp.used + sp.pooled + sp.filling + sp.fs_free;
+  // Ready pooled images are available: a volume that needs their room gets
+  // it (MakeRoomLocked removes them).
+  c.available_bytes = sp.free_now + sp.pooled;
   c.max_volume_bytes = c.available_bytes;
   return c;
+}
+
+absl::Status FileBackend::MakeRoomLocked(uint64_t bytes,
+                                         absl::string_view what) {
+  ASSIGN_OR_RETURN(Space sp, SpaceLocked());
+  if (bytes <= sp.free_now) return absl::OkStatus();
+  if (bytes > sp.free_now + sp.pooled) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat("file backend: ", bytes, " bytes needed for ", what,
+                     ", only ", sp.free_now + sp.pooled, " available"));
+  }
+  uint64_t room = sp.free_now;
+  for (auto& [key, names] : pooled_) {
+    while (room < bytes && !names.empty()) {
+      const std::string name = names.back();
+      RETURN_IF_ERROR(env_->RemoveFile(PooledPath(name)));
+      names.pop_back();
+      room += class_bytes_[key];
+      base::LogInfo("file_backend.pool.evicted",
+                    {{"image", name}, {"for", std::string(what)}});
+    }
+  }
+  // The unlinks durable, so that the room they gave is not taken back.
+  RETURN_IF_ERROR(env_->Sync(dir_));
+  pool_blocked_ = true;  // no refill into the room just made
+  return absl::OkStatus();
 }
 
 absl::StatusOr<Capacity> FileBackend::GetCapacity(VolumeMode mode) {
@@ -83,13 +132,7 @@ absl::StatusOr<Capacity> FileBackend::GetCapacity(VolumeMode mode) {
 absl::Status FileBackend::AllocateLocked(absl::string_view id, uint64_t have,
                                          uint64_t bytes,
                                          bool synced_by_format) {
-  ASSIGN_OR_RETURN(Capacity cap, CapacityLocked());
-  uint64_t need = bytes - have;
-  if (need > cap.available_bytes) {
-    return absl::ResourceExhaustedError(
-        absl::StrCat("file backend: ", need, " more bytes needed for volume ",
-                     id, ", only ", cap.available_bytes, " available"));
-  }
+  RETURN_IF_ERROR(MakeRoomLocked(bytes - have, absl::StrCat("volume ", id)));
   std::string path = ImagePath(id);
   // Allocated, then made durable: the image's extents and size (fsync of
   // the image), and for a new image its directory entry (fsync of the
@@ -168,6 +211,8 @@ absl::Status FileBackend::Delete(absl::string_view id) {
   // The unlink durable before the caller drops the volume's record.
   RETURN_IF_ERROR(env_->Sync(dir_));
   base::LogInfo("file_backend.deleted", {{"volume", std::string(id)}});
+  absl::MutexLock l(&space_mu_);
+  WakePoolLocked();
   return absl::OkStatus();
 }
 
@@ -315,13 +360,7 @@ absl::Status FileBackend::RefreshDevice(absl::string_view id) {
 
 absl::Status FileBackend::CheckRoom(absl::string_view what, uint64_t bytes) {
   absl::MutexLock l(&space_mu_);
-  ASSIGN_OR_RETURN(Capacity cap, CapacityLocked());
-  if (bytes > cap.available_bytes) {
-    return absl::ResourceExhaustedError(
-        absl::StrCat("file backend: ", bytes, " bytes needed for ", what,
-                     ", only ", cap.available_bytes, " available"));
-  }
-  return absl::OkStatus();
+  return MakeRoomLocked(bytes, what);
 }
 
 absl::Status FileBackend::CopyComplete(const std::string& from,
@@ -405,12 +444,8 @@ absl::StatusOr<Volume> FileBackend::CreateFrom(const VolumeSpec& spec,
   {
     absl::MutexLock l(&space_mu_);
     RETURN_IF_ERROR(env_->RemoveFile(partial));
-    ASSIGN_OR_RETURN(Capacity cap, CapacityLocked());
-    if (spec.capacity_bytes > cap.available_bytes) {
-      return absl::ResourceExhaustedError(absl::StrCat(
-          "file backend: ", spec.capacity_bytes, " bytes needed for volume ",
-          spec.id, ", only ", cap.available_bytes, " available"));
-    }
+    RETURN_IF_ERROR(
+        MakeRoomLocked(spec.capacity_bytes, absl::StrCat("volume ", spec.id)));
     absl::Status st = env_->Fallocate(partial, spec.capacity_bytes);
     if (!st.ok()) {
       (void)env_->RemoveFile(partial);
@@ -440,6 +475,215 @@ absl::Status FileBackend::DropPartialCopies() {
     if (removed) RETURN_IF_ERROR(env_->Sync(dir));
   }
   return absl::OkStatus();
+}
+
+// ------------------------------------------------------------- image pool
+
+std::string FileBackend::ClassKey(absl::string_view fs_type, uint64_t bytes,
+                                  const std::vector<std::string>& mkfs_args) {
+  // FNV-1a over the arguments: an image made with other options (an
+  // upgrade changed them) is not of this class.
+  uint32_t h = 2166136261u;
+  for (const std::string& a : mkfs_args) {
+    for (unsigned char c : a) h = (h ^ c) * 16777619u;
+    h = (h ^ 0) * 16777619u;
+  }
+  return absl::StrCat(fs_type, "-", bytes, "-", absl::Hex(h, absl::kZeroPad8));
+}
+
+std::string FileBackend::PooledPath(absl::string_view name) const {
+  return absl::StrCat(dir_, "/", name);
+}
+
+absl::Status FileBackend::StartPool(ImagePoolOptions options,
+                                    sys::Formatter* formatter) {
+  absl::MutexLock l(&space_mu_);
+  pool_options_ = std::move(options);
+  formatter_ = formatter;
+  std::map<std::string, int> wanted;
+  if (pool_options_.depth > 0) {
+    for (const ImagePoolClass& c : pool_options_.classes) {
+      const std::string key = ClassKey(c.fs_type, c.bytes, c.mkfs_args);
+      wanted[key] = pool_options_.depth;
+      class_bytes_[key] = c.bytes;
+      pooled_[key];
+    }
+  }
+  ASSIGN_OR_RETURN(std::vector<std::string> names, env_->ListDir(dir_));
+  bool removed = false;
+  for (const std::string& n : names) {
+    absl::string_view v = n;
+    const bool partial = absl::ConsumeSuffix(&v, kPartialSuffix);
+    if (!absl::ConsumeSuffix(&v, kPooledSuffix)) continue;
+    // <fs>-<bytes>-<hash>-<seq>
+    const size_t dash = v.rfind('-');
+    uint64_t seq = 0;
+    const bool parsed = dash != absl::string_view::npos &&
+                        absl::SimpleAtoi(v.substr(dash + 1), &seq);
+    if (parsed) next_seq_ = std::max(next_seq_, seq + 1);
+    const std::string key(parsed ? v.substr(0, dash) : v);
+    if (!partial && parsed && wanted[key] > 0) {
+      --wanted[key];
+      pooled_[key].push_back(n);
+      continue;
+    }
+    // Half made (a crash during its fill), or not wanted any more.
+    base::LogInfo("file_backend.pool.removed",
+                  {{"image", n}, {"why", partial ? "partial" : "not wanted"}});
+    RETURN_IF_ERROR(env_->RemoveFile(PooledPath(n)));
+    removed = true;
+  }
+  if (removed) RETURN_IF_ERROR(env_->Sync(dir_));
+  if (pool_options_.depth > 0 && !pool_options_.classes.empty()) {
+    pool_stopping_ = false;
+    pool_thread_ = std::thread([this] { RefillLoop(); });
+  }
+  return absl::OkStatus();
+}
+
+void FileBackend::StopPool() {
+  {
+    absl::MutexLock l(&space_mu_);
+    pool_stopping_ = true;
+    pool_cv_.SignalAll();
+  }
+  if (pool_thread_.joinable()) pool_thread_.join();
+}
+
+bool FileBackend::WaitPoolIdle(absl::Duration timeout) {
+  const absl::Time deadline = absl::Now() + timeout;
+  absl::MutexLock l(&space_mu_);
+  while (pool_busy_ ||
+         (!pool_blocked_ && !pool_stopping_ && pool_thread_.joinable() &&
+          NextToFillLocked() != nullptr)) {
+    if (pool_cv_.WaitWithDeadline(&space_mu_, deadline)) return false;
+  }
+  return true;
+}
+
+int FileBackend::PooledImages() {
+  absl::MutexLock l(&space_mu_);
+  int n = 0;
+  for (const auto& [key, names] : pooled_) n += names.size();
+  return n;
+}
+
+void FileBackend::WakePoolLocked() {
+  pool_blocked_ = false;
+  pool_cv_.SignalAll();
+}
+
+const ImagePoolClass* FileBackend::NextToFillLocked() {
+  const ImagePoolClass* next = nullptr;
+  for (const ImagePoolClass& c : pool_options_.classes) {
+    const std::string key = ClassKey(c.fs_type, c.bytes, c.mkfs_args);
+    if (static_cast<int>(pooled_[key].size()) < pool_options_.depth) {
+      next = &c;
+      break;
+    }
+  }
+  if (next == nullptr) return nullptr;
+  // Only into free room: never by removing another pooled image.
+  absl::StatusOr<Space> sp = SpaceLocked();
+  if (!sp.ok() || sp->free_now < next->bytes) return nullptr;
+  return next;
+}
+
+void FileBackend::RefillLoop() {
+  // Background work: below the calls' threads, and so is every mkfs it
+  // starts (children inherit the nice value; on Linux it is per thread).
+  (void)::setpriority(PRIO_PROCESS, 0, 10);
+  absl::MutexLock l(&space_mu_);
+  while (!pool_stopping_) {
+    const ImagePoolClass* c = pool_blocked_ ? nullptr : NextToFillLocked();
+    if (c == nullptr) {
+      pool_cv_.SignalAll();  // idle (WaitPoolIdle)
+      pool_cv_.Wait(&space_mu_);
+      continue;
+    }
+    pool_busy_ = true;
+    absl::Status st = FillOneLocked(*c);
+    pool_busy_ = false;
+    if (!st.ok()) {
+      // Tried again when room changes (a delete, a take), not in a loop.
+      pool_blocked_ = true;
+      base::LogWarn("file_backend.pool.fill_failed",
+                    {{"fstype", c->fs_type},
+                     {"bytes", absl::StrCat(c->bytes)},
+                     {"error", st.ToString()}});
+    }
+  }
+  pool_cv_.SignalAll();
+}
+
+absl::Status FileBackend::FillOneLocked(const ImagePoolClass& c) {
+  const std::string key = ClassKey(c.fs_type, c.bytes, c.mkfs_args);
+  const std::string name = absl::StrCat(key, "-", next_seq_++, kPooledSuffix);
+  const std::string ready = PooledPath(name);
+  const std::string partial = absl::StrCat(ready, kPartialSuffix);
+  const absl::Time t0 = absl::Now();
+  filling_bytes_ += c.bytes;
+  absl::Status st = env_->Fallocate(partial, c.bytes);
+  if (st.ok()) {
+    base::CrashPoint("pool.fill.allocated");
+    // mkfs writes the image and fsyncs it (sys::Formatter::Format): its
+    // size, extents and filesystem are durable before the rename below.
+    space_mu_.Unlock();
+    st = formatter_->Format(partial, c.fs_type, c.mkfs_args);
+    space_mu_.Lock();
+  }
+  if (st.ok()) {
+    base::CrashPoint("pool.fill.formatted");
+    // Not followed by a directory fsync: a power loss that takes the
+    // rename back leaves the partial file, which the next start removes.
+    st = env_->Rename(partial, ready);
+  }
+  filling_bytes_ -= c.bytes;
+  if (!st.ok()) {
+    (void)env_->RemoveFile(partial);
+    return st;
+  }
+  base::CrashPoint("pool.fill.renamed");
+  pooled_[key].push_back(name);
+  base::LogInfo(
+      "file_backend.pool.filled",
+      {{"image", name},
+       {"ms", absl::StrCat(absl::ToInt64Milliseconds(absl::Now() - t0))}});
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::optional<Volume>> FileBackend::TakeFormatted(
+    const VolumeSpec& spec, const std::vector<std::string>& mkfs_args) {
+  if (spec.mode != VolumeMode::kFsdax || spec.fs_type.empty()) {
+    return std::optional<Volume>();
+  }
+  RETURN_IF_ERROR(ValidateVolumeId(spec.id));
+  absl::MutexLock l(&space_mu_);
+  auto it =
+      pooled_.find(ClassKey(spec.fs_type, spec.capacity_bytes, mkfs_args));
+  const std::string target = ImagePath(spec.id);
+  while (it != pooled_.end() && !it->second.empty()) {
+    if (env_->PathExists(target)) return std::optional<Volume>();
+    const std::string name = it->second.back();
+    it->second.pop_back();
+    absl::Status st = env_->Rename(PooledPath(name), target);
+    if (absl::IsNotFound(st)) continue;  // removed behind our back
+    RETURN_IF_ERROR(st);
+    base::CrashPoint("pool.take.renamed");
+    WakePoolLocked();
+    base::LogInfo("file_backend.created",
+                  {{"volume", spec.id},
+                   {"bytes", absl::StrCat(spec.capacity_bytes)},
+                   {"pooled", name}});
+    return std::optional<Volume>(
+        Volume{spec.id, spec.capacity_bytes, VolumeMode::kFsdax});
+  }
+  return std::optional<Volume>();
+}
+
+absl::Status FileBackend::SyncCreated(absl::string_view id) {
+  RETURN_IF_ERROR(ValidateVolumeId(id));
+  return env_->Sync(dir_);
 }
 
 }  // namespace daxlease::csi

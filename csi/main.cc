@@ -16,8 +16,10 @@
 
 #include "absl/flags/flag.h"
 #include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
 #include "csi/controller_service.h"
 #include "csi/driver.h"
 #include "csi/file_backend.h"
@@ -59,6 +61,14 @@ ABSL_FLAG(uint64_t, capacity_bytes, 0,
 ABSL_FLAG(uint64_t, copy_bytes_per_second, 0,
           "file backend: pace snapshot and clone copies to this many bytes "
           "per second (0: as fast as the disk goes)");
+ABSL_FLAG(int32_t, image_pool_depth, 0,
+          "file backend: pre-formatted images kept ready per "
+          "--image-pool-classes entry, formatted in the background; a "
+          "CreateVolume of that fstype and size takes one instead of running "
+          "mkfs (0: no pool)");
+ABSL_FLAG(std::vector<std::string>, image_pool_classes, {"ext4:1Gi"},
+          "file backend: the FSTYPE:SIZE entries the image pool keeps (SIZE "
+          "in bytes or with a Mi or Gi suffix, a multiple of 2 MiB)");
 ABSL_FLAG(std::vector<std::string>, allowed_roots, {"/var/lib/kubelet"},
           "staging and target paths must be below one of these directories");
 ABSL_FLAG(int64_t, max_volumes_per_node, 64, "reported by NodeGetInfo");
@@ -68,9 +78,8 @@ ABSL_FLAG(std::string, fabric, "",
           "the RDMA fabric this node is on (topology daxlease.io/fabric): "
           "shared volumes are accessible from every node of it");
 ABSL_FLAG(std::string, agent_socket, "",
-          "the node agent's unix socket (daxlease-agent --socket), alone in "
-          "its directory (pods get that directory); empty: no agent, shared "
-          "volumes are plain mounts on their own node");
+          "the node agent's unix socket (daxlease-agent --socket); empty: no "
+          "agent, shared volumes are plain mounts on their own node");
 
 namespace daxlease::csi {
 namespace {
@@ -94,6 +103,46 @@ absl::StatusOr<std::string> SocketPath(const std::string& endpoint) {
         absl::StrCat("socket path too long: ", path));
   }
   return path;
+}
+
+// --image-pool-depth and --image-pool-classes.
+absl::StatusOr<ImagePoolOptions> PoolOptions() {
+  ImagePoolOptions o;
+  o.depth = absl::GetFlag(FLAGS_image_pool_depth);
+  if (o.depth < 0) {
+    return absl::InvalidArgumentError("--image-pool-depth must be >= 0");
+  }
+  for (const std::string& entry : absl::GetFlag(FLAGS_image_pool_classes)) {
+    std::vector<std::string> parts = absl::StrSplit(entry, ':');
+    absl::string_view size = parts.size() == 2 ? parts[1] : "";
+    uint64_t unit = 1;
+    if (absl::ConsumeSuffix(&size, "Gi")) {
+      unit = 1ull << 30;
+    } else if (absl::ConsumeSuffix(&size, "Mi")) {
+      unit = 1ull << 20;
+    }
+    uint64_t n = 0;
+    ImagePoolClass c;
+    c.fs_type = parts[0];
+    if (parts.size() != 2 || !absl::SimpleAtoi(size, &n) ||
+        (c.fs_type != "ext4" && c.fs_type != "xfs")) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--image-pool-classes entry '", entry,
+                       "' is not FSTYPE:SIZE (ext4 or xfs; e.g. ext4:1Gi)"));
+    }
+    c.bytes = n * unit;
+    const uint64_t min =
+        c.fs_type == "xfs" ? kMinXfsVolumeBytes : kMinVolumeBytes;
+    if (c.bytes % kVolumeAlignment != 0 || c.bytes < min) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "--image-pool-classes entry '", entry, "': the size must be a ",
+          "multiple of 2 MiB and at least ", min, " bytes"));
+    }
+    // What CreateVolume's own format of a fresh image would run.
+    c.mkfs_args = MkfsArgs(c.fs_type, c.bytes, /*prezeroed=*/true);
+    o.classes.push_back(std::move(c));
+  }
+  return o;
 }
 
 // Removes a stale socket; refuses when a live server answers on it.
@@ -125,24 +174,6 @@ absl::Status PrepareSocket(const std::string& path) {
   }
   base::LogInfo("csi.socket.stale_removed", {{"path", path}});
   return sys::RemoveFile(path);
-}
-
-// The agent socket's directory is bound into every shared volume's
-// published directory (a pod's): it must hold nothing but that socket. Not
-// there yet is fine (the agent makes it).
-absl::Status CheckAgentSocketDir(const std::string& socket) {
-  const size_t slash = socket.rfind('/');
-  const std::string dir = slash == 0 ? "/" : socket.substr(0, slash);
-  if (!sys::PathExists(dir)) return absl::OkStatus();
-  ASSIGN_OR_RETURN(std::vector<std::string> entries, sys::ListDir(dir));
-  for (const std::string& e : entries) {
-    if (e == socket.substr(slash + 1)) continue;
-    return absl::FailedPreconditionError(absl::StrCat(
-        "--agent-socket ", socket, ": its directory ", dir, " also holds ", e,
-        "; pods get that directory (the agent's socket in it), so it must "
-        "hold the socket only (e.g. /run/daxlease/agent.sock)"));
-  }
-  return absl::OkStatus();
 }
 
 int Run() {
@@ -181,13 +212,19 @@ int Run() {
   absl::StatusOr<sys::LockFile> lock = sys::LockFile::Acquire(state_dir);
   if (!lock.ok()) return fail(lock.status());
 
+  // Before the backend, whose image pool uses it until it is destroyed.
+  std::unique_ptr<sys::Formatter> formatter = sys::NewSystemFormatter();
+  absl::StatusOr<ImagePoolOptions> pool = PoolOptions();
+  if (!pool.ok()) return fail(pool.status());
   std::unique_ptr<VolumeBackend> backend;
+  FileBackend* file_backend = nullptr;
   if (backend_name == "file") {
     auto fb = std::make_unique<FileBackend>(
         absl::StrCat(state_dir, "/volumes"),
         absl::GetFlag(FLAGS_capacity_bytes), sys::DefaultEnv(),
         absl::GetFlag(FLAGS_copy_bytes_per_second));
     if (absl::Status s = fb->Init(); !s.ok()) return fail(s);
+    file_backend = fb.get();
     backend = std::move(fb);
   } else if (backend_name == "ndctl") {
     NdctlBackendOptions o;
@@ -204,7 +241,6 @@ int Run() {
   if (absl::Status s = store.Init(); !s.ok()) return fail(s);
   std::unique_ptr<sys::Mounter> mounter =
       sys::NewSystemMounter(config.allowed_roots);
-  std::unique_ptr<sys::Formatter> formatter = sys::NewSystemFormatter();
   VolumeLocks locks;
   DriverDeps deps{backend.get(), mounter.get(), formatter.get(), &store,
                   &locks};
@@ -224,7 +260,6 @@ int Run() {
       return fail(absl::InvalidArgumentError(
           absl::StrCat("--agent-socket '", sock, "' must be absolute")));
     }
-    if (absl::Status s = CheckAgentSocketDir(sock); !s.ok()) return fail(s);
     if (absl::Status s = remote_store.Init(); !s.ok()) return fail(s);
     agent = std::make_unique<GrpcAgentConnection>(
         sock, agent::NewGrpcAgentClient(sock, absl::Seconds(30)));
@@ -251,6 +286,18 @@ int Run() {
   sigaddset(&sigs, SIGTERM);
   sigaddset(&sigs, SIGINT);
   pthread_sigmask(SIG_BLOCK, &sigs, nullptr);
+
+  // After the recovery (which removed what a crash left half-made), and on
+  // a thread that inherits the blocked signals.
+  if (file_backend != nullptr) {
+    if (absl::Status s = file_backend->StartPool(*pool, formatter.get());
+        !s.ok()) {
+      return fail(s);
+    }
+  } else if (pool->depth > 0) {
+    return fail(absl::InvalidArgumentError(
+        "--image-pool-depth is for the file backend only"));
+  }
 
   auto registry = std::make_shared<prometheus::Registry>();
   metrics::CsiOperations operations(*registry, kDriverName);
@@ -308,6 +355,8 @@ int Run() {
   });
   server->Wait();
   waiter.join();
+  // Before the formatter it uses goes.
+  if (file_backend != nullptr) file_backend->StopPool();
   (void)sys::RemoveFile(*socket_path);
   base::LogInfo("csi.stopped");
   return 0;

@@ -1,17 +1,22 @@
 // StateStore and FileBackend over a fault-injecting sys::Env: fsync errors,
 // ENOSPC, torn writes and renames that a crash interrupted, and the order
 // of the durable steps (file, rename, directory).
+#include <stdio.h>
 #include <stdlib.h>
 
 #include <algorithm>
 #include <string>
 #include <vector>
 
+#include "absl/strings/match.h"
+#include "absl/strings/str_join.h"
 #include "csi/file_backend.h"
 #include "csi/state_store.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "lib/sys/env.h"
+#include "lib/sys/file.h"
+#include "lib/sys/formatter.h"
 
 namespace daxlease::csi {
 namespace {
@@ -290,6 +295,172 @@ TEST_F(FileBackendFaultsTest, FsyncErrorOnDeleteIsReported) {
   env_.FailNext("Sync", absl::DataLossError("fsync: EIO"), "/volumes");
   EXPECT_FALSE(backend_->Delete("pvc-img").ok());
   EXPECT_TRUE(backend_->Delete("pvc-img").ok()) << "the retry is OK";
+}
+
+// The image pool over a FakeFormatter (docs/csi.md, "Pre-formatted images").
+class FileBackendPoolTest : public StoreFaultsTest {
+ protected:
+  static constexpr uint64_t kImage = 16 << 20;
+  void SetUp() override {
+    StoreFaultsTest::SetUp();
+    images_ = dir_ + "/volumes";
+    Restart(/*capacity=*/0);
+  }
+  // A new backend over the same directory (a restarted plugin's).
+  void Restart(uint64_t capacity, int depth = 2) {
+    if (backend_ != nullptr) backend_->StopPool();
+    backend_ = std::make_unique<FileBackend>(images_, capacity, &env_);
+    ASSERT_TRUE(backend_->Init().ok());
+    ImagePoolOptions o;
+    o.depth = depth;
+    o.classes.push_back(ImagePoolClass{"ext4", kImage, Args()});
+    ASSERT_TRUE(backend_->StartPool(o, &formatter_).ok());
+    ASSERT_TRUE(backend_->WaitPoolIdle(absl::Seconds(30)));
+  }
+  static std::vector<std::string> Args() { return {"-q", "-E", "x"}; }
+  VolumeSpec Spec(const std::string& id, uint64_t bytes = kImage) {
+    VolumeSpec s;
+    s.id = id;
+    s.capacity_bytes = bytes;
+    s.fs_type = "ext4";
+    s.synced_by_format = true;
+    return s;
+  }
+  std::vector<std::string> Named(absl::string_view suffix) {
+    std::vector<std::string> out;
+    for (const std::string& n :
+         sys::ListDir(images_).value_or(std::vector<std::string>{})) {
+      if (absl::EndsWith(n, suffix)) out.push_back(n);
+    }
+    return out;
+  }
+
+  sys::FakeFormatter formatter_;
+  std::unique_ptr<FileBackend> backend_;
+  std::string images_;
+};
+
+TEST_F(FileBackendPoolTest, TakeRenamesAPooledImageAndThePoolFillsAgain) {
+  EXPECT_EQ(backend_->PooledImages(), 2);
+  EXPECT_EQ(formatter_.format_calls(), 2);
+  EXPECT_EQ(formatter_.last_format_args(), Args());
+  EXPECT_EQ(Named(".pool").size(), 2u);
+  auto listed = backend_->List();
+  ASSERT_TRUE(listed.ok());
+  EXPECT_TRUE(listed->empty()) << "pooled images are not volumes";
+
+  // Another size, other mkfs arguments: not from the pool.
+  auto other = backend_->TakeFormatted(Spec("pvc-a", 2 * kImage), Args());
+  ASSERT_TRUE(other.ok());
+  EXPECT_FALSE(other->has_value());
+  other = backend_->TakeFormatted(Spec("pvc-a"), {"-q"});
+  ASSERT_TRUE(other.ok());
+  EXPECT_FALSE(other->has_value());
+
+  env_.ClearCalls();
+  auto vol = backend_->TakeFormatted(Spec("pvc-a"), Args());
+  ASSERT_TRUE(vol.ok()) << vol.status();
+  ASSERT_TRUE(vol->has_value());
+  EXPECT_EQ((*vol)->capacity_bytes, kImage);
+  ASSERT_TRUE(backend_->SyncCreated("pvc-a").ok());
+  std::vector<std::string> calls = env_.calls();
+  auto renamed = std::find_if(calls.begin(), calls.end(), [&](auto& c) {
+    return absl::StartsWith(c, "Rename " + images_) &&
+           absl::EndsWith(c, ".pool -> " + images_ + "/pvc-a.img");
+  });
+  ASSERT_NE(renamed, calls.end()) << absl::StrJoin(calls, "\n");
+  EXPECT_NE(std::find(renamed, calls.end(), "Sync " + images_), calls.end())
+      << "the rename is made durable";
+  auto got = backend_->Get("pvc-a");
+  ASSERT_TRUE(got.ok());
+  EXPECT_EQ(got->capacity_bytes, kImage);
+
+  // The volume's image exists: a take again adopts nothing from the pool.
+  auto again = backend_->TakeFormatted(Spec("pvc-a"), Args());
+  ASSERT_TRUE(again.ok());
+  EXPECT_FALSE(again->has_value());
+
+  ASSERT_TRUE(backend_->WaitPoolIdle(absl::Seconds(30)));
+  EXPECT_EQ(backend_->PooledImages(), 2);
+  EXPECT_EQ(formatter_.format_calls(), 3);
+  EXPECT_TRUE(Named(".partial").empty());
+}
+
+TEST_F(FileBackendPoolTest, PooledImagesAreAvailableAndGiveWayToAVolume) {
+  Restart(/*capacity=*/4 * kImage);
+  ASSERT_EQ(backend_->PooledImages(), 2);
+  auto cap = backend_->GetCapacity(VolumeMode::kFsdax);
+  ASSERT_TRUE(cap.ok());
+  EXPECT_EQ(cap->total_bytes, 4 * kImage);
+  EXPECT_EQ(cap->available_bytes, 4 * kImage)
+      << "pooled images are reclaimable";
+
+  // 3 images' worth: one pooled image has to go.
+  VolumeSpec big = Spec("pvc-big", 3 * kImage);
+  big.synced_by_format = false;
+  ASSERT_TRUE(backend_->Create(big).ok());
+  EXPECT_EQ(backend_->PooledImages(), 1);
+  cap = backend_->GetCapacity(VolumeMode::kFsdax);
+  ASSERT_TRUE(cap.ok());
+  EXPECT_EQ(cap->available_bytes, kImage);
+  ASSERT_TRUE(backend_->WaitPoolIdle(absl::Seconds(30)));
+  EXPECT_EQ(backend_->PooledImages(), 1) << "no room to fill into";
+
+  // More than there is: refused, the pool left as it is.
+  auto refused = backend_->Create(Spec("pvc-x", 2 * kImage));
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_EQ(backend_->PooledImages(), 1);
+
+  // Room again: the pool fills up.
+  ASSERT_TRUE(backend_->Delete("pvc-big").ok());
+  ASSERT_TRUE(backend_->WaitPoolIdle(absl::Seconds(30)));
+  EXPECT_EQ(backend_->PooledImages(), 2);
+}
+
+TEST_F(FileBackendPoolTest, AFailedFormatLeavesNothingAndWaitsForRoomToChange) {
+  Restart(0, /*depth=*/0);
+  formatter_.FailNext("Format", absl::InternalError("mkfs.ext4 exited 1"));
+  ImagePoolOptions o;
+  o.depth = 1;
+  o.classes.push_back(ImagePoolClass{"ext4", kImage, Args()});
+  backend_ = std::make_unique<FileBackend>(images_, 0, &env_);
+  ASSERT_TRUE(backend_->Init().ok());
+  ASSERT_TRUE(backend_->StartPool(o, &formatter_).ok());
+  ASSERT_TRUE(backend_->WaitPoolIdle(absl::Seconds(30)));
+  EXPECT_EQ(backend_->PooledImages(), 0);
+  EXPECT_TRUE(Named(".pool").empty());
+  EXPECT_TRUE(Named(".partial").empty()) << "the half-made image went";
+
+  VolumeSpec plain = Spec("pvc-plain");
+  plain.synced_by_format = false;
+  ASSERT_TRUE(backend_->Create(plain).ok());
+  ASSERT_TRUE(backend_->Delete("pvc-plain").ok());  // room changed
+  ASSERT_TRUE(backend_->WaitPoolIdle(absl::Seconds(30)));
+  EXPECT_EQ(backend_->PooledImages(), 1);
+}
+
+TEST_F(FileBackendPoolTest, ARestartDropsHalfMadeAndUnwantedImages) {
+  ASSERT_EQ(Named(".pool").size(), 2u);
+  backend_->StopPool();
+  // What a crash between mkfs and the rename leaves, and an image of a
+  // class no longer configured.
+  const std::string kept = Named(".pool")[0];
+  const std::string half = Named(".pool")[1];
+  ASSERT_EQ(::rename((images_ + "/" + half).c_str(),
+                     (images_ + "/" + half + ".partial").c_str()),
+            0);
+  ASSERT_TRUE(
+      sys::WriteFileAtomic(images_ + "/xfs-314572800-00000000-7.pool", "x")
+          .ok());
+  const int formats = formatter_.format_calls();
+  Restart(0);
+  std::vector<std::string> pooled = Named(".pool");
+  EXPECT_EQ(pooled.size(), 2u);
+  EXPECT_NE(std::find(pooled.begin(), pooled.end(), kept), pooled.end());
+  EXPECT_TRUE(Named(".partial").empty());
+  EXPECT_FALSE(sys::PathExists(images_ + "/xfs-314572800-00000000-7.pool"));
+  EXPECT_EQ(formatter_.format_calls(), formats + 1)
+      << "one made again, the complete one kept";
 }
 
 }  // namespace

@@ -134,6 +134,25 @@ class VolumeBackend {
   // when there is no room; InvalidArgument for an unsupported mode.
   virtual absl::StatusOr<Volume> Create(const VolumeSpec& spec) = 0;
 
+  // Media formatted ahead of time (file: the image pool, docs/csi.md
+  // "Pre-formatted images"): when the backend has media of exactly
+  // spec.capacity_bytes carrying spec.fs_type as `mkfs.<fs_type>
+  // <mkfs_args...>` made it on zeroed media, never written since, it makes
+  // that the volume's media under spec.id and returns the volume. nullopt
+  // when it has none (the caller Creates and formats as usual), or when
+  // media under spec.id exists already. The new name may be durable only
+  // after SyncCreated, which the caller calls before a durable record names
+  // the volume. Default: nullopt.
+  virtual absl::StatusOr<std::optional<Volume>> TakeFormatted(
+      const VolumeSpec& spec, const std::vector<std::string>& mkfs_args) {
+    return std::optional<Volume>();
+  }
+  // Makes what TakeFormatted did for `id` survive a power loss. Default:
+  // nothing to do.
+  virtual absl::Status SyncCreated(absl::string_view id) {
+    return absl::OkStatus();
+  }
+
   // NotFound when the volume's media is missing.
   virtual absl::StatusOr<Volume> Get(absl::string_view id) = 0;
 

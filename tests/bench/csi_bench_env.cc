@@ -56,7 +56,8 @@ absl::Status Fsync(const std::string& path) {
 }
 
 absl::StatusOr<std::optional<CsiBenchEnv>> StartCsiBenchEnv(
-    absl::string_view name, absl::string_view temp_prefix) {
+    absl::string_view name, absl::string_view temp_prefix,
+    std::vector<std::string> extra_args) {
   const std::string n(name);
   if (!testing::CanUseLoopDevices()) {
     std::printf(
@@ -80,6 +81,7 @@ absl::StatusOr<std::optional<CsiBenchEnv>> StartCsiBenchEnv(
   o.state_dir = env.base + "/state";
   o.allowed_roots = {env.root};
   o.log_path = env.base + "/plugin.log";
+  o.extra_args = std::move(extra_args);
   for (const std::string& d : {o.state_dir, env.root}) {
     RETURN_IF_ERROR(testing::MakeDirs(d));
   }

@@ -47,8 +47,10 @@ struct CsiBenchEnv {
 // "<name>: skipped: <why>", when this machine cannot run it (not root, no
 // loop devices, daxlease-csi not built); an error when it could but the
 // start failed.
+// `extra_args` go to daxlease-csi as they are.
 absl::StatusOr<std::optional<CsiBenchEnv>> StartCsiBenchEnv(
-    absl::string_view name, absl::string_view temp_prefix);
+    absl::string_view name, absl::string_view temp_prefix,
+    std::vector<std::string> extra_args = {});
 
 }  // namespace daxlease::bench
 

@@ -50,11 +50,14 @@ class CsiPluginTest : public ::testing::Test {
     options_.allowed_roots = {root_};
     options_.log_path = tmp_->path() + "/plugin.log";
     options_.capacity_bytes = CapacityBytes();
+    options_.extra_args = ExtraArgs();
     StartPlugin();
   }
 
   // Capacity the plugin is started with (0 = the filesystem's free space).
   virtual int64_t CapacityBytes() const { return 0; }
+  // More flags the plugin is started with.
+  virtual std::vector<std::string> ExtraArgs() const { return {}; }
 
   void StartPlugin() {
     auto p = PluginProcess::Start(options_);

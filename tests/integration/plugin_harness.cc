@@ -154,6 +154,13 @@ absl::StatusOr<pid_t> PluginProcess::Spawn(const PluginOptions& o) {
   std::vector<char*> argv;
   for (std::string& a : args) argv.push_back(a.data());
   argv.push_back(nullptr);
+  // The environment is built before the fork (the child only execs).
+  std::vector<std::string> env_strings;
+  for (char** e = environ; *e != nullptr; ++e) env_strings.push_back(*e);
+  env_strings.insert(env_strings.end(), o.extra_env.begin(), o.extra_env.end());
+  std::vector<char*> envp;
+  for (std::string& e : env_strings) envp.push_back(e.data());
+  envp.push_back(nullptr);
   pid_t pid = ::fork();
   if (pid < 0) return base::ErrnoStatus("fork", o.binary, errno);
   if (pid == 0) {
@@ -165,7 +172,7 @@ absl::StatusOr<pid_t> PluginProcess::Spawn(const PluginOptions& o) {
         ::dup2(fd, 2);
       }
     }
-    ::execv(argv[0], argv.data());
+    ::execve(argv[0], argv.data(), envp.data());
     ::_exit(127);
   }
   return pid;

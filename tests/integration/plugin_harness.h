@@ -41,6 +41,7 @@ struct PluginOptions {
   int max_volumes_per_node = 0;         // 0: the plugin's default
   std::string log_path;                 // the plugin's stderr+stdout, appended
   std::vector<std::string> extra_args;  // more flags, as given
+  std::vector<std::string> extra_env;   // "NAME=VALUE" added to its environment
 };
 
 // A daxlease-csi child process. The destructor SIGKILLs and reaps it (the
@@ -71,6 +72,8 @@ class PluginProcess {
   // Probe. A new channel is made, so callers must re-fetch channel().
   absl::Status Restart(absl::Duration ready_timeout = absl::Seconds(30));
 
+  // For the next start (Restart): e.g. a crash point set or cleared.
+  PluginOptions& mutable_options() { return options_; }
   bool running() const { return pid_ > 0; }
   pid_t pid() const { return pid_; }
   const PluginOptions& options() const { return options_; }

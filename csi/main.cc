@@ -78,8 +78,9 @@ ABSL_FLAG(std::string, fabric, "",
           "the RDMA fabric this node is on (topology daxlease.io/fabric): "
           "shared volumes are accessible from every node of it");
 ABSL_FLAG(std::string, agent_socket, "",
-          "the node agent's unix socket (daxlease-agent --socket); empty: no "
-          "agent, shared volumes are plain mounts on their own node");
+          "the node agent's unix socket (daxlease-agent --socket), alone in "
+          "its directory (pods get that directory); empty: no agent, shared "
+          "volumes are plain mounts on their own node");
 
 namespace daxlease::csi {
 namespace {
@@ -176,6 +177,24 @@ absl::Status PrepareSocket(const std::string& path) {
   return sys::RemoveFile(path);
 }
 
+// The agent socket's directory is bound into every shared volume's
+// published directory (a pod's): it must hold nothing but that socket. Not
+// there yet is fine (the agent makes it).
+absl::Status CheckAgentSocketDir(const std::string& socket) {
+  const size_t slash = socket.rfind('/');
+  const std::string dir = slash == 0 ? "/" : socket.substr(0, slash);
+  if (!sys::PathExists(dir)) return absl::OkStatus();
+  ASSIGN_OR_RETURN(std::vector<std::string> entries, sys::ListDir(dir));
+  for (const std::string& e : entries) {
+    if (e == socket.substr(slash + 1)) continue;
+    return absl::FailedPreconditionError(absl::StrCat(
+        "--agent-socket ", socket, ": its directory ", dir, " also holds ", e,
+        "; pods get that directory (the agent's socket in it), so it must "
+        "hold the socket only (e.g. /run/daxlease/agent.sock)"));
+  }
+  return absl::OkStatus();
+}
+
 int Run() {
   const std::string endpoint = absl::GetFlag(FLAGS_endpoint);
   DriverConfig config;
@@ -260,6 +279,7 @@ int Run() {
       return fail(absl::InvalidArgumentError(
           absl::StrCat("--agent-socket '", sock, "' must be absolute")));
     }
+    if (absl::Status s = CheckAgentSocketDir(sock); !s.ok()) return fail(s);
     if (absl::Status s = remote_store.Init(); !s.ok()) return fail(s);
     agent = std::make_unique<GrpcAgentConnection>(
         sock, agent::NewGrpcAgentClient(sock, absl::Seconds(30)));

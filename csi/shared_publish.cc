@@ -70,11 +70,27 @@ absl::Status BuildPublishedDir(const DriverDeps& deps,
     if (!v.has_value())
       RETURN_IF_ERROR(m.BindMount(volume_source, vol, read_only));
   }
+  // The socket's directory, read-only (a client needs no write access to
+  // the directory to connect): the agent's socket there is whichever
+  // socket the agent bound last.
+  const std::string& socket = deps.agent->socket_path();
+  const size_t slash = socket.rfind('/');
+  const std::string socket_dir =
+      slash == 0 ? "/" : socket.substr(0, slash);  // absolute (main.cc)
+  const std::string agent_dir = absl::StrCat(target, "/", kAgentDir);
+  RETURN_IF_ERROR(m.MakeDir(agent_dir));
+  ASSIGN_OR_RETURN(std::optional<sys::MountInfo> d, m.GetMount(agent_dir));
+  if (!d.has_value()) RETURN_IF_ERROR(m.BindMount(socket_dir, agent_dir, true));
   const std::string sock = absl::StrCat(target, "/", kAgentSocketFile);
-  RETURN_IF_ERROR(m.MakeFile(sock));
-  ASSIGN_OR_RETURN(std::optional<sys::MountInfo> s, m.GetMount(sock));
-  if (!s.has_value()) {
-    RETURN_IF_ERROR(m.BindMount(deps.agent->socket_path(), sock, false));
+  absl::Status linked = m.MakeSymlink(
+      absl::StrCat(kAgentDir, "/", socket.substr(slash + 1)), sock);
+  if (absl::IsAlreadyExists(linked)) {
+    // Published by an older plugin (a bind of the socket file): a retry
+    // keeps it; unpublishing removes either.
+    ASSIGN_OR_RETURN(std::optional<sys::MountInfo> old, m.GetMount(sock));
+    if (!old.has_value()) return linked;
+  } else {
+    RETURN_IF_ERROR(linked);
   }
   // Last: a descriptor in the directory means everything it names is there.
   ASSIGN_OR_RETURN(std::string descriptor, deps.agent->Publish(publish));
@@ -84,7 +100,9 @@ absl::Status BuildPublishedDir(const DriverDeps& deps,
 absl::Status UnmountPublishedDirContents(const DriverDeps& deps,
                                          const std::string& target) {
   sys::Mounter& m = *deps.mounter;
-  for (const char* child : {kAgentSocketFile, kVolumeDir}) {
+  // agent.sock: a symlink (Unmount leaves it; it goes with the tmpfs), or
+  // an older plugin's bind of the socket file.
+  for (const char* child : {kAgentSocketFile, kAgentDir, kVolumeDir}) {
     RETURN_IF_ERROR(m.Unmount(absl::StrCat(target, "/", child)));
   }
   return absl::OkStatus();

@@ -6,7 +6,14 @@
 //   <target>/                a small tmpfs
 //   <target>/daxlease.json   the descriptor the agent returned for this
 //                            publish (libdaxlease reads it to attach)
-//   <target>/agent.sock      bind mount of the node agent's unix socket
+//   <target>/agent/          read-only bind of the node agent's socket
+//                            DIRECTORY (dirname of --agent-socket, which
+//                            holds nothing else): an agent that restarts
+//                            binds a new socket (a new inode) there, and the
+//                            pod sees it; a bind of the socket file would
+//                            keep the dead one
+//   <target>/agent.sock      symlink "agent/<socket name>": where
+//                            libdaxlease looks (any version)
 //   <target>/volume/         owner node only: bind of the staging (DAX) mount
 // On another node of the volume's fabric there is no local memory: the
 // descriptor and the socket are all, and libdaxlease reaches the owner's
@@ -37,6 +44,7 @@ inline constexpr char kContextPodUid[] = "csi.storage.k8s.io/pod.uid";
 
 inline constexpr char kDescriptorFile[] = "daxlease.json";
 inline constexpr char kAgentSocketFile[] = "agent.sock";
+inline constexpr char kAgentDir[] = "agent";
 inline constexpr char kVolumeDir[] = "volume";
 
 // Whether the volume's parameters say daxlease.io/share=true.
@@ -50,7 +58,9 @@ PodInfo PodFromContext(
 
 // Builds (or completes: idempotent) the published directory at `target`:
 // tmpfs, `volume/` bound from `volume_source` (owner node; "" on another
-// node), the agent socket, then the descriptor from agent->Publish(publish).
+// node), the agent's socket directory and the agent.sock link into it, then
+// the descriptor from agent->Publish(publish). A directory an older plugin
+// published (agent.sock a bind of the socket file) keeps that bind.
 // On failure the caller tears it down (TearDownPublishedDir) and tells the
 // agent to forget the publish.
 absl::Status BuildPublishedDir(const DriverDeps& deps,
@@ -58,9 +68,9 @@ absl::Status BuildPublishedDir(const DriverDeps& deps,
                                const std::string& volume_source, bool read_only,
                                const AgentPublish& publish);
 
-// Unmounts what BuildPublishedDir mounted inside `target` (the socket and
-// the volume), leaving the tmpfs on `target` itself for TearDownPublish.
-// Idempotent.
+// Unmounts what BuildPublishedDir mounted inside `target` (the socket
+// directory, an older plugin's bind of the socket file, the volume),
+// leaving the tmpfs on `target` itself for TearDownPublish. Idempotent.
 absl::Status UnmountPublishedDirContents(const DriverDeps& deps,
                                          const std::string& target);
 

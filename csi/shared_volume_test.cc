@@ -22,8 +22,10 @@ class SharedVolumeTest : public ServiceTest {
   void SetUp() override {
     ServiceTest::SetUp();
     config_.fabric = "fabric-1";
-    mounter_.AddPath(agent_.socket_path());
-    mounter_.AddPath(b_agent_.socket_path());
+    for (const FakeAgentConnection* a : {&agent_, &b_agent_}) {
+      mounter_.AddPath(a->socket_path());
+      mounter_.AddPath(SocketDir(*a));
+    }
     remote_store_ = std::make_unique<StateStore>(dir_ + "/remote");
     ASSERT_TRUE(remote_store_->Init().ok());
     WireAgent();
@@ -134,11 +136,15 @@ class SharedVolumeTest : public ServiceTest {
     return out;
   }
 
-  FakeAgentConnection agent_{"/run/daxlease/agent-a.sock"};
+  static std::string SocketDir(const FakeAgentConnection& a) {
+    return a.socket_path().substr(0, a.socket_path().rfind('/'));
+  }
+
+  FakeAgentConnection agent_{"/run/daxlease-a/agent.sock"};
   std::unique_ptr<StateStore> remote_store_;
 
   FakeVolumeBackend b_backend_{8 * kGiB};
-  FakeAgentConnection b_agent_{"/run/daxlease/agent-b.sock"};
+  FakeAgentConnection b_agent_{"/run/daxlease-b/agent.sock"};
   VolumeLocks b_locks_;
   std::unique_ptr<StateStore> b_store_, b_remote_;
   std::unique_ptr<NodeService> node_b_;
@@ -298,9 +304,13 @@ TEST_F(SharedVolumeTest, OwnerPublishIsADirectoryWithMountDescriptorSocket) {
   auto volume = mounter_.GetMount(t + "/volume");
   ASSERT_TRUE(volume.ok() && volume->has_value());
   EXPECT_EQ((*volume)->source, Record(id)->stage->device);
-  auto sock = mounter_.GetMount(t + "/agent.sock");
-  ASSERT_TRUE(sock.ok() && sock->has_value());
-  EXPECT_EQ((*sock)->source, "/run/daxlease/agent-a.sock");
+  // The agent's socket directory (a restarted agent's new socket shows
+  // there), and agent.sock a link into it.
+  auto sock_dir = mounter_.GetMount(t + "/agent");
+  ASSERT_TRUE(sock_dir.ok() && sock_dir->has_value());
+  EXPECT_EQ((*sock_dir)->source, "/run/daxlease-a");
+  EXPECT_TRUE((*sock_dir)->read_only);
+  EXPECT_EQ(mounter_.SymlinkValue(t + "/agent.sock"), "agent/agent.sock");
 
   ASSERT_TRUE(agent_.IsPublished(id, t));
   AgentPublish p = agent_.Published(id, t);
@@ -317,6 +327,28 @@ TEST_F(SharedVolumeTest, OwnerPublishIsADirectoryWithMountDescriptorSocket) {
   published = PublishOn(*node_, vol, t);
   ASSERT_TRUE(published.ok()) << published.error_message();
   EXPECT_EQ(mounter_.mount_calls(), mounts);
+}
+
+// A directory an older plugin published, agent.sock a bind of the socket
+// file: publishing it again keeps that bind, unpublishing removes it too.
+TEST_F(SharedVolumeTest, OlderPluginsSocketFileBindIsKeptThenUnmounted) {
+  ::csi::v1::Volume vol;
+  std::string id = MakeShared("pvc-old", &vol);
+  ASSERT_TRUE(StageOn(*node_, vol).ok());
+  const std::string t = TargetPath(id);
+  ASSERT_TRUE(PublishOn(*node_, vol, t).ok());
+  ASSERT_TRUE(mounter_.Unmount(t + "/agent").ok());
+  ASSERT_TRUE(mounter_.RemovePath(t + "/agent.sock").ok());
+  ASSERT_TRUE(mounter_.MakeFile(t + "/agent.sock").ok());
+  ASSERT_TRUE(
+      mounter_.BindMount(agent_.socket_path(), t + "/agent.sock", false).ok());
+
+  grpc::Status again = PublishOn(*node_, vol, t);
+  ASSERT_TRUE(again.ok()) << again.error_message();
+  EXPECT_EQ((*mounter_.GetMount(t + "/agent.sock"))->source,
+            agent_.socket_path());
+  ASSERT_TRUE(UnpublishOn(*node_, id, t).ok());
+  EXPECT_THAT(MountsUnder(t), ::testing::IsEmpty());
 }
 
 TEST_F(SharedVolumeTest, PublishWithTheAgentDownLeavesNothing) {
@@ -364,8 +396,8 @@ TEST_F(SharedVolumeTest, AnotherNodeOfTheFabricGetsDescriptorAndSocket) {
   ASSERT_TRUE(PublishOn(*node_b_, vol, t).ok());
 
   EXPECT_EQ((*mounter_.GetMount(t))->fs_type, "tmpfs");
-  EXPECT_EQ((*mounter_.GetMount(t + "/agent.sock"))->source,
-            "/run/daxlease/agent-b.sock");
+  EXPECT_EQ((*mounter_.GetMount(t + "/agent"))->source, "/run/daxlease-b");
+  EXPECT_EQ(mounter_.SymlinkValue(t + "/agent.sock"), "agent/agent.sock");
   EXPECT_FALSE(Mounted(t + "/volume")) << "no local memory on node-b";
   ASSERT_TRUE(b_agent_.IsPublished(id, t));
   AgentPublish p = b_agent_.Published(id, t);

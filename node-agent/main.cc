@@ -33,7 +33,9 @@ ABSL_FLAG(std::string, node_id, "",
 ABSL_FLAG(std::string, kubeconfig, "",
           "kubeconfig file; empty: $KUBECONFIG, in-cluster, ~/.kube/config");
 ABSL_FLAG(std::string, socket, "/run/daxlease/agent.sock",
-          "unix socket of the local API (CSI plugin, libdaxlease)");
+          "unix socket of the local API (CSI plugin, libdaxlease); its "
+          "directory holds nothing else (the CSI plugin binds it into "
+          "pods)");
 ABSL_FLAG(std::string, socket_mode, "0660", "mode of the socket (octal)");
 ABSL_FLAG(std::string, state_dir, "/var/lib/daxlease/agent",
           "directory for the agent's state (served volumes, publishes)");
@@ -67,6 +69,11 @@ int Fail(const absl::Status& s) {
 }
 
 int Main() {
+  // Before any thread: gRPC creates the socket with the umask's mode, and
+  // the chmod to --socket-mode comes after; born without group and other
+  // write (connect needs write), it admits nobody but its owner in between,
+  // though every published volume on the node shows its directory.
+  ::umask(::umask(0) | 022);
   const int lease_signal = SIGRTMIN + 1;
   sigset_t sigs;
   sigemptyset(&sigs);

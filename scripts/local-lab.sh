@@ -514,14 +514,14 @@ step_two_nodes_up() {
     mkdir -p "$d/kubelet"
     step "node-$n: daxlease-agent and daxlease-csi inside $ns ($addr)"
     local agent_args=(--node-id="node-$n" --kubeconfig="$CP_DIR/kubeconfig"
-                      --socket="$d/agent.sock" --state-dir="$d/agent"
+                      --socket="$d/run/agent.sock" --state-dir="$d/agent"
                       --listen="$addr:7390" --secret-file="$NODES_DIR/agent-secret")
     printf '   $ [node-%s] daxlease-agent %s &\n' "$n" "${agent_args[*]}"
     bg_in_node "$ns" "$d/agent.log" "$AGENT" "${agent_args[@]}"
-    wait_for 30 "node-$n agent pid $BG_PID listens on $d/agent.sock" test -S "$d/agent.sock"
+    wait_for 30 "node-$n agent pid $BG_PID listens on $d/run/agent.sock" test -S "$d/run/agent.sock"
     local csi_args=(--endpoint="unix://$d/csi.sock" --node-id="node-$n"
                     --state-dir="$d/csi" --backend=file --allowed-roots="$d/kubelet"
-                    --fabric=lab-fabric --agent-socket="$d/agent.sock")
+                    --fabric=lab-fabric --agent-socket="$d/run/agent.sock")
     printf '   $ [node-%s] daxlease-csi %s &\n' "$n" "${csi_args[*]}"
     bg_in_node "$ns" "$d/csi.log" "$CSI" "${csi_args[@]}"
     wait_for 30 "node-$n plugin pid $BG_PID answers" \

@@ -84,6 +84,10 @@ absl::StatusOr<std::optional<MountInfo>> FakeMounter::GetMount(
     absl::string_view target) {
   absl::MutexLock l(&mu_);
   if (absl::Status s = TakeFailure("GetMount"); !s.ok()) return s;
+  if (links_.count(std::string(target))) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(target, " is a symlink; not followed"));
+  }
   auto it = mounts_.find(std::string(target));
   if (it == mounts_.end()) return std::optional<MountInfo>();
   return std::optional<MountInfo>(it->second);
@@ -100,6 +104,22 @@ absl::Status FakeMounter::MakeFile(absl::string_view path) {
   absl::MutexLock l(&mu_);
   if (absl::Status s = TakeFailure("MakeFile"); !s.ok()) return s;
   paths_.insert(std::string(path));
+  return absl::OkStatus();
+}
+
+absl::Status FakeMounter::MakeSymlink(absl::string_view value,
+                                      absl::string_view path) {
+  absl::MutexLock l(&mu_);
+  if (absl::Status s = TakeFailure("MakeSymlink"); !s.ok()) return s;
+  std::string p(path);
+  auto it = links_.find(p);
+  if (it != links_.end() && it->second == value) return absl::OkStatus();
+  if (it != links_.end() || paths_.count(p) || mounts_.count(p)) {
+    return absl::AlreadyExistsError(
+        absl::StrCat(p, " exists and is not a symlink to ", value));
+  }
+  links_[p] = std::string(value);
+  paths_.insert(p);
   return absl::OkStatus();
 }
 
@@ -128,6 +148,7 @@ absl::Status FakeMounter::RemovePath(absl::string_view path) {
   }
   paths_.erase(p);
   files_.erase(p);
+  links_.erase(p);
   return absl::OkStatus();
 }
 
@@ -203,6 +224,14 @@ std::optional<std::string> FakeMounter::FileContent(
   absl::MutexLock l(&mu_);
   auto it = files_.find(std::string(path));
   if (it == files_.end()) return std::nullopt;
+  return it->second;
+}
+
+std::optional<std::string> FakeMounter::SymlinkValue(
+    absl::string_view path) const {
+  absl::MutexLock l(&mu_);
+  auto it = links_.find(std::string(path));
+  if (it == links_.end()) return std::nullopt;
   return it->second;
 }
 

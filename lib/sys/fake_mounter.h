@@ -1,7 +1,8 @@
 // FakeMounter: an in-memory Mounter for unit tests. Honest about the rules
 // the real one enforces: mounting needs an existing target, a second mount
 // on a mount point is AlreadyExists, a directory with a mount on it cannot be
-// removed (Unavailable, like EBUSY), StatFs needs an existing path.
+// removed (Unavailable, like EBUSY), StatFs needs an existing path, a
+// symlink is never followed (GetMount on one is InvalidArgument).
 // Thread-safe.
 #ifndef DAXLEASE_LIB_SYS_FAKE_MOUNTER_H_
 #define DAXLEASE_LIB_SYS_FAKE_MOUNTER_H_
@@ -29,6 +30,8 @@ class FakeMounter final : public Mounter {
       absl::string_view target) override;
   absl::Status MakeDir(absl::string_view path) override;
   absl::Status MakeFile(absl::string_view path) override;
+  absl::Status MakeSymlink(absl::string_view value,
+                           absl::string_view path) override;
   absl::Status WriteFile(absl::string_view path,
                          absl::string_view data) override;
   absl::Status RemovePath(absl::string_view path) override;
@@ -53,6 +56,8 @@ class FakeMounter final : public Mounter {
   std::set<std::string> Frozen() const;
   // What WriteFile last wrote to `path`; nullopt if nothing (or removed).
   std::optional<std::string> FileContent(absl::string_view path) const;
+  // The value of the symlink `path`; nullopt if it is none.
+  std::optional<std::string> SymlinkValue(absl::string_view path) const;
 
  private:
   absl::Status TakeFailure(absl::string_view op)
@@ -63,6 +68,7 @@ class FakeMounter final : public Mounter {
   std::set<std::string> paths_ ABSL_GUARDED_BY(mu_);
   std::set<std::string> frozen_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, std::string> files_ ABSL_GUARDED_BY(mu_);
+  std::map<std::string, std::string> links_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, absl::Status> failures_ ABSL_GUARDED_BY(mu_);
   FsUsage usage_ ABSL_GUARDED_BY(mu_);
   int mount_calls_ ABSL_GUARDED_BY(mu_) = 0;

@@ -56,7 +56,7 @@ class Mounter {
                                  absl::string_view target, bool read_only) = 0;
 
   // Unmounts the top mount on `target`. OK if `target` is not a mount point
-  // or does not exist.
+  // (a symlink never is: it is not followed) or does not exist.
   virtual absl::Status Unmount(absl::string_view target) = 0;
 
   // The topmost mount whose mount point is exactly `target`, or nullopt.
@@ -67,6 +67,11 @@ class Mounter {
   virtual absl::Status MakeDir(absl::string_view path) = 0;
   // Creates an empty regular file (and parent directories). Idempotent.
   virtual absl::Status MakeFile(absl::string_view path) = 0;
+  // Creates the symlink `path` -> `value`; `value` is stored as given, never
+  // resolved or checked here. Idempotent: OK when `path` already is that
+  // symlink, AlreadyExists when something else is there.
+  virtual absl::Status MakeSymlink(absl::string_view value,
+                                   absl::string_view path) = 0;
   // Replaces the small file `path` with `data` (temp + rename: a reader
   // sees the old or the new contents). Used for the descriptor in a
   // published directory.

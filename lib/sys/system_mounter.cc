@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <climits>
 #include <memory>
 
 #include "absl/strings/str_cat.h"
@@ -128,6 +129,13 @@ class SystemMounter final : public Mounter {
     absl::StatusOr<ConfinedRoots::Parent> parent = roots_.OpenParent(tgt);
     if (absl::IsNotFound(parent.status())) return absl::OkStatus();
     if (!parent.ok()) return parent.status();
+    struct stat st;
+    if (::fstatat(parent->dir.get(), parent->name.c_str(), &st,
+                  AT_SYMLINK_NOFOLLOW) != 0) {
+      if (errno == ENOENT) return absl::OkStatus();
+      return base::ErrnoStatus("fstatat", tgt, errno);
+    }
+    if (S_ISLNK(st.st_mode)) return absl::OkStatus();  // not a mount point
     ASSIGN_OR_RETURN(auto existing, GetMount(tgt));
     if (!existing.has_value()) return absl::OkStatus();
     if (::umount2(ProcFdPath(parent->dir, parent->name).c_str(),
@@ -159,6 +167,24 @@ class SystemMounter final : public Mounter {
     }
     ASSIGN_OR_RETURN(UniqueFd fd, roots_.Open(p, O_WRONLY | O_CREAT, 0640));
     return absl::OkStatus();
+  }
+
+  absl::Status MakeSymlink(absl::string_view value,
+                           absl::string_view path) override {
+    std::string p(path), v(value);
+    ASSIGN_OR_RETURN(ConfinedRoots::Parent parent, roots_.OpenParent(p));
+    if (::symlinkat(v.c_str(), parent.dir.get(), parent.name.c_str()) == 0) {
+      return absl::OkStatus();
+    }
+    if (errno != EEXIST) return base::ErrnoStatus("symlinkat", p, errno);
+    char buf[PATH_MAX];
+    ssize_t n =
+        ::readlinkat(parent.dir.get(), parent.name.c_str(), buf, sizeof(buf));
+    if (n >= 0 && absl::string_view(buf, static_cast<size_t>(n)) == v) {
+      return absl::OkStatus();
+    }
+    return absl::AlreadyExistsError(
+        absl::StrCat(p, " exists and is not a symlink to ", v));
   }
 
   absl::Status RemovePath(absl::string_view path) override {

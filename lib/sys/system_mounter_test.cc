@@ -1,5 +1,6 @@
 // Root tests: the real Mounter on tmpfs, bind mounts and libmount lookups.
 #include <stdlib.h>
+#include <unistd.h>
 
 #include "gtest/gtest.h"
 #include "lib/sys/file.h"
@@ -81,6 +82,27 @@ TEST_F(SystemMounterTest, BindADeviceNodeOntoAFile) {
   ASSERT_TRUE(b.ok() && b->has_value());
   EXPECT_EQ((*b)->root, "/null");
   ASSERT_TRUE(mounter_->Unmount(file).ok());
+}
+
+// The published directory's agent.sock: a relative symlink, made again
+// idempotently, refused over something else, never followed (GetMount says
+// so; Unmount leaves it: a symlink is no mount point), removed as itself.
+TEST_F(SystemMounterTest, SymlinkIsMadeOnceNeverFollowedAndRemoved) {
+  const std::string link = dir_ + "/link", file = dir_ + "/file";
+  ASSERT_TRUE(mounter_->MakeSymlink("src/sock", link).ok());
+  ASSERT_TRUE(mounter_->MakeSymlink("src/sock", link).ok());  // idempotent
+  EXPECT_TRUE(absl::IsAlreadyExists(mounter_->MakeSymlink("other", link)));
+  ASSERT_TRUE(mounter_->MakeFile(file).ok());
+  EXPECT_TRUE(absl::IsAlreadyExists(mounter_->MakeSymlink("src/sock", file)));
+  char buf[64];
+  ssize_t n = readlink(link.c_str(), buf, sizeof(buf));
+  ASSERT_EQ(n, 8);
+  EXPECT_EQ(std::string(buf, n), "src/sock");
+  EXPECT_TRUE(absl::IsInvalidArgument(mounter_->GetMount(link).status()));
+  EXPECT_TRUE(mounter_->Unmount(link).ok());
+  EXPECT_TRUE(mounter_->PathExists(link));
+  EXPECT_TRUE(mounter_->RemovePath(link).ok());
+  EXPECT_FALSE(mounter_->PathExists(link));
 }
 
 }  // namespace

@@ -6,6 +6,7 @@
 #include <sys/un.h>
 
 #include <algorithm>
+#include <fstream>
 #include <set>
 #include <string>
 
@@ -76,6 +77,33 @@ TEST_F(CsiServerTest, SecondInstanceOnTheSameStateDirRefusesToStart) {
   // The lock goes with the process: after kill -9 a new plugin starts.
   CrashAndRestart();
   ExpectAlive();
+}
+
+// --agent-socket's directory is bound into pods (every shared volume's
+// published directory): a directory holding anything else refuses the
+// start, naming what is there.
+TEST_F(CsiServerTest, AgentSocketDirectoryWithOtherEntriesRefusesToStart) {
+  PluginOptions second = options_;
+  second.socket_path = tmp_->path() + "/second.sock";
+  second.state_dir = tmp_->path() + "/state2";
+  second.log_path = tmp_->path() + "/second.log";
+  ASSERT_TRUE(MakeDirs(second.state_dir).ok());
+  ASSERT_TRUE(MakeDirs(tmp_->path() + "/run").ok());
+  std::ofstream(tmp_->path() + "/run/secret") << "x";
+  second.extra_args = {"--agent-socket=" + tmp_->path() + "/run/agent.sock"};
+  auto pid = PluginProcess::Spawn(second);
+  ASSERT_TRUE(pid.ok()) << pid.status();
+  auto status = PluginProcess::WaitExit(*pid, absl::Seconds(20));
+  if (!status.ok()) {
+    ::kill(*pid, SIGKILL);
+    (void)PluginProcess::WaitExit(*pid, absl::Seconds(5));
+  }
+  ASSERT_TRUE(status.ok()) << "did not exit: " << status.status();
+  EXPECT_TRUE(WIFEXITED(*status) && WEXITSTATUS(*status) != 0)
+      << "wait status " << *status;
+  auto log = ReadAt(second.log_path, 0, 16 * 1024);
+  ASSERT_TRUE(log.ok());
+  EXPECT_THAT(*log, ::testing::HasSubstr("also holds secret")) << *log;
 }
 
 // The socket gets 0660 whatever the umask it was started with.

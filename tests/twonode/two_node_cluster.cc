@@ -239,7 +239,8 @@ absl::StatusOr<std::unique_ptr<TwoNodeCluster>> TwoNodeCluster::Start(
     n.dir = absl::StrCat(c->dir_, "/", n.name);
     n.kubelet_dir = n.dir + "/kubelet";
     n.csi_socket = n.dir + "/csi.sock";
-    n.agent_socket = n.dir + "/agent.sock";
+    // Alone in its directory: the CSI plugin binds that into pods.
+    n.agent_socket = n.dir + "/run/agent.sock";
     n.agent_listen = absl::StrCat(n.addr, ":7390");
     RETURN_IF_ERROR(MakeDirs(n.kubelet_dir));
   }

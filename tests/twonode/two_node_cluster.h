@@ -88,7 +88,7 @@ class TwoNodeCluster {
     std::string dir;           // <cluster>/<name>
     std::string kubelet_dir;   // <dir>/kubelet: the CSI allowed root
     std::string csi_socket;    // <dir>/csi.sock
-    std::string agent_socket;  // <dir>/agent.sock
+    std::string agent_socket;  // <dir>/run/agent.sock
     std::string agent_listen;  // <addr>:7390, the agent's fabric address
     std::unique_ptr<NodeProcess> agent;
     std::unique_ptr<NodeProcess> csi;

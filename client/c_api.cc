@@ -6,7 +6,7 @@
 
 #include "client/volume.h"
 #include "daxlease.h"
-#include "node-agent/fabric/tcp_fabric.h"
+#include "node-agent/fabric/verbs_fabric.h"
 
 struct daxlease_volume {
   std::unique_ptr<daxlease::client::Volume> v;
@@ -63,7 +63,7 @@ int daxlease_attach(const char* published_dir,
     o.read_only = opts->readonly != 0;
   }
   auto v = daxlease::client::Volume::Attach(
-      published_dir, o, std::make_unique<daxlease::fabric::TcpConnector>());
+      published_dir, o, std::make_unique<daxlease::fabric::AnyConnector>());
   if (!v.ok()) {
     const absl::Status& s = v.status();
     switch (s.code()) {

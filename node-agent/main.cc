@@ -1,7 +1,7 @@
 // daxlease-agent: the node agent (docs/agent.md). Parses flags, wires the
-// Kubernetes client, the TCP fabric and the Agent, serves the local API on a
-// unix socket, and turns lease-break signals into Agent::OnLeaseBreak until
-// SIGTERM/SIGINT.
+// Kubernetes client, the fabric (TCP or RDMA verbs) and the Agent, serves the
+// local API on a unix socket, and turns lease-break signals into
+// Agent::OnLeaseBreak until SIGTERM/SIGINT.
 #include <signal.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -27,6 +27,7 @@
 #include "node-agent/agent/metrics.h"
 #include "node-agent/agent/service.h"
 #include "node-agent/fabric/tcp_fabric.h"
+#include "node-agent/fabric/verbs_fabric.h"
 
 ABSL_FLAG(std::string, node_id, "",
           "this node's name (required; else $NODE_NAME)");
@@ -39,8 +40,12 @@ ABSL_FLAG(std::string, socket, "/run/daxlease/agent.sock",
 ABSL_FLAG(std::string, socket_mode, "0660", "mode of the socket (octal)");
 ABSL_FLAG(std::string, state_dir, "/var/lib/daxlease/agent",
           "directory for the agent's state (served volumes, publishes)");
+ABSL_FLAG(std::string, fabric, "tcp",
+          "how remote holders reach this node's volumes: tcp, or verbs (RDMA "
+          "through rdma_cm; --listen must then be the address of the RDMA "
+          "device's interface)");
 ABSL_FLAG(std::string, listen, "0.0.0.0:7390",
-          "host:port the TCP fabric listens on for remote holders");
+          "host:port the fabric listens on for remote holders");
 ABSL_FLAG(std::string, advertise, "",
           "host:port other nodes reach the fabric at (default: --listen; "
           "required when --listen is 0.0.0.0)");
@@ -116,12 +121,31 @@ int Main() {
   auto client = k8s::RestKubeClient::Create(*kcfg);
   if (!client.ok()) return Fail(client.status());
 
-  fabric::TcpFabricOptions fo;
-  fo.listen = listen;
-  fo.advertise = advertise;
-  fo.secret = *secret;
-  auto fabric = fabric::TcpFabric::Start(fo);
-  if (!fabric.ok()) return Fail(fabric.status());
+  const std::string fabric_kind = absl::GetFlag(FLAGS_fabric);
+  std::unique_ptr<fabric::Fabric> fabric;
+  std::string fabric_endpoint;
+  if (fabric_kind == "tcp") {
+    fabric::TcpFabricOptions fo;
+    fo.listen = listen;
+    fo.advertise = advertise;
+    fo.secret = *secret;
+    auto tcp = fabric::TcpFabric::Start(fo);
+    if (!tcp.ok()) return Fail(tcp.status());
+    fabric_endpoint = (*tcp)->endpoint();
+    fabric = *std::move(tcp);
+  } else if (fabric_kind == "verbs") {
+    fabric::VerbsFabricOptions fo;
+    fo.listen = listen;
+    fo.advertise = advertise;
+    fo.secret = *secret;
+    auto verbs = fabric::VerbsFabric::Start(fo);
+    if (!verbs.ok()) return Fail(verbs.status());
+    fabric_endpoint = (*verbs)->endpoint();
+    fabric = *std::move(verbs);
+  } else {
+    return Fail(absl::InvalidArgumentError(absl::StrCat(
+        "--fabric must be tcp or verbs, not '", fabric_kind, "'")));
+  }
 
   const std::string socket_path = absl::GetFlag(FLAGS_socket);
   AgentConfig config;
@@ -133,7 +157,7 @@ int Main() {
   config.media_dir = absl::GetFlag(FLAGS_media_dir);
   config.migration_bytes_per_second =
       absl::GetFlag(FLAGS_migration_max_bytes_per_second);
-  fabric::TcpConnector connector;
+  fabric::AnyConnector connector;
   config.connector = &connector;
   auto registry = std::make_shared<prometheus::Registry>();
   AgentMetrics agent_metrics(*registry);
@@ -147,8 +171,7 @@ int Main() {
     base::LogInfo("agent.metrics",
                   {{"port", absl::StrCat(metrics_server->port())}});
   }
-  Agent agent(config, **client, base::RealClock(), **fabric,
-              (*fabric)->endpoint());
+  Agent agent(config, **client, base::RealClock(), *fabric, fabric_endpoint);
   if (absl::Status s = agent.Start(); !s.ok()) return Fail(s);
 
   AgentService service(agent);
@@ -171,9 +194,9 @@ int Main() {
   if (chmod(socket_path.c_str(), static_cast<mode_t>(mode)) != 0) {
     return Fail(base::ErrnoStatus("chmod", socket_path, errno));
   }
-  base::LogInfo("agent.serving_socket", {{"socket", socket_path},
-                                         {"fabric", (*fabric)->endpoint()},
-                                         {"node", node}});
+  base::LogInfo(
+      "agent.serving_socket",
+      {{"socket", socket_path}, {"fabric", fabric_endpoint}, {"node", node}});
 
   while (true) {
     siginfo_t info;

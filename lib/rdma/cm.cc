@@ -186,6 +186,15 @@ absl::Status CmId::WaitForDisconnect(absl::Duration timeout) {
   return absl::OkStatus();
 }
 
+absl::Status CmId::MigrateTo(EventChannel& channel) {
+  if (rdma_migrate_id(id_.get(), channel.get()) != 0)
+    return base::ErrnoStatus("rdma_migrate_id", "", errno);
+  ch_ = channel.get();
+  return absl::OkStatus();
+}
+
+uint16_t CmId::LocalPort() const { return ntohs(rdma_get_src_port(id_.get())); }
+
 // ---------------------------------------------------------------- qp
 absl::StatusOr<CmQueuePair> CmQueuePair::Create(CmId& id,
                                                 const ProtectionDomain& pd,

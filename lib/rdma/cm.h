@@ -97,6 +97,13 @@ class CmId {
   // Waits for the peer's (or our own) disconnect to complete.
   absl::Status WaitForDisconnect(absl::Duration timeout);
 
+  // Moves the id's events to `channel` (rdma_migrate_id), so a server can
+  // wait on each accepted connection apart from its listener. `channel`
+  // must outlive the id.
+  absl::Status MigrateTo(EventChannel& channel);
+  // The port the id is bound to (after Listen with port 0).
+  uint16_t LocalPort() const;
+
  private:
   friend class CmQueuePair;
   CmId(rdma_cm_id* id, rdma_event_channel* ch) : id_(id), ch_(ch) {}

@@ -53,7 +53,23 @@ int ToIbvAccess(unsigned access) {
   if (access & kRemoteWrite) out |= IBV_ACCESS_REMOTE_WRITE;
   if (access & kRemoteRead) out |= IBV_ACCESS_REMOTE_READ;
   if (access & kMwBind) out |= IBV_ACCESS_MW_BIND;
+  if (access & kOnDemand) out |= IBV_ACCESS_ON_DEMAND;
   return out;
+}
+
+std::string DeviceNameOf(ibv_context* ctx) {
+  return ctx != nullptr && ctx->device != nullptr
+             ? ibv_get_device_name(ctx->device)
+             : "";
+}
+
+absl::StatusOr<bool> SupportsOnDemandPaging(ibv_context* ctx) {
+  ibv_device_attr_ex attr{};
+  int rc = ibv_query_device_ex(ctx, nullptr, &attr);
+  if (rc != 0) return base::ErrnoStatus("ibv_query_device_ex", "", ErrOf(rc));
+  const uint32_t need = IBV_ODP_SUPPORT_READ | IBV_ODP_SUPPORT_WRITE;
+  return (attr.odp_caps.general_caps & IBV_ODP_SUPPORT) != 0 &&
+         (attr.odp_caps.per_transport_caps.rc_odp_caps & need) == need;
 }
 
 absl::StatusOr<std::vector<std::string>> ListDevices() {

@@ -50,7 +50,16 @@ enum Access : unsigned {
   kRemoteWrite = 1u << 1,
   kRemoteRead = 1u << 2,
   kMwBind = 1u << 3,
+  kOnDemand = 1u << 4,  // IBV_ACCESS_ON_DEMAND (ODP): no long-term pin
 };
+
+// Whether the device can register memory on demand (ODP) for RDMA READ and
+// WRITE on reliable-connected queue pairs: what a registration of an fsdax
+// mapping needs, since the kernel refuses to pin DAX file pages long-term.
+absl::StatusOr<bool> SupportsOnDemandPaging(ibv_context* ctx);
+
+// The name of the device behind `ctx` (e.g. "rxe0").
+std::string DeviceNameOf(ibv_context* ctx);
 
 // Names of the RDMA devices present (e.g. "rxe0"); empty when there are none
 // (including when the kernel has no RDMA support at all).

@@ -13,6 +13,7 @@ TEST(ToIbvAccess, MapsEachBitAndNothingElse) {
   EXPECT_EQ(ToIbvAccess(kRemoteWrite), IBV_ACCESS_REMOTE_WRITE);
   EXPECT_EQ(ToIbvAccess(kRemoteRead), IBV_ACCESS_REMOTE_READ);
   EXPECT_EQ(ToIbvAccess(kMwBind), IBV_ACCESS_MW_BIND);
+  EXPECT_EQ(ToIbvAccess(kOnDemand), IBV_ACCESS_ON_DEMAND);
   EXPECT_EQ(ToIbvAccess(kLocalWrite | kMwBind),
             IBV_ACCESS_LOCAL_WRITE | IBV_ACCESS_MW_BIND);
 }

@@ -1231,7 +1231,7 @@ pb::SessionEvent Agent::EventFor(Published& p, const api::DaxLease* l,
       g->set_epoch(l->status.epoch);
       g->set_access(l->spec.access == api::Access::kReadWrite ? pb::READ_WRITE
                                                               : pb::READ_ONLY);
-      g->set_fabric("tcp");
+      g->set_fabric(fabric::FabricOf(endpoint));
       g->set_endpoint(endpoint);
       g->set_lease_uid(l->metadata.uid);
       g->set_holder_node(config_.node);

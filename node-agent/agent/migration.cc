@@ -264,9 +264,9 @@ void Agent::CopyIn(const api::DaxMigration& m, const api::DaxVolume& vol,
   fabric::GrantInfo grant;
   grant.key = {volume, MigrationLeaseUid(m), config_.node, m.status.epoch};
   grant.access = fabric::Access::kReadOnly;
-  grant.fabric = "tcp";
   auto ep = vol.metadata.annotations.find(kFabricEndpointAnnotation);
   if (ep != vol.metadata.annotations.end()) grant.endpoint = ep->second;
+  grant.fabric = fabric::FabricOf(grant.endpoint);
   grant.credential =
       fabric::GrantCredential(config_.secret, grant.key, grant.access);
   // Connects until the source answers (it grants once it sees the phase).

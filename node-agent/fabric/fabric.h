@@ -55,14 +55,19 @@ struct GrantKey {
 std::string GrantCredential(const std::string& secret, const GrantKey& key,
                             Access access);
 
+// The fabric an owner's endpoint belongs to: "verbs" for verbs://ip:port
+// (VerbsFabric), else "tcp" (TcpFabric's host:port).
+std::string FabricOf(const std::string& endpoint);
+
 // What a holder needs to use a grant; travels owner agent -> holder agent ->
 // client (the Grant message of proto/agent.proto).
 struct GrantInfo {
   GrantKey key;
   Access access = Access::kReadOnly;
-  std::string fabric;      // "tcp"
+  std::string fabric;      // FabricOf(endpoint): "tcp" or "verbs"
   std::string endpoint;    // where the owner listens for this fabric
-  std::string credential;  // TCP: HMAC token; verbs: rkey + QP info
+  std::string credential;  // the HMAC token (verbs: presented at the
+                           // handshake, which returns the window's rkey)
   uint64_t size_bytes = 0;
 };
 

@@ -66,6 +66,10 @@ void SetNoDelay(int fd) {
 
 }  // namespace
 
+std::string FabricOf(const std::string& endpoint) {
+  return endpoint.rfind("verbs://", 0) == 0 ? "verbs" : "tcp";
+}
+
 std::string GrantKey::DebugString() const {
   return absl::StrCat(volume, "/", lease_uid, "@", holder_node, "#", epoch);
 }

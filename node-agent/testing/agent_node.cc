@@ -5,6 +5,8 @@
 
 #include "absl/strings/str_cat.h"
 #include "lib/base/clock.h"
+#include "node-agent/fabric/tcp_fabric.h"
+#include "node-agent/fabric/verbs_fabric.h"
 
 namespace daxlease::agent::testing {
 
@@ -12,20 +14,33 @@ absl::StatusOr<std::unique_ptr<AgentNode>> AgentNode::Start(
     const AgentNodeOptions& options, k8s::KubeClient& kube) {
   std::unique_ptr<AgentNode> n(new AgentNode());
   n->socket_ = absl::StrCat(options.dir, "/", options.name, ".sock");
-  fabric::TcpFabricOptions fo;
-  fo.listen = "127.0.0.1:0";
-  fo.secret = options.secret;
-  auto f = fabric::TcpFabric::Start(fo);
-  if (!f.ok()) return f.status();
-  n->fabric_ = std::move(*f);
+  if (options.verbs_ip.empty()) {
+    fabric::TcpFabricOptions fo;
+    fo.listen = "127.0.0.1:0";
+    fo.secret = options.secret;
+    auto f = fabric::TcpFabric::Start(fo);
+    if (!f.ok()) return f.status();
+    n->endpoint_ = (*f)->endpoint();
+    n->fabric_ = std::move(*f);
+  } else {
+    fabric::VerbsFabricOptions fo;
+    fo.listen = absl::StrCat(options.verbs_ip, ":0");
+    fo.secret = options.secret;
+    auto f = fabric::VerbsFabric::Start(fo);
+    if (!f.ok()) return f.status();
+    n->endpoint_ = (*f)->endpoint();
+    n->fabric_ = std::move(*f);
+    n->connector_ = std::make_unique<fabric::AnyConnector>();
+  }
   AgentConfig c;
   c.node = options.name;
   c.state_dir = absl::StrCat(options.dir, "/", options.name, "-state");
   c.socket_path = n->socket_;
   c.secret = options.secret;
   c.resync = options.resync;
+  c.connector = n->connector_.get();
   n->agent_ = std::make_unique<Agent>(c, kube, base::RealClock(), *n->fabric_,
-                                      n->fabric_->endpoint());
+                                      n->endpoint_);
   absl::Status st = n->agent_->Start();
   if (!st.ok()) return st;
   n->service_ = std::make_unique<AgentService>(*n->agent_);

@@ -1,5 +1,6 @@
 // AgentNode: one node's agent inside a test or benchmark process, wired as
-// daxlease-agent's main.cc wires it: a TcpFabric on a loopback port, an
+// daxlease-agent's main.cc wires it: a TcpFabric on a loopback port (or a
+// VerbsFabric on `verbs_ip`, in the QEMU lab), an
 // Agent over the given Kubernetes client, and the local API (AgentService)
 // on a unix socket `<dir>/<name>.sock`. Stops (server, then agent) when
 // destroyed. For tests and benchmarks only.
@@ -15,7 +16,7 @@
 #include "lib/k8s/client.h"
 #include "node-agent/agent/agent.h"
 #include "node-agent/agent/service.h"
-#include "node-agent/fabric/tcp_fabric.h"
+#include "node-agent/fabric/fabric.h"
 
 namespace daxlease::agent::testing {
 
@@ -24,6 +25,10 @@ struct AgentNodeOptions {
   std::string dir;     // socket and state directory live here
   std::string secret;  // the agents' shared secret (>= 16 bytes)
   absl::Duration resync = absl::Seconds(2);
+  // Non-empty: the node's fabric is a VerbsFabric listening on this address
+  // (of an RDMA device's interface), and its migration connector is an
+  // AnyConnector.
+  std::string verbs_ip;
 };
 
 class AgentNode {
@@ -37,11 +42,15 @@ class AgentNode {
 
   Agent& agent() { return *agent_; }
   const std::string& socket() const { return socket_; }
+  const std::string& endpoint() const { return endpoint_; }
+  fabric::Fabric& fabric() { return *fabric_; }
 
  private:
   AgentNode() = default;
   std::string socket_;
-  std::unique_ptr<fabric::TcpFabric> fabric_;
+  std::string endpoint_;
+  std::unique_ptr<fabric::Fabric> fabric_;
+  std::unique_ptr<fabric::FabricConnector> connector_;
   std::unique_ptr<Agent> agent_;
   std::unique_ptr<AgentService> service_;
   std::unique_ptr<grpc::Server> server_;

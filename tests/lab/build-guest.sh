@@ -157,7 +157,7 @@ trap 'rm -rf "$P"' EXIT
 mkdir -p "$P/usr/local/bin" "$P/lab"
 # The project's programs, wherever CMake put them in BUILD_DIR.
 for name in daxlease-csi daxlease-csi-client daxlease-lab-rdma daxlease-lab-daxcheck \
-  daxlease-lab-ndctl-test daxlease-dax-bench; do
+  daxlease-lab-ndctl-test daxlease-dax-bench daxlease-lab-verbs-fabric-test; do
   f=$(find "$BUILD_DIR" -name "$name" -type f -perm -u+x -not -path '*/CMakeFiles/*' 2>/dev/null | head -1)
   if [ -n "$f" ]; then
     cp -L "$f" "$P/usr/local/bin/$name"

@@ -1,0 +1,961 @@
+#include "node-agent/fabric/verbs_fabric.h"
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstring>
+#include <optional>
+#include <set>
+#include <utility>
+
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "lib/base/log.h"
+#include "lib/base/status.h"
+#include "lib/rdma/cm.h"
+#include "lib/rdma/verbs.h"
+#include "node-agent/fabric/wire.h"
+#include "proto/agent.pb.h"
+
+namespace daxlease::fabric {
+namespace {
+
+constexpr char kScheme[] = "verbs://";
+constexpr absl::Duration kStep = absl::Seconds(10);
+constexpr absl::Duration kOpTimeout = absl::Seconds(30);
+constexpr absl::Duration kPoll = absl::Milliseconds(200);
+// The handshake buffer: a FabricHello in, a reply out.
+constexpr size_t kMsgBytes = 4096;
+// The holder's bounce buffer and the size of one RDMA op.
+constexpr size_t kOpBytes = 1u << 20;
+constexpr size_t kOpsInFlight = 4;
+constexpr size_t kBounceBytes = kOpBytes * kOpsInFlight;
+
+constexpr uint64_t kWrRecv = 1, kWrSend = 2, kWrBind = 3, kWrInvalidate = 4;
+
+// Waits for the completion of `wr_id`; completions of other requests (a
+// receive flushed by a QP going to the error state) are skipped.
+absl::StatusOr<rdma::WorkCompletion> WaitFor(rdma::CompletionQueue& cq,
+                                             uint64_t wr_id,
+                                             absl::Duration timeout) {
+  const absl::Time deadline = absl::Now() + timeout;
+  while (true) {
+    absl::Duration left = deadline - absl::Now();
+    if (left < absl::ZeroDuration()) left = absl::ZeroDuration();
+    ASSIGN_OR_RETURN(rdma::WorkCompletion wc, cq.Wait(left));
+    if (wc.wr_id == wr_id) return wc;
+  }
+}
+
+absl::Status CompletionStatus(const rdma::WorkCompletion& wc,
+                              absl::string_view what) {
+  if (wc.ok()) return absl::OkStatus();
+  return absl::InternalError(absl::StrCat(
+      what, " completed with status ", wc.status, " (", wc.status_text, ")"));
+}
+
+absl::StatusOr<std::pair<std::string, uint16_t>> SplitIpPort(
+    absl::string_view hp) {
+  auto colon = hp.rfind(':');
+  int port = 0;
+  if (colon == absl::string_view::npos ||
+      !absl::SimpleAtoi(hp.substr(colon + 1), &port) || port < 0 ||
+      port > 65535) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("address '", hp, "' is not ip:port"));
+  }
+  return std::make_pair(std::string(hp.substr(0, colon)),
+                        static_cast<uint16_t>(port));
+}
+
+// A pooled window: the verbs handle; empty once deallocated.
+class VerbsWindow final : public PooledWindow {
+ public:
+  explicit VerbsWindow(rdma::MemoryWindow mw) : mw(std::move(mw)) {}
+  std::optional<rdma::MemoryWindow> mw;
+};
+
+}  // namespace
+
+// ---- owner side -----------------------------------------------------------
+
+// The device side of the fabric, in acquisition order (released in
+// reverse): the listener's event channel, the listener (bound to the
+// device's address), and the protection domain every MR, MW and QP of the
+// fabric lives in.
+struct VerbsFabric::Device {
+  std::optional<rdma::EventChannel> channel;
+  std::optional<rdma::CmId> listener;
+  std::optional<rdma::ProtectionDomain> pd;
+  std::string name;
+};
+
+struct VerbsFabric::Volume {
+  Region region;
+  std::optional<rdma::MemoryRegion> mr;
+  bool on_demand = false;
+  std::map<GrantKey, std::shared_ptr<GrantState>> grants;
+  int64_t min_epoch = 0;
+};
+
+struct VerbsFabric::GrantState {
+  GrantKey key;
+  Access access = Access::kReadOnly;
+  std::string credential;
+  bool cut = false;                       // guarded by VerbsFabric::mu_
+  std::set<std::shared_ptr<Conn>> conns;  // guarded by VerbsFabric::mu_
+};
+
+// One holder connection. Members in acquisition order, so the defaults
+// release them in reverse: the window first (released explicitly before
+// anything else), then the QP, the handshake MR, the CQ, the id, the
+// channel.
+struct VerbsFabric::Conn {
+  std::optional<rdma::EventChannel> channel;
+  std::optional<rdma::CmId> id;
+  std::optional<rdma::CompletionQueue> cq;
+  std::vector<char> msg = std::vector<char>(2 * kMsgBytes);
+  std::optional<rdma::MemoryRegion> msg_mr;
+  std::optional<rdma::CmQueuePair> qp;
+  // Guards posting on the QP, polling the CQ and the window.
+  absl::Mutex mu;
+  std::unique_ptr<PooledWindow> window ABSL_GUARDED_BY(mu);
+  std::shared_ptr<Volume> volume;  // set by the handshake
+  std::shared_ptr<GrantState> grant;
+  unsigned window_access = 0;
+  std::atomic<bool> stop{false};
+  std::atomic<bool> done{false};
+  std::thread thread;
+};
+
+namespace {
+
+// WindowVerbs on one connection's QP and CQ.
+class ConnWindowVerbs final : public WindowVerbs {
+ public:
+  ConnWindowVerbs(rdma::CmQueuePair& qp, rdma::CompletionQueue& cq,
+                  VerbsWindow& w, const rdma::MemoryRegion* mr, unsigned access)
+      : qp_(qp), cq_(cq), w_(w), mr_(mr), access_(access) {}
+
+  absl::StatusOr<uint32_t> Bind() override {
+    if (!w_.mw.has_value() || mr_ == nullptr)
+      return absl::FailedPreconditionError("no window or region to bind");
+    RETURN_IF_ERROR(qp_.ops().PostBindWindow(*w_.mw, *mr_, mr_->addr(),
+                                             mr_->length(), access_, kWrBind));
+    ASSIGN_OR_RETURN(rdma::WorkCompletion wc, WaitFor(cq_, kWrBind, kStep));
+    RETURN_IF_ERROR(CompletionStatus(wc, "BIND_MW"));
+    return w_.mw->rkey();
+  }
+  absl::Status LocalInvalidate(uint32_t rkey) override {
+    RETURN_IF_ERROR(qp_.ops().PostLocalInvalidate(rkey, kWrInvalidate));
+    ASSIGN_OR_RETURN(rdma::WorkCompletion wc,
+                     WaitFor(cq_, kWrInvalidate, kStep));
+    return CompletionStatus(wc, "LOCAL_INV");
+  }
+  void Deallocate() override { w_.mw.reset(); }
+
+ private:
+  rdma::CmQueuePair& qp_;
+  rdma::CompletionQueue& cq_;
+  VerbsWindow& w_;
+  const rdma::MemoryRegion* mr_;
+  const unsigned access_;
+};
+
+// Revokes the connection's window if it is bound; returns whether it was.
+// REQUIRES: c.mu held.
+bool RevokeWindow(VerbsFabric::Conn& c,
+                  VerbsFabricStats* stats) ABSL_NO_THREAD_SAFETY_ANALYSIS {
+  if (c.window == nullptr || !c.qp.has_value() || !c.cq.has_value())
+    return false;
+  auto& w = static_cast<VerbsWindow&>(*c.window);
+  ConnWindowVerbs v(*c.qp, *c.cq, w,
+                    c.volume && c.volume->mr ? &*c.volume->mr : nullptr,
+                    c.window_access);
+  const absl::Time t0 = absl::Now();
+  const bool revoked = c.window->fsm.Revoke(v);
+  if (revoked && stats != nullptr) {
+    ++stats->invalidates;
+    stats->invalidate_total += absl::Now() - t0;
+  }
+  return revoked;
+}
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<VerbsFabric>> VerbsFabric::Start(
+    VerbsFabricOptions options) {
+  if (options.secret.empty())
+    return absl::InvalidArgumentError("VerbsFabric needs a non-empty secret");
+  ASSIGN_OR_RETURN(auto hp, SplitIpPort(options.listen));
+  if (hp.first.empty() || hp.first == "0.0.0.0") {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "the verbs fabric listens on the address of an RDMA device's "
+        "interface (rdma_cm finds the device by it), not '",
+        options.listen, "'"));
+  }
+  auto dev = std::make_unique<Device>();
+  auto ch = rdma::EventChannel::Create();
+  if (!ch.ok()) {
+    return absl::UnavailableError(absl::StrCat(
+        "no RDMA on this machine (rdma_cm): ", ch.status().message()));
+  }
+  dev->channel.emplace(*std::move(ch));
+  ASSIGN_OR_RETURN(rdma::CmId listener, rdma::CmId::Create(*dev->channel));
+  dev->listener.emplace(std::move(listener));
+  if (absl::Status st = dev->listener->Listen(hp.first, hp.second, 64);
+      !st.ok()) {
+    return absl::UnavailableError(absl::StrCat(
+        "verbs fabric: cannot listen on ", options.listen,
+        " (is an RDMA device, e.g. rxe, on that address's interface?): ",
+        st.message()));
+  }
+  if (dev->listener->verbs() == nullptr) {
+    return absl::UnavailableError(
+        absl::StrCat("verbs fabric: no RDMA device behind ", hp.first));
+  }
+  ASSIGN_OR_RETURN(rdma::ProtectionDomain pd,
+                   rdma::ProtectionDomain::Allocate(dev->listener->verbs()));
+  dev->pd.emplace(std::move(pd));
+  dev->name = rdma::DeviceNameOf(dev->listener->verbs());
+  const uint16_t port = dev->listener->LocalPort();
+  std::string endpoint = options.advertise.empty()
+                             ? absl::StrCat(kScheme, hp.first, ":", port)
+                             : absl::StrCat(kScheme, options.advertise);
+  auto f = std::unique_ptr<VerbsFabric>(
+      new VerbsFabric(std::move(options), std::move(dev), std::move(endpoint)));
+  RETURN_IF_ERROR(f->pool_.Fill());
+  f->accept_thread_ = std::thread([p = f.get()] { p->AcceptLoop(); });
+  base::LogInfo("fabric.verbs_listening", {{"endpoint", f->endpoint_}});
+  return f;
+}
+
+VerbsFabric::VerbsFabric(VerbsFabricOptions options,
+                         std::unique_ptr<Device> device, std::string endpoint)
+    : options_(std::move(options)),
+      device_(std::move(device)),
+      endpoint_(std::move(endpoint)),
+      pool_(
+          [pd = &*device_->pd]()
+              -> absl::StatusOr<std::unique_ptr<PooledWindow>> {
+            ASSIGN_OR_RETURN(rdma::MemoryWindow mw,
+                             rdma::MemoryWindow::Allocate(*pd));
+            return std::make_unique<VerbsWindow>(std::move(mw));
+          },
+          options_.window_pool) {}
+
+VerbsFabric::~VerbsFabric() {
+  stopping_.store(true);
+  if (accept_thread_.joinable()) accept_thread_.join();
+  std::vector<std::shared_ptr<Conn>> conns;
+  {
+    absl::MutexLock l(&mu_);
+    conns = conns_;
+  }
+  RevokeConns(conns);
+  for (auto& c : conns) {
+    c->stop.store(true);
+    if (c->thread.joinable()) c->thread.join();
+  }
+  {
+    absl::MutexLock l(&mu_);
+    conns_.clear();
+    volumes_.clear();  // every window is released: the MRs deregister
+  }
+  pool_.Clear();  // the windows, then (members) the PD, listener, channel
+}
+
+void VerbsFabric::AcceptLoop() {
+  while (!stopping_.load()) {
+    auto req = device_->listener->WaitForRequest(kPoll);
+    if (!req.ok()) {
+      if (!absl::IsDeadlineExceeded(req.status())) {
+        base::LogWarn("fabric.verbs_accept_failed",
+                      {{"error", req.status().ToString()}});
+        absl::SleepFor(kPoll);
+      }
+      continue;
+    }
+    auto conn = std::make_shared<Conn>();
+    auto ch = rdma::EventChannel::Create();
+    if (!ch.ok()) continue;  // dropping the id rejects the request
+    conn->channel.emplace(*std::move(ch));
+    if (!req->id.MigrateTo(*conn->channel).ok()) continue;
+    conn->id.emplace(std::move(req->id));
+    std::vector<std::shared_ptr<Conn>> finished;
+    {
+      absl::MutexLock l(&mu_);
+      for (auto it = conns_.begin(); it != conns_.end();) {
+        if ((*it)->done.load()) {
+          finished.push_back(*it);
+          it = conns_.erase(it);
+        } else {
+          ++it;
+        }
+      }
+      conns_.push_back(conn);
+      conn->thread = std::thread([this, conn] { Serve(conn); });
+    }
+    for (auto& c : finished) c->thread.join();
+  }
+}
+
+absl::Status VerbsFabric::Handshake(const std::shared_ptr<Conn>& conn) {
+  Conn& c = *conn;
+  if (c.id->verbs() != device_->listener->verbs()) {
+    return absl::UnavailableError("connection arrived on another RDMA device");
+  }
+  ASSIGN_OR_RETURN(rdma::CompletionQueue cq,
+                   rdma::CompletionQueue::Create(c.id->verbs(), 16));
+  c.cq.emplace(std::move(cq));
+  ASSIGN_OR_RETURN(rdma::MemoryRegion mr, rdma::MemoryRegion::Register(
+                                              *device_->pd, c.msg.data(),
+                                              c.msg.size(), rdma::kLocalWrite));
+  c.msg_mr.emplace(std::move(mr));
+  ASSIGN_OR_RETURN(rdma::CmQueuePair qp,
+                   rdma::CmQueuePair::Create(*c.id, *device_->pd, *c.cq,
+                                             rdma::QueuePairCaps{}));
+  c.qp.emplace(std::move(qp));
+  char* in = c.msg.data();
+  char* out = c.msg.data() + kMsgBytes;
+  RETURN_IF_ERROR(c.qp->ops().PostRecv(*c.msg_mr, in, kMsgBytes, kWrRecv));
+  RETURN_IF_ERROR(c.id->Accept("", kStep));
+  ASSIGN_OR_RETURN(rdma::WorkCompletion wc, WaitFor(*c.cq, kWrRecv, kStep));
+  RETURN_IF_ERROR(CompletionStatus(wc, "receive of the FabricHello"));
+
+  agent::v1::FabricHello hello;
+  if (!hello.ParseFromArray(in, static_cast<int>(wc.byte_len)))
+    return absl::InvalidArgumentError("malformed FabricHello");
+  GrantKey key{hello.volume_id(), hello.lease_uid(), hello.holder_node(),
+               hello.epoch()};
+  const Access want = hello.access() == agent::v1::READ_WRITE
+                          ? Access::kReadWrite
+                          : Access::kReadOnly;
+  absl::Status verdict;
+  {
+    absl::MutexLock l(&mu_);
+    auto vit = volumes_.find(key.volume);
+    if (vit == volumes_.end()) {
+      verdict = absl::UnavailableError(
+          absl::StrCat("volume ", key.volume, " is not served here"));
+    } else if (key.epoch < vit->second->min_epoch) {
+      verdict = absl::PermissionDeniedError(absl::StrCat(
+          "grant ", key.DebugString(), ": stale epoch (the volume is at ",
+          vit->second->min_epoch, ")"));
+    } else {
+      auto git = vit->second->grants.find(key);
+      if (git == vit->second->grants.end()) {
+        verdict = absl::UnavailableError(absl::StrCat(
+            "no grant for ", key.DebugString(), " (not granted yet?)"));
+      } else if (git->second->cut) {
+        verdict = absl::PermissionDeniedError(
+            absl::StrCat("grant ", key.DebugString(), " was revoked"));
+      } else if (!wire::ConstantTimeEquals(git->second->credential,
+                                           hello.credential())) {
+        verdict = absl::PermissionDeniedError("credential does not match");
+      } else if (want == Access::kReadWrite &&
+                 git->second->access != Access::kReadWrite) {
+        verdict = absl::PermissionDeniedError("grant is read-only");
+      } else {
+        c.volume = vit->second;
+        c.grant = git->second;
+      }
+    }
+  }
+
+  VerbsHelloReply reply;
+  if (verdict.ok()) {
+    c.window_access = rdma::kRemoteRead |
+                      (want == Access::kReadWrite ? rdma::kRemoteWrite : 0u);
+    absl::StatusOr<std::unique_ptr<PooledWindow>> w = pool_.Take();
+    if (!w.ok()) {
+      verdict = absl::ResourceExhaustedError(
+          absl::StrCat("no memory window: ", w.status().message()));
+    } else {
+      absl::MutexLock cl(&c.mu);
+      c.window = *std::move(w);
+      ConnWindowVerbs v(*c.qp, *c.cq, static_cast<VerbsWindow&>(*c.window),
+                        &*c.volume->mr, c.window_access);
+      const absl::Time t0 = absl::Now();
+      absl::StatusOr<uint32_t> rkey = c.window->fsm.Bind(v);
+      const absl::Duration took = absl::Now() - t0;
+      if (!rkey.ok()) {
+        verdict = absl::UnavailableError(
+            absl::StrCat("binding a memory window: ", rkey.status().message()));
+      } else {
+        reply.rkey = *rkey;
+        reply.addr = reinterpret_cast<uintptr_t>(c.volume->region.base);
+        reply.size_bytes = c.volume->region.length;
+      }
+      absl::MutexLock l(&mu_);
+      ++stats_.binds;
+      stats_.bind_total += took;
+      // Invalidate takes mu_ to mark the grant cut and then looks at the
+      // grant's connections: joining them under mu_ means a cut either
+      // sees this connection or is seen here.
+      if (verdict.ok() && c.grant->cut) {
+        verdict = absl::PermissionDeniedError(
+            absl::StrCat("grant ", key.DebugString(), " was revoked"));
+      } else if (verdict.ok()) {
+        c.grant->conns.insert(conn);
+      }
+    }
+    if (!verdict.ok()) RevokeOne(c);
+  }
+  reply.code = static_cast<int32_t>(verdict.code());
+  reply.message = std::string(verdict.message());
+  if (!verdict.ok()) reply = VerbsHelloReply{reply.code, reply.message};
+  std::string bytes = EncodeHelloReply(reply);
+  if (bytes.size() > kMsgBytes) bytes.resize(kMsgBytes);
+  std::memcpy(out, bytes.data(), bytes.size());
+  {
+    absl::MutexLock cl(&c.mu);
+    RETURN_IF_ERROR(
+        c.qp->ops().PostSend(*c.msg_mr, out, bytes.size(), kWrSend));
+    ASSIGN_OR_RETURN(rdma::WorkCompletion sent, WaitFor(*c.cq, kWrSend, kStep));
+    RETURN_IF_ERROR(CompletionStatus(sent, "send of the reply"));
+  }
+  if (!verdict.ok()) {
+    base::LogWarn("fabric.hello_refused", {{"grant", key.DebugString()},
+                                           {"error", verdict.ToString()}});
+  }
+  return verdict;
+}
+
+void VerbsFabric::Serve(const std::shared_ptr<Conn>& conn) {
+  Conn& c = *conn;
+  absl::Status st = Handshake(conn);
+  if (st.ok()) {
+    // Serving needs nothing from us: the holder reads and writes the
+    // memory itself. Wait for its disconnect (or ours).
+    while (!c.stop.load() && !stopping_.load()) {
+      absl::Status ev = c.id->WaitForDisconnect(kPoll);
+      if (absl::IsDeadlineExceeded(ev)) continue;
+      break;
+    }
+  }
+  // The window goes before the QP (rxe blocks ~51 s destroying a QP with a
+  // bound window) and back to the pool when it can be rebound. Everything
+  // another thread may look at (window, QP, volume, grant) changes under
+  // the connection's lock, and the fabric's.
+  RevokeOne(c);
+  {
+    absl::MutexLock cl(&c.mu);
+    pool_.Put(std::move(c.window));
+    (void)c.id->Disconnect();
+    c.qp.reset();
+    c.msg_mr.reset();
+    c.cq.reset();
+    absl::MutexLock l(&mu_);
+    if (c.grant != nullptr) c.grant->conns.erase(conn);
+    c.volume.reset();
+    c.grant.reset();
+  }
+  if (!stopping_.load()) {
+    if (absl::Status f = pool_.Fill(); !f.ok()) {
+      base::LogWarn("fabric.window_pool_fill_failed",
+                    {{"error", f.ToString()}});
+    }
+  }
+  c.done.store(true);
+}
+
+absl::Status VerbsFabric::RegisterVolume(Region region) {
+  if (region.volume.empty() || region.base == nullptr || region.length == 0)
+    return absl::InvalidArgumentError("region needs a volume, base, length");
+  {
+    absl::MutexLock l(&mu_);
+    if (volumes_.contains(region.volume)) {
+      return absl::AlreadyExistsError(
+          absl::StrCat("volume ", region.volume, " is already registered"));
+    }
+  }
+  auto v = std::make_shared<Volume>();
+  auto mr =
+      rdma::MemoryRegion::Register(*device_->pd, region.base, region.length,
+                                   rdma::kLocalWrite | rdma::kMwBind);
+  if (absl::IsFailedPrecondition(mr.status())) {
+    absl::StatusOr<bool> odp =
+        rdma::SupportsOnDemandPaging(device_->listener->verbs());
+    const bool has_odp = odp.ok() && *odp;
+    if (has_odp) {
+      mr = rdma::MemoryRegion::Register(
+          *device_->pd, region.base, region.length,
+          rdma::kLocalWrite | rdma::kMwBind | rdma::kOnDemand);
+      v->on_demand = mr.ok();
+    }
+    if (!mr.ok()) {
+      return RegistrationRefusal(region.volume, device_->name, mr.status(),
+                                 has_odp);
+    }
+  }
+  if (!mr.ok()) return mr.status();
+  v->mr.emplace(*std::move(mr));
+  v->region = std::move(region);
+  absl::MutexLock l(&mu_);
+  if (volumes_.contains(v->region.volume)) {
+    return absl::AlreadyExistsError(
+        absl::StrCat("volume ", v->region.volume, " is already registered"));
+  }
+  volumes_[v->region.volume] = v;
+  base::LogInfo("fabric.verbs_registered",
+                {{"volume", v->region.volume},
+                 {"bytes", absl::StrCat(v->region.length)},
+                 {"on_demand", v->on_demand ? "true" : "false"}});
+  return absl::OkStatus();
+}
+
+bool VerbsFabric::RevokeOne(Conn& c) {
+  absl::MutexLock cl(&c.mu);
+  VerbsFabricStats delta;
+  const bool revoked = RevokeWindow(c, &delta);
+  absl::MutexLock l(&mu_);
+  stats_.invalidates += delta.invalidates;
+  stats_.invalidate_total += delta.invalidate_total;
+  return revoked;
+}
+
+bool VerbsFabric::RevokeConns(const std::vector<std::shared_ptr<Conn>>& conns) {
+  bool any = false;
+  for (const auto& c : conns) any |= RevokeOne(*c);
+  return any;
+}
+
+absl::Status VerbsFabric::DeregisterVolume(const std::string& volume) {
+  std::shared_ptr<Volume> v;
+  std::vector<std::shared_ptr<Conn>> conns;
+  {
+    absl::MutexLock l(&mu_);
+    auto it = volumes_.find(volume);
+    if (it == volumes_.end()) return absl::OkStatus();
+    v = it->second;
+    volumes_.erase(it);
+    for (auto& [key, g] : v->grants) g->cut = true;
+    // Every connection handshaken on this volume, live or not yet joined.
+    for (const auto& c : conns_) {
+      if (c->volume == v) conns.push_back(c);
+    }
+  }
+  RevokeConns(conns);
+  // Each connection's own thread disconnects it and releases its window
+  // and QP (CmId is not thread-safe: nobody else touches it).
+  for (const auto& c : conns) c->stop.store(true);
+  // The mapping must stay usable until no connection can reach it: wait
+  // for each connection to release its window and QP (which drop their
+  // reference to the region).
+  const absl::Time deadline = absl::Now() + absl::Seconds(30);
+  for (const auto& c : conns) {
+    while (!c->done.load() && absl::Now() < deadline)
+      absl::SleepFor(absl::Milliseconds(5));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<GrantInfo> VerbsFabric::Grant(const GrantKey& key,
+                                             Access access) {
+  absl::MutexLock l(&mu_);
+  auto it = volumes_.find(key.volume);
+  if (it == volumes_.end()) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("volume ", key.volume, " is not registered"));
+  }
+  Volume& v = *it->second;
+  if (key.epoch < v.min_epoch) {
+    return absl::PermissionDeniedError(
+        absl::StrCat("grant ", key.DebugString(),
+                     ": stale epoch (the volume is at ", v.min_epoch, ")"));
+  }
+  auto& g = v.grants[key];
+  if (g == nullptr) {
+    g = std::make_shared<GrantState>();
+    g->key = key;
+    g->access = access;
+    g->credential = GrantCredential(options_.secret, key, access);
+  } else if (g->cut) {
+    return absl::PermissionDeniedError(
+        absl::StrCat("grant ", key.DebugString(), " was revoked"));
+  } else if (g->access != access) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("grant ", key.DebugString(), " exists with other access"));
+  }
+  GrantInfo info;
+  info.key = key;
+  info.access = access;
+  info.fabric = "verbs";
+  info.endpoint = endpoint_;
+  info.credential = g->credential;
+  info.size_bytes = v.region.length;
+  return info;
+}
+
+absl::StatusOr<bool> VerbsFabric::Invalidate(const GrantKey& key) {
+  std::vector<std::shared_ptr<Conn>> conns;
+  {
+    absl::MutexLock l(&mu_);
+    auto it = volumes_.find(key.volume);
+    if (it == volumes_.end()) return false;
+    auto& g = it->second->grants[key];
+    if (g == nullptr) {
+      // Never granted: remember the key as cut so it never starts.
+      g = std::make_shared<GrantState>();
+      g->key = key;
+      g->cut = true;
+      return false;
+    }
+    if (g->cut) return false;
+    g->cut = true;
+    conns.assign(g->conns.begin(), g->conns.end());
+  }
+  RevokeConns(conns);
+  base::LogInfo(
+      "fabric.invalidated",
+      {{"grant", key.DebugString()}, {"windows", absl::StrCat(conns.size())}});
+  return true;
+}
+
+absl::StatusOr<int> VerbsFabric::InvalidateBefore(const std::string& volume,
+                                                  int64_t epoch) {
+  std::vector<GrantKey> keys;
+  {
+    absl::MutexLock l(&mu_);
+    auto it = volumes_.find(volume);
+    if (it == volumes_.end()) return 0;
+    it->second->min_epoch = std::max(it->second->min_epoch, epoch);
+    for (const auto& [k, g] : it->second->grants) {
+      if (k.epoch < epoch && !g->cut) keys.push_back(k);
+    }
+  }
+  int n = 0;
+  for (const auto& k : keys) {
+    ASSIGN_OR_RETURN(bool cut, Invalidate(k));
+    n += cut ? 1 : 0;
+  }
+  return n;
+}
+
+VerbsFabricStats VerbsFabric::stats() const {
+  VerbsFabricStats s;
+  {
+    absl::MutexLock l(&mu_);
+    s = stats_;
+    s.connections = 0;
+    for (const auto& c : conns_) s.connections += c->done.load() ? 0 : 1;
+  }
+  s.pooled_windows = pool_.available();
+  s.pool_misses = pool_.misses();
+  return s;
+}
+
+// ---- holder side ----------------------------------------------------------
+
+namespace {
+
+// One connection to an owner, in acquisition order (released in reverse).
+struct HolderConn {
+  std::optional<rdma::EventChannel> channel;
+  std::optional<rdma::CmId> id;
+  std::optional<rdma::ProtectionDomain> pd;
+  std::optional<rdma::CompletionQueue> cq;
+  std::vector<char> buf = std::vector<char>(kBounceBytes + 2 * kMsgBytes);
+  std::optional<rdma::MemoryRegion> mr;
+  std::optional<rdma::CmQueuePair> qp;
+  uint64_t raddr = 0;
+  uint32_t rkey = 0;
+  uint64_t size = 0;
+  uint64_t next_wr = 100;
+
+  ~HolderConn() {
+    if (id.has_value()) (void)id->Disconnect();
+  }
+};
+
+absl::Status Unavailable(absl::string_view endpoint, const absl::Status& st) {
+  return absl::UnavailableError(
+      absl::StrCat("verbs fabric ", endpoint, ": ", st.message()));
+}
+
+absl::StatusOr<std::unique_ptr<HolderConn>> Dial(const GrantInfo& grant) {
+  ASSIGN_OR_RETURN(auto hp, ParseVerbsEndpoint(grant.endpoint));
+  auto c = std::make_unique<HolderConn>();
+  auto ch = rdma::EventChannel::Create();
+  if (!ch.ok()) return Unavailable(grant.endpoint, ch.status());
+  c->channel.emplace(*std::move(ch));
+  auto id = rdma::CmId::Create(*c->channel);
+  if (!id.ok()) return Unavailable(grant.endpoint, id.status());
+  c->id.emplace(*std::move(id));
+  if (absl::Status st = c->id->Resolve(hp.first, hp.second, kStep); !st.ok())
+    return Unavailable(grant.endpoint, st);
+  ASSIGN_OR_RETURN(rdma::ProtectionDomain pd,
+                   rdma::ProtectionDomain::Allocate(c->id->verbs()));
+  c->pd.emplace(std::move(pd));
+  ASSIGN_OR_RETURN(rdma::CompletionQueue cq,
+                   rdma::CompletionQueue::Create(c->id->verbs(), 64));
+  c->cq.emplace(std::move(cq));
+  ASSIGN_OR_RETURN(
+      rdma::MemoryRegion mr,
+      rdma::MemoryRegion::Register(*c->pd, c->buf.data(), c->buf.size(),
+                                   rdma::kLocalWrite));
+  c->mr.emplace(std::move(mr));
+  rdma::QueuePairCaps caps;
+  caps.max_send_wr = 2 * kOpsInFlight + 4;
+  ASSIGN_OR_RETURN(rdma::CmQueuePair qp,
+                   rdma::CmQueuePair::Create(*c->id, *c->pd, *c->cq, caps));
+  c->qp.emplace(std::move(qp));
+  char* in = c->buf.data() + kBounceBytes;
+  char* out = in + kMsgBytes;
+  RETURN_IF_ERROR(c->qp->ops().PostRecv(*c->mr, in, kMsgBytes, kWrRecv));
+  if (auto pd_or = c->id->Connect("", kStep); !pd_or.ok())
+    return Unavailable(grant.endpoint, pd_or.status());
+
+  agent::v1::FabricHello hello;
+  hello.set_version(1);
+  hello.set_volume_id(grant.key.volume);
+  hello.set_lease_uid(grant.key.lease_uid);
+  hello.set_holder_node(grant.key.holder_node);
+  hello.set_epoch(grant.key.epoch);
+  hello.set_access(grant.access == Access::kReadWrite ? agent::v1::READ_WRITE
+                                                      : agent::v1::READ_ONLY);
+  hello.set_credential(grant.credential);
+  std::string bytes = hello.SerializeAsString();
+  if (bytes.size() > kMsgBytes)
+    return absl::InvalidArgumentError("FabricHello too large");
+  std::memcpy(out, bytes.data(), bytes.size());
+  RETURN_IF_ERROR(c->qp->ops().PostSend(*c->mr, out, bytes.size(), kWrSend));
+  ASSIGN_OR_RETURN(rdma::WorkCompletion sent, WaitFor(*c->cq, kWrSend, kStep));
+  if (!sent.ok())
+    return Unavailable(grant.endpoint, CompletionStatus(sent, "hello"));
+  auto got = WaitFor(*c->cq, kWrRecv, kStep);
+  if (!got.ok()) return Unavailable(grant.endpoint, got.status());
+  if (!got->ok())
+    return Unavailable(grant.endpoint, CompletionStatus(*got, "reply"));
+  ASSIGN_OR_RETURN(VerbsHelloReply reply,
+                   DecodeHelloReply(absl::string_view(in, got->byte_len)));
+  if (reply.code != 0) {
+    return absl::Status(
+        static_cast<absl::StatusCode>(reply.code),
+        absl::StrCat("owner ", grant.endpoint, " refused: ", reply.message));
+  }
+  c->raddr = reply.addr;
+  c->rkey = reply.rkey;
+  c->size = reply.size_bytes;
+  return c;
+}
+
+class VerbsRemoteRegion final : public RemoteRegion {
+ public:
+  VerbsRemoteRegion(GrantInfo grant, std::unique_ptr<HolderConn> conn)
+      : grant_(std::move(grant)), size_(conn->size), conn_(std::move(conn)) {}
+
+  uint64_t size() const override { return size_; }
+
+  absl::Status Read(uint64_t offset, absl::Span<char> out) override {
+    absl::MutexLock l(&mu_);
+    RETURN_IF_ERROR(Usable(offset, out.size()));
+    for (uint64_t done = 0; done < out.size();) {
+      const uint64_t n = std::min<uint64_t>(out.size() - done, kBounceBytes);
+      RETURN_IF_ERROR(Transfer(false, offset + done, n));
+      std::memcpy(out.data() + done, conn_->buf.data(), n);
+      done += n;
+    }
+    return absl::OkStatus();
+  }
+
+  absl::Status Write(uint64_t offset, absl::Span<const char> data) override {
+    absl::MutexLock l(&mu_);
+    if (grant_.access != Access::kReadWrite)
+      return absl::PermissionDeniedError("grant is read-only");
+    RETURN_IF_ERROR(Usable(offset, data.size()));
+    for (uint64_t done = 0; done < data.size();) {
+      const uint64_t n = std::min<uint64_t>(data.size() - done, kBounceBytes);
+      std::memcpy(conn_->buf.data(), data.data() + done, n);
+      RETURN_IF_ERROR(Transfer(true, offset + done, n));
+      done += n;
+    }
+    return absl::OkStatus();
+  }
+
+  // A read-after-write: an RDMA READ on the QP every write went through
+  // completes only after those writes were placed in the owner's memory.
+  absl::Status Persist(uint64_t offset, uint64_t len) override {
+    absl::MutexLock l(&mu_);
+    RETURN_IF_ERROR(Usable(offset, len));
+    const uint64_t at = len == 0 ? offset : offset + len - 1;
+    if (at >= size_) return absl::OkStatus();
+    return Transfer(false, at, 1);
+  }
+
+ private:
+  // In range, and connected (reconnecting with the grant when the last
+  // connection failed or the owner disconnected it).
+  absl::Status Usable(uint64_t offset, uint64_t len)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    if (offset > size_ || len > size_ - offset) {
+      return absl::OutOfRangeError(absl::StrCat(
+          "[", offset, ", +", len, ") outside the volume (", size_, " bytes)"));
+    }
+    if (!revoked_.ok()) return revoked_;
+    if (conn_ != nullptr) {
+      // A disconnect from the owner (or any other event) ends this QP.
+      absl::Status ev = conn_->id->WaitForDisconnect(absl::ZeroDuration());
+      if (!absl::IsDeadlineExceeded(ev)) conn_.reset();
+    }
+    if (conn_ == nullptr) {
+      absl::StatusOr<std::unique_ptr<HolderConn>> c = Dial(grant_);
+      if (absl::IsPermissionDenied(c.status())) revoked_ = c.status();
+      if (!c.ok()) return c.status();
+      conn_ = *std::move(c);
+    }
+    return absl::OkStatus();
+  }
+
+  // Moves [offset, offset+len) (len <= kBounceBytes) between the owner and
+  // the bounce buffer, kOpBytes per op, all in flight at once.
+  absl::Status Transfer(bool write, uint64_t offset, uint64_t len)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    HolderConn& c = *conn_;
+    const uint64_t first = c.next_wr;
+    uint64_t posted = 0;
+    absl::Status st;
+    for (uint64_t off = 0; off < len && st.ok(); off += kOpBytes) {
+      const uint64_t n = std::min<uint64_t>(len - off, kOpBytes);
+      char* local = c.buf.data() + off;
+      const uint64_t raddr = c.raddr + offset + off;
+      st =
+          write
+              ? c.qp->ops().PostWrite(*c.mr, local, n, raddr, c.rkey, c.next_wr)
+              : c.qp->ops().PostRead(*c.mr, local, n, raddr, c.rkey, c.next_wr);
+      if (st.ok()) {
+        ++c.next_wr;
+        ++posted;
+      }
+    }
+    absl::Status failed = st;
+    for (uint64_t got = 0; got < posted;) {
+      absl::StatusOr<rdma::WorkCompletion> wc = c.cq->Wait(kOpTimeout);
+      if (!wc.ok()) {
+        failed = wc.status();
+        break;
+      }
+      if (wc->wr_id < first) continue;  // a late one of an earlier call
+      ++got;
+      if (!wc->ok() && failed.ok()) {
+        // 10 = IBV_WC_REM_ACCESS_ERR: the owner refused our key.
+        failed = wc->status == 10
+                     ? absl::PermissionDeniedError(absl::StrCat(
+                           "revoked: the owner refused the RDMA ",
+                           write ? "WRITE" : "READ", " (", wc->status_text,
+                           "): its memory window was invalidated"))
+                     : absl::UnavailableError(
+                           absl::StrCat("RDMA ", write ? "WRITE" : "READ",
+                                        " failed: ", wc->status_text));
+      }
+    }
+    if (!failed.ok()) {
+      // The QP is in the error state (or its completions are lost): drop
+      // the connection, the next call reconnects with the grant.
+      conn_.reset();
+    }
+    return failed;
+  }
+
+  absl::Mutex mu_;
+  const GrantInfo grant_;
+  const uint64_t size_;
+  std::unique_ptr<HolderConn> conn_ ABSL_GUARDED_BY(mu_);
+  absl::Status revoked_ ABSL_GUARDED_BY(mu_);
+};
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<RemoteRegion>> VerbsConnector::Connect(
+    const GrantInfo& grant) {
+  ASSIGN_OR_RETURN(std::unique_ptr<HolderConn> c, Dial(grant));
+  return std::make_unique<VerbsRemoteRegion>(grant, std::move(c));
+}
+
+absl::StatusOr<std::unique_ptr<RemoteRegion>> AnyConnector::Connect(
+    const GrantInfo& grant) {
+  if (FabricOf(grant.endpoint) == "verbs") return verbs_.Connect(grant);
+  return tcp_.Connect(grant);
+}
+
+// ---- helpers ----------------------------------------------------------------
+
+absl::StatusOr<std::pair<std::string, uint16_t>> ParseVerbsEndpoint(
+    absl::string_view endpoint) {
+  if (!absl::StartsWith(endpoint, kScheme)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("'", endpoint, "' is not a verbs:// endpoint"));
+  }
+  ASSIGN_OR_RETURN(auto hp, SplitIpPort(endpoint.substr(strlen(kScheme))));
+  if (hp.first.empty() || hp.second == 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("'", endpoint, "' needs an address and a port"));
+  }
+  return hp;
+}
+
+namespace {
+void PutU32(std::string& s, uint32_t v) {
+  for (int i = 0; i < 4; ++i) s.push_back(static_cast<char>(v >> (8 * i)));
+}
+void PutU64(std::string& s, uint64_t v) {
+  for (int i = 0; i < 8; ++i) s.push_back(static_cast<char>(v >> (8 * i)));
+}
+uint64_t GetLe(absl::string_view s, size_t at, int bytes) {
+  uint64_t v = 0;
+  for (int i = 0; i < bytes; ++i)
+    v |= uint64_t{static_cast<unsigned char>(s[at + i])} << (8 * i);
+  return v;
+}
+constexpr uint32_t kReplyMagic = 0x44584c56;  // "VLXD"
+constexpr size_t kReplyHeader = 4 + 4 + 8 + 8 + 4 + 4;
+}  // namespace
+
+// magic, code, size, addr, rkey, message length, message; little-endian.
+std::string EncodeHelloReply(const VerbsHelloReply& r) {
+  std::string s;
+  PutU32(s, kReplyMagic);
+  PutU32(s, static_cast<uint32_t>(r.code));
+  PutU64(s, r.size_bytes);
+  PutU64(s, r.addr);
+  PutU32(s, r.rkey);
+  PutU32(s, static_cast<uint32_t>(r.message.size()));
+  s += r.message;
+  return s;
+}
+
+absl::StatusOr<VerbsHelloReply> DecodeHelloReply(absl::string_view b) {
+  if (b.size() < kReplyHeader || GetLe(b, 0, 4) != kReplyMagic)
+    return absl::DataLossError("malformed verbs fabric reply");
+  VerbsHelloReply r;
+  r.code = static_cast<int32_t>(GetLe(b, 4, 4));
+  r.size_bytes = GetLe(b, 8, 8);
+  r.addr = GetLe(b, 16, 8);
+  r.rkey = static_cast<uint32_t>(GetLe(b, 24, 4));
+  const uint64_t n = GetLe(b, 28, 4);
+  if (n > b.size() - kReplyHeader)
+    return absl::DataLossError("truncated verbs fabric reply");
+  r.message = std::string(b.substr(kReplyHeader, n));
+  if (r.code < 0 || r.code > 16)
+    return absl::DataLossError("verbs fabric reply with an unknown code");
+  return r;
+}
+
+absl::Status RegistrationRefusal(const std::string& volume,
+                                 const std::string& device,
+                                 const absl::Status& pinned, bool odp) {
+  if (!absl::IsFailedPrecondition(pinned)) return pinned;
+  return absl::FailedPreconditionError(absl::StrCat(
+      "volume ", volume, " cannot be shared over RDMA verbs: the kernel ",
+      "refuses to pin its mapping (", pinned.message(),
+      "; a file on fsdax cannot be pinned long-term, by design), and ",
+      odp ? "the on-demand (ODP) registration failed too"
+          : absl::StrCat("RDMA device ", device.empty() ? "here" : device,
+                         " has no on-demand paging (ODP)"),
+      ": share a devdax volume over verbs, or run the agents with "
+      "--fabric=tcp"));
+}
+
+}  // namespace daxlease::fabric

@@ -1025,13 +1025,10 @@ TEST_F(AgentK8sTest, GrowUnderOwnerAndRemoteWritersLosesNothing) {
 // completes), the operator while the Reshape recall runs, the operator right
 // after complete (its successor finishes the volume). Each grow ends Ready
 // at the next epoch with the new size and nothing revoked; the writers never
-// see an error, and every block is what its writer last persisted.
-//
-// Disabled (2026-12-05): under load (the CI run of this day and a rerun
-// beside it, 2 of 2) the remote writer is revoked at the second grow's
-// recall whichever step goes first: the busy-remote-writer gap in
-// docs/csi.md. It passes on a quiet machine. Enable it with that fix.
-TEST_F(AgentK8sTest, DISABLED_GrowSurvivesKillNineAtEachStep) {
+// see an error, and every block is what its writer last persisted. (It
+// found the busy remote writer revoked when a recall caught it with
+// unpersisted bytes: docs/csi.md.)
+TEST_F(AgentK8sTest, GrowSurvivesKillNineAtEachStep) {
   // The grace covers a restarted owner agent's first pass and the clients'
   // reconnect backoff (as KillNineOfEachComponentMidRecallLosesNothing's).
   std::string remote_dir = SetUpVolume(20);

@@ -24,101 +24,20 @@
 #include "tests/integration/plugin_harness.h"
 #include "tests/testing/prereq.h"
 #include "tests/twonode/two_node_cluster.h"
+#include "tests/twonode/two_node_volume_test.h"
 
 namespace daxlease::testing {
 namespace {
 
 using Json = nlohmann::json;
 
-class MigrationTwoNodeTest : public ::testing::Test {
+class MigrationTwoNodeTest : public TwoNodeVolumeTest {
  protected:
-  void SetUp() override {
-    std::string why = TwoNodePrereqMissing();
-    DAXLEASE_REQUIRE(why.empty(), why);
+  TwoNodeOptions Options() const override {
     TwoNodeOptions o;
     o.operator_args = {"--resync=5s", "--migration-stall-timeout=20s"};
     o.agent_args = agent_args_;
-    auto c = TwoNodeCluster::Start(o);
-    ASSERT_TRUE(c.ok()) << c.status();
-    cluster_ = std::move(*c);
-  }
-
-  void TearDown() override {
-    if (HasFailure() && cluster_ != nullptr) {
-      ADD_FAILURE() << "logs:\n" << cluster_->Logs();
-    }
-  }
-
-  Json Call(const TwoNodeCluster::Node& node, const std::string& method,
-            const Json& req) {
-    auto r = CallJson(node.csi_channel, method, req.dump());
-    EXPECT_TRUE(r.ok()) << node.name << " " << method << ": " << r.status();
-    return r.ok() ? Json::parse(*r) : Json::object();
-  }
-
-  static Json Cap() {
-    return {{"mount", Json::object()},
-            {"accessMode", {{"mode", "MULTI_NODE_MULTI_WRITER"}}}};
-  }
-
-  std::string StageAndPublish(const TwoNodeCluster::Node& node,
-                              const Json& volume, const std::string& pod) {
-    const std::string id = volume.at("volumeId");
-    const std::string staging = node.kubelet_dir + "/staging/" + id;
-    const std::string target =
-        absl::StrCat(node.kubelet_dir, "/pods/", pod, "/volume");
-    Call(node, "/csi.v1.Node/NodeStageVolume",
-         {{"volumeId", id},
-          {"stagingTargetPath", staging},
-          {"volumeCapability", Cap()},
-          {"volumeContext", volume.value("volumeContext", Json::object())}});
-    Json ctx = volume.value("volumeContext", Json::object());
-    ctx["csi.storage.k8s.io/pod.name"] = pod;
-    ctx["csi.storage.k8s.io/pod.namespace"] = "default";
-    ctx["csi.storage.k8s.io/pod.uid"] = absl::StrCat("uid-", pod);
-    Call(node, "/csi.v1.Node/NodePublishVolume",
-         {{"volumeId", id},
-          {"stagingTargetPath", staging},
-          {"targetPath", target},
-          {"volumeCapability", Cap()},
-          {"volumeContext", ctx}});
-    return target;
-  }
-
-  sys::CommandResult Io(const TwoNodeCluster::Node& node,
-                        std::vector<std::string> args) {
-    std::string cmd = IoBinary();
-    for (const std::string& a : args) absl::StrAppend(&cmd, " '", a, "'");
-    auto r = cluster_->RunIn(
-        node, {"env", "DAXLEASE_IO_TIMEOUT_MS=60000", "bash", "-c", cmd});
-    EXPECT_TRUE(r.ok()) << r.status();
-    return r.ok() ? *r : sys::CommandResult{};
-  }
-
-  std::string Get(const std::string& kind, const std::string& name,
-                  const std::string& path) {
-    auto r = cluster_->Kubectl(
-        {"get", kind, name, "-o", absl::StrCat("jsonpath=", path)});
-    return r.ok() ? r->stdout_text : "";
-  }
-
-  static bool Until(const std::function<bool()>& pred, absl::Duration timeout) {
-    const absl::Time end = absl::Now() + timeout;
-    while (absl::Now() < end) {
-      if (pred()) return true;
-      absl::SleepFor(absl::Milliseconds(100));
-    }
-    return pred();
-  }
-
-  static std::string ReadFile(const std::string& path) {
-    std::ifstream in(path, std::ios::binary);
-    std::stringstream ss;
-    ss << in.rdbuf();
-    return ss.str();
-  }
-  static bool Exists(const std::string& path) {
-    return ::access(path.c_str(), F_OK) == 0;
+    return o;
   }
 
   // `kubectl daxlease migrate VOLUME --to NODE`; the DaxMigration's name.
@@ -230,9 +149,6 @@ class MigrationTwoNodeTest : public ::testing::Test {
   // Stops the writer (kill -9: it writes until then); then every block,
   // read on node-a, is intact, and the newest is its last persisted one
   // (or the one after it, written but not yet persisted when it died).
-  // (Not node-b: a restarted agent's new socket is not the one bound into
-  // the published directories of its node, a limit of the CSI plugin's
-  // socket bind, so a new client there cannot reach it.)
   void StopWriterAndExpectEveryBlockIntact() {
     ASSERT_TRUE(writer_->running()) << WriterLog();
     writer_->Kill9();
@@ -243,7 +159,7 @@ class MigrationTwoNodeTest : public ::testing::Test {
     uint64_t seq = 0;
     ASSERT_TRUE(absl::SimpleAtoi(
         out.substr(last + 14, out.find(' ', last + 14) - last - 14), &seq));
-    sys::CommandResult v = Io(cluster_->b(), {"verify", on_b_, "4096"});
+    sys::CommandResult v = Io(cluster_->a(), {"verify", on_a_, "4096"});
     EXPECT_EQ(v.exit_code, 0) << v.stdout_text << v.stderr_text;
     EXPECT_THAT(v.stdout_text, ::testing::HasSubstr(" corrupt=0 "));
     EXPECT_THAT(
@@ -268,7 +184,6 @@ class MigrationTwoNodeTest : public ::testing::Test {
   }
 
   std::vector<std::string> agent_args_;
-  std::unique_ptr<TwoNodeCluster> cluster_;
   std::string id_, on_a_, on_b_, source_data_;
   std::unique_ptr<NodeProcess> writer_;
 };

@@ -181,13 +181,6 @@ absl::Status ControllerService::DoCreate(
     // No size asked: the source's.
     size.bytes = required == 0 ? std::max(source->size_bytes, min_bytes)
                                : std::max(size.bytes, source->size_bytes);
-    if (size.bytes > source->size_bytes && source->formatted &&
-        source->fs_type == "xfs") {
-      return absl::OutOfRangeError(absl::StrCat(
-          "an xfs volume made from a content source of ", source->size_bytes,
-          " bytes cannot be larger: xfs grows only while mounted (create it "
-          "at the source's size, then expand it)"));
-    }
   }
 
   std::map<std::string, std::string> stored = params.normalized;
@@ -276,9 +269,10 @@ absl::Status ControllerService::DoCreate(
   } else if (made.ok() && source.has_value()) {
     rec.formatted = source->formatted;
     rec.content_source = source->recorded;
-    // The copied filesystem fills the source's size; an ext4 grows to the
-    // volume's offline here, on the image (idempotent: an adopted copy
-    // that already grew stays as it is).
+    // The copied filesystem fills the source's size; it grows to the
+    // volume's here, before any attach (ext4 offline on the image, xfs in a
+    // private mount; idempotent: an adopted copy that already grew stays as
+    // it is).
     if (source->formatted && vol->capacity_bytes > source->size_bytes) {
       absl::StatusOr<std::string> path = deps_.backend->FormatPath(id);
       made = path.status();

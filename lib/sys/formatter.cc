@@ -1,5 +1,11 @@
 #include "lib/sys/formatter.h"
 
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdlib>
+
 #include "absl/strings/str_cat.h"
 #include "lib/base/log.h"
 #include "lib/base/status.h"
@@ -20,6 +26,35 @@ constexpr absl::Duration kFsckTimeout = absl::Minutes(30);
 constexpr absl::Duration kGrowTimeout = absl::Minutes(10);
 
 class SystemFormatter final : public Formatter {
+ private:
+  // xfs grows only mounted: mounted in a mount namespace of its own
+  // (unshare -m, propagation private), so nobody else sees the mount and it
+  // cannot outlive the command (killed, the namespace goes and the mount
+  // with it; an image file's loop device is autoclear), grown, unmounted.
+  // nouuid: the source of a copied filesystem may be mounted at the same
+  // time.
+  static absl::Status GrowXfsOffline(absl::string_view device) {
+    struct stat st;
+    if (::stat(std::string(device).c_str(), &st) != 0) {
+      return base::ErrnoStatus("stat", device, errno);
+    }
+    std::string dir = "/tmp/daxlease-xfs-grow-XXXXXX";
+    if (::mkdtemp(dir.data()) == nullptr) {
+      return base::ErrnoStatus("mkdtemp", dir, errno);
+    }
+    const std::string options = S_ISREG(st.st_mode) ? "nouuid,loop" : "nouuid";
+    base::LogInfo("sys.grow_offline",
+                  {{"device", std::string(device)}, {"fstype", "xfs"}});
+    absl::StatusOr<CommandResult> r = RunCommandOk(
+        {"unshare", "--mount", "--propagation", "private", "sh", "-c",
+         "mount -t xfs -o \"$3\" \"$1\" \"$2\" || exit; rc=0; "
+         "xfs_growfs \"$2\" || rc=$?; umount \"$2\" || exit; exit $rc",
+         "xfs-grow", std::string(device), dir, options},
+        {.timeout = kGrowTimeout});
+    ::rmdir(dir.c_str());
+    return r.status();
+  }
+
  public:
   absl::StatusOr<std::string> Detect(absl::string_view device) override {
     return ProbeFilesystemType(device);
@@ -45,11 +80,9 @@ class SystemFormatter final : public Formatter {
     std::vector<std::string> argv;
     const bool ext =
         fs_type == "ext4" || fs_type == "ext3" || fs_type == "ext2";
-    if (fs_type == "xfs") {
-      if (mount_path.empty()) {
-        return absl::FailedPreconditionError(
-            "xfs can only grow while mounted (xfs_growfs)");
-      }
+    if (fs_type == "xfs" && mount_path.empty()) {
+      return GrowXfsOffline(device);
+    } else if (fs_type == "xfs") {
       argv = {"xfs_growfs", std::string(mount_path)};
     } else if (ext && mount_path.empty()) {
       // resize2fs refuses an unmounted filesystem that was not just checked.

@@ -41,8 +41,9 @@ class Formatter {
   // is where it is mounted): resize2fs <device> for ext2/3/4 (the kernel
   // wants CAP_SYS_RESOURCE for that), xfs_growfs <mount_path> for xfs.
   // Offline (`mount_path` empty, the filesystem not mounted anywhere):
-  // e2fsck -f -p then resize2fs for ext2/3/4; xfs cannot grow offline
-  // (FailedPrecondition). Idempotent (a filesystem that already fills its
+  // e2fsck -f -p then resize2fs for ext2/3/4; for xfs a mount in a private
+  // mount namespace (nouuid; `device` may be an image file: a loop device),
+  // xfs_growfs, unmount. Idempotent (a filesystem that already fills its
   // device stays as it is).
   virtual absl::Status Grow(absl::string_view device,
                             absl::string_view mount_path,

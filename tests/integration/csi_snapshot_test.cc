@@ -30,11 +30,12 @@ class CsiSnapshotTest : public CsiPluginTest {
   std::string CreateVolume(const std::string& name, int64_t bytes,
                            const csi::v1::VolumeContentSource* source,
                            grpc::Status* status = nullptr,
-                           csi::v1::CreateVolumeResponse* out = nullptr) {
+                           csi::v1::CreateVolumeResponse* out = nullptr,
+                           const std::string& fs = "ext4") {
     csi::v1::CreateVolumeRequest req;
     req.set_name(name);
     if (bytes > 0) req.mutable_capacity_range()->set_required_bytes(bytes);
-    *req.add_volume_capabilities() = MountCap("ext4");
+    *req.add_volume_capabilities() = MountCap(fs);
     if (source != nullptr) *req.mutable_volume_content_source() = *source;
     csi::v1::CreateVolumeResponse resp;
     grpc::Status s = Call(&Controller::Stub::CreateVolume, req, &resp);
@@ -46,14 +47,14 @@ class CsiSnapshotTest : public CsiPluginTest {
     return resp.volume().volume_id();
   }
 
-  // Stages `vol` (ext4 mount) and returns the staging path.
-  std::string Stage(const std::string& vol) {
+  // Stages `vol` (a mount of `fs`) and returns the staging path.
+  std::string Stage(const std::string& vol, const std::string& fs = "ext4") {
     const std::string staging = root_ + "/staging/" + vol;
     EXPECT_TRUE(MakeDirs(staging).ok());
     csi::v1::NodeStageVolumeRequest req;
     req.set_volume_id(vol);
     req.set_staging_target_path(staging);
-    *req.mutable_volume_capability() = MountCap("ext4");
+    *req.mutable_volume_capability() = MountCap(fs);
     csi::v1::NodeStageVolumeResponse resp;
     grpc::Status s = Call(&Node::Stub::NodeStageVolume, req, &resp);
     EXPECT_TRUE(s.ok()) << s.error_message();
@@ -252,6 +253,57 @@ TEST_F(CsiSnapshotTest, SnapshotRestoreAndCloneKeepWhatWasAcknowledged) {
   EXPECT_TRUE(DeleteSnapshot(snap_id).ok());  // idempotent
   EXPECT_EQ(List().entries_size(), 0);
   EXPECT_THAT(SnapshotMedia(), ::testing::IsEmpty());
+  ExpectNoLeaks();
+}
+
+// An xfs snapshot restored into a larger volume: xfs grows only mounted,
+// so the plugin mounts the new image in a private mount namespace, grows it
+// and unmounts before anyone attaches it (was: OUT_OF_RANGE). The restored
+// volume stages while its source is still mounted (same filesystem UUID),
+// holds the source's data and fills its size; nothing is left mounted or
+// attached.
+TEST_F(CsiSnapshotTest, XfsRestoreToALargerVolumeGrows) {
+  constexpr int64_t kSource = 320 * kMiB;  // xfs needs 300 MiB
+  const std::string a =
+      CreateVolume("pvc-xfs-src", kSource, nullptr, nullptr, nullptr, "xfs");
+  const std::string staging_a = Stage(a, "xfs");
+  const std::string data = Pattern(5 * kMiB + 3, 7);
+  ASSERT_TRUE(WriteAndSync(staging_a + "/data", 0, data).ok());
+  csi::v1::CreateSnapshotResponse snap;
+  grpc::Status s = Snapshot("xfs-snapshot", a, &snap);
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  const std::string snap_id = snap.snapshot().snapshot_id();
+
+  csi::v1::VolumeContentSource from_snap = FromSnapshot(snap_id);
+  grpc::Status rs;
+  csi::v1::CreateVolumeResponse resp;
+  const std::string b = CreateVolume("pvc-xfs-restore", 2 * kSource, &from_snap,
+                                     &rs, &resp, "xfs");
+  ASSERT_TRUE(rs.ok()) << rs.error_message();
+  EXPECT_EQ(resp.volume().capacity_bytes(), 2 * kSource);
+  // The grow's mount was private: it never shows here.
+  for (const std::string& m : MountsUnder("/tmp")) {
+    EXPECT_THAT(m, ::testing::Not(::testing::HasSubstr("daxlease-xfs-grow-")));
+  }
+  // A retry is the same volume (the grown filesystem stays as it is).
+  EXPECT_EQ(CreateVolume("pvc-xfs-restore", 2 * kSource, &from_snap, nullptr,
+                         nullptr, "xfs"),
+            b);
+
+  const std::string staging_b = Stage(b, "xfs");
+  auto got = ReadAt(staging_b + "/data", 0, data.size());
+  ASSERT_TRUE(got.ok()) << got.status();
+  EXPECT_TRUE(*got == data);
+  auto fs_bytes = FilesystemBytes(staging_b);
+  ASSERT_TRUE(fs_bytes.ok());
+  EXPECT_GT(*fs_bytes, kSource + 200 * kMiB) << "not grown";
+  ASSERT_TRUE(WriteAndSync(staging_b + "/more", 0, "written").ok());
+
+  Unstage(b, staging_b);
+  DeleteVolume(b);
+  Unstage(a, staging_a);
+  DeleteVolume(a);
+  EXPECT_TRUE(DeleteSnapshot(snap_id).ok());
   ExpectNoLeaks();
 }
 

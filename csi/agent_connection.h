@@ -106,6 +106,15 @@ class AgentConnection {
   virtual absl::StatusOr<ReshapeAnswer> ReshapeVolume(
       absl::string_view volume_id, uint64_t size_bytes, bool complete) = 0;
 
+  // Owner node, CreateSnapshot of a served volume: first with `complete`
+  // false (UNAVAILABLE "recall in progress" while the Snapshot recall runs,
+  // ABORTED while another change holds the volume; OK once the volume is
+  // Quiesced: copy now), then, once the copy is taken, with `complete` true
+  // (the holders are let back in at the next epoch). Returns the DaxRecall's
+  // name ("" for a complete whose recall was already over).
+  virtual absl::StatusOr<std::string> SnapshotVolume(
+      absl::string_view volume_id, bool complete) = 0;
+
   // Registers a publish for a pod and returns the descriptor libdaxlease
   // reads from the published directory (the agent's format; the CSI plugin
   // writes it verbatim). Again for the same target: the same publish.

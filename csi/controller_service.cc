@@ -562,23 +562,46 @@ bool ControllerService::SnapshotsEnabled() const {
   return deps_.snapshots != nullptr && deps_.backend->SupportsSnapshots();
 }
 
-absl::StatusOr<std::string> ControllerService::QuiescePath(
-    const VolumeRecord& rec) const {
-  if (!rec.stage.has_value()) return std::string();  // nothing attached
+absl::StatusOr<ControllerService::Quiesce> ControllerService::BeginQuiesce(
+    const VolumeRecord& rec) {
+  Quiesce q;
+  if (!rec.stage.has_value()) return q;  // nothing attached, nothing writes
   if (rec.stage->block) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        "volume ", rec.id,
-        " is staged for block access: a raw device has no filesystem to "
-        "freeze, so its writers cannot be held off; unstage it first"));
+    if (!rec.publishes.empty()) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "volume ", rec.id,
+          " is published for block access: a raw device has no filesystem "
+          "to freeze and no lease to recall, so its writer cannot be held "
+          "off; unpublish it first"));
+    }
+    return q;  // a publish waits for the volume's lock
   }
+  q.frozen_path = rec.stage->staging_path;
   if (deps_.agent != nullptr && IsShared(rec.parameters)) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        "volume ", rec.id,
-        " is shared and staged, so the node agent may serve it to remote "
-        "holders, whose RDMA writes a freeze does not stop; unstage it "
-        "first (a copy under the operator's recall is not implemented)"));
+    // The agent may serve it to holders whose writes (RDMA, or stores to a
+    // DAX mapping) no freeze stops: they are recalled first.
+    ASSIGN_OR_RETURN(q.recall, deps_.agent->SnapshotVolume(rec.id, false));
+    q.served = true;
   }
-  return rec.stage->staging_path;
+  return q;
+}
+
+absl::Status ControllerService::CopyQuiesced(
+    const VolumeRecord& rec, const Quiesce& q,
+    const std::function<absl::Status()>& copy) {
+  absl::Status copied = WithFrozen(q.frozen_path, copy);
+  if (!q.served) return copied;
+  absl::StatusOr<std::string> resumed =
+      deps_.agent->SnapshotVolume(rec.id, true);
+  if (!resumed.ok()) {
+    // The volume stays Quiesced: the retry finds the recall over and copies
+    // again before it lets the holders back in.
+    base::LogError("csi.snapshot.resume_failed",
+                   {{"volume", rec.id},
+                    {"recall", q.recall},
+                    {"error", resumed.status().ToString()}});
+  }
+  return copied.ok() ? resumed.status() : copied;
 }
 
 absl::Status ControllerService::WithFrozen(
@@ -667,9 +690,9 @@ absl::StatusOr<Volume> ControllerService::CreateFromSource(
     return absl::NotFoundError(
         absl::StrCat("volume ", source.backend.id, " not found"));
   }
-  ASSIGN_OR_RETURN(std::string frozen, QuiescePath(*rec));
+  ASSIGN_OR_RETURN(Quiesce q, BeginQuiesce(*rec));
   absl::StatusOr<Volume> vol = absl::InternalError("not copied");
-  RETURN_IF_ERROR(WithFrozen(frozen, [&] {
+  RETURN_IF_ERROR(CopyQuiesced(*rec, q, [&] {
     vol = deps_.backend->CreateFrom(spec, source.backend);
     return vol.status();
   }));
@@ -722,7 +745,11 @@ absl::Status ControllerService::DoCreateSnapshot(
   if (!vol.has_value() || vol->phase != VolumePhase::kReady) {
     return absl::NotFoundError(absl::StrCat("volume ", vol_id, " not found"));
   }
-  ASSIGN_OR_RETURN(std::string frozen, QuiescePath(*vol));
+  // A served volume's holders are recalled first: UNAVAILABLE (which the
+  // external-snapshotter retries) until they flushed and released, and
+  // nothing is recorded until the copy may start.
+  ASSIGN_OR_RETURN(Quiesce q, BeginQuiesce(*vol));
+  const std::string& frozen = q.frozen_path;
   SnapshotRecord snap;
   snap.id = id;
   snap.name = req.name();
@@ -738,7 +765,7 @@ absl::Status ControllerService::DoCreateSnapshot(
   // and a restart removes what a crash interrupted.
   RETURN_IF_ERROR(deps_.snapshots->Save(snap));
   const absl::Time t0 = absl::Now();
-  absl::Status copied = WithFrozen(frozen, [&]() -> absl::Status {
+  absl::Status copied = CopyQuiesced(*vol, q, [&]() -> absl::Status {
     ASSIGN_OR_RETURN(snap.size_bytes,
                      deps_.backend->CreateSnapshot(id, vol_id));
     return absl::OkStatus();
@@ -759,6 +786,7 @@ absl::Status ControllerService::DoCreateSnapshot(
        {"volume", vol_id},
        {"bytes", absl::StrCat(snap.size_bytes)},
        {"frozen", frozen.empty() ? "false" : "true"},
+       {"recall", q.recall},
        {"ms", absl::StrCat(absl::ToInt64Milliseconds(absl::Now() - t0))}});
   FillSnapshot(snap, resp->mutable_snapshot());
   return absl::OkStatus();

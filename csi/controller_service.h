@@ -94,11 +94,25 @@ class ControllerService final : public ::csi::v1::Controller::Service {
   absl::Status DoDeleteSnapshot(const ::csi::v1::DeleteSnapshotRequest& req);
   absl::Status DoListSnapshots(const ::csi::v1::ListSnapshotsRequest& req,
                                ::csi::v1::ListSnapshotsResponse* resp);
-  // The staging mount to freeze while `rec`'s media is copied ("" when
-  // nothing is attached, so nothing can write); FAILED_PRECONDITION when
-  // no freeze keeps every writer out (block access, a shared volume
-  // served to remote holders).
-  absl::StatusOr<std::string> QuiescePath(const VolumeRecord& rec) const;
+  // How `rec`'s media is held still while it is copied (under its lock).
+  struct Quiesce {
+    std::string frozen_path;  // the staging mount to freeze; "" when none
+    // Served by this node's agent: its holders were recalled (Snapshot
+    // recall) and are let back in after the copy.
+    bool served = false;
+    std::string recall;  // that DaxRecall
+  };
+  // Decides (and for a served volume starts) the quiesce: unstaged, nothing
+  // to do; staged for mount, a freeze; served to holders, the agent's
+  // Snapshot recall first (UNAVAILABLE "recall in progress" until every
+  // holder flushed and released, ABORTED while another change holds the
+  // volume); staged for block access, nothing while no pod has it published
+  // (publishes wait for the lock), FAILED_PRECONDITION once one has.
+  absl::StatusOr<Quiesce> BeginQuiesce(const VolumeRecord& rec);
+  // Runs `copy` quiesced as `q` says: frozen while it runs, then the
+  // holders of a served volume are let back in (whatever the copy did).
+  absl::Status CopyQuiesced(const VolumeRecord& rec, const Quiesce& q,
+                            const std::function<absl::Status()>& copy);
   // Runs `copy` with `frozen_path` frozen (when non-empty), thawing after.
   absl::Status WithFrozen(const std::string& frozen_path,
                           const std::function<absl::Status()>& copy);

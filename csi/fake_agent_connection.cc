@@ -98,6 +98,41 @@ absl::StatusOr<ReshapeAnswer> FakeAgentConnection::ReshapeVolume(
   return a;
 }
 
+absl::StatusOr<std::string> FakeAgentConnection::SnapshotVolume(
+    absl::string_view id, bool complete) {
+  absl::MutexLock l(&mu_);
+  if (absl::Status s = Enter("SnapshotVolume"); !s.ok()) return s;
+  const std::string vol(id);
+  if (!served_.contains(vol)) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("volume ", vol, " is not served"));
+  }
+  const std::string recall = absl::StrCat(vol, "-snapshot-e1");
+  if (complete) {
+    const bool was = quiesced_.erase(vol) > 0;
+    return was ? recall : std::string();
+  }
+  if (quiesced_.contains(vol)) return recall;
+  if (snapshot_polled_[vol] < snapshot_polls_) {
+    ++snapshot_polled_[vol];
+    return absl::UnavailableError(
+        absl::StrCat("recall in progress: DaxRecall ", recall, " (Snapshot)"));
+  }
+  snapshot_polled_.erase(vol);
+  quiesced_.insert(vol);
+  return recall;
+}
+
+void FakeAgentConnection::SetSnapshotRecallPolls(int polls) {
+  absl::MutexLock l(&mu_);
+  snapshot_polls_ = polls;
+}
+
+bool FakeAgentConnection::Quiesced(absl::string_view id) const {
+  absl::MutexLock l(&mu_);
+  return quiesced_.contains(std::string(id));
+}
+
 void FakeAgentConnection::SetReshapeRecallPolls(int polls) {
   absl::MutexLock l(&mu_);
   reshape_polls_ = polls;

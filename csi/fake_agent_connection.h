@@ -28,6 +28,8 @@ class FakeAgentConnection final : public AgentConnection {
   absl::StatusOr<ReshapeAnswer> ReshapeVolume(absl::string_view volume_id,
                                               uint64_t size_bytes,
                                               bool complete) override;
+  absl::StatusOr<std::string> SnapshotVolume(absl::string_view volume_id,
+                                             bool complete) override;
   absl::StatusOr<std::string> Publish(const AgentPublish& publish) override;
   absl::Status Unpublish(absl::string_view volume_id,
                          absl::string_view target_path) override;
@@ -41,6 +43,11 @@ class FakeAgentConnection final : public AgentConnection {
   // ReshapeVolume of a volume whose leases hold access answers UNAVAILABLE
   // (recall in progress) this many times before kChange (default 2).
   void SetReshapeRecallPolls(int polls);
+  // SnapshotVolume answers UNAVAILABLE (recall in progress) this many times
+  // before the copy may start (default 2; every served volume is recalled).
+  void SetSnapshotRecallPolls(int polls);
+  // True between a SnapshotVolume that let a copy start and its complete.
+  bool Quiesced(absl::string_view volume_id) const;
 
   // What the agent knows.
   bool IsRecorded(absl::string_view volume_id) const;
@@ -63,6 +70,9 @@ class FakeAgentConnection final : public AgentConnection {
   std::map<std::string, int> calls_ ABSL_GUARDED_BY(mu_);
   int reshape_polls_ ABSL_GUARDED_BY(mu_) = 2;
   std::map<std::string, int> polled_ ABSL_GUARDED_BY(mu_);
+  int snapshot_polls_ ABSL_GUARDED_BY(mu_) = 2;
+  std::map<std::string, int> snapshot_polled_ ABSL_GUARDED_BY(mu_);
+  std::set<std::string> quiesced_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, AgentVolume> volumes_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, ServedVolume> served_ ABSL_GUARDED_BY(mu_);
   std::map<std::pair<std::string, std::string>, AgentPublish> publishes_

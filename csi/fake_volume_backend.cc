@@ -83,6 +83,43 @@ absl::StatusOr<std::string> FakeVolumeBackend::FormatPath(
   return absl::StrCat("/dev/fake-media/", id);
 }
 
+absl::StatusOr<uint64_t> FakeVolumeBackend::CreateSnapshot(
+    absl::string_view snapshot_id, absl::string_view volume_id) {
+  absl::MutexLock l(&mu_);
+  if (absl::Status s = TakeFailure("CreateSnapshot"); !s.ok()) return s;
+  auto it = volumes_.find(std::string(volume_id));
+  if (it == volumes_.end()) {
+    return absl::NotFoundError(
+        absl::StrCat("fake backend: no volume ", volume_id));
+  }
+  if (on_copy_) on_copy_(volume_id);
+  snapshot_sizes_[std::string(snapshot_id)] = it->second.capacity_bytes;
+  return it->second.capacity_bytes;
+}
+
+absl::Status FakeVolumeBackend::DeleteSnapshot(absl::string_view snapshot_id) {
+  absl::MutexLock l(&mu_);
+  if (absl::Status s = TakeFailure("DeleteSnapshot"); !s.ok()) return s;
+  snapshot_sizes_.erase(std::string(snapshot_id));
+  return absl::OkStatus();
+}
+
+absl::StatusOr<uint64_t> FakeVolumeBackend::SnapshotSize(
+    absl::string_view snapshot_id) {
+  absl::MutexLock l(&mu_);
+  auto it = snapshot_sizes_.find(std::string(snapshot_id));
+  if (it == snapshot_sizes_.end()) {
+    return absl::NotFoundError(
+        absl::StrCat("fake backend: no snapshot ", snapshot_id));
+  }
+  return it->second;
+}
+
+void FakeVolumeBackend::OnCopy(std::function<void(absl::string_view)> fn) {
+  absl::MutexLock l(&mu_);
+  on_copy_ = std::move(fn);
+}
+
 void FakeVolumeBackend::OnDelete(std::function<void(absl::string_view)> fn) {
   absl::MutexLock l(&mu_);
   on_delete_ = std::move(fn);

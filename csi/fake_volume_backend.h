@@ -40,6 +40,13 @@ class FakeVolumeBackend final : public VolumeBackend {
   absl::Status RefreshDevice(absl::string_view id) override;
   // "/dev/fake-media/<id>" once set_format_at_create(true), else "".
   absl::StatusOr<std::string> FormatPath(absl::string_view id) override;
+  // Snapshots (once set_supports_snapshots(true)): a snapshot is a name and
+  // the volume's size; CreateFrom is not faked.
+  bool SupportsSnapshots() const override { return snapshots_; }
+  absl::StatusOr<uint64_t> CreateSnapshot(absl::string_view snapshot_id,
+                                          absl::string_view volume_id) override;
+  absl::Status DeleteSnapshot(absl::string_view snapshot_id) override;
+  absl::StatusOr<uint64_t> SnapshotSize(absl::string_view snapshot_id) override;
 
   // Test controls. SetSupportsExpansion before handing the fake to services.
   void SetSupportsExpansion(bool expandable) { expandable_ = expandable; }
@@ -53,6 +60,10 @@ class FakeVolumeBackend final : public VolumeBackend {
   void set_provides_dax(bool dax) { dax_ = dax; }
   // Lets CreateVolume format the media (FormatPath). Set before use.
   void set_format_at_create(bool on) { format_at_create_ = on; }
+  // Advertises snapshots. Set before use.
+  void set_supports_snapshots(bool on) { snapshots_ = on; }
+  // Runs `fn` inside CreateSnapshot, while the copy would run.
+  void OnCopy(std::function<void(absl::string_view volume_id)> fn);
   // Runs `fn` inside Delete, just before the media goes: what a crash at
   // that moment would leave on disk is what the test inspects there.
   void OnDelete(std::function<void(absl::string_view id)> fn);
@@ -72,12 +83,15 @@ class FakeVolumeBackend final : public VolumeBackend {
   const bool devdax_;
   bool expandable_ = true;
   bool format_at_create_ = false;
+  bool snapshots_ = false;
   mutable absl::Mutex mu_;
   std::map<std::string, Volume> volumes_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, std::string> attached_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, std::string> device_names_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, absl::Status> failures_ ABSL_GUARDED_BY(mu_);
   std::function<void(absl::string_view)> on_delete_ ABSL_GUARDED_BY(mu_);
+  std::function<void(absl::string_view)> on_copy_ ABSL_GUARDED_BY(mu_);
+  std::map<std::string, uint64_t> snapshot_sizes_ ABSL_GUARDED_BY(mu_);
   absl::Status ready_ ABSL_GUARDED_BY(mu_);
   int next_device_ ABSL_GUARDED_BY(mu_) = 0;
   VolumeSpec last_create_spec_ ABSL_GUARDED_BY(mu_);

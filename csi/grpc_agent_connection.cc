@@ -61,6 +61,17 @@ absl::StatusOr<ReshapeAnswer> GrpcAgentConnection::ReshapeVolume(
   return a;
 }
 
+absl::StatusOr<std::string> GrpcAgentConnection::SnapshotVolume(
+    absl::string_view id, bool complete) {
+  agent::pb::SnapshotVolumeRequest r;
+  r.set_volume_id(std::string(id));
+  r.set_complete(complete);
+  absl::StatusOr<agent::pb::SnapshotVolumeResponse> resp =
+      client_->SnapshotVolume(r);
+  if (!resp.ok()) return resp.status();
+  return resp->recall();
+}
+
 absl::StatusOr<std::string> GrpcAgentConnection::Publish(
     const AgentPublish& p) {
   agent::pb::PublishRequest r;

@@ -26,6 +26,8 @@ class GrpcAgentConnection final : public AgentConnection {
   absl::StatusOr<ReshapeAnswer> ReshapeVolume(absl::string_view volume_id,
                                               uint64_t size_bytes,
                                               bool complete) override;
+  absl::StatusOr<std::string> SnapshotVolume(absl::string_view volume_id,
+                                             bool complete) override;
   absl::StatusOr<std::string> Publish(const AgentPublish& publish) override;
   absl::Status Unpublish(absl::string_view volume_id,
                          absl::string_view target_path) override;

@@ -1,5 +1,6 @@
 #include "csi/repair.h"
 
+#include <algorithm>
 #include <set>
 
 #include "absl/strings/str_cat.h"
@@ -151,6 +152,30 @@ absl::Status RecoverSnapshots(const DriverDeps& deps) {
     absl::Status s = deps.backend->DeleteSnapshot(snap.id);
     if (s.ok()) s = deps.snapshots->Remove(snap.id);
     note("snapshot", snap.id, s);
+    // A copy of a served volume ran under its Snapshot recall: let the
+    // holders back in now rather than at the CO's retry (which recalls
+    // again). Only logged when the agent cannot be reached: the retry ends
+    // that recall as well.
+    if (snap.phase != SnapshotPhase::kCreating || deps.agent == nullptr) {
+      continue;
+    }
+    auto vol = std::find_if(
+        volumes.begin(), volumes.end(),
+        [&](const VolumeRecord& v) { return v.id == snap.source_volume_id; });
+    if (vol == volumes.end() || !IsShared(vol->parameters) ||
+        !vol->stage.has_value() || vol->stage->block) {
+      continue;
+    }
+    absl::StatusOr<std::string> resumed =
+        deps.agent->SnapshotVolume(vol->id, true);
+    if (resumed.ok()) {
+      base::LogInfo("csi.recover.snapshot_resumed",
+                    {{"volume", vol->id}, {"recall", *resumed}});
+    } else {
+      base::LogError(
+          "csi.recover.failed",
+          {{"volume", vol->id}, {"error", resumed.status().ToString()}});
+    }
   }
   return first;
 }

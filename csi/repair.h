@@ -41,7 +41,9 @@ absl::Status RecoverVolumes(const DriverDeps& deps);
 // a crash interrupted leaves its source frozen, and FITHAW of a filesystem
 // that is not frozen is a no-op), removes snapshots whose copy a crash
 // interrupted (kCreating: media and record) and partial copies, and
-// finishes interrupted deletes. A snapshot is then complete or absent.
+// finishes interrupted deletes. A snapshot is then complete or absent. The
+// holders of a served volume whose copy was interrupted are let back in
+// (the agent's SnapshotVolume complete; only logged when that fails).
 absl::Status RecoverSnapshots(const DriverDeps& deps);
 
 }  // namespace daxlease::csi

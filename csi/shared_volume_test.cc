@@ -5,8 +5,10 @@
 // half-done.
 #include "absl/strings/match.h"
 #include "csi/fake_agent_connection.h"
+#include "csi/repair.h"
 #include "csi/service_test_env.h"
 #include "csi/shared_publish.h"
+#include "csi/snapshot_store.h"
 #include "csi/validation.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -288,6 +290,102 @@ TEST_F(SharedVolumeTest, ExpandWithHoldersWaitsForTheRecallThenRemaps) {
   agent_.SetDown(false);
   ASSERT_TRUE(controller_->ControllerExpandVolume(nullptr, &r, &resp).ok());
   EXPECT_EQ(agent_.Served(id).size_bytes, 512 * kMiB);
+}
+
+// CreateSnapshot of a served volume runs under the agent's Snapshot
+// recall: UNAVAILABLE ("recall in progress", which the external-snapshotter
+// retries) and nothing recorded while it runs; then the copy is taken with
+// the volume Quiesced and its filesystem frozen, the holders are let back
+// in, and the snapshot is ready. A retry answers from the record.
+TEST_F(SharedVolumeTest, SnapshotOfAServedVolumeCopiesUnderTheRecall) {
+  backend_.set_supports_snapshots(true);
+  SnapshotStore snapshots(dir_ + "/snapshot-state");
+  ASSERT_TRUE(snapshots.Init().ok());
+  DriverDeps d = AgentDeps();
+  d.snapshots = &snapshots;
+  controller_ = std::make_unique<ControllerService>(config_, d);
+  ::csi::v1::Volume vol;
+  const std::string id = MakeShared("pvc-snap", &vol);
+  ASSERT_TRUE(StageOn(*node_, vol).ok());
+  bool quiesced_at_copy = false;
+  std::set<std::string> frozen_at_copy;
+  backend_.OnCopy([&](absl::string_view v) {
+    quiesced_at_copy = agent_.Quiesced(v);
+    frozen_at_copy = mounter_.Frozen();
+  });
+  ::csi::v1::CreateSnapshotRequest r;
+  r.set_name("snap-1");
+  r.set_source_volume_id(id);
+  ::csi::v1::CreateSnapshotResponse resp;
+  for (int i = 0; i < 2; ++i) {
+    grpc::Status s = controller_->CreateSnapshot(nullptr, &r, &resp);
+    EXPECT_EQ(s.error_code(), grpc::UNAVAILABLE) << s.error_message();
+    EXPECT_THAT(s.error_message(), ::testing::HasSubstr("recall in progress"));
+    auto all = snapshots.LoadAll();
+    ASSERT_TRUE(all.ok());
+    EXPECT_THAT(*all, ::testing::IsEmpty()) << "recorded before the copy";
+  }
+  grpc::Status s = controller_->CreateSnapshot(nullptr, &r, &resp);
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  EXPECT_TRUE(resp.snapshot().ready_to_use());
+  EXPECT_EQ(resp.snapshot().size_bytes(), static_cast<int64_t>(64 * kMiB));
+  EXPECT_TRUE(quiesced_at_copy) << "copied while holders could write";
+  EXPECT_THAT(frozen_at_copy, ::testing::ElementsAre(StagingPath(id)));
+  EXPECT_FALSE(agent_.Quiesced(id)) << "holders not let back in";
+  EXPECT_THAT(mounter_.Frozen(), ::testing::IsEmpty());
+  EXPECT_EQ(agent_.calls("SnapshotVolume"), 4);  // 3 asks + 1 complete
+  s = controller_->CreateSnapshot(nullptr, &r, &resp);
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  EXPECT_EQ(agent_.calls("SnapshotVolume"), 4) << "a retry recalled again";
+
+  // A failed copy still lets the holders back in; the retry copies again.
+  agent_.SetSnapshotRecallPolls(0);
+  backend_.FailNext("CreateSnapshot", absl::ResourceExhaustedError("full"));
+  r.set_name("snap-2");
+  s = controller_->CreateSnapshot(nullptr, &r, &resp);
+  EXPECT_EQ(s.error_code(), grpc::RESOURCE_EXHAUSTED) << s.error_message();
+  EXPECT_FALSE(agent_.Quiesced(id));
+  ASSERT_TRUE(controller_->CreateSnapshot(nullptr, &r, &resp).ok());
+  EXPECT_TRUE(resp.snapshot().ready_to_use());
+
+  // The agent down: UNAVAILABLE, nothing recorded.
+  agent_.SetDown(true);
+  r.set_name("snap-3");
+  EXPECT_EQ(controller_->CreateSnapshot(nullptr, &r, &resp).error_code(),
+            grpc::UNAVAILABLE);
+  auto all = snapshots.LoadAll();
+  ASSERT_TRUE(all.ok());
+  EXPECT_EQ(all->size(), 2u);
+}
+
+// A plugin killed during the copy of a served volume: the restart removes
+// the unfinished snapshot (complete or absent) and lets the holders back in
+// at once instead of leaving the volume Quiesced until the CO retries.
+TEST_F(SharedVolumeTest, RestartAfterACopyUnderRecallLetsTheHoldersBackIn) {
+  backend_.set_supports_snapshots(true);
+  SnapshotStore snapshots(dir_ + "/snapshot-state");
+  ASSERT_TRUE(snapshots.Init().ok());
+  ::csi::v1::Volume vol;
+  const std::string id = MakeShared("pvc-snap-crash", &vol);
+  ASSERT_TRUE(StageOn(*node_, vol).ok());
+  agent_.SetSnapshotRecallPolls(0);
+  ASSERT_TRUE(agent_.SnapshotVolume(id, false).ok());
+  ASSERT_TRUE(agent_.Quiesced(id));
+  // What the killed CreateSnapshot left: its record, still creating.
+  SnapshotRecord rec;
+  rec.id = "snap-crash";
+  rec.name = "snap-crash";
+  rec.source_volume_id = id;
+  rec.frozen_path = StagingPath(id);
+  ASSERT_TRUE(snapshots.Save(rec).ok());
+
+  DriverDeps d = AgentDeps();
+  d.snapshots = &snapshots;
+  ASSERT_TRUE(RecoverSnapshots(d).ok());
+  auto left = snapshots.Load("snap-crash");
+  ASSERT_TRUE(left.ok());
+  EXPECT_FALSE(left->has_value()) << "a half-made snapshot survived";
+  EXPECT_FALSE(agent_.Quiesced(id)) << "holders left out after the restart";
 }
 
 TEST_F(SharedVolumeTest, OwnerPublishIsADirectoryWithMountDescriptorSocket) {

@@ -586,18 +586,40 @@ class Planner {
     absl::StatusOr<lease::Outcome> o = lease::Step(s_, now_);
     if (o.ok()) Take(*std::move(o));
     // A recall that changes nothing is over once quiesced: back to Ready at
-    // the next epoch. Reshape/Migrate recalls leave the volume Quiesced for
-    // the change that asked for them.
-    if (s_.phase == lease::VolumePhase::kQuiesced && s_.recall.has_value() &&
-        (s_.recall->reason == lease::RecallReason::kManual ||
-         s_.recall->reason == lease::RecallReason::kEvict)) {
+    // the next epoch. Snapshot recalls stay Quiesced for the copy,
+    // Reshape/Migrate recalls for the change that asked for them
+    // (lease::WhatEndsRecall).
+    if (s_.phase == lease::VolumePhase::kQuiesced && s_.recall.has_value()) {
       completed_id_ = s_.recall->id;
-      Apply(lease::Resume{});
-    } else if (s_.phase == lease::VolumePhase::kQuiesced &&
-               s_.recall.has_value()) {
-      completed_id_ = s_.recall->id;
+      if (lease::WhatEndsRecall(s_.recall->reason) ==
+          lease::QuiescedUntil::kResume) {
+        Apply(lease::Resume{});
+      }
     }
+    FinishSnapshot();
     FinishReshape();
+  }
+
+  // The DaxRecall name of the running recall (its ID when the object is
+  // gone): what the owner agent's annotations name.
+  std::string RunningRecallName() {
+    const int idx = FindRecallById(s_.recall->id);
+    return idx >= 0 ? w_.recalls[idx].metadata.name : s_.recall->id;
+  }
+
+  // A Snapshot recall's copy is taken once the owner agent says so on the
+  // volume (api::kSnapshottedAnnotation = that recall's name): Ready at the
+  // next epoch; holders are granted again in the next pass.
+  void FinishSnapshot() {
+    if (!s_.recall.has_value() || s_.phase != lease::VolumePhase::kQuiesced ||
+        lease::WhatEndsRecall(s_.recall->reason) !=
+            lease::QuiescedUntil::kAfterCopy) {
+      return;
+    }
+    const auto& ann = w_.volume->metadata.annotations;
+    auto it = ann.find(api::kSnapshottedAnnotation);
+    if (it == ann.end() || it->second != RunningRecallName()) return;
+    Apply(lease::Resume{});
   }
 
   // A Reshape recall's change is done once the owner agent says so on the
@@ -613,10 +635,7 @@ class Planner {
     }
     const auto& ann = w_.volume->metadata.annotations;
     auto it = ann.find(api::kReshapedAnnotation);
-    const int idx = FindRecallById(s_.recall->id);
-    const std::string name =
-        idx >= 0 ? w_.recalls[idx].metadata.name : s_.recall->id;
-    if (it == ann.end() || it->second != name) return;
+    if (it == ann.end() || it->second != RunningRecallName()) return;
     if (s_.phase == lease::VolumePhase::kQuiesced) {
       Apply(lease::BeginChange{lease::ChangeKind::kReshape});
     }

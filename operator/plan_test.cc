@@ -347,6 +347,40 @@ TEST(PlanTest, ReshapeRecallWaitsQuiescedForTheOwnersMarkThenResumes) {
   EXPECT_EQ(w.leases[1].status.epoch, 4);
 }
 
+// A Snapshot recall also leaves the volume Quiesced (nothing granted while
+// the copy runs) until the owner's mark names it; then Ready at the next
+// epoch with the capacity unchanged (a snapshot changes no data).
+TEST(PlanTest, SnapshotRecallWaitsQuiescedForTheCopyThenResumes) {
+  api::DaxRecall snap = Recall("vol-snapshot-e3", 5);
+  snap.spec.reason = api::RecallReason::kSnapshot;
+  World w = Recalled({Lease("a")}, {snap});
+  const int64_t capacity = w.volume->status.capacity_bytes;
+  w.leases[0].status.released_recall_id = "vol-snapshot-e3-uid";
+  w.leases.push_back(Lease("next"));
+  w = Settle(w, kT0 + absl::Seconds(1));
+  EXPECT_EQ(w.recalls[0].status.phase, RecallPhase::kComplete);
+  EXPECT_EQ(w.volume->status.phase, VolumePhase::kQuiesced);
+  EXPECT_EQ(w.volume->status.epoch, 3);
+  EXPECT_EQ(w.leases[1].status.state, LeaseState::kPending);
+
+  // Another recall's mark, or a Reshape mark of this one, is not the copy.
+  w.volume->metadata.annotations[api::kSnapshottedAnnotation] = "another";
+  w.volume->metadata.annotations[api::kReshapedAnnotation] = "vol-snapshot-e3";
+  w = Settle(w, kT0 + absl::Seconds(2));
+  EXPECT_EQ(w.volume->status.phase, VolumePhase::kQuiesced);
+  EXPECT_EQ(w.volume->status.epoch, 3);
+
+  w.volume->metadata.annotations[api::kSnapshottedAnnotation] =
+      "vol-snapshot-e3";
+  w = Settle(w, kT0 + absl::Seconds(3));
+  EXPECT_EQ(w.volume->status.phase, VolumePhase::kReady);
+  EXPECT_EQ(w.volume->status.epoch, 4);
+  EXPECT_EQ(w.volume->status.active_recall, "");
+  EXPECT_EQ(w.volume->status.capacity_bytes, capacity);
+  EXPECT_EQ(w.leases[1].status.state, LeaseState::kGranted);
+  EXPECT_EQ(w.leases[1].status.epoch, 4);
+}
+
 TEST(PlanTest, SecondRecallWaitsForTheFirst) {
   api::DaxRecall r2 = Recall("r2", 5);
   r2.metadata.creation_timestamp = kT0 + absl::Seconds(1);

@@ -3,13 +3,15 @@
  *   daxlease-io cat DIR [OFFSET [LEN]]      volume bytes to stdout
  *   daxlease-io write DIR [OFFSET]          stdin into the volume, persisted
  *   daxlease-io bench DIR [BLOCK [MB]]      write+persist and read throughput
- *   daxlease-io pattern DIR BLOCK SECONDS [FIRST [COUNT]]   write
- *       checksummed blocks continuously (block i at i*BLOCK, from block FIRST
- *       (0), over COUNT blocks (to the end), wrapping), persist each, and
- *       print "persisted seq=N" after each; errors are printed and counted,
- *       and the program keeps going (REVOKED ends it with exit code 3;
- *       SIGTERM or SIGINT ends it after the block in hand, as SECONDS does).
- *   daxlease-io verify DIR BLOCK            check every pattern block: prints
+ *   daxlease-io pattern DIR BLOCK SECONDS [FIRST [COUNT]]
+ *       write checksummed blocks continuously (block i at i*BLOCK, i from
+ *       FIRST (0) over COUNT blocks (to the volume's last), wrapping),
+ *       persist each, and print "persisted seq=N" after each; errors are
+ *       printed and counted, and the program keeps going (REVOKED ends it
+ *       with exit code 3; SIGTERM or SIGINT ends it after the block in hand,
+ *       as SECONDS does). Writers on disjoint ranges do not meet.
+ *   daxlease-io verify DIR BLOCK [FIRST [COUNT]]
+ *       check every pattern block of that range: prints
  *       "blocks=N valid=V empty=E corrupt=C maxseq=S"; exit 1 if C > 0.
  *
  * Environment: DAXLEASE_IO_TIMEOUT_MS (attach timeout), DAXLEASE_IO_PACE_MS
@@ -76,6 +78,21 @@ static void fill_block(unsigned char* b, size_t block, uint64_t seq,
   h.sum = fnv(b + sizeof(h), block - sizeof(h),
               fnv((const unsigned char*)&h, 24, 1469598103934665603ull));
   memcpy(b, &h, sizeof(h));
+}
+
+/* Blocks [*first, *first + *count) of the volume from argv[at], argv[at+1]
+ * (defaults: all of them; a COUNT past the end stops at the last block);
+ * 0 when the range is empty or starts outside. */
+static int block_range(daxlease_volume* vol, size_t block, int argc,
+                       char** argv, int at, uint64_t* first, uint64_t* count) {
+  uint64_t blocks = daxlease_size(vol) / block;
+  *first = argc > at ? strtoull(argv[at], NULL, 0) : 0;
+  if (*first >= blocks) return 0;
+  *count = blocks - *first;
+  if (argc > at + 1 && strtoull(argv[at + 1], NULL, 0) < *count) {
+    *count = strtoull(argv[at + 1], NULL, 0);
+  }
+  return *count > 0;
 }
 
 /* 1 valid, 0 empty (all zero header), -1 corrupt. */
@@ -172,14 +189,11 @@ static int cmd_pattern(daxlease_volume* vol, int argc, char** argv) {
   if (argc < 5) return 2;
   size_t block = (size_t)strtoull(argv[3], NULL, 0);
   double seconds = atof(argv[4]);
-  uint64_t blocks = daxlease_size(vol) / block;
-  uint64_t first = argc > 5 ? strtoull(argv[5], NULL, 0) : 0;
-  if (block < sizeof(struct block_header) || first >= blocks) return 2;
-  blocks -= first;
-  if (argc > 6 && strtoull(argv[6], NULL, 0) < blocks) {
-    blocks = strtoull(argv[6], NULL, 0);
+  uint64_t first = 0, blocks = 0;
+  if (block < sizeof(struct block_header) ||
+      !block_range(vol, block, argc, argv, 5, &first, &blocks)) {
+    return 2;
   }
-  if (blocks == 0) return 2;
   unsigned char* buf = malloc(block);
   if (buf == NULL) return 1;
   double end = now_s() + seconds;
@@ -227,12 +241,15 @@ static int cmd_pattern(daxlease_volume* vol, int argc, char** argv) {
 static int cmd_verify(daxlease_volume* vol, int argc, char** argv) {
   if (argc < 4) return 2;
   size_t block = (size_t)strtoull(argv[3], NULL, 0);
-  uint64_t blocks = daxlease_size(vol) / block;
-  if (block < sizeof(struct block_header) || blocks == 0) return 2;
+  uint64_t first = 0, blocks = 0;
+  if (block < sizeof(struct block_header) ||
+      !block_range(vol, block, argc, argv, 4, &first, &blocks)) {
+    return 2;
+  }
   unsigned char* buf = malloc(block);
   if (buf == NULL) return 1;
   uint64_t valid = 0, empty = 0, corrupt = 0, maxseq = 0;
-  for (uint64_t i = 0; i < blocks; ++i) {
+  for (uint64_t i = first; i < first + blocks; ++i) {
     int rc = daxlease_read(vol, i * block, buf, block);
     if (rc != DAXLEASE_OK) return fail("read", rc);
     uint64_t seq = 0;

@@ -45,7 +45,8 @@ DAXLEASE_ENUM_TABLE(LeaseState, {LeaseState::kPending, "Pending"},
 DAXLEASE_ENUM_TABLE(RecallReason, {RecallReason::kReshape, "Reshape"},
                     {RecallReason::kMigrate, "Migrate"},
                     {RecallReason::kEvict, "Evict"},
-                    {RecallReason::kManual, "Manual"});
+                    {RecallReason::kManual, "Manual"},
+                    {RecallReason::kSnapshot, "Snapshot"});
 DAXLEASE_ENUM_TABLE(RecallPhase, {RecallPhase::kPending, "Pending"},
                     {RecallPhase::kRecalling, "Recalling"},
                     {RecallPhase::kComplete, "Complete"},

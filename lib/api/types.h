@@ -47,6 +47,12 @@ inline constexpr char kFabricEndpointAnnotation[] =
 // Label on the DaxRecall a DaxMigration runs: value = the migration's name.
 inline constexpr char kMigrationLabel[] = "daxlease.io/migration";
 
+// Annotation the owner agent puts on a DaxVolume once the copy a Snapshot
+// recall was for is taken: value = that DaxRecall's name. The operator then
+// returns the Quiesced volume to Ready at epoch + 1 (docs/operator.md,
+// "Snapshot").
+inline constexpr char kSnapshottedAnnotation[] = "daxlease.io/snapshotted";
+
 // Largest DaxRecall.spec.graceSeconds / DaxVolume.spec.recallGraceSeconds
 // the CRDs accept (a day, as the CSI StorageClass parameter).
 inline constexpr int64_t kMaxGraceSeconds = 86400;
@@ -188,7 +194,7 @@ struct DaxLease {
 
 // ---- DaxRecall -------------------------------------------------------------
 
-enum class RecallReason { kReshape, kMigrate, kEvict, kManual };
+enum class RecallReason { kReshape, kMigrate, kEvict, kManual, kSnapshot };
 enum class RecallPhase { kPending, kRecalling, kComplete, kFailed };
 
 struct DaxRecallSpec {

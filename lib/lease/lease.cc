@@ -616,6 +616,20 @@ bool RecallComplete(const VolumeState& s) {
                       [](const Lease& l) { return l.holds_access(); });
 }
 
+QuiescedUntil WhatEndsRecall(RecallReason reason) {
+  switch (reason) {
+    case RecallReason::kManual:
+    case RecallReason::kEvict:
+      return QuiescedUntil::kResume;
+    case RecallReason::kSnapshot:
+      return QuiescedUntil::kAfterCopy;
+    case RecallReason::kReshape:
+    case RecallReason::kMigrate:
+      return QuiescedUntil::kChange;
+  }
+  return QuiescedUntil::kChange;  // unknown: hold the volume still
+}
+
 absl::Time NextDeadline(const VolumeState& s) {
   absl::Time t = absl::InfiniteFuture();
   for (const Lease& l : s.leases) {
@@ -722,6 +736,8 @@ absl::string_view Name(RecallReason v) {
       return "Evict";
     case RecallReason::kManual:
       return "Manual";
+    case RecallReason::kSnapshot:
+      return "Snapshot";
   }
   return "?";
 }
@@ -789,7 +805,7 @@ absl::StatusOr<RevokeReason> ParseRevokeReason(absl::string_view s) {
 absl::StatusOr<RecallReason> ParseRecallReason(absl::string_view s) {
   static constexpr RecallReason kAll[] = {
       RecallReason::kReshape, RecallReason::kMigrate, RecallReason::kEvict,
-      RecallReason::kManual};
+      RecallReason::kManual, RecallReason::kSnapshot};
   return ParseEnum("recall reason", s, kAll);
 }
 

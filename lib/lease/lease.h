@@ -77,7 +77,7 @@ enum class Access { kReadOnly, kReadWrite };
 enum class RevokeReason { kNone, kDeadlineExceeded, kNotFlushed };
 
 // DaxRecall.spec.reason.
-enum class RecallReason { kReshape, kMigrate, kEvict, kManual };
+enum class RecallReason { kReshape, kMigrate, kEvict, kManual, kSnapshot };
 
 // What a recall is for, once complete (BeginChange).
 enum class ChangeKind { kReshape, kMigrate };
@@ -239,8 +239,8 @@ struct ChangeDone {
   std::string owner_node;
 };
 
-// Operator: a recall that changes nothing (Evict, Manual) is over.
-// Quiesced -> Ready, epoch + 1, recall cleared.
+// Operator: a recall that changes nothing (Evict, Manual; Snapshot once its
+// copy is taken) is over. Quiesced -> Ready, epoch + 1, recall cleared.
 struct Resume {};
 
 // Operator: the running recall was cancelled (its DaxRecall deleted). A
@@ -363,6 +363,16 @@ std::vector<std::string> LeasesToFence(const VolumeState& s);
 // True iff a recall is running (phase Recalling) and no lease holds access,
 // i.e. every recalled lease is Released or Revoked (fenced).
 bool RecallComplete(const VolumeState& s);
+
+// What ends a recall once the volume is Quiesced (the operator acts on it):
+//   kResume        at once (Manual, Evict): Resume.
+//   kAfterCopy     Snapshot: the volume stays Quiesced (no holder can write,
+//                  none is granted) until the owner says the copy is taken,
+//                  then Resume. The media does not change.
+//   kChange        Reshape, Migrate: BeginChange, then ChangeDone once the
+//                  owner says the change is done.
+enum class QuiescedUntil { kResume, kAfterCopy, kChange };
+QuiescedUntil WhatEndsRecall(RecallReason reason);
 
 // Earliest deadline Step() must run at (min deadline of Recalling leases
 // without a decided revoke); InfiniteFuture if none. For requeue.

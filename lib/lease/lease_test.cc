@@ -844,6 +844,42 @@ TEST(LeaseDecisions, CheckAccess) {
             absl::StatusCode::kPermissionDenied);
 }
 
+// A Snapshot recall holds the volume Quiesced for the copy (no grant), then
+// resumes; Manual/Evict resume at once; Reshape/Migrate need their change.
+TEST(WhatEndsRecall, SnapshotHoldsForTheCopyThenResumesAtTheNextEpoch) {
+  EXPECT_EQ(WhatEndsRecall(RecallReason::kManual), QuiescedUntil::kResume);
+  EXPECT_EQ(WhatEndsRecall(RecallReason::kEvict), QuiescedUntil::kResume);
+  EXPECT_EQ(WhatEndsRecall(RecallReason::kSnapshot), QuiescedUntil::kAfterCopy);
+  EXPECT_EQ(WhatEndsRecall(RecallReason::kReshape), QuiescedUntil::kChange);
+  EXPECT_EQ(WhatEndsRecall(RecallReason::kMigrate), QuiescedUntil::kChange);
+
+  VolumeState s;
+  s.volume = "v";
+  s.epoch = 4;
+  Lease l;
+  l.id = "l";
+  l.holder_node = "n";
+  l.holder_pod = "p";
+  l.state = LeaseState::kGranted;
+  l.epoch = 4;
+  s.leases.push_back(l);
+  const absl::Time t = absl::FromUnixSeconds(1000);
+  auto o = Apply(s, StartRecall{"snap", RecallReason::kSnapshot}, t);
+  ASSERT_TRUE(o.ok()) << o.status();
+  o = Apply(o->state, HolderAck{"l", "snap", 4, true}, t);
+  ASSERT_TRUE(o.ok()) << o.status();
+  EXPECT_EQ(o->state.phase, VolumePhase::kQuiesced);
+  auto req = Apply(o->state, Request{"l", "n", "p"}, t);
+  ASSERT_TRUE(req.ok()) << req.status();
+  EXPECT_EQ(MayGrant(req->state, "l").code(), absl::StatusCode::kUnavailable)
+      << "nothing is granted while the copy runs";
+  o = Apply(req->state, Resume{}, t);
+  ASSERT_TRUE(o.ok()) << o.status();
+  EXPECT_EQ(o->state.phase, VolumePhase::kReady);
+  EXPECT_EQ(o->state.epoch, 5u);
+  EXPECT_TRUE(MayGrant(o->state, "l").ok());
+}
+
 // ------------------------------------------------------------ names
 
 TEST(LeaseNames, RoundTrip) {
@@ -864,10 +900,12 @@ TEST(LeaseNames, RoundTrip) {
                          RevokeReason::kNotFlushed}) {
     EXPECT_EQ(*ParseRevokeReason(Name(v)), v);
   }
-  for (RecallReason v : {RecallReason::kReshape, RecallReason::kMigrate,
-                         RecallReason::kEvict, RecallReason::kManual}) {
+  for (RecallReason v :
+       {RecallReason::kReshape, RecallReason::kMigrate, RecallReason::kEvict,
+        RecallReason::kManual, RecallReason::kSnapshot}) {
     EXPECT_EQ(*ParseRecallReason(Name(v)), v);
   }
+  EXPECT_EQ(Name(RecallReason::kSnapshot), "Snapshot");
   EXPECT_EQ(Name(ActionKind::kFence), "Fence");
   EXPECT_EQ(ParseLeaseState("granted").status().code(),
             absl::StatusCode::kInvalidArgument);

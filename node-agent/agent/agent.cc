@@ -723,6 +723,96 @@ absl::StatusOr<pb::ReshapeVolumeResponse> Agent::ReshapeVolume(
   return resp;
 }
 
+// ---- snapshot (docs/csi.md, "Snapshots of shared volumes")
+
+absl::StatusOr<pb::SnapshotVolumeResponse> Agent::SnapshotVolume(
+    const pb::SnapshotVolumeRequest& req) {
+  const std::string& name = req.volume_id();
+  if (name.empty()) {
+    return absl::InvalidArgumentError("SnapshotVolume needs volume_id");
+  }
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    if (!served_.contains(name)) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("volume ", name, " is not served on ", config_.node));
+    }
+  }
+  ASSIGN_OR_RETURN(k8s::Json vj, client_.Get(DaxVolumeResource(), "", name));
+  ASSIGN_OR_RETURN(api::DaxVolume vol, api::FromJson<api::DaxVolume>(vj));
+  if (vol.spec.owner_node != config_.node) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("volume ", name, " is owned by ", vol.spec.owner_node,
+                     ", not ", config_.node));
+  }
+  const api::VolumePhase phase =
+      vol.status.phase.value_or(api::VolumePhase::kReady);
+  const std::string prefix = absl::StrCat(name, "-snapshot-");
+  const std::string& active = vol.status.active_recall;
+  const bool ours = !active.empty() && active.rfind(prefix, 0) == 0;
+  pb::SnapshotVolumeResponse resp;
+  if (req.complete()) {
+    // The copy is taken: let the holders back in. Once the recall is over
+    // (a retry), nothing is left to do.
+    if (ours && phase == api::VolumePhase::kQuiesced) {
+      k8s::Json patch = {
+          {"metadata",
+           {{"annotations", {{api::kSnapshottedAnnotation, active}}}}}};
+      auto r = client_.Patch(DaxVolumeResource(), "", name,
+                             k8s::PatchType::kMerge, patch);
+      if (!r.ok()) return r.status();
+      base::LogInfo("agent.snapshotted",
+                    {{"volume", name}, {"recall", active}});
+      resp.set_recall(active);
+      Kick();
+    } else if (ours) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "volume ", name, " is ", api::EnumName(phase), " for DaxRecall ",
+          active, ": no copy may have been taken yet"));
+    }
+    resp.set_stage(pb::SnapshotVolumeResponse::DONE);
+    return resp;
+  }
+  auto in_progress = [&](const std::string& recall) {
+    return absl::UnavailableError(
+        absl::StrCat("recall in progress: DaxRecall ", recall,
+                     " (Snapshot) is asking the holders of ", name,
+                     " to flush and unmap; retry"));
+  };
+  if (phase == api::VolumePhase::kReady) {
+    // Always a recall, even with no holder: the Quiesced volume grants
+    // nothing while the copy runs. One name per epoch: a snapshot recall
+    // ends at the next epoch, so a retry finds its own.
+    const std::string mine = absl::StrCat(prefix, "e", vol.status.epoch);
+    k8s::Json r = {{"apiVersion", api::kApiVersion},
+                   {"kind", "DaxRecall"},
+                   {"metadata", {{"name", mine}}},
+                   {"spec", {{"volume", name}, {"reason", "Snapshot"}}}};
+    auto c = client_.Create(DaxRecallResource(), r);
+    if (!c.ok() && !absl::IsAlreadyExists(c.status())) return c.status();
+    if (c.ok()) {
+      base::LogInfo("agent.snapshot_recall",
+                    {{"volume", name}, {"recall", mine}});
+    }
+    return in_progress(mine);
+  }
+  if (ours && phase == api::VolumePhase::kRecalling) {
+    return in_progress(active);
+  }
+  if (!ours || phase != api::VolumePhase::kQuiesced) {
+    return absl::AbortedError(absl::StrCat(
+        "volume ", name, " is ", api::EnumName(phase),
+        active.empty() ? "" : absl::StrCat(" for DaxRecall ", active),
+        "; a snapshot can be taken once that is over"));
+  }
+  // Quiesced for our recall: every holder flushed and acked (or was
+  // fenced), so what they acknowledged is in the data file and nothing else
+  // reaches it. Copy now.
+  resp.set_stage(pb::SnapshotVolumeResponse::COPY);
+  resp.set_recall(active);
+  return resp;
+}
+
 std::string Agent::LeaseName(const std::string& volume,
                              const std::string& target,
                              int64_t generation) const {

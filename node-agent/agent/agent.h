@@ -139,6 +139,8 @@ class Agent {
   absl::Status StopServing(const std::string& volume_id);
   absl::StatusOr<pb::ReshapeVolumeResponse> ReshapeVolume(
       const pb::ReshapeVolumeRequest& req);
+  absl::StatusOr<pb::SnapshotVolumeResponse> SnapshotVolume(
+      const pb::SnapshotVolumeRequest& req);
   absl::StatusOr<pb::PublishResponse> Publish(const pb::PublishRequest& req);
   absl::Status Unpublish(const std::string& volume_id,
                          const std::string& target_path);

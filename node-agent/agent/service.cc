@@ -49,6 +49,15 @@ grpc::Status AgentService::ReshapeVolume(grpc::ServerContext*,
   return grpc::Status::OK;
 }
 
+grpc::Status AgentService::SnapshotVolume(grpc::ServerContext*,
+                                          const pb::SnapshotVolumeRequest* req,
+                                          pb::SnapshotVolumeResponse* resp) {
+  auto r = agent_.SnapshotVolume(*req);
+  if (!r.ok()) return ToGrpc(r.status());
+  *resp = *r;
+  return grpc::Status::OK;
+}
+
 grpc::Status AgentService::Publish(grpc::ServerContext*,
                                    const pb::PublishRequest* req,
                                    pb::PublishResponse* resp) {

@@ -26,6 +26,9 @@ class AgentService final : public pb::Agent::Service {
   grpc::Status ReshapeVolume(grpc::ServerContext*,
                              const pb::ReshapeVolumeRequest*,
                              pb::ReshapeVolumeResponse*) override;
+  grpc::Status SnapshotVolume(grpc::ServerContext*,
+                              const pb::SnapshotVolumeRequest*,
+                              pb::SnapshotVolumeResponse*) override;
   grpc::Status Publish(grpc::ServerContext*, const pb::PublishRequest*,
                        pb::PublishResponse*) override;
   grpc::Status Unpublish(grpc::ServerContext*, const pb::UnpublishRequest*,

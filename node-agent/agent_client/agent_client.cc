@@ -46,6 +46,10 @@ class GrpcAgentClient final : public AgentClient {
       const pb::ReshapeVolumeRequest& req) override {
     return Call(&pb::Agent::Stub::ReshapeVolume, "ReshapeVolume", req);
   }
+  absl::StatusOr<pb::SnapshotVolumeResponse> SnapshotVolume(
+      const pb::SnapshotVolumeRequest& req) override {
+    return Call(&pb::Agent::Stub::SnapshotVolume, "SnapshotVolume", req);
+  }
   absl::StatusOr<pb::PublishResponse> Publish(
       const pb::PublishRequest& req) override {
     return Call(&pb::Agent::Stub::Publish, "Publish", req);
@@ -157,6 +161,16 @@ absl::StatusOr<pb::ReshapeVolumeResponse> FakeAgentClient::ReshapeVolume(
   pb::ReshapeVolumeResponse resp;
   resp.set_stage(pb::ReshapeVolumeResponse::DONE);
   resp.set_served_bytes(req.size_bytes());
+  return resp;
+}
+
+absl::StatusOr<pb::SnapshotVolumeResponse> FakeAgentClient::SnapshotVolume(
+    const pb::SnapshotVolumeRequest& req) {
+  absl::MutexLock l(&mu_);
+  if (absl::Status s = Take("SnapshotVolume"); !s.ok()) return s;
+  pb::SnapshotVolumeResponse resp;
+  resp.set_stage(req.complete() ? pb::SnapshotVolumeResponse::DONE
+                                : pb::SnapshotVolumeResponse::COPY);
   return resp;
 }
 

@@ -36,6 +36,8 @@ class AgentClient {
   virtual absl::Status StopServing(const std::string& volume_id) = 0;
   virtual absl::StatusOr<pb::ReshapeVolumeResponse> ReshapeVolume(
       const pb::ReshapeVolumeRequest& req) = 0;
+  virtual absl::StatusOr<pb::SnapshotVolumeResponse> SnapshotVolume(
+      const pb::SnapshotVolumeRequest& req) = 0;
   virtual absl::StatusOr<pb::PublishResponse> Publish(
       const pb::PublishRequest& req) = 0;
   virtual absl::Status Unpublish(const std::string& volume_id,
@@ -61,6 +63,9 @@ class FakeAgentClient final : public AgentClient {
   // DONE at once (the fake has no holders), served_bytes = size_bytes.
   absl::StatusOr<pb::ReshapeVolumeResponse> ReshapeVolume(
       const pb::ReshapeVolumeRequest& req) override;
+  // COPY at once (the fake has no holders); DONE with complete.
+  absl::StatusOr<pb::SnapshotVolumeResponse> SnapshotVolume(
+      const pb::SnapshotVolumeRequest& req) override;
   absl::StatusOr<pb::PublishResponse> Publish(
       const pb::PublishRequest& req) override;
   absl::Status Unpublish(const std::string& volume_id,

@@ -32,7 +32,8 @@ class SystemFormatter final : public Formatter {
   // cannot outlive the command (killed, the namespace goes and the mount
   // with it; an image file's loop device is autoclear), grown, unmounted.
   // nouuid: the source of a copied filesystem may be mounted at the same
-  // time.
+  // time; once unmounted (clean log) the copy gets a UUID of its own, or
+  // xfs would refuse to mount it beside its source.
   static absl::Status GrowXfsOffline(absl::string_view device) {
     struct stat st;
     if (::stat(std::string(device).c_str(), &st) != 0) {
@@ -48,7 +49,9 @@ class SystemFormatter final : public Formatter {
     absl::StatusOr<CommandResult> r = RunCommandOk(
         {"unshare", "--mount", "--propagation", "private", "sh", "-c",
          "mount -t xfs -o \"$3\" \"$1\" \"$2\" || exit; rc=0; "
-         "xfs_growfs \"$2\" || rc=$?; umount \"$2\" || exit; exit $rc",
+         "xfs_growfs \"$2\" || rc=$?; umount \"$2\" || exit; "
+         "if [ $rc -eq 0 ]; then xfs_admin -U generate \"$1\" >/dev/null "
+         "|| rc=$?; fi; exit $rc",
          "xfs-grow", std::string(device), dir, options},
         {.timeout = kGrowTimeout});
     ::rmdir(dir.c_str());

@@ -761,11 +761,15 @@ absl::Status ControllerService::DoCreateSnapshot(
   snap.creation_unix_nanos = absl::ToUnixNanos(absl::Now());
   snap.phase = SnapshotPhase::kCreating;
   snap.frozen_path = frozen;
-  // Recorded (durably) before the copy: ListSnapshots shows it not ready,
-  // and a restart removes what a crash interrupted.
-  RETURN_IF_ERROR(deps_.snapshots->Save(snap));
   const absl::Time t0 = absl::Now();
+  bool recorded = false;
   absl::Status copied = CopyQuiesced(*vol, q, [&]() -> absl::Status {
+    // Recorded (durably) once the source is held still and before the
+    // copy: ListSnapshots shows it not ready only while the source really
+    // is frozen (the state directory is never on the frozen volume), and a
+    // restart removes what a crash interrupted.
+    RETURN_IF_ERROR(deps_.snapshots->Save(snap));
+    recorded = true;
     ASSIGN_OR_RETURN(snap.size_bytes,
                      deps_.backend->CreateSnapshot(id, vol_id));
     return absl::OkStatus();
@@ -776,8 +780,10 @@ absl::Status ControllerService::DoCreateSnapshot(
     copied = deps_.snapshots->Save(snap);
   }
   if (!copied.ok()) {
-    (void)deps_.backend->DeleteSnapshot(id);
-    (void)deps_.snapshots->Remove(id);
+    if (recorded || existing.has_value()) {
+      (void)deps_.backend->DeleteSnapshot(id);
+      (void)deps_.snapshots->Remove(id);
+    }
     return copied;
   }
   base::LogInfo(

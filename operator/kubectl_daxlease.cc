@@ -1,6 +1,6 @@
 // kubectl-daxlease: the kubectl plugin (`kubectl daxlease ...`).
 //   kubectl daxlease status [VOLUME]
-//   kubectl daxlease recall VOLUME [--grace SECONDS] [--reason R]
+//   kubectl daxlease recall VOLUME [--grace SECONDS] [--reason Manual|Evict]
 //   kubectl daxlease migrate VOLUME --to NODE
 // Finds the cluster as kubectl does: --kubeconfig, else $KUBECONFIG, else
 // ~/.kube/config (in a pod: the service account).
@@ -27,8 +27,7 @@ namespace {
 constexpr char kUsage[] =
     "Usage:\n"
     "  kubectl daxlease status [VOLUME]            volumes, leases, recalls\n"
-    "  kubectl daxlease recall VOLUME [--grace S] [--reason "
-    "Manual|Evict|Reshape|Migrate]\n"
+    "  kubectl daxlease recall VOLUME [--grace S] [--reason Manual|Evict]\n"
     "  kubectl daxlease migrate VOLUME --to NODE   move the volume's data and "
     "ownership (a DaxMigration)\n"
     "Options: --kubeconfig PATH\n";
@@ -120,6 +119,9 @@ int Recall(k8s::KubeClient& c, const std::string& volume,
   absl::StatusOr<api::RecallReason> rr =
       api::ParseEnum<api::RecallReason>(reason);
   if (!rr.ok()) return Fail(rr.status().ToString());
+  if (absl::Status by_hand = CheckRecallReasonByHand(*rr); !by_hand.ok()) {
+    return Fail(std::string(by_hand.message()));
+  }
   r.spec.reason = *rr;
   if (!c.Get(api::DaxVolumeResource(), "", volume).ok()) {
     return Fail(absl::StrCat("DaxVolume \"", volume, "\" not found"));

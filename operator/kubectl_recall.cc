@@ -13,6 +13,34 @@ bool Ambiguous(const absl::Status& s) {
 
 }  // namespace
 
+absl::Status CheckRecallReasonByHand(api::RecallReason reason) {
+  switch (reason) {
+    case api::RecallReason::kManual:
+    case api::RecallReason::kEvict:
+      return absl::OkStatus();
+    case api::RecallReason::kSnapshot:
+      return absl::FailedPreconditionError(
+          "a Snapshot recall is made by the CSI driver for a VolumeSnapshot "
+          "(it copies the volume while the holders are held off, then lets "
+          "them back in); one made by hand would leave the volume Quiesced "
+          "with nothing to resume it. Create a VolumeSnapshot, or recall "
+          "with --reason Manual");
+    case api::RecallReason::kReshape:
+      return absl::FailedPreconditionError(
+          "a Reshape recall is made by the CSI driver when the volume grows "
+          "(ControllerExpandVolume: a larger PVC request); one made by hand "
+          "would leave the volume Quiesced with nothing to resume it. Resize "
+          "the PVC, or recall with --reason Manual");
+    case api::RecallReason::kMigrate:
+      return absl::FailedPreconditionError(
+          "a Migrate recall is made by the operator for a DaxMigration; one "
+          "made by hand would leave the volume Quiesced with nothing to "
+          "resume it. Use `kubectl daxlease migrate VOLUME --to NODE`, or "
+          "recall with --reason Manual");
+  }
+  return absl::InvalidArgumentError("unknown recall reason");
+}
+
 absl::StatusOr<k8s::Json> CreateRecallOnce(k8s::KubeClient& client,
                                            const api::DaxRecall& recall,
                                            const std::string& name,

@@ -6,6 +6,7 @@
 
 #include <string>
 
+#include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "lib/api/types.h"
 #include "lib/k8s/client.h"
@@ -19,6 +20,16 @@ namespace daxlease::op {
 // (Unavailable, DeadlineExceeded, Internal, Unknown: the server may have
 // stored it) the object is looked up by name before the POST is tried again
 // (at most `attempts` POSTs). Returns the stored object.
+// Whether `kubectl daxlease recall` may start a recall of this reason.
+// Manual and Evict: yes (the operator resumes the volume once it is
+// Quiesced). Snapshot, Reshape and Migrate: FAILED_PRECONDITION with what
+// to use instead. Each is one half of a change whose other half only its
+// driver does (the CSI CreateSnapshot's copy, ControllerExpandVolume's
+// growth, a DaxMigration's copy and switch): the operator keeps such a
+// volume Quiesced until the owner agent says that other half is done, so a
+// recall made by hand would hold every holder off for good.
+absl::Status CheckRecallReasonByHand(api::RecallReason reason);
+
 absl::StatusOr<k8s::Json> CreateRecallOnce(k8s::KubeClient& client,
                                            const api::DaxRecall& recall,
                                            const std::string& name,

@@ -77,6 +77,23 @@ size_t Recalls(k8s::KubeClient& c) {
 
 // The POST was stored but its answer lost: the recall is found by its name,
 // not created again.
+TEST(CheckRecallReasonByHandTest, OnlyReasonsTheOperatorEndsByItself) {
+  // Manual and Evict resume once Quiesced (lease::WhatEndsRecall).
+  EXPECT_TRUE(CheckRecallReasonByHand(api::RecallReason::kManual).ok());
+  EXPECT_TRUE(CheckRecallReasonByHand(api::RecallReason::kEvict).ok());
+  // The others wait for a copy or a change nobody would make.
+  for (auto r : {api::RecallReason::kSnapshot, api::RecallReason::kReshape,
+                 api::RecallReason::kMigrate}) {
+    absl::Status s = CheckRecallReasonByHand(r);
+    EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition) << s;
+    EXPECT_NE(s.message().find("--reason Manual"), std::string::npos) << s;
+  }
+  EXPECT_NE(CheckRecallReasonByHand(api::RecallReason::kSnapshot)
+                .message()
+                .find("VolumeSnapshot"),
+            std::string::npos);
+}
+
 TEST(CreateRecallOnceTest, LostAnswerMakesNoSecondRecall) {
   base::FakeClock clock;
   k8s::FakeKubeClient fake(clock);

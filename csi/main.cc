@@ -59,8 +59,8 @@ ABSL_FLAG(uint64_t, capacity_bytes, 0,
           "file backend: total bytes for volumes (0: the filesystem's free "
           "space is the only limit)");
 ABSL_FLAG(uint64_t, copy_bytes_per_second, 0,
-          "file backend: pace snapshot and clone copies to this many bytes "
-          "per second (0: as fast as the disk goes)");
+          "pace snapshot and clone copies to this many bytes per second "
+          "(0: as fast as the media goes)");
 ABSL_FLAG(int32_t, image_pool_depth, 0,
           "file backend: pre-formatted images kept ready per "
           "--image-pool-classes entry, formatted in the background; a "
@@ -249,6 +249,8 @@ int Run() {
     NdctlBackendOptions o;
     o.erase_on_delete = absl::GetFlag(FLAGS_ndctl_erase_on_delete);
     o.regions = absl::GetFlag(FLAGS_ndctl_regions);
+    o.copy_marker_dir = absl::StrCat(state_dir, "/ndctl-copies");
+    o.copy_bytes_per_second = absl::GetFlag(FLAGS_copy_bytes_per_second);
     auto nb = std::make_unique<NdctlBackend>(std::move(o));
     if (absl::Status s = nb->Ready(); !s.ok()) return fail(s);
     backend = std::move(nb);

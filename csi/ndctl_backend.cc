@@ -20,11 +20,14 @@
 #include <memory>
 #include <utility>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "lib/base/log.h"
 #include "lib/base/status.h"
+#include "lib/sys/env.h"
+#include "lib/sys/fd.h"
 
 namespace daxlease::csi {
 namespace {
@@ -99,12 +102,14 @@ bool NamedAs(ndctl_namespace* ns, absl::string_view id) {
   return name != nullptr && id == name;
 }
 
-bool OwnedBy(ndctl_namespace* ns, absl::string_view id) {
-  if (!NamedAs(ns, id)) return false;
+bool UuidIs(ndctl_namespace* ns, const std::array<uint8_t, 16>& want) {
   uuid_t uu;
   ndctl_namespace_get_uuid(ns, uu);
-  const std::array<uint8_t, 16> want = VolumeNamespaceUuid(id);
   return std::memcmp(uu, want.data(), 16) == 0;
+}
+
+bool OwnedBy(ndctl_namespace* ns, absl::string_view id) {
+  return NamedAs(ns, id) && UuidIs(ns, VolumeNamespaceUuid(id));
 }
 
 // Our namespace for `id`; `foreign` tells whether another one carries the name.
@@ -374,33 +379,50 @@ absl::Status ZeroHeadAndTail(const std::string& path, bool block,
   return st;
 }
 
-// Creates the namespace for `id` on `region`. On failure nothing is left.
-absl::Status CreateNamespace(ndctl_region* region, absl::string_view id,
-                             VolumeMode mode, uint64_t ns_bytes,
-                             uint64_t pfn_align) {
+// Frees a namespace this call configured (the seed goes back to idle).
+absl::Status Undo(ndctl_namespace* ns, absl::Status st) {
+  ndctl_namespace_set_enforce_mode(ns, NDCTL_NS_MODE_RAW);
+  ndctl_namespace_delete(ns);
+  return st;
+}
+
+// Takes the region's idle namespace seed and gives it `uuid`, `name` and
+// `ns_bytes` (the label is written). On failure nothing is left.
+absl::StatusOr<ndctl_namespace*> LabelSeed(ndctl_region* region,
+                                           std::array<uint8_t, 16> uu,
+                                           const std::string& name,
+                                           uint64_t ns_bytes) {
   const std::string rname = ndctl_region_get_devname(region);
   ndctl_namespace* ns = ndctl_region_get_namespace_seed(region);
   if (ns == nullptr || !ndctl_namespace_is_configuration_idle(ns))
     return absl::UnavailableError(
         absl::StrCat(rname, ": no idle namespace seed (retry)"));
   const std::string nsname = ndctl_namespace_get_devname(ns);
-  auto undo = [&](absl::Status st) {
-    ndctl_namespace_set_enforce_mode(ns, NDCTL_NS_MODE_RAW);
-    ndctl_namespace_delete(ns);
-    return st;
-  };
-  std::array<uint8_t, 16> uu = VolumeNamespaceUuid(id);
-  const std::string name(id);
   int rc = ndctl_namespace_set_uuid(ns, uu.data());
   if (rc < 0) return NdErr("ndctl_namespace_set_uuid", nsname, rc);
   rc = ndctl_namespace_set_alt_name(ns, name.c_str());
-  if (rc < 0) return undo(NdErr("ndctl_namespace_set_alt_name", nsname, rc));
+  if (rc < 0)
+    return Undo(ns, NdErr("ndctl_namespace_set_alt_name", nsname, rc));
   rc = ndctl_namespace_set_size(ns, ns_bytes);
   if (rc < 0) {
     absl::Status st = NdErr("ndctl_namespace_set_size", nsname, rc);
     if (rc == -ENOSPC) st = absl::ResourceExhaustedError(st.message());
-    return undo(st);
+    return Undo(ns, st);
   }
+  return ns;
+}
+
+// Creates the namespace for `id` on `region`. On failure nothing is left.
+absl::Status CreateNamespace(ndctl_region* region, absl::string_view id,
+                             VolumeMode mode, uint64_t ns_bytes,
+                             uint64_t pfn_align) {
+  const std::string rname = ndctl_region_get_devname(region);
+  ASSIGN_OR_RETURN(
+      ndctl_namespace * ns,
+      LabelSeed(region, VolumeNamespaceUuid(id), std::string(id), ns_bytes));
+  const std::string nsname = ndctl_namespace_get_devname(ns);
+  auto undo = [&](absl::Status st) { return Undo(ns, std::move(st)); };
+  int rc = 0;
   // The child device's UUID: derived too, so retries are deterministic.
   std::array<uint8_t, 16> cu = VolumeNamespaceUuid(absl::StrCat(id, "/dev"));
   if (mode == VolumeMode::kFsdax) {
@@ -438,6 +460,192 @@ absl::Status CreateNamespace(ndctl_region* region, absl::string_view id,
     }
   }
   return absl::OkStatus();
+}
+
+// ---------------------------------------------------------------- copies
+// The raw block device of a namespace in raw mode (a snapshot's), enabled.
+absl::StatusOr<std::string> EnabledRawDevice(ndctl_namespace* ns) {
+  if (!ndctl_namespace_is_enabled(ns)) {
+    int rc = ndctl_namespace_enable(ns);
+    if (rc < 0)
+      return NdErr("ndctl_namespace_enable(raw)",
+                   ndctl_namespace_get_devname(ns), rc);
+  }
+  ASSIGN_OR_RETURN(std::string dev, RawDevice(ns));
+  RETURN_IF_ERROR(WaitForNode(dev));
+  return dev;
+}
+
+// A volume's device, enabled (Attach's work, under the caller's lock).
+absl::StatusOr<AttachedDevice> EnabledDevice(ndctl_namespace* ns,
+                                             absl::string_view id) {
+  if (!DeviceEnabled(ns)) {
+    int rc = ndctl_namespace_enable(ns);
+    if (rc < 0)
+      return NdErr("ndctl_namespace_enable", ndctl_namespace_get_devname(ns),
+                   rc);
+  }
+  std::string path = DevicePath(ns);
+  if (path.empty())
+    return absl::InternalError(absl::StrCat("volume ", id, " has no device"));
+  RETURN_IF_ERROR(WaitForNode(path));
+  return AttachedDevice{path,
+                        ndctl_namespace_get_mode(ns) == NDCTL_NS_MODE_FSDAX};
+}
+
+// Our snapshot namespace for `id` (complete or not), or null.
+ndctl_namespace* FindSnapshot(ndctl_ctx* ctx, const NdctlBackendOptions& o,
+                              absl::string_view id) {
+  absl::StatusOr<std::string> name = SnapshotNamespaceName(id);
+  if (!name.ok()) return nullptr;
+  const std::array<uint8_t, 16> uu = SnapshotNamespaceUuid(id);
+  ndctl_namespace* found = nullptr;
+  ForEachRegion(ctx, o, [&](ndctl_region* r) {
+    ndctl_namespace* ns;
+    ndctl_namespace_foreach(r, ns) {
+      if (found == nullptr && NamedAs(ns, *name) && UuidIs(ns, uu)) found = ns;
+    }
+  });
+  return found;
+}
+
+struct AlignedBuffer {
+  explicit AlignedBuffer(size_t n) {
+    void* raw = nullptr;
+    if (::posix_memalign(&raw, 4096, n) == 0) p = static_cast<char*>(raw);
+  }
+  ~AlignedBuffer() { std::free(p); }
+  AlignedBuffer(const AlignedBuffer&) = delete;
+  AlignedBuffer& operator=(const AlignedBuffer&) = delete;
+  char* p = nullptr;
+};
+
+// `data` written at `offset` of a block device, O_DIRECT (offset and size
+// multiples of 512), then fsync: on pmem, on the media when it returns.
+absl::Status WriteDirect(const std::string& path, uint64_t offset,
+                         absl::string_view data) {
+  ASSIGN_OR_RETURN(sys::UniqueFd fd,
+                   sys::OpenFd(path, O_RDWR | O_CLOEXEC | O_DIRECT));
+  AlignedBuffer buf(data.size());
+  if (buf.p == nullptr) return absl::ResourceExhaustedError("no memory");
+  std::memcpy(buf.p, data.data(), data.size());
+  if (::pwrite(fd.get(), buf.p, data.size(), static_cast<off_t>(offset)) !=
+      static_cast<ssize_t>(data.size()))
+    return base::ErrnoStatus("pwrite", path, errno ? errno : EIO);
+  if (::fsync(fd.get()) != 0) return base::ErrnoStatus("fsync", path, errno);
+  return absl::OkStatus();
+}
+
+absl::StatusOr<SnapshotHeader> ReadSnapshotHeader(const std::string& dev) {
+  ASSIGN_OR_RETURN(sys::UniqueFd fd,
+                   sys::OpenFd(dev, O_RDONLY | O_CLOEXEC | O_DIRECT));
+  AlignedBuffer buf(kSnapshotHeaderBytes);
+  if (buf.p == nullptr) return absl::ResourceExhaustedError("no memory");
+  if (::pread(fd.get(), buf.p, kSnapshotHeaderBytes, 0) !=
+      static_cast<ssize_t>(kSnapshotHeaderBytes))
+    return base::ErrnoStatus("pread", dev, errno ? errno : EIO);
+  return DecodeSnapshotHeader(absl::string_view(buf.p, kSnapshotHeaderBytes));
+}
+
+// One side of a copy: `len` bytes from `offset` of a block device (O_DIRECT)
+// or of a device-dax character device (through mappings: it does not
+// read(2); offsets and sizes are multiples of its 2 MiB alignment).
+class DeviceSpan {
+ public:
+  static absl::StatusOr<DeviceSpan> Open(const AttachedDevice& dev, bool write,
+                                         uint64_t offset) {
+    int flags = O_CLOEXEC | (write ? O_RDWR : O_RDONLY);
+    // A target is never mounted: O_EXCL keeps anyone else from it.
+    if (dev.block) flags |= O_DIRECT | (write ? O_EXCL : 0);
+    ASSIGN_OR_RETURN(sys::UniqueFd fd, sys::OpenFd(dev.path, flags));
+    return DeviceSpan(dev, std::move(fd), offset);
+  }
+
+  absl::Status Read(uint64_t pos, char* buf, size_t n) {
+    if (block_) return Io(false, pos, buf, n);
+    void* m = ::mmap(nullptr, n, PROT_READ, MAP_SHARED, fd_.get(),
+                     static_cast<off_t>(offset_ + pos));
+    if (m == MAP_FAILED) return base::ErrnoStatus("mmap", path_, errno);
+    std::memcpy(buf, m, n);
+    ::munmap(m, n);
+    return absl::OkStatus();
+  }
+
+  // Device DAX: non-temporal stores (they bypass the cache, so nothing is
+  // left to flush) and a fence before the mapping goes.
+  absl::Status Write(uint64_t pos, const char* buf, size_t n) {
+    if (block_) return Io(true, pos, const_cast<char*>(buf), n);
+    void* m = ::mmap(nullptr, n, PROT_READ | PROT_WRITE, MAP_SHARED, fd_.get(),
+                     static_cast<off_t>(offset_ + pos));
+    if (m == MAP_FAILED) return base::ErrnoStatus("mmap", path_, errno);
+    auto* d = static_cast<__m128i*>(m);
+    const auto* s = reinterpret_cast<const __m128i*>(buf);
+    for (size_t i = 0; i < n / 16; ++i)
+      _mm_stream_si128(d + i, _mm_load_si128(s + i));
+    _mm_sfence();
+    ::munmap(m, n);
+    return absl::OkStatus();
+  }
+
+  absl::Status Sync() {
+    if (block_ && ::fsync(fd_.get()) != 0)
+      return base::ErrnoStatus("fsync", path_, errno);
+    return absl::OkStatus();
+  }
+
+ private:
+  DeviceSpan(const AttachedDevice& dev, sys::UniqueFd fd, uint64_t offset)
+      : path_(dev.path),
+        block_(dev.block),
+        fd_(std::move(fd)),
+        offset_(offset) {}
+
+  absl::Status Io(bool write, uint64_t pos, char* buf, size_t n) {
+    for (size_t done = 0; done < n;) {
+      const off_t at = static_cast<off_t>(offset_ + pos + done);
+      ssize_t r = write ? ::pwrite(fd_.get(), buf + done, n - done, at)
+                        : ::pread(fd_.get(), buf + done, n - done, at);
+      if (r < 0 && errno == EINTR) continue;
+      if (r <= 0)
+        return base::ErrnoStatus(write ? "pwrite" : "pread", path_,
+                                 r < 0 ? errno : EIO);
+      done += static_cast<size_t>(r);
+    }
+    return absl::OkStatus();
+  }
+
+  std::string path_;
+  bool block_;
+  sys::UniqueFd fd_;
+  uint64_t offset_;
+};
+
+// Copies `bytes` (a multiple of 2 MiB: usable sizes are) from `from` at
+// `from_offset` to `to` at `to_offset`, durable when it returns.
+absl::Status CopyDevice(const AttachedDevice& from, uint64_t from_offset,
+                        const AttachedDevice& to, uint64_t to_offset,
+                        uint64_t bytes, uint64_t bytes_per_second) {
+  const absl::Time t0 = absl::Now();
+  constexpr size_t kChunk = 8 * kMiB;
+  ASSIGN_OR_RETURN(DeviceSpan src, DeviceSpan::Open(from, false, from_offset));
+  ASSIGN_OR_RETURN(DeviceSpan dst, DeviceSpan::Open(to, true, to_offset));
+  AlignedBuffer buf(kChunk);
+  if (buf.p == nullptr)
+    return absl::ResourceExhaustedError("no memory for the copy buffer");
+  for (uint64_t pos = 0; pos < bytes;) {
+    const size_t n =
+        static_cast<size_t>(std::min<uint64_t>(kChunk, bytes - pos));
+    RETURN_IF_ERROR(src.Read(pos, buf.p, n));
+    RETURN_IF_ERROR(dst.Write(pos, buf.p, n));
+    pos += n;
+    if (bytes_per_second > 0) {
+      absl::SleepFor(t0 +
+                     absl::Seconds(static_cast<double>(pos) /
+                                   static_cast<double>(bytes_per_second)) -
+                     absl::Now());
+    }
+  }
+  return dst.Sync();
 }
 
 absl::Status ValidateId(absl::string_view id) {
@@ -583,30 +791,38 @@ absl::StatusOr<std::vector<Volume>> NdctlBackend::List() {
 }
 
 absl::Status NdctlBackend::Delete(absl::string_view id) {
+  return DeleteFound("volume", id, [&](ndctl_ctx* ctx) {
+    return FindOwned(ctx, options_, id).ns;
+  });
+}
+
+template <typename Find>
+absl::Status NdctlBackend::DeleteFound(absl::string_view kind,
+                                       absl::string_view id, Find find) {
   std::string dev, raw;
   uint64_t size = 0;
   const absl::Time t0 = absl::Now();
   {
     absl::MutexLock l(&mu_);
     ASSIGN_OR_RETURN(Ctx ctx, OpenCtx());
-    Found f = FindOwned(ctx.get(), options_, id);
-    if (f.ns == nullptr) return absl::OkStatus();
-    dev = ndctl_namespace_get_devname(f.ns);
-    const std::string device = DevicePath(f.ns);
+    ndctl_namespace* ns = find(ctx.get());
+    if (ns == nullptr) return absl::OkStatus();
+    dev = ndctl_namespace_get_devname(ns);
+    const std::string device = DevicePath(ns);
     if (!device.empty() && DeviceInUse(device))
       return absl::FailedPreconditionError(absl::StrCat(
-          "volume ", id, " is in use (", device, " is open or mapped)"));
-    int rc = ndctl_namespace_disable_safe(f.ns);
+          kind, " ", id, " is in use (", device, " is open or mapped)"));
+    int rc = ndctl_namespace_disable_safe(ns);
     if (rc < 0) {
       if (rc == -EBUSY)
         return absl::FailedPreconditionError(absl::StrCat(
-            "volume ", id, " is in use (", device, " mounted or open)"));
+            kind, " ", id, " is in use (", device, " mounted or open)"));
       return NdErr("ndctl_namespace_disable_safe", dev, rc);
     }
     if (!options_.erase_on_delete) {
       // Only the info block: short, done under the lock.
-      RETURN_IF_ERROR(EraseAndDelete(f.ns, false));
-      base::LogInfo("ndctl.delete", {{"volume", std::string(id)},
+      RETURN_IF_ERROR(EraseAndDelete(ns, false));
+      base::LogInfo("ndctl.delete", {{std::string(kind), std::string(id)},
                                      {"namespace", dev},
                                      {"erased", "info-block"}});
       return absl::OkStatus();
@@ -618,31 +834,31 @@ absl::Status NdctlBackend::Delete(absl::string_view id) {
     // service's per-volume lock keeps other calls for `id` away. A crash
     // mid-erase leaves a raw namespace of ours, which the retried Delete
     // (or a Create of the same ID) erases and frees.
-    ndctl_namespace_set_enforce_mode(f.ns, NDCTL_NS_MODE_RAW);
-    size = ndctl_namespace_get_size(f.ns);
-    ndctl_namespace_set_raw_mode(f.ns, 1);
-    rc = ndctl_namespace_enable(f.ns);
+    ndctl_namespace_set_enforce_mode(ns, NDCTL_NS_MODE_RAW);
+    size = ndctl_namespace_get_size(ns);
+    ndctl_namespace_set_raw_mode(ns, 1);
+    rc = ndctl_namespace_enable(ns);
     if (rc < 0) {
-      ndctl_namespace_set_raw_mode(f.ns, 0);
+      ndctl_namespace_set_raw_mode(ns, 0);
       return NdErr("ndctl_namespace_enable(raw)", dev, rc);
     }
-    ASSIGN_OR_RETURN(raw, RawDevice(f.ns));
+    ASSIGN_OR_RETURN(raw, RawDevice(ns));
   }
   absl::Status erased = ZeroPath(raw, size);
   absl::MutexLock l(&mu_);
   ASSIGN_OR_RETURN(Ctx ctx, OpenCtx());
-  Found f = FindOwned(ctx.get(), options_, id);
-  if (f.ns == nullptr)
-    return absl::InternalError(
-        absl::StrCat("namespace of ", id, " vanished during its erase"));
-  ndctl_namespace_set_raw_mode(f.ns, 0);
-  ndctl_namespace_disable_invalidate(f.ns);
+  ndctl_namespace* ns = find(ctx.get());
+  if (ns == nullptr)
+    return absl::InternalError(absl::StrCat("namespace of ", kind, " ", id,
+                                            " vanished during its erase"));
+  ndctl_namespace_set_raw_mode(ns, 0);
+  ndctl_namespace_disable_invalidate(ns);
   if (!erased.ok()) return base::Annotate(erased, "erasing the namespace");
-  int rc = ndctl_namespace_delete(f.ns);
+  int rc = ndctl_namespace_delete(ns);
   if (rc < 0) return NdErr("ndctl_namespace_delete", dev, rc);
   base::LogInfo(
       "ndctl.delete",
-      {{"volume", std::string(id)},
+      {{std::string(kind), std::string(id)},
        {"namespace", dev},
        {"erased", "all"},
        {"ms", std::to_string(absl::ToInt64Milliseconds(absl::Now() - t0))}});
@@ -683,18 +899,7 @@ absl::StatusOr<AttachedDevice> NdctlBackend::Attach(absl::string_view id) {
   Found f = FindOwned(ctx.get(), options_, id);
   if (f.ns == nullptr)
     return absl::NotFoundError(absl::StrCat("no ndctl volume ", id));
-  if (!DeviceEnabled(f.ns)) {
-    int rc = ndctl_namespace_enable(f.ns);
-    if (rc < 0)
-      return NdErr("ndctl_namespace_enable", ndctl_namespace_get_devname(f.ns),
-                   rc);
-  }
-  std::string path = DevicePath(f.ns);
-  if (path.empty())
-    return absl::InternalError(absl::StrCat("volume ", id, " has no device"));
-  RETURN_IF_ERROR(WaitForNode(path));
-  return AttachedDevice{path,
-                        ndctl_namespace_get_mode(f.ns) == NDCTL_NS_MODE_FSDAX};
+  return EnabledDevice(f.ns, id);
 }
 
 absl::StatusOr<std::optional<AttachedDevice>> NdctlBackend::FindAttached(
@@ -716,6 +921,254 @@ absl::Status NdctlBackend::Detach(absl::string_view id) {
 }
 
 absl::Status NdctlBackend::RefreshDevice(absl::string_view id) {
+  return absl::OkStatus();
+}
+
+// ---------------------------------------------------------------- snapshots
+
+std::string NdctlBackend::MarkerPath(absl::string_view volume_id) const {
+  return absl::StrCat(options_.copy_marker_dir, "/", volume_id);
+}
+
+absl::StatusOr<uint64_t> NdctlBackend::CreateSnapshot(
+    absl::string_view snapshot_id, absl::string_view volume_id) {
+  if (!SupportsSnapshots())
+    return absl::UnimplementedError("ndctl: snapshots are not configured");
+  ASSIGN_OR_RETURN(const std::string name, SnapshotNamespaceName(snapshot_id));
+  RETURN_IF_ERROR(ValidateId(volume_id));
+  bool partial = false;
+  {
+    absl::MutexLock l(&mu_);
+    ASSIGN_OR_RETURN(Ctx ctx, OpenCtx());
+    if (ndctl_namespace* ns = FindSnapshot(ctx.get(), options_, snapshot_id)) {
+      ASSIGN_OR_RETURN(std::string dev, EnabledRawDevice(ns));
+      absl::StatusOr<SnapshotHeader> h = ReadSnapshotHeader(dev);
+      if (h.ok() && h->complete && h->snapshot_id == snapshot_id)
+        return h->data_bytes;
+      partial = true;
+    }
+  }
+  // An earlier attempt's unfinished copy: erased and redone.
+  if (partial) RETURN_IF_ERROR(DeleteSnapshot(snapshot_id));
+  const absl::Time t0 = absl::Now();
+  AttachedDevice source, target;
+  SnapshotHeader header;
+  header.snapshot_id = std::string(snapshot_id);
+  std::string region_name;
+  {
+    absl::MutexLock l(&mu_);
+    ASSIGN_OR_RETURN(Ctx ctx, OpenCtx());
+    Found f = FindOwned(ctx.get(), options_, volume_id);
+    if (f.ns == nullptr)
+      return absl::NotFoundError(absl::StrCat("no ndctl volume ", volume_id));
+    ASSIGN_OR_RETURN(source, EnabledDevice(f.ns, volume_id));
+    const Volume v = VolumeOf(volume_id, f.ns, options_.pfn_align);
+    header.data_bytes = v.capacity_bytes;
+    header.mode = v.mode;
+    std::vector<RegionSpace> spaces;
+    std::vector<ndctl_region*> handles;
+    ForEachRegion(ctx.get(), options_, [&](ndctl_region* r) {
+      spaces.push_back(SpaceOf(r, options_.pfn_align));
+      handles.push_back(r);
+    });
+    ASSIGN_OR_RETURN(Placement p,
+                     ChooseRegionForSnapshot(spaces, header.data_bytes));
+    region_name = p.region;
+    ndctl_region* region = nullptr;
+    for (size_t i = 0; i < spaces.size(); ++i)
+      if (spaces[i].name == p.region) region = handles[i];
+    ASSIGN_OR_RETURN(ndctl_namespace * ns,
+                     LabelSeed(region, SnapshotNamespaceUuid(snapshot_id), name,
+                               p.namespace_bytes));
+    ndctl_namespace_set_enforce_mode(ns, NDCTL_NS_MODE_RAW);
+    absl::StatusOr<std::string> dev = EnabledRawDevice(ns);
+    if (!dev.ok()) return Undo(ns, dev.status());
+    target = AttachedDevice{*dev, true};
+  }
+  // The copy runs without the backend's lock (as an erase does): the
+  // namespace is ours by name and UUID, and the service's locks keep other
+  // calls for the snapshot and the volume away. "copying" first, over
+  // whatever the space held, and the 4 KiB after it zeroed.
+  std::string head = EncodeSnapshotHeader(header);
+  head.append(kSnapshotHeaderBytes, '\0');
+  absl::Status st = WriteDirect(target.path, 0, head);
+  if (st.ok())
+    st = CopyDevice(source, 0, target, kSnapshotDataOffset, header.data_bytes,
+                    options_.copy_bytes_per_second);
+  if (st.ok()) {
+    // The one word that changes is written last, alone in its sector.
+    header.complete = true;
+    st = WriteDirect(target.path, 0,
+                     EncodeSnapshotHeader(header).substr(0, 512));
+  }
+  if (!st.ok()) {
+    (void)DeleteSnapshot(snapshot_id);
+    return base::Annotate(st, absl::StrCat("copying volume ", volume_id,
+                                           " into snapshot ", snapshot_id));
+  }
+  base::LogInfo(
+      "ndctl.snapshot",
+      {{"snapshot", std::string(snapshot_id)},
+       {"volume", std::string(volume_id)},
+       {"region", region_name},
+       {"device", target.path},
+       {"bytes", std::to_string(header.data_bytes)},
+       {"ms", std::to_string(absl::ToInt64Milliseconds(absl::Now() - t0))}});
+  return header.data_bytes;
+}
+
+absl::Status NdctlBackend::DeleteSnapshot(absl::string_view snapshot_id) {
+  // An ID that cannot name a namespace names no snapshot of ours.
+  if (!SnapshotNamespaceName(snapshot_id).ok()) return absl::OkStatus();
+  return DeleteFound("snapshot", snapshot_id, [&](ndctl_ctx* ctx) {
+    return FindSnapshot(ctx, options_, snapshot_id);
+  });
+}
+
+absl::StatusOr<uint64_t> NdctlBackend::SnapshotSize(
+    absl::string_view snapshot_id) {
+  absl::MutexLock l(&mu_);
+  ASSIGN_OR_RETURN(Ctx ctx, OpenCtx());
+  ndctl_namespace* ns = FindSnapshot(ctx.get(), options_, snapshot_id);
+  if (ns == nullptr)
+    return absl::NotFoundError(absl::StrCat("no ndctl snapshot ", snapshot_id));
+  ASSIGN_OR_RETURN(std::string dev, EnabledRawDevice(ns));
+  absl::StatusOr<SnapshotHeader> h = ReadSnapshotHeader(dev);
+  if (!h.ok() || !h->complete || h->snapshot_id != snapshot_id)
+    return absl::NotFoundError(
+        absl::StrCat("ndctl snapshot ", snapshot_id, " is not complete"));
+  return h->data_bytes;
+}
+
+absl::StatusOr<Volume> NdctlBackend::CreateFrom(const VolumeSpec& spec,
+                                                const ContentSource& source) {
+  if (!SupportsSnapshots())
+    return absl::UnimplementedError("ndctl: clones are not configured");
+  RETURN_IF_ERROR(ValidateId(spec.id));
+  sys::Env* env = sys::DefaultEnv();
+  const std::string marker = MarkerPath(spec.id);
+  if (env->PathExists(marker)) {
+    // A copy a crash interrupted: its volume is partial.
+    RETURN_IF_ERROR(Delete(spec.id));
+  } else {
+    absl::StatusOr<Volume> have = Get(spec.id);
+    if (have.ok() || !absl::IsNotFound(have.status())) return have;
+  }
+  AttachedDevice from;
+  uint64_t from_offset = 0, bytes = 0;
+  VolumeMode mode = VolumeMode::kFsdax;
+  {
+    absl::MutexLock l(&mu_);
+    ASSIGN_OR_RETURN(Ctx ctx, OpenCtx());
+    if (source.snapshot) {
+      ndctl_namespace* ns = FindSnapshot(ctx.get(), options_, source.id);
+      absl::StatusOr<SnapshotHeader> h =
+          absl::NotFoundError(absl::StrCat("no ndctl snapshot ", source.id));
+      if (ns != nullptr) {
+        ASSIGN_OR_RETURN(std::string dev, EnabledRawDevice(ns));
+        h = ReadSnapshotHeader(dev);
+        from = AttachedDevice{dev, true};
+      }
+      if (!h.ok() || !h->complete || h->snapshot_id != source.id)
+        return absl::NotFoundError(
+            absl::StrCat("no complete ndctl snapshot ", source.id));
+      from_offset = kSnapshotDataOffset;
+      bytes = h->data_bytes;
+      mode = h->mode;
+    } else {
+      Found f = FindOwned(ctx.get(), options_, source.id);
+      if (f.ns == nullptr)
+        return absl::NotFoundError(absl::StrCat("no ndctl volume ", source.id));
+      ASSIGN_OR_RETURN(from, EnabledDevice(f.ns, source.id));
+      const Volume v = VolumeOf(source.id, f.ns, options_.pfn_align);
+      bytes = v.capacity_bytes;
+      mode = v.mode;
+    }
+  }
+  if (mode != spec.mode)
+    return absl::InvalidArgumentError(absl::StrCat(
+        "the source's mode (", mode == VolumeMode::kFsdax ? "fsdax" : "devdax",
+        ") is not the one asked for volume ", spec.id));
+  if (bytes > spec.capacity_bytes)
+    return absl::OutOfRangeError(
+        absl::StrCat("the source holds ", bytes, " bytes, more than the ",
+                     spec.capacity_bytes, " asked for"));
+  const absl::Time t0 = absl::Now();
+  RETURN_IF_ERROR(env->MakeDirs(options_.copy_marker_dir, 0700));
+  RETURN_IF_ERROR(env->WriteFileSynced(marker, source.id));
+  RETURN_IF_ERROR(env->Sync(options_.copy_marker_dir));
+  auto unmark = [&] {
+    absl::Status st = env->RemoveFile(marker);
+    return st.ok() ? env->Sync(options_.copy_marker_dir) : st;
+  };
+  absl::StatusOr<Volume> vol = Create(spec);
+  if (!vol.ok()) {
+    (void)unmark();
+    return vol.status();
+  }
+  absl::StatusOr<AttachedDevice> to = Attach(spec.id);
+  absl::Status st = to.status();
+  if (st.ok())
+    st = CopyDevice(from, from_offset, *to, 0, bytes,
+                    options_.copy_bytes_per_second);
+  if (!st.ok()) {
+    // Freed now if it can be; else the marker stays and the retry or the
+    // next start frees it.
+    if (Delete(spec.id).ok()) (void)unmark();
+    return base::Annotate(st, absl::StrCat("copying into volume ", spec.id));
+  }
+  RETURN_IF_ERROR(unmark());
+  base::LogInfo(
+      "ndctl.created_from",
+      {{"volume", spec.id},
+       {source.snapshot ? "snapshot" : "source_volume", source.id},
+       {"bytes", std::to_string(bytes)},
+       {"ms", std::to_string(absl::ToInt64Milliseconds(absl::Now() - t0))}});
+  return vol;
+}
+
+absl::Status NdctlBackend::DropPartialCopies() {
+  if (!SupportsSnapshots()) return absl::OkStatus();
+  std::vector<std::string> partial;
+  {
+    absl::MutexLock l(&mu_);
+    ASSIGN_OR_RETURN(Ctx ctx, OpenCtx());
+    std::vector<std::string> ids;
+    ForEachRegion(ctx.get(), options_, [&](ndctl_region* r) {
+      ndctl_namespace* ns;
+      ndctl_namespace_foreach(r, ns) {
+        const char* name = ndctl_namespace_get_alt_name(ns);
+        if (ndctl_namespace_get_size(ns) == 0 || name == nullptr ||
+            !absl::StartsWith(name, "s:"))
+          continue;
+        const std::string id = name + 2;
+        if (FindSnapshot(ctx.get(), options_, id) == ns) ids.push_back(id);
+      }
+    });
+    for (const std::string& id : ids) {
+      ndctl_namespace* ns = FindSnapshot(ctx.get(), options_, id);
+      absl::StatusOr<std::string> dev = EnabledRawDevice(ns);
+      absl::StatusOr<SnapshotHeader> h =
+          dev.ok() ? ReadSnapshotHeader(*dev) : dev.status();
+      if (!h.ok() || !h->complete || h->snapshot_id != id)
+        partial.push_back(id);
+    }
+  }
+  for (const std::string& id : partial) {
+    base::LogInfo("ndctl.partial_snapshot_removed", {{"snapshot", id}});
+    RETURN_IF_ERROR(DeleteSnapshot(id));
+  }
+  sys::Env* env = sys::DefaultEnv();
+  if (!env->PathExists(options_.copy_marker_dir)) return absl::OkStatus();
+  ASSIGN_OR_RETURN(std::vector<std::string> marked,
+                   env->ListDir(options_.copy_marker_dir));
+  for (const std::string& id : marked) {
+    if (!ValidateId(id).ok()) continue;
+    base::LogInfo("ndctl.partial_copy_removed", {{"volume", id}});
+    RETURN_IF_ERROR(Delete(id));
+    RETURN_IF_ERROR(env->RemoveFile(MarkerPath(id)));
+  }
+  if (!marked.empty()) RETURN_IF_ERROR(env->Sync(options_.copy_marker_dir));
   return absl::OkStatus();
 }
 

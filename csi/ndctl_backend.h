@@ -33,6 +33,30 @@
 // space may still hold old bytes for a raw (block, devdax) reader: only
 // erase_on_delete guarantees a clean volume.
 //
+// Snapshots (docs/csi.md, "Snapshots and clones"). A snapshot is a raw
+// namespace of its own (no fsdax/devdax device: nothing maps it), named
+// "s:<snapshot-id>" with a UUID derived from that (SnapshotNamespaceUuid),
+// so a snapshot is never taken for a volume and survives plugin and node
+// restarts on the media alone, like a volume. It starts with a 4 KiB
+// header (SnapshotHeader: what was copied, from which mode, and whether the
+// copy is complete), then zeros up to kSnapshotDataOffset (the 4 KiB where
+// the kernel looks for an fsdax/devdax/btt info block stays zero, so a
+// snapshot is never probed as anything but raw), then the source volume's
+// usable bytes. The header is written "copying" before the copy and
+// "complete" (one aligned 8-byte word) only once the copy is durable: a
+// snapshot is complete or absent (SnapshotSize answers NotFound for a
+// partial one, DropPartialCopies erases it). Either mode is copied the same
+// way: O_DIRECT from /dev/pmemN, or through a mapping of /dev/daxX.Y
+// (character devices do not read(2)); into a devdax volume with
+// non-temporal stores and a fence (device DAX has no fsync).
+// A restore or clone (CreateFrom) is a new volume namespace of the asked
+// size and a copy into it. A volume's namespace cannot be renamed once its
+// fsdax/devdax device holds it (the kernel refuses a new name or UUID for a
+// claimed namespace), so an unfinished copy is marked outside the media: a
+// file <copy_marker_dir>/<volume-id>, durable before the namespace is made
+// and removed once the copy is durable; a volume with a marker is partial
+// (CreateFrom redoes it, DropPartialCopies deletes it).
+//
 // Expansion: not in place, and not inside the backend. A map=dev namespace
 // cannot grow in place (the memmap reserve at its start is sized for the old
 // size, so growing would move the data start) and namespaces need contiguous
@@ -124,6 +148,38 @@ absl::StatusOr<Placement> ChooseRegion(const std::vector<RegionSpace>& regions,
                                        uint64_t limit_bytes,
                                        uint64_t pfn_align);
 
+// Snapshot namespaces (see the header comment). The data starts at
+// kSnapshotDataOffset; the header is the first kSnapshotHeaderBytes.
+inline constexpr uint64_t kSnapshotDataOffset = 2 * kMiB;
+inline constexpr uint64_t kSnapshotHeaderBytes = 4096;
+
+// The size of the raw namespace holding a snapshot of `data_bytes`: header
+// and gap, data, aligned up to the region's alignment, >= 16 MiB.
+uint64_t SnapshotNamespaceBytes(uint64_t data_bytes, uint64_t region_align);
+
+// Best fit (as ChooseRegion) for the raw namespace of a snapshot of
+// `data_bytes`; RESOURCE_EXHAUSTED when no region has a range for it.
+// Placement::usable_bytes is `data_bytes`.
+absl::StatusOr<Placement> ChooseRegionForSnapshot(
+    const std::vector<RegionSpace>& regions, uint64_t data_bytes);
+
+// What a snapshot namespace's header says.
+struct SnapshotHeader {
+  std::string snapshot_id;
+  uint64_t data_bytes = 0;  // the source volume's usable bytes
+  VolumeMode mode = VolumeMode::kFsdax;
+  bool complete = false;
+};
+// The kSnapshotHeaderBytes the header is on the media (little-endian):
+// magic "DXLSNAP1", the state word ("COMPLETE" or zeros) at offset 8, data
+// bytes, mode, the ID; a checksum over all but the state word.
+std::string EncodeSnapshotHeader(const SnapshotHeader& h);
+// The offset of the 8-byte state word, the only part rewritten at the end.
+inline constexpr uint64_t kSnapshotStateOffset = 8;
+// DataLoss for anything that is not a header EncodeSnapshotHeader wrote
+// (a namespace whose header was never written reads as zeros).
+absl::StatusOr<SnapshotHeader> DecodeSnapshotHeader(absl::string_view bytes);
+
 // Total, free total, and largest creatable volume over all regions.
 Capacity CapacityOf(const std::vector<RegionSpace>& regions,
                     uint64_t pfn_align);
@@ -131,6 +187,12 @@ Capacity CapacityOf(const std::vector<RegionSpace>& regions,
 // The namespace UUID of a volume: 16 bytes derived from the ID (RFC 9562
 // version 8 layout), the ownership mark of the backend's namespaces.
 std::array<uint8_t, 16> VolumeNamespaceUuid(absl::string_view volume_id);
+// The same for a snapshot's namespace (another key: never a volume's).
+std::array<uint8_t, 16> SnapshotNamespaceUuid(absl::string_view snapshot_id);
+// The label name of a snapshot's namespace: "s:<id>" (volume IDs have no
+// ':'); InvalidArgument when it would not fit the label's 63 characters.
+absl::StatusOr<std::string> SnapshotNamespaceName(
+    absl::string_view snapshot_id);
 
 // ---------------------------------------------------------------- backend
 struct NdctlBackendOptions {
@@ -140,6 +202,12 @@ struct NdctlBackendOptions {
   uint64_t pfn_align = 2 * kMiB;
   // Regions to use ("region0", ...); empty = every labelled pmem region.
   std::vector<std::string> regions;
+  // Where unfinished restores and clones are marked (see above; the
+  // plugin's state directory). Empty: no snapshots or clones.
+  std::string copy_marker_dir;
+  // Paces snapshot and clone copies (bytes per second; 0: as fast as the
+  // media goes). Also what lets a test kill the plugin mid-copy.
+  uint64_t copy_bytes_per_second = 0;
 };
 
 class NdctlBackend final : public VolumeBackend {
@@ -168,10 +236,30 @@ class NdctlBackend final : public VolumeBackend {
   // it; devdax: "".
   absl::StatusOr<std::string> FormatPath(absl::string_view id) override;
 
+  // Snapshots and clones: see the header comment.
+  bool SupportsSnapshots() const override {
+    return !options_.copy_marker_dir.empty();
+  }
+  absl::StatusOr<uint64_t> CreateSnapshot(absl::string_view snapshot_id,
+                                          absl::string_view volume_id) override;
+  absl::Status DeleteSnapshot(absl::string_view snapshot_id) override;
+  absl::StatusOr<uint64_t> SnapshotSize(absl::string_view snapshot_id) override;
+  absl::StatusOr<Volume> CreateFrom(const VolumeSpec& spec,
+                                    const ContentSource& source) override;
+  absl::Status DropPartialCopies() override;
+
   // The regions the backend would use, as it sees them now.
   absl::StatusOr<std::vector<RegionSpace>> Regions();
 
  private:
+  std::string MarkerPath(absl::string_view volume_id) const;
+  // Erases (as erase_on_delete says) and frees the namespace `find` finds
+  // under the lock (the volume or snapshot `id`, `kind` says which), the
+  // long erase without it. OK when it finds none.
+  template <typename Find>
+  absl::Status DeleteFound(absl::string_view kind, absl::string_view id,
+                           Find find);
+
   const NdctlBackendOptions options_;
   absl::Mutex mu_;
 };

@@ -1,4 +1,6 @@
 #include <algorithm>
+#include <cstdio>
+#include <string>
 #include <vector>
 
 #include "csi/ndctl_backend.h"
@@ -56,6 +58,9 @@ TEST(NamespaceBytesFor, RejectsZero) {
   EXPECT_EQ(NamespaceBytesFor(kMiB, 0, k2M).status().code(),
             absl::StatusCode::kInvalidArgument);
 }
+
+// VolumeNamespaceUuid("pvc-1") as every release so far has made it.
+constexpr char kPvc1Uuid[] = "68f7febd1af288ba97b1ff62585a43a9";
 
 std::vector<RegionSpace> TwoRegions() {
   return {{"region0", 1024 * kMiB, 600 * kMiB, 400 * kMiB, k16M},
@@ -117,6 +122,86 @@ TEST(VolumeNamespaceUuid, DeterministicDistinctAndVersioned) {
   EXPECT_NE(a, VolumeNamespaceUuid("pvc-2"));
   EXPECT_EQ(a[6] >> 4, 8);
   EXPECT_EQ(a[8] >> 6, 2);
+}
+
+TEST(VolumeNamespaceUuid, UnchangedForExistingVolumes) {
+  // Namespaces made by earlier releases must still be found as ours.
+  auto u = VolumeNamespaceUuid("pvc-1");
+  EXPECT_EQ(u, VolumeNamespaceUuid("pvc-1"));
+  char hex[33];
+  for (int i = 0; i < 16; ++i) std::snprintf(hex + 2 * i, 3, "%02x", u[i]);
+  EXPECT_STREQ(hex, kPvc1Uuid);
+}
+
+TEST(SnapshotNamespace, NeverAVolumesNameOrUuid) {
+  EXPECT_NE(SnapshotNamespaceUuid("pvc-1"), VolumeNamespaceUuid("pvc-1"));
+  EXPECT_EQ(SnapshotNamespaceUuid("s1"), SnapshotNamespaceUuid("s1"));
+  EXPECT_NE(SnapshotNamespaceUuid("s1"), SnapshotNamespaceUuid("s2"));
+  EXPECT_EQ(*SnapshotNamespaceName("snap-1"), "s:snap-1");
+  // The label holds 63 characters: "s:" + 61.
+  EXPECT_TRUE(SnapshotNamespaceName(std::string(61, 'a')).ok());
+  EXPECT_EQ(SnapshotNamespaceName(std::string(62, 'a')).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_FALSE(SnapshotNamespaceName("").ok());
+}
+
+TEST(SnapshotNamespaceBytes, HeaderGapAndDataAlignedAndAtLeast16MiB) {
+  EXPECT_EQ(SnapshotNamespaceBytes(2 * kMiB, k16M), k16M);
+  EXPECT_EQ(SnapshotNamespaceBytes(14 * kMiB, k16M), k16M);
+  EXPECT_EQ(SnapshotNamespaceBytes(14 * kMiB + 1, k16M), 2 * k16M);
+  EXPECT_EQ(SnapshotNamespaceBytes(1024 * kMiB, k16M), 1040 * kMiB);
+  EXPECT_EQ(SnapshotNamespaceBytes(1, 0), 0u);
+}
+
+TEST(ChooseRegionForSnapshot, BestFitOrExhausted) {
+  auto p = ChooseRegionForSnapshot(TwoRegions(), 100 * kMiB);
+  ASSERT_TRUE(p.ok()) << p.status();
+  EXPECT_EQ(p->region, "region1");
+  EXPECT_EQ(p->namespace_bytes, 112 * kMiB);
+  EXPECT_EQ(p->usable_bytes, 100 * kMiB);
+  auto none = ChooseRegionForSnapshot(TwoRegions(), 4096 * kMiB);
+  EXPECT_EQ(none.status().code(), absl::StatusCode::kResourceExhausted);
+}
+
+TEST(SnapshotHeader, RoundTripsAndOnlyTheStateWordMarksCompletion) {
+  SnapshotHeader h;
+  h.snapshot_id = "snap-0123456789abcdef";
+  h.data_bytes = 502 * kMiB;
+  h.mode = VolumeMode::kDevdax;
+  const std::string copying = EncodeSnapshotHeader(h);
+  ASSERT_EQ(copying.size(), kSnapshotHeaderBytes);
+  auto d = DecodeSnapshotHeader(copying);
+  ASSERT_TRUE(d.ok()) << d.status();
+  EXPECT_FALSE(d->complete);
+  EXPECT_EQ(d->snapshot_id, h.snapshot_id);
+  EXPECT_EQ(d->data_bytes, h.data_bytes);
+  EXPECT_EQ(d->mode, VolumeMode::kDevdax);
+  h.complete = true;
+  const std::string complete = EncodeSnapshotHeader(h);
+  // Everything but the 8-byte state word is the same: rewriting the first
+  // sector tears nothing else.
+  for (size_t i = 0; i < complete.size(); ++i) {
+    if (i >= kSnapshotStateOffset && i < kSnapshotStateOffset + 8) continue;
+    ASSERT_EQ(complete[i], copying[i]) << i;
+  }
+  EXPECT_TRUE(DecodeSnapshotHeader(complete)->complete);
+}
+
+TEST(SnapshotHeader, ZerosAndDamageAreNotASnapshot) {
+  EXPECT_EQ(DecodeSnapshotHeader(std::string(kSnapshotHeaderBytes, '\0'))
+                .status()
+                .code(),
+            absl::StatusCode::kDataLoss);
+  SnapshotHeader h;
+  h.snapshot_id = "s";
+  h.data_bytes = 2 * kMiB;
+  std::string b = EncodeSnapshotHeader(h);
+  b[17] ^= 1;  // data bytes
+  EXPECT_FALSE(DecodeSnapshotHeader(b).ok());
+  b = EncodeSnapshotHeader(h);
+  b[kSnapshotStateOffset] = 'X';  // half a state word
+  EXPECT_FALSE(DecodeSnapshotHeader(b).ok());
+  EXPECT_FALSE(DecodeSnapshotHeader("DXLSNAP1").ok());
 }
 
 }  // namespace

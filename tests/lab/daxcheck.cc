@@ -8,6 +8,12 @@
 // usage: daxlease-lab-daxcheck FILE [BYTES]   (default 4 MiB)
 // exit:  0 = MAP_SYNC mapping works and the DAX attribute is set; 1 = not DAX;
 //        2 = usage or I/O error.
+//
+// For the snapshot checks (devdax has no read(2) for sha256sum), through a
+// shared mapping of a file or a device:
+//   daxlease-lab-daxcheck --fill PATH BYTES SEED   writes a pattern of SEED
+//   daxlease-lab-daxcheck --digest PATH BYTES      prints the FNV-1a 64 of
+//                                                  the first BYTES
 #include <fcntl.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
@@ -30,7 +36,47 @@
 #define STATX_ATTR_DAX 0x00200000
 #endif
 
+namespace {
+
+// --fill / --digest: 0 on success, 2 on an error.
+int FillOrDigest(bool fill, const char* path, size_t len, unsigned seed) {
+  int fd = ::open(path, fill ? O_RDWR : O_RDONLY);
+  if (fd < 0) {
+    std::printf("open %s: %s\n", path, std::strerror(errno));
+    return 2;
+  }
+  void* p = ::mmap(nullptr, len, fill ? PROT_READ | PROT_WRITE : PROT_READ,
+                   MAP_SHARED, fd, 0);
+  ::close(fd);
+  if (p == MAP_FAILED) {
+    std::printf("mmap %s: %s\n", path, std::strerror(errno));
+    return 2;
+  }
+  auto* b = static_cast<uint8_t*>(p);
+  if (fill) {
+    for (size_t i = 0; i < len; ++i)
+      b[i] = static_cast<uint8_t>((i >> 12) * 131 + i * 31 + seed);
+    ::msync(p, len, MS_SYNC);  // a file; device DAX answers EINVAL
+  }
+  uint64_t h = 0xcbf29ce484222325ULL;
+  for (size_t i = 0; i < len; ++i) {
+    h ^= b[i];
+    h *= 0x100000001b3ULL;
+  }
+  std::printf("%016llx\n", static_cast<unsigned long long>(h));
+  ::munmap(p, len);
+  return 0;
+}
+
+}  // namespace
+
 int main(int argc, char** argv) {
+  if (argc == 5 && std::strcmp(argv[1], "--fill") == 0)
+    return FillOrDigest(
+        true, argv[2], std::strtoull(argv[3], nullptr, 0),
+        static_cast<unsigned>(std::strtoul(argv[4], nullptr, 0)));
+  if (argc == 4 && std::strcmp(argv[1], "--digest") == 0)
+    return FillOrDigest(false, argv[2], std::strtoull(argv[3], nullptr, 0), 0);
   if (argc < 2 || argc > 3) {
     std::fprintf(stderr, "usage: %s FILE [BYTES]\n", argv[0]);
     return 2;

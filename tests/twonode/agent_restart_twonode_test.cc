@@ -12,6 +12,7 @@
 #include <filesystem>
 #include <fstream>
 #include <functional>
+#include <iostream>
 #include <sstream>
 
 #include "absl/strings/match.h"
@@ -35,7 +36,7 @@ class AgentRestartTwoNodeTest : public ::testing::Test {
   void SetUp() override {
     std::string why = TwoNodePrereqMissing();
     DAXLEASE_REQUIRE(why.empty(), why);
-    auto c = TwoNodeCluster::Start();
+    auto c = TwoNodeCluster::Start(options_);
     ASSERT_TRUE(c.ok()) << c.status();
     cluster_ = std::move(*c);
   }
@@ -289,6 +290,7 @@ class AgentRestartTwoNodeTest : public ::testing::Test {
   }
 
   static constexpr uint64_t kBlock = 4096;
+  TwoNodeOptions options_;
   std::unique_ptr<TwoNodeCluster> cluster_;
   Json volume_;
   std::string id_, on_a_, on_b_, data_path_;
@@ -461,6 +463,159 @@ TEST_F(AgentRestartTwoNodeTest, GrowSurvivesKillNineOfTheHolderAgent) {
   }
   ExpectBlocksExact({{0, half}, {half, half}}, {last[0], last[1]});
   TearDownVolumeAndExpectNothingLeft();
+}
+
+// Migrations paced at 8 MiB/s (a 64 MiB volume copies in about 8 s, so a
+// kill lands mid-copy), with a 20 s stall timeout.
+class MigrationAgentRestartTwoNodeTest : public AgentRestartTwoNodeTest {
+ protected:
+  MigrationAgentRestartTwoNodeTest() {
+    options_.operator_args = {"--resync=5s", "--migration-stall-timeout=20s"};
+    options_.agent_args = {"--migration-max-bytes-per-second=8388608"};
+  }
+
+  // `kubectl daxlease migrate VOLUME --to NODE`; the DaxMigration's name.
+  std::string Migrate(const std::string& to) {
+    auto r = sys::RunCommand({DAXLEASE_PLUGIN_BIN,
+                              "--kubeconfig=" + cluster_->kubeconfig(),
+                              "migrate", id_, "--to", to});
+    EXPECT_TRUE(r.ok() && r->exit_code == 0)
+        << (r.ok() ? r->stderr_text : r.status().ToString());
+    if (!r.ok()) return "";
+    const std::string& out = r->stdout_text;
+    const size_t slash = out.find('/');
+    const size_t space = out.find(' ');
+    if (slash == std::string::npos || space == std::string::npos) return "";
+    return out.substr(slash + 1, space - slash - 1);
+  }
+
+  std::string MediaOf(const TwoNodeCluster::Node& n) {
+    return absl::StrCat(n.dir, "/agent/media/", id_, "/data");
+  }
+  // Whether `n` holds the volume's data: its agent's media, or (node-a)
+  // the data file under the CSI staging mount.
+  bool HasData(const TwoNodeCluster::Node& n) {
+    return ::access(MediaOf(n).c_str(), F_OK) == 0 ||
+           (&n == &cluster_->a() && ::access(data_path_.c_str(), F_OK) == 0);
+  }
+  TwoNodeCluster::Node& Owner() {
+    return Get("daxvolumes", id_, "{.spec.ownerNode}") == "node-b"
+               ? cluster_->b()
+               : cluster_->a();
+  }
+};
+
+// Three migrations under a busy local writer on node-a and a busy remote
+// writer on node-b, an agent killed with SIGKILL and started again in each:
+// the holder's (the target node, whose pod holds the volume through it)
+// as soon as the migration exists (the recall is usually over by then:
+// the phase at each kill is printed), the
+// target's mid-copy, the source's (the owner, its pod's writer local) mid-copy.
+// Each migration ends Complete (the agent restarted within the stall timeout
+// picks the copy up again) or Failed and rolled back, and either way: the
+// volume Ready at the next epoch on the node the phase says, nobody revoked by
+// its recall, only that node holding data (no media leaked), both writers going
+// on at that epoch (local ones turned remote and the reverse); at the end every
+// block is what its writer last persisted, on the owner's media.
+TEST_F(MigrationAgentRestartTwoNodeTest, KillNineOfEachAgentMidMigration) {
+  auto& a = cluster_->a();
+  auto& b = cluster_->b();
+  SetUpVolume("migrate", 64 << 20);
+  ASSERT_FALSE(HasFailure());
+  const uint64_t half = std::filesystem::file_size(data_path_) / kBlock / 2;
+  std::unique_ptr<NodeProcess> writers[2] = {
+      StartWriter(a, on_a_, 0, half, "migrate-writer-a"),
+      StartWriter(b, on_b_, half, half, "migrate-writer-b")};
+  ASSERT_TRUE(writers[0] != nullptr && writers[1] != nullptr);
+  auto log = [&](int w) { return ReadFile(writers[w]->log_path()); };
+  for (int w = 0; w < 2; ++w) {
+    ASSERT_TRUE(
+        Until([&] { return LastPersisted(log(w)) >= 50; }, absl::Seconds(60)))
+        << Tail(log(w));
+  }
+
+  enum Victim { kHolderOnRecall, kTargetMidCopy, kSourceMidCopy };
+  for (Victim victim : {kHolderOnRecall, kTargetMidCopy, kSourceMidCopy}) {
+    SCOPED_TRACE(absl::StrCat("victim ", victim));
+    TwoNodeCluster::Node& from = Owner();
+    TwoNodeCluster::Node& to = &from == &a ? b : a;
+    const int64_t e = Epoch();
+    const std::string name = Migrate(to.name);
+    ASSERT_FALSE(name.empty());
+    auto phase = [&] { return Get("daxmigrations", name, "{.status.phase}"); };
+    if (victim == kHolderOnRecall) {
+      // At once, while the operator starts the Migrate recall. (Its
+      // holders ack within a fraction of a second: so far the phase read
+      // just before the kill, printed, has always been Copying already.)
+    } else {
+      ASSERT_TRUE(Until(
+          [&] {
+            int64_t copied = 0;
+            return phase() == "Copying" &&
+                   absl::SimpleAtoi(
+                       Get("daxmigrations", name, "{.status.bytesCopied}"),
+                       &copied) &&
+                   copied > 0;
+          },
+          absl::Seconds(60)))
+          << Get("daxmigrations", name, "{.status}");
+    }
+    const std::string killed_at = phase();
+    ASSERT_TRUE(
+        cluster_->RestartAgent(victim == kSourceMidCopy ? from : to, SIGKILL)
+            .ok());
+    std::string done;
+    ASSERT_TRUE(Until(
+        [&] {
+          done = phase();
+          return done == "Complete" || done == "Failed";
+        },
+        absl::Seconds(120)))
+        << "killed at " << killed_at << ": "
+        << Get("daxmigrations", name, "{.status}");
+    TwoNodeCluster::Node& owner = done == "Complete" ? to : from;
+    TwoNodeCluster::Node& other = done == "Complete" ? from : to;
+    EXPECT_TRUE(Until(
+        [&] {
+          return Get("daxvolumes", id_, "{.status.phase}") == "Ready" &&
+                 Epoch() == e + 1;
+        },
+        absl::Seconds(60)))
+        << "killed at " << killed_at << ", " << done << ": "
+        << Get("daxvolumes", id_, "{.status}");
+    EXPECT_EQ(Get("daxvolumes", id_, "{.spec.ownerNode}"), owner.name);
+    const std::string recall = absl::StrCat(id_, "-migrate-e", e);
+    EXPECT_EQ(Get("daxrecalls", recall, "{.status.phase}"), "Complete");
+    EXPECT_EQ(Get("daxrecalls", recall, "{.status.revoked}"), "");  // 0
+    EXPECT_TRUE(Until([&] { return HasData(owner) && !HasData(other); },
+                      absl::Seconds(60)))
+        << "data on " << owner.name << ": " << HasData(owner) << ", on "
+        << other.name << ": " << HasData(other);
+    for (int w = 0; w < 2; ++w) {
+      ASSERT_TRUE(Until(
+          [&] {
+            return absl::StrContains(log(w),
+                                     absl::StrCat(" epoch=", e + 1, "\n"));
+          },
+          absl::Seconds(60)))
+          << "writer " << w << " did not go on at epoch " << e + 1 << "\n"
+          << Tail(log(w));
+    }
+    std::cerr << "victim " << victim << " killed at " << killed_at << ": "
+              << done << "\n";
+  }
+
+  uint64_t last[2];
+  for (int w = 0; w < 2; ++w) {
+    const int status = writers[w]->Terminate(absl::Seconds(60));
+    EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << Tail(log(w));
+    EXPECT_EQ(Count(log(w), "error seq="), 0u);
+    last[w] = LastPersisted(log(w));
+  }
+  TwoNodeCluster::Node& owner = Owner();
+  data_path_ =
+      ::access(MediaOf(owner).c_str(), F_OK) == 0 ? MediaOf(owner) : data_path_;
+  ExpectBlocksExact({{0, half}, {half, half}}, {last[0], last[1]});
 }
 
 }  // namespace

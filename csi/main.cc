@@ -115,7 +115,10 @@ absl::StatusOr<ImagePoolOptions> PoolOptions() {
   }
   for (const std::string& entry : absl::GetFlag(FLAGS_image_pool_classes)) {
     std::vector<std::string> parts = absl::StrSplit(entry, ':');
-    absl::string_view size = parts.size() == 2 ? parts[1] : "";
+    // Not `? parts[1] : ""`: that makes a temporary std::string the view
+    // would outlive (ASan: stack-use-after-scope).
+    absl::string_view size =
+        parts.size() == 2 ? absl::string_view(parts[1]) : absl::string_view();
     uint64_t unit = 1;
     if (absl::ConsumeSuffix(&size, "Gi")) {
       unit = 1ull << 30;

@@ -24,9 +24,18 @@
 # created and staged on node-a and published on both nodes through real CSI
 # calls; daxlease-io (libdaxlease) writes a checksummed pattern on node-a
 # while a recall runs, node-b reads it back remotely and checks every block;
-# then a writer on node-b is stopped (SIGSTOP) during a recall, revoked and
-# fenced at the deadline, and told REVOKED when continued. `kubectl daxlease
-# status` and the data check are shown at each step.
+# then two writers stay attached, one on node-a (a local mapping) and one on
+# node-b (through the fabric), each on its own blocks, while the volume grows
+# (ControllerExpandVolume retried as the external-resizer does: UNAVAILABLE
+# while the Reshape recall runs, then OK) and moves to node-b and back
+# (`kubectl daxlease migrate`, its bytesCopied progress, both checksums);
+# each change's pause window (the recall's start to Ready at the next epoch)
+# is printed, and at the end every block is verified (daxlease-io verify:
+# intact, the newest of each range its writer's last persisted block); then a
+# writer on node-b is stopped (SIGSTOP) during a recall, revoked and fenced at
+# the deadline, and told REVOKED when continued. `kubectl daxlease status` and
+# the data check are shown at each step. The shared volume is xfs when ext4
+# cannot grow online here (no CAP_SYS_RESOURCE).
 #
 # Then, with --cluster: the way users install it (scripts/lab/cluster.sh): a real
 # single-node Kubernetes (kubelet, containerd; built once, cached), the images and the CSI
@@ -543,9 +552,9 @@ stage_publish() {
   mkdir -p "$staging" "$(dirname "$TARGET")"
   on_node "$n"
   csi node-stage-volume --volume-id "$VOL2" --staging-target-path "$staging" \
-    --fstype ext4 --access-mode multi-node-multi-writer "${VOL2_CONTEXT[@]}"
+    --fstype "$SHARED_FSTYPE" --access-mode multi-node-multi-writer "${VOL2_CONTEXT[@]}"
   csi node-publish-volume --volume-id "$VOL2" --staging-target-path "$staging" \
-    --target-path "$TARGET" --fstype ext4 --access-mode multi-node-multi-writer \
+    --target-path "$TARGET" --fstype "$SHARED_FSTYPE" --access-mode multi-node-multi-writer \
     "${VOL2_CONTEXT[@]}" --context csi.storage.k8s.io/pod.name="$pod" \
     --context csi.storage.k8s.io/pod.namespace=default \
     --context csi.storage.k8s.io/pod.uid="uid-$pod"
@@ -554,9 +563,10 @@ stage_publish() {
 step_two_nodes_volume() {
   step "A shared volume on node-a (CreateVolume through node-a's plugin and agent)"
   on_node a
-  csi create-volume --name lab-shared-volume --capacity-bytes 64Mi --fstype ext4 \
+  csi create-volume --name lab-shared-volume --capacity-bytes "$SIZE" --fstype "$SHARED_FSTYPE" \
+    --param csi.storage.k8s.io/fstype="$SHARED_FSTYPE" \
     --access-mode multi-node-multi-writer --param daxlease.io/share=true \
-    --param daxlease.io/recallGraceSeconds=5
+    --param daxlease.io/recallGraceSeconds=10
   VOL2=$(json_field volumeId)
   [[ -n $VOL2 ]] || die "no volumeId"
   VOL2_CONTEXT=(--context daxlease.io/share=true --context daxlease.io/ownerNode=node-a
@@ -578,9 +588,9 @@ step_two_nodes_volume() {
 
 step_two_nodes_recall() {
   local before after recall
-  step "A writer on node-a (daxlease-io pattern: checksummed 4 KiB blocks, each persisted)"
-  printf '   $ [node-a] daxlease-io pattern %s 4096 20 &\n' "$ON_A"
-  bg_in_node "$NODE_A_NETNS" "$NODES_DIR/writer-a.log" "$IO" pattern "$ON_A" 4096 20
+  step "A writer on node-a (daxlease-io pattern: checksummed 4 KiB blocks 0-1023, each persisted)"
+  printf '   $ [node-a] daxlease-io pattern %s 4096 20 0 1024 &\n' "$ON_A"
+  bg_in_node "$NODE_A_NETNS" "$NODES_DIR/writer-a.log" "$IO" pattern "$ON_A" 4096 20 0 1024
   WRITER=$BG_PID
   wait_for 60 "the writer persisted 200 blocks" log_has "$NODES_DIR/writer-a.log" "persisted seq=200 "
   note "the remote reader on node-b reads block 0's header (magic, seq, index, sum) meanwhile:"
@@ -611,6 +621,206 @@ step_two_nodes_recall() {
   ok "writer finished: $(grep -c '^persisted' "$NODES_DIR/writer-a.log") blocks persisted, no error"
   io b verify "$ON_B" 4096 || die "node-b found corrupt blocks"
   ok "node-b (remote, through the TCP fabric) reads every block intact"
+}
+
+# --------------------------------------------------------------- grow and migrate under holders
+
+# Two writers stay attached through a grow and two migrations: W_A on node-a
+# (the owner: a local mapping) on blocks [W_A_FIRST, +W_BLOCKS), W_B on node-b
+# (through the fabric) on the next W_BLOCKS. Paced at 1 ms a block, each
+# range wraps every few seconds, so every block is rewritten throughout.
+W_BLOCKS=4096
+W_A_FIRST=1024
+W_B_FIRST=$((1024 + 4096))
+
+epoch_of() { jget daxvolumes "$VOL2" '{.status.epoch}'; }
+# persisted_at LOG EPOCH: the writer persisted a block at that epoch.
+persisted_at() { grep -q " epoch=$2\$" "$1" 2>/dev/null; }
+ready_at() {
+  [[ $(jget daxvolumes "$VOL2" '{.status.phase}') == Ready && $(epoch_of) == "$1" ]]
+}
+# seconds_between T0 T1 (RFC 3339, fractional seconds): T1 - T0, 2 decimals.
+seconds_between() {
+  awk -v a="$(date -u -d "$1" +%s.%N)" -v b="$(date -u -d "$2" +%s.%N)" \
+    'BEGIN {printf "%.2f", b - a}'
+}
+# pause_window RECALL: from the recall's start (every holder told to flush
+# and wait) to the volume Ready at the next epoch (holders granted again),
+# both as the operator stamped them. Kept in PAUSE.
+pause_window() {
+  local started ready
+  started=$(jget daxrecalls "$1" '{.status.startedAt}')
+  ready=$(jget daxvolumes "$VOL2" '{.status.conditions[?(@.type=="Ready")].lastTransitionTime}')
+  [[ -n $started && -n $ready ]] || die "no startedAt on $1 or no Ready time on $VOL2"
+  PAUSE=$(seconds_between "$started" "$ready")
+  ok "pause window (DaxRecall $1 startedAt $started -> DaxVolume Ready $ready): ${PAUSE} s"
+}
+# recall_clean RECALL REASON: Complete, of that reason, nobody revoked.
+recall_clean() {
+  kc get daxrecalls "$1" \
+    -o 'custom-columns=RECALL:.metadata.name,REASON:.spec.reason,PHASE:.status.phase,RELEASED:.status.released,REVOKED:.status.revoked'
+  [[ $(jget daxrecalls "$1" '{.spec.reason}') == "$2" ]] || die "$1 is not a $2 recall"
+  [[ $(jget daxrecalls "$1" '{.status.phase}') == Complete ]] || die "$1 is not Complete"
+  [[ $(jget daxrecalls "$1" '{.status.revoked}') =~ ^0?$ ]] || die "a holder was revoked by $1"
+  ok "$1: reason $2, Complete, every holder released, none revoked"
+}
+# writers_resume EPOCH: both writers persisted a block at EPOCH.
+writers_resume() {
+  wait_for 60 "node-a's writer writes at epoch $1" persisted_at "$NODES_DIR/w-a.log" "$1"
+  wait_for 60 "node-b's writer writes at epoch $1" persisted_at "$NODES_DIR/w-b.log" "$1"
+}
+
+step_two_nodes_holders() {
+  local n first
+  step "Two holders that stay attached: a writer on node-a (local) and one on node-b (remote)"
+  for n in a b; do
+    if [[ $n == a ]]; then first=$W_A_FIRST; else first=$W_B_FIRST; fi
+    local dir=$ON_A
+    [[ $n == b ]] && dir=$ON_B
+    printf '   $ [node-%s] DAXLEASE_IO_PACE_MS=1 daxlease-io pattern %s 4096 3600 %s %s &\n' \
+      "$n" "$dir" "$first" "$W_BLOCKS"
+    bg_in_node "$(ns_of $n)" "$NODES_DIR/w-$n.log" env DAXLEASE_IO_TIMEOUT_MS=60000 \
+      DAXLEASE_IO_PACE_MS=1 "$IO" pattern "$dir" 4096 3600 "$first" "$W_BLOCKS"
+    if [[ $n == a ]]; then W_A=$BG_PID; else W_B=$BG_PID; fi
+  done
+  wait_for 60 "node-a's writer persisted 100 blocks" log_has "$NODES_DIR/w-a.log" "persisted seq=100 "
+  wait_for 60 "node-b's writer persisted 100 blocks" log_has "$NODES_DIR/w-b.log" "persisted seq=100 "
+  kc get daxleases -l "daxlease.io/volume=$VOL2" \
+    -o 'custom-columns=LEASE:.metadata.name,NODE:.spec.holderNode,STATE:.status.state,EPOCH:.status.epoch'
+}
+
+step_two_nodes_grow() {
+  local e0 recall rc out last="" start now
+  e0=$(epoch_of)
+  recall=$VOL2-reshape-e$e0
+  step "Grow $VOL2 $SIZE -> $GROWN_SIZE under both writers (ControllerExpandVolume on the owner, node-a)"
+  show df -h "$ON_A/volume"
+  note "the external-resizer retries ControllerExpandVolume with backoff; the script every 0.5 s,"
+  note "showing each new answer (the code says where the grow is: docs/csi.md, \"Expansion with holders\"):"
+  printf '   $ [node-a] daxlease-csi-client controller-expand-volume --volume-id %s --capacity-bytes %s\n' \
+    "$VOL2" "$GROWN_SIZE"
+  start=$(date +%s.%N)
+  while :; do
+    rc=0
+    out=$("$CLIENT" --endpoint "unix://$NODES_DIR/node-a/csi.sock" controller-expand-volume \
+            --volume-id "$VOL2" --capacity-bytes "$GROWN_SIZE" 2>&1) || rc=$?
+    now=$(awk -v a="$start" -v b="$(date +%s.%N)" 'BEGIN {printf "%5.1f", b - a}')
+    if ((rc == 0)); then printf '%s\n' "$out" | sed "s/^/     [+${now} s] /"; break; fi
+    # UNAVAILABLE (14): the recall runs; ABORTED (10): another change holds the volume.
+    ((rc == 14 || rc == 10)) || { printf '%s\n' "$out" | indent; die "controller-expand-volume failed (exit $rc)"; }
+    if [[ $out != "$last" ]]; then
+      printf '     [+%s s] %s\n' "$now" "$out"
+      if [[ -z $last ]]; then
+        kc get daxrecalls "$recall"
+        kd status "$VOL2"
+      fi
+      last=$out
+    fi
+    (($(awk -v n="$now" 'BEGIN {print (n > 180)}'))) && die "the grow did not finish in 180 s"
+    sleep 0.5
+  done
+  printf '%s' "$out" | grep -q '"capacityBytes"' || die "no capacityBytes in the answer"
+  ok "ControllerExpandVolume OK after ${now# } s"
+  wait_for 30 "volume Ready at epoch $((e0 + 1))" ready_at $((e0 + 1))
+  recall_clean "$recall" Reshape
+  pause_window "$recall"
+  GROW_PAUSE=$PAUSE
+  kd status "$VOL2"
+  show df -h "$ON_A/volume"
+  writers_resume $((e0 + 1))
+}
+
+# migrate_to NODE: `kubectl daxlease migrate`, its progress, its checks.
+migrate_to() {
+  local to=$1 e0 name line last="" start now recall sum
+  e0=$(epoch_of)
+  step "Migrate $VOL2 to $to under both writers: kubectl daxlease migrate"
+  printf '   $ kubectl daxlease migrate %s --to %s\n' "$VOL2" "$to"
+  line=$("$KUBECTL_DAXLEASE" --kubeconfig "$CP_DIR/kubeconfig" migrate "$VOL2" --to "$to") ||
+    die "kubectl daxlease migrate failed"
+  printf '%s\n' "$line" | indent
+  name=${line#*/}
+  name=${name%% *}
+  note "progress (phase, bytesCopied/bytesTotal), polled every 0.2 s:"
+  start=$(date +%s.%N)
+  while :; do
+    line=$(jget daxmigrations "$name" '{.status.phase} {.status.bytesCopied}/{.status.bytesTotal}')
+    now=$(awk -v a="$start" -v b="$(date +%s.%N)" 'BEGIN {printf "%5.1f", b - a}')
+    if [[ $line != "$last" ]]; then
+      printf '     [+%s s] %s\n' "$now" "$line"
+      last=$line
+    fi
+    case $line in
+      Complete*) break ;;
+      Failed*) kc get daxmigrations "$name" -o yaml; die "migration $name Failed" ;;
+    esac
+    (($(awk -v n="$now" 'BEGIN {print (n > 180)}'))) && die "migration $name did not finish in 180 s"
+    sleep 0.2
+  done
+  kc get daxmigrations "$name" \
+    -o 'custom-columns=MIGRATION:.metadata.name,FROM:.status.sourceNode,TO:.spec.targetNode,PHASE:.status.phase,COPIED:.status.bytesCopied,COPY_MS:.status.copyMilliseconds'
+  kd status "$VOL2"
+  sum=$(jget daxmigrations "$name" '{.status.sourceChecksum}')
+  [[ $sum == sha256:* && $(jget daxmigrations "$name" '{.status.targetChecksum}') == "$sum" ]] ||
+    die "the checksums of source and target differ"
+  ok "source and target checksums match: $sum"
+  [[ $(jget daxvolumes "$VOL2" '{.spec.ownerNode}') == "$to" ]] || die "the owner is not $to"
+  wait_for 30 "volume Ready at epoch $((e0 + 1)), owned by $to" ready_at $((e0 + 1))
+  recall=$(jget daxmigrations "$name" '{.status.recall}')
+  recall_clean "$recall" Migrate
+  local ms bytes
+  ms=$(jget daxmigrations "$name" '{.status.copyMilliseconds}')
+  bytes=$(jget daxmigrations "$name" '{.status.bytesTotal}')
+  ((ms > 0)) && ok "copy: $((bytes >> 20)) MiB in $ms ms ($(awk -v b="$bytes" -v m="$ms" 'BEGIN {printf "%.0f", b / m / 1000}') MB/s)"
+  pause_window "$recall"
+  MIGRATE_PAUSES+=("$PAUSE")
+  writers_resume $((e0 + 1))
+}
+
+step_two_nodes_migrate() {
+  MIGRATE_PAUSES=()
+  migrate_to node-b
+  note "node-a's writer now reaches the volume through the fabric; node-b's maps it locally"
+  migrate_to node-a
+}
+
+# verify_range NODE DIR FIRST LOG: every block of that writer's range intact
+# and its newest block the writer's last persisted one.
+verify_range() {
+  local n=$1 dir=$2 first=$3 log=$4 seq out
+  seq=$(grep -o '^persisted seq=[0-9]*' "$log" | tail -1 | cut -d= -f2)
+  printf '   $ [node-%s] daxlease-io verify %s 4096 %s %s\n' "$n" "$dir" "$first" "$W_BLOCKS"
+  out=$(in_node "$(ns_of "$n")" "$IO" verify "$dir" 4096 "$first" "$W_BLOCKS" 2>&1) ||
+    { printf '%s\n' "$out" | indent; die "corrupt blocks"; }
+  printf '%s\n' "$out" | indent
+  [[ $out == *" corrupt=0 "* && $out == *" maxseq=$seq" ]] ||
+    die "blocks $first+$W_BLOCKS: expected corrupt=0 maxseq=$seq (the writer's last persisted block)"
+  ok "blocks $first..$((first + W_BLOCKS - 1)): every block intact, the newest is seq $seq, the last the writer persisted"
+}
+
+# The epochs a writer's blocks were persisted at. A line says epoch=0 when a
+# recall began between the persist and the print (no grant at that moment).
+epochs_of() { grep -o 'epoch=[1-9][0-9]*' "$1" | cut -d= -f2 | uniq | tr '\n' ' '; }
+
+step_two_nodes_verify() {
+  local n pid rc
+  step "Stop both writers (SIGTERM: each ends after the block in hand) and verify every byte"
+  for n in a b; do
+    if [[ $n == a ]]; then pid=$W_A; else pid=$W_B; fi
+    kill -TERM "$pid"
+    rc=0
+    wait "$pid" || rc=$?
+    ((rc == 0)) || die "node-$n's writer exited $rc: $(tail -3 "$NODES_DIR/w-$n.log")"
+    ! grep -q '^error' "$NODES_DIR/w-$n.log" || die "node-$n's writer saw errors"
+    ok "node-$n's writer: $(grep -c '^persisted' "$NODES_DIR/w-$n.log") blocks persisted, no error, exit 0; epochs $(epochs_of "$NODES_DIR/w-$n.log")"
+  done
+  note "node-a's range read remotely on node-b, node-b's read on node-a (the owner's memory):"
+  verify_range b "$ON_B" "$W_A_FIRST" "$NODES_DIR/w-a.log"
+  verify_range a "$ON_A" "$W_B_FIRST" "$NODES_DIR/w-b.log"
+  io b verify "$ON_B" 4096 || die "node-b found corrupt blocks"
+  ok "the whole volume, read remotely on node-b: no corrupt block"
+  printf '\n%s   grow pause window: %s s; migration pause windows: %s s%s\n' \
+    "$BOLD" "$GROW_PAUSE" "${MIGRATE_PAUSES[*]}" "$RESET"
 }
 
 step_two_nodes_revoke() {
@@ -732,6 +942,9 @@ main() {
   if [[ -z $FSTYPE ]]; then
     if has_cap_sys_resource; then FSTYPE=ext4; else FSTYPE=xfs; fi
   fi
+  # The shared volume grows while published: online only.
+  SHARED_FSTYPE=$FSTYPE
+  if [[ $FSTYPE == ext4 ]] && ! has_cap_sys_resource; then SHARED_FSTYPE=xfs; fi
   trap cleanup EXIT
   step_install_deps
   step_build
@@ -746,6 +959,10 @@ main() {
       step_two_nodes_up
       step_two_nodes_volume
       step_two_nodes_recall
+      step_two_nodes_holders
+      step_two_nodes_grow
+      step_two_nodes_migrate
+      step_two_nodes_verify
       step_two_nodes_revoke
       step_two_nodes_down
     fi

@@ -30,6 +30,10 @@ Controller::Controller(k8s::KubeClient& client, base::Clock& clock,
 
 Controller::~Controller() { Stop(); }
 
+void Controller::EnqueueVolume(const std::string& volume) {
+  queue_.Add(volume);
+}
+
 void Controller::Enqueue(const k8s::Json& obj, bool is_volume) {
   if (is_volume) {
     queue_.Add(k8s::NameOf(obj));

@@ -56,6 +56,10 @@ class Controller {
   // Passes completed (successful or not), for tests and metrics.
   int64_t passes() const;
 
+  // Asks for a pass over `volume` (the recall channel took an answer).
+  // Ignored before Start.
+  void EnqueueVolume(const std::string& volume);
+
  private:
   void Enqueue(const k8s::Json& obj, bool is_volume);
   void Work();

@@ -6,9 +6,11 @@
 #include <algorithm>
 #include <atomic>
 #include <cstdio>
+#include <cstdlib>
 #include <memory>
 #include <optional>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "absl/flags/flag.h"
@@ -18,10 +20,15 @@
 #include "lib/base/flags.h"
 #include "lib/base/log.h"
 #include "lib/base/version.h"
+#include "lib/channel/authenticator.h"
+#include "lib/channel/leader_record.h"
+#include "lib/channel/server.h"
+#include "lib/channel/tls.h"
 #include "lib/k8s/config.h"
 #include "lib/k8s/leader_election.h"
 #include "lib/k8s/rest_client.h"
 #include "lib/metrics/metrics_server.h"
+#include "operator/channel_relay.h"
 #include "operator/controller.h"
 #include "operator/events.h"
 #include "operator/metrics.h"
@@ -58,8 +65,36 @@ ABSL_FLAG(std::string, metrics_address, "",
           "host:port to serve Prometheus metrics at /metrics (empty: off; "
           "the chart uses 0.0.0.0:8080)");
 
+ABSL_FLAG(std::string, channel_address, "",
+          "host:port to serve the recall channel on while leading (gRPC over "
+          "TLS; empty: off, agents answer recalls in DaxLease status fields)");
+ABSL_FLAG(std::string, channel_advertise, "",
+          "host[:port] agents dial, published in --channel-record (empty: "
+          "$POD_IP, else the --channel-address host; the port defaults to "
+          "the one bound)");
+ABSL_FLAG(std::string, channel_record, "default/daxlease-operator-channel",
+          "NAMESPACE/NAME of the ConfigMap the leader publishes its channel "
+          "endpoint and certificate in");
+ABSL_FLAG(std::string, channel_agent_service_account, "default:daxlease-agent",
+          "NAMESPACE:NAME of the agents' service account; channel tokens "
+          "must be of it and bound to a pod, whose node they speak for");
+
 namespace daxlease::op {
 namespace {
+
+// What agents dial: --channel-advertise, else $POD_IP or the listen host,
+// with the bound port unless one is given.
+std::string AdvertisedEndpoint(const std::string& listen, int port) {
+  std::string host = absl::GetFlag(FLAGS_channel_advertise);
+  if (host.empty()) {
+    const char* pod_ip = std::getenv("POD_IP");
+    host = pod_ip != nullptr && *pod_ip != 0
+               ? pod_ip
+               : listen.substr(0, listen.rfind(':'));
+  }
+  if (host.find(':') != std::string::npos && host.back() != ']') return host;
+  return absl::StrCat(host, ":", port);
+}
 
 std::string DefaultIdentity() {
   char host[256] = {0};
@@ -122,10 +157,74 @@ int Main() {
     base::LogInfo("operator.metrics",
                   {{"port", absl::StrCat(metrics_server->port())}});
   }
+  // The recall channel (docs/operator.md, "The recall channel").
+  const std::string channel_address = absl::GetFlag(FLAGS_channel_address);
+  std::atomic<Controller*> controller_ptr{nullptr};
+  ChannelRelay relay([&](const std::string& volume) {
+    if (Controller* c = controller_ptr.load()) c->EnqueueVolume(volume);
+  });
+  std::optional<channel::RecordLocation> record;
+  if (!channel_address.empty()) {
+    absl::StatusOr<channel::RecordLocation> at =
+        channel::ParseRecordLocation(absl::GetFlag(FLAGS_channel_record));
+    if (!at.ok()) {
+      base::LogError("operator.flags", {{"error", at.status().ToString()}});
+      return 2;
+    }
+    record = *at;
+    opts.reconciler.channel = &relay;
+  }
+  channel::TokenReviewAuthenticator authenticator(
+      **client, absl::GetFlag(FLAGS_channel_agent_service_account));
+  std::unique_ptr<channel::ChannelServer> channel_server;
+  std::thread record_keeper;
+  std::atomic<bool> stop_keeper{false};
   Controller controller(**client, clock, events, opts);
+  controller_ptr = &controller;
 
   std::atomic<bool> shutting_down{false};
+  auto start_channel = [&](const std::string& identity) -> absl::Status {
+    absl::StatusOr<channel::Certificate> cert =
+        channel::SelfSignedCertificate();
+    if (!cert.ok()) return cert.status();
+    absl::StatusOr<std::unique_ptr<channel::ChannelServer>> server =
+        channel::ChannelServer::Start(channel_address, *cert, authenticator,
+                                      relay.Handlers());
+    if (!server.ok()) return server.status();
+    channel_server = *std::move(server);
+    relay.SetServer(channel_server.get());
+    channel::LeaderRecord mine{
+        AdvertisedEndpoint(channel_address, channel_server->port()),
+        cert->cert_pem, identity};
+    absl::Status st = channel::WriteLeaderRecord(**client, *record, mine);
+    if (!st.ok()) return st;
+    base::LogInfo("operator.channel",
+                  {{"endpoint", mine.endpoint},
+                   {"port", absl::StrCat(channel_server->port())}});
+    // A deposed leader's late write must not send the agents away.
+    record_keeper = std::thread([&, mine] {
+      while (!stop_keeper.load()) {
+        absl::SleepFor(absl::Seconds(2));
+        absl::StatusOr<channel::LeaderRecord> now =
+            channel::ReadLeaderRecord(**client, *record);
+        if (!now.ok() || !(*now == mine)) {
+          (void)channel::WriteLeaderRecord(**client, *record, mine);
+        }
+      }
+    });
+    return absl::OkStatus();
+  };
+  const std::string identity = absl::GetFlag(FLAGS_identity).empty()
+                                   ? DefaultIdentity()
+                                   : absl::GetFlag(FLAGS_identity);
   auto start = [&] {
+    if (record.has_value()) {
+      absl::Status ch = start_channel(identity);
+      if (!ch.ok()) {
+        base::LogError("operator.channel", {{"error", ch.ToString()}});
+        _exit(1);
+      }
+    }
     absl::Status st = controller.Start();
     if (!st.ok()) {
       base::LogError("operator.start", {{"error", st.ToString()}});
@@ -139,9 +238,7 @@ int Main() {
     k8s::LeaderElectionConfig le;
     le.lock_namespace = absl::GetFlag(FLAGS_leader_election_namespace);
     le.lock_name = absl::GetFlag(FLAGS_leader_election_name);
-    le.identity = absl::GetFlag(FLAGS_identity).empty()
-                      ? DefaultIdentity()
-                      : absl::GetFlag(FLAGS_identity);
+    le.identity = identity;
     le.lease_duration = absl::GetFlag(FLAGS_leader_election_lease_duration);
     le.renew_deadline = absl::GetFlag(FLAGS_leader_election_renew_deadline);
     le.retry_period = absl::GetFlag(FLAGS_leader_election_retry_period);
@@ -195,6 +292,9 @@ int Main() {
   base::LogInfo("operator.stopping", {{"signal", absl::StrCat(sig)}});
   shutting_down = true;
   controller.Stop();
+  stop_keeper = true;
+  if (record_keeper.joinable()) record_keeper.join();
+  if (channel_server != nullptr) channel_server->Stop();
   if (elector.has_value()) elector->Stop();
   return 0;
 }

@@ -11,6 +11,7 @@
 #include "lib/api/resources.h"
 #include "lib/base/log.h"
 #include "lib/base/status.h"
+#include "operator/channel_relay.h"
 
 namespace daxlease::op {
 namespace {
@@ -113,6 +114,7 @@ absl::StatusOr<World> ApiWorldReader::Read(const std::string& volume) {
 absl::StatusOr<ReconcileResult> Reconciler::Reconcile(
     const std::string& volume) {
   ASSIGN_OR_RETURN(World before, reader_.Read(volume));
+  if (options_.channel != nullptr) options_.channel->Overlay(before);
   if (before.volume.has_value() && before.volume->status.epoch < 1) {
     ASSIGN_OR_RETURN(before.epoch_high_water, epochs_.Read(volume));
   }
@@ -123,6 +125,8 @@ absl::StatusOr<ReconcileResult> Reconciler::Reconcile(
   // Events describe what was written; on failure the next pass recomputes
   // them, so only a successful pass records.
   if (st.ok()) {
+    // Asked only now: whatever it asks is stored.
+    if (options_.channel != nullptr) options_.channel->Stored(plan.desired);
     if (options_.metrics != nullptr) options_.metrics->Stored(volume, plan);
     for (const EventSpec& e : plan.events) {
       base::Log(e.warning ? base::LogLevel::kWarn : base::LogLevel::kInfo,

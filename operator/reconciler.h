@@ -30,6 +30,8 @@
 
 namespace daxlease::op {
 
+class ChannelRelay;
+
 // Where a pass reads the world of a volume from.
 class WorldReader {
  public:
@@ -60,6 +62,11 @@ struct ReconcilerOptions {
   EpochStoreOptions epochs;
   // Told of every pass whose writes succeeded. Not owned; null: none.
   OperatorMetrics* metrics = nullptr;
+  // The recall channel (channel_relay.h): its answers replace the
+  // agent-written status fields before the plan, and it asks the agents
+  // what each stored pass left outstanding. Not owned; null: no channel,
+  // the agents answer in those status fields.
+  ChannelRelay* channel = nullptr;
 };
 
 struct ReconcileResult {

@@ -1,0 +1,282 @@
+#include "operator/channel_relay.h"
+
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "lib/base/log.h"
+
+namespace daxlease::op {
+namespace {
+
+namespace pb = channel::pb;
+
+std::string RecallKey(const std::string& lease, const std::string& id) {
+  return absl::StrCat("r/", lease, "/", id);
+}
+std::string FenceKey(const std::string& lease, const std::string& id) {
+  return absl::StrCat("f/", lease, "/", id);
+}
+std::string RevokedKey(const std::string& lease, int64_t epoch) {
+  return absl::StrCat("v/", lease, "/", epoch);
+}
+
+const std::string& HolderNode(const api::DaxLease& l) {
+  return l.status.bound_to.has_value() ? l.status.bound_to->holder_node
+                                       : l.spec.holder_node;
+}
+
+}  // namespace
+
+ChannelRelay::ChannelRelay(std::function<void(const std::string&)> enqueue)
+    : enqueue_(std::move(enqueue)) {}
+
+channel::ChannelHandlers ChannelRelay::Handlers() {
+  channel::ChannelHandlers h;
+  h.on_connect = [this](const std::string& node) { OnConnect(node); };
+  h.on_report = [this](const std::string& node, const pb::AgentReport& r,
+                       pb::OperatorMessage& reply) {
+    OnReport(node, r, reply);
+  };
+  return h;
+}
+
+void ChannelRelay::SetServer(channel::ChannelServer* server) {
+  server_.store(server);
+}
+
+void ChannelRelay::Overlay(World& world) {
+  absl::MutexLock l(&mu_);
+  for (api::DaxLease& d : world.leases) {
+    api::DaxLeaseStatus& st = d.status;
+    st.released_recall_id.clear();
+    st.fenced_recall_id.clear();
+    st.revocation_acknowledged = false;
+    auto it = taken_.find(d.metadata.name);
+    if (it == taken_.end()) continue;
+    const Taken& t = it->second;
+    if (!st.recall_id.empty() && t.released == st.recall_id) {
+      st.released_recall_id = t.released;
+    }
+    if (!st.recall_id.empty() && t.fenced == st.recall_id) {
+      st.fenced_recall_id = t.fenced;
+    }
+    if (t.revocation_acked_epoch != 0 && t.revocation_acked_epoch == st.epoch) {
+      st.revocation_acknowledged = true;
+    }
+  }
+}
+
+void ChannelRelay::Stored(const World& desired) {
+  absl::MutexLock l(&mu_);
+  const std::string& volume = desired.volume_name;
+  std::set<std::string> before = std::move(leases_of_[volume]);
+  leases_of_.erase(volume);
+  for (const std::string& lease : before) {
+    recalls_.erase(lease);
+    fences_.erase(lease);
+    revoked_.erase(lease);
+    recall_items_.erase(lease);
+    fence_items_.erase(lease);
+    revoked_items_.erase(lease);
+  }
+  std::set<std::string> mine;
+  const std::string owner =
+      desired.volume.has_value() ? desired.volume->spec.owner_node : "";
+  for (const api::DaxLease& d : desired.leases) {
+    const std::string& name = d.metadata.name;
+    const api::DaxLeaseStatus& st = d.status;
+    if (!st.state.has_value()) continue;
+    const std::string& holder = HolderNode(d);
+    if (*st.state == api::LeaseState::kRecalling) {
+      recalls_[name] = {volume, holder, st.recall_id, st.epoch};
+      pb::RecallItem& it = recall_items_[name];
+      it.set_lease(name);
+      it.set_volume(volume);
+      it.set_recall_id(st.recall_id);
+      it.set_epoch(st.epoch);
+      it.set_deadline_unix_ms(
+          st.deadline.has_value() ? absl::ToUnixMillis(*st.deadline) : 0);
+      mine.insert(name);
+    } else if (*st.state == api::LeaseState::kRevoked && st.fence_required &&
+               !owner.empty()) {
+      fences_[name] = {volume, owner, st.recall_id, st.epoch};
+      pb::FenceItem& it = fence_items_[name];
+      it.set_lease(name);
+      it.set_volume(volume);
+      it.set_recall_id(st.recall_id);
+      it.set_epoch(st.epoch);
+      it.set_holder_node(holder);
+      mine.insert(name);
+    } else if (*st.state == api::LeaseState::kRevoked && !st.fence_required &&
+               !st.revocation_acknowledged) {
+      revoked_[name] = {volume, holder, st.recall_id, st.epoch};
+      pb::RevokedItem& it = revoked_items_[name];
+      it.set_lease(name);
+      it.set_volume(volume);
+      it.set_epoch(st.epoch);
+      it.set_reason(st.reason);
+      mine.insert(name);
+    }
+  }
+  // Answers whose outcome is now stored (or whose lease is gone) are done.
+  for (const std::string& lease : before) {
+    if (mine.contains(lease)) continue;
+    taken_.erase(lease);
+    for (auto& [n, sent] : sent_) sent.erase(lease);
+  }
+  if (!mine.empty()) leases_of_[volume] = mine;
+  channel::ChannelServer* server = server_.load();
+  if (server == nullptr) return;
+  std::set<std::string> nodes;
+  for (const std::string& lease : mine) {
+    if (auto it = recalls_.find(lease); it != recalls_.end()) {
+      nodes.insert(it->second.node);
+    }
+    if (auto it = fences_.find(lease); it != fences_.end()) {
+      nodes.insert(it->second.node);
+    }
+    if (auto it = revoked_.find(lease); it != revoked_.end()) {
+      nodes.insert(it->second.node);
+    }
+  }
+  for (const std::string& node : nodes) {
+    pb::OperatorMessage m = UnsentLocked(node, &mine);
+    if (m.recalls_size() + m.fences_size() + m.revoked_size() == 0) continue;
+    if (!server->Send(node, m)) {
+      // Not connected: all of it goes when it connects.
+      sent_.erase(node);
+    }
+  }
+}
+
+pb::OperatorMessage ChannelRelay::UnsentLocked(
+    const std::string& node, const std::set<std::string>* only) {
+  std::map<std::string, std::string>& sent = sent_[node];
+  if (only == nullptr) sent.clear();
+  pb::OperatorMessage m;
+  auto visit = [&](const std::string& lease) {
+    if (auto it = recalls_.find(lease);
+        it != recalls_.end() && it->second.node == node) {
+      const Asked& a = it->second;
+      if (auto t = taken_.find(lease);
+          t != taken_.end() && t->second.released == a.recall_id) {
+        return;  // answered; its outcome is on its way to the store
+      }
+      if (std::string k = RecallKey(lease, a.recall_id); sent[lease] != k) {
+        sent[lease] = k;
+        *m.add_recalls() = recall_items_[lease];
+      }
+    } else if (auto it = fences_.find(lease);
+               it != fences_.end() && it->second.node == node) {
+      if (std::string k = FenceKey(lease, it->second.recall_id);
+          sent[lease] != k) {
+        sent[lease] = k;
+        *m.add_fences() = fence_items_[lease];
+      }
+    } else if (auto it = revoked_.find(lease);
+               it != revoked_.end() && it->second.node == node) {
+      if (std::string k = RevokedKey(lease, it->second.epoch);
+          sent[lease] != k) {
+        sent[lease] = k;
+        *m.add_revoked() = revoked_items_[lease];
+      }
+    }
+  };
+  if (only != nullptr) {
+    for (const std::string& lease : *only) visit(lease);
+  } else {
+    for (const auto& [volume, leases] : leases_of_) {
+      for (const std::string& lease : leases) visit(lease);
+    }
+  }
+  return m;
+}
+
+void ChannelRelay::OnConnect(const std::string& node) {
+  absl::MutexLock l(&mu_);
+  pb::OperatorMessage m = UnsentLocked(node, nullptr);
+  channel::ChannelServer* server = server_.load();
+  if (server == nullptr) return;
+  if (m.recalls_size() + m.fences_size() + m.revoked_size() > 0) {
+    server->Send(node, m);
+  }
+}
+
+bool ChannelRelay::Check(const std::map<std::string, Asked>& asked,
+                         const char* what, const std::string& node,
+                         const std::string& lease, const std::string& recall_id,
+                         int64_t epoch, pb::OperatorMessage& reply,
+                         std::string* volume) {
+  auto refuse = [&](const std::string& why, bool forged) {
+    pb::Refusal* r = reply.add_refused();
+    r->set_lease(lease);
+    r->set_reason(why);
+    ++refused_;
+    base::Log(
+        forged ? base::LogLevel::kWarn : base::LogLevel::kInfo,
+        forged ? "operator.channel.forged" : "operator.channel.refused",
+        {{"node", node}, {"lease", lease}, {"answer", what}, {"reason", why}});
+    return false;
+  };
+  auto it = asked.find(lease);
+  if (it == asked.end()) {
+    return refuse(
+        absl::StrCat("no ", what, " of lease ", lease, " is outstanding"),
+        false);
+  }
+  const Asked& a = it->second;
+  if (a.node != node) {
+    return refuse(absl::StrCat("lease ", lease, " answers to node ", a.node,
+                               ", not ", node),
+                  true);
+  }
+  if ((!recall_id.empty() && recall_id != a.recall_id) || epoch != a.epoch) {
+    return refuse(absl::StrCat("stale ", what, " of lease ", lease, ": recall ",
+                               recall_id, " epoch ", epoch, ", asked recall ",
+                               a.recall_id, " epoch ", a.epoch),
+                  false);
+  }
+  *volume = a.volume;
+  ++accepted_;
+  return true;
+}
+
+void ChannelRelay::OnReport(const std::string& node, const pb::AgentReport& r,
+                            pb::OperatorMessage& reply) {
+  std::set<std::string> volumes;
+  {
+    absl::MutexLock l(&mu_);
+    std::string volume;
+    for (const pb::Ack& a : r.acks()) {
+      if (!a.flushed()) {
+        // Not taken yet: such a holder is revoked at its deadline instead.
+        pb::Refusal* f = reply.add_refused();
+        f->set_lease(a.lease());
+        f->set_reason("an unflushed ack is not taken; the deadline revokes");
+        continue;
+      }
+      if (Check(recalls_, "recall ack", node, a.lease(), a.recall_id(),
+                a.epoch(), reply, &volume)) {
+        taken_[a.lease()].released = a.recall_id();
+        volumes.insert(volume);
+      }
+    }
+    for (const pb::FenceConfirmation& f : r.fences()) {
+      if (Check(fences_, "fence confirmation", node, f.lease(), f.recall_id(),
+                f.epoch(), reply, &volume)) {
+        taken_[f.lease()].fenced = f.recall_id();
+        volumes.insert(volume);
+      }
+    }
+    for (const pb::RevocationAck& v : r.revocation_acks()) {
+      if (Check(revoked_, "revocation ack", node, v.lease(), "", v.epoch(),
+                reply, &volume)) {
+        taken_[v.lease()].revocation_acked_epoch = v.epoch();
+        volumes.insert(volume);
+      }
+    }
+  }
+  for (const std::string& v : volumes) enqueue_(v);
+}
+
+}  // namespace daxlease::op

@@ -1,0 +1,181 @@
+// ChannelRelay over values: what each node is asked after a stored pass
+// (one message per node, nothing twice on a stream, everything again on a
+// new stream), which answers are taken (only the node asked, the recall and
+// epoch asked) and how taken answers replace the agent-written fields.
+#include "operator/channel_relay.h"
+
+#include <map>
+#include <vector>
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+
+namespace daxlease::op {
+namespace {
+
+namespace pb = channel::pb;
+
+class FakeServer final : public channel::ChannelServer {
+ public:
+  int port() const override { return 1; }
+  bool Send(const std::string& node, const pb::OperatorMessage& m) override {
+    if (!connected.contains(node)) return false;
+    sent[node].push_back(m);
+    return true;
+  }
+  std::vector<std::string> Connected() const override {
+    return {connected.begin(), connected.end()};
+  }
+  void Stop() override {}
+  std::set<std::string> connected;
+  std::map<std::string, std::vector<pb::OperatorMessage>> sent;
+};
+
+api::DaxLease Lease(const std::string& name, const std::string& node,
+                    api::LeaseState state) {
+  api::DaxLease l;
+  l.metadata.name = name;
+  l.spec.volume = "v";
+  l.spec.holder_node = node;
+  l.status.state = state;
+  l.status.epoch = 3;
+  l.status.recall_id = "r1";
+  l.status.deadline = absl::FromUnixSeconds(100);
+  return l;
+}
+
+class ChannelRelayTest : public ::testing::Test {
+ protected:
+  ChannelRelayTest()
+      : relay_([this](const std::string& v) { enqueued_.push_back(v); }) {
+    relay_.SetServer(&server_);
+    h_ = relay_.Handlers();
+    w_.volume_name = "v";
+    w_.volume.emplace();
+    w_.volume->metadata.name = "v";
+    w_.volume->spec.owner_node = "owner";
+    w_.leases = {Lease("a1", "node-a", api::LeaseState::kRecalling),
+                 Lease("a2", "node-a", api::LeaseState::kRecalling),
+                 Lease("b1", "node-b", api::LeaseState::kRecalling)};
+  }
+  void Connect(const std::string& node) {
+    server_.connected.insert(node);
+    h_.on_connect(node);
+  }
+  pb::OperatorMessage Report(const std::string& node,
+                             const pb::AgentReport& r) {
+    pb::OperatorMessage reply;
+    h_.on_report(node, r, reply);
+    return reply;
+  }
+  static pb::AgentReport Ack(const std::string& lease, const std::string& id,
+                             int64_t epoch) {
+    pb::AgentReport r;
+    pb::Ack* a = r.add_acks();
+    a->set_lease(lease);
+    a->set_recall_id(id);
+    a->set_epoch(epoch);
+    a->set_flushed(true);
+    return r;
+  }
+
+  FakeServer server_;
+  std::vector<std::string> enqueued_;
+  ChannelRelay relay_;
+  channel::ChannelHandlers h_;
+  World w_;
+};
+
+TEST_F(ChannelRelayTest, OneMessagePerNodeNothingTwiceAllOnReconnect) {
+  Connect("node-a");
+  Connect("node-b");
+  relay_.Stored(w_);
+  ASSERT_EQ(server_.sent["node-a"].size(), 1u);
+  EXPECT_EQ(server_.sent["node-a"][0].recalls_size(), 2);
+  EXPECT_EQ(server_.sent["node-a"][0].recalls(0).deadline_unix_ms(), 100000);
+  ASSERT_EQ(server_.sent["node-b"].size(), 1u);
+  relay_.Stored(w_);
+  EXPECT_EQ(server_.sent["node-a"].size(), 1u);
+  Connect("node-a");  // a new stream
+  ASSERT_EQ(server_.sent["node-a"].size(), 2u);
+  EXPECT_EQ(server_.sent["node-a"][1].recalls_size(), 2);
+}
+
+TEST_F(ChannelRelayTest, NotConnectedIsAskedOnConnect) {
+  relay_.Stored(w_);
+  EXPECT_TRUE(server_.sent.empty());
+  Connect("node-b");
+  ASSERT_EQ(server_.sent["node-b"].size(), 1u);
+  EXPECT_EQ(server_.sent["node-b"][0].recalls(0).lease(), "b1");
+}
+
+TEST_F(ChannelRelayTest, OnlyTheNodeAskedForTheRecallAskedIsTaken) {
+  relay_.Stored(w_);
+  // Another node's lease: refused (a forgery).
+  EXPECT_EQ(Report("node-b", Ack("a1", "r1", 3)).refused_size(), 1);
+  // Stale recall ID, stale epoch, unknown lease.
+  EXPECT_EQ(Report("node-a", Ack("a1", "r0", 3)).refused_size(), 1);
+  EXPECT_EQ(Report("node-a", Ack("a1", "r1", 2)).refused_size(), 1);
+  EXPECT_EQ(Report("node-a", Ack("zz", "r1", 3)).refused_size(), 1);
+  EXPECT_EQ(relay_.accepted(), 0);
+  EXPECT_TRUE(enqueued_.empty());
+  World read = w_;
+  read.leases[0].status.released_recall_id = "r1";  // written by anyone
+  relay_.Overlay(read);
+  EXPECT_EQ(read.leases[0].status.released_recall_id, "")
+      << "the status field releases nothing with the channel on";
+
+  EXPECT_EQ(Report("node-a", Ack("a1", "r1", 3)).refused_size(), 0);
+  EXPECT_EQ(Report("node-a", Ack("a1", "r1", 3)).refused_size(), 0)
+      << "a duplicate is a no-op";
+  EXPECT_THAT(enqueued_, ::testing::ElementsAre("v", "v"));
+  read = w_;
+  relay_.Overlay(read);
+  EXPECT_EQ(read.leases[0].status.released_recall_id, "r1");
+  EXPECT_EQ(read.leases[1].status.released_recall_id, "");
+}
+
+TEST_F(ChannelRelayTest, FencesAreTheOwnersRevocationAcksTheHolders) {
+  w_.leases = {Lease("a1", "node-a", api::LeaseState::kRevoked)};
+  w_.leases[0].status.fence_required = true;
+  Connect("owner");
+  Connect("node-a");
+  relay_.Stored(w_);
+  ASSERT_EQ(server_.sent["owner"].size(), 1u);
+  EXPECT_EQ(server_.sent["owner"][0].fences(0).holder_node(), "node-a");
+  pb::AgentReport f;
+  pb::FenceConfirmation* c = f.add_fences();
+  c->set_lease("a1");
+  c->set_recall_id("r1");
+  c->set_epoch(3);
+  EXPECT_EQ(Report("node-a", f).refused_size(), 1) << "the holder cannot";
+  EXPECT_EQ(Report("owner", f).refused_size(), 0);
+  World read = w_;
+  relay_.Overlay(read);
+  EXPECT_EQ(read.leases[0].status.fenced_recall_id, "r1");
+
+  // Fenced: the holder is told and acknowledges.
+  w_.leases[0].status.fence_required = false;
+  relay_.Stored(w_);
+  ASSERT_EQ(server_.sent["node-a"].size(), 1u);
+  EXPECT_EQ(server_.sent["node-a"][0].revoked_size(), 1);
+  pb::AgentReport v;
+  pb::RevocationAck* ra = v.add_revocation_acks();
+  ra->set_lease("a1");
+  ra->set_epoch(3);
+  EXPECT_EQ(Report("owner", v).refused_size(), 1);
+  EXPECT_EQ(Report("node-a", v).refused_size(), 0);
+  read = w_;
+  relay_.Overlay(read);
+  EXPECT_TRUE(read.leases[0].status.revocation_acknowledged);
+
+  // Stored as Released: nothing outstanding, the answer is forgotten.
+  w_.leases[0].status.state = api::LeaseState::kReleased;
+  relay_.Stored(w_);
+  read = w_;
+  relay_.Overlay(read);
+  EXPECT_FALSE(read.leases[0].status.revocation_acknowledged);
+}
+
+}  // namespace
+}  // namespace daxlease::op

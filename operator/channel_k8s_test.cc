@@ -366,5 +366,59 @@ TEST_F(ChannelK8sTest, LeaderKilledMidRecallAsksAgain) {
   EXPECT_TRUE(WaitFor([&] { return VolumeAt(vol, 2); }, absl::Seconds(20)));
 }
 
+// node-p's agent is cut off from the operator (no stream) but not from its
+// holder: it cannot report the ack, and writing it in the lease status (the
+// old way) releases nothing. The holder is revoked at the deadline and the
+// owner fences it when asked on the channel; node-a's lease is released.
+TEST_F(ChannelK8sTest, PartitionedAgentCannotAckIsRevokedAndFenced) {
+  auto& op = StartOperator("op-1");
+  ASSERT_TRUE(WaitFor([&] { return Leads("op-1"); }, absl::Seconds(30)))
+      << op.Log();
+  auto& owner = Agent("node-owner");
+  auto& a = Agent("node-a");
+  const std::string vol = N("v");
+  CreateVolume(vol, "node-owner");
+  CreateLease(N("a1"), vol, "node-a");
+  CreateLease(N("p1"), vol, "node-p");
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        return LeaseIs(N("a1"), api::LeaseState::kGranted) &&
+               LeaseIs(N("p1"), api::LeaseState::kGranted);
+      },
+      absl::Seconds(30)))
+      << op.Log();
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        return owner.client().node() == "node-owner" &&
+               a.client().node() == "node-a";
+      },
+      absl::Seconds(30)));
+  CreateRecall(N("r"), vol, 3);
+  ASSERT_TRUE(
+      WaitFor([&] { return LeaseIs(N("p1"), api::LeaseState::kRecalling); },
+              absl::Seconds(20)))
+      << op.Log();
+  auto p1 = Lease(N("p1"));
+  ASSERT_TRUE(
+      client_
+          ->Patch(api::DaxLeaseResource(), "", N("p1"), k8s::PatchType::kMerge,
+                  {{"status", {{"releasedRecallID", p1->status.recall_id}}}},
+                  "status")
+          .ok());
+  ASSERT_TRUE(
+      WaitFor([&] { return RecallIs(N("r"), api::RecallPhase::kComplete); },
+              absl::Seconds(30)))
+      << op.Log();
+  auto r = Recall(N("r"));
+  EXPECT_EQ(r->status.released, 1);
+  EXPECT_EQ(r->status.revoked, 1);
+  p1 = Lease(N("p1"));
+  EXPECT_EQ(p1->status.state, api::LeaseState::kRevoked);
+  EXPECT_EQ(p1->status.reason, "DeadlineExceeded");
+  EXPECT_FALSE(p1->status.fence_required) << "fenced by the owner";
+  EXPECT_GE(owner.fences_seen(), 1);
+  EXPECT_TRUE(LeaseIs(N("a1"), api::LeaseState::kReleased));
+}
+
 }  // namespace
 }  // namespace daxlease::op

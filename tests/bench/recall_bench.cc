@@ -10,8 +10,11 @@
 // Measures the time from DaxRecall creation to status.phase Complete, the API
 // writes of the whole recall (etcd revisions from the create until the
 // volume is Ready at the next epoch; events included), the operator's peak
-// RSS (VmHWM), the load average after each size, and first, before the
-// operator starts, the API server's own write rate with a trivial client.
+// RSS (VmHWM), the load average after each size, on the channel path the
+// time from a silent holder's deadline to its lease stored Revoked and
+// fenced (the owner's simulated agent confirms on the channel), and first,
+// before the operator starts, the API server's own write rate with a
+// trivial client.
 //
 //   recall_bench [--kubeconfig PATH] [--sizes 10,100,1000] [--runs 5]
 //                [--paths status,channel] [--write-concurrency 16]
@@ -253,6 +256,74 @@ Run RunOnce(k8s::KubeClient& c, int n, const std::string& tag,
   return run;
 }
 
+// A silent holder on the channel path: one lease on a node no agent speaks
+// for, a recall with a 1 s grace; the time from the recall's deadline to the
+// lease stored Revoked and fenced (the owner's agent confirmed the fence on
+// the channel). Milliseconds, polled every 20 ms.
+double DeadlineToFencedMs(k8s::KubeClient& c, const std::string& tag) {
+  const std::string vol = absl::StrCat("silent-", tag);
+  api::DaxVolume v;
+  v.metadata.name = vol;
+  v.spec.size_bytes = 1 << 30;
+  v.spec.owner_node = "owner";
+  v.spec.share = true;
+  if (!c.Create(api::DaxVolumeResource(), api::ToJson(v)).ok())
+    Die("create volume");
+  api::DaxLease l;
+  l.metadata.name = vol + "-l";
+  l.spec = {vol, "node-silent", "", api::Access::kReadWrite};
+  if (!c.Create(api::DaxLeaseResource(), api::ToJson(l)).ok())
+    Die("create lease");
+  auto lease = [&]() -> std::optional<api::DaxLease> {
+    auto j = Get(c, api::DaxLeaseResource(), l.metadata.name);
+    if (!j) return std::nullopt;
+    auto t = api::FromJson<api::DaxLease>(*j);
+    if (!t.ok()) return std::nullopt;
+    return *t;
+  };
+  if (!k8s::testing::WaitFor(
+          [&] {
+            auto x = lease();
+            return x && x->status.state == api::LeaseState::kGranted;
+          },
+          absl::Seconds(60))) {
+    Die("silent lease not granted");
+  }
+  api::DaxRecall r;
+  r.metadata.name = vol;
+  r.spec = {vol, api::RecallReason::kManual, 1};
+  if (!c.Create(api::DaxRecallResource(), api::ToJson(r)).ok())
+    Die("create recall");
+  std::optional<absl::Time> deadline;
+  absl::Time fenced;
+  if (!k8s::testing::WaitFor(
+          [&] {
+            auto x = lease();
+            if (!x) return false;
+            if (x->status.deadline.has_value() && !deadline.has_value() &&
+                x->status.state == api::LeaseState::kRecalling) {
+              deadline = x->status.deadline;
+            }
+            if (x->status.state == api::LeaseState::kRevoked &&
+                !x->status.fence_required) {
+              fenced = absl::Now();
+              return true;
+            }
+            return false;
+          },
+          absl::Seconds(60)) ||
+      !deadline.has_value()) {
+    Die("silent holder not fenced");
+  }
+  (void)c.Patch(api::DaxLeaseResource(), "", l.metadata.name,
+                k8s::PatchType::kMerge,
+                {{"metadata", {{"finalizers", nullptr}}}});
+  (void)c.Delete(api::DaxLeaseResource(), "", l.metadata.name);
+  (void)c.Delete(api::DaxRecallResource(), "", vol);
+  (void)c.Delete(api::DaxVolumeResource(), "", vol);
+  return absl::ToDoubleMilliseconds(fenced - *deadline);
+}
+
 // The API server's own write rate with a trivial client (no operator work):
 // creates `objs` DaxLeases of an unused volume, then `writes` status merge
 // patches spread over them, `inflight` at a time. This bounds any recall:
@@ -369,6 +440,7 @@ int Main(int argc, char** argv) {
     std::vector<std::vector<Run>> runs;  // per size
     std::vector<double> loads;
     int64_t rss_kib = -1;
+    std::vector<double> fenced_ms;  // channel: deadline -> fenced
   };
   std::vector<PathResult> results;
   const std::string tag0 = absl::StrCat(getpid());
@@ -430,6 +502,23 @@ int Main(int argc, char** argv) {
       pr.runs.push_back(rs);
       pr.loads.push_back(LoadAverage1());
     }
+    if (channel) {
+      // The owner's agent, which fences when asked.
+      auto token = channel::MintAgentToken(**client, ns, "agent", "agent-owner",
+                                           "owner");
+      if (!token.ok()) Die(token.status().ToString());
+      channel::SimAgentOptions o;
+      o.record = record;
+      o.token = *token;
+      agents.push_back(std::make_unique<channel::SimAgent>(**client, o));
+      for (int r = 0; r < runs; ++r) {
+        pr.fenced_ms.push_back(
+            DeadlineToFencedMs(**client, absl::StrCat(tag0, "-", r)));
+        std::fprintf(stderr,
+                     "silent holder run %d: deadline -> fenced %.1f ms\n", r,
+                     pr.fenced_ms.back());
+      }
+    }
     pr.rss_kib = k8s::testing::PeakRssKib(op.pid());
     agents.clear();
     op.Kill(SIGTERM);
@@ -483,6 +572,17 @@ int Main(int argc, char** argv) {
                   pr.path.c_str(), sizes[i], rs.size(), med.ms, rs.front().ms,
                   rs.back().ms, static_cast<long long>(w[w.size() / 2]),
                   goal.c_str(), ok ? "yes" : "NO", pr.loads[i]);
+    }
+    if (!pr.fenced_ms.empty()) {
+      std::vector<double> f = pr.fenced_ms;
+      std::sort(f.begin(), f.end());
+      bool fok = f[f.size() / 2] < 100;
+      all_ok &= fok;
+      std::printf(
+          "%-8s silent holder, deadline -> fenced: median %.1f ms (min %.1f, "
+          "max %.1f, %zu runs; 20 ms polling) goal <100ms %s\n",
+          pr.path.c_str(), f[f.size() / 2], f.front(), f.back(), f.size(),
+          fok ? "yes" : "NO");
     }
     bool ok = pr.rss_kib >= 0 && pr.rss_kib < 100 * 1024;
     rss_ok &= ok;

@@ -6,6 +6,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <chrono>
 #include <cstdlib>
@@ -58,6 +59,8 @@ ABSL_FLAG(std::string, media_dir, "",
 ABSL_FLAG(uint64_t, migration_max_bytes_per_second, 0,
           "the most a migration copy to this node reads per second (0: no "
           "limit)");
+ABSL_FLAG(int, migration_streams, 2,
+          "connections a migration copy to this node reads on at once");
 ABSL_FLAG(bool, file_leases, true,
           "hold an fcntl lease on each served fsdax data file; a break starts "
           "a recall");
@@ -157,6 +160,8 @@ int Main() {
   config.media_dir = absl::GetFlag(FLAGS_media_dir);
   config.migration_bytes_per_second =
       absl::GetFlag(FLAGS_migration_max_bytes_per_second);
+  config.migration_streams =
+      std::max(1, absl::GetFlag(FLAGS_migration_streams));
   fabric::AnyConnector connector;
   config.connector = &connector;
   auto registry = std::make_shared<prometheus::Registry>();

@@ -63,7 +63,7 @@ class OperatorK8sTest : public ::testing::Test {
     // Best effort: drop finalizers and delete what this test made.
     for (const k8s::Resource& r :
          {api::DaxLeaseResource(), api::DaxRecallResource(),
-          api::DaxVolumeResource()}) {
+          api::DaxMigrationResource(), api::DaxVolumeResource()}) {
       auto list = k8s::ListAll(*client_, r, "");
       if (!list.ok()) continue;
       for (const Json& o : list->items) {
@@ -142,6 +142,72 @@ class OperatorK8sTest : public ::testing::Test {
   }
   std::optional<api::DaxVolume> Volume(const std::string& n) {
     return Get<api::DaxVolume>(api::DaxVolumeResource(), n);
+  }
+  std::optional<api::DaxMigration> Migration(const std::string& n) {
+    return Get<api::DaxMigration>(api::DaxMigrationResource(), n);
+  }
+  // As the target and source agents will: a merge patch of the migration's
+  // status.
+  void MigrationPatch(const std::string& name, Json status) {
+    auto st = client_->Patch(api::DaxMigrationResource(), "", name,
+                             k8s::PatchType::kMerge,
+                             {{"status", std::move(status)}}, "status");
+    ASSERT_TRUE(st.ok()) << st.status();
+  }
+  // `kubectl daxlease status VOLUME`'s output.
+  std::string PluginStatus(const std::string& volume) {
+    FILE* p = popen(absl::StrCat(DAXLEASE_PLUGIN_BIN, " --kubeconfig ",
+                                 kubeconfig_, " status ", volume)
+                        .c_str(),
+                    "r");
+    if (p == nullptr) return "";
+    char buf[8192] = {0};
+    size_t n = fread(buf, 1, sizeof(buf) - 1, p);
+    pclose(p);
+    return std::string(buf, n);
+  }
+  // A shared volume on node-owner with lease `a` (node-a) granted, and a
+  // DaxMigration `m` to node-target whose Migrate recall `a` acked: the
+  // volume is Migrating, the migration Copying. Returns the epoch before.
+  int64_t MigrateUntilCopying(const std::string& vol,
+                              const OperatorProcess& op) {
+    CreateVolume(vol);
+    CreateLease(N("a"), vol);
+    EXPECT_TRUE(
+        WaitFor([&] { return LeaseIs(N("a"), api::LeaseState::kGranted); },
+                absl::Seconds(30)))
+        << op.Log();
+    EXPECT_TRUE(WaitFor([&] { return Volume(vol)->status.holders == 1; },
+                        absl::Seconds(10)));
+    const int64_t epoch0 = Volume(vol)->status.epoch;
+    api::DaxMigration m;
+    m.metadata.name = N("m");
+    m.spec = {vol, "node-target"};
+    auto made = client_->Create(api::DaxMigrationResource(), api::ToJson(m));
+    EXPECT_TRUE(made.ok()) << made.status();
+    std::string recall;
+    EXPECT_TRUE(WaitFor(
+        [&] {
+          auto mm = Migration(N("m"));
+          if (!mm || mm->status.recall.empty()) return false;
+          recall = mm->status.recall;
+          auto r = Recall(recall);
+          return r && !r->status.recall_id.empty() &&
+                 LeaseIs(N("a"), api::LeaseState::kRecalling);
+        },
+        absl::Seconds(20)))
+        << op.Log();
+    AgentPatch(N("a"),
+               {{"releasedRecallID", Recall(recall)->status.recall_id}});
+    EXPECT_TRUE(WaitFor(
+        [&] {
+          auto mm = Migration(N("m"));
+          return mm && mm->status.phase == api::MigrationPhase::kCopying &&
+                 Volume(vol)->status.phase == api::VolumePhase::kMigrating;
+        },
+        absl::Seconds(20)))
+        << op.Log();
+    return epoch0;
   }
   bool LeaseIs(const std::string& n, api::LeaseState s) {
     auto l = Lease(n);
@@ -243,8 +309,8 @@ TEST_F(OperatorK8sTest, KubectlNamesResolveAsAUserExpects) {
             0)
       << out;
   EXPECT_EQ(absl::StripAsciiWhitespace(out), lease);
-  EXPECT_EQ(
-      k8s::testing::Kubectl(kubeconfig_, "get dl " + N("lease-a"), &out), 0)
+  EXPECT_EQ(k8s::testing::Kubectl(kubeconfig_, "get dl " + N("lease-a"), &out),
+            0)
       << out;
   EXPECT_THAT(out, ::testing::HasSubstr(N("vol")));  // the Volume column
   EXPECT_EQ(k8s::testing::Kubectl(
@@ -258,10 +324,10 @@ TEST_F(OperatorK8sTest, KubectlNamesResolveAsAUserExpects) {
   EXPECT_THAT(out, ::testing::HasSubstr(lease));
   EXPECT_THAT(out, ::testing::Not(::testing::HasSubstr("daxvolume.")));
   for (const char* lease_kind : {"daxlease", "daxleases", "DaxLease"}) {
-    EXPECT_EQ(k8s::testing::Kubectl(
-                  kubeconfig_, absl::StrCat("get ", lease_kind, " -o name"),
-                  &out),
-              0)
+    EXPECT_EQ(
+        k8s::testing::Kubectl(
+            kubeconfig_, absl::StrCat("get ", lease_kind, " -o name"), &out),
+        0)
         << out;
     EXPECT_THAT(out, ::testing::HasSubstr(lease)) << lease_kind;
     EXPECT_THAT(out, ::testing::Not(::testing::HasSubstr("daxvolume.")))
@@ -536,6 +602,96 @@ TEST_F(OperatorK8sTest, TwoOperatorsOnlyOneLeadsStandbyTakesOver) {
       WaitFor([&] { return LeaseIs(N("b"), api::LeaseState::kGranted); },
               absl::Seconds(10)))
       << b.Log();
+}
+
+// A DaxMigration deleted mid-copy is not forgotten with its volume stranded
+// (Migrating for good): its finalizer keeps it until the volume is back on
+// its owner at the next epoch and the target freed its media.
+TEST_F(OperatorK8sTest, MigrationDeletedMidCopyRollsBackToTheOwner) {
+  OperatorProcess op(kubeconfig_, OperatorArgs("op-a"), prefix_);
+  const std::string vol = N("vol");
+  const int64_t epoch0 = MigrateUntilCopying(vol, op);
+  ASSERT_FALSE(HasFailure());
+  MigrationPatch(N("m"),
+                 {{"targetEndpoint", "10.0.0.9:7390"},
+                  {"bytesTotal", 1 << 30},
+                  {"bytesCopied", 1 << 20},
+                  {"lastProgressTime", api::FormatWireTime(absl::Now())}});
+  ASSERT_TRUE(client_->Delete(api::DaxMigrationResource(), "", N("m")).ok());
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        auto v = Volume(vol);
+        return v && v->status.phase == api::VolumePhase::kReady &&
+               v->status.epoch == epoch0 + 1;
+      },
+      absl::Seconds(20)))
+      << op.Log();
+  EXPECT_EQ(Volume(vol)->spec.owner_node, "node-owner");
+  // Kept (deleting) until the target says its media is gone.
+  auto m = Migration(N("m"));
+  ASSERT_TRUE(m.has_value());
+  EXPECT_TRUE(m->metadata.deletion_timestamp.has_value());
+  EXPECT_EQ(m->status.phase, api::MigrationPhase::kFailed);
+  const api::Condition* failed =
+      api::FindCondition(m->status.conditions, "Failed");
+  ASSERT_NE(failed, nullptr);
+  EXPECT_EQ(failed->reason, "Deleted");
+  EXPECT_THAT(PluginStatus(vol), ::testing::HasSubstr("Failed (deleting)"));
+  absl::SleepFor(absl::Seconds(1));
+  ASSERT_TRUE(Migration(N("m")).has_value());
+  MigrationPatch(N("m"), {{"targetMediaFreed", true}});
+  EXPECT_TRUE(WaitFor([&] { return !Migration(N("m")).has_value(); },
+                      absl::Seconds(10)))
+      << op.Log();
+  // The holder is granted again at the new epoch (its next generation).
+  CreateLease(N("b"), vol);
+  EXPECT_TRUE(
+      WaitFor([&] { return LeaseIs(N("b"), api::LeaseState::kGranted); },
+              absl::Seconds(10)))
+      << op.Log();
+  EXPECT_EQ(Lease(N("b"))->status.epoch, epoch0 + 1);
+}
+
+// Deleted once the copy is verified: the switch is finished (owner
+// node-target at the next epoch); it goes once the source freed its media.
+TEST_F(OperatorK8sTest, MigrationDeletedWithAVerifiedCopyFinishesTheSwitch) {
+  OperatorProcess op(kubeconfig_, OperatorArgs("op-a"), prefix_);
+  const std::string vol = N("vol");
+  const int64_t epoch0 = MigrateUntilCopying(vol, op);
+  ASSERT_FALSE(HasFailure());
+  MigrationPatch(N("m"),
+                 {{"targetEndpoint", "10.0.0.9:7390"},
+                  {"bytesTotal", 1 << 20},
+                  {"bytesCopied", 1 << 20},
+                  {"sourceChecksum", "sha256:ab"},
+                  {"targetChecksum", "sha256:ab"},
+                  {"lastProgressTime", api::FormatWireTime(absl::Now())}});
+  ASSERT_TRUE(client_->Delete(api::DaxMigrationResource(), "", N("m")).ok());
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        auto v = Volume(vol);
+        return v && v->status.phase == api::VolumePhase::kReady &&
+               v->status.epoch == epoch0 + 1;
+      },
+      absl::Seconds(20)))
+      << op.Log();
+  EXPECT_EQ(Volume(vol)->spec.owner_node, "node-target");
+  EXPECT_EQ(Volume(vol)->metadata.annotations[api::kFabricEndpointAnnotation],
+            "10.0.0.9:7390");
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        auto m = Migration(N("m"));
+        return m && m->status.phase == api::MigrationPhase::kComplete;
+      },
+      absl::Seconds(10)))
+      << op.Log();
+  EXPECT_THAT(PluginStatus(vol), ::testing::HasSubstr("Complete (deleting)"));
+  absl::SleepFor(absl::Seconds(1));
+  ASSERT_TRUE(Migration(N("m")).has_value());
+  MigrationPatch(N("m"), {{"sourceMediaFreed", true}});
+  EXPECT_TRUE(WaitFor([&] { return !Migration(N("m")).has_value(); },
+                      absl::Seconds(10)))
+      << op.Log();
 }
 
 // Agents acking all at once while the operator writes the same objects: every

@@ -529,6 +529,21 @@ class Planner {
     Apply(lease::CancelRecall{s_.recall->id});
   }
 
+  // For a Migrate recall whose DaxMigration is gone or finished: why it
+  // must not start ("" otherwise).
+  std::string MigrationGoneFor(const DaxRecall& r) const {
+    if (r.spec.reason != api::RecallReason::kMigrate) return "";
+    auto l = r.metadata.labels.find(api::kMigrationLabel);
+    if (l == r.metadata.labels.end()) return "";
+    for (const api::DaxMigration& m : w_.migrations) {
+      if (m.metadata.name != l->second) continue;
+      if (!lease::MigrationFinished(PhaseOf(m))) return "";
+      return absl::StrCat("DaxMigration ", l->second, " is ",
+                          api::EnumName(*m.status.phase));
+    }
+    return absl::StrCat("DaxMigration ", l->second, " no longer exists");
+  }
+
   void StartNextRecall() {
     // Recalls in creation order; only one runs at a time.
     std::vector<size_t> order;
@@ -549,6 +564,12 @@ class Planner {
         r.status.phase = api::RecallPhase::kPending;
       if (r.metadata.deletion_timestamp.has_value()) {
         RemoveFinalizer(r.metadata, kRecallFinalizer);
+        continue;
+      }
+      if (const std::string gone = MigrationGoneFor(r); !gone.empty()) {
+        // Nothing would end it: the change it was for will not come.
+        r.status.phase = api::RecallPhase::kFailed;
+        RecallCond(r, false, "MigrationFinished", gone);
         continue;
       }
       if (s_.phase != lease::VolumePhase::kReady) {
@@ -679,6 +700,10 @@ class Planner {
     m.target_failure = d.status.target_failure;
     m.last_progress =
         d.status.last_progress_time.value_or(absl::InfinitePast());
+    m.target_started = !d.status.target_endpoint.empty();
+    m.source_media_freed = d.status.source_media_freed;
+    m.target_media_freed = d.status.target_media_freed;
+    m.deleting = d.metadata.deletion_timestamp.has_value();
     return m;
   }
 
@@ -699,12 +724,25 @@ class Planner {
     for (size_t i : order) {
       api::DaxMigration& d = plan_.desired.migrations[i];
       const lease::Migration m = MigrationFromCrd(w_.migrations[i]);
+      if (!m.deleting && !lease::MigrationFinished(m.phase) &&
+          !HasFinalizer(d.metadata, kMigrationFinalizer)) {
+        // Stored before the first step: a deletion from then on is seen
+        // (and finished or rolled back) rather than leaving its recall.
+        AddFinalizer(d.metadata, kMigrationFinalizer);
+        plan_.requeue_at = now_;
+        earlier_running = true;
+        continue;
+      }
       lease::MigrationView view;
       if (w_.volume.has_value()) {
         const auto vphase = w_.volume->status.phase;
         if (vphase == api::VolumePhase::kCreating ||
             vphase == api::VolumePhase::kFailed) {
-          continue;  // the volume is not served: nothing moves
+          // The volume is not served: nothing moves, and nothing started.
+          if (m.deleting && m.phase == lease::MigrationPhase::kPending) {
+            RemoveFinalizer(d.metadata, kMigrationFinalizer);
+          }
+          continue;
         }
         view.volume = &s_;
         if (s_.recall.has_value()) {
@@ -741,6 +779,7 @@ class Planner {
         plan_.create_recalls.push_back(std::move(r));
       }
       WriteMigration(d, st);
+      if (st.forget) RemoveFinalizer(d.metadata, kMigrationFinalizer);
       plan_.requeue_at = std::min(plan_.requeue_at, st.recheck_at);
     }
   }

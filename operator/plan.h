@@ -40,6 +40,11 @@ namespace daxlease::op {
 // Recall finalizer: keeps a running DaxRecall from disappearing, since the
 // leases carry its ID until it completes.
 inline constexpr char kRecallFinalizer[] = "daxlease.io/recall-protection";
+// Migration finalizer: a DaxMigration deleted mid-flow stays until its
+// volume is back out of its recall (switched or rolled back, at a new epoch)
+// and the side that lost freed its media (lib/lease/migration.h).
+inline constexpr char kMigrationFinalizer[] =
+    "daxlease.io/migration-protection";
 
 // Condition types.
 inline constexpr char kLeaseGrantedCondition[] = "Granted";

@@ -549,7 +549,14 @@ TEST(PlanMigration, RecallCopySwitchComplete) {
   m.spec.target_node = "target";
   w.migrations.push_back(m);
 
+  // The finalizer is stored first, in a pass of its own.
   Plan p = ComputePlan(w, kT0, {});
+  EXPECT_TRUE(p.create_recalls.empty());
+  EXPECT_THAT(p.desired.migrations[0].metadata.finalizers,
+              ElementsAre(kMigrationFinalizer));
+  EXPECT_EQ(p.requeue_at, kT0);
+  w = p.desired;
+  p = ComputePlan(w, kT0, {});
   ASSERT_EQ(p.create_recalls.size(), 1u);
   const api::DaxRecall& r = p.create_recalls[0];
   EXPECT_EQ(r.metadata.name, "vol-migrate-e3");
@@ -601,6 +608,7 @@ TEST(PlanMigration, TargetFailureRollsBack) {
   m.metadata.name = "mig";
   m.spec.volume = "vol";
   m.spec.target_node = "target";
+  m.metadata.finalizers = {kMigrationFinalizer};
   w.migrations.push_back(m);
   Plan p = ComputePlan(w, kT0, {});
   w = p.desired;
@@ -617,6 +625,95 @@ TEST(PlanMigration, TargetFailureRollsBack) {
   EXPECT_EQ(w.volume->status.phase, VolumePhase::kReady);
   EXPECT_EQ(w.volume->status.epoch, 4);
   EXPECT_EQ(w.volume->spec.owner_node, "owner");
+}
+
+// A migration of `vol` to "target" whose Migrate recall ran: the volume is
+// Migrating at epoch 3, the migration Copying (with its finalizer).
+World MigratingToTarget() {
+  World w = Settle(WorldOf({}), kT0);
+  api::DaxMigration m;
+  m.metadata.name = "mig";
+  m.spec.volume = "vol";
+  m.spec.target_node = "target";
+  m.metadata.finalizers = {kMigrationFinalizer};
+  w.migrations.push_back(m);
+  Plan p = ComputePlan(w, kT0, {});
+  w = p.desired;
+  api::DaxRecall stored = p.create_recalls.at(0);
+  stored.metadata.uid = "rec-uid";
+  w.recalls.push_back(stored);
+  w = Settle(w, kT0);
+  EXPECT_EQ(w.volume->status.phase, VolumePhase::kMigrating);
+  EXPECT_EQ(w.migrations[0].status.phase, api::MigrationPhase::kCopying);
+  return w;
+}
+
+bool Protected(const api::DaxMigration& m) {
+  return std::find(m.metadata.finalizers.begin(), m.metadata.finalizers.end(),
+                   kMigrationFinalizer) != m.metadata.finalizers.end();
+}
+
+// Deleted mid-copy: Failed (Deleted), the volume back on its owner at the
+// next epoch; the finalizer stays until the target freed what it made.
+TEST(PlanMigration, DeletedMidCopyRollsBackThenLetsGo) {
+  World w = MigratingToTarget();
+  api::DaxMigrationStatus& st = w.migrations[0].status;
+  st.target_endpoint = "10.0.0.2:7390";
+  st.bytes_total = 1 << 20;
+  st.bytes_copied = 1 << 10;
+  st.last_progress_time = kT0;
+  w.migrations[0].metadata.deletion_timestamp = kT0;
+  w = Settle(w, kT0);
+  EXPECT_EQ(w.migrations[0].status.phase, api::MigrationPhase::kFailed);
+  EXPECT_EQ(Cond(w.migrations[0].status.conditions, "Failed").reason,
+            "Deleted");
+  EXPECT_EQ(w.volume->status.phase, VolumePhase::kReady);
+  EXPECT_EQ(w.volume->status.epoch, 4);
+  EXPECT_EQ(w.volume->spec.owner_node, "owner");
+  EXPECT_TRUE(Protected(w.migrations[0]));  // the target's media is there
+  w.migrations[0].status.target_media_freed = true;
+  Plan p = ComputePlan(w, kT0, {});
+  EXPECT_FALSE(Protected(p.desired.migrations[0]));
+}
+
+// Deleted with every byte copied and both checksums equal: the switch is
+// made; the finalizer goes once the source freed its media.
+TEST(PlanMigration, DeletedWithAVerifiedCopyFinishesTheSwitch) {
+  World w = MigratingToTarget();
+  api::DaxMigrationStatus& st = w.migrations[0].status;
+  st.bytes_total = st.bytes_copied = 1 << 20;
+  st.source_checksum = st.target_checksum = "sha256:x";
+  st.target_endpoint = "10.0.0.2:7390";
+  st.last_progress_time = kT0;
+  w.migrations[0].metadata.deletion_timestamp = kT0;
+  w = Settle(w, kT0);
+  EXPECT_EQ(w.migrations[0].status.phase, api::MigrationPhase::kComplete);
+  EXPECT_EQ(w.volume->spec.owner_node, "target");
+  EXPECT_EQ(w.volume->status.phase, VolumePhase::kReady);
+  EXPECT_EQ(w.volume->status.epoch, 4);
+  EXPECT_TRUE(Protected(w.migrations[0]));
+  w.migrations[0].status.source_media_freed = true;
+  Plan p = ComputePlan(w, kT0, {});
+  EXPECT_FALSE(Protected(p.desired.migrations[0]));
+}
+
+// A Migrate recall left behind by a migration that is gone never starts
+// (nothing would end the change it was for).
+TEST(PlanMigration, MigrateRecallWithoutItsMigrationDoesNotStart) {
+  World w = Settle(WorldOf({Lease("l", "n")}), kT0);
+  api::DaxRecall r;
+  r.metadata.name = "vol-migrate-e3";
+  r.metadata.uid = "rec-uid";
+  r.metadata.labels[api::kMigrationLabel] = "gone";
+  r.spec.volume = "vol";
+  r.spec.reason = api::RecallReason::kMigrate;
+  w.recalls.push_back(r);
+  w = Settle(w, kT0);
+  EXPECT_EQ(w.recalls[0].status.phase, RecallPhase::kFailed);
+  EXPECT_EQ(Cond(w.recalls[0].status.conditions, "Complete").reason,
+            "MigrationFinished");
+  EXPECT_EQ(w.volume->status.phase, VolumePhase::kReady);
+  EXPECT_EQ(w.leases[0].status.state, LeaseState::kGranted);
 }
 
 }  // namespace

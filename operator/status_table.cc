@@ -134,9 +134,14 @@ std::string FormatStatus(const std::vector<api::DaxVolume>& volumes,
         break;
       }
     }
+    // Deleted mid-flow, it finishes or rolls back first (its finalizer).
+    std::string phase = Opt(m->status.phase);
+    if (m->metadata.deletion_timestamp.has_value()) {
+      absl::StrAppend(&phase, " (deleting)");
+    }
     mrows.push_back({m->metadata.name, m->spec.volume,
-                     OrDash(m->status.source_node), m->spec.target_node,
-                     Opt(m->status.phase), copied, reason});
+                     OrDash(m->status.source_node), m->spec.target_node, phase,
+                     copied, reason});
   }
   out += "\nMigrations:\n" + FormatTable(mrows);
   return out;

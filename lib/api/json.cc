@@ -293,6 +293,8 @@ DaxMigration ReadMigration(const json& j) {
   m.status.target_checksum = GetString(st, "targetChecksum");
   m.status.target_endpoint = GetString(st, "targetEndpoint");
   m.status.target_failure = GetString(st, "targetFailure");
+  m.status.source_media_freed = GetBool(st, "sourceMediaFreed");
+  m.status.target_media_freed = GetBool(st, "targetMediaFreed");
   m.status.last_progress_time = GetTime(st, "lastProgressTime");
   m.status.started_at = GetTime(st, "startedAt");
   m.status.completed_at = GetTime(st, "completedAt");
@@ -522,6 +524,8 @@ nlohmann::json ToJson(const DaxMigrationStatus& s) {
   PutString(j, "targetChecksum", s.target_checksum);
   PutString(j, "targetEndpoint", s.target_endpoint);
   PutString(j, "targetFailure", s.target_failure);
+  PutBool(j, "sourceMediaFreed", s.source_media_freed);
+  PutBool(j, "targetMediaFreed", s.target_media_freed);
   PutTime(j, "lastProgressTime", s.last_progress_time);
   PutTime(j, "startedAt", s.started_at);
   PutTime(j, "completedAt", s.completed_at);

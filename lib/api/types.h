@@ -248,8 +248,9 @@ struct DaxMigrationSpec {
 // Written by the operator: phase, source_node, recall, epoch, bytes_total,
 // started_at, completed_at, conditions. Written by the target agent:
 // target_endpoint, bytes_copied, copy_millis, target_checksum,
-// target_failure, last_progress_time. Written by the source agent:
-// source_checksum. (docs/operator.md, "Migration".)
+// target_failure, last_progress_time, target_media_freed. Written by the
+// source agent: source_checksum, source_media_freed. (docs/operator.md,
+// "Migration".)
 struct DaxMigrationStatus {
   std::optional<MigrationPhase> phase;
   std::string source_node;  // the owner when the migration began
@@ -258,10 +259,14 @@ struct DaxMigrationStatus {
   int64_t bytes_total = 0;
   int64_t bytes_copied = 0;
   int64_t copy_millis = 0;      // the copy alone (throughput = total / this)
-  std::string source_checksum;  // "sha256:<hex>" of the source's data
+  std::string source_checksum;  // "sha256x16m:<hex>" of the source's data
   std::string target_checksum;  // of the target's copy, read back
   std::string target_endpoint;  // the target agent's fabric endpoint
   std::string target_failure;   // "<Reason>: <message>" from the target
+  // The side that lost freed its media: the source's after Complete, the
+  // target's after Failed (what a deletion waits for).
+  bool source_media_freed = false;
+  bool target_media_freed = false;
   std::optional<absl::Time> last_progress_time;  // the target's last report
   std::optional<absl::Time> started_at;
   std::optional<absl::Time> completed_at;

@@ -147,6 +147,8 @@ TEST(SchemaTest, EveryFieldWrittenExistsInTheSchema) {
               "sha256:b",
               "10.0.0.2:7390",
               "InsufficientCapacity: no room",
+              true,
+              true,
               kT,
               kT,
               kT,

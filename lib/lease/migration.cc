@@ -22,14 +22,26 @@ class Stepper {
       if (Ours() && vol_->phase == VolumePhase::kMigrating) {
         out_.volume_event = ChangeDone{n.target_node};
       }
+      MayForget();
       return Say("Succeeded", "Moved", Moved());
     }
     if (n.phase == MigrationPhase::kFailed) {
       RollBack();
+      MayForget();
       return std::move(out_);  // the caller keeps the Failed condition
     }
     if (vol_ == nullptr) {
       return Fail("VolumeNotFound", "the DaxVolume does not exist");
+    }
+    if (n.deleting && !Verified() && n.phase != MigrationPhase::kSwitching) {
+      if (n.phase == MigrationPhase::kPending && !v_.recall_for.empty() &&
+          v_.recall_for == n.id && vol_->recall.has_value()) {
+        n.recall = v_.recall_name;  // adopted, so that it is rolled back
+        n.source_node = vol_->owner_node;
+        n.epoch = vol_->epoch;
+      }
+      return Fail("Deleted",
+                  "the DaxMigration was deleted before the copy was verified");
     }
     switch (n.phase) {
       case MigrationPhase::kPending:
@@ -51,6 +63,26 @@ class Stepper {
     return vol_ != nullptr && vol_->recall.has_value() &&
            !out_.migration.recall.empty() &&
            v_.recall_name == out_.migration.recall;
+  }
+
+  // Every byte copied and both checksums equal.
+  bool Verified() const {
+    const Migration& n = out_.migration;
+    return n.bytes_total > 0 && n.bytes_copied >= n.bytes_total &&
+           !n.source_checksum.empty() && n.source_checksum == n.target_checksum;
+  }
+
+  // A finished migration being deleted: its finalizer may go once the
+  // volume left its recall (the switch or the rollback is stored) and the
+  // side that lost freed its media (a target that never started made none).
+  void MayForget() {
+    const Migration& n = out_.migration;
+    if (!n.deleting || out_.volume_event.has_value()) return;
+    if (vol_ != nullptr && Ours()) return;
+    out_.forget =
+        vol_ == nullptr || (n.phase == MigrationPhase::kComplete
+                                ? n.source_media_freed
+                                : n.target_media_freed || !n.target_started);
   }
 
   std::string Moved() const {

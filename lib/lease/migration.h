@@ -22,6 +22,11 @@
 //                            recall was lost: ChangeDone without an owner
 //                            (rolled back: Ready at epoch + 1, old owner);
 //                            the target frees what it made.
+// Deleted (the DaxMigration has a deletionTimestamp; its finalizer keeps it):
+// a copy not yet verified fails (Deleted) and rolls back; a verified copy
+// (or a switch already made) finishes. The finalizer may go (`forget`) once
+// the volume has left the migration's recall and the side that lost freed
+// its media: the source's after Complete, the target's after Failed.
 // Every branch is idempotent: after a crash between the writes of one pass
 // (migration first, then the volume) the next pass finds the same decision
 // or its completion.
@@ -65,6 +70,11 @@ struct Migration {
   std::string target_checksum;
   std::string target_failure;  // "<Reason>: <message>"
   absl::Time last_progress = absl::InfinitePast();
+  bool target_started = false;  // the target reported (targetEndpoint)
+  bool source_media_freed = false;
+  bool target_media_freed = false;
+  // Deletion was asked for (the finalizer holds the object).
+  bool deleting = false;
 };
 
 struct MigrationConfig {
@@ -98,6 +108,8 @@ struct MigrationStep {
   std::string message;
   // Step again by then even if nothing changes (the stall deadline).
   absl::Time recheck_at = absl::InfiniteFuture();
+  // Deleting, and nothing is left to do: the finalizer may go.
+  bool forget = false;
 };
 
 // The name of the recall a migration of `volume` at `epoch` runs.

@@ -226,5 +226,64 @@ TEST(Migration, AVolumeThatMovedOnWithoutTheRecallFails) {
   EXPECT_EQ(st.reason, "RecallLost");
 }
 
+TEST(Migration, DeletedBeforeTheCopyIsVerifiedRollsBack) {
+  Flow r;
+  r.Step();
+  r.RecallRuns();
+  r.Step();
+  ASSERT_EQ(r.vol.phase, VolumePhase::kMigrating);
+  r.m.target_started = true;
+  r.m.deleting = true;
+  MigrationStep st = r.Step();
+  EXPECT_EQ(r.m.phase, MigrationPhase::kFailed);
+  EXPECT_EQ(st.reason, "Deleted");
+  EXPECT_FALSE(st.forget);  // the rollback is not stored yet
+  EXPECT_EQ(r.vol.phase, VolumePhase::kReady);
+  EXPECT_EQ(r.vol.owner_node, "node-a");
+  EXPECT_EQ(r.vol.epoch, 2u);
+  EXPECT_FALSE(r.Step().forget);  // the target's media is not freed yet
+  r.m.target_media_freed = true;
+  EXPECT_TRUE(r.Step().forget);
+}
+
+TEST(Migration, DeletedWhileRecallingRollsBackOnceQuiesced) {
+  Flow r;
+  r.Step();
+  r.recall_name = r.m.recall;
+  r.vol =
+      Apply(r.vol, StartRecall{"uid-r", RecallReason::kMigrate}, kT0)->state;
+  r.m.deleting = true;
+  MigrationStep st = r.Step();
+  EXPECT_EQ(r.m.phase, MigrationPhase::kFailed);
+  EXPECT_FALSE(st.forget);
+  // The holder acks: Quiesced, then resumed on the old owner.
+  r.vol = Apply(r.vol, HolderAck{"l", "uid-r", r.vol.epoch, true}, kT0)->state;
+  ASSERT_EQ(r.vol.phase, VolumePhase::kQuiesced);
+  st = r.Step();
+  EXPECT_FALSE(st.forget);
+  EXPECT_EQ(r.vol.phase, VolumePhase::kReady);
+  EXPECT_EQ(r.vol.epoch, 2u);
+  // The target never started: nothing to free.
+  EXPECT_TRUE(r.Step().forget);
+}
+
+TEST(Migration, DeletedWithAVerifiedCopySwitchesThenWaitsForTheSource) {
+  Flow r;
+  r.Step();
+  r.RecallRuns();
+  r.Step();
+  r.Copied("sha256:x", "sha256:x");
+  r.m.deleting = true;
+  r.Step();
+  EXPECT_EQ(r.m.phase, MigrationPhase::kSwitching);
+  EXPECT_EQ(r.vol.owner_node, "node-b");
+  MigrationStep st = r.Step();
+  EXPECT_EQ(r.m.phase, MigrationPhase::kComplete);
+  EXPECT_FALSE(r.Step().forget);
+  r.m.source_media_freed = true;
+  EXPECT_TRUE(r.Step().forget);
+  (void)st;
+}
+
 }  // namespace
 }  // namespace daxlease::lease

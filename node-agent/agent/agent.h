@@ -88,6 +88,8 @@ struct AgentConfig {
   // The most a migration copy reads per second (0: no limit), so a copy
   // leaves the fabric to the holders of other volumes.
   uint64_t migration_bytes_per_second = 0;
+  // Connections a migration copy reads on at once (each its own chunks).
+  int migration_streams = 2;
 };
 
 // One attached client's view of its lease. Events are coalesced: a reader
@@ -250,6 +252,8 @@ class Agent {
   absl::Status PatchMigrationStatus(const std::string& name,
                                     const k8s::Json& st);
   void FreeIncomingLocked(const std::string& volume);
+  // Serves the verified copy in incoming_[volume] (this node owns it now).
+  void ServeIncomingLocked(const std::string& volume);
   std::string MediaDir() const;
   // Tells config_.metrics the ack of `p`'s lease for recall `id`.
   void RecallAckedLocked(const Published& p, const std::string& id);

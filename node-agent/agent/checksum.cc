@@ -1,20 +1,39 @@
-// FileChecksum with OpenSSL's SHA-256 (included here only).
+// ChunkDigests and FileChecksum with OpenSSL's SHA-256 (included here only).
 #include "node-agent/agent/checksum.h"
 
 #include <fcntl.h>
-#include <openssl/evp.h>
+#include <openssl/sha.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
-#include <memory>
 
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "lib/base/status.h"
 
 namespace daxlease::agent {
+
+static_assert(sizeof(std::array<unsigned char, SHA256_DIGEST_LENGTH>) ==
+              SHA256_DIGEST_LENGTH);
+
+ChunkDigests::ChunkDigests(uint64_t size)
+    : digests_((size + kChecksumChunk - 1) / kChecksumChunk) {}
+
+void ChunkDigests::Add(uint64_t index, const char* data, uint64_t n) {
+  SHA256(reinterpret_cast<const unsigned char*>(data), n,
+         digests_.at(index).data());
+}
+
+std::string ChunkDigests::Finish() const {
+  unsigned char md[SHA256_DIGEST_LENGTH];
+  SHA256(reinterpret_cast<const unsigned char*>(digests_.data()),
+         digests_.size() * SHA256_DIGEST_LENGTH, md);
+  return absl::StrCat("sha256x16m:",
+                      absl::BytesToHexString(absl::string_view(
+                          reinterpret_cast<char*>(md), sizeof(md))));
+}
 
 absl::StatusOr<std::string> FileChecksum(const std::string& path, uint64_t size,
                                          const std::atomic<bool>* cancel) {
@@ -25,28 +44,21 @@ absl::StatusOr<std::string> FileChecksum(const std::string& path, uint64_t size,
   const int err = errno;
   close(fd);
   if (p == MAP_FAILED) return base::ErrnoStatus("mmap", path, err);
-  std::unique_ptr<EVP_MD_CTX, void (*)(EVP_MD_CTX*)> ctx(EVP_MD_CTX_new(),
-                                                         EVP_MD_CTX_free);
-  EVP_DigestInit_ex(ctx.get(), EVP_sha256(), nullptr);
-  constexpr uint64_t kStep = uint64_t{64} << 20;
   const char* base = static_cast<const char*>(p);
+  if (size > 0) madvise(p, size, MADV_SEQUENTIAL);
+  ChunkDigests digests(size);
   absl::Status st;
-  for (uint64_t off = 0; off < size; off += kStep) {
+  for (uint64_t i = 0; i < digests.chunks(); ++i) {
     if (cancel != nullptr && cancel->load()) {
       st = absl::CancelledError("checksum cancelled");
       break;
     }
-    const uint64_t n = std::min(kStep, size - off);
-    madvise(const_cast<char*>(base + off), n, MADV_SEQUENTIAL);
-    EVP_DigestUpdate(ctx.get(), base + off, n);
+    const uint64_t off = i * kChecksumChunk;
+    digests.Add(i, base + off, std::min(kChecksumChunk, size - off));
   }
   if (p != nullptr) munmap(p, size);
   if (!st.ok()) return st;
-  unsigned char md[EVP_MAX_MD_SIZE];
-  unsigned int len = 0;
-  EVP_DigestFinal_ex(ctx.get(), md, &len);
-  return absl::StrCat("sha256:", absl::BytesToHexString(absl::string_view(
-                                     reinterpret_cast<char*>(md), len)));
+  return digests.Finish();
 }
 
 }  // namespace daxlease::agent

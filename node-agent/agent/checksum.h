@@ -1,20 +1,46 @@
 // The checksum both ends of a migration compute over a volume's data
-// (docs/agent.md, "Migration"): SHA-256 of the file's first `size` bytes,
-// read through a mapping of its own, as "sha256:<hex>". Each side reads
-// what is on its own media, so a copy that lost or changed a byte on the
-// way, in the page cache or on write-back does not match.
+// (docs/agent.md, "Migration"): the data in chunks of kChecksumChunk bytes,
+// SHA-256 of each, and SHA-256 of those digests in order, written
+// "sha256x16m:<hex>". Chunked so that the target hashes each chunk as it
+// lands in its media, while the chunk is in its caches (no second pass over
+// the volume after the copy), and chunks may be hashed in any order. Each
+// side hashes what is in its own mapping of its own media, so a copy that
+// lost or changed a byte on the way does not match.
 #ifndef DAXLEASE_NODE_AGENT_AGENT_CHECKSUM_H_
 #define DAXLEASE_NODE_AGENT_AGENT_CHECKSUM_H_
 
+#include <array>
 #include <atomic>
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "absl/status/statusor.h"
 
 namespace daxlease::agent {
 
-// Cancelled (when `cancel` turns true) between 64 MiB steps; NotFound and
+inline constexpr uint64_t kChecksumChunk = uint64_t{16} << 20;
+
+// The digests of a volume's chunks, filled in any order.
+// Thread safety: Add for distinct chunks may run concurrently; Finish after
+// every Add returned.
+class ChunkDigests {
+ public:
+  explicit ChunkDigests(uint64_t size);
+
+  uint64_t chunks() const { return digests_.size(); }
+  // Hashes chunk `index`: the `n` bytes at `data` (kChecksumChunk, fewer
+  // for the last chunk).
+  void Add(uint64_t index, const char* data, uint64_t n);
+  // "sha256x16m:<hex>". REQUIRES: every chunk added.
+  std::string Finish() const;
+
+ private:
+  std::vector<std::array<unsigned char, 32>> digests_;
+};
+
+// The checksum of the file's first `size` bytes, read through a mapping of
+// its own. Cancelled (when `cancel` turns true) between chunks; NotFound and
 // the other errors of open/mmap with the path.
 absl::StatusOr<std::string> FileChecksum(const std::string& path, uint64_t size,
                                          const std::atomic<bool>* cancel);

@@ -5,19 +5,25 @@
 //    source's size; no room: targetFailure InsufficientCapacity), reads the
 //    source's data over the fabric with a read-only migration grant
 //    (lease_uid "migration/<uid>", the migration's epoch) straight into its
-//    mapping, reporting bytesCopied and lastProgressTime, then persists,
-//    reads it back for targetChecksum. Once the volume's owner is this node
-//    it serves the copy (Served::migrated); once the migration Failed it
-//    frees the media.
+//    mapping on config_.migration_streams connections (one's network copy
+//    overlaps another's page faults and hashing), hashing each chunk as it
+//    lands (checksum.h), reporting bytesCopied and lastProgressTime, then
+//    persists and writes targetChecksum. Once the volume's owner is this node
+//    it serves the copy (Served::migrated); once the migration Failed it frees
+//    the media and says so (targetMediaFreed).
 //  - source (status.sourceNode == this node, the owner), phase Copying:
 //    grants the migration key and writes sourceChecksum of its data. Once
 //    the migration is Complete and the owner moved, it unmaps and deletes
-//    its data file: freed only after the copy was verified.
+//    its data file (freed only after the copy was verified) and says so
+//    (sourceMediaFreed). A deleted DaxMigration waits for these two.
+#include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
+#include <thread>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "lib/api/json.h"
@@ -29,8 +35,6 @@
 
 namespace daxlease::agent {
 namespace {
-
-constexpr uint64_t kChunk = uint64_t{16} << 20;  // the fabric's largest read
 
 std::string MigrationLeaseUid(const api::DaxMigration& m) {
   return absl::StrCat("migration/", m.metadata.uid);
@@ -136,35 +140,31 @@ void Agent::ReconcileMigrationsLocked() {
                  vol->spec.owner_node == config_.node &&
                  vol->status.epoch > m->status.epoch) {
         // The owner is this node now: serve the verified copy.
-        Served& s = served_[volume];
-        s.req.set_volume_id(volume);
-        s.req.set_mode(pb::FSDAX);
-        s.req.set_mount_path(
-            in->second.data_path.substr(0, in->second.data_path.rfind('/')));
-        s.data_path = in->second.data_path;
-        s.size = in->second.size;
-        s.migrated = true;
-        s.map.reset();
-        s.registered = false;
-        absl::Status st = MapAndRegisterLocked(s);
-        if (!st.ok()) {
-          base::LogError("agent.migration_serve_failed",
-                         {{"volume", volume}, {"error", st.ToString()}});
-          served_.erase(volume);
-          continue;
-        }
-        incoming_.erase(in);
-        (void)SaveStateLocked();
-        base::LogInfo("agent.migration_serving",
-                      {{"volume", volume},
-                       {"migration", name},
-                       {"bytes", std::to_string(s.size)}});
+        ServeIncomingLocked(volume);
+      }
+    }
+
+    if (m->spec.target_node == config_.node &&
+        phase == api::MigrationPhase::kFailed &&
+        !m->status.target_media_freed && !jobs_.contains("copy/" + name)) {
+      auto in = incoming_.find(volume);
+      if (in == incoming_.end() || in->second.migration != name) {
+        // Nothing of this migration's is left here (what a deletion of
+        // the DaxMigration waits for).
+        (void)PatchMigrationStatus(name, {{"targetMediaFreed", true}});
       }
     }
 
     if (m->status.source_node == config_.node) {
       auto s = served_.find(volume);
-      if (s == served_.end()) continue;
+      if (s == served_.end()) {
+        if (phase == api::MigrationPhase::kComplete &&
+            !m->status.source_media_freed && vol.has_value() &&
+            vol->spec.owner_node != config_.node) {
+          (void)PatchMigrationStatus(name, {{"sourceMediaFreed", true}});
+        }
+        continue;
+      }
       if (copying && vol->spec.owner_node == config_.node) {
         // The target's read-only access, for this migration and epoch.
         fabric::GrantKey key{volume, MigrationLeaseUid(*m), m->spec.target_node,
@@ -204,6 +204,7 @@ void Agent::ReconcileMigrationsLocked() {
         }
         served_.erase(s);
         (void)SaveStateLocked();
+        (void)PatchMigrationStatus(name, {{"sourceMediaFreed", true}});
         base::LogInfo(
             "agent.migrated_away",
             {{"volume", volume}, {"migration", name}, {"path", path}});
@@ -213,17 +214,52 @@ void Agent::ReconcileMigrationsLocked() {
   for (auto& [key, j] : jobs_) {
     if (!live.contains(key)) j.cancel->store(true);
   }
-  // Media of a migration that no longer exists (deleted while running).
-  std::vector<std::string> orphans;
+  // Media of a migration that no longer exists (deleted while running): a
+  // verified copy this node owns now is served (the switch was stored
+  // before the DaxMigration could go), anything else freed.
+  std::vector<std::string> orphans, switched;
   for (const auto& [vol, in] : incoming_) {
     auto v = CachedVolume(vol);
-    if (!migrations_->Get(in.migration).has_value() &&
-        !jobs_.contains("copy/" + in.migration) &&
-        (!v.has_value() || v->spec.owner_node != config_.node)) {
+    if (migrations_->Get(in.migration).has_value() ||
+        jobs_.contains("copy/" + in.migration)) {
+      continue;
+    }
+    if (v.has_value() && v->spec.owner_node == config_.node) {
+      if (!in.checksum.empty()) switched.push_back(vol);
+    } else {
       orphans.push_back(vol);
     }
   }
   for (const std::string& v : orphans) FreeIncomingLocked(v);
+  for (const std::string& v : switched) ServeIncomingLocked(v);
+}
+
+void Agent::ServeIncomingLocked(const std::string& volume) {
+  auto in = incoming_.find(volume);
+  if (in == incoming_.end()) return;
+  Served& s = served_[volume];
+  s.req.set_volume_id(volume);
+  s.req.set_mode(pb::FSDAX);
+  s.req.set_mount_path(
+      in->second.data_path.substr(0, in->second.data_path.rfind('/')));
+  s.data_path = in->second.data_path;
+  s.size = in->second.size;
+  s.migrated = true;
+  s.map.reset();
+  s.registered = false;
+  absl::Status st = MapAndRegisterLocked(s);
+  if (!st.ok()) {
+    base::LogError("agent.migration_serve_failed",
+                   {{"volume", volume}, {"error", st.ToString()}});
+    served_.erase(volume);
+    return;
+  }
+  const std::string migration = in->second.migration;
+  incoming_.erase(in);
+  (void)SaveStateLocked();
+  base::LogInfo("agent.migration_serving", {{"volume", volume},
+                                            {"migration", migration},
+                                            {"bytes", std::to_string(s.size)}});
 }
 
 void Agent::SumSource(const api::DaxMigration& m, const std::string& path,
@@ -270,20 +306,20 @@ void Agent::CopyIn(const api::DaxMigration& m, const api::DaxVolume& vol,
   grant.credential =
       fabric::GrantCredential(config_.secret, grant.key, grant.access);
   // Connects until the source answers (it grants once it sees the phase).
-  std::unique_ptr<fabric::RemoteRegion> remote;
-  auto connect = [&]() -> bool {
+  auto connect = [&](std::unique_ptr<fabric::RemoteRegion>& r) -> bool {
     while (!cancel.load()) {
       auto c = config_.connector->Connect(grant);
       if (c.ok()) {
-        remote = std::move(*c);
+        r = std::move(*c);
         return true;
       }
       absl::SleepFor(absl::Milliseconds(100));
     }
     return false;
   };
-  if (!connect()) return;
-  const uint64_t size = remote->size();
+  std::unique_ptr<fabric::RemoteRegion> first;
+  if (!connect(first)) return;
+  const uint64_t size = first->size();
   const std::string dir = absl::StrCat(MediaDir(), "/", volume);
   const std::string path = absl::StrCat(dir, "/data");
   {
@@ -324,81 +360,109 @@ void Agent::CopyIn(const api::DaxMigration& m, const api::DaxVolume& vol,
   (void)PatchMigrationStatus(name, {{"bytesTotal", size},
                                     {"bytesCopied", 0},
                                     {"lastProgressTime", now_str()}});
-  base::LogInfo("agent.migration_copying", {{"migration", name},
-                                            {"from", grant.endpoint},
-                                            {"bytes", std::to_string(size)}});
+  const int streams = std::max(1, config_.migration_streams);
+  base::LogInfo("agent.migration_copying",
+                {{"migration", name},
+                 {"from", grant.endpoint},
+                 {"bytes", std::to_string(size)},
+                 {"streams", std::to_string(streams)}});
   const absl::Time start = clock_.Now();
-  absl::Time reported = start;
   char* base = (*map)->base();
-  uint64_t off = 0;
-  while (off < size) {
-    if (cancel.load()) return;
-    uint64_t n = std::min(kChunk, size - off);
-    if (config_.migration_bytes_per_second > 0) {
-      // Paced in steps of a quarter second's worth (at least 1 MiB).
-      n = std::min(n, std::max<uint64_t>(config_.migration_bytes_per_second / 4,
-                                         uint64_t{1} << 20));
+  const int fd = (*map)->fd();
+  const uint64_t rate = config_.migration_bytes_per_second;
+  // Paced: in steps of a quarter second's worth (at least 1 MiB).
+  const uint64_t step =
+      rate > 0 ? std::min(kChecksumChunk,
+                          std::max<uint64_t>(rate / 4, uint64_t{1} << 20))
+               : kChecksumChunk;
+  ChunkDigests digests(size);
+  std::atomic<uint64_t> next_chunk{0};
+  std::atomic<uint64_t> copied{0};
+  // One stream: claims the next chunk, reads it straight into the mapping
+  // (a lost connection, the source restarted, is made again and the read
+  // retried), hashes it while it is in the caches, and starts its
+  // write-back so that the persist at the end only waits for the last.
+  auto stream = [&](std::unique_ptr<fabric::RemoteRegion> r) {
+    for (uint64_t i = next_chunk++; i < digests.chunks(); i = next_chunk++) {
+      const uint64_t begin = i * kChecksumChunk;
+      const uint64_t end = std::min(size, begin + kChecksumChunk);
+      for (uint64_t off = begin; off < end;) {
+        if (cancel.load()) return;
+        if (r == nullptr && !connect(r)) return;
+        const uint64_t n = std::min(step, end - off);
+        absl::Status st = r->Read(off, absl::MakeSpan(base + off, n));
+        if (!st.ok()) {
+          base::LogWarn("agent.migration_read_failed",
+                        {{"migration", name},
+                         {"offset", std::to_string(off)},
+                         {"error", st.ToString()}});
+          r.reset();
+          continue;
+        }
+        off += n;
+        const uint64_t done = copied += n;
+        if (rate > 0) {
+          // This many bytes may not have taken less than this long.
+          const absl::Time due =
+              start + absl::Seconds(static_cast<double>(done) / rate);
+          while (clock_.Now() < due && !cancel.load()) {
+            absl::SleepFor(
+                std::min(due - clock_.Now(), absl::Milliseconds(100)));
+          }
+        }
+      }
+      digests.Add(i, base + begin, end - begin);
+      sync_file_range(fd, static_cast<off_t>(begin),
+                      static_cast<off_t>(end - begin), SYNC_FILE_RANGE_WRITE);
     }
-    absl::Status st = remote->Read(off, absl::MakeSpan(base + off, n));
-    if (!st.ok()) {
-      // The source restarted (its grant comes back) or is gone (the
-      // operator fails the migration once no progress is reported).
-      base::LogWarn("agent.migration_read_failed",
-                    {{"migration", name},
-                     {"offset", std::to_string(off)},
-                     {"error", st.ToString()}});
-      remote.reset();
-      if (!connect()) return;
-      continue;
-    }
-    off += n;
-    if (config_.migration_bytes_per_second > 0) {
-      // Paced: this many bytes may not have taken less than this long.
-      const absl::Time due =
-          start + absl::Seconds(static_cast<double>(off) /
-                                config_.migration_bytes_per_second);
-      while (clock_.Now() < due && !cancel.load()) {
-        absl::SleepFor(std::min(due - clock_.Now(), absl::Milliseconds(100)));
+  };
+  {
+    std::vector<std::thread> threads;
+    threads.emplace_back(stream, std::move(first));
+    for (int k = 1; k < streams; ++k) threads.emplace_back(stream, nullptr);
+    // Progress every 0.5 s until every byte landed or the copy is cancelled.
+    absl::Time reported = start;
+    while (copied.load() < size && !cancel.load()) {
+      absl::SleepFor(absl::Milliseconds(20));
+      if (clock_.Now() - reported >= absl::Milliseconds(500)) {
+        reported = clock_.Now();
+        (void)PatchMigrationStatus(name, {{"bytesCopied", copied.load()},
+                                          {"lastProgressTime", now_str()}});
       }
     }
-    if (clock_.Now() - reported >= absl::Milliseconds(500)) {
-      reported = clock_.Now();
-      (void)PatchMigrationStatus(
-          name, {{"bytesCopied", off}, {"lastProgressTime", now_str()}});
-    }
+    for (std::thread& t : threads) t.join();
   }
-  const absl::Duration took = clock_.Now() - start;
-  remote.reset();
+  if (cancel.load()) return;
+  const absl::Time copied_at = clock_.Now();
+  const absl::Duration took = copied_at - start;
   if (absl::Status st = (*map)->Persist(0, size); !st.ok()) {
     fail("MediaNotPersisted", st.ToString());
     return;
   }
   map->reset();
-  auto sum = FileChecksum(path, size, &cancel);
-  if (!sum.ok()) {
-    if (!cancel.load()) fail("ChecksumFailed", sum.status().ToString());
-    return;
-  }
+  const absl::Duration persist = clock_.Now() - copied_at;
+  const std::string sum = digests.Finish();
   {
     std::lock_guard<std::mutex> l(mu_);
     auto in = incoming_.find(volume);
     if (in == incoming_.end() || in->second.migration != name) return;
-    in->second.checksum = *sum;
+    in->second.checksum = sum;
     (void)SaveStateLocked();
   }
   (void)PatchMigrationStatus(
       name, {{"bytesCopied", size},
              {"copyMilliseconds", absl::ToInt64Milliseconds(took)},
-             {"targetChecksum", *sum},
+             {"targetChecksum", sum},
              {"lastProgressTime", now_str()}});
   base::LogInfo(
       "agent.migration_copied",
       {{"migration", name},
        {"bytes", std::to_string(size)},
        {"copy_ms", std::to_string(absl::ToInt64Milliseconds(took))},
+       {"persist_ms", std::to_string(absl::ToInt64Milliseconds(persist))},
        {"total_ms",
         std::to_string(absl::ToInt64Milliseconds(clock_.Now() - start))},
-       {"checksum", *sum}});
+       {"checksum", sum}});
 }
 
 }  // namespace daxlease::agent

@@ -16,7 +16,12 @@
 // and the medians of copy throughput, plain throughput, their ratio (goal
 // >= 0.8) and the pause window.
 //
-//   migration_bench [--size-mib M] [--iterations N]
+//   migration_bench [--size-mib M] [--iterations N] [--streams S]
+//
+// (S: the agents' --migration-streams, default 2.) The pause window is
+// broken down by when each step was first seen: the recall (its start ->
+// Copying), the copy (copyMilliseconds), persist+report (-> targetChecksum),
+// waiting for the source's checksum, and the switch (-> Ready).
 //
 // Needs what the twonode label needs (root, ip, socat, nsenter, the test
 // control plane: DAXLEASE_KUBECONFIG, as tests/k8s/control-plane.sh starts
@@ -69,10 +74,12 @@ Json Cap() {
 int Main(int argc, char** argv) {
   int64_t size_mib = 1024;
   int iterations = 2;
+  int streams = 2;  // the target agent's --migration-streams
   for (int i = 1; i + 1 < argc; i += 2) {
     std::string a = argv[i];
     if (a == "--size-mib") (void)absl::SimpleAtoi(argv[i + 1], &size_mib);
     if (a == "--iterations") (void)absl::SimpleAtoi(argv[i + 1], &iterations);
+    if (a == "--streams") (void)absl::SimpleAtoi(argv[i + 1], &streams);
   }
   const std::string why = testing::TwoNodePrereqMissing();
   if (!why.empty()) {
@@ -81,6 +88,7 @@ int Main(int argc, char** argv) {
   }
   testing::TwoNodeOptions o;
   o.operator_args = {"--resync=5s"};
+  o.agent_args = {absl::StrCat("--migration-streams=", streams)};
   auto c = TwoNodeCluster::Start(o);
   if (!c.ok()) return Fail(c.status().ToString());
   TwoNodeCluster& cl = **c;
@@ -166,6 +174,8 @@ int Main(int argc, char** argv) {
     return j.ok() ? *j : Json::object();
   };
   std::vector<double> copy_mbps, plain_mbps, ratio, pause_ms, total_ms;
+  std::vector<double> recall_part, after_copy_part, source_wait_part,
+      switch_part;
   int owner = 0;
   for (int it = 0; it < iterations * 2; ++it) {
     const int target = 1 - owner;
@@ -212,6 +222,13 @@ int Main(int argc, char** argv) {
     if (!mk.ok()) return Fail(mk.status().ToString());
     const absl::Time m0 = absl::Now();
     absl::Time ready = absl::InfiniteFuture();
+    // When each step was first seen (the pause window's breakdown).
+    absl::Time seen_copying = absl::InfiniteFuture();
+    absl::Time seen_target_sum = absl::InfiniteFuture();
+    absl::Time seen_source_sum = absl::InfiniteFuture();
+    auto first = [](absl::Time& t) {
+      if (t == absl::InfiniteFuture()) t = absl::Now();
+    };
     while (absl::Now() - m0 < absl::Seconds(300)) {
       vol = get(api::DaxVolumeResource(), id);
       if (vol["status"].value("epoch", int64_t{0}) > epoch &&
@@ -219,6 +236,12 @@ int Main(int argc, char** argv) {
         ready = absl::Now();
         break;
       }
+      const Json mst = get(api::DaxMigrationResource(), name)
+                           .value("status", Json::object());
+      const std::string phase = mst.value("phase", "");
+      if (phase == "Copying" || phase == "Switching") first(seen_copying);
+      if (!mst.value("targetChecksum", "").empty()) first(seen_target_sum);
+      if (!mst.value("sourceChecksum", "").empty()) first(seen_source_sum);
       absl::SleepFor(absl::Milliseconds(10));
     }
     if (ready == absl::InfiniteFuture()) return Fail("migration timed out");
@@ -242,14 +265,37 @@ int Main(int argc, char** argv) {
     const int64_t copy = std::max<int64_t>(1, ms.value("copyMilliseconds", 0));
     const double cm = total / 1e6 / (copy / 1e3);
     const double pm = plain_bytes / 1e6 / plain_s;
+    // recall: its start -> Copying seen; copy: the target's read loop;
+    // persist+report: the rest until targetChecksum is seen; source sum:
+    // waiting for sourceChecksum after that; switch: -> Ready seen.
+    auto ms_between = [](absl::Time a, absl::Time b) {
+      if (a == absl::InfiniteFuture() || b == absl::InfiniteFuture())
+        return -1.0;
+      return absl::ToDoubleMilliseconds(b - a);
+    };
+    const absl::Time sums = std::max(seen_target_sum, seen_source_sum);
+    const double recall_ms =
+        started.ok() ? ms_between(*started, seen_copying) : -1;
+    const double after_copy_ms =
+        ms_between(seen_copying, seen_target_sum) - static_cast<double>(copy);
+    const double source_wait_ms =
+        std::max(0.0, ms_between(seen_target_sum, seen_source_sum));
+    const double switch_ms = ms_between(sums, ready);
+    recall_part.push_back(recall_ms);
+    after_copy_part.push_back(after_copy_ms);
+    source_wait_part.push_back(source_wait_ms);
+    switch_part.push_back(switch_ms);
     std::printf(
         "%s -> %s: %lld bytes, copy %lld ms (%.0f MB/s), plain %lld bytes "
         "%.0f ms (%.0f MB/s), ratio %.2f, pause (recall start -> Ready) "
-        "%.0f ms, migrate -> Ready %.0f ms\n",
+        "%.0f ms (recall %.0f, copy %lld, persist+report %.0f, waiting for "
+        "the source's checksum %.0f, switch -> Ready %.0f), migrate -> Ready "
+        "%.0f ms\n",
         nodes[owner]->name.c_str(), nodes[target]->name.c_str(),
         static_cast<long long>(total), static_cast<long long>(copy), cm,
         static_cast<long long>(plain_bytes), plain_s * 1e3, pm, cm / pm, pause,
-        absl::ToDoubleMilliseconds(ready - m0));
+        recall_ms, static_cast<long long>(copy), after_copy_ms, source_wait_ms,
+        switch_ms, absl::ToDoubleMilliseconds(ready - m0));
     std::fflush(stdout);
     copy_mbps.push_back(cm);
     plain_mbps.push_back(pm);
@@ -263,11 +309,16 @@ int Main(int argc, char** argv) {
       std::printf("a writer exited:\n%s\n", w->LogTail().c_str());
   }
   std::printf(
-      "median over %zu migrations of %lld MiB with 2 live holders: copy "
+      "median over %zu migrations of %lld MiB (%d copy streams) with 2 live "
+      "holders: copy "
       "%.0f MB/s, plain copy %.0f MB/s, ratio %.2f (goal >= 0.8), pause "
-      "window %.0f ms, migrate -> Ready %.0f ms\n",
-      ratio.size(), static_cast<long long>(size_mib), Median(copy_mbps),
-      Median(plain_mbps), Median(ratio), Median(pause_ms), Median(total_ms));
+      "window %.0f ms (recall %.0f, persist+report %.0f, waiting for the "
+      "source's checksum %.0f, switch -> Ready %.0f), migrate -> Ready %.0f "
+      "ms\n",
+      ratio.size(), static_cast<long long>(size_mib), streams,
+      Median(copy_mbps), Median(plain_mbps), Median(ratio), Median(pause_ms),
+      Median(recall_part), Median(after_copy_part), Median(source_wait_part),
+      Median(switch_part), Median(total_ms));
   return 0;
 }
 

@@ -241,7 +241,7 @@ TEST_F(MigrationTwoNodeTest, WriterAndRemoteReaderRunThroughAMigrationAndBack) {
   EXPECT_EQ(Get("daxmigrations", to_b, "{.status.sourceNode}"), "node-a");
   const std::string sum =
       Get("daxmigrations", to_b, "{.status.sourceChecksum}");
-  EXPECT_THAT(sum, ::testing::StartsWith("sha256:"));
+  EXPECT_THAT(sum, ::testing::StartsWith("sha256x16m:"));
   EXPECT_EQ(Get("daxmigrations", to_b, "{.status.targetChecksum}"), sum);
   EXPECT_EQ(Get("daxmigrations", to_b, "{.status.bytesCopied}"),
             Get("daxmigrations", to_b, "{.status.bytesTotal}"));
@@ -399,6 +399,56 @@ TEST_F(MigrationFaultTwoNodeTest, TargetWithoutRoomOrGoneFailsAndVolumeStays) {
   EXPECT_TRUE(Exists(MediaOf(b, id_)));
   ASSERT_TRUE(cluster_->RestartAgent(b, 9).ok());
   ExpectSettled("Failed", a, b, e);
+  StopWriterAndExpectEveryBlockIntact();
+}
+
+// A DaxMigration deleted mid-copy (the writer running) is rolled back, not
+// forgotten: the volume is Ready again at the next epoch on node-a (not left
+// Migrating), node-b frees the media it made, and only then the object
+// goes. Deleted once its copy is verified, it finishes: owner node-b, node-a's
+// data freed, then it goes. Every block is intact at the end.
+TEST_F(MigrationFaultTwoNodeTest, DeletedMidFlowRollsBackOrFinishes) {
+  SetUpVolumeAndWriter(600);
+  ASSERT_FALSE(HasFailure());
+  auto& a = cluster_->a();
+  auto& b = cluster_->b();
+  auto gone = [&](const std::string& name) {
+    auto r = cluster_->Kubectl({"get", "daxmigrations", name, "-o", "name"});
+    return r.ok() && r->exit_code != 0 &&
+           absl::StrContains(r->stderr_text, "NotFound");
+  };
+  auto remove = [&](const std::string& name) {
+    auto r =
+        cluster_->Kubectl({"delete", "daxmigration", name, "--wait=false"});
+    return r.ok() && r->exit_code == 0;
+  };
+
+  int64_t e = Epoch(id_);
+  std::string name = Migrate(id_, "node-b");
+  ASSERT_FALSE(name.empty());
+  ASSERT_TRUE(AwaitCopying(name)) << Get("daxmigrations", name, "{.status}");
+  ASSERT_TRUE(remove(name));
+  ExpectSettled("Failed", a, b, e);
+  EXPECT_TRUE(Until([&] { return gone(name); }, absl::Seconds(30)))
+      << Get("daxmigrations", name, "{.status}");
+  EXPECT_FALSE(Exists(MediaOf(b, id_)));
+
+  // Deleted with its copy verified (both checksums written).
+  e = Epoch(id_);
+  name = Migrate(id_, "node-b");
+  ASSERT_FALSE(name.empty());
+  ASSERT_TRUE(Until(
+      [&] {
+        return !Get("daxmigrations", name, "{.status.targetChecksum}")
+                    .empty() &&
+               !Get("daxmigrations", name, "{.status.sourceChecksum}").empty();
+      },
+      absl::Seconds(60)))
+      << Get("daxmigrations", name, "{.status}");
+  ASSERT_TRUE(remove(name));
+  ExpectSettled("Complete", a, b, e);
+  EXPECT_TRUE(Until([&] { return gone(name); }, absl::Seconds(30)))
+      << Get("daxmigrations", name, "{.status}");
   StopWriterAndExpectEveryBlockIntact();
 }
 

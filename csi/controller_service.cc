@@ -528,6 +528,15 @@ absl::Status ControllerService::DoExpand(
   }
   if (rec->capacity_bytes <
       static_cast<uint64_t>(req.capacity_range().required_bytes())) {
+    if (!deps_.backend->ExpandsOnline() && rec->stage.has_value()) {
+      // ndctl: the copy to a new namespace needs the old one unused, and a
+      // staged volume's mount or bind would keep the old device.
+      return absl::FailedPreconditionError(absl::StrCat(
+          "volume ", id, " is staged on this node at ",
+          rec->stage->staging_path, ": ", deps_.backend->Name(),
+          " volumes grow offline (a copy to a new namespace); unstage it "
+          "first"));
+    }
     ASSIGN_OR_RETURN(Volume vol,
                      deps_.backend->Expand(id, size.bytes, size.limit));
     rec->capacity_bytes = vol.capacity_bytes;

@@ -382,6 +382,28 @@ TEST_F(ControllerTest, ExpandGrowsAndRefreshesAStagedDevice) {
       grpc::NOT_FOUND);
 }
 
+// ndctl: a staged volume's mount (or bind) holds the old namespace's device,
+// so an offline backend refuses to grow it and changes nothing; unstaged it
+// grows.
+TEST_F(ControllerTest, OfflineBackendRefusesToGrowAStagedVolume) {
+  backend_.SetExpandsOnline(false);
+  std::string id = MakeVolume("pvc-off", 64 * kMiB);
+  ASSERT_TRUE(Stage(id, BlockCap()).ok());
+  ::csi::v1::ControllerExpandVolumeRequest r;
+  r.set_volume_id(id);
+  r.mutable_capacity_range()->set_required_bytes(128 * kMiB);
+  ::csi::v1::ControllerExpandVolumeResponse resp;
+  grpc::Status s = controller_->ControllerExpandVolume(nullptr, &r, &resp);
+  EXPECT_EQ(s.error_code(), grpc::FAILED_PRECONDITION);
+  EXPECT_TRUE(absl::StrContains(s.error_message(), "unstage it first"))
+      << s.error_message();
+  EXPECT_EQ(backend_.Get(id)->capacity_bytes, 64 * kMiB);
+  EXPECT_EQ(Record(id)->capacity_bytes, 64 * kMiB);
+  // Already large enough: OK even while staged.
+  r.mutable_capacity_range()->set_required_bytes(64 * kMiB);
+  EXPECT_TRUE(controller_->ControllerExpandVolume(nullptr, &r, &resp).ok());
+}
+
 TEST_F(ControllerTest, ConcurrentCallOnOneVolumeIsAborted) {
   std::string id = MakeVolume("pvc-busy");
   auto held = locks_->TryLock(id);

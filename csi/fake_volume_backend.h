@@ -25,6 +25,7 @@ class FakeVolumeBackend final : public VolumeBackend {
   absl::Status Ready() override;
   bool ProvidesDax() const override { return dax_; }
   bool SupportsExpansion() const override { return expandable_; }
+  bool ExpandsOnline() const override { return online_; }
   absl::StatusOr<Volume> Create(const VolumeSpec& spec) override;
   absl::StatusOr<Volume> Get(absl::string_view id) override;
   absl::StatusOr<std::vector<Volume>> List() override;
@@ -50,6 +51,8 @@ class FakeVolumeBackend final : public VolumeBackend {
 
   // Test controls. SetSupportsExpansion before handing the fake to services.
   void SetSupportsExpansion(bool expandable) { expandable_ = expandable; }
+  // Offline growth (ndctl's copy to a new namespace).
+  void SetExpandsOnline(bool online) { online_ = online; }
   void SetReady(absl::Status status);
   void FailNext(absl::string_view op, absl::Status status);
   // Simulates media that vanished behind the plugin's back.
@@ -82,6 +85,7 @@ class FakeVolumeBackend final : public VolumeBackend {
   bool dax_ = false;
   const bool devdax_;
   bool expandable_ = true;
+  bool online_ = true;
   bool format_at_create_ = false;
   bool snapshots_ = false;
   mutable absl::Mutex mu_;

@@ -28,7 +28,8 @@ grpc::Status IdentityService::GetPluginCapabilities(
       PluginCapability::Service::VOLUME_ACCESSIBILITY_CONSTRAINTS);
   if (backend_->SupportsExpansion()) {
     resp->add_capabilities()->mutable_volume_expansion()->set_type(
-        PluginCapability::VolumeExpansion::ONLINE);
+        backend_->ExpandsOnline() ? PluginCapability::VolumeExpansion::ONLINE
+                                  : PluginCapability::VolumeExpansion::OFFLINE);
   }
   return grpc::Status::OK;
 }

@@ -61,5 +61,24 @@ TEST(IdentityTest, NoExpansionCapabilityWhenBackendCannotGrow) {
   EXPECT_EQ(services, 2);
 }
 
+// ndctl grows by a copy to a new namespace, only while nothing uses the
+// volume: OFFLINE, so external-resizer does not expand a volume in use.
+TEST(IdentityTest, OfflineExpansionWhenBackendGrowsOnlyUnused) {
+  FakeVolumeBackend backend(1 << 30);
+  backend.SetExpandsOnline(false);
+  IdentityService svc(&backend);
+  ::csi::v1::GetPluginCapabilitiesRequest creq;
+  ::csi::v1::GetPluginCapabilitiesResponse caps;
+  ASSERT_TRUE(svc.GetPluginCapabilities(nullptr, &creq, &caps).ok());
+  int expansion = 0;
+  for (const auto& c : caps.capabilities()) {
+    if (!c.has_volume_expansion()) continue;
+    ++expansion;
+    EXPECT_EQ(c.volume_expansion().type(),
+              ::csi::v1::PluginCapability::VolumeExpansion::OFFLINE);
+  }
+  EXPECT_EQ(expansion, 1);
+}
+
 }  // namespace
 }  // namespace daxlease::csi

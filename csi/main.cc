@@ -253,6 +253,7 @@ int Run() {
     o.erase_on_delete = absl::GetFlag(FLAGS_ndctl_erase_on_delete);
     o.regions = absl::GetFlag(FLAGS_ndctl_regions);
     o.copy_marker_dir = absl::StrCat(state_dir, "/ndctl-copies");
+    o.grow_marker_dir = absl::StrCat(state_dir, "/ndctl-grows");
     o.copy_bytes_per_second = absl::GetFlag(FLAGS_copy_bytes_per_second);
     auto nb = std::make_unique<NdctlBackend>(std::move(o));
     if (absl::Status s = nb->Ready(); !s.ok()) return fail(s);

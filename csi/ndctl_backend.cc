@@ -24,6 +24,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "lib/base/crash_point.h"
 #include "lib/base/log.h"
 #include "lib/base/status.h"
 #include "lib/sys/env.h"
@@ -108,19 +109,74 @@ bool UuidIs(ndctl_namespace* ns, const std::array<uint8_t, 16>& want) {
   return std::memcmp(uu, want.data(), 16) == 0;
 }
 
-bool OwnedBy(ndctl_namespace* ns, absl::string_view id) {
-  return NamedAs(ns, id) && UuidIs(ns, VolumeNamespaceUuid(id));
+// Growth generations (see the header): a volume's namespace carries one of
+// two UUIDs derived from its ID, and a grow makes the namespace of the
+// other one beside it. The fsdax/devdax child gets its own derived UUID
+// per generation.
+std::array<uint8_t, 16> GenerationUuid(absl::string_view id, int gen) {
+  return VolumeNamespaceUuid(gen == 0 ? std::string(id)
+                                      : absl::StrCat(id, "/grown"));
+}
+std::array<uint8_t, 16> GenerationDeviceUuid(absl::string_view id, int gen) {
+  return VolumeNamespaceUuid(
+      absl::StrCat(id, gen == 0 ? "/dev" : "/grown/dev"));
 }
 
-// Our namespace for `id`; `foreign` tells whether another one carries the name.
-Found FindOwned(ndctl_ctx* ctx, const NdctlBackendOptions& o,
-                absl::string_view id, bool* foreign = nullptr) {
+// 0 or 1: the generation of a namespace of volume `id`; -1: not one.
+int GenerationOf(ndctl_namespace* ns, absl::string_view id) {
+  if (!NamedAs(ns, id)) return -1;
+  for (int g : {0, 1}) {
+    if (UuidIs(ns, GenerationUuid(id, g))) return g;
+  }
+  return -1;
+}
+
+bool OwnedBy(ndctl_namespace* ns, absl::string_view id) {
+  return GenerationOf(ns, id) >= 0;
+}
+
+std::string GrowMarkerPath(const NdctlBackendOptions& o, absl::string_view id) {
+  return absl::StrCat(o.grow_marker_dir, "/", id);
+}
+
+// The generation that serves `id` while a grow's marker exists; -1 when no
+// grow is in progress (then only one generation exists).
+int ServingGeneration(const NdctlBackendOptions& o, absl::string_view id) {
+  if (o.grow_marker_dir.empty()) return -1;
+  absl::StatusOr<std::string> text =
+      sys::DefaultEnv()->ReadFile(GrowMarkerPath(o, id));
+  if (!text.ok()) return -1;
+  absl::StatusOr<GrowMarker> m = ParseGrowMarker(*text);
+  if (!m.ok()) return -1;
+  return m->switched ? m->generation : 1 - m->generation;
+}
+
+// The namespace of generation `gen` of volume `id`, or null.
+Found FindGeneration(ndctl_ctx* ctx, const NdctlBackendOptions& o,
+                     absl::string_view id, int gen) {
   Found f;
   ForEachRegion(ctx, o, [&](ndctl_region* r) {
     ndctl_namespace* ns;
     ndctl_namespace_foreach(r, ns) {
-      if (OwnedBy(ns, id)) {
-        if (f.ns == nullptr) f = Found{r, ns};
+      if (f.ns == nullptr && GenerationOf(ns, id) == gen) f = Found{r, ns};
+    }
+  });
+  return f;
+}
+
+// Our namespace for `id` (during a grow, the generation that serves);
+// `foreign` tells whether another one carries the name.
+Found FindOwned(ndctl_ctx* ctx, const NdctlBackendOptions& o,
+                absl::string_view id, bool* foreign = nullptr) {
+  const int serving = ServingGeneration(o, id);
+  Found f;
+  ForEachRegion(ctx, o, [&](ndctl_region* r) {
+    ndctl_namespace* ns;
+    ndctl_namespace_foreach(r, ns) {
+      const int gen = GenerationOf(ns, id);
+      if (gen >= 0) {
+        if (f.ns == nullptr && (serving < 0 || gen == serving))
+          f = Found{r, ns};
       } else if (foreign != nullptr && NamedAs(ns, id)) {
         *foreign = true;
       }
@@ -412,19 +468,20 @@ absl::StatusOr<ndctl_namespace*> LabelSeed(ndctl_region* region,
   return ns;
 }
 
-// Creates the namespace for `id` on `region`. On failure nothing is left.
+// Creates the namespace of generation `gen` for `id` on `region`. On
+// failure nothing is left.
 absl::Status CreateNamespace(ndctl_region* region, absl::string_view id,
                              VolumeMode mode, uint64_t ns_bytes,
-                             uint64_t pfn_align) {
+                             uint64_t pfn_align, int gen = 0) {
   const std::string rname = ndctl_region_get_devname(region);
-  ASSIGN_OR_RETURN(
-      ndctl_namespace * ns,
-      LabelSeed(region, VolumeNamespaceUuid(id), std::string(id), ns_bytes));
+  ASSIGN_OR_RETURN(ndctl_namespace * ns,
+                   LabelSeed(region, GenerationUuid(id, gen), std::string(id),
+                             ns_bytes));
   const std::string nsname = ndctl_namespace_get_devname(ns);
   auto undo = [&](absl::Status st) { return Undo(ns, std::move(st)); };
   int rc = 0;
   // The child device's UUID: derived too, so retries are deterministic.
-  std::array<uint8_t, 16> cu = VolumeNamespaceUuid(absl::StrCat(id, "/dev"));
+  std::array<uint8_t, 16> cu = GenerationDeviceUuid(id, gen);
   if (mode == VolumeMode::kFsdax) {
     ndctl_namespace_set_enforce_mode(ns, NDCTL_NS_MODE_FSDAX);
     ndctl_pfn* pfn = ndctl_region_get_pfn_seed(region);
@@ -648,6 +705,40 @@ absl::Status CopyDevice(const AttachedDevice& from, uint64_t from_offset,
   return dst.Sync();
 }
 
+// Whether the two devices hold the same first `bytes` (a grow's copy is
+// checked before the old namespace goes).
+absl::Status CompareDevices(const AttachedDevice& a, const AttachedDevice& b,
+                            uint64_t bytes) {
+  constexpr size_t kChunk = 8 * kMiB;
+  ASSIGN_OR_RETURN(DeviceSpan x, DeviceSpan::Open(a, false, 0));
+  ASSIGN_OR_RETURN(DeviceSpan y, DeviceSpan::Open(b, false, 0));
+  AlignedBuffer p(kChunk), q(kChunk);
+  if (p.p == nullptr || q.p == nullptr)
+    return absl::ResourceExhaustedError("no memory for the compare buffers");
+  for (uint64_t pos = 0; pos < bytes;) {
+    const size_t n =
+        static_cast<size_t>(std::min<uint64_t>(kChunk, bytes - pos));
+    RETURN_IF_ERROR(x.Read(pos, p.p, n));
+    RETURN_IF_ERROR(y.Read(pos, q.p, n));
+    if (std::memcmp(p.p, q.p, n) != 0)
+      return absl::DataLossError(absl::StrCat(b.path, " differs from ", a.path,
+                                              " in the 8 MiB at ", pos));
+    pos += n;
+  }
+  return absl::OkStatus();
+}
+
+// Whether a volume's device is mounted (the kernel refuses an exclusive
+// open of a mounted block device), open or mapped.
+bool DeviceBusy(const AttachedDevice& dev) {
+  if (DeviceInUse(dev.path)) return true;
+  if (!dev.block) return false;
+  int fd = ::open(dev.path.c_str(), O_RDONLY | O_EXCL | O_CLOEXEC);
+  if (fd < 0) return errno == EBUSY;
+  ::close(fd);
+  return false;
+}
+
 absl::Status ValidateId(absl::string_view id) {
   // The label's name field holds 63 characters plus a NUL.
   if (id.empty() || id.size() > 63)
@@ -782,7 +873,8 @@ absl::StatusOr<std::vector<Volume>> NdctlBackend::List() {
     ndctl_namespace_foreach(r, ns) {
       if (!IsOurMode(ndctl_namespace_get_mode(ns))) continue;
       std::string id = OwnerId(ns);
-      if (!id.empty()) out.push_back(VolumeOf(id, ns, options_.pfn_align));
+      if (!id.empty() && FindOwned(ctx.get(), options_, id).ns == ns)
+        out.push_back(VolumeOf(id, ns, options_.pfn_align));
     }
   });
   std::sort(out.begin(), out.end(),
@@ -791,6 +883,7 @@ absl::StatusOr<std::vector<Volume>> NdctlBackend::List() {
 }
 
 absl::Status NdctlBackend::Delete(absl::string_view id) {
+  RETURN_IF_ERROR(SettleGrow(id));
   return DeleteFound("volume", id, [&](ndctl_ctx* ctx) {
     return FindOwned(ctx, options_, id).ns;
   });
@@ -873,18 +966,141 @@ absl::StatusOr<std::string> NdctlBackend::FormatPath(absl::string_view id) {
 absl::StatusOr<Volume> NdctlBackend::Expand(absl::string_view id,
                                             uint64_t new_capacity_bytes,
                                             uint64_t limit_bytes) {
-  absl::MutexLock l(&mu_);
-  ASSIGN_OR_RETURN(Ctx ctx, OpenCtx());
-  Found f = FindOwned(ctx.get(), options_, id);
-  if (f.ns == nullptr)
-    return absl::NotFoundError(absl::StrCat("no ndctl volume ", id));
-  Volume v = VolumeOf(id, f.ns, options_.pfn_align);
-  if (new_capacity_bytes <= v.capacity_bytes) return v;
-  return absl::FailedPreconditionError(absl::StrCat(
-      "ndctl volumes cannot grow in place (a map=dev namespace keeps its "
-      "memmap at its start, sized for the old size, and needs contiguous "
-      "space); expansion of ",
-      id, " needs the copy-based offline path (recall, copy, switch)"));
+  // What a crash left of an earlier grow first: the retry then starts from
+  // one namespace.
+  RETURN_IF_ERROR(SettleGrow(id));
+  sys::Env* env = sys::DefaultEnv();
+  const std::string marker = GrowMarkerPath(options_, id);
+  const std::string& dir = options_.grow_marker_dir;
+  const absl::Time t0 = absl::Now();
+  Volume v;
+  AttachedDevice from, to;
+  Placement p;
+  int next = 0;
+  absl::Status unusable;
+  {
+    absl::MutexLock l(&mu_);
+    ASSIGN_OR_RETURN(Ctx ctx, OpenCtx());
+    Found f = FindOwned(ctx.get(), options_, id);
+    if (f.ns == nullptr)
+      return absl::NotFoundError(absl::StrCat("no ndctl volume ", id));
+    v = VolumeOf(id, f.ns, options_.pfn_align);
+    if (new_capacity_bytes <= v.capacity_bytes) return v;
+    if (!SupportsExpansion())
+      return absl::FailedPreconditionError(absl::StrCat(
+          "ndctl volumes cannot grow in place (a map=dev namespace keeps its "
+          "memmap at its start, sized for the old size, and needs contiguous "
+          "space); growing ",
+          id, " needs a new namespace and a copy, which needs a marker "
+          "directory (the plugin's state directory)"));
+    ASSIGN_OR_RETURN(from, EnabledDevice(f.ns, id));
+    if (DeviceBusy(from))
+      return absl::FailedPreconditionError(absl::StrCat(
+          "volume ", id, " is in use (", from.path,
+          " is mounted, open or mapped): an ndctl volume grows by a copy to "
+          "a new namespace, offline; unstage it first"));
+    next = 1 - GenerationOf(f.ns, id);
+    std::vector<RegionSpace> spaces;
+    std::vector<ndctl_region*> handles;
+    ForEachRegion(ctx.get(), options_, [&](ndctl_region* r) {
+      spaces.push_back(SpaceOf(r, options_.pfn_align));
+      handles.push_back(r);
+    });
+    ASSIGN_OR_RETURN(p, ChooseRegion(spaces, new_capacity_bytes, limit_bytes,
+                                     options_.pfn_align));
+    ndctl_region* region = nullptr;
+    for (size_t i = 0; i < spaces.size(); ++i)
+      if (spaces[i].name == p.region) region = handles[i];
+    // The marker is durable before the new namespace exists: whatever a
+    // crash leaves, SettleGrow knows which namespace serves.
+    RETURN_IF_ERROR(env->MakeDirs(dir, 0700));
+    RETURN_IF_ERROR(env->WriteFileSynced(
+        marker, EncodeGrowMarker(GrowMarker{false, next})));
+    RETURN_IF_ERROR(env->Sync(dir));
+    base::CrashPoint("ndctl.grow.marked");
+    absl::Status made = CreateNamespace(region, id, v.mode, p.namespace_bytes,
+                                        options_.pfn_align, next);
+    if (!made.ok()) {
+      (void)env->RemoveFile(marker);
+      return base::Annotate(made, "creating the grown namespace");
+    }
+    base::CrashPoint("ndctl.grow.created");
+    ASSIGN_OR_RETURN(Ctx ctx2, OpenCtx());
+    Found n = FindGeneration(ctx2.get(), options_, id, next);
+    absl::StatusOr<AttachedDevice> dev =
+        n.ns != nullptr ? EnabledDevice(n.ns, id)
+                        : absl::InternalError("the grown namespace vanished");
+    if (dev.ok() && !options_.erase_on_delete) {
+      // Space freed without an erase may hold an old tenant's bytes: the
+      // copy covers the head, the tail is the new part.
+      absl::Status zeroed =
+          ZeroHeadAndTail(dev->path, dev->block,
+                          VolumeOf(id, n.ns, options_.pfn_align).capacity_bytes);
+      if (!zeroed.ok()) dev = zeroed;
+    }
+    if (dev.ok()) to = *dev;
+    unusable = dev.status();
+  }
+  if (!unusable.ok()) {
+    (void)SettleGrow(id);  // drops the new namespace: the old one serves
+    return base::Annotate(unusable, "opening the grown namespace");
+  }
+  // The copy runs without the backend's lock (the service's per-volume lock
+  // keeps other calls for `id` away; the new namespace holds its space).
+  absl::Status st = CopyDevice(from, 0, to, 0, v.capacity_bytes,
+                               options_.copy_bytes_per_second);
+  base::CrashPoint("ndctl.grow.copied");
+  if (st.ok()) st = CompareDevices(from, to, v.capacity_bytes);
+  if (!st.ok()) {
+    (void)SettleGrow(id);  // drops the new namespace: the old one serves
+    return base::Annotate(st, absl::StrCat("copying volume ", id,
+                                           " into its grown namespace"));
+  }
+  // The switch: one rename makes the new namespace the volume's.
+  const std::string tmp = absl::StrCat(marker, ".tmp");
+  RETURN_IF_ERROR(
+      env->WriteFileSynced(tmp, EncodeGrowMarker(GrowMarker{true, next})));
+  RETURN_IF_ERROR(env->Rename(tmp, marker));
+  RETURN_IF_ERROR(env->Sync(dir));
+  base::CrashPoint("ndctl.grow.switched");
+  RETURN_IF_ERROR(SettleGrow(id));  // frees the old namespace
+  ASSIGN_OR_RETURN(Volume grown, Get(id));
+  base::LogInfo(
+      "ndctl.grown",
+      {{"volume", std::string(id)},
+       {"region", p.region},
+       {"from_bytes", std::to_string(v.capacity_bytes)},
+       {"usable_bytes", std::to_string(grown.capacity_bytes)},
+       {"device", to.path},
+       {"ms", std::to_string(absl::ToInt64Milliseconds(absl::Now() - t0))}});
+  return grown;
+}
+
+absl::Status NdctlBackend::SettleGrow(absl::string_view id) {
+  if (options_.grow_marker_dir.empty()) return absl::OkStatus();
+  sys::Env* env = sys::DefaultEnv();
+  const std::string marker = GrowMarkerPath(options_, id);
+  absl::StatusOr<std::string> text = env->ReadFile(marker);
+  if (absl::IsNotFound(text.status())) return absl::OkStatus();
+  if (!text.ok()) return text.status();
+  absl::StatusOr<GrowMarker> m = ParseGrowMarker(*text);
+  if (m.ok()) {
+    // Copying: the new namespace is partial. Switched: the old one is done.
+    const int drop = m->switched ? 1 - m->generation : m->generation;
+    RETURN_IF_ERROR(DeleteFound("volume", id, [&](ndctl_ctx* ctx) {
+      return FindGeneration(ctx, options_, id, drop).ns;
+    }));
+    base::CrashPoint(m->switched ? "ndctl.grow.old_freed"
+                                 : "ndctl.grow.partial_freed");
+    base::LogInfo("ndctl.grow_settled",
+                  {{"volume", std::string(id)},
+                   {"serving", m->switched ? "grown" : "old"},
+                   {"freed_generation", std::to_string(drop)}});
+  }
+  // An unreadable marker is a first write a crash tore: it was made durable
+  // before any namespace, so there is none to free.
+  RETURN_IF_ERROR(env->RemoveFile(marker));
+  return env->Sync(options_.grow_marker_dir);
 }
 
 absl::StatusOr<Capacity> NdctlBackend::GetCapacity(VolumeMode mode) {
@@ -1128,6 +1344,20 @@ absl::StatusOr<Volume> NdctlBackend::CreateFrom(const VolumeSpec& spec,
 }
 
 absl::Status NdctlBackend::DropPartialCopies() {
+  sys::Env* grow_env = sys::DefaultEnv();
+  if (!options_.grow_marker_dir.empty() &&
+      grow_env->PathExists(options_.grow_marker_dir)) {
+    ASSIGN_OR_RETURN(std::vector<std::string> growing,
+                     grow_env->ListDir(options_.grow_marker_dir));
+    for (const std::string& id : growing) {
+      if (absl::EndsWith(id, ".tmp")) {
+        RETURN_IF_ERROR(grow_env->RemoveFile(
+            absl::StrCat(options_.grow_marker_dir, "/", id)));
+        continue;
+      }
+      if (ValidateId(id).ok()) RETURN_IF_ERROR(SettleGrow(id));
+    }
+  }
   if (!SupportsSnapshots()) return absl::OkStatus();
   std::vector<std::string> partial;
   {

@@ -57,15 +57,25 @@
 // and removed once the copy is durable; a volume with a marker is partial
 // (CreateFrom redoes it, DropPartialCopies deletes it).
 //
-// Expansion: not in place, and not inside the backend. A map=dev namespace
-// cannot grow in place (the memmap reserve at its start is sized for the old
-// size, so growing would move the data start) and namespaces need contiguous
-// space, so growing means a new namespace, a copy and a switch of the
-// device under every holder: that is the operator's recall + reshape
-// (docs/design.md §4), which needs the lease machinery, not a CSI call.
-// Expand therefore returns the volume unchanged when it is already big
-// enough and FAILED_PRECONDITION otherwise (the driver should not advertise
-// online expansion for ndctl volumes).
+// Expansion: not in place. A map=dev namespace cannot grow in place (the
+// memmap reserve at its start is sized for the old size, so growing would
+// move the data start) and namespaces need contiguous space, so Expand
+// makes a new namespace of the new size, copies the volume's usable bytes
+// into it, compares both, switches, and frees the old one: offline (the
+// device must not be mounted, open or mapped: FAILED_PRECONDITION), with
+// room for both namespaces at once (else RESOURCE_EXHAUSTED). A volume's
+// namespace carries one of two UUIDs derived from its ID (its generation,
+// 0 or 1); the grown namespace gets the other one and the same name. A
+// marker file <grow_marker_dir>/<volume-id> says which generation serves
+// while both exist: "copying N" (durable before namespace N is made: the
+// old one serves) and then "switched N" (a rename, once the copy is durable
+// and compared: N serves). SettleGrow frees the other generation and
+// removes the marker; Expand, Delete and the plugin's start-up
+// (DropPartialCopies) call it, so a kill -9 at any step leaves the old or
+// the new namespace serving, whole, and never both once settled. The
+// filesystem of an fsdax volume grows at its next stage (NodeExpandVolume).
+// Growth under holders (the recall, the unmount and the agent's remap
+// around this) is not done yet (docs/csi.md).
 //
 // Thread safety: every public method takes one mutex (libndctl contexts are
 // not thread-safe, and region allocation must be serialized), except
@@ -205,10 +215,24 @@ struct NdctlBackendOptions {
   // Where unfinished restores and clones are marked (see above; the
   // plugin's state directory). Empty: no snapshots or clones.
   std::string copy_marker_dir;
-  // Paces snapshot and clone copies (bytes per second; 0: as fast as the
-  // media goes). Also what lets a test kill the plugin mid-copy.
+  // Paces snapshot, clone and grow copies (bytes per second; 0: as fast as
+  // the media goes). Also what lets a test kill the plugin mid-copy.
   uint64_t copy_bytes_per_second = 0;
+  // Where grows in progress are marked (see above; the plugin's state
+  // directory). Empty: volumes do not grow.
+  std::string grow_marker_dir;
 };
+
+// A grow's marker (see the header comment): the generation of the new
+// namespace, and whether it serves yet.
+struct GrowMarker {
+  bool switched = false;
+  int generation = 0;
+};
+// "copying N\n" or "switched N\n".
+std::string EncodeGrowMarker(const GrowMarker& m);
+// DataLoss for anything else (a torn first write).
+absl::StatusOr<GrowMarker> ParseGrowMarker(absl::string_view text);
 
 class NdctlBackend final : public VolumeBackend {
  public:
@@ -218,7 +242,10 @@ class NdctlBackend final : public VolumeBackend {
   // OK when at least one labelled, enabled, writable pmem region exists.
   absl::Status Ready() override;
   bool ProvidesDax() const override { return true; }
-  bool SupportsExpansion() const override { return false; }
+  bool SupportsExpansion() const override {
+    return !options_.grow_marker_dir.empty();
+  }
+  bool ExpandsOnline() const override { return false; }
   absl::StatusOr<Volume> Create(const VolumeSpec& spec) override;
   absl::StatusOr<Volume> Get(absl::string_view id) override;
   absl::StatusOr<std::vector<Volume>> List() override;
@@ -253,6 +280,8 @@ class NdctlBackend final : public VolumeBackend {
 
  private:
   std::string MarkerPath(absl::string_view volume_id) const;
+  // Ends what a grow of `id` left (see the header comment); OK when none.
+  absl::Status SettleGrow(absl::string_view id);
   // Erases (as erase_on_delete says) and frees the namespace `find` finds
   // under the lock (the volume or snapshot `id`, `kind` says which), the
   // long erase without it. OK when it finds none.

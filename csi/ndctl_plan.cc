@@ -5,6 +5,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
 #include "csi/ndctl_backend.h"
@@ -238,6 +239,22 @@ absl::StatusOr<std::string> SnapshotNamespaceName(
         "snapshot ID must be 1-61 characters on ndctl: \"", snapshot_id, "\""));
   }
   return absl::StrCat("s:", snapshot_id);
+}
+
+std::string EncodeGrowMarker(const GrowMarker& m) {
+  return absl::StrCat(m.switched ? "switched " : "copying ", m.generation,
+                      "\n");
+}
+
+absl::StatusOr<GrowMarker> ParseGrowMarker(absl::string_view text) {
+  for (const bool switched : {false, true}) {
+    for (const int gen : {0, 1}) {
+      if (text == EncodeGrowMarker(GrowMarker{switched, gen}))
+        return GrowMarker{switched, gen};
+    }
+  }
+  return absl::DataLossError(
+      absl::StrCat("not a grow marker: \"", absl::CEscape(text), "\""));
 }
 
 }  // namespace daxlease::csi

@@ -205,4 +205,23 @@ TEST(SnapshotHeader, ZerosAndDamageAreNotASnapshot) {
 }
 
 }  // namespace
+TEST(GrowMarker, RoundTripsAndRefusesATornWrite) {
+  for (const bool switched : {false, true}) {
+    for (const int gen : {0, 1}) {
+      absl::StatusOr<GrowMarker> m =
+          ParseGrowMarker(EncodeGrowMarker(GrowMarker{switched, gen}));
+      ASSERT_TRUE(m.ok()) << m.status();
+      EXPECT_EQ(m->switched, switched);
+      EXPECT_EQ(m->generation, gen);
+    }
+  }
+  EXPECT_EQ(EncodeGrowMarker(GrowMarker{true, 1}), "switched 1\n");
+  // A crash between the truncate and the write of the first marker.
+  EXPECT_EQ(ParseGrowMarker("").status().code(), absl::StatusCode::kDataLoss);
+  EXPECT_EQ(ParseGrowMarker("copy").status().code(),
+            absl::StatusCode::kDataLoss);
+  EXPECT_EQ(ParseGrowMarker("copying 2\n").status().code(),
+            absl::StatusCode::kDataLoss);
+}
+
 }  // namespace daxlease::csi

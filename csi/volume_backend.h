@@ -124,11 +124,15 @@ class VolumeBackend {
   // works): ndctl yes, file no. Reported in the volume context and status.
   virtual bool ProvidesDax() const = 0;
 
-  // True when Expand can grow a volume in place (file: yes). ndctl: no, a
-  // map=dev namespace cannot grow (its memmap is sized at creation); growth
-  // there is the operator's copy-based reshape. The services advertise the
-  // VolumeExpansion / EXPAND_VOLUME capabilities only when this is true.
+  // True when Expand can grow a volume (file: in place; ndctl: by a copy to
+  // a new namespace, when it has a marker directory). The services
+  // advertise the VolumeExpansion / EXPAND_VOLUME capabilities only when
+  // this is true.
   virtual bool SupportsExpansion() const = 0;
+  // True when a volume grows while it is staged and published (file); false
+  // when only while nothing uses it (ndctl: the copy needs the device
+  // unmounted). The plugin advertises ONLINE or OFFLINE expansion from it.
+  virtual bool ExpandsOnline() const { return true; }
 
   // Creates (or returns, see idempotency) the volume. ResourceExhausted
   // when there is no room; InvalidArgument for an unsupported mode.

@@ -17,7 +17,7 @@ BUILD_DIR=$ROOT/build
 ACCEL=${LAB_ACCEL:-auto}
 KEEP=0
 TESTS=()
-ALL=(ndctl_backend csi_lifecycle csi_snapshot file_backend_nodax capacity verbs verbs_fabric bench)
+ALL=(ndctl_backend csi_lifecycle csi_snapshot csi_grow file_backend_nodax capacity verbs verbs_fabric bench)
 while [ $# -gt 0 ]; do
   case "$1" in
   --build-dir) BUILD_DIR=$2; shift ;;

@@ -15,9 +15,6 @@ POD=$KUBELET/pods/pod-1/volumes/kubernetes.io~csi
 GROWS=$CSI_STATE/ndctl/ndctl-grows
 MiB=1048576
 
-first_get() {
-	tr -d '\n' </tmp/out.json | grep -o "\"$1\": *\"[^\"]*\"" | head -1 | sed 's/.*: *"//; s/"$//'
-}
 ns_count() { ndctl list -N 2>/dev/null | grep -c '"dev"'; }
 # ns_of ID: the namespaces named ID ("namespaceX.Y size" per line)
 ns_of() {
@@ -25,21 +22,6 @@ ns_of() {
 		sed -n 's/.*"dev":"\([^"]*\)".*"size":\([0-9]*\).*/\1 \2/p'
 }
 
-# stage NAME ID mount|block: the staging path; TGT published there
-stage_publish() {
-	mkdir -p $STG/$1
-	if [ $3 = block ]; then acc=--block; TGT=$POD/$1/dev; else acc="--fstype ext4"; TGT=$POD/$1/mount; fi
-	# shellcheck disable=SC2086
-	check "$1: NodeStageVolume" csi node-stage-volume --volume-id $2 --staging-target-path $STG/$1 $acc
-	[ -s /tmp/err ] && cat /tmp/err
-	# shellcheck disable=SC2086
-	check "$1: NodePublishVolume" csi node-publish-volume --volume-id $2 --staging-target-path $STG/$1 --target-path $TGT $acc
-	[ -s /tmp/err ] && cat /tmp/err
-}
-unpublish_unstage() {
-	check "$1: NodeUnpublishVolume" csi node-unpublish-volume --volume-id $2 --target-path $3
-	check "$1: NodeUnstageVolume" csi node-unstage-volume --volume-id $2 --staging-target-path $STG/$1
-}
 # fs_kb DIR: the filesystem's size in KiB
 fs_kb() { df -k "$1" | awk 'NR==2 {print $2}'; }
 

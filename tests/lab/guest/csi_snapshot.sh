@@ -13,30 +13,11 @@ STG=$KUBELET/plugins/kubernetes.io/csi/dax.daxlease.io
 POD=$KUBELET/pods/pod-1/volumes/kubernetes.io~csi
 MARKERS=$CSI_STATE/ndctl/ndctl-copies
 
-# first_get KEY: the first "KEY": "value" in /tmp/out.json
-first_get() {
-	tr -d '\n' </tmp/out.json | grep -o "\"$1\": *\"[^\"]*\"" | head -1 | sed 's/.*: *"//; s/"$//'
-}
 ns_count() { ndctl list -N 2>/dev/null | grep -c '"dev"'; }
 snap_ns() { ndctl list -N 2>/dev/null | grep -o '"name":"s:[^"]*"' | sed 's/"name":"s://; s/"$//'; }
 MOUNT_CAP='"volumeCapabilities":[{"mount":{"fsType":"ext4"},"accessMode":{"mode":"SINGLE_NODE_WRITER"}}]'
 BLOCK_CAP='"volumeCapabilities":[{"block":{},"accessMode":{"mode":"SINGLE_NODE_WRITER"}}]'
 
-# stage_publish NAME ID mount|block: TGT
-stage_publish() {
-	mkdir -p $STG/$1
-	if [ $3 = block ]; then acc=--block; TGT=$POD/$1/dev; else acc="--fstype ext4"; TGT=$POD/$1/mount; fi
-	# shellcheck disable=SC2086
-	check "$1: NodeStageVolume" csi node-stage-volume --volume-id $2 --staging-target-path $STG/$1 $acc
-	[ -s /tmp/err ] && cat /tmp/err
-	# shellcheck disable=SC2086
-	check "$1: NodePublishVolume" csi node-publish-volume --volume-id $2 --staging-target-path $STG/$1 --target-path $TGT $acc
-	[ -s /tmp/err ] && cat /tmp/err
-}
-unpublish_unstage() {
-	check "$1: NodeUnpublishVolume" csi node-unpublish-volume --volume-id $2 --target-path $3
-	check "$1: NodeUnstageVolume" csi node-unstage-volume --volume-id $2 --staging-target-path $STG/$1
-}
 
 check "daxlease-csi --backend=ndctl starts" start_csi ndctl
 csi call ControllerGetCapabilities --json '{}' && cat /tmp/out.json

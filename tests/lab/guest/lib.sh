@@ -25,6 +25,29 @@ check() {
 # finish: the test's exit status (number of failed checks)
 finish() { echo "checks failed: $FAILS"; exit $FAILS; }
 
+# The CSI tests' helpers (the caller sets STG, the staging root, and POD, the
+# pods' volume root).
+# first_get KEY: the first "KEY": "value" in /tmp/out.json
+first_get() {
+	tr -d '\n' </tmp/out.json | grep -o "\"$1\": *\"[^\"]*\"" | head -1 | sed 's/.*: *"//; s/"$//'
+}
+# stage_publish NAME ID mount|block: stages at $STG/NAME, publishes at TGT
+# (set here: $POD/NAME/dev or $POD/NAME/mount)
+stage_publish() {
+	mkdir -p $STG/$1
+	if [ $3 = block ]; then acc=--block; TGT=$POD/$1/dev; else acc="--fstype ext4"; TGT=$POD/$1/mount; fi
+	# shellcheck disable=SC2086
+	check "$1: NodeStageVolume" csi node-stage-volume --volume-id $2 --staging-target-path $STG/$1 $acc
+	[ -s /tmp/err ] && cat /tmp/err
+	# shellcheck disable=SC2086
+	check "$1: NodePublishVolume" csi node-publish-volume --volume-id $2 --staging-target-path $STG/$1 --target-path $TGT $acc
+	[ -s /tmp/err ] && cat /tmp/err
+}
+unpublish_unstage() {
+	check "$1: NodeUnpublishVolume" csi node-unpublish-volume --volume-id $2 --target-path $3
+	check "$1: NodeUnstageVolume" csi node-unstage-volume --volume-id $2 --staging-target-path $STG/$1
+}
+
 lab_setup() {
 	t0=$(up)
 	for m in nfit nd_pmem nd_btt dax_pmem device_dax ext4 xfs loop virtio_pci virtio_net; do

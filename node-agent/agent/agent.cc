@@ -496,7 +496,18 @@ absl::StatusOr<pb::ServeVolumeResponse> Agent::ServeVolume(
                         ? req.device()
                         : absl::StrCat(req.mount_path(), "/", kDataFile);
       s.size = req.size_bytes();
-      absl::Status st = MapAndRegisterLocked(s);
+      // A data file there already (a volume restored from a snapshot of a
+      // shared one) holds what the filesystem had room for when it was
+      // made, as a new one is cut to: maybe less than the capacity.
+      absl::StatusOr<uint64_t> held =
+          req.mode() == pb::FSDAX && sys::PathExists(s.data_path)
+              ? sys::FileSize(s.data_path)
+              : s.size;
+      absl::Status st = held.status();
+      if (st.ok()) {
+        s.size = std::min(s.size, *held);
+        st = MapAndRegisterLocked(s);
+      }
       if (!st.ok()) {
         served_.erase(req.volume_id());
         return st;

@@ -53,7 +53,9 @@ class AgentTest : public ::testing::Test {
     ASSERT_EQ(system(cmd.c_str()), 0);
   }
 
-  void RecordAndServe() {
+  // Records "vol" (4 MiB) and serves `serve_bytes` of it: `want_served`.
+  void RecordAndServe(uint64_t serve_bytes = 2 << 20,
+                      uint64_t want_served = 2 << 20) {
     pb::RecordVolumeRequest rec;
     rec.set_volume_id("vol");
     rec.set_size_bytes(4 << 20);
@@ -65,10 +67,10 @@ class AgentTest : public ::testing::Test {
     serve.set_volume_id("vol");
     serve.set_mode(pb::FSDAX);
     serve.set_mount_path(dir_ + "/mnt");
-    serve.set_size_bytes(2 << 20);
+    serve.set_size_bytes(serve_bytes);
     auto r = agent_->ServeVolume(serve);
     ASSERT_TRUE(r.ok()) << r.status();
-    EXPECT_EQ(r->served_bytes(), 2u << 20);
+    EXPECT_EQ(r->served_bytes(), want_served);
     EXPECT_EQ(r->data_path(), dir_ + "/mnt/.daxlease/data");
   }
 
@@ -132,6 +134,17 @@ TEST_F(AgentTest, RecordCreatesTheVolumeOnceAndRefusesAnotherSpec) {
   EXPECT_EQ(agent_->RecordVolume(other).code(),
             absl::StatusCode::kAlreadyExists);
   EXPECT_TRUE(fabric_.IsRegistered("vol"));
+}
+
+// A volume restored from a snapshot of a shared volume arrives with its
+// data file: made when the source was, as large as its filesystem had room
+// for, less than the capacity the plugin asks to serve. The agent serves
+// what the file holds (before, ServeVolume refused: "holds N bytes, fewer
+// than" the capacity, and the restored volume never staged).
+TEST_F(AgentTest, ServesAnExistingDataFileSmallerThanTheCapacity) {
+  ASSERT_TRUE(sys::MakeDirs(dir_ + "/mnt/.daxlease").ok());
+  ASSERT_TRUE(sys::Fallocate(dir_ + "/mnt/.daxlease/data", 2 << 20).ok());
+  RecordAndServe(/*serve_bytes=*/4 << 20, /*want_served=*/2 << 20);
 }
 
 TEST_F(AgentTest, GrantRecallAndReleaseReachTheSessionAndTheApi) {

@@ -600,13 +600,8 @@ absl::Status Agent::RemapGrownLocked(Served& s, uint64_t size_bytes) {
   return absl::OkStatus();
 }
 
-absl::StatusOr<pb::ReshapeVolumeResponse> Agent::ReshapeVolume(
-    const pb::ReshapeVolumeRequest& req) {
-  const std::string& name = req.volume_id();
-  if (name.empty() || req.size_bytes() == 0) {
-    return absl::InvalidArgumentError(
-        "ReshapeVolume needs volume_id and size_bytes > 0");
-  }
+absl::StatusOr<Agent::OwnedVolume> Agent::OwnedVolumeFor(
+    const std::string& name, absl::string_view kind) {
   {
     std::lock_guard<std::mutex> l(mu_);
     if (!served_.contains(name)) {
@@ -615,17 +610,29 @@ absl::StatusOr<pb::ReshapeVolumeResponse> Agent::ReshapeVolume(
     }
   }
   ASSIGN_OR_RETURN(k8s::Json vj, client_.Get(DaxVolumeResource(), "", name));
-  ASSIGN_OR_RETURN(api::DaxVolume vol, api::FromJson<api::DaxVolume>(vj));
-  if (vol.spec.owner_node != config_.node) {
+  OwnedVolume o;
+  ASSIGN_OR_RETURN(o.vol, api::FromJson<api::DaxVolume>(vj));
+  if (o.vol.spec.owner_node != config_.node) {
     return absl::FailedPreconditionError(
-        absl::StrCat("volume ", name, " is owned by ", vol.spec.owner_node,
+        absl::StrCat("volume ", name, " is owned by ", o.vol.spec.owner_node,
                      ", not ", config_.node));
   }
-  const api::VolumePhase phase =
-      vol.status.phase.value_or(api::VolumePhase::kReady);
-  const std::string prefix = absl::StrCat(name, "-reshape-");
-  const std::string& active = vol.status.active_recall;
-  const bool ours = !active.empty() && active.rfind(prefix, 0) == 0;
+  o.phase = o.vol.status.phase.value_or(api::VolumePhase::kReady);
+  o.prefix = absl::StrCat(name, "-", kind, "-");
+  o.active = o.vol.status.active_recall;
+  o.ours = !o.active.empty() && o.active.rfind(o.prefix, 0) == 0;
+  return o;
+}
+
+absl::StatusOr<pb::ReshapeVolumeResponse> Agent::ReshapeVolume(
+    const pb::ReshapeVolumeRequest& req) {
+  const std::string& name = req.volume_id();
+  if (name.empty() || req.size_bytes() == 0) {
+    return absl::InvalidArgumentError(
+        "ReshapeVolume needs volume_id and size_bytes > 0");
+  }
+  ASSIGN_OR_RETURN(OwnedVolume owned, OwnedVolumeFor(name, "reshape"));
+  const auto& [vol, phase, prefix, active, ours] = owned;
   pb::ReshapeVolumeResponse resp;
   // The recall this reshape needs, if any; "" when the volume may change
   // without one (no lease holds access).
@@ -742,25 +749,8 @@ absl::StatusOr<pb::SnapshotVolumeResponse> Agent::SnapshotVolume(
   if (name.empty()) {
     return absl::InvalidArgumentError("SnapshotVolume needs volume_id");
   }
-  {
-    std::lock_guard<std::mutex> l(mu_);
-    if (!served_.contains(name)) {
-      return absl::FailedPreconditionError(
-          absl::StrCat("volume ", name, " is not served on ", config_.node));
-    }
-  }
-  ASSIGN_OR_RETURN(k8s::Json vj, client_.Get(DaxVolumeResource(), "", name));
-  ASSIGN_OR_RETURN(api::DaxVolume vol, api::FromJson<api::DaxVolume>(vj));
-  if (vol.spec.owner_node != config_.node) {
-    return absl::FailedPreconditionError(
-        absl::StrCat("volume ", name, " is owned by ", vol.spec.owner_node,
-                     ", not ", config_.node));
-  }
-  const api::VolumePhase phase =
-      vol.status.phase.value_or(api::VolumePhase::kReady);
-  const std::string prefix = absl::StrCat(name, "-snapshot-");
-  const std::string& active = vol.status.active_recall;
-  const bool ours = !active.empty() && active.rfind(prefix, 0) == 0;
+  ASSIGN_OR_RETURN(OwnedVolume owned, OwnedVolumeFor(name, "snapshot"));
+  const auto& [vol, phase, prefix, active, ours] = owned;
   pb::SnapshotVolumeResponse resp;
   if (req.complete()) {
     // The copy is taken: let the holders back in. Once the recall is over

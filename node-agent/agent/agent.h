@@ -226,6 +226,18 @@ class Agent {
   // filesystem holds, in 2 MiB pages; never less than today.
   absl::StatusOr<uint64_t> GrownSizeLocked(const Served& s,
                                            uint64_t size_bytes) const;
+  // A volume this node owns and serves, read for a change that needs a
+  // recall of `kind` ("reshape", "snapshot"): FailedPrecondition when it is
+  // not served here or owned by another node.
+  struct OwnedVolume {
+    api::DaxVolume vol;
+    api::VolumePhase phase;
+    std::string prefix;  // "<volume>-<kind>-": the names of its recalls
+    std::string active;  // the volume's active recall ("": none)
+    bool ours = false;   // `active` is one of this kind's
+  };
+  absl::StatusOr<OwnedVolume> OwnedVolumeFor(const std::string& name,
+                                             absl::string_view kind);
   absl::Status CreateLease(const Published& p);
   // Moves `p` to its next generation's lease (saved, created); the old one
   // is retired.

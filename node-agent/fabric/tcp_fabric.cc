@@ -16,6 +16,7 @@
 #include "absl/strings/str_cat.h"
 #include "lib/base/log.h"
 #include "lib/base/status.h"
+#include "node-agent/fabric/admit.h"
 #include "node-agent/fabric/wire.h"
 #include "proto/agent.pb.h"
 
@@ -321,41 +322,17 @@ void TcpFabric::Serve(std::shared_ptr<Conn> conn) {
       return;
     }
   }
-  GrantKey key{hello.volume_id(), hello.lease_uid(), hello.holder_node(),
-               hello.epoch()};
-  const Access want = hello.access() == agent::v1::READ_WRITE
-                          ? Access::kReadWrite
-                          : Access::kReadOnly;
+  const HelloRequest asked = FromHello(hello);
+  const GrantKey& key = asked.key;
   absl::Status verdict;
   {
     absl::MutexLock l(&mu_);
-    auto vit = volumes_.find(key.volume);
-    if (vit == volumes_.end()) {
-      verdict = absl::UnavailableError(
-          absl::StrCat("volume ", key.volume, " is not served here"));
-    } else if (key.epoch < vit->second->min_epoch) {
-      verdict = absl::PermissionDeniedError(absl::StrCat(
-          "grant ", key.DebugString(), ": stale epoch (the volume is at ",
-          vit->second->min_epoch, ")"));
-    } else {
-      auto git = vit->second->grants.find(key);
-      if (git == vit->second->grants.end()) {
-        verdict = absl::UnavailableError(absl::StrCat(
-            "no grant for ", key.DebugString(), " (not granted yet?)"));
-      } else if (git->second->cut.load()) {
-        verdict = absl::PermissionDeniedError(
-            absl::StrCat("grant ", key.DebugString(), " was revoked"));
-      } else if (!wire::ConstantTimeEquals(git->second->credential,
-                                           hello.credential())) {
-        verdict = absl::PermissionDeniedError("credential does not match");
-      } else if (want == Access::kReadWrite &&
-                 git->second->access != Access::kReadWrite) {
-        verdict = absl::PermissionDeniedError("grant is read-only");
-      } else {
-        g = git->second;
-        g->fds.insert(fd);
-        region = vit->second->region;
-      }
+    auto admitted = AdmitHello(volumes_, asked);
+    verdict = admitted.status();
+    if (admitted.ok()) {
+      g = admitted->grant;
+      g->fds.insert(fd);
+      region = admitted->volume->region;
     }
   }
   agent::v1::FabricHelloReply reply;

@@ -16,6 +16,7 @@
 #include "lib/base/status.h"
 #include "lib/rdma/cm.h"
 #include "lib/rdma/verbs.h"
+#include "node-agent/fabric/admit.h"
 #include "node-agent/fabric/wire.h"
 #include "proto/agent.pb.h"
 
@@ -327,40 +328,17 @@ absl::Status VerbsFabric::Handshake(const std::shared_ptr<Conn>& conn) {
   agent::v1::FabricHello hello;
   if (!hello.ParseFromArray(in, static_cast<int>(wc.byte_len)))
     return absl::InvalidArgumentError("malformed FabricHello");
-  GrantKey key{hello.volume_id(), hello.lease_uid(), hello.holder_node(),
-               hello.epoch()};
-  const Access want = hello.access() == agent::v1::READ_WRITE
-                          ? Access::kReadWrite
-                          : Access::kReadOnly;
+  const HelloRequest asked = FromHello(hello);
+  const GrantKey& key = asked.key;
+  const Access want = asked.access;
   absl::Status verdict;
   {
     absl::MutexLock l(&mu_);
-    auto vit = volumes_.find(key.volume);
-    if (vit == volumes_.end()) {
-      verdict = absl::UnavailableError(
-          absl::StrCat("volume ", key.volume, " is not served here"));
-    } else if (key.epoch < vit->second->min_epoch) {
-      verdict = absl::PermissionDeniedError(absl::StrCat(
-          "grant ", key.DebugString(), ": stale epoch (the volume is at ",
-          vit->second->min_epoch, ")"));
-    } else {
-      auto git = vit->second->grants.find(key);
-      if (git == vit->second->grants.end()) {
-        verdict = absl::UnavailableError(absl::StrCat(
-            "no grant for ", key.DebugString(), " (not granted yet?)"));
-      } else if (git->second->cut) {
-        verdict = absl::PermissionDeniedError(
-            absl::StrCat("grant ", key.DebugString(), " was revoked"));
-      } else if (!wire::ConstantTimeEquals(git->second->credential,
-                                           hello.credential())) {
-        verdict = absl::PermissionDeniedError("credential does not match");
-      } else if (want == Access::kReadWrite &&
-                 git->second->access != Access::kReadWrite) {
-        verdict = absl::PermissionDeniedError("grant is read-only");
-      } else {
-        c.volume = vit->second;
-        c.grant = git->second;
-      }
+    auto admitted = AdmitHello(volumes_, asked);
+    verdict = admitted.status();
+    if (admitted.ok()) {
+      c.volume = admitted->volume;
+      c.grant = admitted->grant;
     }
   }
 

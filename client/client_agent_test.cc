@@ -26,6 +26,7 @@
 #include "node-agent/agent/agent.h"
 #include "node-agent/fabric/tcp_fabric.h"
 #include "node-agent/testing/agent_node.h"
+#include "node-agent/testing/agent_stack.h"
 #include "operator/controller.h"
 #include "operator/events.h"
 
@@ -46,24 +47,12 @@ bool WaitFor(const std::function<bool()>& pred, int ms = 10000) {
 class ClientAgentTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    char tmpl[] = "/tmp/client_agent_test.XXXXXX";
-    dir_ = mkdtemp(tmpl);
+    agent::testing::AgentStackOptions so;
+    so.dir_prefix = "/tmp/client_agent_test";
+    so.secret = kSecret;
+    absl::Status started = stack_.Start(so);
+    ASSERT_TRUE(started.ok()) << started;
     mkdir((dir_ + "/mnt").c_str(), 0755);
-    op::ControllerOptions o;
-    o.resync = absl::Seconds(1);
-    controller_ =
-        std::make_unique<op::Controller>(kube_, base::RealClock(), events_, o);
-    ASSERT_TRUE(controller_->Start().ok());
-    for (auto [node, name] : {std::pair{&a_, "node-a"}, {&b_, "node-b"}}) {
-      agent::testing::AgentNodeOptions o;
-      o.name = name;
-      o.dir = dir_;
-      o.secret = kSecret;
-      o.resync = absl::Milliseconds(50);
-      auto started = agent::testing::AgentNode::Start(o, kube_);
-      ASSERT_TRUE(started.ok()) << started.status();
-      *node = *std::move(started);
-    }
 
     agent::pb::RecordVolumeRequest rec;
     rec.set_volume_id("vol");
@@ -82,32 +71,14 @@ class ClientAgentTest : public ::testing::Test {
     ASSERT_TRUE(served.ok()) << served.status();
     data_path_ = served->data_path();
   }
-  void TearDown() override {
-    b_.reset();
-    a_.reset();
-    controller_->Stop();
-    kube_.Shutdown();
-    std::string cmd = "rm -rf " + dir_;
-    ASSERT_EQ(system(cmd.c_str()), 0);
-  }
+  void TearDown() override { stack_.Stop(); }
 
-  // Publishes to a pod on `node` and writes the descriptor as CSI would.
+  // Publishes the volume to a pod on `node` (its directory as CSI lays it).
   std::string Publish(agent::testing::AgentNode& node, const std::string& pod,
                       std::string target = "") {
-    if (target.empty()) target = dir_ + "/target-" + pod;
-    std::filesystem::create_directories(target);
-    agent::pb::PublishRequest p;
-    p.set_volume_id("vol");
-    p.set_target_path(target);
-    p.set_pod_namespace("default");
-    p.set_pod_name(pod);
-    p.set_pod_uid(pod + "-uid");
-    auto r = node.agent().Publish(p);
-    EXPECT_TRUE(r.ok()) << r.status();
-    std::ofstream(target + "/daxlease.json") << r->descriptor_json();
-    EXPECT_EQ(symlink(node.socket().c_str(), (target + "/agent.sock").c_str()),
-              0);
-    return target;
+    auto t = stack_.Publish(node, "vol", pod, /*owner_local=*/false, target);
+    EXPECT_TRUE(t.ok()) << t.status();
+    return t.ok() ? *t : "";
   }
 
   std::string FileBytes(uint64_t off, size_t len) {
@@ -119,20 +90,12 @@ class ClientAgentTest : public ::testing::Test {
   }
 
   std::string Recall(int grace = 2) {
-    k8s::Json r = {
-        {"apiVersion", api::kApiVersion},
-        {"kind", "DaxRecall"},
-        {"metadata", {{"generateName", "vol-recall-"}}},
-        {"spec",
-         {{"volume", "vol"}, {"reason", "Manual"}, {"graceSeconds", grace}}}};
-    auto c = kube_.Create(agent::DaxRecallResource(), r);
-    EXPECT_TRUE(c.ok());
-    return k8s::NameOf(*c);
+    auto r = stack_.Recall("vol", grace);
+    EXPECT_TRUE(r.ok()) << r.status();
+    return r.ok() ? *r : "";
   }
   std::string RecallPhase(const std::string& name) {
-    auto r = kube_.Get(agent::DaxRecallResource(), "", name);
-    if (!r.ok()) return "";
-    return r->value("status", k8s::Json::object()).value("phase", "");
+    return stack_.RecallStatus(name).value("phase", "");
   }
   int64_t VolumeEpoch() {
     auto v = kube_.Get(agent::DaxVolumeResource(), "", "vol");
@@ -142,11 +105,12 @@ class ClientAgentTest : public ::testing::Test {
   }
 
   uint64_t served_bytes_ = 4 << 20;  // set by a fixture before SetUp
-  std::string dir_;
-  k8s::FakeKubeClient kube_{base::RealClock()};
-  op::FakeEventSink events_;
-  std::unique_ptr<op::Controller> controller_;
-  std::unique_ptr<agent::testing::AgentNode> a_, b_;
+  agent::testing::AgentStack stack_;
+  // The stack's parts, by the names the tests use.
+  const std::string& dir_ = stack_.dir;
+  k8s::FakeKubeClient& kube_ = stack_.kube;
+  std::unique_ptr<agent::testing::AgentNode>& a_ = stack_.a;
+  std::unique_ptr<agent::testing::AgentNode>& b_ = stack_.b;
   std::string data_path_;
 };
 
@@ -276,12 +240,7 @@ TEST_F(ClientAgentTest, RecallDuringConnectRetryIsAckedNotRevoked) {
   EXPECT_FALSE((*vol)->revoked());
 
   // The owner is back: the client connects at the newest epoch and goes on.
-  agent::testing::AgentNodeOptions ao;
-  ao.name = "node-a";
-  ao.dir = dir_;
-  ao.secret = kSecret;
-  ao.resync = absl::Milliseconds(50);
-  auto started = agent::testing::AgentNode::Start(ao, kube_);
+  auto started = stack_.StartNode("node-a");
   ASSERT_TRUE(started.ok()) << started.status();
   a_ = *std::move(started);
   absl::Status w = (*vol)->Write(8, "after", 5);

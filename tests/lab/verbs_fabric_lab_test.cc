@@ -42,6 +42,7 @@
 #include "node-agent/agent/agent.h"
 #include "node-agent/fabric/verbs_fabric.h"
 #include "node-agent/testing/agent_node.h"
+#include "node-agent/testing/agent_stack.h"
 #include "operator/controller.h"
 #include "operator/events.h"
 
@@ -296,27 +297,16 @@ class VerbsStackLab : public ::testing::Test {
  protected:
   void SetUp() override {
     REQUIRE_LAB();
-    char tmpl[] = "/tmp/verbs_stack_lab.XXXXXX";
-    dir_ = mkdtemp(tmpl);
     owner_view_ = std::make_unique<Mapping>(Env("DAXLEASE_LAB_DAX"), kVolBytes);
     ASSERT_NE(owner_view_->base(), nullptr);
     std::memset(owner_view_->base(), 0, kVolBytes);
-    op::ControllerOptions co;
-    co.resync = absl::Seconds(1);
-    controller_ =
-        std::make_unique<op::Controller>(kube_, base::RealClock(), events_, co);
-    ASSERT_TRUE(controller_->Start().ok());
-    for (auto [node, name] : {std::pair{&a_, "node-a"}, {&b_, "node-b"}}) {
-      agent::testing::AgentNodeOptions o;
-      o.name = name;
-      o.dir = dir_;
-      o.secret = kSecret;
-      o.resync = absl::Milliseconds(100);
-      o.verbs_ip = Env("DAXLEASE_LAB_IP");
-      auto started = agent::testing::AgentNode::Start(o, kube_);
-      ASSERT_TRUE(started.ok()) << started.status();
-      *node = *std::move(started);
-    }
+    agent::testing::AgentStackOptions so;
+    so.dir_prefix = "/tmp/verbs_stack_lab";
+    so.secret = kSecret;
+    so.node_resync = absl::Milliseconds(100);
+    so.verbs_ip = Env("DAXLEASE_LAB_IP");
+    absl::Status started = stack_.Start(so);
+    ASSERT_TRUE(started.ok()) << started;
     agent::pb::RecordVolumeRequest rec;
     rec.set_volume_id("vol");
     rec.set_size_bytes(kVolBytes);
@@ -333,58 +323,33 @@ class VerbsStackLab : public ::testing::Test {
     ASSERT_TRUE(served.ok()) << served.status();
     ASSERT_EQ(served->served_bytes(), kVolBytes);
   }
-  void TearDown() override {
-    b_.reset();
-    a_.reset();
-    if (controller_ != nullptr) controller_->Stop();
-    kube_.Shutdown();
-    if (!dir_.empty()) std::filesystem::remove_all(dir_);
-  }
+  void TearDown() override { stack_.Stop(); }
 
+  // Publishes the volume to a pod on `node` (its directory as CSI lays it).
   std::string Publish(agent::testing::AgentNode& node, const std::string& pod,
                       bool owner_local) {
-    std::string target = dir_ + "/target-" + pod;
-    std::filesystem::create_directories(target);
-    agent::pb::PublishRequest p;
-    p.set_volume_id("vol");
-    p.set_target_path(target);
-    p.set_pod_namespace("default");
-    p.set_pod_name(pod);
-    p.set_pod_uid(pod + "-uid");
-    p.set_owner_local(owner_local);
-    auto r = node.agent().Publish(p);
-    EXPECT_TRUE(r.ok()) << r.status();
-    std::ofstream(target + "/daxlease.json") << r->descriptor_json();
-    EXPECT_EQ(symlink(node.socket().c_str(), (target + "/agent.sock").c_str()),
-              0);
-    return target;
+    auto t = stack_.Publish(node, "vol", pod, owner_local);
+    EXPECT_TRUE(t.ok()) << t.status();
+    return t.ok() ? *t : "";
   }
   std::string Recall(int grace) {
-    k8s::Json r = {
-        {"apiVersion", api::kApiVersion},
-        {"kind", "DaxRecall"},
-        {"metadata", {{"generateName", "vol-recall-"}}},
-        {"spec",
-         {{"volume", "vol"}, {"reason", "Manual"}, {"graceSeconds", grace}}}};
-    auto c = kube_.Create(agent::DaxRecallResource(), r);
-    EXPECT_TRUE(c.ok());
-    return k8s::NameOf(*c);
+    auto r = stack_.Recall("vol", grace);
+    EXPECT_TRUE(r.ok()) << r.status();
+    return r.ok() ? *r : "";
   }
   k8s::Json RecallStatus(const std::string& name) {
-    auto r = kube_.Get(agent::DaxRecallResource(), "", name);
-    if (!r.ok()) return k8s::Json::object();
-    return r->value("status", k8s::Json::object());
+    return stack_.RecallStatus(name);
   }
   std::string Owner(uint64_t off, size_t n) {
     return std::string(owner_view_->base() + off, n);
   }
 
-  std::string dir_;
   std::unique_ptr<Mapping> owner_view_;
-  k8s::FakeKubeClient kube_{base::RealClock()};
-  op::FakeEventSink events_;
-  std::unique_ptr<op::Controller> controller_;
-  std::unique_ptr<agent::testing::AgentNode> a_, b_;
+  agent::testing::AgentStack stack_;
+  // The stack's parts, by the names the tests use.
+  k8s::FakeKubeClient& kube_ = stack_.kube;
+  std::unique_ptr<agent::testing::AgentNode>& a_ = stack_.a;
+  std::unique_ptr<agent::testing::AgentNode>& b_ = stack_.b;
 };
 
 TEST_F(VerbsStackLab, RecallWithALocalAndAnRdmaWriterBothAckAtEpochPlusOne) {

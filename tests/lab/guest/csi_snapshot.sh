@@ -97,31 +97,33 @@ DDR_TGT=$TGT
 check "dd restore: the bytes of the cut" test "$($CHECK --digest $DDR_TGT 8388608)" = "$D_CUT"
 
 say "---- kill -9 in the middle of a snapshot copy, and of a restore copy"
+# kill_mid_copy WHAT STARTED CSI-CALL-ARGS...: runs `csi call ARGS` on a
+# plugin paced at 8 MiB/s, waits (10 s at most) for the copy to start (the
+# shell condition STARTED holds: check WHAT), kills the plugin with SIGKILL
+# a second into the copy and starts it again unpaced.
+kill_mid_copy() {
+  copy_what=$1 copy_started=$2 # not `what`: check() sets that
+  shift 2
+  crash_csi
+  check "daxlease-csi restarts paced (8 MiB/s)" start_csi ndctl --copy-bytes-per-second=8388608
+  csi call "$@" &
+  i=0
+  while ! eval "$copy_started" && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
+  check "$copy_what" eval "$copy_started"
+  sleep 1
+  crash_csi
+  wait
+  check "daxlease-csi restarts" start_csi ndctl
+}
 NS1=$(ns_count)
-crash_csi
-check "daxlease-csi restarts paced (8 MiB/s)" start_csi ndctl --copy-bytes-per-second=8388608
-csi call CreateSnapshot --json "{\"name\":\"lab-snap-killed\",\"sourceVolumeId\":\"$RST\"}" &
-i=0
-while [ "$(ns_count)" -le "$NS1" ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
-check "the snapshot's namespace appeared" test "$(ns_count)" -gt "$NS1"
-sleep 1
-crash_csi
-wait
-check "daxlease-csi restarts" start_csi ndctl
+kill_mid_copy "the snapshot's namespace appeared" '[ "$(ns_count)" -gt "$NS1" ]' \
+  CreateSnapshot --json "{\"name\":\"lab-snap-killed\",\"sourceVolumeId\":\"$RST\"}"
 csi call ListSnapshots --json '{}' && cp /tmp/out.json /tmp/list.json && cat /tmp/list.json
 check "the killed snapshot is not listed" sh -c "! grep -q lab-snap-killed /tmp/list.json && test \$(grep -c snapshotId /tmp/list.json) -eq 2"
 check "its namespace is gone" test "$(ns_count)" -eq "$NS1"
 grep -a -E "partial|snapshot_removed|recover" /tmp/csi.log.ndctl | head -5
-crash_csi
-check "daxlease-csi restarts paced again" start_csi ndctl --copy-bytes-per-second=8388608
-csi call CreateVolume --json "{\"name\":\"snap-killed-restore\",$MOUNT_CAP,\"volumeContentSource\":{\"snapshot\":{\"snapshotId\":\"$SNAP\"}}}" &
-i=0
-while [ -z "$(ls $MARKERS 2>/dev/null)" ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
-check "the restore's copy marker appeared" test -n "$(ls $MARKERS 2>/dev/null)"
-sleep 1
-crash_csi
-wait
-check "daxlease-csi restarts" start_csi ndctl
+kill_mid_copy "the restore's copy marker appeared" '[ -n "$(ls $MARKERS 2>/dev/null)" ]' \
+  CreateVolume --json "{\"name\":\"snap-killed-restore\",$MOUNT_CAP,\"volumeContentSource\":{\"snapshot\":{\"snapshotId\":\"$SNAP\"}}}"
 check "the half-restored volume's namespace is gone" test "$(ns_count)" -eq "$NS1"
 check "and its marker" test -z "$(ls $MARKERS 2>/dev/null)"
 csi list-volumes && cat /tmp/out.json

@@ -25,213 +25,29 @@
 #include "tests/integration/plugin_harness.h"
 #include "tests/testing/prereq.h"
 #include "tests/twonode/two_node_cluster.h"
+#include "tests/twonode/two_node_volume_test.h"
 
 namespace daxlease::testing {
 namespace {
 
 using Json = nlohmann::json;
 
-class AgentRestartTwoNodeTest : public ::testing::Test {
+class AgentRestartTwoNodeTest : public TwoNodeVolumeTest {
  protected:
-  void SetUp() override {
-    std::string why = TwoNodePrereqMissing();
-    DAXLEASE_REQUIRE(why.empty(), why);
-    auto c = TwoNodeCluster::Start(options_);
-    ASSERT_TRUE(c.ok()) << c.status();
-    cluster_ = std::move(*c);
-  }
-
-  void TearDown() override {
-    if (HasFailure() && cluster_ != nullptr) {
-      ADD_FAILURE() << "logs:\n" << cluster_->Logs();
-    }
-  }
-
-  Json Call(const TwoNodeCluster::Node& node, const std::string& method,
-            const Json& req) {
-    auto r = CallJson(node.csi_channel, method, req.dump());
-    EXPECT_TRUE(r.ok()) << node.name << " " << method << ": " << r.status();
-    return r.ok() ? Json::parse(*r) : Json::object();
-  }
-
-  static Json Cap() {
-    return {{"mount", Json::object()},
-            {"accessMode", {{"mode", "MULTI_NODE_MULTI_WRITER"}}}};
-  }
-
   // A shared volume on node-a, staged and published to a pod on node-a
   // (on_a_) and one on node-b (on_b_).
   void SetUpVolume(const std::string& suffix, uint64_t bytes,
                    const std::string& fs_type = "ext4") {
-    auto& a = cluster_->a();
-    auto& b = cluster_->b();
-    Json created =
-        Call(a, "/csi.v1.Controller/CreateVolume",
-             {{"name", absl::StrCat("twonode-", suffix, "-", ::getpid())},
-              {"capacityRange", {{"requiredBytes", std::to_string(bytes)}}},
-              {"parameters",
-               {{"daxlease.io/share", "true"},
-                {"csi.storage.k8s.io/fstype", fs_type},
-                {"daxlease.io/recallGraceSeconds", "10"}}},
-              {"volumeCapabilities", Json::array({Cap()})}});
-    ASSERT_TRUE(created.contains("volume")) << created.dump();
-    volume_ = created.at("volume");
-    id_ = volume_.at("volumeId");
-    on_a_ = StageAndPublish(a, "pod-a");
-    on_b_ = StageAndPublish(b, "pod-b");
+    const Json volume = CreateShared(suffix, bytes, 10, fs_type);
+    ASSERT_TRUE(volume.contains("volumeId")) << volume.dump();
+    id_ = volume.at("volumeId");
+    on_a_ = StageAndPublish(cluster_->a(), volume, "pod-a");
+    on_b_ = StageAndPublish(cluster_->b(), volume, "pod-b");
     ASSERT_FALSE(HasFailure());
     data_path_ = on_a_ + "/volume/.daxlease/data";
   }
 
-  std::string StageAndPublish(const TwoNodeCluster::Node& node,
-                              const std::string& pod) {
-    const std::string staging = node.kubelet_dir + "/staging/" + id_;
-    const std::string target =
-        absl::StrCat(node.kubelet_dir, "/pods/", pod, "/volume");
-    Call(node, "/csi.v1.Node/NodeStageVolume",
-         {{"volumeId", id_},
-          {"stagingTargetPath", staging},
-          {"volumeCapability", Cap()},
-          {"volumeContext", volume_.value("volumeContext", Json::object())}});
-    Json ctx = volume_.value("volumeContext", Json::object());
-    ctx["csi.storage.k8s.io/pod.name"] = pod;
-    ctx["csi.storage.k8s.io/pod.namespace"] = "default";
-    ctx["csi.storage.k8s.io/pod.uid"] = absl::StrCat("uid-", pod);
-    Call(node, "/csi.v1.Node/NodePublishVolume",
-         {{"volumeId", id_},
-          {"stagingTargetPath", staging},
-          {"targetPath", target},
-          {"volumeCapability", Cap()},
-          {"volumeContext", ctx}});
-    return target;
-  }
-
-  // daxlease-io ARGS inside `node`'s network namespace, attach timeout
-  // `timeout_ms`.
-  sys::CommandResult Io(const TwoNodeCluster::Node& node,
-                        std::vector<std::string> args, int timeout_ms = 60000) {
-    std::string cmd = IoBinary();
-    for (const std::string& a : args) absl::StrAppend(&cmd, " '", a, "'");
-    auto r = cluster_->RunIn(
-        node, {"env", absl::StrCat("DAXLEASE_IO_TIMEOUT_MS=", timeout_ms),
-               "bash", "-c", cmd});
-    EXPECT_TRUE(r.ok()) << r.status();
-    return r.ok() ? *r : sys::CommandResult{};
-  }
-
-  // A daxlease-io pattern writer on `node` over blocks [first, first +
-  // count) of the volume published at `dir`, writing and persisting without
-  // pause for up to an hour (the test stops it).
-  std::unique_ptr<NodeProcess> StartWriter(const TwoNodeCluster::Node& node,
-                                           const std::string& dir,
-                                           uint64_t first, uint64_t count,
-                                           const std::string& name) {
-    auto p = NodeProcess::Start(
-        node.netns,
-        {"/usr/bin/env", "DAXLEASE_IO_TIMEOUT_MS=60000", IoBinary(), "pattern",
-         dir, std::to_string(kBlock), "3600", std::to_string(first),
-         std::to_string(count)},
-        absl::StrCat(cluster_->dir(), "/", name, ".log"));
-    EXPECT_TRUE(p.ok()) << p.status();
-    return p.ok() ? std::move(*p) : nullptr;
-  }
-
-  std::string Get(const std::string& kind, const std::string& name,
-                  const std::string& path) {
-    auto r = cluster_->Kubectl(
-        {"get", kind, name, "-o", absl::StrCat("jsonpath=", path)});
-    return r.ok() ? r->stdout_text : "";
-  }
-
-  int64_t Epoch() {
-    int64_t e = 0;
-    (void)absl::SimpleAtoi(Get("daxvolumes", id_, "{.status.epoch}"), &e);
-    return e;
-  }
-
-  // A DaxRecall of the volume (reason Manual); its name.
-  std::string Recall(int grace) {
-    const std::string file =
-        absl::StrCat(cluster_->dir(), "/recall-", ++recalls_, ".json");
-    std::ofstream(file) << Json{
-        {"apiVersion", "daxlease.io/v1alpha1"},
-        {"kind", "DaxRecall"},
-        {"metadata", {{"generateName", "twonode-"}}},
-        {"spec",
-         {{"volume", id_},
-          {"reason", "Manual"},
-          {"graceSeconds",
-           grace}}}}.dump();
-    auto r = cluster_->Kubectl({"create", "-f", file, "-o", "name"});
-    EXPECT_TRUE(r.ok() && r->exit_code == 0) << r->stderr_text;
-    std::string name = r.ok() ? r->stdout_text : "";
-    if (!name.empty() && name.back() == '\n') name.pop_back();
-    return name.substr(name.find('/') + 1);
-  }
-
-  // Polls `kubectl ARGS` until it prints nothing (60 s); the last output.
-  std::string UntilNone(const std::vector<std::string>& args) {
-    const absl::Time end = absl::Now() + absl::Seconds(60);
-    std::string out;
-    do {
-      auto r = cluster_->Kubectl(args);
-      if (!r.ok()) return r.status().ToString();
-      out = r->stdout_text + r->stderr_text;
-      if (out.empty()) return out;
-      absl::SleepFor(absl::Milliseconds(200));
-    } while (absl::Now() < end);
-    return out;
-  }
-
-  static bool Until(const std::function<bool()>& pred, absl::Duration timeout) {
-    const absl::Time end = absl::Now() + timeout;
-    while (absl::Now() < end) {
-      if (pred()) return true;
-      absl::SleepFor(absl::Milliseconds(100));
-    }
-    return pred();
-  }
-
-  static std::string ReadFile(const std::string& path) {
-    std::ifstream in(path, std::ios::binary);
-    std::stringstream ss;
-    ss << in.rdbuf();
-    return ss.str();
-  }
-
-  // The end of a (long) log, for a failure's message.
-  static std::string Tail(const std::string& log) {
-    return log.substr(log.size() > 3000 ? log.size() - 3000 : 0);
-  }
-
-  static size_t Count(const std::string& text, const std::string& what) {
-    size_t n = 0;
-    for (size_t p = text.find(what); p != std::string::npos;
-         p = text.find(what, p + what.size())) {
-      ++n;
-    }
-    return n;
-  }
-
-  // The last "persisted seq=N" of a daxlease-io pattern log (0: none).
-  static uint64_t LastPersisted(const std::string& log) {
-    const size_t p = log.rfind("persisted seq=");
-    uint64_t seq = 0;
-    if (p == std::string::npos) return 0;
-    (void)absl::SimpleAtoi(log.substr(p + 14, log.find(' ', p + 14) - p - 14),
-                           &seq);
-    return seq;
-  }
-
-  // The seq block `index` holds once a pattern writer over [first, first +
-  // count) that started at 1 has persisted up to `last` (0: never written).
-  static uint64_t PatternSeq(uint64_t index, uint64_t first, uint64_t count,
-                             uint64_t last) {
-    if (index < first || index >= first + count || last == 0) return 0;
-    const uint64_t k = index - first;  // written at seq k+1, k+1+count, ...
-    if (last < k + 1) return 0;
-    return k + 1 + (last - k - 1) / count * count;
-  }
+  int64_t Epoch() { return TwoNodeVolumeTest::Epoch(id_); }
 
   // Every block of the owner's data file holds the seq its writer last
   // persisted there: writers[w] wrote [ranges[w].first, +second).
@@ -258,43 +74,8 @@ class AgentRestartTwoNodeTest : public ::testing::Test {
                          << got_at << ", want " << want_at;
   }
 
-  // Unpublish, unstage, delete; then the cluster's stop has nothing to
-  // force.
-  void TearDownVolumeAndExpectNothingLeft() {
-    auto& a = cluster_->a();
-    auto& b = cluster_->b();
-    for (auto* n : {&b, &a}) {
-      Call(*n, "/csi.v1.Node/NodeUnpublishVolume",
-           {{"volumeId", id_}, {"targetPath", n == &a ? on_a_ : on_b_}});
-    }
-    ASSERT_EQ(
-        UntilNone({"get", "daxleases", "-l",
-                   absl::StrCat("daxlease.io/volume=", id_), "-o", "name"}),
-        "")
-        << "leases left";
-    for (auto* n : {&b, &a}) {
-      Call(*n, "/csi.v1.Node/NodeUnstageVolume",
-           {{"volumeId", id_},
-            {"stagingTargetPath", n->kubelet_dir + "/staging/" + id_}});
-    }
-    Call(a, "/csi.v1.Controller/DeleteVolume", {{"volumeId", id_}});
-    EXPECT_EQ(UntilNone({"get", "daxvolumes", "--ignore-not-found", id_, "-o",
-                         "name"}),
-              "");
-    const std::string dir = cluster_->dir();
-    auto forced = cluster_->Stop();
-    ASSERT_TRUE(forced.ok()) << forced.status();
-    EXPECT_THAT(*forced, ::testing::IsEmpty());
-    EXPECT_THAT(MountsUnder(dir), ::testing::IsEmpty());
-    EXPECT_THAT(LoopDevicesBackedUnder(dir), ::testing::IsEmpty());
-  }
-
-  static constexpr uint64_t kBlock = 4096;
-  TwoNodeOptions options_;
-  std::unique_ptr<TwoNodeCluster> cluster_;
   Json volume_;
   std::string id_, on_a_, on_b_, data_path_;
-  int recalls_ = 0;
 };
 
 // The holder node's agent (node-b: the pod there reaches the volume's
@@ -312,7 +93,7 @@ TEST_F(AgentRestartTwoNodeTest, RemoteHolderReconnectsToItsRestartedAgent) {
   ASSERT_FALSE(HasFailure());
   const uint64_t blocks = std::filesystem::file_size(data_path_) / kBlock;
   std::unique_ptr<NodeProcess> writer =
-      StartWriter(b, on_b_, 0, blocks, "writer-b");
+      StartWriter(b, on_b_, 3600, 0, blocks, "writer-b");
   ASSERT_NE(writer, nullptr);
   auto log = [&] { return ReadFile(writer->log_path()); };
   ASSERT_TRUE(
@@ -324,12 +105,12 @@ TEST_F(AgentRestartTwoNodeTest, RemoteHolderReconnectsToItsRestartedAgent) {
   // A client that attaches now finds the new agent through the pod's
   // published directory (20 s: far more than a restart takes).
   sys::CommandResult v = Io(b, {"verify", on_b_, std::to_string(kBlock)},
-                            /*timeout_ms=*/20000);
+                            /*input=*/"", /*timeout_ms=*/20000);
   EXPECT_EQ(v.exit_code, 0) << v.stdout_text << v.stderr_text;
   EXPECT_THAT(v.stdout_text, ::testing::HasSubstr(" corrupt=0 "));
 
   const uint64_t before = LastPersisted(log());
-  const std::string recall = Recall(10);
+  const std::string recall = Recall(id_, 10);
   ASSERT_TRUE(Until(
       [&] {
         return Get("daxrecalls", recall, "{.status.phase}") == "Complete";
@@ -352,7 +133,7 @@ TEST_F(AgentRestartTwoNodeTest, RemoteHolderReconnectsToItsRestartedAgent) {
   EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << Tail(log());
   EXPECT_EQ(Count(log(), "error seq="), 0u) << Tail(log());
   ExpectBlocksExact({{0, blocks}}, {LastPersisted(log())});
-  TearDownVolumeAndExpectNothingLeft();
+  TearDownVolumeAndExpectNothingLeft(id_);
 }
 
 // A shared xfs volume grows twice under a writer on its owner node-a
@@ -375,8 +156,8 @@ TEST_F(AgentRestartTwoNodeTest, GrowSurvivesKillNineOfTheHolderAgent) {
   const uint64_t half = std::filesystem::file_size(data_path_) / kBlock / 2;
   ASSERT_GT(half, 1000u);
   std::unique_ptr<NodeProcess> writers[2] = {
-      StartWriter(a, on_a_, 0, half, "grow-writer-a"),
-      StartWriter(b, on_b_, half, half, "grow-writer-b")};
+      StartWriter(a, on_a_, 3600, 0, half, "grow-writer-a"),
+      StartWriter(b, on_b_, 3600, half, half, "grow-writer-b")};
   ASSERT_TRUE(writers[0] != nullptr && writers[1] != nullptr);
   auto log = [&](int w) { return ReadFile(writers[w]->log_path()); };
   for (int w = 0; w < 2; ++w) {
@@ -462,35 +243,22 @@ TEST_F(AgentRestartTwoNodeTest, GrowSurvivesKillNineOfTheHolderAgent) {
     last[w] = LastPersisted(log(w));
   }
   ExpectBlocksExact({{0, half}, {half, half}}, {last[0], last[1]});
-  TearDownVolumeAndExpectNothingLeft();
+  TearDownVolumeAndExpectNothingLeft(id_);
 }
 
 // Migrations paced at 8 MiB/s (a 64 MiB volume copies in about 8 s, so a
 // kill lands mid-copy), with a 20 s stall timeout.
 class MigrationAgentRestartTwoNodeTest : public AgentRestartTwoNodeTest {
  protected:
-  MigrationAgentRestartTwoNodeTest() {
-    options_.operator_args = {"--resync=5s", "--migration-stall-timeout=20s"};
-    options_.agent_args = {"--migration-max-bytes-per-second=8388608"};
-  }
-
-  // `kubectl daxlease migrate VOLUME --to NODE`; the DaxMigration's name.
-  std::string Migrate(const std::string& to) {
-    auto r = sys::RunCommand({DAXLEASE_PLUGIN_BIN,
-                              "--kubeconfig=" + cluster_->kubeconfig(),
-                              "migrate", id_, "--to", to});
-    EXPECT_TRUE(r.ok() && r->exit_code == 0)
-        << (r.ok() ? r->stderr_text : r.status().ToString());
-    if (!r.ok()) return "";
-    const std::string& out = r->stdout_text;
-    const size_t slash = out.find('/');
-    const size_t space = out.find(' ');
-    if (slash == std::string::npos || space == std::string::npos) return "";
-    return out.substr(slash + 1, space - slash - 1);
+  TwoNodeOptions Options() const override {
+    TwoNodeOptions o;
+    o.operator_args = {"--resync=5s", "--migration-stall-timeout=20s"};
+    o.agent_args = {"--migration-max-bytes-per-second=8388608"};
+    return o;
   }
 
   std::string MediaOf(const TwoNodeCluster::Node& n) {
-    return absl::StrCat(n.dir, "/agent/media/", id_, "/data");
+    return TwoNodeVolumeTest::MediaOf(n, id_);
   }
   // Whether `n` holds the volume's data: its agent's media, or (node-a)
   // the data file under the CSI staging mount.
@@ -524,8 +292,8 @@ TEST_F(MigrationAgentRestartTwoNodeTest, KillNineOfEachAgentMidMigration) {
   ASSERT_FALSE(HasFailure());
   const uint64_t half = std::filesystem::file_size(data_path_) / kBlock / 2;
   std::unique_ptr<NodeProcess> writers[2] = {
-      StartWriter(a, on_a_, 0, half, "migrate-writer-a"),
-      StartWriter(b, on_b_, half, half, "migrate-writer-b")};
+      StartWriter(a, on_a_, 3600, 0, half, "migrate-writer-a"),
+      StartWriter(b, on_b_, 3600, half, half, "migrate-writer-b")};
   ASSERT_TRUE(writers[0] != nullptr && writers[1] != nullptr);
   auto log = [&](int w) { return ReadFile(writers[w]->log_path()); };
   for (int w = 0; w < 2; ++w) {
@@ -540,7 +308,7 @@ TEST_F(MigrationAgentRestartTwoNodeTest, KillNineOfEachAgentMidMigration) {
     TwoNodeCluster::Node& from = Owner();
     TwoNodeCluster::Node& to = &from == &a ? b : a;
     const int64_t e = Epoch();
-    const std::string name = Migrate(to.name);
+    const std::string name = Migrate(id_, to.name);
     ASSERT_FALSE(name.empty());
     auto phase = [&] { return Get("daxmigrations", name, "{.status.phase}"); };
     if (victim == kHolderOnRecall) {

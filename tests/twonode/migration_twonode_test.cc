@@ -40,19 +40,9 @@ class MigrationTwoNodeTest : public TwoNodeVolumeTest {
     return o;
   }
 
-  // `kubectl daxlease migrate VOLUME --to NODE`; the DaxMigration's name.
-  std::string Migrate(const std::string& volume, const std::string& to) {
-    auto r = sys::RunCommand({DAXLEASE_PLUGIN_BIN,
-                              "--kubeconfig=" + cluster_->kubeconfig(),
-                              "migrate", volume, "--to", to});
-    EXPECT_TRUE(r.ok() && r->exit_code == 0)
-        << (r.ok() ? r->stderr_text : r.status().ToString());
-    if (!r.ok()) return "";
-    std::string out = r->stdout_text;
-    const size_t slash = out.find('/');
-    const size_t space = out.find(' ');
-    if (slash == std::string::npos || space == std::string::npos) return "";
-    return out.substr(slash + 1, space - slash - 1);
+  void TearDown() override {
+    writer_.reset();  // before its volume goes
+    TwoNodeVolumeTest::TearDown();
   }
 
   // Waits for the migration to finish; its phase.
@@ -67,42 +57,22 @@ class MigrationTwoNodeTest : public TwoNodeVolumeTest {
     return phase;
   }
 
-  int64_t Epoch(const std::string& volume) {
-    int64_t e = 0;
-    (void)absl::SimpleAtoi(Get("daxvolumes", volume, "{.status.epoch}"), &e);
-    return e;
-  }
-
-  std::string MediaOf(const TwoNodeCluster::Node& n, const std::string& id) {
-    return absl::StrCat(n.dir, "/agent/media/", id, "/data");
-  }
-
   // A shared 64 MiB volume on node-a, published to a writer pod there and
   // a reader pod on node-b; a daxlease-io pattern writer on node-a for
   // `seconds`, started and past its 100th block.
   void SetUpVolumeAndWriter(int seconds) {
     auto& a = cluster_->a();
     auto& b = cluster_->b();
-    Json created = Call(a, "/csi.v1.Controller/CreateVolume",
-                        {{"name", absl::StrCat("twonode-migrate-", ::getpid())},
-                         {"capacityRange", {{"requiredBytes", "67108864"}}},
-                         {"parameters",
-                          {{"daxlease.io/share", "true"},
-                           {"daxlease.io/recallGraceSeconds", "10"}}},
-                         {"volumeCapabilities", Json::array({Cap()})}});
-    ASSERT_TRUE(created.contains("volume")) << created.dump();
-    const Json volume = created.at("volume");
+    const Json volume = CreateShared("migrate", 64 << 20, 10);
+    ASSERT_TRUE(volume.contains("volumeId")) << volume.dump();
     id_ = volume.at("volumeId");
     on_a_ = StageAndPublish(a, volume, "writer");
     on_b_ = StageAndPublish(b, volume, "reader");
     ASSERT_FALSE(HasFailure());
     source_data_ = on_a_ + "/volume/.daxlease/data";
     ASSERT_TRUE(Exists(source_data_));
-    auto w = NodeProcess::Start(
-        a.netns, {IoBinary(), "pattern", on_a_, "4096", absl::StrCat(seconds)},
-        cluster_->dir() + "/writer-a.log");
-    ASSERT_TRUE(w.ok()) << w.status();
-    writer_ = std::move(*w);
+    writer_ = StartWriter(a, on_a_, seconds, 0, 0, "writer-a");
+    ASSERT_NE(writer_, nullptr);
     ASSERT_TRUE(Until(
         [&] { return absl::StrContains(WriterLog(), "persisted seq=100 "); },
         absl::Seconds(60)))
@@ -200,15 +170,8 @@ class MigrationFaultTwoNodeTest : public MigrationTwoNodeTest {
 TEST_F(MigrationTwoNodeTest, WriterAndRemoteReaderRunThroughAMigrationAndBack) {
   auto& a = cluster_->a();
   auto& b = cluster_->b();
-  Json created = Call(a, "/csi.v1.Controller/CreateVolume",
-                      {{"name", absl::StrCat("twonode-migrate-", ::getpid())},
-                       {"capacityRange", {{"requiredBytes", "67108864"}}},
-                       {"parameters",
-                        {{"daxlease.io/share", "true"},
-                         {"daxlease.io/recallGraceSeconds", "10"}}},
-                       {"volumeCapabilities", Json::array({Cap()})}});
-  ASSERT_TRUE(created.contains("volume")) << created.dump();
-  const Json volume = created.at("volume");
+  const Json volume = CreateShared("migrate", 64 << 20, 10);
+  ASSERT_TRUE(volume.contains("volumeId")) << volume.dump();
   const std::string id = volume.at("volumeId");
   const std::string on_a = StageAndPublish(a, volume, "writer");
   const std::string on_b = StageAndPublish(b, volume, "reader");
@@ -216,11 +179,9 @@ TEST_F(MigrationTwoNodeTest, WriterAndRemoteReaderRunThroughAMigrationAndBack) {
   const std::string source_data = on_a + "/volume/.daxlease/data";
   ASSERT_TRUE(Exists(source_data));
 
-  auto writer =
-      NodeProcess::Start(a.netns, {IoBinary(), "pattern", on_a, "4096", "45"},
-                         cluster_->dir() + "/writer-a.log");
-  ASSERT_TRUE(writer.ok()) << writer.status();
-  auto log = [&] { return ReadFile((*writer)->log_path()); };
+  std::unique_ptr<NodeProcess> writer = StartWriter(a, on_a, 45);
+  ASSERT_NE(writer, nullptr);
+  auto log = [&] { return ReadFile(writer->log_path()); };
   ASSERT_TRUE(
       Until([&] { return absl::StrContains(log(), "persisted seq=100 "); },
             absl::Seconds(60)))
@@ -286,7 +247,7 @@ TEST_F(MigrationTwoNodeTest, WriterAndRemoteReaderRunThroughAMigrationAndBack) {
       absl::Seconds(60)))
       << log();
 
-  absl::StatusOr<int> exited = (*writer)->Wait(absl::Seconds(90));
+  absl::StatusOr<int> exited = writer->Wait(absl::Seconds(90));
   ASSERT_TRUE(exited.ok()) << exited.status();
   EXPECT_TRUE(WIFEXITED(*exited) && WEXITSTATUS(*exited) == 0) << log();
   const std::string out = log();
@@ -371,6 +332,11 @@ TEST_F(MigrationFaultTwoNodeTest, TargetWithoutRoomOrGoneFailsAndVolumeStays) {
   ASSERT_TRUE(sys::RunCommandOk(
                   {"mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", media})
                   .ok());
+  Defer([media] {
+    if (!MountsUnder(media).empty()) {
+      sys::RunCommand({"umount", "-l", media}).IgnoreError();
+    }
+  });
   int64_t e = Epoch(id_);
   std::string name = Migrate(id_, "node-b");
   ASSERT_EQ(AwaitMigration(name), "Failed")

@@ -275,6 +275,7 @@ absl::StatusOr<std::unique_ptr<TwoNodeCluster>> TwoNodeCluster::Start(
         absl::StrCat("daxlease-twonode-", c->dir_.substr(c->dir_.size() - 6));
     for (char& ch : c->lease_name_) ch = std::tolower(ch);
     RETURN_IF_ERROR(c->RestartOperator());
+    c->watch_ = std::thread([cl = c.get()] { cl->WatchOperator(); });
   }
   return c;
 }
@@ -359,6 +360,7 @@ absl::Status TwoNodeCluster::RestartCsi(Node& n, int sig) {
 }
 
 absl::Status TwoNodeCluster::RestartOperator(int sig) {
+  absl::MutexLock l(&op_mu_);
   if (operator_ != nullptr) {
     if (sig == SIGKILL) {
       operator_->Kill9();
@@ -366,18 +368,64 @@ absl::Status TwoNodeCluster::RestartOperator(int sig) {
       operator_->Terminate();
     }
   }
+  return StartOperatorLocked();
+}
+
+absl::Status TwoNodeCluster::StartOperatorLocked() {
   std::vector<std::string> argv = {
       DAXLEASE_OPERATOR_BINARY, absl::StrCat("--kubeconfig=", kubeconfig_),
       absl::StrCat("--leader-election-name=", lease_name_),
-      // A killed leader's lease blocks its successor for the lease
-      // duration; short here so a restart is quick.
-      "--leader-election-lease-duration=3s",
-      "--leader-election-renew-deadline=2s",
-      "--leader-election-retry-period=500ms"};
+      // One identity for every operator this cluster starts: a restarted
+      // one renews its predecessor's lease at once instead of waiting it
+      // out, so the lease can be long enough that a loaded machine does not
+      // miss a renewal (2 s was missed under load: the operator then exits).
+      absl::StrCat("--identity=", lease_name_),
+      "--leader-election-lease-duration=20s",
+      "--leader-election-renew-deadline=15s",
+      "--leader-election-retry-period=1s"};
   argv.insert(argv.end(), options_.operator_args.begin(),
               options_.operator_args.end());
   ASSIGN_OR_RETURN(operator_,
                    NodeProcess::Start("", argv, dir_ + "/operator.log"));
+  return absl::OkStatus();
+}
+
+void TwoNodeCluster::WatchOperator() {
+  absl::MutexLock l(&op_mu_);
+  while (!op_mu_.AwaitWithTimeout(absl::Condition(&stopped_),
+                                  absl::Milliseconds(200))) {
+    if (operator_ == nullptr || operator_->running()) continue;
+    std::ofstream(dir_ + "/operator.log", std::ios::app)
+        << "--- twonode harness: the operator exited by itself; restarting\n";
+    ++operator_restarts_;
+    if (absl::Status s = StartOperatorLocked(); !s.ok()) {
+      std::ofstream(dir_ + "/operator.log", std::ios::app)
+          << "--- twonode harness: restart failed: " << s << "\n";
+    }
+  }
+}
+
+int TwoNodeCluster::operator_restarts() const {
+  absl::MutexLock l(&op_mu_);
+  return operator_restarts_;
+}
+
+absl::Status TwoNodeCluster::EnsureHealthy() {
+  for (Node& n : nodes_) {
+    if (options_.start_agents && (n.agent == nullptr || !n.agent->running())) {
+      RETURN_IF_ERROR(StartAgent(n));
+    }
+    const bool answers =
+        n.csi != nullptr && n.csi->running() &&
+        WaitForProbe(n.csi_socket, absl::Seconds(5), n.csi->pid()).ok();
+    if (!answers) RETURN_IF_ERROR(RestartCsi(n));
+  }
+  if (options_.start_operator) {
+    absl::MutexLock l(&op_mu_);
+    if (operator_ == nullptr || !operator_->running()) {
+      RETURN_IF_ERROR(StartOperatorLocked());
+    }
+  }
   return absl::OkStatus();
 }
 
@@ -408,9 +456,16 @@ std::string TwoNodeCluster::Logs() const {
 }
 
 absl::StatusOr<std::vector<std::string>> TwoNodeCluster::Stop() {
-  if (stopped_) return std::vector<std::string>();
-  stopped_ = true;
-  if (operator_ != nullptr) operator_->Terminate();
+  {
+    absl::MutexLock l(&op_mu_);
+    if (stopped_) return std::vector<std::string>();
+    stopped_ = true;
+  }
+  if (watch_.joinable()) watch_.join();
+  {
+    absl::MutexLock l(&op_mu_);
+    if (operator_ != nullptr) operator_->Terminate();
+  }
   for (Node& n : nodes_) {
     n.csi_channel.reset();
     if (n.csi != nullptr) n.csi->Terminate();

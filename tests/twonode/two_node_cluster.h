@@ -10,7 +10,14 @@
 // Teardown (the destructor, or Stop() to check it) stops only the processes
 // this cluster started, removes its namespaces, unmounts what is under its
 // directory and detaches the loop devices backed there.
-// Not thread-safe: one test drives one cluster.
+//
+// One cluster may serve many tests in turn (TwoNodeVolumeTest shares one
+// per test suite): EnsureHealthy() restarts whatever a test killed and left
+// down. The operator is watched all along: one that exits by itself (it
+// exits when it loses its leadership, e.g. a renewal late under load) is
+// started again at once with the same identity, which takes its lease back
+// without waiting the lease out.
+// Not thread-safe apart from that watch: one test at a time drives a cluster.
 #ifndef DAXLEASE_TESTS_TWONODE_TWO_NODE_CLUSTER_H_
 #define DAXLEASE_TESTS_TWONODE_TWO_NODE_CLUSTER_H_
 
@@ -18,10 +25,12 @@
 
 #include <memory>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "grpcpp/grpcpp.h"
 #include "lib/sys/command.h"
@@ -128,7 +137,13 @@ class TwoNodeCluster {
 
   // (Re)starts the operator; kills a running one first with `sig`.
   absl::Status RestartOperator(int sig = 9);
-  NodeProcess* op() { return operator_.get(); }
+  // How often the watch restarted an operator that had exited by itself.
+  int operator_restarts() const;
+
+  // Restarts each daemon that is down (an agent, a plugin that does not
+  // answer its probe, the operator); OK once all run. A test that killed
+  // one leaves the cluster as the next test needs it with this.
+  absl::Status EnsureHealthy();
 
   // The logs of every daemon (tails), for a failing test's message.
   std::string Logs() const;
@@ -137,6 +152,9 @@ class TwoNodeCluster {
   TwoNodeCluster() = default;
   absl::Status StartCsi(Node& node);
   absl::Status StartAgent(Node& node);
+  absl::Status StartOperatorLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(op_mu_);
+  // The operator's watch: restarts it when it exits by itself.
+  void WatchOperator();
 
   TwoNodeOptions options_;
   std::string dir_;
@@ -144,8 +162,11 @@ class TwoNodeCluster {
   std::string server_;
   std::string lease_name_;
   Node nodes_[2];
-  std::unique_ptr<NodeProcess> operator_;
-  bool stopped_ = false;
+  mutable absl::Mutex op_mu_;
+  std::unique_ptr<NodeProcess> operator_ ABSL_GUARDED_BY(op_mu_);
+  int operator_restarts_ ABSL_GUARDED_BY(op_mu_) = 0;
+  bool stopped_ ABSL_GUARDED_BY(op_mu_) = false;
+  std::thread watch_;
 };
 
 }  // namespace daxlease::testing

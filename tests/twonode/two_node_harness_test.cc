@@ -21,16 +21,27 @@ using ::testing::HasSubstr;
 using ::testing::IsEmpty;
 using ::testing::Not;
 
+// One cluster (no operator) for the suite's cases that only look at it.
 class TwoNodeHarnessTest : public ::testing::Test {
  protected:
+  static void TearDownTestSuite() { shared_.reset(); }
+
   void SetUp() override {
     std::string why = TwoNodePrereqMissing();
     DAXLEASE_REQUIRE(why.empty(), why);
+    if (shared_ == nullptr) {
+      ASSERT_NO_FATAL_FAILURE(StartCluster(shared_));
+    }
+    cluster_ = shared_.get();
+  }
+
+  // A cluster without the operator.
+  static void StartCluster(std::unique_ptr<TwoNodeCluster>& into) {
     TwoNodeOptions o;
     o.start_operator = false;
     auto c = TwoNodeCluster::Start(o);
     ASSERT_TRUE(c.ok()) << c.status();
-    cluster_ = std::move(*c);
+    into = std::move(*c);
   }
 
   std::string Run(const TwoNodeCluster::Node& n,
@@ -43,7 +54,21 @@ class TwoNodeHarnessTest : public ::testing::Test {
     return r->stdout_text;
   }
 
-  std::unique_ptr<TwoNodeCluster> cluster_;
+  static inline std::unique_ptr<TwoNodeCluster> shared_;
+  TwoNodeCluster* cluster_ = nullptr;
+};
+
+// A cluster of its own: the case stops it.
+class TwoNodeHarnessTeardownTest : public TwoNodeHarnessTest {
+ protected:
+  void SetUp() override {
+    std::string why = TwoNodePrereqMissing();
+    DAXLEASE_REQUIRE(why.empty(), why);
+    ASSERT_NO_FATAL_FAILURE(StartCluster(own_));
+    cluster_ = own_.get();
+  }
+
+  std::unique_ptr<TwoNodeCluster> own_;
 };
 
 TEST_F(TwoNodeHarnessTest, NodesTalkOverTheirVethAndTheAddressesStayInside) {
@@ -86,7 +111,8 @@ TEST_F(TwoNodeHarnessTest, BothNodesReachTheApiserverWithTheSameKubeconfig) {
   }
 }
 
-TEST_F(TwoNodeHarnessTest, EachNodeRunsItsOwnCsiAndTeardownLeavesNothing) {
+TEST_F(TwoNodeHarnessTeardownTest,
+       EachNodeRunsItsOwnCsiAndTeardownLeavesNothing) {
   for (auto* n : {&cluster_->a(), &cluster_->b()}) {
     auto info = CallJson(n->csi_channel, "/csi.v1.Node/NodeGetInfo", "{}");
     ASSERT_TRUE(info.ok()) << info.status();

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Configures and builds daxlease into BUILD_DIR (default: build/); only the
-# target BUILD_TARGET when that is set.
+# targets BUILD_TARGET (space-separated) when that is set.
 #   scripts/build.sh [BUILD_DIR] [extra cmake args...]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -16,4 +16,4 @@ if command -v ccache >/dev/null; then
 fi
 cmake -S . -B "$build_dir" -G Ninja -DCMAKE_BUILD_TYPE=${BUILD_TYPE:-RelWithDebInfo} \
   "${launcher[@]}" "$@" >/dev/null
-cmake --build "$build_dir" -j "$(nproc)" ${BUILD_TARGET:+--target "$BUILD_TARGET"}
+cmake --build "$build_dir" -j "$(nproc)" ${BUILD_TARGET:+--target $BUILD_TARGET}

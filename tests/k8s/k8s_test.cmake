@@ -4,7 +4,8 @@
 #   daxlease_k8s_test(my_k8s_test SOURCES a.cc LIBS daxlease_k8s ...)
 #
 # registers a gtest binary whose cases carry label `k8s`, require the CTest
-# fixture `daxlease_k8s` and get the environment variable
+# fixture `daxlease_k8s`, run alone (RUN_SERIAL: one API server for all, and
+# timings such as leader election's) and get the environment variable
 #   DAXLEASE_KUBECONFIG=<build>/k8s/kubeconfig   (admin, group system:masters)
 # Beside it in <build>/k8s/: kubeconfig-user (a token user without RBAC
 # rights) and env (server URL, CA, tokens, etcd URL as shell assignments).
@@ -35,5 +36,6 @@ function(daxlease_k8s_test name)
   gtest_discover_tests(${name}
     DISCOVERY_TIMEOUT 60
     PROPERTIES LABELS k8s FIXTURES_REQUIRED daxlease_k8s TIMEOUT 300
+               RUN_SERIAL TRUE
                ENVIRONMENT "DAXLEASE_KUBECONFIG=${dir}/kubeconfig")
 endfunction()

@@ -209,6 +209,38 @@ class OperatorK8sTest : public ::testing::Test {
         << op.Log();
     return epoch0;
   }
+  // MigrateUntilCopying, then the target reports `progress` and `m` is
+  // deleted; waits for the volume to be Ready at the next epoch. Returns the
+  // epoch before.
+  int64_t MigrateThenDeleteMidFlow(const std::string& vol,
+                                   const OperatorProcess& op, Json progress) {
+    const int64_t epoch0 = MigrateUntilCopying(vol, op);
+    if (HasFailure()) return epoch0;
+    progress["targetEndpoint"] = "10.0.0.9:7390";
+    progress["lastProgressTime"] = api::FormatWireTime(absl::Now());
+    MigrationPatch(N("m"), std::move(progress));
+    EXPECT_TRUE(client_->Delete(api::DaxMigrationResource(), "", N("m")).ok());
+    EXPECT_TRUE(WaitFor(
+        [&] {
+          auto v = Volume(vol);
+          return v && v->status.phase == api::VolumePhase::kReady &&
+                 v->status.epoch == epoch0 + 1;
+        },
+        absl::Seconds(20)))
+        << op.Log();
+    return epoch0;
+  }
+  // A deleted migration `m` is kept (its finalizer) until the node named by
+  // `freed` (targetMediaFreed or sourceMediaFreed) says its media is gone;
+  // then it goes.
+  void ExpectKeptUntilMediaFreed(const char* freed, const OperatorProcess& op) {
+    absl::SleepFor(absl::Seconds(1));
+    ASSERT_TRUE(Migration(N("m")).has_value());
+    MigrationPatch(N("m"), {{freed, true}});
+    EXPECT_TRUE(WaitFor([&] { return !Migration(N("m")).has_value(); },
+                        absl::Seconds(10)))
+        << op.Log();
+  }
   bool LeaseIs(const std::string& n, api::LeaseState s) {
     auto l = Lease(n);
     return l.has_value() && l->status.state == s;
@@ -610,22 +642,9 @@ TEST_F(OperatorK8sTest, TwoOperatorsOnlyOneLeadsStandbyTakesOver) {
 TEST_F(OperatorK8sTest, MigrationDeletedMidCopyRollsBackToTheOwner) {
   OperatorProcess op(kubeconfig_, OperatorArgs("op-a"), prefix_);
   const std::string vol = N("vol");
-  const int64_t epoch0 = MigrateUntilCopying(vol, op);
+  const int64_t epoch0 = MigrateThenDeleteMidFlow(
+      vol, op, {{"bytesTotal", 1 << 30}, {"bytesCopied", 1 << 20}});
   ASSERT_FALSE(HasFailure());
-  MigrationPatch(N("m"),
-                 {{"targetEndpoint", "10.0.0.9:7390"},
-                  {"bytesTotal", 1 << 30},
-                  {"bytesCopied", 1 << 20},
-                  {"lastProgressTime", api::FormatWireTime(absl::Now())}});
-  ASSERT_TRUE(client_->Delete(api::DaxMigrationResource(), "", N("m")).ok());
-  ASSERT_TRUE(WaitFor(
-      [&] {
-        auto v = Volume(vol);
-        return v && v->status.phase == api::VolumePhase::kReady &&
-               v->status.epoch == epoch0 + 1;
-      },
-      absl::Seconds(20)))
-      << op.Log();
   EXPECT_EQ(Volume(vol)->spec.owner_node, "node-owner");
   // Kept (deleting) until the target says its media is gone.
   auto m = Migration(N("m"));
@@ -637,12 +656,8 @@ TEST_F(OperatorK8sTest, MigrationDeletedMidCopyRollsBackToTheOwner) {
   ASSERT_NE(failed, nullptr);
   EXPECT_EQ(failed->reason, "Deleted");
   EXPECT_THAT(PluginStatus(vol), ::testing::HasSubstr("Failed (deleting)"));
-  absl::SleepFor(absl::Seconds(1));
-  ASSERT_TRUE(Migration(N("m")).has_value());
-  MigrationPatch(N("m"), {{"targetMediaFreed", true}});
-  EXPECT_TRUE(WaitFor([&] { return !Migration(N("m")).has_value(); },
-                      absl::Seconds(10)))
-      << op.Log();
+  ExpectKeptUntilMediaFreed("targetMediaFreed", op);
+  ASSERT_FALSE(HasFailure());
   // The holder is granted again at the new epoch (its next generation).
   CreateLease(N("b"), vol);
   EXPECT_TRUE(
@@ -657,24 +672,12 @@ TEST_F(OperatorK8sTest, MigrationDeletedMidCopyRollsBackToTheOwner) {
 TEST_F(OperatorK8sTest, MigrationDeletedWithAVerifiedCopyFinishesTheSwitch) {
   OperatorProcess op(kubeconfig_, OperatorArgs("op-a"), prefix_);
   const std::string vol = N("vol");
-  const int64_t epoch0 = MigrateUntilCopying(vol, op);
+  MigrateThenDeleteMidFlow(vol, op,
+                           {{"bytesTotal", 1 << 20},
+                            {"bytesCopied", 1 << 20},
+                            {"sourceChecksum", "sha256:ab"},
+                            {"targetChecksum", "sha256:ab"}});
   ASSERT_FALSE(HasFailure());
-  MigrationPatch(N("m"),
-                 {{"targetEndpoint", "10.0.0.9:7390"},
-                  {"bytesTotal", 1 << 20},
-                  {"bytesCopied", 1 << 20},
-                  {"sourceChecksum", "sha256:ab"},
-                  {"targetChecksum", "sha256:ab"},
-                  {"lastProgressTime", api::FormatWireTime(absl::Now())}});
-  ASSERT_TRUE(client_->Delete(api::DaxMigrationResource(), "", N("m")).ok());
-  ASSERT_TRUE(WaitFor(
-      [&] {
-        auto v = Volume(vol);
-        return v && v->status.phase == api::VolumePhase::kReady &&
-               v->status.epoch == epoch0 + 1;
-      },
-      absl::Seconds(20)))
-      << op.Log();
   EXPECT_EQ(Volume(vol)->spec.owner_node, "node-target");
   EXPECT_EQ(Volume(vol)->metadata.annotations[api::kFabricEndpointAnnotation],
             "10.0.0.9:7390");
@@ -686,12 +689,7 @@ TEST_F(OperatorK8sTest, MigrationDeletedWithAVerifiedCopyFinishesTheSwitch) {
       absl::Seconds(10)))
       << op.Log();
   EXPECT_THAT(PluginStatus(vol), ::testing::HasSubstr("Complete (deleting)"));
-  absl::SleepFor(absl::Seconds(1));
-  ASSERT_TRUE(Migration(N("m")).has_value());
-  MigrationPatch(N("m"), {{"sourceMediaFreed", true}});
-  EXPECT_TRUE(WaitFor([&] { return !Migration(N("m")).has_value(); },
-                      absl::Seconds(10)))
-      << op.Log();
+  ExpectKeptUntilMediaFreed("sourceMediaFreed", op);
 }
 
 // Agents acking all at once while the operator writes the same objects: every

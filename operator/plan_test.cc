@@ -600,33 +600,6 @@ TEST(PlanMigration, RecallCopySwitchComplete) {
             api::ConditionStatus::kTrue);
 }
 
-// A target failure rolls the volume back to its owner at the next epoch,
-// with the target's reason on the Failed condition.
-TEST(PlanMigration, TargetFailureRollsBack) {
-  World w = Settle(WorldOf({}), kT0);
-  api::DaxMigration m;
-  m.metadata.name = "mig";
-  m.spec.volume = "vol";
-  m.spec.target_node = "target";
-  m.metadata.finalizers = {kMigrationFinalizer};
-  w.migrations.push_back(m);
-  Plan p = ComputePlan(w, kT0, {});
-  w = p.desired;
-  api::DaxRecall stored = p.create_recalls.at(0);
-  stored.metadata.uid = "rec-uid";
-  w.recalls.push_back(stored);
-  w = Settle(w, kT0);  // no holders: Quiesced at once, then Migrating
-  ASSERT_EQ(w.volume->status.phase, VolumePhase::kMigrating);
-  w.migrations[0].status.target_failure = "InsufficientCapacity: no room";
-  w = Settle(w, kT0);
-  EXPECT_EQ(w.migrations[0].status.phase, api::MigrationPhase::kFailed);
-  EXPECT_EQ(Cond(w.migrations[0].status.conditions, "Failed").reason,
-            "InsufficientCapacity");
-  EXPECT_EQ(w.volume->status.phase, VolumePhase::kReady);
-  EXPECT_EQ(w.volume->status.epoch, 4);
-  EXPECT_EQ(w.volume->spec.owner_node, "owner");
-}
-
 // A migration of `vol` to "target" whose Migrate recall ran: the volume is
 // Migrating at epoch 3, the migration Copying (with its finalizer).
 World MigratingToTarget() {
@@ -642,10 +615,25 @@ World MigratingToTarget() {
   api::DaxRecall stored = p.create_recalls.at(0);
   stored.metadata.uid = "rec-uid";
   w.recalls.push_back(stored);
-  w = Settle(w, kT0);
+  w = Settle(w, kT0);  // no holders: Quiesced at once, then Migrating
   EXPECT_EQ(w.volume->status.phase, VolumePhase::kMigrating);
   EXPECT_EQ(w.migrations[0].status.phase, api::MigrationPhase::kCopying);
   return w;
+}
+
+// A target failure rolls the volume back to its owner at the next epoch,
+// with the target's reason on the Failed condition.
+TEST(PlanMigration, TargetFailureRollsBack) {
+  World w = MigratingToTarget();
+  ASSERT_FALSE(::testing::Test::HasFailure());
+  w.migrations[0].status.target_failure = "InsufficientCapacity: no room";
+  w = Settle(w, kT0);
+  EXPECT_EQ(w.migrations[0].status.phase, api::MigrationPhase::kFailed);
+  EXPECT_EQ(Cond(w.migrations[0].status.conditions, "Failed").reason,
+            "InsufficientCapacity");
+  EXPECT_EQ(w.volume->status.phase, VolumePhase::kReady);
+  EXPECT_EQ(w.volume->status.epoch, 4);
+  EXPECT_EQ(w.volume->spec.owner_node, "owner");
 }
 
 bool Protected(const api::DaxMigration& m) {

@@ -30,9 +30,11 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 #include "daxlease.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "lib/channel/sim_agent.h"
 #include "lib/sys/command.h"
 #include "lib/sys/file.h"
 #include "node-agent/agent/agent.h"
@@ -47,6 +49,8 @@ namespace daxlease::agent {
 namespace {
 
 using k8s::testing::WaitFor;
+
+constexpr char kAgentAccount[] = "daxlease-agent";
 
 // A child process with its output in a log file; SIGKILLed and reaped on
 // destruction.
@@ -153,6 +157,19 @@ class AgentK8sTest : public ::testing::Test {
     std::ofstream(dir_ + "/secret") << "agent-k8s-test-secret-" << getpid();
     port_a_ = FreePort();
     port_b_ = FreePort();
+    if (channel_) {
+      // Each agent presents its pod's token for the operator's audience,
+      // as the chart's projected volume gives it.
+      auto ns = k8s::testing::CreateTestNamespace(*kube_, "agch-");
+      ASSERT_TRUE(ns.ok()) << ns.status();
+      channel_ns_ = *ns;
+      for (char n : {'a', 'b'}) {
+        auto token = channel::MintAgentToken(*kube_, channel_ns_, kAgentAccount,
+                                             "agent-" + Node(n), Node(n));
+        ASSERT_TRUE(token.ok()) << token.status();
+        std::ofstream(TokenFile(n)) << *token << "\n";
+      }
+    }
     // The operator runs as its Deployment would: restarted whenever it
     // exits (it exits when it loses leadership, e.g. when starved of CPU
     // past its renew deadline on a loaded machine).
@@ -214,14 +231,25 @@ class AgentK8sTest : public ::testing::Test {
   }
 
   void StartOperator() {
-    operator_ = std::make_unique<Child>(
-        std::vector<std::string>{
-            DAXLEASE_OPERATOR_BIN, "--kubeconfig=" + kubeconfig_,
-            "--leader-election-name=" + prefix_, "--identity=" + prefix_,
-            "--leader-election-lease-duration=3s",
-            "--leader-election-renew-deadline=2s",
-            "--leader-election-retry-period=250ms", "--resync=2s"},
-        dir_ + "/operator.log");
+    operator_ = std::make_unique<Child>(OperatorArgs(), dir_ + "/operator.log");
+  }
+  std::vector<std::string> OperatorArgs() {
+    std::vector<std::string> args = {DAXLEASE_OPERATOR_BIN,
+                                     "--kubeconfig=" + kubeconfig_,
+                                     "--leader-election-name=" + prefix_,
+                                     "--identity=" + prefix_,
+                                     "--leader-election-lease-duration=3s",
+                                     "--leader-election-renew-deadline=2s",
+                                     "--leader-election-retry-period=250ms",
+                                     "--resync=2s"};
+    if (channel_) {
+      args.push_back("--channel-address=127.0.0.1:0");
+      args.push_back(
+          absl::StrCat("--channel-record=", channel_ns_, "/channel"));
+      args.push_back(absl::StrCat(
+          "--channel-agent-service-account=", channel_ns_, ":", kAgentAccount));
+    }
+    return args;
   }
   // kill -9 of the operator; the supervisor starts another.
   void KillOperator() {
@@ -232,6 +260,9 @@ class AgentK8sTest : public ::testing::Test {
   std::string Node(char n) {
     return absl::StrCat(prefix_, "-node-", std::string(1, n));
   }
+  std::string TokenFile(char n) {
+    return absl::StrCat(dir_, "/token-", std::string(1, n));
+  }
   std::string Socket(char n) {
     return absl::StrCat(dir_, "/agent-", std::string(1, n), ".sock");
   }
@@ -239,14 +270,23 @@ class AgentK8sTest : public ::testing::Test {
 
   void StartAgent(char n) {
     std::string addr = absl::StrCat("127.0.0.1:", Port(n));
+    std::vector<std::string> args = {
+        DAXLEASE_AGENT_BIN,
+        "--node-id=" + Node(n),
+        "--kubeconfig=" + kubeconfig_,
+        "--socket=" + Socket(n),
+        "--state-dir=" + dir_ + "/state-" + std::string(1, n),
+        "--listen=" + addr,
+        "--secret-file=" + dir_ + "/secret",
+        "--metrics-address=127.0.0.1:0"};
+    if (channel_) {
+      args.push_back("--channel");
+      args.push_back(
+          absl::StrCat("--channel-record=", channel_ns_, "/channel"));
+      args.push_back("--channel-token-file=" + TokenFile(n));
+    }
     agents_[n] = std::make_unique<Child>(
-        std::vector<std::string>{
-            DAXLEASE_AGENT_BIN, "--node-id=" + Node(n),
-            "--kubeconfig=" + kubeconfig_, "--socket=" + Socket(n),
-            "--state-dir=" + dir_ + "/state-" + std::string(1, n),
-            "--listen=" + addr, "--secret-file=" + dir_ + "/secret",
-            "--metrics-address=127.0.0.1:0"},
-        absl::StrCat(dir_, "/agent-", std::string(1, n), ".log"));
+        args, absl::StrCat(dir_, "/agent-", std::string(1, n), ".log"));
   }
   // A sample from agent n's /metrics (-1: absent or not serving yet).
   double AgentMetric(char n, const std::string& series) {
@@ -364,6 +404,10 @@ class AgentK8sTest : public ::testing::Test {
   }
 
   std::string kubeconfig_, prefix_, dir_, mnt_, vol_, data_path_;
+  // Set by a subclass's constructor: the operator serves the recall channel
+  // and the agents answer on it (tokens of pods in channel_ns_).
+  bool channel_ = false;
+  std::string channel_ns_;
   bool mounted_ = false;
   int port_a_ = 0, port_b_ = 0;
   std::unique_ptr<k8s::KubeClient> kube_;
@@ -1132,6 +1176,193 @@ TEST_F(AgentK8sTest, GrowSurvivesKillNineAtEachStep) {
     }
     ASSERT_TRUE(file.compare(i * kBlock, kBlock, want) == 0) << "block " << i;
   }
+}
+
+// The same processes with the recall channel on (docs/agent.md, "The recall
+// channel"): the operator with --channel-address, each agent with --channel
+// and its pod's service-account token, checked by a real TokenReview.
+class AgentChannelK8sTest : public AgentK8sTest {
+ protected:
+  AgentChannelK8sTest() { channel_ = true; }
+
+  // Lines of agent n's log that hold every one of `parts`.
+  int LogLines(char n, std::initializer_list<absl::string_view> parts) {
+    int count = 0;
+    for (absl::string_view line :
+         absl::StrSplit(agents_[n]->Log(), '\n', absl::SkipEmpty())) {
+      bool all = true;
+      for (absl::string_view p : parts) all = all && absl::StrContains(line, p);
+      count += all;
+    }
+    return count;
+  }
+  bool Connected(char n) {
+    return LogLines(n, {"event=channel.connected", Node(n)}) > 0;
+  }
+  // No agent wrote an answer into a lease status of the volume (with the
+  // channel on, those fields release nothing).
+  std::string StatusAnswers() {
+    std::string out;
+    auto leases = k8s::ListAll(*kube_, DaxLeaseResource(), "");
+    if (!leases.ok()) return leases.status().ToString();
+    for (const auto& l : leases->items) {
+      if (l.value("spec", k8s::Json::object()).value("volume", "") != vol_) {
+        continue;
+      }
+      const k8s::Json st = l.value("status", k8s::Json::object());
+      if (!st.value("releasedRecallID", "").empty()) {
+        absl::StrAppend(&out, k8s::NameOf(l), " releasedRecallID; ");
+      }
+    }
+    return out;
+  }
+};
+
+// A remote writer on b during a recall: agent b answers on the channel once
+// the client flushed (no status write), the recall completes with the lease
+// released, the writer goes on at the next epoch.
+TEST_F(AgentChannelK8sTest, RecallWithALiveHolderCompletesOverTheChannel) {
+  std::string remote_dir = SetUpVolume();
+  ASSERT_TRUE(WaitFor([&] { return Connected('a') && Connected('b'); },
+                      absl::Seconds(30)))
+      << Dump();
+  daxlease_attach_opts o = DAXLEASE_ATTACH_OPTS_INIT;
+  o.timeout_ms = 60000;
+  daxlease_volume* remote = nullptr;
+  ASSERT_EQ(daxlease_attach(remote_dir.c_str(), &o, &remote), DAXLEASE_OK)
+      << daxlease_errmsg();
+  const int64_t epoch0 = daxlease_epoch(remote);
+  const uint64_t blocks = daxlease_size(remote) / kBlock;
+  {
+    PatternWriter w(remote, 2, 0, blocks);
+    ASSERT_TRUE(w.Progress(50, absl::Seconds(30))) << Dump();
+    std::string r = CreateRecall(10);
+    ASSERT_TRUE(WaitFor(
+        [&] { return RecallStatus(r).value("phase", "") == "Complete"; },
+        absl::Seconds(60)))
+        << Dump();
+    EXPECT_EQ(RecallStatus(r).value("released", 0), 1) << Dump();
+    EXPECT_EQ(RecallStatus(r).value("revoked", 0), 0) << Dump();
+    EXPECT_GE(LogLines('b', {"event=agent.recall_acked", "via=channel"}), 1)
+        << Dump();
+    EXPECT_EQ(StatusAnswers(), "");
+    EXPECT_GE(AgentMetric('b', "daxlease_agent_recall_acks_total"), 1);
+    ASSERT_TRUE(w.ProgressAfter(epoch0, 50, absl::Seconds(60))) << Dump();
+    w.Stop();
+    EXPECT_EQ(w.errors(), std::vector<std::string>{});
+    for (const auto& [epoch, n] : w.by_epoch()) {
+      EXPECT_TRUE(epoch == 0 || epoch == epoch0 || epoch == epoch0 + 1)
+          << epoch;
+    }
+    ASSERT_EQ(daxlease_detach(remote), DAXLEASE_OK) << daxlease_errmsg();
+    std::string file = FileBytes(0, blocks * kBlock);
+    for (const auto& [i, want] : w.expect()) {
+      ASSERT_TRUE(file.compare(i * kBlock, kBlock, want) == 0) << "block " << i;
+    }
+  }
+}
+
+// daxlease-io on b stopped during a recall: nothing answers for it, it is
+// revoked at the deadline, the owner a fences it when asked on the channel
+// and confirms there; nothing the holder sends after lands, and once
+// continued it is told of the revocation, which b acks on the channel.
+TEST_F(AgentChannelK8sTest, SilentHolderIsRevokedAndFencedOverTheChannel) {
+  std::string target = SetUpVolume();
+  ASSERT_TRUE(WaitFor([&] { return Connected('a') && Connected('b'); },
+                      absl::Seconds(30)))
+      << Dump();
+  Child io({DAXLEASE_IO_BIN, "pattern", target, "4096", "120"},
+           dir_ + "/io.log");
+  ASSERT_TRUE(WaitFor(
+      [&] { return io.Log().find("persisted seq=20 ") != std::string::npos; },
+      absl::Seconds(60)))
+      << io.Log();
+  io.Signal(SIGSTOP);
+  std::string r = CreateRecall(2);
+  ASSERT_TRUE(
+      WaitFor([&] { return RecallStatus(r).value("phase", "") == "Complete"; },
+              absl::Seconds(60)))
+      << Dump();
+  EXPECT_EQ(RecallStatus(r).value("revoked", 0), 1) << Dump();
+  EXPECT_EQ(RecallStatus(r).value("released", 0), 0) << Dump();
+  EXPECT_GE(LogLines('a', {"event=agent.fenced", "via=channel"}), 1) << Dump();
+  EXPECT_EQ(LogLines('b', {"event=agent.recall_acked"}), 0) << Dump();
+  EXPECT_EQ(StatusAnswers(), "");
+  EXPECT_TRUE(WaitFor(
+      [&] { return AgentMetric('a', "daxlease_agent_fences_total") >= 1; },
+      absl::Seconds(10)));
+  std::string after_fence = FileBytes(0, 8 << 20);
+  io.Signal(SIGCONT);
+  EXPECT_EQ(io.Wait(absl::Seconds(30)), 3) << io.Log();
+  EXPECT_NE(io.Log().find("revoked seq="), std::string::npos) << io.Log();
+  EXPECT_EQ(FileBytes(0, 8 << 20), after_fence);
+  EXPECT_TRUE(WaitFor(
+      [&] {
+        return LogLines('b', {"event=agent.revocation_acked", "via=channel"}) >=
+               1;
+      },
+      absl::Seconds(30)))
+      << Dump();
+}
+
+// The holder's agent is killed (-9) while its client holds the recall in a
+// pre-flush hook; the restarted agent reconnects to the channel, the
+// operator asks it again, the client reattaches, flushes and acks, and the
+// agent answers: released, nothing revoked, the hook's unpersisted block is
+// in the owner's file, the writer goes on at the next epoch.
+TEST_F(AgentChannelK8sTest, AgentRestartedMidRecallReconnectsAndAnswers) {
+  std::string remote_dir = SetUpVolume();
+  ASSERT_TRUE(WaitFor([&] { return Connected('a') && Connected('b'); },
+                      absl::Seconds(30)))
+      << Dump();
+  daxlease_attach_opts o = DAXLEASE_ATTACH_OPTS_INIT;
+  o.timeout_ms = 60000;
+  daxlease_volume* remote = nullptr;
+  ASSERT_EQ(daxlease_attach(remote_dir.c_str(), &o, &remote), DAXLEASE_OK)
+      << daxlease_errmsg();
+  struct Hook {
+    std::atomic<bool> hold{true};
+    std::atomic<int> entered{0};
+    uint64_t block = 0;
+  } h;
+  const uint64_t blocks = daxlease_size(remote) / kBlock;
+  h.block = blocks - 1;
+  auto hook = [](daxlease_volume* v, void* arg) -> int {
+    auto* h = static_cast<Hook*>(arg);
+    std::string b = PatternBlock(9, h->block, 1);
+    int rc = daxlease_write(v, h->block * kBlock, b.data(), kBlock);
+    ++h->entered;
+    while (h->hold.load()) usleep(10000);
+    return rc;
+  };
+  ASSERT_EQ(daxlease_set_preflush_hook(remote, hook, &h), DAXLEASE_OK);
+  const int64_t epoch0 = daxlease_epoch(remote);
+  PatternWriter w(remote, 2, 0, blocks - 1);
+  ASSERT_TRUE(w.Progress(20, absl::Seconds(30))) << Dump();
+  std::string r = CreateRecall(30);
+  ASSERT_TRUE(WaitFor([&] { return h.entered.load() >= 1; }, absl::Seconds(30)))
+      << Dump();
+  const int connects = LogLines('b', {"event=channel.connected"});
+  RestartAgent('b');
+  ASSERT_TRUE(WaitFor(
+      [&] { return LogLines('b', {"event=channel.connected"}) > connects; },
+      absl::Seconds(30)))
+      << Dump();
+  h.hold.store(false);
+  ASSERT_TRUE(
+      WaitFor([&] { return RecallStatus(r).value("phase", "") == "Complete"; },
+              absl::Seconds(60)))
+      << Dump();
+  EXPECT_EQ(RecallStatus(r).value("released", 0), 1) << Dump();
+  EXPECT_EQ(RecallStatus(r).value("revoked", 0), 0) << Dump();
+  EXPECT_GE(LogLines('b', {"event=agent.recall_acked", "via=channel"}), 1)
+      << Dump();
+  EXPECT_EQ(StatusAnswers(), "");
+  EXPECT_EQ(FileBytes(h.block * kBlock, kBlock), PatternBlock(9, h.block, 1));
+  ASSERT_TRUE(w.ProgressAfter(epoch0, 20, absl::Seconds(60))) << Dump();
+  w.Stop();
+  EXPECT_EQ(w.errors(), std::vector<std::string>{});
+  ASSERT_EQ(daxlease_detach(remote), DAXLEASE_OK) << daxlease_errmsg();
 }
 
 }  // namespace

@@ -15,11 +15,14 @@
 #include <thread>
 
 #include "absl/flags/flag.h"
+#include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "grpcpp/grpcpp.h"
 #include "lib/base/flags.h"
 #include "lib/base/log.h"
 #include "lib/base/status.h"
+#include "lib/channel/client.h"
+#include "lib/channel/leader_record.h"
 #include "lib/k8s/config.h"
 #include "lib/k8s/rest_client.h"
 #include "lib/metrics/metrics_server.h"
@@ -67,6 +70,19 @@ ABSL_FLAG(bool, file_leases, true,
 ABSL_FLAG(std::string, metrics_address, "",
           "host:port to serve Prometheus metrics at /metrics (empty: off; "
           "the chart uses 0.0.0.0:29655)");
+ABSL_FLAG(bool, channel, false,
+          "answer recalls, fence requests and revocations on the operator "
+          "leader's recall channel (the operator runs with "
+          "--channel-address); off: in the lease status fields");
+ABSL_FLAG(std::string, channel_record, "default/daxlease-operator-channel",
+          "NAMESPACE/NAME of the ConfigMap where the leader publishes its "
+          "channel endpoint and certificate (the operator's "
+          "--channel-record)");
+ABSL_FLAG(std::string, channel_token_file,
+          "/var/run/secrets/daxlease/channel/token",
+          "the agent pod's service-account token for the audience "
+          "daxlease-operator (a projected volume), read again for every "
+          "connection");
 
 namespace daxlease::agent {
 namespace {
@@ -176,8 +192,39 @@ int Main() {
     base::LogInfo("agent.metrics",
                   {{"port", absl::StrCat(metrics_server->port())}});
   }
+  // The recall channel: the client reads the leader's record again whenever
+  // its stream ends, so a new leader needs no restart here.
+  std::unique_ptr<channel::ChannelClient> recall_channel;
+  Agent* channel_agent = nullptr;  // set before the channel starts
+  if (absl::GetFlag(FLAGS_channel)) {
+    absl::StatusOr<channel::RecordLocation> at =
+        channel::ParseRecordLocation(absl::GetFlag(FLAGS_channel_record));
+    if (!at.ok()) return Fail(at.status());
+    channel::ChannelClientOptions co;
+    co.record = *at;
+    co.token = [path = absl::GetFlag(FLAGS_channel_token_file)]()
+        -> absl::StatusOr<std::string> {
+      absl::StatusOr<std::string> t = sys::ReadFile(path);
+      if (!t.ok()) return t.status();
+      return std::string(absl::StripAsciiWhitespace(*t));
+    };
+    recall_channel = std::make_unique<channel::ChannelClient>(
+        **client, co, [&channel_agent](const channel::pb::OperatorMessage& m) {
+          channel_agent->OnChannelMessage(m);
+        });
+    config.channel_report =
+        [c = recall_channel.get()](const channel::pb::AgentReport& r) {
+          c->Report(r);
+        };
+  }
   Agent agent(config, **client, base::RealClock(), *fabric, fabric_endpoint);
   if (absl::Status s = agent.Start(); !s.ok()) return Fail(s);
+  channel_agent = &agent;
+  if (recall_channel != nullptr) {
+    recall_channel->Start();
+    base::LogInfo("agent.channel",
+                  {{"record", absl::GetFlag(FLAGS_channel_record)}});
+  }
 
   AgentService service(agent);
   size_t slash = socket_path.rfind('/');
@@ -215,6 +262,7 @@ int Main() {
     break;
   }
   server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
+  if (recall_channel != nullptr) recall_channel->Stop();
   agent.Stop();
   return 0;
 }

@@ -983,7 +983,8 @@ absl::StatusOr<std::shared_ptr<Session>> Agent::OpenSession(
     // revoked lease holds nothing (fenced and acknowledged).
     auto lease = CachedLease(p->lease_name);
     if (!lease.has_value() || lease->status.revocation_acknowledged ||
-        lease->status.state == api::LeaseState::kReleased) {
+        lease->status.state == api::LeaseState::kReleased ||
+        revocation_reported_.contains(p->lease_name)) {
       p->revoked = false;
       RETURN_IF_ERROR(RenewLeaseLocked(*p));
     }
@@ -1031,10 +1032,18 @@ absl::Status Agent::AckRecall(const std::string& lease_name,
   if (p == nullptr) return err;
   const std::string name = p->lease_name;
   auto lease = CachedLease(name);
-  if (!lease.has_value() || lease->status.recall_id != recall_id ||
-      lease->status.state != api::LeaseState::kRecalling) {
+  // With the channel the recall may be asked before the informer shows it.
+  const chpb::RecallItem* asked =
+      ChannelRecallLocked(name, lease.has_value() ? &*lease : nullptr);
+  const bool asked_now = asked != nullptr && asked->recall_id() == recall_id;
+  if (!asked_now &&
+      (!lease.has_value() || lease->status.recall_id != recall_id ||
+       lease->status.state != api::LeaseState::kRecalling)) {
     // Already released (this ack was the last of several) is fine.
-    if (lease.has_value() && lease->status.released_recall_id == recall_id) {
+    if (lease.has_value() &&
+        (lease->status.released_recall_id == recall_id ||
+         (lease->status.recall_id == recall_id &&
+          lease->status.state == api::LeaseState::kReleased))) {
       return absl::OkStatus();
     }
     return absl::FailedPreconditionError(absl::StrCat(
@@ -1048,6 +1057,10 @@ absl::Status Agent::AckRecall(const std::string& lease_name,
     all = all && s->acked_recall_ == recall_id;
   }
   if (!all) return absl::OkStatus();
+  if (channel()) {
+    AnswerChannelLocked();  // answered when asked (now, or when it comes)
+    return absl::OkStatus();
+  }
   RETURN_IF_ERROR(PatchLeaseStatus(name, {{"releasedRecallID", recall_id}}));
   RecallAckedLocked(*p, recall_id);
   base::LogInfo("agent.recall_acked", {{"lease", name}, {"recall", recall_id}});
@@ -1063,7 +1076,9 @@ absl::Status Agent::AckRevocation(const std::string& lease_name,
   if (p == nullptr) return err;
   const std::string name = p->lease_name;
   auto lease = CachedLease(name);
-  if (!lease.has_value() || lease->status.state != api::LeaseState::kRevoked) {
+  if ((!lease.has_value() ||
+       lease->status.state != api::LeaseState::kRevoked) &&
+      !(channel() && p->revoked)) {
     if (lease.has_value() && lease->status.revocation_acknowledged) {
       return absl::OkStatus();
     }
@@ -1077,6 +1092,10 @@ absl::Status Agent::AckRevocation(const std::string& lease_name,
       s->acked_revocation_ = true;
     }
     all = all && s->acked_revocation_;
+  }
+  if (channel()) {
+    AnswerChannelLocked();
+    return absl::OkStatus();
   }
   if (!all || lease->status.fence_required) return absl::OkStatus();
   RETURN_IF_ERROR(PatchLeaseStatus(name, {{"revocationAcknowledged", true}}));
@@ -1128,6 +1147,7 @@ void Agent::ReconcileOnce() {
   ReconcileMigrationsLocked();
   ReconcileOwnerLocked();
   ReconcileHolderLocked();
+  AnswerChannelLocked();
   UpdateGaugesLocked();
 }
 
@@ -1218,7 +1238,7 @@ void Agent::ReconcileOwnerLocked() {
               "agent.grant_failed",
               {{"grant", key.DebugString()}, {"error", g.status().ToString()}});
         }
-      } else if (state == api::LeaseState::kRevoked &&
+      } else if (!channel() && state == api::LeaseState::kRevoked &&
                  lease.status.fence_required &&
                  lease.status.fenced_recall_id != lease.status.recall_id) {
         auto cut = fabric_.Invalidate(key);
@@ -1292,6 +1312,15 @@ pb::SessionEvent Agent::EventFor(Published& p, const api::DaxLease* l,
     ev.set_kind(pb::SessionEvent::REVOKED);
     ev.set_message("the lease was revoked");
     if (l != nullptr) ev.set_recall_id(l->status.recall_id);
+    return ev;
+  }
+  if (const chpb::RecallItem* r = ChannelRecallLocked(p.lease_name, l)) {
+    ev.set_kind(pb::SessionEvent::RECALLING);
+    ev.set_epoch(r->epoch());
+    ev.set_recall_id(r->recall_id());
+    if (r->deadline_unix_ms() > 0) {
+      ev.set_deadline_unix_ms(r->deadline_unix_ms());
+    }
     return ev;
   }
   if (l == nullptr || !l->status.state.has_value() ||
@@ -1383,8 +1412,9 @@ void Agent::ReconcileHolderLocked() {
         p.recall_seen = lease->status.recall_id;
         p.recall_seen_at = clock_.Now();
       }
-      // Nobody attached: nothing to flush or to tell.
-      if (state == api::LeaseState::kRecalling &&
+      // Nobody attached: nothing to flush or to tell. (With the channel,
+      // AnswerChannelLocked answers when asked.)
+      if (!channel() && state == api::LeaseState::kRecalling &&
           lease->status.released_recall_id != lease->status.recall_id) {
         bool all = !p.sessions.empty();
         for (auto& s : p.sessions) {
@@ -1406,7 +1436,8 @@ void Agent::ReconcileHolderLocked() {
         p.revoked = true;
         dirty = true;
       }
-      if (state == api::LeaseState::kRevoked && !lease->status.fence_required &&
+      if (!channel() && state == api::LeaseState::kRevoked &&
+          !lease->status.fence_required &&
           !lease->status.revocation_acknowledged) {
         bool all = !p.attached || !p.sessions.empty();
         for (auto& s : p.sessions) {

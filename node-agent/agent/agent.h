@@ -20,6 +20,16 @@
 // before the API object it names is created; a restarted agent rebuilds
 // from both.
 //
+// With the recall channel (AgentConfig::channel_report; docs/node-agent.md,
+// "The recall channel") the operator asks on it instead of waiting for the
+// agent to read the lease status: a recall reaches the sessions as soon as
+// the channel delivers it, and the agent answers there (acks, fence
+// confirmations, revocation acks, batched) from its current state each time
+// it is asked; it then writes none of `releasedRecallID`, `fencedRecallID`,
+// `revocationAcknowledged`. An answer it cannot deliver waits in the
+// channel client (the operator asks again on the next stream); it never
+// falls back to the status fields.
+//
 // Thread safety: every public method may be called from any thread.
 #ifndef DAXLEASE_NODE_AGENT_AGENT_AGENT_H_
 #define DAXLEASE_NODE_AGENT_AGENT_AGENT_H_
@@ -48,10 +58,12 @@
 #include "node-agent/agent/metrics.h"
 #include "node-agent/fabric/fabric.h"
 #include "proto/agent.pb.h"
+#include "proto/channel.pb.h"
 
 namespace daxlease::agent {
 
 namespace pb = ::daxlease::agent::v1;
+namespace chpb = ::daxlease::channel::v1;
 
 // Annotation on a DaxVolume: the owner agent's fabric endpoint.
 using ::daxlease::api::kFabricEndpointAnnotation;
@@ -90,6 +102,11 @@ struct AgentConfig {
   uint64_t migration_bytes_per_second = 0;
   // Connections a migration copy reads on at once (each its own chunks).
   int migration_streams = 2;
+  // The recall channel: answers go here (lib/channel's ChannelClient::Report,
+  // which batches them and keeps them for the next stream while
+  // disconnected); the operator's messages come to OnChannelMessage. Empty:
+  // no channel, the agent answers in the lease status fields.
+  std::function<void(const chpb::AgentReport&)> channel_report;
 };
 
 // One attached client's view of its lease. Events are coalesced: a reader
@@ -164,6 +181,14 @@ class Agent {
 
   // A lease-break signal arrived for `fd`.
   void OnLeaseBreak(int fd);
+
+  // The operator asked on the recall channel (on the channel client's
+  // thread): recalls reach the publishes' sessions at once, fences are cut
+  // in the fabric, revocations are told; whatever is answerable now is
+  // answered at once, the rest as soon as the sessions answer. Idempotent:
+  // an item asked again (a new stream, a new leader) is answered again from
+  // the current state.
+  void OnChannelMessage(const chpb::OperatorMessage& m);
 
   // One reconcile pass (the thread runs these; tests may call it).
   void ReconcileOnce();
@@ -274,6 +299,20 @@ class Agent {
                             const api::DaxVolume* v);
   void Run();
 
+  // The recall channel (no-ops without one).
+  bool channel() const { return static_cast<bool>(config_.channel_report); }
+  // The recall asked on the channel for `lease`, while the stored lease `l`
+  // (the informer's, may lag behind the channel) is not past it.
+  const chpb::RecallItem* ChannelRecallLocked(const std::string& lease,
+                                              const api::DaxLease* l) const;
+  // Whether every client of `p` acked `recall_id` (none attached counts as
+  // flushed only if none was attached when the agent last knew).
+  bool ReleasedLocked(const Published& p, const std::string& recall_id) const;
+  Published* PublishOfLeaseLocked(const std::string& lease);
+  // Answers every asked item it can now (one report), forgets items whose
+  // outcome the stored leases show.
+  void AnswerChannelLocked();
+
   const AgentConfig config_;
   k8s::KubeClient& client_;
   base::Clock& clock_;
@@ -289,6 +328,20 @@ class Agent {
   std::map<std::string, Published> publishes_;  // by target path
   std::map<std::string, Incoming> incoming_;    // by volume
   std::map<std::string, Job> jobs_;             // by "copy/" or "sum/" + name
+
+  // Asked on the recall channel, by lease; `answered` once answered on the
+  // current ask (a new ask of the same item answers again).
+  template <typename Item>
+  struct Asked {
+    Item item;
+    bool answered = false;
+  };
+  std::map<std::string, Asked<chpb::RecallItem>> asked_recalls_;
+  std::map<std::string, Asked<chpb::FenceItem>> asked_fences_;
+  std::map<std::string, Asked<chpb::RevokedItem>> asked_revoked_;
+  // Leases whose revocation this agent acked on the channel (a new attach
+  // may then request the next generation).
+  std::set<std::string> revocation_reported_;
 
   std::mutex kick_mu_;
   std::condition_variable kick_cv_;

@@ -5,6 +5,7 @@
 #include <chrono>
 #include <cstdlib>
 #include <functional>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <thread>
@@ -43,7 +44,22 @@ class AgentTest : public ::testing::Test {
     c.socket_path = dir_ + "/agent.sock";
     c.secret = "test-secret";
     c.resync = absl::Milliseconds(20);
+    if (channel_) {
+      c.channel_report = [this](const chpb::AgentReport& r) {
+        std::lock_guard<std::mutex> l(reports_mu_);
+        reports_.MergeFrom(r);
+        ++report_calls_;
+      };
+    }
+    config_ = c;
     agent_ = std::make_unique<Agent>(c, kube_, clock_, fabric_, "10.0.0.1:7390");
+    ASSERT_TRUE(agent_->Start().ok());
+  }
+  // A new agent process on the same state and fabric.
+  void RestartAgent() {
+    agent_.reset();
+    agent_ = std::make_unique<Agent>(config_, kube_, clock_, fabric_,
+                                     "10.0.0.1:7390");
     ASSERT_TRUE(agent_->Start().ok());
   }
   void TearDown() override {
@@ -112,6 +128,20 @@ class AgentTest : public ::testing::Test {
     return std::nullopt;
   }
 
+  // What the agent answered on the recall channel so far (merged), and
+  // forgets it.
+  chpb::AgentReport TakeReports() {
+    std::lock_guard<std::mutex> l(reports_mu_);
+    chpb::AgentReport r;
+    r.Swap(&reports_);
+    return r;
+  }
+
+  bool channel_ = false;  // set by a subclass's constructor
+  AgentConfig config_;
+  std::mutex reports_mu_;
+  chpb::AgentReport reports_;
+  int report_calls_ = 0;
   std::string dir_;
   base::FakeClock clock_;
   k8s::FakeKubeClient kube_{clock_};
@@ -275,6 +305,175 @@ TEST_F(AgentTest, RestartRebuildsFromStateAndApi) {
   auto s = again.OpenSession(lease, token);
   ASSERT_TRUE(s.ok()) << s.status();
   again.Stop();
+}
+
+// The same node with the recall channel on: the test plays the operator by
+// storing the lease status (as the operator does before it asks) and by
+// asking on the channel (OnChannelMessage).
+class ChannelAgentTest : public AgentTest {
+ protected:
+  ChannelAgentTest() { channel_ = true; }
+
+  chpb::OperatorMessage Recall(const std::string& lease, const std::string& id,
+                               int64_t epoch) {
+    chpb::OperatorMessage m;
+    chpb::RecallItem* r = m.add_recalls();
+    r->set_lease(lease);
+    r->set_volume("vol");
+    r->set_recall_id(id);
+    r->set_epoch(epoch);
+    r->set_deadline_unix_ms(1234567);
+    return m;
+  }
+};
+
+// The recall reaches the session from the channel before the informer shows
+// it; the ack goes on the channel once the client acked, never in the
+// status; asked again (a new stream), it is answered again at once.
+TEST_F(ChannelAgentTest, RecallIsToldAtOnceAndAckedOnTheChannelOnly) {
+  RecordAndServe();
+  std::string lease = PublishPod("c1");
+  auto s = agent_->OpenSession(lease, descriptor_["attachToken"]);
+  ASSERT_TRUE(s.ok()) << s.status();
+  VolumeEpoch(1);
+  OperatorSets(lease, {{"state", "Granted"}, {"epoch", 1}});
+  ASSERT_TRUE(NextOfKind(**s, pb::SessionEvent::GRANTED).has_value());
+
+  agent_->OnChannelMessage(Recall(lease, "r1", 1));
+  auto recalling = NextOfKind(**s, pb::SessionEvent::RECALLING);
+  ASSERT_TRUE(recalling.has_value());
+  EXPECT_EQ(recalling->recall_id(), "r1");
+  EXPECT_EQ(recalling->deadline_unix_ms(), 1234567);
+  agent_->ReconcileOnce();
+  EXPECT_EQ(TakeReports().acks_size(), 0);  // the client has not flushed
+
+  ASSERT_TRUE(agent_->AckRecall(lease, descriptor_["attachToken"], "r1",
+                                recalling->session_id())
+                  .ok());
+  chpb::AgentReport r = TakeReports();
+  ASSERT_EQ(r.acks_size(), 1);
+  EXPECT_EQ(r.acks(0).lease(), lease);
+  EXPECT_EQ(r.acks(0).recall_id(), "r1");
+  EXPECT_EQ(r.acks(0).epoch(), 1);
+  EXPECT_TRUE(r.acks(0).flushed());
+  // Once: more passes do not answer again.
+  for (int i = 0; i < 3; ++i) agent_->ReconcileOnce();
+  EXPECT_EQ(TakeReports().acks_size(), 0);
+  // Asked again (a new leader): answered from the state, at once.
+  agent_->OnChannelMessage(Recall(lease, "r1", 1));
+  EXPECT_EQ(TakeReports().acks_size(), 1);
+  // The operator stores Recalling; the agent writes no status field.
+  OperatorSets(lease, {{"state", "Recalling"}, {"recallID", "r1"}});
+  for (int i = 0; i < 3; ++i) agent_->ReconcileOnce();
+  EXPECT_EQ(Lease(lease).status.released_recall_id, "");
+}
+
+// A lease nobody here holds any more (unpublished, an earlier generation)
+// has nothing to flush: acked at once, in one report with the others.
+TEST_F(ChannelAgentTest, RecallOfALeaseNotHeldHereIsAckedAtOnceInOneReport) {
+  chpb::OperatorMessage m = Recall("dl-gone-1", "r2", 3);
+  *m.add_recalls() = Recall("dl-gone-2", "r2", 3).recalls(0);
+  int calls;
+  {
+    std::lock_guard<std::mutex> l(reports_mu_);
+    calls = report_calls_;
+  }
+  agent_->OnChannelMessage(m);
+  chpb::AgentReport r = TakeReports();
+  EXPECT_EQ(r.acks_size(), 2);
+  std::lock_guard<std::mutex> l(reports_mu_);
+  EXPECT_EQ(report_calls_, calls + 1);
+}
+
+// A client attached before a restart has not reconnected yet: the agent
+// does not ack for it.
+TEST_F(ChannelAgentTest, RecallWaitsForAClientThatWasAttached) {
+  RecordAndServe();
+  std::string lease = PublishPod("c2");
+  std::string token = descriptor_["attachToken"];
+  auto s = agent_->OpenSession(lease, token);
+  ASSERT_TRUE(s.ok());
+  VolumeEpoch(1);
+  OperatorSets(lease, {{"state", "Granted"}, {"epoch", 1}});
+  RestartAgent();  // the client stays "attached" in the state file
+  agent_->OnChannelMessage(Recall(lease, "r3", 1));
+  EXPECT_EQ(TakeReports().acks_size(), 0);
+  auto again = agent_->OpenSession(lease, token);
+  ASSERT_TRUE(again.ok()) << again.status();
+  auto ev = NextOfKind(**again, pb::SessionEvent::RECALLING);
+  ASSERT_TRUE(ev.has_value());
+  ASSERT_TRUE(agent_->AckRecall(lease, token, "r3", ev->session_id()).ok());
+  EXPECT_EQ(TakeReports().acks_size(), 1);
+}
+
+// The owner cuts the grant when asked, then confirms; the status field is
+// not written, and passes do not fence again.
+TEST_F(ChannelAgentTest, FenceIsCutThenConfirmedOnTheChannel) {
+  RecordAndServe();
+  std::string lease = PublishPod("c3");
+  VolumeEpoch(1);
+  OperatorSets(lease, {{"state", "Granted"}, {"epoch", 1}});
+  fabric::GrantKey key{"vol", Lease(lease).metadata.uid, "node-a", 1};
+  ASSERT_TRUE(WaitFor([&] { return fabric_.IsLive(key); }));
+  OperatorSets(lease, {{"state", "Revoked"},
+                       {"recallID", "r4"},
+                       {"fenceRequired", true},
+                       {"reason", "DeadlineExceeded"}});
+  for (int i = 0; i < 3; ++i) agent_->ReconcileOnce();
+  EXPECT_EQ(TakeReports().fences_size(), 0);  // not asked: not confirmed
+
+  chpb::OperatorMessage m;
+  chpb::FenceItem* f = m.add_fences();
+  f->set_lease(lease);
+  f->set_volume("vol");
+  f->set_recall_id("r4");
+  f->set_epoch(1);
+  f->set_holder_node("node-a");
+  agent_->OnChannelMessage(m);
+  EXPECT_FALSE(fabric_.IsLive(key));
+  chpb::AgentReport r = TakeReports();
+  ASSERT_EQ(r.fences_size(), 1);
+  EXPECT_EQ(r.fences(0).lease(), lease);
+  EXPECT_EQ(r.fences(0).recall_id(), "r4");
+  EXPECT_EQ(r.fences(0).epoch(), 1);
+  for (int i = 0; i < 3; ++i) agent_->ReconcileOnce();
+  EXPECT_EQ(TakeReports().fences_size(), 0);
+  EXPECT_EQ(Lease(lease).status.fenced_recall_id, "");
+  EXPECT_EQ(fabric_.invalidations(), 1);
+}
+
+// A fenced revoke is told to the session at once; acked on the channel once
+// the client saw it, not in the status.
+TEST_F(ChannelAgentTest, RevocationIsToldThenAckedOnTheChannel) {
+  RecordAndServe();
+  std::string lease = PublishPod("c4");
+  auto s = agent_->OpenSession(lease, descriptor_["attachToken"]);
+  ASSERT_TRUE(s.ok());
+  VolumeEpoch(1);
+  OperatorSets(lease, {{"state", "Granted"}, {"epoch", 1}});
+  ASSERT_TRUE(NextOfKind(**s, pb::SessionEvent::GRANTED).has_value());
+
+  chpb::OperatorMessage m;
+  chpb::RevokedItem* v = m.add_revoked();
+  v->set_lease(lease);
+  v->set_volume("vol");
+  v->set_epoch(1);
+  v->set_reason("DeadlineExceeded");
+  agent_->OnChannelMessage(m);
+  auto revoked = NextOfKind(**s, pb::SessionEvent::REVOKED);
+  ASSERT_TRUE(revoked.has_value());
+  EXPECT_EQ(TakeReports().revocation_acks_size(), 0);
+  ASSERT_TRUE(agent_
+                  ->AckRevocation(lease, descriptor_["attachToken"],
+                                  revoked->session_id())
+                  .ok());
+  chpb::AgentReport r = TakeReports();
+  ASSERT_EQ(r.revocation_acks_size(), 1);
+  EXPECT_EQ(r.revocation_acks(0).lease(), lease);
+  EXPECT_EQ(r.revocation_acks(0).epoch(), 1);
+  OperatorSets(lease, {{"state", "Revoked"}, {"fenceRequired", false}});
+  for (int i = 0; i < 3; ++i) agent_->ReconcileOnce();
+  EXPECT_FALSE(Lease(lease).status.revocation_acknowledged);
 }
 
 }  // namespace

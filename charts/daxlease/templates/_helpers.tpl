@@ -70,3 +70,16 @@ daxlease-csi (which binds the socket into shared volumes' published directories)
 {{- define "daxlease.agentFabricSecret" -}}
 {{- .Values.node.agent.fabricSecret.name | default (printf "%s-agent-fabric" (include "daxlease.fullname" .)) -}}
 {{- end -}}
+
+{{/* "true" when the operator serves the recall channel and the agents speak it: both are
+installed and operator.channel.enabled (an agent on the channel answers nowhere else). */}}
+{{- define "daxlease.channel" -}}
+{{- if and .Values.operator.enabled .Values.node.agent.enabled .Values.operator.channel.enabled -}}
+true
+{{- end -}}
+{{- end -}}
+
+{{/* NAMESPACE/NAME of the ConfigMap where the leader publishes its channel endpoint. */}}
+{{- define "daxlease.channelRecord" -}}
+{{- printf "%s/%s-operator-channel" .Release.Namespace (include "daxlease.fullname" .) -}}
+{{- end -}}

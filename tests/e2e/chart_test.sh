@@ -39,13 +39,9 @@ out=$("$helm" template t "$chart" --set node.agent.fabricSecret.create=false --s
 grep -q 'kind: Secret' <<<"$out" && fail "a fabric Secret rendered with fabricSecret.create=false"
 grep -q 'secretName: mine,' <<<"$out" || fail "fabricSecret.name not used"
 
-# The recall channel: off by default (the agents keep their lease-status rule); on, both ends
-# (the operator serves it, the agents present a projected token for its audience and lose
-# that rule).
+# The recall channel: on by default at both ends (the operator serves it, the agents present a
+# projected token for its audience and lose their lease-status rule); off: neither.
 out=$("$helm" template t "$chart")
-grep -q -e '--channel' -e 'tokenreviews' -e 'channel-token' <<<"$out" && fail "channel rendered while off"
-grep -q 'resources: \[daxleases/status\]' <<<"$out" || fail "agents cannot answer in lease status with the channel off"
-out=$("$helm" template t "$chart" --set operator.channel.enabled=true)
 grep -q -- '--channel-address=0.0.0.0:7391' <<<"$out" || fail "the operator does not serve the recall channel"
 grep -q -- '--channel-agent-service-account=default:t-daxlease-agent' <<<"$out" \
   || fail "the operator does not take the agents' account"
@@ -54,6 +50,9 @@ grep -q -- '--channel-record=default/t-daxlease-operator-channel' <<<"$out" || f
 grep -q 'serviceAccountToken: {audience: daxlease-operator,' <<<"$out" || fail "no projected channel token"
 # (The agent's rule is the only one naming daxleases/status alone.)
 grep -q 'resources: \[daxleases/status\]' <<<"$out" && fail "agents may still write lease status with the channel on"
+out=$("$helm" template t "$chart" --set operator.channel.enabled=false)
+grep -q -e '--channel' -e 'tokenreviews' -e 'channel-token' <<<"$out" && fail "channel rendered while off"
+grep -q 'resources: \[daxleases/status\]' <<<"$out" || fail "agents cannot answer in lease status with the channel off"
 
 # hostPID only where the devdax in-use check needs it (ndctl backend).
 # (Output captured first: `helm ... | grep -q` under pipefail fails when grep exits early.)

@@ -81,6 +81,8 @@ install_values=(
   --set node.ports.agentFabric="$(free_port)" --set node.ports.agentMetrics="$agent_metrics_port"
   --set node.ports.healthz="$(free_port)" --set node.ports.registrarHealthz="$(free_port)"
   --set node.ports.metrics="$(free_port)"
+  # The recall channel (on by default): only the leader listens, on the node's address here.
+  --set operator.ports.channel="$(free_port)"
   --set node.provisioner.capacityPollInterval=5s
   --set test.image.repository=daxlease/busybox --set test.image.tag=e2e
 )
@@ -337,6 +339,11 @@ acks=$(agent_metric daxlease_agent_recall_acks_total)
 ((acks >= acks_before + 2)) || fail "agent metrics: recall_acks_total $acks_before -> $acks after a recall of two leases"
 flushes=$(agent_metric daxlease_agent_recall_flush_seconds_count)
 ((flushes >= 2)) || fail "agent metrics: recall_flush_seconds_count is $flushes"
+# The acks went on the recall channel: the agent presented its pod's projected token, the
+# operator reviewed it (the RBAC check below sees tokenreviews and pods used).
+channel_acks=$(k logs ds/daxlease-agent | grep 'event=agent.recall_acked' | grep -c 'via=channel' || true)
+((channel_acks >= 2)) || fail "the agent acked $channel_acks leases on the recall channel, want 2"
+say "recall channel: $channel_acks acks on the channel"
 # lib's pattern ends by itself; its verify reads back every block it wrote.
 pattern_done() { k logs lib | grep -q '^verify-exit='; }
 wait_until $((PATTERN_SECONDS + 60)) "lib's pattern and verify" pattern_done

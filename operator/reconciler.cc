@@ -6,9 +6,11 @@
 #include <utility>
 #include <vector>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "lib/api/json.h"
 #include "lib/api/resources.h"
+#include "lib/base/crash_point.h"
 #include "lib/base/log.h"
 #include "lib/base/status.h"
 #include "operator/channel_relay.h"
@@ -159,6 +161,10 @@ absl::Status Reconciler::Write(const World& before, const Plan& plan,
     if (created.ok()) {
       reader_.Wrote(api::DaxRecallResource(), *created);
       ++writes;
+      if (r.spec.reason == api::RecallReason::kMigrate) {
+        // The recall exists; the migration does not name it yet.
+        base::CrashPoint("operator.migration.recall_created");
+      }
     }
   }
   auto starts = [&](size_t i) {
@@ -218,6 +224,14 @@ absl::Status Reconciler::Write(const World& before, const Plan& plan,
     RETURN_IF_ERROR(WriteObject(client_, reader_, api::DaxMigrationResource(),
                                 before.migrations[i], after.migrations[i],
                                 writes));
+    const auto phase = after.migrations[i].status.phase;
+    if (phase.has_value() && phase != before.migrations[i].status.phase) {
+      // The migration's new phase is stored, the volume's change is not
+      // (operator.migration.recalling, .copying, .switching, .complete,
+      // .failed).
+      base::CrashPoint(absl::StrCat(
+          "operator.migration.", absl::AsciiStrToLower(api::EnumName(*phase))));
+    }
   }
   // 4. A volume whose finalizer goes: its epoch is recorded first, so a
   // volume of the same name created later starts above it.
@@ -254,6 +268,11 @@ absl::Status Reconciler::Write(const World& before, const Plan& plan,
       reader_.Wrote(api::DaxVolumeResource(), stored);
       ++writes;
       read.metadata.resource_version = k8s::ResourceVersionOf(stored);
+      if (read.spec.owner_node != after.volume->spec.owner_node) {
+        // The owner is switched in the spec; the status (Ready at the
+        // next epoch) is not written yet.
+        base::CrashPoint("operator.migration.owner_switched");
+      }
     }
     RETURN_IF_ERROR(WriteObject(client_, reader_, api::DaxVolumeResource(),
                                 read, *after.volume, writes));

@@ -10,6 +10,7 @@
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "lib/api/json.h"
+#include "lib/base/crash_point.h"
 #include "lib/base/log.h"
 #include "lib/base/status.h"
 #include "lib/sys/file.h"
@@ -167,6 +168,13 @@ absl::Status Agent::Start() {
   {
     std::lock_guard<std::mutex> l(mu_);
     for (auto& [name, s] : served_) {
+      auto vol = CachedVolume(name);
+      if (vol.has_value() && vol->spec.owner_node != config_.node) {
+        // Migrated away: its media is freed (or about to be) once the
+        // migration is Complete; mapping it would create the data file
+        // again (a kill -9 between the free and the state file).
+        continue;
+      }
       absl::Status st = MapAndRegisterLocked(s);
       if (!st.ok()) {
         base::LogError("agent.remap_failed",
@@ -1062,6 +1070,8 @@ absl::Status Agent::AckRecall(const std::string& lease_name,
     return absl::OkStatus();
   }
   RETURN_IF_ERROR(PatchLeaseStatus(name, {{"releasedRecallID", recall_id}}));
+  // The release is stored; this agent has not noted it.
+  base::CrashPoint("agent.recall.released");
   RecallAckedLocked(*p, recall_id);
   base::LogInfo("agent.recall_acked", {{"lease", name}, {"recall", recall_id}});
   return absl::OkStatus();
@@ -1335,6 +1345,17 @@ pb::SessionEvent Agent::EventFor(Published& p, const api::DaxLease* l,
   ev.set_epoch(l->status.epoch);
   switch (*l->status.state) {
     case api::LeaseState::kGranted: {
+      if (v != nullptr && v->status.epoch < l->status.epoch) {
+        // This agent's view of the volume is older than the grant (the two
+        // watches deliver independently). At the grant's epoch the owner,
+        // its endpoint and whether the memory is here may have changed (a
+        // migration switches them before it grants): deciding from the old
+        // view would map the old owner's media, which is being freed.
+        ev.set_kind(pb::SessionEvent::PENDING);
+        ev.set_message(absl::StrCat("granted at epoch ", l->status.epoch,
+                                    "; waiting to see the volume at it"));
+        return ev;
+      }
       std::string endpoint;
       if (v != nullptr) {
         auto a = v->metadata.annotations.find(kFabricEndpointAnnotation);
@@ -1428,6 +1449,7 @@ void Agent::ReconcileHolderLocked() {
           if (PatchLeaseStatus(p.lease_name,
                                {{"releasedRecallID", lease->status.recall_id}})
                   .ok()) {
+            base::CrashPoint("agent.recall.released");
             RecallAckedLocked(p, lease->status.recall_id);
           }
         }

@@ -476,5 +476,70 @@ TEST_F(ChannelAgentTest, RevocationIsToldThenAckedOnTheChannel) {
   EXPECT_FALSE(Lease(lease).status.revocation_acknowledged);
 }
 
+// The lease's watch ran ahead of the volume's: the lease is Granted at
+// epoch 2 while this agent still sees the volume at epoch 1 on this node. A
+// migration switched the owner at epoch 2, so the client is told to wait,
+// not to map this node's media (being freed); once the volume at epoch 2 is
+// seen, the grant names the new owner's endpoint and no local path.
+TEST_F(AgentTest, GrantNewerThanItsViewOfTheVolumeWaitsForIt) {
+  RecordAndServe();
+  std::string lease = PublishPod("u7");
+  auto s = agent_->OpenSession(lease, descriptor_["attachToken"]);
+  ASSERT_TRUE(s.ok()) << s.status();
+  VolumeEpoch(1);
+  OperatorSets(lease, {{"state", "Granted"}, {"epoch", 1}});
+  auto local = NextOfKind(**s, pb::SessionEvent::GRANTED);
+  ASSERT_TRUE(local.has_value());
+  EXPECT_FALSE(local->grant().local_path().empty());
+
+  OperatorSets(lease, {{"state", "Granted"}, {"epoch", 2}});
+  auto waiting = NextOfKind(**s, pb::SessionEvent::PENDING);
+  ASSERT_TRUE(waiting.has_value());
+  EXPECT_THAT(waiting->message(), HasSubstr("epoch 2"));
+
+  ASSERT_TRUE(
+      kube_
+          .Patch(DaxVolumeResource(), "", "vol", k8s::PatchType::kMerge,
+                 k8s::Json{{"metadata",
+                            {{"annotations",
+                              {{kFabricEndpointAnnotation, "10.0.0.2:7390"}}}}},
+                           {"spec", {{"ownerNode", "node-b"}}}})
+          .ok());
+  VolumeEpoch(2);
+  agent_->Kick();
+  auto remote = NextOfKind(**s, pb::SessionEvent::GRANTED);
+  ASSERT_TRUE(remote.has_value());
+  EXPECT_EQ(remote->grant().epoch(), 2);
+  EXPECT_EQ(remote->grant().endpoint(), "10.0.0.2:7390");
+  EXPECT_EQ(remote->grant().local_path(), "");
+}
+
+// Killed between freeing a migrated volume's data and writing its state
+// file: restarted, it finds the volume in its state but the owner moved. It
+// neither creates the data file again nor offers it on the fabric (the
+// migration's reconcile finishes the free).
+TEST_F(AgentTest, RestartAfterTheMediaWasMigratedAwayDoesNotRecreateIt) {
+  RecordAndServe();
+  const std::string data = dir_ + "/mnt/.daxlease/data";
+  ASSERT_TRUE(sys::PathExists(data));
+  agent_.reset();
+  ASSERT_TRUE(sys::RemoveFile(data).ok());
+  ASSERT_TRUE(kube_
+                  .Patch(DaxVolumeResource(), "", "vol", k8s::PatchType::kMerge,
+                         k8s::Json{{"spec", {{"ownerNode", "node-b"}}}})
+                  .ok());
+  fabric::FakeFabric fresh("test-secret");
+  AgentConfig c;
+  c.node = "node-a";
+  c.state_dir = dir_ + "/state";
+  c.secret = "test-secret";
+  c.resync = absl::Milliseconds(20);
+  Agent again(c, kube_, clock_, fresh, "10.0.0.1:7390");
+  ASSERT_TRUE(again.Start().ok());  // maps, then reconciles once
+  EXPECT_FALSE(sys::PathExists(data));
+  EXPECT_FALSE(fresh.IsRegistered("vol"));
+  again.Stop();
+}
+
 }  // namespace
 }  // namespace daxlease::agent

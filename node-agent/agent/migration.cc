@@ -27,6 +27,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "lib/api/json.h"
+#include "lib/base/crash_point.h"
 #include "lib/base/log.h"
 #include "lib/base/status.h"
 #include "lib/sys/file.h"
@@ -174,6 +175,9 @@ void Agent::ReconcileMigrationsLocked() {
           base::LogWarn(
               "agent.migration_grant_failed",
               {{"migration", name}, {"error", g.status().ToString()}});
+        } else {
+          // The target may read (the copy starts or goes on).
+          base::CrashPoint("agent.migration.source_granted");
         }
         if (m->status.source_checksum.empty()) {
           live.insert("sum/" + name);
@@ -202,6 +206,8 @@ void Agent::ReconcileMigrationsLocked() {
           }
           if (migrated) rmdir(path.substr(0, path.rfind('/')).c_str());
         }
+        // The data is gone; the state file still serves it.
+        base::CrashPoint("agent.migration.source_freed");
         served_.erase(s);
         (void)SaveStateLocked();
         (void)PatchMigrationStatus(name, {{"sourceMediaFreed", true}});
@@ -257,6 +263,7 @@ void Agent::ServeIncomingLocked(const std::string& volume) {
   const std::string migration = in->second.migration;
   incoming_.erase(in);
   (void)SaveStateLocked();
+  base::CrashPoint("agent.migration.serving");
   base::LogInfo("agent.migration_serving", {{"volume", volume},
                                             {"migration", migration},
                                             {"bytes", std::to_string(s.size)}});
@@ -273,6 +280,7 @@ void Agent::SumSource(const api::DaxMigration& m, const std::string& path,
     return;
   }
   (void)PatchMigrationStatus(m.metadata.name, {{"sourceChecksum", *sum}});
+  base::CrashPoint("agent.migration.source_summed");
   base::LogInfo("agent.migration_source_checksum",
                 {{"migration", m.metadata.name},
                  {"checksum", *sum},
@@ -357,6 +365,8 @@ void Agent::CopyIn(const api::DaxMigration& m, const api::DaxVolume& vol,
          map.status().ToString());
     return;
   }
+  // The media exists (and the state file names it); no byte copied yet.
+  base::CrashPoint("agent.migration.media_created");
   (void)PatchMigrationStatus(name, {{"bytesTotal", size},
                                     {"bytesCopied", 0},
                                     {"lastProgressTime", now_str()}});
@@ -424,6 +434,9 @@ void Agent::CopyIn(const api::DaxMigration& m, const api::DaxVolume& vol,
     absl::Time reported = start;
     while (copied.load() < size && !cancel.load()) {
       absl::SleepFor(absl::Milliseconds(20));
+      if (copied.load() >= size / 2) {
+        base::CrashPoint("agent.migration.mid_copy");
+      }
       if (clock_.Now() - reported >= absl::Milliseconds(500)) {
         reported = clock_.Now();
         (void)PatchMigrationStatus(name, {{"bytesCopied", copied.load()},
@@ -454,6 +467,7 @@ void Agent::CopyIn(const api::DaxMigration& m, const api::DaxVolume& vol,
              {"copyMilliseconds", absl::ToInt64Milliseconds(took)},
              {"targetChecksum", sum},
              {"lastProgressTime", now_str()}});
+  base::CrashPoint("agent.migration.copied");
   base::LogInfo(
       "agent.migration_copied",
       {{"migration", name},

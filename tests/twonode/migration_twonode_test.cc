@@ -10,8 +10,11 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <cstdlib>
 #include <fstream>
 #include <functional>
+#include <memory>
 #include <sstream>
 
 #include "absl/strings/match.h"
@@ -58,9 +61,10 @@ class MigrationTwoNodeTest : public TwoNodeVolumeTest {
   }
 
   // A shared 64 MiB volume on node-a, published to a writer pod there and
-  // a reader pod on node-b; a daxlease-io pattern writer on node-a for
+  // a reader pod on node-b; a daxlease-io pattern writer on node-a (on
+  // node-b, through the reader pod's mount, with `writer_on_b`) for
   // `seconds`, started and past its 100th block.
-  void SetUpVolumeAndWriter(int seconds) {
+  void SetUpVolumeAndWriter(int seconds, bool writer_on_b = false) {
     auto& a = cluster_->a();
     auto& b = cluster_->b();
     const Json volume = CreateShared("migrate", 64 << 20, 10);
@@ -71,7 +75,8 @@ class MigrationTwoNodeTest : public TwoNodeVolumeTest {
     ASSERT_FALSE(HasFailure());
     source_data_ = on_a_ + "/volume/.daxlease/data";
     ASSERT_TRUE(Exists(source_data_));
-    writer_ = StartWriter(a, on_a_, seconds, 0, 0, "writer-a");
+    writer_ = writer_on_b ? StartWriter(b, on_b_, seconds, 0, 0, "writer-b")
+                          : StartWriter(a, on_a_, seconds, 0, 0, "writer-a");
     ASSERT_NE(writer_, nullptr);
     ASSERT_TRUE(Until(
         [&] { return absl::StrContains(WriterLog(), "persisted seq=100 "); },
@@ -417,6 +422,148 @@ TEST_F(MigrationFaultTwoNodeTest, DeletedMidFlowRollsBackOrFinishes) {
       << Get("daxmigrations", name, "{.status}");
   StopWriterAndExpectEveryBlockIntact();
 }
+
+}  // namespace
+}  // namespace daxlease::testing
+
+namespace daxlease::testing {
+namespace {
+
+// kill -9 at each step of a migration (node-a -> node-b), landed exactly
+// there by a crash point (DAXLEASE_CRASH_POINT, lib/base/crash_point.h) in
+// the operator, the source agent (node-a) or the target agent (node-b).
+enum class Victim { kOperator, kSource, kTarget };
+struct CrashCase {
+  Victim victim;
+  const char* point;
+};
+
+std::string CaseName(const ::testing::TestParamInfo<CrashCase>& info) {
+  std::string name =
+      absl::StrCat(info.param.victim == Victim::kOperator ? "Operator"
+                   : info.param.victim == Victim::kSource ? "Source"
+                                                          : "Target",
+                   "_", info.param.point);
+  std::replace(name.begin(), name.end(), '.', '_');
+  return name;
+}
+
+void PrintTo(const CrashCase& c, std::ostream* os) { *os << c.point; }
+
+class MigrationCrashPointTwoNodeTest
+    : public MigrationFaultTwoNodeTest,
+      public ::testing::WithParamInterface<CrashCase> {
+ protected:
+  // The kills that landed at `point` in `log`.
+  static size_t KillsAt(const std::string& log, const std::string& point) {
+    size_t n = 0;
+    std::istringstream in(log);
+    for (std::string line; std::getline(in, line);) {
+      n += absl::StrContains(line, "base.crash_point") &&
+           absl::StrContains(line, point);
+    }
+    return n;
+  }
+};
+
+// The victim dies at its crash point during the migration and is started
+// again without it (the operator by the cluster's watch, at once; an agent
+// by the test, within the stall timeout). The migration then finishes at
+// the next epoch (an agent restarted in time picks its part up again); only
+// the new owner holds the volume's data (no media leaked on either node,
+// nothing freed twice); the recall revoked nobody; the writer, on the node
+// whose agent is not the victim (an agent's restart cuts its own holders
+// off: docs/csi.md), goes on at the next epoch without an error; every
+// block, read on node-a (remote after the move) and on node-b, is intact.
+TEST_P(MigrationCrashPointTwoNodeTest, FinishesAfterTheKill) {
+  if (std::getenv("DAXLEASE_TWONODE_CRASH_POINTS") == nullptr) {
+    // Opt-in until the final code passed three runs in a row (35 of 36
+    // passed before the grant fix; after it, 11 of 12 in a run that shared
+    // its API server with another operator's tests).
+    GTEST_SKIP() << "set DAXLEASE_TWONODE_CRASH_POINTS=1 to run";
+  }
+  const CrashCase& c = GetParam();
+  auto& a = cluster_->a();
+  auto& b = cluster_->b();
+  TwoNodeCluster::Node* agent = c.victim == Victim::kSource   ? &a
+                                : c.victim == Victim::kTarget ? &b
+                                                              : nullptr;
+  const std::string log = agent != nullptr ? agent->dir + "/agent.log"
+                                           : cluster_->dir() + "/operator.log";
+  const size_t kills = KillsAt(ReadFile(log), c.point);
+  if (agent != nullptr) {
+    ASSERT_TRUE(cluster_->RestartAgent(*agent, SIGKILL, c.point).ok());
+  } else {
+    ASSERT_TRUE(cluster_->RestartOperator(SIGKILL, c.point).ok());
+  }
+  auto armed = std::make_shared<bool>(true);
+  Defer([this, agent, armed] {
+    // A kill that never landed: the next test's daemons run without it.
+    if (!*armed) return;
+    if (agent != nullptr) {
+      (void)cluster_->RestartAgent(*agent);
+    } else {
+      (void)cluster_->RestartOperator();
+    }
+  });
+  SetUpVolumeAndWriter(600, /*writer_on_b=*/c.victim == Victim::kSource);
+  ASSERT_FALSE(HasFailure());
+
+  const int64_t e = Epoch(id_);
+  const std::string name = Migrate(id_, "node-b");
+  ASSERT_FALSE(name.empty());
+  ASSERT_TRUE(Until([&] { return KillsAt(ReadFile(log), c.point) > kills; },
+                    absl::Seconds(120)))
+      << "no kill landed at " << c.point << "\n"
+      << Tail(ReadFile(log)) << Get("daxmigrations", name, "{.status}");
+  if (agent != nullptr) {
+    ASSERT_TRUE(
+        Until([&] { return !agent->agent->running(); }, absl::Seconds(10)));
+    ASSERT_TRUE(cluster_->RestartAgent(*agent).ok());
+  }  // else the cluster's watch started one without the crash point
+  *armed = false;
+  const std::string phase = AwaitMigration(name);
+  EXPECT_EQ(phase, "Complete") << Get("daxmigrations", name, "{.status}");
+  ExpectSettled(phase, a, b, e);
+  // Not even an empty directory of the volume's on the node that lost.
+  TwoNodeCluster::Node& other = phase == "Complete" ? a : b;
+  EXPECT_FALSE(Exists(absl::StrCat(other.dir, "/agent/media/", id_)));
+  const std::string recall = absl::StrCat(id_, "-migrate-e", e);
+  EXPECT_EQ(Get("daxrecalls", recall, "{.status.phase}"), "Complete");
+  EXPECT_EQ(Get("daxrecalls", recall, "{.status.revoked}"), "");  // 0
+  EXPECT_EQ(UntilNone({"get", "daxleases", "-l",
+                       absl::StrCat("daxlease.io/volume=", id_), "-o",
+                       "jsonpath={.items[?(@.status.state==\"Revoked\")]"
+                       ".metadata.name}"}),
+            "");
+  sys::CommandResult v = Io(b, {"verify", on_b_, "4096"});
+  EXPECT_EQ(v.exit_code, 0) << v.stdout_text << v.stderr_text;
+  EXPECT_THAT(v.stdout_text, ::testing::HasSubstr(" corrupt=0 "));
+  StopWriterAndExpectEveryBlockIntact();
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    EachStep, MigrationCrashPointTwoNodeTest,
+    ::testing::Values(
+        // Recall started.
+        CrashCase{Victim::kOperator, "operator.migration.recall_created"},
+        CrashCase{Victim::kSource, "agent.recall.released"},
+        CrashCase{Victim::kTarget, "agent.recall.released"},
+        // Media created on the target.
+        CrashCase{Victim::kTarget, "agent.migration.media_created"},
+        // Mid-copy.
+        CrashCase{Victim::kTarget, "agent.migration.mid_copy"},
+        CrashCase{Victim::kSource, "agent.migration.source_summed"},
+        // Copy verified.
+        CrashCase{Victim::kTarget, "agent.migration.copied"},
+        CrashCase{Victim::kOperator, "operator.migration.switching"},
+        // Owner switched.
+        CrashCase{Victim::kOperator, "operator.migration.owner_switched"},
+        CrashCase{Victim::kTarget, "agent.migration.serving"},
+        // Old media freed.
+        CrashCase{Victim::kSource, "agent.migration.source_freed"},
+        CrashCase{Victim::kOperator, "operator.migration.complete"}),
+    CaseName);
 
 }  // namespace
 }  // namespace daxlease::testing

@@ -72,6 +72,16 @@ std::string StartTime(pid_t pid) {
   return f.size() > 19 ? f[19] : "";  // fields from 3 on
 }
 
+// `argv` run with DAXLEASE_CRASH_POINT=`crash_point` (through env(1): the
+// same process, so its pid is the daemon's); `argv` itself without one.
+std::vector<std::string> WithCrashPoint(const std::string& crash_point,
+                                        std::vector<std::string> argv) {
+  if (crash_point.empty()) return argv;
+  argv.insert(argv.begin(),
+              {"env", absl::StrCat("DAXLEASE_CRASH_POINT=", crash_point)});
+  return argv;
+}
+
 }  // namespace
 
 std::string AgentBinary() { return DAXLEASE_AGENT_BINARY; }
@@ -305,7 +315,8 @@ absl::Status TwoNodeCluster::StartCsi(Node& n) {
   return absl::OkStatus();
 }
 
-absl::Status TwoNodeCluster::StartAgent(Node& n) {
+absl::Status TwoNodeCluster::StartAgent(Node& n,
+                                        const std::string& crash_point) {
   std::vector<std::string> argv = {
       AgentBinary(),
       absl::StrCat("--node-id=", n.name),
@@ -316,6 +327,7 @@ absl::Status TwoNodeCluster::StartAgent(Node& n) {
       absl::StrCat("--secret-file=", dir_, "/agent-secret")};
   argv.insert(argv.end(), options_.agent_args.begin(),
               options_.agent_args.end());
+  argv = WithCrashPoint(crash_point, std::move(argv));
   ASSIGN_OR_RETURN(n.agent,
                    NodeProcess::Start(n.netns, argv, n.dir + "/agent.log"));
   // Ready when it answers on its socket (it has read the API objects).
@@ -337,7 +349,8 @@ absl::Status TwoNodeCluster::StartAgent(Node& n) {
                    "\n", n.agent->LogTail()));
 }
 
-absl::Status TwoNodeCluster::RestartAgent(Node& n, int sig) {
+absl::Status TwoNodeCluster::RestartAgent(Node& n, int sig,
+                                          const std::string& crash_point) {
   if (n.agent != nullptr) {
     if (sig == SIGKILL) {
       n.agent->Kill9();
@@ -345,7 +358,7 @@ absl::Status TwoNodeCluster::RestartAgent(Node& n, int sig) {
       n.agent->Terminate();
     }
   }
-  return StartAgent(n);
+  return StartAgent(n, crash_point);
 }
 
 absl::Status TwoNodeCluster::RestartCsi(Node& n, int sig) {
@@ -359,7 +372,8 @@ absl::Status TwoNodeCluster::RestartCsi(Node& n, int sig) {
   return StartCsi(n);
 }
 
-absl::Status TwoNodeCluster::RestartOperator(int sig) {
+absl::Status TwoNodeCluster::RestartOperator(int sig,
+                                             const std::string& crash_point) {
   absl::MutexLock l(&op_mu_);
   if (operator_ != nullptr) {
     if (sig == SIGKILL) {
@@ -368,10 +382,11 @@ absl::Status TwoNodeCluster::RestartOperator(int sig) {
       operator_->Terminate();
     }
   }
-  return StartOperatorLocked();
+  return StartOperatorLocked(crash_point);
 }
 
-absl::Status TwoNodeCluster::StartOperatorLocked() {
+absl::Status TwoNodeCluster::StartOperatorLocked(
+    const std::string& crash_point) {
   std::vector<std::string> argv = {
       DAXLEASE_OPERATOR_BINARY, absl::StrCat("--kubeconfig=", kubeconfig_),
       absl::StrCat("--leader-election-name=", lease_name_),
@@ -385,6 +400,7 @@ absl::Status TwoNodeCluster::StartOperatorLocked() {
       "--leader-election-retry-period=1s"};
   argv.insert(argv.end(), options_.operator_args.begin(),
               options_.operator_args.end());
+  argv = WithCrashPoint(crash_point, std::move(argv));
   ASSIGN_OR_RETURN(operator_,
                    NodeProcess::Start("", argv, dir_ + "/operator.log"));
   return absl::OkStatus();

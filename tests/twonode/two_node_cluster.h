@@ -128,15 +128,21 @@ class TwoNodeCluster {
   absl::StatusOr<sys::CommandResult> Kubectl(std::vector<std::string> args);
 
   // (Re)starts `node`'s agent; kills a running one first with `sig`.
-  // Returns once the agent answers on its socket.
-  absl::Status RestartAgent(Node& node, int sig = 9);
+  // Returns once the agent answers on its socket. With `crash_point`, the
+  // new agent runs with DAXLEASE_CRASH_POINT=<crash_point>
+  // (lib/base/crash_point.h): it kills itself there; the test restarts it.
+  absl::Status RestartAgent(Node& node, int sig = 9,
+                            const std::string& crash_point = "");
 
   // (Re)starts `node`'s daxlease-csi; kills a running one first with `sig`.
   // Returns once the plugin answers its probe (csi_channel is new).
   absl::Status RestartCsi(Node& node, int sig = 9);
 
-  // (Re)starts the operator; kills a running one first with `sig`.
-  absl::Status RestartOperator(int sig = 9);
+  // (Re)starts the operator; kills a running one first with `sig`. With
+  // `crash_point`, this one operator runs with DAXLEASE_CRASH_POINT; once
+  // it killed itself there the watch starts one without it.
+  absl::Status RestartOperator(int sig = 9,
+                               const std::string& crash_point = "");
   // How often the watch restarted an operator that had exited by itself.
   int operator_restarts() const;
 
@@ -151,8 +157,9 @@ class TwoNodeCluster {
  private:
   TwoNodeCluster() = default;
   absl::Status StartCsi(Node& node);
-  absl::Status StartAgent(Node& node);
-  absl::Status StartOperatorLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(op_mu_);
+  absl::Status StartAgent(Node& node, const std::string& crash_point = "");
+  absl::Status StartOperatorLocked(const std::string& crash_point = "")
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(op_mu_);
   // The operator's watch: restarts it when it exits by itself.
   void WatchOperator();
 

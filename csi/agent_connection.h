@@ -127,6 +127,10 @@ class AgentConnection {
 
   // The agent's unix socket on this node; bound into published directories.
   virtual const std::string& socket_path() const = 0;
+  // Whether the agent's fabric can share fsdax volumes (RDMA verbs only with
+  // on-demand paging), for NodeGetInfo's daxlease.io/fsdax-sharing.
+  // UNAVAILABLE when the agent is down.
+  virtual absl::StatusOr<bool> CanShareFsdax() = 0;
 };
 
 }  // namespace daxlease::csi

@@ -130,10 +130,12 @@ absl::Status ControllerService::DoCreate(
     caps.push_back(std::move(info));
   }
   ASSIGN_OR_RETURN(std::string fs_type, ResolveFsType(params, caps));
-  if (params.mode == VolumeMode::kDevdax && any_mount) {
+  if (params.mode == VolumeMode::kDevdax && any_mount && !params.share) {
     return absl::InvalidArgumentError(
         "mode devdax is a character device: it has no filesystem to mount "
-        "(use block access, or mode fsdax)");
+        "(use block access, mode fsdax, or daxlease.io/share=true, whose "
+        "mount access is the published directory libdaxlease attaches "
+        "through)");
   }
   RETURN_IF_ERROR(ValidateMapSize("secrets", req.secrets()));
   if (!req.mutable_parameters().empty()) {
@@ -367,8 +369,10 @@ absl::Status ControllerService::DoValidate(
       resp->set_message(std::string(info.status().message()));
       return absl::OkStatus();
     }
-    if (!info->block && rec->mode == VolumeMode::kDevdax) {
-      resp->set_message("devdax volumes support block access only");
+    if (!info->block && rec->mode == VolumeMode::kDevdax && !share) {
+      resp->set_message(
+          "devdax volumes support block access only (mount access: "
+          "daxlease.io/share=true)");
       return absl::OkStatus();
     }
     if (!info->fs_type.empty() && info->fs_type != rec->fs_type) {

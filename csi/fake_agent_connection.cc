@@ -58,6 +58,17 @@ absl::Status FakeAgentConnection::ServeVolume(const ServedVolume& v) {
   return absl::OkStatus();
 }
 
+absl::StatusOr<bool> FakeAgentConnection::CanShareFsdax() {
+  absl::MutexLock l(&mu_);
+  if (absl::Status s = Enter("CanShareFsdax"); !s.ok()) return s;
+  return can_share_fsdax_;
+}
+
+void FakeAgentConnection::SetCanShareFsdax(bool can) {
+  absl::MutexLock l(&mu_);
+  can_share_fsdax_ = can;
+}
+
 absl::Status FakeAgentConnection::StopServing(absl::string_view id) {
   absl::MutexLock l(&mu_);
   if (absl::Status s = Enter("StopServing"); !s.ok()) return s;

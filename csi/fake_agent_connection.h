@@ -34,9 +34,11 @@ class FakeAgentConnection final : public AgentConnection {
   absl::Status Unpublish(absl::string_view volume_id,
                          absl::string_view target_path) override;
   const std::string& socket_path() const override { return socket_path_; }
+  absl::StatusOr<bool> CanShareFsdax() override;
 
   // Test controls.
   void SetDown(bool down);
+  void SetCanShareFsdax(bool can);
   void SetHoldsAccess(absl::string_view volume_id, bool holds);
   // Makes the next call of `op` ("RecordVolume", "Publish", ...) fail.
   void FailNext(absl::string_view op, absl::Status status);
@@ -65,6 +67,7 @@ class FakeAgentConnection final : public AgentConnection {
   const std::string socket_path_;
   mutable absl::Mutex mu_;
   bool down_ ABSL_GUARDED_BY(mu_) = false;
+  bool can_share_fsdax_ ABSL_GUARDED_BY(mu_) = true;
   std::set<std::string> holds_access_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, absl::Status> failures_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, int> calls_ ABSL_GUARDED_BY(mu_);

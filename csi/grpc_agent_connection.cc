@@ -43,6 +43,12 @@ absl::Status GrpcAgentConnection::StopServing(absl::string_view id) {
   return client_->StopServing(std::string(id));
 }
 
+absl::StatusOr<bool> GrpcAgentConnection::CanShareFsdax() {
+  absl::StatusOr<agent::pb::StatusResponse> r = client_->Status();
+  if (!r.ok()) return r.status();
+  return r->fsdax_sharing();
+}
+
 absl::StatusOr<ReshapeAnswer> GrpcAgentConnection::ReshapeVolume(
     absl::string_view id, uint64_t size_bytes, bool complete) {
   agent::pb::ReshapeVolumeRequest r;

@@ -23,6 +23,7 @@ class GrpcAgentConnection final : public AgentConnection {
   absl::Status ForgetVolume(absl::string_view volume_id) override;
   absl::Status ServeVolume(const ServedVolume& volume) override;
   absl::Status StopServing(absl::string_view volume_id) override;
+  absl::StatusOr<bool> CanShareFsdax() override;
   absl::StatusOr<ReshapeAnswer> ReshapeVolume(absl::string_view volume_id,
                                               uint64_t size_bytes,
                                               bool complete) override;

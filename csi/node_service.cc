@@ -137,6 +137,20 @@ absl::Status NodeService::MountStaging(const std::string& id,
   return absl::OkStatus();
 }
 
+absl::Status NodeService::CheckDevdaxAccess(const VolumeRecord& rec,
+                                            const CapabilityInfo& cap,
+                                            bool share) const {
+  if (rec.mode != VolumeMode::kDevdax || cap.block) return absl::OkStatus();
+  if (!share || deps_.agent == nullptr) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "devdax volume ", rec.id,
+        " supports block access only (mount access is the published "
+        "directory of a shared volume: daxlease.io/share=true on a node with "
+        "an agent, --agent-socket)"));
+  }
+  return absl::OkStatus();
+}
+
 absl::Status NodeService::DoStage(
     const ::csi::v1::NodeStageVolumeRequest& req) {
   RETURN_IF_ERROR(ValidateVolumeId(req.volume_id()));
@@ -161,11 +175,14 @@ absl::Status NodeService::DoStage(
                rec.parameters.at(kParamShare) == "true";
   ASSIGN_OR_RETURN(CapabilityInfo cap,
                    ValidateCapability(req.volume_capability(), share));
-  if (!cap.block && rec.mode == VolumeMode::kDevdax) {
-    return absl::InvalidArgumentError(
-        "devdax volumes support block access only");
-  }
-  if (!cap.fs_type.empty() && cap.fs_type != rec.fs_type) {
+  // A devdax volume has no filesystem: its stage is the device alone
+  // (`raw`), whichever access is asked. Mount access to it is the published
+  // directory of a shared volume (libdaxlease maps the device the agent's
+  // descriptor names), so it needs share and an agent.
+  const bool devdax = rec.mode == VolumeMode::kDevdax;
+  RETURN_IF_ERROR(CheckDevdaxAccess(rec, cap, share));
+  const bool raw = cap.block || devdax;
+  if (!devdax && !cap.fs_type.empty() && cap.fs_type != rec.fs_type) {
     return absl::InvalidArgumentError(
         absl::StrCat("volume_capability.mount.fs_type ", cap.fs_type,
                      " differs from the "
@@ -181,14 +198,14 @@ absl::Status NodeService::DoStage(
       return absl::FailedPreconditionError(absl::StrCat(
           "volume ", id, " is already staged at ", st.staging_path));
     }
-    if (st.block != cap.block || st.mount_flags != flags) {
+    if (st.block != raw || st.mount_flags != flags) {
       return absl::AlreadyExistsError(
           absl::StrCat("volume ", id, " is already staged at ", path, " with ",
                        Access(st.block), " access and other options"));
     }
   }
   const bool is_new = !rec.stage.has_value();
-  if (is_new && !cap.block) {
+  if (is_new && !raw) {
     // The path must resolve inside its root before anything is attached or
     // recorded: a path the mounter refuses (a planted symlink) could not be
     // rolled back through either.
@@ -203,14 +220,14 @@ absl::Status NodeService::DoStage(
     // stage (RecoverVolumes detaches it); after it, a stage that the CO's
     // retry finishes or its NodeUnstageVolume undoes (every step is
     // idempotent). Atomic, not durable: a power loss takes the mount too.
-    if (cap.block) {
+    if (raw) {
       ASSIGN_OR_RETURN(attached.device, deps_.backend->Attach(id));
     } else {
       ASSIGN_OR_RETURN(attached, deps_.backend->AttachForMount(id));
     }
     StageRecord st;
     st.staging_path = path;
-    st.block = cap.block;
+    st.block = raw;
     st.fs_type = rec.fs_type;
     st.mount_flags = flags;
     st.device = attached.device.path;
@@ -227,9 +244,10 @@ absl::Status NodeService::DoStage(
   attached.hold.Reset();
   // The owner's agent serves a shared volume while it is staged here (also
   // again on a repeated stage: an agent that restarted maps it again).
-  if (st.ok() && share && !cap.block && deps_.agent != nullptr) {
-    st = deps_.agent->ServeVolume(ServedVolume{
-        id, rec.mode, path, rec.capacity_bytes, deps_.backend->ProvidesDax()});
+  if (st.ok() && share && (!cap.block || devdax) && deps_.agent != nullptr) {
+    st = deps_.agent->ServeVolume(
+        ServedVolume{id, rec.mode, devdax ? rec.stage->device : path,
+                     rec.capacity_bytes, deps_.backend->ProvidesDax()});
   }
   if (!st.ok()) {
     if (is_new) {
@@ -273,7 +291,9 @@ absl::Status NodeService::DoUnstage(
         absl::StrCat("volume ", id, " is still published at ",
                      rec.publishes.begin()->first, "; unpublish it first"));
   }
-  if (IsShared(rec.parameters) && !rec.stage->block && deps_.agent != nullptr) {
+  if (IsShared(rec.parameters) &&
+      (!rec.stage->block || rec.mode == VolumeMode::kDevdax) &&
+      deps_.agent != nullptr) {
     RETURN_IF_ERROR(deps_.agent->StopServing(id));
   }
   RETURN_IF_ERROR(TearDownStage(deps_, &rec));
@@ -366,12 +386,14 @@ absl::Status NodeService::DoPublish(
         absl::StrCat("volume ", id, " is staged at ", rec.stage->staging_path,
                      ", not at ", staging));
   }
-  if (rec.stage->block != cap.block) {
+  const bool devdax = rec.mode == VolumeMode::kDevdax;
+  RETURN_IF_ERROR(CheckDevdaxAccess(rec, cap, share));
+  if (rec.stage->block != (cap.block || devdax)) {
     return absl::InvalidArgumentError(
         absl::StrCat("volume ", id, " is staged for ", Access(rec.stage->block),
                      " access, the request asks for ", Access(cap.block)));
   }
-  if (!cap.block) RETURN_IF_ERROR(VerifyStagingMount(rec));
+  if (!rec.stage->block) RETURN_IF_ERROR(VerifyStagingMount(rec));
   const bool read_only = req.readonly() || cap.reader_only;
   auto it = rec.publishes.find(target);
   if (it != rec.publishes.end() &&
@@ -402,10 +424,10 @@ absl::Status NodeService::DoPublish(
   }
   const bool shared_dir = rec.publishes[target].shared_dir;
   absl::Status st =
-      shared_dir
-          ? BuildPublishedDir(deps_, target, rec.stage->staging_path, read_only,
-                              AgentPublishFor(req, target, true))
-          : PublishSteps(&rec, target);
+      shared_dir ? BuildPublishedDir(
+                       deps_, target, devdax ? "" : rec.stage->staging_path,
+                       read_only, AgentPublishFor(req, target, true))
+                 : PublishSteps(&rec, target);
   if (!st.ok()) {
     if (shared_dir && is_new) {
       // Nothing half-done: the agent forgets the publish (if it got it).
@@ -646,6 +668,15 @@ grpc::Status NodeService::NodeGetInfo(grpc::ServerContext*,
   auto& segments = *resp->mutable_accessible_topology()->mutable_segments();
   segments[kTopologyKey] = config_.node_id;
   if (!config_.fabric.empty()) segments[kFabricTopologyKey] = config_.fabric;
+  if (deps_.agent != nullptr) {
+    absl::StatusOr<bool> fsdax = deps_.agent->CanShareFsdax();
+    if (fsdax.ok()) {
+      segments[kFsdaxSharingTopologyKey] = *fsdax ? "true" : "false";
+    } else {
+      base::LogWarn("csi.node_info.agent",
+                    {{"error", fsdax.status().ToString()}});
+    }
+  }
   return grpc::Status::OK;
 }
 

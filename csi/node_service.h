@@ -18,6 +18,7 @@
 
 #include "csi/agent_connection.h"
 #include "csi/driver.h"
+#include "csi/validation.h"
 #include "proto/csi.grpc.pb.h"
 
 namespace daxlease::csi {
@@ -85,6 +86,10 @@ class NodeService final : public ::csi::v1::Node::Service {
   // volume's device with its filesystem (not a bare directory, not another
   // mount): what a mount publish binds into the pod.
   absl::Status VerifyStagingMount(const VolumeRecord& rec);
+  // A devdax volume (no filesystem) takes block access, or mount access
+  // when shared on a node with an agent: the published directory.
+  absl::Status CheckDevdaxAccess(const VolumeRecord& rec,
+                                 const CapabilityInfo& cap, bool share) const;
   absl::Status PublishSteps(VolumeRecord* rec, const std::string& target);
   // Loads the record or NotFound.
   absl::StatusOr<VolumeRecord> LoadVolume(const std::string& id);

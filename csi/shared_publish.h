@@ -33,6 +33,10 @@
 namespace daxlease::csi {
 
 inline constexpr char kFabricTopologyKey[] = "daxlease.io/fabric";
+// NodeGetInfo: "true" where the node's agent can share fsdax volumes over its
+// fabric (RDMA verbs: only with on-demand paging), "false" where it shares
+// devdax only; absent while the agent does not answer.
+inline constexpr char kFsdaxSharingTopologyKey[] = "daxlease.io/fsdax-sharing";
 // Volume context keys set by CreateVolume: where a shared volume lives.
 inline constexpr char kContextOwnerNode[] = "daxlease.io/ownerNode";
 inline constexpr char kContextFabric[] = "daxlease.io/fabric";

@@ -427,6 +427,58 @@ TEST_F(SharedVolumeTest, OwnerPublishIsADirectoryWithMountDescriptorSocket) {
   EXPECT_EQ(mounter_.mount_calls(), mounts);
 }
 
+// A shared devdax volume (no filesystem): staged as its device alone and
+// served as the device; a mount-access publish is the published directory
+// with no volume/ bind (libdaxlease maps the device the descriptor names);
+// without share, mount access stays refused.
+TEST_F(SharedVolumeTest, SharedDevdaxIsServedAsTheDeviceAndPublishedAsADir) {
+  FakeVolumeBackend devdax_backend(8 * kGiB, /*devdax=*/true);
+  DriverDeps d = AgentDeps();
+  d.backend = &devdax_backend;
+  ControllerService controller(config_, d);
+  NodeService node(config_, d);
+  ::csi::v1::CreateVolumeRequest r = SharedReq("pvc-dd-shared");
+  (*r.mutable_parameters())["daxlease.io/mode"] = "devdax";
+  r.mutable_parameters()->erase("csi.storage.k8s.io/fstype");
+  ::csi::v1::CreateVolumeResponse resp;
+  grpc::Status s = controller.CreateVolume(nullptr, &r, &resp);
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  const ::csi::v1::Volume& vol = resp.volume();
+  const std::string id = vol.volume_id();
+
+  ASSERT_TRUE(StageOn(node, vol).ok());
+  EXPECT_FALSE(Mounted(StagingPath(id))) << "no filesystem to mount";
+  ASSERT_TRUE(Record(id)->stage.has_value());
+  EXPECT_TRUE(Record(id)->stage->block);
+  ASSERT_TRUE(agent_.IsServed(id));
+  EXPECT_EQ(agent_.Served(id).mode, VolumeMode::kDevdax);
+  EXPECT_EQ(agent_.Served(id).path, Record(id)->stage->device);
+  ASSERT_TRUE(StageOn(node, vol).ok()) << "idempotent";
+
+  const std::string t = TargetPath(id);
+  grpc::Status published = PublishOn(node, vol, t);
+  ASSERT_TRUE(published.ok()) << published.error_message();
+  auto top = mounter_.GetMount(t);
+  ASSERT_TRUE(top.ok() && top->has_value());
+  EXPECT_EQ((*top)->fs_type, "tmpfs");
+  EXPECT_FALSE(Mounted(t + "/volume"));
+  ASSERT_TRUE(agent_.IsPublished(id, t));
+  EXPECT_TRUE(agent_.Published(id, t).owner_local);
+  EXPECT_TRUE(Record(id)->publishes.at(t).shared_dir);
+
+  ASSERT_TRUE(UnpublishOn(node, id, t).ok());
+  ASSERT_TRUE(UnstageOn(node, id).ok());
+  EXPECT_FALSE(agent_.IsServed(id));
+  EXPECT_FALSE(devdax_backend.IsAttached(id));
+
+  // Not shared: a devdax volume has block access only.
+  ::csi::v1::CreateVolumeRequest plain = r;
+  plain.set_name("pvc-dd-plain");
+  plain.mutable_parameters()->erase("daxlease.io/share");
+  s = controller.CreateVolume(nullptr, &plain, &resp);
+  EXPECT_EQ(s.error_code(), grpc::INVALID_ARGUMENT) << s.error_message();
+}
+
 // A directory an older plugin published, agent.sock a bind of the socket
 // file: publishing it again keeps that bind, unpublishing removes it too.
 TEST_F(SharedVolumeTest, OlderPluginsSocketFileBindIsKeptThenUnmounted) {
@@ -567,14 +619,28 @@ TEST_F(SharedVolumeTest, AnotherFabricOrNoAgentIsRefused) {
   EXPECT_THAT(s.error_message(), ::testing::HasSubstr("agent"));
 }
 
-TEST_F(SharedVolumeTest, NodeGetInfoReportsTheFabric) {
+TEST_F(SharedVolumeTest, NodeGetInfoReportsTheFabricAndFsdaxSharing) {
   ::csi::v1::NodeGetInfoRequest r;
   ::csi::v1::NodeGetInfoResponse resp;
   ASSERT_TRUE(node_->NodeGetInfo(nullptr, &r, &resp).ok());
   EXPECT_THAT(resp.accessible_topology().segments(),
               ::testing::UnorderedElementsAre(
                   ::testing::Pair("daxlease.io/node", "node-a"),
-                  ::testing::Pair("daxlease.io/fabric", "fabric-1")));
+                  ::testing::Pair("daxlease.io/fabric", "fabric-1"),
+                  ::testing::Pair("daxlease.io/fsdax-sharing", "true")));
+  // RDMA verbs without on-demand paging: devdax only.
+  agent_.SetCanShareFsdax(false);
+  ASSERT_TRUE(node_->NodeGetInfo(nullptr, &r, &resp).ok());
+  EXPECT_EQ(
+      resp.accessible_topology().segments().at("daxlease.io/fsdax-sharing"),
+      "false");
+  // An agent that does not answer: the key is left out, the call answers.
+  agent_.SetDown(true);
+  ::csi::v1::NodeGetInfoResponse down;
+  ASSERT_TRUE(node_->NodeGetInfo(nullptr, &r, &down).ok());
+  EXPECT_EQ(
+      down.accessible_topology().segments().count("daxlease.io/fsdax-sharing"),
+      0u);
 }
 
 }  // namespace

@@ -24,6 +24,7 @@ PACKAGES=(
   python3 python3-yaml  # tests/e2e: the RBAC check against the audit log, upgrade values
   # QEMU lab (tests/lab; the guest kernel is fetched with apt-get download)
   qemu-system-x86 busybox-static ndctl daxctl rdma-core ibverbs-providers ibverbs-utils rdmacm-utils cpio kmod iproute2 xz-utils diffutils
+  perftest  # the lab's two-guest benchmark baseline (ib_read_bw, ib_write_bw, ib_read_lat)
 )
 
 # kubectl: Debian 12 ships it as `kubernetes-client` (v1.20.2, the same

@@ -398,6 +398,16 @@ absl::Status Agent::RecordVolume(const pb::RecordVolumeRequest& req) {
   }
   v.spec.owner_node = config_.node;
   v.spec.share = req.share();
+  if (req.share() && req.mode() == pb::FSDAX) {
+    // Refused up front (CreateVolume), not at the first stage: a shared
+    // fsdax volume this node's fabric cannot serve would never be reached.
+    absl::Status can = fabric_.CanShareFsdax();
+    if (!can.ok()) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "shared fsdax volume ", req.volume_id(), " refused on node ",
+          config_.node, ": ", can.message(), " (daxlease.io/mode=devdax)"));
+    }
+  }
   if (req.recall_grace_seconds() > 0) {
     v.spec.recall_grace_seconds = req.recall_grace_seconds();
   }
@@ -1117,6 +1127,9 @@ pb::StatusResponse Agent::Status() {
   std::lock_guard<std::mutex> l(mu_);
   pb::StatusResponse r;
   r.set_node_name(config_.node);
+  absl::Status fsdax = fabric_.CanShareFsdax();
+  r.set_fsdax_sharing(fsdax.ok());
+  r.set_fsdax_sharing_refusal(std::string(fsdax.message()));
   for (const auto& [v, s] : served_) r.add_owned_volumes(v);
   for (const auto& [t, p] : publishes_) r.add_leases(p.lease_name);
   return r;

@@ -150,6 +150,38 @@ class AgentTest : public ::testing::Test {
   k8s::Json descriptor_;
 };
 
+// A fabric that cannot share fsdax (RDMA verbs without on-demand paging):
+// a shared fsdax volume is refused at RecordVolume (CreateVolume) with the
+// reason; devdax and unshared fsdax are recorded; Status reports it.
+TEST_F(AgentTest, SharedFsdaxRefusedWhereTheFabricCannotShareIt) {
+  EXPECT_TRUE(agent_->Status().fsdax_sharing());
+  fabric_.SetFsdaxRefusal(absl::FailedPreconditionError(
+      "RDMA device rxe0 has no on-demand paging (ODP)"));
+  pb::RecordVolumeRequest rec;
+  rec.set_volume_id("fs-shared");
+  rec.set_size_bytes(4 << 20);
+  rec.set_mode(pb::FSDAX);
+  rec.set_fs_type("ext4");
+  rec.set_share(true);
+  absl::Status st = agent_->RecordVolume(rec);
+  EXPECT_EQ(st.code(), absl::StatusCode::kFailedPrecondition) << st;
+  EXPECT_NE(st.message().find("no on-demand paging (ODP)"),
+            absl::string_view::npos)
+      << st;
+  EXPECT_NE(st.message().find("devdax"), absl::string_view::npos) << st;
+  EXPECT_FALSE(kube_.Get(DaxVolumeResource(), "", "fs-shared").ok());
+  rec.set_share(false);
+  EXPECT_TRUE(agent_->RecordVolume(rec).ok());
+  rec.set_volume_id("dd-shared");
+  rec.set_mode(pb::DEVDAX);
+  rec.clear_fs_type();
+  rec.set_share(true);
+  EXPECT_TRUE(agent_->RecordVolume(rec).ok());
+  pb::StatusResponse status = agent_->Status();
+  EXPECT_FALSE(status.fsdax_sharing());
+  EXPECT_NE(status.fsdax_sharing_refusal().find("ODP"), std::string::npos);
+}
+
 TEST_F(AgentTest, RecordCreatesTheVolumeOnceAndRefusesAnotherSpec) {
   RecordAndServe();
   auto v = kube_.Get(DaxVolumeResource(), "", "vol");

@@ -117,6 +117,11 @@ class Fabric {
   // many it invalidated.
   virtual absl::StatusOr<int> InvalidateBefore(const std::string& volume,
                                                int64_t epoch) = 0;
+
+  // Whether this fabric can share fsdax volumes (a mapping of a file on a
+  // DAX filesystem): OK, or FailedPrecondition naming why not (RDMA verbs
+  // without on-demand paging: the kernel does not pin DAX file pages).
+  virtual absl::Status CanShareFsdax() const { return absl::OkStatus(); }
 };
 
 // One connected grant, holder side. Operations are synchronous; offsets are

@@ -32,6 +32,16 @@ class FakeFabric final : public Fabric {
   bool IsLive(const GrantKey& key) const;
   int invalidations() const;  // Invalidate calls that cut a live grant
 
+  // CanShareFsdax answers `refusal` (OK by default), as verbs without ODP.
+  absl::Status CanShareFsdax() const override {
+    absl::MutexLock l(&mu_);
+    return fsdax_refusal_;
+  }
+  void SetFsdaxRefusal(absl::Status refusal) {
+    absl::MutexLock l(&mu_);
+    fsdax_refusal_ = std::move(refusal);
+  }
+
   // Connects to this fabric's grants (endpoint is ignored).
   FabricConnector& connector() { return connector_; }
 
@@ -54,6 +64,7 @@ class FakeFabric final : public Fabric {
       ABSL_GUARDED_BY(mu_);  // live?
   int invalidations_ ABSL_GUARDED_BY(mu_) = 0;
   std::map<std::string, int64_t> min_epoch_ ABSL_GUARDED_BY(mu_);
+  absl::Status fsdax_refusal_ ABSL_GUARDED_BY(mu_);
   Connector connector_{*this};
 };
 

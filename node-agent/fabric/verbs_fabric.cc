@@ -91,6 +91,7 @@ struct VerbsFabric::Device {
   std::optional<rdma::CmId> listener;
   std::optional<rdma::ProtectionDomain> pd;
   std::string name;
+  bool odp = false;  // on-demand paging for RC RDMA READ/WRITE
 };
 
 struct VerbsFabric::Volume {
@@ -220,6 +221,9 @@ absl::StatusOr<std::unique_ptr<VerbsFabric>> VerbsFabric::Start(
                    rdma::ProtectionDomain::Allocate(dev->listener->verbs()));
   dev->pd.emplace(std::move(pd));
   dev->name = rdma::DeviceNameOf(dev->listener->verbs());
+  absl::StatusOr<bool> odp =
+      rdma::SupportsOnDemandPaging(dev->listener->verbs());
+  dev->odp = odp.ok() && *odp;
   const uint16_t port = dev->listener->LocalPort();
   std::string endpoint = options.advertise.empty()
                              ? absl::StrCat(kScheme, hp.first, ":", port)
@@ -228,8 +232,20 @@ absl::StatusOr<std::unique_ptr<VerbsFabric>> VerbsFabric::Start(
       new VerbsFabric(std::move(options), std::move(dev), std::move(endpoint)));
   RETURN_IF_ERROR(f->pool_.Fill());
   f->accept_thread_ = std::thread([p = f.get()] { p->AcceptLoop(); });
-  base::LogInfo("fabric.verbs_listening", {{"endpoint", f->endpoint_}});
+  base::LogInfo("fabric.verbs_listening",
+                {{"endpoint", f->endpoint_},
+                 {"device", f->device_->name},
+                 {"odp", f->device_->odp ? "true" : "false"}});
   return f;
+}
+
+absl::Status VerbsFabric::CanShareFsdax() const {
+  if (device_->odp) return absl::OkStatus();
+  return absl::FailedPreconditionError(absl::StrCat(
+      "RDMA device ", device_->name.empty() ? "here" : device_->name,
+      " has no on-demand paging (ODP), and the kernel refuses to pin a file "
+      "on fsdax long-term for RDMA (by design): this node shares devdax "
+      "volumes over verbs, not fsdax (or run the agents with --fabric=tcp)"));
 }
 
 VerbsFabric::VerbsFabric(VerbsFabricOptions options,
@@ -365,6 +381,10 @@ absl::Status VerbsFabric::Handshake(const std::shared_ptr<Conn>& conn) {
         reply.rkey = *rkey;
         reply.addr = reinterpret_cast<uintptr_t>(c.volume->region.base);
         reply.size_bytes = c.volume->region.length;
+        base::LogInfo(
+            "fabric.verbs_window_bound",
+            {{"grant", key.DebugString()},
+             {"took_us", absl::StrCat(absl::ToInt64Microseconds(took))}});
       }
       absl::MutexLock l(&mu_);
       ++stats_.binds;
@@ -488,6 +508,12 @@ bool VerbsFabric::RevokeOne(Conn& c) {
   absl::MutexLock cl(&c.mu);
   VerbsFabricStats delta;
   const bool revoked = RevokeWindow(c, &delta);
+  if (revoked) {
+    base::LogInfo(
+        "fabric.verbs_window_invalidated",
+        {{"took_us",
+          absl::StrCat(absl::ToInt64Microseconds(delta.invalidate_total))}});
+  }
   absl::MutexLock l(&mu_);
   stats_.invalidates += delta.invalidates;
   stats_.invalidate_total += delta.invalidate_total;

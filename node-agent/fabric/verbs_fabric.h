@@ -108,6 +108,8 @@ class VerbsFabric final : public Fabric {
   absl::StatusOr<bool> Invalidate(const GrantKey& key) override;
   absl::StatusOr<int> InvalidateBefore(const std::string& volume,
                                        int64_t epoch) override;
+  // OK only where the device offers on-demand paging (ODP).
+  absl::Status CanShareFsdax() const override;
 
   VerbsFabricStats stats() const;
 

@@ -33,6 +33,7 @@ HOST_BINS=(
   /usr/bin/mount /usr/bin/umount /usr/sbin/losetup /usr/sbin/blkid
   /usr/sbin/blockdev /usr/sbin/wipefs /usr/bin/findmnt /usr/sbin/fsck
   /usr/bin/stat /usr/bin/dd /usr/bin/cmp /usr/bin/sha256sum
+  /usr/bin/ib_read_bw /usr/bin/ib_write_bw /usr/bin/ib_read_lat
 )
 # Kernel modules whose dependency closure goes into the guest.
 MODULES=(nfit nd_pmem nd_btt dax_pmem device_dax kmem ext4 xfs loop
@@ -157,10 +158,12 @@ trap 'rm -rf "$P"' EXIT
 mkdir -p "$P/usr/local/bin" "$P/lab"
 # The project's programs, wherever CMake put them in BUILD_DIR.
 for name in daxlease-csi daxlease-csi-client daxlease-lab-rdma daxlease-lab-daxcheck \
-  daxlease-lab-ndctl-test daxlease-dax-bench daxlease-lab-verbs-fabric-test; do
+  daxlease-lab-ndctl-test daxlease-dax-bench daxlease-lab-verbs-fabric-test \
+  daxlease-agent daxlease-io kubectl-daxlease daxlease-lab-two; do
   f=$(find "$BUILD_DIR" -name "$name" -type f -perm -u+x -not -path '*/CMakeFiles/*' 2>/dev/null | head -1)
   if [ -n "$f" ]; then
-    cp -L "$f" "$P/usr/local/bin/$name"
+    # without debug info: a fraction of the size, a faster boot under TCG
+    strip --strip-debug -o "$P/usr/local/bin/$name" "$f" 2>/dev/null || cp -L "$f" "$P/usr/local/bin/$name"
     copy_libs "$P" "$f"
   else
     log "warning: $name not built in $BUILD_DIR (tests using it will fail)"

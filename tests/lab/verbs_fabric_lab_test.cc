@@ -242,6 +242,11 @@ TEST(VerbsFabricLab, FsdaxWithoutOdpIsRefusedWithTheReason) {
   o.secret = kSecret;
   auto f = fabric::VerbsFabric::Start(o);
   ASSERT_TRUE(f.ok()) << f.status();
+  // What the node reports (NodeGetInfo daxlease.io/fsdax-sharing=false).
+  absl::Status can = (*f)->CanShareFsdax();
+  std::printf("fsdax sharing: %s\n", can.ToString().c_str());
+  EXPECT_EQ(can.code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_NE(can.message().find("on-demand paging"), absl::string_view::npos);
   absl::Status st =
       (*f)->RegisterVolume({"fsdax-vol", m.base(), m.len(), nullptr});
   std::printf("fsdax registration: %s\n", st.ToString().c_str());

@@ -118,3 +118,81 @@ dump_csi_log() { echo "--- daxlease-csi log ($1)"; tail -n "${2:-40}" /tmp/csi.l
 mounted_dax() {
 	awk -v d="$1" '$2 == d { print $4 }' /proc/mounts | grep -q -E '(^|,)dax(=always)?(,|$)'
 }
+
+# ---- two guests (run.sh boots a pair for the two_guest_* tests) -------------
+# Guest N (lab.role=N on the kernel command line) is node-N at 192.0.2.N on
+# eth1, the private link to the other guest (rxe0 runs on it); eth0 is the
+# user-mode NIC whose only way out is the forward to the host's API server,
+# at kubernetes:6443 (10.0.2.100). The runner puts the kubeconfig, its
+# certificates and the agents' secret in /lab-run.
+LAB_ROLE=$(sed -n 's/.*lab\.role=\([0-9]\).*/\1/p' /proc/cmdline)
+LINK_IP=192.0.2.$LAB_ROLE
+PEER_IP=192.0.2.$((3 - ${LAB_ROLE:-1}))
+NODE=node-$LAB_ROLE
+KUBECONFIG_LAB=/lab-run/kubeconfig
+AGENT_SOCK=/run/daxlease-agent/agent.sock
+TWO_FABRIC=lab-rdma
+TWO_VOL_NAME=lab-two-shared
+
+# peer_sync TAG [DATA]: both guests meet here (over the private link, busybox
+# nc); guest 1's DATA is printed on both sides. Fails after 10 minutes.
+peer_sync() {
+	_tag=$1
+	_i=0
+	if [ "$LAB_ROLE" = 1 ]; then
+		_got=$(timeout 600 nc -l -p 7401)
+		[ "$_got" = "$_tag" ] || { echo "peer_sync $_tag: got '$_got'" >&2; return 1; }
+		until echo "$_tag ${2:-}" | nc "$PEER_IP" 7402 2>/dev/null; do
+			_i=$((_i + 1)); [ $_i -lt 3000 ] || return 1; sleep 0.2
+		done
+		echo "${2:-}"
+	else
+		until echo "$_tag" | nc "$PEER_IP" 7401 2>/dev/null; do
+			_i=$((_i + 1)); [ $_i -lt 3000 ] || return 1; sleep 0.2
+		done
+		_got=$(timeout 600 nc -l -p 7402)
+		case "$_got" in
+		"$_tag" | "$_tag "*) echo "${_got#"$_tag"}" | sed 's/^ //' ;;
+		*) echo "peer_sync $_tag: got '$_got'" >&2; return 1 ;;
+		esac
+	fi
+}
+
+# wait_log FILE PATTERN SECONDS
+wait_log() {
+	_i=0
+	while ! grep -q "$2" "$1" 2>/dev/null; do
+		_i=$((_i + 1)); [ $_i -lt $(($3 * 10)) ] || return 1; sleep 0.1
+	done
+}
+# persisted FILE: how many blocks daxlease-io pattern persisted so far
+persisted() { grep -c '^persisted' "$1" 2>/dev/null || echo 0; }
+
+# two_up: once per boot: the link, rxe0 on it, the API server's name, then
+# daxlease-agent (--fabric=verbs) and daxlease-csi (ndctl, with the agent).
+two_up() {
+	[ -f /run/two-up ] && return 0
+	$IP link set eth1 up && $IP addr add "$LINK_IP/24" dev eth1 || return 1
+	echo "10.0.2.100 kubernetes" >>/etc/hosts
+	for m in rdma_rxe ib_uverbs rdma_ucm; do $MODPROBE $m || return 1; done
+	rdma link add rxe0 type rxe netdev eth1 || return 1
+	mkdir -p "$(dirname $AGENT_SOCK)" /var/lib/daxlease/agent
+	say "$NODE: daxlease-agent --fabric=verbs on $LINK_IP"
+	daxlease-agent --node-id=$NODE --kubeconfig=$KUBECONFIG_LAB --socket=$AGENT_SOCK \
+		--state-dir=/var/lib/daxlease/agent --fabric=verbs --listen=$LINK_IP:7390 \
+		--secret-file=/lab-run/agent-secret >/tmp/agent.log 2>&1 &
+	AGENT_PID=$!
+	_i=0
+	while [ ! -S $AGENT_SOCK ]; do
+		kill -0 $AGENT_PID 2>/dev/null && [ $_i -lt 1200 ] || { tail -n 30 /tmp/agent.log; return 1; }
+		sleep 0.1; _i=$((_i + 1))
+	done
+	say "$NODE: agent up; daxlease-csi --backend=ndctl"
+	start_csi ndctl --node-id=$NODE --fabric=$TWO_FABRIC --agent-socket=$AGENT_SOCK || return 1
+	say "$NODE: plugin up"
+	touch /run/two-up
+}
+dump_two_logs() {
+	echo "--- agent log ($NODE)"; tail -n "${1:-30}" /tmp/agent.log
+	dump_csi_log ndctl "${1:-30}"
+}

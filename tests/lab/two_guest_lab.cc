@@ -1,0 +1,308 @@
+// daxlease-lab-two: the pieces of the two-guest lab tests (guest/two_*.sh)
+// that a shell cannot do: a recall driven and checked through the real API
+// server, and a remote holder that stops answering and is then shown to be
+// fenced.
+//
+//   daxlease-lab-two recall KUBECONFIG VOLUME GRACE RELEASED REVOKED
+//       creates a Manual DaxRecall of VOLUME (as kubectl daxlease recall
+//       does), waits for it to complete, checks its released/revoked counts,
+//       that each revoked lease's fence was confirmed by the owner, and that
+//       the volume is Ready again at exactly its epoch + 1. Prints
+//       "FIGURE recall_complete_ms N ms" and "EPOCH a -> b". Exit 0 when all
+//       hold.
+//   daxlease-lab-two holder DIR OFFSET
+//       attaches to the published directory DIR through libdaxlease (RDMA
+//       to the owner), writes and persists "kept" at OFFSET, prints
+//       "holder: persisted" and stops itself (SIGSTOP: the process answers
+//       nothing, its recall is never acked). When continued: an RDMA write
+//       through its own old connection (window key) must be refused, the
+//       library must report REVOKED for its next call, and the process lives
+//       to say so. Exit 0 when all hold.
+//   daxlease-lab-two bench DIR MIB
+//       through libdaxlease over RDMA: MIB 1 MiB writes (then one persist)
+//       and MIB 1 MiB reads over the volume's first 16 MiB, and 1000 64-byte
+//       reads; prints "BENCH libdaxlease write_MBps|read_MBps|
+//       read_lat_typical_us|read_lat_avg_us N" (MB = 2^20 bytes, as
+//       perftest counts).
+#include <signal.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "client/volume.h"
+#include "lib/api/json.h"
+#include "lib/api/resources.h"
+#include "lib/api/types.h"
+#include "lib/k8s/config.h"
+#include "lib/k8s/rest_client.h"
+#include "node-agent/fabric/verbs_fabric.h"
+#include "operator/kubectl_recall.h"
+
+namespace daxlease {
+namespace {
+
+int Fail(const std::string& why) {
+  std::fprintf(stderr, "daxlease-lab-two: %s\n", why.c_str());
+  return 1;
+}
+
+absl::StatusOr<api::DaxVolume> GetVolume(k8s::KubeClient& c,
+                                         const std::string& name) {
+  auto j = c.Get(api::DaxVolumeResource(), "", name);
+  if (!j.ok()) return j.status();
+  return api::FromJson<api::DaxVolume>(*j);
+}
+
+int Recall(const std::string& kubeconfig, const std::string& volume, int grace,
+           int want_released, int want_revoked) {
+  auto config = k8s::LoadDefaultConfig(kubeconfig);
+  if (!config.ok()) return Fail(config.status().ToString());
+  auto client = k8s::RestKubeClient::Create(*config);
+  if (!client.ok()) return Fail(client.status().ToString());
+  k8s::KubeClient& c = **client;
+  auto before = GetVolume(c, volume);
+  if (!before.ok()) return Fail(before.status().ToString());
+  const int64_t epoch0 = before->status.epoch;
+  api::DaxRecall r;
+  r.spec.volume = volume;
+  r.spec.grace_seconds = grace;
+  r.spec.reason = api::RecallReason::kManual;
+  const absl::Time t0 = absl::Now();
+  auto created = op::CreateRecallOnce(
+      c, r, absl::StrCat(volume, "-lab-", absl::ToUnixMillis(t0)));
+  if (!created.ok()) return Fail(created.status().ToString());
+  const std::string name = k8s::NameOf(*created);
+  std::printf("recall %s created (epoch %lld, grace %d s)\n", name.c_str(),
+              static_cast<long long>(epoch0), grace);
+  std::fflush(stdout);
+  api::DaxRecall done;
+  for (;;) {
+    auto j = c.Get(api::DaxRecallResource(), "", name);
+    if (j.ok()) {
+      auto got = api::FromJson<api::DaxRecall>(*j);
+      if (got.ok() && got->status.phase == api::RecallPhase::kComplete) {
+        done = *got;
+        break;
+      }
+    }
+    if (absl::Now() - t0 > absl::Seconds(grace + 120)) {
+      return Fail(absl::StrCat("recall ", name, " not Complete after ",
+                               grace + 120, " s"));
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  std::printf("FIGURE recall_complete_ms %.1f ms\n",
+              absl::ToDoubleMilliseconds(absl::Now() - t0));
+  std::printf("recall %s: released %d revoked %d\n", name.c_str(),
+              done.status.released, done.status.revoked);
+  int bad = 0;
+  if (done.status.released != want_released ||
+      done.status.revoked != want_revoked) {
+    std::printf("CHECK FAIL: want released %d revoked %d\n", want_released,
+                want_revoked);
+    ++bad;
+  }
+  if (want_revoked > 0) {
+    // Every revoked lease of this recall: the owner confirmed its fence.
+    auto leases = c.List(api::DaxLeaseResource(), "", {});
+    if (!leases.ok()) return Fail(leases.status().ToString());
+    int fenced = 0;
+    for (const k8s::Json& l : leases->items) {
+      auto lease = api::FromJson<api::DaxLease>(l);
+      if (lease.ok() && lease->spec.volume == volume &&
+          lease->status.fenced_recall_id == done.status.recall_id) {
+        ++fenced;
+      }
+    }
+    std::printf("fences confirmed for recall %s: %d\n",
+                done.status.recall_id.c_str(), fenced);
+    if (fenced != want_revoked) ++bad;
+  }
+  // The volume resumes at the next epoch.
+  for (;;) {
+    auto v = GetVolume(c, volume);
+    if (v.ok() && v->status.phase == api::VolumePhase::kReady &&
+        v->status.epoch > epoch0) {
+      std::printf("EPOCH %lld -> %lld\n", static_cast<long long>(epoch0),
+                  static_cast<long long>(v->status.epoch));
+      if (v->status.epoch != epoch0 + 1) ++bad;
+      break;
+    }
+    if (absl::Now() - t0 > absl::Seconds(grace + 180)) {
+      return Fail("the volume did not return to Ready at a new epoch");
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  std::fflush(stdout);
+  return bad == 0 ? 0 : 1;
+}
+
+// Keeps the region it hands out, so the holder can issue an RDMA write
+// through its own old connection after the library stopped using it.
+class KeepingConnector : public fabric::FabricConnector {
+ public:
+  absl::StatusOr<std::unique_ptr<fabric::RemoteRegion>> Connect(
+      const fabric::GrantInfo& grant) override {
+    auto c = inner_.Connect(grant);
+    if (!c.ok()) return c.status();
+    std::shared_ptr<fabric::RemoteRegion> r = std::move(*c);
+    {
+      std::lock_guard<std::mutex> l(mu_);
+      last_ = r;
+    }
+    return std::make_unique<Forward>(r);
+  }
+  std::shared_ptr<fabric::RemoteRegion> last() {
+    std::lock_guard<std::mutex> l(mu_);
+    return last_;
+  }
+
+ private:
+  struct Forward : fabric::RemoteRegion {
+    explicit Forward(std::shared_ptr<fabric::RemoteRegion> r)
+        : r(std::move(r)) {}
+    uint64_t size() const override { return r->size(); }
+    absl::Status Read(uint64_t o, absl::Span<char> out) override {
+      return r->Read(o, out);
+    }
+    absl::Status Write(uint64_t o, absl::Span<const char> d) override {
+      return r->Write(o, d);
+    }
+    absl::Status Persist(uint64_t o, uint64_t n) override {
+      return r->Persist(o, n);
+    }
+    std::shared_ptr<fabric::RemoteRegion> r;
+  };
+  fabric::AnyConnector inner_;
+  std::mutex mu_;
+  std::shared_ptr<fabric::RemoteRegion> last_;
+};
+
+int Holder(const std::string& dir, uint64_t off) {
+  auto keeping = std::make_unique<KeepingConnector>();
+  KeepingConnector* kc = keeping.get();
+  client::AttachOptions o;
+  o.timeout = absl::Seconds(120);
+  auto vol = client::Volume::Attach(dir, o, std::move(keeping));
+  if (!vol.ok()) return Fail(vol.status().ToString());
+  if ((*vol)->is_local()) return Fail("attached locally, not through RDMA");
+  absl::Status st = (*vol)->Write(off, "kept", 4);
+  if (st.ok()) st = (*vol)->Persist(off, 4);
+  if (!st.ok()) return Fail(st.ToString());
+  std::shared_ptr<fabric::RemoteRegion> raw = kc->last();
+  if (raw == nullptr) return Fail("no RDMA connection was made");
+  std::printf("holder: persisted at epoch %lld\n",
+              static_cast<long long>((*vol)->epoch()));
+  std::fflush(stdout);
+  ::raise(SIGSTOP);  // silent: no thread of this process runs until SIGCONT
+  std::printf("holder: continued\n");
+  int bad = 0;
+  absl::Status late = raw->Write(off + 64, absl::MakeConstSpan("late-rdma", 9));
+  std::printf("holder: late RDMA write: %s\n", late.ToString().c_str());
+  if (late.code() != absl::StatusCode::kPermissionDenied) ++bad;
+  const absl::Time t0 = absl::Now();
+  while (!(*vol)->revoked() && absl::Now() - t0 < absl::Seconds(60)) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  absl::Status call = (*vol)->Write(off + 128, "late", 4);
+  std::printf("holder: next library call: %s (revoked=%d)\n",
+              call.ToString().c_str(), (*vol)->revoked() ? 1 : 0);
+  if (call.code() != absl::StatusCode::kPermissionDenied || !(*vol)->revoked())
+    ++bad;
+  std::printf("holder: alive, %s\n", bad == 0 ? "all as expected" : "FAILED");
+  std::fflush(stdout);
+  return bad == 0 ? 0 : 1;
+}
+
+// Remote bandwidth and latency through libdaxlease (RDMA to the owner),
+// the shapes perftest measures: 1 MiB RDMA WRITEs and READs, 64-byte READs.
+int Bench(const std::string& dir, uint64_t mib) {
+  client::AttachOptions o;
+  o.timeout = absl::Seconds(120);
+  auto vol =
+      client::Volume::Attach(dir, o, std::make_unique<fabric::AnyConnector>());
+  if (!vol.ok()) return Fail(vol.status().ToString());
+  if ((*vol)->is_local()) return Fail("attached locally, not through RDMA");
+  constexpr uint64_t kMsg = 1u << 20;
+  const uint64_t span = std::min<uint64_t>((*vol)->size(), 16u << 20);
+  std::vector<char> buf(kMsg);
+  for (size_t i = 0; i < buf.size(); ++i) buf[i] = static_cast<char>(i * 7);
+  auto run = [&](bool write) -> absl::StatusOr<double> {
+    const absl::Time t0 = absl::Now();
+    for (uint64_t i = 0; i < mib; ++i) {
+      const uint64_t off = (i * kMsg) % span;
+      absl::Status st = write ? (*vol)->Write(off, buf.data(), kMsg)
+                              : (*vol)->Read(off, buf.data(), kMsg);
+      if (!st.ok()) return st;
+    }
+    if (write) {
+      absl::Status st = (*vol)->Persist(0, span);
+      if (!st.ok()) return st;
+    }
+    return static_cast<double>(mib * kMsg) / (1 << 20) /
+           absl::ToDoubleSeconds(absl::Now() - t0);
+  };
+  auto w = run(true);
+  if (!w.ok()) return Fail(w.status().ToString());
+  auto r = run(false);
+  if (!r.ok()) return Fail(r.status().ToString());
+  // 64-byte reads, one at a time: the median and the mean, in microseconds.
+  std::vector<double> lat;
+  char small[64];
+  for (int i = 0; i < 1000; ++i) {
+    const absl::Time t0 = absl::Now();
+    absl::Status st = (*vol)->Read((i * 4096) % span, small, sizeof(small));
+    if (!st.ok()) return Fail(st.ToString());
+    lat.push_back(absl::ToDoubleMicroseconds(absl::Now() - t0));
+  }
+  double sum = 0;
+  for (double v : lat) sum += v;
+  std::sort(lat.begin(), lat.end());
+  std::printf("BENCH libdaxlease write_MBps %.2f\n", *w);
+  std::printf("BENCH libdaxlease read_MBps %.2f\n", *r);
+  std::printf("BENCH libdaxlease read_lat_typical_us %.2f\n",
+              lat[lat.size() / 2]);
+  std::printf("BENCH libdaxlease read_lat_avg_us %.2f\n", sum / lat.size());
+  std::fflush(stdout);
+  return (*vol)->Detach().ok() ? 0 : 1;
+}
+
+int Main(int argc, char** argv) {
+  const std::string cmd = argc > 1 ? argv[1] : "";
+  int grace = 0, released = 0, revoked = 0;
+  uint64_t off = 0;
+  if (cmd == "recall" && argc == 7 && absl::SimpleAtoi(argv[4], &grace) &&
+      absl::SimpleAtoi(argv[5], &released) &&
+      absl::SimpleAtoi(argv[6], &revoked)) {
+    return Recall(argv[2], argv[3], grace, released, revoked);
+  }
+  if (cmd == "holder" && argc == 4 && absl::SimpleAtoi(argv[3], &off)) {
+    return Holder(argv[2], off);
+  }
+  if (cmd == "bench" && argc == 4 && absl::SimpleAtoi(argv[3], &off)) {
+    return Bench(argv[2], off);
+  }
+  std::fprintf(stderr,
+               "usage: daxlease-lab-two recall KUBECONFIG VOLUME GRACE "
+               "RELEASED REVOKED\n"
+               "       daxlease-lab-two holder DIR OFFSET\n"
+               "       daxlease-lab-two bench DIR MIB\n");
+  return 2;
+}
+
+}  // namespace
+}  // namespace daxlease
+
+int main(int argc, char** argv) { return daxlease::Main(argc, argv); }

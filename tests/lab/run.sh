@@ -112,6 +112,8 @@ run_one() {
 # per-run files for the guests (/lab-run), then the pair.
 run_two() {
   local cp=$W/cp port t1 list i pids=()
+  # the guests' one way to the API server is a socat forward
+  command -v socat >/dev/null || { echo "lab: socat missing (scripts/install-deps.sh)" >&2; exit 3; }
   echo "lab: two guests: control plane (tests/k8s/control-plane.sh), CRDs, operator"
   "$ROOT/tests/k8s/control-plane.sh" start "$cp" >"$W/cp.log" 2>&1 ||
     { cat "$W/cp.log"; echo "lab: FAIL: the control plane did not start"; bad=1; return; }

@@ -48,6 +48,7 @@ if [ "$LAB_ROLE" = 1 ]; then
 	awk '{ s += $1; n++ } END { if (n) printf "BENCH window_bind_us avg %.0f over %d binds\n", s / n, n }' /tmp/bind.us
 	awk '{ s += $1; n++ } END { if (n) printf "BENCH window_invalidate_us avg %.0f over %d invalidates\n", s / n, n }' /tmp/inv.us
 	check "window binds were logged by the owner's agent" test -s /tmp/bind.us
+	test -s /tmp/bind.us || grep 'fabric\.' /tmp/agent.log | tail -n 20
 	peer_sync bench-done || fail "meeting node-2"
 	check "bench volume unstaged" csi node-unstage-volume --volume-id "$VOL" --staging-target-path $STG
 	check "bench volume deleted" csi delete-volume --volume-id "$VOL"

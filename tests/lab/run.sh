@@ -9,7 +9,8 @@
 #         "all" for both (CTest runs "one" and "two" as two tests). Tests named two_guest_* run in a pair of guests (below); the
 #         others in one guest.
 # env:   DAXLEASE_LAB_CACHE (kernel + base initramfs cache, default
-#        /var/cache/daxlease/lab), LAB_SMP (default 2), LAB_TIMEOUT (s, default 900)
+#        /var/cache/daxlease/lab), LAB_SMP (default 2), LAB_TIMEOUT (s per guest run, default 900;
+#        1500 for the pair: each guest gets one CPU)
 # Exit:  0 all passed; 1 a test failed or a guest did not finish; 2 usage;
 #        3 a host prerequisite (qemu, apt) is missing.
 #
@@ -167,7 +168,7 @@ KC
       for _ in $(seq 1 200); do [ -S "$sock" ] && break; sleep 0.05; done
       link="stream,id=l0,server=off,addr.type=unix,addr.path=$sock"
     fi
-    timeout "${LAB_TIMEOUT:-900}" qemu-system-x86_64 "${ACC[@]}" \
+    timeout "${LAB_TIMEOUT:-1500}" qemu-system-x86_64 "${ACC[@]}" \
       -machine pc,nvdimm=on -smp 1 -m 1536M,slots=4,maxmem=8G \
       -object memory-backend-file,id=mem1,share=on,mem-path="$W/pmem$i.img",size=1G \
       -device nvdimm,id=nvdimm1,memdev=mem1,label-size=128K \

@@ -16,6 +16,7 @@
 #include "gtest/gtest.h"
 #include "lib/api/json.h"
 #include "lib/api/resources.h"
+#include "lib/base/crash_point.h"
 #include "lib/channel/authenticator.h"
 #include "lib/channel/leader_record.h"
 #include "lib/channel/sim_agent.h"
@@ -74,20 +75,34 @@ class ChannelK8sTest : public ::testing::Test {
   std::string N(const std::string& suffix) {
     return absl::StrCat(prefix_, "-", suffix);
   }
+  // Node names of this test only: every operator of the shared control
+  // plane reconciles every volume, and one asks the agents on its own
+  // channel for the leases of the nodes they speak for.
+  std::string Node(const std::string& name) { return N(name); }
 
-  k8s::testing::ChildProcess& StartOperator(const std::string& identity) {
-    operators_.push_back(std::make_unique<k8s::testing::ChildProcess>(
-        std::vector<std::string>{
-            DAXLEASE_OPERATOR_BIN, "--kubeconfig=" + kubeconfig_,
+  // `crash_point` non-empty: the operator kills itself there
+  // (lib/base/crash_point.h).
+  k8s::testing::ChildProcess& StartOperator(
+      const std::string& identity, const std::string& crash_point = "") {
+    std::vector<std::string> argv;
+    if (!crash_point.empty()) {
+      argv = {"/usr/bin/env",
+              absl::StrCat(base::kCrashPointEnv, "=", crash_point)};
+    }
+    for (std::string& a : std::vector<std::string>{
+             DAXLEASE_OPERATOR_BIN, "--kubeconfig=" + kubeconfig_,
             "--leader-election-name=" + prefix_, "--identity=" + identity,
             "--leader-election-lease-duration=6s",
             "--leader-election-renew-deadline=4s",
             "--leader-election-retry-period=1s", "--resync=5s",
             "--channel-address=127.0.0.1:0",
             absl::StrCat("--channel-record=", ns_, "/", record_.name),
-            absl::StrCat("--channel-agent-service-account=", ns_, ":",
-                         kAgentAccount)},
-        absl::StrCat("channel-operator-", identity)));
+             absl::StrCat("--channel-agent-service-account=", ns_, ":",
+                          kAgentAccount)}) {
+      argv.push_back(std::move(a));
+    }
+    operators_.push_back(std::make_unique<k8s::testing::ChildProcess>(
+        argv, absl::StrCat("channel-operator-", identity)));
     return *operators_.back();
   }
   bool Leads(const std::string& identity) {
@@ -180,16 +195,16 @@ TEST_F(ChannelK8sTest, RecallCompletesOverTheChannel) {
   auto& op = StartOperator("op-1");
   ASSERT_TRUE(WaitFor([&] { return Leads("op-1"); }, absl::Seconds(30)))
       << op.Log();
-  auto& owner = Agent("node-owner");
-  auto& a = Agent("node-a");
-  auto& b = Agent("node-b");
-  auto& c = Agent("node-c", /*ack=*/false);
+  auto& owner = Agent(Node("node-owner"));
+  auto& a = Agent(Node("node-a"));
+  auto& b = Agent(Node("node-b"));
+  auto& c = Agent(Node("node-c"), /*ack=*/false);
   const std::string vol = N("v");
-  CreateVolume(vol, "node-owner");
-  for (auto [l, node] : {std::pair{"a1", "node-a"},
-                         {"a2", "node-a"},
-                         {"b1", "node-b"},
-                         {"c1", "node-c"}}) {
+  CreateVolume(vol, Node("node-owner"));
+  for (auto [l, node] : {std::pair{"a1", Node("node-a")},
+                         {"a2", Node("node-a")},
+                         {"b1", Node("node-b")},
+                         {"c1", Node("node-c")}}) {
     CreateLease(N(l), vol, node);
   }
   ASSERT_TRUE(WaitFor(
@@ -201,7 +216,7 @@ TEST_F(ChannelK8sTest, RecallCompletesOverTheChannel) {
       },
       absl::Seconds(30)))
       << op.Log();
-  ASSERT_TRUE(WaitFor([&] { return c.client().node() == "node-c"; },
+  ASSERT_TRUE(WaitFor([&] { return c.client().node() == Node("node-c"); },
                       absl::Seconds(30)));
   CreateRecall(N("r"), vol, 4);
   ASSERT_TRUE(WaitFor(
@@ -245,22 +260,26 @@ TEST_F(ChannelK8sTest, ForgedAckFromAnotherNodeIsRefused) {
   auto& op = StartOperator("op-1");
   ASSERT_TRUE(WaitFor([&] { return Leads("op-1"); }, absl::Seconds(30)))
       << op.Log();
-  auto& a = Agent("node-a", /*ack=*/false);
-  auto& b = Agent("node-b", /*ack=*/false);
+  auto& a = Agent(Node("node-a"), /*ack=*/false);
+  auto& b = Agent(Node("node-b"), /*ack=*/false);
   const std::string vol = N("v");
-  CreateVolume(vol, "node-owner");
-  CreateLease(N("a1"), vol, "node-a");
+  CreateVolume(vol, Node("node-owner"));
+  CreateLease(N("a1"), vol, Node("node-a"));
   ASSERT_TRUE(
       WaitFor([&] { return LeaseIs(N("a1"), api::LeaseState::kGranted); },
               absl::Seconds(30)))
       << op.Log();
-  ASSERT_TRUE(WaitFor([&] { return b.client().node() == "node-b"; },
+  ASSERT_TRUE(WaitFor([&] { return b.client().node() == Node("node-b"); },
                       absl::Seconds(30)));
   CreateRecall(N("r"), vol, 300);
   ASSERT_TRUE(WaitFor([&] { return a.recalls_seen() >= 1; }, absl::Seconds(20)))
       << op.Log();
+  // The lease object shows Recalling shortly after (its write lags).
+  ASSERT_TRUE(
+      WaitFor([&] { return LeaseIs(N("a1"), api::LeaseState::kRecalling); },
+              absl::Seconds(20)))
+      << op.Log();
   auto l = Lease(N("a1"));
-  ASSERT_EQ(l->status.state, api::LeaseState::kRecalling);
   channel::pb::AgentReport forged;
   channel::pb::Ack* ack = forged.add_acks();
   ack->set_lease(N("a1"));
@@ -295,11 +314,11 @@ TEST_F(ChannelK8sTest, AgentReconnectsMidRecall) {
   auto& op = StartOperator("op-1");
   ASSERT_TRUE(WaitFor([&] { return Leads("op-1"); }, absl::Seconds(30)))
       << op.Log();
-  auto& a = Agent("node-a", /*ack=*/false);
+  auto& a = Agent(Node("node-a"), /*ack=*/false);
   const std::string vol = N("v");
-  CreateVolume(vol, "node-owner");
-  CreateLease(N("a1"), vol, "node-a");
-  CreateLease(N("a2"), vol, "node-a");
+  CreateVolume(vol, Node("node-owner"));
+  CreateLease(N("a1"), vol, Node("node-a"));
+  CreateLease(N("a2"), vol, Node("node-a"));
   ASSERT_TRUE(
       WaitFor([&] { return LeaseIs(N("a2"), api::LeaseState::kGranted); },
               absl::Seconds(30)))
@@ -330,12 +349,12 @@ TEST_F(ChannelK8sTest, LeaderKilledMidRecallAsksAgain) {
   ASSERT_TRUE(WaitFor([&] { return Leads("op-1"); }, absl::Seconds(30)))
       << first.Log();
   auto& second = StartOperator("op-2");
-  auto& a = Agent("node-a", /*ack=*/false);
-  auto& b = Agent("node-b", /*ack=*/false);
+  auto& a = Agent(Node("node-a"), /*ack=*/false);
+  auto& b = Agent(Node("node-b"), /*ack=*/false);
   const std::string vol = N("v");
-  CreateVolume(vol, "node-owner");
-  CreateLease(N("a1"), vol, "node-a");
-  CreateLease(N("b1"), vol, "node-b");
+  CreateVolume(vol, Node("node-owner"));
+  CreateLease(N("a1"), vol, Node("node-a"));
+  CreateLease(N("b1"), vol, Node("node-b"));
   ASSERT_TRUE(WaitFor(
       [&] {
         return LeaseIs(N("a1"), api::LeaseState::kGranted) &&
@@ -374,12 +393,12 @@ TEST_F(ChannelK8sTest, PartitionedAgentCannotAckIsRevokedAndFenced) {
   auto& op = StartOperator("op-1");
   ASSERT_TRUE(WaitFor([&] { return Leads("op-1"); }, absl::Seconds(30)))
       << op.Log();
-  auto& owner = Agent("node-owner");
-  auto& a = Agent("node-a");
+  auto& owner = Agent(Node("node-owner"));
+  auto& a = Agent(Node("node-a"));
   const std::string vol = N("v");
-  CreateVolume(vol, "node-owner");
-  CreateLease(N("a1"), vol, "node-a");
-  CreateLease(N("p1"), vol, "node-p");
+  CreateVolume(vol, Node("node-owner"));
+  CreateLease(N("a1"), vol, Node("node-a"));
+  CreateLease(N("p1"), vol, Node("node-p"));
   ASSERT_TRUE(WaitFor(
       [&] {
         return LeaseIs(N("a1"), api::LeaseState::kGranted) &&
@@ -389,8 +408,8 @@ TEST_F(ChannelK8sTest, PartitionedAgentCannotAckIsRevokedAndFenced) {
       << op.Log();
   ASSERT_TRUE(WaitFor(
       [&] {
-        return owner.client().node() == "node-owner" &&
-               a.client().node() == "node-a";
+        return owner.client().node() == Node("node-owner") &&
+               a.client().node() == Node("node-a");
       },
       absl::Seconds(30)));
   CreateRecall(N("r"), vol, 3);
@@ -412,12 +431,126 @@ TEST_F(ChannelK8sTest, PartitionedAgentCannotAckIsRevokedAndFenced) {
   auto r = Recall(N("r"));
   EXPECT_EQ(r->status.released, 1);
   EXPECT_EQ(r->status.revoked, 1);
+  EXPECT_THAT(r->status.fenced_leases, ::testing::ElementsAre(N("p1")));
+  // The lease objects show the outcome shortly after (their writes lag).
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        auto p = Lease(N("p1"));
+        return p.has_value() && p->status.state == api::LeaseState::kRevoked &&
+               !p->status.fence_required;
+      },
+      absl::Seconds(20)))
+      << op.Log();
   p1 = Lease(N("p1"));
   EXPECT_EQ(p1->status.state, api::LeaseState::kRevoked);
   EXPECT_EQ(p1->status.reason, "DeadlineExceeded");
   EXPECT_FALSE(p1->status.fence_required) << "fenced by the owner";
   EXPECT_GE(owner.fences_seen(), 1);
-  EXPECT_TRUE(LeaseIs(N("a1"), api::LeaseState::kReleased));
+  EXPECT_TRUE(
+      WaitFor([&] { return LeaseIs(N("a1"), api::LeaseState::kReleased); },
+              absl::Seconds(20)));
+}
+
+// The leader stores a recall's outcome (Complete, c1 on fencedLeases, the
+// volume at epoch 2) and is killed right there (crash point
+// operator.recall.outcome_stored), before any lease object shows it: c1's
+// object still says Granted, Recalling or fencing at epoch 1. The standby
+// reads the lease objects through the recall: c1 is Revoked and stays so
+// until its holder acknowledges (never Granted again), a1 is Released, and
+// only the new lease d1 is granted at epoch 2.
+TEST_F(ChannelK8sTest, LeaderKilledAfterOutcomeBeforeLeaseObjects) {
+  auto& first = StartOperator("op-1", "operator.recall.outcome_stored");
+  ASSERT_TRUE(WaitFor([&] { return Leads("op-1"); }, absl::Seconds(30)))
+      << first.Log();
+  auto& second = StartOperator("op-2");
+  auto& owner = Agent(Node("node-owner"));
+  auto& a = Agent(Node("node-a"));
+  auto& c = Agent(Node("node-c"), /*ack=*/false);
+  const std::string vol = N("v");
+  CreateVolume(vol, Node("node-owner"));
+  CreateLease(N("a1"), vol, Node("node-a"));
+  CreateLease(N("c1"), vol, Node("node-c"));
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        return LeaseIs(N("a1"), api::LeaseState::kGranted) &&
+               LeaseIs(N("c1"), api::LeaseState::kGranted);
+      },
+      absl::Seconds(30)))
+      << first.Log();
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        return owner.client().node() == Node("node-owner") &&
+               a.client().node() == Node("node-a") && c.client().node() == Node("node-c");
+      },
+      absl::Seconds(30)));
+  CreateRecall(N("r"), vol, 2);
+  ASSERT_TRUE(WaitFor([&] { return !first.running(); }, absl::Seconds(40)))
+      << first.Log();
+  EXPECT_THAT(first.Log(),
+              ::testing::HasSubstr("operator.recall.outcome_stored"));
+  // Stored: the outcome and the epoch; c1's object does not show its fence.
+  auto r = Recall(N("r"));
+  ASSERT_TRUE(r.has_value());
+  EXPECT_EQ(r->status.phase, api::RecallPhase::kComplete);
+  EXPECT_EQ(r->status.epoch, 1);
+  EXPECT_THAT(r->status.fenced_leases, ::testing::ElementsAre(N("c1")));
+  EXPECT_TRUE(VolumeAt(vol, 2));
+  auto c1 = Lease(N("c1"));
+  ASSERT_TRUE(c1.has_value());
+  EXPECT_FALSE(c1->status.state == api::LeaseState::kRevoked &&
+               !c1->status.fence_required)
+      << "the crash landed after the lease object showed the fence";
+  EXPECT_EQ(c1->status.epoch, 1);
+
+  ASSERT_TRUE(WaitFor([&] { return Leads("op-2"); }, absl::Seconds(30)))
+      << second.Log();
+  CreateLease(N("d1"), vol, Node("node-a"));
+  // Until c1's holder acknowledges, c1 goes nowhere but Revoked; nothing is
+  // granted at epoch 1 again, d1 is granted at epoch 2.
+  bool c1_regranted = false, a1_regranted = false;
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        auto c = Lease(N("c1"));
+        auto a = Lease(N("a1"));
+        auto d = Lease(N("d1"));
+        if (!c || !a || !d) return false;
+        c1_regranted |= c->status.state == api::LeaseState::kGranted &&
+                        c->status.epoch != 1;
+        c1_regranted |= c->status.state == api::LeaseState::kReleased &&
+                        c->status.reason.empty();
+        a1_regranted |= a->status.epoch != 1;
+        // Revoked, or already acknowledged by its holder (then Released
+        // with the reason kept; the two writes may coalesce into one).
+        const bool c_fenced =
+            (c->status.state == api::LeaseState::kRevoked &&
+             !c->status.fence_required) ||
+            (c->status.state == api::LeaseState::kReleased &&
+             c->status.reason == "DeadlineExceeded");
+        return c_fenced && a->status.state == api::LeaseState::kReleased &&
+               d->status.state == api::LeaseState::kGranted;
+      },
+      absl::Seconds(30)))
+      << second.Log();
+  EXPECT_FALSE(c1_regranted);
+  EXPECT_FALSE(a1_regranted);
+  EXPECT_EQ(Lease(N("c1"))->status.reason, "DeadlineExceeded");
+  EXPECT_EQ(Lease(N("d1"))->status.epoch, 2);
+  EXPECT_TRUE(VolumeAt(vol, 2));
+  // c1's holder is told again and acknowledges: Released, reason kept.
+  ASSERT_TRUE(
+      WaitFor([&] { return LeaseIs(N("c1"), api::LeaseState::kReleased); },
+              absl::Seconds(20)))
+      << second.Log();
+  EXPECT_EQ(Lease(N("c1"))->status.reason, "DeadlineExceeded");
+  EXPECT_EQ(Lease(N("c1"))->status.epoch, 1);
+  // Every lease object shows the outcome: the record's finalizer goes.
+  EXPECT_TRUE(WaitFor(
+      [&] {
+        auto r = Recall(N("r"));
+        return r.has_value() && r->metadata.finalizers.empty();
+      },
+      absl::Seconds(20)))
+      << second.Log();
 }
 
 }  // namespace

@@ -53,13 +53,13 @@ void ChannelRelay::Overlay(World& world) {
     st.revocation_acknowledged = false;
     auto it = taken_.find(d.metadata.name);
     if (it == taken_.end()) continue;
+    // Each answer was checked against what was asked (recall ID, epoch);
+    // the plan takes it only for the recall the lease answers as read,
+    // which may be through the DaxRecall's record while the lease object
+    // lags (plan.h), so it is passed on as it came.
     const Taken& t = it->second;
-    if (!st.recall_id.empty() && t.released == st.recall_id) {
-      st.released_recall_id = t.released;
-    }
-    if (!st.recall_id.empty() && t.fenced == st.recall_id) {
-      st.fenced_recall_id = t.fenced;
-    }
+    st.released_recall_id = t.released;
+    st.fenced_recall_id = t.fenced;
     if (t.revocation_acked_epoch != 0 && t.revocation_acked_epoch == st.epoch) {
       st.revocation_acknowledged = true;
     }
@@ -118,13 +118,33 @@ void ChannelRelay::Stored(const World& desired) {
       mine.insert(name);
     }
   }
-  // Answers whose outcome is now stored (or whose lease is gone) are done.
+  // Answers whose outcome is decided are done; they are kept while the
+  // lease answers the same recall (its lease object may lag, and until the
+  // recall's outcome is stored a pass may read it Recalling again: the
+  // answer is taken again rather than asked again), dropped once it
+  // answers another or is gone.
+  std::map<std::string, const std::string*> recall_of;
+  for (const api::DaxLease& d : desired.leases) {
+    recall_of[d.metadata.name] = &d.status.recall_id;
+  }
   for (const std::string& lease : before) {
     if (mine.contains(lease)) continue;
-    taken_.erase(lease);
-    for (auto& [n, sent] : sent_) sent.erase(lease);
+    // What a stream was sent stays sent (keyed by recall ID and epoch): a
+    // lease read Recalling again for the same recall is not asked again.
+    if (!recall_of.contains(lease)) {
+      for (auto& [n, sent] : sent_) sent.erase(lease);
+    }
+    auto t = taken_.find(lease);
+    if (t == taken_.end()) continue;
+    auto r = recall_of.find(lease);
+    if (r == recall_of.end() ||
+        (*r->second != t->second.released && *r->second != t->second.fenced)) {
+      taken_.erase(t);
+    } else {
+      leases_of_[volume].insert(lease);  // looked at again next time
+    }
   }
-  if (!mine.empty()) leases_of_[volume] = mine;
+  if (!mine.empty()) leases_of_[volume].insert(mine.begin(), mine.end());
   channel::ChannelServer* server = server_.load();
   if (server == nullptr) return;
   std::set<std::string> nodes;

@@ -169,12 +169,18 @@ TEST_F(ChannelRelayTest, FencesAreTheOwnersRevocationAcksTheHolders) {
   relay_.Overlay(read);
   EXPECT_TRUE(read.leases[0].status.revocation_acknowledged);
 
-  // Stored as Released: nothing outstanding, the answer is forgotten.
+  // Stored as Released: nothing is asked any more; the answer is kept while
+  // the lease answers recall r1 (its lease object may lag) ...
   w_.leases[0].status.state = api::LeaseState::kReleased;
+  relay_.Stored(w_);
+  EXPECT_EQ(server_.sent["node-a"].size(), 1u);
+  // ... and forgotten once it answers another.
+  w_.leases[0].status.recall_id = "r2";
   relay_.Stored(w_);
   read = w_;
   relay_.Overlay(read);
   EXPECT_FALSE(read.leases[0].status.revocation_acknowledged);
+  EXPECT_EQ(read.leases[0].status.fenced_recall_id, "");
 }
 
 }  // namespace

@@ -66,6 +66,7 @@ absl::Status Controller::Start() {
       *informers_[0], *informers_[1], *informers_[2], informers_[3].get());
   ReconcilerOptions ro = options_.reconciler;
   ro.metrics = options_.metrics;
+  if (!ro.requeue) ro.requeue = [this](const std::string& v) { queue_.Add(v); };
   reconciler_ =
       std::make_unique<Reconciler>(client_, clock_, events_, ro, reader_.get());
   for (size_t i = 0; i < informers_.size(); ++i) {

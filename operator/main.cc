@@ -173,6 +173,7 @@ int Main() {
     }
     record = *at;
     opts.reconciler.channel = &relay;
+    opts.reconciler.lag_lease_writes = true;
   }
   channel::TokenReviewAuthenticator authenticator(
       **client, absl::GetFlag(FLAGS_channel_agent_service_account));

@@ -286,6 +286,18 @@ class Planner {
       }
     }
 
+    for (size_t i = 0; i < w_.recalls.size(); ++i) {
+      const DaxRecall& r = w_.recalls[i];
+      if (r.status.epoch < 1 ||
+          (r.status.phase != api::RecallPhase::kRecalling &&
+           r.status.phase != api::RecallPhase::kComplete)) {
+        continue;
+      }
+      // One recall per epoch: each ends with the epoch moving on.
+      auto [it, fresh] = recall_at_epoch_.emplace(r.status.epoch, i);
+      if (!fresh && static_cast<int>(i) == running_) it->second = i;
+    }
+
     if (!w_.unreadable.empty()) {
       std::string names;
       for (const std::string& u : w_.unreadable) {
@@ -326,6 +338,7 @@ class Planner {
                   std::string(l.status().message()));
         continue;
       }
+      ReadThroughRecall(*l);
       s_.leases.push_back(*std::move(l));
       index_[d.metadata.name] = i;
     }
@@ -344,6 +357,48 @@ class Planner {
       return false;
     }
     return true;
+  }
+
+  // A lease whose object still says Granted or Recalling at the epoch a
+  // recall ran at is read through that DaxRecall's record (plan.h): the
+  // lease object lags, the recall does not.
+  void ReadThroughRecall(lease::Lease& l) {
+    if (!l.holds_access()) return;
+    auto it = recall_at_epoch_.find(static_cast<int64_t>(l.epoch));
+    if (it == recall_at_epoch_.end()) return;
+    const DaxRecall& r = w_.recalls[it->second];
+    const std::string id =
+        r.status.recall_id.empty() ? r.metadata.uid : r.status.recall_id;
+    if (l.state == lease::LeaseState::kRecalling && l.recall_id != id) {
+      return;  // not this recall's: Validate says what is wrong
+    }
+    const bool complete = r.status.phase == api::RecallPhase::kComplete;
+    const bool fenced = std::binary_search(r.status.fenced_leases.begin(),
+                                           r.status.fenced_leases.end(), l.id);
+    const bool revoked =
+        fenced || std::binary_search(r.status.revoked_leases.begin(),
+                                     r.status.revoked_leases.end(), l.id);
+    const lease::Lease was = l;
+    l.recall_id = id;
+    if (revoked && l.reason == lease::RevokeReason::kNone) {
+      // The channel takes no unflushed ack: a recorded revoke is a deadline.
+      l.reason = lease::RevokeReason::kDeadlineExceeded;
+    }
+    if (fenced) {
+      l.state = lease::LeaseState::kRevoked;
+      l.deadline = absl::InfiniteFuture();
+    } else if (complete && !revoked) {
+      l.state = lease::LeaseState::kReleased;
+      l.deadline = absl::InfiniteFuture();
+    } else if (l.state == lease::LeaseState::kGranted) {
+      l.state = lease::LeaseState::kRecalling;
+      l.deadline = r.status.deadline.value_or(
+          RecallFromCrd(r).started_at + RecallFromCrd(r).grace);
+    }
+    if (l.state != was.state || l.reason != was.reason ||
+        l.recall_id != was.recall_id) {
+      ++read_through_[it->second];
+    }
   }
 
   // Applies one protocol event; a refusal leaves s_ as it was and, for a
@@ -597,6 +652,7 @@ class Planner {
       Take(*std::move(o));
       r.status.phase = api::RecallPhase::kRecalling;
       r.status.recall_id = start.recall_id;
+      r.status.epoch = static_cast<int64_t>(s_.epoch);
       r.status.started_at = now_;
       r.status.deadline = now_ + start.grace;
       AddFinalizer(r.metadata, kRecallFinalizer);
@@ -961,12 +1017,52 @@ class Planner {
     }
   }
 
+  // The recall's record of its revokes (api::DaxRecallStatus): every lease
+  // of recall `id` whose revoke is decided goes on revokedLeases, once
+  // fenced on fencedLeases too; nothing recorded is ever dropped. A revoke
+  // beyond kRecallRecordBytes is written on its lease object instead, with
+  // the recall's write (Plan::durable_leases).
+  void RecordRevokes(DaxRecall& r, const std::string& id) {
+    std::set<std::string> revoked(r.status.revoked_leases.begin(),
+                                  r.status.revoked_leases.end());
+    std::set<std::string> fenced(r.status.fenced_leases.begin(),
+                                 r.status.fenced_leases.end());
+    size_t bytes = 0;
+    for (const std::string& n : revoked) bytes += n.size() + 3;
+    for (const lease::Lease& l : s_.leases) {
+      if (l.recall_id != id) continue;
+      const bool decided =
+          l.fencing() || l.state == lease::LeaseState::kRevoked ||
+          (l.state == lease::LeaseState::kReleased &&
+           l.reason != lease::RevokeReason::kNone);
+      if (!decided) continue;
+      if (!revoked.contains(l.id)) {
+        if (bytes + l.id.size() + 3 > kRecallRecordBytes) {
+          plan_.durable_leases.insert(l.id);
+          continue;
+        }
+        revoked.insert(l.id);
+        bytes += l.id.size() + 3;
+      }
+      if (!l.fencing()) fenced.insert(l.id);
+    }
+    r.status.revoked_leases.assign(revoked.begin(), revoked.end());
+    r.status.fenced_leases.assign(fenced.begin(), fenced.end());
+  }
+
   void WriteRecalls() {
     for (size_t i = 0; i < plan_.desired.recalls.size(); ++i) {
       DaxRecall& r = plan_.desired.recalls[i];
+      if (r.status.phase == api::RecallPhase::kComplete &&
+          HasFinalizer(r.metadata, kRecallFinalizer) &&
+          w_.display_pending.empty() && !read_through_.contains(i)) {
+        // Every lease object it recalled shows its outcome now.
+        RemoveFinalizer(r.metadata, kRecallFinalizer);
+      }
       if (r.status.phase != api::RecallPhase::kRecalling) continue;
       const std::string& id = r.status.recall_id;
       CountRecall(r, id);
+      RecordRevokes(r, id);
       if (id == completed_id_) {
         r.status.phase = api::RecallPhase::kComplete;
         r.status.completed_at = now_;
@@ -974,7 +1070,9 @@ class Planner {
           plan_.recall_durations.push_back(now_ - *r.status.started_at);
         }
         r.status.outstanding = 0;
-        RemoveFinalizer(r.metadata, kRecallFinalizer);
+        // The record outlives the lease objects' lag: the finalizer goes in
+        // a later pass that finds every lease object showing its outcome
+        // (above; the lease writes of this pass come after the recall's).
         RecallCond(r, true, r.status.revoked > 0 ? "Fenced" : "AllReleased",
                    absl::StrCat(
                        r.status.released, " released, ", r.status.revoked,
@@ -1150,6 +1248,8 @@ class Planner {
   lease::VolumeState s_;
   std::map<std::string, size_t> index_;     // lease name -> index in World
   int running_ = -1;                        // recall running when read
+  std::map<int64_t, size_t> recall_at_epoch_;  // status.epoch -> recall
+  std::map<size_t, int> read_through_;  // recall -> leases read through it
   uint64_t initial_epoch_ = 1;              // volume epoch when read
   std::string completed_id_;                // recall that completed
   std::set<std::string> deletion_blocked_;  // deleted leases holding access

@@ -18,15 +18,24 @@
 //   - the recall in progress is the DaxRecall whose status.phase is
 //     Recalling; its status.recallID (= its uid), startedAt and deadline are
 //     the lease::Recall.
+//   - the DaxRecall is the recall's durable record (api::DaxRecallStatus):
+//     a lease whose own object still says Granted or Recalling at the
+//     epoch a recall ran at is read through it: Recalling (fencing if in
+//     revokedLeases, Revoked if in fencedLeases) while it runs; once it is
+//     Complete, Revoked if fenced, else Released. So the lease objects may
+//     lag (Plan::durable_leases says which lease writes may not).
 // Crash safety comes from the write order (see Reconciler): a recall's status
-// is written Recalling before any lease is recalled, leases are written
-// before the recall completes, and the recall is written Complete before the
-// volume returns to Ready at the next epoch. Rebuilding from any prefix of
-// those writes yields a valid state that the next pass finishes.
+// is written Recalling (with its epoch and deadline) before any holder is
+// asked; each decided revoke is on the recall (or, beyond its bound, on the
+// lease object) before the owner is asked to fence; the fence confirmations
+// and Complete are on the recall before the volume returns to Ready at the
+// next epoch; every other lease write may come later. Rebuilding from any
+// prefix of those writes yields a valid state that the next pass finishes.
 #ifndef DAXLEASE_OPERATOR_PLAN_H_
 #define DAXLEASE_OPERATOR_PLAN_H_
 
 #include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -45,6 +54,15 @@ inline constexpr char kRecallFinalizer[] = "daxlease.io/recall-protection";
 // and the side that lost freed its media (lib/lease/migration.h).
 inline constexpr char kMigrationFinalizer[] =
     "daxlease.io/migration-protection";
+
+// Bound on the bytes of lease names (plus 3 each, for JSON quotes and comma)
+// in one DaxRecall's status.revokedLeases; fencedLeases is a subset, so both
+// lists stay under 768 KiB and the object well under etcd's 1.5 MiB request
+// limit whatever the lease names (up to 253 bytes). About 17,000 revokes of
+// 20-byte names fit; a revoke beyond the bound is written on its lease
+// object before the owner is asked (Plan::durable_leases), as before the
+// record existed.
+inline constexpr size_t kRecallRecordBytes = 384 * 1024;
 
 // Condition types.
 inline constexpr char kLeaseGrantedCondition[] = "Granted";
@@ -69,6 +87,10 @@ struct World {
   // 0: none). Read only when it matters: the volume has no epoch yet (it
   // starts above the mark) or is being deleted.
   int64_t epoch_high_water = 0;
+  // Leases whose status here is the operator's own write not yet stored
+  // (lease display lag, operator/lease_display.h). A Complete recall keeps
+  // its finalizer while any is: the record must outlive the lag.
+  std::set<std::string> display_pending;
 };
 
 // A core/v1 Event to record about one object.
@@ -125,6 +147,11 @@ struct Plan {
   std::vector<api::DaxRecall> create_recalls;
   // How long each recall that completes in this pass ran (startedAt to now).
   std::vector<absl::Duration> recall_durations;
+  // Leases whose write must be stored with the recall's (before the recall
+  // and the volume, before anyone is asked): revokes the recall's record
+  // had no room for. Every other lease write only shows what the DaxRecall
+  // and the volume already record, and may lag.
+  std::set<std::string> durable_leases;
 };
 
 // Pure and deterministic. Never fails: an object the operator cannot act on

@@ -4,6 +4,7 @@
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "absl/strings/str_cat.h"
 #include "lib/api/json.h"
 
 namespace daxlease::op {
@@ -509,6 +510,134 @@ TEST(PlanTest, CrashAfterRecallCompleteBeforeVolumeBumpFinishes) {
   World done = Settle(crashed, kT0 + absl::Seconds(1));
   EXPECT_EQ(done.volume->status.phase, VolumePhase::kReady);
   EXPECT_EQ(done.volume->status.epoch, 4);
+}
+
+// The lease writes lag (the channel path, lease_display.h): only the
+// recall's and the volume's writes are stored, the lease objects still say
+// Granted at epoch 3. Each pass reads them through the DaxRecall's record;
+// a leader that dies once the outcome is stored, before any lease object
+// shows it, leaves a world its successor finishes with the revoked lease
+// Revoked (never Granted again) and the others Released.
+TEST(PlanTest, LaggingLeaseObjectsAreReadThroughTheRecallRecord) {
+  const World granted = Settle(WorldOf({Lease("a"), Lease("b"), Lease("c")}), kT0);
+  World w = granted;
+  w.recalls.push_back(Recall("r", 5));
+  // Only the recalls and the volume are stored, pass after pass.
+  auto stored = [&](const Plan& p) {
+    EXPECT_TRUE(p.durable_leases.empty());
+    World next = p.desired;
+    next.leases = granted.leases;  // the lease objects lag
+    for (size_t i = 0; i < next.leases.size(); ++i) {
+      next.leases[i].status.released_recall_id =
+          w.leases[i].status.released_recall_id;
+      next.leases[i].status.fenced_recall_id =
+          w.leases[i].status.fenced_recall_id;
+    }
+    return next;
+  };
+  Plan start = ComputePlan(w, kT0, {});
+  const api::DaxRecall& r0 = start.desired.recalls[0];
+  EXPECT_EQ(r0.status.phase, RecallPhase::kRecalling);
+  EXPECT_EQ(r0.status.epoch, 3);
+  EXPECT_THAT(States(start.desired),
+              ElementsAre(LeaseState::kRecalling, LeaseState::kRecalling,
+                          LeaseState::kRecalling));
+  w = stored(start);
+  // Read through the record: Recalling, with the recall's deadline.
+  Plan again = ComputePlan(w, kT0 + absl::Seconds(1), {});
+  EXPECT_THAT(States(again.desired),
+              ElementsAre(LeaseState::kRecalling, LeaseState::kRecalling,
+                          LeaseState::kRecalling));
+  EXPECT_EQ(again.desired.leases[2].status.deadline, kT0 + absl::Seconds(5));
+  EXPECT_EQ(again.desired.recalls, w.recalls) << "nothing new to record";
+  EXPECT_TRUE(again.actions.empty());
+  // a and b ack (soft: on the channel), c is silent past its deadline.
+  w.leases[0].status.released_recall_id = "r-uid";
+  w.leases[1].status.released_recall_id = "r-uid";
+  Plan deadline = ComputePlan(w, kT0 + absl::Seconds(5), {});
+  EXPECT_THAT(States(deadline.desired),
+              ElementsAre(LeaseState::kReleased, LeaseState::kReleased,
+                          LeaseState::kRevoked));
+  EXPECT_TRUE(deadline.desired.leases[2].status.fence_required);
+  EXPECT_THAT(deadline.desired.recalls[0].status.revoked_leases,
+              ElementsAre("c"));
+  EXPECT_TRUE(deadline.desired.recalls[0].status.fenced_leases.empty());
+  w = stored(deadline);
+  // The acks were soft and this leader kept them; a successor would ask
+  // again. The revoke is on the record: c is fencing whoever reads it.
+  Plan read = ComputePlan(w, kT0 + absl::Seconds(5), {});
+  EXPECT_TRUE(read.desired.leases[2].status.fence_required);
+  EXPECT_EQ(read.desired.leases[2].status.state, LeaseState::kRevoked);
+  // The owner confirms c's fence: Complete, c on fencedLeases, epoch 4.
+  w.leases[2].status.fenced_recall_id = "r-uid";
+  Plan done = ComputePlan(w, kT0 + absl::Seconds(6), {});
+  EXPECT_EQ(done.desired.recalls[0].status.phase, RecallPhase::kComplete);
+  EXPECT_THAT(done.desired.recalls[0].status.fenced_leases, ElementsAre("c"));
+  EXPECT_EQ(done.desired.recalls[0].status.released, 2);
+  EXPECT_TRUE(HasFinalizer(done.desired.recalls[0].metadata, kRecallFinalizer))
+      << "kept until the lease objects show the outcome";
+  EXPECT_EQ(done.desired.volume->status.epoch, 4);
+  EXPECT_EQ(done.desired.volume->status.phase, VolumePhase::kReady);
+  // The leader dies here: a successor has no soft state at all.
+  World successor = done.desired;
+  successor.leases = granted.leases;
+  successor.leases.push_back(Lease("d"));
+  Plan first = ComputePlan(successor, kT0 + absl::Seconds(7), {});
+  EXPECT_THAT(States(first.desired),
+              ElementsAre(LeaseState::kReleased, LeaseState::kReleased,
+                          LeaseState::kRevoked, LeaseState::kGranted));
+  EXPECT_FALSE(first.desired.leases[2].status.fence_required);
+  EXPECT_EQ(first.desired.leases[2].status.reason, "DeadlineExceeded");
+  EXPECT_EQ(first.desired.leases[3].status.epoch, 4);
+  EXPECT_EQ(first.tally.grants, 1) << "d only: nobody is granted twice";
+  EXPECT_TRUE(HasFinalizer(first.desired.recalls[0].metadata, kRecallFinalizer));
+  // Once the lease objects show it, the record's finalizer goes; c stays
+  // Revoked until its holder acknowledges.
+  World settled = Settle(first.desired, kT0 + absl::Seconds(8));
+  EXPECT_FALSE(HasFinalizer(settled.recalls[0].metadata, kRecallFinalizer));
+  EXPECT_EQ(settled.leases[2].status.state, LeaseState::kRevoked);
+  EXPECT_EQ(settled.volume->status.epoch, 4);
+}
+
+// A Complete recall keeps its finalizer while any lease write of the
+// volume is still pending (World::display_pending).
+TEST(PlanTest, CompleteRecallKeepsFinalizerWhileLeaseDisplayIsPending) {
+  World w = Recalled({Lease("a")}, {Recall("r", 5)});
+  w.leases[0].status.released_recall_id = "r-uid";
+  w = Settle(w, kT0 + absl::Seconds(1));
+  ASSERT_EQ(w.recalls[0].status.phase, RecallPhase::kComplete);
+  ASSERT_FALSE(HasFinalizer(w.recalls[0].metadata, kRecallFinalizer));
+  w.recalls[0].metadata.finalizers.push_back(kRecallFinalizer);
+  w.display_pending.insert("a");
+  Plan p = ComputePlan(w, kT0 + absl::Seconds(2), {});
+  EXPECT_TRUE(HasFinalizer(p.desired.recalls[0].metadata, kRecallFinalizer));
+  w.display_pending.clear();
+  p = ComputePlan(w, kT0 + absl::Seconds(2), {});
+  EXPECT_FALSE(HasFinalizer(p.desired.recalls[0].metadata, kRecallFinalizer));
+}
+
+// revokedLeases is bounded (kRecallRecordBytes); revokes beyond it are
+// written on their lease objects before anyone is asked
+// (Plan::durable_leases), and the object stays under etcd's request limit.
+TEST(PlanTest, RevokesBeyondTheRecordBoundAreWrittenOnTheLease) {
+  std::vector<api::DaxLease> leases;
+  const size_t n = kRecallRecordBytes / 253 + 50;
+  for (size_t i = 0; i < n; ++i) {
+    std::string name = absl::StrCat("l", i, "-");
+    name.resize(253, 'x');
+    leases.push_back(Lease(name));
+  }
+  World w = Recalled(std::move(leases), {Recall("r", 5)});
+  Plan p = ComputePlan(w, kT0 + absl::Seconds(5), {});
+  const api::DaxRecall& r = p.desired.recalls[0];
+  EXPECT_EQ(r.status.revoked, static_cast<int32_t>(n));
+  EXPECT_FALSE(p.durable_leases.empty());
+  EXPECT_EQ(r.status.revoked_leases.size() + p.durable_leases.size(), n);
+  for (const std::string& d : p.durable_leases) {
+    EXPECT_FALSE(std::binary_search(r.status.revoked_leases.begin(),
+                                    r.status.revoked_leases.end(), d));
+  }
+  EXPECT_LT(api::ToJson(r).dump().size(), 1536u * 1024 / 2);
 }
 
 TEST(PlanTest, ClockJumpsForwardRevokesBackwardDoesNot) {

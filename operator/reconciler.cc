@@ -14,6 +14,7 @@
 #include "lib/base/log.h"
 #include "lib/base/status.h"
 #include "operator/channel_relay.h"
+#include "operator/lease_display.h"
 
 namespace daxlease::op {
 namespace {
@@ -44,7 +45,8 @@ absl::Status ListFor(k8s::KubeClient& client, const k8s::Resource& r,
 template <typename T>
 absl::Status WriteObject(k8s::KubeClient& client, WorldReader& reader,
                          const k8s::Resource& r, const T& before,
-                         const T& after, int& writes) {
+                         const T& after, int& writes,
+                         std::string* final_rv = nullptr) {
   std::string rv = before.metadata.resource_version;
   const bool finalizers_changed =
       before.metadata.finalizers != after.metadata.finalizers;
@@ -76,10 +78,18 @@ absl::Status WriteObject(k8s::KubeClient& client, WorldReader& reader,
     ++writes;
   }
   if (finalizers_changed && !adding) RETURN_IF_ERROR(write_finalizers());
+  if (final_rv != nullptr) *final_rv = rv;
   return absl::OkStatus();
 }
 
 }  // namespace
+
+absl::Status WriteLease(k8s::KubeClient& client, WorldReader& reader,
+                        const api::DaxLease& before, const api::DaxLease& after,
+                        int& writes, std::string* final_rv) {
+  return WriteObject(client, reader, api::DaxLeaseResource(), before, after,
+                     writes, final_rv);
+}
 
 Reconciler::Reconciler(k8s::KubeClient& client, base::Clock& clock,
                        EventSink& events, ReconcilerOptions options,
@@ -90,7 +100,16 @@ Reconciler::Reconciler(k8s::KubeClient& client, base::Clock& clock,
       options_(options),
       api_reader_(client),
       reader_(reader != nullptr ? *reader : api_reader_),
-      epochs_(client, options.epochs) {}
+      epochs_(client, options.epochs) {
+  if (options_.lag_lease_writes) {
+    display_ = std::make_unique<LeaseDisplay>(
+        client_, reader_,
+        options_.requeue ? options_.requeue : [](const std::string&) {},
+        std::max(1, options_.write_concurrency));
+  }
+}
+
+Reconciler::~Reconciler() = default;
 
 absl::StatusOr<World> ApiWorldReader::Read(const std::string& volume) {
   World w;
@@ -116,6 +135,7 @@ absl::StatusOr<World> ApiWorldReader::Read(const std::string& volume) {
 absl::StatusOr<ReconcileResult> Reconciler::Reconcile(
     const std::string& volume) {
   ASSIGN_OR_RETURN(World before, reader_.Read(volume));
+  if (display_ != nullptr) display_->Overlay(before);
   if (options_.channel != nullptr) options_.channel->Overlay(before);
   if (before.volume.has_value() && before.volume->status.epoch < 1) {
     ASSIGN_OR_RETURN(before.epoch_high_water, epochs_.Read(volume));
@@ -178,10 +198,19 @@ absl::Status Reconciler::Write(const World& before, const Plan& plan,
     RETURN_IF_ERROR(WriteObject(client_, reader_, api::DaxRecallResource(),
                                 before.recalls[i], after.recalls[i], writes));
   }
-  // 2. Leases, in parallel.
+  // 2. Leases, in parallel: every changed one, or with the display lagging
+  // (lease_display.h) only those the recall's record does not cover; the
+  // others go to the display after the volume.
   std::vector<size_t> changed;
+  std::vector<size_t> lagging;
   for (size_t i = 0; i < after.leases.size(); ++i) {
-    if (!(before.leases[i] == after.leases[i])) changed.push_back(i);
+    if (before.leases[i] == after.leases[i]) continue;
+    if (display_ != nullptr &&
+        !plan.durable_leases.contains(after.leases[i].metadata.name)) {
+      lagging.push_back(i);
+    } else {
+      changed.push_back(i);
+    }
   }
   if (!changed.empty()) {
     std::atomic<size_t> next{0};
@@ -276,6 +305,18 @@ absl::Status Reconciler::Write(const World& before, const Plan& plan,
     }
     RETURN_IF_ERROR(WriteObject(client_, reader_, api::DaxVolumeResource(),
                                 read, *after.volume, writes));
+  }
+  // A recall's outcome and the volume's epoch are stored; the lease objects
+  // do not show them yet (the case a new leader must read through the
+  // recall: plan.h).
+  if (plan.tally.recalls_completed > 0 ||
+      (before.volume.has_value() && before.volume->status.epoch >= 1 &&
+       before.volume->status.epoch != after.volume->status.epoch)) {
+    base::CrashPoint("operator.recall.outcome_stored");
+  }
+  // 6. The lease writes that only show what is stored now.
+  for (size_t i : lagging) {
+    display_->Enqueue(after.volume_name, before.leases[i], after.leases[i]);
   }
   return absl::OkStatus();
 }

@@ -17,6 +17,8 @@
 #ifndef DAXLEASE_OPERATOR_RECONCILER_H_
 #define DAXLEASE_OPERATOR_RECONCILER_H_
 
+#include <functional>
+#include <memory>
 #include <string>
 
 #include "absl/status/statusor.h"
@@ -67,6 +69,14 @@ struct ReconcilerOptions {
   // what each stored pass left outstanding. Not owned; null: no channel,
   // the agents answer in those status fields.
   ChannelRelay* channel = nullptr;
+  // Lease writes that only show what a DaxRecall and the DaxVolume record
+  // are stored after them by a LeaseDisplay (lease_display.h), off the
+  // pass; `requeue(volume)` asks for a pass (the controller's queue). Off:
+  // every lease write is stored in the pass, before the recall's outcome.
+  // The operator turns it on with the channel: on the status-field path the
+  // agents' fields are on the lease objects anyway.
+  bool lag_lease_writes = false;
+  std::function<void(const std::string&)> requeue;
 };
 
 struct ReconcileResult {
@@ -74,12 +84,24 @@ struct ReconcileResult {
   int writes = 0;  // API writes made
 };
 
+// Writes one DaxLease's difference (finalizers, status), guarded by
+// before's resourceVersion; `final_rv` (may be null) gets the stored one.
+absl::Status WriteLease(k8s::KubeClient& client, WorldReader& reader,
+                        const api::DaxLease& before, const api::DaxLease& after,
+                        int& writes, std::string* final_rv);
+
+class LeaseDisplay;
+
 class Reconciler {
  public:
   // All references must outlive the reconciler. `reader` null: an
   // ApiWorldReader over `client`.
   Reconciler(k8s::KubeClient& client, base::Clock& clock, EventSink& events,
              ReconcilerOptions options = {}, WorldReader* reader = nullptr);
+  ~Reconciler();
+
+  // The lagging lease writes (null unless lag_lease_writes).
+  LeaseDisplay* display() { return display_.get(); }
 
   // Read + ComputePlan + write. Aborted/NotFound when an object changed or
   // went away meanwhile (retry); other API errors as the client gives them.
@@ -95,6 +117,7 @@ class Reconciler {
   ApiWorldReader api_reader_;
   WorldReader& reader_;
   EpochStore epochs_;
+  std::unique_ptr<LeaseDisplay> display_;  // declared last: stops first
 };
 
 }  // namespace daxlease::op

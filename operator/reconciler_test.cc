@@ -13,6 +13,7 @@
 #include "lib/base/clock.h"
 #include "lib/base/status.h"
 #include "lib/k8s/fake_client.h"
+#include "operator/lease_display.h"
 
 namespace daxlease::op {
 namespace {
@@ -232,6 +233,122 @@ class ReconcilerTest : public testing::Test {
   FakeEventSink events_;
   Reconciler reconciler_{client_, clock_, events_};
 };
+
+// Delegates to a FakeKubeClient; DaxLease writes wait until open() (the
+// lease display of a lagging operator, held back).
+class GatedLeaseClient final : public k8s::KubeClient {
+ public:
+  explicit GatedLeaseClient(k8s::KubeClient& c) : c_(c) {}
+  void open() {
+    absl::MutexLock l(&mu_);
+    open_ = true;
+  }
+  absl::StatusOr<Json> Get(const k8s::Resource& r, absl::string_view ns,
+                           absl::string_view name) override {
+    return c_.Get(r, ns, name);
+  }
+  absl::StatusOr<k8s::ListResult> List(const k8s::Resource& r,
+                                       absl::string_view ns,
+                                       const k8s::ListOptions& o) override {
+    return c_.List(r, ns, o);
+  }
+  absl::StatusOr<Json> Create(const k8s::Resource& r, const Json& o) override {
+    return c_.Create(r, o);
+  }
+  absl::StatusOr<Json> Update(const k8s::Resource& r, const Json& o) override {
+    return c_.Update(r, o);
+  }
+  absl::StatusOr<Json> UpdateStatus(const k8s::Resource& r,
+                                    const Json& o) override {
+    return c_.UpdateStatus(r, o);
+  }
+  absl::StatusOr<Json> Patch(const k8s::Resource& r, absl::string_view ns,
+                             absl::string_view name, k8s::PatchType t,
+                             const Json& p, absl::string_view sub) override {
+    if (r.plural == api::DaxLeaseResource().plural) {
+      absl::MutexLock l(&mu_);
+      mu_.Await(absl::Condition(&open_));
+    }
+    return c_.Patch(r, ns, name, t, p, sub);
+  }
+  absl::Status Delete(const k8s::Resource& r, absl::string_view ns,
+                      absl::string_view name, absl::string_view rv) override {
+    return c_.Delete(r, ns, name, rv);
+  }
+  absl::Status Watch(const k8s::Resource& r, absl::string_view ns,
+                     const k8s::WatchOptions& o, const k8s::WatchHandler& h,
+                     k8s::WatchCanceller* c) override {
+    return c_.Watch(r, ns, o, h, c);
+  }
+
+ private:
+  k8s::KubeClient& c_;
+  absl::Mutex mu_;
+  bool open_ ABSL_GUARDED_BY(mu_) = false;
+};
+
+// With the lease writes lagging (the channel path), a pass stores the
+// recall's start and outcome and the volume's epoch and hands its lease
+// writes to the display: the recall completes and the volume moves to
+// epoch 2 while the lease objects still say Granted. Then the display
+// writes them Released and the recall's finalizer goes.
+TEST_F(ReconcilerTest, LaggingLeaseWritesComeAfterTheRecallsOutcome) {
+  GrantedVolume({"a", "b"});
+  GatedLeaseClient gated(fake_);
+  ReconcilerOptions o;
+  o.lag_lease_writes = true;
+  o.write_concurrency = 2;
+  Reconciler lagging(gated, clock_, events_, o);
+  CreateRecall("r", 60);
+  ASSERT_TRUE(lagging.Reconcile("vol").ok());
+  EXPECT_EQ(R("r").status.phase, api::RecallPhase::kRecalling);
+  EXPECT_EQ(R("r").status.epoch, 1);
+  EXPECT_EQ(V().status.phase, api::VolumePhase::kRecalling);
+  EXPECT_EQ(L("a").status.state, api::LeaseState::kGranted) << "lagging";
+  EXPECT_EQ(lagging.display()->pending(), 2);
+  const std::string id = R("r").status.recall_id;
+  AgentPatch("a", {{"releasedRecallID", id}});
+  AgentPatch("b", {{"releasedRecallID", id}});
+  ASSERT_TRUE(lagging.Reconcile("vol").ok());
+  EXPECT_EQ(R("r").status.phase, api::RecallPhase::kComplete);
+  EXPECT_EQ(R("r").status.released, 2);
+  EXPECT_EQ(V().status.epoch, 2);
+  EXPECT_EQ(V().status.phase, api::VolumePhase::kReady);
+  EXPECT_EQ(L("a").status.state, api::LeaseState::kGranted) << "lagging";
+  EXPECT_FALSE(R("r").metadata.finalizers.empty());
+  gated.open();
+  // Passes, each after the display has written what the last one left.
+  for (int i = 0; i < 6; ++i) {
+    while (lagging.display()->pending() > 0) {
+      absl::SleepFor(absl::Milliseconds(1));
+    }
+    (void)lagging.Reconcile("vol");
+  }
+  EXPECT_EQ(L("a").status.state, api::LeaseState::kReleased);
+  EXPECT_EQ(L("b").status.state, api::LeaseState::kReleased);
+  EXPECT_EQ(L("a").status.recall_id, id);
+  EXPECT_TRUE(R("r").metadata.finalizers.empty());
+  EXPECT_EQ(V().status.epoch, 2);
+}
+
+// Once the display has written the recall's Recalling, nothing is
+// released without an ack.
+TEST_F(ReconcilerTest, LaggingLeaseWritesReleaseNothingWithoutAnAck) {
+  GrantedVolume({"a", "b"});
+  ReconcilerOptions o;
+  o.lag_lease_writes = true;
+  Reconciler lagging(client_, clock_, events_, o);
+  CreateRecall("r", 60);
+  for (int i = 0; i < 5; ++i) {
+    ASSERT_TRUE(lagging.Reconcile("vol").ok());
+    while (lagging.display()->pending() > 0) {
+      absl::SleepFor(absl::Milliseconds(1));
+    }
+  }
+  EXPECT_EQ(L("a").status.state, api::LeaseState::kRecalling);
+  EXPECT_EQ(R("r").status.phase, api::RecallPhase::kRecalling);
+  EXPECT_EQ(V().status.epoch, 1);
+}
 
 TEST_F(ReconcilerTest, FullRecallWithTwoAcksOneRevokedAndFenced) {
   GrantedVolume({"a", "b", "c"});

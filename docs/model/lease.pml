@@ -34,17 +34,32 @@
  * and as LTL (liveness, with weak fairness):
  *   (e) recall_completes: [] (Recalling -> <> Quiesced)
  *
+ * What the operator stores (docs/operator.md, "What is durable"): the
+ * recall's start, each decided revoke and each confirmed fence, and the
+ * outcome (Complete) with the volume's epoch are on the DaxRecall/DaxVolume
+ * before anything is sent that depends on them; an ack taken mid-recall and
+ * a revocation ack are soft state (the lease objects that show them lag).
+ * With -DCRASHES=n the operator may crash n times at any point between steps: it
+ * loses the soft state (a taken ack: the lease is Recalling again; a taken
+ * revocation ack: Revoked again) and a new leader re-sends, from what is
+ * stored, every recall, fence request and revocation still outstanding;
+ * holders and the owner answer from their current state.
+ *
  * Build flags:
  *   -DBROKEN_EARLY_COMPLETE  the operator marks a lease Revoked as soon as
  *        its deadline fires, without waiting for the owner's fence, so the
  *        recall can complete before the fence is confirmed. SPIN must find a
  *        violation of (b)/(f).
  *   -DRECALLS=<n> recalls per run (default 1), -DREQS=<n> re-requests by
- *   holder 1 after its first request (default 1).
+ *   holder 1 after its first request (default 1), -DCRASHES=<n> operator
+ *   crashes per run (default 0; the `crash` check runs 1 with REQS=0).
  */
 
 #ifndef RECALLS
 #define RECALLS 1
+#endif
+#ifndef CRASHES
+#define CRASHES 0
 #endif
 #ifndef REQS
 #define REQS 1
@@ -82,6 +97,15 @@ byte lstate[NH];
 byte lepoch[NH];
 byte lrecall[NH];
 bool fencing[NH];             /* revoke decided, fence not yet confirmed */
+#if CRASHES > 0
+/* Soft state: taken by the running leader, not stored yet. */
+bool soft_ack[NH];            /* Released by an ack during the recall */
+bool soft_revack[NH];         /* Released by a revocation ack */
+byte crashes = 0;
+#define SOFT(v, i, x) v[i] = x
+#else
+#define SOFT(v, i, x) skip
+#endif
 
 /* ---- owner agent */
 byte window[NH];              /* epoch of the holder's open window, 0 = none */
@@ -104,9 +128,16 @@ hidden mtype ho_m;
 #define SEND(ch, a, b, c, d, x) assert(nfull(ch)); ch !! a, b, c, d, x
 
 /* Messages: kind, holder, epoch, recall ID, flag (ACK: flushed). */
+#if CRASHES > 0
+/* Room for one re-send of everything outstanding (an operator crash). */
+chan toop = [16] of { mtype, byte, byte, byte, byte };
+chan toown = [2 * NH] of { mtype, byte, byte, byte, byte };
+chan toh[NH] = [6] of { mtype, byte, byte, byte, byte };
+#else
 chan toop = [12] of { mtype, byte, byte, byte, byte };
 chan toown = [NH] of { mtype, byte, byte, byte, byte };
 chan toh[NH] = [4] of { mtype, byte, byte, byte, byte };
+#endif
 
 #define HOLDS(i) (lstate[i] == GRANTED_S || lstate[i] == RECALLING)
 #define NOACCESS (!HOLDS(0) && !HOLDS(1) && !HOLDS(2))
@@ -117,7 +148,11 @@ chan toh[NH] = [4] of { mtype, byte, byte, byte, byte };
 /* lib/lease RecallComplete(): no lease holds access -> Quiesced. */
 inline maybe_complete() {
   if
-  :: phase == VRECALL && NOACCESS -> phase = QUIESCED
+  :: phase == VRECALL && NOACCESS ->
+     /* the outcome is stored with Complete: taken acks are durable now */
+     phase = QUIESCED;
+     SOFT(soft_ack, 0, false); SOFT(soft_ack, 1, false);
+     SOFT(soft_ack, 2, false)
   :: else -> skip
   fi
 }
@@ -134,7 +169,9 @@ inline op_receive() {
   :: op_m == REQ ->
      if
      :: lstate[op_h] == NONE || lstate[op_h] == RELEASED ->
-        lstate[op_h] = PENDING
+        /* the request is the holder's own write: durable */
+        lstate[op_h] = PENDING; SOFT(soft_ack, op_h, false);
+        SOFT(soft_revack, op_h, false)
      :: else -> skip                       /* refused */
      fi
   :: op_m == ACK ->
@@ -142,7 +179,7 @@ inline op_receive() {
      :: RECALL_OPEN(op_h) && op_e == lepoch[op_h] &&
         op_r == lrecall[op_h] && op_r == rid ->
         if
-        :: op_f -> lstate[op_h] = RELEASED
+        :: op_f -> lstate[op_h] = RELEASED; SOFT(soft_ack, op_h, true)
         :: else -> fencing[op_h] = true;   /* not flushed: revoke */
            SEND(toown, FENCE, op_h, op_e, 0, 0)
         fi
@@ -165,7 +202,7 @@ inline op_receive() {
   :: op_m == REVACK ->
      if
      :: lstate[op_h] == REVOKED_S && op_e == lepoch[op_h] ->
-        lstate[op_h] = RELEASED
+        lstate[op_h] = RELEASED; SOFT(soft_revack, op_h, true)
      :: else -> skip
      fi
   fi;
@@ -235,6 +272,40 @@ end:
   OPRECV(REL, 0) OPRECV(REL, 1) OPRECV(REL, 2)
   OPRECV(REVACK, 0) OPRECV(REVACK, 1) OPRECV(REVACK, 2)
   OPRECV(FENCED, 0) OPRECV(FENCED, 1) OPRECV(FENCED, 2)
+#if CRASHES > 0
+  /* ---- the leader crashes; its successor rebuilds from what is stored
+          (the DaxRecall's record, the volume, the lease objects read
+          through the record) and re-sends what is outstanding */
+  :: atomic {
+       crashes < CRASHES &&
+       len(toown) + fencing[0] + fencing[1] + fencing[2] <= NH &&
+       nfull(toh[0]) && nfull(toh[1]) && nfull(toh[2]) ->
+       crashes++;
+       op_i = 0;
+       do
+       :: op_i < NH ->
+          if
+          :: soft_ack[op_i] && lstate[op_i] == RELEASED ->
+             lstate[op_i] = RECALLING        /* the record says recalled */
+          :: soft_revack[op_i] && lstate[op_i] == RELEASED ->
+             lstate[op_i] = REVOKED_S        /* the record says fenced */
+          :: else -> skip
+          fi;
+          soft_ack[op_i] = false; soft_revack[op_i] = false;
+          if
+          :: RECALL_OPEN(op_i) ->
+             SEND(toh[op_i], RECALL, op_i, lepoch[op_i], lrecall[op_i], 0)
+          :: lstate[op_i] == RECALLING && fencing[op_i] ->
+             SEND(toown, FENCE, op_i, lepoch[op_i], 0, 0)
+          :: lstate[op_i] == REVOKED_S ->
+             SEND(toh[op_i], REVOKED, op_i, lepoch[op_i], 0, 0)
+          :: else -> skip
+          fi;
+          op_i++
+       :: else -> break
+       od
+     }
+#endif
   /* ---- BeginChange: a Quiesced volume starts its reshape/migration (b) */
   :: atomic {
        phase == QUIESCED ->

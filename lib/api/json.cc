@@ -148,6 +148,18 @@ std::map<std::string, std::string> GetStringMap(const json& j,
   }
   return out;
 }
+std::vector<std::string> GetStringList(const json& j, const char* key) {
+  std::vector<std::string> out;
+  const json* f = Field(j, key);
+  if (f == nullptr) return out;
+  if (!f->is_array()) throw ParseError{absl::StrCat(key, ": not an array")};
+  out.reserve(f->size());
+  for (const json& s : *f) {
+    if (!s.is_string()) throw ParseError{absl::StrCat(key, ": not a string")};
+    out.push_back(s.get<std::string>());
+  }
+  return out;
+}
 const json& Sub(const json& j, const char* key) {
   static const json kEmpty = json::object();
   const json* f = Field(j, key);
@@ -265,9 +277,12 @@ DaxRecall ReadRecall(const json& j) {
   const json& st = Sub(j, "status");
   r.status.phase = GetEnum<RecallPhase>(st, "phase");
   r.status.recall_id = GetString(st, "recallID");
+  r.status.epoch = GetInt(st, "epoch");
   r.status.released = static_cast<int32_t>(GetInt(st, "released"));
   r.status.revoked = static_cast<int32_t>(GetInt(st, "revoked"));
   r.status.outstanding = static_cast<int32_t>(GetInt(st, "outstanding"));
+  r.status.revoked_leases = GetStringList(st, "revokedLeases");
+  r.status.fenced_leases = GetStringList(st, "fencedLeases");
   r.status.started_at = GetTime(st, "startedAt");
   r.status.deadline = GetTime(st, "deadline");
   r.status.completed_at = GetTime(st, "completedAt");
@@ -487,9 +502,12 @@ nlohmann::json ToJson(const DaxRecallStatus& s) {
   json j = json::object();
   PutEnum(j, "phase", s.phase);
   PutString(j, "recallID", s.recall_id);
+  PutInt(j, "epoch", s.epoch);
   PutInt(j, "released", s.released);
   PutInt(j, "revoked", s.revoked);
   PutInt(j, "outstanding", s.outstanding);
+  if (!s.revoked_leases.empty()) j["revokedLeases"] = s.revoked_leases;
+  if (!s.fenced_leases.empty()) j["fencedLeases"] = s.fenced_leases;
   PutTime(j, "startedAt", s.started_at);
   PutTime(j, "deadline", s.deadline);
   PutTime(j, "completedAt", s.completed_at);

@@ -74,6 +74,9 @@ TEST(JsonTest, VolumeRecallMigrationRoundTrip) {
   r.status.released = 2;
   r.status.revoked = 1;
   r.status.outstanding = 0;
+  r.status.epoch = 7;
+  r.status.revoked_leases = {"l-1", "l-2"};
+  r.status.fenced_leases = {"l-1"};
   r.status.started_at = T(1);
   r.status.deadline = T(3);
   r.status.completed_at = T(4);

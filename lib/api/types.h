@@ -205,12 +205,25 @@ struct DaxRecallSpec {
   friend bool operator==(const DaxRecallSpec&, const DaxRecallSpec&) = default;
 };
 
+// The recall's durable record (docs/operator.md, "What is durable"): its
+// start (phase Recalling, recallID, epoch, startedAt, deadline) is stored
+// before any holder is asked; each decided revoke (revokedLeases) before the
+// owner is asked to fence; each confirmed fence (fencedLeases) and then the
+// outcome (Complete) before the volume moves to the next epoch. A lease
+// still Granted or Recalling at `epoch` in its own object is read through
+// this record: Recalling while the recall runs; once Complete, Revoked if
+// fenced, else Released. The lease objects themselves may lag.
+// revokedLeases and fencedLeases are bounded (plan.h kRecallRecordBytes);
+// a revoke that does not fit is written on its lease object first instead.
 struct DaxRecallStatus {
   std::optional<RecallPhase> phase;
   std::string recall_id;
+  int64_t epoch = 0;  // the volume's epoch the recall runs at (0: unknown)
   int32_t released = 0;
   int32_t revoked = 0;
   int32_t outstanding = 0;
+  std::vector<std::string> revoked_leases;  // revoke decided, sorted
+  std::vector<std::string> fenced_leases;   // fence confirmed, sorted
   std::optional<absl::Time> started_at;
   std::optional<absl::Time> deadline;
   std::optional<absl::Time> completed_at;

@@ -130,7 +130,14 @@ TEST(SchemaTest, EveryFieldWrittenExistsInTheSchema) {
   DaxRecall r;
   r.metadata.name = "r";
   r.spec = {"v", RecallReason::kEvict, 2};
-  r.status = {RecallPhase::kComplete, "id", 1, 1, 1, kT, kT, kT, {kCond}};
+  r.status.phase = RecallPhase::kComplete;
+  r.status.recall_id = "id";
+  r.status.epoch = 3;
+  r.status.released = r.status.revoked = r.status.outstanding = 1;
+  r.status.revoked_leases = {"l-1"};
+  r.status.fenced_leases = {"l-1"};
+  r.status.started_at = r.status.deadline = r.status.completed_at = kT;
+  r.status.conditions = {kCond};
   ExpectMatchesSchema(ToJson(r), LoadSchema("daxrecalls"), "DaxRecall");
 
   DaxMigration m;

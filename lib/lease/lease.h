@@ -13,8 +13,8 @@
 //  - the operator builds a VolumeState from a DaxVolume (+ its DaxRecall) and
 //    its DaxLease records, calls Apply() for each message it receives and
 //    Step() on every reconcile (and at NextDeadline()), persists the changed
-//    lease records FIRST and the volume phase/epoch AFTER, and carries out the
-//    returned Actions (notify holders, ask the owner agent to fence).
+//    lease records (or the DaxRecall's record of them: operator/plan.h) FIRST,
+//    the volume phase/epoch AFTER, then carries out the returned Actions.
 //  - the owner agent answers "may this holder touch memory" with
 //    CheckAccess(), fences on Action kFence and reports FenceConfirmed.
 //  - the client acks a recall with HolderAck (only after flushing), reports

@@ -1,0 +1,89 @@
+// LeaseDisplay: the DaxLease status writes that only show what a DaxRecall
+// and a DaxVolume already record (plan.h, Plan::durable_leases), taken off
+// the reconcile pass. A pass stores the recall's start or outcome and the
+// volume's epoch, hands its other lease writes here and returns; writer
+// threads store them afterwards, coalesced per lease (a lease whose
+// Recalling has not been written when its Released is decided is written
+// once).
+//
+// Until a write is stored, Overlay() shows it to the next pass as if it
+// were, so the pass builds on what this leader decided (an ack it took, a
+// grant it gave). That view is soft state like the channel's acks: a leader
+// that dies loses it, and its successor reads the lease objects through the
+// recalls' records (plan.h), which hold everything that must survive.
+//
+// Each write is guarded by the resourceVersion it was computed from; a
+// conflict (someone else wrote the lease) or any error drops the pending
+// write and asks for a pass over the volume, which recomputes it. When a
+// volume has no write left, a pass is asked for too (a Complete recall's
+// finalizer waits for its leases' display: plan.h World::display_pending).
+//
+// Thread-safe.
+#ifndef DAXLEASE_OPERATOR_LEASE_DISPLAY_H_
+#define DAXLEASE_OPERATOR_LEASE_DISPLAY_H_
+
+#include <atomic>
+#include <deque>
+#include <functional>
+#include <map>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/synchronization/mutex.h"
+#include "lib/api/types.h"
+#include "lib/k8s/client.h"
+#include "operator/plan.h"
+
+namespace daxlease::op {
+
+class WorldReader;
+
+class LeaseDisplay {
+ public:
+  // `requeue(volume)` asks for a pass over a volume. `reader` is told of
+  // every write (WorldReader::Wrote). References must outlive this.
+  LeaseDisplay(k8s::KubeClient& client, WorldReader& reader,
+               std::function<void(const std::string&)> requeue,
+               int concurrency);
+  // Stops the writers; writes not yet stored are dropped (they only show
+  // what the recalls and volumes record).
+  ~LeaseDisplay();
+  LeaseDisplay(const LeaseDisplay&) = delete;
+  LeaseDisplay& operator=(const LeaseDisplay&) = delete;
+
+  // Queues `after` to be written over `before` (the lease as the pass saw
+  // it, through Overlay). Replaces a queued write of the same lease.
+  void Enqueue(const std::string& volume, const api::DaxLease& before,
+               const api::DaxLease& after);
+  // Shows each queued write in `world` as if stored, and names those leases
+  // in world.display_pending.
+  void Overlay(World& world);
+
+  int64_t written() const { return written_.load(); }
+  int64_t pending() const;
+
+ private:
+  struct Entry {
+    std::string volume;
+    api::DaxLease stored;  // as stored (its resourceVersion guards the write)
+    api::DaxLease want;
+    bool in_flight = false;
+  };
+  void Work();
+
+  k8s::KubeClient& client_;
+  WorldReader& reader_;
+  const std::function<void(const std::string&)> requeue_;
+  mutable absl::Mutex mu_;
+  std::map<std::string, Entry> entries_ ABSL_GUARDED_BY(mu_);  // by lease
+  std::deque<std::string> ready_ ABSL_GUARDED_BY(mu_);
+  std::map<std::string, int> per_volume_ ABSL_GUARDED_BY(mu_);
+  bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+  std::atomic<int64_t> written_{0};
+  std::vector<std::thread> threads_;
+};
+
+}  // namespace daxlease::op
+
+#endif  // DAXLEASE_OPERATOR_LEASE_DISPLAY_H_

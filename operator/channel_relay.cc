@@ -129,11 +129,10 @@ void ChannelRelay::Stored(const World& desired) {
   }
   for (const std::string& lease : before) {
     if (mine.contains(lease)) continue;
-    // What a stream was sent stays sent (keyed by recall ID and epoch): a
-    // lease read Recalling again for the same recall is not asked again.
-    if (!recall_of.contains(lease)) {
-      for (auto& [n, sent] : sent_) sent.erase(lease);
-    }
+    // Not outstanding now: if it is again later, it is asked again (a
+    // duplicate the agent answers from its current state), never left
+    // waiting for an answer that would be refused.
+    for (auto& [n, sent] : sent_) sent.erase(lease);
     auto t = taken_.find(lease);
     if (t == taken_.end()) continue;
     auto r = recall_of.find(lease);

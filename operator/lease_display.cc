@@ -56,10 +56,18 @@ void LeaseDisplay::Overlay(World& world) {
     auto it = entries_.find(d.metadata.name);
     if (it == entries_.end()) continue;
     const Entry& e = it->second;
-    if (e.stored.metadata.resource_version != d.metadata.resource_version) {
+    if (!e.in_flight &&
+        e.stored.metadata.resource_version != d.metadata.resource_version) {
       continue;  // someone else wrote it: the write will conflict and go
     }
-    d.status = e.want.status;
+    // In flight, the read may show the write half done (its finalizer patch
+    // stored, not yet its status): what this leader decided is the want.
+    // The operator's fields as it decided them; the agents' as read.
+    api::DaxLeaseStatus st = e.want.status;
+    st.released_recall_id = d.status.released_recall_id;
+    st.fenced_recall_id = d.status.fenced_recall_id;
+    st.revocation_acknowledged = d.status.revocation_acknowledged;
+    d.status = std::move(st);
     d.metadata.finalizers = e.want.metadata.finalizers;
     world.display_pending.insert(d.metadata.name);
   }

@@ -247,21 +247,20 @@ Run RunOnce(k8s::KubeClient& c, int n, const std::string& tag,
     run.writes = Revision(c) - rev0 - 1;
     // On the channel path the lease objects show the outcome after the
     // volume moved on (operator/lease_display.h): wait for all of them.
-    k8s::ListOptions mine;
-    mine.label_selector = absl::StrCat(api::kVolumeLabel, "=", vol);
     if (!k8s::testing::WaitFor(
             [&] {
-              auto l = k8s::ListAll(c, api::DaxLeaseResource(), "", mine);
-              if (!l.ok() || static_cast<int>(l->items.size()) != n) {
-                return false;
-              }
+              auto l = k8s::ListAll(c, api::DaxLeaseResource(), "");
+              if (!l.ok()) return false;
+              int released = 0;
               for (const Json& o : l->items) {
+                if (api::OwningVolume(o) != vol) continue;
                 if (!o.contains("status") ||
                     o["status"].value("state", "") != "Released") {
                   return false;
                 }
+                ++released;
               }
-              return true;
+              return released == n;
             },
             absl::Seconds(300))) {
       Die(absl::StrCat("leases of ", vol, " never showed Released"));

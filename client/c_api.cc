@@ -47,8 +47,8 @@ int FromStatus(daxlease_volume* vol, const absl::Status& s) {
 
 extern "C" {
 
-int daxlease_attach(const char* published_dir,
-                    const daxlease_attach_opts* opts, daxlease_volume** out) {
+int daxlease_attach(const char* published_dir, const daxlease_attach_opts* opts,
+                    daxlease_volume** out) {
   if (published_dir == nullptr || out == nullptr ||
       (opts != nullptr && opts->struct_size < sizeof(daxlease_attach_opts))) {
     return Fail(DAXLEASE_E_INVAL, absl::InvalidArgumentError("bad argument"));
@@ -90,14 +90,16 @@ int daxlease_attach(const char* published_dir,
     }
   }
   auto* h = new (std::nothrow) daxlease_volume;
-  if (h == nullptr) return Fail(DAXLEASE_E_NOMEM, absl::ResourceExhaustedError("handle"));
+  if (h == nullptr)
+    return Fail(DAXLEASE_E_NOMEM, absl::ResourceExhaustedError("handle"));
   h->v = std::move(*v);
   *out = h;
   return Ok();
 }
 
 int daxlease_detach(daxlease_volume* vol) {
-  if (vol == nullptr) return Fail(DAXLEASE_E_INVAL, absl::InvalidArgumentError("NULL handle"));
+  if (vol == nullptr)
+    return Fail(DAXLEASE_E_INVAL, absl::InvalidArgumentError("NULL handle"));
   bool revoked = vol->v->revoked();
   absl::Status s = vol->v->Detach();
   delete vol;
@@ -130,8 +132,7 @@ int daxlease_write(daxlease_volume* vol, uint64_t offset, const void* buf,
   if (vol == nullptr || (buf == nullptr && len > 0)) {
     return Fail(DAXLEASE_E_INVAL, absl::InvalidArgumentError("bad argument"));
   }
-  absl::Status s =
-      vol->v->Write(offset, static_cast<const char*>(buf), len);
+  absl::Status s = vol->v->Write(offset, static_cast<const char*>(buf), len);
   if (s.code() == absl::StatusCode::kFailedPrecondition && !vol->v->revoked()) {
     return Fail(DAXLEASE_E_READONLY, s);
   }
@@ -139,7 +140,8 @@ int daxlease_write(daxlease_volume* vol, uint64_t offset, const void* buf,
 }
 
 int daxlease_persist(daxlease_volume* vol, uint64_t offset, size_t len) {
-  if (vol == nullptr) return Fail(DAXLEASE_E_INVAL, absl::InvalidArgumentError("NULL handle"));
+  if (vol == nullptr)
+    return Fail(DAXLEASE_E_INVAL, absl::InvalidArgumentError("NULL handle"));
   return FromStatus(vol, vol->v->Persist(offset, len));
 }
 
@@ -167,7 +169,8 @@ int daxlease_direct_acquire(daxlease_volume* vol, void** addr, size_t* len) {
 }
 
 int daxlease_direct_release(daxlease_volume* vol) {
-  if (vol == nullptr) return Fail(DAXLEASE_E_INVAL, absl::InvalidArgumentError("NULL handle"));
+  if (vol == nullptr)
+    return Fail(DAXLEASE_E_INVAL, absl::InvalidArgumentError("NULL handle"));
   absl::Status s = vol->v->DirectRelease();
   if (!s.ok()) return Fail(DAXLEASE_E_INVAL, s);
   return Ok();
@@ -175,7 +178,8 @@ int daxlease_direct_release(daxlease_volume* vol) {
 
 int daxlease_set_preflush_hook(daxlease_volume* vol, daxlease_preflush_fn fn,
                                void* arg) {
-  if (vol == nullptr) return Fail(DAXLEASE_E_INVAL, absl::InvalidArgumentError("NULL handle"));
+  if (vol == nullptr)
+    return Fail(DAXLEASE_E_INVAL, absl::InvalidArgumentError("NULL handle"));
   if (fn == nullptr) {
     vol->v->SetPreflushHook(nullptr);
   } else {
@@ -186,20 +190,34 @@ int daxlease_set_preflush_hook(daxlease_volume* vol, daxlease_preflush_fn fn,
 
 const char* daxlease_strerror(int err) {
   switch (err) {
-    case DAXLEASE_OK: return "success";
-    case DAXLEASE_E_INVAL: return "invalid argument";
-    case DAXLEASE_E_NOT_PUBLISHED: return "no daxlease volume is published at this path";
-    case DAXLEASE_E_AGENT: return "the node agent cannot be reached";
-    case DAXLEASE_E_DENIED: return "access denied (not published to this pod)";
-    case DAXLEASE_E_TIMEOUT: return "not granted in time";
-    case DAXLEASE_E_RANGE: return "range outside the volume";
-    case DAXLEASE_E_REVOKED: return "the lease was revoked";
-    case DAXLEASE_E_IO: return "I/O error";
-    case DAXLEASE_E_NOT_LOCAL: return "the volume's memory is not on this node";
-    case DAXLEASE_E_READONLY: return "attached read-only";
-    case DAXLEASE_E_NOMEM: return "out of memory";
-    case DAXLEASE_E_BUSY: return "busy";
-    default: return "unknown error";
+    case DAXLEASE_OK:
+      return "success";
+    case DAXLEASE_E_INVAL:
+      return "invalid argument";
+    case DAXLEASE_E_NOT_PUBLISHED:
+      return "no daxlease volume is published at this path";
+    case DAXLEASE_E_AGENT:
+      return "the node agent cannot be reached";
+    case DAXLEASE_E_DENIED:
+      return "access denied (not published to this pod)";
+    case DAXLEASE_E_TIMEOUT:
+      return "not granted in time";
+    case DAXLEASE_E_RANGE:
+      return "range outside the volume";
+    case DAXLEASE_E_REVOKED:
+      return "the lease was revoked";
+    case DAXLEASE_E_IO:
+      return "I/O error";
+    case DAXLEASE_E_NOT_LOCAL:
+      return "the volume's memory is not on this node";
+    case DAXLEASE_E_READONLY:
+      return "attached read-only";
+    case DAXLEASE_E_NOMEM:
+      return "out of memory";
+    case DAXLEASE_E_BUSY:
+      return "busy";
+    default:
+      return "unknown error";
   }
 }
 

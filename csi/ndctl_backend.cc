@@ -474,9 +474,9 @@ absl::Status CreateNamespace(ndctl_region* region, absl::string_view id,
                              VolumeMode mode, uint64_t ns_bytes,
                              uint64_t pfn_align, int gen = 0) {
   const std::string rname = ndctl_region_get_devname(region);
-  ASSIGN_OR_RETURN(ndctl_namespace * ns,
-                   LabelSeed(region, GenerationUuid(id, gen), std::string(id),
-                             ns_bytes));
+  ASSIGN_OR_RETURN(
+      ndctl_namespace * ns,
+      LabelSeed(region, GenerationUuid(id, gen), std::string(id), ns_bytes));
   const std::string nsname = ndctl_namespace_get_devname(ns);
   auto undo = [&](absl::Status st) { return Undo(ns, std::move(st)); };
   int rc = 0;
@@ -991,7 +991,8 @@ absl::StatusOr<Volume> NdctlBackend::Expand(absl::string_view id,
           "ndctl volumes cannot grow in place (a map=dev namespace keeps its "
           "memmap at its start, sized for the old size, and needs contiguous "
           "space); growing ",
-          id, " needs a new namespace and a copy, which needs a marker "
+          id,
+          " needs a new namespace and a copy, which needs a marker "
           "directory (the plugin's state directory)"));
     ASSIGN_OR_RETURN(from, EnabledDevice(f.ns, id));
     if (DeviceBusy(from))
@@ -1033,9 +1034,9 @@ absl::StatusOr<Volume> NdctlBackend::Expand(absl::string_view id,
     if (dev.ok() && !options_.erase_on_delete) {
       // Space freed without an erase may hold an old tenant's bytes: the
       // copy covers the head, the tail is the new part.
-      absl::Status zeroed =
-          ZeroHeadAndTail(dev->path, dev->block,
-                          VolumeOf(id, n.ns, options_.pfn_align).capacity_bytes);
+      absl::Status zeroed = ZeroHeadAndTail(
+          dev->path, dev->block,
+          VolumeOf(id, n.ns, options_.pfn_align).capacity_bytes);
       if (!zeroed.ok()) dev = zeroed;
     }
     if (dev.ok()) to = *dev;
@@ -1053,8 +1054,8 @@ absl::StatusOr<Volume> NdctlBackend::Expand(absl::string_view id,
   if (st.ok()) st = CompareDevices(from, to, v.capacity_bytes);
   if (!st.ok()) {
     (void)SettleGrow(id);  // drops the new namespace: the old one serves
-    return base::Annotate(st, absl::StrCat("copying volume ", id,
-                                           " into its grown namespace"));
+    return base::Annotate(
+        st, absl::StrCat("copying volume ", id, " into its grown namespace"));
   }
   // The switch: one rename makes the new namespace the volume's.
   const std::string tmp = absl::StrCat(marker, ".tmp");

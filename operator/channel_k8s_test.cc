@@ -91,12 +91,12 @@ class ChannelK8sTest : public ::testing::Test {
     }
     for (std::string& a : std::vector<std::string>{
              DAXLEASE_OPERATOR_BIN, "--kubeconfig=" + kubeconfig_,
-            "--leader-election-name=" + prefix_, "--identity=" + identity,
-            "--leader-election-lease-duration=6s",
-            "--leader-election-renew-deadline=4s",
-            "--leader-election-retry-period=1s", "--resync=5s",
-            "--channel-address=127.0.0.1:0",
-            absl::StrCat("--channel-record=", ns_, "/", record_.name),
+             "--leader-election-name=" + prefix_, "--identity=" + identity,
+             "--leader-election-lease-duration=6s",
+             "--leader-election-renew-deadline=4s",
+             "--leader-election-retry-period=1s", "--resync=5s",
+             "--channel-address=127.0.0.1:0",
+             absl::StrCat("--channel-record=", ns_, "/", record_.name),
              absl::StrCat("--channel-agent-service-account=", ns_, ":",
                           kAgentAccount)}) {
       argv.push_back(std::move(a));
@@ -480,7 +480,8 @@ TEST_F(ChannelK8sTest, LeaderKilledAfterOutcomeBeforeLeaseObjects) {
   ASSERT_TRUE(WaitFor(
       [&] {
         return owner.client().node() == Node("node-owner") &&
-               a.client().node() == Node("node-a") && c.client().node() == Node("node-c");
+               a.client().node() == Node("node-a") &&
+               c.client().node() == Node("node-c");
       },
       absl::Seconds(30)));
   CreateRecall(N("r"), vol, 2);
@@ -521,11 +522,10 @@ TEST_F(ChannelK8sTest, LeaderKilledAfterOutcomeBeforeLeaseObjects) {
         a1_regranted |= a->status.epoch != 1;
         // Revoked, or already acknowledged by its holder (then Released
         // with the reason kept; the two writes may coalesce into one).
-        const bool c_fenced =
-            (c->status.state == api::LeaseState::kRevoked &&
-             !c->status.fence_required) ||
-            (c->status.state == api::LeaseState::kReleased &&
-             c->status.reason == "DeadlineExceeded");
+        const bool c_fenced = (c->status.state == api::LeaseState::kRevoked &&
+                               !c->status.fence_required) ||
+                              (c->status.state == api::LeaseState::kReleased &&
+                               c->status.reason == "DeadlineExceeded");
         return c_fenced && a->status.state == api::LeaseState::kReleased &&
                d->status.state == api::LeaseState::kGranted;
       },

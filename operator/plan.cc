@@ -392,8 +392,8 @@ class Planner {
       l.deadline = absl::InfiniteFuture();
     } else if (l.state == lease::LeaseState::kGranted) {
       l.state = lease::LeaseState::kRecalling;
-      l.deadline = r.status.deadline.value_or(
-          RecallFromCrd(r).started_at + RecallFromCrd(r).grace);
+      l.deadline = r.status.deadline.value_or(RecallFromCrd(r).started_at +
+                                              RecallFromCrd(r).grace);
     }
     if (l.state != was.state || l.reason != was.reason ||
         l.recall_id != was.recall_id) {
@@ -1031,10 +1031,10 @@ class Planner {
     for (const std::string& n : revoked) bytes += n.size() + 3;
     for (const lease::Lease& l : s_.leases) {
       if (l.recall_id != id) continue;
-      const bool decided =
-          l.fencing() || l.state == lease::LeaseState::kRevoked ||
-          (l.state == lease::LeaseState::kReleased &&
-           l.reason != lease::RevokeReason::kNone);
+      const bool decided = l.fencing() ||
+                           l.state == lease::LeaseState::kRevoked ||
+                           (l.state == lease::LeaseState::kReleased &&
+                            l.reason != lease::RevokeReason::kNone);
       if (!decided) continue;
       if (!revoked.contains(l.id)) {
         if (bytes + l.id.size() + 3 > kRecallRecordBytes) {
@@ -1246,10 +1246,10 @@ class Planner {
   const PlanOptions opts_;
   Plan plan_;
   lease::VolumeState s_;
-  std::map<std::string, size_t> index_;     // lease name -> index in World
-  int running_ = -1;                        // recall running when read
+  std::map<std::string, size_t> index_;        // lease name -> index in World
+  int running_ = -1;                           // recall running when read
   std::map<int64_t, size_t> recall_at_epoch_;  // status.epoch -> recall
-  std::map<size_t, int> read_through_;  // recall -> leases read through it
+  std::map<size_t, int> read_through_;      // recall -> leases read through it
   uint64_t initial_epoch_ = 1;              // volume epoch when read
   std::string completed_id_;                // recall that completed
   std::set<std::string> deletion_blocked_;  // deleted leases holding access

@@ -2,9 +2,9 @@
 
 #include <algorithm>
 
+#include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
-#include "absl/strings/str_cat.h"
 #include "lib/api/json.h"
 
 namespace daxlease::op {
@@ -519,7 +519,8 @@ TEST(PlanTest, CrashAfterRecallCompleteBeforeVolumeBumpFinishes) {
 // shows it, leaves a world its successor finishes with the revoked lease
 // Revoked (never Granted again) and the others Released.
 TEST(PlanTest, LaggingLeaseObjectsAreReadThroughTheRecallRecord) {
-  const World granted = Settle(WorldOf({Lease("a"), Lease("b"), Lease("c")}), kT0);
+  const World granted =
+      Settle(WorldOf({Lease("a"), Lease("b"), Lease("c")}), kT0);
   World w = granted;
   w.recalls.push_back(Recall("r", 5));
   // Only the recalls and the volume are stored, pass after pass.
@@ -590,7 +591,8 @@ TEST(PlanTest, LaggingLeaseObjectsAreReadThroughTheRecallRecord) {
   EXPECT_EQ(first.desired.leases[2].status.reason, "DeadlineExceeded");
   EXPECT_EQ(first.desired.leases[3].status.epoch, 4);
   EXPECT_EQ(first.tally.grants, 1) << "d only: nobody is granted twice";
-  EXPECT_TRUE(HasFinalizer(first.desired.recalls[0].metadata, kRecallFinalizer));
+  EXPECT_TRUE(
+      HasFinalizer(first.desired.recalls[0].metadata, kRecallFinalizer));
   // Once the lease objects show it, the record's finalizer goes; c stays
   // Revoked until its holder acknowledges.
   World settled = Settle(first.desired, kT0 + absl::Seconds(8));

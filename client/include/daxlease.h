@@ -58,7 +58,7 @@ enum daxlease_error {
   DAXLEASE_E_NOT_LOCAL = -9,     /* direct access on a remote volume */
   DAXLEASE_E_READONLY = -10,     /* write on a read-only attachment */
   DAXLEASE_E_NOMEM = -11,
-  DAXLEASE_E_BUSY = -12,         /* direct hold already taken on this thread */
+  DAXLEASE_E_BUSY = -12, /* direct hold already taken on this thread */
 };
 
 /* An attached volume. Opaque. */
@@ -78,14 +78,15 @@ typedef struct daxlease_attach_opts {
   int32_t reserved;
 } daxlease_attach_opts;
 
-#define DAXLEASE_ATTACH_OPTS_INIT {sizeof(daxlease_attach_opts), 0, 0, 0}
+#define DAXLEASE_ATTACH_OPTS_INIT \
+  { sizeof(daxlease_attach_opts), 0, 0, 0 }
 
 /* Attaches to the volume published at `published_dir` (the directory holding
  * daxlease.json and the agent socket) and waits until it is granted.
  * `opts` may be NULL (defaults). On success *out is a new handle.
  * Errors: INVAL, NOT_PUBLISHED, AGENT, DENIED, TIMEOUT, REVOKED, IO, NOMEM. */
-int daxlease_attach(const char* published_dir,
-                    const daxlease_attach_opts* opts, daxlease_volume** out);
+int daxlease_attach(const char* published_dir, const daxlease_attach_opts* opts,
+                    daxlease_volume** out);
 
 /* Calls the pre-flush hook, persists what was written, releases the lease and
  * frees the handle (always freed, whatever it returns).
@@ -106,8 +107,7 @@ int daxlease_is_local(const daxlease_volume* vol);
 
 /* Copies [offset, offset+len) of the volume into buf.
  * Errors: INVAL, RANGE, REVOKED, IO. */
-int daxlease_read(daxlease_volume* vol, uint64_t offset, void* buf,
-                  size_t len);
+int daxlease_read(daxlease_volume* vol, uint64_t offset, void* buf, size_t len);
 
 /* Writes buf into [offset, offset+len) of the volume (visible, not yet
  * durable). Errors: INVAL, RANGE, READONLY, REVOKED, IO. */

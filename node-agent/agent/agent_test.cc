@@ -52,7 +52,8 @@ class AgentTest : public ::testing::Test {
       };
     }
     config_ = c;
-    agent_ = std::make_unique<Agent>(c, kube_, clock_, fabric_, "10.0.0.1:7390");
+    agent_ =
+        std::make_unique<Agent>(c, kube_, clock_, fabric_, "10.0.0.1:7390");
     ASSERT_TRUE(agent_->Start().ok());
   }
   // A new agent process on the same state and fabric.
@@ -241,12 +242,14 @@ TEST_F(AgentTest, GrantRecallAndReleaseReachTheSessionAndTheApi) {
   EXPECT_EQ(recalling->recall_id(), "r1");
   // Not acked yet: the agent does not release for its client.
   EXPECT_EQ(Lease(lease).status.released_recall_id, "");
-  EXPECT_EQ(agent_->AckRecall(lease, descriptor_["attachToken"], "other",
-                              recalling->session_id())
+  EXPECT_EQ(agent_
+                ->AckRecall(lease, descriptor_["attachToken"], "other",
+                            recalling->session_id())
                 .code(),
             absl::StatusCode::kFailedPrecondition);
-  ASSERT_TRUE(agent_->AckRecall(lease, descriptor_["attachToken"], "r1",
-                                recalling->session_id())
+  ASSERT_TRUE(agent_
+                  ->AckRecall(lease, descriptor_["attachToken"], "r1",
+                              recalling->session_id())
                   .ok());
   EXPECT_EQ(Lease(lease).status.released_recall_id, "r1");
 
@@ -254,7 +257,8 @@ TEST_F(AgentTest, GrantRecallAndReleaseReachTheSessionAndTheApi) {
   OperatorSets(lease, {{"state", "Released"}});
   ASSERT_TRUE(WaitFor([&] { return !fabric_.IsLive(info.key); }));
   ASSERT_TRUE(WaitFor([&] {
-    return kube_.Get(DaxLeaseResource(), "", lease.substr(0, lease.rfind('-')) + "-2")
+    return kube_
+        .Get(DaxLeaseResource(), "", lease.substr(0, lease.rfind('-')) + "-2")
         .ok();
   }));
 }
@@ -273,7 +277,8 @@ TEST_F(AgentTest, RevokedLeaseIsFencedExactlyOnceThenAcknowledged) {
                        {"recallID", "r9"},
                        {"fenceRequired", true},
                        {"reason", "DeadlineExceeded"}});
-  ASSERT_TRUE(WaitFor([&] { return Lease(lease).status.fenced_recall_id == "r9"; }));
+  ASSERT_TRUE(
+      WaitFor([&] { return Lease(lease).status.fenced_recall_id == "r9"; }));
   EXPECT_FALSE(fabric_.IsLive(key));
   // More passes do not fence again.
   for (int i = 0; i < 5; ++i) agent_->ReconcileOnce();
@@ -284,10 +289,12 @@ TEST_F(AgentTest, RevokedLeaseIsFencedExactlyOnceThenAcknowledged) {
   OperatorSets(lease, {{"fenceRequired", false}});
   ASSERT_TRUE(WaitFor([&] {
     return agent_
-        ->AckRevocation(lease, descriptor_["attachToken"], revoked->session_id())
+        ->AckRevocation(lease, descriptor_["attachToken"],
+                        revoked->session_id())
         .ok();
   }));
-  ASSERT_TRUE(WaitFor([&] { return Lease(lease).status.revocation_acknowledged; }));
+  ASSERT_TRUE(
+      WaitFor([&] { return Lease(lease).status.revocation_acknowledged; }));
 }
 
 TEST_F(AgentTest, WrongTokenOrUnknownLeaseIsRefused) {
@@ -379,8 +386,9 @@ TEST_F(ChannelAgentTest, RecallIsToldAtOnceAndAckedOnTheChannelOnly) {
   agent_->ReconcileOnce();
   EXPECT_EQ(TakeReports().acks_size(), 0);  // the client has not flushed
 
-  ASSERT_TRUE(agent_->AckRecall(lease, descriptor_["attachToken"], "r1",
-                                recalling->session_id())
+  ASSERT_TRUE(agent_
+                  ->AckRecall(lease, descriptor_["attachToken"], "r1",
+                              recalling->session_id())
                   .ok());
   chpb::AgentReport r = TakeReports();
   ASSERT_EQ(r.acks_size(), 1);

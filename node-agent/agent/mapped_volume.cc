@@ -36,8 +36,8 @@ absl::StatusOr<std::unique_ptr<MappedVolume>> MappedVolume::Map(
     ASSIGN_OR_RETURN(size, sys::FileSize(path));
   }
   if (v->regular_ && static_cast<uint64_t>(st.st_size) < size) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        path, " holds ", st.st_size, " bytes, fewer than ", size));
+    return absl::FailedPreconditionError(
+        absl::StrCat(path, " holds ", st.st_size, " bytes, fewer than ", size));
   }
   if (size == 0) {
     return absl::FailedPreconditionError(absl::StrCat(path, " is empty"));
@@ -93,8 +93,8 @@ absl::Status MappedVolume::TakeLease(int signo) {
   if (fcntl(fd_, F_SETLEASE, F_WRLCK) != 0) {
     int err = errno;
     if (err == EAGAIN || err == EBUSY) {
-      return absl::UnavailableError(absl::StrCat(
-          "lease on ", path_, ": another process has it open"));
+      return absl::UnavailableError(
+          absl::StrCat("lease on ", path_, ": another process has it open"));
     }
     return base::ErrnoStatus("fcntl(F_SETLEASE)", path_, err);
   }

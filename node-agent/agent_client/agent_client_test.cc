@@ -82,8 +82,8 @@ TEST_F(AgentClientTest, CallsReachTheAgentAndCodesComeBackUnchanged) {
 }
 
 TEST(AgentClientNoAgentTest, MissingAgentIsUnavailable) {
-  auto c = NewGrpcAgentClient("/nonexistent/agent.sock",
-                              absl::Milliseconds(300));
+  auto c =
+      NewGrpcAgentClient("/nonexistent/agent.sock", absl::Milliseconds(300));
   EXPECT_EQ(c->ForgetVolume("v").code(), absl::StatusCode::kUnavailable);
 }
 
@@ -93,8 +93,7 @@ TEST(FakeAgentClientTest, RecordsAndRefusesAsConfigured) {
   reg.set_volume_id("v");
   ASSERT_TRUE(f.RecordVolume(reg).ok());
   f.SetLeasesHoldAccess("v", true);
-  EXPECT_EQ(f.ForgetVolume("v").code(),
-            absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(f.ForgetVolume("v").code(), absl::StatusCode::kFailedPrecondition);
   f.FailNext(absl::UnavailableError("down"));
   EXPECT_EQ(f.RecordVolume(reg).code(), absl::StatusCode::kUnavailable);
   EXPECT_EQ(f.calls().size(), 3u);

@@ -579,9 +579,9 @@ int Main(int argc, char** argv) {
       "API server alone (trivial client, 16 in flight, load %.2f): %.0f "
       "creates/s, %.0f status patches/s\n",
       load_rate, rate.creates_per_s, rate.patches_per_s);
-  std::printf("%-8s %-6s %5s %11s %9s %9s %12s %6s %9s %14s %4s %6s\n",
-              "path", "N", "runs", "median(ms)", "min(ms)", "max(ms)",
-              "writes/recall", "total", "shown(ms)", "goal", "ok", "load1");
+  std::printf("%-8s %-6s %5s %11s %9s %9s %12s %6s %9s %14s %4s %6s\n", "path",
+              "N", "runs", "median(ms)", "min(ms)", "max(ms)", "writes/recall",
+              "total", "shown(ms)", "goal", "ok", "load1");
   bool all_ok = true;
   bool rss_ok = true;
   for (const PathResult& pr : results) {

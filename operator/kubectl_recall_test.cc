@@ -13,54 +13,23 @@ using k8s::Json;
 // Delegates to a FakeKubeClient; the first `lose_answers` Creates are
 // carried out and then answered Unavailable, as when the connection drops
 // after the server stored the object.
-class LosesAnswers final : public k8s::KubeClient {
+class LosesAnswers final : public k8s::ForwardingKubeClient {
  public:
   LosesAnswers(k8s::KubeClient& c, int lose_answers)
-      : c_(c), lose_(lose_answers) {}
+      : ForwardingKubeClient(c), lose_(lose_answers) {}
   int creates = 0;
 
-  absl::StatusOr<Json> Get(const k8s::Resource& r, absl::string_view ns,
-                           absl::string_view name) override {
-    return c_.Get(r, ns, name);
-  }
-  absl::StatusOr<k8s::ListResult> List(const k8s::Resource& r,
-                                       absl::string_view ns,
-                                       const k8s::ListOptions& o) override {
-    return c_.List(r, ns, o);
-  }
   absl::StatusOr<Json> Create(const k8s::Resource& r, const Json& o) override {
     ++creates;
-    absl::StatusOr<Json> stored = c_.Create(r, o);
+    absl::StatusOr<Json> stored = inner_.Create(r, o);
     if (stored.ok() && lose_ > 0) {
       --lose_;
       return absl::UnavailableError("connection reset by peer");
     }
     return stored;
   }
-  absl::StatusOr<Json> Update(const k8s::Resource& r, const Json& o) override {
-    return c_.Update(r, o);
-  }
-  absl::StatusOr<Json> UpdateStatus(const k8s::Resource& r,
-                                    const Json& o) override {
-    return c_.UpdateStatus(r, o);
-  }
-  absl::StatusOr<Json> Patch(const k8s::Resource& r, absl::string_view ns,
-                             absl::string_view name, k8s::PatchType t,
-                             const Json& p, absl::string_view sub) override {
-    return c_.Patch(r, ns, name, t, p, sub);
-  }
-  absl::Status Delete(const k8s::Resource& r, absl::string_view ns,
-                      absl::string_view name, absl::string_view rv) override {
-    return c_.Delete(r, ns, name, rv);
-  }
-  absl::Status Watch(const k8s::Resource& r, absl::string_view ns,
-                     const k8s::WatchOptions& o, const k8s::WatchHandler& h,
-                     k8s::WatchCanceller* c) override {
-    return c_.Watch(r, ns, o, h, c);
-  }
 
  private:
-  k8s::KubeClient& c_;
   int lose_;
 };
 

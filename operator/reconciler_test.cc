@@ -22,29 +22,10 @@ using k8s::Json;
 
 // Delegates to a FakeKubeClient and runs `before_patch` once, just before the
 // first Patch: another writer acting between the operator's read and write.
-class InterposingClient final : public k8s::KubeClient {
+class InterposingClient final : public k8s::ForwardingKubeClient {
  public:
-  explicit InterposingClient(k8s::KubeClient& c) : c_(c) {}
+  explicit InterposingClient(k8s::KubeClient& c) : ForwardingKubeClient(c) {}
   std::function<void()> before_patch;
-  absl::StatusOr<Json> Get(const k8s::Resource& r, absl::string_view ns,
-                           absl::string_view name) override {
-    return c_.Get(r, ns, name);
-  }
-  absl::StatusOr<k8s::ListResult> List(const k8s::Resource& r,
-                                       absl::string_view ns,
-                                       const k8s::ListOptions& o) override {
-    return c_.List(r, ns, o);
-  }
-  absl::StatusOr<Json> Create(const k8s::Resource& r, const Json& o) override {
-    return c_.Create(r, o);
-  }
-  absl::StatusOr<Json> Update(const k8s::Resource& r, const Json& o) override {
-    return c_.Update(r, o);
-  }
-  absl::StatusOr<Json> UpdateStatus(const k8s::Resource& r,
-                                    const Json& o) override {
-    return c_.UpdateStatus(r, o);
-  }
   absl::StatusOr<Json> Patch(const k8s::Resource& r, absl::string_view ns,
                              absl::string_view name, k8s::PatchType t,
                              const Json& p, absl::string_view sub) override {
@@ -53,20 +34,8 @@ class InterposingClient final : public k8s::KubeClient {
       before_patch = nullptr;
       f();
     }
-    return c_.Patch(r, ns, name, t, p, sub);
+    return inner_.Patch(r, ns, name, t, p, sub);
   }
-  absl::Status Delete(const k8s::Resource& r, absl::string_view ns,
-                      absl::string_view name, absl::string_view rv) override {
-    return c_.Delete(r, ns, name, rv);
-  }
-  absl::Status Watch(const k8s::Resource& r, absl::string_view ns,
-                     const k8s::WatchOptions& o, const k8s::WatchHandler& h,
-                     k8s::WatchCanceller* c) override {
-    return c_.Watch(r, ns, o, h, c);
-  }
-
- private:
-  k8s::KubeClient& c_;
 };
 
 // Delegates to a FakeKubeClient and cuts the pass at one write: writes are
@@ -74,49 +43,35 @@ class InterposingClient final : public k8s::KubeClient {
 // write `cut_at` either fails with a 409 and is not applied (kConflict), or
 // is applied and the operator dies right after it (kCrash: the pass ends
 // with an error, as a process killed there would).
-class CuttingClient final : public k8s::KubeClient {
+class CuttingClient final : public k8s::ForwardingKubeClient {
  public:
   enum class Mode { kConflict, kCrash };
   CuttingClient(k8s::KubeClient& c, int cut_at, Mode mode)
-      : c_(c), cut_at_(cut_at), mode_(mode) {}
+      : ForwardingKubeClient(c), cut_at_(cut_at), mode_(mode) {}
   bool cut() const { return cut_; }
 
-  absl::StatusOr<Json> Get(const k8s::Resource& r, absl::string_view ns,
-                           absl::string_view name) override {
-    return c_.Get(r, ns, name);
-  }
-  absl::StatusOr<k8s::ListResult> List(const k8s::Resource& r,
-                                       absl::string_view ns,
-                                       const k8s::ListOptions& o) override {
-    return c_.List(r, ns, o);
-  }
   absl::StatusOr<Json> Create(const k8s::Resource& r, const Json& o) override {
-    return Cut([&] { return c_.Create(r, o); });
+    return Cut([&] { return inner_.Create(r, o); });
   }
   absl::StatusOr<Json> Update(const k8s::Resource& r, const Json& o) override {
-    return Cut([&] { return c_.Update(r, o); });
+    return Cut([&] { return inner_.Update(r, o); });
   }
   absl::StatusOr<Json> UpdateStatus(const k8s::Resource& r,
                                     const Json& o) override {
-    return Cut([&] { return c_.UpdateStatus(r, o); });
+    return Cut([&] { return inner_.UpdateStatus(r, o); });
   }
   absl::StatusOr<Json> Patch(const k8s::Resource& r, absl::string_view ns,
                              absl::string_view name, k8s::PatchType t,
                              const Json& p, absl::string_view sub) override {
-    return Cut([&] { return c_.Patch(r, ns, name, t, p, sub); });
+    return Cut([&] { return inner_.Patch(r, ns, name, t, p, sub); });
   }
   absl::Status Delete(const k8s::Resource& r, absl::string_view ns,
                       absl::string_view name, absl::string_view rv) override {
     return Cut([&]() -> absl::StatusOr<Json> {
-             RETURN_IF_ERROR(c_.Delete(r, ns, name, rv));
+             RETURN_IF_ERROR(inner_.Delete(r, ns, name, rv));
              return Json::object();
            })
         .status();
-  }
-  absl::Status Watch(const k8s::Resource& r, absl::string_view ns,
-                     const k8s::WatchOptions& o, const k8s::WatchHandler& h,
-                     k8s::WatchCanceller* c) override {
-    return c_.Watch(r, ns, o, h, c);
   }
 
  private:
@@ -131,7 +86,6 @@ class CuttingClient final : public k8s::KubeClient {
     return absl::UnavailableError("injected crash after the write");
   }
 
-  k8s::KubeClient& c_;
   const int cut_at_;
   const Mode mode_;
   int writes_ = 0;
@@ -236,31 +190,12 @@ class ReconcilerTest : public testing::Test {
 
 // Delegates to a FakeKubeClient; DaxLease writes wait until open() (the
 // lease display of a lagging operator, held back).
-class GatedLeaseClient final : public k8s::KubeClient {
+class GatedLeaseClient final : public k8s::ForwardingKubeClient {
  public:
-  explicit GatedLeaseClient(k8s::KubeClient& c) : c_(c) {}
+  explicit GatedLeaseClient(k8s::KubeClient& c) : ForwardingKubeClient(c) {}
   void open() {
     absl::MutexLock l(&mu_);
     open_ = true;
-  }
-  absl::StatusOr<Json> Get(const k8s::Resource& r, absl::string_view ns,
-                           absl::string_view name) override {
-    return c_.Get(r, ns, name);
-  }
-  absl::StatusOr<k8s::ListResult> List(const k8s::Resource& r,
-                                       absl::string_view ns,
-                                       const k8s::ListOptions& o) override {
-    return c_.List(r, ns, o);
-  }
-  absl::StatusOr<Json> Create(const k8s::Resource& r, const Json& o) override {
-    return c_.Create(r, o);
-  }
-  absl::StatusOr<Json> Update(const k8s::Resource& r, const Json& o) override {
-    return c_.Update(r, o);
-  }
-  absl::StatusOr<Json> UpdateStatus(const k8s::Resource& r,
-                                    const Json& o) override {
-    return c_.UpdateStatus(r, o);
   }
   absl::StatusOr<Json> Patch(const k8s::Resource& r, absl::string_view ns,
                              absl::string_view name, k8s::PatchType t,
@@ -269,20 +204,10 @@ class GatedLeaseClient final : public k8s::KubeClient {
       absl::MutexLock l(&mu_);
       mu_.Await(absl::Condition(&open_));
     }
-    return c_.Patch(r, ns, name, t, p, sub);
-  }
-  absl::Status Delete(const k8s::Resource& r, absl::string_view ns,
-                      absl::string_view name, absl::string_view rv) override {
-    return c_.Delete(r, ns, name, rv);
-  }
-  absl::Status Watch(const k8s::Resource& r, absl::string_view ns,
-                     const k8s::WatchOptions& o, const k8s::WatchHandler& h,
-                     k8s::WatchCanceller* c) override {
-    return c_.Watch(r, ns, o, h, c);
+    return inner_.Patch(r, ns, name, t, p, sub);
   }
 
  private:
-  k8s::KubeClient& c_;
   absl::Mutex mu_;
   bool open_ ABSL_GUARDED_BY(mu_) = false;
 };

@@ -148,6 +148,50 @@ class KubeClient {
                              WatchCanceller* cancel = nullptr) = 0;
 };
 
+// A KubeClient that passes every call to another one. A test's client that
+// changes one call (fails it, holds it, counts it) overrides that call alone.
+class ForwardingKubeClient : public KubeClient {
+ public:
+  explicit ForwardingKubeClient(KubeClient& inner) : inner_(inner) {}
+  absl::StatusOr<Json> Get(const Resource& r, absl::string_view ns,
+                           absl::string_view name) override {
+    return inner_.Get(r, ns, name);
+  }
+  absl::StatusOr<ListResult> List(const Resource& r, absl::string_view ns,
+                                  const ListOptions& opts) override {
+    return inner_.List(r, ns, opts);
+  }
+  absl::StatusOr<Json> Create(const Resource& r, const Json& obj) override {
+    return inner_.Create(r, obj);
+  }
+  absl::StatusOr<Json> Update(const Resource& r, const Json& obj) override {
+    return inner_.Update(r, obj);
+  }
+  absl::StatusOr<Json> UpdateStatus(const Resource& r,
+                                    const Json& obj) override {
+    return inner_.UpdateStatus(r, obj);
+  }
+  absl::StatusOr<Json> Patch(const Resource& r, absl::string_view ns,
+                             absl::string_view name, PatchType type,
+                             const Json& patch,
+                             absl::string_view subresource = "") override {
+    return inner_.Patch(r, ns, name, type, patch, subresource);
+  }
+  absl::Status Delete(const Resource& r, absl::string_view ns,
+                      absl::string_view name,
+                      absl::string_view resource_version = "") override {
+    return inner_.Delete(r, ns, name, resource_version);
+  }
+  absl::Status Watch(const Resource& r, absl::string_view ns,
+                     const WatchOptions& opts, const WatchHandler& handler,
+                     WatchCanceller* cancel = nullptr) override {
+    return inner_.Watch(r, ns, opts, handler, cancel);
+  }
+
+ protected:
+  KubeClient& inner_;
+};
+
 // Lists every page (`opts.limit` sized, following continue tokens). If a
 // continue token expires (410) mid-way, restarts the list once from scratch.
 absl::StatusOr<ListResult> ListAll(KubeClient& c, const Resource& r,

@@ -52,7 +52,9 @@
  *        violation of (b)/(f).
  *   -DRECALLS=<n> recalls per run (default 1), -DREQS=<n> re-requests by
  *   holder 1 after its first request (default 1), -DCRASHES=<n> operator
- *   crashes per run (default 0; the `crash` check runs 1 with REQS=0).
+ *   crashes per run (default 0; the `crash` check runs 1), -DNH=<2|3>
+ *   holders (default 3, 2 with CRASHES: holder NH-1 is the one that may
+ *   crash).
  */
 
 #ifndef RECALLS
@@ -65,7 +67,18 @@
 #define REQS 1
 #endif
 
+/* Holders. The crash check runs two (-DCRASHES=1 sets NH 2 unless given):
+   holder 0 may release, holder NH-1 may crash; see check.sh. */
+#ifndef NH
+#if CRASHES > 0
+#define NH 2
+#else
 #define NH 3
+#endif
+#endif
+#if NH != 2 && NH != 3
+#error "NH must be 2 or 3"
+#endif
 
 mtype = {
   REQ, ACK, REL, REVACK,      /* holder -> operator */
@@ -140,9 +153,25 @@ chan toh[NH] = [4] of { mtype, byte, byte, byte, byte };
 #endif
 
 #define HOLDS(i) (lstate[i] == GRANTED_S || lstate[i] == RECALLING)
-#define NOACCESS (!HOLDS(0) && !HOLDS(1) && !HOLDS(2))
 /* Recalling and no revoke decided yet: an ack or release is still taken. */
 #define RECALL_OPEN(i) (lstate[i] == RECALLING && !fencing[i])
+#if NH == 3
+#define NOACCESS (!HOLDS(0) && !HOLDS(1) && !HOLDS(2))
+#define ANY_PENDING \
+  (lstate[0] == PENDING || lstate[1] == PENDING || lstate[2] == PENDING)
+#define NONE_RECALLING \
+  (lstate[0] != RECALLING && lstate[1] != RECALLING && lstate[2] != RECALLING)
+#define ANY_OPEN (RECALL_OPEN(0) || RECALL_OPEN(1) || RECALL_OPEN(2))
+#define TOH_ROOM (nfull(toh[0]) && nfull(toh[1]) && nfull(toh[2]))
+#define FENCING (fencing[0] + fencing[1] + fencing[2])
+#else
+#define NOACCESS (!HOLDS(0) && !HOLDS(1))
+#define ANY_PENDING (lstate[0] == PENDING || lstate[1] == PENDING)
+#define NONE_RECALLING (lstate[0] != RECALLING && lstate[1] != RECALLING)
+#define ANY_OPEN (RECALL_OPEN(0) || RECALL_OPEN(1))
+#define TOH_ROOM (nfull(toh[0]) && nfull(toh[1]))
+#define FENCING (fencing[0] + fencing[1])
+#endif
 #define REACHES(i) (mapped[i] && hep[i] != 0 && window[i] == hep[i])
 
 /* lib/lease RecallComplete(): no lease holds access -> Quiesced. */
@@ -152,7 +181,9 @@ inline maybe_complete() {
      /* the outcome is stored with Complete: taken acks are durable now */
      phase = QUIESCED;
      SOFT(soft_ack, 0, false); SOFT(soft_ack, 1, false);
+#if NH > 2
      SOFT(soft_ack, 2, false)
+#endif
   :: else -> skip
   fi
 }
@@ -217,15 +248,15 @@ end:
   do
   /* ---- grant a pending request: only while Ready (c) */
   :: atomic {
-       phase == READY &&
-       (lstate[0] == PENDING || lstate[1] == PENDING || lstate[2] == PENDING) ->
+       phase == READY && ANY_PENDING ->
        if
        :: lstate[0] == PENDING -> op_h = 0
        :: lstate[1] == PENDING -> op_h = 1
+#if NH > 2
        :: lstate[2] == PENDING -> op_h = 2
+#endif
        fi;
-       assert(lstate[0] != RECALLING && lstate[1] != RECALLING &&
-              lstate[2] != RECALLING);                           /* (c) */
+       assert(NONE_RECALLING);                                   /* (c) */
        lstate[op_h] = GRANTED_S; lepoch[op_h] = epoch;
        SEND(toh[op_h], GRANTED, op_h, epoch, 0, 0)
      }
@@ -250,12 +281,13 @@ end:
   /* ---- a lease's deadline passes without an ack: decide the revoke and
           ask the owner to fence (Step) */
   :: atomic {
-       phase == VRECALL &&
-       (RECALL_OPEN(0) || RECALL_OPEN(1) || RECALL_OPEN(2)) ->
+       phase == VRECALL && ANY_OPEN ->
        if
        :: RECALL_OPEN(0) -> op_h = 0
        :: RECALL_OPEN(1) -> op_h = 1
+#if NH > 2
        :: RECALL_OPEN(2) -> op_h = 2
+#endif
        fi;
        fencing[op_h] = true;
        SEND(toown, FENCE, op_h, lepoch[op_h], 0, 0);
@@ -267,19 +299,21 @@ end:
      }
   /* ---- a message from a holder or the owner (Apply): any kind from any
           sender may be taken next */
-  OPRECV(REQ, 0) OPRECV(REQ, 1) OPRECV(REQ, 2)
-  OPRECV(ACK, 0) OPRECV(ACK, 1) OPRECV(ACK, 2)
-  OPRECV(REL, 0) OPRECV(REL, 1) OPRECV(REL, 2)
-  OPRECV(REVACK, 0) OPRECV(REVACK, 1) OPRECV(REVACK, 2)
-  OPRECV(FENCED, 0) OPRECV(FENCED, 1) OPRECV(FENCED, 2)
+  OPRECV(REQ, 0) OPRECV(REQ, 1)
+  OPRECV(ACK, 0) OPRECV(ACK, 1)
+  OPRECV(REL, 0) OPRECV(REL, 1)
+  OPRECV(REVACK, 0) OPRECV(REVACK, 1)
+  OPRECV(FENCED, 0) OPRECV(FENCED, 1)
+#if NH > 2
+  OPRECV(REQ, 2) OPRECV(ACK, 2) OPRECV(REL, 2) OPRECV(REVACK, 2)
+  OPRECV(FENCED, 2)
+#endif
 #if CRASHES > 0
   /* ---- the leader crashes; its successor rebuilds from what is stored
           (the DaxRecall's record, the volume, the lease objects read
           through the record) and re-sends what is outstanding */
   :: atomic {
-       crashes < CRASHES &&
-       len(toown) + fencing[0] + fencing[1] + fencing[2] <= NH &&
-       nfull(toh[0]) && nfull(toh[1]) && nfull(toh[2]) ->
+       crashes < CRASHES && len(toown) + FENCING <= NH && TOH_ROOM ->
        crashes++;
        op_i = 0;
        do
@@ -350,7 +384,10 @@ inline ow_fence() {
 active proctype Owner() {
 end:
   do
-  OWRECV(0) OWRECV(1) OWRECV(2)
+  OWRECV(0) OWRECV(1)
+#if NH > 2
+  OWRECV(2)
+#endif
   od
 }
 
@@ -413,7 +450,7 @@ active [NH] proctype Holder() {
   byte me = _pid - 2;
   bool canrelease = (me == 0);
   bool canrerequest = (me == 1);
-  bool cancrash = (me == 2);
+  bool cancrash = (me == NH - 1);
   byte seen = 0;      /* newest epoch heard of (grant or recall) */
   bool asked = true;  /* a request is outstanding (sent below) */
   bool dirty = false; /* written data not yet flushed */

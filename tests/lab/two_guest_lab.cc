@@ -32,7 +32,6 @@
 #include <cstdio>
 #include <cstdlib>
 #include <memory>
-#include <mutex>
 #include <string>
 #include <thread>
 #include <vector>
@@ -48,6 +47,7 @@
 #include "lib/k8s/config.h"
 #include "lib/k8s/rest_client.h"
 #include "node-agent/fabric/verbs_fabric.h"
+#include "node-agent/testing/keeping_connector.h"
 #include "operator/kubectl_recall.h"
 
 namespace daxlease {
@@ -149,46 +149,7 @@ int Recall(const std::string& kubeconfig, const std::string& volume, int grace,
   return bad == 0 ? 0 : 1;
 }
 
-// Keeps the region it hands out, so the holder can issue an RDMA write
-// through its own old connection after the library stopped using it.
-class KeepingConnector : public fabric::FabricConnector {
- public:
-  absl::StatusOr<std::unique_ptr<fabric::RemoteRegion>> Connect(
-      const fabric::GrantInfo& grant) override {
-    auto c = inner_.Connect(grant);
-    if (!c.ok()) return c.status();
-    std::shared_ptr<fabric::RemoteRegion> r = std::move(*c);
-    {
-      std::lock_guard<std::mutex> l(mu_);
-      last_ = r;
-    }
-    return std::make_unique<Forward>(r);
-  }
-  std::shared_ptr<fabric::RemoteRegion> last() {
-    std::lock_guard<std::mutex> l(mu_);
-    return last_;
-  }
-
- private:
-  struct Forward : fabric::RemoteRegion {
-    explicit Forward(std::shared_ptr<fabric::RemoteRegion> r)
-        : r(std::move(r)) {}
-    uint64_t size() const override { return r->size(); }
-    absl::Status Read(uint64_t o, absl::Span<char> out) override {
-      return r->Read(o, out);
-    }
-    absl::Status Write(uint64_t o, absl::Span<const char> d) override {
-      return r->Write(o, d);
-    }
-    absl::Status Persist(uint64_t o, uint64_t n) override {
-      return r->Persist(o, n);
-    }
-    std::shared_ptr<fabric::RemoteRegion> r;
-  };
-  fabric::AnyConnector inner_;
-  std::mutex mu_;
-  std::shared_ptr<fabric::RemoteRegion> last_;
-};
+using agent::testing::KeepingConnector;
 
 int Holder(const std::string& dir, uint64_t off) {
   auto keeping = std::make_unique<KeepingConnector>();

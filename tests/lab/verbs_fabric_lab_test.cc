@@ -28,7 +28,6 @@
 #include <fstream>
 #include <functional>
 #include <memory>
-#include <mutex>
 #include <string>
 #include <thread>
 #include <vector>
@@ -43,6 +42,7 @@
 #include "node-agent/fabric/verbs_fabric.h"
 #include "node-agent/testing/agent_node.h"
 #include "node-agent/testing/agent_stack.h"
+#include "node-agent/testing/keeping_connector.h"
 #include "operator/controller.h"
 #include "operator/events.h"
 
@@ -257,46 +257,7 @@ TEST(VerbsFabricLab, FsdaxWithoutOdpIsRefusedWithTheReason) {
 
 // ---- the whole stack: operator, two agents, libdaxlease -------------------
 
-// Keeps a reference to every region it hands out, so the test can issue an
-// RDMA op through the holder's own connection after the library stopped.
-class KeepingConnector : public fabric::FabricConnector {
- public:
-  absl::StatusOr<std::unique_ptr<fabric::RemoteRegion>> Connect(
-      const fabric::GrantInfo& grant) override {
-    auto c = inner_.Connect(grant);
-    if (!c.ok()) return c.status();
-    std::shared_ptr<fabric::RemoteRegion> r = std::move(*c);
-    {
-      std::lock_guard<std::mutex> l(mu_);
-      last_ = r;
-    }
-    return std::make_unique<Forward>(r);
-  }
-  std::shared_ptr<fabric::RemoteRegion> last() {
-    std::lock_guard<std::mutex> l(mu_);
-    return last_;
-  }
-
- private:
-  struct Forward : fabric::RemoteRegion {
-    explicit Forward(std::shared_ptr<fabric::RemoteRegion> r)
-        : r(std::move(r)) {}
-    uint64_t size() const override { return r->size(); }
-    absl::Status Read(uint64_t o, absl::Span<char> out) override {
-      return r->Read(o, out);
-    }
-    absl::Status Write(uint64_t o, absl::Span<const char> d) override {
-      return r->Write(o, d);
-    }
-    absl::Status Persist(uint64_t o, uint64_t n) override {
-      return r->Persist(o, n);
-    }
-    std::shared_ptr<fabric::RemoteRegion> r;
-  };
-  fabric::AnyConnector inner_;
-  std::mutex mu_;
-  std::shared_ptr<fabric::RemoteRegion> last_;
-};
+using agent::testing::KeepingConnector;
 
 class VerbsStackLab : public ::testing::Test {
  protected:

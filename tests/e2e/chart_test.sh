@@ -15,7 +15,9 @@ fail() { echo "chart_test: FAILED: $*" >&2; exit 1; }
   --set operator.replicas=3 --set 'imagePullSecrets[0].name=regcred' --set global.imageRegistry=registry.example \
   --set node.backend=ndctl --set 'node.ndctlRegions={region0,region1}' >/dev/null || fail "helm lint (overrides)"
 for bad in node.backend=nfs kubeletDir=relative/path operator.replicas=0 image.csi.pullPolicy=Sometimes \
-           'storageClasses[0].parameters.daxlease\.io/mode=ram' unknownValue=1 node.ports.agentFabric=0; do
+           'storageClasses[0].parameters.daxlease\.io/mode=ram' unknownValue=1 node.ports.agentFabric=0 \
+           node.imagePool.depth=-1 'node.imagePool.classes={btrfs:1Gi}' 'node.imagePool.classes={ext4:1G}' \
+           operator.writeConcurrency=0; do
   if "$helm" template t "$chart" --set "$bad" >/dev/null 2>&1; then fail "the schema accepted --set $bad"; fi
 done
 
@@ -53,6 +55,19 @@ grep -q 'resources: \[daxleases/status\]' <<<"$out" && fail "agents may still wr
 out=$("$helm" template t "$chart" --set operator.channel.enabled=false)
 grep -q -e '--channel' -e 'tokenreviews' -e 'channel-token' <<<"$out" && fail "channel rendered while off"
 grep -q 'resources: \[daxleases/status\]' <<<"$out" || fail "agents cannot answer in lease status with the channel off"
+
+# Pools: the operator's lease writes per volume, always passed; the file backend's image pool
+# only when it keeps images (depth > 0), never to the ndctl backend (daxlease-csi refuses it).
+out=$("$helm" template t "$chart")
+grep -q -- '--write-concurrency=8$' <<<"$out" || fail "the operator is not given --write-concurrency"
+grep -q -- '--image-pool' <<<"$out" && fail "an image pool rendered with node.imagePool.depth=0"
+out=$("$helm" template t "$chart" --set node.imagePool.depth=2 --set 'node.imagePool.classes={ext4:1Gi,xfs:512Mi}' \
+  --set operator.writeConcurrency=16)
+grep -q -- '--image-pool-depth=2$' <<<"$out" || fail "node.imagePool.depth not passed"
+grep -q -- '--image-pool-classes=ext4:1Gi,xfs:512Mi$' <<<"$out" || fail "node.imagePool.classes not passed"
+grep -q -- '--write-concurrency=16$' <<<"$out" || fail "operator.writeConcurrency not passed"
+out=$("$helm" template t "$chart" --set node.imagePool.depth=2 --set node.backend=ndctl)
+grep -q -- '--image-pool' <<<"$out" && fail "an image pool rendered for the ndctl backend"
 
 # hostPID only where the devdax in-use check needs it (ndctl backend).
 # (Output captured first: `helm ... | grep -q` under pipefail fails when grep exits early.)

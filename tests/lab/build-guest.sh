@@ -4,7 +4,8 @@
 #   base.cpio     busybox, ndctl/daxctl, rdma-core userland, mkfs, util-linux,
 #                 the kernel's module closure. Cached under $LAB_CACHE keyed by
 #                 the kernel version, the host packages' versions and this
-#                 script, so it is rebuilt only when one of them changes.
+#                 script, so it is rebuilt only when one of them changes; the
+#                 three bases used last are kept (worktrees with other recipes).
 #   project.cpio  the project's binaries and test programs from BUILD_DIR with
 #                 the libraries ldd names, plus tests/lab/guest/. Rebuilt on
 #                 every call (a second or two).
@@ -147,9 +148,14 @@ if [ ! -f "$BASE" ]; then
   (cd "$R" && find . | cpio -o -H newc -R 0:0 --quiet) >"$BASE.tmp"
   mv "$BASE.tmp" "$BASE"
   rm -rf "$R"
-  # older bases (other kernel/userland/script versions) are dead weight
-  find "$LAB_CACHE" -maxdepth 1 -name 'base-*.cpio' ! -name "${BASE##*/}" -delete
 fi
+# Bases of other kernel/userland/script versions: the three used last stay (two worktrees
+# or branches whose build-guest.sh differ each keep theirs instead of evicting the other's
+# and rebuilding it on their next run), older ones go. Under the lock; this run's base is
+# held open so that a later run that deletes it cannot pull it from under the cat below.
+touch "$BASE"
+ls -t "$LAB_CACHE"/base-*.cpio | tail -n +4 | xargs -r rm -f --
+exec 8<"$BASE"
 flock -u 9
 
 # --------------------------------------------------------------- project.cpio
@@ -173,7 +179,8 @@ cp -L "$HERE"/guest/* "$P/lab/"
 chmod +x "$P"/lab/*.sh "$P/lab/init"
 mv "$P/lab/init" "$P/init"
 (cd "$P" && find . | cpio -o -H newc -R 0:0 --quiet) >"$OUT/project.cpio"
-cat "$BASE" "$OUT/project.cpio" >"$OUT/initrd.img"
+cat - "$OUT/project.cpio" <&8 >"$OUT/initrd.img"
+exec 8<&-
 rm -f "$OUT/project.cpio"
 ln -sf "$KDIR/vmlinux" "$OUT/vmlinux"
 echo "$KVER" >"$OUT/kver"

@@ -78,6 +78,19 @@ absl::Status MappedVolume::Persist(uint64_t offset, uint64_t len) {
   return absl::OkStatus();
 }
 
+absl::Status MappedVolume::StartWriteback(uint64_t offset, uint64_t len) {
+  if (offset > size_) return absl::OutOfRangeError("write-back past the end");
+  if (!regular_) return absl::OkStatus();
+  if (len == 0 || len > size_ - offset) len = size_ - offset;
+  // Only SYNC_FILE_RANGE_WRITE: the WAIT flags would check (and advance)
+  // this fd's write-back error sample, hiding an error from Persist's msync.
+  if (sync_file_range(fd_, static_cast<off_t>(offset), static_cast<off_t>(len),
+                      SYNC_FILE_RANGE_WRITE) != 0) {
+    return base::ErrnoStatus("sync_file_range", path_, errno);
+  }
+  return absl::OkStatus();
+}
+
 absl::Status MappedVolume::TakeLease(int signo) {
   if (!regular_) {
     return absl::FailedPreconditionError(

@@ -46,6 +46,14 @@ class MappedVolume {
 
   // Makes [offset, offset+len) durable.
   absl::Status Persist(uint64_t offset, uint64_t len);
+  // Starts writing [offset, offset+len) of a regular file's page cache back
+  // (sync_file_range SYNC_FILE_RANGE_WRITE) without waiting, so that a
+  // later Persist waits only for what is still in flight. An error (EIO
+  // from the disk or a shut-down file system, ENOMEM) means the bytes may
+  // never reach it: the caller must not report them written. It does not
+  // consume the file's write-back error, so Persist still reports it. OK and
+  // nothing done for a device (no page cache).
+  absl::Status StartWriteback(uint64_t offset, uint64_t len);
 
   // Takes the write lease (F_SETSIG `signo` first). Unavailable when another
   // process has the file open (EAGAIN); FailedPrecondition for a device.

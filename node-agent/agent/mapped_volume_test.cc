@@ -1,7 +1,10 @@
 #include "node-agent/agent/mapped_volume.h"
 
 #include <fcntl.h>
+#include <linux/types.h>
 #include <signal.h>
+#include <sys/ioctl.h>
+#include <sys/mount.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -9,7 +12,10 @@
 #include <cstring>
 #include <string>
 
+#include "absl/cleanup/cleanup.h"
 #include "gtest/gtest.h"
+#include "lib/sys/command.h"
+#include "tests/testing/prereq.h"
 
 namespace daxlease::agent {
 namespace {
@@ -72,6 +78,44 @@ TEST_F(MappedVolumeTest, AnotherOpenBreaksTheLease) {
   ASSERT_EQ(waitpid(child, &st, 0), child);
   EXPECT_TRUE(WIFEXITED(st) && WEXITSTATUS(st) == 0);
   pthread_sigmask(SIG_UNBLOCK, &set, nullptr);
+}
+
+// ext4's "going down" ioctl (linux/ext4.h, not in every libc's headers):
+// the file system refuses every write from then on, as after a disk error.
+#ifndef EXT4_IOC_SHUTDOWN
+#define EXT4_IOC_SHUTDOWN _IOR('X', 125, __u32)
+#endif
+constexpr __u32 kShutdownNoLogFlush = 2;  // EXT4_GOING_FLAGS_NOLOGFLUSH
+
+// Write-back that cannot start (the file system is shut down, so the disk
+// takes nothing) is an error the caller sees, as is the Persist after it:
+// bytes copied into the mapping are not written.
+TEST_F(MappedVolumeTest, WritebackThatCannotStartIsAnError) {
+  DAXLEASE_REQUIRE(testing::IsRoot(), "needs root for the loop mount");
+  const std::string img = dir_ + "/img", mnt = dir_ + "/mnt";
+  ASSERT_EQ(mkdir(mnt.c_str(), 0755), 0);
+  ASSERT_TRUE(sys::RunCommandOk({"truncate", "-s", "64M", img}).ok());
+  ASSERT_TRUE(sys::RunCommandOk({"mkfs.ext4", "-q", "-F", img}).ok());
+  ASSERT_TRUE(sys::RunCommandOk({"mount", "-o", "loop", img, mnt}).ok());
+  absl::Cleanup unmount = [&] { umount2(mnt.c_str(), MNT_DETACH); };
+  {
+    auto v = MappedVolume::Map(mnt + "/data", 1 << 20, 1 << 20);
+    ASSERT_TRUE(v.ok()) << v.status();
+    std::memset((*v)->base(), 7, 1 << 20);
+    absl::Status started = (*v)->StartWriteback(0, 1 << 20);
+    EXPECT_TRUE(started.ok()) << started;
+    std::memset((*v)->base(), 8, 1 << 20);
+    __u32 flags = kShutdownNoLogFlush;
+    ASSERT_EQ(ioctl((*v)->fd(), EXT4_IOC_SHUTDOWN, &flags), 0)
+        << std::strerror(errno);
+    started = (*v)->StartWriteback(0, 1 << 20);
+    EXPECT_FALSE(started.ok());
+    EXPECT_NE(started.message().find("sync_file_range"), std::string::npos)
+        << started;
+    EXPECT_NE(started.message().find(mnt + "/data"), std::string::npos)
+        << started;
+    EXPECT_FALSE((*v)->Persist(0, 1 << 20).ok());
+  }
 }
 
 }  // namespace

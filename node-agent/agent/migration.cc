@@ -16,12 +16,12 @@
 //    the migration is Complete and the owner moved, it unmaps and deletes
 //    its data file (freed only after the copy was verified) and says so
 //    (sourceMediaFreed). A deleted DaxMigration waits for these two.
-#include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
+#include <mutex>
 #include <thread>
 #include <vector>
 
@@ -378,7 +378,6 @@ void Agent::CopyIn(const api::DaxMigration& m, const api::DaxVolume& vol,
                  {"streams", std::to_string(streams)}});
   const absl::Time start = clock_.Now();
   char* base = (*map)->base();
-  const int fd = (*map)->fd();
   const uint64_t rate = config_.migration_bytes_per_second;
   // Paced: in steps of a quarter second's worth (at least 1 MiB).
   const uint64_t step =
@@ -388,6 +387,10 @@ void Agent::CopyIn(const api::DaxMigration& m, const api::DaxVolume& vol,
   ChunkDigests digests(size);
   std::atomic<uint64_t> next_chunk{0};
   std::atomic<uint64_t> copied{0};
+  // The first write-back that could not start: the copy stops and fails.
+  std::mutex writeback_mu;
+  absl::Status writeback_error;
+  std::atomic<bool> writeback_failed{false};
   // One stream: claims the next chunk, reads it straight into the mapping
   // (a lost connection, the source restarted, is made again and the read
   // retried), hashes it while it is in the caches, and starts its
@@ -397,7 +400,7 @@ void Agent::CopyIn(const api::DaxMigration& m, const api::DaxVolume& vol,
       const uint64_t begin = i * kChecksumChunk;
       const uint64_t end = std::min(size, begin + kChecksumChunk);
       for (uint64_t off = begin; off < end;) {
-        if (cancel.load()) return;
+        if (cancel.load() || writeback_failed.load()) return;
         if (r == nullptr && !connect(r)) return;
         const uint64_t n = std::min(step, end - off);
         absl::Status st = r->Read(off, absl::MakeSpan(base + off, n));
@@ -422,8 +425,13 @@ void Agent::CopyIn(const api::DaxMigration& m, const api::DaxVolume& vol,
         }
       }
       digests.Add(i, base + begin, end - begin);
-      sync_file_range(fd, static_cast<off_t>(begin),
-                      static_cast<off_t>(end - begin), SYNC_FILE_RANGE_WRITE);
+      if (absl::Status st = (*map)->StartWriteback(begin, end - begin);
+          !st.ok()) {
+        std::lock_guard<std::mutex> l(writeback_mu);
+        if (writeback_error.ok()) writeback_error = st;
+        writeback_failed.store(true);
+        return;
+      }
     }
   };
   {
@@ -432,7 +440,7 @@ void Agent::CopyIn(const api::DaxMigration& m, const api::DaxVolume& vol,
     for (int k = 1; k < streams; ++k) threads.emplace_back(stream, nullptr);
     // Progress every 0.5 s until every byte landed or the copy is cancelled.
     absl::Time reported = start;
-    while (copied.load() < size && !cancel.load()) {
+    while (copied.load() < size && !cancel.load() && !writeback_failed.load()) {
       absl::SleepFor(absl::Milliseconds(20));
       if (copied.load() >= size / 2) {
         base::CrashPoint("agent.migration.mid_copy");
@@ -446,6 +454,10 @@ void Agent::CopyIn(const api::DaxMigration& m, const api::DaxVolume& vol,
     for (std::thread& t : threads) t.join();
   }
   if (cancel.load()) return;
+  if (writeback_failed.load()) {
+    fail("MediaNotPersisted", writeback_error.ToString());
+    return;
+  }
   const absl::Time copied_at = clock_.Now();
   const absl::Duration took = copied_at - start;
   if (absl::Status st = (*map)->Persist(0, size); !st.ok()) {

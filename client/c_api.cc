@@ -145,6 +145,13 @@ int daxlease_persist(daxlease_volume* vol, uint64_t offset, size_t len) {
   return FromStatus(vol, vol->v->Persist(offset, len));
 }
 
+int daxlease_persist_epoch(daxlease_volume* vol, uint64_t offset, size_t len,
+                           int64_t* epoch) {
+  if (vol == nullptr)
+    return Fail(DAXLEASE_E_INVAL, absl::InvalidArgumentError("NULL handle"));
+  return FromStatus(vol, vol->v->Persist(offset, len, epoch));
+}
+
 int daxlease_unpersisted(const daxlease_volume* vol, uint64_t* bytes) {
   if (vol == nullptr || bytes == nullptr) {
     return Fail(DAXLEASE_E_INVAL, absl::InvalidArgumentError("bad argument"));

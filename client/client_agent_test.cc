@@ -152,6 +152,51 @@ TEST_F(ClientAgentTest, RemoteWriteThenRecallRemapsAtTheNextEpoch) {
   EXPECT_EQ(daxlease_detach(vol), DAXLEASE_OK);
 }
 
+// The epoch a persist ran under is the persist's own: a recall that starts
+// right after it (here: the persist is the recall's pre-flush hook, so the
+// recall is under way) makes daxlease_epoch answer 0, which daxlease-io
+// printed as "epoch=0" for a block persisted at the grant's epoch.
+TEST_F(ClientAgentTest, PersistEpochIsTheGrantsEvenWhileARecallRuns) {
+  std::string target = Publish(*b_, "pod-e");
+  daxlease_volume* vol = nullptr;
+  ASSERT_EQ(daxlease_attach(target.c_str(), nullptr, &vol), DAXLEASE_OK)
+      << daxlease_errmsg();
+  const int64_t epoch0 = daxlease_epoch(vol);
+  ASSERT_GT(epoch0, 0);
+  int64_t at = -1;
+  ASSERT_EQ(daxlease_write(vol, 0, "e", 1), DAXLEASE_OK);
+  ASSERT_EQ(daxlease_persist_epoch(vol, 0, 1, &at), DAXLEASE_OK);
+  EXPECT_EQ(at, epoch0);
+  EXPECT_EQ(daxlease_persist_epoch(nullptr, 0, 1, &at), DAXLEASE_E_INVAL);
+  struct Seen {
+    int64_t persisted_at = -1;
+    int64_t epoch_after = -1;
+  } seen;
+  daxlease_set_preflush_hook(
+      vol,
+      [](daxlease_volume* v, void* arg) {
+        auto* s = static_cast<Seen*>(arg);
+        int rc = daxlease_write(v, 8, "hook", 4);
+        if (rc == DAXLEASE_OK) {
+          rc = daxlease_persist_epoch(v, 8, 4, &s->persisted_at);
+        }
+        s->epoch_after = daxlease_epoch(v);
+        return rc;
+      },
+      &seen);
+  std::string recall = Recall();
+  ASSERT_TRUE(WaitFor([&] { return RecallPhase(recall) == "Complete"; }));
+  EXPECT_EQ(seen.epoch_after, 0) << "daxlease_epoch mid-recall";
+  EXPECT_EQ(seen.persisted_at, epoch0);
+  EXPECT_EQ(FileBytes(8, 4), "hook");
+  // At the next grant, the next epoch.
+  ASSERT_EQ(daxlease_write(vol, 16, "next", 4), DAXLEASE_OK);
+  ASSERT_EQ(daxlease_persist_epoch(vol, 16, 4, &at), DAXLEASE_OK);
+  EXPECT_GT(at, epoch0);
+  EXPECT_EQ(at, daxlease_epoch(vol));
+  EXPECT_EQ(daxlease_detach(vol), DAXLEASE_OK);
+}
+
 TEST_F(ClientAgentTest, SilentHolderIsRevokedFencedAndToldLoudly) {
   std::string target = Publish(*b_, "pod-2");
   client::AttachOptions o;

@@ -418,7 +418,7 @@ absl::Status Volume::Write(uint64_t offset, const char* buf, size_t len) {
   return st;
 }
 
-absl::Status Volume::Persist(uint64_t offset, size_t len) {
+absl::Status Volume::Persist(uint64_t offset, size_t len, int64_t* epoch) {
   if (len == 0) {
     offset = 0;
     len = size_.load();
@@ -429,6 +429,9 @@ absl::Status Volume::Persist(uint64_t offset, size_t len) {
   char* base = base_;
   uint64_t mapped = mapped_;
   const int map_fd = map_fd_;
+  // Entered: granted (or the recall's own hook), so grant_ is the grant the
+  // recall waits on this call for.
+  const int64_t granted_at = grant_ ? grant_->epoch() : 0;
   l.unlock();
   absl::Status st;
   if (base != nullptr) {
@@ -445,6 +448,7 @@ absl::Status Volume::Persist(uint64_t offset, size_t len) {
     if (st.ok()) dirty_.Remove(offset, len);
   }
   Leave();
+  if (st.ok() && epoch != nullptr) *epoch = granted_at;
   return st;
 }
 

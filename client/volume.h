@@ -89,7 +89,9 @@ class Volume {
   // FailedPrecondition = read-only, Unavailable/Internal = I/O.
   absl::Status Read(uint64_t offset, char* buf, size_t len);
   absl::Status Write(uint64_t offset, const char* buf, size_t len);
-  absl::Status Persist(uint64_t offset, size_t len);
+  // `epoch` (when not null) gets, on OK, the epoch of the grant the range
+  // was made durable under (a recall waits for the call to finish).
+  absl::Status Persist(uint64_t offset, size_t len, int64_t* epoch = nullptr);
   uint64_t Unpersisted() const;
   absl::StatusOr<std::pair<char*, size_t>> DirectAcquire();
   absl::Status DirectRelease();

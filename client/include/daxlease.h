@@ -119,6 +119,14 @@ int daxlease_write(daxlease_volume* vol, uint64_t offset, const void* buf,
  * IO. */
 int daxlease_persist(daxlease_volume* vol, uint64_t offset, size_t len);
 
+/* As daxlease_persist; on OK, *epoch (when epoch is not NULL) gets the epoch
+ * of the grant the range was made durable under. Unlike a daxlease_epoch
+ * call after the persist, which a recall starting in between answers with 0
+ * (or a later grant's epoch), this is the persist's own.
+ * Errors: those of daxlease_persist. */
+int daxlease_persist_epoch(daxlease_volume* vol, uint64_t offset, size_t len,
+                           int64_t* epoch);
+
 /* Bytes written through this handle since its last successful persist of
  * them; after a revocation, what was lost. Errors: INVAL. */
 int daxlease_unpersisted(const daxlease_volume* vol, uint64_t* bytes);

@@ -27,7 +27,8 @@ class Volume {
   Volume& operator=(const Volume&) = delete;
 
   // Returns a daxlease_error; on success *this holds the attachment.
-  int Attach(const std::string& dir, int timeout_ms = 0, bool readonly = false) {
+  int Attach(const std::string& dir, int timeout_ms = 0,
+             bool readonly = false) {
     Detach();
     daxlease_attach_opts o = DAXLEASE_ATTACH_OPTS_INIT;
     o.timeout_ms = timeout_ms;
@@ -51,6 +52,10 @@ class Volume {
   }
   int Persist(uint64_t off = 0, size_t len = 0) {
     return daxlease_persist(v_, off, len);
+  }
+  // As Persist; on OK *epoch is the epoch the range was made durable under.
+  int PersistEpoch(uint64_t off, size_t len, int64_t* epoch) {
+    return daxlease_persist_epoch(v_, off, len, epoch);
   }
   uint64_t Unpersisted() const {
     uint64_t n = 0;

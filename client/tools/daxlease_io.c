@@ -6,7 +6,8 @@
  *   daxlease-io pattern DIR BLOCK SECONDS [FIRST [COUNT]]
  *       write checksummed blocks continuously (block i at i*BLOCK, i from
  *       FIRST (0) over COUNT blocks (to the volume's last), wrapping),
- *       persist each, and print "persisted seq=N" after each; errors are
+ *       persist each, and print "persisted seq=N index=I epoch=E" after
+ *       each (E: the epoch it was persisted under); errors are
  *       printed and counted, and the program keeps going (REVOKED ends it
  *       with exit code 3; SIGTERM or SIGINT ends it after the block in hand,
  *       as SECONDS does). Writers on disjoint ranges do not meet.
@@ -210,8 +211,11 @@ static int cmd_pattern(daxlease_volume* vol, int argc, char** argv) {
     ++seq;
     uint64_t index = first + (seq - 1) % blocks;
     fill_block(buf, block, seq, index);
+    int64_t epoch = 0;
     int rc = daxlease_write(vol, index * block, buf, block);
-    if (rc == DAXLEASE_OK) rc = daxlease_persist(vol, index * block, block);
+    if (rc == DAXLEASE_OK) {
+      rc = daxlease_persist_epoch(vol, index * block, block, &epoch);
+    }
     if (rc == DAXLEASE_E_REVOKED) {
       uint64_t lost = 0;
       daxlease_unpersisted(vol, &lost);
@@ -230,7 +234,7 @@ static int cmd_pattern(daxlease_volume* vol, int argc, char** argv) {
       continue;
     }
     printf("persisted seq=%" PRIu64 " index=%" PRIu64 " epoch=%" PRId64 "\n",
-           seq, index, daxlease_epoch(vol));
+           seq, index, epoch);
     fflush(stdout);
     if (pace_us > 0) usleep(pace_us);
   }

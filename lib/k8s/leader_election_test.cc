@@ -183,9 +183,9 @@ TEST(LeaderElectionTest, WallClockStepBackDoesNotExtendTheRenewDeadline) {
 
 // Delegates to a FakeKubeClient; while hanging, every Get blocks until
 // Release().
-class HangingClient final : public KubeClient {
+class HangingClient final : public ForwardingKubeClient {
  public:
-  explicit HangingClient(KubeClient& c) : c_(c) {}
+  using ForwardingKubeClient::ForwardingKubeClient;
   void Hang() { hang_ = true; }
   void Release() { released_.Notify(); }
   bool Hung() const { return hung_.load() > 0; }
@@ -196,38 +196,10 @@ class HangingClient final : public KubeClient {
       ++hung_;
       released_.WaitForNotification();
     }
-    return c_.Get(r, ns, name);
-  }
-  absl::StatusOr<ListResult> List(const Resource& r, absl::string_view ns,
-                                  const ListOptions& o) override {
-    return c_.List(r, ns, o);
-  }
-  absl::StatusOr<Json> Create(const Resource& r, const Json& o) override {
-    return c_.Create(r, o);
-  }
-  absl::StatusOr<Json> Update(const Resource& r, const Json& o) override {
-    return c_.Update(r, o);
-  }
-  absl::StatusOr<Json> UpdateStatus(const Resource& r, const Json& o) override {
-    return c_.UpdateStatus(r, o);
-  }
-  absl::StatusOr<Json> Patch(const Resource& r, absl::string_view ns,
-                             absl::string_view name, PatchType t, const Json& p,
-                             absl::string_view sub) override {
-    return c_.Patch(r, ns, name, t, p, sub);
-  }
-  absl::Status Delete(const Resource& r, absl::string_view ns,
-                      absl::string_view name, absl::string_view rv) override {
-    return c_.Delete(r, ns, name, rv);
-  }
-  absl::Status Watch(const Resource& r, absl::string_view ns,
-                     const WatchOptions& o, const WatchHandler& h,
-                     WatchCanceller* c) override {
-    return c_.Watch(r, ns, o, h, c);
+    return inner_.Get(r, ns, name);
   }
 
  private:
-  KubeClient& c_;
   std::atomic<bool> hang_{false};
   std::atomic<int> hung_{0};
   absl::Notification released_;

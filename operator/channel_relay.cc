@@ -106,6 +106,7 @@ void ChannelRelay::Stored(const World& desired) {
       it.set_recall_id(st.recall_id);
       it.set_epoch(st.epoch);
       it.set_holder_node(holder);
+      it.set_lease_uid(d.metadata.uid);
       mine.insert(name);
     } else if (*st.state == api::LeaseState::kRevoked && !st.fence_required &&
                !st.revocation_acknowledged) {

@@ -35,6 +35,7 @@ api::DaxLease Lease(const std::string& name, const std::string& node,
                     api::LeaseState state) {
   api::DaxLease l;
   l.metadata.name = name;
+  l.metadata.uid = "uid-" + name;
   l.spec.volume = "v";
   l.spec.holder_node = node;
   l.status.state = state;
@@ -143,6 +144,8 @@ TEST_F(ChannelRelayTest, FencesAreTheOwnersRevocationAcksTheHolders) {
   relay_.Stored(w_);
   ASSERT_EQ(server_.sent["owner"].size(), 1u);
   EXPECT_EQ(server_.sent["owner"][0].fences(0).holder_node(), "node-a");
+  // The grant's name, so the owner need not have seen the lease itself.
+  EXPECT_EQ(server_.sent["owner"][0].fences(0).lease_uid(), "uid-a1");
   pb::AgentReport f;
   pb::FenceConfirmation* c = f.add_fences();
   c->set_lease("a1");

@@ -289,6 +289,13 @@ absl::Status Agent::LoadState() {
     }
     publishes_[target] = std::move(pub);
   }
+  for (const auto& f : j.value("fenced", k8s::Json::array())) {
+    if (!f.is_object()) continue;
+    fabric::GrantKey key{f.value("volume", ""), f.value("leaseUID", ""),
+                         f.value("holderNode", ""),
+                         f.value("epoch", int64_t{0})};
+    fenced_[key] = f.value("lease", "");
+  }
   base::LogInfo("agent.state_loaded",
                 {{"served", std::to_string(served_.size())},
                  {"publishes", std::to_string(publishes_.size())}});
@@ -329,8 +336,18 @@ absl::Status Agent::SaveStateLocked() {
                               {"attached", p.attached},
                               {"retired", p.retired}};
   }
-  return sys::WriteFileAtomic(absl::StrCat(config_.state_dir, "/", kStateFile),
-                              j.dump(2));
+  j["fenced"] = k8s::Json::array();
+  for (const auto& [key, lease] : fenced_) {
+    j["fenced"].push_back({{"volume", key.volume},
+                           {"leaseUID", key.lease_uid},
+                           {"holderNode", key.holder_node},
+                           {"epoch", key.epoch},
+                           {"lease", lease}});
+  }
+  RETURN_IF_ERROR(sys::WriteFileAtomic(
+      absl::StrCat(config_.state_dir, "/", kStateFile), j.dump(2)));
+  fenced_unsaved_ = false;
+  return absl::OkStatus();
 }
 
 // ---- cache reads
@@ -1248,6 +1265,13 @@ void Agent::ReconcileOwnerLocked() {
                      {{"annotations",
                        {{kFabricEndpointAnnotation, fabric_endpoint_}}}}}});
     }
+    // Fenced on the channel (before a restart, or before this lease was
+    // seen): cut in the fabric before anything is granted, so a holder
+    // that reconnects is told it was revoked.
+    for (auto f = fenced_.lower_bound(fabric::GrantKey{name, "", "", 0});
+         f != fenced_.end() && f->first.volume == name; ++f) {
+      (void)fabric_.Invalidate(f->first);
+    }
     for (const auto& lease : LeasesOf(name)) {
       fabric::GrantKey key{name, lease.metadata.uid, lease.spec.holder_node,
                            lease.status.epoch};
@@ -1255,6 +1279,8 @@ void Agent::ReconcileOwnerLocked() {
       if ((state == api::LeaseState::kGranted ||
            state == api::LeaseState::kRecalling) &&
           lease.status.epoch == epoch) {
+        // A lease object that lags the recall which revoked it.
+        if (fenced_.contains(key)) continue;
         auto g = fabric_.Grant(key, FabricAccess(lease.spec.access));
         if (!g.ok() && !absl::IsPermissionDenied(g.status())) {
           base::LogWarn(
@@ -1325,6 +1351,7 @@ void Agent::ReconcileOwnerLocked() {
       }
     }
   }
+  PruneFencedLocked();
 }
 
 pb::SessionEvent Agent::EventFor(Published& p, const api::DaxLease* l,

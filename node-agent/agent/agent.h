@@ -312,6 +312,14 @@ class Agent {
   // Answers every asked item it can now (one report), forgets items whose
   // outcome the stored leases show.
   void AnswerChannelLocked();
+  // The fences asked: each grant recorded in fenced_ (saved), cut, then
+  // confirmed into `report`.
+  void FenceAskedLocked(chpb::AgentReport& report);
+  // The uid of lease `name`: the informer's, else the API server's (the
+  // informer may not have seen it yet). NotFound: the lease is gone.
+  absl::StatusOr<std::string> LeaseUidLocked(const std::string& name) const;
+  // Drops fenced_ keys no grant can be made under any more.
+  void PruneFencedLocked();
 
   const AgentConfig config_;
   k8s::KubeClient& client_;
@@ -340,8 +348,20 @@ class Agent {
   std::map<std::string, Asked<chpb::FenceItem>> asked_fences_;
   std::map<std::string, Asked<chpb::RevokedItem>> asked_revoked_;
   // Leases whose revocation this agent acked on the channel (a new attach
-  // may then request the next generation).
+  // may then request the next generation). Memory only: after a restart the
+  // operator asks again for what it has not stored, and a new attach waits
+  // for the lease object to show the revocation acknowledged (Released).
   std::set<std::string> revocation_reported_;
+  // Grants this owner was asked on the channel to fence (value: the lease
+  // name), in state.json before the cut is confirmed. With the channel the
+  // lease objects only show the recall, and may lag it: a lease the recall
+  // revoked can still read Recalling at the volume's epoch. The fabric
+  // remembers a cut grant only while the process lives, so a restarted owner
+  // would grant it again from that lease object until the object caught up
+  // (the operator does not ask again for a fence it stored). Kept until the
+  // volume's epoch moves past the grant's (or this node stops serving it).
+  std::map<fabric::GrantKey, std::string> fenced_;
+  bool fenced_unsaved_ = false;  // fenced_ has keys state.json lacks
 
   std::mutex kick_mu_;
   std::condition_variable kick_cv_;

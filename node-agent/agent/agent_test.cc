@@ -482,6 +482,105 @@ TEST_F(ChannelAgentTest, FenceIsCutThenConfirmedOnTheChannel) {
   EXPECT_EQ(fabric_.invalidations(), 1);
 }
 
+// The owner restarts after it fenced a grant on the channel, while the
+// lease object still reads Recalling at the volume's epoch (with the
+// channel the lease objects lag the recall; the operator does not ask again
+// for a fence it stored): the restarted agent, on a fresh fabric, does not
+// grant it again, and a holder reconnecting is told it was revoked. Once the
+// volume's epoch moves past it, the record goes.
+TEST_F(ChannelAgentTest, FencedGrantStaysCutAcrossARestartWhileTheLeaseLags) {
+  RecordAndServe();
+  std::string lease = PublishPod("c5");
+  VolumeEpoch(1);
+  OperatorSets(lease,
+               {{"state", "Recalling"}, {"epoch", 1}, {"recallID", "r5"}});
+  fabric::GrantKey key{"vol", Lease(lease).metadata.uid, "node-a", 1};
+  ASSERT_TRUE(WaitFor([&] { return fabric_.IsLive(key); }));
+  chpb::OperatorMessage m;
+  chpb::FenceItem* f = m.add_fences();
+  f->set_lease(lease);
+  f->set_volume("vol");
+  f->set_recall_id("r5");
+  f->set_epoch(1);
+  f->set_holder_node("node-a");
+  f->set_lease_uid(key.lease_uid);
+  agent_->OnChannelMessage(m);
+  EXPECT_FALSE(fabric_.IsLive(key));
+  ASSERT_EQ(TakeReports().fences_size(), 1);
+  auto state = [&] {
+    auto s = sys::ReadFile(dir_ + "/state/state.json");
+    return s.ok() ? k8s::Json::parse(*s) : k8s::Json::object();
+  };
+  ASSERT_EQ(state()["fenced"].size(), 1u);
+  EXPECT_EQ(state()["fenced"][0]["lease"], lease);
+
+  agent_.reset();
+  fabric::FakeFabric fresh("test-secret");
+  Agent again(config_, kube_, clock_, fresh, "10.0.0.1:7390");
+  ASSERT_TRUE(again.Start().ok());
+  EXPECT_TRUE(fresh.IsRegistered("vol"));
+  for (int i = 0; i < 3; ++i) again.ReconcileOnce();
+  EXPECT_FALSE(fresh.IsLive(key));
+  EXPECT_TRUE(absl::IsPermissionDenied(
+      fresh.Grant(key, fabric::Access::kReadWrite).status()))
+      << "a holder reconnecting with the grant is told it was revoked";
+  // Asked again (the confirmation was lost with the old process): confirmed
+  // from the state, nothing live to cut.
+  again.OnChannelMessage(m);
+  EXPECT_EQ(TakeReports().fences_size(), 1);
+  EXPECT_EQ(fresh.invalidations(), 0);
+
+  VolumeEpoch(2);  // the recall is Complete
+  again.Kick();
+  EXPECT_TRUE(WaitFor([&] { return state()["fenced"].empty(); }));
+  again.Stop();
+}
+
+// The operator asks the owner to fence a lease its own watch has not shown
+// it yet (the channel outruns the informer): the fence item names the
+// grant, so it is cut and confirmed at once, not on a later pass, and the
+// fabric refuses that grant from then on.
+TEST_F(ChannelAgentTest, FenceOfALeaseNotSeenYetIsCutAndConfirmedAtOnce) {
+  RecordAndServe();
+  VolumeEpoch(1);
+  chpb::OperatorMessage m;
+  chpb::FenceItem* f = m.add_fences();
+  f->set_lease("dl-not-seen-1");
+  f->set_volume("vol");
+  f->set_recall_id("r6");
+  f->set_epoch(1);
+  f->set_holder_node("node-b");
+  f->set_lease_uid("uid-not-seen");
+  agent_->OnChannelMessage(m);
+  chpb::AgentReport r = TakeReports();
+  ASSERT_EQ(r.fences_size(), 1);
+  EXPECT_EQ(r.fences(0).lease(), "dl-not-seen-1");
+  EXPECT_EQ(r.fences(0).recall_id(), "r6");
+  fabric::GrantKey key{"vol", "uid-not-seen", "node-b", 1};
+  EXPECT_TRUE(absl::IsPermissionDenied(
+      fabric_.Grant(key, fabric::Access::kReadWrite).status()));
+
+  // Without the uid (an operator from before it), a lease that exists is
+  // looked up; one that is gone is dropped, not confirmed.
+  std::string known = PublishPod("c6");
+  chpb::OperatorMessage old;
+  chpb::FenceItem* o = old.add_fences();
+  o->set_lease(known);
+  o->set_volume("vol");
+  o->set_recall_id("r7");
+  o->set_epoch(1);
+  o->set_holder_node("node-a");
+  chpb::FenceItem* gone = old.add_fences();
+  *gone = *o;
+  gone->set_lease("dl-deleted-1");
+  agent_->OnChannelMessage(old);
+  r = TakeReports();
+  ASSERT_EQ(r.fences_size(), 1);
+  EXPECT_EQ(r.fences(0).lease(), known);
+  for (int i = 0; i < 3; ++i) agent_->ReconcileOnce();
+  EXPECT_EQ(TakeReports().fences_size(), 0);
+}
+
 // A fenced revoke is told to the session at once; acked on the channel once
 // the client saw it, not in the status.
 TEST_F(ChannelAgentTest, RevocationIsToldThenAckedOnTheChannel) {

@@ -2,6 +2,7 @@
 // recall channel"): what the operator asks on it, and the answers, given
 // from the publishes' sessions and the fabric as they are now.
 #include "absl/strings/str_cat.h"
+#include "lib/base/crash_point.h"
 #include "lib/base/log.h"
 #include "node-agent/agent/agent.h"
 
@@ -51,6 +52,12 @@ void Agent::OnChannelMessage(const chpb::OperatorMessage& m) {
   for (const chpb::Refusal& r : m.refused()) {
     base::LogWarn("agent.channel_refused",
                   {{"lease", r.lease()}, {"reason", r.reason()}});
+  }
+  if (m.recalls_size() + m.fences_size() + m.revoked_size() > 0) {
+    base::LogInfo("agent.channel_asked",
+                  {{"recalls", std::to_string(m.recalls_size())},
+                   {"fences", std::to_string(m.fences_size())},
+                   {"revoked", std::to_string(m.revoked_size())}});
   }
   std::set<std::string> touched;
   for (const chpb::RecallItem& it : m.recalls()) {
@@ -118,39 +125,7 @@ void Agent::AnswerChannelLocked() {
     }
   }
 
-  // Owner: cut the grant, then confirm. A volume this node does not serve
-  // has no grant here to cut (Invalidate answers false, nothing live).
-  for (auto it = asked_fences_.begin(); it != asked_fences_.end();) {
-    const chpb::FenceItem& item = it->second.item;
-    // The grant is named by the lease's UID: from the informer, which has
-    // seen the lease since it was granted (the owner granted from it).
-    auto cached = CachedLease(item.lease());
-    if (!cached.has_value()) {
-      base::LogWarn("agent.fence_unknown_lease", {{"lease", item.lease()}});
-      ++it;  // tried again next pass
-      continue;
-    }
-    const std::string uid = cached->metadata.uid;
-    fabric::GrantKey key{item.volume(), uid, item.holder_node(), item.epoch()};
-    absl::StatusOr<bool> cut = fabric_.Invalidate(key);
-    if (!cut.ok()) {
-      base::LogError(
-          "agent.fence_failed",
-          {{"grant", key.DebugString()}, {"error", cut.status().ToString()}});
-      ++it;
-      continue;
-    }
-    base::LogWarn("agent.fenced", {{"lease", item.lease()},
-                                   {"grant", key.DebugString()},
-                                   {"recall", item.recall_id()},
-                                   {"via", "channel"}});
-    if (config_.metrics != nullptr) config_.metrics->Fenced();
-    chpb::FenceConfirmation* f = report.add_fences();
-    f->set_lease(item.lease());
-    f->set_recall_id(item.recall_id());
-    f->set_epoch(item.epoch());
-    it = asked_fences_.erase(it);
-  }
+  FenceAskedLocked(report);
 
   // Holder: a fenced revoke is told to every client; answered once each
   // attached client saw it (none attached: at once).
@@ -192,6 +167,103 @@ void Agent::AnswerChannelLocked() {
       0) {
     config_.channel_report(report);
   }
+}
+
+absl::StatusOr<std::string> Agent::LeaseUidLocked(
+    const std::string& name) const {
+  if (auto cached = CachedLease(name); cached.has_value()) {
+    return cached->metadata.uid;
+  }
+  absl::StatusOr<k8s::Json> got = client_.Get(DaxLeaseResource(), "", name);
+  if (!got.ok()) return got.status();
+  return k8s::UidOf(*got);
+}
+
+void Agent::FenceAskedLocked(chpb::AgentReport& report) {
+  // Owner: record the grant as fenced, cut it, then confirm. A volume this
+  // node does not serve has no grant here to cut (Invalidate answers false,
+  // nothing live).
+  std::vector<std::pair<std::string, fabric::GrantKey>> asked;
+  for (auto it = asked_fences_.begin(); it != asked_fences_.end();) {
+    const chpb::FenceItem& item = it->second.item;
+    // The grant is named by the lease's UID: the operator's (it asks from
+    // the lease it read), else looked up.
+    std::string uid = item.lease_uid();
+    if (uid.empty()) {
+      absl::StatusOr<std::string> got = LeaseUidLocked(item.lease());
+      if (absl::IsNotFound(got.status())) {
+        // Deleted: the operator takes that as the holder's release and
+        // stops asking; there is no grant left to name.
+        base::LogWarn("agent.fence_lease_gone", {{"lease", item.lease()}});
+        it = asked_fences_.erase(it);
+        continue;
+      }
+      if (!got.ok()) {
+        base::LogWarn(
+            "agent.fence_unknown_lease",
+            {{"lease", item.lease()}, {"error", got.status().ToString()}});
+        ++it;  // tried again next pass
+        continue;
+      }
+      uid = *got;
+    }
+    fabric::GrantKey key{item.volume(), uid, item.holder_node(), item.epoch()};
+    if (fenced_.emplace(key, item.lease()).second) fenced_unsaved_ = true;
+    asked.emplace_back(it->first, std::move(key));
+    ++it;
+  }
+  if (fenced_unsaved_) {
+    if (absl::Status st = SaveStateLocked(); !st.ok()) {
+      base::LogError("agent.fence_not_recorded", {{"error", st.ToString()}});
+    }
+  }
+  for (const auto& [lease, key] : asked) {
+    absl::StatusOr<bool> cut = fabric_.Invalidate(key);
+    if (!cut.ok()) {
+      base::LogError(
+          "agent.fence_failed",
+          {{"grant", key.DebugString()}, {"error", cut.status().ToString()}});
+      continue;
+    }
+    // Confirmed only once a restart would keep it cut.
+    if (fenced_unsaved_) continue;
+    // Cut and recorded; the confirmation has not gone out.
+    base::CrashPoint("agent.channel.fence_cut");
+    auto it = asked_fences_.find(lease);
+    const chpb::FenceItem& item = it->second.item;
+    base::LogWarn("agent.fenced", {{"lease", lease},
+                                   {"grant", key.DebugString()},
+                                   {"recall", item.recall_id()},
+                                   {"cut", *cut ? "live" : "already"},
+                                   {"via", "channel"}});
+    if (config_.metrics != nullptr) config_.metrics->Fenced();
+    chpb::FenceConfirmation* f = report.add_fences();
+    f->set_lease(lease);
+    f->set_recall_id(item.recall_id());
+    f->set_epoch(item.epoch());
+    asked_fences_.erase(it);
+  }
+}
+
+void Agent::PruneFencedLocked() {
+  bool pruned = false;
+  for (auto it = fenced_.begin(); it != fenced_.end();) {
+    const fabric::GrantKey& key = it->first;
+    auto served = served_.find(key.volume);
+    auto vol = CachedVolume(key.volume);
+    // Past the grant's epoch the fabric refuses it anyway (InvalidateBefore,
+    // also in a restarted agent); a volume not served here grants nothing.
+    const bool dead = served == served_.end() || !vol.has_value() ||
+                      vol->spec.owner_node != config_.node ||
+                      vol->status.epoch > key.epoch;
+    if (!dead || asked_fences_.contains(it->second)) {
+      ++it;
+      continue;
+    }
+    it = fenced_.erase(it);
+    pruned = true;
+  }
+  if (pruned) (void)SaveStateLocked();
 }
 
 }  // namespace daxlease::agent

@@ -338,22 +338,27 @@ absl::Status Volume::CheckRange(uint64_t offset, uint64_t len) const {
   return absl::OkStatus();
 }
 
-// Runs `op` on the remote region; a lost connection (the owner agent
-// restarted) is re-established with the same grant, for up to 10 s.
+// Runs `op` on the remote region `r`; a lost connection (the owner agent
+// restarted) is re-established with the same grant, for up to 10 s. The
+// grant is read only on that path: the call itself copies nothing.
 absl::Status Volume::RemoteCall(
-    const std::function<absl::Status(fabric::RemoteRegion&)>& op) {
-  std::shared_ptr<fabric::RemoteRegion> r;
+    std::shared_ptr<fabric::RemoteRegion> r,
+    absl::FunctionRef<absl::Status(fabric::RemoteRegion&)> op) {
+  absl::Status st =
+      r != nullptr ? op(*r) : absl::UnavailableError("not connected");
+  if (!absl::IsUnavailable(st)) return st;
   std::optional<pb::Grant> g;
   {
     std::lock_guard<std::mutex> l(mu_);
-    r = remote_;
+    if (phase_ == Phase::kRevoked) {
+      return absl::PermissionDeniedError(
+          absl::StrCat("revoked: ", status_message_));
+    }
     g = grant_;
   }
+  if (!g.has_value()) return st;
   absl::Time give_up = absl::Now() + absl::Seconds(10);
   while (true) {
-    absl::Status st =
-        r != nullptr ? op(*r) : absl::UnavailableError("not connected");
-    if (!absl::IsUnavailable(st) || !g.has_value()) return st;
     if (absl::Now() > give_up) return st;
     absl::SleepFor(absl::Milliseconds(50));
     {
@@ -366,13 +371,17 @@ absl::Status Volume::RemoteCall(
     if (absl::IsPermissionDenied(c.status())) return c.status();
     if (!c.ok()) continue;
     std::shared_ptr<fabric::RemoteRegion> fresh = std::move(*c);
-    std::lock_guard<std::mutex> l(mu_);
-    if (!grant_.has_value() || grant_->epoch() != g->epoch() ||
-        phase_ == Phase::kRevoked) {
-      return absl::PermissionDeniedError("revoked");
+    {
+      std::lock_guard<std::mutex> l(mu_);
+      if (!grant_.has_value() || grant_->epoch() != g->epoch() ||
+          phase_ == Phase::kRevoked) {
+        return absl::PermissionDeniedError("revoked");
+      }
+      remote_ = fresh;
     }
-    remote_ = fresh;
-    r = fresh;
+    r = std::move(fresh);
+    st = op(*r);
+    if (!absl::IsUnavailable(st)) return st;
   }
 }
 
@@ -381,12 +390,14 @@ absl::Status Volume::Read(uint64_t offset, char* buf, size_t len) {
   std::unique_lock<std::mutex> l(mu_);
   if (absl::Status s = Enter(l); !s.ok()) return s;
   char* base = base_;
+  std::shared_ptr<fabric::RemoteRegion> remote =
+      base == nullptr ? remote_ : nullptr;
   l.unlock();
   absl::Status st;
   if (base != nullptr) {
     memcpy(buf, base + offset, len);
   } else {
-    st = RemoteCall([&](fabric::RemoteRegion& r) {
+    st = RemoteCall(std::move(remote), [&](fabric::RemoteRegion& r) {
       return r.Read(offset, absl::MakeSpan(buf, len));
     });
   }
@@ -402,12 +413,14 @@ absl::Status Volume::Write(uint64_t offset, const char* buf, size_t len) {
   std::unique_lock<std::mutex> l(mu_);
   if (absl::Status s = Enter(l); !s.ok()) return s;
   char* base = base_;
+  std::shared_ptr<fabric::RemoteRegion> remote =
+      base == nullptr ? remote_ : nullptr;
   l.unlock();
   absl::Status st;
   if (base != nullptr) {
     memcpy(base + offset, buf, len);
   } else {
-    st = RemoteCall([&](fabric::RemoteRegion& r) {
+    st = RemoteCall(std::move(remote), [&](fabric::RemoteRegion& r) {
       return r.Write(offset, absl::MakeConstSpan(buf, len));
     });
   }
@@ -432,6 +445,8 @@ absl::Status Volume::Persist(uint64_t offset, size_t len, int64_t* epoch) {
   // Entered: granted (or the recall's own hook), so grant_ is the grant the
   // recall waits on this call for.
   const int64_t granted_at = grant_ ? grant_->epoch() : 0;
+  std::shared_ptr<fabric::RemoteRegion> remote =
+      base == nullptr ? remote_ : nullptr;
   l.unlock();
   absl::Status st;
   if (base != nullptr) {
@@ -440,8 +455,9 @@ absl::Status Volume::Persist(uint64_t offset, size_t len, int64_t* epoch) {
     uint64_t end = std::min<uint64_t>(offset + len, mapped);
     st = SyncLocal(map_fd, base + start, end - start, dir_);
   } else {
-    st = RemoteCall(
-        [&](fabric::RemoteRegion& r) { return r.Persist(offset, len); });
+    st = RemoteCall(std::move(remote), [&](fabric::RemoteRegion& r) {
+      return r.Persist(offset, len);
+    });
   }
   {
     std::lock_guard<std::mutex> g(mu_);
@@ -599,10 +615,12 @@ void Volume::Recall(const pb::SessionEvent& ev) {
     // What was written since the last persist, not the whole volume: the
     // owner's msync of a range is bounded by the range.
     auto [start, end] = dirty_.Span();
+    std::shared_ptr<fabric::RemoteRegion> remote = remote_;
     l.unlock();
-    st = RemoteCall([&, start = start, end = end](fabric::RemoteRegion& r) {
-      return r.Persist(start, end - start);
-    });
+    st = RemoteCall(std::move(remote),
+                    [&, start = start, end = end](fabric::RemoteRegion& r) {
+                      return r.Persist(start, end - start);
+                    });
     l.lock();
     if (st.ok()) dirty_.Clear();
   } else {

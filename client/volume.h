@@ -25,6 +25,7 @@
 #include <thread>
 #include <utility>
 
+#include "absl/functional/function_ref.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
@@ -116,8 +117,11 @@ class Volume {
   void Revoke(const pb::SessionEvent& ev);
   void SessionLoop();
   void EventLoop();
+  // Runs `op` on `r` (remote_ as read when the call entered), reconnecting
+  // with the grant when the connection was lost.
   absl::Status RemoteCall(
-      const std::function<absl::Status(fabric::RemoteRegion&)>& op);
+      std::shared_ptr<fabric::RemoteRegion> r,
+      absl::FunctionRef<absl::Status(fabric::RemoteRegion&)> op);
 
   const std::string dir_;
   const Descriptor desc_;

@@ -106,6 +106,8 @@ absl::StatusOr<EventChannel> EventChannel::Create() {
   return EventChannel(ch);
 }
 
+int EventChannel::fd() const { return ch_->fd; }
+
 void EventChannel::Deleter::operator()(rdma_event_channel* ch) const {
   rdma_destroy_event_channel(ch);
 }

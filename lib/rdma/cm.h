@@ -46,6 +46,8 @@ class EventChannel {
   ~EventChannel() = default;
 
   rdma_event_channel* get() const { return ch_.get(); }
+  // The channel's file descriptor: readable when an event is waiting.
+  int fd() const;
 
  private:
   explicit EventChannel(rdma_event_channel* ch) : ch_(ch) {}

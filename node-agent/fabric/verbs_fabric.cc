@@ -1,5 +1,6 @@
 #include "node-agent/fabric/verbs_fabric.h"
 
+#include <poll.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -33,6 +34,19 @@ constexpr size_t kMsgBytes = 4096;
 constexpr size_t kOpBytes = 1u << 20;
 constexpr size_t kOpsInFlight = 4;
 constexpr size_t kBounceBytes = kOpBytes * kOpsInFlight;
+// Holder: a transfer up to this size only spins for its completion (for up
+// to kSpinFor) before sleeping between polls: its completion comes within a
+// round trip, and a sleep would cost more than the whole op.
+constexpr uint64_t kSpinOnlyBytes = 64 * 1024;
+constexpr absl::Duration kSpinFor = absl::Milliseconds(2);
+// Holder, larger transfers: polls before the first sleep, and each sleep
+// (in poll(2) on the rdma_cm channel, so an owner's disconnect ends it).
+constexpr int kSpinsBeforeSleep = 256;
+constexpr int kSleepMicros = 50;
+// Holder: an idle connection's rdma_cm channel is looked at (a system call)
+// before an op when it was last looked at longer ago than this: an owner
+// that disconnected meanwhile is seen before its QP is used.
+constexpr absl::Duration kIdleCheck = absl::Milliseconds(20);
 
 constexpr uint64_t kWrRecv = 1, kWrSend = 2, kWrBind = 3, kWrInvalidate = 4;
 
@@ -668,6 +682,9 @@ struct HolderConn {
   uint32_t rkey = 0;
   uint64_t size = 0;
   uint64_t next_wr = 100;
+  // When the rdma_cm channel was last looked at (or an op completed: a
+  // completion shows the connection was up then).
+  absl::Time last_check = absl::InfinitePast();
 
   ~HolderConn() {
     if (id.has_value()) (void)id->Disconnect();
@@ -743,7 +760,44 @@ absl::StatusOr<std::unique_ptr<HolderConn>> Dial(const GrantInfo& grant) {
   c->raddr = reply.addr;
   c->rkey = reply.rkey;
   c->size = reply.size_bytes;
+  c->last_check = absl::Now();
   return c;
+}
+
+// Whether the owner ended the connection: an rdma_cm event is waiting on
+// its channel (DISCONNECTED, or anything else, which ends it too).
+bool OwnerGone(HolderConn& c) {
+  pollfd p{c.channel->fd(), POLLIN, 0};
+  if (::poll(&p, 1, 0) <= 0) return false;
+  absl::Status ev = c.id->WaitForDisconnect(absl::ZeroDuration());
+  return !absl::IsDeadlineExceeded(ev);
+}
+
+// The next completion on the connection's CQ. ibv_poll_cq reads a queue in
+// shared memory, no system call. A small transfer spins for up to kSpinFor;
+// a larger one for kSpinsBeforeSleep polls; then each waits in poll(2) on
+// the rdma_cm channel between polls (kSleepMicros), so an owner that
+// disconnects ends the wait (UNAVAILABLE) instead of the deadline.
+absl::StatusOr<rdma::WorkCompletion> NextCompletion(HolderConn& c, bool small,
+                                                    absl::Time deadline) {
+  const absl::Time start = small ? absl::Now() : absl::InfinitePast();
+  for (uint64_t spins = 1;; ++spins) {
+    ASSIGN_OR_RETURN(std::optional<rdma::WorkCompletion> wc, c.cq->Poll());
+    if (wc.has_value()) return std::move(*wc);
+    if (small) {
+      if ((spins & 0x3f) != 0 || absl::Now() - start < kSpinFor) continue;
+      small = false;  // not so small after all: wait as a large one
+    } else if (spins < kSpinsBeforeSleep) {
+      continue;
+    }
+    if (absl::Now() > deadline)
+      return absl::DeadlineExceededError("no completion before the timeout");
+    pollfd p{c.channel->fd(), POLLIN, 0};
+    const timespec nap{0, kSleepMicros * 1000};
+    if (::ppoll(&p, 1, &nap, nullptr) > 0 && OwnerGone(c)) {
+      return absl::UnavailableError("the owner disconnected");
+    }
+  }
 }
 
 class VerbsRemoteRegion final : public RemoteRegion {
@@ -800,9 +854,14 @@ class VerbsRemoteRegion final : public RemoteRegion {
     }
     if (!revoked_.ok()) return revoked_;
     if (conn_ != nullptr) {
-      // A disconnect from the owner (or any other event) ends this QP.
-      absl::Status ev = conn_->id->WaitForDisconnect(absl::ZeroDuration());
-      if (!absl::IsDeadlineExceeded(ev)) conn_.reset();
+      // A disconnect from the owner (or any other event) ends this QP. Not
+      // looked at before every op (a system call each): only when the
+      // connection was idle, and while an op waits (NextCompletion).
+      const absl::Time now = absl::Now();
+      if (now - conn_->last_check > kIdleCheck) {
+        conn_->last_check = now;
+        if (OwnerGone(*conn_)) conn_.reset();
+      }
     }
     if (conn_ == nullptr) {
       absl::StatusOr<std::unique_ptr<HolderConn>> c = Dial(grant_);
@@ -835,8 +894,10 @@ class VerbsRemoteRegion final : public RemoteRegion {
       }
     }
     absl::Status failed = st;
+    const absl::Time deadline = absl::Now() + kOpTimeout;
     for (uint64_t got = 0; got < posted;) {
-      absl::StatusOr<rdma::WorkCompletion> wc = c.cq->Wait(kOpTimeout);
+      absl::StatusOr<rdma::WorkCompletion> wc =
+          NextCompletion(c, len <= kSpinOnlyBytes, deadline);
       if (!wc.ok()) {
         failed = wc.status();
         break;
@@ -855,12 +916,38 @@ class VerbsRemoteRegion final : public RemoteRegion {
                                         " failed: ", wc->status_text));
       }
     }
-    if (!failed.ok()) {
-      // The QP is in the error state (or its completions are lost): drop
-      // the connection, the next call reconnects with the grant.
-      conn_.reset();
+    if (failed.ok()) {
+      c.last_check = absl::Now();
+      return failed;
     }
+    // The QP is in the error state (or its completions are lost): drop the
+    // connection, the next call reconnects with the grant.
+    conn_.reset();
+    if (absl::IsPermissionDenied(failed)) failed = ConfirmRefusal(failed);
     return failed;
+  }
+
+  // The owner refused our key. Revoked, or did the owner go away (a
+  // stopping owner invalidates its windows before it disconnects, and the
+  // disconnect is not looked for before every op)? Its handshake says:
+  // refused (PERMISSION_DENIED: revoked, sticky), or admitted again (an
+  // owner restarted: UNAVAILABLE, the caller retries), or unreachable.
+  absl::Status ConfirmRefusal(const absl::Status& refused)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    absl::StatusOr<std::unique_ptr<HolderConn>> c = Dial(grant_);
+    if (absl::IsPermissionDenied(c.status())) {
+      revoked_ = absl::PermissionDeniedError(
+          absl::StrCat(refused.message(), "; ", c.status().message()));
+      return revoked_;
+    }
+    if (!c.ok()) {
+      return absl::UnavailableError(
+          absl::StrCat("the owner refused the key and is not reachable: ",
+                       c.status().message()));
+    }
+    conn_ = *std::move(c);
+    return absl::UnavailableError(
+        "the owner refused the key, then admitted the grant again: retry");
   }
 
   absl::Mutex mu_;

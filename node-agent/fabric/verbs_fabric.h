@@ -36,7 +36,10 @@
 // placed in the owner's memory (devdax: the media itself; the RDMA FLUSH
 // verb, where a device offers it, would also cover caches). A completion
 // with an error drops the connection; the next call reconnects with the same
-// grant, so a QP in the error state is never left wedged.
+// grant, so a QP in the error state is never left wedged. Completions are
+// polled (no system call; a small op spins, a large one sleeps between polls
+// in poll(2) on the rdma_cm channel); the channel is looked at before an op
+// only after the connection was idle (20 ms), not before every op.
 //
 // Endpoints are "verbs://<ipv4>:<port>"; rdma_cm binds the RDMA device by
 // that address (rxe0 over the NIC carrying it), so the listen address must

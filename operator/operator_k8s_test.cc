@@ -12,6 +12,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "lib/api/json.h"
+#include "lib/api/label_value.h"
 #include "lib/api/resources.h"
 #include "operator/reconciler.h"
 #include "tests/k8s/k8s_testing.h"
@@ -169,8 +170,9 @@ class OperatorK8sTest : public ::testing::Test {
   // A shared volume on node-owner with lease `a` (node-a) granted, and a
   // DaxMigration `m` to node-target whose Migrate recall `a` acked: the
   // volume is Migrating, the migration Copying. Returns the epoch before.
-  int64_t MigrateUntilCopying(const std::string& vol,
-                              const OperatorProcess& op) {
+  int64_t MigrateUntilCopying(const std::string& vol, const OperatorProcess& op,
+                              std::string migration = "") {
+    if (migration.empty()) migration = N("m");
     CreateVolume(vol);
     CreateLease(N("a"), vol);
     EXPECT_TRUE(
@@ -181,14 +183,14 @@ class OperatorK8sTest : public ::testing::Test {
                         absl::Seconds(10)));
     const int64_t epoch0 = Volume(vol)->status.epoch;
     api::DaxMigration m;
-    m.metadata.name = N("m");
+    m.metadata.name = migration;
     m.spec = {vol, "node-target"};
     auto made = client_->Create(api::DaxMigrationResource(), api::ToJson(m));
     EXPECT_TRUE(made.ok()) << made.status();
     std::string recall;
     EXPECT_TRUE(WaitFor(
         [&] {
-          auto mm = Migration(N("m"));
+          auto mm = Migration(migration);
           if (!mm || mm->status.recall.empty()) return false;
           recall = mm->status.recall;
           auto r = Recall(recall);
@@ -201,7 +203,7 @@ class OperatorK8sTest : public ::testing::Test {
                {{"releasedRecallID", Recall(recall)->status.recall_id}});
     EXPECT_TRUE(WaitFor(
         [&] {
-          auto mm = Migration(N("m"));
+          auto mm = Migration(migration);
           return mm && mm->status.phase == api::MigrationPhase::kCopying &&
                  Volume(vol)->status.phase == api::VolumePhase::kMigrating;
         },
@@ -690,6 +692,30 @@ TEST_F(OperatorK8sTest, MigrationDeletedWithAVerifiedCopyFinishesTheSwitch) {
       << op.Log();
   EXPECT_THAT(PluginStatus(vol), ::testing::HasSubstr("Complete (deleting)"));
   ExpectKeptUntilMediaFreed("sourceMediaFreed", op);
+}
+
+// A volume ID as long as the CSI driver makes them (57 characters: 40 of the
+// name, a dash, 16 hex digits) migrates: `kubectl daxlease migrate` names
+// the DaxMigration after the volume (81 characters here), longer than a label
+// value may be (63), yet the Migrate recall's migration label is accepted by
+// the API server and still names the migration (the recall runs, the
+// migration goes on to Copying).
+TEST_F(OperatorK8sTest, MigrationOfAVolumeWithALongIdRecallsAndCopies) {
+  OperatorProcess op(kubeconfig_, OperatorArgs("op-a"), prefix_);
+  std::string vol = N("v");
+  vol.resize(40, 'x');
+  vol += "-0123456789abcdef";
+  ASSERT_EQ(vol.size(), 57u);
+  const std::string migration = vol + "-to-node-target-abcd1234";
+  MigrateUntilCopying(vol, op, migration);
+  ASSERT_FALSE(HasFailure());
+  auto m = Migration(migration);
+  ASSERT_TRUE(m.has_value());
+  auto r = Recall(m->status.recall);
+  ASSERT_TRUE(r.has_value());
+  const std::string label = r->metadata.labels[api::kMigrationLabel];
+  EXPECT_LE(label.size(), 63u) << label;
+  EXPECT_EQ(label, api::LabelValueFor(migration));
 }
 
 // Agents acking all at once while the operator writes the same objects: every

@@ -11,6 +11,7 @@
 #include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
 #include "lib/api/json.h"
+#include "lib/api/label_value.h"
 #include "lib/lease/lease.h"
 
 namespace daxlease::op {
@@ -591,9 +592,9 @@ class Planner {
     auto l = r.metadata.labels.find(api::kMigrationLabel);
     if (l == r.metadata.labels.end()) return "";
     for (const api::DaxMigration& m : w_.migrations) {
-      if (m.metadata.name != l->second) continue;
+      if (api::LabelValueFor(m.metadata.name) != l->second) continue;
       if (!lease::MigrationFinished(PhaseOf(m))) return "";
-      return absl::StrCat("DaxMigration ", l->second, " is ",
+      return absl::StrCat("DaxMigration ", m.metadata.name, " is ",
                           api::EnumName(*m.status.phase));
     }
     return absl::StrCat("DaxMigration ", l->second, " no longer exists");
@@ -807,7 +808,11 @@ class Planner {
             const DaxRecall& r = w_.recalls[idx];
             view.recall_name = r.metadata.name;
             auto l = r.metadata.labels.find(api::kMigrationLabel);
-            if (l != r.metadata.labels.end()) view.recall_for = l->second;
+            if (l != r.metadata.labels.end()) {
+              // The label stands for this migration's name, or another's.
+              view.recall_for =
+                  l->second == api::LabelValueFor(m.id) ? m.id : l->second;
+            }
           } else {
             view.recall_name = s_.recall->id;
           }
@@ -828,7 +833,7 @@ class Planner {
           w_.volume.has_value()) {
         DaxRecall r;
         r.metadata.name = st.create_recall;
-        r.metadata.labels[api::kMigrationLabel] = m.id;
+        r.metadata.labels[api::kMigrationLabel] = api::LabelValueFor(m.id);
         r.metadata.labels[api::kVolumeLabel] = w_.volume_name;
         r.spec.volume = w_.volume_name;
         r.spec.reason = api::RecallReason::kMigrate;

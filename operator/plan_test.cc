@@ -6,6 +6,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "lib/api/json.h"
+#include "lib/api/label_value.h"
 
 namespace daxlease::op {
 namespace {
@@ -814,6 +815,37 @@ TEST(PlanMigration, DeletedWithAVerifiedCopyFinishesTheSwitch) {
   w.migrations[0].status.source_media_freed = true;
   Plan p = ComputePlan(w, kT0, {});
   EXPECT_FALSE(Protected(p.desired.migrations[0]));
+}
+
+// A migration named as `kubectl daxlease migrate` names one for a volume ID
+// of 57 characters (longer than a label value): its recall's label is a
+// label value that stands for the name, and a recall whose record on the
+// migration was lost is still adopted through it (the migration then goes
+// on to Copying, the recall is not failed as another migration's).
+TEST(PlanMigration, LongNameIsLabelledWithALabelValueAndAdopted) {
+  World w = Settle(WorldOf({}), kT0);
+  const std::string name =
+      std::string(40, 'p') + "-0123456789abcdef-to-target-abcd1234";
+  api::DaxMigration m;
+  m.metadata.name = name;
+  m.spec.volume = "vol";
+  m.spec.target_node = "target";
+  m.metadata.finalizers = {kMigrationFinalizer};
+  w.migrations.push_back(m);
+  Plan p = ComputePlan(w, kT0, {});
+  ASSERT_EQ(p.create_recalls.size(), 1u);
+  api::DaxRecall stored = p.create_recalls[0];
+  const std::string label = stored.metadata.labels.at(api::kMigrationLabel);
+  EXPECT_LE(label.size(), 63u);
+  EXPECT_EQ(label, api::LabelValueFor(name));
+  // The recall is stored; the migration's write that named it is lost.
+  stored.metadata.uid = "rec-uid";
+  w.recalls.push_back(stored);
+  w = Settle(w, kT0);
+  EXPECT_EQ(w.migrations[0].status.recall, stored.metadata.name);
+  EXPECT_EQ(w.migrations[0].status.phase, api::MigrationPhase::kCopying);
+  EXPECT_EQ(w.volume->status.phase, VolumePhase::kMigrating);
+  EXPECT_NE(w.recalls[0].status.phase, RecallPhase::kFailed);
 }
 
 // A Migrate recall left behind by a migration that is gone never starts

@@ -44,7 +44,7 @@ inline constexpr char kReshapedAnnotation[] = "daxlease.io/reshaped";
 inline constexpr char kFabricEndpointAnnotation[] =
     "daxlease.io/fabric-endpoint";
 
-// Label on the DaxRecall a DaxMigration runs: value = the migration's name.
+// On a DaxMigration's recall: value = LabelValueFor(its name), label_value.h.
 inline constexpr char kMigrationLabel[] = "daxlease.io/migration";
 
 // Annotation the owner agent puts on a DaxVolume once the copy a Snapshot

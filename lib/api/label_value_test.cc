@@ -1,0 +1,51 @@
+#include "lib/api/label_value.h"
+
+#include <string>
+
+#include "gtest/gtest.h"
+
+namespace daxlease::api {
+namespace {
+
+// A label value: at most 63 characters, alphanumeric at both ends, only
+// alphanumerics, '-', '_' and '.' between.
+bool IsLabelValue(const std::string& v) {
+  auto alnum = [](char c) {
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+           (c >= '0' && c <= '9');
+  };
+  if (v.size() > 63) return false;
+  if (v.empty()) return true;
+  if (!alnum(v.front()) || !alnum(v.back())) return false;
+  for (char c : v) {
+    if (!alnum(c) && c != '-' && c != '_' && c != '.') return false;
+  }
+  return true;
+}
+
+TEST(LabelValueForTest, AShortNameIsItself) {
+  EXPECT_EQ(LabelValueFor("vol-1-to-node-b-abcd1234"),
+            "vol-1-to-node-b-abcd1234");
+  const std::string n63(63, 'a');
+  EXPECT_EQ(LabelValueFor(n63), n63);
+}
+
+// What `kubectl daxlease migrate` names a migration of a volume whose ID is
+// as long as the CSI driver makes them (57 characters).
+TEST(LabelValueForTest, ALongNameIsCutAndHashedIntoALabelValue) {
+  const std::string vol = std::string(40, 'p') + "-0123456789abcdef";
+  const std::string name = vol + "-to-node-b-abcd1234";
+  const std::string v = LabelValueFor(name);
+  EXPECT_EQ(v.size(), 63u);
+  EXPECT_TRUE(IsLabelValue(v)) << v;
+  EXPECT_EQ(v.substr(0, 46), name.substr(0, 46));
+  EXPECT_EQ(LabelValueFor(name), v);  // stable
+  // Names alike in their first 46 characters stay apart; a cut at a dot or
+  // a dash still ends alphanumeric.
+  EXPECT_NE(LabelValueFor(vol + "-to-node-c-abcd1234"), v);
+  const std::string dotted = std::string(45, 'a') + ".b" + std::string(30, 'c');
+  EXPECT_TRUE(IsLabelValue(LabelValueFor(dotted))) << LabelValueFor(dotted);
+}
+
+}  // namespace
+}  // namespace daxlease::api

@@ -268,7 +268,9 @@ class AgentK8sTest : public ::testing::Test {
   }
   int Port(char n) { return n == 'a' ? port_a_ : port_b_; }
 
-  void StartAgent(char n) {
+  // With `crash_point`, the agent kills itself there
+  // (lib/base/crash_point.h); the test starts it again.
+  void StartAgent(char n, const std::string& crash_point = "") {
     std::string addr = absl::StrCat("127.0.0.1:", Port(n));
     std::vector<std::string> args = {
         DAXLEASE_AGENT_BIN,
@@ -285,6 +287,10 @@ class AgentK8sTest : public ::testing::Test {
           absl::StrCat("--channel-record=", channel_ns_, "/channel"));
       args.push_back("--channel-token-file=" + TokenFile(n));
     }
+    if (!crash_point.empty()) {
+      args.insert(args.begin(),
+                  {"/usr/bin/env", "DAXLEASE_CRASH_POINT=" + crash_point});
+    }
     agents_[n] = std::make_unique<Child>(
         args, absl::StrCat(dir_, "/agent-", std::string(1, n), ".log"));
   }
@@ -296,9 +302,9 @@ class AgentK8sTest : public ::testing::Test {
     auto text = k8s::testing::ScrapeMetrics(port);
     return text.ok() ? k8s::testing::MetricValue(*text, series) : -1;
   }
-  void RestartAgent(char n) {
+  void RestartAgent(char n, const std::string& crash_point = "") {
     agents_[n]->Kill(SIGKILL);
-    StartAgent(n);
+    StartAgent(n, crash_point);
   }
 
   // Records and serves the volume on a; publishes it to a pod on b.
@@ -1363,6 +1369,191 @@ TEST_F(AgentChannelK8sTest, AgentRestartedMidRecallReconnectsAndAnswers) {
   w.Stop();
   EXPECT_EQ(w.errors(), std::vector<std::string>{});
   ASSERT_EQ(daxlease_detach(remote), DAXLEASE_OK) << daxlease_errmsg();
+}
+
+// The holder's agent is killed (-9) after the lease was revoked and fenced
+// but before its revocation ack went out (its client is held in a
+// pre-flush hook, so it has acked neither the recall nor the revocation):
+// the operator asks the restarted agent again, and once the client is let
+// go it sees REVOKED on its new session and the agent answers. Killed again
+// after that ack, the agent lets a new client attach under the next
+// generation at the next epoch; the revoked lease stays Released at its
+// epoch, never granted again.
+TEST_F(AgentChannelK8sTest, HolderRestartedAroundItsRevocationAckAnswersAgain) {
+  std::string remote_dir = SetUpVolume();
+  ASSERT_TRUE(WaitFor([&] { return Connected('a') && Connected('b'); },
+                      absl::Seconds(30)))
+      << Dump();
+  daxlease_attach_opts o = DAXLEASE_ATTACH_OPTS_INIT;
+  o.timeout_ms = 60000;
+  daxlease_volume* remote = nullptr;
+  ASSERT_EQ(daxlease_attach(remote_dir.c_str(), &o, &remote), DAXLEASE_OK)
+      << daxlease_errmsg();
+  struct Hook {
+    std::atomic<bool> hold{true};
+    std::atomic<int> entered{0};
+  } h;
+  auto hook = [](daxlease_volume*, void* arg) -> int {
+    auto* h = static_cast<Hook*>(arg);
+    ++h->entered;
+    while (h->hold.load()) usleep(10000);
+    return 0;
+  };
+  ASSERT_EQ(daxlease_set_preflush_hook(remote, hook, &h), DAXLEASE_OK);
+  // Granted: the recall reaches the hook, which holds it past the deadline.
+  std::string r = CreateRecall(2);
+  ASSERT_TRUE(WaitFor([&] { return h.entered.load() >= 1; }, absl::Seconds(30)))
+      << Dump();
+  ASSERT_TRUE(
+      WaitFor([&] { return RecallStatus(r).value("phase", "") == "Complete"; },
+              absl::Seconds(60)))
+      << Dump();
+  ASSERT_EQ(RecallStatus(r).value("revoked", 0), 1) << Dump();
+  const k8s::Json revoked_list =
+      RecallStatus(r).value("revokedLeases", k8s::Json::array());
+  ASSERT_EQ(revoked_list.size(), 1u) << Dump();
+  const std::string revoked = revoked_list[0];
+  const int64_t epoch0 = RecallStatus(r).value("epoch", int64_t{0});
+  auto asked = [&] {
+    return LogLines('b', {"event=agent.channel_asked", "revoked=1"});
+  };
+  ASSERT_TRUE(WaitFor([&] { return asked() >= 1; }, absl::Seconds(30)))
+      << Dump();
+  EXPECT_EQ(LogLines('b', {"event=agent.revocation_acked"}), 0) << Dump();
+
+  // Before the ack: asked again on the new stream, answered once the client
+  // saw the revocation.
+  const int asks = asked();
+  RestartAgent('b');
+  ASSERT_TRUE(WaitFor([&] { return asked() > asks; }, absl::Seconds(30)))
+      << Dump();
+  EXPECT_EQ(LogLines('b', {"event=agent.revocation_acked"}), 0) << Dump();
+  h.hold.store(false);
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        return LogLines('b', {"event=agent.revocation_acked", "via=channel"}) >=
+               1;
+      },
+      absl::Seconds(30)))
+      << Dump();
+  char buf[16];
+  EXPECT_EQ(daxlease_read(remote, 0, buf, sizeof(buf)), DAXLEASE_E_REVOKED);
+  auto lease_status = [&](const std::string& name) {
+    auto l = kube_->Get(DaxLeaseResource(), "", name);
+    return l.ok() ? l->value("status", k8s::Json::object())
+                  : k8s::Json::object();
+  };
+  // The revocation acknowledged: the lease ends Released at its epoch.
+  ASSERT_TRUE(WaitFor(
+      [&] { return lease_status(revoked).value("state", "") == "Released"; },
+      absl::Seconds(30)))
+      << Dump();
+  (void)daxlease_detach(remote);
+
+  // After the ack: a new client is granted under the next generation.
+  const int connects = LogLines('b', {"event=channel.connected"});
+  RestartAgent('b');
+  ASSERT_TRUE(WaitFor(
+      [&] { return LogLines('b', {"event=channel.connected"}) > connects; },
+      absl::Seconds(30)))
+      << Dump();
+  daxlease_volume* again = nullptr;
+  ASSERT_EQ(daxlease_attach(remote_dir.c_str(), &o, &again), DAXLEASE_OK)
+      << daxlease_errmsg() << Dump();
+  EXPECT_GT(daxlease_epoch(again), epoch0);
+  ASSERT_EQ(daxlease_detach(again), DAXLEASE_OK) << daxlease_errmsg();
+  // The revoked generation is retired (deleted once the next is Granted),
+  // or still Released at its epoch: never Granted again.
+  const k8s::Json last = lease_status(revoked);
+  if (!last.empty()) {
+    EXPECT_EQ(last.value("state", ""), "Released");
+    EXPECT_EQ(last.value("epoch", int64_t{0}), epoch0);
+  }
+  EXPECT_EQ(StatusAnswers(), "");
+}
+
+// The owner's agent cuts the revoked grant and dies before its fence
+// confirmation goes out (crash point agent.channel.fence_cut). Its lease
+// object still reads Recalling at the volume's epoch, as a lagging lease
+// display shows it (the test holds the operator, SIGSTOP, and writes that
+// view back). The restarted owner, on a fresh fabric, does not grant it
+// again: the stopped holder, continued, reconnects with its credential and
+// is refused as revoked, nothing it sends lands. The operator, continued,
+// asks again; the owner confirms from its state and the recall completes
+// with the lease revoked, never granted again.
+TEST_F(AgentChannelK8sTest, OwnerRestartedAfterItsFenceNeverGrantsItAgain) {
+  std::string target = SetUpVolume();
+  ASSERT_TRUE(WaitFor([&] { return Connected('a') && Connected('b'); },
+                      absl::Seconds(30)))
+      << Dump();
+  int connects = LogLines('a', {"event=channel.connected"});
+  RestartAgent('a', "agent.channel.fence_cut");
+  ASSERT_TRUE(WaitFor(
+      [&] { return LogLines('a', {"event=channel.connected"}) > connects; },
+      absl::Seconds(30)))
+      << Dump();
+  Child io({DAXLEASE_IO_BIN, "pattern", target, "4096", "120"},
+           dir_ + "/io.log");
+  ASSERT_TRUE(WaitFor(
+      [&] { return io.Log().find("persisted seq=20 ") != std::string::npos; },
+      absl::Seconds(60)))
+      << io.Log();
+  io.Signal(SIGSTOP);
+  std::string r = CreateRecall(2);
+  ASSERT_TRUE(
+      WaitFor([&] { return agents_['a']->Exited(); }, absl::Seconds(60)))
+      << Dump();
+  ASSERT_NE(agents_['a']->Log().find("agent.channel.fence_cut"),
+            std::string::npos)
+      << Dump();
+  {
+    std::lock_guard<std::mutex> l(operator_mu_);
+    operator_->Signal(SIGSTOP);
+  }
+  EXPECT_EQ(RecallStatus(r).value("phase", ""), "Recalling") << Dump();
+  const k8s::Json revoked_list =
+      RecallStatus(r).value("revokedLeases", k8s::Json::array());
+  ASSERT_EQ(revoked_list.size(), 1u) << Dump();
+  const std::string revoked = revoked_list[0];
+  auto patched =
+      kube_->Patch(DaxLeaseResource(), "", revoked, k8s::PatchType::kMerge,
+                   {{"status",
+                     {{"state", "Recalling"},
+                      {"fenceRequired", nullptr},
+                      {"reason", nullptr}}}},
+                   "status");
+  ASSERT_TRUE(patched.ok()) << patched.status();
+
+  connects = LogLines('a', {"event=channel.connected"});
+  StartAgent('a');
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        return NewGrpcAgentClient(Socket('a'), absl::Seconds(1))->Status().ok();
+      },
+      absl::Seconds(30)))
+      << Dump();
+  const std::string after_fence = FileBytes(0, 8 << 20);
+  io.Signal(SIGCONT);
+  EXPECT_EQ(io.Wait(absl::Seconds(30)), 3) << io.Log();
+  EXPECT_NE(io.Log().find("revoked seq="), std::string::npos) << io.Log();
+  EXPECT_EQ(FileBytes(0, 8 << 20), after_fence) << "a write after the fence";
+
+  {
+    std::lock_guard<std::mutex> l(operator_mu_);
+    operator_->Signal(SIGCONT);
+  }
+  ASSERT_TRUE(
+      WaitFor([&] { return RecallStatus(r).value("phase", "") == "Complete"; },
+              absl::Seconds(60)))
+      << Dump();
+  EXPECT_EQ(RecallStatus(r).value("revoked", 0), 1) << Dump();
+  EXPECT_EQ(RecallStatus(r).value("released", 0), 0) << Dump();
+  EXPECT_GE(LogLines('a', {"event=agent.fenced", "via=channel"}), 1) << Dump();
+  auto l = kube_->Get(DaxLeaseResource(), "", revoked);
+  ASSERT_TRUE(l.ok());
+  EXPECT_NE(l->value("status", k8s::Json::object()).value("state", ""),
+            "Granted");
+  EXPECT_EQ(StatusAnswers(), "");
 }
 
 }  // namespace

@@ -3,7 +3,8 @@
 # veth pair, and the test kube-apiserver reachable inside each of them at the
 # same 127.0.0.1:PORT as on the host, so one kubeconfig works everywhere.
 #
-#   tests/twonode/netns.sh up DIR SERVER_URL   create; idempotent per DIR
+#   tests/twonode/netns.sh up DIR SERVER_URL [CHANNEL_PORT]
+#                                              create; idempotent per DIR
 #   tests/twonode/netns.sh down DIR            remove what `up DIR` made
 #   tests/twonode/netns.sh reap [PARENT]       for every PARENT/daxlease-twonode-*
 #       (default /var/tmp) whose test process (DIR/owner.pid) is gone: kill the
@@ -28,6 +29,10 @@
 # and in each namespace
 #   socat TCP-LISTEN:PORT,bind=127.0.0.1,fork UNIX-CONNECT:DIR/apiserver.sock
 # The apiserver's certificate names 127.0.0.1, so TLS verifies unchanged.
+# With CHANNEL_PORT the operator's recall channel (host 127.0.0.1:CHANNEL_PORT,
+# which the operator advertises) is bridged the same way through
+# DIR/channel.sock; agents trust the certificate the operator publishes, not
+# the address.
 # Processes enter a namespace with nsenter --net only (no mount namespace),
 # so the mounts the node's daemons make stay visible to the test and to
 # cleanup.
@@ -35,7 +40,7 @@ set -euo pipefail
 
 say() { echo "[twonode] $*" >&2; }
 fail() { say "FAILED: $*"; exit 1; }
-usage() { sed -n '6,8p' "$0" >&2; exit 2; }
+usage() { sed -n '6,9p' "$0" >&2; exit 2; }
 
 (($# >= 1)) || usage
 cmd=$1
@@ -72,13 +77,14 @@ do_down() {
     done
     rm -f "$dir/netns.env"
   fi
-  rm -f "$dir/apiserver.sock"
+  rm -f "$dir/apiserver.sock" "$dir/channel.sock"
 }
 
 in_ns() { local ns=$1; shift; nsenter --net="/run/netns/$ns" "$@"; }
 
 do_up() {
-  local server=${1:?SERVER_URL}
+  local server=${1:?SERVER_URL} cport=${2:-}
+  [[ -z $cport || $cport =~ ^[0-9]+$ ]] || fail "channel port '$cport' is not a number"
   [[ $server =~ ^https://127\.0\.0\.1:([0-9]+)$ ]] || fail "server '$server' is not https://127.0.0.1:PORT"
   local port=${BASH_REMATCH[1]}
   ((EUID == 0)) || fail "needs root (network namespaces)"
@@ -125,6 +131,18 @@ ENV
       </dev/null >>"$dir/socat.log" 2>&1 &
     echo "socat $!" >>"$dir/netns.pids"
   done
+  if [[ -n $cport ]]; then
+    rm -f "$dir/channel.sock"
+    setsid socat "UNIX-LISTEN:$dir/channel.sock,fork,mode=600" "TCP:127.0.0.1:$cport" \
+      </dev/null >>"$dir/socat.log" 2>&1 &
+    echo "socat $!" >>"$dir/netns.pids"
+    for ns in "$a" "$b"; do
+      setsid nsenter --net="/run/netns/$ns" socat \
+        "TCP-LISTEN:$cport,bind=127.0.0.1,fork,reuseaddr" "UNIX-CONNECT:$dir/channel.sock" \
+        </dev/null >>"$dir/socat.log" 2>&1 &
+      echo "socat $!" >>"$dir/netns.pids"
+    done
+  fi
 
   # Ready when each namespace reaches the apiserver (any HTTP answer: the
   # request carries no credentials).
@@ -139,7 +157,7 @@ ENV
     done
     [[ -n $ok ]] || { do_down; fail "the apiserver bridge does not answer inside $ns"; }
   done
-  say "up: $a (198.51.100.1) <-> $b (198.51.100.2), apiserver 127.0.0.1:$port in both"
+  say "up: $a (198.51.100.1) <-> $b (198.51.100.2), apiserver 127.0.0.1:$port in both${cport:+, channel 127.0.0.1:$cport}"
 }
 
 alive() {  # PID runs (not a zombie) and started at START (not a reused PID)
@@ -189,7 +207,7 @@ do_reap() {
 }
 
 case $cmd in
-  up) (($# == 3)) || usage; do_up "$3" ;;
+  up) (($# == 3 || $# == 4)) || usage; do_up "$3" "${4:-}" ;;
   down) do_down ;;
   reap) do_reap "${2:-}" ;;
   *) usage ;;

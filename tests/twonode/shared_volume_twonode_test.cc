@@ -433,12 +433,23 @@ TEST_F(SharedVolumeTwoNodeTest,
       },
       absl::Seconds(60)));
   EXPECT_EQ(Get("daxrecalls", recall, "{.status.revoked}"), "1");
-  const std::string recall_id = Get("daxrecalls", recall, "{.status.recallID}");
-  auto fenced = cluster_->Kubectl(
-      {"get", "daxleases", "-l", absl::StrCat("daxlease.io/volume=", id), "-o",
-       "jsonpath={.items[*].status.fencedRecallID}"});
-  ASSERT_TRUE(fenced.ok());
-  EXPECT_THAT(fenced->stdout_text, ::testing::HasSubstr(recall_id));
+  // The owner confirmed the fence: with the recall channel the DaxRecall
+  // records it (the leases the recall revoked, and those fenced); on the
+  // status path the owner's agent writes fencedRecallID on the lease.
+  if (cluster_->channel()) {
+    const std::string revoked =
+        Get("daxrecalls", recall, "{.status.revokedLeases[*]}");
+    EXPECT_FALSE(revoked.empty());
+    EXPECT_EQ(Get("daxrecalls", recall, "{.status.fencedLeases[*]}"), revoked);
+  } else {
+    const std::string recall_id =
+        Get("daxrecalls", recall, "{.status.recallID}");
+    auto fenced = cluster_->Kubectl(
+        {"get", "daxleases", "-l", absl::StrCat("daxlease.io/volume=", id),
+         "-o", "jsonpath={.items[*].status.fencedRecallID}"});
+    ASSERT_TRUE(fenced.ok());
+    EXPECT_THAT(fenced->stdout_text, ::testing::HasSubstr(recall_id));
+  }
 
   const std::string data_path = on_a + "/volume/.daxlease/data";
   const std::string after_fence = ReadFile(data_path);

@@ -1,9 +1,12 @@
 #include "tests/twonode/two_node_cluster.h"
 
+#include <arpa/inet.h>
 #include <fcntl.h>
+#include <netinet/in.h>
 #include <sched.h>
 #include <signal.h>
 #include <sys/prctl.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -18,8 +21,10 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "lib/base/status.h"
+#include "lib/channel/sim_agent.h"
 #include "node-agent/agent_client/agent_client.h"
 #include "tests/integration/plugin_harness.h"
+#include "tests/k8s/k8s_testing.h"
 
 namespace daxlease::testing {
 namespace {
@@ -71,6 +76,26 @@ std::string StartTime(pid_t pid) {
       absl::StrSplit(stat.substr(paren + 2), ' ', absl::SkipEmpty());
   return f.size() > 19 ? f[19] : "";  // fields from 3 on
 }
+
+// A TCP port on the host's loopback that nothing listens on now.
+absl::StatusOr<int> FreeLoopbackPort() {
+  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return base::ErrnoStatus("socket", "tcp", errno);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof(a);
+  if (::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)) != 0 ||
+      ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len) != 0) {
+    absl::Status st = base::ErrnoStatus("bind", "127.0.0.1:0", errno);
+    ::close(fd);
+    return st;
+  }
+  ::close(fd);
+  return ntohs(a.sin_port);
+}
+
+constexpr char kAgentAccount[] = "daxlease-agent";
 
 // `argv` run with DAXLEASE_CRASH_POINT=`crash_point` (through env(1): the
 // same process, so its pid is the daemon's); `argv` itself without one.
@@ -232,9 +257,15 @@ absl::StatusOr<std::unique_ptr<TwoNodeCluster>> TwoNodeCluster::Start(
   std::ofstream(c->dir_ + "/owner.pid")
       << ::getpid() << " " << StartTime(::getpid()) << "\n";
 
-  ASSIGN_OR_RETURN(sys::CommandResult up,
-                   sys::RunCommand({DAXLEASE_TWONODE_NETNS_SCRIPT, "up",
-                                    c->dir_, c->server_}));
+  c->channel_ = options.channel && options.start_operator;
+  std::vector<std::string> up_argv = {DAXLEASE_TWONODE_NETNS_SCRIPT, "up",
+                                      c->dir_, c->server_};
+  if (c->channel_) {
+    ASSIGN_OR_RETURN(int port, FreeLoopbackPort());
+    c->channel_address_ = absl::StrCat("127.0.0.1:", port);
+    up_argv.push_back(absl::StrCat(port));
+  }
+  ASSIGN_OR_RETURN(sys::CommandResult up, sys::RunCommand(up_argv));
   if (up.exit_code != 0) {
     return absl::InternalError(absl::StrCat("netns.sh up: ", up.stderr_text));
   }
@@ -275,6 +306,22 @@ absl::StatusOr<std::unique_ptr<TwoNodeCluster>> TwoNodeCluster::Start(
                   "crd/daxrecalls.daxlease.io"}));
   if (est.exit_code != 0) {
     return absl::InternalError(absl::StrCat("kubectl wait: ", est.stderr_text));
+  }
+  if (c->channel_) {
+    // Each agent's credential: a token of the agents' service account for
+    // the operator's audience, bound to a Pod on its node (what the kubelet
+    // projects into the chart's agent pods; valid for an hour).
+    ASSIGN_OR_RETURN(std::unique_ptr<k8s::RestKubeClient> kube,
+                     k8s::testing::NewClient(c->kubeconfig_));
+    ASSIGN_OR_RETURN(c->channel_ns_,
+                     k8s::testing::CreateTestNamespace(*kube, "twonode-"));
+    for (const Node& n : c->nodes_) {
+      ASSIGN_OR_RETURN(
+          std::string token,
+          channel::MintAgentToken(*kube, c->channel_ns_, kAgentAccount,
+                                  absl::StrCat("agent-", n.name), n.name));
+      std::ofstream(n.dir + "/channel-token") << token << "\n";
+    }
   }
   if (options.start_agents) {
     for (Node& n : c->nodes_) RETURN_IF_ERROR(c->StartAgent(n));
@@ -325,6 +372,12 @@ absl::Status TwoNodeCluster::StartAgent(Node& n,
       absl::StrCat("--state-dir=", n.dir, "/agent"),
       absl::StrCat("--listen=", n.agent_listen),
       absl::StrCat("--secret-file=", dir_, "/agent-secret")};
+  if (channel_) {
+    argv.push_back("--channel");
+    argv.push_back(absl::StrCat("--channel-record=", channel_ns_, "/channel"));
+    argv.push_back(
+        absl::StrCat("--channel-token-file=", n.dir, "/channel-token"));
+  }
   argv.insert(argv.end(), options_.agent_args.begin(),
               options_.agent_args.end());
   argv = WithCrashPoint(crash_point, std::move(argv));
@@ -398,6 +451,15 @@ absl::Status TwoNodeCluster::StartOperatorLocked(
       "--leader-election-lease-duration=20s",
       "--leader-election-renew-deadline=15s",
       "--leader-election-retry-period=1s"};
+  if (channel_) {
+    // The same port for every operator this cluster starts: the nodes'
+    // bridges (netns.sh) forward to it.
+    argv.push_back(absl::StrCat("--channel-address=", channel_address_));
+    argv.push_back(absl::StrCat("--channel-advertise=", channel_address_));
+    argv.push_back(absl::StrCat("--channel-record=", channel_ns_, "/channel"));
+    argv.push_back(absl::StrCat("--channel-agent-service-account=", channel_ns_,
+                                ":", kAgentAccount));
+  }
   argv.insert(argv.end(), options_.operator_args.begin(),
               options_.operator_args.end());
   argv = WithCrashPoint(crash_point, std::move(argv));

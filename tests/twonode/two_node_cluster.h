@@ -86,6 +86,13 @@ struct TwoNodeOptions {
   std::vector<std::string> operator_args;
   // Appended to every daxlease-agent's arguments.
   std::vector<std::string> agent_args;
+  // The recall channel, as the chart runs them (docs/operator.md, "The
+  // recall channel"): the operator serves it (--channel-address on the host,
+  // bridged into each node's namespace by netns.sh), each agent answers on
+  // it (--channel) with a token of its own pod (a Pod bound to its node in a
+  // throwaway namespace, checked by the operator with a real TokenReview).
+  // Only with start_operator. false: both on the lease status fields.
+  bool channel = true;
 };
 
 class TwoNodeCluster {
@@ -120,6 +127,11 @@ class TwoNodeCluster {
   const std::string& dir() const { return dir_; }
   const std::string& kubeconfig() const { return kubeconfig_; }
   const TwoNodeOptions& options() const { return options_; }
+  // Whether the daemons run with the recall channel (options().channel and
+  // an operator): recall answers are then on the channel, and the DaxRecall
+  // (status.revokedLeases, status.fencedLeases) records the outcome; agents
+  // write none of the lease status fields.
+  bool channel() const { return channel_; }
 
   // Runs argv inside `node`'s network namespace and waits.
   absl::StatusOr<sys::CommandResult> RunIn(const Node& node,
@@ -168,6 +180,9 @@ class TwoNodeCluster {
   std::string kubeconfig_;
   std::string server_;
   std::string lease_name_;
+  bool channel_ = false;
+  std::string channel_ns_;       // the agents' pods and service account
+  std::string channel_address_;  // 127.0.0.1:PORT on the host and in each node
   Node nodes_[2];
   mutable absl::Mutex op_mu_;
   std::unique_ptr<NodeProcess> operator_ ABSL_GUARDED_BY(op_mu_);

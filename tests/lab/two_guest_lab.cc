@@ -18,6 +18,23 @@
 //       through its own old connection (window key) must be refused, the
 //       library must report REVOKED for its next call, and the process lives
 //       to say so. Exit 0 when all hold.
+//   daxlease-lab-two inflight DIR OFFSET GO_FILE
+//       attaches to DIR through libdaxlease (RDMA to the owner), writes and
+//       persists generation 0 of a 4 MiB pattern at OFFSET, prints
+//       "inflight: persisted" and waits for a recall. Its pre-flush hook
+//       does not flush: it rewrites the 4 MiB (generation 1, 2, ...: four
+//       1 MiB RDMA WRITEs in flight at a time, each hundreds of packets)
+//       until one is refused, so the recall's deadline passes with a large
+//       write in flight: the owner invalidates the window under it. Checks
+//       the refused write got PERMISSION_DENIED and the library REVOKED,
+//       detaches; once GO_FILE exists (the owner has digested its memory)
+//       attaches again: granted at the new epoch, the library connects a
+//       fresh QP; reads the 4 MiB back (a prefix of the refused generation,
+//       whatever of it was placed before the window went, then the previous
+//       generation whole: nothing after the fence), writes, persists and
+//       reads back 1 MiB at OFFSET + 8 MiB. Prints "FIGURE
+//       inflight_refused_write_landed_bytes N" and "inflight: reconnected
+//       at epoch E". Exit 0 when all hold.
 //   daxlease-lab-two bench DIR MIB
 //       through libdaxlease over RDMA: MIB 1 MiB writes (then one persist)
 //       and MIB 1 MiB reads over the volume's first 16 MiB, and 1000 64-byte
@@ -28,9 +45,11 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <memory>
 #include <string>
 #include <thread>
@@ -187,6 +206,150 @@ int Holder(const std::string& dir, uint64_t off) {
   return bad == 0 ? 0 : 1;
 }
 
+// The inflight test's pattern: generation `gen` of the 4 MiB at `offset`;
+// every 8 bytes say which generation and where.
+constexpr uint64_t kInflightBytes = 4u << 20;
+void FillGeneration(std::vector<char>& buf, uint64_t offset, uint32_t gen) {
+  for (size_t i = 0; i + 8 <= buf.size(); i += 8) {
+    const uint64_t v = (uint64_t{gen} << 40) ^ ((offset + i) * 0x9E3779B1u);
+    std::memcpy(buf.data() + i, &v, 8);
+  }
+}
+
+// Attaches to `dir` over RDMA, retrying while the publish is still revoked
+// (the agent asks for the next lease once the revocation is acknowledged).
+absl::StatusOr<std::unique_ptr<client::Volume>> AttachRemote(
+    const std::string& dir, absl::Duration within) {
+  client::AttachOptions o;
+  o.timeout = absl::Seconds(120);
+  const absl::Time give_up = absl::Now() + within;
+  while (true) {
+    auto vol = client::Volume::Attach(dir, o,
+                                      std::make_unique<fabric::AnyConnector>());
+    if (vol.ok() && (*vol)->is_local())
+      return absl::FailedPreconditionError("attached locally, not over RDMA");
+    if (vol.ok() || !absl::IsPermissionDenied(vol.status()) ||
+        absl::Now() > give_up) {
+      return vol;
+    }
+    std::printf("inflight: attach: %s; again\n",
+                vol.status().ToString().c_str());
+    std::fflush(stdout);
+    std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  }
+}
+
+int Inflight(const std::string& dir, uint64_t off, const std::string& go) {
+  auto vol = AttachRemote(dir, absl::Seconds(60));
+  if (!vol.ok()) return Fail(vol.status().ToString());
+  std::vector<char> buf(kInflightBytes);
+  FillGeneration(buf, off, 0);
+  absl::Status st = (*vol)->Write(off, buf.data(), buf.size());
+  if (st.ok()) st = (*vol)->Persist(off, buf.size());
+  if (!st.ok()) return Fail(st.ToString());
+  const int64_t epoch0 = (*vol)->epoch();
+  std::printf("inflight: persisted at epoch %lld\n",
+              static_cast<long long>(epoch0));
+  std::fflush(stdout);
+
+  // The recall's pre-flush hook rewrites the range until a write is refused.
+  std::atomic<uint32_t> refused_gen{0};
+  absl::Status refused;
+  std::atomic<bool> hook_done{false};
+  client::Volume* v = vol->get();
+  v->SetPreflushHook([&, v] {
+    std::vector<char> g(kInflightBytes);
+    const absl::Time t0 = absl::Now();
+    for (uint32_t gen = 1; absl::Now() - t0 < absl::Seconds(300); ++gen) {
+      FillGeneration(g, off, gen);
+      absl::Status w = v->Write(off, g.data(), g.size());
+      if (!w.ok()) {
+        refused = w;
+        refused_gen.store(gen);
+        break;
+      }
+      if (gen == 1) {
+        std::printf("inflight: recalled; rewriting the range\n");
+        std::fflush(stdout);
+      }
+    }
+    hook_done.store(true);
+  });
+  const absl::Time t0 = absl::Now();
+  while (!(v->revoked() && hook_done.load()) &&
+         absl::Now() - t0 < absl::Seconds(400)) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  int bad = 0;
+  const uint32_t k = refused_gen.load();
+  std::printf("inflight: write of generation %u refused: %s (revoked=%d)\n", k,
+              refused.ToString().c_str(), v->revoked() ? 1 : 0);
+  if (k == 0 || !absl::IsPermissionDenied(refused) || !v->revoked()) ++bad;
+  absl::Status next = v->Read(off, buf.data(), 64);
+  std::printf("inflight: next library call: %s\n", next.ToString().c_str());
+  if (!absl::IsPermissionDenied(next)) ++bad;
+  (void)v->Detach();  // the refused generation was never persisted: lost
+  vol->reset();
+  std::fflush(stdout);
+
+  // The owner digests its memory first; then attach again.
+  while (::access(go.c_str(), F_OK) != 0) {
+    if (absl::Now() - t0 > absl::Seconds(900)) return Fail("no go file");
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  auto again = AttachRemote(dir, absl::Seconds(120));
+  if (!again.ok()) return Fail(again.status().ToString());
+  client::Volume& w = **again;
+  const int64_t epoch1 = w.epoch();
+  std::printf("inflight: attached again at epoch %lld\n",
+              static_cast<long long>(epoch1));
+  if (epoch1 <= epoch0) ++bad;
+  // What is there: a prefix of generation k (placed before the window
+  // went), then generation k - 1 whole.
+  std::vector<char> got(kInflightBytes), want(kInflightBytes);
+  st = w.Read(off, got.data(), got.size());
+  if (!st.ok())
+    return Fail(absl::StrCat("read after reconnect: ", st.ToString()));
+  FillGeneration(want, off, k);
+  uint64_t landed = 0;
+  while (landed < got.size() && got[landed] == want[landed]) ++landed;
+  landed &= ~uint64_t{7};
+  FillGeneration(want, off, k == 0 ? 0 : k - 1);
+  const bool rest_ok = std::memcmp(got.data() + landed, want.data() + landed,
+                                   got.size() - landed) == 0;
+  std::printf("FIGURE inflight_refused_write_landed_bytes %llu of %llu\n",
+              static_cast<unsigned long long>(landed),
+              static_cast<unsigned long long>(got.size()));
+  std::printf(
+      "inflight: refused generation %u: %llu bytes placed before the "
+      "fence%s, the rest generation %u whole: %s\n",
+      k, static_cast<unsigned long long>(landed),
+      landed > 0 ? " (cut mid-transfer)" : "", k == 0 ? 0 : k - 1,
+      rest_ok ? "yes" : "NO");
+  if (!rest_ok || landed == got.size()) ++bad;
+  // And the reconnected QP works both ways.
+  std::vector<char> fresh(1u << 20), back(1u << 20);
+  FillGeneration(fresh, off + (8u << 20), 1000);
+  st = w.Write(off + (8u << 20), fresh.data(), fresh.size());
+  if (st.ok()) st = w.Persist(off + (8u << 20), fresh.size());
+  if (st.ok()) st = w.Read(off + (8u << 20), back.data(), back.size());
+  const bool same = st.ok() && back == fresh;
+  std::printf(
+      "inflight: reconnected at epoch %lld: 1 MiB written, persisted, "
+      "read back: %s %s\n",
+      static_cast<long long>(epoch1), st.ToString().c_str(),
+      same ? "(bytes equal)" : "(BYTES DIFFER)");
+  if (!same) ++bad;
+  st = w.Detach();
+  if (!st.ok()) {
+    std::printf("inflight: detach: %s\n", st.ToString().c_str());
+    ++bad;
+  }
+  std::printf("inflight: %s\n", bad == 0 ? "all as expected" : "FAILED");
+  std::fflush(stdout);
+  return bad == 0 ? 0 : 1;
+}
+
 // Remote bandwidth and latency through libdaxlease (RDMA to the owner),
 // the shapes perftest measures: 1 MiB RDMA WRITEs and READs, 64-byte READs.
 int Bench(const std::string& dir, uint64_t mib) {
@@ -252,6 +415,9 @@ int Main(int argc, char** argv) {
   if (cmd == "holder" && argc == 4 && absl::SimpleAtoi(argv[3], &off)) {
     return Holder(argv[2], off);
   }
+  if (cmd == "inflight" && argc == 5 && absl::SimpleAtoi(argv[3], &off)) {
+    return Inflight(argv[2], off, argv[4]);
+  }
   if (cmd == "bench" && argc == 4 && absl::SimpleAtoi(argv[3], &off)) {
     return Bench(argv[2], off);
   }
@@ -259,6 +425,7 @@ int Main(int argc, char** argv) {
                "usage: daxlease-lab-two recall KUBECONFIG VOLUME GRACE "
                "RELEASED REVOKED\n"
                "       daxlease-lab-two holder DIR OFFSET\n"
+               "       daxlease-lab-two inflight DIR OFFSET GO_FILE\n"
                "       daxlease-lab-two bench DIR MIB\n");
   return 2;
 }

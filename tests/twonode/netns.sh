@@ -82,6 +82,23 @@ do_down() {
 
 in_ns() { local ns=$1; shift; nsenter --net="/run/netns/$ns" "$@"; }
 
+# bridge PORT SOCK: the host's 127.0.0.1:PORT reachable at the same address
+# inside both namespaces, through DIR/SOCK (one socat on the host, one in
+# each namespace; all recorded in netns.pids for `down`).
+bridge() {
+  local p=$1 sock=$dir/$2 ns
+  rm -f "$sock"
+  setsid socat "UNIX-LISTEN:$sock,fork,mode=600" "TCP:127.0.0.1:$p" \
+    </dev/null >>"$dir/socat.log" 2>&1 &
+  echo "socat $!" >>"$dir/netns.pids"
+  for ns in "$a" "$b"; do
+    setsid nsenter --net="/run/netns/$ns" socat \
+      "TCP-LISTEN:$p,bind=127.0.0.1,fork,reuseaddr" "UNIX-CONNECT:$sock" \
+      </dev/null >>"$dir/socat.log" 2>&1 &
+    echo "socat $!" >>"$dir/netns.pids"
+  done
+}
+
 do_up() {
   local server=${1:?SERVER_URL} cport=${2:-}
   [[ -z $cport || $cport =~ ^[0-9]+$ ]] || fail "channel port '$cport' is not a number"
@@ -119,30 +136,10 @@ ENV
   in_ns "$a" ip link set "dlx${tag}a" up
   in_ns "$b" ip link set "dlx${tag}b" up
 
-  # The apiserver bridge. setsid + all fds to files: out of ctest's process
-  # group, and nobody waits on our stdout.
-  rm -f "$dir/apiserver.sock"
-  setsid socat "UNIX-LISTEN:$dir/apiserver.sock,fork,mode=600" "TCP:127.0.0.1:$port" \
-    </dev/null >>"$dir/socat.log" 2>&1 &
-  echo "socat $!" >>"$dir/netns.pids"
-  for ns in "$a" "$b"; do
-    setsid nsenter --net="/run/netns/$ns" socat \
-      "TCP-LISTEN:$port,bind=127.0.0.1,fork,reuseaddr" "UNIX-CONNECT:$dir/apiserver.sock" \
-      </dev/null >>"$dir/socat.log" 2>&1 &
-    echo "socat $!" >>"$dir/netns.pids"
-  done
-  if [[ -n $cport ]]; then
-    rm -f "$dir/channel.sock"
-    setsid socat "UNIX-LISTEN:$dir/channel.sock,fork,mode=600" "TCP:127.0.0.1:$cport" \
-      </dev/null >>"$dir/socat.log" 2>&1 &
-    echo "socat $!" >>"$dir/netns.pids"
-    for ns in "$a" "$b"; do
-      setsid nsenter --net="/run/netns/$ns" socat \
-        "TCP-LISTEN:$cport,bind=127.0.0.1,fork,reuseaddr" "UNIX-CONNECT:$dir/channel.sock" \
-        </dev/null >>"$dir/socat.log" 2>&1 &
-      echo "socat $!" >>"$dir/netns.pids"
-    done
-  fi
+  # The apiserver bridge, and the channel's when asked. setsid + all fds to
+  # files: out of ctest's process group, and nobody waits on our stdout.
+  bridge "$port" apiserver.sock
+  [[ -z $cport ]] || bridge "$cport" channel.sock
 
   # Ready when each namespace reaches the apiserver (any HTTP answer: the
   # request carries no credentials).

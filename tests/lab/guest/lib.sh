@@ -192,6 +192,16 @@ two_up() {
 	say "$NODE: plugin up"
 	touch /run/two-up
 }
+# two_args [POD]: the CSI arguments of a two-guest shared volume: CTX (owned
+# by node-1, shared over the lab fabric), ACC (multi-node-multi-writer) and,
+# given a pod name, POD (its name, namespace default and uid-NAME).
+two_args() {
+	CTX="--context daxlease.io/share=true --context daxlease.io/ownerNode=node-1 --context daxlease.io/fabric=$TWO_FABRIC"
+	ACC="--access-mode multi-node-multi-writer"
+	[ -z "$1" ] || POD="--context csi.storage.k8s.io/pod.name=$1 --context csi.storage.k8s.io/pod.namespace=default --context csi.storage.k8s.io/pod.uid=uid-$1"
+}
+# dax_chardev: the device of the guest's (one) devdax namespace
+dax_chardev() { echo /dev/$(ndctl list -N | tr -d ' \n' | sed -n 's/.*"chardev":"\([^"]*\)".*/\1/p'); }
 dump_two_logs() {
 	echo "--- agent log ($NODE)"; tail -n "${1:-30}" /tmp/agent.log
 	dump_csi_log ndctl "${1:-30}"

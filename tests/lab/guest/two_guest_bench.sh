@@ -14,8 +14,7 @@ check "$NODE: link, rxe, agent and plugin up" two_up
 STG=$KUBELET/plugins/kubernetes.io/csi/dax.daxlease.io/bench/globalmount
 TGT=$KUBELET/pods/bench/mount
 mkdir -p $STG "$(dirname $TGT)"
-CTX="--context daxlease.io/share=true --context daxlease.io/ownerNode=node-1 --context daxlease.io/fabric=$TWO_FABRIC"
-ACC="--access-mode multi-node-multi-writer"
+two_args
 # The RoCE v2 GID of rxe0 with an IPv4 address (perftest exchanges QP
 # numbers over TCP and needs the GID index).
 GIDX=

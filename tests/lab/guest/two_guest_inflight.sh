@@ -20,10 +20,8 @@ check "the volume of two_guest_recall is known ($VOL)" test -n "$VOL"
 peer_sync inflight-start || { fail "meeting the peer"; finish; }
 TGT=$KUBELET/pods/inflight-$LAB_ROLE/mount
 STG=$KUBELET/plugins/kubernetes.io/csi/dax.daxlease.io/two/globalmount
-CTX="--context daxlease.io/share=true --context daxlease.io/ownerNode=node-1 --context daxlease.io/fabric=$TWO_FABRIC"
-POD="--context csi.storage.k8s.io/pod.name=inflight --context csi.storage.k8s.io/pod.namespace=default --context csi.storage.k8s.io/pod.uid=uid-inflight"
-ACC="--access-mode multi-node-multi-writer"
-DEV=/dev/$(ndctl list -N | tr -d ' \n' | sed -n 's/.*"chardev":"\([^"]*\)".*/\1/p')
+two_args inflight
+DEV=$(dax_chardev)
 OFF=$((16 << 20))
 # the holder's range on node-1: 4 MiB at OFF
 digest() { daxlease-lab-daxcheck --digest "$DEV" $((OFF + (4 << 20))); }

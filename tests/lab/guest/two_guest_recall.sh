@@ -16,9 +16,7 @@ check "$NODE: link, rxe, agent and plugin up" two_up
 STG=$KUBELET/plugins/kubernetes.io/csi/dax.daxlease.io/two/globalmount
 TGT=$KUBELET/pods/writer-$LAB_ROLE/mount
 mkdir -p $STG "$(dirname $TGT)"
-CTX="--context daxlease.io/share=true --context daxlease.io/ownerNode=node-1 --context daxlease.io/fabric=$TWO_FABRIC"
-POD="--context csi.storage.k8s.io/pod.name=writer-$LAB_ROLE --context csi.storage.k8s.io/pod.namespace=default --context csi.storage.k8s.io/pod.uid=uid-writer-$LAB_ROLE"
-ACC="--access-mode multi-node-multi-writer"
+two_args writer-$LAB_ROLE
 
 # rxe on 6.1 has no on-demand paging: the node says it shares devdax only,
 # and a shared fsdax volume is refused at CreateVolume naming the reason.

@@ -16,10 +16,8 @@ check "the volume of two_guest_recall is known ($VOL)" test -n "$VOL"
 peer_sync revoke-start || { fail "meeting the peer"; finish; }
 TGT=$KUBELET/pods/holder-$LAB_ROLE/mount
 STG=$KUBELET/plugins/kubernetes.io/csi/dax.daxlease.io/two/globalmount
-CTX="--context daxlease.io/share=true --context daxlease.io/ownerNode=node-1 --context daxlease.io/fabric=$TWO_FABRIC"
-POD="--context csi.storage.k8s.io/pod.name=holder --context csi.storage.k8s.io/pod.namespace=default --context csi.storage.k8s.io/pod.uid=uid-holder"
-ACC="--access-mode multi-node-multi-writer"
-DEV=/dev/$(ndctl list -N | tr -d ' \n' | sed -n 's/.*"chardev":"\([^"]*\)".*/\1/p')
+two_args holder
+DEV=$(dax_chardev)
 digest() { daxlease-lab-daxcheck --digest "$DEV" $((32 << 20)); }
 
 if [ "$LAB_ROLE" = 2 ]; then

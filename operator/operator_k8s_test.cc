@@ -15,8 +15,8 @@
 #include "lib/api/label_value.h"
 #include "lib/api/resources.h"
 #include "operator/reconciler.h"
+#include "tests/k8s/daxlease_fixture.h"
 #include "tests/k8s/k8s_testing.h"
-#include "tests/testing/prereq.h"
 
 namespace daxlease::op {
 namespace {
@@ -41,46 +41,8 @@ class OperatorProcess : public k8s::testing::ChildProcess {
   }
 };
 
-class OperatorK8sTest : public ::testing::Test {
+class OperatorK8sTest : public k8s::testing::DaxleaseK8sTest {
  protected:
-  void SetUp() override {
-    kubeconfig_ = k8s::testing::KubeconfigPath();
-    DAXLEASE_REQUIRE(!kubeconfig_.empty(),
-                     "no test control plane (the k8s CTest fixture starts "
-                     "one; run ctest -L k8s)");
-    auto c = k8s::testing::NewClient(kubeconfig_);
-    ASSERT_TRUE(c.ok()) << c.status();
-    client_ = std::move(*c);
-    absl::Status crds = k8s::testing::InstallDaxleaseCrds(kubeconfig_);
-    ASSERT_TRUE(crds.ok()) << crds;
-    std::string test =
-        ::testing::UnitTest::GetInstance()->current_test_info()->name();
-    prefix_ =
-        absl::StrCat(absl::AsciiStrToLower(test).substr(0, 30), "-", getpid());
-  }
-
-  void TearDown() override {
-    if (client_ == nullptr) return;
-    // Best effort: drop finalizers and delete what this test made.
-    for (const k8s::Resource& r :
-         {api::DaxLeaseResource(), api::DaxRecallResource(),
-          api::DaxMigrationResource(), api::DaxVolumeResource()}) {
-      auto list = k8s::ListAll(*client_, r, "");
-      if (!list.ok()) continue;
-      for (const Json& o : list->items) {
-        std::string name = k8s::NameOf(o);
-        if (name.rfind(prefix_, 0) != 0) continue;
-        (void)client_->Patch(r, "", name, k8s::PatchType::kMerge,
-                             {{"metadata", {{"finalizers", nullptr}}}});
-        (void)client_->Delete(r, "", name);
-      }
-    }
-  }
-
-  std::string N(const std::string& suffix) {
-    return absl::StrCat(prefix_, "-", suffix);
-  }
-
   // Short enough for a standby to take over within the tests' waits, long
   // enough that a leader on a loaded machine (each renewal may take the
   // retry period, its timeout) does not lose the lock by accident.
@@ -93,32 +55,10 @@ class OperatorK8sTest : public ::testing::Test {
             "--resync=5s"};
   }
 
-  void CreateVolume(const std::string& name) {
-    api::DaxVolume v;
-    v.metadata.name = name;
-    v.spec.size_bytes = 1 << 30;
-    v.spec.mode = api::VolumeMode::kFsdax;
-    v.spec.fs_type = api::FsType::kExt4;
-    v.spec.owner_node = "node-owner";
-    v.spec.share = true;
-    auto st = client_->Create(api::DaxVolumeResource(), api::ToJson(v));
-    ASSERT_TRUE(st.ok()) << st.status();
-  }
+  using DaxleaseK8sTest::CreateLease;
+  // Lease `name` (ending in its node's letter) for a pod on node-<letter>.
   void CreateLease(const std::string& name, const std::string& volume) {
-    api::DaxLease l;
-    l.metadata.name = name;
-    l.spec = {volume, "node-" + name.substr(name.size() - 1), "default/pod",
-              api::Access::kReadWrite};
-    auto st = client_->Create(api::DaxLeaseResource(), api::ToJson(l));
-    ASSERT_TRUE(st.ok()) << st.status();
-  }
-  void CreateRecall(const std::string& name, const std::string& volume,
-                    int64_t grace) {
-    api::DaxRecall r;
-    r.metadata.name = name;
-    r.spec = {volume, api::RecallReason::kManual, grace};
-    auto st = client_->Create(api::DaxRecallResource(), api::ToJson(r));
-    ASSERT_TRUE(st.ok()) << st.status();
+    CreateLease(name, volume, "node-" + name.substr(name.size() - 1));
   }
   // As the node agent will: a merge patch of the lease's status.
   void AgentPatch(const std::string& lease, Json status) {
@@ -126,26 +66,6 @@ class OperatorK8sTest : public ::testing::Test {
                              k8s::PatchType::kMerge,
                              {{"status", std::move(status)}}, "status");
     ASSERT_TRUE(st.ok()) << st.status();
-  }
-  template <typename T>
-  std::optional<T> Get(const k8s::Resource& r, const std::string& name) {
-    auto j = client_->Get(r, "", name);
-    if (!j.ok()) return std::nullopt;
-    auto t = api::FromJson<T>(*j);
-    if (!t.ok()) return std::nullopt;
-    return *t;
-  }
-  std::optional<api::DaxLease> Lease(const std::string& n) {
-    return Get<api::DaxLease>(api::DaxLeaseResource(), n);
-  }
-  std::optional<api::DaxRecall> Recall(const std::string& n) {
-    return Get<api::DaxRecall>(api::DaxRecallResource(), n);
-  }
-  std::optional<api::DaxVolume> Volume(const std::string& n) {
-    return Get<api::DaxVolume>(api::DaxVolumeResource(), n);
-  }
-  std::optional<api::DaxMigration> Migration(const std::string& n) {
-    return Get<api::DaxMigration>(api::DaxMigrationResource(), n);
   }
   // As the target and source agents will: a merge patch of the migration's
   // status.
@@ -243,18 +163,6 @@ class OperatorK8sTest : public ::testing::Test {
                         absl::Seconds(10)))
         << op.Log();
   }
-  bool LeaseIs(const std::string& n, api::LeaseState s) {
-    auto l = Lease(n);
-    return l.has_value() && l->status.state == s;
-  }
-  bool RecallIs(const std::string& n, api::RecallPhase p) {
-    auto r = Recall(n);
-    return r.has_value() && r->status.phase == p;
-  }
-
-  std::string kubeconfig_;
-  std::unique_ptr<k8s::KubeClient> client_;
-  std::string prefix_;
 };
 
 TEST_F(OperatorK8sTest, CrdsApplyAndServerRejectsInvalidObjects) {

@@ -1,9 +1,12 @@
 // Informer against the real kube-apiserver: list + watch, resume, and the
 // re-list after a real 410 Gone.
 #include <atomic>
+#include <mutex>
+#include <string>
 
 #include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
+#include "lib/k8s/client.h"
 #include "lib/k8s/informer.h"
 #include "lib/k8s/informer_recorder.h"
 #include "tests/k8s/k8s_testing.h"
@@ -23,52 +26,35 @@ Json Item(const std::string& ns, const std::string& name, int v) {
 // Delegates to a real client; the N-th Watch call (1-based) is sent with a
 // resourceVersion of "1", older than the server's watch window, so the real
 // server answers 410 Gone as it does after a long disconnect.
-class ExpiringWatchClient : public KubeClient {
+class ExpiringWatchClient : public ForwardingKubeClient {
  public:
   ExpiringWatchClient(KubeClient& real, int expire_call)
-      : real_(real), expire_call_(expire_call) {}
-  absl::StatusOr<Json> Get(const Resource& r, absl::string_view ns,
-                           absl::string_view name) override {
-    return real_.Get(r, ns, name);
-  }
-  absl::StatusOr<ListResult> List(const Resource& r, absl::string_view ns,
-                                  const ListOptions& o) override {
-    return real_.List(r, ns, o);
-  }
-  absl::StatusOr<Json> Create(const Resource& r, const Json& o) override {
-    return real_.Create(r, o);
-  }
-  absl::StatusOr<Json> Update(const Resource& r, const Json& o) override {
-    return real_.Update(r, o);
-  }
-  absl::StatusOr<Json> UpdateStatus(const Resource& r, const Json& o) override {
-    return real_.UpdateStatus(r, o);
-  }
-  absl::StatusOr<Json> Patch(const Resource& r, absl::string_view ns,
-                             absl::string_view name, PatchType t, const Json& p,
-                             absl::string_view sub) override {
-    return real_.Patch(r, ns, name, t, p, sub);
-  }
-  absl::Status Delete(const Resource& r, absl::string_view ns,
-                      absl::string_view name, absl::string_view rv) override {
-    return real_.Delete(r, ns, name, rv);
-  }
+      : ForwardingKubeClient(real), expire_call_(expire_call) {}
   absl::Status Watch(const Resource& r, absl::string_view ns,
                      const WatchOptions& o, const WatchHandler& h,
                      WatchCanceller* cancel) override {
     WatchOptions opts = o;
     int n = ++calls_;
     if (n == expire_call_) opts.resource_version = "1";
-    absl::Status s = real_.Watch(r, ns, opts, h, cancel);
-    if (n == expire_call_) last_expired_status_ = s.ToString();
+    absl::Status s = inner_.Watch(r, ns, opts, h, cancel);
+    if (n == expire_call_) {
+      std::lock_guard<std::mutex> l(mu_);
+      expired_status_ = s.ToString();
+    }
     return s;
   }
-  std::atomic<int> calls_{0};
-  std::string last_expired_status_;
+  // What the expired watch returned ("" until it has): written on the
+  // informer's thread, read on the test's.
+  std::string ExpiredStatus() {
+    std::lock_guard<std::mutex> l(mu_);
+    return expired_status_;
+  }
 
  private:
-  KubeClient& real_;
   const int expire_call_;
+  std::atomic<int> calls_{0};
+  std::mutex mu_;
+  std::string expired_status_;  // guarded by mu_
 };
 
 class InformerK8sTest : public ::testing::Test {
@@ -148,10 +134,9 @@ TEST_F(InformerK8sTest, RelistsAfterGoneAndCatchesUp) {
   for (int i = 0; i < 100 && inf.list_count() < 2; ++i) {
     absl::SleepFor(absl::Milliseconds(100));
   }
-  EXPECT_EQ(inf.list_count(), 2) << expiring.last_expired_status_;
-  EXPECT_NE(expiring.last_expired_status_.find("OUT_OF_RANGE"),
-            std::string::npos)
-      << expiring.last_expired_status_;
+  const std::string expired = expiring.ExpiredStatus();
+  EXPECT_EQ(inf.list_count(), 2) << expired;
+  EXPECT_NE(expired.find("OUT_OF_RANGE"), std::string::npos) << expired;
   // After the re-list it watches again.
   ASSERT_TRUE(client_->Create(kWidgets, Item(ns_, "after", 1)).ok());
   ASSERT_TRUE(rec_.WaitFor("add after"));

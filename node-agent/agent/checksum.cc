@@ -2,6 +2,7 @@
 #include "node-agent/agent/checksum.h"
 
 #include <fcntl.h>
+#include <openssl/evp.h>
 #include <openssl/sha.h>
 #include <sys/mman.h>
 #include <unistd.h>
@@ -24,6 +25,34 @@ ChunkDigests::ChunkDigests(uint64_t size)
 void ChunkDigests::Add(uint64_t index, const char* data, uint64_t n) {
   SHA256(reinterpret_cast<const unsigned char*>(data), n,
          digests_.at(index).data());
+}
+
+void ChunkDigests::Set(uint64_t index,
+                       const std::array<unsigned char, 32>& digest) {
+  digests_.at(index) = digest;
+}
+
+struct ChunkHasher::State {
+  EVP_MD_CTX* ctx = EVP_MD_CTX_new();
+  ~State() { EVP_MD_CTX_free(ctx); }
+};
+
+ChunkHasher::ChunkHasher() : state_(std::make_unique<State>()) {
+  EVP_DigestInit_ex(state_->ctx, EVP_sha256(), nullptr);
+}
+
+ChunkHasher::~ChunkHasher() = default;
+
+void ChunkHasher::Update(const char* data, uint64_t n) {
+  EVP_DigestUpdate(state_->ctx, data, n);
+}
+
+std::array<unsigned char, 32> ChunkHasher::Finish() {
+  std::array<unsigned char, 32> md{};
+  unsigned int len = 0;
+  EVP_DigestFinal_ex(state_->ctx, md.data(), &len);
+  EVP_DigestInit_ex(state_->ctx, EVP_sha256(), nullptr);
+  return md;
 }
 
 std::string ChunkDigests::Finish() const {

@@ -2,16 +2,18 @@
 // (docs/agent.md, "Migration"): the data in chunks of kChecksumChunk bytes,
 // SHA-256 of each, and SHA-256 of those digests in order, written
 // "sha256x16m:<hex>". Chunked so that the target hashes each chunk as it
-// lands in its media, while the chunk is in its caches (no second pass over
-// the volume after the copy), and chunks may be hashed in any order. Each
-// side hashes what is in its own mapping of its own media, so a copy that
-// lost or changed a byte on the way does not match.
+// lands, while it is in the caches (no second pass over the volume after
+// the copy), and chunks may be hashed in any order. The source hashes what
+// is in its own mapping of its own media, the target the bytes it received
+// and writes to its media, so a copy that lost or changed a byte on the way
+// does not match.
 #ifndef DAXLEASE_NODE_AGENT_AGENT_CHECKSUM_H_
 #define DAXLEASE_NODE_AGENT_AGENT_CHECKSUM_H_
 
 #include <array>
 #include <atomic>
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -32,11 +34,33 @@ class ChunkDigests {
   // Hashes chunk `index`: the `n` bytes at `data` (kChecksumChunk, fewer
   // for the last chunk).
   void Add(uint64_t index, const char* data, uint64_t n);
+  // Chunk `index`'s digest, hashed piece by piece (ChunkHasher).
+  void Set(uint64_t index, const std::array<unsigned char, 32>& digest);
   // "sha256x16m:<hex>". REQUIRES: every chunk added.
   std::string Finish() const;
 
  private:
   std::vector<std::array<unsigned char, 32>> digests_;
+};
+
+// The SHA-256 of one chunk fed in pieces, in order, so that each piece is
+// hashed while it is in the caches (the target: as it arrives). Not
+// thread-safe; one per chunk being copied.
+class ChunkHasher {
+ public:
+  ChunkHasher();
+  ~ChunkHasher();
+  ChunkHasher(const ChunkHasher&) = delete;
+  ChunkHasher& operator=(const ChunkHasher&) = delete;
+
+  void Update(const char* data, uint64_t n);
+  // The digest of every piece given since the last Finish (or since made);
+  // the hasher then starts over.
+  std::array<unsigned char, 32> Finish();
+
+ private:
+  struct State;  // OpenSSL's context, in checksum.cc only
+  std::unique_ptr<State> state_;
 };
 
 // The checksum of the file's first `size` bytes, read through a mapping of

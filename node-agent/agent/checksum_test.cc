@@ -1,9 +1,11 @@
-// ChunkDigests and FileChecksum agree whatever order the chunks come in, and
-// a single changed byte changes the checksum.
+// ChunkDigests and FileChecksum agree whatever order the chunks come in (and
+// however a chunk is cut into pieces), and a single changed byte changes the
+// checksum.
 #include "node-agent/agent/checksum.h"
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <fstream>
 #include <string>
 
@@ -44,6 +46,31 @@ TEST(ChecksumTest, ChunksInAnyOrderMatchTheFileReadInOrder) {
   }
   EXPECT_NE(changed.Finish(), *file);
   unlink(path.c_str());
+}
+
+// A chunk hashed in pieces of any sizes (as the migration target hashes the
+// pieces it receives) has the digest of the whole chunk; the hasher starts
+// over after Finish.
+TEST(ChecksumTest, ChunksHashedInPiecesMatchWholeChunks) {
+  const uint64_t size = kChecksumChunk + 4097;
+  std::string data(size, '\0');
+  for (uint64_t i = 0; i < size; ++i) data[i] = static_cast<char>(i * 31 + 3);
+  ChunkDigests whole(size);
+  whole.Add(0, data.data(), kChecksumChunk);
+  whole.Add(1, data.data() + kChecksumChunk, 4097);
+  ChunkDigests pieces(size);
+  ChunkHasher h;
+  for (uint64_t off = 0; off < kChecksumChunk;) {
+    const uint64_t n = std::min<uint64_t>(kChecksumChunk - off,
+                                          off == 0 ? 1 : (uint64_t{1} << 20));
+    h.Update(data.data() + off, n);
+    off += n;
+  }
+  pieces.Set(0, h.Finish());
+  h.Update(data.data() + kChecksumChunk, 4000);
+  h.Update(data.data() + kChecksumChunk + 4000, 97);
+  pieces.Set(1, h.Finish());
+  EXPECT_EQ(pieces.Finish(), whole.Finish());
 }
 
 TEST(ChecksumTest, MissingFileIsNotFoundWithThePath) {

@@ -4,13 +4,13 @@
 //    media in the state file, creates it (<media_dir>/<volume>/data, the
 //    source's size; no room: targetFailure InsufficientCapacity), reads the
 //    source's data over the fabric with a read-only migration grant
-//    (lease_uid "migration/<uid>", the migration's epoch) straight into its
-//    mapping on config_.migration_streams connections (one's network copy
-//    overlaps another's page faults and hashing), hashing each chunk as it
-//    lands (checksum.h), reporting bytesCopied and lastProgressTime, then
-//    persists and writes targetChecksum. Once the volume's owner is this node
-//    it serves the copy (Served::migrated); once the migration Failed it frees
-//    the media and says so (targetMediaFreed).
+//    (lease_uid "migration/<uid>", the migration's epoch) in pieces of
+//    1 MiB on config_.migration_streams connections (one's network copy
+//    overlaps another's hashing and writing), hashing each piece as it
+//    lands (checksum.h) and writing it to the media, reporting bytesCopied
+//    and lastProgressTime, then persists and writes targetChecksum. Once the
+//    volume's owner is this node it serves the copy (Served::migrated); once
+//    the migration Failed it frees the media and says so (targetMediaFreed).
 //  - source (status.sourceNode == this node, the owner), phase Copying:
 //    grants the migration key and writes sourceChecksum of its data. Once
 //    the migration is Complete and the owner moved, it unmaps and deletes
@@ -39,6 +39,24 @@ namespace {
 
 std::string MigrationLeaseUid(const api::DaxMigration& m) {
   return absl::StrCat("migration/", m.metadata.uid);
+}
+
+// The largest fabric read of the copy: a piece small enough to be hashed
+// and written while it is still in the caches.
+constexpr uint64_t kCopyPiece = uint64_t{1} << 20;
+
+// pwrite(2) of all `n` bytes at `offset` of `fd` (the file at `path`).
+absl::Status PwriteFull(int fd, const char* data, uint64_t n, uint64_t offset,
+                        const std::string& path) {
+  while (n > 0) {
+    const ssize_t w = pwrite(fd, data, n, static_cast<off_t>(offset));
+    if (w < 0 && errno == EINTR) continue;
+    if (w <= 0) return base::ErrnoStatus("pwrite", path, w < 0 ? errno : EIO);
+    data += w;
+    n -= static_cast<uint64_t>(w);
+    offset += static_cast<uint64_t>(w);
+  }
+  return absl::OkStatus();
 }
 
 }  // namespace
@@ -377,33 +395,40 @@ void Agent::CopyIn(const api::DaxMigration& m, const api::DaxVolume& vol,
                  {"bytes", std::to_string(size)},
                  {"streams", std::to_string(streams)}});
   const absl::Time start = clock_.Now();
-  char* base = (*map)->base();
+  const int fd = (*map)->fd();
   const uint64_t rate = config_.migration_bytes_per_second;
-  // Paced: in steps of a quarter second's worth (at least 1 MiB).
-  const uint64_t step =
-      rate > 0 ? std::min(kChecksumChunk,
-                          std::max<uint64_t>(rate / 4, uint64_t{1} << 20))
-               : kChecksumChunk;
+  // Read in pieces of at most 1 MiB (paced: a quarter second's worth, if
+  // less), each into the stream's own buffer.
+  const uint64_t piece =
+      rate > 0 ? std::clamp<uint64_t>(rate / 4, 4096, kCopyPiece) : kCopyPiece;
   ChunkDigests digests(size);
   std::atomic<uint64_t> next_chunk{0};
   std::atomic<uint64_t> copied{0};
-  // The first write-back that could not start: the copy stops and fails.
-  std::mutex writeback_mu;
-  absl::Status writeback_error;
-  std::atomic<bool> writeback_failed{false};
-  // One stream: claims the next chunk, reads it straight into the mapping
-  // (a lost connection, the source restarted, is made again and the read
-  // retried), hashes it while it is in the caches, and starts its
-  // write-back so that the persist at the end only waits for the last.
+  // The first write to the media, or start of its write-back, that failed:
+  // the copy stops and fails.
+  std::mutex write_mu;
+  absl::Status write_error;
+  std::string write_reason;
+  std::atomic<bool> write_failed{false};
+  // One stream: claims the next chunk and reads it piece by piece into its
+  // buffer (a lost connection, the source restarted, is made again and the
+  // read retried), hashes each piece there while it is in the caches, and
+  // writes it to the media with pwrite; then starts the chunk's write-back
+  // so that the persist at the end only waits for the last. Receiving
+  // straight into a mapping of the new media took a page fault per 4 KiB
+  // page (the file system allocating each block as it is first written):
+  // about 1.6x slower than this buffer and pwrite on this host.
   auto stream = [&](std::unique_ptr<fabric::RemoteRegion> r) {
+    std::vector<char> buf(piece);
+    ChunkHasher hasher;
     for (uint64_t i = next_chunk++; i < digests.chunks(); i = next_chunk++) {
       const uint64_t begin = i * kChecksumChunk;
       const uint64_t end = std::min(size, begin + kChecksumChunk);
       for (uint64_t off = begin; off < end;) {
-        if (cancel.load() || writeback_failed.load()) return;
+        if (cancel.load() || write_failed.load()) return;
         if (r == nullptr && !connect(r)) return;
-        const uint64_t n = std::min(step, end - off);
-        absl::Status st = r->Read(off, absl::MakeSpan(base + off, n));
+        const uint64_t n = std::min(piece, end - off);
+        absl::Status st = r->Read(off, absl::MakeSpan(buf.data(), n));
         if (!st.ok()) {
           base::LogWarn("agent.migration_read_failed",
                         {{"migration", name},
@@ -411,6 +436,17 @@ void Agent::CopyIn(const api::DaxMigration& m, const api::DaxVolume& vol,
                          {"error", st.ToString()}});
           r.reset();
           continue;
+        }
+        hasher.Update(buf.data(), n);
+        st = PwriteFull(fd, buf.data(), n, off, path);
+        if (!st.ok()) {
+          std::lock_guard<std::mutex> l(write_mu);
+          if (write_error.ok()) {
+            write_error = st;
+            write_reason = "MediaNotWritten";
+          }
+          write_failed.store(true);
+          return;
         }
         off += n;
         const uint64_t done = copied += n;
@@ -424,12 +460,15 @@ void Agent::CopyIn(const api::DaxMigration& m, const api::DaxVolume& vol,
           }
         }
       }
-      digests.Add(i, base + begin, end - begin);
+      digests.Set(i, hasher.Finish());
       if (absl::Status st = (*map)->StartWriteback(begin, end - begin);
           !st.ok()) {
-        std::lock_guard<std::mutex> l(writeback_mu);
-        if (writeback_error.ok()) writeback_error = st;
-        writeback_failed.store(true);
+        std::lock_guard<std::mutex> l(write_mu);
+        if (write_error.ok()) {
+          write_error = st;
+          write_reason = "MediaNotPersisted";
+        }
+        write_failed.store(true);
         return;
       }
     }
@@ -440,7 +479,7 @@ void Agent::CopyIn(const api::DaxMigration& m, const api::DaxVolume& vol,
     for (int k = 1; k < streams; ++k) threads.emplace_back(stream, nullptr);
     // Progress every 0.5 s until every byte landed or the copy is cancelled.
     absl::Time reported = start;
-    while (copied.load() < size && !cancel.load() && !writeback_failed.load()) {
+    while (copied.load() < size && !cancel.load() && !write_failed.load()) {
       absl::SleepFor(absl::Milliseconds(20));
       if (copied.load() >= size / 2) {
         base::CrashPoint("agent.migration.mid_copy");
@@ -453,11 +492,11 @@ void Agent::CopyIn(const api::DaxMigration& m, const api::DaxVolume& vol,
     }
     for (std::thread& t : threads) t.join();
   }
-  if (cancel.load()) return;
-  if (writeback_failed.load()) {
-    fail("MediaNotPersisted", writeback_error.ToString());
+  if (write_failed.load()) {
+    fail(write_reason, write_error.ToString());
     return;
   }
+  if (cancel.load()) return;
   const absl::Time copied_at = clock_.Now();
   const absl::Duration took = copied_at - start;
   if (absl::Status st = (*map)->Persist(0, size); !st.ok()) {

@@ -5,6 +5,7 @@
 #include <algorithm>
 
 #include "absl/strings/str_cat.h"
+#include "lib/base/crash_point.h"
 #include "lib/base/log.h"
 #include "lib/channel/tls.h"
 #include "proto/channel.grpc.pb.h"
@@ -131,6 +132,10 @@ bool ChannelClient::RunStream(const LeaderRecord& rec,
         pending_.Swap(&r);
         return;
       }
+      // A lease's release (the recall's ack) is on the wire; the agent has
+      // not gone on. (Without the channel the same point follows the
+      // lease status patch: docs/agent.md, "Migration".)
+      if (r.acks_size() > 0) base::CrashPoint("agent.recall.released");
     }
   });
   pb::OperatorMessage m;

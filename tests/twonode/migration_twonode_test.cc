@@ -11,7 +11,6 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <cstdlib>
 #include <fstream>
 #include <functional>
 #include <memory>
@@ -476,12 +475,6 @@ class MigrationCrashPointTwoNodeTest
 // off: docs/csi.md), goes on at the next epoch without an error; every
 // block, read on node-a (remote after the move) and on node-b, is intact.
 TEST_P(MigrationCrashPointTwoNodeTest, FinishesAfterTheKill) {
-  if (std::getenv("DAXLEASE_TWONODE_CRASH_POINTS") == nullptr) {
-    // Opt-in until the final code passed three runs in a row (35 of 36
-    // passed before the grant fix; after it, 11 of 12 in a run that shared
-    // its API server with another operator's tests).
-    GTEST_SKIP() << "set DAXLEASE_TWONODE_CRASH_POINTS=1 to run";
-  }
   const CrashCase& c = GetParam();
   auto& a = cluster_->a();
   auto& b = cluster_->b();

@@ -7,14 +7,19 @@
 // daxlease-io pattern writer runs on each node (live holders) the whole
 // time. Then, alternating direction (a -> b, b -> a, ...):
 //   plain:     socat (4 MiB buffers) from the owner's data file on the
-//              source node to a file on the target node, over the veth;
+//              source node to a file on the target node, over the veth
+//              (ends with the bytes in the target's page cache);
+//   durable:   the same, then `sync FILE` (fsync) on the target: the peer
+//              of a migration, whose target persists the copy before it
+//              reports it;
 //   migration: `kubectl daxlease migrate` equivalent (a DaxMigration),
 //              until the volume is Ready at the next epoch on the target.
 // Prints per migration: bytes, copy time (the target agent's
-// copyMilliseconds: the fabric reads into its media), the pause window
-// (the DaxRecall's startedAt -> the volume seen Ready at the next epoch),
-// and the medians of copy throughput, plain throughput, their ratio (goal
-// >= 0.8) and the pause window.
+// copyMilliseconds: the fabric reads into its media) against the plain
+// copy, copy + persist time (persist_ms from the target agent's log)
+// against the durable copy, the pause window (the DaxRecall's startedAt ->
+// the volume seen Ready at the next epoch), and their medians. The goal
+// (>= 0.8) is for the durable ratio: both sides end with the bytes on disk.
 //
 //   migration_bench [--size-mib M] [--iterations N] [--streams S]
 //
@@ -59,6 +64,25 @@ double Median(std::vector<double> v) {
   if (v.empty()) return 0;
   std::sort(v.begin(), v.end());
   return v[v.size() / 2];
+}
+
+// persist_ms of the target agent's agent.migration_copied line for
+// `migration` in the log at `path`; -1 when there is none.
+int64_t PersistMs(const std::string& path, const std::string& migration) {
+  std::ifstream in(path);
+  int64_t ms = -1;
+  const std::string tag = absl::StrCat(" migration=", migration, " ");
+  for (std::string line; std::getline(in, line);) {
+    if (line.find("event=agent.migration_copied ") == std::string::npos ||
+        line.find(tag) == std::string::npos) {
+      continue;
+    }
+    const size_t at = line.find(" persist_ms=");
+    if (at == std::string::npos) continue;
+    const size_t from = at + 12;
+    (void)absl::SimpleAtoi(line.substr(from, line.find(' ', from) - from), &ms);
+  }
+  return ms;
 }
 
 int Fail(const std::string& what) {
@@ -174,6 +198,7 @@ int Main(int argc, char** argv) {
     return j.ok() ? *j : Json::object();
   };
   std::vector<double> copy_mbps, plain_mbps, ratio, pause_ms, total_ms;
+  std::vector<double> durable_mbps, durable_peer_mbps, durable_ratio;
   std::vector<double> recall_part, after_copy_part, source_wait_part,
       switch_part;
   int owner = 0;
@@ -188,29 +213,54 @@ int Main(int argc, char** argv) {
     if (access(data.c_str(), F_OK) != 0) {
       data = absl::StrCat(dirs[owner], "/volume/.daxlease/data");
     }
-    // Plain copy, owner -> target, over the veth.
-    const std::string sink = absl::StrCat(nodes[target]->dir, "/plain-copy");
-    auto listener = NodeProcess::Start(
-        nodes[target]->netns,
-        {"socat", "-u", "-b", "4194304", "TCP-LISTEN:7411,reuseaddr",
-         absl::StrCat("OPEN:", sink, ",creat,trunc")},
-        absl::StrCat(cl.dir(), "/socat-listen.log"));
-    if (!listener.ok()) return Fail(listener.status().ToString());
-    absl::SleepFor(absl::Milliseconds(300));
-    const absl::Time p0 = absl::Now();
-    auto sent =
-        cl.RunIn(*nodes[owner],
-                 {"socat", "-u", "-b", "4194304", absl::StrCat("OPEN:", data),
-                  absl::StrCat("TCP:", nodes[target]->addr, ":7411")});
-    (void)(*listener)->Wait(absl::Seconds(60));
-    const double plain_s = absl::ToDoubleSeconds(absl::Now() - p0);
-    if (!sent.ok() || sent->exit_code != 0) return Fail("plain copy failed");
-    int64_t plain_bytes = 0;
-    {
-      std::ifstream in(sink, std::ios::binary | std::ios::ate);
-      plain_bytes = in.tellg();
-    }
-    unlink(sink.c_str());
+    // The peers, owner -> target, over the veth: plain (socat into a file:
+    // the page cache) and durable (the same, then fsync of the file, as the
+    // migration persists before it reports).
+    auto peer =
+        [&](bool durable) -> absl::StatusOr<std::pair<int64_t, double>> {
+      const std::string sink = absl::StrCat(nodes[target]->dir, "/peer-copy");
+      std::string recv =
+          absl::StrCat("socat -u -b 4194304 TCP-LISTEN:7411,reuseaddr OPEN:'",
+                       sink, "',creat,trunc");
+      if (durable) absl::StrAppend(&recv, " && sync '", sink, "'");
+      auto listener =
+          NodeProcess::Start(nodes[target]->netns, {"bash", "-c", recv},
+                             absl::StrCat(cl.dir(), "/socat-listen.log"));
+      if (!listener.ok()) return listener.status();
+      // Listening before the clock starts (bash and socat start slowly on a
+      // loaded machine).
+      for (int i = 0; i < 200; ++i) {
+        auto ss = cl.RunIn(*nodes[target], {"ss", "-Hltn", "sport = :7411"});
+        if (ss.ok() && !ss->stdout_text.empty()) break;
+        absl::SleepFor(absl::Milliseconds(50));
+      }
+      const absl::Time p0 = absl::Now();
+      auto sent =
+          cl.RunIn(*nodes[owner],
+                   {"socat", "-u", "-b", "4194304", absl::StrCat("OPEN:", data),
+                    absl::StrCat("TCP:", nodes[target]->addr, ":7411")});
+      auto done = (*listener)->Wait(absl::Seconds(120));
+      const double s = absl::ToDoubleSeconds(absl::Now() - p0);
+      if (!sent.ok() || sent->exit_code != 0 || !done.ok() || *done != 0) {
+        return absl::InternalError(absl::StrCat(
+            durable ? "durable" : "plain", " copy failed: ",
+            sent.ok() ? sent->stderr_text : sent.status().ToString(),
+            (*listener)->LogTail()));
+      }
+      int64_t n = 0;
+      {
+        std::ifstream in(sink, std::ios::binary | std::ios::ate);
+        n = in.tellg();
+      }
+      unlink(sink.c_str());
+      return std::make_pair(n, s);
+    };
+    auto plain = peer(false);
+    if (!plain.ok()) return Fail(plain.status().ToString());
+    auto durable = peer(true);
+    if (!durable.ok()) return Fail(durable.status().ToString());
+    const int64_t plain_bytes = plain->first;
+    const double plain_s = plain->second;
 
     // The migration.
     const std::string name = absl::StrCat(id, "-bench-", it);
@@ -265,6 +315,12 @@ int Main(int argc, char** argv) {
     const int64_t copy = std::max<int64_t>(1, ms.value("copyMilliseconds", 0));
     const double cm = total / 1e6 / (copy / 1e3);
     const double pm = plain_bytes / 1e6 / plain_s;
+    // Durable: the copy and the persist after it (the target's log says how
+    // long that took) against socat and fsync.
+    const int64_t persist =
+        PersistMs(absl::StrCat(nodes[target]->dir, "/agent.log"), name);
+    const double dm = persist < 0 ? 0 : total / 1e6 / ((copy + persist) / 1e3);
+    const double dpm = durable->first / 1e6 / durable->second;
     // recall: its start -> Copying seen; copy: the target's read loop;
     // persist+report: the rest until targetChecksum is seen; source sum:
     // waiting for sourceChecksum after that; switch: -> Ready seen.
@@ -287,19 +343,26 @@ int Main(int argc, char** argv) {
     switch_part.push_back(switch_ms);
     std::printf(
         "%s -> %s: %lld bytes, copy %lld ms (%.0f MB/s), plain %lld bytes "
-        "%.0f ms (%.0f MB/s), ratio %.2f, pause (recall start -> Ready) "
+        "%.0f ms (%.0f MB/s), ratio %.2f; copy+persist %lld ms (%.0f MB/s), "
+        "durable %lld bytes %.0f ms (%.0f MB/s), ratio %.2f; pause (recall "
+        "start -> Ready) "
         "%.0f ms (recall %.0f, copy %lld, persist+report %.0f, waiting for "
         "the source's checksum %.0f, switch -> Ready %.0f), migrate -> Ready "
         "%.0f ms\n",
         nodes[owner]->name.c_str(), nodes[target]->name.c_str(),
         static_cast<long long>(total), static_cast<long long>(copy), cm,
-        static_cast<long long>(plain_bytes), plain_s * 1e3, pm, cm / pm, pause,
-        recall_ms, static_cast<long long>(copy), after_copy_ms, source_wait_ms,
-        switch_ms, absl::ToDoubleMilliseconds(ready - m0));
+        static_cast<long long>(plain_bytes), plain_s * 1e3, pm, cm / pm,
+        static_cast<long long>(copy + persist), dm,
+        static_cast<long long>(durable->first), durable->second * 1e3, dpm,
+        dm / dpm, pause, recall_ms, static_cast<long long>(copy), after_copy_ms,
+        source_wait_ms, switch_ms, absl::ToDoubleMilliseconds(ready - m0));
     std::fflush(stdout);
     copy_mbps.push_back(cm);
     plain_mbps.push_back(pm);
     ratio.push_back(cm / pm);
+    durable_mbps.push_back(dm);
+    durable_peer_mbps.push_back(dpm);
+    durable_ratio.push_back(dm / dpm);
     pause_ms.push_back(pause);
     total_ms.push_back(absl::ToDoubleMilliseconds(ready - m0));
     owner = target;
@@ -310,15 +373,17 @@ int Main(int argc, char** argv) {
   }
   std::printf(
       "median over %zu migrations of %lld MiB (%d copy streams) with 2 live "
-      "holders: copy "
-      "%.0f MB/s, plain copy %.0f MB/s, ratio %.2f (goal >= 0.8), pause "
+      "holders: copy %.0f MB/s, plain copy %.0f MB/s, ratio %.2f; "
+      "copy+persist %.0f MB/s, durable copy (socat + fsync) %.0f MB/s, "
+      "ratio %.2f (goal >= 0.8); pause "
       "window %.0f ms (recall %.0f, persist+report %.0f, waiting for the "
       "source's checksum %.0f, switch -> Ready %.0f), migrate -> Ready %.0f "
       "ms\n",
       ratio.size(), static_cast<long long>(size_mib), streams,
-      Median(copy_mbps), Median(plain_mbps), Median(ratio), Median(pause_ms),
-      Median(recall_part), Median(after_copy_part), Median(source_wait_part),
-      Median(switch_part), Median(total_ms));
+      Median(copy_mbps), Median(plain_mbps), Median(ratio),
+      Median(durable_mbps), Median(durable_peer_mbps), Median(durable_ratio),
+      Median(pause_ms), Median(recall_part), Median(after_copy_part),
+      Median(source_wait_part), Median(switch_part), Median(total_ms));
   return 0;
 }
 

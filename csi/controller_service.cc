@@ -36,6 +36,58 @@ uint64_t MinBytesFor(VolumeMode mode, absl::string_view fs_type,
   return kMinVolumeBytes;
 }
 
+// An ndctl volume cannot grow under its mapping: the new size is another
+// namespace (csi/ndctl_backend.h, "Expansion"). So the recall comes first:
+// once no lease holds access, the agent lets go of the old device, the
+// backend copies it into a larger namespace, compares, switches and frees the
+// old one, and the agent serves the new device; the holders come back at the
+// next epoch and map (local) or connect (remote) the new one. Every step is
+// idempotent: a retry re-reads the device and size from the backend first,
+// so a grow a crash cut short resumes (docs/csi.md, "Expansion with
+// holders").
+absl::Status GrowServedByCopy(const DriverDeps& deps, VolumeRecord* rec,
+                              const SizeRequest& size,
+                              uint64_t required_bytes) {
+  const std::string id = rec->id;
+  StageRecord& st = *rec->stage;
+  auto follow_backend = [&]() -> absl::Status {
+    ASSIGN_OR_RETURN(AttachedDevice dev, deps.backend->Attach(id));
+    ASSIGN_OR_RETURN(Volume now, deps.backend->Get(id));
+    if (dev.path == st.device && now.capacity_bytes == rec->capacity_bytes) {
+      return absl::OkStatus();
+    }
+    st.device = dev.path;
+    rec->capacity_bytes = now.capacity_bytes;
+    return deps.store->Save(*rec);
+  };
+  auto serve = [&]() {
+    return deps.agent->ServeVolume(ServedVolume{id, rec->mode, st.device,
+                                                rec->capacity_bytes,
+                                                deps.backend->ProvidesDax()});
+  };
+  RETURN_IF_ERROR(follow_backend());
+  RETURN_IF_ERROR(serve());  // again after a crash between stop and serve
+  ASSIGN_OR_RETURN(ReshapeAnswer a,
+                   deps.agent->ReshapeVolume(id, required_bytes, false));
+  if (a.stage != ReshapeStage::kChange) return absl::OkStatus();
+  // No lease holds access now: only the agent maps the old device.
+  RETURN_IF_ERROR(deps.agent->StopServing(id));
+  absl::StatusOr<Volume> grown =
+      deps.backend->Expand(id, size.bytes, size.limit);
+  RETURN_IF_ERROR(follow_backend());
+  RETURN_IF_ERROR(serve());
+  // A failed copy (no room, say) lets the holders back in at the old size
+  // (Ready at the next epoch) and reports why; the CO's retry recalls again.
+  ASSIGN_OR_RETURN(a, deps.agent->ReshapeVolume(id, rec->capacity_bytes, true));
+  if (!grown.ok()) return grown.status();
+  base::LogInfo("csi.volume.reshaped",
+                {{"volume", id},
+                 {"recall", a.recall},
+                 {"device", st.device},
+                 {"served_bytes", absl::StrCat(a.served_bytes)}});
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 void ControllerService::FillVolume(const VolumeRecord& rec,
@@ -529,6 +581,23 @@ absl::Status ControllerService::DoExpand(
   if (req.capacity_range().required_bytes() == 0) {
     return absl::InvalidArgumentError(
         "capacity_range.required_bytes is required");
+  }
+  if (deps_.agent != nullptr && IsShared(rec->parameters) &&
+      rec->stage.has_value() && rec->mode == VolumeMode::kDevdax &&
+      !deps_.backend->ExpandsOnline()) {
+    // Served by this node's agent from a device that cannot grow in place.
+    if (size.limit > 0 && rec->capacity_bytes > size.limit) {
+      return absl::OutOfRangeError(
+          absl::StrCat("volume is already ", rec->capacity_bytes,
+                       " bytes, above limit_bytes ", size.limit,
+                       " (volumes do not shrink)"));
+    }
+    RETURN_IF_ERROR(GrowServedByCopy(
+        deps_, &*rec, size,
+        static_cast<uint64_t>(req.capacity_range().required_bytes())));
+    resp->set_capacity_bytes(static_cast<int64_t>(rec->capacity_bytes));
+    resp->set_node_expansion_required(false);
+    return absl::OkStatus();
   }
   if (rec->capacity_bytes <
       static_cast<uint64_t>(req.capacity_range().required_bytes())) {

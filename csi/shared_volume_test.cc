@@ -479,6 +479,63 @@ TEST_F(SharedVolumeTest, SharedDevdaxIsServedAsTheDeviceAndPublishedAsADir) {
   EXPECT_EQ(s.error_code(), grpc::INVALID_ARGUMENT) << s.error_message();
 }
 
+// A shared devdax volume on a backend that grows by a copy to new media
+// (ndctl): ControllerExpandVolume waits for the Reshape recall (UNAVAILABLE,
+// nothing grown yet: the old device stays mapped by the agent), then the
+// agent stops serving, the backend grows, and the agent serves the device
+// again at the new size before the reshape completes. A grow the backend
+// refuses lets the holders back in at the old size and says why.
+TEST_F(SharedVolumeTest, DevdaxOnACopyingBackendGrowsAfterTheRecall) {
+  FakeVolumeBackend devdax_backend(8 * kGiB, /*devdax=*/true);
+  devdax_backend.SetExpandsOnline(false);
+  DriverDeps d = AgentDeps();
+  d.backend = &devdax_backend;
+  ControllerService controller(config_, d);
+  NodeService node(config_, d);
+  ::csi::v1::CreateVolumeRequest cr = SharedReq("pvc-dd-grow");
+  (*cr.mutable_parameters())["daxlease.io/mode"] = "devdax";
+  cr.mutable_parameters()->erase("csi.storage.k8s.io/fstype");
+  ::csi::v1::CreateVolumeResponse created;
+  grpc::Status s = controller.CreateVolume(nullptr, &cr, &created);
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  const std::string id = created.volume().volume_id();
+  ASSERT_TRUE(StageOn(node, created.volume()).ok());
+  agent_.SetHoldsAccess(id, true);
+
+  ::csi::v1::ControllerExpandVolumeRequest r;
+  r.set_volume_id(id);
+  r.mutable_capacity_range()->set_required_bytes(128 * kMiB);
+  ::csi::v1::ControllerExpandVolumeResponse resp;
+  for (int i = 0; i < 2; ++i) {
+    s = controller.ControllerExpandVolume(nullptr, &r, &resp);
+    EXPECT_EQ(s.error_code(), grpc::UNAVAILABLE) << s.error_message();
+    EXPECT_THAT(s.error_message(), ::testing::HasSubstr("recall in progress"));
+    EXPECT_EQ(Record(id)->capacity_bytes, 64 * kMiB);
+    EXPECT_EQ(devdax_backend.Get(id)->capacity_bytes, 64 * kMiB);
+    EXPECT_TRUE(agent_.IsServed(id));
+  }
+  EXPECT_EQ(agent_.calls("StopServing"), 0);
+  agent_.SetHoldsAccess(id, false);  // the recall released them
+  s = controller.ControllerExpandVolume(nullptr, &r, &resp);
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  EXPECT_EQ(resp.capacity_bytes(), static_cast<int64_t>(128 * kMiB));
+  EXPECT_FALSE(resp.node_expansion_required());
+  EXPECT_EQ(agent_.calls("StopServing"), 1);
+  EXPECT_EQ(Record(id)->capacity_bytes, 128 * kMiB);
+  ASSERT_TRUE(agent_.IsServed(id));
+  EXPECT_EQ(agent_.Served(id).size_bytes, 128 * kMiB);
+  EXPECT_EQ(agent_.Served(id).path, Record(id)->stage->device);
+  EXPECT_EQ(agent_.calls("ReshapeVolume"), 4);  // 3 asks + 1 complete
+
+  // No room for the copy: the error, and the agent serves the old size.
+  r.mutable_capacity_range()->set_required_bytes(16 * kGiB);
+  EXPECT_EQ(controller.ControllerExpandVolume(nullptr, &r, &resp).error_code(),
+            grpc::RESOURCE_EXHAUSTED);
+  ASSERT_TRUE(agent_.IsServed(id));
+  EXPECT_EQ(agent_.Served(id).size_bytes, 128 * kMiB);
+  EXPECT_EQ(Record(id)->capacity_bytes, 128 * kMiB);
+}
+
 // A directory an older plugin published, agent.sock a bind of the socket
 // file: publishing it again keeps that bind, unpublishing removes it too.
 TEST_F(SharedVolumeTest, OlderPluginsSocketFileBindIsKeptThenUnmounted) {

@@ -680,8 +680,13 @@ absl::StatusOr<pb::ReshapeVolumeResponse> Agent::ReshapeVolume(
       std::lock_guard<std::mutex> l(mu_);
       Served& s = served_[name];
       ASSIGN_OR_RETURN(uint64_t target, GrownSizeLocked(s, req.size_bytes()));
+      // A device (devdax) does not grow under its mapping: the plugin
+      // serves a larger one instead (ndctl's copy), so its size says.
+      const bool holds = s.map != nullptr && (s.req.mode() == pb::DEVDAX
+                                                  ? s.size >= req.size_bytes()
+                                                  : target <= s.map->size());
       if (s.map != nullptr &&
-          (target <= s.map->size() ||
+          (holds ||
            vol.spec.size_bytes >= static_cast<int64_t>(req.size_bytes()))) {
         resp.set_stage(pb::ReshapeVolumeResponse::DONE);
         resp.set_served_bytes(s.size);

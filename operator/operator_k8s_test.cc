@@ -335,12 +335,13 @@ TEST_F(OperatorK8sTest, RecallTwoAckOneRevokedFencedEpochBumped) {
   const double recalls0 = scrape(recalls);
   ASSERT_GE(revocations0, 0);
 
-  // kubectl daxlease recall VOLUME --grace 2
+  // kubectl daxlease recall VOLUME --grace 5: time for the steps below
+  // (two plugin runs) before a and b ack, on a loaded machine.
   std::string out;
   std::string plugin =
       absl::StrCat(DAXLEASE_PLUGIN_BIN, " --kubeconfig ", kubeconfig_);
   FILE* p =
-      popen(absl::StrCat(plugin, " recall ", vol, " --grace 2").c_str(), "r");
+      popen(absl::StrCat(plugin, " recall ", vol, " --grace 5").c_str(), "r");
   ASSERT_NE(p, nullptr);
   char buf[512] = {0};
   size_t n = fread(buf, 1, sizeof(buf) - 1, p);
@@ -403,9 +404,15 @@ TEST_F(OperatorK8sTest, RecallTwoAckOneRevokedFencedEpochBumped) {
       },
       absl::Seconds(10)))
       << op.Log();
-  EXPECT_EQ(Recall(recall)->status.phase, api::RecallPhase::kRecalling);
-  EXPECT_EQ(Recall(recall)->status.released, 2);
-  EXPECT_EQ(Recall(recall)->status.revoked, 1);
+  // The recall's counts are written after its leases (crash-safe order).
+  EXPECT_TRUE(WaitFor(
+      [&] {
+        auto r = Recall(recall);
+        return r && r->status.phase == api::RecallPhase::kRecalling &&
+               r->status.released == 2 && r->status.revoked == 1;
+      },
+      absl::Seconds(10)))
+      << op.Log();
   EXPECT_EQ(Lease(N("d"))->status.state, api::LeaseState::kPending);
 
   // The owner agent confirms the fence: the recall completes.

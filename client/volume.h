@@ -131,7 +131,13 @@ class Volume {
   std::unique_ptr<Rpc> rpc_;
 
   mutable std::mutex mu_;
+  // Phase changes and calls draining (inflight_, direct_holds_): what
+  // Attach, Enter, a recall and Detach wait for. Every call's Leave
+  // notifies it, so nothing that waits for other things waits on it.
   std::condition_variable cv_;
+  // events_ and stopping_: what the event thread waits for (on cv_ it would
+  // be woken by every call's Leave: a context switch per remote read).
+  std::condition_variable events_cv_;
   Phase phase_ = Phase::kWaiting;
   std::string status_message_;  // why waiting / revoked
   int inflight_ = 0;

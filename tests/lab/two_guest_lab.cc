@@ -39,9 +39,12 @@
 //       through libdaxlease over RDMA: MIB 1 MiB writes (then one persist)
 //       and MIB 1 MiB reads over the volume's first 16 MiB, and 1000 64-byte
 //       reads; prints "BENCH libdaxlease write_MBps|read_MBps|
-//       read_lat_typical_us|read_lat_avg_us N" (MB = 2^20 bytes, as
-//       perftest counts).
+//       read_lat_typical_us|read_lat_avg_us|read_lat_min_us N" (MB = 2^20
+//       bytes, as perftest counts), then "BENCH probe" lines: the cost of
+//       the primitives a small read uses, and 64-byte reads through the
+//       library and through its remote region directly, interleaved.
 #include <signal.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -51,6 +54,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <thread>
 #include <vector>
@@ -350,13 +354,92 @@ int Inflight(const std::string& dir, uint64_t off, const std::string& go) {
   return bad == 0 ? 0 : 1;
 }
 
+// Where the time of a small remote read goes: the cost of the primitives
+// the path uses, and 64-byte reads timed as a whole loop (no clock per op)
+// through the library and through its remote region directly.
+void Probe(client::Volume& vol, fabric::RemoteRegion* region, uint64_t span) {
+  std::string cs = "?";
+  if (FILE* f = std::fopen(
+          "/sys/devices/system/clocksource/clocksource0/current_clocksource",
+          "r")) {
+    char b[64] = {};
+    if (std::fgets(b, sizeof b, f) != nullptr) cs = b;
+    std::fclose(f);
+    while (!cs.empty() && cs.back() == '\n') cs.pop_back();
+  }
+  std::printf("BENCH probe clocksource %s\n", cs.c_str());
+  auto ns_per = [](int n, auto&& f) {
+    const absl::Time t0 = absl::Now();
+    for (int i = 0; i < n; ++i) f(i);
+    return absl::ToDoubleNanoseconds(absl::Now() - t0) / n;
+  };
+  volatile int64_t sink = 0;
+  std::printf("BENCH probe ns absl_now %.0f\n", ns_per(20000, [&](int) {
+                sink = absl::ToUnixNanos(absl::Now());
+              }));
+  std::printf("BENCH probe ns clock_monotonic %.0f\n", ns_per(20000, [&](int) {
+                timespec ts;
+                clock_gettime(CLOCK_MONOTONIC, &ts);
+                sink = ts.tv_nsec;
+              }));
+  std::printf("BENCH probe ns clock_monotonic_coarse %.0f\n",
+              ns_per(20000, [&](int) {
+                timespec ts;
+                clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+                sink = ts.tv_nsec;
+              }));
+  std::mutex m;
+  std::printf("BENCH probe ns std_mutex %.0f\n", ns_per(100000, [&](int) {
+                std::lock_guard<std::mutex> l(m);
+                sink = sink + 1;
+              }));
+  std::printf("BENCH probe ns syscall_getppid %.0f\n",
+              ns_per(20000, [&](int) { sink = getppid(); }));
+  // 64-byte reads four ways, interleaved in chunks of 50 so all see the
+  // same load: through the library or its remote region directly, each at
+  // a 4 KiB stride (a new page each time) or at one offset (as ib_read_lat).
+  char small[64];
+  const char* names[4] = {"volume_stride", "region_stride", "volume_fixed",
+                          "region_fixed"};
+  std::vector<double> us[4];
+  for (int chunk = 0; chunk < 20; ++chunk) {
+    for (int way = 0; way < 4; ++way) {
+      if (region == nullptr && (way & 1) != 0) continue;
+      for (int i = 0; i < 50; ++i) {
+        const uint64_t off =
+            way < 2 ? (static_cast<uint64_t>(chunk * 50 + i) * 4096) % span : 0;
+        const absl::Time t0 = absl::Now();
+        if ((way & 1) == 0) {
+          (void)vol.Read(off, small, sizeof small);
+        } else {
+          (void)region->Read(off, absl::MakeSpan(small, sizeof small));
+        }
+        us[way].push_back(absl::ToDoubleMicroseconds(absl::Now() - t0));
+      }
+    }
+  }
+  for (int way = 0; way < 4; ++way) {
+    std::vector<double>& v = us[way];
+    if (v.empty()) continue;
+    std::sort(v.begin(), v.end());
+    double sum = 0;
+    for (double x : v) sum += x;
+    std::printf(
+        "BENCH probe read64 %s min %.1f p10 %.1f median %.1f mean %.1f us\n",
+        names[way], v.front(), v[v.size() / 10], v[v.size() / 2],
+        sum / v.size());
+  }
+  std::fflush(stdout);
+}
+
 // Remote bandwidth and latency through libdaxlease (RDMA to the owner),
 // the shapes perftest measures: 1 MiB RDMA WRITEs and READs, 64-byte READs.
 int Bench(const std::string& dir, uint64_t mib) {
   client::AttachOptions o;
   o.timeout = absl::Seconds(120);
-  auto vol =
-      client::Volume::Attach(dir, o, std::make_unique<fabric::AnyConnector>());
+  auto keeping = std::make_unique<agent::testing::KeepingConnector>();
+  agent::testing::KeepingConnector* kc = keeping.get();
+  auto vol = client::Volume::Attach(dir, o, std::move(keeping));
   if (!vol.ok()) return Fail(vol.status().ToString());
   if ((*vol)->is_local()) return Fail("attached locally, not through RDMA");
   constexpr uint64_t kMsg = 1u << 20;
@@ -394,11 +477,13 @@ int Bench(const std::string& dir, uint64_t mib) {
   double sum = 0;
   for (double v : lat) sum += v;
   std::sort(lat.begin(), lat.end());
+  Probe(**vol, kc->last().get(), span);
   std::printf("BENCH libdaxlease write_MBps %.2f\n", *w);
   std::printf("BENCH libdaxlease read_MBps %.2f\n", *r);
   std::printf("BENCH libdaxlease read_lat_typical_us %.2f\n",
               lat[lat.size() / 2]);
   std::printf("BENCH libdaxlease read_lat_avg_us %.2f\n", sum / lat.size());
+  std::printf("BENCH libdaxlease read_lat_min_us %.2f\n", lat.front());
   std::fflush(stdout);
   return (*vol)->Detach().ok() ? 0 : 1;
 }

@@ -413,18 +413,16 @@ TEST_F(ChannelK8sTest, PartitionedAgentCannotAckIsRevokedAndFenced) {
       },
       absl::Seconds(30)));
   CreateRecall(N("r"), vol, 3);
-  // The recall's ID from its record (the lease objects' Recalling is held
-  // back while the recall runs: lease_display.h).
   ASSERT_TRUE(
-      WaitFor([&] { return RecallIs(N("r"), api::RecallPhase::kRecalling); },
+      WaitFor([&] { return LeaseIs(N("p1"), api::LeaseState::kRecalling); },
               absl::Seconds(20)))
       << op.Log();
-  const std::string recall_id = Recall(N("r"))->status.recall_id;
-  ASSERT_FALSE(recall_id.empty());
+  auto p1 = Lease(N("p1"));
   ASSERT_TRUE(
       client_
           ->Patch(api::DaxLeaseResource(), "", N("p1"), k8s::PatchType::kMerge,
-                  {{"status", {{"releasedRecallID", recall_id}}}}, "status")
+                  {{"status", {{"releasedRecallID", p1->status.recall_id}}}},
+                  "status")
           .ok());
   ASSERT_TRUE(
       WaitFor([&] { return RecallIs(N("r"), api::RecallPhase::kComplete); },
@@ -443,7 +441,7 @@ TEST_F(ChannelK8sTest, PartitionedAgentCannotAckIsRevokedAndFenced) {
       },
       absl::Seconds(20)))
       << op.Log();
-  auto p1 = Lease(N("p1"));
+  p1 = Lease(N("p1"));
   EXPECT_EQ(p1->status.state, api::LeaseState::kRevoked);
   EXPECT_EQ(p1->status.reason, "DeadlineExceeded");
   EXPECT_FALSE(p1->status.fence_required) << "fenced by the owner";

@@ -42,6 +42,16 @@ done
 check "rxe0 has a RoCE v2 IPv4 GID ($GIDX)" test -n "$GIDX"
 PERF="-d rxe0 -x $GIDX"
 
+# One round of libdaxlease's bench ROUND: both sides meet, node-2 runs it.
+libdaxlease_round() {
+	peer_sync "libdaxlease-$1" || fail "meeting the peer"
+	[ "$LAB_ROLE" = 1 ] && return
+	timeout 600 daxlease-lab-two bench $TGT "$MIB" >/tmp/dl-round.log 2>&1
+	check "libdaxlease bench round $1 ran" test $? -eq 0
+	cat /tmp/dl-round.log
+	sed -n 's/^BENCH libdaxlease /libdaxlease /p' /tmp/dl-round.log >>/tmp/dl.txt
+}
+
 if [ "$LAB_ROLE" = 1 ]; then
 	check "bench volume created" csi create-volume --name lab-two-bench --capacity-bytes 64Mi \
 		--param daxlease.io/mode=devdax --param daxlease.io/share=true $ACC
@@ -54,12 +64,7 @@ if [ "$LAB_ROLE" = 1 ]; then
 		# minutes apart compares two different machines.
 		for t in "ib_write_bw -s 1048576 -n $MIB" "ib_read_bw -s 1048576 -n $MIB" libdaxlease "ib_read_lat -s 64 -n 1000"; do
 			if [ "$t" = libdaxlease ]; then
-				peer_sync "libdaxlease-$round" || fail "meeting the peer"
-				[ "$LAB_ROLE" = 1 ] && continue
-				timeout 600 daxlease-lab-two bench $TGT "$MIB" >/tmp/dl-round.log 2>&1
-				check "libdaxlease bench round $round ran" test $? -eq 0
-				cat /tmp/dl-round.log
-				sed -n 's/^BENCH libdaxlease /libdaxlease /p' /tmp/dl-round.log >>/tmp/dl.txt
+				libdaxlease_round "$round"
 				continue
 			fi
 			a=1
@@ -109,12 +114,7 @@ else
 		# minutes apart compares two different machines.
 		for t in "ib_write_bw -s 1048576 -n $MIB" "ib_read_bw -s 1048576 -n $MIB" libdaxlease "ib_read_lat -s 64 -n 1000"; do
 			if [ "$t" = libdaxlease ]; then
-				peer_sync "libdaxlease-$round" || fail "meeting the peer"
-				[ "$LAB_ROLE" = 1 ] && continue
-				timeout 600 daxlease-lab-two bench $TGT "$MIB" >/tmp/dl-round.log 2>&1
-				check "libdaxlease bench round $round ran" test $? -eq 0
-				cat /tmp/dl-round.log
-				sed -n 's/^BENCH libdaxlease /libdaxlease /p' /tmp/dl-round.log >>/tmp/dl.txt
+				libdaxlease_round "$round"
 				continue
 			fi
 			a=1

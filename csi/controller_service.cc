@@ -582,16 +582,17 @@ absl::Status ControllerService::DoExpand(
     return absl::InvalidArgumentError(
         "capacity_range.required_bytes is required");
   }
+  // ComputeSize keeps required_bytes <= limit_bytes, so a volume above the
+  // limit needs no grow: it is above what was asked, and never shrinks.
+  if (size.limit > 0 && rec->capacity_bytes > size.limit) {
+    return absl::OutOfRangeError(absl::StrCat(
+        "volume is already ", rec->capacity_bytes, " bytes, above limit_bytes ",
+        size.limit, " (volumes do not shrink)"));
+  }
   if (deps_.agent != nullptr && IsShared(rec->parameters) &&
       rec->stage.has_value() && rec->mode == VolumeMode::kDevdax &&
       !deps_.backend->ExpandsOnline()) {
     // Served by this node's agent from a device that cannot grow in place.
-    if (size.limit > 0 && rec->capacity_bytes > size.limit) {
-      return absl::OutOfRangeError(
-          absl::StrCat("volume is already ", rec->capacity_bytes,
-                       " bytes, above limit_bytes ", size.limit,
-                       " (volumes do not shrink)"));
-    }
     RETURN_IF_ERROR(GrowServedByCopy(
         deps_, &*rec, size,
         static_cast<uint64_t>(req.capacity_range().required_bytes())));
@@ -621,10 +622,6 @@ absl::Status ControllerService::DoExpand(
     // filesystem grows in NodeExpandVolume.
     if (rec->stage.has_value())
       RETURN_IF_ERROR(deps_.backend->RefreshDevice(id));
-  } else if (size.limit > 0 && rec->capacity_bytes > size.limit) {
-    return absl::OutOfRangeError(absl::StrCat(
-        "volume is already ", rec->capacity_bytes, " bytes, above limit_bytes ",
-        size.limit, " (volumes do not shrink)"));
   }
   if (deps_.agent != nullptr && IsShared(rec->parameters) &&
       rec->stage.has_value() && !rec->stage->block) {

@@ -33,6 +33,7 @@
 #include "daxlease.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "lib/api/label_value.h"
 #include "lib/channel/sim_agent.h"
 #include "lib/sys/command.h"
 #include "lib/sys/file.h"
@@ -283,8 +284,8 @@ class AgentK8sTest : public k8s::testing::DaxleaseK8sTest {
   }
 
   // Records and serves the volume on a; publishes it to a pod on b.
-  std::string SetUpVolume(int grace_seconds = 3) {
-    vol_ = prefix_ + "-vol";
+  std::string SetUpVolume(int grace_seconds = 3, std::string name = "") {
+    vol_ = name.empty() ? prefix_ + "-vol" : std::move(name);
     auto a = NewGrpcAgentClient(Socket('a'));
     pb::RecordVolumeRequest rec;
     rec.set_volume_id(vol_);
@@ -656,6 +657,40 @@ TEST_F(AgentK8sTest, RecallWithOwnerAndRemoteWritersWritingContinuously) {
     }
     EXPECT_GT(checked, 100u);
   }
+}
+
+// A volume whose name (72 characters, as a DaxVolume made by hand may have)
+// is longer than a label value: the lease agent b creates for its pod is
+// accepted by the API server, labelled with the label value that stands for
+// the name (the volume's label selector lists it), and a recall completes
+// with it released; the client is granted again at the next epoch.
+TEST_F(AgentK8sTest, RecallOfAVolumeWithANameLongerThanALabelValue) {
+  std::string name = prefix_ + "-vol-";
+  name.resize(72, 'x');
+  std::string remote_dir = SetUpVolume(3, name);
+  daxlease_volume* remote = Attach(remote_dir);
+  ASSERT_NE(remote, nullptr) << Dump();
+  k8s::ListOptions o;
+  o.label_selector = api::VolumeLabelSelector(vol_);
+  auto leases = client_->List(DaxLeaseResource(), "", o);
+  ASSERT_TRUE(leases.ok()) << leases.status();
+  ASSERT_EQ(leases->items.size(), 1u) << Dump();
+  const int64_t epoch0 = daxlease_epoch(remote);
+  std::string r = CreateRecall(10);
+  ASSERT_TRUE(
+      WaitFor([&] { return RecallStatus(r).value("phase", "") == "Complete"; },
+              absl::Seconds(60)))
+      << Dump();
+  EXPECT_EQ(RecallStatus(r).value("released", 0), 1) << Dump();
+  EXPECT_EQ(RecallStatus(r).value("revoked", 0), 0) << Dump();
+  // The client is granted again, at the next epoch, and reads.
+  ASSERT_TRUE(WaitFor([&] { return daxlease_epoch(remote) == epoch0 + 1; },
+                      absl::Seconds(60)))
+      << Dump();
+  char buf[16];
+  EXPECT_EQ(daxlease_read(remote, 0, buf, sizeof(buf)), DAXLEASE_OK)
+      << daxlease_errmsg();
+  ASSERT_EQ(daxlease_detach(remote), DAXLEASE_OK) << daxlease_errmsg();
 }
 
 // A pre-flush hook holding both clients in the middle of a recall while the

@@ -633,6 +633,30 @@ TEST_F(OperatorK8sTest, MigrationOfAVolumeWithALongIdRecallsAndCopies) {
   EXPECT_EQ(label, api::LabelValueFor(migration));
 }
 
+// A DaxVolume made by hand whose name (72 characters) is longer than a label
+// value migrates: the Migrate recall's volume label is accepted by the API
+// server, stands for the volume, and the volume's label selector lists it.
+TEST_F(OperatorK8sTest,
+       MigrationOfAHandMadeVolumeWithALongNameRecallsAndCopies) {
+  OperatorProcess op(kubeconfig_, OperatorArgs("op-a"), prefix_);
+  std::string vol = N("v");
+  vol.resize(72, 'x');
+  MigrateUntilCopying(vol, op);
+  ASSERT_FALSE(HasFailure());
+  auto m = Migration(N("m"));
+  ASSERT_TRUE(m.has_value());
+  auto r = Recall(m->status.recall);
+  ASSERT_TRUE(r.has_value());
+  EXPECT_EQ(r->spec.volume, vol);
+  EXPECT_EQ(r->metadata.labels[api::kVolumeLabel], api::LabelValueFor(vol));
+  k8s::ListOptions o;
+  o.label_selector = api::VolumeLabelSelector(vol);
+  auto list = client_->List(api::DaxRecallResource(), "", o);
+  ASSERT_TRUE(list.ok()) << list.status();
+  ASSERT_EQ(list->items.size(), 1u);
+  EXPECT_EQ(k8s::NameOf(list->items[0]), m->status.recall);
+}
+
 // Agents acking all at once while the operator writes the same objects: every
 // ack survives (the operator's writes are resourceVersion-guarded) and the
 // recall completes with every lease Released.

@@ -834,7 +834,8 @@ class Planner {
         DaxRecall r;
         r.metadata.name = st.create_recall;
         r.metadata.labels[api::kMigrationLabel] = api::LabelValueFor(m.id);
-        r.metadata.labels[api::kVolumeLabel] = w_.volume_name;
+        r.metadata.labels[api::kVolumeLabel] =
+            api::LabelValueFor(w_.volume_name);
         r.spec.volume = w_.volume_name;
         r.spec.reason = api::RecallReason::kMigrate;
         plan_.create_recalls.push_back(std::move(r));

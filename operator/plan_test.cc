@@ -848,6 +848,31 @@ TEST(PlanMigration, LongNameIsLabelledWithALabelValueAndAdopted) {
   EXPECT_NE(w.recalls[0].status.phase, RecallPhase::kFailed);
 }
 
+// A DaxVolume made by hand with a name longer than a label value (72
+// characters): its Migrate recall's volume label is a label value that
+// stands for it, as the agent writes it on the volume's leases.
+TEST(PlanMigration, LongVolumeNameIsLabelledWithALabelValue) {
+  const std::string vol = "hand-made-" + std::string(62, 'v');
+  api::DaxVolume v = Volume();
+  v.metadata.name = vol;
+  World w = WorldOf({}, {}, v);
+  w.volume_name = vol;
+  w = Settle(w, kT0);
+  api::DaxMigration m;
+  m.metadata.name = "mig";
+  m.spec.volume = vol;
+  m.spec.target_node = "target";
+  m.metadata.finalizers = {kMigrationFinalizer};
+  w.migrations.push_back(m);
+  Plan p = ComputePlan(w, kT0, {});
+  ASSERT_EQ(p.create_recalls.size(), 1u);
+  const api::DaxRecall& r = p.create_recalls[0];
+  EXPECT_EQ(r.spec.volume, vol);
+  const std::string label = r.metadata.labels.at(api::kVolumeLabel);
+  EXPECT_LE(label.size(), 63u);
+  EXPECT_EQ(label, api::LabelValueFor(vol));
+}
+
 // A Migrate recall left behind by a migration that is gone never starts
 // (nothing would end the change it was for).
 TEST(PlanMigration, MigrateRecallWithoutItsMigrationDoesNotStart) {

@@ -685,6 +685,7 @@ step_two_nodes_holders() {
   done
   wait_for 60 "node-a's writer persisted 100 blocks" log_has "$NODES_DIR/w-a.log" "persisted seq=100 "
   wait_for 60 "node-b's writer persisted 100 blocks" log_has "$NODES_DIR/w-b.log" "persisted seq=100 "
+  # VOL2, a CSI volume ID (at most 57 characters), is its own label value.
   kc get daxleases -l "daxlease.io/volume=$VOL2" \
     -o 'custom-columns=LEASE:.metadata.name,NODE:.spec.holderNode,STATE:.status.state,EPOCH:.status.epoch'
 }

@@ -2,7 +2,9 @@
 
 #include <cstdint>
 
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "lib/api/types.h"
 
 namespace daxlease::api {
 
@@ -17,6 +19,10 @@ std::string LabelValueFor(std::string_view name) {
   // A name starts with an alphanumeric character, as a label value must;
   // the hex digits end it with one.
   return absl::StrFormat("%s-%016x", name.substr(0, kMaxLabelValue - 17), h);
+}
+
+std::string VolumeLabelSelector(std::string_view volume) {
+  return absl::StrCat(kVolumeLabel, "=", LabelValueFor(volume));
 }
 
 }  // namespace daxlease::api

@@ -1,7 +1,8 @@
 // Label values made from object names. A label value holds at most 63
 // characters; an object name (a DNS subdomain) up to 253, and the names
 // daxlease makes can be longer than 63: `kubectl daxlease migrate` names a
-// DaxMigration after its volume, whose ID alone may be 57 characters.
+// DaxMigration after its volume, whose ID alone may be 57 characters, and a
+// DaxVolume made by hand may have any name a DNS subdomain may.
 #ifndef DAXLEASE_LIB_API_LABEL_VALUE_H_
 #define DAXLEASE_LIB_API_LABEL_VALUE_H_
 
@@ -16,6 +17,11 @@ namespace daxlease::api {
 // long names stay apart. Pure. Compare a label with LabelValueFor(name),
 // never with the name.
 std::string LabelValueFor(std::string_view name);
+
+// The label selector of the objects of volume `volume` (leases, and the
+// operator's Migrate recalls): "daxlease.io/volume=" +
+// LabelValueFor(volume), as kVolumeLabel is written.
+std::string VolumeLabelSelector(std::string_view volume);
 
 }  // namespace daxlease::api
 

@@ -1,8 +1,11 @@
 #include "lib/api/label_value.h"
 
+#include <map>
 #include <string>
 
 #include "gtest/gtest.h"
+#include "lib/api/types.h"
+#include "lib/k8s/selector.h"
 
 namespace daxlease::api {
 namespace {
@@ -45,6 +48,24 @@ TEST(LabelValueForTest, ALongNameIsCutAndHashedIntoALabelValue) {
   EXPECT_NE(LabelValueFor(vol + "-to-node-c-abcd1234"), v);
   const std::string dotted = std::string(45, 'a') + ".b" + std::string(30, 'c');
   EXPECT_TRUE(IsLabelValue(LabelValueFor(dotted))) << LabelValueFor(dotted);
+}
+
+// A DaxVolume made by hand may have a name longer than a label value: the
+// selector of its objects selects the label value written for it (and only
+// that), and parses as a label selector.
+TEST(LabelValueForTest, VolumeSelectorSelectsWhatIsWrittenForTheVolume) {
+  EXPECT_EQ(VolumeLabelSelector("pvc-1"), "daxlease.io/volume=pvc-1");
+  const std::string vol = "hand-made-" + std::string(62, 'v');
+  ASSERT_GT(vol.size(), 63u);
+  const std::string selector = VolumeLabelSelector(vol);
+  EXPECT_EQ(selector, std::string(kVolumeLabel) + "=" + LabelValueFor(vol));
+  auto parsed = k8s::LabelSelector::Parse(selector);
+  ASSERT_TRUE(parsed.ok()) << parsed.status();
+  using Labels = std::map<std::string, std::string>;
+  EXPECT_TRUE(parsed->Matches(Labels{{kVolumeLabel, LabelValueFor(vol)}}));
+  EXPECT_FALSE(parsed->Matches(Labels{{kVolumeLabel, vol.substr(0, 63)}}));
+  EXPECT_FALSE(
+      parsed->Matches(Labels{{kVolumeLabel, LabelValueFor(vol + "-2")}}));
 }
 
 }  // namespace

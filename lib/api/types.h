@@ -57,8 +57,10 @@ inline constexpr char kSnapshottedAnnotation[] = "daxlease.io/snapshotted";
 // the CRDs accept (a day, as the CSI StorageClass parameter).
 inline constexpr int64_t kMaxGraceSeconds = 86400;
 
-// Label the operator puts on every lease: value = spec.volume, so the leases
-// of one volume are one label-selected list.
+// Label the agent puts on every lease it creates, and the operator on its
+// Migrate recalls: value = LabelValueFor(spec.volume) (label_value.h; the
+// name itself up to 63 characters), so the leases of one volume are one
+// label-selected list (VolumeLabelSelector).
 inline constexpr char kVolumeLabel[] = "daxlease.io/volume";
 
 // The subset of metav1.ObjectMeta the operator reads or writes.

@@ -10,6 +10,7 @@
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "lib/api/json.h"
+#include "lib/api/label_value.h"
 #include "lib/base/crash_point.h"
 #include "lib/base/log.h"
 #include "lib/base/status.h"
@@ -864,7 +865,7 @@ std::string Agent::LeaseName(const std::string& volume,
 absl::Status Agent::CreateLease(const Published& p) {
   api::DaxLease l;
   l.metadata.name = p.lease_name;
-  l.metadata.labels[api::kVolumeLabel] = p.req.volume_id();
+  l.metadata.labels[api::kVolumeLabel] = api::LabelValueFor(p.req.volume_id());
   l.spec.volume = p.req.volume_id();
   l.spec.holder_node = config_.node;
   l.spec.holder_pod =

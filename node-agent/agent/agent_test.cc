@@ -13,6 +13,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "lib/api/json.h"
+#include "lib/api/label_value.h"
 #include "lib/k8s/fake_client.h"
 #include "lib/sys/file.h"
 #include "node-agent/fabric/fake_fabric.h"
@@ -70,18 +71,18 @@ class AgentTest : public ::testing::Test {
     ASSERT_EQ(system(cmd.c_str()), 0);
   }
 
-  // Records "vol" (4 MiB) and serves `serve_bytes` of it: `want_served`.
+  // Records volume_ (4 MiB) and serves `serve_bytes` of it: `want_served`.
   void RecordAndServe(uint64_t serve_bytes = 2 << 20,
                       uint64_t want_served = 2 << 20) {
     pb::RecordVolumeRequest rec;
-    rec.set_volume_id("vol");
+    rec.set_volume_id(volume_);
     rec.set_size_bytes(4 << 20);
     rec.set_mode(pb::FSDAX);
     rec.set_fs_type("ext4");
     rec.set_share(true);
     ASSERT_TRUE(agent_->RecordVolume(rec).ok());
     pb::ServeVolumeRequest serve;
-    serve.set_volume_id("vol");
+    serve.set_volume_id(volume_);
     serve.set_mode(pb::FSDAX);
     serve.set_mount_path(dir_ + "/mnt");
     serve.set_size_bytes(serve_bytes);
@@ -93,7 +94,7 @@ class AgentTest : public ::testing::Test {
 
   std::string PublishPod(const std::string& uid) {
     pb::PublishRequest p;
-    p.set_volume_id("vol");
+    p.set_volume_id(volume_);
     p.set_target_path(dir_ + "/target-" + uid);
     p.set_pod_namespace("default");
     p.set_pod_name("pod-" + uid);
@@ -111,8 +112,9 @@ class AgentTest : public ::testing::Test {
     agent_->Kick();
   }
   void VolumeEpoch(int64_t epoch) {
-    auto r = kube_.Patch(DaxVolumeResource(), "", "vol", k8s::PatchType::kMerge,
-                         k8s::Json{{"status", {{"epoch", epoch}}}}, "status");
+    auto r =
+        kube_.Patch(DaxVolumeResource(), "", volume_, k8s::PatchType::kMerge,
+                    k8s::Json{{"status", {{"epoch", epoch}}}}, "status");
     ASSERT_TRUE(r.ok()) << r.status();
   }
   api::DaxLease Lease(const std::string& name) {
@@ -138,7 +140,8 @@ class AgentTest : public ::testing::Test {
     return r;
   }
 
-  bool channel_ = false;  // set by a subclass's constructor
+  bool channel_ = false;        // set by a subclass's constructor
+  std::string volume_ = "vol";  // what RecordAndServe and PublishPod use
   AgentConfig config_;
   std::mutex reports_mu_;
   chpb::AgentReport reports_;
@@ -295,6 +298,25 @@ TEST_F(AgentTest, RevokedLeaseIsFencedExactlyOnceThenAcknowledged) {
   }));
   ASSERT_TRUE(
       WaitFor([&] { return Lease(lease).status.revocation_acknowledged; }));
+}
+
+// A volume whose name is longer than a label value (a DaxVolume made by
+// hand, 72 characters): its lease is labelled with the label value that
+// stands for the name, and the volume's label selector lists it.
+TEST_F(AgentTest, LeaseOfAVolumeWithALongNameIsLabelledWithALabelValue) {
+  volume_ = "hand-made-" + std::string(62, 'v');
+  RecordAndServe();
+  const std::string lease = PublishPod("u1");
+  EXPECT_EQ(Lease(lease).spec.volume, volume_);
+  const std::string label = Lease(lease).metadata.labels[api::kVolumeLabel];
+  EXPECT_LE(label.size(), 63u);
+  EXPECT_EQ(label, api::LabelValueFor(volume_));
+  k8s::ListOptions o;
+  o.label_selector = api::VolumeLabelSelector(volume_);
+  auto list = kube_.List(DaxLeaseResource(), "", o);
+  ASSERT_TRUE(list.ok()) << list.status();
+  ASSERT_EQ(list->items.size(), 1u);
+  EXPECT_EQ(k8s::NameOf(list->items[0]), lease);
 }
 
 TEST_F(AgentTest, WrongTokenOrUnknownLeaseIsRefused) {

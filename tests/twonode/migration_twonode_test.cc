@@ -22,6 +22,7 @@
 #include "absl/time/clock.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "lib/api/label_value.h"
 #include "nlohmann/json.hpp"
 #include "tests/integration/plugin_harness.h"
 #include "tests/testing/prereq.h"
@@ -524,11 +525,11 @@ TEST_P(MigrationCrashPointTwoNodeTest, FinishesAfterTheKill) {
   const std::string recall = absl::StrCat(id_, "-migrate-e", e);
   EXPECT_EQ(Get("daxrecalls", recall, "{.status.phase}"), "Complete");
   EXPECT_EQ(Get("daxrecalls", recall, "{.status.revoked}"), "");  // 0
-  EXPECT_EQ(UntilNone({"get", "daxleases", "-l",
-                       absl::StrCat("daxlease.io/volume=", id_), "-o",
-                       "jsonpath={.items[?(@.status.state==\"Revoked\")]"
-                       ".metadata.name}"}),
-            "");
+  EXPECT_EQ(
+      UntilNone({"get", "daxleases", "-l", api::VolumeLabelSelector(id_), "-o",
+                 "jsonpath={.items[?(@.status.state==\"Revoked\")]"
+                 ".metadata.name}"}),
+      "");
   sys::CommandResult v = Io(b, {"verify", on_b_, "4096"});
   EXPECT_EQ(v.exit_code, 0) << v.stdout_text << v.stderr_text;
   EXPECT_THAT(v.stdout_text, ::testing::HasSubstr(" corrupt=0 "));

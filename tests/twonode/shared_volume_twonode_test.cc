@@ -27,6 +27,7 @@
 #include "absl/time/clock.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "lib/api/label_value.h"
 #include "nlohmann/json.hpp"
 #include "tests/integration/plugin_harness.h"
 #include "tests/testing/prereq.h"
@@ -126,8 +127,8 @@ TEST_F(SharedVolumeTwoNodeTest,
   // A deleted lease that holds access is its holder's release: the
   // operator releases and forgets it without any recall (before, it stayed
   // DeletionBlocked and the owner refused to unstage until a recall).
-  ASSERT_EQ(UntilNone({"get", "daxleases", "-l",
-                       absl::StrCat("daxlease.io/volume=", id), "-o", "name"}),
+  ASSERT_EQ(UntilNone({"get", "daxleases", "-l", api::VolumeLabelSelector(id),
+                       "-o", "name"}),
             "")
       << "leases left";
 
@@ -445,8 +446,8 @@ TEST_F(SharedVolumeTwoNodeTest,
     const std::string recall_id =
         Get("daxrecalls", recall, "{.status.recallID}");
     auto fenced = cluster_->Kubectl(
-        {"get", "daxleases", "-l", absl::StrCat("daxlease.io/volume=", id),
-         "-o", "jsonpath={.items[*].status.fencedRecallID}"});
+        {"get", "daxleases", "-l", api::VolumeLabelSelector(id), "-o",
+         "jsonpath={.items[*].status.fencedRecallID}"});
     ASSERT_TRUE(fenced.ok());
     EXPECT_THAT(fenced->stdout_text, ::testing::HasSubstr(recall_id));
   }

@@ -38,6 +38,7 @@
 #include "absl/time/clock.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "lib/api/label_value.h"
 #include "nlohmann/json.hpp"
 #include "tests/integration/plugin_harness.h"
 #include "tests/testing/prereq.h"
@@ -194,10 +195,9 @@ class TwoNodeVolumeTest : public ::testing::Test {
       Call(*it->node, "/csi.v1.Node/NodeUnpublishVolume",
            {{"volumeId", id}, {"targetPath", it->path}});
     }
-    ASSERT_EQ(
-        UntilNone({"get", "daxleases", "-l",
-                   absl::StrCat("daxlease.io/volume=", id), "-o", "name"}),
-        "")
+    ASSERT_EQ(UntilNone({"get", "daxleases", "-l", api::VolumeLabelSelector(id),
+                         "-o", "name"}),
+              "")
         << "leases left";
     for (auto it = v.staged.rbegin(); it != v.staged.rend(); ++it) {
       Call(*it->node, "/csi.v1.Node/NodeUnstageVolume",
@@ -441,8 +441,7 @@ class TwoNodeVolumeTest : public ::testing::Test {
       }
       if (unpublished) {
         (void)UntilNone({"get", "daxleases", "-l",
-                         absl::StrCat("daxlease.io/volume=", v->id), "-o",
-                         "name"});
+                         api::VolumeLabelSelector(v->id), "-o", "name"});
       }
       for (auto p = v->staged.rbegin(); p != v->staged.rend(); ++p) {
         if (MountsUnder(p->path).empty()) continue;

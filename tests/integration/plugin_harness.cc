@@ -5,6 +5,7 @@
 #include <linux/loop.h>
 #include <signal.h>
 #include <stdlib.h>
+#include <sys/file.h>
 #include <sys/ioctl.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
@@ -16,6 +17,7 @@
 #include <cctype>
 #include <cerrno>
 #include <cstring>
+#include <ctime>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -384,19 +386,74 @@ std::vector<std::string> ForceCleanup(const std::vector<std::string>& roots,
   return cleaned;
 }
 
+namespace {
+
+constexpr char kTempRoot[] = "/var/tmp";
+constexpr char kOwnerLock[] = "/.owner.lock";
+
+void RemoveTree(const std::string& path) {
+  ForceCleanup({path}, path);
+  std::error_code ec;
+  fs::remove_all(path, ec);
+}
+
+// Whether the TempDir at `path` has no live owner: its lock can be taken, or
+// (made before the lock, or its owner died between mkdtemp and the lock)
+// there is no lock file and the directory is 10 minutes old.
+bool Abandoned(const std::string& path) {
+  const std::string lock = path + kOwnerLock;
+  int fd = ::open(lock.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+  if (fd < 0) {
+    struct stat st;
+    return errno == ENOENT && ::lstat(path.c_str(), &st) == 0 &&
+           S_ISDIR(st.st_mode) && ::time(nullptr) - st.st_mtime > 600;
+  }
+  const bool free = ::flock(fd, LOCK_EX | LOCK_NB) == 0;
+  ::close(fd);
+  return free;
+}
+
+}  // namespace
+
+std::vector<std::string> RemoveAbandonedTempDirs(absl::string_view prefix) {
+  std::vector<std::string> removed;
+  std::error_code ec;
+  for (const auto& e : fs::directory_iterator(kTempRoot, ec)) {
+    const std::string name = e.path().filename().string();
+    if (!absl::StartsWith(name, prefix) || name.size() != prefix.size() + 6) {
+      continue;
+    }
+    const std::string path = e.path().string();
+    if (!Abandoned(path)) continue;
+    RemoveTree(path);
+    removed.push_back(path);
+  }
+  return removed;
+}
+
 absl::StatusOr<std::unique_ptr<TempDir>> TempDir::Create(
     absl::string_view prefix) {
-  std::string templ = absl::StrCat("/var/tmp/", prefix, "XXXXXX");
+  (void)RemoveAbandonedTempDirs(prefix);
+  std::string templ = absl::StrCat(kTempRoot, "/", prefix, "XXXXXX");
   if (::mkdtemp(templ.data()) == nullptr) {
     return base::ErrnoStatus("mkdtemp", templ, errno);
   }
-  return std::unique_ptr<TempDir>(new TempDir(templ));
+  // Close-on-exec: the plugins the tests start must not hold it.
+  const std::string lock = templ + kOwnerLock;
+  int fd =
+      ::open(lock.c_str(), O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+  if (fd < 0 || ::flock(fd, LOCK_EX | LOCK_NB) != 0) {
+    absl::Status st = base::ErrnoStatus("lock", lock, errno);
+    if (fd >= 0) ::close(fd);
+    RemoveTree(templ);
+    return st;
+  }
+  return std::unique_ptr<TempDir>(new TempDir(templ, fd));
 }
 
 TempDir::~TempDir() {
-  ForceCleanup({path_}, path_);
-  std::error_code ec;
-  fs::remove_all(path_, ec);
+  RemoveTree(path_);
+  ::close(lock_fd_);
 }
 
 absl::Status MakeDirs(absl::string_view path) {

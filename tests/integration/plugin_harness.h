@@ -121,7 +121,11 @@ std::vector<std::string> ForceCleanup(const std::vector<std::string>& roots,
                                       absl::string_view state_dir);
 
 // A directory under /var/tmp, removed recursively (after ForceCleanup of
-// everything under it) on destruction.
+// everything under it) on destruction. While it lives, its owner holds a
+// lock (flock of PATH/.owner.lock); a process killed before its destructor
+// ran (a test timed out or crashed) leaves the directory, and the next Create
+// with the same prefix removes it (the lock free, or no lock file and
+// unchanged for 10 minutes), the same way, before making its own.
 class TempDir {
  public:
   static absl::StatusOr<std::unique_ptr<TempDir>> Create(
@@ -132,9 +136,15 @@ class TempDir {
   const std::string& path() const { return path_; }
 
  private:
-  explicit TempDir(std::string path) : path_(std::move(path)) {}
+  TempDir(std::string path, int lock_fd)
+      : path_(std::move(path)), lock_fd_(lock_fd) {}
   std::string path_;
+  int lock_fd_;
 };
+
+// Removes the directories /var/tmp/<prefix>* that TempDir::Create would
+// (their owner gone); returns their paths.
+std::vector<std::string> RemoveAbandonedTempDirs(absl::string_view prefix);
 
 // mkdir -p.
 absl::Status MakeDirs(absl::string_view path);

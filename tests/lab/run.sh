@@ -32,7 +32,7 @@ KEEP=0
 TESTS=()
 TWO=()
 ALL=(ndctl_backend csi_lifecycle csi_snapshot csi_grow file_backend_nodax capacity verbs verbs_fabric bench)
-ALL_TWO=(two_guest_recall two_guest_revoke two_guest_inflight two_guest_bench)
+ALL_TWO=(two_guest_recall two_guest_revoke two_guest_inflight two_guest_bench two_guest_grow)
 while [ $# -gt 0 ]; do
   case "$1" in
   --build-dir) BUILD_DIR=$2; shift ;;

@@ -4,6 +4,7 @@
 #include <infiniband/verbs.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstring>
 #include <utility>
 
@@ -152,6 +153,33 @@ absl::StatusOr<MemoryRegion> MemoryRegion::Register(const ProtectionDomain& pd,
     return st;
   }
   return MemoryRegion(mr);
+}
+
+std::vector<std::pair<uint64_t, uint32_t>> PrefetchPieces(uint64_t addr,
+                                                          uint64_t length,
+                                                          uint32_t max_piece) {
+  std::vector<std::pair<uint64_t, uint32_t>> pieces;
+  if (max_piece == 0) return pieces;
+  for (uint64_t done = 0; done < length;) {
+    const uint64_t n = std::min<uint64_t>(length - done, max_piece);
+    pieces.emplace_back(addr + done, static_cast<uint32_t>(n));
+    done += n;
+  }
+  return pieces;
+}
+
+absl::Status MemoryRegion::Prefetch() const {
+  for (const auto& [addr, len] :
+       PrefetchPieces(reinterpret_cast<uintptr_t>(mr_->addr), mr_->length)) {
+    ibv_sge sge{};
+    sge.addr = addr;
+    sge.length = len;
+    sge.lkey = mr_->lkey;
+    int rc =
+        ibv_advise_mr(mr_->pd, IBV_ADVISE_MR_ADVICE_PREFETCH_WRITE, 0, &sge, 1);
+    if (rc != 0) return base::ErrnoStatus("ibv_advise_mr", "", ErrOf(rc));
+  }
+  return absl::OkStatus();
 }
 
 void MemoryRegion::Deleter::operator()(ibv_mr* mr) const {

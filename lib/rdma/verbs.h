@@ -58,6 +58,12 @@ enum Access : unsigned {
 // mapping needs, since the kernel refuses to pin DAX file pages long-term.
 absl::StatusOr<bool> SupportsOnDemandPaging(ibv_context* ctx);
 
+// The pieces (address, length) of [addr, addr+length) that ibv_advise_mr
+// is asked about, one scatter entry each: an entry's length is 32 bits, so
+// no piece is longer than `max_piece`.
+std::vector<std::pair<uint64_t, uint32_t>> PrefetchPieces(
+    uint64_t addr, uint64_t length, uint32_t max_piece = 1u << 30);
+
 // The name of the device behind `ctx` (e.g. "rxe0").
 std::string DeviceNameOf(ibv_context* ctx);
 
@@ -132,6 +138,14 @@ class MemoryRegion {
   // Deregisters. Verbs refuses (EINVAL) while a window is bound to the MR:
   // deallocate windows first; a refused deregistration is logged.
   ~MemoryRegion() = default;
+
+  // Asks the device to map the whole registration now, for remote writes
+  // (ibv_advise_mr, PREFETCH_WRITE), so the first RDMA accesses to an
+  // on-demand (ODP) registration do not each wait on a page fault.
+  // Asynchronous (it returns before the pages are mapped) and advisory: an
+  // error (EOPNOTSUPP where the device has no advise_mr) changes nothing
+  // but the first accesses' latency.
+  absl::Status Prefetch() const;
 
   ibv_mr* get() const { return mr_.get(); }
   uint32_t lkey() const;

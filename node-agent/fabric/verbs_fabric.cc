@@ -503,6 +503,14 @@ absl::Status VerbsFabric::RegisterVolume(Region region) {
     }
   }
   if (!mr.ok()) return mr.status();
+  if (v->on_demand) {
+    // Fault the volume in now, not on each holder's first access of a page
+    // (advisory: the device faults what is not there yet anyway).
+    if (absl::Status p = mr->Prefetch(); !p.ok()) {
+      base::LogWarn("fabric.odp_prefetch_failed",
+                    {{"volume", region.volume}, {"error", p.ToString()}});
+    }
+  }
   v->mr.emplace(*std::move(mr));
   v->region = std::move(region);
   absl::MutexLock l(&mu_);

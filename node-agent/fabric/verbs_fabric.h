@@ -6,7 +6,8 @@
 //  - RegisterVolume: one ibv_reg_mr of the volume's mapping with local write
 //    and IBV_ACCESS_MW_BIND only: the region itself grants no remote access.
 //    A mapping the kernel will not pin (a file on fsdax: EOPNOTSUPP) is
-//    registered on demand (ODP) where the device offers it, else refused
+//    registered on demand (ODP) where the device offers it, and prefetched
+//    (ibv_advise_mr, asynchronous and advisory), else refused
 //    with FAILED_PRECONDITION naming the reason (share devdax over verbs).
 //  - A holder connects with rdma_cm (one RC queue pair per RemoteRegion) and
 //    SENDs a FabricHello (proto/agent.proto: key, access, credential); the

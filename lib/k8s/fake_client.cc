@@ -9,6 +9,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/time/time.h"
 #include "lib/base/status.h"
+#include "lib/k8s/label_syntax.h"
 #include "lib/k8s/selector.h"
 
 namespace daxlease::k8s {
@@ -80,6 +81,15 @@ absl::StatusOr<Filter> MakeFilter(absl::string_view label_selector,
     }
   }
   return f;
+}
+
+// The server's 422 for labels it refuses (validation of every write).
+absl::Status CheckLabels(const Resource& r, const Json& obj) {
+  absl::Status st = ValidateObjectLabels(obj);
+  if (st.ok()) return st;
+  return StatusFromApiStatus(422, "Invalid",
+                             absl::StrCat(r.Name(), " \"", NameOf(obj),
+                                          "\" is invalid: ", st.message()));
 }
 
 bool InNamespace(const Resource& r, absl::string_view ns, const Json& obj) {
@@ -210,6 +220,7 @@ absl::StatusOr<Json> FakeKubeClient::Write(const Resource& r, Json updated,
       }
     }
   }
+  RETURN_IF_ERROR(CheckLabels(r, updated));
   if (updated == old) return old;  // a no-op write keeps the version
   ++rv_;
   updated["metadata"]["resourceVersion"] = absl::StrCat(rv_);
@@ -297,6 +308,7 @@ absl::StatusOr<Json> FakeKubeClient::Create(const Resource& r,
     m["name"] = absl::StrFormat("%s%05d", m["generateName"].get<std::string>(),
                                 (uid_seq_ + 1) % 100000);
   }
+  RETURN_IF_ERROR(CheckLabels(r, o));
   Store& store = stores_[r.Name()];
   const std::string key = KeyOf(o);
   if (store.count(key) != 0) {

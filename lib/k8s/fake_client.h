@@ -20,7 +20,9 @@
 //  - paginated lists with continue tokens (consistent snapshot per list);
 //  - watches: events from any retained resourceVersion; versions older than
 //    the retained history (see Compact) give OutOfRange (410 Gone);
-//  - generateName.
+//  - generateName;
+//  - label keys and values checked on every write (422 Invalid) and in
+//    label selectors (400), as the server checks them (label_syntax.h).
 // Not modelled: admission, validation schemas, server-side apply, RBAC.
 //
 // Fault injection: FailNext() makes the next calls of one verb fail.

@@ -1,6 +1,9 @@
 #include "lib/k8s/fake_client.h"
 
+#include <string>
 #include <thread>
+#include <utility>
+#include <vector>
 
 #include "absl/synchronization/notification.h"
 #include "gmock/gmock.h"
@@ -168,6 +171,56 @@ TEST_F(FakeKubeClientTest, ClusterScopedAndGenerateName) {
   EXPECT_THAT(NameOf(created), ::testing::StartsWith("vol-"));
   EXPECT_EQ(NamespaceOf(created), "");
   EXPECT_TRUE(fake_.Get(kVolumes, "", NameOf(created)).ok());
+}
+
+// Labels are checked as the API server checks them (a key a qualified name
+// with an optional DNS-subdomain prefix, a value at most 63 characters of
+// [-_.A-Za-z0-9] that starts and ends alphanumeric), on every write: a label
+// the real server refuses is refused here too (422), not stored.
+TEST_F(FakeKubeClientTest, InvalidLabelsAreRefusedOnEveryWrite) {
+  const std::string long_value(64, 'a');
+  for (const auto& [key, value] :
+       std::vector<std::pair<std::string, std::string>>{
+           {"daxlease.io/volume", long_value},
+           {"app", "-x"},
+           {"app", "x-"},
+           {"app", "a b"},
+           {"app", "x/y"},
+           {"Bad_Prefix/app", "x"},
+           {"example.com/", "x"},
+           {"a/b/c", "x"},
+           {std::string(64, 'k'), "x"},
+           {"-app", "x"}}) {
+    SCOPED_TRACE(key + "=" + value);
+    Json w = Widget("w", 1);
+    w["metadata"]["labels"] = {{key, value}};
+    absl::Status created = fake_.Create(kWidgets, w).status();
+    EXPECT_EQ(created.code(), absl::StatusCode::kInvalidArgument) << created;
+    EXPECT_THAT(created.message(), ::testing::HasSubstr("metadata.labels"));
+  }
+  EXPECT_EQ(fake_.WriteCount(), 0);
+  Json good = Widget("w", 1);
+  good["metadata"]["labels"] = {{"daxlease.io/volume", std::string(63, 'a')},
+                                {"app", ""},
+                                {"x", "A_b.c-9"}};
+  Json v1 = *fake_.Create(kWidgets, good);
+  Json edit = v1;
+  edit["metadata"]["labels"]["app"] = long_value;
+  EXPECT_EQ(fake_.Update(kWidgets, edit).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(fake_
+                .Patch(kWidgets, "ns", "w", PatchType::kMerge,
+                       {{"metadata", {{"labels", {{"app", "x."}}}}}})
+                .status()
+                .code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(fake_.Get(kWidgets, "ns", "w")->at("metadata").at("labels"),
+            v1["metadata"]["labels"]);
+  // A selector naming a value no label may hold is refused too (400).
+  ListOptions too_long;
+  too_long.label_selector = "daxlease.io/volume=" + long_value;
+  EXPECT_EQ(fake_.List(kWidgets, "ns", too_long).status().code(),
+            absl::StatusCode::kInvalidArgument);
 }
 
 TEST_F(FakeKubeClientTest, ListSelectorsAndPagination) {

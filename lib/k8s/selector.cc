@@ -6,6 +6,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
+#include "lib/k8s/label_syntax.h"
 
 namespace daxlease::k8s {
 namespace {
@@ -27,17 +28,6 @@ std::vector<std::string> SplitTopLevel(absl::string_view text) {
   }
   parts.push_back(cur);
   return parts;
-}
-
-bool ValidKey(absl::string_view k) {
-  if (k.empty()) return false;
-  for (char c : k) {
-    if (!absl::ascii_isalnum(c) && c != '-' && c != '_' && c != '.' &&
-        c != '/') {
-      return false;
-    }
-  }
-  return true;
 }
 
 }  // namespace
@@ -87,7 +77,17 @@ absl::StatusOr<LabelSelector> LabelSelector::Parse(absl::string_view text) {
     } else {
       req = {Requirement::Op::kExists, std::string(part), {}};
     }
-    if (!ValidKey(req.key)) return bad();
+    // As the server parses it: a key or value no label may hold is an
+    // error, not a selector that matches nothing.
+    absl::Status valid = ValidateLabelKey(req.key);
+    for (const std::string& v : req.values) {
+      if (valid.ok()) valid = ValidateLabelValue(v);
+    }
+    if (!valid.ok()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("invalid label selector requirement '", part,
+                       "': ", valid.message()));
+    }
     sel.reqs_.push_back(std::move(req));
   }
   return sel;

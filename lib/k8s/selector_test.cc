@@ -41,6 +41,20 @@ TEST(LabelSelectorTest, RejectsGarbage) {
   EXPECT_FALSE(LabelSelector::Parse("a b").ok());
 }
 
+// As the API server parses a selector: keys and values must be what a
+// label may hold.
+TEST(LabelSelectorTest, RejectsKeysAndValuesNoLabelMayHold) {
+  EXPECT_TRUE(LabelSelector::Parse("k=" + std::string(63, 'v')).ok());
+  EXPECT_FALSE(LabelSelector::Parse("k=" + std::string(64, 'v')).ok());
+  EXPECT_FALSE(LabelSelector::Parse("k!=-v").ok());
+  EXPECT_FALSE(LabelSelector::Parse("k in (a, b.)").ok());
+  EXPECT_FALSE(LabelSelector::Parse("a/b/c").ok());
+  EXPECT_FALSE(LabelSelector::Parse("Example.com/k=v").ok());
+  EXPECT_FALSE(LabelSelector::Parse(std::string(64, 'k') + "=v").ok());
+  EXPECT_TRUE(LabelSelector::Parse("example.com/K_1=v,k in (a, B_2)").ok());
+  EXPECT_TRUE(LabelSelector::Parse("k=").ok());  // the empty value
+}
+
 TEST(LabelSelectorTest, MatchesObjectLabels) {
   nlohmann::json obj = {{"metadata", {{"labels", {{"app", "x"}}}}}};
   EXPECT_TRUE(LabelSelector::Parse("app=x")->Matches(obj));

@@ -523,10 +523,14 @@ absl::StatusOr<pb::ServeVolumeResponse> Agent::ServeVolume(
                      vol.spec.owner_node, ", not ", config_.node));
   }
   pb::ServeVolumeResponse resp;
+  // Whether this call changed what is served (logged then only: the plugin
+  // asks again on every stage and grow step).
+  bool mapped_now = false;
   {
     std::lock_guard<std::mutex> l(mu_);
     Served& s = served_[req.volume_id()];
     if (s.map == nullptr) {
+      mapped_now = true;
       s.req = req;
       s.data_path = req.mode() == pb::DEVDAX
                         ? req.device()
@@ -561,10 +565,12 @@ absl::StatusOr<pb::ServeVolumeResponse> Agent::ServeVolume(
                      {{kFabricEndpointAnnotation, fabric_endpoint_}}}}}});
     if (!r.ok()) return r.status();
   }
-  base::LogInfo("agent.serving",
-                {{"volume", req.volume_id()},
-                 {"path", resp.data_path()},
-                 {"bytes", std::to_string(resp.served_bytes())}});
+  if (mapped_now) {
+    base::LogInfo("agent.serving",
+                  {{"volume", req.volume_id()},
+                   {"path", resp.data_path()},
+                   {"bytes", std::to_string(resp.served_bytes())}});
+  }
   Kick();
   return resp;
 }

@@ -1,5 +1,6 @@
 #include "node-agent/agent/agent.h"
 
+#include <fcntl.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -14,6 +15,7 @@
 #include "gtest/gtest.h"
 #include "lib/api/json.h"
 #include "lib/api/label_value.h"
+#include "lib/base/log.h"
 #include "lib/k8s/fake_client.h"
 #include "lib/sys/file.h"
 #include "node-agent/fabric/fake_fabric.h"
@@ -211,6 +213,43 @@ TEST_F(AgentTest, ServesAnExistingDataFileSmallerThanTheCapacity) {
   ASSERT_TRUE(sys::MakeDirs(dir_ + "/mnt/.daxlease").ok());
   ASSERT_TRUE(sys::Fallocate(dir_ + "/mnt/.daxlease/data", 2 << 20).ok());
   RecordAndServe(/*serve_bytes=*/4 << 20, /*want_served=*/2 << 20);
+}
+
+// The plugin asks the owner to serve on every stage and every grow step, and
+// ServeVolume is idempotent: agent.serving is logged when the call changed
+// what is served (the volume mapped), not on every call.
+TEST_F(AgentTest, ServingIsLoggedOnceNotOnEveryIdempotentCall) {
+  const std::string log_path = dir_ + "/agent.log";
+  const int fd = open(log_path.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0600);
+  ASSERT_GE(fd, 0);
+  base::SetLogFd(fd);
+  auto serving_lines = [&] {
+    absl::StatusOr<std::string> log = sys::ReadFile(log_path);
+    EXPECT_TRUE(log.ok()) << log.status();
+    int n = 0;
+    for (size_t at = 0; log.ok() && (at = log->find("event=agent.serving ",
+                                                    at)) != std::string::npos;
+         ++at) {
+      ++n;
+    }
+    return n;
+  };
+  RecordAndServe();
+  pb::ServeVolumeRequest again;
+  again.set_volume_id(volume_);
+  again.set_mode(pb::FSDAX);
+  again.set_mount_path(dir_ + "/mnt");
+  again.set_size_bytes(2 << 20);
+  for (int i = 0; i < 3; ++i) ASSERT_TRUE(agent_->ServeVolume(again).ok());
+  const int after_repeats = serving_lines();
+  // Stopped, then served again (the grow path's new device): logged again.
+  ASSERT_TRUE(agent_->StopServing(volume_).ok());
+  ASSERT_TRUE(agent_->ServeVolume(again).ok());
+  const int after_reserve = serving_lines();
+  base::SetLogFd(2);
+  close(fd);
+  EXPECT_EQ(after_repeats, 1);
+  EXPECT_EQ(after_reserve, 2);
 }
 
 TEST_F(AgentTest, GrantRecallAndReleaseReachTheSessionAndTheApi) {

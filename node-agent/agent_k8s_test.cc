@@ -22,12 +22,14 @@
 #include <iterator>
 #include <map>
 #include <mutex>
+#include <optional>
 #include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
 
 #include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "daxlease.h"
@@ -73,6 +75,7 @@ class Child {
     }
   }
   ~Child() { Kill(SIGKILL); }
+  pid_t pid() const { return pid_; }  // -1 once reaped
   void Signal(int sig) {
     if (pid_ > 0) kill(pid_, sig);
   }
@@ -388,12 +391,76 @@ class AgentK8sTest : public k8s::testing::DaxleaseK8sTest {
     }
     return out;
   }
+  // [off, off + len) of the volume's data file as the owner's agent maps it
+  // (zeros past what it maps). Read through the agent's mapping
+  // (/proc/PID/mem), not by opening the file: any other open breaks the
+  // agent's F_WRLCK file lease, and the agent answers a break with an Evict
+  // recall and, once that is done, drops and remaps the volume, which would
+  // change what the test measures. Only when agent a maps nothing (stopped,
+  // or not serving: then it holds no lease) is the file read.
   std::string FileBytes(uint64_t off, size_t len) {
-    std::ifstream in(data_path_, std::ios::binary);
-    in.seekg(static_cast<std::streamoff>(off));
     std::string s(len, '\0');
-    in.read(s.data(), static_cast<std::streamsize>(len));
+    const pid_t pid = agents_.contains('a') ? agents_['a']->pid() : -1;
+    std::optional<Mapping> m;
+    if (pid > 0) m = MappingOf(pid, data_path_, off);
+    if (!m.has_value()) {
+      std::ifstream in(data_path_, std::ios::binary);
+      in.seekg(static_cast<std::streamoff>(off));
+      in.read(s.data(), static_cast<std::streamsize>(len));
+      return s;
+    }
+    const int fd =
+        open(absl::StrCat("/proc/", pid, "/mem").c_str(), O_RDONLY | O_CLOEXEC);
+    EXPECT_GE(fd, 0) << "open /proc/" << pid << "/mem: " << strerror(errno);
+    if (fd < 0) return s;
+    const uint64_t mapped_end = m->file_offset + (m->end - m->start);
+    const size_t want = static_cast<size_t>(
+        std::min<uint64_t>(len, mapped_end > off ? mapped_end - off : 0));
+    size_t done = 0;
+    while (done < want) {
+      const ssize_t n =
+          pread(fd, s.data() + done, want - done,
+                static_cast<off_t>(m->start + (off - m->file_offset) + done));
+      if (n <= 0) {
+        ADD_FAILURE() << "read of agent a's mapping of " << data_path_ << " at "
+                      << off + done << ": "
+                      << (n == 0 ? "end" : strerror(errno));
+        break;
+      }
+      done += static_cast<size_t>(n);
+    }
+    close(fd);
     return s;
+  }
+  // One line of /proc/PID/maps.
+  struct Mapping {
+    uint64_t start = 0, end = 0, file_offset = 0;
+  };
+  // The longest mapping of `path` in `pid` that holds file offset `off`.
+  static std::optional<Mapping> MappingOf(pid_t pid, const std::string& path,
+                                          uint64_t off) {
+    std::ifstream maps(absl::StrCat("/proc/", pid, "/maps"));
+    std::optional<Mapping> best;
+    for (std::string line; std::getline(maps, line);) {
+      // start-end perms offset dev inode path
+      std::vector<std::string> f =
+          absl::StrSplit(line, ' ', absl::SkipWhitespace());
+      if (f.size() < 6 || f[5] != path) continue;
+      Mapping m;
+      std::vector<std::string> range = absl::StrSplit(f[0], '-');
+      if (range.size() != 2 || !absl::SimpleHexAtoi(range[0], &m.start) ||
+          !absl::SimpleHexAtoi(range[1], &m.end) ||
+          !absl::SimpleHexAtoi(f[2], &m.file_offset)) {
+        continue;
+      }
+      if (off < m.file_offset || off >= m.file_offset + (m.end - m.start)) {
+        continue;
+      }
+      if (!best.has_value() || m.end - m.start > best->end - best->start) {
+        best = m;
+      }
+    }
+    return best;
   }
 
   std::string dir_, mnt_, vol_, data_path_;
@@ -691,6 +758,48 @@ TEST_F(AgentK8sTest, RecallOfAVolumeWithANameLongerThanALabelValue) {
   EXPECT_EQ(daxlease_read(remote, 0, buf, sizeof(buf)), DAXLEASE_OK)
       << daxlease_errmsg();
   ASSERT_EQ(daxlease_detach(remote), DAXLEASE_OK) << daxlease_errmsg();
+}
+
+// Whether `pid` holds an unbroken write lease (fcntl F_SETLEASE F_WRLCK) on
+// inode `ino`, as /proc/locks lists it ("N: LEASE ACTIVE WRITE pid
+// maj:min:ino start end"). Reads no file but /proc/locks.
+bool HoldsWriteLease(pid_t pid, ino_t ino) {
+  std::ifstream locks("/proc/locks");
+  for (std::string line; std::getline(locks, line);) {
+    std::vector<std::string> f =
+        absl::StrSplit(line, ' ', absl::SkipWhitespace());
+    if (f.size() >= 6 && f[1] == "LEASE" && f[2] == "ACTIVE" &&
+        f[3] == "WRITE" && f[4] == std::to_string(pid) &&
+        absl::EndsWith(f[5], absl::StrCat(":", ino))) {
+      return true;
+    }
+  }
+  return false;
+}
+
+// The test's own reads of the owner's data file (FileBytes) leave the
+// owner agent's file lease alone: before, FileBytes opened the file, which
+// broke the lease (the open waited for the agent's Evict recall), so every
+// test that checked the file's bytes also ran a recall it never asked for.
+TEST_F(AgentK8sTest, ReadingTheOwnersDataFileKeepsItsFileLease) {
+  SetUpVolume();
+  struct stat st;
+  ASSERT_EQ(stat(data_path_.c_str(), &st), 0) << strerror(errno);
+  const pid_t owner = agents_['a']->pid();
+  ASSERT_TRUE(WaitFor([&] { return HoldsWriteLease(owner, st.st_ino); },
+                      absl::Seconds(30)))
+      << Dump();
+  for (int i = 0; i < 3; ++i) {
+    EXPECT_EQ(FileBytes(0, 8 << 20).size(), size_t{8 << 20});
+  }
+  EXPECT_TRUE(HoldsWriteLease(owner, st.st_ino)) << Dump();
+  EXPECT_EQ(AgentMetric('a', "daxlease_agent_lease_breaks_total"), 0) << Dump();
+  auto recalls = k8s::ListAll(*client_, DaxRecallResource(), "");
+  ASSERT_TRUE(recalls.ok()) << recalls.status();
+  for (const k8s::Json& r : recalls->items) {
+    EXPECT_NE(r.value("spec", k8s::Json::object()).value("volume", ""), vol_)
+        << r.dump();
+  }
 }
 
 // A pre-flush hook holding both clients in the middle of a recall while the

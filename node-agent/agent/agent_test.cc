@@ -1,6 +1,7 @@
 #include "node-agent/agent/agent.h"
 
 #include <fcntl.h>
+#include <signal.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -337,6 +338,62 @@ TEST_F(AgentTest, RevokedLeaseIsFencedExactlyOnceThenAcknowledged) {
   }));
   ASSERT_TRUE(
       WaitFor([&] { return Lease(lease).status.revocation_acknowledged; }));
+}
+
+// A Linux lease break makes the owner drop its mapping once the break's
+// recall is done (or its grace ran out) and deregister the volume from the
+// fabric, which forgets every key it invalidated (the real fabrics do). A
+// grant revoked before the break must stay revoked under the new
+// registration: the owner cuts it again from the lease objects before it
+// grants anything.
+TEST_F(AgentTest, RevokedGrantStaysRevokedAcrossALeaseBreak) {
+  // The break signal is never raised here (OnLeaseBreak is called), but the
+  // lease is taken with it: ignored, so a stray one cannot end the test.
+  const int sig = SIGRTMIN + 3;
+  struct sigaction ignore = {}, old = {};
+  ignore.sa_handler = SIG_IGN;
+  ASSERT_EQ(sigaction(sig, &ignore, &old), 0);
+  config_.lease_signal = sig;
+  RestartAgent();
+  RecordAndServe();
+  std::string lease = PublishPod("u3");
+  VolumeEpoch(1);
+  OperatorSets(lease, {{"state", "Granted"}, {"epoch", 1}});
+  const fabric::GrantKey key{"vol", Lease(lease).metadata.uid, "node-a", 1};
+  ASSERT_TRUE(WaitFor([&] { return fabric_.IsLive(key); }));
+  fabric::GrantInfo info;
+  info.key = key;
+  info.access = fabric::Access::kReadWrite;
+  info.credential = fabric::GrantCredential("test-secret", key, info.access);
+  // Revoked at the volume's epoch: no epoch floor covers it.
+  OperatorSets(lease, {{"state", "Revoked"},
+                       {"recallID", "r7"},
+                       {"fenceRequired", true},
+                       {"reason", "DeadlineExceeded"}});
+  ASSERT_TRUE(
+      WaitFor([&] { return Lease(lease).status.fenced_recall_id == "r7"; }));
+  ASSERT_FALSE(fabric_.IsLive(key));
+
+  // The agent's fd of the data file, as the break signal names it.
+  const std::string data = dir_ + "/mnt/.daxlease/data";
+  int fd = -1;
+  for (int i = 0; i < 1024 && fd < 0; ++i) {
+    char target[4096];
+    const std::string link = "/proc/self/fd/" + std::to_string(i);
+    const ssize_t n = readlink(link.c_str(), target, sizeof(target) - 1);
+    if (n > 0 && std::string(target, static_cast<size_t>(n)) == data) fd = i;
+  }
+  ASSERT_GE(fd, 0) << "no fd of " << data;
+  agent_->OnLeaseBreak(fd);
+  clock_.Advance(config_.lease_break_grace + absl::Seconds(1));
+  agent_->Kick();
+  ASSERT_TRUE(WaitFor([&] { return fabric_.registrations("vol") == 2; }));
+  for (int i = 0; i < 5; ++i) agent_->ReconcileOnce();
+  EXPECT_FALSE(fabric_.IsLive(key));
+  auto c = fabric_.connector().Connect(info);
+  EXPECT_EQ(c.status().code(), absl::StatusCode::kPermissionDenied)
+      << c.status();
+  ASSERT_EQ(sigaction(sig, &old, nullptr), 0);
 }
 
 // A volume whose name is longer than a label value (a DaxVolume made by

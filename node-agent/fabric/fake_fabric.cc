@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <iterator>
 
 #include "absl/strings/str_cat.h"
 #include "lib/base/status.h"
@@ -13,15 +14,18 @@ absl::Status FakeFabric::RegisterVolume(Region region) {
   if (regions_.contains(region.volume)) {
     return absl::AlreadyExistsError(region.volume);
   }
+  ++registrations_[region.volume];
   regions_[region.volume] = std::move(region);
   return absl::OkStatus();
 }
 
 absl::Status FakeFabric::DeregisterVolume(const std::string& volume) {
   absl::MutexLock l(&mu_);
-  for (auto& [k, g] : grants_) {
-    if (k.volume == volume) g.second = false;
+  if (!regions_.contains(volume)) return absl::OkStatus();
+  for (auto it = grants_.begin(); it != grants_.end();) {
+    it = it->first.volume == volume ? grants_.erase(it) : std::next(it);
   }
+  min_epoch_.erase(volume);
   regions_.erase(volume);
   return absl::OkStatus();
 }
@@ -98,9 +102,16 @@ int FakeFabric::invalidations() const {
   return invalidations_;
 }
 
+int FakeFabric::registrations(const std::string& volume) const {
+  absl::MutexLock l(&mu_);
+  auto it = registrations_.find(volume);
+  return it == registrations_.end() ? 0 : it->second;
+}
+
 class FakeRemoteRegion final : public RemoteRegion {
  public:
-  FakeRemoteRegion(FakeFabric& f, GrantInfo g) : f_(f), g_(std::move(g)) {}
+  FakeRemoteRegion(FakeFabric& f, GrantInfo g, int registration)
+      : f_(f), g_(std::move(g)), registration_(registration) {}
   uint64_t size() const override { return g_.size_bytes; }
 
   absl::Status Read(uint64_t offset, absl::Span<char> out) override {
@@ -127,7 +138,8 @@ class FakeRemoteRegion final : public RemoteRegion {
   absl::Status Check(uint64_t offset, uint64_t len, bool write, char** base)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(f_.mu_) {
     auto it = f_.grants_.find(g_.key);
-    if (it == f_.grants_.end() || !it->second.second) {
+    if (it == f_.grants_.end() || !it->second.second ||
+        f_.registrations_[g_.key.volume] != registration_) {
       return absl::PermissionDeniedError("revoked");
     }
     if (write && it->second.first != Access::kReadWrite) {
@@ -144,6 +156,7 @@ class FakeRemoteRegion final : public RemoteRegion {
 
   FakeFabric& f_;
   GrantInfo g_;
+  const int registration_;  // FakeFabric::registrations_ when connected
 };
 
 absl::StatusOr<std::unique_ptr<RemoteRegion>> FakeFabric::Connector::Connect(
@@ -159,7 +172,8 @@ absl::StatusOr<std::unique_ptr<RemoteRegion>> FakeFabric::Connector::Connect(
       GrantCredential(f_.secret_, grant.key, grant.access)) {
     return absl::PermissionDeniedError("credential does not match");
   }
-  return std::make_unique<FakeRemoteRegion>(f_, grant);
+  return std::make_unique<FakeRemoteRegion>(
+      f_, grant, f_.registrations_[grant.key.volume]);
 }
 
 }  // namespace daxlease::fabric

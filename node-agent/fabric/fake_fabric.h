@@ -1,8 +1,10 @@
 // FakeFabric: an in-memory Fabric for unit tests of the owner and holder
 // logic. It keeps the same rules as TcpFabric (one registration per volume,
-// idempotent grants, invalidate exactly once, revoked keys never come back)
-// and counts calls. Its Connector gives RemoteRegions over the registered
-// memory that fail with PermissionDenied once their grant is cut.
+// idempotent grants, invalidate exactly once, revoked keys never come back
+// while the volume is registered; DeregisterVolume cuts every grant and
+// forgets the volume's invalidated keys and epoch floor, as TcpFabric and
+// VerbsFabric do) and counts calls. Its Connector gives RemoteRegions over the
+// registered memory that fail with PermissionDenied once their grant is cut.
 #ifndef DAXLEASE_NODE_AGENT_FABRIC_FAKE_FABRIC_H_
 #define DAXLEASE_NODE_AGENT_FABRIC_FAKE_FABRIC_H_
 
@@ -31,6 +33,8 @@ class FakeFabric final : public Fabric {
   bool IsRegistered(const std::string& volume) const;
   bool IsLive(const GrantKey& key) const;
   int invalidations() const;  // Invalidate calls that cut a live grant
+  // RegisterVolume calls that registered `volume` so far.
+  int registrations(const std::string& volume) const;
 
   // CanShareFsdax answers `refusal` (OK by default), as verbs without ODP.
   absl::Status CanShareFsdax() const override {
@@ -64,6 +68,9 @@ class FakeFabric final : public Fabric {
       ABSL_GUARDED_BY(mu_);  // live?
   int invalidations_ ABSL_GUARDED_BY(mu_) = 0;
   std::map<std::string, int64_t> min_epoch_ ABSL_GUARDED_BY(mu_);
+  // Per volume, how many times it was registered: a region connected under
+  // an earlier registration stays cut, as the real fabrics close it.
+  std::map<std::string, int> registrations_ ABSL_GUARDED_BY(mu_);
   absl::Status fsdax_refusal_ ABSL_GUARDED_BY(mu_);
   Connector connector_{*this};
 };

@@ -136,6 +136,23 @@ class RemoteRegion {
   virtual absl::Status Write(uint64_t offset, absl::Span<const char> data) = 0;
   // Durable on the owner once this returns OK.
   virtual absl::Status Persist(uint64_t offset, uint64_t len) = 0;
+
+  // A bulk read (the migration's copy): [offset, offset + len) in pieces of
+  // at most buf.size() bytes, each received into `buf` and handed to
+  // `landed` (its offset and bytes) before the next is received. The pieces'
+  // requests may be outstanding together, so the owner streams while the
+  // caller consumes (TCP: pipelined on the connection, at most
+  // kReadStreamWindow bytes ahead; without that a piece waits a round trip
+  // and the owner waits for the caller's work on the previous one). A
+  // status other than OK from `landed` ends the read with that status.
+  // After any error the region may not be usable again (the caller
+  // reconnects); the pieces handed to `landed` before it are the ones read.
+  // The default reads piece by piece with Read.
+  using Landed =
+      std::function<absl::Status(uint64_t offset, absl::Span<const char>)>;
+  static constexpr uint64_t kReadStreamWindow = uint64_t{16} << 20;
+  virtual absl::Status ReadStream(uint64_t offset, uint64_t len,
+                                  absl::Span<char> buf, const Landed& landed);
 };
 
 class FabricConnector {

@@ -71,6 +71,21 @@ std::string FabricOf(const std::string& endpoint) {
   return endpoint.rfind("verbs://", 0) == 0 ? "verbs" : "tcp";
 }
 
+absl::Status RemoteRegion::ReadStream(uint64_t offset, uint64_t len,
+                                      absl::Span<char> buf,
+                                      const Landed& landed) {
+  if (buf.empty() && len > 0) {
+    return absl::InvalidArgumentError("ReadStream needs a buffer");
+  }
+  for (uint64_t done = 0; done < len;) {
+    const uint64_t n = std::min<uint64_t>(buf.size(), len - done);
+    RETURN_IF_ERROR(Read(offset + done, buf.subspan(0, n)));
+    RETURN_IF_ERROR(landed(offset + done, buf.subspan(0, n)));
+    done += n;
+  }
+  return absl::OkStatus();
+}
+
 std::string GrantKey::DebugString() const {
   return absl::StrCat(volume, "/", lease_uid, "@", holder_node, "#", epoch);
 }
@@ -441,6 +456,60 @@ class TcpRemoteRegion final : public RemoteRegion {
       RETURN_IF_ERROR(
           Call(wire::kOpWrite, offset + done, n, data.data() + done, nullptr));
       done += n;
+    }
+    return absl::OkStatus();
+  }
+
+  // Pipelined: the requests go out up to kReadStreamWindow bytes ahead of
+  // the reply being received, and the owner answers them in order, so it
+  // sends the next piece while `landed` works on this one (the socket
+  // buffers hold what is in between). The connection is given up (broken_)
+  // when the read ends early with replies still on their way.
+  absl::Status ReadStream(uint64_t offset, uint64_t len, absl::Span<char> buf,
+                          const Landed& landed) override {
+    absl::MutexLock l(&mu_);
+    RETURN_IF_ERROR(Usable());
+    const uint64_t piece = std::min<uint64_t>(buf.size(), wire::kMaxOpBytes);
+    if (piece == 0 && len > 0) {
+      return absl::InvalidArgumentError("ReadStream needs a buffer");
+    }
+    uint64_t asked = 0;
+    for (uint64_t got = 0; got < len;) {
+      while (asked < len && asked - got < kReadStreamWindow) {
+        const uint64_t n = std::min(piece, len - asked);
+        wire::RequestHeader req{wire::kOpRead, 0, offset + asked, n};
+        if (absl::Status st = wire::WriteFull(fd_, &req, sizeof(req));
+            !st.ok()) {
+          broken_ = absl::UnavailableError(
+              absl::StrCat("fabric connection lost: ", st.message()));
+          return broken_;
+        }
+        asked += n;
+      }
+      const uint64_t n = std::min(piece, len - got);
+      absl::Status remote;
+      if (absl::Status st = wire::ReadReply(fd_, &remote, buf.data(), n);
+          !st.ok()) {
+        broken_ = absl::UnavailableError(
+            absl::StrCat("fabric connection lost: ", st.message()));
+        return broken_;
+      }
+      absl::Status st =
+          remote.ok() ? landed(offset + got, buf.subspan(0, n)) : remote;
+      if (!st.ok()) {
+        got += n;
+        if (remote.code() == absl::StatusCode::kPermissionDenied) {
+          broken_ = remote;
+        } else if (got < asked) {
+          // Replies to the rest are still coming: this connection's
+          // request/reply order cannot be trusted any more.
+          broken_ = absl::UnavailableError(absl::StrCat(
+              "fabric connection given up: a pipelined read stopped with ",
+              asked - got, " bytes still asked for"));
+        }
+        return st;
+      }
+      got += n;
     }
     return absl::OkStatus();
   }

@@ -12,6 +12,7 @@
 #include <thread>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "node-agent/fabric/wire.h"
@@ -350,6 +351,131 @@ TEST_F(TcpFabricTest, PersistsARangeLargerThanTheLargestPayload) {
   }
   remote->reset();
   ASSERT_TRUE(fabric_->DeregisterVolume("big").ok());
+}
+
+// The migration's bulk read: every piece in order, each handed over before
+// the next is received, across more than one window of requests.
+TEST_F(TcpFabricTest, ReadStreamHandsOverEveryPieceInOrder) {
+  std::vector<char> big(RemoteRegion::kReadStreamWindow * 2 + 12345);
+  for (size_t i = 0; i < big.size(); ++i) big[i] = static_cast<char>(i * 7);
+  Region r;
+  r.volume = "big";
+  r.base = big.data();
+  r.length = big.size();
+  ASSERT_TRUE(fabric_->RegisterVolume(r).ok());
+  auto g = fabric_->Grant({"big", "uid-1", "node-b", 3}, Access::kReadOnly);
+  ASSERT_TRUE(g.ok()) << g.status();
+  auto remote = connector_.Connect(*g);
+  ASSERT_TRUE(remote.ok()) << remote.status();
+  std::vector<char> buf((1 << 20) + 3);
+  std::string got;
+  uint64_t next = 5;
+  absl::Status st =
+      (*remote)->ReadStream(5, big.size() - 5, absl::MakeSpan(buf),
+                            [&](uint64_t off, absl::Span<const char> d) {
+                              EXPECT_EQ(off, next);
+                              EXPECT_LE(d.size(), buf.size());
+                              next = off + d.size();
+                              got.append(d.data(), d.size());
+                              return absl::OkStatus();
+                            });
+  ASSERT_TRUE(st.ok()) << st;
+  EXPECT_TRUE(got == std::string(big.data() + 5, big.size() - 5));
+
+  // A piece refused by the caller ends the read with its status; replies
+  // were still on their way, so the connection is given up.
+  int calls = 0;
+  st = (*remote)->ReadStream(0, 8 << 20, absl::MakeSpan(buf),
+                             [&](uint64_t, absl::Span<const char>) {
+                               ++calls;
+                               return absl::DataLossError("disk full");
+                             });
+  EXPECT_EQ(st.code(), absl::StatusCode::kDataLoss);
+  EXPECT_EQ(calls, 1);
+  EXPECT_EQ((*remote)->Read(0, absl::MakeSpan(buf.data(), 10)).code(),
+            absl::StatusCode::kUnavailable);
+
+  // Past the end: the owner's OutOfRange, nothing handed over.
+  auto again = connector_.Connect(*g);
+  ASSERT_TRUE(again.ok()) << again.status();
+  calls = 0;
+  st = (*again)->ReadStream(big.size() - 10, 20, absl::MakeSpan(buf),
+                            [&](uint64_t, absl::Span<const char>) {
+                              ++calls;
+                              return absl::OkStatus();
+                            });
+  EXPECT_EQ(st.code(), absl::StatusCode::kOutOfRange);
+  EXPECT_EQ(calls, 0);
+  remote->reset();
+  again->reset();
+  ASSERT_TRUE(fabric_->DeregisterVolume("big").ok());
+}
+
+// ReadStream pipelines: an owner that answers nothing until it has been
+// asked for every piece (4) still serves the read. Piece by piece (one
+// request, wait for its reply) the owner would wait forever: the copy of a
+// migration left the source idle that way for most of its time.
+TEST(TcpReadStreamTest, AsksForEveryPieceBeforeTheFirstReply) {
+  int ls = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ASSERT_EQ(bind(ls, reinterpret_cast<sockaddr*>(&a), sizeof(a)), 0);
+  ASSERT_EQ(listen(ls, 1), 0);
+  socklen_t alen = sizeof(a);
+  getsockname(ls, reinterpret_cast<sockaddr*>(&a), &alen);
+  constexpr uint64_t kPiece = 4096;
+  std::atomic<int> asked_before_reply{0};
+  std::thread owner([&] {
+    int fd = accept(ls, nullptr, nullptr);
+    ASSERT_GE(fd, 0);
+    ASSERT_TRUE(wire::ReadFrame(fd, 64 * 1024).ok());
+    agent::v1::FabricHelloReply reply;
+    reply.set_size_bytes(4 * kPiece);
+    ASSERT_TRUE(wire::WriteFrame(fd, reply.SerializeAsString()).ok());
+    // Up to 4 requests, 5 s at most for them.
+    std::vector<wire::RequestHeader> reqs;
+    const auto until =
+        std::chrono::steady_clock::now() + std::chrono::seconds(5);
+    while (reqs.size() < 4 && std::chrono::steady_clock::now() < until) {
+      wire::RequestHeader h;
+      if (recv(fd, &h, sizeof(h), MSG_DONTWAIT | MSG_PEEK) ==
+          static_cast<ssize_t>(sizeof(h))) {
+        ASSERT_TRUE(wire::ReadFull(fd, &h, sizeof(h)).ok());
+        reqs.push_back(h);
+      } else {
+        std::this_thread::sleep_for(std::chrono::milliseconds(5));
+      }
+    }
+    asked_before_reply = static_cast<int>(reqs.size());
+    std::string piece(kPiece, 'p');
+    for (const auto& h : reqs) {
+      piece[0] = static_cast<char>('0' + h.offset / kPiece);
+      ASSERT_TRUE(
+          wire::WriteReply(fd, absl::OkStatus(), piece.data(), h.length).ok());
+    }
+    close(fd);
+  });
+  GrantInfo g;
+  g.key = {"vol", "uid-1", "node-b", 3};
+  g.endpoint = absl::StrCat("127.0.0.1:", ntohs(a.sin_port));
+  g.credential = "c";
+  TcpConnector connector;
+  auto remote = connector.Connect(g);
+  ASSERT_TRUE(remote.ok()) << remote.status();
+  std::vector<char> buf(kPiece);
+  std::string firsts;
+  absl::Status st =
+      (*remote)->ReadStream(0, 4 * kPiece, absl::MakeSpan(buf),
+                            [&](uint64_t, absl::Span<const char> d) {
+                              firsts.push_back(d[0]);
+                              return absl::OkStatus();
+                            });
+  owner.join();
+  close(ls);
+  EXPECT_EQ(asked_before_reply.load(), 4);
+  EXPECT_TRUE(st.ok()) << st;
+  EXPECT_EQ(firsts, "0123");
 }
 
 }  // namespace

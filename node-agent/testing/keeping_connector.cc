@@ -20,6 +20,10 @@ class Forward final : public fabric::RemoteRegion {
   absl::Status Persist(uint64_t o, uint64_t n) override {
     return r_->Persist(o, n);
   }
+  absl::Status ReadStream(uint64_t o, uint64_t n, absl::Span<char> buf,
+                          const Landed& landed) override {
+    return r_->ReadStream(o, n, buf, landed);
+  }
 
  private:
   const std::shared_ptr<fabric::RemoteRegion> r_;

@@ -480,9 +480,7 @@ class TcpRemoteRegion final : public RemoteRegion {
         wire::RequestHeader req{wire::kOpRead, 0, offset + asked, n};
         if (absl::Status st = wire::WriteFull(fd_, &req, sizeof(req));
             !st.ok()) {
-          broken_ = absl::UnavailableError(
-              absl::StrCat("fabric connection lost: ", st.message()));
-          return broken_;
+          return Lost(st);
         }
         asked += n;
       }
@@ -490,9 +488,7 @@ class TcpRemoteRegion final : public RemoteRegion {
       absl::Status remote;
       if (absl::Status st = wire::ReadReply(fd_, &remote, buf.data(), n);
           !st.ok()) {
-        broken_ = absl::UnavailableError(
-            absl::StrCat("fabric connection lost: ", st.message()));
-        return broken_;
+        return Lost(st);
       }
       absl::Status st =
           remote.ok() ? landed(offset + got, buf.subspan(0, n)) : remote;
@@ -540,6 +536,14 @@ class TcpRemoteRegion final : public RemoteRegion {
     return absl::OkStatus();
   }
 
+  // The connection is gone (owner fenced us, or died, or a transfer broke
+  // off mid-stream): every later call fails the same way.
+  absl::Status Lost(const absl::Status& st) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    broken_ = absl::UnavailableError(
+        absl::StrCat("fabric connection lost: ", st.message()));
+    return broken_;
+  }
+
   absl::Status Call(uint32_t op, uint64_t offset, uint64_t len,
                     const char* payload, char* out)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
@@ -549,11 +553,7 @@ class TcpRemoteRegion final : public RemoteRegion {
     absl::Status remote;
     if (st.ok()) st = wire::ReadReply(fd_, &remote, out, len);
     if (!st.ok()) {
-      // The connection is gone (owner fenced us, or died): every later call
-      // fails the same way.
-      broken_ = absl::UnavailableError(
-          absl::StrCat("fabric connection lost: ", st.message()));
-      return broken_;
+      return Lost(st);
     }
     if (remote.code() == absl::StatusCode::kPermissionDenied) broken_ = remote;
     return remote;

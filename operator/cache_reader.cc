@@ -44,15 +44,52 @@ CacheWorldReader::CacheWorldReader(const k8s::Informer& volumes,
       recalls_(recalls),
       migrations_(migrations) {}
 
+std::shared_ptr<const CacheWorldReader::ParsedLease>
+CacheWorldReader::ParseLease(const k8s::Json& obj) {
+  auto p = std::make_shared<ParsedLease>();
+  p->rv = ResourceVersionNumber(obj);
+  p->name = k8s::NameOf(obj);
+  p->lease = api::FromJson<api::DaxLease>(obj);
+  return p;
+}
+
 void CacheWorldReader::Observe(const k8s::Resource& r, const k8s::Json& obj,
                                bool deleted) {
   const std::string name = k8s::NameOf(obj);
+  const bool lease = r.plural == api::DaxLeaseResource().plural;
+  // Parsed outside the lock (the informer's thread, not a pass), once per
+  // version (a resync delivers every object again unchanged).
+  std::shared_ptr<const ParsedLease> parsed;
+  if (lease && !deleted) {
+    const int64_t rv = ResourceVersionNumber(obj);
+    {
+      absl::MutexLock l(&mu_);
+      auto it = leases_cached_.find(name);
+      if (it != leases_cached_.end() && rv >= 0 && it->second->rv == rv) {
+        parsed = it->second;
+      }
+    }
+    if (parsed == nullptr) parsed = ParseLease(obj);
+  }
   absl::MutexLock l(&mu_);
   if (r.plural != api::DaxVolumeResource().plural) {
     auto& by_volume = index_[r.plural];
     // The volume a lease names may change (bad input): drop old entries.
     for (auto& [vol, names] : by_volume) names.erase(name);
     if (!deleted) by_volume[VolumeOf(obj)].insert(name);
+  }
+  if (lease) {
+    if (deleted) {
+      leases_cached_.erase(name);
+    } else {
+      leases_cached_[name] = parsed;
+    }
+    auto it = leases_wrote_.find(name);
+    if (it != leases_wrote_.end() &&
+        (deleted || ResourceVersionNumber(obj) >= it->second->rv)) {
+      leases_wrote_.erase(it);
+    }
+    return;
   }
   auto& overlay = overlay_[r.plural];
   auto it = overlay.find(name);
@@ -64,6 +101,13 @@ void CacheWorldReader::Observe(const k8s::Resource& r, const k8s::Json& obj,
 }
 
 void CacheWorldReader::Wrote(const k8s::Resource& r, const k8s::Json& stored) {
+  if (r.plural == api::DaxLeaseResource().plural) {
+    std::shared_ptr<const ParsedLease> parsed = ParseLease(stored);
+    absl::MutexLock l(&mu_);
+    auto& slot = leases_wrote_[parsed->name];
+    if (slot == nullptr || parsed->rv > slot->rv) slot = std::move(parsed);
+    return;
+  }
   absl::MutexLock l(&mu_);
   k8s::Json& slot = overlay_[r.plural][k8s::NameOf(stored)];
   if (slot.is_null() ||
@@ -104,9 +148,34 @@ absl::StatusOr<World> CacheWorldReader::Read(const std::string& volume) {
     if (!parsed.ok()) return parsed.status();
     w.volume = *std::move(parsed);
   }
-  for (const std::string& n : lease_names) {
-    AddParsed(Merge(api::DaxLeaseResource().plural, n, leases_.Get(n)),
-              w.leases, w.unreadable);
+  // The newer of the informer's and our own write of each lease; copied
+  // outside the lock.
+  std::vector<std::shared_ptr<const ParsedLease>> leases;
+  {
+    absl::MutexLock l(&mu_);
+    leases.reserve(lease_names.size());
+    for (const std::string& n : lease_names) {
+      auto c = leases_cached_.find(n);
+      auto o = leases_wrote_.find(n);
+      if (o != leases_wrote_.end()) {
+        if (c == leases_cached_.end() || c->second->rv < o->second->rv) {
+          leases.push_back(o->second);
+          continue;
+        }
+        leases_wrote_.erase(o);
+      }
+      if (c != leases_cached_.end()) leases.push_back(c->second);
+    }
+  }
+  w.leases.reserve(leases.size());
+  for (const auto& p : leases) {
+    if (!p->lease.ok()) {
+      w.unreadable.push_back(absl::StrCat(api::Resource<api::DaxLease>::kKind,
+                                          "/", p->name, ": ",
+                                          p->lease.status().message()));
+      continue;
+    }
+    w.leases.push_back(*p->lease);
   }
   for (const std::string& n : recall_names) {
     AddParsed(Merge(api::DaxRecallResource().plural, n, recalls_.Get(n)),

@@ -413,16 +413,18 @@ TEST_F(ChannelK8sTest, PartitionedAgentCannotAckIsRevokedAndFenced) {
       },
       absl::Seconds(30)));
   CreateRecall(N("r"), vol, 3);
+  // The recall's ID from its record (the lease objects' Recalling is held
+  // back while the recall runs: lease_display.h).
   ASSERT_TRUE(
-      WaitFor([&] { return LeaseIs(N("p1"), api::LeaseState::kRecalling); },
+      WaitFor([&] { return RecallIs(N("r"), api::RecallPhase::kRecalling); },
               absl::Seconds(20)))
       << op.Log();
-  auto p1 = Lease(N("p1"));
+  const std::string recall_id = Recall(N("r"))->status.recall_id;
+  ASSERT_FALSE(recall_id.empty());
   ASSERT_TRUE(
       client_
           ->Patch(api::DaxLeaseResource(), "", N("p1"), k8s::PatchType::kMerge,
-                  {{"status", {{"releasedRecallID", p1->status.recall_id}}}},
-                  "status")
+                  {{"status", {{"releasedRecallID", recall_id}}}}, "status")
           .ok());
   ASSERT_TRUE(
       WaitFor([&] { return RecallIs(N("r"), api::RecallPhase::kComplete); },
@@ -441,7 +443,7 @@ TEST_F(ChannelK8sTest, PartitionedAgentCannotAckIsRevokedAndFenced) {
       },
       absl::Seconds(20)))
       << op.Log();
-  p1 = Lease(N("p1"));
+  auto p1 = Lease(N("p1"));
   EXPECT_EQ(p1->status.state, api::LeaseState::kRevoked);
   EXPECT_EQ(p1->status.reason, "DeadlineExceeded");
   EXPECT_FALSE(p1->status.fence_required) << "fenced by the owner";

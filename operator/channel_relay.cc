@@ -147,20 +147,19 @@ void ChannelRelay::Stored(const World& desired) {
   if (!mine.empty()) leases_of_[volume].insert(mine.begin(), mine.end());
   channel::ChannelServer* server = server_.load();
   if (server == nullptr) return;
-  std::set<std::string> nodes;
+  // Each node's leases, so a pass over N leases asks k nodes in O(N).
+  std::map<std::string, std::vector<std::string>> by_node;
   for (const std::string& lease : mine) {
     if (auto it = recalls_.find(lease); it != recalls_.end()) {
-      nodes.insert(it->second.node);
-    }
-    if (auto it = fences_.find(lease); it != fences_.end()) {
-      nodes.insert(it->second.node);
-    }
-    if (auto it = revoked_.find(lease); it != revoked_.end()) {
-      nodes.insert(it->second.node);
+      by_node[it->second.node].push_back(lease);
+    } else if (auto it = fences_.find(lease); it != fences_.end()) {
+      by_node[it->second.node].push_back(lease);
+    } else if (auto it = revoked_.find(lease); it != revoked_.end()) {
+      by_node[it->second.node].push_back(lease);
     }
   }
-  for (const std::string& node : nodes) {
-    pb::OperatorMessage m = UnsentLocked(node, &mine);
+  for (const auto& [node, leases] : by_node) {
+    pb::OperatorMessage m = UnsentLocked(node, &leases);
     if (m.recalls_size() + m.fences_size() + m.revoked_size() == 0) continue;
     if (!server->Send(node, m)) {
       // Not connected: all of it goes when it connects.
@@ -170,7 +169,7 @@ void ChannelRelay::Stored(const World& desired) {
 }
 
 pb::OperatorMessage ChannelRelay::UnsentLocked(
-    const std::string& node, const std::set<std::string>* only) {
+    const std::string& node, const std::vector<std::string>* only) {
   std::map<std::string, std::string>& sent = sent_[node];
   if (only == nullptr) sent.clear();
   pb::OperatorMessage m;

@@ -35,6 +35,7 @@
 #include <map>
 #include <set>
 #include <string>
+#include <vector>
 
 #include "absl/synchronization/mutex.h"
 #include "lib/channel/server.h"
@@ -75,8 +76,8 @@ class ChannelRelay {
                 channel::pb::OperatorMessage& reply);
   // What `node` is asked, among `only` (null: every lease; a new stream,
   // so everything), that was not sent on its stream yet.
-  channel::pb::OperatorMessage UnsentLocked(const std::string& node,
-                                            const std::set<std::string>* only)
+  channel::pb::OperatorMessage UnsentLocked(
+      const std::string& node, const std::vector<std::string>* only)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   bool Check(const std::map<std::string, Asked>& asked, const char* what,
              const std::string& node, const std::string& lease,

@@ -60,6 +60,7 @@ absl::Status Controller::Start() {
     k8s::InformerOptions io;
     io.resource = resource;
     io.resync = options_.resync;
+    io.drop_managed_fields = true;  // never read; most of the bytes
     informers_.push_back(std::make_unique<k8s::Informer>(client_, clock_, io));
   }
   reader_ = std::make_unique<CacheWorldReader>(

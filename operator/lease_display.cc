@@ -1,5 +1,6 @@
 #include "operator/lease_display.h"
 
+#include <algorithm>
 #include <utility>
 
 #include "lib/api/resources.h"
@@ -9,8 +10,11 @@ namespace daxlease::op {
 
 LeaseDisplay::LeaseDisplay(k8s::KubeClient& client, WorldReader& reader,
                            std::function<void(const std::string&)> requeue,
-                           int concurrency)
-    : client_(client), reader_(reader), requeue_(std::move(requeue)) {
+                           int concurrency, absl::Duration max_hold)
+    : client_(client),
+      reader_(reader),
+      requeue_(std::move(requeue)),
+      max_hold_(max_hold) {
   for (int i = 0; i < std::max(1, concurrency); ++i) {
     threads_.emplace_back([this] { Work(); });
   }
@@ -31,9 +35,10 @@ int64_t LeaseDisplay::pending() const {
 
 void LeaseDisplay::Enqueue(const std::string& volume,
                            const api::DaxLease& before,
-                           const api::DaxLease& after) {
+                           const api::DaxLease& after, bool hold) {
   absl::MutexLock l(&mu_);
-  auto [it, fresh] = entries_.try_emplace(before.metadata.name);
+  const std::string& name = before.metadata.name;
+  auto [it, fresh] = entries_.try_emplace(name);
   Entry& e = it->second;
   if (fresh) {
     e.volume = volume;
@@ -47,7 +52,60 @@ void LeaseDisplay::Enqueue(const std::string& volume,
   }
   e.want = after;
   e.want.metadata.resource_version = e.stored.metadata.resource_version;
-  if (fresh || !e.in_flight) ready_.push_back(before.metadata.name);
+  // The agents' fields are never the display's to write (with the channel
+  // the pass reads the relay's answers there): kept as the pass read them
+  // when this entry was made.
+  e.want.status.released_recall_id = e.stored.status.released_recall_id;
+  e.want.status.fenced_recall_id = e.stored.status.fenced_recall_id;
+  e.want.status.revocation_acknowledged =
+      e.stored.status.revocation_acknowledged;
+  // A revoke is never held: holders' agents read it from the lease object
+  // (so a holder whose owner dies before confirming the fence is still told
+  // at the deadline), and kubectl shows it the moment it is decided.
+  const bool holdable =
+      hold && e.stored.metadata.finalizers == e.want.metadata.finalizers &&
+      e.want.status.state != api::LeaseState::kRevoked;
+  if (e.held) {
+    if (holdable) return;  // goes with the rest of the volume's
+    e.held = false;  // (ReleaseLocked skips it; never in flight while held)
+    ready_.push_back(name);
+    return;
+  }
+  if (!fresh && e.in_flight) return;  // its writer writes it next
+  if (holdable) {
+    // (If it is in ready_ from before the hold, the writers skip it.)
+    e.held = true;
+    auto [h, first] = held_.try_emplace(volume);
+    if (first) h->second.since = absl::Now();
+    h->second.leases.push_back(name);
+    return;
+  }
+  ready_.push_back(name);
+}
+
+void LeaseDisplay::Release(const std::string& volume) {
+  absl::MutexLock l(&mu_);
+  ReleaseLocked(volume);
+}
+
+void LeaseDisplay::ReleaseLocked(const std::string& volume) {
+  auto h = held_.find(volume);
+  if (h == held_.end()) return;
+  for (const std::string& name : h->second.leases) {
+    auto it = entries_.find(name);
+    if (it == entries_.end() || !it->second.held) continue;
+    it->second.held = false;
+    ready_.push_back(name);
+  }
+  held_.erase(h);
+}
+
+void LeaseDisplay::ReleaseExpiredLocked(absl::Time now) {
+  std::vector<std::string> expired;
+  for (const auto& [volume, h] : held_) {
+    if (now - h.since >= max_hold_) expired.push_back(volume);
+  }
+  for (const std::string& v : expired) ReleaseLocked(v);
 }
 
 void LeaseDisplay::Overlay(World& world) {
@@ -74,17 +132,28 @@ void LeaseDisplay::Overlay(World& world) {
 }
 
 void LeaseDisplay::Work() {
-  auto has_work = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    return stopping_ || !ready_.empty();
+  size_t held_seen = 0;
+  auto has_work = [this, &held_seen]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    return stopping_ || !ready_.empty() || held_.size() != held_seen;
   };
   absl::MutexLock l(&mu_);
   while (true) {
-    mu_.Await(absl::Condition(&has_work));
+    // Held writes wait at most max_hold_: looked at every 100 ms while
+    // any is held (and when a volume's hold begins).
+    held_seen = held_.size();
+    const absl::Duration wait =
+        held_.empty() ? absl::InfiniteDuration()
+                      : std::min(max_hold_, absl::Milliseconds(100));
+    mu_.AwaitWithTimeout(absl::Condition(&has_work), wait);
     if (stopping_) return;
+    if (!held_.empty()) ReleaseExpiredLocked(absl::Now());
+    if (ready_.empty()) continue;
     const std::string name = std::move(ready_.front());
     ready_.pop_front();
     auto it = entries_.find(name);
-    if (it == entries_.end() || it->second.in_flight) continue;
+    if (it == entries_.end() || it->second.in_flight || it->second.held) {
+      continue;
+    }
     Entry& e = it->second;
     e.in_flight = true;
     const api::DaxLease stored = e.stored;

@@ -12,6 +12,16 @@
 // that dies loses it, and its successor reads the lease objects through the
 // recalls' records (plan.h), which hold everything that must survive.
 //
+// While a volume's recall runs, its writes that only change a status (a
+// lease shown Recalling, then Released) are held (Enqueue `hold`) until a
+// pass that leaves no recall running, or at most `max_hold`: the recall's
+// own writes (its start, its outcome, the volume's epoch) then have the API
+// server to themselves, and a lease whose Released is decided before its
+// Recalling was written is written once. A write that changes finalizers
+// or shows a revoke (state Revoked: the holder's agent reads it there and
+// tells its clients at once, even if the owner never confirms the fence)
+// is never held.
+//
 // Each write is guarded by the resourceVersion it was computed from; a
 // conflict (someone else wrote the lease) or any error drops the pending
 // write and asks for a pass over the volume, which recomputes it. When a
@@ -31,6 +41,7 @@
 #include <vector>
 
 #include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
 #include "lib/api/types.h"
 #include "lib/k8s/client.h"
 #include "operator/plan.h"
@@ -43,9 +54,10 @@ class LeaseDisplay {
  public:
   // `requeue(volume)` asks for a pass over a volume. `reader` is told of
   // every write (WorldReader::Wrote). References must outlive this.
+  // `max_hold`: the longest a held write waits (real time).
   LeaseDisplay(k8s::KubeClient& client, WorldReader& reader,
-               std::function<void(const std::string&)> requeue,
-               int concurrency);
+               std::function<void(const std::string&)> requeue, int concurrency,
+               absl::Duration max_hold = absl::Seconds(5));
   // Stops the writers; writes not yet stored are dropped (they only show
   // what the recalls and volumes record).
   ~LeaseDisplay();
@@ -53,9 +65,14 @@ class LeaseDisplay {
   LeaseDisplay& operator=(const LeaseDisplay&) = delete;
 
   // Queues `after` to be written over `before` (the lease as the pass saw
-  // it, through Overlay). Replaces a queued write of the same lease.
+  // it, through Overlay). Replaces a queued write of the same lease (a held
+  // one stays held). `hold`: the volume's recall runs on; a write that
+  // changes no finalizer waits (see above).
   void Enqueue(const std::string& volume, const api::DaxLease& before,
-               const api::DaxLease& after);
+               const api::DaxLease& after, bool hold = false);
+  // Lets every held write of `volume` go (its recall ended): after the
+  // pass's Enqueues, so each goes with what that pass decided.
+  void Release(const std::string& volume);
   // Shows each queued write in `world` as if stored, and names those leases
   // in world.display_pending.
   void Overlay(World& world);
@@ -69,8 +86,13 @@ class LeaseDisplay {
     api::DaxLease stored;  // as stored (its resourceVersion guards the write)
     api::DaxLease want;
     bool in_flight = false;
+    bool held = false;
   };
   void Work();
+  // Moves held writes whose time is up (or all of `volume`'s) to ready_.
+  void ReleaseLocked(const std::string& volume)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void ReleaseExpiredLocked(absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   k8s::KubeClient& client_;
   WorldReader& reader_;
@@ -79,6 +101,13 @@ class LeaseDisplay {
   std::map<std::string, Entry> entries_ ABSL_GUARDED_BY(mu_);  // by lease
   std::deque<std::string> ready_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, int> per_volume_ ABSL_GUARDED_BY(mu_);
+  // Per volume: since when its writes are held, and which.
+  struct Held {
+    absl::Time since;
+    std::vector<std::string> leases;
+  };
+  std::map<std::string, Held> held_ ABSL_GUARDED_BY(mu_);
+  const absl::Duration max_hold_;
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   std::atomic<int64_t> written_{0};
   std::vector<std::thread> threads_;

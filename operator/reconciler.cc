@@ -105,7 +105,7 @@ Reconciler::Reconciler(k8s::KubeClient& client, base::Clock& clock,
     display_ = std::make_unique<LeaseDisplay>(
         client_, reader_,
         options_.requeue ? options_.requeue : [](const std::string&) {},
-        std::max(1, options_.write_concurrency));
+        std::max(1, options_.write_concurrency), options_.display_hold);
   }
 }
 
@@ -314,9 +314,19 @@ absl::Status Reconciler::Write(const World& before, const Plan& plan,
        before.volume->status.epoch != after.volume->status.epoch)) {
     base::CrashPoint("operator.recall.outcome_stored");
   }
-  // 6. The lease writes that only show what is stored now.
-  for (size_t i : lagging) {
-    display_->Enqueue(after.volume_name, before.leases[i], after.leases[i]);
+  // 6. The lease writes that only show what is stored now; held while the
+  // volume's recall runs on (lease_display.h).
+  if (display_ != nullptr) {
+    const bool running =
+        std::any_of(after.recalls.begin(), after.recalls.end(),
+                    [](const api::DaxRecall& r) {
+                      return r.status.phase == api::RecallPhase::kRecalling;
+                    });
+    for (size_t i : lagging) {
+      display_->Enqueue(after.volume_name, before.leases[i], after.leases[i],
+                        running);
+    }
+    if (!running) display_->Release(after.volume_name);
   }
   return absl::OkStatus();
 }

@@ -76,6 +76,9 @@ struct ReconcilerOptions {
   // The operator turns it on with the channel: on the status-field path the
   // agents' fields are on the lease objects anyway.
   bool lag_lease_writes = false;
+  // With lag_lease_writes: the longest a lease write that only shows a
+  // running recall is held back (LeaseDisplay's max_hold).
+  absl::Duration display_hold = absl::Seconds(5);
   std::function<void(const std::string&)> requeue;
 };
 

@@ -1,5 +1,6 @@
 #include "operator/reconciler.h"
 
+#include <atomic>
 #include <functional>
 #include <optional>
 #include <string>
@@ -256,12 +257,95 @@ TEST_F(ReconcilerTest, LaggingLeaseWritesComeAfterTheRecallsOutcome) {
   EXPECT_EQ(V().status.epoch, 2);
 }
 
-// Once the display has written the recall's Recalling, nothing is
-// released without an ack.
+// Counts the DaxLease patches it passes on to a FakeKubeClient.
+class CountingLeaseClient final : public k8s::ForwardingKubeClient {
+ public:
+  explicit CountingLeaseClient(k8s::KubeClient& c) : ForwardingKubeClient(c) {}
+  int lease_patches() const { return lease_patches_.load(); }
+  absl::StatusOr<Json> Patch(const k8s::Resource& r, absl::string_view ns,
+                             absl::string_view name, k8s::PatchType t,
+                             const Json& p, absl::string_view sub) override {
+    if (r.plural == api::DaxLeaseResource().plural) ++lease_patches_;
+    return inner_.Patch(r, ns, name, t, p, sub);
+  }
+
+ private:
+  std::atomic<int> lease_patches_{0};
+};
+
+// While the recall runs, the display holds the lease writes that only show
+// it (no API write competes with the recall's own); the pass that stores
+// the outcome lets them go, and each lease is written once: Released,
+// never Recalling.
+TEST_F(ReconcilerTest, LeaseWritesHeldWhileTheRecallRunsAreWrittenOnce) {
+  GrantedVolume({"a", "b"});
+  CountingLeaseClient counting(fake_);
+  ReconcilerOptions o;
+  o.lag_lease_writes = true;
+  o.display_hold = absl::Hours(1);
+  Reconciler lagging(counting, clock_, events_, o);
+  CreateRecall("r", 60);
+  ASSERT_TRUE(lagging.Reconcile("vol").ok());
+  ASSERT_TRUE(lagging.Reconcile("vol").ok());
+  EXPECT_EQ(R("r").status.phase, api::RecallPhase::kRecalling);
+  absl::SleepFor(absl::Milliseconds(150));
+  EXPECT_EQ(counting.lease_patches(), 0) << "held while the recall runs";
+  EXPECT_EQ(lagging.display()->pending(), 2);
+  EXPECT_EQ(L("a").status.state, api::LeaseState::kGranted);
+  const std::string id = R("r").status.recall_id;
+  AgentPatch("a", {{"releasedRecallID", id}});
+  AgentPatch("b", {{"releasedRecallID", id}});
+  ASSERT_TRUE(lagging.Reconcile("vol").ok());
+  EXPECT_EQ(R("r").status.phase, api::RecallPhase::kComplete);
+  EXPECT_EQ(V().status.epoch, 2);
+  for (int i = 0; i < 2000 && lagging.display()->pending() > 0; ++i) {
+    absl::SleepFor(absl::Milliseconds(1));
+  }
+  EXPECT_EQ(lagging.display()->pending(), 0);
+  EXPECT_EQ(L("a").status.state, api::LeaseState::kReleased);
+  EXPECT_EQ(L("b").status.state, api::LeaseState::kReleased);
+  EXPECT_EQ(L("a").status.recall_id, id);
+  EXPECT_EQ(counting.lease_patches(), 2) << "one status write per lease";
+}
+
+// A revoke decided at the deadline is not held, although the recall runs
+// on (waiting for the fence): the holder's agent reads it from the lease
+// object and tells its clients even if the owner never confirms. The
+// acked lease's Released is still held until the recall ends.
+TEST_F(ReconcilerTest, ARevokeIsWrittenWhileTheRecallRuns) {
+  GrantedVolume({"a", "b"});
+  CountingLeaseClient counting(fake_);
+  ReconcilerOptions o;
+  o.lag_lease_writes = true;
+  o.display_hold = absl::Hours(1);
+  Reconciler lagging(counting, clock_, events_, o);
+  CreateRecall("r", 2);
+  ASSERT_TRUE(lagging.Reconcile("vol").ok());
+  ASSERT_TRUE(lagging.Reconcile("vol").ok());
+  const std::string id = R("r").status.recall_id;
+  AgentPatch("a", {{"releasedRecallID", id}});
+  ASSERT_TRUE(lagging.Reconcile("vol").ok());
+  clock_.Advance(absl::Seconds(3));
+  ASSERT_TRUE(lagging.Reconcile("vol").ok());
+  EXPECT_EQ(R("r").status.phase, api::RecallPhase::kRecalling);
+  for (int i = 0; i < 2000 && counting.lease_patches() < 1; ++i) {
+    absl::SleepFor(absl::Milliseconds(1));
+  }
+  absl::SleepFor(absl::Milliseconds(150));
+  EXPECT_EQ(L("b").status.state, api::LeaseState::kRevoked);
+  EXPECT_TRUE(L("b").status.fence_required);
+  EXPECT_EQ(L("b").status.recall_id, id);
+  EXPECT_EQ(L("a").status.state, api::LeaseState::kGranted) << "held";
+  EXPECT_EQ(counting.lease_patches(), 1);
+}
+
+// Once the display has written the recall's Recalling (held at most
+// display_hold), nothing is released without an ack.
 TEST_F(ReconcilerTest, LaggingLeaseWritesReleaseNothingWithoutAnAck) {
   GrantedVolume({"a", "b"});
   ReconcilerOptions o;
   o.lag_lease_writes = true;
+  o.display_hold = absl::Milliseconds(20);
   Reconciler lagging(client_, clock_, events_, o);
   CreateRecall("r", 60);
   for (int i = 0; i < 5; ++i) {

@@ -85,6 +85,7 @@ absl::Status Informer::ListAndReplace() {
   if (!list.ok()) return list.status();
   std::map<std::string, Json> fresh;
   for (Json& obj : list->items) {
+    Trim(obj);
     std::string key = KeyOf(obj);
     fresh.emplace(std::move(key), std::move(obj));
   }
@@ -123,13 +124,27 @@ absl::Status Informer::ListAndReplace() {
   return absl::OkStatus();
 }
 
-void Informer::Apply(const WatchEvent& ev) {
-  std::string rv = ResourceVersionOf(ev.object);
-  if (ev.type == WatchEvent::Type::kBookmark) {
+void Informer::Trim(Json& obj) const {
+  if (!options_.drop_managed_fields) return;
+  auto meta = obj.find("metadata");
+  if (meta != obj.end() && meta->is_object()) meta->erase("managedFields");
+}
+
+void Informer::Apply(const WatchEvent& event) {
+  std::string rv = ResourceVersionOf(event.object);
+  if (event.type == WatchEvent::Type::kBookmark) {
     absl::MutexLock l(&mu_);
     if (!rv.empty()) rv_ = rv;
     return;
   }
+  WatchEvent trimmed;
+  const WatchEvent* e = &event;
+  if (options_.drop_managed_fields) {
+    trimmed = event;
+    Trim(trimmed.object);
+    e = &trimmed;
+  }
+  const WatchEvent& ev = *e;
   const std::string key = KeyOf(ev.object);
   std::optional<Json> old;
   {

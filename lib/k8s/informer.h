@@ -44,6 +44,10 @@ struct InformerOptions {
   // Server-side timeout of each watch request; the informer re-watches.
   absl::Duration watch_timeout = absl::Minutes(5);
   absl::Duration max_backoff = absl::Seconds(10);
+  // Cache and deliver objects without metadata.managedFields (the server's
+  // field-ownership bookkeeping, often most of a small object's bytes), for
+  // a client that never reads it.
+  bool drop_managed_fields = false;
 };
 
 struct InformerHandlers {
@@ -89,6 +93,7 @@ class Informer {
   void Run();
   absl::Status ListAndReplace();
   void Apply(const WatchEvent& ev);
+  void Trim(Json& obj) const;  // options_.drop_managed_fields
   void MaybeResync();
 
   KubeClient& client_;

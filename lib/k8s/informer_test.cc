@@ -51,6 +51,29 @@ TEST_F(InformerTest, ListsThenWatches) {
   inf.Stop();
 }
 
+TEST_F(InformerTest, DropsManagedFieldsWhenAsked) {
+  Json a = Widget("a");
+  a["metadata"]["managedFields"] = Json::array({{{"manager", "kubectl"}}});
+  ASSERT_TRUE(fake_.Create(kWidgets, a).ok());
+  InformerOptions o = Options();
+  o.drop_managed_fields = true;
+  Informer inf(fake_, clock_, o);
+  inf.AddHandlers(rec_.Handlers());
+  inf.Start();
+  ASSERT_TRUE(inf.WaitForSync(absl::Seconds(10)));
+  Json b = Widget("b");
+  b["metadata"]["managedFields"] = Json::array({{{"manager", "kubectl"}}});
+  ASSERT_TRUE(fake_.Create(kWidgets, b).ok());
+  ASSERT_TRUE(rec_.WaitFor("add b"));
+  for (const char* key : {"ns/a", "ns/b"}) {
+    std::optional<Json> got = inf.Get(key);
+    ASSERT_TRUE(got.has_value()) << key;
+    EXPECT_FALSE((*got)["metadata"].contains("managedFields")) << key;
+    EXPECT_EQ((*got)["spec"]["size"], 1) << key;
+  }
+  inf.Stop();
+}
+
 TEST_F(InformerTest, ResumesAfterDroppedWatchWithoutRelist) {
   Informer inf(fake_, clock_, Options());
   inf.AddHandlers(rec_.Handlers());

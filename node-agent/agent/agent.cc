@@ -1509,6 +1509,11 @@ void Agent::ReconcileHolderLocked() {
       if (state == api::LeaseState::kRevoked && !p.revoked) {
         p.revoked = true;
         dirty = true;
+        base::LogWarn(
+            "agent.lease_revoked",
+            {{"lease", p.lease_name},
+             {"recall", lease->status.recall_id},
+             {"fenced", lease->status.fence_required ? "no" : "yes"}});
       }
       if (!channel() && state == api::LeaseState::kRevoked &&
           !lease->status.fence_required &&

@@ -302,7 +302,10 @@ bool Volume::revoked() const {
 
 uint64_t Volume::Unpersisted() const {
   std::lock_guard<std::mutex> l(mu_);
-  return phase_ == Phase::kRevoked ? lost_ : dirty_.Total();
+  // Once revoked nothing more enters: what is left is what calls in flight
+  // at the revocation add (a write that returned OK) or take (a persist
+  // that did), and what is never made durable.
+  return dirty_.Total();
 }
 
 void Volume::SetPreflushHook(PreflushHook hook) {
@@ -332,9 +335,26 @@ absl::Status Volume::Enter(std::unique_lock<std::mutex>& l) {
 
 void Volume::Leave() {
   std::lock_guard<std::mutex> l(mu_);
+  LeaveLocked();
+}
+
+void Volume::LeaveLocked() {
   --inflight_;
+  if (inflight_ > 0) return;
+  // Revoked while this call ran: the mapping goes once nothing uses it.
+  if (phase_ == Phase::kRevoked) DropAccess();
   // Waiters (a recall draining, Detach) wait for no call in flight.
-  if (inflight_ == 0) cv_.notify_all();
+  cv_.notify_all();
+}
+
+void Volume::RevokeLocked(std::string why) {
+  if (phase_ == Phase::kRevoked || phase_ == Phase::kClosed) return;
+  phase_ = Phase::kRevoked;
+  status_message_ = std::move(why);
+  remote_.reset();  // calls in flight hold their own reference
+  if (inflight_ == 0) DropAccess();
+  grant_.reset();
+  cv_.notify_all();
 }
 
 absl::Status Volume::CheckRange(uint64_t offset, uint64_t len) const {
@@ -433,9 +453,10 @@ absl::Status Volume::Write(uint64_t offset, const char* buf, size_t len) {
     });
   }
   std::lock_guard<std::mutex> g(mu_);
+  // Also when revoked meanwhile: the bytes are in the volume's memory but
+  // not durable, and Unpersisted must count them.
   if (st.ok()) dirty_.Add(offset, len);
-  --inflight_;
-  if (inflight_ == 0) cv_.notify_all();
+  LeaveLocked();
   return st;
 }
 
@@ -480,8 +501,7 @@ absl::StatusOr<std::pair<char*, size_t>> Volume::DirectAcquire() {
   std::unique_lock<std::mutex> l(mu_);
   if (absl::Status s = Enter(l); !s.ok()) return s;
   if (base_ == nullptr) {
-    --inflight_;
-    if (inflight_ == 0) cv_.notify_all();
+    LeaveLocked();
     return absl::FailedPreconditionError(
         "direct access needs the volume's memory on this node");
   }
@@ -500,6 +520,7 @@ absl::Status Volume::DirectRelease() {
     return absl::FailedPreconditionError("no direct hold to release");
   }
   --direct_holds_;
+  if (phase_ == Phase::kRevoked && inflight_ == 0) DropAccess();
   cv_.notify_all();
   return absl::OkStatus();
 }
@@ -603,10 +624,24 @@ void Volume::Recall(const pb::SessionEvent& ev) {
   absl::Time deadline = ev.deadline_unix_ms() > 0
                             ? absl::FromUnixMillis(ev.deadline_unix_ms())
                             : absl::Now() + absl::Seconds(30);
-  bool drained = cv_.wait_for(
-      l, absl::ToChronoNanoseconds(deadline - absl::Now()),
-      [&] { return (inflight_ == 0 && direct_holds_ == 0) || stopping_; });
-  if (!drained || stopping_) return;  // the owner will revoke at the deadline
+  // Not drained by the deadline: no ack (the calls' bytes cannot be claimed
+  // flushed), so the owner revokes the grant. Said now, so that every call
+  // fails at once rather than waiting for the agent's REVOKED.
+  auto drained_by_deadline = [&](auto drained) {
+    if (cv_.wait_for(l, absl::ToChronoNanoseconds(deadline - absl::Now()),
+                     [&] { return drained() || stopping_; })) {
+      return true;
+    }
+    RevokeLocked(absl::StrCat("the recall's deadline passed with ", inflight_,
+                              " call(s) and ", direct_holds_,
+                              " direct hold(s) in progress; not acknowledged"));
+    return false;
+  };
+  if (!drained_by_deadline(
+          [&] { return inflight_ == 0 && direct_holds_ == 0; }) ||
+      stopping_) {
+    return;
+  }
   if (hook_ && granted) {
     hook_thread_ = std::this_thread::get_id();
     PreflushHook hook = hook_;
@@ -614,7 +649,9 @@ void Volume::Recall(const pb::SessionEvent& ev) {
     hook();
     l.lock();
     hook_thread_ = std::thread::id();
-    cv_.wait(l, [&] { return inflight_ == 0; });
+    if (!drained_by_deadline([&] { return inflight_ == 0; }) || stopping_) {
+      return;
+    }
   }
   absl::Status st;
   if (base_ == nullptr && remote_ != nullptr && dirty_.Total() > 0) {
@@ -635,8 +672,11 @@ void Volume::Recall(const pb::SessionEvent& ev) {
     st = PersistAllLocked();
   }
   if (!st.ok()) {
-    status_message_ = absl::StrCat("recall flush failed: ", st.message());
-    return;  // cannot claim flushed: no ack; revocation follows
+    // Cannot claim flushed: no ack, so the owner revokes the grant at the
+    // deadline (a refusal as revoked: it did already).
+    RevokeLocked(absl::StrCat("the recall's flush failed (not acknowledged): ",
+                              st.message()));
+    return;
   }
   DropAccess();
   grant_.reset();
@@ -666,17 +706,10 @@ void Volume::Recall(const pb::SessionEvent& ev) {
 void Volume::Revoke(const pb::SessionEvent& ev) {
   std::unique_lock<std::mutex> l(mu_);
   if (phase_ == Phase::kClosed) return;
-  if (phase_ != Phase::kRevoked) {
-    phase_ = Phase::kRevoked;
-    lost_ = dirty_.Total();
-    status_message_ = ev.message();
-    remote_.reset();
-    // A local mapping is only dropped once no call uses it.
-    cv_.wait_for(l, std::chrono::seconds(5), [&] { return inflight_ == 0; });
-    if (inflight_ == 0) DropAccess();
-    grant_.reset();
-    cv_.notify_all();
-  }
+  RevokeLocked(ev.message());
+  // The ack says the access is given up, and a local mapping cannot be
+  // fenced: give the calls in flight a while (the last to leave unmaps).
+  cv_.wait_for(l, std::chrono::seconds(5), [&] { return inflight_ == 0; });
   std::string session = session_id_;
   l.unlock();
   pb::AckRevocationRequest req;
@@ -733,6 +766,7 @@ void Volume::HandleEvent(const pb::SessionEvent& ev) {
       return;
     default: {
       std::lock_guard<std::mutex> l(mu_);
+      if (phase_ == Phase::kRevoked || phase_ == Phase::kClosed) return;
       status_message_ = ev.message();
       if (phase_ == Phase::kGranted) {
         // The lease moved on without a recall reaching us (e.g. a new
@@ -790,13 +824,7 @@ void Volume::SessionLoop() {
           return;
         }
         // Unpublished while we were attached: nothing to come back to.
-        if (phase_ != Phase::kRevoked) {
-          phase_ = Phase::kRevoked;
-          lost_ = dirty_.Total();
-          status_message_ = absl::StrCat("no longer published: ", st.message());
-          remote_.reset();
-          cv_.notify_all();
-        }
+        RevokeLocked(absl::StrCat("no longer published: ", st.message()));
         return;
       }
       if (!got && !ever_connected && absl::IsUnavailable(st)) {
@@ -847,9 +875,9 @@ absl::Status Volume::Detach() {
       hook_thread_ = std::thread::id();
     }
     result = PersistAllLocked();
-  } else if (phase_ == Phase::kRevoked && lost_ > 0) {
-    result = absl::PermissionDeniedError(
-        absl::StrCat("revoked: ", lost_, " unpersisted bytes were lost"));
+  } else if (phase_ == Phase::kRevoked && dirty_.Total() > 0) {
+    result = absl::PermissionDeniedError(absl::StrCat(
+        "revoked: ", dirty_.Total(), " unpersisted bytes were lost"));
   }
   phase_ = Phase::kClosed;
   stopping_ = true;

@@ -108,6 +108,10 @@ class Volume {
   // Enters an operation: waits while not granted; counts it in flight.
   absl::Status Enter(std::unique_lock<std::mutex>& l);
   void Leave();
+  void LeaveLocked();
+  // Revoked from now on (sticky): every call fails, the access goes once no
+  // call uses it. No-op when revoked or closed.
+  void RevokeLocked(std::string why);
   absl::Status CheckRange(uint64_t offset, uint64_t len) const;
   absl::Status Install(const pb::Grant& g);  // map or connect
   void DropAccess();                         // unmap / disconnect (mu_ held)
@@ -153,8 +157,7 @@ class Volume {
   char* base_ = nullptr;
   uint64_t mapped_ = 0;
   int map_fd_ = -1;
-  DirtyRanges dirty_;
-  uint64_t lost_ = 0;  // unpersisted bytes at revocation
+  DirtyRanges dirty_;  // once revoked: the bytes lost
   bool stopping_ = false;
   absl::Status session_error_;           // OpenSession refused before any event
   bool agent_unreachable_ = false;       // never reached the agent so far

@@ -361,6 +361,21 @@ class AgentK8sTest : public k8s::testing::DaxleaseK8sTest {
     return r.ok() ? r->value("status", k8s::Json::object())
                   : k8s::Json::object();
   }
+  // Waits (up to `timeout`) for the recall `name` to be Complete; on
+  // timeout the failure names the phase it was in and its status.
+  ::testing::AssertionResult WaitRecallComplete(
+      const std::string& name, absl::Duration timeout = absl::Seconds(60)) {
+    if (WaitFor(
+            [&] { return RecallStatus(name).value("phase", "") == "Complete"; },
+            timeout)) {
+      return ::testing::AssertionSuccess();
+    }
+    const k8s::Json status = RecallStatus(name);
+    return ::testing::AssertionFailure()
+           << "recall " << name << " not Complete after " << timeout
+           << ": phase \"" << status.value("phase", "") << "\", status "
+           << status.dump();
+  }
   // The volume's recalls and leases, and the ends of the operator's and the
   // agents' logs, for failures.
   std::string Dump() {
@@ -491,9 +506,7 @@ TEST_F(AgentK8sTest, StoppedHolderIsRevokedFencedAndToldOnContinue) {
       << io.Log();
   io.Signal(SIGSTOP);
   std::string r = CreateRecall(2);
-  ASSERT_TRUE(
-      WaitFor([&] { return RecallStatus(r).value("phase", "") == "Complete"; },
-              absl::Seconds(60)));
+  ASSERT_TRUE(WaitRecallComplete(r));
   EXPECT_EQ(RecallStatus(r).value("revoked", 0), 1);
   auto leases = k8s::ListAll(*client_, DaxLeaseResource(), "");
   ASSERT_TRUE(leases.ok());
@@ -673,10 +686,7 @@ TEST_F(AgentK8sTest, RecallWithOwnerAndRemoteWritersWritingContinuously) {
     ASSERT_TRUE(rw.Progress(50, absl::Seconds(30))) << agents_['b']->Log();
 
     std::string r = CreateRecall(5);
-    ASSERT_TRUE(WaitFor(
-        [&] { return RecallStatus(r).value("phase", "") == "Complete"; },
-        absl::Seconds(60)))
-        << Dump();
+    ASSERT_TRUE(WaitRecallComplete(r)) << Dump();
     EXPECT_EQ(RecallStatus(r).value("revoked", 0), 0) << Dump();
     EXPECT_EQ(RecallStatus(r).value("released", 0), 2) << Dump();
     // Each agent acked its holder's recall, flush time observed.
@@ -744,10 +754,7 @@ TEST_F(AgentK8sTest, RecallOfAVolumeWithANameLongerThanALabelValue) {
   ASSERT_EQ(leases->items.size(), 1u) << Dump();
   const int64_t epoch0 = daxlease_epoch(remote);
   std::string r = CreateRecall(10);
-  ASSERT_TRUE(
-      WaitFor([&] { return RecallStatus(r).value("phase", "") == "Complete"; },
-              absl::Seconds(60)))
-      << Dump();
+  ASSERT_TRUE(WaitRecallComplete(r)) << Dump();
   EXPECT_EQ(RecallStatus(r).value("released", 0), 1) << Dump();
   EXPECT_EQ(RecallStatus(r).value("revoked", 0), 0) << Dump();
   // The client is granted again, at the next epoch, and reads.
@@ -862,10 +869,7 @@ TEST_F(AgentK8sTest, KillNineOfEachComponentMidRecallLosesNothing) {
         << Dump();
     kill();
     hold.store(false);
-    ASSERT_TRUE(WaitFor(
-        [&] { return RecallStatus(r).value("phase", "") == "Complete"; },
-        absl::Seconds(60)))
-        << Dump();
+    ASSERT_TRUE(WaitRecallComplete(r)) << Dump();
     EXPECT_EQ(RecallStatus(r).value("revoked", 0), 0) << Dump();
     EXPECT_EQ(RecallStatus(r).value("released", 0), 2) << Dump();
     // Flushed before the acks: in the owner's file now.
@@ -912,10 +916,7 @@ TEST_F(AgentK8sTest, BadInputIsRefusedClearlyAndCostsNothing) {
   ASSERT_TRUE(w.Progress(20, absl::Seconds(30)));
   // A recall first, so there is an older epoch to present.
   std::string r = CreateRecall(5);
-  ASSERT_TRUE(
-      WaitFor([&] { return RecallStatus(r).value("phase", "") == "Complete"; },
-              absl::Seconds(60)))
-      << Dump();
+  ASSERT_TRUE(WaitRecallComplete(r)) << Dump();
   ASSERT_TRUE(w.ProgressAfter(1, 20, absl::Seconds(60))) << Dump();
 
   std::ifstream din(dir + "/daxlease.json");
@@ -1350,10 +1351,7 @@ TEST_F(AgentChannelK8sTest, RecallWithALiveHolderCompletesOverTheChannel) {
     PatternWriter w(remote, 2, 0, blocks);
     ASSERT_TRUE(w.Progress(50, absl::Seconds(30))) << Dump();
     std::string r = CreateRecall(10);
-    ASSERT_TRUE(WaitFor(
-        [&] { return RecallStatus(r).value("phase", "") == "Complete"; },
-        absl::Seconds(60)))
-        << Dump();
+    ASSERT_TRUE(WaitRecallComplete(r)) << Dump();
     EXPECT_EQ(RecallStatus(r).value("released", 0), 1) << Dump();
     EXPECT_EQ(RecallStatus(r).value("revoked", 0), 0) << Dump();
     EXPECT_GE(LogLines('b', {"event=agent.recall_acked", "via=channel"}), 1)
@@ -1389,10 +1387,7 @@ TEST_F(AgentChannelK8sTest, SilentHolderIsRevokedAndFencedOverTheChannel) {
       << io.Log();
   io.Signal(SIGSTOP);
   std::string r = CreateRecall(2);
-  ASSERT_TRUE(
-      WaitFor([&] { return RecallStatus(r).value("phase", "") == "Complete"; },
-              absl::Seconds(60)))
-      << Dump();
+  ASSERT_TRUE(WaitRecallComplete(r)) << Dump();
   EXPECT_EQ(RecallStatus(r).value("revoked", 0), 1) << Dump();
   EXPECT_EQ(RecallStatus(r).value("released", 0), 0) << Dump();
   EXPECT_GE(LogLines('a', {"event=agent.fenced", "via=channel"}), 1) << Dump();
@@ -1454,10 +1449,7 @@ TEST_F(AgentChannelK8sTest, AgentRestartedMidRecallReconnectsAndAnswers) {
       absl::Seconds(30)))
       << Dump();
   h.hold.store(false);
-  ASSERT_TRUE(
-      WaitFor([&] { return RecallStatus(r).value("phase", "") == "Complete"; },
-              absl::Seconds(60)))
-      << Dump();
+  ASSERT_TRUE(WaitRecallComplete(r)) << Dump();
   EXPECT_EQ(RecallStatus(r).value("released", 0), 1) << Dump();
   EXPECT_EQ(RecallStatus(r).value("revoked", 0), 0) << Dump();
   EXPECT_GE(LogLines('b', {"event=agent.recall_acked", "via=channel"}), 1)
@@ -1498,10 +1490,7 @@ TEST_F(AgentChannelK8sTest, HolderRestartedAroundItsRevocationAckAnswersAgain) {
   std::string r = CreateRecall(2);
   ASSERT_TRUE(WaitFor([&] { return h.entered.load() >= 1; }, absl::Seconds(30)))
       << Dump();
-  ASSERT_TRUE(
-      WaitFor([&] { return RecallStatus(r).value("phase", "") == "Complete"; },
-              absl::Seconds(60)))
-      << Dump();
+  ASSERT_TRUE(WaitRecallComplete(r)) << Dump();
   ASSERT_EQ(RecallStatus(r).value("revoked", 0), 1) << Dump();
   const k8s::Json revoked_list =
       RecallStatus(r).value("revokedLeases", k8s::Json::array());
@@ -1640,10 +1629,7 @@ TEST_F(AgentChannelK8sTest, OwnerRestartedAfterItsFenceNeverGrantsItAgain) {
     std::lock_guard<std::mutex> l(operator_mu_);
     operator_->Signal(SIGCONT);
   }
-  ASSERT_TRUE(
-      WaitFor([&] { return RecallStatus(r).value("phase", "") == "Complete"; },
-              absl::Seconds(60)))
-      << Dump();
+  ASSERT_TRUE(WaitRecallComplete(r)) << Dump();
   EXPECT_EQ(RecallStatus(r).value("revoked", 0), 1) << Dump();
   EXPECT_EQ(RecallStatus(r).value("released", 0), 0) << Dump();
   EXPECT_GE(LogLines('a', {"event=agent.fenced", "via=channel"}), 1) << Dump();

@@ -1293,6 +1293,12 @@ void Agent::ReconcileOwnerLocked() {
           lease.status.epoch == epoch) {
         // A lease object that lags the recall which revoked it.
         if (fenced_.contains(key)) continue;
+        // A lease break being served ends with the volume deregistered,
+        // which cuts every grant: one made now (the break's recall grants
+        // the holders again at the next epoch) would be cut right after its
+        // holder connected. Made once the volume is registered again; until
+        // then a holder is told UNAVAILABLE (not granted yet) and retries.
+        if (s.lease_broken_at.has_value()) continue;
         auto g = fabric_.Grant(key, FabricAccess(lease.spec.access));
         if (!g.ok() && !absl::IsPermissionDenied(g.status())) {
           base::LogWarn(

@@ -396,6 +396,83 @@ TEST_F(AgentTest, RevokedGrantStaysRevokedAcrossALeaseBreak) {
   ASSERT_EQ(sigaction(sig, &old, nullptr), 0);
 }
 
+// A lease break ends with the owner deregistering the volume, which cuts
+// every grant of it. The break's recall moves the volume to the next epoch
+// and the holders are granted again there, often before the agent sees the
+// recall Complete: a holder that connected at the new epoch was cut by the
+// deregistration (its calls failed "revoked" until it was granted again).
+// While a break is served, no grant is made; holders are told UNAVAILABLE
+// (not granted yet), retry, and connect once the volume is registered again,
+// for good.
+TEST_F(AgentTest, LeaseBreakDoesNotCutGrantsOfTheNewEpoch) {
+  const int sig = SIGRTMIN + 3;
+  struct sigaction ignore = {}, old = {};
+  ignore.sa_handler = SIG_IGN;
+  ASSERT_EQ(sigaction(sig, &ignore, &old), 0);
+  config_.lease_signal = sig;
+  RestartAgent();
+  RecordAndServe();
+  std::string lease = PublishPod("u4");
+  VolumeEpoch(1);
+  OperatorSets(lease, {{"state", "Granted"}, {"epoch", 1}});
+  const std::string uid = Lease(lease).metadata.uid;
+  ASSERT_TRUE(WaitFor([&] {
+    return fabric_.IsLive({"vol", uid, "node-a", 1});
+  }));
+
+  const std::string data = dir_ + "/mnt/.daxlease/data";
+  int fd = -1;
+  for (int i = 0; i < 1024 && fd < 0; ++i) {
+    char target[4096];
+    const std::string link = "/proc/self/fd/" + std::to_string(i);
+    const ssize_t n = readlink(link.c_str(), target, sizeof(target) - 1);
+    if (n > 0 && std::string(target, static_cast<size_t>(n)) == data) fd = i;
+  }
+  ASSERT_GE(fd, 0) << "no fd of " << data;
+  agent_->OnLeaseBreak(fd);
+  auto recalls = kube_.List(DaxRecallResource(), "", {});
+  ASSERT_TRUE(recalls.ok());
+  ASSERT_EQ(recalls->items.size(), 1u);
+  const std::string recall = k8s::NameOf(recalls->items[0]);
+
+  // The operator's recall: released, and granted again at epoch 2.
+  VolumeEpoch(2);
+  OperatorSets(lease, {{"state", "Granted"}, {"epoch", 2}});
+  const fabric::GrantKey key{"vol", uid, "node-a", 2};
+  fabric::GrantInfo info;
+  info.key = key;
+  info.access = fabric::Access::kReadWrite;
+  info.credential = fabric::GrantCredential("test-secret", key, info.access);
+  // The holder connects as soon as the owner lets it; until then it is told
+  // to retry, never that it was revoked.
+  std::unique_ptr<fabric::RemoteRegion> region;
+  auto try_connect = [&] {
+    auto c = fabric_.connector().Connect(info);
+    EXPECT_TRUE(c.ok() || absl::IsUnavailable(c.status())) << c.status();
+    if (c.ok()) region = *std::move(c);
+    return region != nullptr;
+  };
+  for (int i = 0; i < 20 && !try_connect(); ++i) {
+    agent_->ReconcileOnce();
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+
+  // The agent sees the break's recall Complete: the break is done.
+  ASSERT_TRUE(
+      kube_
+          .Patch(DaxRecallResource(), "", recall, k8s::PatchType::kMerge,
+                 k8s::Json{{"status", {{"phase", "Complete"}}}}, "status")
+          .ok());
+  agent_->Kick();
+  ASSERT_TRUE(WaitFor([&] { return fabric_.registrations("vol") == 2; }));
+  ASSERT_TRUE(WaitFor([&] { return region != nullptr || try_connect(); }));
+  for (int i = 0; i < 5; ++i) agent_->ReconcileOnce();
+  EXPECT_TRUE(fabric_.IsLive(key));
+  absl::Status w = region->Write(0, "after the break");
+  EXPECT_TRUE(w.ok()) << w;
+  ASSERT_EQ(sigaction(sig, &old, nullptr), 0);
+}
+
 // A volume whose name is longer than a label value (a DaxVolume made by
 // hand, 72 characters): its lease is labelled with the label value that
 // stands for the name, and the volume's label selector lists it.

@@ -1,5 +1,6 @@
 #include "operator/cache_reader.h"
 
+#include <cstdint>
 #include <utility>
 
 #include "absl/strings/numbers.h"
@@ -53,7 +54,7 @@ CacheWorldReader::ParseLease(const k8s::Json& obj) {
   return p;
 }
 
-void CacheWorldReader::Observe(const k8s::Resource& r, const k8s::Json& obj,
+bool CacheWorldReader::Observe(const k8s::Resource& r, const k8s::Json& obj,
                                bool deleted) {
   const std::string name = k8s::NameOf(obj);
   const bool lease = r.plural == api::DaxLeaseResource().plural;
@@ -84,20 +85,30 @@ void CacheWorldReader::Observe(const k8s::Resource& r, const k8s::Json& obj,
     } else {
       leases_cached_[name] = parsed;
     }
+    const int64_t rv = ResourceVersionNumber(obj);
     auto it = leases_wrote_.find(name);
-    if (it != leases_wrote_.end() &&
-        (deleted || ResourceVersionNumber(obj) >= it->second->rv)) {
+    if (it != leases_wrote_.end() && (deleted || rv >= it->second->rv)) {
       leases_wrote_.erase(it);
     }
-    return;
+    // Our own no-pass write coming back: the version the cache now holds
+    // is the one Wrote already serves. Versions up to it are retired.
+    bool echo = false;
+    for (auto q = no_pass_.lower_bound({name, INT64_MIN});
+         q != no_pass_.end() && q->first == name &&
+         (deleted || q->second <= rv);) {
+      echo |= !deleted && rv >= 0 && q->second == rv;
+      q = no_pass_.erase(q);
+    }
+    return !echo;
   }
   auto& overlay = overlay_[r.plural];
   auto it = overlay.find(name);
-  if (it == overlay.end()) return;
+  if (it == overlay.end()) return true;
   if (deleted ||
       ResourceVersionNumber(obj) >= ResourceVersionNumber(it->second)) {
     overlay.erase(it);
   }
+  return true;
 }
 
 void CacheWorldReader::Wrote(const k8s::Resource& r, const k8s::Json& stored) {
@@ -114,6 +125,19 @@ void CacheWorldReader::Wrote(const k8s::Resource& r, const k8s::Json& stored) {
       ResourceVersionNumber(stored) > ResourceVersionNumber(slot)) {
     slot = stored;
   }
+}
+
+void CacheWorldReader::WroteNeedingNoPass(const k8s::Resource& r,
+                                          const k8s::Json& stored) {
+  Wrote(r, stored);
+  if (r.plural != api::DaxLeaseResource().plural) return;
+  const int64_t rv = ResourceVersionNumber(stored);
+  if (rv < 0) return;
+  absl::MutexLock l(&mu_);
+  // Unless its event came first (then it already asked for its pass).
+  auto c = leases_cached_.find(k8s::NameOf(stored));
+  if (c != leases_cached_.end() && c->second->rv >= rv) return;
+  no_pass_.insert({k8s::NameOf(stored), rv});
 }
 
 std::optional<k8s::Json> CacheWorldReader::Merge(

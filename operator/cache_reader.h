@@ -20,6 +20,7 @@
 #include <optional>
 #include <set>
 #include <string>
+#include <utility>
 
 #include "absl/synchronization/mutex.h"
 #include "lib/k8s/informer.h"
@@ -37,11 +38,15 @@ class CacheWorldReader final : public WorldReader {
 
   // Informer events: keep the volume -> lease/recall index and retire
   // overlay entries the cache has caught up with. `obj` is the new state;
-  // `deleted` for a delete event.
-  void Observe(const k8s::Resource& r, const k8s::Json& obj, bool deleted);
+  // `deleted` for a delete event. Returns whether the event asks for a pass
+  // over its volume: false only for the echo of a DaxLease version written
+  // through WroteNeedingNoPass (nothing in it is new to this operator).
+  bool Observe(const k8s::Resource& r, const k8s::Json& obj, bool deleted);
 
   absl::StatusOr<World> Read(const std::string& volume) override;
   void Wrote(const k8s::Resource& r, const k8s::Json& stored) override;
+  void WroteNeedingNoPass(const k8s::Resource& r,
+                          const k8s::Json& stored) override;
 
  private:
   // The newer of the cached object and our own write of it.
@@ -74,6 +79,9 @@ class CacheWorldReader final : public WorldReader {
       ABSL_GUARDED_BY(mu_);
   std::map<std::string, std::shared_ptr<const ParsedLease>> leases_wrote_
       ABSL_GUARDED_BY(mu_);
+  // DaxLease versions (name, resourceVersion) written through
+  // WroteNeedingNoPass whose watch event has not come yet.
+  std::set<std::pair<std::string, int64_t>> no_pass_ ABSL_GUARDED_BY(mu_);
 };
 
 // resourceVersion as a number for ordering (etcd revisions); -1 if it is not

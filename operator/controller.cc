@@ -75,11 +75,10 @@ absl::Status Controller::Start() {
     const bool vol = i == 0;
     informers_[i]->AddHandlers({
         [this, r, vol](const k8s::Json& o) {
-          reader_->Observe(r, o, false);
-          Enqueue(o, vol);
+          if (reader_->Observe(r, o, false)) Enqueue(o, vol);
         },
         [this, r, vol](const k8s::Json& a, const k8s::Json& b) {
-          reader_->Observe(r, b, false);
+          if (!reader_->Observe(r, b, false)) return;  // our own echo
           Enqueue(a, vol);
           Enqueue(b, vol);
         },

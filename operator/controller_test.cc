@@ -13,6 +13,7 @@
 #include "lib/api/resources.h"
 #include "lib/base/clock.h"
 #include "lib/k8s/fake_client.h"
+#include "operator/cache_reader.h"
 #include "operator/metrics.h"
 #include "prometheus/registry.h"
 #include "prometheus/text_serializer.h"
@@ -214,6 +215,56 @@ TEST_F(ControllerTest, ConflictRequeuesAfterABackoffNotAtOnce) {
   EXPECT_THAT(text, HasSubstr("controller_runtime_reconcile_errors_total{"
                               "controller=\"daxvolume\"} 1"));
   EXPECT_THAT(text, HasSubstr("workqueue_retries_total{name=\"daxvolume\"} 1"));
+}
+
+// The display's writes (LeaseDisplay, through WroteNeedingNoPass) come back
+// on the watch; their echo asks for no pass, any other event does.
+TEST(CacheWorldReaderTest, TheEchoOfANoPassWriteAsksForNoPass) {
+  base::FakeClock clock;
+  k8s::FakeKubeClient fake(clock);
+  k8s::InformerOptions o;
+  o.resource = api::DaxVolumeResource();
+  k8s::Informer volumes(fake, clock, o);
+  o.resource = api::DaxLeaseResource();
+  k8s::Informer leases(fake, clock, o);
+  o.resource = api::DaxRecallResource();
+  k8s::Informer recalls(fake, clock, o);
+  CacheWorldReader reader(volumes, leases, recalls);
+  const k8s::Resource lr = api::DaxLeaseResource();
+  auto lease = [](int rv) {
+    return k8s::Json{
+        {"metadata", {{"name", "l"}, {"resourceVersion", std::to_string(rv)}}},
+        {"spec", {{"volume", "v"}, {"holderNode", "n"}}}};
+  };
+  EXPECT_TRUE(reader.Observe(lr, lease(5), false));
+  reader.WroteNeedingNoPass(lr, lease(7));
+  EXPECT_FALSE(reader.Observe(lr, lease(7), false));  // the echo
+  EXPECT_TRUE(reader.Observe(lr, lease(7), false));   // a resync of it
+  ASSERT_TRUE(reader.Read("v").ok());
+  EXPECT_EQ(reader.Read("v")->leases.size(), 1u);
+  reader.Wrote(lr, lease(9));  // a pass's write: its echo asks for a pass
+  EXPECT_TRUE(reader.Observe(lr, lease(9), false));
+  // Two display writes (finalizers, then status): both echoes are ours.
+  reader.WroteNeedingNoPass(lr, lease(11));
+  reader.WroteNeedingNoPass(lr, lease(12));
+  EXPECT_FALSE(reader.Observe(lr, lease(11), false));
+  EXPECT_FALSE(reader.Observe(lr, lease(12), false));
+  // Another writer's version after ours retires ours (a relist skipped it).
+  reader.WroteNeedingNoPass(lr, lease(14));
+  EXPECT_TRUE(reader.Observe(lr, lease(15), false));
+  EXPECT_TRUE(reader.Observe(lr, lease(14), false));
+  // The event came before the writer was told: it already asked.
+  EXPECT_TRUE(reader.Observe(lr, lease(17), false));
+  reader.WroteNeedingNoPass(lr, lease(17));
+  EXPECT_TRUE(reader.Observe(lr, lease(17), false));
+  // A delete always asks.
+  reader.WroteNeedingNoPass(lr, lease(19));
+  EXPECT_TRUE(reader.Observe(lr, lease(19), true));
+  // Other kinds are never echoes to skip.
+  k8s::Json recall = {{"metadata", {{"name", "r"}, {"resourceVersion", "21"}}},
+                      {"spec", {{"volume", "v"}}}};
+  reader.WroteNeedingNoPass(api::DaxRecallResource(), recall);
+  EXPECT_TRUE(reader.Observe(api::DaxRecallResource(), recall, false));
 }
 
 }  // namespace

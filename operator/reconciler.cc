@@ -46,8 +46,16 @@ template <typename T>
 absl::Status WriteObject(k8s::KubeClient& client, WorldReader& reader,
                          const k8s::Resource& r, const T& before,
                          const T& after, int& writes,
-                         std::string* final_rv = nullptr) {
+                         std::string* final_rv = nullptr,
+                         bool needs_no_pass = false) {
   std::string rv = before.metadata.resource_version;
+  auto told = [&](const k8s::Json& stored) {
+    if (needs_no_pass) {
+      reader.WroteNeedingNoPass(r, stored);
+    } else {
+      reader.Wrote(r, stored);
+    }
+  };
   const bool finalizers_changed =
       before.metadata.finalizers != after.metadata.finalizers;
   const bool adding =
@@ -60,7 +68,7 @@ absl::Status WriteObject(k8s::KubeClient& client, WorldReader& reader,
                      client.Patch(r, "", before.metadata.name,
                                   k8s::PatchType::kMerge, patch));
     rv = k8s::ResourceVersionOf(stored);
-    reader.Wrote(r, stored);
+    told(stored);
     ++writes;
     return absl::OkStatus();
   };
@@ -74,7 +82,7 @@ absl::Status WriteObject(k8s::KubeClient& client, WorldReader& reader,
                      client.Patch(r, "", before.metadata.name,
                                   k8s::PatchType::kMerge, patch, "status"));
     rv = k8s::ResourceVersionOf(stored);
-    reader.Wrote(r, stored);
+    told(stored);
     ++writes;
   }
   if (finalizers_changed && !adding) RETURN_IF_ERROR(write_finalizers());
@@ -86,9 +94,10 @@ absl::Status WriteObject(k8s::KubeClient& client, WorldReader& reader,
 
 absl::Status WriteLease(k8s::KubeClient& client, WorldReader& reader,
                         const api::DaxLease& before, const api::DaxLease& after,
-                        int& writes, std::string* final_rv) {
+                        int& writes, std::string* final_rv,
+                        bool needs_no_pass) {
   return WriteObject(client, reader, api::DaxLeaseResource(), before, after,
-                     writes, final_rv);
+                     writes, final_rv, needs_no_pass);
 }
 
 Reconciler::Reconciler(k8s::KubeClient& client, base::Clock& clock,

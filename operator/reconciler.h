@@ -42,6 +42,14 @@ class WorldReader {
   // Told about each object a pass wrote (as the server returned it), so a
   // cache can serve it before its watch event arrives. Thread-safe.
   virtual void Wrote(const k8s::Resource& r, const k8s::Json& stored) {}
+  // Like Wrote, for a write whose own watch event needs no pass: its writer
+  // asks for one itself when it matters (LeaseDisplay requeues a volume when
+  // its writes drain or fail), so the echo of N display writes is not N
+  // passes over N leases. Thread-safe.
+  virtual void WroteNeedingNoPass(const k8s::Resource& r,
+                                  const k8s::Json& stored) {
+    Wrote(r, stored);
+  }
 };
 
 // Fresh reads from the API server: GET the volume, LIST all leases and
@@ -89,9 +97,11 @@ struct ReconcileResult {
 
 // Writes one DaxLease's difference (finalizers, status), guarded by
 // before's resourceVersion; `final_rv` (may be null) gets the stored one.
+// `reader` is told of each write (WroteNeedingNoPass if `needs_no_pass`).
 absl::Status WriteLease(k8s::KubeClient& client, WorldReader& reader,
                         const api::DaxLease& before, const api::DaxLease& after,
-                        int& writes, std::string* final_rv);
+                        int& writes, std::string* final_rv,
+                        bool needs_no_pass = false);
 
 class LeaseDisplay;
 

@@ -375,7 +375,14 @@ absl::Status ControllerService::DoDelete(
   const std::string& id = req.volume_id();
   ASSIGN_OR_RETURN(VolumeLocks::Guard guard, deps_.locks->TryLock(id));
   ASSIGN_OR_RETURN(std::optional<VolumeRecord> rec, deps_.store->Load(id));
-  if (!rec.has_value()) return absl::OkStatus();  // already gone
+  if (!rec.has_value()) {
+    // Already gone, or a shared volume whose media a migration moved to
+    // another node (that node's plugin has the record now): the DaxVolume
+    // goes all the same, and the agent serving the moved media frees it
+    // through its plugin once the DaxVolume is gone.
+    if (deps_.agent != nullptr) RETURN_IF_ERROR(deps_.agent->ForgetVolume(id));
+    return absl::OkStatus();
+  }
   if (rec->stage.has_value() || !rec->publishes.empty()) {
     return absl::FailedPreconditionError(absl::StrCat(
         "volume ", id, " is still ",

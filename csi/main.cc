@@ -26,6 +26,7 @@
 #include "csi/grpc_agent_connection.h"
 #include "csi/identity_service.h"
 #include "csi/logging_interceptor.h"
+#include "csi/media_service.h"
 #include "csi/metrics_interceptor.h"
 #include "csi/ndctl_backend.h"
 #include "csi/node_service.h"
@@ -305,6 +306,8 @@ int Run() {
   IdentityService identity(backend.get());
   ControllerService controller(config, deps);
   NodeService node(config, deps);
+  // The node agent's calls for a migration's media (with an agent only).
+  MediaService media(config, deps);
 
   // Signals go to a dedicated thread (sigwait), not to an async handler.
   sigset_t sigs;
@@ -341,6 +344,7 @@ int Run() {
   builder.RegisterService(&identity);
   builder.RegisterService(&controller);
   builder.RegisterService(&node);
+  if (deps.agent != nullptr) builder.RegisterService(&media);
   std::vector<
       std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>>
       interceptors;

@@ -97,6 +97,8 @@ class NodeService final : public ::csi::v1::Node::Service {
   // Shared volumes of another node of this fabric (node_service_remote.cc).
   // Their records live in deps_.remote_store: no media here, a "stage"
   // that only remembers the path, publishes that are published directories.
+  // Whether `ctx` is of a shared volume, asked when this node has no
+  // record of it (it lives on another node, or migrated away from this one).
   bool IsRemoteShared(
       const google::protobuf::Map<std::string, std::string>& ctx) const;
   AgentPublish AgentPublishFor(const ::csi::v1::NodePublishVolumeRequest& req,

@@ -25,9 +25,12 @@ std::string ContextValue(
 
 bool NodeService::IsRemoteShared(
     const google::protobuf::Map<std::string, std::string>& ctx) const {
+  // Asked only when this node has no record of the volume: also a volume
+  // created here (its context names this node) whose media a migration
+  // moved to another node (MediaService::Free moved the stage and
+  // publishes to the remote records).
   const std::string owner = ContextValue(ctx, kContextOwnerNode);
-  return ContextValue(ctx, kParamShare) == "true" && !owner.empty() &&
-         owner != config_.node_id;
+  return ContextValue(ctx, kParamShare) == "true" && !owner.empty();
 }
 
 AgentPublish NodeService::AgentPublishFor(

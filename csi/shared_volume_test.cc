@@ -5,6 +5,7 @@
 // half-done.
 #include "absl/strings/match.h"
 #include "csi/fake_agent_connection.h"
+#include "csi/media_service.h"
 #include "csi/repair.h"
 #include "csi/service_test_env.h"
 #include "csi/shared_publish.h"
@@ -698,6 +699,184 @@ TEST_F(SharedVolumeTest, NodeGetInfoReportsTheFabricAndFsdaxSharing) {
   EXPECT_EQ(
       down.accessible_topology().segments().count("daxlease.io/fsdax-sharing"),
       0u);
+}
+
+// A shared devdax volume migrates from node-a (its creator, staged and
+// published there) to node-b (staged and published there as a remote
+// node), through the plugins' NodeMedia service as the agents call it:
+// node-b's plugin makes the namespace and takes the volume's records (its
+// stage and publish become an owner's), node-a's frees the old namespace
+// after the switch and keeps only a remote node's records. Then every
+// CSI call works on both nodes as for a volume created on node-b: node-a
+// unpublishes, unstages, stages and publishes again as a remote node;
+// node-b unstages (the agent stops serving) and DeleteVolume frees its
+// namespace. Nothing of the volume is left on either node.
+TEST_F(SharedVolumeTest, MigratedDevdaxMediaAndRecordsFollowTheOwner) {
+  FakeVolumeBackend a_backend(8 * kGiB, /*devdax=*/true);
+  FakeVolumeBackend b_backend(8 * kGiB, /*devdax=*/true);
+  DriverDeps a = AgentDeps();
+  a.backend = &a_backend;
+  ControllerService a_controller(config_, a);
+  NodeService a_node(config_, a);
+  MediaService a_media(config_, a);
+  StartNodeB();
+  DriverConfig bc = config_;
+  bc.node_id = "node-b";
+  DriverDeps b{&b_backend, &mounter_, &formatter_,    b_store_.get(),
+               &b_locks_,  &b_agent_, b_remote_.get()};
+  ControllerService b_controller(bc, b);
+  NodeService b_node(bc, b);
+  MediaService b_media(bc, b);
+
+  ::csi::v1::CreateVolumeRequest cr = SharedReq("pvc-dd-move");
+  (*cr.mutable_parameters())["daxlease.io/mode"] = "devdax";
+  cr.mutable_parameters()->erase("csi.storage.k8s.io/fstype");
+  ::csi::v1::CreateVolumeResponse created;
+  grpc::Status s = a_controller.CreateVolume(nullptr, &cr, &created);
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  const ::csi::v1::Volume& vol = created.volume();
+  const std::string id = vol.volume_id();
+  const std::string ta = TargetPath(id);
+  const std::string tb = "/k/pods/p2/" + id;
+  ASSERT_TRUE(StageOn(a_node, vol).ok());
+  ASSERT_TRUE(PublishOn(a_node, vol, ta).ok());
+  ASSERT_TRUE(StageOn(b_node, vol).ok());
+  ASSERT_TRUE(PublishOn(b_node, vol, tb).ok());
+  ASSERT_TRUE(b_remote_->Load(id)->has_value());
+
+  // The target's media, twice (the agent retries after a crash).
+  ::daxlease::media::v1::CreateMediaRequest mk;
+  mk.set_volume_id(id);
+  mk.set_mode("devdax");
+  mk.set_size_bytes(static_cast<uint64_t>(vol.capacity_bytes()));
+  auto made = b_media.Create(mk);
+  ASSERT_TRUE(made.ok()) << made.status();
+  EXPECT_GE(made->size_bytes(), static_cast<uint64_t>(vol.capacity_bytes()));
+  auto again = b_media.Create(mk);
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_EQ(again->device(), made->device());
+  ASSERT_TRUE(b_backend.Get(id).ok());
+  auto brec = b_store_->Load(id);
+  ASSERT_TRUE(brec.ok() && brec->has_value());
+  EXPECT_EQ((*brec)->mode, VolumeMode::kDevdax);
+  ASSERT_TRUE((*brec)->stage.has_value());
+  EXPECT_EQ((*brec)->stage->staging_path, StagingPath(id));
+  EXPECT_EQ((*brec)->stage->device, made->device());
+  EXPECT_TRUE((*brec)->stage->block);
+  ASSERT_TRUE((*brec)->publishes.count(tb));
+  EXPECT_TRUE((*brec)->publishes.at(tb).shared_dir);
+  EXPECT_FALSE(b_remote_->Load(id)->has_value()) << "the records moved";
+
+  // The source's old media, after the verified switch (the agent unmapped
+  // it). Twice: the second finds nothing to do.
+  ::daxlease::media::v1::FreeMediaRequest fr;
+  fr.set_volume_id(id);
+  fr.set_owner_node("node-b");
+  ASSERT_TRUE(a_media.Free(fr).ok());
+  ASSERT_TRUE(a_media.Free(fr).ok());
+  EXPECT_EQ(a_backend.Get(id).status().code(), absl::StatusCode::kNotFound);
+  EXPECT_FALSE(Record(id).has_value());
+  auto arem = remote_store_->Load(id);
+  ASSERT_TRUE(arem.ok() && arem->has_value());
+  ASSERT_TRUE((*arem)->stage.has_value());
+  EXPECT_EQ((*arem)->stage->staging_path, StagingPath(id));
+  EXPECT_TRUE((*arem)->publishes.count(ta));
+
+  // node-a is a remote node now: unpublish and unstage, then a new pod
+  // there stages and publishes remotely (its context still names node-a).
+  ASSERT_TRUE(UnpublishOn(a_node, id, ta).ok());
+  ASSERT_TRUE(UnstageOn(a_node, id).ok());
+  EXPECT_FALSE(remote_store_->Load(id)->has_value());
+  s = StageOn(a_node, vol);
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  s = PublishOn(a_node, vol, ta);
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  EXPECT_FALSE(a_backend.Get(id).ok()) << "no media on node-a";
+  ASSERT_TRUE(UnpublishOn(a_node, id, ta).ok());
+  ASSERT_TRUE(UnstageOn(a_node, id).ok());
+
+  // node-b is the owner now: its unstage stops the agent serving, its
+  // DeleteVolume frees the namespace.
+  ASSERT_TRUE(UnpublishOn(b_node, id, tb).ok());
+  const int stops = b_agent_.calls("StopServing");
+  ASSERT_TRUE(UnstageOn(b_node, id).ok());
+  EXPECT_EQ(b_agent_.calls("StopServing"), stops + 1);
+  ::csi::v1::DeleteVolumeRequest dr;
+  dr.set_volume_id(id);
+  ::csi::v1::DeleteVolumeResponse dresp;
+  // Sent to its creator (as the CO does), which has no record now: the
+  // DaxVolume goes (the new owner's agent then frees its media through
+  // node-b's plugin, as the next call does here).
+  ASSERT_TRUE(agent_.IsRecorded(id));
+  s = a_controller.DeleteVolume(nullptr, &dr, &dresp);
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  EXPECT_FALSE(agent_.IsRecorded(id));
+  s = b_controller.DeleteVolume(nullptr, &dr, &dresp);
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  EXPECT_FALSE(b_backend.Get(id).ok());
+  EXPECT_FALSE(b_store_->Load(id)->has_value());
+  EXPECT_THAT(*remote_store_->LoadAll(), ::testing::IsEmpty());
+  EXPECT_THAT(*b_remote_->LoadAll(), ::testing::IsEmpty());
+}
+
+// FreeMedia's durable steps: when the backend's Delete runs (where a kill
+// -9 would cut it), the stage and publish are with the remote records and
+// the local record is emptied and marked deleting; a Delete that fails
+// (the device still in use) leaves exactly that, the call answers its
+// error, and a restarted plugin (RecoverVolumes) finishes the free. Media
+// without any record (a CreateMedia cut before its record, its migration
+// then failed) is freed all the same. Nothing leaks.
+TEST_F(SharedVolumeTest, MediaFreeIsFinishedAfterACrashAndLeaksNothing) {
+  FakeVolumeBackend a_backend(8 * kGiB, /*devdax=*/true);
+  DriverDeps a = AgentDeps();
+  a.backend = &a_backend;
+  ControllerService a_controller(config_, a);
+  NodeService a_node(config_, a);
+  MediaService a_media(config_, a);
+  ::csi::v1::CreateVolumeRequest cr = SharedReq("pvc-dd-crash");
+  (*cr.mutable_parameters())["daxlease.io/mode"] = "devdax";
+  cr.mutable_parameters()->erase("csi.storage.k8s.io/fstype");
+  ::csi::v1::CreateVolumeResponse created;
+  ASSERT_TRUE(a_controller.CreateVolume(nullptr, &cr, &created).ok());
+  const std::string id = created.volume().volume_id();
+  ASSERT_TRUE(StageOn(a_node, created.volume()).ok());
+
+  bool checked = false;
+  a_backend.OnDelete([&](absl::string_view) {
+    auto local = store_->Load(id);
+    auto remote = remote_store_->Load(id);
+    ASSERT_TRUE(local.ok() && local->has_value());
+    EXPECT_EQ((*local)->phase, VolumePhase::kDeleting);
+    EXPECT_FALSE((*local)->stage.has_value());
+    ASSERT_TRUE(remote.ok() && remote->has_value());
+    ASSERT_TRUE((*remote)->stage.has_value());
+    EXPECT_EQ((*remote)->stage->staging_path, StagingPath(id));
+    checked = true;
+  });
+  a_backend.FailNext("Delete",
+                     absl::FailedPreconditionError("/dev/dax0.1 is open"));
+  ::daxlease::media::v1::FreeMediaRequest fr;
+  fr.set_volume_id(id);
+  fr.set_owner_node("node-b");
+  EXPECT_EQ(a_media.Free(fr).code(), absl::StatusCode::kFailedPrecondition);
+  ASSERT_TRUE(a_backend.Get(id).ok()) << "nothing freed yet";
+  ASSERT_TRUE(store_->Load(id)->has_value());
+
+  // The plugin restarts: its recovery finishes the delete.
+  ASSERT_TRUE(RecoverVolumes(a).ok());
+  EXPECT_TRUE(checked) << "the state a kill -9 in Delete leaves";
+  EXPECT_FALSE(a_backend.Get(id).ok()) << "the restart finished the free";
+  EXPECT_FALSE(store_->Load(id)->has_value());
+  ASSERT_TRUE(a_media.Free(fr).ok()) << "the agent's retry: nothing left";
+  ASSERT_TRUE(UnstageOn(a_node, id).ok());
+  EXPECT_THAT(*remote_store_->LoadAll(), ::testing::IsEmpty());
+
+  // Media without a record.
+  a_backend.OnDelete(nullptr);
+  a_backend.AddMedia("pvc-orphan", 64 * kMiB);
+  fr.set_volume_id("pvc-orphan");
+  ASSERT_TRUE(a_media.Free(fr).ok());
+  EXPECT_FALSE(a_backend.Get("pvc-orphan").ok());
 }
 
 }  // namespace

@@ -28,6 +28,7 @@
 #include "lib/metrics/metrics_server.h"
 #include "lib/sys/file.h"
 #include "node-agent/agent/agent.h"
+#include "node-agent/agent/grpc_node_media.h"
 #include "node-agent/agent/metrics.h"
 #include "node-agent/agent/service.h"
 #include "node-agent/fabric/tcp_fabric.h"
@@ -59,6 +60,10 @@ ABSL_FLAG(std::string, secret_file, "",
 ABSL_FLAG(std::string, media_dir, "",
           "where volumes that migrate to this node get their media "
           "(<dir>/<volume>/data); empty: <state-dir>/media");
+ABSL_FLAG(std::string, plugin_socket, "",
+          "daxlease-csi's socket on this node: a migration's devdax media "
+          "(a namespace) is made and freed by the plugin; empty: a devdax "
+          "volume that migrated away stays allocated");
 ABSL_FLAG(uint64_t, migration_max_bytes_per_second, 0,
           "the most a migration copy to this node reads per second (0: no "
           "limit)");
@@ -180,6 +185,12 @@ int Main() {
       std::max(1, absl::GetFlag(FLAGS_migration_streams));
   fabric::AnyConnector connector;
   config.connector = &connector;
+  std::unique_ptr<NodeMedia> node_media;
+  if (const std::string sock = absl::GetFlag(FLAGS_plugin_socket);
+      !sock.empty()) {
+    node_media = NewGrpcNodeMedia(sock, absl::Minutes(10));
+    config.node_media = node_media.get();
+  }
   auto registry = std::make_shared<prometheus::Registry>();
   AgentMetrics agent_metrics(*registry);
   config.metrics = &agent_metrics;

@@ -269,7 +269,12 @@ absl::Status Agent::LoadState() {
     i.data_path = in.value("dataPath", "");
     i.size = in.value("size", uint64_t{0});
     i.checksum = in.value("checksum", "");
+    i.device = in.value("device", false);
     incoming_[vol] = std::move(i);
+  }
+  const k8s::Json outgoing = j.value("outgoing", k8s::Json::object());
+  for (const auto& [vol, o] : outgoing.items()) {
+    outgoing_[vol] = Outgoing{o.value("migration", ""), o.value("device", "")};
   }
   for (const auto& [target, p] : publishes.items()) {
     Published pub;
@@ -321,7 +326,12 @@ absl::Status Agent::SaveStateLocked() {
     j["incoming"][vol] = {{"migration", i.migration},
                           {"dataPath", i.data_path},
                           {"size", i.size},
-                          {"checksum", i.checksum}};
+                          {"checksum", i.checksum},
+                          {"device", i.device}};
+  }
+  j["outgoing"] = k8s::Json::object();
+  for (const auto& [vol, o] : outgoing_) {
+    j["outgoing"][vol] = {{"migration", o.migration}, {"device", o.device}};
   }
   for (const auto& [target, p] : publishes_) {
     j["publishes"][target] = {{"volume", p.req.volume_id()},
@@ -1237,6 +1247,15 @@ void Agent::ReconcileOwnerLocked() {
     }
     (void)fabric_.DeregisterVolume(it->first);
     it->second.map.reset();
+    if (it->second.req.mode() == pb::DEVDAX) {
+      // A namespace the plugin made: the plugin frees it.
+      outgoing_[it->first] = Outgoing{"", it->second.data_path};
+      const std::string volume = it->first;
+      it = served_.erase(it);
+      (void)SaveStateLocked();
+      FreeOutgoingLocked(volume);
+      continue;
+    }
     absl::Status st = sys::RemoveFile(it->second.data_path);
     if (!st.ok() && !absl::IsNotFound(st)) {
       ++it;

@@ -56,6 +56,7 @@
 #include "lib/k8s/informer.h"
 #include "node-agent/agent/mapped_volume.h"
 #include "node-agent/agent/metrics.h"
+#include "node-agent/agent/node_media.h"
 #include "node-agent/fabric/fabric.h"
 #include "proto/agent.pb.h"
 #include "proto/channel.pb.h"
@@ -102,6 +103,10 @@ struct AgentConfig {
   uint64_t migration_bytes_per_second = 0;
   // Connections a migration copy reads on at once (each its own chunks).
   int migration_streams = 2;
+  // The node's CSI plugin, for media only it makes, frees and records (a
+  // devdax volume's namespace; node_media.h). Not owned; null: a devdax
+  // volume that migrated away stays allocated (and is not reported freed).
+  NodeMedia* node_media = nullptr;
   // The recall channel: answers go here (lib/channel's ChannelClient::Report,
   // which batches them and keeps them for the next stream while
   // disconnected); the operator's messages come to OnChannelMessage. Empty:
@@ -215,6 +220,16 @@ class Agent {
     std::string data_path;
     uint64_t size = 0;
     std::string checksum;  // of the finished copy ("" while copying)
+    // The media is a device the plugin made (config_.node_media: a devdax
+    // volume's namespace; data_path "" until it answered), not a file.
+    bool device = false;
+  };
+  // A devdax volume that migrated away: its device is unmapped and no
+  // longer served, the plugin has not freed it yet (recorded before the
+  // volume leaves served_, so a restart goes on freeing it).
+  struct Outgoing {
+    std::string migration;  // DaxMigration name (its sourceMediaFreed)
+    std::string device;
   };
   // A copy (target) or checksum (source) running beside the reconcile.
   struct Job {
@@ -284,11 +299,24 @@ class Agent {
                       std::function<void(const std::atomic<bool>&)> body);
   void CopyIn(const api::DaxMigration& m, const api::DaxVolume& vol,
               const std::atomic<bool>& cancel);
+  // The target's media for `m` (recorded in incoming_ first): the path to
+  // map, or the error with the migration's failure reason in `reason` ("":
+  // cancelled, nothing to report).
+  absl::StatusOr<std::string> MakeFileMedia(const api::DaxMigration& m,
+                                            uint64_t size, std::string* reason);
+  absl::StatusOr<std::string> MakeDeviceMedia(const api::DaxMigration& m,
+                                              uint64_t size,
+                                              const std::atomic<bool>& cancel,
+                                              std::string* reason);
   void SumSource(const api::DaxMigration& m, const std::string& path,
                  uint64_t size, const std::atomic<bool>& cancel);
   absl::Status PatchMigrationStatus(const std::string& name,
                                     const k8s::Json& st);
   void FreeIncomingLocked(const std::string& volume);
+  // Asks the plugin (config_.node_media) to free outgoing_[volume]'s device
+  // beside the reconcile; once freed, forgets it and writes the migration's
+  // sourceMediaFreed.
+  void FreeOutgoingLocked(const std::string& volume);
   // Serves the verified copy in incoming_[volume] (this node owns it now).
   void ServeIncomingLocked(const std::string& volume);
   std::string MediaDir() const;
@@ -335,7 +363,10 @@ class Agent {
   std::map<std::string, Served> served_;        // by volume
   std::map<std::string, Published> publishes_;  // by target path
   std::map<std::string, Incoming> incoming_;    // by volume
-  std::map<std::string, Job> jobs_;             // by "copy/" or "sum/" + name
+  std::map<std::string, Outgoing> outgoing_;    // by volume
+  std::set<std::string> kept_said_;  // outgoing_ volumes logged as kept
+  // by "copy/" or "sum/" + migration name, "free/" + volume
+  std::map<std::string, Job> jobs_;
 
   // Asked on the recall channel, by lease; `answered` once answered on the
   // current ask (a new ask of the same item answers again).

@@ -19,6 +19,7 @@
 #include "lib/base/log.h"
 #include "lib/k8s/fake_client.h"
 #include "lib/sys/file.h"
+#include "node-agent/agent/fake_node_media.h"
 #include "node-agent/fabric/fake_fabric.h"
 
 namespace daxlease::agent {
@@ -55,11 +56,14 @@ class AgentTest : public ::testing::Test {
         ++report_calls_;
       };
     }
+    Configure(c);
     config_ = c;
     agent_ =
         std::make_unique<Agent>(c, kube_, clock_, fabric_, "10.0.0.1:7390");
     ASSERT_TRUE(agent_->Start().ok());
   }
+  // A subclass's changes to the agent's configuration (after dir_ exists).
+  virtual void Configure(AgentConfig& c) {}
   // A new agent process on the same state and fabric.
   void RestartAgent() {
     agent_.reset();
@@ -873,6 +877,326 @@ TEST_F(AgentTest, RestartAfterTheMediaWasMigratedAwayDoesNotRecreateIt) {
   EXPECT_FALSE(sys::PathExists(data));
   EXPECT_FALSE(fresh.IsRegistered("vol"));
   again.Stop();
+}
+
+// The owner of a shared devdax volume whose migration to node-b is
+// Complete: the volume's media is a whole device (an ndctl namespace),
+// which only the node's CSI plugin frees (NodeMedia). `media` null: the
+// agent has no way to free it.
+class DevdaxSourceTest : public AgentTest {
+ protected:
+  void Configure(AgentConfig& c) override {
+    ASSERT_TRUE(sys::MakeDirs(dir_ + "/plugin").ok());
+    media_ = std::make_unique<FakeNodeMedia>(dir_ + "/plugin");
+    if (with_media_) c.node_media = media_.get();
+  }
+  // The plugin's CreateVolume, the agent's RecordVolume + ServeVolume of
+  // the device; then the operator's Complete migration to node-b, the
+  // volume owned by node-b at epoch 2.
+  void ServeThenMigrateAway() {
+    auto dev = media_->Create("vol", pb::DEVDAX, 4 << 20);
+    ASSERT_TRUE(dev.ok()) << dev.status();
+    device_ = dev->device;
+    pb::RecordVolumeRequest rec;
+    rec.set_volume_id("vol");
+    rec.set_size_bytes(4 << 20);
+    rec.set_mode(pb::DEVDAX);
+    rec.set_share(true);
+    ASSERT_TRUE(agent_->RecordVolume(rec).ok());
+    pb::ServeVolumeRequest serve;
+    serve.set_volume_id("vol");
+    serve.set_mode(pb::DEVDAX);
+    serve.set_device(device_);
+    serve.set_size_bytes(4 << 20);
+    auto r = agent_->ServeVolume(serve);
+    ASSERT_TRUE(r.ok()) << r.status();
+    ASSERT_TRUE(fabric_.IsRegistered("vol"));
+    api::DaxMigration m;
+    m.metadata.name = "m1";
+    m.spec.volume = "vol";
+    m.spec.target_node = "node-b";
+    ASSERT_TRUE(kube_.Create(DaxMigrationResource(), api::ToJson(m)).ok());
+    ASSERT_TRUE(kube_
+                    .Patch(DaxMigrationResource(), "", "m1",
+                           k8s::PatchType::kMerge,
+                           k8s::Json{{"status",
+                                      {{"phase", "Complete"},
+                                       {"sourceNode", "node-a"},
+                                       {"epoch", 1},
+                                       {"bytesTotal", 4 << 20},
+                                       {"bytesCopied", 4 << 20}}}},
+                           "status")
+                    .ok());
+    ASSERT_TRUE(kube_
+                    .Patch(DaxVolumeResource(), "", "vol",
+                           k8s::PatchType::kMerge,
+                           k8s::Json{{"spec", {{"ownerNode", "node-b"}}}})
+                    .ok());
+    VolumeEpoch(2);
+    agent_->Kick();
+  }
+  bool SourceMediaFreed() {
+    auto j = kube_.Get(DaxMigrationResource(), "", "m1");
+    return j.ok() && (*j)["status"].value("sourceMediaFreed", false);
+  }
+  // A few more passes after `pred` held.
+  void Settle(const std::function<bool()>& pred) {
+    ASSERT_TRUE(WaitFor(pred));
+    for (int i = 0; i < 5; ++i) agent_->ReconcileOnce();
+  }
+
+  bool with_media_ = true;
+  std::unique_ptr<FakeNodeMedia> media_;
+  std::string device_;
+};
+
+// After the verified switch the old namespace is freed through the plugin,
+// and only then is sourceMediaFreed written (before, the agent unmapped the
+// device and wrote sourceMediaFreed: true while the namespace stayed
+// allocated).
+TEST_F(DevdaxSourceTest, OldDeviceIsFreedThroughThePluginThenReported) {
+  ServeThenMigrateAway();
+  ASSERT_TRUE(WaitFor([&] { return SourceMediaFreed(); }));
+  EXPECT_EQ(media_->free_calls(), 1);
+  EXPECT_TRUE(media_->Volumes().empty());
+  EXPECT_FALSE(sys::PathExists(device_));
+  EXPECT_FALSE(fabric_.IsRegistered("vol"));
+  // Nothing is served any more, nothing freed twice.
+  RestartAgent();
+  agent_->ReconcileOnce();
+  EXPECT_EQ(media_->free_calls(), 1);
+  EXPECT_FALSE(fabric_.IsRegistered("vol"));
+}
+
+// The plugin refuses (the device still open somewhere) or is down, and the
+// agent is killed meanwhile: sourceMediaFreed stays false, the restarted
+// agent neither maps nor serves the old device, and frees it once the
+// plugin can.
+TEST_F(DevdaxSourceTest, FreeIsRetriedAcrossARestartAndReportedOnlyOnceDone) {
+  media_->SetFreeError(absl::FailedPreconditionError("/dev/dax0.1 is open"));
+  ServeThenMigrateAway();
+  Settle([&] { return media_->free_calls() >= 1; });
+  EXPECT_FALSE(SourceMediaFreed());
+  EXPECT_TRUE(sys::PathExists(device_));
+  EXPECT_FALSE(fabric_.IsRegistered("vol"));
+  RestartAgent();
+  Settle([&] { return media_->free_calls() >= 2; });
+  EXPECT_FALSE(SourceMediaFreed());
+  EXPECT_FALSE(fabric_.IsRegistered("vol"));
+  media_->SetFreeError(absl::OkStatus());
+  agent_->Kick();
+  ASSERT_TRUE(WaitFor([&] { return SourceMediaFreed(); }));
+  EXPECT_FALSE(sys::PathExists(device_));
+}
+
+// Both sides of a devdax migration in one process (node-a the source, this
+// fixture's agent; node-b the target, over node-a's fabric): node-b's agent
+// asks its plugin for the namespace (recorded in its state first), copies
+// every byte into the device, and its checksum matches node-a's; after the
+// switch node-b serves the device it copied into and node-a's plugin frees
+// the old one. A second migration that fails leaves no media on node-b.
+TEST_F(DevdaxSourceTest, TargetCopiesIntoAPluginMadeDeviceThenServesIt) {
+  auto dev = media_->Create("vol", pb::DEVDAX, 4 << 20);
+  ASSERT_TRUE(dev.ok()) << dev.status();
+  device_ = dev->device;
+  {
+    std::string pattern(4 << 20, '\0');
+    for (size_t i = 0; i < pattern.size(); ++i) {
+      pattern[i] = static_cast<char>((i * 7 + i / 4096) & 0xff);
+    }
+    ASSERT_TRUE(sys::WriteFileAtomic(device_, pattern).ok());
+  }
+  pb::RecordVolumeRequest rec;
+  rec.set_volume_id("vol");
+  rec.set_size_bytes(4 << 20);
+  rec.set_mode(pb::DEVDAX);
+  rec.set_share(true);
+  ASSERT_TRUE(agent_->RecordVolume(rec).ok());
+  pb::ServeVolumeRequest serve;
+  serve.set_volume_id("vol");
+  serve.set_mode(pb::DEVDAX);
+  serve.set_device(device_);
+  serve.set_size_bytes(4 << 20);
+  ASSERT_TRUE(agent_->ServeVolume(serve).ok());
+  VolumeEpoch(1);
+
+  ASSERT_TRUE(sys::MakeDirs(dir_ + "/plugin-b").ok());
+  FakeNodeMedia media_b(dir_ + "/plugin-b");
+  fabric::FakeFabric fabric_b("test-secret");
+  AgentConfig cb = config_;
+  cb.node = "node-b";
+  cb.state_dir = dir_ + "/state-b";
+  cb.socket_path = dir_ + "/agent-b.sock";
+  cb.connector = &fabric_.connector();
+  cb.node_media = &media_b;
+  auto agent_b =
+      std::make_unique<Agent>(cb, kube_, clock_, fabric_b, "10.0.0.2:7390");
+  ASSERT_TRUE(agent_b->Start().ok());
+
+  api::DaxMigration m;
+  m.metadata.name = "m1";
+  m.spec.volume = "vol";
+  m.spec.target_node = "node-b";
+  ASSERT_TRUE(kube_.Create(DaxMigrationResource(), api::ToJson(m)).ok());
+  ASSERT_TRUE(kube_
+                  .Patch(DaxMigrationResource(), "", "m1",
+                         k8s::PatchType::kMerge,
+                         k8s::Json{{"status",
+                                    {{"phase", "Copying"},
+                                     {"sourceNode", "node-a"},
+                                     {"epoch", 1},
+                                     {"bytesTotal", 4 << 20}}}},
+                         "status")
+                  .ok());
+  agent_->Kick();
+  agent_b->Kick();
+  auto status = [&] {
+    auto j = kube_.Get(DaxMigrationResource(), "", "m1");
+    return j.ok() ? (*j)["status"] : k8s::Json::object();
+  };
+  ASSERT_TRUE(WaitFor([&] {
+    k8s::Json st = status();
+    return !st.value("targetChecksum", "").empty() &&
+           !st.value("sourceChecksum", "").empty();
+  })) << status().dump();
+  EXPECT_EQ(status()["targetChecksum"], status()["sourceChecksum"]);
+  EXPECT_EQ(status().value("bytesCopied", 0), 4 << 20);
+  EXPECT_EQ(status().value("targetFailure", ""), "");
+  ASSERT_EQ(media_b.Volumes().size(), 1u);
+  const std::string new_device = media_b.Volumes().at("vol");
+  EXPECT_EQ(*sys::ReadFile(new_device), *sys::ReadFile(device_));
+
+  // The switch (the operator's): node-b owns the volume at epoch 2.
+  ASSERT_TRUE(
+      kube_
+          .Patch(DaxMigrationResource(), "", "m1", k8s::PatchType::kMerge,
+                 k8s::Json{{"status", {{"phase", "Complete"}}}}, "status")
+          .ok());
+  ASSERT_TRUE(
+      kube_
+          .Patch(DaxVolumeResource(), "", "vol", k8s::PatchType::kMerge,
+                 k8s::Json{{"metadata",
+                            {{"annotations",
+                              {{kFabricEndpointAnnotation, "10.0.0.2:7390"}}}}},
+                           {"spec", {{"ownerNode", "node-b"}}}})
+          .ok());
+  VolumeEpoch(2);
+  agent_->Kick();
+  agent_b->Kick();
+  ASSERT_TRUE(WaitFor([&] { return fabric_b.IsRegistered("vol"); }));
+  ASSERT_TRUE(WaitFor([&] { return SourceMediaFreed(); }));
+  EXPECT_FALSE(sys::PathExists(device_)) << "the old namespace is freed";
+  EXPECT_TRUE(sys::PathExists(new_device));
+  agent_b->Stop();
+
+  // Restarted, node-b serves the device again (its state names it).
+  agent_b =
+      std::make_unique<Agent>(cb, kube_, clock_, fabric_b, "10.0.0.2:7390");
+  ASSERT_TRUE(agent_b->Start().ok());
+  EXPECT_TRUE(fabric_b.IsRegistered("vol"));
+  EXPECT_EQ(media_b.free_calls(), 0);
+  agent_b->Stop();
+}
+
+// A devdax migration to a node whose plugin has no room fails with the
+// plugin's reason, and one that fails after the media was made frees it.
+TEST_F(DevdaxSourceTest, TargetWithoutRoomFailsAndAFailedCopyFreesItsMedia) {
+  auto dev = media_->Create("vol", pb::DEVDAX, 4 << 20);
+  ASSERT_TRUE(dev.ok()) << dev.status();
+  pb::RecordVolumeRequest rec;
+  rec.set_volume_id("vol");
+  rec.set_size_bytes(4 << 20);
+  rec.set_mode(pb::DEVDAX);
+  rec.set_share(true);
+  ASSERT_TRUE(agent_->RecordVolume(rec).ok());
+  pb::ServeVolumeRequest serve;
+  serve.set_volume_id("vol");
+  serve.set_mode(pb::DEVDAX);
+  serve.set_device(dev->device);
+  serve.set_size_bytes(4 << 20);
+  ASSERT_TRUE(agent_->ServeVolume(serve).ok());
+  VolumeEpoch(1);
+
+  ASSERT_TRUE(sys::MakeDirs(dir_ + "/plugin-b").ok());
+  FakeNodeMedia media_b(dir_ + "/plugin-b");
+  media_b.SetCreateError(
+      absl::ResourceExhaustedError("no region has 6 MiB free"));
+  fabric::FakeFabric fabric_b("test-secret");
+  AgentConfig cb = config_;
+  cb.node = "node-b";
+  cb.state_dir = dir_ + "/state-b";
+  cb.connector = &fabric_.connector();
+  cb.node_media = &media_b;
+  Agent agent_b(cb, kube_, clock_, fabric_b, "10.0.0.2:7390");
+  ASSERT_TRUE(agent_b.Start().ok());
+  auto start = [&](const std::string& name) {
+    api::DaxMigration m;
+    m.metadata.name = name;
+    m.spec.volume = "vol";
+    m.spec.target_node = "node-b";
+    ASSERT_TRUE(kube_.Create(DaxMigrationResource(), api::ToJson(m)).ok());
+    ASSERT_TRUE(kube_
+                    .Patch(DaxMigrationResource(), "", name,
+                           k8s::PatchType::kMerge,
+                           k8s::Json{{"status",
+                                      {{"phase", "Copying"},
+                                       {"sourceNode", "node-a"},
+                                       {"epoch", 1},
+                                       {"bytesTotal", 4 << 20}}}},
+                           "status")
+                    .ok());
+    agent_->Kick();
+    agent_b.Kick();
+  };
+  auto status = [&](const std::string& name) {
+    auto j = kube_.Get(DaxMigrationResource(), "", name);
+    return j.ok() ? (*j)["status"] : k8s::Json::object();
+  };
+  start("m1");
+  ASSERT_TRUE(WaitFor(
+      [&] { return !status("m1").value("targetFailure", "").empty(); }));
+  EXPECT_THAT(status("m1").value("targetFailure", ""),
+              HasSubstr("InsufficientCapacity"));
+  EXPECT_TRUE(media_b.Volumes().empty());
+
+  // The operator fails the migration; the next one gets media, and fails
+  // after the copy (as a checksum mismatch would): the media goes.
+  ASSERT_TRUE(kube_
+                  .Patch(DaxMigrationResource(), "", "m1",
+                         k8s::PatchType::kMerge,
+                         k8s::Json{{"status", {{"phase", "Failed"}}}}, "status")
+                  .ok());
+  media_b.SetCreateError(absl::OkStatus());
+  start("m2");
+  ASSERT_TRUE(WaitFor(
+      [&] { return !status("m2").value("targetChecksum", "").empty(); }));
+  EXPECT_EQ(media_b.Volumes().size(), 1u);
+  ASSERT_TRUE(kube_
+                  .Patch(DaxMigrationResource(), "", "m2",
+                         k8s::PatchType::kMerge,
+                         k8s::Json{{"status", {{"phase", "Failed"}}}}, "status")
+                  .ok());
+  agent_b.Kick();
+  ASSERT_TRUE(
+      WaitFor([&] { return status("m2").value("targetMediaFreed", false); }));
+  EXPECT_TRUE(media_b.Volumes().empty());
+  EXPECT_FALSE(fabric_b.IsRegistered("vol"));
+  agent_b.Stop();
+}
+
+class DevdaxSourceWithoutPluginTest : public DevdaxSourceTest {
+ protected:
+  DevdaxSourceWithoutPluginTest() { with_media_ = false; }
+};
+
+// An agent that cannot reach its node's plugin (no NodeMedia) unmaps and
+// stops serving the old device but does not say it is freed: the
+// namespace is still allocated.
+TEST_F(DevdaxSourceWithoutPluginTest, NeverReportsAnUnfreedDeviceFreed) {
+  ServeThenMigrateAway();
+  Settle([&] { return !fabric_.IsRegistered("vol"); });
+  EXPECT_FALSE(SourceMediaFreed());
+  EXPECT_TRUE(sys::PathExists(device_));
 }
 
 }  // namespace

@@ -2,7 +2,8 @@
 // operator decides (lib/lease/migration.h); the agents do and report:
 //  - target (spec.targetNode == this node), phase Copying: records the
 //    media in the state file, creates it (<media_dir>/<volume>/data, the
-//    source's size; no room: targetFailure InsufficientCapacity), reads the
+//    source's size; a devdax volume: a namespace the node's plugin makes,
+//    NodeMedia; no room: targetFailure InsufficientCapacity), reads the
 //    source's data over the fabric with a read-only migration grant
 //    (lease_uid "migration/<uid>", the migration's epoch) in pieces of
 //    1 MiB on config_.migration_streams connections (one's network copy
@@ -14,13 +15,15 @@
 //  - source (status.sourceNode == this node, the owner), phase Copying:
 //    grants the migration key and writes sourceChecksum of its data. Once
 //    the migration is Complete and the owner moved, it unmaps and deletes
-//    its data file (freed only after the copy was verified) and says so
+//    its data file (freed only after the copy was verified; a devdax
+//    volume's namespace: the plugin frees it) and says so once it is gone
 //    (sourceMediaFreed). A deleted DaxMigration waits for these two.
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
+#include <cstring>
 #include <mutex>
 #include <thread>
 #include <vector>
@@ -102,6 +105,31 @@ void Agent::StartJobLocked(const std::string& key,
 void Agent::FreeIncomingLocked(const std::string& volume) {
   auto it = incoming_.find(volume);
   if (it == incoming_.end()) return;
+  if (it->second.device) {
+    // A namespace of the plugin's (or nothing yet: Free is OK then).
+    if (config_.node_media == nullptr) return;
+    const std::string migration = it->second.migration;
+    const std::string device = it->second.data_path;
+    auto vol = CachedVolume(volume);
+    const std::string owner = vol.has_value() ? vol->spec.owner_node : "";
+    StartJobLocked("free/" + volume, [this, volume, migration, device,
+                                      owner](const auto&) {
+      absl::Status st = config_.node_media->Free(volume, owner);
+      if (!st.ok()) {
+        base::LogWarn("agent.migration_media_free_failed",
+                      {{"volume", volume}, {"error", st.ToString()}});
+        return;
+      }
+      std::lock_guard<std::mutex> l(mu_);
+      auto in = incoming_.find(volume);
+      if (in == incoming_.end() || in->second.migration != migration) return;
+      incoming_.erase(in);
+      (void)SaveStateLocked();
+      base::LogInfo("agent.migration_media_freed",
+                    {{"volume", volume}, {"device", device}});
+    });
+    return;
+  }
   const std::string path = it->second.data_path;
   absl::Status st = sys::RemoveFile(path);
   if (!st.ok() && !absl::IsNotFound(st)) {
@@ -177,9 +205,12 @@ void Agent::ReconcileMigrationsLocked() {
     if (m->status.source_node == config_.node) {
       auto s = served_.find(volume);
       if (s == served_.end()) {
+        // Freed, and killed before it said so (a device the plugin still
+        // has to free is in outgoing_: said once it is freed).
         if (phase == api::MigrationPhase::kComplete &&
             !m->status.source_media_freed && vol.has_value() &&
-            vol->spec.owner_node != config_.node) {
+            vol->spec.owner_node != config_.node &&
+            !outgoing_.contains(volume)) {
           (void)PatchMigrationStatus(name, {{"sourceMediaFreed", true}});
         }
         continue;
@@ -215,15 +246,31 @@ void Agent::ReconcileMigrationsLocked() {
         s->second.registered = false;
         const std::string path = s->second.data_path;
         const bool migrated = s->second.migrated;
-        if (s->second.req.mode() == pb::FSDAX) {
-          absl::Status st = sys::RemoveFile(path);
-          if (!st.ok() && !absl::IsNotFound(st)) {
-            base::LogError("agent.media_free_failed",
+        if (s->second.req.mode() == pb::DEVDAX) {
+          // The data is the whole device (a namespace the plugin made):
+          // only the plugin frees it. Named in outgoing_ in the same state
+          // write that stops serving it.
+          outgoing_[volume] = Outgoing{name, path};
+          served_.erase(s);
+          if (absl::Status st = SaveStateLocked(); !st.ok()) {
+            base::LogError("agent.state_save_failed",
                            {{"volume", volume}, {"error", st.ToString()}});
-            continue;
           }
-          if (migrated) rmdir(path.substr(0, path.rfind('/')).c_str());
+          // Unmapped and no longer served; the device is still allocated.
+          base::CrashPoint("agent.migration.source_released");
+          base::LogInfo(
+              "agent.migrated_away",
+              {{"volume", volume}, {"migration", name}, {"device", path}});
+          FreeOutgoingLocked(volume);
+          continue;
         }
+        absl::Status st = sys::RemoveFile(path);
+        if (!st.ok() && !absl::IsNotFound(st)) {
+          base::LogError("agent.media_free_failed",
+                         {{"volume", volume}, {"error", st.ToString()}});
+          continue;
+        }
+        if (migrated) rmdir(path.substr(0, path.rfind('/')).c_str());
         // The data is gone; the state file still serves it.
         base::CrashPoint("agent.migration.source_freed");
         served_.erase(s);
@@ -234,6 +281,11 @@ void Agent::ReconcileMigrationsLocked() {
             {{"volume", volume}, {"migration", name}, {"path", path}});
       }
     }
+  }
+  // Devices that migrated away and still wait for the plugin's free.
+  for (const auto& [volume, o] : outgoing_) {
+    live.insert("free/" + volume);
+    FreeOutgoingLocked(volume);
   }
   for (auto& [key, j] : jobs_) {
     if (!live.contains(key)) j.cancel->store(true);
@@ -258,14 +310,67 @@ void Agent::ReconcileMigrationsLocked() {
   for (const std::string& v : switched) ServeIncomingLocked(v);
 }
 
+void Agent::FreeOutgoingLocked(const std::string& volume) {
+  auto o = outgoing_.find(volume);
+  if (o == outgoing_.end()) return;
+  if (config_.node_media == nullptr) {
+    // Said once per process: the namespace stays allocated until an agent
+    // with a plugin to ask (--plugin-socket) frees it.
+    if (!kept_said_.insert(volume).second) return;
+    base::LogWarn("agent.migration_media_kept",
+                  {{"volume", volume},
+                   {"device", o->second.device},
+                   {"reason", "no plugin to free it (--plugin-socket)"}});
+    return;
+  }
+  const Outgoing out = o->second;
+  auto vol = CachedVolume(volume);
+  const std::string owner = vol.has_value() ? vol->spec.owner_node : "";
+  StartJobLocked("free/" + volume, [this, volume, out, owner](const auto&) {
+    absl::Status st = config_.node_media->Free(volume, owner);
+    if (!st.ok()) {
+      base::LogWarn("agent.migration_media_free_failed",
+                    {{"volume", volume},
+                     {"device", out.device},
+                     {"error", st.ToString()}});
+      return;
+    }
+    {
+      std::lock_guard<std::mutex> l(mu_);
+      auto it = outgoing_.find(volume);
+      if (it == outgoing_.end() || it->second.migration != out.migration) {
+        return;
+      }
+      outgoing_.erase(it);
+      if (absl::Status s = SaveStateLocked(); !s.ok()) {
+        base::LogError("agent.state_save_failed",
+                       {{"volume", volume}, {"error", s.ToString()}});
+        return;
+      }
+    }
+    base::CrashPoint("agent.migration.source_freed");
+    if (!out.migration.empty()) {
+      (void)PatchMigrationStatus(out.migration, {{"sourceMediaFreed", true}});
+    }
+    base::LogInfo("agent.migration_media_freed", {{"volume", volume},
+                                                  {"migration", out.migration},
+                                                  {"device", out.device}});
+  });
+}
+
 void Agent::ServeIncomingLocked(const std::string& volume) {
   auto in = incoming_.find(volume);
   if (in == incoming_.end()) return;
   Served& s = served_[volume];
   s.req.set_volume_id(volume);
-  s.req.set_mode(pb::FSDAX);
-  s.req.set_mount_path(
-      in->second.data_path.substr(0, in->second.data_path.rfind('/')));
+  if (in->second.device) {
+    s.req.set_mode(pb::DEVDAX);
+    s.req.set_device(in->second.data_path);
+  } else {
+    s.req.set_mode(pb::FSDAX);
+    s.req.set_mount_path(
+        in->second.data_path.substr(0, in->second.data_path.rfind('/')));
+  }
   s.data_path = in->second.data_path;
   s.size = in->second.size;
   s.migrated = true;
@@ -304,6 +409,119 @@ void Agent::SumSource(const api::DaxMigration& m, const std::string& path,
                  {"checksum", *sum},
                  {"ms", std::to_string(
                             absl::ToInt64Milliseconds(clock_.Now() - start))}});
+}
+
+absl::StatusOr<std::string> Agent::MakeFileMedia(const api::DaxMigration& m,
+                                                 uint64_t size,
+                                                 std::string* reason) {
+  const std::string& volume = m.spec.volume;
+  const std::string dir = absl::StrCat(MediaDir(), "/", volume);
+  const std::string path = absl::StrCat(dir, "/data");
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    Incoming& in = incoming_[volume];
+    in.migration = m.metadata.name;
+    in.data_path = path;
+    in.device = false;
+    in.size = size;
+    in.checksum.clear();
+    if (!SaveStateLocked().ok()) {
+      *reason = "StateNotSaved";
+      return absl::InternalError("the agent's state file cannot be written");
+    }
+  }
+  if (absl::Status st = sys::MakeDirs(dir, 0700); !st.ok()) {
+    *reason = "MediaNotCreated";
+    return st;
+  }
+  // Room for the media beside what a previous try left.
+  auto usage = sys::StatFs(dir);
+  const uint64_t have = sys::FileSize(path).value_or(0);
+  if (usage.ok() && usage->available_bytes + have < size) {
+    *reason = "InsufficientCapacity";
+    return absl::ResourceExhaustedError(
+        absl::StrCat(size, " bytes needed in ", MediaDir(), ", ",
+                     usage->available_bytes + have, " available"));
+  }
+  return path;
+}
+
+absl::StatusOr<std::string> Agent::MakeDeviceMedia(
+    const api::DaxMigration& m, uint64_t size, const std::atomic<bool>& cancel,
+    std::string* reason) {
+  const std::string& volume = m.spec.volume;
+  const std::string& name = m.metadata.name;
+  if (config_.node_media == nullptr) {
+    *reason = "MediaNotCreated";
+    return absl::FailedPreconditionError(
+        "a devdax volume's media is a namespace that only this node's CSI "
+        "plugin makes, and this agent has none to ask (--plugin-socket)");
+  }
+  // Recorded before the plugin makes it: a restart frees what a failed
+  // migration left (FreeIncomingLocked). Media of this volume that is
+  // still to be freed (it migrated away from here, or an earlier migration
+  // here failed) goes first: the plugin would hand it back, and the free
+  // would take it from under this copy.
+  while (true) {
+    {
+      std::lock_guard<std::mutex> l(mu_);
+      auto earlier = incoming_.find(volume);
+      if (!outgoing_.contains(volume) &&
+          (earlier == incoming_.end() || earlier->second.migration == name)) {
+        Incoming& in = incoming_[volume];
+        in.migration = name;
+        in.device = true;
+        in.size = size;
+        in.checksum.clear();
+        if (!SaveStateLocked().ok()) {
+          *reason = "StateNotSaved";
+          return absl::InternalError(
+              "the agent's state file cannot be written");
+        }
+        break;
+      }
+    }
+    if (cancel.load()) return absl::CancelledError("cancelled");
+    absl::SleepFor(absl::Milliseconds(200));
+  }
+  absl::StatusOr<NodeMedia::Media> media;
+  while (true) {
+    media = config_.node_media->Create(volume, pb::DEVDAX, size);
+    // The plugin busy with the volume, or restarting: asked again.
+    if (media.ok() || (!absl::IsAborted(media.status()) &&
+                       !absl::IsUnavailable(media.status()))) {
+      break;
+    }
+    base::LogWarn("agent.migration_media_create_retry",
+                  {{"migration", name}, {"error", media.status().ToString()}});
+    if (cancel.load()) return absl::CancelledError("cancelled");
+    absl::SleepFor(absl::Milliseconds(500));
+  }
+  if (!media.ok()) {
+    *reason = absl::IsResourceExhausted(media.status()) ? "InsufficientCapacity"
+                                                        : "MediaNotCreated";
+    return media.status();
+  }
+  if (media->size_bytes < size) {
+    *reason = "MediaNotCreated";
+    return absl::InternalError(absl::StrCat("the plugin made ", media->device,
+                                            " of ", media->size_bytes,
+                                            " bytes, ", size, " needed"));
+  }
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    auto in = incoming_.find(volume);
+    if (in == incoming_.end() || in->second.migration != name) {
+      return absl::CancelledError("the migration's media was given up");
+    }
+    in->second.data_path = media->device;
+    (void)SaveStateLocked();
+  }
+  base::LogInfo("agent.migration_media_made",
+                {{"migration", name},
+                 {"device", media->device},
+                 {"bytes", std::to_string(media->size_bytes)}});
+  return media->device;
 }
 
 void Agent::CopyIn(const api::DaxMigration& m, const api::DaxVolume& vol,
@@ -346,36 +564,18 @@ void Agent::CopyIn(const api::DaxMigration& m, const api::DaxVolume& vol,
   std::unique_ptr<fabric::RemoteRegion> first;
   if (!connect(first)) return;
   const uint64_t size = first->size();
-  const std::string dir = absl::StrCat(MediaDir(), "/", volume);
-  const std::string path = absl::StrCat(dir, "/data");
-  {
-    std::lock_guard<std::mutex> l(mu_);
-    Incoming& in = incoming_[volume];
-    in.migration = name;
-    in.data_path = path;
-    in.size = size;
-    in.checksum.clear();
-    if (!SaveStateLocked().ok()) {
-      fail("StateNotSaved", "the agent's state file cannot be written");
-      return;
-    }
-  }
-  if (absl::Status st = sys::MakeDirs(dir, 0700); !st.ok()) {
-    fail("MediaNotCreated", st.ToString());
+  // The media: a devdax volume's data is a whole device, a namespace this
+  // node's plugin makes; anything else a file under the media directory.
+  const bool device = vol.spec.mode == api::VolumeMode::kDevdax;
+  std::string reason;
+  auto made = device ? MakeDeviceMedia(m, size, cancel, &reason)
+                     : MakeFileMedia(m, size, &reason);
+  if (!made.ok()) {
+    if (!reason.empty()) fail(reason, std::string(made.status().message()));
     return;
   }
-  // Room for the media beside what a previous try left.
-  {
-    auto usage = sys::StatFs(dir);
-    const uint64_t have = sys::FileSize(path).value_or(0);
-    if (usage.ok() && usage->available_bytes + have < size) {
-      fail("InsufficientCapacity",
-           absl::StrCat(size, " bytes needed in ", MediaDir(), ", ",
-                        usage->available_bytes + have, " available"));
-      return;
-    }
-  }
-  auto map = MappedVolume::Map(path, size, size);
+  const std::string path = *made;
+  auto map = MappedVolume::Map(path, size, device ? 0 : size);
   if (!map.ok()) {
     fail(map.status().code() == absl::StatusCode::kResourceExhausted
              ? "InsufficientCapacity"
@@ -421,8 +621,9 @@ void Agent::CopyIn(const api::DaxMigration& m, const api::DaxVolume& vol,
   // waiting for the last, left the source idle most of the time: see
   // docs/agent.md, "Migration"), each piece into the stream's own buffer,
   // hashes it there while it is in the caches and writes it to the media
-  // with pwrite; then starts the chunk's write-back so that the persist at
-  // the end only waits for the last. A lost connection (the source
+  // with pwrite (a devdax device: through its mapping, as write(2) on
+  // device DAX fails); then starts the chunk's write-back so that the persist
+  // at the end only waits for the last. A lost connection (the source
   // restarted) is made again and the read goes on from the first piece not
   // written. Receiving straight into a mapping of the new media took a page
   // fault per 4 KiB page (the file system allocating each block as it is
@@ -439,7 +640,13 @@ void Agent::CopyIn(const api::DaxMigration& m, const api::DaxVolume& vol,
         const absl::Time t0 = clock_.Now();
         hasher.Update(d.data(), d.size());
         const absl::Time t1 = clock_.Now();
-        absl::Status st = PwriteFull(fd, d.data(), d.size(), at, path);
+        absl::Status st;
+        if (device) {
+          // A device DAX mapping (no write(2) on the character device).
+          std::memcpy((*map)->base() + at, d.data(), d.size());
+        } else {
+          st = PwriteFull(fd, d.data(), d.size(), at, path);
+        }
         const absl::Time t2 = clock_.Now();
         hash_us += absl::ToInt64Microseconds(t1 - t0);
         write_us += absl::ToInt64Microseconds(t2 - t1);

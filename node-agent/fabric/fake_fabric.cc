@@ -172,8 +172,13 @@ absl::StatusOr<std::unique_ptr<RemoteRegion>> FakeFabric::Connector::Connect(
       GrantCredential(f_.secret_, grant.key, grant.access)) {
     return absl::PermissionDeniedError("credential does not match");
   }
+  // The size is the owner's, as a real fabric's handshake answers it.
+  GrantInfo g = grant;
+  auto r = f_.regions_.find(grant.key.volume);
+  if (r == f_.regions_.end()) return absl::UnavailableError("unregistered");
+  g.size_bytes = r->second.length;
   return std::make_unique<FakeRemoteRegion>(
-      f_, grant, f_.registrations_[grant.key.volume]);
+      f_, g, f_.registrations_[grant.key.volume]);
 }
 
 }  // namespace daxlease::fabric

@@ -7,6 +7,10 @@
 
 #include <cerrno>
 
+#if defined(__x86_64__)
+#include <emmintrin.h>
+#endif
+
 #include "absl/strings/str_cat.h"
 #include "lib/base/status.h"
 #include "lib/sys/file.h"
@@ -69,6 +73,18 @@ absl::Status MappedVolume::Persist(uint64_t offset, uint64_t len) {
   const uint64_t page = static_cast<uint64_t>(sysconf(_SC_PAGESIZE));
   uint64_t start = offset / page * page;
   uint64_t end = offset + len;
+  if (!regular_) {
+    // Device DAX: no page cache and no fsync, so the kernel refuses msync
+    // (EINVAL); a store is in the media once out of the CPU cache.
+#if defined(__x86_64__)
+    for (uint64_t p = start; p < end; p += 64) _mm_clflush(base_ + p);
+    _mm_sfence();
+    return absl::OkStatus();
+#else
+    return absl::UnimplementedError(
+        absl::StrCat(path_, ": no cache flush for a device on this CPU"));
+#endif
+  }
   // With MAP_SYNC the metadata is already durable and the data is once out
   // of the CPU caches; msync on a DAX mapping writes the cache lines back
   // (dax_writeback_mapping_range), which works on every CPU.

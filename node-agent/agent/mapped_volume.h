@@ -44,7 +44,8 @@ class MappedVolume {
   int fd() const { return fd_; }
   bool map_sync() const { return map_sync_; }
 
-  // Makes [offset, offset+len) durable.
+  // Makes [offset, offset+len) durable: msync for a file; for a device
+  // (devdax, which refuses msync) the range's cache lines are flushed.
   absl::Status Persist(uint64_t offset, uint64_t len);
   // Starts writing [offset, offset+len) of a regular file's page cache back
   // (sync_file_range SYNC_FILE_RANGE_WRITE) without waiting, so that a

@@ -27,6 +27,12 @@ grep -q 'path: /var/lib/k0s/kubelet/pods' <<<"$out" || fail "pods dir does not f
 grep -q -- '--kubelet-registration-path=/var/lib/k0s/kubelet/plugins/dax.daxlease.io/csi.sock' <<<"$out" \
   || fail "registration path does not follow kubeletDir"
 grep -q 'mountPropagation: Bidirectional' <<<"$out" || fail "no Bidirectional mount"
+# The agent reaches its node plugin's socket (devdax migration media) through its mount of
+# the plugins dir, which follows kubeletDir as the socket does.
+grep -q -- '--plugin-socket=/var/lib/k0s/kubelet/plugins/dax.daxlease.io/csi.sock' <<<"$out" \
+  || fail "the agent's --plugin-socket does not follow kubeletDir"
+grep -q 'name: plugins-dir, mountPath: /var/lib/k0s/kubelet/plugins,' <<<"$out" \
+  || fail "the agent does not mount the plugins dir where the socket is"
 
 # The agent: on by default, its own DaemonSet and account, the socket daxlease-csi is told.
 out=$("$helm" template t "$chart")

@@ -12,7 +12,7 @@ PACKAGES=(
   libibverbs-dev librdmacm-dev libndctl-dev libdaxctl-dev libyaml-cpp-dev
   libgtest-dev libgmock-dev libabsl-dev libcurl4-openssl-dev
   nlohmann-json3-dev libmount-dev libblkid-dev prometheus-cpp-dev
-  libbenchmark-dev
+  libbenchmark-dev libxxhash-dev
   # runtime tools: filesystems, loop devices, model checker, control plane
   util-linux e2fsprogs xfsprogs spin etcd-server openssl curl
   golang-go golang-github-modern-go-reflect2-dev golang-github-json-iterator-go-dev dpkg-dev  # kube-apiserver build (tests/k8s)

@@ -762,7 +762,7 @@ migrate_to() {
     -o 'custom-columns=MIGRATION:.metadata.name,FROM:.status.sourceNode,TO:.spec.targetNode,PHASE:.status.phase,COPIED:.status.bytesCopied,COPY_MS:.status.copyMilliseconds'
   kd status "$VOL2"
   sum=$(jget daxmigrations "$name" '{.status.sourceChecksum}')
-  [[ $sum == sha256x16m:* && $(jget daxmigrations "$name" '{.status.targetChecksum}') == "$sum" ]] ||
+  [[ $sum == xxh3x16m:* && $(jget daxmigrations "$name" '{.status.targetChecksum}') == "$sum" ]] ||
     die "the checksums of source and target differ"
   ok "source and target checksums match: $sum"
   [[ $(jget daxvolumes "$VOL2" '{.spec.ownerNode}') == "$to" ]] || die "the owner is not $to"

@@ -274,7 +274,7 @@ struct DaxMigrationStatus {
   int64_t bytes_total = 0;
   int64_t bytes_copied = 0;
   int64_t copy_millis = 0;      // the copy alone (throughput = total / this)
-  std::string source_checksum;  // "sha256x16m:<hex>" of the source's data
+  std::string source_checksum;  // "xxh3x16m:<hex>" of the source's data
   std::string target_checksum;  // of the target's copy, read back
   std::string target_endpoint;  // the target agent's fabric endpoint
   std::string target_failure;   // "<Reason>: <message>" from the target

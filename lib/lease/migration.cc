@@ -3,9 +3,15 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/string_view.h"
 
 namespace daxlease::lease {
 namespace {
+
+// The algorithm a checksum names: what precedes its ':' (all of it if none).
+absl::string_view AlgorithmOf(absl::string_view checksum) {
+  return checksum.substr(0, checksum.find(':'));
+}
 
 class Stepper {
  public:
@@ -218,6 +224,18 @@ class Stepper {
     }
     if (n.bytes_total > 0 && n.bytes_copied >= n.bytes_total &&
         !n.source_checksum.empty() && !n.target_checksum.empty()) {
+      // "<algorithm>:<hex>": agents of two versions may hash differently;
+      // their checksums never match, and the reason says why.
+      const absl::string_view src_alg = AlgorithmOf(n.source_checksum);
+      const absl::string_view dst_alg = AlgorithmOf(n.target_checksum);
+      if (src_alg != dst_alg) {
+        return Fail(
+            "ChecksumAlgorithmMismatch",
+            absl::StrCat("the source (", n.source_node, ") sums with ", src_alg,
+                         ", the target (", n.target_node, ") with ", dst_alg,
+                         ": agents of different versions; run the "
+                         "same agent version on both nodes"));
+      }
       if (n.source_checksum != n.target_checksum) {
         return Fail("ChecksumMismatch",
                     absl::StrCat("source ", n.source_checksum, ", target ",

@@ -105,10 +105,29 @@ TEST(Migration, ChecksumMismatchRollsBackToTheOldOwner) {
   r.Step();
   r.RecallRuns();
   r.Step();
-  r.Copied("sha256:x", "sha256:y");
+  r.Copied("xxh3x16m:x", "xxh3x16m:y");
   MigrationStep st = r.Step();
   EXPECT_EQ(r.m.phase, MigrationPhase::kFailed);
   EXPECT_EQ(st.reason, "ChecksumMismatch");
+  EXPECT_EQ(r.vol.owner_node, "node-a");
+  EXPECT_EQ(r.vol.phase, VolumePhase::kReady);
+  EXPECT_EQ(r.vol.epoch, 2u);
+}
+
+// An agent of another version sums with another algorithm: the checksums
+// never match, and the reason says so rather than suspecting the copy.
+TEST(Migration, ChecksumsOfDifferentAlgorithmsRollBackWithTheirReason) {
+  Flow r;
+  r.Step();
+  r.RecallRuns();
+  r.Step();
+  r.Copied("sha256x16m:0123", "xxh3x16m:4567");
+  MigrationStep st = r.Step();
+  EXPECT_EQ(r.m.phase, MigrationPhase::kFailed);
+  EXPECT_EQ(st.condition, "Failed");
+  EXPECT_EQ(st.reason, "ChecksumAlgorithmMismatch");
+  EXPECT_THAT(st.message, HasSubstr("sums with sha256x16m"));
+  EXPECT_THAT(st.message, HasSubstr("with xxh3x16m"));
   EXPECT_EQ(r.vol.owner_node, "node-a");
   EXPECT_EQ(r.vol.phase, VolumePhase::kReady);
   EXPECT_EQ(r.vol.epoch, 2u);

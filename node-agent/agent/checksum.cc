@@ -1,67 +1,77 @@
-// ChunkDigests and FileChecksum with OpenSSL's SHA-256 (included here only).
+// ChunkDigests and FileChecksum with xxHash's XXH3-128 (included here only,
+// inlined: the agent needs the header at build time, no library at run
+// time).
 #include "node-agent/agent/checksum.h"
 
 #include <fcntl.h>
-#include <openssl/evp.h>
-#include <openssl/sha.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
+#include <cstring>
 
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "lib/base/status.h"
 
-namespace daxlease::agent {
+#define XXH_INLINE_ALL
+#include <xxhash.h>
 
-static_assert(sizeof(std::array<unsigned char, SHA256_DIGEST_LENGTH>) ==
-              SHA256_DIGEST_LENGTH);
+namespace daxlease::agent {
+namespace {
+
+static_assert(sizeof(XXH128_canonical_t) == sizeof(ChunkDigest));
+
+ChunkDigest Canonical(XXH128_hash_t h) {
+  XXH128_canonical_t c;
+  XXH128_canonicalFromHash(&c, h);
+  ChunkDigest d;
+  std::memcpy(d.data(), c.digest, d.size());
+  return d;
+}
+
+}  // namespace
 
 ChunkDigests::ChunkDigests(uint64_t size)
     : digests_((size + kChecksumChunk - 1) / kChecksumChunk) {}
 
 void ChunkDigests::Add(uint64_t index, const char* data, uint64_t n) {
-  SHA256(reinterpret_cast<const unsigned char*>(data), n,
-         digests_.at(index).data());
+  digests_.at(index) = Canonical(XXH3_128bits(data, n));
 }
 
-void ChunkDigests::Set(uint64_t index,
-                       const std::array<unsigned char, 32>& digest) {
+void ChunkDigests::Set(uint64_t index, const ChunkDigest& digest) {
   digests_.at(index) = digest;
 }
 
+std::string ChunkDigests::Finish() const {
+  const ChunkDigest sum = Canonical(
+      XXH3_128bits(digests_.data(), digests_.size() * sizeof(ChunkDigest)));
+  return absl::StrCat(
+      kChecksumName, ":",
+      absl::BytesToHexString(absl::string_view(
+          reinterpret_cast<const char*>(sum.data()), sum.size())));
+}
+
 struct ChunkHasher::State {
-  EVP_MD_CTX* ctx = EVP_MD_CTX_new();
-  ~State() { EVP_MD_CTX_free(ctx); }
+  XXH3_state_t* st = XXH3_createState();
+  ~State() { XXH3_freeState(st); }
 };
 
 ChunkHasher::ChunkHasher() : state_(std::make_unique<State>()) {
-  EVP_DigestInit_ex(state_->ctx, EVP_sha256(), nullptr);
+  XXH3_128bits_reset(state_->st);
 }
 
 ChunkHasher::~ChunkHasher() = default;
 
 void ChunkHasher::Update(const char* data, uint64_t n) {
-  EVP_DigestUpdate(state_->ctx, data, n);
+  XXH3_128bits_update(state_->st, data, n);
 }
 
-std::array<unsigned char, 32> ChunkHasher::Finish() {
-  std::array<unsigned char, 32> md{};
-  unsigned int len = 0;
-  EVP_DigestFinal_ex(state_->ctx, md.data(), &len);
-  EVP_DigestInit_ex(state_->ctx, EVP_sha256(), nullptr);
-  return md;
-}
-
-std::string ChunkDigests::Finish() const {
-  unsigned char md[SHA256_DIGEST_LENGTH];
-  SHA256(reinterpret_cast<const unsigned char*>(digests_.data()),
-         digests_.size() * SHA256_DIGEST_LENGTH, md);
-  return absl::StrCat("sha256x16m:",
-                      absl::BytesToHexString(absl::string_view(
-                          reinterpret_cast<char*>(md), sizeof(md))));
+ChunkDigest ChunkHasher::Finish() {
+  const ChunkDigest d = Canonical(XXH3_128bits_digest(state_->st));
+  XXH3_128bits_reset(state_->st);
+  return d;
 }
 
 absl::StatusOr<std::string> FileChecksum(const std::string& path, uint64_t size,

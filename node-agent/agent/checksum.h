@@ -1,12 +1,22 @@
 // The checksum both ends of a migration compute over a volume's data
 // (docs/agent.md, "Migration"): the data in chunks of kChecksumChunk bytes,
-// SHA-256 of each, and SHA-256 of those digests in order, written
-// "sha256x16m:<hex>". Chunked so that the target hashes each chunk as it
-// lands, while it is in the caches (no second pass over the volume after
-// the copy), and chunks may be hashed in any order. The source hashes what
-// is in its own mapping of its own media, the target the bytes it received
-// and writes to its media, so a copy that lost or changed a byte on the way
-// does not match.
+// XXH3-128 of each, and XXH3-128 of those digests in order (each in
+// xxHash's canonical, big-endian form), written "xxh3x16m:<hex>". Chunked so
+// that the target hashes each chunk as it lands, while it is in the caches
+// (no second pass over the volume after the copy), and chunks may be hashed
+// in any order. The source hashes what is in its own mapping of its own
+// media, the target the bytes it received and writes to its media, so a
+// copy that lost or changed a byte on the way does not match.
+//
+// XXH3 is not a cryptographic hash: it detects accidental corruption (a
+// lost, duplicated, misplaced or flipped piece; 2^-128 odds of missing one),
+// not a forgery. No adversary chooses the bytes on the way: the fabric
+// authenticates who reads (an HMAC per volume, grant, node and epoch), and
+// a party that could write the media could as well write the data before
+// it is hashed. SHA-256 (the former "sha256x16m") cost 10x the CPU, which on
+// a loaded host was the copy's limit. The name changes with the algorithm,
+// so two agents that hash differently never agree on a checksum: the
+// migration fails (ChecksumAlgorithmMismatch) and stays with its source.
 #ifndef DAXLEASE_NODE_AGENT_AGENT_CHECKSUM_H_
 #define DAXLEASE_NODE_AGENT_AGENT_CHECKSUM_H_
 
@@ -22,6 +32,11 @@
 namespace daxlease::agent {
 
 inline constexpr uint64_t kChecksumChunk = uint64_t{16} << 20;
+// The checksum's name, before the ':' of every checksum.
+inline constexpr char kChecksumName[] = "xxh3x16m";
+
+// One chunk's digest: XXH3-128 in canonical (big-endian) byte order.
+using ChunkDigest = std::array<unsigned char, 16>;
 
 // The digests of a volume's chunks, filled in any order.
 // Thread safety: Add for distinct chunks may run concurrently; Finish after
@@ -35,15 +50,15 @@ class ChunkDigests {
   // for the last chunk).
   void Add(uint64_t index, const char* data, uint64_t n);
   // Chunk `index`'s digest, hashed piece by piece (ChunkHasher).
-  void Set(uint64_t index, const std::array<unsigned char, 32>& digest);
-  // "sha256x16m:<hex>". REQUIRES: every chunk added.
+  void Set(uint64_t index, const ChunkDigest& digest);
+  // "xxh3x16m:<hex>". REQUIRES: every chunk added.
   std::string Finish() const;
 
  private:
-  std::vector<std::array<unsigned char, 32>> digests_;
+  std::vector<ChunkDigest> digests_;
 };
 
-// The SHA-256 of one chunk fed in pieces, in order, so that each piece is
+// The digest of one chunk fed in pieces, in order, so that each piece is
 // hashed while it is in the caches (the target: as it arrives). Not
 // thread-safe; one per chunk being copied.
 class ChunkHasher {
@@ -56,10 +71,10 @@ class ChunkHasher {
   void Update(const char* data, uint64_t n);
   // The digest of every piece given since the last Finish (or since made);
   // the hasher then starts over.
-  std::array<unsigned char, 32> Finish();
+  ChunkDigest Finish();
 
  private:
-  struct State;  // OpenSSL's context, in checksum.cc only
+  struct State;  // xxHash's streaming state, in checksum.cc only
   std::unique_ptr<State> state_;
 };
 

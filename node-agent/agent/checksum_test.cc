@@ -1,6 +1,7 @@
 // ChunkDigests and FileChecksum agree whatever order the chunks come in (and
-// however a chunk is cut into pieces), and a single changed byte changes the
-// checksum.
+// however a chunk is cut into pieces), a single changed byte changes the
+// checksum, the chunk digest is XXH3-128 (xxHash's own test vectors) and the
+// checksum's format is pinned (agents of different builds must agree).
 #include "node-agent/agent/checksum.h"
 
 #include <unistd.h>
@@ -9,6 +10,8 @@
 #include <fstream>
 #include <string>
 
+#include "absl/strings/escaping.h"
+#include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
@@ -28,7 +31,7 @@ TEST(ChecksumTest, ChunksInAnyOrderMatchTheFileReadInOrder) {
   }
   auto file = FileChecksum(path, size, nullptr);
   ASSERT_TRUE(file.ok()) << file.status();
-  EXPECT_THAT(*file, ::testing::StartsWith("sha256x16m:"));
+  EXPECT_THAT(*file, ::testing::StartsWith("xxh3x16m:"));
 
   ChunkDigests d(size);
   ASSERT_EQ(d.chunks(), 3u);
@@ -71,6 +74,70 @@ TEST(ChecksumTest, ChunksHashedInPiecesMatchWholeChunks) {
   h.Update(data.data() + kChecksumChunk + 4000, 97);
   pieces.Set(1, h.Finish());
   EXPECT_EQ(pieces.Finish(), whole.Finish());
+}
+
+// xxHash's sanity-check input (xxhsum's XSUM_fillTestBuffer).
+std::string XxhTestBuffer(size_t len) {
+  std::string b(len, '\0');
+  uint64_t gen = 2654435761U;
+  for (size_t i = 0; i < len; ++i) {
+    b[i] = static_cast<char>(gen >> 56);
+    gen *= 11400714785074694797ULL;
+  }
+  return b;
+}
+
+std::string Hex(const ChunkDigest& d) {
+  return absl::BytesToHexString(
+      absl::string_view(reinterpret_cast<const char*>(d.data()), d.size()));
+}
+
+// A chunk's digest is XXH3-128 (seed 0) in canonical byte order: xxHash's
+// published vectors (xxhsum's sanity check, XSUM_XXH128_testdata: high then
+// low 64 bits), fed whole and byte by byte.
+TEST(ChecksumTest, ChunkDigestIsXxh3With128Bits) {
+  struct Vector {
+    size_t len;
+    const char* hex;
+  };
+  for (const Vector& v : {
+           Vector{0, "99aa06d3014798d86001c324468d497f"},
+           Vector{1, "a6cd5e9392000f6ac44bdff4074eecdb"},
+           Vector{222, "337e09641b948717f1aebd597cec6b3a"},
+           Vector{2048, "f736557fd47073a5dd59e2c3a5f038e0"},
+           Vector{2367, "e89c0f6ff369b427cb37aeb9e5d361ed"},
+       }) {
+    const std::string data = XxhTestBuffer(v.len);
+    ChunkHasher whole;
+    whole.Update(data.data(), data.size());
+    EXPECT_EQ(Hex(whole.Finish()), v.hex) << v.len;
+    ChunkHasher bytes;
+    for (char c : data) bytes.Update(&c, 1);
+    EXPECT_EQ(Hex(bytes.Finish()), v.hex) << v.len;
+  }
+  ChunkHasher abc;
+  abc.Update("abc", 3);
+  EXPECT_EQ(Hex(abc.Finish()), "06b05ab6733a618578af5f94892f3950");
+}
+
+// The checksum is XXH3-128 of the chunk digests in order, named "xxh3x16m":
+// an empty volume (no chunk) is XXH3-128 of nothing; a one-chunk volume the
+// digest of its chunk's digest. Pinned: a change here is a new checksum
+// name, or agents of two builds would fail each other's migrations.
+TEST(ChecksumTest, ChecksumFormatIsPinned) {
+  EXPECT_EQ(ChunkDigests(0).Finish(),
+            "xxh3x16m:99aa06d3014798d86001c324468d497f");
+  const std::string data = XxhTestBuffer(2367);
+  ChunkDigests one(data.size());
+  ASSERT_EQ(one.chunks(), 1u);
+  one.Add(0, data.data(), data.size());
+  ChunkHasher of_digest;
+  ChunkHasher h;
+  h.Update(data.data(), data.size());
+  const ChunkDigest d = h.Finish();
+  of_digest.Update(reinterpret_cast<const char*>(d.data()), d.size());
+  EXPECT_EQ(one.Finish(), absl::StrCat("xxh3x16m:", Hex(of_digest.Finish())));
+  EXPECT_EQ(one.Finish(), "xxh3x16m:04c23ae3ef2c8f0f1f456814efc5cb54");
 }
 
 TEST(ChecksumTest, MissingFileIsNotFoundWithThePath) {

@@ -207,7 +207,7 @@ TEST_F(MigrationTwoNodeTest, WriterAndRemoteReaderRunThroughAMigrationAndBack) {
   EXPECT_EQ(Get("daxmigrations", to_b, "{.status.sourceNode}"), "node-a");
   const std::string sum =
       Get("daxmigrations", to_b, "{.status.sourceChecksum}");
-  EXPECT_THAT(sum, ::testing::StartsWith("sha256x16m:"));
+  EXPECT_THAT(sum, ::testing::StartsWith("xxh3x16m:"));
   EXPECT_EQ(Get("daxmigrations", to_b, "{.status.targetChecksum}"), sum);
   EXPECT_EQ(Get("daxmigrations", to_b, "{.status.bytesCopied}"),
             Get("daxmigrations", to_b, "{.status.bytesTotal}"));

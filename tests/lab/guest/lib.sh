@@ -169,7 +169,8 @@ wait_log() {
 persisted() { grep -c '^persisted' "$1" 2>/dev/null || echo 0; }
 
 # two_up: once per boot: the link, rxe0 on it, the API server's name, then
-# daxlease-agent (--fabric=verbs) and daxlease-csi (ndctl, with the agent).
+# daxlease-agent (--fabric=verbs; a migration's devdax media through the
+# plugin's socket) and daxlease-csi (ndctl, with the agent).
 two_up() {
 	[ -f /run/two-up ] && return 0
 	$IP link set eth1 up && $IP addr add "$LINK_IP/24" dev eth1 || return 1
@@ -180,7 +181,7 @@ two_up() {
 	say "$NODE: daxlease-agent --fabric=verbs on $LINK_IP"
 	daxlease-agent --node-id=$NODE --kubeconfig=$KUBECONFIG_LAB --socket=$AGENT_SOCK \
 		--state-dir=/var/lib/daxlease/agent --fabric=verbs --listen=$LINK_IP:7390 \
-		--secret-file=/lab-run/agent-secret >/tmp/agent.log 2>&1 &
+		--secret-file=/lab-run/agent-secret --plugin-socket=$CSI_SOCK >/tmp/agent.log 2>&1 &
 	AGENT_PID=$!
 	_i=0
 	while [ ! -S $AGENT_SOCK ]; do

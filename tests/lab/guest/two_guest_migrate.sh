@@ -1,0 +1,212 @@
+# Two guests (run.sh boots the pair): an ndctl devdax volume migrates from
+# node-1 to node-2 and back under live holders. node-1 owns a shared devdax
+# volume (daxlease-csi --backend=ndctl creates, stages and publishes it; its
+# agent serves it over RDMA); the rest of its 64 MiB is filled with
+# checksummed 1 MiB blocks; a writer on node-1 (local mapping) and one on
+# node-2 (RDMA) run continuously on disjoint 1 MiB ranges. A DaxMigration
+# (kubectl daxlease migrate) moves it to node-2: the Migrate recall (both
+# holders flush, unmap, release), node-2's agent asks its plugin for a
+# namespace (CreateMedia) and copies over RDMA, the owner switches at epoch
+# + 1, node-1's plugin frees the old namespace (FreeMedia) and only then is
+# sourceMediaFreed reported; node-1's writer goes on over RDMA, node-2's maps
+# the new device locally. Then back to node-1 the same way. Checked after
+# each move: the migration Complete, the volume Ready at the next epoch on
+# the new owner, exactly one namespace of the volume, on the new owner
+# (`ndctl list` on both guests), both writers persisting at the new epoch;
+# at the end every block of both writers' ranges and every byte of the
+# filled rest, on both nodes. Then everything is removed, no namespace left.
+. /lab/lib.sh
+BLOCK=4096
+N=256 # blocks per writer (1 MiB each)
+MiB=1048576
+FILL_FIRST=2 # 1 MiB blocks 2..63: the rest of the volume
+FILL_COUNT=62
+check "$NODE: link, rxe, agent and plugin up" two_up
+[ $FAILS -eq 0 ] || { dump_two_logs; finish; }
+STG=$KUBELET/plugins/kubernetes.io/csi/dax.daxlease.io/migrate/globalmount
+TGT=$KUBELET/pods/migrate-$LAB_ROLE/mount
+mkdir -p $STG "$(dirname $TGT)"
+two_args migrate-$LAB_ROLE
+KD="kubectl-daxlease --kubeconfig $KUBECONFIG_LAB"
+status() { $KD status "$VOL" >/tmp/status.txt 2>&1; }
+# vol_row: "PHASE EPOCH OWNER" of the volume (a failed status call, on a
+# loaded machine, is asked again: 60 tries)
+vol_row() {
+	_i=0
+	until status; do
+		_i=$((_i + 1)); [ $_i -lt 60 ] || return 1; sleep 1
+	done
+	awk -v v="$VOL" '$1 == v { print $2, $3, $5; exit }' /tmp/status.txt
+}
+# mig_phase NAME: the DaxMigration's phase
+mig_phase() {
+	status
+	awk -v m="$1" '$1 == m { print $5; exit }' /tmp/status.txt
+}
+# wait_migrated NAME EPOCH OWNER: until the migration is Complete and the
+# volume Ready at EPOCH on OWNER: 600 s
+wait_migrated() {
+	_j=0
+	while [ $_j -lt 600 ]; do
+		[ "$(mig_phase "$1")" = Complete ] && [ "$(vol_row)" = "Ready $2 $3" ] && return 0
+		[ "$(mig_phase "$1")" = Failed ] && break
+		_j=$((_j + 1)); sleep 1
+	done
+	cat /tmp/status.txt
+	return 1
+}
+# ns_of ID: the namespaces named ID here ("namespaceX.Y size" per line)
+ns_of() {
+	ndctl list -N 2>/dev/null | tr -d ' \n' | sed 's/},{/}\n{/g' | grep "\"name\":\"$1\"" |
+		sed -n 's/.*"dev":"\([^"]*\)".*"size":\([0-9]*\).*/\1 \2/p'
+}
+# wait_ns_count ID COUNT: until this guest has COUNT namespaces of ID: 300 s
+# (the source's free runs beside the switch)
+wait_ns_count() {
+	_k=0
+	while [ "$(ns_of "$1" | grep -c .)" -ne "$2" ]; do
+		_k=$((_k + 1)); [ $_k -lt 300 ] || return 1; sleep 1
+	done
+}
+# log_s LOG EVENT: the time of day (s) of EVENT's last line in LOG
+log_s() {
+	grep -a "event=$2" "$1" | tail -n 1 | sed -n 's/^ts=[^T]*T\([0-9:.]*\)Z.*/\1/p' |
+		awk -F: '{ printf "%.3f", $1 * 3600 + $2 * 60 + $3 }'
+}
+# figures TO: what this guest's agent logged of the move to TO. The target:
+# the copy (agent.migration_copied: copy, persist, and where the streams'
+# time went) and copy start to serving; the source: its holder's release
+# (the Migrate recall acked) to the switch (agent.migrated_away), the
+# holders' pause as this node saw it, less the operator's Ready.
+figures() {
+	if [ "$NODE" = "$1" ]; then
+		_c=$(grep -a 'event=agent.migration_copied' /tmp/agent.log | tail -n 1)
+		for _f in copy_ms persist_ms read_ms hash_ms write_ms; do
+			echo "FIGURE lab_ndctl_migrate_to_${1}_$_f=$(echo "$_c" | sed -n "s/.* $_f=\([0-9]*\).*/\1/p")"
+		done
+		_a=$(log_s /tmp/agent.log agent.migration_copying)
+		_b=$(log_s /tmp/agent.log agent.migration_serving)
+		[ -n "$_a" ] && [ -n "$_b" ] &&
+			echo "FIGURE lab_ndctl_migrate_to_${1}_copying_to_serving_s=$(awk -v a="$_a" -v b="$_b" 'BEGIN {printf "%.2f", b - a}')"
+	else
+		_a=$(log_s /tmp/agent.log agent.recall_acked)
+		_b=$(log_s /tmp/agent.log agent.migrated_away)
+		[ -n "$_a" ] && [ -n "$_b" ] &&
+			echo "FIGURE lab_ndctl_migrate_to_${1}_released_to_switched_s=$(awk -v a="$_a" -v b="$_b" 'BEGIN {printf "%.2f", b - a}')"
+	fi
+}
+verify_all() {
+	daxlease-io verify $TGT $BLOCK 0 $((2 * N)) >/tmp/verify.log 2>&1
+	daxlease-io verify $TGT $MiB $FILL_FIRST $FILL_COUNT >>/tmp/verify.log 2>&1
+	cat /tmp/verify.log
+	check "$1: every block of both writers' ranges valid ($NODE)" \
+		grep -q "blocks=$((2 * N)) valid=$((2 * N)) empty=0 corrupt=0" /tmp/verify.log
+	check "$1: every byte of the filled rest valid ($NODE)" \
+		grep -q "blocks=$FILL_COUNT valid=$FILL_COUNT empty=0 corrupt=0" /tmp/verify.log
+}
+# migrate TO: node-1 asks for the migration (either node could); both
+# guests then check the namespaces and the writers at the new epoch.
+migrate() {
+	_to=$1
+	if [ "$LAB_ROLE" = 1 ]; then
+		_e0=$(vol_row | cut -d' ' -f2)
+		check "the volume's epoch before the move to $_to is known ($_e0)" test -n "$_e0"
+		t0=$(up)
+		$KD migrate "$VOL" --to "$_to" >/tmp/mig.txt 2>&1
+		cat /tmp/mig.txt
+		_m=$(sed -n 's|^daxmigration.daxlease.io/\([^ ]*\) created.*|\1|p' /tmp/mig.txt)
+		check "DaxMigration created ($_m)" test -n "$_m"
+		_e1=$((_e0 + 1))
+		if ! wait_migrated "$_m" $_e1 "$_to"; then
+			# Failed (or not done in time): the rest of the move cannot pass.
+			fail "migration to $_to Complete, the volume Ready at epoch $_e1 on $_to"
+			peer_sync "moved-$_to" failed >/dev/null || fail "meeting node-2"
+			return 1
+		fi
+		pass "migration to $_to Complete, the volume Ready at epoch $_e1 on $_to"
+		t1=$(up)
+		cat /tmp/status.txt
+		echo "FIGURE lab_ndctl_migrate_64_MiB_to_${_to}_s=$(echo "$t1 - $t0" | bc)"
+		grep -a -h -E "agent.migration_(media_made|copied|serving|media_freed)|agent.migrated_away" /tmp/agent.log | tail -n 4
+		grep -a -h -E "csi.media" /tmp/csi.log.ndctl | tail -n 2
+		peer_sync "moved-$_to" "$_e1" >/dev/null || fail "meeting node-2"
+	else
+		_e1=$(peer_sync "moved-$_to") || fail "meeting node-1"
+		[ "$_e1" != failed ] || { fail "the migration to $_to failed (node-1 saw it)"; return 1; }
+		grep -a -h -E "agent.migration_(media_made|copied|serving|media_freed)|agent.migrated_away" /tmp/agent.log | tail -n 4
+		grep -a -h -E "csi.media" /tmp/csi.log.ndctl | tail -n 2
+	fi
+	if [ "$NODE" = "$_to" ]; then
+		check "one namespace of the volume on the new owner $NODE" wait_ns_count "$VOL" 1
+	else
+		check "the old namespace freed on $NODE (ndctl list)" wait_ns_count "$VOL" 0
+	fi
+	ndctl list -N | tr -d '\n' | head -c 600; echo
+	figures "$_to"
+	_at=$(persisted /tmp/writer.log)
+	check "$NODE's writer goes on after the move to $_to" wait_log /tmp/writer.log "persisted seq=$((_at + 30)) " 600
+	check "its blocks are persisted at the new epoch $_e1" grep -q "epoch=$_e1\$" /tmp/writer.log
+	peer_sync "writers-after-$_to" || fail "meeting the peer"
+}
+
+if [ "$LAB_ROLE" = 1 ]; then
+	check "shared devdax volume created (64 MiB)" csi create-volume --name lab-two-migrate --capacity-bytes 64Mi \
+		--param daxlease.io/mode=devdax --param daxlease.io/share=true \
+		--param daxlease.io/recallGraceSeconds=60 $ACC
+	VOL=$(json_get volumeId)
+	check "staged on its owner (served by the agent)" csi node-stage-volume --volume-id "$VOL" --staging-target-path $STG $ACC $CTX
+	check "published on its owner (local mapping)" csi node-publish-volume --volume-id "$VOL" \
+		--staging-target-path $STG --target-path $TGT $ACC $CTX $POD
+	daxlease-io pattern $TGT $MiB 600 $FILL_FIRST $FILL_COUNT >/tmp/fill.log 2>&1 &
+	F=$!
+	check "the rest of the volume filled" wait_log /tmp/fill.log "persisted seq=$FILL_COUNT " 300
+	kill -TERM $F
+	wait $F
+	DAXLEASE_IO_TIMEOUT_MS=120000 daxlease-io pattern $TGT $BLOCK 1200 0 $N >/tmp/writer.log 2>&1 &
+	W=$!
+	check "node-1's local writer persists" wait_log /tmp/writer.log "persisted seq=50 " 300
+	peer_sync migrate-volume "$VOL" >/dev/null || fail "meeting node-2"
+else
+	VOL=$(peer_sync migrate-volume) || fail "meeting node-1"
+	say "volume $VOL"
+	check "staged on node-2 (remote)" csi node-stage-volume --volume-id "$VOL" --staging-target-path $STG $ACC $CTX
+	check "published on node-2 (descriptor + agent socket)" csi node-publish-volume --volume-id "$VOL" \
+		--staging-target-path $STG --target-path $TGT $ACC $CTX $POD
+	DAXLEASE_IO_TIMEOUT_MS=120000 daxlease-io pattern $TGT $BLOCK 1200 $N $N >/tmp/writer.log 2>&1 &
+	W=$!
+	check "node-2's RDMA writer persists" wait_log /tmp/writer.log "persisted seq=50 " 600
+fi
+[ $FAILS -eq 0 ] || { dump_two_logs; tail /tmp/writer.log; kill $W; finish; }
+peer_sync migrate-writers-on || fail "meeting the peer"
+if [ "$LAB_ROLE" = 1 ]; then
+	check "one namespace of the volume on node-1" test "$(ns_of "$VOL" | grep -c .)" -eq 1
+else
+	check "no namespace of the volume on node-2" test -z "$(ns_of "$VOL")"
+fi
+migrate node-2
+[ $FAILS -eq 0 ] || { dump_two_logs 60; tail /tmp/writer.log; kill $W; finish; }
+migrate node-1
+peer_sync migrate-stop-writers || fail "meeting the peer"
+kill -TERM $W
+wait $W
+rc=$?
+tail -n 2 /tmp/writer.log
+check "the writer ended without an error (exit $rc)" test $rc -eq 0
+check "no error printed by the writer" sh -c '! grep -qi "error\|fail\|revoked" /tmp/writer.log'
+say "$(persisted /tmp/writer.log) blocks persisted"
+peer_sync migrate-verify || fail "meeting the peer"
+verify_all "after the migration there and back"
+peer_sync migrate-verified || fail "meeting the peer"
+check "unpublished on $NODE" csi node-unpublish-volume --volume-id "$VOL" --target-path $TGT
+if [ "$LAB_ROLE" = 2 ]; then
+	check "unstaged on node-2" csi node-unstage-volume --volume-id "$VOL" --staging-target-path $STG
+	peer_sync migrate-cleaned || fail "meeting node-1"
+	check "no namespace of the volume on node-2" test -z "$(ns_of "$VOL")"
+else
+	peer_sync migrate-cleaned || fail "meeting node-2"
+	check "unstaged on node-1" csi node-unstage-volume --volume-id "$VOL" --staging-target-path $STG
+	check "volume deleted" csi delete-volume --volume-id "$VOL"
+	check "no namespace of the volume left on node-1" test -z "$(ns_of "$VOL")"
+fi
+[ $FAILS -eq 0 ] || dump_two_logs 60
+finish

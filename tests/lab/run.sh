@@ -10,7 +10,7 @@
 #         others in one guest.
 # env:   DAXLEASE_LAB_CACHE (kernel + base initramfs cache, default
 #        /var/cache/daxlease/lab), LAB_SMP (default 2), LAB_TIMEOUT (s per guest run, default 900;
-#        1500 for the pair: each guest gets one CPU)
+#        2100 for the pair: each guest gets one CPU)
 # Exit:  0 all passed; 1 a test failed or a guest did not finish; 2 usage;
 #        3 a host prerequisite (qemu, apt) is missing.
 #
@@ -32,7 +32,8 @@ KEEP=0
 TESTS=()
 TWO=()
 ALL=(ndctl_backend csi_lifecycle csi_snapshot csi_grow file_backend_nodax capacity verbs verbs_fabric bench)
-ALL_TWO=(two_guest_recall two_guest_revoke two_guest_inflight two_guest_bench two_guest_grow)
+ALL_TWO=(two_guest_recall two_guest_revoke two_guest_inflight two_guest_bench two_guest_grow
+  two_guest_migrate)
 while [ $# -gt 0 ]; do
   case "$1" in
   --build-dir) BUILD_DIR=$2; shift ;;
@@ -168,7 +169,7 @@ KC
       for _ in $(seq 1 200); do [ -S "$sock" ] && break; sleep 0.05; done
       link="stream,id=l0,server=off,addr.type=unix,addr.path=$sock"
     fi
-    timeout "${LAB_TIMEOUT:-1500}" qemu-system-x86_64 "${ACC[@]}" \
+    timeout "${LAB_TIMEOUT:-2100}" qemu-system-x86_64 "${ACC[@]}" \
       -machine pc,nvdimm=on -smp 1 -m 1536M,slots=4,maxmem=8G \
       -object memory-backend-file,id=mem1,share=on,mem-path="$W/pmem$i.img",size=1G \
       -device nvdimm,id=nvdimm1,memdev=mem1,label-size=128K \

@@ -201,6 +201,62 @@ two_args() {
 	ACC="--access-mode multi-node-multi-writer"
 	[ -z "$1" ] || POD="--context csi.storage.k8s.io/pod.name=$1 --context csi.storage.k8s.io/pod.namespace=default --context csi.storage.k8s.io/pod.uid=uid-$1"
 }
+# ns_of ID: the namespaces named ID ("namespaceX.Y size" per line)
+ns_of() {
+	ndctl list -N 2>/dev/null | tr -d ' \n' | sed 's/},{/}\n{/g' | grep "\"name\":\"$1\"" |
+		sed -n 's/.*"dev":"\([^"]*\)".*"size":\([0-9]*\).*/\1 \2/p'
+}
+# log_s FILE EVENT: the time of day (s) of EVENT's last line in a daxlease log
+log_s() {
+	grep -a "event=$2" "$1" | tail -n 1 | sed -n 's/^ts=[^T]*T\([0-9:.]*\)Z.*/\1/p' |
+		awk -F: '{ printf "%.3f", $1 * 3600 + $2 * 60 + $3 }'
+}
+# two_writers_up NAME: a shared devdax volume NAME (64 MiB) owned by node-1
+# under two live writers, for the reshape and migration tests. node-1 creates,
+# stages and publishes it, fills 1 MiB blocks FILL_FIRST.. (FILL_COUNT of
+# them, each persisted once or more) and starts a local writer of N BLOCK-byte
+# blocks from 0; node-2 stages and publishes it (remote) and starts an RDMA
+# writer of N blocks from N. Sets VOL and W (the writer's pid); expects STG,
+# TGT, ACC, CTX and POD (two_args).
+two_writers_up() {
+	if [ "$LAB_ROLE" = 1 ]; then
+		check "shared devdax volume created (64 MiB)" csi create-volume --name "$1" --capacity-bytes 64Mi \
+			--param daxlease.io/mode=devdax --param daxlease.io/share=true \
+			--param daxlease.io/recallGraceSeconds=60 $ACC
+		VOL=$(json_get volumeId)
+		check "staged on its owner (served by the agent)" csi node-stage-volume --volume-id "$VOL" --staging-target-path $STG $ACC $CTX
+		check "published on its owner (local mapping)" csi node-publish-volume --volume-id "$VOL" \
+			--staging-target-path $STG --target-path $TGT $ACC $CTX $POD
+		daxlease-io pattern $TGT $MiB 600 $FILL_FIRST $FILL_COUNT >/tmp/fill.log 2>&1 &
+		_f=$!
+		check "the rest of the volume filled" wait_log /tmp/fill.log "persisted seq=$FILL_COUNT " 300
+		kill -TERM $_f
+		wait $_f
+		DAXLEASE_IO_TIMEOUT_MS=120000 daxlease-io pattern $TGT $BLOCK 1200 0 $N >/tmp/writer.log 2>&1 &
+		W=$!
+		check "node-1's local writer persists" wait_log /tmp/writer.log "persisted seq=50 " 300
+		peer_sync "$1-volume" "$VOL" >/dev/null || fail "meeting node-2"
+	else
+		VOL=$(peer_sync "$1-volume") || fail "meeting node-1"
+		say "volume $VOL"
+		check "staged on node-2 (remote)" csi node-stage-volume --volume-id "$VOL" --staging-target-path $STG $ACC $CTX
+		check "published on node-2 (descriptor + agent socket)" csi node-publish-volume --volume-id "$VOL" \
+			--staging-target-path $STG --target-path $TGT $ACC $CTX $POD
+		DAXLEASE_IO_TIMEOUT_MS=120000 daxlease-io pattern $TGT $BLOCK 1200 $N $N >/tmp/writer.log 2>&1 &
+		W=$!
+		check "node-2's RDMA writer persists" wait_log /tmp/writer.log "persisted seq=50 " 600
+	fi
+}
+# verify_all WHEN: both writers' ranges and the filled blocks checked here
+verify_all() {
+	daxlease-io verify $TGT $BLOCK 0 $((2 * N)) >/tmp/verify.log 2>&1
+	daxlease-io verify $TGT $MiB $FILL_FIRST $FILL_COUNT >>/tmp/verify.log 2>&1
+	cat /tmp/verify.log
+	check "$1: every block of both writers' ranges valid ($NODE)" \
+		grep -q "blocks=$((2 * N)) valid=$((2 * N)) empty=0 corrupt=0" /tmp/verify.log
+	check "$1: every byte of the filled rest valid ($NODE)" \
+		grep -q "blocks=$FILL_COUNT valid=$FILL_COUNT empty=0 corrupt=0" /tmp/verify.log
+}
 # dax_chardev: the device of the guest's (one) devdax namespace
 dax_chardev() { echo /dev/$(ndctl list -N | tr -d ' \n' | sed -n 's/.*"chardev":"\([^"]*\)".*/\1/p'); }
 dump_two_logs() {

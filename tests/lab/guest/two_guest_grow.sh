@@ -50,54 +50,8 @@ wait_ready() {
 	cat /tmp/status.txt
 	return 1
 }
-# ns_of ID: the namespaces named ID ("namespaceX.Y size" per line)
-ns_of() {
-	ndctl list -N 2>/dev/null | tr -d ' \n' | sed 's/},{/}\n{/g' | grep "\"name\":\"$1\"" |
-		sed -n 's/.*"dev":"\([^"]*\)".*"size":\([0-9]*\).*/\1 \2/p'
-}
-# log_s FILE EVENT: the time of day (s) of EVENT's last line in a daxlease log
-log_s() {
-	grep -a "event=$2" "$1" | tail -n 1 | sed -n 's/^ts=[^T]*T\([0-9:.]*\)Z.*/\1/p' |
-		awk -F: '{ printf "%.3f", $1 * 3600 + $2 * 60 + $3 }'
-}
-verify_all() {
-	daxlease-io verify $TGT $BLOCK 0 $((2 * N)) >/tmp/verify.log 2>&1
-	daxlease-io verify $TGT $MiB $FILL_FIRST $FILL_COUNT >>/tmp/verify.log 2>&1
-	cat /tmp/verify.log
-	check "$1: every block of both writers' ranges valid ($NODE)" \
-		grep -q "blocks=$((2 * N)) valid=$((2 * N)) empty=0 corrupt=0" /tmp/verify.log
-	check "$1: every byte of the filled rest of the first 64 MiB valid ($NODE)" \
-		grep -q "blocks=$FILL_COUNT valid=$FILL_COUNT empty=0 corrupt=0" /tmp/verify.log
-}
 
-if [ "$LAB_ROLE" = 1 ]; then
-	check "shared devdax volume created (64 MiB)" csi create-volume --name lab-two-grow --capacity-bytes 64Mi \
-		--param daxlease.io/mode=devdax --param daxlease.io/share=true \
-		--param daxlease.io/recallGraceSeconds=60 $ACC
-	VOL=$(json_get volumeId)
-	check "staged on its owner (served by the agent)" csi node-stage-volume --volume-id "$VOL" --staging-target-path $STG $ACC $CTX
-	check "published on its owner (local mapping)" csi node-publish-volume --volume-id "$VOL" \
-		--staging-target-path $STG --target-path $TGT $ACC $CTX $POD
-	# The rest of the first 64 MiB: each 1 MiB block written and persisted once or more.
-	daxlease-io pattern $TGT $MiB 600 $FILL_FIRST $FILL_COUNT >/tmp/fill.log 2>&1 &
-	F=$!
-	check "the rest of the volume filled" wait_log /tmp/fill.log "persisted seq=$FILL_COUNT " 300
-	kill -TERM $F
-	wait $F
-	DAXLEASE_IO_TIMEOUT_MS=120000 daxlease-io pattern $TGT $BLOCK 1200 0 $N >/tmp/writer.log 2>&1 &
-	W=$!
-	check "node-1's local writer persists" wait_log /tmp/writer.log "persisted seq=50 " 300
-	peer_sync grow-volume "$VOL" >/dev/null || fail "meeting node-2"
-else
-	VOL=$(peer_sync grow-volume) || fail "meeting node-1"
-	say "volume $VOL"
-	check "staged on node-2 (remote)" csi node-stage-volume --volume-id "$VOL" --staging-target-path $STG $ACC $CTX
-	check "published on node-2 (descriptor + agent socket)" csi node-publish-volume --volume-id "$VOL" \
-		--staging-target-path $STG --target-path $TGT $ACC $CTX $POD
-	DAXLEASE_IO_TIMEOUT_MS=120000 daxlease-io pattern $TGT $BLOCK 1200 $N $N >/tmp/writer.log 2>&1 &
-	W=$!
-	check "node-2's RDMA writer persists" wait_log /tmp/writer.log "persisted seq=50 " 600
-fi
+two_writers_up lab-two-grow
 [ $FAILS -eq 0 ] || { dump_two_logs; tail /tmp/writer.log; kill $W; finish; }
 peer_sync grow-writers-on || fail "meeting the peer"
 if [ "$LAB_ROLE" = 1 ]; then

@@ -55,11 +55,6 @@ wait_migrated() {
 	cat /tmp/status.txt
 	return 1
 }
-# ns_of ID: the namespaces named ID here ("namespaceX.Y size" per line)
-ns_of() {
-	ndctl list -N 2>/dev/null | tr -d ' \n' | sed 's/},{/}\n{/g' | grep "\"name\":\"$1\"" |
-		sed -n 's/.*"dev":"\([^"]*\)".*"size":\([0-9]*\).*/\1 \2/p'
-}
 # wait_ns_count ID COUNT: until this guest has COUNT namespaces of ID: 300 s
 # (the source's free runs beside the switch)
 wait_ns_count() {
@@ -67,11 +62,6 @@ wait_ns_count() {
 	while [ "$(ns_of "$1" | grep -c .)" -ne "$2" ]; do
 		_k=$((_k + 1)); [ $_k -lt 300 ] || return 1; sleep 1
 	done
-}
-# log_s LOG EVENT: the time of day (s) of EVENT's last line in LOG
-log_s() {
-	grep -a "event=$2" "$1" | tail -n 1 | sed -n 's/^ts=[^T]*T\([0-9:.]*\)Z.*/\1/p' |
-		awk -F: '{ printf "%.3f", $1 * 3600 + $2 * 60 + $3 }'
 }
 # figures TO: what this guest's agent logged of the move to TO. The target:
 # the copy (agent.migration_copied: copy, persist, and where the streams'
@@ -94,15 +84,6 @@ figures() {
 		[ -n "$_a" ] && [ -n "$_b" ] &&
 			echo "FIGURE lab_ndctl_migrate_to_${1}_released_to_switched_s=$(awk -v a="$_a" -v b="$_b" 'BEGIN {printf "%.2f", b - a}')"
 	fi
-}
-verify_all() {
-	daxlease-io verify $TGT $BLOCK 0 $((2 * N)) >/tmp/verify.log 2>&1
-	daxlease-io verify $TGT $MiB $FILL_FIRST $FILL_COUNT >>/tmp/verify.log 2>&1
-	cat /tmp/verify.log
-	check "$1: every block of both writers' ranges valid ($NODE)" \
-		grep -q "blocks=$((2 * N)) valid=$((2 * N)) empty=0 corrupt=0" /tmp/verify.log
-	check "$1: every byte of the filled rest valid ($NODE)" \
-		grep -q "blocks=$FILL_COUNT valid=$FILL_COUNT empty=0 corrupt=0" /tmp/verify.log
 }
 # migrate TO: node-1 asks for the migration (either node could); both
 # guests then check the namespaces and the writers at the new epoch.
@@ -149,33 +130,7 @@ migrate() {
 	peer_sync "writers-after-$_to" || fail "meeting the peer"
 }
 
-if [ "$LAB_ROLE" = 1 ]; then
-	check "shared devdax volume created (64 MiB)" csi create-volume --name lab-two-migrate --capacity-bytes 64Mi \
-		--param daxlease.io/mode=devdax --param daxlease.io/share=true \
-		--param daxlease.io/recallGraceSeconds=60 $ACC
-	VOL=$(json_get volumeId)
-	check "staged on its owner (served by the agent)" csi node-stage-volume --volume-id "$VOL" --staging-target-path $STG $ACC $CTX
-	check "published on its owner (local mapping)" csi node-publish-volume --volume-id "$VOL" \
-		--staging-target-path $STG --target-path $TGT $ACC $CTX $POD
-	daxlease-io pattern $TGT $MiB 600 $FILL_FIRST $FILL_COUNT >/tmp/fill.log 2>&1 &
-	F=$!
-	check "the rest of the volume filled" wait_log /tmp/fill.log "persisted seq=$FILL_COUNT " 300
-	kill -TERM $F
-	wait $F
-	DAXLEASE_IO_TIMEOUT_MS=120000 daxlease-io pattern $TGT $BLOCK 1200 0 $N >/tmp/writer.log 2>&1 &
-	W=$!
-	check "node-1's local writer persists" wait_log /tmp/writer.log "persisted seq=50 " 300
-	peer_sync migrate-volume "$VOL" >/dev/null || fail "meeting node-2"
-else
-	VOL=$(peer_sync migrate-volume) || fail "meeting node-1"
-	say "volume $VOL"
-	check "staged on node-2 (remote)" csi node-stage-volume --volume-id "$VOL" --staging-target-path $STG $ACC $CTX
-	check "published on node-2 (descriptor + agent socket)" csi node-publish-volume --volume-id "$VOL" \
-		--staging-target-path $STG --target-path $TGT $ACC $CTX $POD
-	DAXLEASE_IO_TIMEOUT_MS=120000 daxlease-io pattern $TGT $BLOCK 1200 $N $N >/tmp/writer.log 2>&1 &
-	W=$!
-	check "node-2's RDMA writer persists" wait_log /tmp/writer.log "persisted seq=50 " 600
-fi
+two_writers_up lab-two-migrate
 [ $FAILS -eq 0 ] || { dump_two_logs; tail /tmp/writer.log; kill $W; finish; }
 peer_sync migrate-writers-on || fail "meeting the peer"
 if [ "$LAB_ROLE" = 1 ]; then

@@ -11,6 +11,8 @@ if command -v ccache >/dev/null; then
   # Paths under the checkout are hashed relative to it, so another clone or
   # build directory (CI's fresh checkout) reuses the cache. The price: the
   # compile directory recorded in debug info may name the other checkout.
+  # Another price: a source edited while its compile runs is cached under its
+  # old text; .ci/run therefore keeps a cache of its own (CCACHE_DIR).
   export CCACHE_BASEDIR=$PWD CCACHE_NOHASHDIR=1
   launcher=(-DCMAKE_CXX_COMPILER_LAUNCHER=ccache -DCMAKE_C_COMPILER_LAUNCHER=ccache)
 fi

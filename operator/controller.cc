@@ -17,8 +17,46 @@ k8s::WorkQueueOptions QueueOptions(OperatorMetrics* metrics) {
   o.qps = 0;  // per-volume backoff is enough: there are few volumes
   return o;
 }
-
 }  // namespace
+
+k8s::Json LeaseCacheStub(const k8s::Json& obj) {
+  k8s::Json stub = k8s::Json::object();
+  auto copy = [](const k8s::Json& from, k8s::Json& to, const char* key) {
+    auto it = from.find(key);
+    if (it != from.end()) to[key] = *it;
+  };
+  copy(obj, stub, "apiVersion");
+  copy(obj, stub, "kind");
+  auto meta = obj.find("metadata");
+  if (meta != obj.end() && meta->is_object()) {
+    k8s::Json& m = stub["metadata"] = k8s::Json::object();
+    for (const char* k : {"name", "namespace", "uid", "resourceVersion"}) {
+      copy(*meta, m, k);
+    }
+  }
+  auto spec = obj.find("spec");
+  if (spec != obj.end() && spec->is_object()) {
+    copy(*spec, stub["spec"] = k8s::Json::object(), "volume");
+  }
+  auto st = obj.find("status");
+  if (st != obj.end() && st->is_object()) {
+    copy(*st, stub["status"] = k8s::Json::object(), "boundTo");
+  }
+  return stub;
+}
+
+void PassCoalescer::Ran(const std::string& volume, absl::Duration took) {
+  absl::MutexLock l(&mu_);
+  last_[volume] = took;
+}
+
+absl::Duration PassCoalescer::DelayFor(const std::string& volume) const {
+  absl::MutexLock l(&mu_);
+  auto it = last_.find(volume);
+  const absl::Duration took =
+      it == last_.end() ? absl::ZeroDuration() : it->second;
+  return std::clamp(took, min_, max_);
+}
 
 Controller::Controller(k8s::KubeClient& client, base::Clock& clock,
                        EventSink& events, ControllerOptions options)
@@ -26,7 +64,8 @@ Controller::Controller(k8s::KubeClient& client, base::Clock& clock,
       clock_(clock),
       options_(options),
       events_(events),
-      queue_(clock, QueueOptions(options.metrics)) {}
+      queue_(clock, QueueOptions(options.metrics)),
+      coalescer_(options.coalesce_min, options.coalesce_max) {}
 
 Controller::~Controller() { Stop(); }
 
@@ -34,7 +73,7 @@ void Controller::EnqueueVolume(const std::string& volume) {
   queue_.Add(volume);
 }
 
-void Controller::Enqueue(const k8s::Json& obj, bool is_volume) {
+void Controller::Enqueue(const k8s::Json& obj, bool is_volume, bool coalesce) {
   if (is_volume) {
     queue_.Add(k8s::NameOf(obj));
     return;
@@ -42,8 +81,14 @@ void Controller::Enqueue(const k8s::Json& obj, bool is_volume) {
   auto spec = obj.find("spec");
   if (spec == obj.end() || !spec->is_object()) return;
   auto v = spec->find("volume");
-  if (v != spec->end() && v->is_string() && !v->get<std::string>().empty()) {
-    queue_.Add(v->get<std::string>());
+  if (v == spec->end() || !v->is_string() || v->get<std::string>().empty()) {
+    return;
+  }
+  const std::string& volume = v->get_ref<const std::string&>();
+  if (coalesce) {
+    queue_.AddAfter(volume, coalescer_.DelayFor(volume));
+  } else {
+    queue_.Add(volume);
   }
 }
 
@@ -61,6 +106,11 @@ absl::Status Controller::Start() {
     io.resource = resource;
     io.resync = options_.resync;
     io.drop_managed_fields = true;  // never read; most of the bytes
+    if (resource.plural == api::DaxLeaseResource().plural) {
+      // The reader parses each version once and keeps that; N leases' JSON
+      // on top was the largest part of the operator's memory.
+      io.cache_transform = LeaseCacheStub;
+    }
     informers_.push_back(std::make_unique<k8s::Informer>(client_, clock_, io));
   }
   reader_ = std::make_unique<CacheWorldReader>(
@@ -73,9 +123,11 @@ absl::Status Controller::Start() {
   for (size_t i = 0; i < informers_.size(); ++i) {
     const k8s::Resource r = kinds[i];
     const bool vol = i == 0;
+    const bool lease = i == 1;
     informers_[i]->AddHandlers({
-        [this, r, vol](const k8s::Json& o) {
-          if (reader_->Observe(r, o, false)) Enqueue(o, vol);
+        [this, r, vol, lease](const k8s::Json& o) {
+          // A new lease: coalesced with the others of its burst.
+          if (reader_->Observe(r, o, false)) Enqueue(o, vol, lease);
         },
         [this, r, vol](const k8s::Json& a, const k8s::Json& b) {
           if (!reader_->Observe(r, b, false)) return;  // our own echo
@@ -118,6 +170,7 @@ void Controller::Work() {
     absl::Time start = clock_.Now();
     absl::StatusOr<ReconcileResult> r = reconciler_->Reconcile(*key);
     ++passes_;
+    coalescer_.Ran(*key, clock_.Now() - start);
     if (OperatorMetrics* m = options_.metrics; m != nullptr) {
       const absl::Duration took = clock_.Now() - start;
       m->Reconciled(!r.ok() ? OperatorMetrics::Result::kError

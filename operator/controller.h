@@ -8,7 +8,9 @@
 #ifndef DAXLEASE_OPERATOR_CONTROLLER_H_
 #define DAXLEASE_OPERATOR_CONTROLLER_H_
 
+#include <algorithm>
 #include <atomic>
+#include <map>
 #include <memory>
 #include <string>
 #include <thread>
@@ -36,6 +38,40 @@ struct ControllerOptions {
   // Reconcile, work queue and protocol series (metrics.h). Not owned; must
   // outlive the controller; null: none. Also given to the reconciler.
   OperatorMetrics* metrics = nullptr;
+  // A burst of DaxLease creations is served by one pass per volume, not one
+  // per creation: a new lease queues its volume after as long as the
+  // volume's last pass took, clamped to [coalesce_min, coalesce_max]. A pass
+  // over N leases costs O(N), so without this N creations arriving during
+  // passes keep a worker busy back to back (O(N^2) in all); with it a
+  // volume's creation-triggered passes take at most about half a worker.
+  // A small volume's pass takes a millisecond or so, so its grants are not
+  // delayed noticeably. Other changes (recalls, acks, the volume) queue at
+  // once.
+  absl::Duration coalesce_min = absl::ZeroDuration();
+  absl::Duration coalesce_max = absl::Seconds(1);
+};
+
+// What the DaxLease informer caches of each lease (InformerOptions::
+// cache_transform): the reader keeps its own parsed copy (cache_reader.h);
+// the handlers and a resync need only the lease's identity, version and the
+// volume it names (spec.volume, status.boundTo).
+k8s::Json LeaseCacheStub(const k8s::Json& obj);
+
+// How long a volume's creation-triggered pass waits (ControllerOptions::
+// coalesce_*): as long as its last pass took. Thread-safe.
+class PassCoalescer {
+ public:
+  PassCoalescer(absl::Duration min, absl::Duration max)
+      : min_(min), max_(std::max(min, max)) {}
+  // A pass over `volume` took `took`.
+  void Ran(const std::string& volume, absl::Duration took);
+  absl::Duration DelayFor(const std::string& volume) const;
+
+ private:
+  const absl::Duration min_;
+  const absl::Duration max_;
+  mutable absl::Mutex mu_;
+  std::map<std::string, absl::Duration> last_ ABSL_GUARDED_BY(mu_);
 };
 
 class Controller {
@@ -61,7 +97,8 @@ class Controller {
   void EnqueueVolume(const std::string& volume);
 
  private:
-  void Enqueue(const k8s::Json& obj, bool is_volume);
+  // `coalesce`: a lease creation (after the volume's PassCoalescer delay).
+  void Enqueue(const k8s::Json& obj, bool is_volume, bool coalesce = false);
   void Work();
 
   k8s::KubeClient& client_;
@@ -75,6 +112,7 @@ class Controller {
   std::unique_ptr<Reconciler> reconciler_;
   std::vector<std::thread> workers_;
   std::atomic<int64_t> passes_{0};
+  PassCoalescer coalescer_;
   absl::Mutex lifecycle_mu_;  // Start and Stop may race (leader callbacks)
   bool started_ ABSL_GUARDED_BY(lifecycle_mu_) = false;
   bool stopped_ ABSL_GUARDED_BY(lifecycle_mu_) = false;

@@ -7,6 +7,7 @@
 #include <thread>
 
 #include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "lib/api/json.h"
@@ -169,6 +170,95 @@ TEST_F(ControllerTest, GrantsRecallsAndRevokesAtTheDeadline) {
                         "\"daxvolume\",result=\"requeue_after\"} 0")));
   EXPECT_THAT(text, testing::Not(HasSubstr("workqueue_adds_total{name="
                                            "\"daxvolume\"} 0")));
+}
+
+// A burst of lease creations is served by one pass over their volume, not
+// one pass each: every creation waits the volume's coalescing delay (here
+// 1 s of the fake clock), and the pass after it grants them all.
+TEST_F(ControllerTest, ABurstOfLeaseCreationsIsOnePass) {
+  api::DaxVolume v;
+  v.metadata.name = "vol";
+  v.spec.size_bytes = 1;
+  v.spec.owner_node = "owner";
+  v.spec.share = true;
+  ASSERT_TRUE(fake_.Create(api::DaxVolumeResource(), api::ToJson(v)).ok());
+  ControllerOptions o;
+  o.coalesce_min = absl::Seconds(1);
+  Controller c(fake_, clock_, events_, o);
+  ASSERT_TRUE(c.Start().ok());
+  auto volume = [&] {
+    auto j = fake_.Get(api::DaxVolumeResource(), "", "vol");
+    EXPECT_TRUE(j.ok());
+    auto parsed = api::FromJson<api::DaxVolume>(j.ok() ? *j : k8s::Json{});
+    return parsed.ok() ? *parsed : api::DaxVolume{};
+  };
+  ASSERT_TRUE(Eventually(
+      [&] { return volume().status.phase == api::VolumePhase::kReady; }));
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  const int64_t passes = c.passes();
+  const int64_t writes = fake_.WriteCount();
+  constexpr int kLeases = 20;
+  for (int i = 0; i < kLeases; ++i) {
+    api::DaxLease l;
+    l.metadata.name = absl::StrCat("l", i);
+    l.spec = {"vol", absl::StrCat("node-", i), "", api::Access::kReadWrite};
+    ASSERT_TRUE(fake_.Create(api::DaxLeaseResource(), api::ToJson(l)).ok());
+  }
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  EXPECT_EQ(c.passes(), passes);  // the burst waits
+  EXPECT_FALSE(LeaseIs("l0", api::LeaseState::kGranted));
+  clock_.Advance(absl::Seconds(1));
+  ASSERT_TRUE(Eventually([&] {
+    for (int i = 0; i < kLeases; ++i) {
+      if (!LeaseIs(absl::StrCat("l", i), api::LeaseState::kGranted)) {
+        return false;
+      }
+    }
+    return true;
+  }));
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  EXPECT_EQ(volume().status.holders, kLeases);
+  // The creates, each lease's finalizer and status, and one volume write
+  // (holders 0 -> 20), not one volume write per grant.
+  EXPECT_EQ(fake_.WriteCount() - writes, kLeases + 2 * kLeases + 1);
+  c.Stop();
+}
+
+// The DaxLease informer keeps only this of each lease; a resync or a delete
+// handed the stub finds the lease's volume, name and version in it.
+TEST(LeaseCacheStubTest, KeepsIdentityVersionAndVolume) {
+  api::DaxLease l;
+  l.metadata.name = "l";
+  l.metadata.uid = "l-uid";
+  l.metadata.resource_version = "42";
+  l.metadata.finalizers = {api::kLeaseFinalizer};
+  l.spec = {"vol", "node-a", "ns/pod", api::Access::kReadWrite};
+  l.status.state = api::LeaseState::kGranted;
+  l.status.epoch = 3;
+  l.status.bound_to = api::LeaseBinding{"vol-bound", "node-a", "ns/pod"};
+  const k8s::Json full = api::ToJson(l);
+  const k8s::Json stub = LeaseCacheStub(full);
+  EXPECT_EQ(k8s::NameOf(stub), "l");
+  EXPECT_EQ(k8s::ResourceVersionOf(stub), "42");
+  EXPECT_EQ(stub["metadata"]["uid"], "l-uid");
+  EXPECT_EQ(api::OwningVolume(stub), api::OwningVolume(full));
+  EXPECT_EQ(stub["spec"]["volume"], "vol");
+  EXPECT_FALSE(stub["spec"].contains("holderNode"));
+  EXPECT_FALSE(stub["status"].contains("state"));
+  EXPECT_FALSE(stub["metadata"].contains("finalizers"));
+  EXPECT_LT(stub.dump().size(), full.dump().size() / 2);
+}
+
+TEST(PassCoalescerTest, WaitsAsLongAsTheVolumesLastPassWithinBounds) {
+  PassCoalescer c(absl::Milliseconds(2), absl::Seconds(1));
+  EXPECT_EQ(c.DelayFor("v"), absl::Milliseconds(2));  // no pass yet
+  c.Ran("v", absl::Milliseconds(300));
+  EXPECT_EQ(c.DelayFor("v"), absl::Milliseconds(300));
+  EXPECT_EQ(c.DelayFor("w"), absl::Milliseconds(2));
+  c.Ran("v", absl::Seconds(7));
+  EXPECT_EQ(c.DelayFor("v"), absl::Seconds(1));
+  c.Ran("v", absl::ZeroDuration());
+  EXPECT_EQ(c.DelayFor("v"), absl::Milliseconds(2));
 }
 
 // A 409 means the pass read something stale; the cache it reads from may

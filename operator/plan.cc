@@ -1252,9 +1252,9 @@ class Planner {
   const PlanOptions opts_;
   Plan plan_;
   lease::VolumeState s_;
-  std::map<std::string, size_t> index_;        // lease name -> index in World
-  int running_ = -1;                           // recall running when read
-  std::map<int64_t, size_t> recall_at_epoch_;  // status.epoch -> recall
+  absl::flat_hash_map<std::string, size_t> index_;  // lease -> World index
+  int running_ = -1;                                // recall running when read
+  std::map<int64_t, size_t> recall_at_epoch_;       // status.epoch -> recall
   std::map<size_t, int> read_through_;      // recall -> leases read through it
   uint64_t initial_epoch_ = 1;              // volume epoch when read
   std::string completed_id_;                // recall that completed

@@ -106,6 +106,9 @@ absl::Status Informer::ListAndReplace() {
     for (const auto& [key, obj] : fresh) {
       if (cache_.count(key) == 0) added.push_back(obj);
     }
+    if (options_.cache_transform) {
+      for (auto& [key, obj] : fresh) obj = Cached(obj);
+    }
     cache_ = std::move(fresh);
     rv_ = list->resource_version;
     ++lists_;
@@ -130,6 +133,10 @@ void Informer::Trim(Json& obj) const {
   if (meta != obj.end() && meta->is_object()) meta->erase("managedFields");
 }
 
+Json Informer::Cached(const Json& obj) const {
+  return options_.cache_transform ? options_.cache_transform(obj) : obj;
+}
+
 void Informer::Apply(const WatchEvent& event) {
   std::string rv = ResourceVersionOf(event.object);
   if (event.type == WatchEvent::Type::kBookmark) {
@@ -147,14 +154,19 @@ void Informer::Apply(const WatchEvent& event) {
   const WatchEvent& ev = *e;
   const std::string key = KeyOf(ev.object);
   std::optional<Json> old;
+  // Outside the lock: Get and List callers do not wait for the transform.
+  std::optional<Json> cached;
+  if (ev.type != WatchEvent::Type::kDeleted) cached = Cached(ev.object);
   {
     absl::MutexLock l(&mu_);
     auto it = cache_.find(key);
-    if (it != cache_.end()) old = it->second;
+    if (it != cache_.end()) old = std::move(it->second);
     if (ev.type == WatchEvent::Type::kDeleted) {
-      cache_.erase(key);
+      if (it != cache_.end()) cache_.erase(it);
+    } else if (it != cache_.end()) {
+      it->second = *std::move(cached);
     } else {
-      cache_[key] = ev.object;
+      cache_.emplace(key, *std::move(cached));
     }
     if (!rv.empty()) rv_ = rv;
   }

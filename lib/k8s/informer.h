@@ -48,6 +48,15 @@ struct InformerOptions {
   // field-ownership bookkeeping, often most of a small object's bytes), for
   // a client that never reads it.
   bool drop_managed_fields = false;
+  // What the cache keeps of each object: cache_transform(obj) instead of
+  // obj (after drop_managed_fields). Handlers still get every added, updated
+  // or deleted object whole, as delivered; what was cached is what Get,
+  // List, a resync's OnUpdate(obj, obj), OnUpdate's old object and the
+  // OnDelete of an object that vanished while the watch was down see. For a
+  // client that keeps its own parsed copy of each object (by
+  // resourceVersion) and needs only a few fields of the cached one; it must
+  // keep metadata.name, namespace and resourceVersion. Null: the object.
+  std::function<Json(const Json&)> cache_transform;
 };
 
 struct InformerHandlers {
@@ -93,7 +102,8 @@ class Informer {
   void Run();
   absl::Status ListAndReplace();
   void Apply(const WatchEvent& ev);
-  void Trim(Json& obj) const;  // options_.drop_managed_fields
+  void Trim(Json& obj) const;          // options_.drop_managed_fields
+  Json Cached(const Json& obj) const;  // options_.cache_transform
   void MaybeResync();
 
   KubeClient& client_;

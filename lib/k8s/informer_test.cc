@@ -74,6 +74,55 @@ TEST_F(InformerTest, DropsManagedFieldsWhenAsked) {
   inf.Stop();
 }
 
+TEST_F(InformerTest, CachesTheTransformAndDeliversWholeObjects) {
+  ASSERT_TRUE(fake_.Create(kWidgets, Widget("a", 7)).ok());
+  InformerOptions o = Options();
+  o.cache_transform = [](const Json& obj) {
+    return Json{{"metadata", obj["metadata"]}};
+  };
+  Informer inf(fake_, clock_, o);
+  absl::Mutex mu;
+  std::vector<std::string> seen;  // event, name, size as handed over
+  auto size_of = [](const Json& obj) {
+    return obj.contains("spec") ? obj["spec"]["size"].dump() : "-";
+  };
+  inf.AddHandlers({[&](const Json& n) {
+                     absl::MutexLock l(&mu);
+                     seen.push_back("add " + NameOf(n) + " " + size_of(n));
+                   },
+                   [&](const Json& old_obj, const Json& n) {
+                     absl::MutexLock l(&mu);
+                     seen.push_back("update " + NameOf(n) + " " +
+                                    size_of(old_obj) + "->" + size_of(n));
+                   },
+                   [&](const Json& last) {
+                     absl::MutexLock l(&mu);
+                     seen.push_back("delete " + NameOf(last) + " " +
+                                    size_of(last));
+                   }});
+  inf.AddHandlers(rec_.Handlers());
+  inf.Start();
+  ASSERT_TRUE(inf.WaitForSync(absl::Seconds(10)));
+  ASSERT_TRUE(fake_.Create(kWidgets, Widget("b", 8)).ok());
+  ASSERT_TRUE(fake_
+                  .Patch(kWidgets, "ns", "b", PatchType::kMerge,
+                         {{"spec", {{"size", 9}}}})
+                  .ok());
+  ASSERT_TRUE(fake_.Delete(kWidgets, "ns", "a").ok());
+  ASSERT_TRUE(rec_.WaitFor("delete a"));
+  {
+    absl::MutexLock l(&mu);
+    EXPECT_EQ(seen, (std::vector<std::string>{"add a 7", "add b 8",
+                                              "update b -->9", "delete a 7"}));
+  }
+  std::optional<Json> b = inf.Get("ns/b");
+  ASSERT_TRUE(b.has_value());
+  EXPECT_FALSE(b->contains("spec"));
+  EXPECT_EQ(NameOf(*b), "b");
+  EXPECT_FALSE(ResourceVersionOf(*b).empty());
+  inf.Stop();
+}
+
 TEST_F(InformerTest, ResumesAfterDroppedWatchWithoutRelist) {
   Informer inf(fake_, clock_, Options());
   inf.AddHandlers(rec_.Handlers());

@@ -1,10 +1,10 @@
 #include "lib/lease/lease.h"
 
 #include <algorithm>
-#include <set>
 #include <utility>
 
 #include "absl/container/flat_hash_map.h"
+#include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
 #include "lib/base/status.h"
 
@@ -477,7 +477,10 @@ absl::Status Validate(const VolumeState& s) {
   if (s.recall.has_value() && s.recall->id.empty()) {
     return bad("recall ID is empty");
   }
-  std::set<std::string> ids;
+  // Views of the IDs, hashed: Validate runs on every Apply, Step and ApplyAll,
+  // over every lease of the volume.
+  absl::flat_hash_set<absl::string_view> ids;
+  ids.reserve(s.leases.size());
   for (const Lease& l : s.leases) {
     if (l.id.empty()) return bad("a lease has an empty ID");
     if (!ids.insert(l.id).second) return bad("duplicate lease ", l.id);

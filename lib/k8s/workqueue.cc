@@ -150,7 +150,11 @@ std::optional<std::string> WorkQueue::Get() {
       return !queue_.empty() || shutdown_;
     };
     if (delayed_.empty()) {
-      mu_.Await(absl::Condition(&has_work));
+      // Until Add, or AddAfter from another thread (then poll the clock).
+      auto has_work_or_delayed = [&]() ABSL_NO_THREAD_SAFETY_ANALYSIS {
+        return has_work() || !delayed_.empty();
+      };
+      mu_.Await(absl::Condition(&has_work_or_delayed));
     } else {
       absl::Time next = absl::InfiniteFuture();
       for (const auto& [k, t] : delayed_) next = std::min(next, t);

@@ -160,6 +160,22 @@ TEST(WorkQueueTest, BlockingGetSeesFakeClockAndShutdown) {
   EXPECT_TRUE(q.ShuttingDown());
 }
 
+// A worker blocked in Get on an empty queue sees a key another thread adds
+// with AddAfter once the clock reaches it (an informer handler delaying a
+// key while every worker waits).
+TEST(WorkQueueTest, BlockedGetSeesAnAddAfterFromAnotherThread) {
+  base::FakeClock clock;
+  WorkQueue q(clock, NoBucket());
+  std::optional<std::string> got;
+  std::thread worker([&] { got = q.Get(); });
+  absl::SleepFor(absl::Milliseconds(30));  // blocked: nothing queued
+  q.AddAfter("x", absl::Seconds(1));
+  absl::SleepFor(absl::Milliseconds(30));
+  clock.Advance(absl::Seconds(1));
+  worker.join();
+  EXPECT_EQ(got, "x");
+}
+
 TEST(WorkQueueTest, ConcurrentWorkersNeverShareAKey) {
   base::FakeClock clock;
   WorkQueue q(clock, NoBucket());

@@ -1050,6 +1050,7 @@ absl::StatusOr<std::shared_ptr<Session>> Agent::OpenSession(
   s->id_ = RandomHex(8);
   s->publish_ = p->req.target_path();
   p->sessions.insert(s);
+  UpdateGaugesLocked();  // /metrics counts the session now, not next pass
   if (!p->attached) {
     p->attached = true;
     RETURN_IF_ERROR(SaveStateLocked());
@@ -1070,6 +1071,7 @@ void Agent::CloseSession(const std::shared_ptr<Session>& s) {
     auto it = publishes_.find(s->publish_);
     if (it != publishes_.end()) {
       it->second.sessions.erase(s);
+      UpdateGaugesLocked();
       if (it->second.sessions.empty() && it->second.attached) {
         it->second.attached = false;
         (void)SaveStateLocked();

@@ -21,6 +21,7 @@
 #include "lib/sys/file.h"
 #include "node-agent/agent/fake_node_media.h"
 #include "node-agent/fabric/fake_fabric.h"
+#include "prometheus/registry.h"
 
 namespace daxlease::agent {
 namespace {
@@ -1197,6 +1198,39 @@ TEST_F(DevdaxSourceWithoutPluginTest, NeverReportsAnUnfreedDeviceFreed) {
   Settle([&] { return !fabric_.IsRegistered("vol"); });
   EXPECT_FALSE(SourceMediaFreed());
   EXPECT_TRUE(sys::PathExists(device_));
+}
+
+// The agent's /metrics with a session gauge that follows the clients.
+class AgentMetricsTest : public AgentTest {
+ protected:
+  void Configure(AgentConfig& c) override {
+    c.metrics = &metrics_;
+    c.resync = absl::Hours(1);  // no periodic pass hides a stale gauge
+  }
+  double Gauge(const std::string& name) {
+    for (const auto& f : registry_.Collect()) {
+      if (f.name == name && !f.metric.empty()) return f.metric[0].gauge.value;
+    }
+    return -1;
+  }
+  prometheus::Registry registry_;
+  AgentMetrics metrics_{registry_};
+};
+
+// A client that attaches is counted by daxlease_agent_sessions at once, and
+// uncounted when it detaches, without waiting for the agent's next pass (the
+// e2e test read 0 sessions with a client persisting through its grant).
+TEST_F(AgentMetricsTest, SessionsGaugeFollowsAttachAndDetachAtOnce) {
+  RecordAndServe();
+  std::string lease = PublishPod("u1");
+  agent_->ReconcileOnce();
+  EXPECT_EQ(Gauge("daxlease_agent_publishes"), 1);
+  EXPECT_EQ(Gauge("daxlease_agent_sessions"), 0);
+  auto s = agent_->OpenSession(lease, descriptor_["attachToken"]);
+  ASSERT_TRUE(s.ok()) << s.status();
+  EXPECT_EQ(Gauge("daxlease_agent_sessions"), 1);
+  agent_->CloseSession(*s);
+  EXPECT_EQ(Gauge("daxlease_agent_sessions"), 0);
 }
 
 }  // namespace

@@ -223,6 +223,17 @@ class Planner {
     }
     return -1;
   }
+  // The DaxRecall stored Complete at `epoch`, or -1.
+  int CompleteRecallAtEpoch(uint64_t epoch) const {
+    for (size_t i = 0; i < w_.recalls.size(); ++i) {
+      const DaxRecall& r = w_.recalls[i];
+      if (r.status.phase == api::RecallPhase::kComplete &&
+          r.status.epoch == static_cast<int64_t>(epoch)) {
+        return static_cast<int>(i);
+      }
+    }
+    return -1;
+  }
   int FindRecallById(const std::string& id) const {
     for (size_t i = 0; i < w_.recalls.size(); ++i) {
       const DaxRecall& r = w_.recalls[i];
@@ -285,6 +296,15 @@ class Planner {
         gone.cap = now_ + kMaxRecall;
         s_.recall = gone;
       }
+    } else if (const int done = CompleteRecallAtEpoch(s_.epoch);
+               vphase == api::VolumePhase::kReady && done >= 0) {
+      // Ready, but a DaxRecall says it completed at this very epoch: the
+      // pass that completed it (a recall with no holders starts and ends in
+      // one pass) lost its volume write. The volume is Quiesced for that
+      // recall, so the epoch moves on before anything is granted (and a
+      // Snapshot or Reshape still waits for its owner's mark).
+      s_.phase = lease::VolumePhase::kQuiesced;
+      s_.recall = RecallFromCrd(w_.recalls[done]);
     }
 
     for (size_t i = 0; i < w_.recalls.size(); ++i) {

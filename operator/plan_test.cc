@@ -513,6 +513,64 @@ TEST(PlanTest, CrashAfterRecallCompleteBeforeVolumeBumpFinishes) {
   EXPECT_EQ(done.volume->status.epoch, 4);
 }
 
+// A recall with no holders starts and completes in one pass. When that
+// pass's volume write is lost, the volume still says Ready at the old epoch
+// while the DaxRecall says Complete at that epoch. The epoch must still move
+// on: a lease granted now at the recall's epoch would hold a mapping the
+// recall was meant to end.
+TEST(PlanTest, VolumeStillReadyAtACompleteRecallsEpochResumesAtTheNext) {
+  World w = Settle(WorldOf({}), kT0);
+  w.recalls.push_back(Recall("r", 5));
+  Plan p = ComputePlan(w, kT0, {});
+  ASSERT_EQ(p.desired.recalls[0].status.phase, RecallPhase::kComplete);
+  ASSERT_EQ(p.desired.recalls[0].status.epoch, 3);
+  World crashed = p.desired;
+  crashed.volume = w.volume;  // the volume write was lost
+  ASSERT_EQ(crashed.volume->status.phase, VolumePhase::kReady);
+  crashed.leases.push_back(Lease("late"));
+  Plan next = ComputePlan(crashed, kT0 + absl::Seconds(1), {});
+  EXPECT_EQ(next.desired.leases[0].status.state, LeaseState::kPending)
+      << "no grant at the epoch of a completed recall";
+  World done = Settle(crashed, kT0 + absl::Seconds(1));
+  EXPECT_EQ(done.volume->status.phase, VolumePhase::kReady);
+  EXPECT_EQ(done.volume->status.epoch, 4);
+  EXPECT_EQ(done.leases[0].status.state, LeaseState::kGranted);
+  EXPECT_EQ(done.leases[0].status.epoch, 4);
+}
+
+// The same lost write for a Snapshot recall: the volume is read as Quiesced
+// for the copy, so the owner's snapshot mark can resume it (without the fix
+// the snapshot waited for a volume that never quiesced).
+TEST(PlanTest, VolumeStillReadyAtACompleteSnapshotRecallsEpochIsQuiesced) {
+  World w = Settle(WorldOf({}), kT0);
+  api::DaxRecall snap = Recall("vol-snapshot-e3", 5);
+  snap.spec.reason = api::RecallReason::kSnapshot;
+  w.recalls.push_back(snap);
+  Plan p = ComputePlan(w, kT0, {});
+  ASSERT_EQ(p.desired.recalls[0].status.phase, RecallPhase::kComplete);
+  World crashed = p.desired;
+  crashed.volume = w.volume;
+  World q = Settle(crashed, kT0 + absl::Seconds(1));
+  EXPECT_EQ(q.volume->status.phase, VolumePhase::kQuiesced);
+  EXPECT_EQ(q.volume->status.epoch, 3);
+  EXPECT_EQ(q.volume->status.active_recall, "vol-snapshot-e3");
+  q.volume->metadata.annotations[api::kSnapshottedAnnotation] =
+      "vol-snapshot-e3";
+  World done = Settle(q, kT0 + absl::Seconds(2));
+  EXPECT_EQ(done.volume->status.phase, VolumePhase::kReady);
+  EXPECT_EQ(done.volume->status.epoch, 4);
+}
+
+// An old Complete recall at an earlier epoch changes nothing.
+TEST(PlanTest, CompleteRecallOfAnEarlierEpochLeavesAReadyVolumeAlone) {
+  World w = Settle(WorldOf({}, {Recall("r", 5)}), kT0);
+  ASSERT_EQ(w.volume->status.epoch, 4);
+  w.leases.push_back(Lease("a"));
+  Plan p = ComputePlan(w, kT0 + absl::Seconds(1), {});
+  EXPECT_EQ(p.desired.leases[0].status.state, LeaseState::kGranted);
+  EXPECT_EQ(p.desired.leases[0].status.epoch, 4);
+}
+
 // The lease writes lag (the channel path, lease_display.h): only the
 // recall's and the volume's writes are stored, the lease objects still say
 // Granted at epoch 3. Each pass reads them through the DaxRecall's record;

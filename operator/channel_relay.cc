@@ -83,41 +83,7 @@ void ChannelRelay::Stored(const World& desired) {
   const std::string owner =
       desired.volume.has_value() ? desired.volume->spec.owner_node : "";
   for (const api::DaxLease& d : desired.leases) {
-    const std::string& name = d.metadata.name;
-    const api::DaxLeaseStatus& st = d.status;
-    if (!st.state.has_value()) continue;
-    const std::string& holder = HolderNode(d);
-    if (*st.state == api::LeaseState::kRecalling) {
-      recalls_[name] = {volume, holder, st.recall_id, st.epoch};
-      pb::RecallItem& it = recall_items_[name];
-      it.set_lease(name);
-      it.set_volume(volume);
-      it.set_recall_id(st.recall_id);
-      it.set_epoch(st.epoch);
-      it.set_deadline_unix_ms(
-          st.deadline.has_value() ? absl::ToUnixMillis(*st.deadline) : 0);
-      mine.insert(name);
-    } else if (*st.state == api::LeaseState::kRevoked && st.fence_required &&
-               !owner.empty()) {
-      fences_[name] = {volume, owner, st.recall_id, st.epoch};
-      pb::FenceItem& it = fence_items_[name];
-      it.set_lease(name);
-      it.set_volume(volume);
-      it.set_recall_id(st.recall_id);
-      it.set_epoch(st.epoch);
-      it.set_holder_node(holder);
-      it.set_lease_uid(d.metadata.uid);
-      mine.insert(name);
-    } else if (*st.state == api::LeaseState::kRevoked && !st.fence_required &&
-               !st.revocation_acknowledged) {
-      revoked_[name] = {volume, holder, st.recall_id, st.epoch};
-      pb::RevokedItem& it = revoked_items_[name];
-      it.set_lease(name);
-      it.set_volume(volume);
-      it.set_epoch(st.epoch);
-      it.set_reason(st.reason);
-      mine.insert(name);
-    }
+    if (TrackLocked(volume, owner, d)) mine.insert(d.metadata.name);
   }
   // Answers whose outcome is decided are done; they are kept while the
   // lease answers the same recall (its lease object may lag, and until the
@@ -145,11 +111,79 @@ void ChannelRelay::Stored(const World& desired) {
     }
   }
   if (!mine.empty()) leases_of_[volume].insert(mine.begin(), mine.end());
+  SendLocked(mine);
+}
+
+void ChannelRelay::AskRecalls(const World& desired,
+                              const std::vector<std::string>& leases) {
+  absl::MutexLock l(&mu_);
+  const std::string& volume = desired.volume_name;
+  const std::string owner =
+      desired.volume.has_value() ? desired.volume->spec.owner_node : "";
+  std::set<std::string> wanted(leases.begin(), leases.end());
+  std::set<std::string> asked;
+  for (const api::DaxLease& d : desired.leases) {
+    if (!wanted.contains(d.metadata.name)) continue;
+    const api::DaxLeaseStatus& st = d.status;
+    if (st.state != api::LeaseState::kRecalling) continue;  // recalls only
+    fences_.erase(d.metadata.name);
+    revoked_.erase(d.metadata.name);
+    if (TrackLocked(volume, owner, d)) asked.insert(d.metadata.name);
+  }
+  if (asked.empty()) return;
+  leases_of_[volume].insert(asked.begin(), asked.end());
+  SendLocked(asked);
+}
+
+bool ChannelRelay::TrackLocked(const std::string& volume,
+                               const std::string& owner,
+                               const api::DaxLease& d) {
+  const std::string& name = d.metadata.name;
+  const api::DaxLeaseStatus& st = d.status;
+  if (!st.state.has_value()) return false;
+  const std::string& holder = HolderNode(d);
+  if (*st.state == api::LeaseState::kRecalling) {
+    recalls_[name] = {volume, holder, st.recall_id, st.epoch};
+    pb::RecallItem& it = recall_items_[name];
+    it.set_lease(name);
+    it.set_volume(volume);
+    it.set_recall_id(st.recall_id);
+    it.set_epoch(st.epoch);
+    it.set_deadline_unix_ms(
+        st.deadline.has_value() ? absl::ToUnixMillis(*st.deadline) : 0);
+    return true;
+  }
+  if (*st.state == api::LeaseState::kRevoked && st.fence_required &&
+      !owner.empty()) {
+    fences_[name] = {volume, owner, st.recall_id, st.epoch};
+    pb::FenceItem& it = fence_items_[name];
+    it.set_lease(name);
+    it.set_volume(volume);
+    it.set_recall_id(st.recall_id);
+    it.set_epoch(st.epoch);
+    it.set_holder_node(holder);
+    it.set_lease_uid(d.metadata.uid);
+    return true;
+  }
+  if (*st.state == api::LeaseState::kRevoked && !st.fence_required &&
+      !st.revocation_acknowledged) {
+    revoked_[name] = {volume, holder, st.recall_id, st.epoch};
+    pb::RevokedItem& it = revoked_items_[name];
+    it.set_lease(name);
+    it.set_volume(volume);
+    it.set_epoch(st.epoch);
+    it.set_reason(st.reason);
+    return true;
+  }
+  return false;
+}
+
+void ChannelRelay::SendLocked(const std::set<std::string>& leases) {
   channel::ChannelServer* server = server_.load();
   if (server == nullptr) return;
   // Each node's leases, so a pass over N leases asks k nodes in O(N).
   std::map<std::string, std::vector<std::string>> by_node;
-  for (const std::string& lease : mine) {
+  for (const std::string& lease : leases) {
     if (auto it = recalls_.find(lease); it != recalls_.end()) {
       by_node[it->second.node].push_back(lease);
     } else if (auto it = fences_.find(lease); it != fences_.end()) {
@@ -158,8 +192,8 @@ void ChannelRelay::Stored(const World& desired) {
       by_node[it->second.node].push_back(lease);
     }
   }
-  for (const auto& [node, leases] : by_node) {
-    pb::OperatorMessage m = UnsentLocked(node, &leases);
+  for (const auto& [node, names] : by_node) {
+    pb::OperatorMessage m = UnsentLocked(node, &names);
     if (m.recalls_size() + m.fences_size() + m.revoked_size() == 0) continue;
     if (!server->Send(node, m)) {
       // Not connected: all of it goes when it connects.

@@ -53,7 +53,15 @@ class ChannelRelay {
   void SetServer(channel::ChannelServer* server);
 
   void Overlay(World& world);
+  // After a pass's writes: asks what the stored objects leave outstanding.
   void Stored(const World& desired);
+  // In a pass, once the recall that `leases` answer is stored with its
+  // deadline (lease::WhenToCarryOut: kRecallStart), before the pass's other
+  // writes: asks their holders to flush and ack, as `desired` shows each
+  // (Recalling, its recall ID, epoch and deadline). What the pass's
+  // Stored() then asks is not sent twice on a stream; a pass that fails
+  // after this leaves the ask, which the next stored pass keeps or drops.
+  void AskRecalls(const World& desired, const std::vector<std::string>& leases);
 
   int64_t accepted() const { return accepted_.load(); }
   int64_t refused() const { return refused_.load(); }
@@ -71,6 +79,13 @@ class ChannelRelay {
     int64_t revocation_acked_epoch = 0;
   };
 
+  // Records lease `d` of `volume` (owner node `owner`) as what the stored
+  // objects ask of it; false if nothing is outstanding for it.
+  bool TrackLocked(const std::string& volume, const std::string& owner,
+                   const api::DaxLease& d) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Sends each node what it has not been sent of `leases`.
+  void SendLocked(const std::set<std::string>& leases)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void OnConnect(const std::string& node);
   void OnReport(const std::string& node, const channel::pb::AgentReport& r,
                 channel::pb::OperatorMessage& reply);

@@ -102,6 +102,38 @@ TEST_F(ChannelRelayTest, OneMessagePerNodeNothingTwiceAllOnReconnect) {
   EXPECT_EQ(server_.sent["node-a"][1].recalls_size(), 2);
 }
 
+// Asked in the pass, as soon as the recall's start is stored: an answer is
+// taken before the pass's Stored(), which then asks nobody twice.
+TEST_F(ChannelRelayTest, AskedAtTheRecallStartThenStoredSendsNothingTwice) {
+  Connect("node-a");
+  Connect("node-b");
+  relay_.AskRecalls(w_, {"a1", "b1"});
+  ASSERT_EQ(server_.sent["node-a"].size(), 1u);
+  ASSERT_EQ(server_.sent["node-a"][0].recalls_size(), 1);
+  EXPECT_EQ(server_.sent["node-a"][0].recalls(0).lease(), "a1");
+  EXPECT_EQ(server_.sent["node-a"][0].recalls(0).deadline_unix_ms(), 100000);
+  ASSERT_EQ(server_.sent["node-b"].size(), 1u);
+  EXPECT_EQ(Report("node-a", Ack("a1", "r1", 3)).refused_size(), 0)
+      << "asked, so taken";
+  EXPECT_EQ(Report("node-a", Ack("a2", "r1", 3)).refused_size(), 1)
+      << "not asked yet";
+  relay_.Stored(w_);
+  ASSERT_EQ(server_.sent["node-a"].size(), 2u);
+  ASSERT_EQ(server_.sent["node-a"][1].recalls_size(), 1);
+  EXPECT_EQ(server_.sent["node-a"][1].recalls(0).lease(), "a2")
+      << "a1 neither asked twice nor again once answered";
+  EXPECT_EQ(server_.sent["node-b"].size(), 1u);
+  World read = w_;
+  relay_.Overlay(read);
+  EXPECT_EQ(read.leases[0].status.released_recall_id, "r1");
+  // Only Recalling leases are asked this way.
+  w_.leases[2].status.state = api::LeaseState::kGranted;
+  Connect("node-b");  // a new stream: b1 would be sent again if asked
+  const size_t before = server_.sent["node-b"].size();
+  relay_.AskRecalls(w_, {"b1"});
+  EXPECT_EQ(server_.sent["node-b"].size(), before);
+}
+
 TEST_F(ChannelRelayTest, NotConnectedIsAskedOnConnect) {
   relay_.Stored(w_);
   EXPECT_TRUE(server_.sent.empty());

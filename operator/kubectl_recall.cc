@@ -47,7 +47,9 @@ absl::StatusOr<k8s::Json> CreateRecallOnce(k8s::KubeClient& client,
                                            int attempts) {
   const k8s::Resource res = api::DaxRecallResource();
   k8s::Json obj = api::ToJson(recall);
-  obj["metadata"] = {{"name", name}};
+  // With the recall finalizer: the operator's start is then one write.
+  obj["metadata"] = {{"name", name},
+                     {"finalizers", k8s::Json::array({api::kRecallFinalizer})}};
   absl::Status last = absl::InvalidArgumentError("attempts must be >= 1");
   for (int i = 0; i < attempts; ++i) {
     absl::StatusOr<k8s::Json> created = client.Create(res, obj);

@@ -19,7 +19,8 @@ namespace daxlease::op {
 // an earlier attempt of ours was stored, and after an ambiguous failure
 // (Unavailable, DeadlineExceeded, Internal, Unknown: the server may have
 // stored it) the object is looked up by name before the POST is tried again
-// (at most `attempts` POSTs). Returns the stored object.
+// (at most `attempts` POSTs). The object carries api::kRecallFinalizer from
+// its creation. Returns the stored object.
 // Whether `kubectl daxlease recall` may start a recall of this reason.
 // Manual and Evict: yes (the operator resumes the volume once it is
 // Quiesced). Snapshot, Reshape and Migrate: FAILED_PRECONDITION with what

@@ -70,6 +70,9 @@ TEST(CreateRecallOnceTest, LostAnswerMakesNoSecondRecall) {
   absl::StatusOr<Json> r = CreateRecallOnce(c, Manual(), "vol-recall-abc");
   ASSERT_TRUE(r.ok()) << r.status();
   EXPECT_EQ(k8s::NameOf(*r), "vol-recall-abc");
+  // Created with its finalizer: the operator need not add it.
+  EXPECT_EQ((*r)["metadata"]["finalizers"],
+            Json::array({api::kRecallFinalizer}));
   EXPECT_EQ(c.creates, 1);
   EXPECT_EQ(Recalls(fake), 1u);
 }

@@ -126,6 +126,7 @@ class Planner {
     }
     EmitTransitionEvents();
     Tally();
+    CollectAsks();
     return std::move(plan_);
   }
 
@@ -165,7 +166,10 @@ class Planner {
       }
     }
     for (DaxRecall& r : plan_.desired.recalls) {
-      if (RecallFinished(r)) continue;
+      if (RecallFinished(r)) {
+        ReleaseFailedRecall(r);
+        continue;
+      }
       if (!r.status.phase.has_value())
         r.status.phase = api::RecallPhase::kPending;
       if (r.status.phase == api::RecallPhase::kPending) {
@@ -174,6 +178,14 @@ class Planner {
           RemoveFinalizer(r.metadata, kRecallFinalizer);
         }
       }
+    }
+  }
+
+  // A Failed recall never started (nothing answers it): the finalizer its
+  // creator put on it goes.
+  static void ReleaseFailedRecall(DaxRecall& r) {
+    if (r.status.phase == api::RecallPhase::kFailed) {
+      RemoveFinalizer(r.metadata, kRecallFinalizer);
     }
   }
 
@@ -476,6 +488,25 @@ class Planner {
     }
   }
 
+  // Plan::ask_at_recall_start: the holders lib/lease says may be asked once
+  // the recall's start is stored, as the pass leaves their leases.
+  void CollectAsks() {
+    absl::flat_hash_set<absl::string_view> asked;
+    for (const lease::Action& a : plan_.actions) {
+      if (lease::WhenToCarryOut(a) == lease::StoredFirst::kRecallStart) {
+        asked.insert(a.lease_id);
+      }
+    }
+    if (asked.empty()) return;
+    for (const lease::Lease& l : s_.leases) {
+      // Not one answered or revoked in this same pass.
+      if (asked.contains(l.id) && l.state == lease::LeaseState::kRecalling &&
+          !l.fencing() && index_.contains(l.id)) {
+        plan_.ask_at_recall_start.push_back(l.id);
+      }
+    }
+  }
+
   // Applies a pass's worth of events (each with the index of the DaxLease it
   // concerns, or -1) in one lease::ApplyAll, the same as Apply() on each in
   // turn but O(events + leases) instead of O(events * leases). Returns each
@@ -652,6 +683,7 @@ class Planner {
         // Nothing would end it: the change it was for will not come.
         r.status.phase = api::RecallPhase::kFailed;
         RecallCond(r, false, "MigrationFinished", gone);
+        ReleaseFailedRecall(r);
         continue;
       }
       if (s_.phase != lease::VolumePhase::kReady) {
@@ -859,6 +891,8 @@ class Planner {
           w_.volume.has_value()) {
         DaxRecall r;
         r.metadata.name = st.create_recall;
+        // Created with its finalizer: its start is then one status write.
+        r.metadata.finalizers = {kRecallFinalizer};
         r.metadata.labels[api::kMigrationLabel] = api::LabelValueFor(m.id);
         r.metadata.labels[api::kVolumeLabel] =
             api::LabelValueFor(w_.volume_name);
@@ -1085,6 +1119,7 @@ class Planner {
   void WriteRecalls() {
     for (size_t i = 0; i < plan_.desired.recalls.size(); ++i) {
       DaxRecall& r = plan_.desired.recalls[i];
+      ReleaseFailedRecall(r);
       if (r.status.phase == api::RecallPhase::kComplete &&
           HasFinalizer(r.metadata, kRecallFinalizer) &&
           w_.display_pending.empty() && !read_through_.contains(i)) {
@@ -1215,8 +1250,19 @@ class Planner {
   void EmitTransitionEvents() {
     const World& d = plan_.desired;
     // One event per lease transition; when a pass moves many leases the same
-    // way (a recall of hundreds), one summary event on the volume instead, as
-    // the API server's own event aggregation would.
+    // way, or moves leases of a recall of many (a recall of hundreds whose
+    // acks come over a few passes), one summary event on the volume instead,
+    // as the API server's own event aggregation would: a recall's events
+    // cost a few writes, not one per lease.
+    std::set<std::string> large_recalls;
+    for (const DaxRecall& r : d.recalls) {
+      if (r.status.recall_id.empty()) continue;
+      const int64_t recalled =
+          int64_t{r.status.released} + r.status.revoked + r.status.outstanding;
+      if (recalled > static_cast<int64_t>(kMaxLeaseEvents)) {
+        large_recalls.insert(r.status.recall_id);
+      }
+    }
     std::map<std::string, std::vector<size_t>> by_state;
     for (size_t i = 0; i < w_.leases.size(); ++i) {
       const DaxLease& a = w_.leases[i];
@@ -1228,20 +1274,36 @@ class Planner {
     }
     for (const auto& [state, idx] : by_state) {
       const bool warn = state == "Revoked";
-      if (idx.size() > kMaxLeaseEvents && d.volume.has_value()) {
-        std::string names;
-        for (size_t k = 0; k < idx.size() && k < 5; ++k) {
-          absl::StrAppend(&names, k > 0 ? ", " : "",
-                          d.leases[idx[k]].metadata.name);
-        }
-        plan_.events.push_back({"DaxVolume", d.volume->metadata.name,
-                                d.volume->metadata.uid, warn,
-                                absl::StrCat("Leases", state),
-                                absl::StrCat(idx.size(), " leases are now ",
-                                             state, " (", names, ", ...)")});
-        continue;
-      }
+      const bool recall_state =
+          state == "Recalling" || state == "Released" || state == "Revoked";
+      std::vector<size_t> summed;
+      std::vector<size_t> single;
       for (size_t i : idx) {
+        const bool of_large_recall =
+            recall_state &&
+            large_recalls.contains(d.leases[i].status.recall_id);
+        if (d.volume.has_value() &&
+            (idx.size() > kMaxLeaseEvents || of_large_recall)) {
+          summed.push_back(i);
+        } else {
+          single.push_back(i);
+        }
+      }
+      if (!summed.empty()) {
+        std::string names;
+        for (size_t k = 0; k < summed.size() && k < 5; ++k) {
+          absl::StrAppend(&names, k > 0 ? ", " : "",
+                          d.leases[summed[k]].metadata.name);
+        }
+        plan_.events.push_back(
+            {"DaxVolume", d.volume->metadata.name, d.volume->metadata.uid, warn,
+             absl::StrCat("Leases", state),
+             absl::StrCat(
+                 summed.size(),
+                 summed.size() == 1 ? " lease is now " : " leases are now ",
+                 state, " (", names, summed.size() > 5 ? ", ..." : "", ")")});
+      }
+      for (size_t i : single) {
         const DaxLease& b = d.leases[i];
         const api::Condition* c =
             api::FindCondition(b.status.conditions, kLeaseGrantedCondition);

@@ -46,9 +46,9 @@
 
 namespace daxlease::op {
 
-// Recall finalizer: keeps a running DaxRecall from disappearing, since the
-// leases carry its ID until it completes.
-inline constexpr char kRecallFinalizer[] = "daxlease.io/recall-protection";
+// Recall finalizer (lib/api/types.h): its creators put it on every
+// DaxRecall; the operator adds it to one created without it.
+using api::kRecallFinalizer;
 // Migration finalizer: a DaxMigration deleted mid-flow stays until its
 // volume is back out of its recall (switched or rolled back, at a new epoch)
 // and the side that lost freed its media (lib/lease/migration.h).
@@ -145,6 +145,13 @@ struct Plan {
   // DaxRecalls to create (first, before any other write; AlreadyExists is
   // success): the recalls migrations run.
   std::vector<api::DaxRecall> create_recalls;
+  // Leases whose holders may be asked to flush and ack as soon as the recall
+  // they answer is stored with its deadline (lease::WhenToCarryOut of their
+  // kNotifyRecall: kRecallStart): the Reconciler asks them on the recall
+  // channel right after the recall's start is written, before the volume's
+  // and the leases' own writes. In lease order; each is Recalling, without
+  // a decided revoke, in `desired`.
+  std::vector<std::string> ask_at_recall_start;
   // How long each recall that completes in this pass ran (startedAt to now).
   std::vector<absl::Duration> recall_durations;
   // Leases whose write must be stored with the recall's (before the recall

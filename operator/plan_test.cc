@@ -161,6 +161,136 @@ TEST(PlanTest, RecallMarksEveryGrantedLeaseRecallingWithOneIdAndDeadline) {
   EXPECT_EQ(p.requeue_at, t1 + absl::Seconds(5));
 }
 
+// A recall as its creators make it: with its finalizer.
+api::DaxRecall RecallWithFinalizer(const std::string& name, int64_t grace) {
+  api::DaxRecall r = Recall(name, grace);
+  r.metadata.finalizers = {kRecallFinalizer};
+  return r;
+}
+
+// lib/lease says a holder may be asked once the recall's start is stored
+// (WhenToCarryOut: kRecallStart): the pass that starts the recall names
+// every holder to ask right after that write, and its recall write is the
+// status alone (the creator put the finalizer on). Later passes read the
+// leases Recalling (through the recall's record while the lease objects
+// lag) and name nobody again: the relay asks from what they store.
+TEST(PlanTest, HoldersAreAskedInThePassThatStoresTheRecallStart) {
+  World w = Settle(WorldOf({Lease("a"), Lease("b"), Lease("c")}), kT0);
+  w.recalls.push_back(RecallWithFinalizer("r", 5));
+  const absl::Time t1 = kT0 + absl::Seconds(1);
+  Plan p = ComputePlan(w, t1, {});
+  ASSERT_EQ(p.desired.recalls[0].status.phase, RecallPhase::kRecalling);
+  EXPECT_EQ(p.desired.recalls[0].status.deadline, t1 + absl::Seconds(5));
+  EXPECT_THAT(p.ask_at_recall_start, ElementsAre("a", "b", "c"));
+  EXPECT_EQ(p.desired.recalls[0].metadata, w.recalls[0].metadata)
+      << "no finalizer write before the recall's start";
+  for (const api::DaxLease& l : p.desired.leases) {
+    EXPECT_EQ(l.status.state, LeaseState::kRecalling);
+    EXPECT_EQ(l.status.deadline, t1 + absl::Seconds(5)) << "as asked";
+  }
+  EXPECT_EQ(p.tally.recalls_sent, 3);
+
+  // The recall's start is stored, the volume's and the leases' writes are
+  // not (they lag, or the pass was cut): the next pass reads the leases
+  // through the recall, Recalling, and asks nobody again here.
+  World stored = w;
+  stored.recalls = p.desired.recalls;
+  Plan next = ComputePlan(stored, t1 + absl::Milliseconds(1), {});
+  EXPECT_TRUE(next.ask_at_recall_start.empty());
+  EXPECT_THAT(States(next.desired),
+              ElementsAre(LeaseState::kRecalling, LeaseState::kRecalling,
+                          LeaseState::kRecalling));
+  EXPECT_EQ(next.desired.volume->status.phase, VolumePhase::kRecalling);
+  EXPECT_TRUE(ComputePlan(p.desired, t1, {}).ask_at_recall_start.empty());
+
+  // A recall with no holder: nobody to ask.
+  World none = Settle(WorldOf({}), kT0);
+  none.recalls.push_back(RecallWithFinalizer("r", 5));
+  EXPECT_TRUE(ComputePlan(none, t1, {}).ask_at_recall_start.empty());
+}
+
+// A recall created with its finalizer that never starts loses it: deleted
+// while Pending (behind a running recall), or Failed because its migration
+// is gone. One that runs keeps it until Complete.
+TEST(PlanTest, ARecallThatNeverStartedLosesItsFinalizer) {
+  World w = Recalled({Lease("a")}, {RecallWithFinalizer("r1", 5)});
+  ASSERT_EQ(w.recalls[0].status.phase, RecallPhase::kRecalling);
+  w.recalls.push_back(RecallWithFinalizer("r2", 5));
+  w.recalls[1].metadata.creation_timestamp = kT0 + absl::Seconds(1);
+  w = Settle(w, kT0 + absl::Seconds(1));
+  ASSERT_EQ(w.recalls[1].status.phase, RecallPhase::kPending);
+  EXPECT_TRUE(HasFinalizer(w.recalls[1].metadata, kRecallFinalizer));
+  w.recalls[1].metadata.deletion_timestamp = kT0 + absl::Seconds(2);
+  Plan p = ComputePlan(w, kT0 + absl::Seconds(2), {});
+  EXPECT_FALSE(HasFinalizer(p.desired.recalls[1].metadata, kRecallFinalizer));
+  EXPECT_TRUE(HasFinalizer(p.desired.recalls[0].metadata, kRecallFinalizer))
+      << "the running one keeps it";
+
+  // A Migrate recall whose migration is gone: Failed, and nothing holds it.
+  World m = Settle(WorldOf({Lease("a")}), kT0);
+  api::DaxRecall orphan = RecallWithFinalizer("vol-migrate-e3", 5);
+  orphan.spec.reason = api::RecallReason::kMigrate;
+  orphan.metadata.labels[api::kMigrationLabel] = "gone";
+  m.recalls.push_back(orphan);
+  Plan failed = ComputePlan(m, kT0, {});
+  EXPECT_EQ(failed.desired.recalls[0].status.phase, RecallPhase::kFailed);
+  EXPECT_FALSE(
+      HasFinalizer(failed.desired.recalls[0].metadata, kRecallFinalizer));
+  // One stored Failed with the finalizer (before this rule) loses it too.
+  m.recalls[0].status.phase = RecallPhase::kFailed;
+  EXPECT_FALSE(HasFinalizer(ComputePlan(m, kT0, {}).desired.recalls[0].metadata,
+                            kRecallFinalizer));
+  m.volume.reset();
+  EXPECT_FALSE(HasFinalizer(ComputePlan(m, kT0, {}).desired.recalls[0].metadata,
+                            kRecallFinalizer));
+}
+
+std::vector<std::string> Reasons(const Plan& p) {
+  std::vector<std::string> out;
+  for (const EventSpec& e : p.events) {
+    out.push_back(absl::StrCat(e.kind, "/", e.reason));
+  }
+  return out;
+}
+
+// A recall of more than 10 leases records one summary event per pass and
+// state on the volume, also in a pass where fewer than 10 of its leases
+// move (acks arriving node by node); a small recall records one per lease.
+TEST(PlanTest, ARecallOfManyLeasesIsOneSummaryEventPerPass) {
+  std::vector<api::DaxLease> leases;
+  for (int i = 0; i < 12; ++i) leases.push_back(Lease(absl::StrCat("l", i)));
+  World w = Settle(WorldOf(leases), kT0);
+  w.recalls.push_back(RecallWithFinalizer("r", 5));
+  Plan start = ComputePlan(w, kT0, {});
+  EXPECT_THAT(Reasons(start),
+              testing::UnorderedElementsAre("DaxVolume/LeasesRecalling",
+                                            "DaxRecall/Recalling",
+                                            "DaxVolume/Recalling"));
+  w = start.desired;
+  for (int i = 0; i < 3; ++i) w.leases[i].status.released_recall_id = "r-uid";
+  Plan acks = ComputePlan(w, kT0 + absl::Seconds(1), {});
+  ASSERT_THAT(Reasons(acks), ElementsAre("DaxVolume/LeasesReleased"));
+  EXPECT_EQ(acks.events[0].message, "3 leases are now Released (l0, l1, l2)");
+  EXPECT_EQ(acks.events[0].name, "vol");
+  w = acks.desired;
+  for (int i = 3; i < 12; ++i) w.leases[i].status.released_recall_id = "r-uid";
+  Plan rest = ComputePlan(w, kT0 + absl::Seconds(2), {});
+  const std::vector<std::string> reasons = Reasons(rest);
+  EXPECT_EQ(std::count(reasons.begin(), reasons.end(),
+                       std::string("DaxVolume/LeasesReleased")),
+            1);
+  for (const EventSpec& e : rest.events) EXPECT_NE(e.kind, "DaxLease");
+
+  // Three leases: one event each.
+  World small = Recalled({Lease("a"), Lease("b"), Lease("c")},
+                         {RecallWithFinalizer("r", 5)});
+  small.leases[0].status.released_recall_id = "r-uid";
+  small.leases[1].status.released_recall_id = "r-uid";
+  Plan two = ComputePlan(small, kT0 + absl::Seconds(1), {});
+  EXPECT_THAT(Reasons(two),
+              ElementsAre("DaxLease/Released", "DaxLease/Released"));
+}
+
 TEST(PlanTest, GraceComesFromRecallElseVolumeElseDefault) {
   World w = Settle(WorldOf({Lease("a")}), kT0);
   w.recalls.push_back(Recall("r"));
@@ -752,6 +882,8 @@ TEST(PlanMigration, RecallCopySwitchComplete) {
   EXPECT_EQ(r.metadata.name, "vol-migrate-e3");
   EXPECT_EQ(r.spec.reason, api::RecallReason::kMigrate);
   EXPECT_EQ(r.metadata.labels.at(api::kMigrationLabel), "mig");
+  EXPECT_THAT(r.metadata.finalizers, ElementsAre(kRecallFinalizer))
+      << "created with its finalizer: its start is one status write";
   EXPECT_EQ(p.desired.migrations[0].status.phase,
             api::MigrationPhase::kRecalling);
   EXPECT_EQ(p.desired.migrations[0].status.source_node, "owner");

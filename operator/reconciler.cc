@@ -207,6 +207,12 @@ absl::Status Reconciler::Write(const World& before, const Plan& plan,
     RETURN_IF_ERROR(WriteObject(client_, reader_, api::DaxRecallResource(),
                                 before.recalls[i], after.recalls[i], writes));
   }
+  // 1b. The recall's start with its deadline is stored: its holders are
+  // asked now (lease::WhenToCarryOut: kRecallStart), while the volume's and
+  // the leases' writes that only show it are still to come.
+  if (options_.channel != nullptr && !plan.ask_at_recall_start.empty()) {
+    options_.channel->AskRecalls(after, plan.ask_at_recall_start);
+  }
   // 2. Leases, in parallel: every changed one, or with the display lagging
   // (lease_display.h) only those the recall's record does not cover; the
   // others go to the display after the volume.

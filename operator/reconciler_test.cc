@@ -14,6 +14,7 @@
 #include "lib/base/clock.h"
 #include "lib/base/status.h"
 #include "lib/k8s/fake_client.h"
+#include "operator/channel_relay.h"
 #include "operator/lease_display.h"
 
 namespace daxlease::op {
@@ -128,9 +129,12 @@ class ReconcilerTest : public testing::Test {
       ASSERT_EQ(L(n).status.state, api::LeaseState::kGranted) << n;
     }
   }
-  void CreateRecall(const std::string& name, int64_t grace) {
+  // `finalizer`: as its creators make it (else as written by hand).
+  void CreateRecall(const std::string& name, int64_t grace,
+                    bool finalizer = false) {
     api::DaxRecall r;
     r.metadata.name = name;
+    if (finalizer) r.metadata.finalizers = {api::kRecallFinalizer};
     r.spec = {"vol", api::RecallReason::kManual, grace};
     ASSERT_TRUE(fake_.Create(api::DaxRecallResource(), api::ToJson(r)).ok());
   }
@@ -550,6 +554,113 @@ TEST_F(ReconcilerTest, RecallDeletedMidwayStillCompletes) {
       absl::IsNotFound(fake_.Get(api::DaxRecallResource(), "", "r").status()));
   EXPECT_EQ(V().status.phase, api::VolumePhase::kReady);
   EXPECT_EQ(V().status.epoch, 2);
+}
+
+// A recall channel server that, at each message, records what the API
+// server had stored by then.
+class SnapshotServer final : public channel::ChannelServer {
+ public:
+  std::function<void(const std::string&, const channel::pb::OperatorMessage&)>
+      on_send;
+  int port() const override { return 1; }
+  bool Send(const std::string& node,
+            const channel::pb::OperatorMessage& m) override {
+    on_send(node, m);
+    return true;
+  }
+  std::vector<std::string> Connected() const override { return {}; }
+  void Stop() override {}
+};
+
+// The holders are asked as soon as the recall's start is stored with its
+// deadline, in the pass that starts it, before the volume's write (and the
+// lagging lease writes): the recall created with its finalizer makes that
+// one status write. Each node is asked once; the answer completes it.
+TEST_F(ReconcilerTest, HoldersAreAskedRightAfterTheRecallStartIsStored) {
+  GrantedVolume({"a", "b"});
+  ChannelRelay relay([](const std::string&) {});
+  std::atomic<int> patches{0};
+  struct Seen {
+    std::string node;
+    int recalls = 0;
+    std::optional<api::RecallPhase> recall_phase;
+    absl::Time recall_deadline;
+    std::optional<api::VolumePhase> volume_phase;
+    int patches = 0;
+  };
+  std::vector<Seen> seen;
+  SnapshotServer server;
+  server.on_send = [&](const std::string& node,
+                       const channel::pb::OperatorMessage& m) {
+    const api::DaxRecall r = R("r");
+    seen.push_back({node, m.recalls_size(), r.status.phase,
+                    r.status.deadline.value_or(absl::InfinitePast()),
+                    V().status.phase, patches.load()});
+    EXPECT_EQ(m.recalls(0).deadline_unix_ms(),
+              absl::ToUnixMillis(*r.status.deadline))
+        << "asked with the stored deadline";
+  };
+  relay.SetServer(&server);
+  class PatchCounter final : public k8s::ForwardingKubeClient {
+   public:
+    PatchCounter(k8s::KubeClient& c, std::atomic<int>& n)
+        : ForwardingKubeClient(c), n_(n) {}
+    absl::StatusOr<Json> Patch(const k8s::Resource& r, absl::string_view ns,
+                               absl::string_view name, k8s::PatchType t,
+                               const Json& p, absl::string_view sub) override {
+      ++n_;
+      return inner_.Patch(r, ns, name, t, p, sub);
+    }
+
+   private:
+    std::atomic<int>& n_;
+  } client(fake_, patches);
+  ReconcilerOptions o;
+  o.channel = &relay;
+  o.lag_lease_writes = true;
+  o.display_hold = absl::Hours(1);
+  Reconciler channel(client, clock_, events_, o);
+  CreateRecall("r", 30, /*finalizer=*/true);
+  absl::StatusOr<ReconcileResult> pass = channel.Reconcile("vol");
+  ASSERT_TRUE(pass.ok()) << pass.status();
+  ASSERT_EQ(seen.size(), 2u) << "one message per node";
+  for (const Seen& s : seen) {
+    EXPECT_EQ(s.recalls, 1) << s.node;
+    EXPECT_EQ(s.recall_phase, api::RecallPhase::kRecalling) << s.node;
+    EXPECT_NE(s.recall_deadline, absl::InfinitePast()) << s.node;
+    EXPECT_EQ(s.volume_phase, api::VolumePhase::kReady)
+        << s.node << ": asked before the volume's write";
+    EXPECT_EQ(s.patches, 1) << s.node << ": after one write, the recall's";
+  }
+  EXPECT_EQ(pass->writes, 2) << "the recall's start and the volume";
+  EXPECT_EQ(V().status.phase, api::VolumePhase::kRecalling);
+  EXPECT_EQ(L("a").status.state, api::LeaseState::kGranted) << "lagging";
+  // The pass's own Stored() asks nobody again on the same streams.
+  ASSERT_TRUE(channel.Reconcile("vol").ok());
+  EXPECT_EQ(seen.size(), 2u);
+}
+
+// A recall created with its finalizer and deleted before it started (it
+// waited behind a running one) loses the finalizer and goes; the running
+// one is untouched.
+TEST_F(ReconcilerTest, ARecallDeletedBeforeItStartedGoes) {
+  GrantedVolume({"a"});
+  CreateRecall("r1", 30, /*finalizer=*/true);
+  Converge();
+  ASSERT_EQ(R("r1").status.phase, api::RecallPhase::kRecalling);
+  clock_.Advance(absl::Seconds(1));
+  CreateRecall("r2", 30, /*finalizer=*/true);
+  Converge();
+  ASSERT_EQ(R("r2").status.phase, api::RecallPhase::kPending);
+  ASSERT_TRUE(fake_.Delete(api::DaxRecallResource(), "", "r2").ok());
+  ASSERT_TRUE(R("r2").metadata.deletion_timestamp.has_value())
+      << "held by its finalizer";
+  Converge();
+  EXPECT_TRUE(
+      absl::IsNotFound(fake_.Get(api::DaxRecallResource(), "", "r2").status()));
+  EXPECT_EQ(R("r1").status.phase, api::RecallPhase::kRecalling);
+  EXPECT_EQ(R("r1").metadata.finalizers,
+            std::vector<std::string>{api::kRecallFinalizer});
 }
 
 // A recall with a lease waiting for it (b asks while a is being recalled),

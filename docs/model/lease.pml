@@ -260,7 +260,14 @@ end:
        lstate[op_h] = GRANTED_S; lepoch[op_h] = epoch;
        SEND(toh[op_h], GRANTED, op_h, epoch, 0, 0)
      }
-  /* ---- start a recall: every Granted lease -> Recalling (one ID) */
+  /* ---- start a recall: every Granted lease -> Recalling (one ID). One
+          atomic step: what the operator stores first is the recall's start
+          (the DaxRecall Recalling with its deadline, lib/lease
+          WhenToCarryOut: kRecallStart), and by that record every lease that
+          holds access at the epoch is Recalling (a lease object still
+          Granted is read through it), so the holders are asked right after
+          it; the volume's and the leases' own writes come later and show
+          nothing a reader of the record would not already see. */
   :: atomic {
        phase == READY && recalls < RECALLS ->
        recalls++; rid++; phase = VRECALL;

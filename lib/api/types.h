@@ -27,6 +27,14 @@ inline constexpr char kApiVersion[] = "daxlease.io/v1alpha1";
 // mappings (Granted, Recalling, unacknowledged Revoked).
 inline constexpr char kLeaseFinalizer[] = "daxlease.io/lease-protection";
 
+// Finalizer on every DaxRecall, put there by whoever creates it (kubectl
+// daxlease recall, the node agent, the operator's migrations), so the
+// operator's recall start is one status write: a recall the leases answer
+// stays until it is over (Complete and every lease object shows its
+// outcome). The operator adds it to a recall created without it, and
+// removes it from one that never started (deleted while Pending, or Failed).
+inline constexpr char kRecallFinalizer[] = "daxlease.io/recall-protection";
+
 // Finalizer the operator puts on every DaxVolume: the volume stays while any
 // of its leases holds access, and goes only once its epoch is recorded as
 // the name's high-water mark (operator/epoch_store.h).

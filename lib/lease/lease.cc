@@ -619,6 +619,26 @@ bool RecallComplete(const VolumeState& s) {
                       [](const Lease& l) { return l.holds_access(); });
 }
 
+StoredFirst WhenToCarryOut(ActionKind kind) {
+  switch (kind) {
+    case ActionKind::kNotifyRecall:
+      return StoredFirst::kRecallStart;
+    case ActionKind::kNotifyGranted:
+    case ActionKind::kDeadlineExtended:
+    case ActionKind::kReleased:
+      return StoredFirst::kLease;
+    case ActionKind::kFence:
+      return StoredFirst::kRevoke;
+    case ActionKind::kNotifyRevoked:
+      return StoredFirst::kFenceConfirmed;
+    case ActionKind::kRecallComplete:
+      return StoredFirst::kOutcome;
+    case ActionKind::kEpochBumped:
+      return StoredFirst::kEpoch;
+  }
+  return StoredFirst::kEpoch;  // unknown: the last record of a pass
+}
+
 QuiescedUntil WhatEndsRecall(RecallReason reason) {
   switch (reason) {
     case RecallReason::kManual:
@@ -763,6 +783,24 @@ absl::string_view Name(ActionKind v) {
       return "RecallComplete";
     case ActionKind::kEpochBumped:
       return "EpochBumped";
+  }
+  return "?";
+}
+
+absl::string_view Name(StoredFirst v) {
+  switch (v) {
+    case StoredFirst::kRecallStart:
+      return "RecallStart";
+    case StoredFirst::kLease:
+      return "Lease";
+    case StoredFirst::kRevoke:
+      return "Revoke";
+    case StoredFirst::kFenceConfirmed:
+      return "FenceConfirmed";
+    case StoredFirst::kOutcome:
+      return "Outcome";
+    case StoredFirst::kEpoch:
+      return "Epoch";
   }
   return "?";
 }

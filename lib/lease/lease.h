@@ -14,7 +14,9 @@
 //    its DaxLease records, calls Apply() for each message it receives and
 //    Step() on every reconcile (and at NextDeadline()), persists the changed
 //    lease records (or the DaxRecall's record of them: operator/plan.h) FIRST,
-//    the volume phase/epoch AFTER, then carries out the returned Actions.
+//    the volume phase/epoch AFTER, and carries out each returned Action as
+//    soon as the record WhenToCarryOut() names for it is stored (a recall
+//    once the DaxRecall's start is, before the volume's write).
 //  - the owner agent answers "may this holder touch memory" with
 //    CheckAccess(), fences on Action kFence and reports FenceConfirmed.
 //  - the client acks a recall with HolderAck (only after flushing), reports
@@ -292,6 +294,42 @@ struct Outcome {
   std::vector<Action> actions;
 };
 
+// Which durable record an action must wait for: the caller carries an
+// action out (tells anyone outside the operator) once the record named here
+// is stored, and never before; it need not wait for any other write of the
+// same pass. This is what keeps the protocol's proofs when the messages
+// travel apart from the records (docs/lease-protocol.md §3.1):
+//   kRecallStart     the recall's start: its ID, the volume's epoch, its
+//                    start and its deadline (the DaxRecall Recalling). By
+//                    that record every lease that holds access at that
+//                    epoch is Recalling until that deadline (a lease record
+//                    that still says Granted is read through it), so the
+//                    holders may be asked at once, before the volume's and
+//                    the leases' own writes.
+//   kLease           the lease's own record in its new state: a grant at its
+//                    epoch (the owner re-reads it before opening a window),
+//                    a moved deadline, a release.
+//   kRevoke          the decided revoke (on the recall's record or the
+//                    lease's): the owner is asked to fence only what any
+//                    later operator would revoke too.
+//   kFenceConfirmed  the confirmed fence: the holder is told "revoked" only
+//                    once that is on record (sticky across any crash).
+//   kOutcome         the recall Complete with its counts and revokes.
+//   kEpoch           the volume at its new epoch (after the outcome): no
+//                    grant is made or told at an epoch not yet stored.
+enum class StoredFirst {
+  kRecallStart,
+  kLease,
+  kRevoke,
+  kFenceConfirmed,
+  kOutcome,
+  kEpoch,
+};
+StoredFirst WhenToCarryOut(ActionKind kind);
+inline StoredFirst WhenToCarryOut(const Action& a) {
+  return WhenToCarryOut(a.kind);
+}
+
 // ---------------------------------------------------------------- functions
 
 // Checks that `s` is a state the protocol can reach (see lease.cc for the
@@ -406,6 +444,7 @@ absl::string_view Name(Access v);
 absl::string_view Name(RevokeReason v);  // kNone -> ""
 absl::string_view Name(RecallReason v);
 absl::string_view Name(ActionKind v);
+absl::string_view Name(StoredFirst v);
 // InvalidArgument on an unknown string. ParseRevokeReason("") -> kNone.
 absl::StatusOr<LeaseState> ParseLeaseState(absl::string_view s);
 absl::StatusOr<VolumePhase> ParseVolumePhase(absl::string_view s);

@@ -2,6 +2,7 @@
 #include "lib/lease/lease.h"
 
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "gmock/gmock.h"
@@ -878,6 +879,70 @@ TEST(WhatEndsRecall, SnapshotHoldsForTheCopyThenResumesAtTheNextEpoch) {
   EXPECT_EQ(o->state.phase, VolumePhase::kReady);
   EXPECT_EQ(o->state.epoch, 5u);
   EXPECT_TRUE(MayGrant(o->state, "l").ok());
+}
+
+// ------------------------------------------------------------ WhenToCarryOut
+
+// Each action of a whole recall, from the grant to the next epoch, and the
+// record it waits for.
+std::vector<std::pair<ActionKind, StoredFirst>> CarriedOut(
+    const std::vector<Action>& actions) {
+  std::vector<std::pair<ActionKind, StoredFirst>> out;
+  for (const Action& a : actions) out.emplace_back(a.kind, WhenToCarryOut(a));
+  return out;
+}
+
+TEST(WhenToCarryOut, HoldersAreAskedOnceTheRecallStartIsStored) {
+  // Every holder of a recall is asked after the recall's own record, not
+  // after the lease records that show it (they may lag).
+  Outcome o = Ok(ThreeGranted(), StartRecall{"r1"});
+  ASSERT_EQ(o.actions.size(), 3u);
+  for (const Action& a : o.actions) {
+    EXPECT_EQ(a.kind, ActionKind::kNotifyRecall);
+    EXPECT_EQ(WhenToCarryOut(a), StoredFirst::kRecallStart) << a.lease_id;
+  }
+  // Also a lease Step recalls after a crash (the recall's start is stored).
+  VolumeState s = Recalling3();
+  Lease& b = *s.Find("b");
+  b.state = LeaseState::kGranted;
+  b.recall_id.clear();
+  b.deadline = absl::InfiniteFuture();
+  EXPECT_THAT(CarriedOut(StepOk(s, kT0).actions),
+              ElementsAre(std::pair(ActionKind::kNotifyRecall,
+                                    StoredFirst::kRecallStart)));
+}
+
+TEST(WhenToCarryOut, RevokesFencesOutcomeAndEpochWaitForTheirRecords) {
+  VolumeState s;
+  s.volume = "v";
+  s = Ok(s, Req("a")).state;
+  EXPECT_THAT(
+      CarriedOut(Ok(s, Grant{"a"}).actions),
+      ElementsAre(std::pair(ActionKind::kNotifyGranted, StoredFirst::kLease)));
+  s = Recalling3();
+  EXPECT_THAT(
+      CarriedOut(
+          Ok(s, Progress{"a", "r1", 1}, kT0 + absl::Seconds(20)).actions),
+      ElementsAre(
+          std::pair(ActionKind::kDeadlineExtended, StoredFirst::kLease)));
+  EXPECT_THAT(
+      CarriedOut(Ok(s, HolderAck{"a", "r1", 1, true}).actions),
+      ElementsAre(std::pair(ActionKind::kReleased, StoredFirst::kLease)));
+  // The deadline: the owner is asked to fence once the revoke is stored.
+  EXPECT_THAT(CarriedOut(StepOk(Fencing("a"), kT0 + absl::Seconds(31)).actions),
+              ElementsAre(std::pair(ActionKind::kFence, StoredFirst::kRevoke)));
+  // The fence confirmed: the holder is told once Revoked is stored; the
+  // outcome, then the epoch.
+  Outcome fenced = Ok(Fencing("a"), FenceConfirmed{"a", 1});
+  EXPECT_THAT(
+      CarriedOut(fenced.actions),
+      ElementsAre(
+          std::pair(ActionKind::kNotifyRevoked, StoredFirst::kFenceConfirmed),
+          std::pair(ActionKind::kRecallComplete, StoredFirst::kOutcome)));
+  EXPECT_THAT(
+      CarriedOut(Ok(fenced.state, Resume{}).actions),
+      ElementsAre(std::pair(ActionKind::kEpochBumped, StoredFirst::kEpoch)));
+  EXPECT_EQ(Name(StoredFirst::kRecallStart), "RecallStart");
 }
 
 // ------------------------------------------------------------ names

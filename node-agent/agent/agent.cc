@@ -728,10 +728,13 @@ absl::StatusOr<pb::ReshapeVolumeResponse> Agent::ReshapeVolume(
     }
     if (existing.ok() || holders > 0) {
       if (!existing.ok()) {
-        k8s::Json r = {{"apiVersion", api::kApiVersion},
-                       {"kind", "DaxRecall"},
-                       {"metadata", {{"name", mine}}},
-                       {"spec", {{"volume", name}, {"reason", "Reshape"}}}};
+        k8s::Json r = {
+            {"apiVersion", api::kApiVersion},
+            {"kind", "DaxRecall"},
+            {"metadata",
+             {{"name", mine},
+              {"finalizers", k8s::Json::array({api::kRecallFinalizer})}}},
+            {"spec", {{"volume", name}, {"reason", "Reshape"}}}};
         auto c = client_.Create(DaxRecallResource(), r);
         if (!c.ok() && !absl::IsAlreadyExists(c.status())) return c.status();
         base::LogInfo("agent.reshape_recall",
@@ -842,10 +845,13 @@ absl::StatusOr<pb::SnapshotVolumeResponse> Agent::SnapshotVolume(
     // nothing while the copy runs. One name per epoch: a snapshot recall
     // ends at the next epoch, so a retry finds its own.
     const std::string mine = absl::StrCat(prefix, "e", vol.status.epoch);
-    k8s::Json r = {{"apiVersion", api::kApiVersion},
-                   {"kind", "DaxRecall"},
-                   {"metadata", {{"name", mine}}},
-                   {"spec", {{"volume", name}, {"reason", "Snapshot"}}}};
+    k8s::Json r = {
+        {"apiVersion", api::kApiVersion},
+        {"kind", "DaxRecall"},
+        {"metadata",
+         {{"name", mine},
+          {"finalizers", k8s::Json::array({api::kRecallFinalizer})}}},
+        {"spec", {{"volume", name}, {"reason", "Snapshot"}}}};
     auto c = client_.Create(DaxRecallResource(), r);
     if (!c.ok() && !absl::IsAlreadyExists(c.status())) return c.status();
     if (c.ok()) {
@@ -1190,7 +1196,9 @@ void Agent::OnLeaseBreak(int fd) {
     k8s::Json recall = {
         {"apiVersion", api::kApiVersion},
         {"kind", "DaxRecall"},
-        {"metadata", {{"generateName", absl::StrCat(vol, "-lease-break-")}}},
+        {"metadata",
+         {{"generateName", absl::StrCat(vol, "-lease-break-")},
+          {"finalizers", k8s::Json::array({api::kRecallFinalizer})}}},
         {"spec", {{"volume", vol}, {"reason", "Evict"}}}};
     auto r = client_.Create(DaxRecallResource(), recall);
     if (r.ok()) {

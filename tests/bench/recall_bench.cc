@@ -289,6 +289,8 @@ Run RunOnce(k8s::KubeClient& c, int n, const std::string& tag,
     }
     api::DaxRecall r;
     r.metadata.name = vol;
+    // As every creator makes it: with its finalizer (one write less).
+    r.metadata.finalizers = {api::kRecallFinalizer};
     r.spec = {vol, api::RecallReason::kManual, 60};
     const int64_t rev0 = Revision(c);
     absl::Time t0 = absl::Now();
@@ -391,6 +393,7 @@ double DeadlineToFencedMs(k8s::KubeClient& c, const std::string& tag) {
   }
   api::DaxRecall r;
   r.metadata.name = vol;
+  r.metadata.finalizers = {api::kRecallFinalizer};
   r.spec = {vol, api::RecallReason::kManual, 1};
   if (!c.Create(api::DaxRecallResource(), api::ToJson(r)).ok())
     Die("create recall");

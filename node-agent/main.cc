@@ -64,6 +64,10 @@ ABSL_FLAG(std::string, plugin_socket, "",
           "daxlease-csi's socket on this node: a migration's devdax media "
           "(a namespace) is made and freed by the plugin; empty: a devdax "
           "volume that migrated away stays allocated");
+ABSL_FLAG(absl::Duration, media_free_retry_max, absl::Minutes(5),
+          "a migration's media the plugin refuses to free (the device still "
+          "open, the plugin down) is asked again after 1s, doubling up to "
+          "this, then at this rate for good");
 ABSL_FLAG(uint64_t, migration_max_bytes_per_second, 0,
           "the most a migration copy to this node reads per second (0: no "
           "limit)");
@@ -183,6 +187,12 @@ int Main() {
       absl::GetFlag(FLAGS_migration_max_bytes_per_second);
   config.migration_streams =
       std::max(1, absl::GetFlag(FLAGS_migration_streams));
+  config.media_free_retry_max = absl::GetFlag(FLAGS_media_free_retry_max);
+  if (config.media_free_retry_max < absl::Seconds(1)) {
+    return Fail(absl::InvalidArgumentError(
+        absl::StrCat("--media-free-retry-max must be at least 1s, not ",
+                     absl::FormatDuration(config.media_free_retry_max))));
+  }
   fabric::AnyConnector connector;
   config.connector = &connector;
   std::unique_ptr<NodeMedia> node_media;

@@ -40,6 +40,7 @@
 #include <vector>
 
 #include "absl/time/time.h"
+#include "lib/api/conditions.h"
 #include "lib/api/types.h"
 #include "lib/lease/lease.h"
 #include "lib/lease/migration.h"
@@ -64,13 +65,14 @@ inline constexpr char kMigrationFinalizer[] =
 // record existed.
 inline constexpr size_t kRecallRecordBytes = 384 * 1024;
 
-// Condition types.
-inline constexpr char kLeaseGrantedCondition[] = "Granted";
-inline constexpr char kRecallCompleteCondition[] = "Complete";
-inline constexpr char kVolumeReadyCondition[] = "Ready";
-inline constexpr char kMigrationProgressingCondition[] = "Progressing";
-inline constexpr char kMigrationSucceededCondition[] = "Succeeded";
-inline constexpr char kMigrationFailedCondition[] = "Failed";
+// Condition types (lib/api/conditions.h: the agents and kubectl daxlease
+// read and write the same names).
+using api::kLeaseGrantedCondition;
+using api::kMigrationFailedCondition;
+using api::kMigrationProgressingCondition;
+using api::kMigrationSucceededCondition;
+using api::kRecallCompleteCondition;
+using api::kVolumeReadyCondition;
 
 // Everything about one volume, as read from the API server.
 struct World {

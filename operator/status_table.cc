@@ -4,6 +4,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "lib/api/conditions.h"
 #include "lib/api/json.h"
 
 namespace daxlease::op {
@@ -25,6 +26,35 @@ std::string Opt(const std::optional<E>& e) {
 }
 
 std::string OrDash(const std::string& s) { return s.empty() ? "-" : s; }
+
+// The condition on the media of the side that lost (the source's after
+// Complete, the target's after Failed), nullptr while neither applies.
+const char* MediaConditionType(const api::DaxMigration& m) {
+  if (m.status.phase == api::MigrationPhase::kComplete) {
+    return api::kSourceMediaFreedCondition;
+  }
+  if (m.status.phase == api::MigrationPhase::kFailed) {
+    return api::kTargetMediaFreedCondition;
+  }
+  return nullptr;
+}
+
+// MEDIA: "freed", the reason it is not (FreeFailed), "freeing" while the
+// agent has said nothing yet, "-" for a migration still running.
+std::string MediaCell(const api::DaxMigration& m) {
+  const char* type = MediaConditionType(m);
+  if (type == nullptr) return "-";
+  const bool source = m.status.phase == api::MigrationPhase::kComplete;
+  const api::Condition* c = api::FindCondition(m.status.conditions, type);
+  if (c != nullptr && c->status == api::ConditionStatus::kFalse) {
+    return c->reason;
+  }
+  if ((c != nullptr && c->status == api::ConditionStatus::kTrue) ||
+      (source ? m.status.source_media_freed : m.status.target_media_freed)) {
+    return "freed";
+  }
+  return "freeing";
+}
 
 }  // namespace
 
@@ -117,8 +147,12 @@ std::string FormatStatus(const std::vector<api::DaxVolume>& volumes,
     out += "Recalls in progress:\n" + FormatTable(rrows);
   }
   if (migrations.empty()) return out;
-  std::vector<std::vector<std::string>> mrows = {
-      {"MIGRATION", "VOLUME", "FROM", "TO", "PHASE", "COPIED", "REASON"}};
+  std::vector<std::vector<std::string>> mrows = {{"MIGRATION", "VOLUME", "FROM",
+                                                  "TO", "PHASE", "COPIED",
+                                                  "REASON", "MEDIA"}};
+  // Media an agent could not free yet: its condition's message (the node,
+  // the plugin's error, the attempt, the next one).
+  std::string unfreed;
   for (const api::DaxMigration* m : Sorted(migrations)) {
     std::string copied = absl::StrCat(m->status.bytes_copied);
     if (m->status.bytes_total > 0) {
@@ -127,7 +161,9 @@ std::string FormatStatus(const std::vector<api::DaxVolume>& volumes,
                       "%)");
     }
     std::string reason = "-";
-    for (const char* type : {"Failed", "Succeeded", "Progressing"}) {
+    for (const char* type :
+         {api::kMigrationFailedCondition, api::kMigrationSucceededCondition,
+          api::kMigrationProgressingCondition}) {
       const api::Condition* c = api::FindCondition(m->status.conditions, type);
       if (c != nullptr && c->status == api::ConditionStatus::kTrue) {
         reason = c->reason;
@@ -141,9 +177,17 @@ std::string FormatStatus(const std::vector<api::DaxVolume>& volumes,
     }
     mrows.push_back({m->metadata.name, m->spec.volume,
                      OrDash(m->status.source_node), m->spec.target_node, phase,
-                     copied, reason});
+                     copied, reason, MediaCell(*m)});
+    if (const char* type = MediaConditionType(*m); type != nullptr) {
+      const api::Condition* c = api::FindCondition(m->status.conditions, type);
+      if (c != nullptr && c->status == api::ConditionStatus::kFalse) {
+        absl::StrAppend(&unfreed, "  ", m->metadata.name, ": ", type,
+                        " False (", c->reason, "): ", c->message, "\n");
+      }
+    }
   }
   out += "\nMigrations:\n" + FormatTable(mrows);
+  if (!unfreed.empty()) out += "\nMedia not freed yet:\n" + unfreed;
   return out;
 }
 

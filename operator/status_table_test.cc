@@ -2,6 +2,7 @@
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "lib/api/conditions.h"
 
 namespace daxlease::op {
 namespace {
@@ -10,6 +11,14 @@ using testing::HasSubstr;
 using testing::Not;
 
 const absl::Time kNow = absl::FromUnixSeconds(1'700'000'000);
+
+// The line of `out` that starts with `prefix` ("" if none).
+std::string LineOf(const std::string& out, const std::string& prefix) {
+  size_t at = out.rfind("\n" + prefix);
+  if (at == std::string::npos) return "";
+  size_t end = out.find('\n', at + 1);
+  return out.substr(at + 1, end - at - 1);
+}
 
 TEST(StatusTableTest, TableColumnsAlign) {
   EXPECT_EQ(FormatTable({{"A", "BB"}, {"ccc", "d"}}), "A    BB\nccc  d\n");
@@ -58,6 +67,57 @@ TEST(StatusTableTest, ShowsVolumesLeasesAndRecallsInProgress) {
   EXPECT_THAT(out, HasSubstr("20s"));
   EXPECT_THAT(out, Not(HasSubstr("r0")));
   EXPECT_EQ(FormatStatus({}, {}, {}, kNow), "No DaxVolumes found.\n");
+}
+
+// A finished migration whose losing side's media the plugin refuses to
+// free shows FreeFailed in MEDIA and the condition's message (the plugin's
+// error, the attempt) under the table; once freed, "freed" and no message.
+TEST(StatusTableTest, ShowsMediaTheAgentCouldNotFreeYet) {
+  api::DaxVolume v;
+  v.metadata.name = "vol-1";
+  v.spec.owner_node = "node-b";
+  v.status.phase = api::VolumePhase::kReady;
+  api::DaxMigration done;
+  done.metadata.name = "m-done";
+  done.spec = {"vol-1", "node-b"};
+  done.status.phase = api::MigrationPhase::kComplete;
+  done.status.source_node = "node-a";
+  done.status.conditions.push_back(
+      {api::kSourceMediaFreedCondition, api::ConditionStatus::kFalse, 1, kNow,
+       api::kMediaFreeFailedReason,
+       "FreeMedia of /dev/dax0.1 on node-a refused (attempt 3): "
+       "FAILED_PRECONDITION: /dev/dax0.1 is open; asked again in 4s"});
+  api::DaxMigration failed;
+  failed.metadata.name = "m-failed";
+  failed.spec = {"vol-1", "node-c"};
+  failed.status.phase = api::MigrationPhase::kFailed;
+  failed.status.source_node = "node-a";
+  failed.status.target_media_freed = true;
+  api::DaxMigration running;
+  running.metadata.name = "m-running";
+  running.spec = {"vol-1", "node-c"};
+  running.status.phase = api::MigrationPhase::kCopying;
+
+  std::string out = FormatStatus({v}, {}, {}, kNow, {done, failed, running});
+  EXPECT_THAT(out, HasSubstr("MEDIA"));
+  EXPECT_THAT(out, HasSubstr("FreeFailed"));
+  EXPECT_THAT(out, HasSubstr("Media not freed yet:"));
+  EXPECT_THAT(out, HasSubstr("m-done: SourceMediaFreed False (FreeFailed): "
+                             "FreeMedia of /dev/dax0.1 on node-a refused "
+                             "(attempt 3): FAILED_PRECONDITION"));
+  EXPECT_THAT(out, Not(HasSubstr("m-failed: ")));
+  EXPECT_THAT(LineOf(out, "m-done "), testing::EndsWith("FreeFailed"));
+  EXPECT_THAT(LineOf(out, "m-failed "), testing::EndsWith("freed"));
+  EXPECT_THAT(LineOf(out, "m-running "), testing::EndsWith("-"));
+
+  done.status.conditions[0] = {
+      api::kSourceMediaFreedCondition, api::ConditionStatus::kTrue,   1, kNow,
+      api::kMediaFreedReason,          "freed on node-a at attempt 4"};
+  done.status.source_media_freed = true;
+  out = FormatStatus({v}, {}, {}, kNow, {done});
+  EXPECT_THAT(out, Not(HasSubstr("FreeFailed")));
+  EXPECT_THAT(out, Not(HasSubstr("Media not freed yet")));
+  EXPECT_THAT(LineOf(out, "m-done "), testing::EndsWith("freed"));
 }
 
 }  // namespace

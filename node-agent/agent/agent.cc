@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <chrono>
 #include <utility>
 
 #include "absl/strings/escaping.h"
@@ -221,14 +222,38 @@ void Agent::Kick() {
   kick_cv_.notify_all();
 }
 
+void Agent::WakeAt(absl::Duration due) {
+  std::lock_guard<std::mutex> l(kick_mu_);
+  if (due < wake_due_) {
+    wake_due_ = due;
+    kick_cv_.notify_all();  // the wait is cut to the new time
+  }
+}
+
 void Agent::Run() {
   while (true) {
     {
       std::unique_lock<std::mutex> l(kick_mu_);
-      kick_cv_.wait_for(l, absl::ToChronoNanoseconds(config_.resync),
-                        [&] { return kicked_ || stopping_; });
+      // At least every resync, and at the earliest WakeAt (which may move
+      // while this waits).
+      const auto resync_at = std::chrono::steady_clock::now() +
+                             absl::ToChronoNanoseconds(config_.resync);
+      while (!kicked_ && !stopping_ && clock_.Monotonic() < wake_due_) {
+        const auto now = std::chrono::steady_clock::now();
+        if (now >= resync_at) break;
+        auto until = resync_at;
+        if (wake_due_ != absl::InfiniteDuration()) {
+          until = std::min(until, now + absl::ToChronoNanoseconds(std::max(
+                                            absl::ZeroDuration(),
+                                            wake_due_ - clock_.Monotonic())));
+        }
+        kick_cv_.wait_until(l, until);
+      }
       if (stopping_) return;
       kicked_ = false;
+      if (clock_.Monotonic() >= wake_due_) {
+        wake_due_ = absl::InfiniteDuration();
+      }
     }
     ReconcileOnce();
   }

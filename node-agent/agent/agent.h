@@ -107,12 +107,23 @@ struct AgentConfig {
   // devdax volume's namespace; node_media.h). Not owned; null: a devdax
   // volume that migrated away stays allocated (and is not reported freed).
   NodeMedia* node_media = nullptr;
+  // A free the plugin refused (NodeMedia::Free: the device still open, the
+  // plugin down) is asked again after 1 s, then after twice the last wait,
+  // up to this; then at this rate for good (never given up: leaked media is
+  // worse than the asks). MediaFreeRetryDelay. The flag
+  // --media-free-retry-max.
+  absl::Duration media_free_retry_max = absl::Minutes(5);
   // The recall channel: answers go here (lib/channel's ChannelClient::Report,
   // which batches them and keeps them for the next stream while
   // disconnected); the operator's messages come to OnChannelMessage. Empty:
   // no channel, the agent answers in the lease status fields.
   std::function<void(const chpb::AgentReport&)> channel_report;
 };
+
+// How long the agent waits before it asks the plugin again to free media
+// it refused `refusals` (>= 1) times in a row: 1 s, 2 s, 4 s, ... up to
+// `max` (and `max` for ever after).
+absl::Duration MediaFreeRetryDelay(int refusals, absl::Duration max);
 
 // One attached client's view of its lease. Events are coalesced: a reader
 // gets the latest state, never a backlog.
@@ -231,6 +242,20 @@ class Agent {
     std::string migration;  // DaxMigration name (its sourceMediaFreed)
     std::string device;
   };
+  // Media of a migration the plugin refused to free (NodeMedia::Free), by
+  // FreeKey: asked again no sooner than `due`, and told on the migration's
+  // condition (SourceMediaFreed, TargetMediaFreed; lib/api/conditions.h).
+  // Memory only: a restarted agent asks at once and counts from 1 again.
+  struct FreeRetry {
+    std::string migration;  // DaxMigration name ("": none to tell)
+    std::string device;
+    bool source = true;  // the source's old media; else the target's
+    int refusals = 0;    // in a row
+    std::string error;   // the last refusal
+    absl::Duration due;  // clock_.Monotonic() of the next ask
+    absl::Time next_at;  // the same, wall time (the logs and the message)
+    bool freed = false;  // freed since: the condition turns True
+  };
   // A copy (target) or checksum (source) running beside the reconcile.
   struct Job {
     std::thread thread;
@@ -317,6 +342,28 @@ class Agent {
   // beside the reconcile; once freed, forgets it and writes the migration's
   // sourceMediaFreed.
   void FreeOutgoingLocked(const std::string& volume);
+  // Whether the plugin may be asked to free the media of `key` now (not
+  // while a refusal's wait runs; the reconcile thread is woken at its end).
+  bool FreeDueLocked(const std::string& key);
+  // The plugin refused to free `key`'s media with `error`: counts it, sets
+  // the next ask, logs both.
+  void FreeRefusedLocked(const std::string& key, const std::string& volume,
+                         const std::string& migration,
+                         const std::string& device, bool source,
+                         const absl::Status& error);
+  // The plugin freed `key`'s media: the condition turns True.
+  void FreeDoneLocked(const std::string& key, const std::string& migration);
+  // Writes `m`'s SourceMediaFreed / TargetMediaFreed condition where this
+  // node is the side whose media goes: False while the plugin refuses, True
+  // once freed (or the status says so); forgets what is told.
+  void ReportMediaFreedLocked(const api::DaxMigration& m);
+  // Sets `c` among `m`'s conditions, a patch of the status subresource
+  // under the resourceVersion read (so the operator's conditions stay; a
+  // conflict is retried by a later pass). OK when nothing changed.
+  absl::Status SetMigrationConditionLocked(const api::DaxMigration& m,
+                                           api::Condition c);
+  // Asks the reconcile thread for a pass at `due` (clock_.Monotonic()).
+  void WakeAt(absl::Duration due);
   // Serves the verified copy in incoming_[volume] (this node owns it now).
   void ServeIncomingLocked(const std::string& volume);
   std::string MediaDir() const;
@@ -367,6 +414,8 @@ class Agent {
   std::set<std::string> kept_said_;  // outgoing_ volumes logged as kept
   // by "copy/" or "sum/" + migration name, "free/" + volume
   std::map<std::string, Job> jobs_;
+  // by "out/" (outgoing_) or "in/" (incoming_) + volume
+  std::map<std::string, FreeRetry> free_retries_;
 
   // Asked on the recall channel, by lease; `answered` once answered on the
   // current ask (a new ask of the same item answers again).
@@ -398,6 +447,8 @@ class Agent {
   std::condition_variable kick_cv_;
   bool kicked_ = false;
   bool stopping_ = false;
+  // The earliest pass asked for by WakeAt (clock_.Monotonic()).
+  absl::Duration wake_due_ = absl::InfiniteDuration();
   std::thread thread_;
 };
 

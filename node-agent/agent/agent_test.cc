@@ -12,8 +12,10 @@
 #include <string>
 #include <thread>
 
+#include "absl/strings/match.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "lib/api/conditions.h"
 #include "lib/api/json.h"
 #include "lib/api/label_value.h"
 #include "lib/base/log.h"
@@ -940,6 +942,27 @@ class DevdaxSourceTest : public AgentTest {
     auto j = kube_.Get(DaxMigrationResource(), "", "m1");
     return j.ok() && (*j)["status"].value("sourceMediaFreed", false);
   }
+  // Condition `type` of DaxMigration `name` as stored (nullopt: none).
+  std::optional<api::Condition> MigrationCondition(
+      const std::string& type, const std::string& name = "m1") {
+    auto j = kube_.Get(DaxMigrationResource(), "", name);
+    if (!j.ok()) return std::nullopt;
+    auto m = api::FromJson<api::DaxMigration>(*j);
+    if (!m.ok()) return std::nullopt;
+    const api::Condition* c = api::FindCondition(m->status.conditions, type);
+    if (c == nullptr) return std::nullopt;
+    return *c;
+  }
+  // The stored condition `type` of `name` is False, FreeFailed, at refusal
+  // `attempt`.
+  bool RefusedAt(int attempt, const std::string& type,
+                 const std::string& name = "m1") {
+    auto c = MigrationCondition(type, name);
+    return c.has_value() && c->status == api::ConditionStatus::kFalse &&
+           c->reason == api::kMediaFreeFailedReason &&
+           absl::StrContains(c->message,
+                             absl::StrCat("(attempt ", attempt, ")"));
+  }
   // A few more passes after `pred` held.
   void Settle(const std::function<bool()>& pred) {
     ASSERT_TRUE(WaitFor(pred));
@@ -985,9 +1008,121 @@ TEST_F(DevdaxSourceTest, FreeIsRetriedAcrossARestartAndReportedOnlyOnceDone) {
   EXPECT_FALSE(SourceMediaFreed());
   EXPECT_FALSE(fabric_.IsRegistered("vol"));
   media_->SetFreeError(absl::OkStatus());
+  clock_.Advance(absl::Seconds(1));  // the refusal's wait
   agent_->Kick();
   ASSERT_TRUE(WaitFor([&] { return SourceMediaFreed(); }));
   EXPECT_FALSE(sys::PathExists(device_));
+}
+
+TEST(MediaFreeRetryDelayTest, DoublesFromOneSecondUpToTheMaximumForGood) {
+  const absl::Duration max = absl::Minutes(5);
+  EXPECT_EQ(MediaFreeRetryDelay(1, max), absl::Seconds(1));
+  EXPECT_EQ(MediaFreeRetryDelay(2, max), absl::Seconds(2));
+  EXPECT_EQ(MediaFreeRetryDelay(3, max), absl::Seconds(4));
+  EXPECT_EQ(MediaFreeRetryDelay(9, max), absl::Seconds(256));
+  EXPECT_EQ(MediaFreeRetryDelay(10, max), max);
+  EXPECT_EQ(MediaFreeRetryDelay(1'000'000, max), max);
+  EXPECT_EQ(MediaFreeRetryDelay(1, absl::Milliseconds(300)),
+            absl::Milliseconds(300));
+}
+
+class DevdaxSourceBackoffTest : public DevdaxSourceTest {
+ protected:
+  void Configure(AgentConfig& c) override {
+    DevdaxSourceTest::Configure(c);
+    c.media_free_retry_max = absl::Seconds(8);
+  }
+};
+
+// A plugin that keeps refusing FreeMedia (the device still open) is asked
+// again after 1 s, 2 s, 4 s, then every 8 s (--media-free-retry-max), on
+// the agent's clock; no pass in between asks (before, every refusal's job
+// asked for a pass, which asked again at once: a busy loop without bound).
+// The migration's SourceMediaFreed condition says each refusal with the
+// plugin's error and the attempt, and turns True once freed.
+TEST_F(DevdaxSourceBackoffTest, RefusedFreeIsAskedAgainAfterADoublingWait) {
+  media_->SetFreeError(absl::FailedPreconditionError("/dev/dax0.1 is open"));
+  ServeThenMigrateAway();
+  ASSERT_TRUE(WaitFor([&] { return media_->free_calls() >= 1; }));
+  // Passes run every 20 ms and on every event; the clock stands still.
+  std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  EXPECT_EQ(media_->free_calls(), 1) << "asked again without waiting";
+  ASSERT_TRUE(
+      WaitFor([&] { return RefusedAt(1, api::kSourceMediaFreedCondition); }));
+  auto c = MigrationCondition(api::kSourceMediaFreedCondition);
+  EXPECT_THAT(c->message, HasSubstr("/dev/dax0.1 is open"));
+  EXPECT_THAT(c->message, HasSubstr("node-a"));
+  EXPECT_FALSE(SourceMediaFreed());
+  // The operator's conditions stay beside it.
+  {
+    auto j = kube_.Get(DaxMigrationResource(), "", "m1");
+    ASSERT_TRUE(j.ok());
+    auto m = api::FromJson<api::DaxMigration>(*j);
+    ASSERT_TRUE(m.ok());
+    std::vector<api::Condition> cs = m->status.conditions;
+    api::SetCondition(
+        cs, {api::kMigrationSucceededCondition, api::ConditionStatus::kTrue, 1,
+             clock_.Now(), "Moved", "moved to node-b"});
+    k8s::Json list = k8s::Json::array();
+    for (const auto& x : cs) list.push_back(api::ToJson(x));
+    ASSERT_TRUE(
+        kube_
+            .Patch(DaxMigrationResource(), "", "m1", k8s::PatchType::kMerge,
+                   k8s::Json{{"status", {{"conditions", list}}}}, "status")
+            .ok());
+  }
+
+  // The waits: 1 s after the first refusal, then 2, 4, 8, 8.
+  int calls = 1;
+  for (absl::Duration wait :
+       {absl::Seconds(1), absl::Seconds(2), absl::Seconds(4), absl::Seconds(8),
+        absl::Seconds(8)}) {
+    clock_.Advance(wait - absl::Milliseconds(1));
+    agent_->Kick();
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    EXPECT_EQ(media_->free_calls(), calls) << "asked before " << wait;
+    clock_.Advance(absl::Milliseconds(1));
+    ++calls;
+    ASSERT_TRUE(WaitFor([&] { return media_->free_calls() == calls; }))
+        << "not asked again after " << wait;
+    ASSERT_TRUE(WaitFor([&] {
+      return RefusedAt(calls, api::kSourceMediaFreedCondition);
+    })) << "attempt "
+        << calls << " not told";
+  }
+  EXPECT_FALSE(SourceMediaFreed());
+  EXPECT_TRUE(sys::PathExists(device_));
+  auto succeeded = MigrationCondition(api::kMigrationSucceededCondition);
+  ASSERT_TRUE(succeeded.has_value());
+  EXPECT_EQ(succeeded->reason, "Moved");
+
+  // The device is closed: the next ask frees it, and it is told.
+  media_->SetFreeError(absl::OkStatus());
+  clock_.Advance(absl::Seconds(8));
+  ASSERT_TRUE(WaitFor([&] { return SourceMediaFreed(); }));
+  ASSERT_TRUE(WaitFor([&] {
+    auto c = MigrationCondition(api::kSourceMediaFreedCondition);
+    return c.has_value() && c->status == api::ConditionStatus::kTrue;
+  }));
+  c = MigrationCondition(api::kSourceMediaFreedCondition);
+  EXPECT_EQ(c->reason, api::kMediaFreedReason);
+  EXPECT_THAT(c->message, HasSubstr("after 6 refused attempts"));
+  EXPECT_EQ(media_->free_calls(), 7);
+  EXPECT_FALSE(sys::PathExists(device_));
+  EXPECT_TRUE(MigrationCondition(api::kMigrationSucceededCondition));
+}
+
+// A free that succeeds at once is told too: SourceMediaFreed True, Freed.
+TEST_F(DevdaxSourceTest, FreedMediaIsToldOnTheCondition) {
+  ServeThenMigrateAway();
+  ASSERT_TRUE(WaitFor([&] {
+    auto c = MigrationCondition(api::kSourceMediaFreedCondition);
+    return c.has_value() && c->status == api::ConditionStatus::kTrue;
+  }));
+  EXPECT_EQ(MigrationCondition(api::kSourceMediaFreedCondition)->reason,
+            api::kMediaFreedReason);
+  EXPECT_TRUE(SourceMediaFreed());
+  EXPECT_FALSE(MigrationCondition(api::kTargetMediaFreedCondition));
 }
 
 // Both sides of a devdax migration in one process (node-a the source, this
@@ -1182,6 +1317,105 @@ TEST_F(DevdaxSourceTest, TargetWithoutRoomFailsAndAFailedCopyFreesItsMedia) {
       WaitFor([&] { return status("m2").value("targetMediaFreed", false); }));
   EXPECT_TRUE(media_b.Volumes().empty());
   EXPECT_FALSE(fabric_b.IsRegistered("vol"));
+  agent_b.Stop();
+}
+
+// A rolled-back devdax migration whose target plugin refuses to free the
+// namespace it made: targetMediaFreed stays false, TargetMediaFreed is
+// False (FreeFailed, the plugin's error, the attempt), the free is asked
+// again after 1 s and 2 s of the agent's clock, not before; once it
+// succeeds the condition turns True and targetMediaFreed is written.
+TEST_F(DevdaxSourceTest, TargetMediaFreeRefusedOnRollbackBacksOffAndIsTold) {
+  auto dev = media_->Create("vol", pb::DEVDAX, 4 << 20);
+  ASSERT_TRUE(dev.ok()) << dev.status();
+  pb::RecordVolumeRequest rec;
+  rec.set_volume_id("vol");
+  rec.set_size_bytes(4 << 20);
+  rec.set_mode(pb::DEVDAX);
+  rec.set_share(true);
+  ASSERT_TRUE(agent_->RecordVolume(rec).ok());
+  pb::ServeVolumeRequest serve;
+  serve.set_volume_id("vol");
+  serve.set_mode(pb::DEVDAX);
+  serve.set_device(dev->device);
+  serve.set_size_bytes(4 << 20);
+  ASSERT_TRUE(agent_->ServeVolume(serve).ok());
+  VolumeEpoch(1);
+
+  ASSERT_TRUE(sys::MakeDirs(dir_ + "/plugin-b").ok());
+  FakeNodeMedia media_b(dir_ + "/plugin-b");
+  fabric::FakeFabric fabric_b("test-secret");
+  AgentConfig cb = config_;
+  cb.node = "node-b";
+  cb.state_dir = dir_ + "/state-b";
+  cb.connector = &fabric_.connector();
+  cb.node_media = &media_b;
+  Agent agent_b(cb, kube_, clock_, fabric_b, "10.0.0.2:7390");
+  ASSERT_TRUE(agent_b.Start().ok());
+  api::DaxMigration m;
+  m.metadata.name = "m1";
+  m.spec.volume = "vol";
+  m.spec.target_node = "node-b";
+  ASSERT_TRUE(kube_.Create(DaxMigrationResource(), api::ToJson(m)).ok());
+  auto phase = [&](const std::string& p) {
+    ASSERT_TRUE(kube_
+                    .Patch(DaxMigrationResource(), "", "m1",
+                           k8s::PatchType::kMerge,
+                           k8s::Json{{"status",
+                                      {{"phase", p},
+                                       {"sourceNode", "node-a"},
+                                       {"epoch", 1},
+                                       {"bytesTotal", 4 << 20}}}},
+                           "status")
+                    .ok());
+    agent_->Kick();
+    agent_b.Kick();
+  };
+  auto status = [&] {
+    auto j = kube_.Get(DaxMigrationResource(), "", "m1");
+    return j.ok() ? (*j)["status"] : k8s::Json::object();
+  };
+  phase("Copying");
+  ASSERT_TRUE(
+      WaitFor([&] { return !status().value("targetChecksum", "").empty(); }));
+  ASSERT_EQ(media_b.Volumes().size(), 1u);
+  const std::string made = media_b.Volumes().at("vol");
+
+  // Rolled back (a checksum mismatch, say) while the device is still open.
+  media_b.SetFreeError(absl::UnavailableError("plugin restarting"));
+  phase("Failed");
+  ASSERT_TRUE(WaitFor([&] { return media_b.free_calls() >= 1; }));
+  ASSERT_TRUE(
+      WaitFor([&] { return RefusedAt(1, api::kTargetMediaFreedCondition); }));
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  EXPECT_EQ(media_b.free_calls(), 1) << "asked again without waiting";
+  auto c = MigrationCondition(api::kTargetMediaFreedCondition);
+  EXPECT_THAT(c->message, HasSubstr("plugin restarting"));
+  EXPECT_THAT(c->message, HasSubstr("node-b"));
+  EXPECT_THAT(c->message, HasSubstr(made));
+  EXPECT_FALSE(status().value("targetMediaFreed", false));
+  EXPECT_FALSE(MigrationCondition(api::kSourceMediaFreedCondition));
+
+  clock_.Advance(absl::Seconds(1));
+  ASSERT_TRUE(WaitFor([&] { return media_b.free_calls() == 2; }));
+  ASSERT_TRUE(
+      WaitFor([&] { return RefusedAt(2, api::kTargetMediaFreedCondition); }));
+  clock_.Advance(absl::Milliseconds(1999));
+  std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  EXPECT_EQ(media_b.free_calls(), 2) << "asked before 2 s";
+
+  media_b.SetFreeError(absl::OkStatus());
+  clock_.Advance(absl::Milliseconds(1));
+  ASSERT_TRUE(
+      WaitFor([&] { return status().value("targetMediaFreed", false); }));
+  ASSERT_TRUE(WaitFor([&] {
+    auto c = MigrationCondition(api::kTargetMediaFreedCondition);
+    return c.has_value() && c->status == api::ConditionStatus::kTrue;
+  }));
+  EXPECT_EQ(MigrationCondition(api::kTargetMediaFreedCondition)->reason,
+            api::kMediaFreedReason);
+  EXPECT_TRUE(media_b.Volumes().empty());
+  EXPECT_EQ(media_b.free_calls(), 3);
   agent_b.Stop();
 }
 

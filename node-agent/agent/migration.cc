@@ -29,6 +29,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "lib/api/conditions.h"
 #include "lib/api/json.h"
 #include "lib/base/crash_point.h"
 #include "lib/base/log.h"
@@ -112,21 +113,24 @@ void Agent::FreeIncomingLocked(const std::string& volume) {
     const std::string device = it->second.data_path;
     auto vol = CachedVolume(volume);
     const std::string owner = vol.has_value() ? vol->spec.owner_node : "";
-    StartJobLocked("free/" + volume, [this, volume, migration, device,
+    const std::string key = "in/" + volume;
+    if (!FreeDueLocked(key)) return;  // refused lately: asked at its time
+    StartJobLocked("free/" + volume, [this, key, volume, migration, device,
                                       owner](const auto&) {
       absl::Status st = config_.node_media->Free(volume, owner);
+      std::lock_guard<std::mutex> l(mu_);
       if (!st.ok()) {
-        base::LogWarn("agent.migration_media_free_failed",
-                      {{"volume", volume}, {"error", st.ToString()}});
+        FreeRefusedLocked(key, volume, migration, device, /*source=*/false, st);
         return;
       }
-      std::lock_guard<std::mutex> l(mu_);
+      FreeDoneLocked(key, migration);
       auto in = incoming_.find(volume);
       if (in == incoming_.end() || in->second.migration != migration) return;
       incoming_.erase(in);
       (void)SaveStateLocked();
-      base::LogInfo("agent.migration_media_freed",
-                    {{"volume", volume}, {"device", device}});
+      base::LogInfo(
+          "agent.migration_media_freed",
+          {{"volume", volume}, {"migration", migration}, {"device", device}});
     });
     return;
   }
@@ -163,6 +167,7 @@ void Agent::ReconcileMigrationsLocked() {
     const api::MigrationPhase phase =
         m->status.phase.value_or(api::MigrationPhase::kPending);
     auto vol = CachedVolume(volume);
+    ReportMediaFreedLocked(*m);
     const bool copying = phase == api::MigrationPhase::kCopying &&
                          vol.has_value() &&
                          vol->status.epoch == m->status.epoch;
@@ -308,6 +313,27 @@ void Agent::ReconcileMigrationsLocked() {
   }
   for (const std::string& v : orphans) FreeIncomingLocked(v);
   for (const std::string& v : switched) ServeIncomingLocked(v);
+  // Refusals whose media is no longer waiting to be freed here, and frees
+  // nobody is left to be told of (the migration is gone).
+  for (auto it = free_retries_.begin(); it != free_retries_.end();) {
+    const FreeRetry& f = it->second;
+    const std::string volume = it->first.substr(it->first.find('/') + 1);
+    bool waiting = false;
+    if (f.source) {
+      auto o = outgoing_.find(volume);
+      waiting = o != outgoing_.end() && o->second.migration == f.migration;
+    } else {
+      auto in = incoming_.find(volume);
+      waiting = in != incoming_.end() && in->second.migration == f.migration;
+    }
+    const bool gone =
+        f.migration.empty() || !migrations_->Get(f.migration).has_value();
+    if (f.freed ? gone : !waiting) {
+      it = free_retries_.erase(it);
+    } else {
+      ++it;
+    }
+  }
 }
 
 void Agent::FreeOutgoingLocked(const std::string& volume) {
@@ -326,17 +352,19 @@ void Agent::FreeOutgoingLocked(const std::string& volume) {
   const Outgoing out = o->second;
   auto vol = CachedVolume(volume);
   const std::string owner = vol.has_value() ? vol->spec.owner_node : "";
-  StartJobLocked("free/" + volume, [this, volume, out, owner](const auto&) {
+  const std::string key = "out/" + volume;
+  if (!FreeDueLocked(key)) return;  // refused lately: asked at its time
+  StartJobLocked("free/" + volume, [this, key, volume, out,
+                                    owner](const auto&) {
     absl::Status st = config_.node_media->Free(volume, owner);
-    if (!st.ok()) {
-      base::LogWarn("agent.migration_media_free_failed",
-                    {{"volume", volume},
-                     {"device", out.device},
-                     {"error", st.ToString()}});
-      return;
-    }
     {
       std::lock_guard<std::mutex> l(mu_);
+      if (!st.ok()) {
+        FreeRefusedLocked(key, volume, out.migration, out.device,
+                          /*source=*/true, st);
+        return;
+      }
+      FreeDoneLocked(key, out.migration);
       auto it = outgoing_.find(volume);
       if (it == outgoing_.end() || it->second.migration != out.migration) {
         return;
@@ -356,6 +384,138 @@ void Agent::FreeOutgoingLocked(const std::string& volume) {
                                                   {"migration", out.migration},
                                                   {"device", out.device}});
   });
+}
+
+absl::Duration MediaFreeRetryDelay(int refusals, absl::Duration max) {
+  absl::Duration d = absl::Seconds(1);
+  for (int i = 1; i < refusals && d < max; ++i) d *= 2;
+  return std::min(d, max);
+}
+
+bool Agent::FreeDueLocked(const std::string& key) {
+  auto r = free_retries_.find(key);
+  if (r == free_retries_.end() || r->second.freed) return true;
+  if (clock_.Monotonic() >= r->second.due) return true;
+  WakeAt(r->second.due);
+  return false;
+}
+
+void Agent::FreeRefusedLocked(const std::string& key, const std::string& volume,
+                              const std::string& migration,
+                              const std::string& device, bool source,
+                              const absl::Status& error) {
+  FreeRetry& r = free_retries_[key];
+  if (r.freed || r.migration != migration) r = FreeRetry{};
+  r.migration = migration;
+  r.device = device;
+  r.source = source;
+  ++r.refusals;
+  r.error = error.ToString();
+  const absl::Duration wait =
+      MediaFreeRetryDelay(r.refusals, config_.media_free_retry_max);
+  r.due = clock_.Monotonic() + wait;
+  r.next_at = clock_.Now() + wait;
+  base::LogWarn("agent.migration_media_free_failed",
+                {{"volume", volume},
+                 {"migration", migration},
+                 {"side", source ? "source" : "target"},
+                 {"device", device},
+                 {"attempt", std::to_string(r.refusals)},
+                 {"error", r.error},
+                 {"retry_in", absl::FormatDuration(wait)},
+                 {"next_attempt", api::FormatWireTime(r.next_at)}});
+  WakeAt(r.due);
+}
+
+void Agent::FreeDoneLocked(const std::string& key,
+                           const std::string& migration) {
+  auto r = free_retries_.find(key);
+  if (r == free_retries_.end()) return;
+  if (migration.empty() || r->second.migration != migration) {
+    free_retries_.erase(r);  // nobody to tell
+    return;
+  }
+  r->second.freed = true;
+}
+
+absl::Status Agent::SetMigrationConditionLocked(const api::DaxMigration& m,
+                                                api::Condition c) {
+  std::vector<api::Condition> conditions = m.status.conditions;
+  if (!api::SetCondition(conditions, std::move(c))) return absl::OkStatus();
+  k8s::Json list = k8s::Json::array();
+  for (const api::Condition& x : conditions) list.push_back(api::ToJson(x));
+  // The whole list (a merge patch replaces arrays), under the version it
+  // was read at: a 409 rather than a write over the operator's conditions.
+  auto r = client_.Patch(
+      DaxMigrationResource(), "", m.metadata.name, k8s::PatchType::kMerge,
+      k8s::Json{
+          {"metadata", {{"resourceVersion", m.metadata.resource_version}}},
+          {"status", {{"conditions", std::move(list)}}}},
+      "status");
+  if (!r.ok()) {
+    base::LogInfo(
+        "agent.migration_condition_not_written",
+        {{"migration", m.metadata.name}, {"error", r.status().ToString()}});
+  }
+  return r.status();
+}
+
+void Agent::ReportMediaFreedLocked(const api::DaxMigration& m) {
+  const std::string& volume = m.spec.volume;
+  for (const bool source : {true, false}) {
+    if ((source ? m.status.source_node : m.spec.target_node) != config_.node) {
+      continue;
+    }
+    const char* type = source ? api::kSourceMediaFreedCondition
+                              : api::kTargetMediaFreedCondition;
+    const std::string side = source ? "source" : "target";
+    const api::Condition* now = api::FindCondition(m.status.conditions, type);
+    const bool stored_true =
+        now != nullptr && now->status == api::ConditionStatus::kTrue;
+    auto r = free_retries_.find((source ? "out/" : "in/") + volume);
+    if (r != free_retries_.end() && r->second.migration != m.metadata.name) {
+      r = free_retries_.end();  // another migration's media
+    }
+    api::Condition c;
+    c.type = type;
+    c.observed_generation = m.metadata.generation;
+    c.last_transition_time = clock_.Now();
+    if (r != free_retries_.end() && !r->second.freed) {
+      const FreeRetry& f = r->second;
+      c.status = api::ConditionStatus::kFalse;
+      c.reason = api::kMediaFreeFailedReason;
+      c.message = absl::StrCat(
+          "the ", side, " media ", f.device, " on ", config_.node,
+          " is not freed: the CSI plugin refused FreeMedia (attempt ",
+          f.refusals, "): ", f.error.substr(0, 4096), "; asked again at ",
+          api::FormatWireTime(f.next_at));
+    } else if (r != free_retries_.end()) {
+      if (stored_true) {
+        free_retries_.erase(r);
+        continue;
+      }
+      c.status = api::ConditionStatus::kTrue;
+      c.reason = api::kMediaFreedReason;
+      c.message = absl::StrCat("the ", side, " media ", r->second.device,
+                               " on ", config_.node, " is freed (after ",
+                               r->second.refusals, " refused attempt",
+                               r->second.refusals == 1 ? "" : "s", ")");
+    } else if (!stored_true &&
+               (source ? m.status.source_media_freed
+                       : (m.status.target_media_freed &&
+                          m.status.phase == api::MigrationPhase::kFailed))) {
+      c.status = api::ConditionStatus::kTrue;
+      c.reason = api::kMediaFreedReason;
+      c.message = absl::StrCat("nothing of the ", side, " media is left on ",
+                               config_.node);
+    } else {
+      continue;
+    }
+    if (SetMigrationConditionLocked(m, std::move(c)).ok() &&
+        r != free_retries_.end() && r->second.freed) {
+      free_retries_.erase(r);
+    }
+  }
 }
 
 void Agent::ServeIncomingLocked(const std::string& volume) {

@@ -218,12 +218,28 @@ TEST_F(MigrationTwoNodeTest, WriterAndRemoteReaderRunThroughAMigrationAndBack) {
   EXPECT_TRUE(Exists(MediaOf(b, id)));
   EXPECT_TRUE(Until([&] { return !Exists(source_data); }, absl::Seconds(30)))
       << "node-a's data file is still there";
+  // node-a's agent says so in its condition, beside the operator's.
+  EXPECT_TRUE(Until(
+      [&] {
+        return Get("daxmigrations", to_b,
+                   "{.status.conditions[?(@.type==\"SourceMediaFreed\")]"
+                   ".reason}") == "Freed";
+      },
+      absl::Seconds(30)))
+      << Get("daxmigrations", to_b, "{.status.conditions}");
+  EXPECT_EQ(Get("daxmigrations", to_b,
+                "{.status.conditions[?(@.type==\"SourceMediaFreed\")]"
+                ".status}"),
+            "True");
   auto st =
       sys::RunCommand({DAXLEASE_PLUGIN_BIN,
                        "--kubeconfig=" + cluster_->kubeconfig(), "status", id});
   ASSERT_TRUE(st.ok());
   EXPECT_THAT(st->stdout_text, ::testing::HasSubstr(to_b));
   EXPECT_THAT(st->stdout_text, ::testing::HasSubstr("(100%)"));
+  EXPECT_THAT(st->stdout_text, ::testing::HasSubstr("MEDIA"));
+  EXPECT_THAT(st->stdout_text,
+              ::testing::Not(::testing::HasSubstr("Media not freed yet")));
   // The writer goes on at the next epoch, now remote.
   ASSERT_TRUE(Until(
       [&] {
@@ -353,6 +369,15 @@ TEST_F(MigrationFaultTwoNodeTest, TargetWithoutRoomOrGoneFailsAndVolumeStays) {
                   "{.status.conditions[?(@.type==\"Failed\")].message}"),
               ::testing::HasSubstr("stays on node-a"));
   ExpectSettled("Failed", a, b, e);
+  // node-b made nothing, and says so.
+  EXPECT_TRUE(Until(
+      [&] {
+        return Get("daxmigrations", name,
+                   "{.status.conditions[?(@.type==\"TargetMediaFreed\")]"
+                   ".reason}") == "Freed";
+      },
+      absl::Seconds(30)))
+      << Get("daxmigrations", name, "{.status.conditions}");
   ASSERT_TRUE(sys::RunCommandOk({"umount", media}).ok());
 
   // Gone mid-copy.

@@ -896,7 +896,9 @@ class DevdaxSourceTest : public AgentTest {
   // The plugin's CreateVolume, the agent's RecordVolume + ServeVolume of
   // the device; then the operator's Complete migration to node-b, the
   // volume owned by node-b at epoch 2.
-  void ServeThenMigrateAway() {
+  // The plugin's CreateVolume of a 4 MiB devdax "vol" (its device in
+  // device_), the agent's RecordVolume + ServeVolume of it.
+  void ServeDevdax() {
     auto dev = media_->Create("vol", pb::DEVDAX, 4 << 20);
     ASSERT_TRUE(dev.ok()) << dev.status();
     device_ = dev->device;
@@ -913,6 +915,9 @@ class DevdaxSourceTest : public AgentTest {
     serve.set_size_bytes(4 << 20);
     auto r = agent_->ServeVolume(serve);
     ASSERT_TRUE(r.ok()) << r.status();
+  }
+  void ServeThenMigrateAway() {
+    ServeDevdax();
     ASSERT_TRUE(fabric_.IsRegistered("vol"));
     api::DaxMigration m;
     m.metadata.name = "m1";
@@ -1237,20 +1242,7 @@ TEST_F(DevdaxSourceTest, TargetCopiesIntoAPluginMadeDeviceThenServesIt) {
 // A devdax migration to a node whose plugin has no room fails with the
 // plugin's reason, and one that fails after the media was made frees it.
 TEST_F(DevdaxSourceTest, TargetWithoutRoomFailsAndAFailedCopyFreesItsMedia) {
-  auto dev = media_->Create("vol", pb::DEVDAX, 4 << 20);
-  ASSERT_TRUE(dev.ok()) << dev.status();
-  pb::RecordVolumeRequest rec;
-  rec.set_volume_id("vol");
-  rec.set_size_bytes(4 << 20);
-  rec.set_mode(pb::DEVDAX);
-  rec.set_share(true);
-  ASSERT_TRUE(agent_->RecordVolume(rec).ok());
-  pb::ServeVolumeRequest serve;
-  serve.set_volume_id("vol");
-  serve.set_mode(pb::DEVDAX);
-  serve.set_device(dev->device);
-  serve.set_size_bytes(4 << 20);
-  ASSERT_TRUE(agent_->ServeVolume(serve).ok());
+  ServeDevdax();
   VolumeEpoch(1);
 
   ASSERT_TRUE(sys::MakeDirs(dir_ + "/plugin-b").ok());
@@ -1326,20 +1318,7 @@ TEST_F(DevdaxSourceTest, TargetWithoutRoomFailsAndAFailedCopyFreesItsMedia) {
 // again after 1 s and 2 s of the agent's clock, not before; once it
 // succeeds the condition turns True and targetMediaFreed is written.
 TEST_F(DevdaxSourceTest, TargetMediaFreeRefusedOnRollbackBacksOffAndIsTold) {
-  auto dev = media_->Create("vol", pb::DEVDAX, 4 << 20);
-  ASSERT_TRUE(dev.ok()) << dev.status();
-  pb::RecordVolumeRequest rec;
-  rec.set_volume_id("vol");
-  rec.set_size_bytes(4 << 20);
-  rec.set_mode(pb::DEVDAX);
-  rec.set_share(true);
-  ASSERT_TRUE(agent_->RecordVolume(rec).ok());
-  pb::ServeVolumeRequest serve;
-  serve.set_volume_id("vol");
-  serve.set_mode(pb::DEVDAX);
-  serve.set_device(dev->device);
-  serve.set_size_bytes(4 << 20);
-  ASSERT_TRUE(agent_->ServeVolume(serve).ok());
+  ServeDevdax();
   VolumeEpoch(1);
 
   ASSERT_TRUE(sys::MakeDirs(dir_ + "/plugin-b").ok());

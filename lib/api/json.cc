@@ -529,6 +529,14 @@ nlohmann::json ToJson(const DaxRecall& r) {
   return j;
 }
 
+nlohmann::json NewRecallObject(const std::string& volume, RecallReason reason) {
+  DaxRecall r;
+  r.metadata.finalizers = {kRecallFinalizer};
+  r.spec.volume = volume;
+  r.spec.reason = reason;
+  return ToJson(r);
+}
+
 nlohmann::json ToJson(const DaxMigrationStatus& s) {
   json j = json::object();
   PutEnum(j, "phase", s.phase);

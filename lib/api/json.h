@@ -48,6 +48,12 @@ nlohmann::json ToJson(const DaxLeaseStatus& s);
 nlohmann::json ToJson(const DaxRecallStatus& s);
 nlohmann::json ToJson(const DaxMigrationStatus& s);
 
+// The DaxRecall a recall's creator POSTs (an agent's Reshape, Snapshot or
+// lease-break recall): `spec` of `volume` and `reason`, and kRecallFinalizer,
+// so that the operator's start is one write. The caller names it
+// (metadata.name, or metadata.generateName for the API server to complete).
+nlohmann::json NewRecallObject(const std::string& volume, RecallReason reason);
+
 // T is one of DaxVolume, DaxLease, DaxRecall, DaxMigration.
 template <typename T>
 absl::StatusOr<T> FromJson(const nlohmann::json& j);

@@ -51,6 +51,21 @@ TEST(JsonTest, LeaseRoundTripsWithWireNames) {
   EXPECT_EQ(*back, l);
 }
 
+TEST(JsonTest, NewRecallObjectIsWhatAnAgentCreates) {
+  json r = NewRecallObject("pvc-1", RecallReason::kSnapshot);
+  EXPECT_EQ(r["apiVersion"], kApiVersion);
+  EXPECT_EQ(r["kind"], "DaxRecall");
+  EXPECT_EQ(r["metadata"], json({{"finalizers", {kRecallFinalizer}}}));
+  EXPECT_EQ(r["spec"], json({{"volume", "pvc-1"}, {"reason", "Snapshot"}}));
+  EXPECT_FALSE(r.contains("status"));
+  r["metadata"]["name"] = "pvc-1-snap-e3";
+  auto parsed = FromJson<DaxRecall>(r);
+  ASSERT_TRUE(parsed.ok()) << parsed.status();
+  EXPECT_EQ(parsed->spec.reason, RecallReason::kSnapshot);
+  EXPECT_EQ(parsed->metadata.finalizers,
+            std::vector<std::string>{kRecallFinalizer});
+}
+
 TEST(JsonTest, VolumeRecallMigrationRoundTrip) {
   DaxVolume v;
   v.metadata.name = "pvc-1";

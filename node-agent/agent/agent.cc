@@ -753,13 +753,8 @@ absl::StatusOr<pb::ReshapeVolumeResponse> Agent::ReshapeVolume(
     }
     if (existing.ok() || holders > 0) {
       if (!existing.ok()) {
-        k8s::Json r = {
-            {"apiVersion", api::kApiVersion},
-            {"kind", "DaxRecall"},
-            {"metadata",
-             {{"name", mine},
-              {"finalizers", k8s::Json::array({api::kRecallFinalizer})}}},
-            {"spec", {{"volume", name}, {"reason", "Reshape"}}}};
+        k8s::Json r = api::NewRecallObject(name, api::RecallReason::kReshape);
+        r["metadata"]["name"] = mine;
         auto c = client_.Create(DaxRecallResource(), r);
         if (!c.ok() && !absl::IsAlreadyExists(c.status())) return c.status();
         base::LogInfo("agent.reshape_recall",
@@ -870,13 +865,8 @@ absl::StatusOr<pb::SnapshotVolumeResponse> Agent::SnapshotVolume(
     // nothing while the copy runs. One name per epoch: a snapshot recall
     // ends at the next epoch, so a retry finds its own.
     const std::string mine = absl::StrCat(prefix, "e", vol.status.epoch);
-    k8s::Json r = {
-        {"apiVersion", api::kApiVersion},
-        {"kind", "DaxRecall"},
-        {"metadata",
-         {{"name", mine},
-          {"finalizers", k8s::Json::array({api::kRecallFinalizer})}}},
-        {"spec", {{"volume", name}, {"reason", "Snapshot"}}}};
+    k8s::Json r = api::NewRecallObject(name, api::RecallReason::kSnapshot);
+    r["metadata"]["name"] = mine;
     auto c = client_.Create(DaxRecallResource(), r);
     if (!c.ok() && !absl::IsAlreadyExists(c.status())) return c.status();
     if (c.ok()) {
@@ -1218,13 +1208,8 @@ void Agent::OnLeaseBreak(int fd) {
     if (config_.metrics != nullptr) config_.metrics->LeaseBroken();
     base::LogWarn("agent.lease_broken",
                   {{"volume", vol}, {"path", s.data_path}});
-    k8s::Json recall = {
-        {"apiVersion", api::kApiVersion},
-        {"kind", "DaxRecall"},
-        {"metadata",
-         {{"generateName", absl::StrCat(vol, "-lease-break-")},
-          {"finalizers", k8s::Json::array({api::kRecallFinalizer})}}},
-        {"spec", {{"volume", vol}, {"reason", "Evict"}}}};
+    k8s::Json recall = api::NewRecallObject(vol, api::RecallReason::kEvict);
+    recall["metadata"]["generateName"] = absl::StrCat(vol, "-lease-break-");
     auto r = client_.Create(DaxRecallResource(), recall);
     if (r.ok()) {
       s.break_recall = k8s::NameOf(*r);

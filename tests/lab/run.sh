@@ -10,7 +10,8 @@
 #         others in one guest.
 # env:   DAXLEASE_LAB_CACHE (kernel + base initramfs cache, default
 #        /var/cache/daxlease/lab), LAB_SMP (default 2), LAB_TIMEOUT (s per guest run, default 900;
-#        2100 for the pair: each guest gets one CPU)
+#        2100 for the pair: each guest gets one CPU), LAB_PAIR_GRACE (s a guest of the
+#        pair may run on after the other exited, default 300)
 # Exit:  0 all passed; 1 a test failed or a guest did not finish; 2 usage;
 #        3 a host prerequisite (qemu, apt) is missing.
 #
@@ -91,7 +92,7 @@ run_one() {
     -kernel "$W/vmlinux" -initrd "$W/initrd.img" \
     -append "console=ttyS0 loglevel=3 panic=-1 rdinit=/init lab.tests=$list" \
     -display none -serial stdio -monitor none -no-reboot </dev/null 2>&1 |
-    tr -d '\r' | tee "$W/console.log"
+    sed -u 's/\r//g' | tee "$W/console.log"
   qrc=${PIPESTATUS[0]}
   set -e
   boot_ms=$(((${EPOCHREALTIME/./} - t1) / 1000))
@@ -107,6 +108,43 @@ run_one() {
     "") echo "lab: FAIL $t (did not run to the end)"; bad=1 ;;
     *) echo "lab: FAIL $t (${line#LAB-TEST-END })"; bad=1 ;;
     esac
+  done
+}
+
+# pair_watch: beside a running pair, once a second. A guest kernel's NETDEV
+# WATCHDOG on the link (its transmit queue stuck for 5 s) is reported with
+# what each QEMU says of its network and run state (its monitor socket), so a
+# stall can be told apart from a guest that is only slow. And a guest still
+# running LAB_PAIR_GRACE s (default 300) after the other one exited is
+# stopped: it can only be waiting at a peer_sync for a peer that is gone,
+# which would otherwise hold the run until LAB_TIMEOUT.
+pair_watch() {
+  local i other seen=() gone=() qpid=() grace=${LAB_PAIR_GRACE:-300}
+  while sleep 1; do
+    for i in 1 2; do
+      if [ -z "${seen[$i]:-}" ] && grep -aq 'NETDEV WATCHDOG' "$W/console-$i.log" 2>/dev/null; then
+        seen[$i]=1
+        echo "lab: guest $i: link watchdog (transmit queue stuck) at host $(date -u +%T); the QEMUs say:"
+        for other in 1 2; do
+          [ -S "$W/monitor-$other.sock" ] || continue
+          printf 'info status\ninfo network\n' |
+            timeout 5 socat -t 2 - "UNIX-CONNECT:$W/monitor-$other.sock" 2>/dev/null |
+            sed -u "s/\r//g; s/\x1b\[[0-9;]*[A-Za-z]//g; /^(qemu)/d; /^QEMU .* monitor/d; s/^/lab:   qemu $other: /"
+        done
+      fi
+      # QEMU writes its pidfile once it runs (and may remove it on exit)
+      [ -n "${qpid[$i]:-}" ] || qpid[$i]=$(cat "$W/qemu-$i.pid" 2>/dev/null) || continue
+      if [ -z "${gone[$i]:-}" ] && ! kill -0 "${qpid[$i]}" 2>/dev/null; then gone[$i]=$SECONDS; fi
+    done
+    for i in 1 2; do
+      other=$((3 - i))
+      [ -n "${gone[$other]:-}" ] && [ -z "${gone[$i]:-}" ] || continue
+      [ $((SECONDS - gone[other])) -ge "$grace" ] || continue
+      [ -n "${qpid[$i]:-}" ] || continue
+      echo "lab: guest $i still running ${grace} s after guest $other exited: stopped (LAB_PAIR_GRACE)"
+      kill -TERM "${qpid[$i]}" 2>/dev/null
+      gone[$i]=$SECONDS
+    done
   done
 }
 
@@ -178,11 +216,15 @@ KC
       -netdev "$link" -device virtio-net-pci,netdev=l0,mac=52:54:00:c0:00:0$i \
       -kernel "$W/vmlinux" -initrd "$W/initrd-two.img" \
       -append "console=ttyS0 loglevel=3 panic=-1 rdinit=/init lab.tests=$list lab.role=$i" \
-      -display none -serial stdio -monitor none -no-reboot </dev/null 2>&1 |
-      tr -d '\r' | tee "$W/console-$i.log" | sed -u "s/^/[guest$i] /" &
+      -display none -serial stdio -monitor "unix:$W/monitor-$i.sock,server=on,wait=off" \
+      -pidfile "$W/qemu-$i.pid" -no-reboot </dev/null 2>&1 |
+      sed -u 's/\r//g' | tee "$W/console-$i.log" | sed -u "s/^/[guest$i] /" &
     pids+=($!)
   done
+  pair_watch &
+  local watch=$!
   for i in "${pids[@]}"; do wait "$i"; done
+  kill "$watch" 2>/dev/null; wait "$watch" 2>/dev/null
   set -e
   local wall_ms=$(((${EPOCHREALTIME/./} - t1) / 1000))
   for i in 1 2; do

@@ -189,9 +189,23 @@ two_up() {
 		sleep 0.1; _i=$((_i + 1))
 	done
 	say "$NODE: agent up; daxlease-csi --backend=ndctl"
-	start_csi ndctl --node-id=$NODE --fabric=$TWO_FABRIC --agent-socket=$AGENT_SOCK || return 1
+	two_csi || return 1
 	say "$NODE: plugin up"
 	touch /run/two-up
+}
+# two_csi: daxlease-csi as two_up starts it (ndctl, with the agent); also to
+# restart it after two_csi_kill.
+two_csi() { start_csi ndctl --node-id=$NODE --fabric=$TWO_FABRIC --agent-socket=$AGENT_SOCK; }
+# two_csi_kill: SIGKILL of this guest's daxlease-csi, whichever test started
+# it (each test is a process of its own), until it is gone.
+two_csi_kill() {
+	_p=$(pidof daxlease-csi) || return 1
+	kill -KILL $_p
+	_i=0
+	while pidof daxlease-csi >/dev/null; do
+		_i=$((_i + 1)); [ $_i -lt 100 ] || return 1; sleep 0.1
+	done
+	CSI_PID=
 }
 # two_args [POD]: the CSI arguments of a two-guest shared volume: CTX (owned
 # by node-1, shared over the lab fabric), ACC (multi-node-multi-writer) and,

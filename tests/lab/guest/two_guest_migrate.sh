@@ -9,7 +9,8 @@
 # namespace (CreateMedia) and copies over RDMA, the owner switches at epoch
 # + 1, node-1's plugin frees the old namespace (FreeMedia) and only then is
 # sourceMediaFreed reported; node-1's writer goes on over RDMA, node-2's maps
-# the new device locally. Then back to node-1 the same way. Checked after
+# the new device locally. Then back to node-1 the same way, with both
+# guests' daxlease-csi SIGKILLed (migrate, plugins-killed). Checked after
 # each move: the migration Complete, the volume Ready at the next epoch on
 # the new owner, exactly one namespace of the volume, on the new owner
 # (`ndctl list` on both guests), both writers persisting at the new epoch;
@@ -85,10 +86,36 @@ figures() {
 			echo "FIGURE lab_ndctl_migrate_to_${1}_released_to_switched_s=$(awk -v a="$_a" -v b="$_b" 'BEGIN {printf "%.2f", b - a}')"
 	fi
 }
-# migrate TO: node-1 asks for the migration (either node could); both
-# guests then check the namespaces and the writers at the new epoch.
+# mig_media NAME: the DaxMigration's MEDIA cell (the last column; COPIED
+# holds a space)
+mig_media() {
+	status
+	awk -v m="$1" '$1 == m { print $NF; exit }' /tmp/status.txt
+}
+# wait_media NAME VALUE: until mig_media is VALUE: 300 s
+wait_media() {
+	_j=0
+	until [ "$(mig_media "$1")" = "$2" ]; do
+		_j=$((_j + 1)); [ $_j -lt 300 ] || { cat /tmp/status.txt; return 1; }
+		sleep 1
+	done
+}
+# migrate TO [plugins-killed]: node-1 asks for the migration (either node
+# could); both guests then check the namespaces and the writers at the new
+# epoch. With plugins-killed (a move to node-1): both guests' daxlease-csi
+# are SIGKILLed before it starts. The target's CreateMedia is then refused
+# (UNAVAILABLE) and asked again until its plugin is restarted; the target's
+# plugin is SIGKILLed and restarted once more mid-copy, with the new
+# namespace made and not yet switched to; the source's FreeMedia after the
+# switch is refused until its plugin is restarted, which the migration shows
+# (MEDIA FreeFailed, then freed) and the namespace count on the source
+# confirms.
 migrate() {
-	_to=$1
+	_to=$1 _faults=${2:-}
+	if [ -n "$_faults" ]; then
+		check "$NODE: daxlease-csi SIGKILLed before the move to $_to" two_csi_kill
+		peer_sync "plugins-killed-$_to" || fail "meeting the peer"
+	fi
 	if [ "$LAB_ROLE" = 1 ]; then
 		_e0=$(vol_row | cut -d' ' -f2)
 		check "the volume's epoch before the move to $_to is known ($_e0)" test -n "$_e0"
@@ -98,6 +125,16 @@ migrate() {
 		_m=$(sed -n 's|^daxmigration.daxlease.io/\([^ ]*\) created.*|\1|p' /tmp/mig.txt)
 		check "DaxMigration created ($_m)" test -n "$_m"
 		_e1=$((_e0 + 1))
+		if [ -n "$_faults" ]; then
+			check "the target's CreateMedia refused with its plugin down, asked again" \
+				wait_log /tmp/agent.log "event=agent.migration_media_create_retry migration=$_m" 300
+			check "the target's daxlease-csi restarts" two_csi
+			check "the target made the media once its plugin was back" \
+				wait_log /tmp/agent.log "event=agent.migration_media_made migration=$_m" 300
+			check "the target's daxlease-csi SIGKILLed mid-copy" two_csi_kill
+			check "the target's daxlease-csi restarts mid-copy" two_csi
+			check "the new namespace still there after the restart" test "$(ns_of "$VOL" | grep -c .)" -eq 1
+		fi
 		if ! wait_migrated "$_m" $_e1 "$_to"; then
 			# Failed (or not done in time): the rest of the move cannot pass.
 			fail "migration to $_to Complete, the volume Ready at epoch $_e1 on $_to"
@@ -110,10 +147,19 @@ migrate() {
 		echo "FIGURE lab_ndctl_migrate_64_MiB_to_${_to}_s=$(echo "$t1 - $t0" | bc)"
 		grep -a -h -E "agent.migration_(media_made|copied|serving|media_freed)|agent.migrated_away" /tmp/agent.log | tail -n 4
 		grep -a -h -E "csi.media" /tmp/csi.log.ndctl | tail -n 2
+		if [ -n "$_faults" ]; then
+			check "the source's free refused with its plugin down: MEDIA FreeFailed" wait_media "$_m" FreeFailed
+			sed -n '/^Media not freed yet:/,$p' /tmp/status.txt
+		fi
 		peer_sync "moved-$_to" "$_e1" >/dev/null || fail "meeting node-2"
 	else
 		_e1=$(peer_sync "moved-$_to") || fail "meeting node-1"
 		[ "$_e1" != failed ] || { fail "the migration to $_to failed (node-1 saw it)"; return 1; }
+		if [ -n "$_faults" ]; then
+			check "the source's agent logged the refused free" grep -q 'event=agent.migration_media_free_failed' /tmp/agent.log
+			check "the source still has its namespace" test "$(ns_of "$VOL" | grep -c .)" -eq 1
+			check "the source's daxlease-csi restarts" two_csi
+		fi
 		grep -a -h -E "agent.migration_(media_made|copied|serving|media_freed)|agent.migrated_away" /tmp/agent.log | tail -n 4
 		grep -a -h -E "csi.media" /tmp/csi.log.ndctl | tail -n 2
 	fi
@@ -123,6 +169,9 @@ migrate() {
 		check "the old namespace freed on $NODE (ndctl list)" wait_ns_count "$VOL" 0
 	fi
 	ndctl list -N | tr -d '\n' | head -c 600; echo
+	if [ -n "$_faults" ] && [ "$LAB_ROLE" = 1 ]; then
+		check "the source's media freed once its plugin was back: MEDIA freed" wait_media "$_m" freed
+	fi
 	figures "$_to"
 	_at=$(persisted /tmp/writer.log)
 	check "$NODE's writer goes on after the move to $_to" wait_log /tmp/writer.log "persisted seq=$((_at + 30)) " 600
@@ -140,7 +189,7 @@ else
 fi
 migrate node-2
 [ $FAILS -eq 0 ] || { dump_two_logs 60; tail /tmp/writer.log; kill $W; finish; }
-migrate node-1
+migrate node-1 plugins-killed
 peer_sync migrate-stop-writers || fail "meeting the peer"
 kill -TERM $W
 wait $W

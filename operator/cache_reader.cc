@@ -50,7 +50,12 @@ CacheWorldReader::ParseLease(const k8s::Json& obj) {
   auto p = std::make_shared<ParsedLease>();
   p->rv = ResourceVersionNumber(obj);
   p->name = k8s::NameOf(obj);
-  p->lease = api::FromJson<api::DaxLease>(obj);
+  absl::StatusOr<api::DaxLease> lease = api::FromJson<api::DaxLease>(obj);
+  if (lease.ok()) {
+    p->lease = SharedLease(*std::move(lease));
+  } else {
+    p->lease = lease.status();
+  }
   return p;
 }
 

@@ -58,7 +58,7 @@ class CacheWorldReader final : public WorldReader {
   struct ParsedLease {
     int64_t rv = -1;
     std::string name;
-    absl::StatusOr<api::DaxLease> lease;
+    absl::StatusOr<SharedLease> lease;  // shared with the worlds read
   };
   static std::shared_ptr<const ParsedLease> ParseLease(const k8s::Json& obj);
 

@@ -46,23 +46,31 @@ void ChannelRelay::SetServer(channel::ChannelServer* server) {
 
 void ChannelRelay::Overlay(World& world) {
   absl::MutexLock l(&mu_);
-  for (api::DaxLease& d : world.leases) {
-    api::DaxLeaseStatus& st = d.status;
-    st.released_recall_id.clear();
-    st.fenced_recall_id.clear();
-    st.revocation_acknowledged = false;
-    auto it = taken_.find(d.metadata.name);
-    if (it == taken_.end()) continue;
-    // Each answer was checked against what was asked (recall ID, epoch);
-    // the plan takes it only for the recall the lease answers as read,
-    // which may be through the DaxRecall's record while the lease object
-    // lags (plan.h), so it is passed on as it came.
-    const Taken& t = it->second;
-    st.released_recall_id = t.released;
-    st.fenced_recall_id = t.fenced;
-    if (t.revocation_acked_epoch != 0 && t.revocation_acked_epoch == st.epoch) {
-      st.revocation_acknowledged = true;
+  for (SharedLease& d : world.leases) {
+    const api::DaxLeaseStatus& read = d->status;
+    std::string released, fenced;
+    bool revocation_acknowledged = false;
+    auto it = taken_.find(d->metadata.name);
+    if (it != taken_.end()) {
+      // Each answer was checked against what was asked (recall ID, epoch);
+      // the plan takes it only for the recall the lease answers as read,
+      // which may be through the DaxRecall's record while the lease object
+      // lags (plan.h), so it is passed on as it came.
+      const Taken& t = it->second;
+      released = t.released;
+      fenced = t.fenced;
+      revocation_acknowledged = t.revocation_acked_epoch != 0 &&
+                                t.revocation_acked_epoch == read.epoch;
     }
+    if (read.released_recall_id == released &&
+        read.fenced_recall_id == fenced &&
+        read.revocation_acknowledged == revocation_acknowledged) {
+      continue;  // stays shared with the reader's cache
+    }
+    api::DaxLeaseStatus& st = d.Mutable().status;
+    st.released_recall_id = std::move(released);
+    st.fenced_recall_id = std::move(fenced);
+    st.revocation_acknowledged = revocation_acknowledged;
   }
 }
 

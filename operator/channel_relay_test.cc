@@ -125,9 +125,9 @@ TEST_F(ChannelRelayTest, AskedAtTheRecallStartThenStoredSendsNothingTwice) {
   EXPECT_EQ(server_.sent["node-b"].size(), 1u);
   World read = w_;
   relay_.Overlay(read);
-  EXPECT_EQ(read.leases[0].status.released_recall_id, "r1");
+  EXPECT_EQ(read.leases[0]->status.released_recall_id, "r1");
   // Only Recalling leases are asked this way.
-  w_.leases[2].status.state = api::LeaseState::kGranted;
+  w_.leases[2].Mutable().status.state = api::LeaseState::kGranted;
   Connect("node-b");  // a new stream: b1 would be sent again if asked
   const size_t before = server_.sent["node-b"].size();
   relay_.AskRecalls(w_, {"b1"});
@@ -153,9 +153,10 @@ TEST_F(ChannelRelayTest, OnlyTheNodeAskedForTheRecallAskedIsTaken) {
   EXPECT_EQ(relay_.accepted(), 0);
   EXPECT_TRUE(enqueued_.empty());
   World read = w_;
-  read.leases[0].status.released_recall_id = "r1";  // written by anyone
+  read.leases[0].Mutable().status.released_recall_id =
+      "r1";  // written by anyone
   relay_.Overlay(read);
-  EXPECT_EQ(read.leases[0].status.released_recall_id, "")
+  EXPECT_EQ(read.leases[0]->status.released_recall_id, "")
       << "the status field releases nothing with the channel on";
 
   EXPECT_EQ(Report("node-a", Ack("a1", "r1", 3)).refused_size(), 0);
@@ -164,13 +165,13 @@ TEST_F(ChannelRelayTest, OnlyTheNodeAskedForTheRecallAskedIsTaken) {
   EXPECT_THAT(enqueued_, ::testing::ElementsAre("v", "v"));
   read = w_;
   relay_.Overlay(read);
-  EXPECT_EQ(read.leases[0].status.released_recall_id, "r1");
-  EXPECT_EQ(read.leases[1].status.released_recall_id, "");
+  EXPECT_EQ(read.leases[0]->status.released_recall_id, "r1");
+  EXPECT_EQ(read.leases[1]->status.released_recall_id, "");
 }
 
 TEST_F(ChannelRelayTest, FencesAreTheOwnersRevocationAcksTheHolders) {
   w_.leases = {Lease("a1", "node-a", api::LeaseState::kRevoked)};
-  w_.leases[0].status.fence_required = true;
+  w_.leases[0].Mutable().status.fence_required = true;
   Connect("owner");
   Connect("node-a");
   relay_.Stored(w_);
@@ -187,10 +188,10 @@ TEST_F(ChannelRelayTest, FencesAreTheOwnersRevocationAcksTheHolders) {
   EXPECT_EQ(Report("owner", f).refused_size(), 0);
   World read = w_;
   relay_.Overlay(read);
-  EXPECT_EQ(read.leases[0].status.fenced_recall_id, "r1");
+  EXPECT_EQ(read.leases[0]->status.fenced_recall_id, "r1");
 
   // Fenced: the holder is told and acknowledges.
-  w_.leases[0].status.fence_required = false;
+  w_.leases[0].Mutable().status.fence_required = false;
   relay_.Stored(w_);
   ASSERT_EQ(server_.sent["node-a"].size(), 1u);
   EXPECT_EQ(server_.sent["node-a"][0].revoked_size(), 1);
@@ -202,20 +203,20 @@ TEST_F(ChannelRelayTest, FencesAreTheOwnersRevocationAcksTheHolders) {
   EXPECT_EQ(Report("node-a", v).refused_size(), 0);
   read = w_;
   relay_.Overlay(read);
-  EXPECT_TRUE(read.leases[0].status.revocation_acknowledged);
+  EXPECT_TRUE(read.leases[0]->status.revocation_acknowledged);
 
   // Stored as Released: nothing is asked any more; the answer is kept while
   // the lease answers recall r1 (its lease object may lag) ...
-  w_.leases[0].status.state = api::LeaseState::kReleased;
+  w_.leases[0].Mutable().status.state = api::LeaseState::kReleased;
   relay_.Stored(w_);
   EXPECT_EQ(server_.sent["node-a"].size(), 1u);
   // ... and forgotten once it answers another.
-  w_.leases[0].status.recall_id = "r2";
+  w_.leases[0].Mutable().status.recall_id = "r2";
   relay_.Stored(w_);
   read = w_;
   relay_.Overlay(read);
-  EXPECT_FALSE(read.leases[0].status.revocation_acknowledged);
-  EXPECT_EQ(read.leases[0].status.fenced_recall_id, "");
+  EXPECT_FALSE(read.leases[0]->status.revocation_acknowledged);
+  EXPECT_EQ(read.leases[0]->status.fenced_recall_id, "");
 }
 
 }  // namespace

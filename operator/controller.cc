@@ -28,17 +28,22 @@ k8s::Json LeaseCacheStub(const k8s::Json& obj) {
       if (auto it = meta->find(k); it != meta->end()) m[k] = *it;
     }
   }
+  const k8s::Json* volume = nullptr;
   auto spec = obj.find("spec");
   if (spec != obj.end() && spec->is_object()) {
     if (auto it = spec->find("volume"); it != spec->end()) {
       stub["spec"] = {{"volume", *it}};
+      volume = &*it;
     }
   }
   auto st = obj.find("status");
   if (st != obj.end() && st->is_object()) {
     auto b = st->find("boundTo");
     if (b != st->end() && b->is_object()) {
-      if (auto it = b->find("volume"); it != b->end()) {
+      // Only when it differs from spec.volume: api::OwningVolume reads the
+      // same either way, and most leases are bound to the volume they name.
+      if (auto it = b->find("volume");
+          it != b->end() && (volume == nullptr || *it != *volume)) {
         stub["status"] = {{"boundTo", {{"volume", *it}}}};
       }
     }

@@ -246,6 +246,13 @@ TEST(LeaseCacheStubTest, KeepsIdentityVersionAndVolume) {
   EXPECT_FALSE(stub["status"].contains("state"));
   EXPECT_FALSE(stub["metadata"].contains("finalizers"));
   EXPECT_LT(stub.dump().size(), full.dump().size());
+  // Bound to the volume its spec names (the usual case): the stub keeps the
+  // volume once.
+  l.status.bound_to->volume = "vol";
+  const k8s::Json bound = LeaseCacheStub(api::ToJson(l));
+  EXPECT_EQ(api::OwningVolume(bound), "vol");
+  EXPECT_FALSE(bound.contains("status"));
+  EXPECT_FALSE(bound["metadata"].contains("uid"));
 }
 
 TEST(PassCoalescerTest, WaitsAsLongAsTheVolumesLastPassWithinBounds) {
@@ -354,6 +361,52 @@ TEST(CacheWorldReaderTest, TheEchoOfANoPassWriteAsksForNoPass) {
                       {"spec", {{"volume", "v"}}}};
   reader.WroteNeedingNoPass(api::DaxRecallResource(), recall);
   EXPECT_TRUE(reader.Observe(api::DaxRecallResource(), recall, false));
+}
+
+// Every world read shares the cache's parsed leases (plan.h SharedLease):
+// no copy per pass, and an edit of one world (a pass's overlay, its plan)
+// never reaches the cache or another world.
+TEST(CacheWorldReaderTest, WorldsShareTheCachedLeasesAndEditsDoNotLeak) {
+  base::FakeClock clock;
+  k8s::FakeKubeClient fake(clock);
+  k8s::InformerOptions o;
+  o.resource = api::DaxVolumeResource();
+  k8s::Informer volumes(fake, clock, o);
+  o.resource = api::DaxLeaseResource();
+  k8s::Informer leases(fake, clock, o);
+  o.resource = api::DaxRecallResource();
+  k8s::Informer recalls(fake, clock, o);
+  CacheWorldReader reader(volumes, leases, recalls);
+  api::DaxLease l;
+  l.metadata.name = "l";
+  l.metadata.resource_version = "5";
+  l.spec = {"v", "n", "ns/pod", api::Access::kReadWrite};
+  l.status.state = api::LeaseState::kGranted;
+  l.status.epoch = 1;
+  reader.Observe(api::DaxLeaseResource(), api::ToJson(l), false);
+  absl::StatusOr<World> a = reader.Read("v");
+  absl::StatusOr<World> b = reader.Read("v");
+  ASSERT_TRUE(a.ok() && b.ok());
+  ASSERT_EQ(a->leases.size(), 1u);
+  ASSERT_EQ(b->leases.size(), 1u);
+  EXPECT_TRUE(a->leases[0].SharesWith(b->leases[0]));
+  const api::DaxLease as_cached = *b->leases[0];
+  a->leases[0].Mutable().status.state = api::LeaseState::kRecalling;
+  a->leases[0].Mutable().metadata.finalizers.push_back(api::kLeaseFinalizer);
+  EXPECT_EQ(b->leases[0]->status.state, api::LeaseState::kGranted);
+  absl::StatusOr<World> c = reader.Read("v");
+  ASSERT_TRUE(c.ok());
+  ASSERT_EQ(c->leases.size(), 1u);
+  EXPECT_EQ(*c->leases[0], as_cached) << "an edit of a world reached the cache";
+  EXPECT_TRUE(c->leases[0].SharesWith(b->leases[0]));
+  // Once every other world is gone, an edit still copies: the cache holds
+  // the lease too.
+  b = absl::UnknownError("dropped");
+  a = absl::UnknownError("dropped");
+  c->leases[0].Mutable().status.epoch = 7;
+  absl::StatusOr<World> d = reader.Read("v");
+  ASSERT_TRUE(d.ok());
+  EXPECT_EQ(d->leases[0]->status.epoch, 1);
 }
 
 }  // namespace

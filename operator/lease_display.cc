@@ -7,6 +7,22 @@
 #include "operator/reconciler.h"
 
 namespace daxlease::op {
+namespace {
+
+// What is written for `want` over `stored`: guarded by the stored version;
+// the agents' fields are never the display's to write (with the channel the
+// pass reads the relay's answers there), so they stay as stored.
+api::DaxLease AsWritten(const api::DaxLease& want,
+                        const api::DaxLease& stored) {
+  api::DaxLease w = want;
+  w.metadata.resource_version = stored.metadata.resource_version;
+  w.status.released_recall_id = stored.status.released_recall_id;
+  w.status.fenced_recall_id = stored.status.fenced_recall_id;
+  w.status.revocation_acknowledged = stored.status.revocation_acknowledged;
+  return w;
+}
+
+}  // namespace
 
 LeaseDisplay::LeaseDisplay(k8s::KubeClient& client, WorldReader& reader,
                            std::function<void(const std::string&)> requeue,
@@ -33,38 +49,30 @@ int64_t LeaseDisplay::pending() const {
   return static_cast<int64_t>(entries_.size());
 }
 
-void LeaseDisplay::Enqueue(const std::string& volume,
-                           const api::DaxLease& before,
-                           const api::DaxLease& after, bool hold) {
+void LeaseDisplay::Enqueue(const std::string& volume, const SharedLease& before,
+                           const SharedLease& after, bool hold) {
   absl::MutexLock l(&mu_);
-  const std::string& name = before.metadata.name;
+  const std::string& name = before->metadata.name;
   auto [it, fresh] = entries_.try_emplace(name);
   Entry& e = it->second;
   if (fresh) {
     e.volume = volume;
     ++per_volume_[volume];
   }
-  if (fresh || (!e.in_flight && e.stored.metadata.resource_version !=
-                                    before.metadata.resource_version)) {
+  if (fresh || (!e.in_flight && e.stored->metadata.resource_version !=
+                                    before->metadata.resource_version)) {
     // The pass read a newer version (another writer's) and computed
     // `after` from it: write over that one.
     e.stored = before;
   }
+  // Shared with the pass's plan, as it is: what is written is AsWritten.
   e.want = after;
-  e.want.metadata.resource_version = e.stored.metadata.resource_version;
-  // The agents' fields are never the display's to write (with the channel
-  // the pass reads the relay's answers there): kept as the pass read them
-  // when this entry was made.
-  e.want.status.released_recall_id = e.stored.status.released_recall_id;
-  e.want.status.fenced_recall_id = e.stored.status.fenced_recall_id;
-  e.want.status.revocation_acknowledged =
-      e.stored.status.revocation_acknowledged;
   // A revoke is never held: holders' agents read it from the lease object
   // (so a holder whose owner dies before confirming the fence is still told
   // at the deadline), and kubectl shows it the moment it is decided.
   const bool holdable =
-      hold && e.stored.metadata.finalizers == e.want.metadata.finalizers &&
-      e.want.status.state != api::LeaseState::kRevoked;
+      hold && e.stored->metadata.finalizers == e.want->metadata.finalizers &&
+      e.want->status.state != api::LeaseState::kRevoked;
   if (e.held) {
     if (holdable) return;  // goes with the rest of the volume's
     e.held = false;  // (ReleaseLocked skips it; never in flight while held)
@@ -110,24 +118,28 @@ void LeaseDisplay::ReleaseExpiredLocked(absl::Time now) {
 
 void LeaseDisplay::Overlay(World& world) {
   absl::MutexLock l(&mu_);
-  for (api::DaxLease& d : world.leases) {
-    auto it = entries_.find(d.metadata.name);
+  for (SharedLease& d : world.leases) {
+    auto it = entries_.find(d->metadata.name);
     if (it == entries_.end()) continue;
     const Entry& e = it->second;
     if (!e.in_flight &&
-        e.stored.metadata.resource_version != d.metadata.resource_version) {
+        e.stored->metadata.resource_version != d->metadata.resource_version) {
       continue;  // someone else wrote it: the write will conflict and go
     }
     // In flight, the read may show the write half done (its finalizer patch
     // stored, not yet its status): what this leader decided is the want.
     // The operator's fields as it decided them; the agents' as read.
-    api::DaxLeaseStatus st = e.want.status;
-    st.released_recall_id = d.status.released_recall_id;
-    st.fenced_recall_id = d.status.fenced_recall_id;
-    st.revocation_acknowledged = d.status.revocation_acknowledged;
-    d.status = std::move(st);
-    d.metadata.finalizers = e.want.metadata.finalizers;
-    world.display_pending.insert(d.metadata.name);
+    api::DaxLeaseStatus st = e.want->status;
+    st.released_recall_id = d->status.released_recall_id;
+    st.fenced_recall_id = d->status.fenced_recall_id;
+    st.revocation_acknowledged = d->status.revocation_acknowledged;
+    if (!(st == d->status) ||
+        d->metadata.finalizers != e.want->metadata.finalizers) {
+      api::DaxLease& shown = d.Mutable();  // this world's copy only
+      shown.status = std::move(st);
+      shown.metadata.finalizers = e.want->metadata.finalizers;
+    }
+    world.display_pending.insert(d->metadata.name);
   }
 }
 
@@ -156,28 +168,31 @@ void LeaseDisplay::Work() {
     }
     Entry& e = it->second;
     e.in_flight = true;
-    const api::DaxLease stored = e.stored;
-    const api::DaxLease want = e.want;
+    const SharedLease stored = e.stored;
+    const SharedLease want = e.want;
     const std::string volume = e.volume;
     mu_.Unlock();
+    const api::DaxLease to_write = AsWritten(*want, *stored);
     int writes = 0;
     std::string rv;
     // Its echo needs no pass: this loop asks for one when the volume's
     // writes drain or one fails (below).
-    absl::Status st = WriteLease(client_, reader_, stored, want, writes, &rv,
-                                 /*needs_no_pass=*/true);
+    absl::Status st = WriteLease(client_, reader_, *stored, to_write, writes,
+                                 &rv, /*needs_no_pass=*/true);
     written_ += writes;
     mu_.Lock();
     it = entries_.find(name);  // still there: only this thread erases it
     it->second.in_flight = false;
     bool done = !st.ok();
     if (st.ok()) {
-      if (it->second.want == want) {
+      // (stored is not replaced while in flight.)
+      if (it->second.want == want ||
+          AsWritten(*it->second.want, *stored) == to_write) {
         done = true;
       } else {  // replaced while in flight: write the newer one over this
-        it->second.stored = want;
-        it->second.stored.metadata.resource_version = rv;
-        it->second.want.metadata.resource_version = rv;
+        api::DaxLease now_stored = to_write;
+        now_stored.metadata.resource_version = rv;
+        it->second.stored = SharedLease(std::move(now_stored));
         ready_.push_back(name);
       }
     }

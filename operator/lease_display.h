@@ -67,9 +67,12 @@ class LeaseDisplay {
   // Queues `after` to be written over `before` (the lease as the pass saw
   // it, through Overlay). Replaces a queued write of the same lease (a held
   // one stays held). `hold`: the volume's recall runs on; a write that
-  // changes no finalizer waits (see above).
-  void Enqueue(const std::string& volume, const api::DaxLease& before,
-               const api::DaxLease& after, bool hold = false);
+  // changes no finalizer waits (see above). Keeps `before` and `after`
+  // shared (plan.h SharedLease): once the pass is done a pending write
+  // holds one copy of its lease, `after`, besides what the reader's cache
+  // holds anyway.
+  void Enqueue(const std::string& volume, const SharedLease& before,
+               const SharedLease& after, bool hold = false);
   // Lets every held write of `volume` go (its recall ended): after the
   // pass's Enqueues, so each goes with what that pass decided.
   void Release(const std::string& volume);
@@ -83,8 +86,10 @@ class LeaseDisplay {
  private:
   struct Entry {
     std::string volume;
-    api::DaxLease stored;  // as stored (its resourceVersion guards the write)
-    api::DaxLease want;
+    SharedLease stored;  // as stored (its resourceVersion guards the write)
+    // As the pass planned it (shared with its plan); written with the
+    // agents' fields as stored.
+    SharedLease want;
     bool in_flight = false;
     bool held = false;
   };

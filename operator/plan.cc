@@ -1,7 +1,9 @@
 #include "operator/plan.h"
 
 #include <algorithm>
+#include <atomic>
 #include <map>
+#include <memory>
 #include <set>
 #include <tuple>
 #include <utility>
@@ -145,6 +147,22 @@ class Planner {
     SetCond(l.status.conditions, l.metadata, kLeaseGrantedCondition, ok,
             std::move(reason), std::move(msg));
   }
+  // On the desired lease at World index `i`.
+  void LeaseCond(size_t i, bool ok, std::string reason, std::string msg) {
+    EditLease(i, [&](DaxLease& l) {
+      LeaseCond(l, ok, std::move(reason), std::move(msg));
+    });
+  }
+  // Applies `edit` to the desired lease at World index `i`. The lease stays
+  // shared with the world read (and the reader's cache) unless `edit`
+  // changed it: a pass copies only the leases it changes.
+  template <typename Edit>
+  void EditLease(size_t i, Edit&& edit) {
+    SharedLease& shared = plan_.desired.leases[i];
+    DaxLease l = *shared;
+    edit(l);
+    if (!(l == *shared)) shared = SharedLease(std::move(l));
+  }
   void RecallCond(DaxRecall& r, bool ok, std::string reason, std::string msg) {
     SetCond(r.status.conditions, r.metadata, kRecallCompleteCondition, ok,
             std::move(reason), std::move(msg));
@@ -153,17 +171,19 @@ class Planner {
   // Leases and recalls of a volume the operator cannot serve wait, saying why;
   // a lease being deleted holds nothing the operator could fence, so it goes.
   void Waiting(const std::string& reason, const std::string& message) {
-    for (DaxLease& l : plan_.desired.leases) {
-      if (l.metadata.deletion_timestamp.has_value()) {
-        RemoveFinalizer(l.metadata, api::kLeaseFinalizer);
-        continue;
-      }
-      if (!l.status.state.has_value()) {
-        l.status.state = api::LeaseState::kPending;
-      }
-      if (l.status.state == api::LeaseState::kPending) {
-        LeaseCond(l, false, reason, message);
-      }
+    for (size_t i = 0; i < plan_.desired.leases.size(); ++i) {
+      EditLease(i, [&](DaxLease& l) {
+        if (l.metadata.deletion_timestamp.has_value()) {
+          RemoveFinalizer(l.metadata, api::kLeaseFinalizer);
+          return;
+        }
+        if (!l.status.state.has_value()) {
+          l.status.state = api::LeaseState::kPending;
+        }
+        if (l.status.state == api::LeaseState::kPending) {
+          LeaseCond(l, false, reason, message);
+        }
+      });
     }
     for (DaxRecall& r : plan_.desired.recalls) {
       if (RecallFinished(r)) {
@@ -348,7 +368,6 @@ class Planner {
     }
     for (size_t i = 0; i < w_.leases.size(); ++i) {
       const DaxLease& d = w_.leases[i];
-      DaxLease& out = plan_.desired.leases[i];
       if (d.status.bound_to.has_value()) {
         const api::LeaseBinding& b = *d.status.bound_to;
         if (b.volume != d.spec.volume || b.holder_node != d.spec.holder_node ||
@@ -361,14 +380,15 @@ class Planner {
         }
       } else if (d.status.state.has_value()) {
         // Recorded before boundTo existed: bind to the spec as it is now.
-        out.status.bound_to = api::LeaseBinding{
-            d.spec.volume, d.spec.holder_node, d.spec.holder_pod};
+        EditLease(i, [&](DaxLease& out) {
+          out.status.bound_to = api::LeaseBinding{
+              d.spec.volume, d.spec.holder_node, d.spec.holder_pod};
+        });
       }
       if (!d.status.state.has_value()) continue;
       absl::StatusOr<lease::Lease> l = LeaseFromCrd(d);
       if (!l.ok()) {
-        LeaseCond(plan_.desired.leases[i], false, "InvalidState",
-                  std::string(l.status().message()));
+        LeaseCond(i, false, "InvalidState", std::string(l.status().message()));
         continue;
       }
       ReadThroughRecall(*l);
@@ -440,7 +460,7 @@ class Planner {
     absl::StatusOr<lease::Outcome> o = lease::Apply(s_, e, now_);
     if (!o.ok()) {
       if (lease_index >= 0) {
-        LeaseCond(plan_.desired.leases[lease_index], false, "Refused",
+        LeaseCond(lease_index, false, "Refused",
                   std::string(o.status().message()));
       }
       return false;
@@ -527,8 +547,7 @@ class Planner {
       const absl::Status& st = res[k] = o->results[k];
       if (!st.ok() && !absl::IsUnavailable(st) &&
           !absl::IsPermissionDenied(st) && batch[k].second >= 0) {
-        LeaseCond(plan_.desired.leases[batch[k].second], false, "Refused",
-                  std::string(st.message()));
+        LeaseCond(batch[k].second, false, "Refused", std::string(st.message()));
       }
     }
     Take({std::move(o->state), std::move(o->actions)});
@@ -592,8 +611,10 @@ class Planner {
       if (!res[k].ok()) continue;
       const DaxLease& d = w_.leases[i];
       index_[d.metadata.name] = i;
-      plan_.desired.leases[i].status.bound_to = api::LeaseBinding{
-          d.spec.volume, d.spec.holder_node, d.spec.holder_pod};
+      EditLease(i, [&](DaxLease& out) {
+        out.status.bound_to = api::LeaseBinding{
+            d.spec.volume, d.spec.holder_node, d.spec.holder_pod};
+      });
     }
   }
 
@@ -606,7 +627,7 @@ class Planner {
     const auto pos = Positions();
     std::vector<std::pair<lease::Event, int>> batch;
     for (size_t i = 0; i < w_.leases.size(); ++i) {
-      DaxLease& d = plan_.desired.leases[i];
+      const DaxLease& d = w_.leases[i];
       if (!d.metadata.deletion_timestamp.has_value()) continue;
       const lease::Lease* l = FindIn(pos, d.metadata.name);
       if (l != nullptr && l->holds_access()) {
@@ -627,7 +648,9 @@ class Planner {
       if (l != nullptr) {
         batch.emplace_back(lease::Forget{l->id}, static_cast<int>(i));
       }
-      RemoveFinalizer(d.metadata, api::kLeaseFinalizer);
+      EditLease(i, [](DaxLease& out) {
+        RemoveFinalizer(out.metadata, api::kLeaseFinalizer);
+      });
     }
     ApplyBatch(batch);
   }
@@ -953,8 +976,7 @@ class Planner {
     if (deleting_) {
       for (const lease::Lease& l : s_.leases) {
         if (l.state != lease::LeaseState::kPending) continue;
-        LeaseCond(plan_.desired.leases[index_.at(l.id)], false,
-                  "VolumeDeleting",
+        LeaseCond(index_.at(l.id), false, "VolumeDeleting",
                   absl::StrCat("volume ", w_.volume_name,
                                " is being deleted; no lease is granted"));
       }
@@ -964,8 +986,7 @@ class Planner {
       plan_.requeue_at = now_;
       for (const lease::Lease& l : s_.leases) {
         if (l.state != lease::LeaseState::kPending) continue;
-        LeaseCond(plan_.desired.leases[index_.at(l.id)], false,
-                  "VolumeNotReady",
+        LeaseCond(index_.at(l.id), false, "VolumeNotReady",
                   absl::StrCat("volume ", w_.volume_name,
                                " is Ready again at epoch ", s_.epoch,
                                "; the lease is granted once that is stored"));
@@ -980,12 +1001,11 @@ class Planner {
     std::vector<absl::Status> res = ApplyBatch(batch);
     for (size_t k = 0; k < batch.size(); ++k) {
       if (absl::IsPermissionDenied(res[k])) {  // lease::MayGrant's share rule
-        LeaseCond(plan_.desired.leases[batch[k].second], false, "NotShared",
+        LeaseCond(batch[k].second, false, "NotShared",
                   std::string(res[k].message()));
       } else if (absl::IsUnavailable(res[k])) {
-        DaxLease& d = plan_.desired.leases[batch[k].second];
         LeaseCond(
-            d, false,
+            batch[k].second, false,
             s_.phase == lease::VolumePhase::kRecalling ? "RecallInProgress"
                                                        : "VolumeNotReady",
             absl::StrCat("volume ", w_.volume_name, " is ",
@@ -1002,68 +1022,72 @@ class Planner {
     for (const lease::Lease& l : s_.leases) {
       auto it = index_.find(l.id);
       if (it == index_.end()) continue;
-      DaxLease& d = plan_.desired.leases[it->second];
-      auto state = api::ParseEnum<api::LeaseState>(CrdStateName(l));
-      if (!state.ok()) continue;
-      d.status.state = *state;
-      d.status.epoch = static_cast<int64_t>(l.epoch);
-      d.status.recall_id = l.recall_id;
-      d.status.reason = std::string(lease::Name(l.reason));
-      d.status.fence_required = l.fencing();
-      if (l.state == lease::LeaseState::kRecalling) {
-        d.status.deadline = l.deadline;
-      } else if (l.state == lease::LeaseState::kGranted ||
-                 l.state == lease::LeaseState::kPending) {
-        d.status.deadline.reset();
-      }
-      if (l.holds_access()) AddFinalizer(d.metadata, api::kLeaseFinalizer);
-      const std::string until = d.status.deadline.has_value()
-                                    ? api::FormatWireTime(*d.status.deadline)
-                                    : "";
-      switch (l.state) {
-        case lease::LeaseState::kPending:
-          break;  // GrantPending said why
-        case lease::LeaseState::kGranted:
-          LeaseCond(d, true, "Granted",
-                    absl::StrCat("granted at epoch ", l.epoch));
-          break;
-        case lease::LeaseState::kRecalling:
-          if (l.fencing()) {
-            LeaseCond(d, false, std::string(lease::Name(l.reason)),
-                      absl::StrCat("revoked (recall ", l.recall_id,
-                                   "); waiting for owner node ",
-                                   w_.volume->spec.owner_node,
-                                   " to fence the holder"));
-          } else {
-            LeaseCond(d, false, "Recalling",
-                      absl::StrCat("recall ", l.recall_id,
-                                   ": flush, unmap and release by ", until));
-          }
-          break;
-        case lease::LeaseState::kReleased:
-          LeaseCond(d, false, "Released",
-                    released_by_delete_.contains(l.id)
-                        ? "released by the holder (lease deleted)"
-                    : l.reason == lease::RevokeReason::kNone
-                        ? "released by the holder"
-                        : absl::StrCat("revocation (", lease::Name(l.reason),
-                                       ") acknowledged by the holder"));
-          break;
-        case lease::LeaseState::kRevoked:
-          LeaseCond(d, false, std::string(lease::Name(l.reason)),
-                    "revoked and fenced; the holder must acknowledge before "
-                    "it requests again");
-          break;
-      }
-      if (auto c = spec_changed_.find(l.id); c != spec_changed_.end()) {
-        LeaseCond(d, false, "SpecChanged", c->second);
-      }
-      if (deletion_blocked_.contains(l.id) && l.holds_access()) {
-        LeaseCond(d, false, "DeletionBlocked",
-                  absl::StrCat("lease is ", CrdStateName(l),
-                               "; it is kept until the holder releases it or "
-                               "is revoked and fenced"));
-      }
+      EditLease(it->second, [&](DaxLease& d) { WriteLease(l, d); });
+    }
+  }
+
+  // `d` as lib/lease left `l`.
+  void WriteLease(const lease::Lease& l, DaxLease& d) {
+    auto state = api::ParseEnum<api::LeaseState>(CrdStateName(l));
+    if (!state.ok()) return;
+    d.status.state = *state;
+    d.status.epoch = static_cast<int64_t>(l.epoch);
+    d.status.recall_id = l.recall_id;
+    d.status.reason = std::string(lease::Name(l.reason));
+    d.status.fence_required = l.fencing();
+    if (l.state == lease::LeaseState::kRecalling) {
+      d.status.deadline = l.deadline;
+    } else if (l.state == lease::LeaseState::kGranted ||
+               l.state == lease::LeaseState::kPending) {
+      d.status.deadline.reset();
+    }
+    if (l.holds_access()) AddFinalizer(d.metadata, api::kLeaseFinalizer);
+    const std::string until = d.status.deadline.has_value()
+                                  ? api::FormatWireTime(*d.status.deadline)
+                                  : "";
+    switch (l.state) {
+      case lease::LeaseState::kPending:
+        break;  // GrantPending said why
+      case lease::LeaseState::kGranted:
+        LeaseCond(d, true, "Granted",
+                  absl::StrCat("granted at epoch ", l.epoch));
+        break;
+      case lease::LeaseState::kRecalling:
+        if (l.fencing()) {
+          LeaseCond(
+              d, false, std::string(lease::Name(l.reason)),
+              absl::StrCat("revoked (recall ", l.recall_id,
+                           "); waiting for owner node ",
+                           w_.volume->spec.owner_node, " to fence the holder"));
+        } else {
+          LeaseCond(d, false, "Recalling",
+                    absl::StrCat("recall ", l.recall_id,
+                                 ": flush, unmap and release by ", until));
+        }
+        break;
+      case lease::LeaseState::kReleased:
+        LeaseCond(d, false, "Released",
+                  released_by_delete_.contains(l.id)
+                      ? "released by the holder (lease deleted)"
+                  : l.reason == lease::RevokeReason::kNone
+                      ? "released by the holder"
+                      : absl::StrCat("revocation (", lease::Name(l.reason),
+                                     ") acknowledged by the holder"));
+        break;
+      case lease::LeaseState::kRevoked:
+        LeaseCond(d, false, std::string(lease::Name(l.reason)),
+                  "revoked and fenced; the holder must acknowledge before "
+                  "it requests again");
+        break;
+    }
+    if (auto c = spec_changed_.find(l.id); c != spec_changed_.end()) {
+      LeaseCond(d, false, "SpecChanged", c->second);
+    }
+    if (deletion_blocked_.contains(l.id) && l.holds_access()) {
+      LeaseCond(d, false, "DeletionBlocked",
+                absl::StrCat("lease is ", CrdStateName(l),
+                             "; it is kept until the holder releases it or "
+                             "is revoked and fenced"));
     }
   }
 
@@ -1281,7 +1305,7 @@ class Planner {
       for (size_t i : idx) {
         const bool of_large_recall =
             recall_state &&
-            large_recalls.contains(d.leases[i].status.recall_id);
+            large_recalls.contains(d.leases[i]->status.recall_id);
         if (d.volume.has_value() &&
             (idx.size() > kMaxLeaseEvents || of_large_recall)) {
           summed.push_back(i);
@@ -1293,7 +1317,7 @@ class Planner {
         std::string names;
         for (size_t k = 0; k < summed.size() && k < 5; ++k) {
           absl::StrAppend(&names, k > 0 ? ", " : "",
-                          d.leases[summed[k]].metadata.name);
+                          d.leases[summed[k]]->metadata.name);
         }
         plan_.events.push_back(
             {"DaxVolume", d.volume->metadata.name, d.volume->metadata.uid, warn,
@@ -1355,6 +1379,17 @@ class Planner {
 };
 
 }  // namespace
+
+api::DaxLease& SharedLease::Mutable() {
+  if (p_.use_count() != 1) {
+    p_ = std::make_shared<api::DaxLease>(std::as_const(*p_));
+  } else {
+    // The last other owner's reads of the lease (ended by its release of
+    // the count, on any thread) happen before this handle's edits.
+    std::atomic_thread_fence(std::memory_order_acquire);
+  }
+  return *p_;
+}
 
 Plan ComputePlan(const World& world, absl::Time now, const PlanOptions& opts) {
   return Planner(world, now, opts).Run();

@@ -34,6 +34,7 @@
 #ifndef DAXLEASE_OPERATOR_PLAN_H_
 #define DAXLEASE_OPERATOR_PLAN_H_
 
+#include <memory>
 #include <optional>
 #include <set>
 #include <string>
@@ -74,11 +75,48 @@ using api::kMigrationSucceededCondition;
 using api::kRecallCompleteCondition;
 using api::kVolumeReadyCondition;
 
+// One DaxLease, shared read-only between the reader's cache, the worlds read
+// from it, the plans computed from them and the lease display, and copied
+// on the first edit through this handle (copy on write): a pass over N
+// leases copies N pointers, and only the leases it changes. An edit through
+// one handle never shows through another, whichever thread holds it.
+// Reading converts implicitly to `const api::DaxLease&` (range loops and
+// reference bindings over World::leases read as before); editing is
+// explicit, Mutable().
+class SharedLease {
+ public:
+  SharedLease() : p_(std::make_shared<api::DaxLease>()) {}
+  // NOLINTNEXTLINE(google-explicit-constructor): a World built from values
+  SharedLease(api::DaxLease lease)
+      : p_(std::make_shared<api::DaxLease>(std::move(lease))) {}
+
+  const api::DaxLease& operator*() const { return *p_; }
+  const api::DaxLease* operator->() const { return p_.get(); }
+  // NOLINTNEXTLINE(google-explicit-constructor): reads as a DaxLease
+  operator const api::DaxLease&() const { return *p_; }
+
+  // The lease to edit: this handle's own copy, made now unless no other
+  // handle shares it. The reference is valid until the handle is copied,
+  // assigned or destroyed.
+  api::DaxLease& Mutable();
+  // Whether `o` shares this lease (no copy was made between them).
+  bool SharesWith(const SharedLease& o) const { return p_ == o.p_; }
+
+  friend bool operator==(const SharedLease& a, const SharedLease& b) {
+    return a.p_ == b.p_ || *a.p_ == *b.p_;
+  }
+
+ private:
+  // Never null. Mutated only through Mutable(), and only while this handle
+  // is its only owner.
+  std::shared_ptr<api::DaxLease> p_;
+};
+
 // Everything about one volume, as read from the API server.
 struct World {
   std::string volume_name;
   std::optional<api::DaxVolume> volume;  // nullopt: no such DaxVolume
-  std::vector<api::DaxLease> leases;     // api::OwningVolume == volume_name
+  std::vector<SharedLease> leases;       // api::OwningVolume == volume_name
   std::vector<api::DaxRecall> recalls;   // spec.volume == volume_name
   std::vector<api::DaxMigration> migrations;  // spec.volume == volume_name
   // Objects naming this volume (api::OwningVolume) that could not be parsed,

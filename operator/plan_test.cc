@@ -58,7 +58,7 @@ World WorldOf(std::vector<api::DaxLease> leases,
   World w;
   w.volume_name = "vol";
   w.volume = std::move(v);
-  w.leases = std::move(leases);
+  w.leases.assign(leases.begin(), leases.end());
   w.recalls = std::move(recalls);
   return w;
 }
@@ -95,7 +95,7 @@ World Recalled(std::vector<api::DaxLease> leases,
 
 std::vector<LeaseState> States(const World& w) {
   std::vector<LeaseState> out;
-  for (const auto& l : w.leases) out.push_back(l.status.state.value());
+  for (const auto& l : w.leases) out.push_back(l->status.state.value());
   return out;
 }
 
@@ -126,7 +126,7 @@ TEST(PlanTest, VolumeWithoutStatusStartsReadyAtEpochOne) {
   Plan p = ComputePlan(WorldOf({Lease("a")}, {}, v), kT0, {});
   EXPECT_EQ(p.desired.volume->status.phase, VolumePhase::kReady);
   EXPECT_EQ(p.desired.volume->status.epoch, 1);
-  EXPECT_EQ(p.desired.leases[0].status.epoch, 1);
+  EXPECT_EQ(p.desired.leases[0]->status.epoch, 1);
 }
 
 TEST(PlanTest, SettledWorldPlansNoChange) {
@@ -136,6 +136,59 @@ TEST(PlanTest, SettledWorldPlansNoChange) {
   EXPECT_EQ(p.desired.recalls, w.recalls);
   EXPECT_EQ(p.desired.volume, w.volume);
   EXPECT_TRUE(p.events.empty());
+}
+
+// A copy of a SharedLease shares it; an edit through one handle copies it
+// first unless no other handle shares it, and never shows through another.
+TEST(SharedLeaseTest, AnEditThroughOneHandleNeverShowsThroughAnother) {
+  const api::DaxLease read = Lease("a");
+  SharedLease a(read);
+  SharedLease b = a;
+  EXPECT_TRUE(b.SharesWith(a));
+  b.Mutable().status.recall_id = "r";
+  EXPECT_FALSE(b.SharesWith(a));
+  EXPECT_EQ(*a, read);
+  EXPECT_EQ(b->status.recall_id, "r");
+  // b's copy is its own now: edited in place.
+  const api::DaxLease* own = &*b;
+  b.Mutable().status.epoch = 2;
+  EXPECT_EQ(&*b, own);
+  // Shared again, then edited: the other handle keeps what it had.
+  SharedLease c = b;
+  b.Mutable().status.epoch = 3;
+  EXPECT_EQ(c->status.epoch, 2);
+  EXPECT_EQ(b->status.epoch, 3);
+  // Equal by value, whether shared or not.
+  EXPECT_EQ(a, SharedLease(read));
+  EXPECT_NE(a, b);
+}
+
+// A pass copies only the leases it changes: the others stay shared with the
+// world it read (and so with the reader's cache), and the plan's edits never
+// show in that world.
+TEST(PlanTest, APassSharesTheLeasesItLeavesAndEditsOnlyItsOwnCopies) {
+  World w = Settle(WorldOf({Lease("a"), Lease("b")}), kT0);
+  w.leases.push_back(Lease("c"));  // new: the pass grants it
+  const std::vector<api::DaxLease> as_read(w.leases.begin(), w.leases.end());
+  Plan p = ComputePlan(w, kT0 + absl::Seconds(1), {});
+  ASSERT_EQ(p.desired.leases.size(), 3u);
+  EXPECT_TRUE(p.desired.leases[0].SharesWith(w.leases[0]));
+  EXPECT_TRUE(p.desired.leases[1].SharesWith(w.leases[1]));
+  EXPECT_FALSE(p.desired.leases[2].SharesWith(w.leases[2]));
+  EXPECT_EQ(p.desired.leases[2]->status.state, LeaseState::kGranted);
+  for (size_t i = 0; i < as_read.size(); ++i) {
+    EXPECT_EQ(*w.leases[i], as_read[i]) << "the pass edited the world read";
+  }
+  // A recall changes every lease: each gets its own copy, the world read
+  // still shows them Granted.
+  World granted = std::move(p.desired);
+  granted.recalls.push_back(Recall("r", 5));
+  Plan r = ComputePlan(granted, kT0 + absl::Seconds(2), {});
+  for (size_t i = 0; i < granted.leases.size(); ++i) {
+    EXPECT_EQ(r.desired.leases[i]->status.state, LeaseState::kRecalling);
+    EXPECT_EQ(granted.leases[i]->status.state, LeaseState::kGranted);
+    EXPECT_FALSE(r.desired.leases[i].SharesWith(granted.leases[i]));
+  }
 }
 
 TEST(PlanTest, RecallMarksEveryGrantedLeaseRecallingWithOneIdAndDeadline) {
@@ -267,13 +320,15 @@ TEST(PlanTest, ARecallOfManyLeasesIsOneSummaryEventPerPass) {
                                             "DaxRecall/Recalling",
                                             "DaxVolume/Recalling"));
   w = start.desired;
-  for (int i = 0; i < 3; ++i) w.leases[i].status.released_recall_id = "r-uid";
+  for (int i = 0; i < 3; ++i)
+    w.leases[i].Mutable().status.released_recall_id = "r-uid";
   Plan acks = ComputePlan(w, kT0 + absl::Seconds(1), {});
   ASSERT_THAT(Reasons(acks), ElementsAre("DaxVolume/LeasesReleased"));
   EXPECT_EQ(acks.events[0].message, "3 leases are now Released (l0, l1, l2)");
   EXPECT_EQ(acks.events[0].name, "vol");
   w = acks.desired;
-  for (int i = 3; i < 12; ++i) w.leases[i].status.released_recall_id = "r-uid";
+  for (int i = 3; i < 12; ++i)
+    w.leases[i].Mutable().status.released_recall_id = "r-uid";
   Plan rest = ComputePlan(w, kT0 + absl::Seconds(2), {});
   const std::vector<std::string> reasons = Reasons(rest);
   EXPECT_EQ(std::count(reasons.begin(), reasons.end(),
@@ -284,8 +339,8 @@ TEST(PlanTest, ARecallOfManyLeasesIsOneSummaryEventPerPass) {
   // Three leases: one event each.
   World small = Recalled({Lease("a"), Lease("b"), Lease("c")},
                          {RecallWithFinalizer("r", 5)});
-  small.leases[0].status.released_recall_id = "r-uid";
-  small.leases[1].status.released_recall_id = "r-uid";
+  small.leases[0].Mutable().status.released_recall_id = "r-uid";
+  small.leases[1].Mutable().status.released_recall_id = "r-uid";
   Plan two = ComputePlan(small, kT0 + absl::Seconds(1), {});
   EXPECT_THAT(Reasons(two),
               ElementsAre("DaxLease/Released", "DaxLease/Released"));
@@ -312,8 +367,8 @@ TEST(PlanTest, TwoAckOneRevokedFencedThenCompleteAndEpochBumped) {
   World w = Settle(WorldOf({Lease("a"), Lease("b"), Lease("c")}), kT0);
   w.recalls.push_back(Recall("r", 5));
   w = Settle(w, kT0);
-  w.leases[0].status.released_recall_id = "r-uid";  // agents ack
-  w.leases[1].status.released_recall_id = "r-uid";
+  w.leases[0].Mutable().status.released_recall_id = "r-uid";  // agents ack
+  w.leases[1].Mutable().status.released_recall_id = "r-uid";
   w = Settle(w, kT0 + absl::Seconds(1));
   EXPECT_THAT(States(w),
               ElementsAre(LeaseState::kReleased, LeaseState::kReleased,
@@ -340,10 +395,11 @@ TEST(PlanTest, TwoAckOneRevokedFencedThenCompleteAndEpochBumped) {
   }
   EXPECT_TRUE(warned);
 
-  w.leases[2].status.fenced_recall_id = "r-uid";  // owner agent fences
+  w.leases[2].Mutable().status.fenced_recall_id =
+      "r-uid";  // owner agent fences
   w = Settle(w, kT0 + absl::Seconds(6));
-  EXPECT_EQ(w.leases[2].status.state, LeaseState::kRevoked);
-  EXPECT_FALSE(w.leases[2].status.fence_required);
+  EXPECT_EQ(w.leases[2]->status.state, LeaseState::kRevoked);
+  EXPECT_FALSE(w.leases[2]->status.fence_required);
   const api::DaxRecall& r = w.recalls[0];
   EXPECT_EQ(r.status.phase, RecallPhase::kComplete);
   EXPECT_EQ(r.status.completed_at, kT0 + absl::Seconds(6));
@@ -358,11 +414,11 @@ TEST(PlanTest, TwoAckOneRevokedFencedThenCompleteAndEpochBumped) {
 
   // Revoked is sticky until the holder acknowledges; then Released.
   w = Settle(w, kT0 + absl::Seconds(60));
-  EXPECT_EQ(w.leases[2].status.state, LeaseState::kRevoked);
-  w.leases[2].status.revocation_acknowledged = true;
+  EXPECT_EQ(w.leases[2]->status.state, LeaseState::kRevoked);
+  w.leases[2].Mutable().status.revocation_acknowledged = true;
   w = Settle(w, kT0 + absl::Seconds(61));
-  EXPECT_EQ(w.leases[2].status.state, LeaseState::kReleased);
-  EXPECT_EQ(w.leases[2].status.reason, "DeadlineExceeded");
+  EXPECT_EQ(w.leases[2]->status.state, LeaseState::kReleased);
+  EXPECT_EQ(w.leases[2]->status.reason, "DeadlineExceeded");
 }
 
 // The tally (the operator's grant/revocation/fence counters) comes from
@@ -380,7 +436,7 @@ TEST(PlanTest, TallyCountsEachProtocolStepOnceFromTheActions) {
   Plan recall = ComputePlan(w, kT0, {});
   EXPECT_EQ(recall.tally.recalls_sent, 2);
   w = Settle(recall.desired, kT0);
-  w.leases[0].status.released_recall_id = "r-uid";
+  w.leases[0].Mutable().status.released_recall_id = "r-uid";
   Plan ack = ComputePlan(w, kT0 + absl::Seconds(1), {});
   EXPECT_EQ(ack.tally.releases, 1);
   EXPECT_EQ(ack.tally.revocations, 0);
@@ -399,7 +455,7 @@ TEST(PlanTest, TallyCountsEachProtocolStepOnceFromTheActions) {
   EXPECT_EQ(again.tally.revocations, 0);
   EXPECT_EQ(again.tally.fences, 0);
 
-  w.leases[1].status.fenced_recall_id = "r-uid";  // the owner fenced
+  w.leases[1].Mutable().status.fenced_recall_id = "r-uid";  // the owner fenced
   Plan fenced = ComputePlan(w, kT0 + absl::Seconds(7), {});
   EXPECT_EQ(fenced.tally.fences, 1);
   EXPECT_EQ(fenced.tally.recalls_completed, 1);
@@ -419,18 +475,18 @@ TEST(PlanTest, NewLeaseDuringRecallWaitsThenIsGrantedAtTheNewEpoch) {
   EXPECT_EQ(c.reason, "RecallInProgress");
   EXPECT_THAT(c.message, testing::HasSubstr("r-uid"));
 
-  w.leases[0].status.released_recall_id = "r-uid";
+  w.leases[0].Mutable().status.released_recall_id = "r-uid";
   w = Settle(w, kT0 + absl::Seconds(2));
   EXPECT_EQ(w.recalls[0].status.phase, RecallPhase::kComplete);
-  EXPECT_EQ(w.leases[1].status.state, LeaseState::kGranted);
-  EXPECT_EQ(w.leases[1].status.epoch, 4);
+  EXPECT_EQ(w.leases[1]->status.state, LeaseState::kGranted);
+  EXPECT_EQ(w.leases[1]->status.epoch, 4);
 }
 
 TEST(PlanTest, StaleAckForAnotherRecallIsIgnored) {
   World w = Recalled({Lease("a")}, {Recall("r", 5)});
-  w.leases[0].status.released_recall_id = "old-recall";
+  w.leases[0].Mutable().status.released_recall_id = "old-recall";
   w = Settle(w, kT0 + absl::Seconds(1));
-  EXPECT_EQ(w.leases[0].status.state, LeaseState::kRecalling);
+  EXPECT_EQ(w.leases[0]->status.state, LeaseState::kRecalling);
 }
 
 TEST(PlanTest, RecallWithNoHoldersCompletesAtOnce) {
@@ -448,15 +504,15 @@ TEST(PlanTest, ReshapeRecallWaitsQuiescedForTheOwnersMarkThenResumes) {
   api::DaxRecall reshape = Recall("vol-reshape-e3", 5);
   reshape.spec.reason = api::RecallReason::kReshape;
   World w = Recalled({Lease("a")}, {reshape});
-  w.leases[0].status.released_recall_id = "vol-reshape-e3-uid";
+  w.leases[0].Mutable().status.released_recall_id = "vol-reshape-e3-uid";
   w.leases.push_back(Lease("next"));
   w = Settle(w, kT0 + absl::Seconds(1));
   EXPECT_EQ(w.recalls[0].status.phase, RecallPhase::kComplete);
   EXPECT_EQ(w.volume->status.phase, VolumePhase::kQuiesced);
   EXPECT_EQ(w.volume->status.epoch, 3);
   EXPECT_EQ(w.volume->status.active_recall, "vol-reshape-e3");
-  EXPECT_EQ(w.leases[1].status.state, LeaseState::kPending);
-  EXPECT_EQ(Cond(w.leases[1].status.conditions, kLeaseGrantedCondition).reason,
+  EXPECT_EQ(w.leases[1]->status.state, LeaseState::kPending);
+  EXPECT_EQ(Cond(w.leases[1]->status.conditions, kLeaseGrantedCondition).reason,
             "VolumeNotReady");
 
   w.volume->metadata.annotations[api::kReshapedAnnotation] = "another";
@@ -469,14 +525,14 @@ TEST(PlanTest, ReshapeRecallWaitsQuiescedForTheOwnersMarkThenResumes) {
   EXPECT_EQ(p.desired.volume->status.phase, VolumePhase::kReady);
   EXPECT_EQ(p.desired.volume->status.epoch, 4);
   EXPECT_EQ(p.desired.volume->status.capacity_bytes, 4 << 20);
-  EXPECT_EQ(p.desired.leases[1].status.state, LeaseState::kPending)
+  EXPECT_EQ(p.desired.leases[1]->status.state, LeaseState::kPending)
       << "not in the pass that moves the epoch";
   w = Settle(p.desired, kT0 + absl::Seconds(3));
   EXPECT_EQ(w.volume->status.phase, VolumePhase::kReady);
   EXPECT_EQ(w.volume->status.epoch, 4);
   EXPECT_EQ(w.volume->status.active_recall, "");
-  EXPECT_EQ(w.leases[1].status.state, LeaseState::kGranted);
-  EXPECT_EQ(w.leases[1].status.epoch, 4);
+  EXPECT_EQ(w.leases[1]->status.state, LeaseState::kGranted);
+  EXPECT_EQ(w.leases[1]->status.epoch, 4);
 }
 
 // A Snapshot recall also leaves the volume Quiesced (nothing granted while
@@ -487,13 +543,13 @@ TEST(PlanTest, SnapshotRecallWaitsQuiescedForTheCopyThenResumes) {
   snap.spec.reason = api::RecallReason::kSnapshot;
   World w = Recalled({Lease("a")}, {snap});
   const int64_t capacity = w.volume->status.capacity_bytes;
-  w.leases[0].status.released_recall_id = "vol-snapshot-e3-uid";
+  w.leases[0].Mutable().status.released_recall_id = "vol-snapshot-e3-uid";
   w.leases.push_back(Lease("next"));
   w = Settle(w, kT0 + absl::Seconds(1));
   EXPECT_EQ(w.recalls[0].status.phase, RecallPhase::kComplete);
   EXPECT_EQ(w.volume->status.phase, VolumePhase::kQuiesced);
   EXPECT_EQ(w.volume->status.epoch, 3);
-  EXPECT_EQ(w.leases[1].status.state, LeaseState::kPending);
+  EXPECT_EQ(w.leases[1]->status.state, LeaseState::kPending);
 
   // Another recall's mark, or a Reshape mark of this one, is not the copy.
   w.volume->metadata.annotations[api::kSnapshottedAnnotation] = "another";
@@ -509,8 +565,8 @@ TEST(PlanTest, SnapshotRecallWaitsQuiescedForTheCopyThenResumes) {
   EXPECT_EQ(w.volume->status.epoch, 4);
   EXPECT_EQ(w.volume->status.active_recall, "");
   EXPECT_EQ(w.volume->status.capacity_bytes, capacity);
-  EXPECT_EQ(w.leases[1].status.state, LeaseState::kGranted);
-  EXPECT_EQ(w.leases[1].status.epoch, 4);
+  EXPECT_EQ(w.leases[1]->status.state, LeaseState::kGranted);
+  EXPECT_EQ(w.leases[1]->status.epoch, 4);
 }
 
 TEST(PlanTest, SecondRecallWaitsForTheFirst) {
@@ -522,7 +578,7 @@ TEST(PlanTest, SecondRecallWaitsForTheFirst) {
   EXPECT_EQ(
       Cond(w.recalls[1].status.conditions, kRecallCompleteCondition).reason,
       "WaitingForVolume");
-  w.leases[0].status.released_recall_id = "r1-uid";
+  w.leases[0].Mutable().status.released_recall_id = "r1-uid";
   w = Settle(w, kT0 + absl::Seconds(1));
   // r1 completes, the lease stays Released, so r2 completes at once too.
   EXPECT_EQ(w.recalls[0].status.phase, RecallPhase::kComplete);
@@ -533,8 +589,8 @@ TEST(PlanTest, SecondRecallWaitsForTheFirst) {
 TEST(PlanTest, UnknownVolumeGetsConditionsNotCrashes) {
   World w = WorldOf({Lease("a")}, {Recall("r")}, std::nullopt);
   Plan p = ComputePlan(w, kT0, {});
-  EXPECT_EQ(p.desired.leases[0].status.state, LeaseState::kPending);
-  EXPECT_EQ(Cond(p.desired.leases[0].status.conditions, kLeaseGrantedCondition)
+  EXPECT_EQ(p.desired.leases[0]->status.state, LeaseState::kPending);
+  EXPECT_EQ(Cond(p.desired.leases[0]->status.conditions, kLeaseGrantedCondition)
                 .reason,
             "VolumeNotFound");
   EXPECT_EQ(p.desired.recalls[0].status.phase, RecallPhase::kPending);
@@ -548,8 +604,8 @@ TEST(PlanTest, VolumeStillCreatingKeepsLeasesPending) {
   api::DaxVolume v = Volume();
   v.status.phase = VolumePhase::kCreating;
   World w = Settle(WorldOf({Lease("a")}, {}, v), kT0);
-  EXPECT_EQ(w.leases[0].status.state, LeaseState::kPending);
-  EXPECT_EQ(Cond(w.leases[0].status.conditions, kLeaseGrantedCondition).reason,
+  EXPECT_EQ(w.leases[0]->status.state, LeaseState::kPending);
+  EXPECT_EQ(Cond(w.leases[0]->status.conditions, kLeaseGrantedCondition).reason,
             "VolumeNotReady");
 }
 
@@ -557,9 +613,9 @@ TEST(PlanTest, UnsharedVolumeRefusesOtherNodes) {
   World w = Settle(WorldOf({Lease("local", "owner"), Lease("remote", "other")},
                            {}, Volume(3, /*share=*/false)),
                    kT0);
-  EXPECT_EQ(w.leases[0].status.state, LeaseState::kGranted);
-  EXPECT_EQ(w.leases[1].status.state, LeaseState::kPending);
-  EXPECT_EQ(Cond(w.leases[1].status.conditions, kLeaseGrantedCondition).reason,
+  EXPECT_EQ(w.leases[0]->status.state, LeaseState::kGranted);
+  EXPECT_EQ(w.leases[1]->status.state, LeaseState::kPending);
+  EXPECT_EQ(Cond(w.leases[1]->status.conditions, kLeaseGrantedCondition).reason,
             "NotShared");
 }
 
@@ -569,21 +625,22 @@ TEST(PlanTest, UnsharedVolumeRefusesOtherNodes) {
 // lease already Released goes at once.
 TEST(PlanTest, DeletedLeaseIsReleasedThenForgotten) {
   World w = Recalled({Lease("a"), Lease("b")}, {Recall("r", 5)});
-  w.leases[1].status.released_recall_id = "r-uid";
+  w.leases[1].Mutable().status.released_recall_id = "r-uid";
   w = Settle(w, kT0);
-  w.leases[0].metadata.deletion_timestamp = kT0;  // Recalling
-  w.leases[1].metadata.deletion_timestamp = kT0;  // Released
+  w.leases[0].Mutable().metadata.deletion_timestamp = kT0;  // Recalling
+  w.leases[1].Mutable().metadata.deletion_timestamp = kT0;  // Released
   Plan p = ComputePlan(w, kT0, {});
-  EXPECT_EQ(p.desired.leases[0].status.state, LeaseState::kReleased);
-  EXPECT_EQ(Cond(p.desired.leases[0].status.conditions, kLeaseGrantedCondition)
+  EXPECT_EQ(p.desired.leases[0]->status.state, LeaseState::kReleased);
+  EXPECT_EQ(Cond(p.desired.leases[0]->status.conditions, kLeaseGrantedCondition)
                 .message,
             "released by the holder (lease deleted)");
-  EXPECT_TRUE(HasFinalizer(p.desired.leases[0].metadata, api::kLeaseFinalizer));
+  EXPECT_TRUE(
+      HasFinalizer(p.desired.leases[0]->metadata, api::kLeaseFinalizer));
   EXPECT_FALSE(
-      HasFinalizer(p.desired.leases[1].metadata, api::kLeaseFinalizer));
+      HasFinalizer(p.desired.leases[1]->metadata, api::kLeaseFinalizer));
   p = ComputePlan(p.desired, kT0, {});
   EXPECT_FALSE(
-      HasFinalizer(p.desired.leases[0].metadata, api::kLeaseFinalizer));
+      HasFinalizer(p.desired.leases[0]->metadata, api::kLeaseFinalizer));
 }
 
 // A lease being revoked is not the holder's to give back: deleting it waits
@@ -591,12 +648,13 @@ TEST(PlanTest, DeletedLeaseIsReleasedThenForgotten) {
 TEST(PlanTest, DeletedLeaseWaitingForItsFenceIsKept) {
   World w = Recalled({Lease("a")}, {Recall("r", 5)});
   w = Settle(w, kT0 + absl::Seconds(6));  // past the deadline: revoked
-  ASSERT_TRUE(w.leases[0].status.fence_required);
-  w.leases[0].metadata.deletion_timestamp = kT0 + absl::Seconds(6);
+  ASSERT_TRUE(w.leases[0]->status.fence_required);
+  w.leases[0].Mutable().metadata.deletion_timestamp = kT0 + absl::Seconds(6);
   Plan p = ComputePlan(w, kT0 + absl::Seconds(6), {});
-  EXPECT_TRUE(HasFinalizer(p.desired.leases[0].metadata, api::kLeaseFinalizer));
-  EXPECT_EQ(p.desired.leases[0].status.state, LeaseState::kRevoked);
-  EXPECT_EQ(Cond(p.desired.leases[0].status.conditions, kLeaseGrantedCondition)
+  EXPECT_TRUE(
+      HasFinalizer(p.desired.leases[0]->metadata, api::kLeaseFinalizer));
+  EXPECT_EQ(p.desired.leases[0]->status.state, LeaseState::kRevoked);
+  EXPECT_EQ(Cond(p.desired.leases[0]->status.conditions, kLeaseGrantedCondition)
                 .reason,
             "DeletionBlocked");
 }
@@ -609,8 +667,8 @@ TEST(PlanTest, NewVolumeStartsAboveTheHighWaterMark) {
   w.epoch_high_water = 7;
   Plan p = ComputePlan(w, kT0, {});
   EXPECT_EQ(p.desired.volume->status.epoch, 8);
-  EXPECT_EQ(p.desired.leases[0].status.state, LeaseState::kGranted);
-  EXPECT_EQ(p.desired.leases[0].status.epoch, 8);
+  EXPECT_EQ(p.desired.leases[0]->status.state, LeaseState::kGranted);
+  EXPECT_EQ(p.desired.leases[0]->status.epoch, 8);
   EXPECT_TRUE(HasFinalizer(p.desired.volume->metadata, api::kVolumeFinalizer));
 }
 
@@ -626,13 +684,13 @@ TEST(PlanTest, CrashAfterRecallCommittedRepairsGrantedLeases) {
   w = Settle(w, kT0 + absl::Seconds(1));
   EXPECT_THAT(States(w),
               ElementsAre(LeaseState::kRecalling, LeaseState::kRecalling));
-  EXPECT_EQ(w.leases[0].status.recall_id, "r-uid");
+  EXPECT_EQ(w.leases[0]->status.recall_id, "r-uid");
   EXPECT_EQ(w.volume->status.phase, VolumePhase::kRecalling);
 }
 
 TEST(PlanTest, CrashAfterRecallCompleteBeforeVolumeBumpFinishes) {
   World w = Recalled({Lease("a")}, {Recall("r", 5)});
-  w.leases[0].status.released_recall_id = "r-uid";
+  w.leases[0].Mutable().status.released_recall_id = "r-uid";
   Plan p = ComputePlan(w, kT0, {});
   // Lease and recall written, volume write lost.
   World crashed = p.desired;
@@ -659,13 +717,13 @@ TEST(PlanTest, VolumeStillReadyAtACompleteRecallsEpochResumesAtTheNext) {
   ASSERT_EQ(crashed.volume->status.phase, VolumePhase::kReady);
   crashed.leases.push_back(Lease("late"));
   Plan next = ComputePlan(crashed, kT0 + absl::Seconds(1), {});
-  EXPECT_EQ(next.desired.leases[0].status.state, LeaseState::kPending)
+  EXPECT_EQ(next.desired.leases[0]->status.state, LeaseState::kPending)
       << "no grant at the epoch of a completed recall";
   World done = Settle(crashed, kT0 + absl::Seconds(1));
   EXPECT_EQ(done.volume->status.phase, VolumePhase::kReady);
   EXPECT_EQ(done.volume->status.epoch, 4);
-  EXPECT_EQ(done.leases[0].status.state, LeaseState::kGranted);
-  EXPECT_EQ(done.leases[0].status.epoch, 4);
+  EXPECT_EQ(done.leases[0]->status.state, LeaseState::kGranted);
+  EXPECT_EQ(done.leases[0]->status.epoch, 4);
 }
 
 // The same lost write for a Snapshot recall: the volume is read as Quiesced
@@ -697,8 +755,8 @@ TEST(PlanTest, CompleteRecallOfAnEarlierEpochLeavesAReadyVolumeAlone) {
   ASSERT_EQ(w.volume->status.epoch, 4);
   w.leases.push_back(Lease("a"));
   Plan p = ComputePlan(w, kT0 + absl::Seconds(1), {});
-  EXPECT_EQ(p.desired.leases[0].status.state, LeaseState::kGranted);
-  EXPECT_EQ(p.desired.leases[0].status.epoch, 4);
+  EXPECT_EQ(p.desired.leases[0]->status.state, LeaseState::kGranted);
+  EXPECT_EQ(p.desired.leases[0]->status.epoch, 4);
 }
 
 // The lease writes lag (the channel path, lease_display.h): only the
@@ -718,10 +776,10 @@ TEST(PlanTest, LaggingLeaseObjectsAreReadThroughTheRecallRecord) {
     World next = p.desired;
     next.leases = granted.leases;  // the lease objects lag
     for (size_t i = 0; i < next.leases.size(); ++i) {
-      next.leases[i].status.released_recall_id =
-          w.leases[i].status.released_recall_id;
-      next.leases[i].status.fenced_recall_id =
-          w.leases[i].status.fenced_recall_id;
+      next.leases[i].Mutable().status.released_recall_id =
+          w.leases[i]->status.released_recall_id;
+      next.leases[i].Mutable().status.fenced_recall_id =
+          w.leases[i]->status.fenced_recall_id;
     }
     return next;
   };
@@ -738,17 +796,17 @@ TEST(PlanTest, LaggingLeaseObjectsAreReadThroughTheRecallRecord) {
   EXPECT_THAT(States(again.desired),
               ElementsAre(LeaseState::kRecalling, LeaseState::kRecalling,
                           LeaseState::kRecalling));
-  EXPECT_EQ(again.desired.leases[2].status.deadline, kT0 + absl::Seconds(5));
+  EXPECT_EQ(again.desired.leases[2]->status.deadline, kT0 + absl::Seconds(5));
   EXPECT_EQ(again.desired.recalls, w.recalls) << "nothing new to record";
   EXPECT_TRUE(again.actions.empty());
   // a and b ack (soft: on the channel), c is silent past its deadline.
-  w.leases[0].status.released_recall_id = "r-uid";
-  w.leases[1].status.released_recall_id = "r-uid";
+  w.leases[0].Mutable().status.released_recall_id = "r-uid";
+  w.leases[1].Mutable().status.released_recall_id = "r-uid";
   Plan deadline = ComputePlan(w, kT0 + absl::Seconds(5), {});
   EXPECT_THAT(States(deadline.desired),
               ElementsAre(LeaseState::kReleased, LeaseState::kReleased,
                           LeaseState::kRevoked));
-  EXPECT_TRUE(deadline.desired.leases[2].status.fence_required);
+  EXPECT_TRUE(deadline.desired.leases[2]->status.fence_required);
   EXPECT_THAT(deadline.desired.recalls[0].status.revoked_leases,
               ElementsAre("c"));
   EXPECT_TRUE(deadline.desired.recalls[0].status.fenced_leases.empty());
@@ -756,10 +814,10 @@ TEST(PlanTest, LaggingLeaseObjectsAreReadThroughTheRecallRecord) {
   // The acks were soft and this leader kept them; a successor would ask
   // again. The revoke is on the record: c is fencing whoever reads it.
   Plan read = ComputePlan(w, kT0 + absl::Seconds(5), {});
-  EXPECT_TRUE(read.desired.leases[2].status.fence_required);
-  EXPECT_EQ(read.desired.leases[2].status.state, LeaseState::kRevoked);
+  EXPECT_TRUE(read.desired.leases[2]->status.fence_required);
+  EXPECT_EQ(read.desired.leases[2]->status.state, LeaseState::kRevoked);
   // The owner confirms c's fence: Complete, c on fencedLeases, epoch 4.
-  w.leases[2].status.fenced_recall_id = "r-uid";
+  w.leases[2].Mutable().status.fenced_recall_id = "r-uid";
   Plan done = ComputePlan(w, kT0 + absl::Seconds(6), {});
   EXPECT_EQ(done.desired.recalls[0].status.phase, RecallPhase::kComplete);
   EXPECT_THAT(done.desired.recalls[0].status.fenced_leases, ElementsAre("c"));
@@ -776,9 +834,9 @@ TEST(PlanTest, LaggingLeaseObjectsAreReadThroughTheRecallRecord) {
   EXPECT_THAT(States(first.desired),
               ElementsAre(LeaseState::kReleased, LeaseState::kReleased,
                           LeaseState::kRevoked, LeaseState::kGranted));
-  EXPECT_FALSE(first.desired.leases[2].status.fence_required);
-  EXPECT_EQ(first.desired.leases[2].status.reason, "DeadlineExceeded");
-  EXPECT_EQ(first.desired.leases[3].status.epoch, 4);
+  EXPECT_FALSE(first.desired.leases[2]->status.fence_required);
+  EXPECT_EQ(first.desired.leases[2]->status.reason, "DeadlineExceeded");
+  EXPECT_EQ(first.desired.leases[3]->status.epoch, 4);
   EXPECT_EQ(first.tally.grants, 1) << "d only: nobody is granted twice";
   EXPECT_TRUE(
       HasFinalizer(first.desired.recalls[0].metadata, kRecallFinalizer));
@@ -786,7 +844,7 @@ TEST(PlanTest, LaggingLeaseObjectsAreReadThroughTheRecallRecord) {
   // Revoked until its holder acknowledges.
   World settled = Settle(first.desired, kT0 + absl::Seconds(8));
   EXPECT_FALSE(HasFinalizer(settled.recalls[0].metadata, kRecallFinalizer));
-  EXPECT_EQ(settled.leases[2].status.state, LeaseState::kRevoked);
+  EXPECT_EQ(settled.leases[2]->status.state, LeaseState::kRevoked);
   EXPECT_EQ(settled.volume->status.epoch, 4);
 }
 
@@ -794,7 +852,7 @@ TEST(PlanTest, LaggingLeaseObjectsAreReadThroughTheRecallRecord) {
 // volume is still pending (World::display_pending).
 TEST(PlanTest, CompleteRecallKeepsFinalizerWhileLeaseDisplayIsPending) {
   World w = Recalled({Lease("a")}, {Recall("r", 5)});
-  w.leases[0].status.released_recall_id = "r-uid";
+  w.leases[0].Mutable().status.released_recall_id = "r-uid";
   w = Settle(w, kT0 + absl::Seconds(1));
   ASSERT_EQ(w.recalls[0].status.phase, RecallPhase::kComplete);
   ASSERT_FALSE(HasFinalizer(w.recalls[0].metadata, kRecallFinalizer));
@@ -834,16 +892,16 @@ TEST(PlanTest, RevokesBeyondTheRecordBoundAreWrittenOnTheLease) {
 TEST(PlanTest, ClockJumpsForwardRevokesBackwardDoesNot) {
   World w = Recalled({Lease("a")}, {Recall("r", 5)});
   World back = Settle(w, kT0 - absl::Hours(1));
-  EXPECT_EQ(back.leases[0].status.state, LeaseState::kRecalling);
+  EXPECT_EQ(back.leases[0]->status.state, LeaseState::kRecalling);
   World jumped = Settle(w, kT0 + absl::Hours(24));
-  EXPECT_EQ(jumped.leases[0].status.state, LeaseState::kRevoked);
-  EXPECT_TRUE(jumped.leases[0].status.fence_required);
+  EXPECT_EQ(jumped.leases[0]->status.state, LeaseState::kRevoked);
+  EXPECT_TRUE(jumped.leases[0]->status.fence_required);
 }
 
 TEST(PlanTest, InconsistentRecordsGetAVolumeConditionAndNoWrites) {
   // A Granted lease at an epoch the volume never had.
   World w = Settle(WorldOf({Lease("a")}), kT0);
-  w.leases[0].status.epoch = 99;
+  w.leases[0].Mutable().status.epoch = 99;
   Plan p = ComputePlan(w, kT0, {});
   EXPECT_EQ(p.desired.leases, w.leases);
   EXPECT_EQ(
@@ -861,7 +919,7 @@ namespace {
 // with the target's endpoint, Complete; the agents' reports played here.
 TEST(PlanMigration, RecallCopySwitchComplete) {
   World w = Settle(WorldOf({Lease("l", "n")}), kT0);
-  ASSERT_EQ(w.leases[0].status.state, LeaseState::kGranted);
+  ASSERT_EQ(w.leases[0]->status.state, LeaseState::kGranted);
   api::DaxMigration m;
   m.metadata.name = "mig";
   m.metadata.uid = "mig-uid";
@@ -894,8 +952,9 @@ TEST(PlanMigration, RecallCopySwitchComplete) {
   stored.metadata.creation_timestamp = kT0;
   w.recalls.push_back(stored);
   w = ComputePlan(w, kT0, {}).desired;
-  ASSERT_EQ(w.leases[0].status.state, LeaseState::kRecalling);
-  w.leases[0].status.released_recall_id = w.leases[0].status.recall_id;
+  ASSERT_EQ(w.leases[0]->status.state, LeaseState::kRecalling);
+  w.leases[0].Mutable().status.released_recall_id =
+      w.leases[0]->status.recall_id;
   w = Settle(w, kT0);
   EXPECT_EQ(w.volume->status.phase, VolumePhase::kMigrating);
   EXPECT_EQ(w.migrations[0].status.phase, api::MigrationPhase::kCopying);
@@ -1079,7 +1138,7 @@ TEST(PlanMigration, MigrateRecallWithoutItsMigrationDoesNotStart) {
   EXPECT_EQ(Cond(w.recalls[0].status.conditions, "Complete").reason,
             "MigrationFinished");
   EXPECT_EQ(w.volume->status.phase, VolumePhase::kReady);
-  EXPECT_EQ(w.leases[0].status.state, LeaseState::kGranted);
+  EXPECT_EQ(w.leases[0]->status.state, LeaseState::kGranted);
 }
 
 }  // namespace

@@ -19,9 +19,10 @@
 namespace daxlease::op {
 namespace {
 
-template <typename T>
+// T: the type parsed; Out: what `out` keeps of it (T, or SharedLease).
+template <typename T, typename Out = T>
 absl::Status ListFor(k8s::KubeClient& client, const k8s::Resource& r,
-                     const std::string& volume, std::vector<T>& out,
+                     const std::string& volume, std::vector<Out>& out,
                      std::vector<std::string>& unreadable) {
   k8s::ListOptions opts;
   opts.limit = 500;
@@ -132,12 +133,13 @@ absl::StatusOr<World> ApiWorldReader::Read(const std::string& volume) {
   } else if (!absl::IsNotFound(v.status())) {
     return v.status();
   }
-  RETURN_IF_ERROR(ListFor(client_, api::DaxLeaseResource(), volume, w.leases,
-                          w.unreadable));
-  RETURN_IF_ERROR(ListFor(client_, api::DaxRecallResource(), volume, w.recalls,
-                          w.unreadable));
-  RETURN_IF_ERROR(ListFor(client_, api::DaxMigrationResource(), volume,
-                          w.migrations, w.unreadable));
+  RETURN_IF_ERROR(ListFor<api::DaxLease>(client_, api::DaxLeaseResource(),
+                                         volume, w.leases, w.unreadable));
+  RETURN_IF_ERROR(ListFor<api::DaxRecall>(client_, api::DaxRecallResource(),
+                                          volume, w.recalls, w.unreadable));
+  RETURN_IF_ERROR(
+      ListFor<api::DaxMigration>(client_, api::DaxMigrationResource(), volume,
+                                 w.migrations, w.unreadable));
   return w;
 }
 
@@ -219,9 +221,9 @@ absl::Status Reconciler::Write(const World& before, const Plan& plan,
   std::vector<size_t> changed;
   std::vector<size_t> lagging;
   for (size_t i = 0; i < after.leases.size(); ++i) {
-    if (before.leases[i] == after.leases[i]) continue;
+    if (before.leases[i] == after.leases[i]) continue;  // shared, mostly
     if (display_ != nullptr &&
-        !plan.durable_leases.contains(after.leases[i].metadata.name)) {
+        !plan.durable_leases.contains(after.leases[i]->metadata.name)) {
       lagging.push_back(i);
     } else {
       changed.push_back(i);
@@ -236,8 +238,9 @@ absl::Status Reconciler::Write(const World& before, const Plan& plan,
       int local = 0;
       for (size_t k = next++; k < changed.size(); k = next++) {
         size_t i = changed[k];
-        absl::Status s = WriteObject(client_, reader_, api::DaxLeaseResource(),
-                                     before.leases[i], after.leases[i], local);
+        absl::Status s =
+            WriteObject(client_, reader_, api::DaxLeaseResource(),
+                        *before.leases[i], *after.leases[i], local);
         if (!s.ok()) {
           absl::MutexLock l(&mu);
           if (first_error.ok()) first_error = s;

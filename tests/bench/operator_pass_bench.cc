@@ -88,11 +88,12 @@ void RunSize(int n, int reps) {
   World pending;
   pending.volume_name = "bench-vol";
   pending.volume = Volume();
-  pending.leases = PendingLeases(n);
+  for (api::DaxLease& l : PendingLeases(n))
+    pending.leases.push_back(std::move(l));
   Plan grant = ComputePlan(pending, kNow, {});
   World granted = grant.desired;
   for (size_t i = 0; i < granted.leases.size(); ++i) {
-    granted.leases[i].metadata.resource_version =
+    granted.leases[i].Mutable().metadata.resource_version =
         absl::StrCat(10 + n + static_cast<int>(i));
   }
   granted.volume->metadata.resource_version = absl::StrCat(20 + 2 * n);
@@ -111,7 +112,8 @@ void RunSize(int n, int reps) {
   stubs.clear();
   stubs.shrink_to_fit();
   h0 = HeapInUse();
-  std::vector<api::DaxLease> parsed = granted.leases;
+  std::vector<api::DaxLease> parsed(granted.leases.begin(),
+                                    granted.leases.end());
   const int64_t parsed_bytes = HeapInUse() - h0;
   parsed.clear();
   parsed.shrink_to_fit();

@@ -15,6 +15,7 @@
 #include "lib/base/clock.h"
 #include "lib/k8s/fake_client.h"
 #include "operator/cache_reader.h"
+#include "operator/lease_display.h"
 #include "operator/metrics.h"
 #include "prometheus/registry.h"
 #include "prometheus/text_serializer.h"
@@ -407,6 +408,65 @@ TEST(CacheWorldReaderTest, WorldsShareTheCachedLeasesAndEditsDoNotLeak) {
   absl::StatusOr<World> d = reader.Read("v");
   ASSERT_TRUE(d.ok());
   EXPECT_EQ(d->leases[0]->status.epoch, 1);
+}
+
+// A pending display write is shown to the next pass as the very lease the
+// pass planned (shared: a pass over N pending writes copies none), with the
+// agents' fields as read; a lease read at another version is left as read.
+TEST(LeaseDisplayTest, OverlayShowsAPendingWriteWithoutCopyingIt) {
+  class NoReader final : public WorldReader {
+   public:
+    absl::StatusOr<World> Read(const std::string&) override {
+      return absl::UnimplementedError("not read");
+    }
+  };
+  base::FakeClock clock;
+  k8s::FakeKubeClient fake(clock);
+  NoReader reader;
+  LeaseDisplay display(
+      fake, reader, [](const std::string&) {}, 1, absl::Hours(1));
+  api::DaxLease read;
+  read.metadata.name = "l";
+  read.metadata.resource_version = "5";
+  read.spec = {"v", "n", "ns/pod", api::Access::kReadWrite};
+  read.status.state = api::LeaseState::kGranted;
+  read.status.epoch = 1;
+  const SharedLease cached(read);
+  api::DaxLease planned = read;
+  planned.status.state = api::LeaseState::kRecalling;
+  planned.status.recall_id = "r";
+  const SharedLease after(planned);
+  display.Enqueue("v", cached, after, /*hold=*/true);  // held: not written
+  ASSERT_EQ(display.pending(), 1);
+
+  World w;
+  w.volume_name = "v";
+  w.leases = {cached};
+  display.Overlay(w);
+  EXPECT_TRUE(w.leases[0].SharesWith(after));
+  EXPECT_TRUE(w.display_pending.contains("l"));
+
+  // An ack read on the lease object is kept: shown on this world's copy.
+  api::DaxLease acked = read;
+  acked.status.released_recall_id = "r";
+  World w2;
+  w2.leases = {SharedLease(acked)};
+  display.Overlay(w2);
+  EXPECT_FALSE(w2.leases[0].SharesWith(after));
+  EXPECT_EQ(w2.leases[0]->status.state, api::LeaseState::kRecalling);
+  EXPECT_EQ(w2.leases[0]->status.released_recall_id, "r");
+  EXPECT_EQ(after->status.released_recall_id, "");
+
+  // Another writer's version: the write will conflict; left as read.
+  api::DaxLease newer = read;
+  newer.metadata.resource_version = "9";
+  const SharedLease other(newer);
+  World w3;
+  w3.leases = {other};
+  display.Overlay(w3);
+  EXPECT_TRUE(w3.leases[0].SharesWith(other));
+  EXPECT_FALSE(w3.display_pending.contains("l"));
+  EXPECT_EQ(fake.WriteCount(), 0);
 }
 
 }  // namespace

@@ -129,17 +129,21 @@ void LeaseDisplay::Overlay(World& world) {
     // In flight, the read may show the write half done (its finalizer patch
     // stored, not yet its status): what this leader decided is the want.
     // The operator's fields as it decided them; the agents' as read.
-    api::DaxLeaseStatus st = e.want->status;
-    st.released_recall_id = d->status.released_recall_id;
-    st.fenced_recall_id = d->status.fenced_recall_id;
-    st.revocation_acknowledged = d->status.revocation_acknowledged;
-    if (!(st == d->status) ||
-        d->metadata.finalizers != e.want->metadata.finalizers) {
-      api::DaxLease& shown = d.Mutable();  // this world's copy only
-      shown.status = std::move(st);
-      shown.metadata.finalizers = e.want->metadata.finalizers;
-    }
+    api::DaxLease shown = *d;
+    shown.status = e.want->status;
+    shown.status.released_recall_id = d->status.released_recall_id;
+    shown.status.fenced_recall_id = d->status.fenced_recall_id;
+    shown.status.revocation_acknowledged = d->status.revocation_acknowledged;
+    shown.metadata.finalizers = e.want->metadata.finalizers;
     world.display_pending.insert(d->metadata.name);
+    // Usually exactly the pending write (read at the version it was
+    // computed from, the agents' fields unchanged): shared with it, so a
+    // pass over N pending writes copies none of them.
+    if (shown == *e.want) {
+      d = e.want;
+    } else if (!(shown == *d)) {
+      d = SharedLease(std::move(shown));  // this world's copy only
+    }
   }
 }
 

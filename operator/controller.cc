@@ -1,5 +1,7 @@
 #include "operator/controller.h"
 
+#include <malloc.h>
+
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -187,6 +189,10 @@ void Controller::Work() {
       m->Worked(took);
     }
     if (r.ok()) {
+      if (options_.trim_after_leases > 0 &&
+          r->leases >= options_.trim_after_leases) {
+        malloc_trim(0);
+      }
       queue_.Forget(*key);
       if (r->requeue_at != absl::InfiniteFuture()) {
         // A little past the deadline so the pass sees it expired.

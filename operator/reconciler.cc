@@ -154,6 +154,7 @@ absl::StatusOr<ReconcileResult> Reconciler::Reconcile(
   Plan plan = ComputePlan(before, clock_.Now(), options_.plan);
   ReconcileResult result;
   result.requeue_at = plan.requeue_at;
+  result.leases = before.leases.size();
   absl::Status st = Write(before, plan, result.writes);
   // Events describe what was written; on failure the next pass recomputes
   // them, so only a successful pass records.

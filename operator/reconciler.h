@@ -92,7 +92,8 @@ struct ReconcilerOptions {
 
 struct ReconcileResult {
   absl::Time requeue_at = absl::InfiniteFuture();
-  int writes = 0;  // API writes made
+  int writes = 0;     // API writes made
+  size_t leases = 0;  // leases of the volume, as read
 };
 
 // Writes one DaxLease's difference (finalizers, status), guarded by

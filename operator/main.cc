@@ -54,6 +54,13 @@ ABSL_FLAG(absl::Duration, default_grace, absl::Seconds(30),
 ABSL_FLAG(absl::Duration, migration_stall_timeout, absl::Seconds(60),
           "a DaxMigration whose target reports no copy progress for this "
           "long fails (the volume stays with its owner)");
+ABSL_FLAG(bool, migration_pre_copy, true,
+          "a DaxMigration's target copies the volume while it is still Ready "
+          "(PreCopying) before the recall, so the pause holds only the "
+          "chunks that changed since (false: the whole copy in the pause)");
+ABSL_FLAG(absl::Duration, migration_pre_copy_timeout, absl::Minutes(10),
+          "a pre-copy still running after this long gives way to the recall "
+          "(the rest is copied inside the pause)");
 ABSL_FLAG(int, workers, 2, "volumes reconciled concurrently");
 ABSL_FLAG(int, write_concurrency, 8, "concurrent lease writes per volume");
 ABSL_FLAG(absl::Duration, resync, absl::Seconds(30),
@@ -131,6 +138,10 @@ int Main() {
   opts.reconciler.plan.default_grace = absl::GetFlag(FLAGS_default_grace);
   opts.reconciler.plan.migration.stall_timeout =
       absl::GetFlag(FLAGS_migration_stall_timeout);
+  opts.reconciler.plan.migration.pre_copy =
+      absl::GetFlag(FLAGS_migration_pre_copy);
+  opts.reconciler.plan.migration.pre_copy_timeout =
+      absl::GetFlag(FLAGS_migration_pre_copy_timeout);
   std::vector<std::string> store =
       absl::StrSplit(absl::GetFlag(FLAGS_epoch_store), '/');
   if (store.size() != 2 || store[0].empty() || store[1].empty()) {

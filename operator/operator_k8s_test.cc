@@ -47,12 +47,13 @@ class OperatorK8sTest : public k8s::testing::DaxleaseK8sTest {
   // enough that a leader on a loaded machine (each renewal may take the
   // retry period, its timeout) does not lose the lock by accident.
   std::vector<std::string> OperatorArgs(const std::string& identity) {
-    return {"--leader-election-name=" + prefix_,
-            "--identity=" + identity,
+    return {"--leader-election-name=" + prefix_, "--identity=" + identity,
             "--leader-election-lease-duration=6s",
             "--leader-election-renew-deadline=4s",
-            "--leader-election-retry-period=1s",
-            "--resync=5s"};
+            "--leader-election-retry-period=1s", "--resync=5s",
+            // No agent runs here to pre-copy: migrations start at the
+            // recall (the pre-copy: tests/twonode/migration_twonode_test).
+            "--migration-pre-copy=false"};
   }
 
   using DaxleaseK8sTest::CreateLease;

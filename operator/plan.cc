@@ -807,6 +807,8 @@ class Planner {
     switch (m.status.phase.value_or(api::MigrationPhase::kPending)) {
       case api::MigrationPhase::kPending:
         return lease::MigrationPhase::kPending;
+      case api::MigrationPhase::kPreCopying:
+        return lease::MigrationPhase::kPreCopying;
       case api::MigrationPhase::kRecalling:
         return lease::MigrationPhase::kRecalling;
       case api::MigrationPhase::kCopying:
@@ -839,6 +841,10 @@ class Planner {
     m.last_progress =
         d.status.last_progress_time.value_or(absl::InfinitePast());
     m.target_started = !d.status.target_endpoint.empty();
+    m.pre_copied_bytes =
+        static_cast<uint64_t>(std::max<int64_t>(d.status.pre_copied_bytes, 0));
+    m.pre_copy_failure = d.status.pre_copy_failure;
+    m.started = d.status.started_at.value_or(absl::InfinitePast());
     m.source_media_freed = d.status.source_media_freed;
     m.target_media_freed = d.status.target_media_freed;
     m.deleting = d.metadata.deletion_timestamp.has_value();

@@ -934,6 +934,18 @@ TEST(PlanMigration, RecallCopySwitchComplete) {
               ElementsAre(kMigrationFinalizer));
   EXPECT_EQ(p.requeue_at, kT0);
   w = p.desired;
+  // PreCopying: no recall yet, the volume stays Ready.
+  p = ComputePlan(w, kT0, {});
+  EXPECT_TRUE(p.create_recalls.empty());
+  EXPECT_EQ(p.desired.migrations[0].status.phase,
+            api::MigrationPhase::kPreCopying);
+  EXPECT_EQ(p.desired.migrations[0].status.source_node, "owner");
+  EXPECT_EQ(p.desired.migrations[0].status.started_at, kT0);
+  EXPECT_EQ(p.desired.volume->status.phase, VolumePhase::kReady);
+  w = p.desired;
+  // The target reports the pre-copy done: the recall starts.
+  w.migrations[0].status.bytes_total = 1 << 20;
+  w.migrations[0].status.pre_copied_bytes = 1 << 20;
   p = ComputePlan(w, kT0, {});
   ASSERT_EQ(p.create_recalls.size(), 1u);
   const api::DaxRecall& r = p.create_recalls[0];
@@ -981,6 +993,13 @@ TEST(PlanMigration, RecallCopySwitchComplete) {
             api::ConditionStatus::kTrue);
 }
 
+// A migration whose target reported its pre-copy done: its first pass goes
+// PreCopying, its next creates the recall.
+api::DaxMigration PreCopied(api::DaxMigration m) {
+  m.status.bytes_total = m.status.pre_copied_bytes = 1 << 20;
+  return m;
+}
+
 // A migration of `vol` to "target" whose Migrate recall ran: the volume is
 // Migrating at epoch 3, the migration Copying (with its finalizer).
 World MigratingToTarget() {
@@ -990,7 +1009,8 @@ World MigratingToTarget() {
   m.spec.volume = "vol";
   m.spec.target_node = "target";
   m.metadata.finalizers = {kMigrationFinalizer};
-  w.migrations.push_back(m);
+  w.migrations.push_back(PreCopied(m));
+  w = ComputePlan(w, kT0, {}).desired;  // PreCopying
   Plan p = ComputePlan(w, kT0, {});
   w = p.desired;
   api::DaxRecall stored = p.create_recalls.at(0);
@@ -1080,7 +1100,8 @@ TEST(PlanMigration, LongNameIsLabelledWithALabelValueAndAdopted) {
   m.spec.volume = "vol";
   m.spec.target_node = "target";
   m.metadata.finalizers = {kMigrationFinalizer};
-  w.migrations.push_back(m);
+  w.migrations.push_back(PreCopied(m));
+  w = ComputePlan(w, kT0, {}).desired;  // PreCopying
   Plan p = ComputePlan(w, kT0, {});
   ASSERT_EQ(p.create_recalls.size(), 1u);
   api::DaxRecall stored = p.create_recalls[0];
@@ -1112,7 +1133,8 @@ TEST(PlanMigration, LongVolumeNameIsLabelledWithALabelValue) {
   m.spec.volume = vol;
   m.spec.target_node = "target";
   m.metadata.finalizers = {kMigrationFinalizer};
-  w.migrations.push_back(m);
+  w.migrations.push_back(PreCopied(m));
+  w = ComputePlan(w, kT0, {}).desired;  // PreCopying
   Plan p = ComputePlan(w, kT0, {});
   ASSERT_EQ(p.create_recalls.size(), 1u);
   const api::DaxRecall& r = p.create_recalls[0];

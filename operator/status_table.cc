@@ -154,11 +154,22 @@ std::string FormatStatus(const std::vector<api::DaxVolume>& volumes,
   // the plugin's error, the attempt, the next one).
   std::string unfreed;
   for (const api::DaxMigration* m : Sorted(migrations)) {
-    std::string copied = absl::StrCat(m->status.bytes_copied);
+    // Before the recall, the pre-copy's progress; after it, the copy's
+    // (with a pre-copy: the chunks kept count as copied) and what it read.
+    const bool pre = m->status.phase == api::MigrationPhase::kPreCopying ||
+                     m->status.phase == api::MigrationPhase::kRecalling;
+    const int64_t done =
+        pre ? m->status.pre_copied_bytes : m->status.bytes_copied;
+    std::string copied = absl::StrCat(done);
     if (m->status.bytes_total > 0) {
       absl::StrAppend(&copied, "/", m->status.bytes_total, " (",
-                      m->status.bytes_copied * 100 / m->status.bytes_total,
-                      "%)");
+                      done * 100 / m->status.bytes_total, "%",
+                      pre && done > 0 ? " pre-copied" : "", ")");
+    }
+    if (!pre && m->status.pre_copied_bytes > 0 &&
+        !m->status.target_checksum.empty()) {
+      absl::StrAppend(&copied, ", ", m->status.refetched_bytes,
+                      " read in the pause");
     }
     std::string reason = "-";
     for (const char* type :

@@ -52,6 +52,7 @@ DAXLEASE_ENUM_TABLE(RecallPhase, {RecallPhase::kPending, "Pending"},
                     {RecallPhase::kComplete, "Complete"},
                     {RecallPhase::kFailed, "Failed"});
 DAXLEASE_ENUM_TABLE(MigrationPhase, {MigrationPhase::kPending, "Pending"},
+                    {MigrationPhase::kPreCopying, "PreCopying"},
                     {MigrationPhase::kRecalling, "Recalling"},
                     {MigrationPhase::kCopying, "Copying"},
                     {MigrationPhase::kSwitching, "Switching"},
@@ -314,6 +315,10 @@ DaxMigration ReadMigration(const json& j) {
   m.status.started_at = GetTime(st, "startedAt");
   m.status.completed_at = GetTime(st, "completedAt");
   m.status.conditions = ReadConditions(st);
+  m.status.pre_copied_bytes = GetInt(st, "preCopiedBytes");
+  m.status.pre_copy_millis = GetInt(st, "preCopyMilliseconds");
+  m.status.pre_copy_failure = GetString(st, "preCopyFailure");
+  m.status.refetched_bytes = GetInt(st, "refetchedBytes");
   return m;
 }
 
@@ -555,6 +560,10 @@ nlohmann::json ToJson(const DaxMigrationStatus& s) {
   PutTime(j, "lastProgressTime", s.last_progress_time);
   PutTime(j, "startedAt", s.started_at);
   PutTime(j, "completedAt", s.completed_at);
+  PutInt(j, "preCopiedBytes", s.pre_copied_bytes);
+  PutInt(j, "preCopyMilliseconds", s.pre_copy_millis);
+  PutString(j, "preCopyFailure", s.pre_copy_failure);
+  PutInt(j, "refetchedBytes", s.refetched_bytes);
   PutConditions(j, s.conditions);
   return j;
 }

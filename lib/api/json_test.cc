@@ -104,6 +104,10 @@ TEST(JsonTest, VolumeRecallMigrationRoundTrip) {
   m.spec = {"pvc-1", "node-b"};
   m.status.phase = MigrationPhase::kCopying;
   m.status.bytes_copied = 99;
+  m.status.pre_copied_bytes = 98;
+  m.status.pre_copy_millis = 12;
+  m.status.pre_copy_failure = "PreCopyStalled: gone";
+  m.status.refetched_bytes = 16;
   auto m2 = FromJson<DaxMigration>(ToJson(m));
   ASSERT_TRUE(m2.ok()) << m2.status();
   EXPECT_EQ(*m2, m);

@@ -254,6 +254,7 @@ struct DaxRecall {
 
 enum class MigrationPhase {
   kPending,
+  kPreCopying,
   kRecalling,
   kCopying,
   kSwitching,
@@ -271,7 +272,8 @@ struct DaxMigrationSpec {
 // Written by the operator: phase, source_node, recall, epoch, bytes_total,
 // started_at, completed_at, conditions. Written by the target agent:
 // target_endpoint, bytes_copied, copy_millis, target_checksum,
-// target_failure, last_progress_time, target_media_freed. Written by the
+// target_failure, last_progress_time, target_media_freed, pre_copied_bytes,
+// pre_copy_millis, pre_copy_failure, refetched_bytes. Written by the
 // source agent: source_checksum, source_media_freed. (docs/operator.md,
 // "Migration".)
 struct DaxMigrationStatus {
@@ -294,6 +296,16 @@ struct DaxMigrationStatus {
   std::optional<absl::Time> started_at;
   std::optional<absl::Time> completed_at;
   std::vector<Condition> conditions;
+  // The pre-copy (phase PreCopying, before the recall): bytes the target
+  // read while the volume was still Ready, how long that took, and why it
+  // stopped short ("<Reason>: <message>"; the migration then copies in
+  // full inside the pause, it does not fail for it).
+  int64_t pre_copied_bytes = 0;
+  int64_t pre_copy_millis = 0;
+  std::string pre_copy_failure;
+  // Inside the pause: bytes read again because the source's chunk digests
+  // differed from the pre-copy's (the whole volume without a pre-copy).
+  int64_t refetched_bytes = 0;
   friend bool operator==(const DaxMigrationStatus&,
                          const DaxMigrationStatus&) = default;
 };

@@ -159,7 +159,11 @@ TEST(SchemaTest, EveryFieldWrittenExistsInTheSchema) {
               kT,
               kT,
               kT,
-              {kCond}};
+              {kCond},
+              10,
+              4,
+              "PreCopyStalled: no progress",
+              2};
   ExpectMatchesSchema(ToJson(m), LoadSchema("daxmigrations"), "DaxMigration");
 }
 

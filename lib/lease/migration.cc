@@ -1,5 +1,6 @@
 #include "lib/lease/migration.h"
 
+#include <algorithm>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -52,6 +53,8 @@ class Stepper {
     switch (n.phase) {
       case MigrationPhase::kPending:
         return Pending();
+      case MigrationPhase::kPreCopying:
+        return PreCopying();
       case MigrationPhase::kRecalling:
         return Recalling();
       case MigrationPhase::kCopying:
@@ -153,8 +156,69 @@ class Stepper {
       return Progress("WaitingForVolume",
                       absl::StrCat("the volume is ", Name(vol_->phase)));
     }
+    if (c_.pre_copy) {
+      n.phase = MigrationPhase::kPreCopying;
+      n.source_node = vol_->owner_node;
+      n.epoch = vol_->epoch;
+      n.last_progress = now_;
+      n.started = now_;
+      out_.recheck_at = now_ + c_.stall_timeout + absl::Seconds(1);
+      return Progress(
+          "PreCopying",
+          absl::StrCat(n.target_node, " copies from ", n.source_node,
+                       " while the volume stays Ready"));
+    }
     n.recall = MigrationRecallName(vol_->volume, vol_->epoch);
     return Start();
+  }
+
+  // The pre-copy ends (done, failed, stalled or too long) and the recall
+  // starts once the volume is Ready; a pre-copy that fell short only makes
+  // the copy inside the pause longer.
+  MigrationStep PreCopying() {
+    Migration& n = out_.migration;
+    if (!v_.recall_for.empty() && v_.recall_for == n.id &&
+        vol_->recall.has_value()) {
+      // Our recall was created but this migration's write was lost.
+      n.recall = v_.recall_name;
+      return Start();
+    }
+    std::string why;
+    if (n.bytes_total > 0 && n.pre_copied_bytes >= n.bytes_total) {
+      why = absl::StrCat("pre-copied ", n.pre_copied_bytes, " bytes");
+    } else if (!n.pre_copy_failure.empty()) {
+      why = absl::StrCat("the pre-copy failed (", n.pre_copy_failure,
+                         "); the copy is whole inside the pause");
+    } else if (now_ - n.last_progress > c_.stall_timeout) {
+      why = absl::StrCat("no pre-copy progress from ", n.target_node, " for ",
+                         absl::FormatDuration(now_ - n.last_progress),
+                         "; the copy is whole inside the pause");
+    } else if (n.started != absl::InfinitePast() &&
+               now_ - n.started > c_.pre_copy_timeout) {
+      why = absl::StrCat("the pre-copy ran past ",
+                         absl::FormatDuration(c_.pre_copy_timeout),
+                         "; the rest is copied inside the pause");
+    } else {
+      out_.recheck_at = std::min(n.last_progress + c_.stall_timeout,
+                                 n.started == absl::InfinitePast()
+                                     ? absl::InfiniteFuture()
+                                     : n.started + c_.pre_copy_timeout) +
+                        absl::Seconds(1);
+      return Progress(
+          "PreCopying",
+          absl::StrCat(n.pre_copied_bytes, " of ",
+                       n.bytes_total > 0 ? absl::StrCat(n.bytes_total)
+                                         : std::string("?"),
+                       " bytes pre-copied while the volume stays Ready"));
+    }
+    if (vol_->phase != VolumePhase::kReady) {
+      return Progress("WaitingForVolume",
+                      absl::StrCat(why, "; the volume is ", Name(vol_->phase)));
+    }
+    n.recall = MigrationRecallName(vol_->volume, vol_->epoch);
+    MigrationStep st = Start();
+    st.message = absl::StrCat(why, "; ", st.message);
+    return st;
   }
 
   MigrationStep Start() {
@@ -307,6 +371,8 @@ absl::string_view Name(MigrationPhase p) {
   switch (p) {
     case MigrationPhase::kPending:
       return "Pending";
+    case MigrationPhase::kPreCopying:
+      return "PreCopying";
     case MigrationPhase::kRecalling:
       return "Recalling";
     case MigrationPhase::kCopying:

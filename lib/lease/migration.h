@@ -3,13 +3,27 @@
 //
 // A DaxMigration moves a volume's data and ownership to another node while
 // its holders stay attached. Its phases and what moves each one on:
-//   Pending    -> Recalling  the volume is Ready and no earlier migration of
-//                            it is running: a recall (reason Migrate) named
-//                            RecallName(volume, epoch) is created; the
-//                            source is the owner at that moment.
+//   Pending    -> PreCopying the volume is Ready and no earlier migration of
+//                            it is running (config.pre_copy): the source is
+//                            the owner at that moment; the target copies the
+//                            whole volume while it stays Ready, under a
+//                            read-only migration grant that is no lease (a
+//                            recall never waits for it).
+//   PreCopying -> Recalling  the target reported the pre-copy done, or it
+//                            failed (preCopyFailure), made no progress for
+//                            `stall_timeout`, or ran past
+//                            `pre_copy_timeout`: the migration goes on
+//                            without it (the copy inside the pause is then
+//                            whole), it never fails for it. Needs the
+//                            volume Ready: the recall named
+//                            RecallName(volume, epoch) is created.
+//   Pending    -> Recalling  as PreCopying -> Recalling, without a pre-copy
+//                            (config.pre_copy false).
 //   Recalling  -> Copying    the recall completed (volume Quiesced): the
 //                            volume goes Migrating (BeginChange); the target
-//                            agent copies from the source.
+//                            agent copies from the source (after a
+//                            pre-copy: only the chunks whose digests differ
+//                            from the source's).
 //   Copying    -> Switching  the target copied every byte and both agents'
 //                            checksums match: ChangeDone with the target as
 //                            owner (Ready at epoch + 1).
@@ -47,6 +61,7 @@ namespace daxlease::lease {
 
 enum class MigrationPhase {
   kPending,
+  kPreCopying,
   kRecalling,
   kCopying,
   kSwitching,
@@ -71,6 +86,12 @@ struct Migration {
   std::string target_failure;  // "<Reason>: <message>"
   absl::Time last_progress = absl::InfinitePast();
   bool target_started = false;  // the target reported (targetEndpoint)
+  // The pre-copy, as the target reported it (preCopiedBytes of bytesTotal;
+  // preCopyFailure "<Reason>: <message>").
+  uint64_t pre_copied_bytes = 0;
+  std::string pre_copy_failure;
+  // When it left Pending (startedAt).
+  absl::Time started = absl::InfinitePast();
   bool source_media_freed = false;
   bool target_media_freed = false;
   // Deletion was asked for (the finalizer holds the object).
@@ -82,6 +103,10 @@ struct MigrationConfig {
   // (TargetUnresponsive). Covers a target or source that is gone; an agent
   // restarted within it picks the copy up again.
   absl::Duration stall_timeout = absl::Seconds(60);
+  // Copy while the volume is still Ready (PreCopying) before the recall.
+  bool pre_copy = true;
+  // PreCopying longer than this (from `started`): the recall starts anyway.
+  absl::Duration pre_copy_timeout = absl::Minutes(10);
 };
 
 // The volume as one migration sees it.

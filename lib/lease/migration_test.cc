@@ -43,7 +43,13 @@ struct Flow {
   VolumeState vol = ReadyOnA();
   Migration m = ToB();
   std::string recall_name;
-  MigrationConfig config;
+  // The tests below PreCopy* go through the pre-copy; the rest start at
+  // the recall, as a migration without one does.
+  MigrationConfig config = [] {
+    MigrationConfig c;
+    c.pre_copy = false;
+    return c;
+  }();
 
   MigrationStep Step(absl::Time now = kT0) {
     MigrationView v;
@@ -302,6 +308,143 @@ TEST(Migration, DeletedWithAVerifiedCopySwitchesThenWaitsForTheSource) {
   r.m.source_media_freed = true;
   EXPECT_TRUE(r.Step().forget);
   (void)st;
+}
+
+// The pre-copy runs while the volume stays Ready (no recall, no volume
+// event); the target's report that it is done starts the recall, and the
+// rest goes as without one.
+TEST(Migration, PreCopyRunsBeforeTheRecallWhileTheVolumeStaysReady) {
+  Flow r;
+  r.config.pre_copy = true;
+  MigrationStep st = r.Step();
+  EXPECT_EQ(r.m.phase, MigrationPhase::kPreCopying);
+  EXPECT_EQ(st.reason, "PreCopying");
+  EXPECT_TRUE(st.create_recall.empty()) << "no recall while pre-copying";
+  EXPECT_FALSE(st.volume_event.has_value());
+  EXPECT_EQ(r.m.source_node, "node-a");
+  EXPECT_EQ(r.m.epoch, 1u);
+  EXPECT_EQ(r.m.started, kT0);
+  EXPECT_EQ(r.vol.phase, VolumePhase::kReady);
+  // Progress: it stays, and looks again by the stall deadline.
+  r.m.bytes_total = 100;
+  r.m.pre_copied_bytes = 40;
+  r.m.last_progress = kT0 + absl::Seconds(10);
+  st = r.Step(kT0 + absl::Seconds(11));
+  EXPECT_EQ(r.m.phase, MigrationPhase::kPreCopying);
+  EXPECT_THAT(st.message, HasSubstr("40 of 100"));
+  EXPECT_EQ(st.recheck_at, kT0 + absl::Seconds(10) + r.config.stall_timeout +
+                               absl::Seconds(1));
+  EXPECT_EQ(r.vol.phase, VolumePhase::kReady);
+  // Done: the recall starts.
+  r.m.pre_copied_bytes = 100;
+  st = r.Step(kT0 + absl::Seconds(12));
+  EXPECT_EQ(r.m.phase, MigrationPhase::kRecalling);
+  EXPECT_EQ(st.create_recall, "v-migrate-e1");
+  EXPECT_THAT(st.message, HasSubstr("pre-copied 100 bytes"));
+  r.RecallRuns();
+  r.Step();
+  EXPECT_EQ(r.m.phase, MigrationPhase::kCopying);
+  r.Copied("xxh3x16m:x", "xxh3x16m:x");
+  r.Step(kT0 + absl::Seconds(13));
+  EXPECT_EQ(r.m.phase, MigrationPhase::kSwitching);
+  EXPECT_EQ(r.vol.owner_node, "node-b");
+}
+
+// A pre-copy that fails, stalls or runs too long never fails the
+// migration: the recall starts and the copy inside the pause is whole.
+TEST(Migration, PreCopyFailureStallOrTimeoutFallsBackToTheRecall) {
+  {
+    Flow r;
+    r.config.pre_copy = true;
+    r.Step();
+    r.m.pre_copy_failure = "InsufficientCapacity: no room";
+    MigrationStep st = r.Step(kT0 + absl::Seconds(1));
+    EXPECT_EQ(r.m.phase, MigrationPhase::kRecalling);
+    EXPECT_EQ(st.condition, "Progressing");
+    EXPECT_THAT(st.message, HasSubstr("the pre-copy failed"));
+    EXPECT_EQ(st.create_recall, "v-migrate-e1");
+  }
+  {
+    Flow r;
+    r.config.pre_copy = true;
+    r.Step();
+    MigrationStep st = r.Step(kT0 + r.config.stall_timeout - absl::Seconds(1));
+    EXPECT_EQ(r.m.phase, MigrationPhase::kPreCopying);
+    st = r.Step(kT0 + r.config.stall_timeout + absl::Seconds(1));
+    EXPECT_EQ(r.m.phase, MigrationPhase::kRecalling);
+    EXPECT_THAT(st.message, HasSubstr("no pre-copy progress"));
+  }
+  {
+    Flow r;
+    r.config.pre_copy = true;
+    r.config.pre_copy_timeout = absl::Seconds(30);
+    r.Step();
+    r.m.bytes_total = 100;
+    r.m.pre_copied_bytes = 10;
+    r.m.last_progress = kT0 + absl::Seconds(31);  // still moving
+    MigrationStep st = r.Step(kT0 + absl::Seconds(31));
+    EXPECT_EQ(r.m.phase, MigrationPhase::kRecalling);
+    EXPECT_THAT(st.message, HasSubstr("ran past"));
+  }
+}
+
+// Done pre-copying while another recall runs: it waits for the volume to be
+// Ready, then recalls at the epoch the volume is at then.
+TEST(Migration, PreCopyWaitsForTheVolumeThenRecallsAtItsEpoch) {
+  Flow r;
+  r.config.pre_copy = true;
+  r.Step();
+  r.vol = Apply(r.vol, StartRecall{"uid-x", RecallReason::kManual}, kT0)->state;
+  r.m.bytes_total = r.m.pre_copied_bytes = 100;
+  MigrationStep st = r.Step();
+  EXPECT_EQ(r.m.phase, MigrationPhase::kPreCopying);
+  EXPECT_EQ(st.reason, "WaitingForVolume");
+  EXPECT_FALSE(st.volume_event.has_value()) << "not its recall to touch";
+  r.vol = Apply(r.vol, HolderAck{"l", "uid-x", r.vol.epoch, true}, kT0)->state;
+  r.vol = Apply(r.vol, Resume{}, kT0)->state;
+  ASSERT_EQ(r.vol.phase, VolumePhase::kReady);
+  st = r.Step();
+  EXPECT_EQ(r.m.phase, MigrationPhase::kRecalling);
+  EXPECT_EQ(r.m.epoch, r.vol.epoch);
+  EXPECT_EQ(st.create_recall, MigrationRecallName("v", r.vol.epoch));
+}
+
+// Deleted while pre-copying: Failed (Deleted) with nothing to roll back; the
+// finalizer goes once the target freed what it made.
+TEST(Migration, DeletedWhilePreCopyingFailsAndForgetsOnceTheTargetFreed) {
+  Flow r;
+  r.config.pre_copy = true;
+  r.Step();
+  r.m.target_started = true;
+  r.m.deleting = true;
+  MigrationStep st = r.Step();
+  EXPECT_EQ(r.m.phase, MigrationPhase::kFailed);
+  EXPECT_EQ(st.reason, "Deleted");
+  EXPECT_FALSE(st.volume_event.has_value());
+  EXPECT_EQ(r.vol.phase, VolumePhase::kReady);
+  EXPECT_EQ(r.vol.epoch, 1u);
+  st = r.Step();
+  EXPECT_FALSE(st.forget) << "the target's media is not freed yet";
+  r.m.target_media_freed = true;
+  st = r.Step();
+  EXPECT_TRUE(st.forget);
+}
+
+// The operator crashed after creating the recall but before storing
+// Recalling: the next pass adopts the recall instead of making another.
+TEST(Migration, PreCopyingAdoptsItsRecallWhoseWriteWasLost) {
+  Flow r;
+  r.config.pre_copy = true;
+  r.Step();
+  r.vol =
+      Apply(r.vol, StartRecall{"uid-r", RecallReason::kMigrate}, kT0)->state;
+  MigrationView v;
+  v.volume = &r.vol;
+  v.recall_name = "v-migrate-e1";
+  v.recall_for = "m1";
+  MigrationStep st = StepMigration(r.m, v, kT0, r.config);
+  EXPECT_EQ(st.migration.phase, MigrationPhase::kRecalling);
+  EXPECT_EQ(st.migration.recall, "v-migrate-e1");
 }
 
 }  // namespace

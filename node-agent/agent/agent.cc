@@ -532,6 +532,17 @@ absl::Status Agent::MapAndRegisterLocked(Served& s) {
     r.persist = [m](uint64_t off, uint64_t len) {
       return m->Persist(off, len);
     };
+    // A migration's target asks inside the pause (docs/agent.md,
+    // "Migration"): the chunks it must read again.
+    r.digests = [m](uint64_t off, uint64_t len,
+                    uint64_t chunk) -> absl::StatusOr<std::string> {
+      if (chunk != kChecksumChunk) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("chunk digests are of ", kChecksumChunk,
+                         " bytes here, not ", chunk));
+      }
+      return HashChunks(m->base(), m->size(), off, len);
+    };
     absl::Status st = fabric_.RegisterVolume(r);
     if (!st.ok() && !absl::IsAlreadyExists(st)) return st;
     s.registered = true;

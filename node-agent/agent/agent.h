@@ -54,6 +54,7 @@
 #include "lib/base/clock.h"
 #include "lib/k8s/client.h"
 #include "lib/k8s/informer.h"
+#include "node-agent/agent/checksum.h"
 #include "node-agent/agent/mapped_volume.h"
 #include "node-agent/agent/metrics.h"
 #include "node-agent/agent/node_media.h"
@@ -231,6 +232,10 @@ class Agent {
     std::string data_path;
     uint64_t size = 0;
     std::string checksum;  // of the finished copy ("" while copying)
+    // The pre-copy's digest of each chunk as it wrote it to the media
+    // (nullopt: not written whole). In memory only: a restarted agent copies
+    // in full.
+    std::vector<std::optional<ChunkDigest>> pre_copied;
     // The media is a device the plugin made (config_.node_media: a devdax
     // volume's namespace; data_path "" until it answered), not a file.
     bool device = false;
@@ -322,8 +327,15 @@ class Agent {
   void ReconcileMigrationsLocked();
   void StartJobLocked(const std::string& key,
                       std::function<void(const std::atomic<bool>&)> body);
+  // The target's copy: `pre_copy` (phase PreCopying, the volume still
+  // Ready) reads every chunk and keeps their digests in incoming_ (in
+  // memory); the copy (phase Copying, inside the pause) then asks the
+  // source's digests over the fabric and reads only the chunks that differ
+  // (all of them without a pre-copy, or when the source cannot tell).
   void CopyIn(const api::DaxMigration& m, const api::DaxVolume& vol,
-              const std::atomic<bool>& cancel);
+              bool pre_copy, const std::atomic<bool>& cancel);
+  // A copy or pre-copy of migration `name` is running (its media in use).
+  bool CopyJobLocked(const std::string& name) const;
   // The target's media for `m` (recorded in incoming_ first): the path to
   // map, or the error with the migration's failure reason in `reason` ("":
   // cancelled, nothing to report).

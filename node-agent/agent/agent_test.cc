@@ -1136,6 +1136,113 @@ TEST_F(DevdaxSourceTest, FreedMediaIsToldOnTheCondition) {
 // every byte into the device, and its checksum matches node-a's; after the
 // switch node-b serves the device it copied into and node-a's plugin frees
 // the old one. A second migration that fails leaves no media on node-b.
+// The pre-copy (phase PreCopying, the volume still Ready) reads every
+// chunk; a holder then changes one chunk on the source; inside the pause
+// (Copying) the target asks the source's chunk digests over the fabric and
+// reads that chunk only. Its checksum (the kept digests and the new one)
+// matches the source's, and the device holds the source's bytes.
+TEST_F(DevdaxSourceTest, PreCopyThenThePauseReadsOnlyTheChangedChunk) {
+  const uint64_t size = 2 * kChecksumChunk + (4 << 20);  // 3 chunks
+  auto dev = media_->Create("vol", pb::DEVDAX, size);
+  ASSERT_TRUE(dev.ok()) << dev.status();
+  device_ = dev->device;
+  {
+    std::string pattern(size, '\0');
+    for (size_t i = 0; i < pattern.size(); ++i) {
+      pattern[i] = static_cast<char>((i * 7 + i / 4096) & 0xff);
+    }
+    ASSERT_TRUE(sys::WriteFileAtomic(device_, pattern).ok());
+  }
+  pb::RecordVolumeRequest rec;
+  rec.set_volume_id("vol");
+  rec.set_size_bytes(size);
+  rec.set_mode(pb::DEVDAX);
+  rec.set_share(true);
+  ASSERT_TRUE(agent_->RecordVolume(rec).ok());
+  pb::ServeVolumeRequest serve;
+  serve.set_volume_id("vol");
+  serve.set_mode(pb::DEVDAX);
+  serve.set_device(device_);
+  serve.set_size_bytes(size);
+  ASSERT_TRUE(agent_->ServeVolume(serve).ok());
+  VolumeEpoch(1);
+
+  ASSERT_TRUE(sys::MakeDirs(dir_ + "/plugin-b").ok());
+  FakeNodeMedia media_b(dir_ + "/plugin-b");
+  fabric::FakeFabric fabric_b("test-secret");
+  AgentConfig cb = config_;
+  cb.node = "node-b";
+  cb.state_dir = dir_ + "/state-b";
+  cb.socket_path = dir_ + "/agent-b.sock";
+  cb.connector = &fabric_.connector();
+  cb.node_media = &media_b;
+  auto agent_b =
+      std::make_unique<Agent>(cb, kube_, clock_, fabric_b, "10.0.0.2:7390");
+  ASSERT_TRUE(agent_b->Start().ok());
+  auto status = [&] {
+    auto j = kube_.Get(DaxMigrationResource(), "", "m1");
+    return j.ok() ? (*j)["status"] : k8s::Json::object();
+  };
+  auto phase = [&](const char* p) {
+    ASSERT_TRUE(
+        kube_
+            .Patch(
+                DaxMigrationResource(), "", "m1", k8s::PatchType::kMerge,
+                k8s::Json{
+                    {"status",
+                     {{"phase", p}, {"sourceNode", "node-a"}, {"epoch", 1}}}},
+                "status")
+            .ok());
+    agent_->Kick();
+    agent_b->Kick();
+  };
+  api::DaxMigration m;
+  m.metadata.name = "m1";
+  m.metadata.uid = "m1-uid";
+  m.spec.volume = "vol";
+  m.spec.target_node = "node-b";
+  ASSERT_TRUE(kube_.Create(DaxMigrationResource(), api::ToJson(m)).ok());
+  phase("PreCopying");
+  ASSERT_TRUE(WaitFor([&] {
+    return status().value("preCopiedBytes", uint64_t{0}) == size;
+  })) << status().dump();
+  EXPECT_EQ(status().value("bytesTotal", uint64_t{0}), size);
+  EXPECT_EQ(status().value("targetChecksum", ""), "");
+  EXPECT_EQ(status().value("sourceChecksum", ""), "")
+      << "the source sums inside the pause only";
+  EXPECT_EQ(fabric_.read_bytes(), size);
+  EXPECT_EQ(fabric_.digest_calls(), 0);
+
+  // A holder writes into chunk 1 after the pre-copy (through the owner's
+  // shared mapping of the device, as a local client does).
+  {
+    const int fd = open(device_.c_str(), O_WRONLY | O_CLOEXEC);
+    ASSERT_GE(fd, 0);
+    const std::string change(1000, 'Z');
+    ASSERT_EQ(pwrite(fd, change.data(), change.size(),
+                     static_cast<off_t>(kChecksumChunk + 4096)),
+              static_cast<ssize_t>(change.size()));
+    close(fd);
+  }
+  phase("Copying");
+  ASSERT_TRUE(WaitFor([&] {
+    k8s::Json st = status();
+    return !st.value("targetChecksum", "").empty() &&
+           !st.value("sourceChecksum", "").empty();
+  })) << status().dump();
+  EXPECT_EQ(status()["targetChecksum"], status()["sourceChecksum"]);
+  EXPECT_EQ(status().value("bytesCopied", uint64_t{0}), size);
+  EXPECT_EQ(status().value("refetchedBytes", uint64_t{0}), kChecksumChunk);
+  EXPECT_EQ(status().value("targetFailure", ""), "");
+  EXPECT_EQ(fabric_.digest_calls(), 1);
+  EXPECT_EQ(fabric_.read_bytes(), size + kChecksumChunk)
+      << "the unchanged chunks are not read again";
+  ASSERT_EQ(media_b.Volumes().size(), 1u);
+  EXPECT_EQ(*sys::ReadFile(media_b.Volumes().at("vol")),
+            *sys::ReadFile(device_));
+  agent_b->Stop();
+}
+
 TEST_F(DevdaxSourceTest, TargetCopiesIntoAPluginMadeDeviceThenServesIt) {
   auto dev = media_->Create("vol", pb::DEVDAX, 4 << 20);
   ASSERT_TRUE(dev.ok()) << dev.status();

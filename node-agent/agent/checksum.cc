@@ -74,6 +74,39 @@ ChunkDigest ChunkHasher::Finish() {
   return d;
 }
 
+absl::StatusOr<std::string> HashChunks(const char* base, uint64_t size,
+                                       uint64_t offset, uint64_t len) {
+  if (offset % kChecksumChunk != 0 || offset > size || len > size - offset) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "digests of [", offset, ", +", len, ") of ", size,
+        " bytes: not at a chunk of ", kChecksumChunk, " or past the end"));
+  }
+  std::string out;
+  out.reserve((len + kChecksumChunk - 1) / kChecksumChunk *
+              sizeof(ChunkDigest));
+  for (uint64_t off = offset; off < offset + len; off += kChecksumChunk) {
+    const ChunkDigest d = Canonical(
+        XXH3_128bits(base + off, std::min(kChecksumChunk, offset + len - off)));
+    out.append(reinterpret_cast<const char*>(d.data()), d.size());
+  }
+  return out;
+}
+
+std::vector<uint64_t> ChunksToFetch(
+    const std::vector<std::optional<ChunkDigest>>& have,
+    absl::string_view source) {
+  std::vector<uint64_t> fetch;
+  const bool comparable = source.size() == have.size() * sizeof(ChunkDigest);
+  for (uint64_t i = 0; i < have.size(); ++i) {
+    if (!comparable || !have[i].has_value() ||
+        std::memcmp(have[i]->data(), source.data() + i * sizeof(ChunkDigest),
+                    sizeof(ChunkDigest)) != 0) {
+      fetch.push_back(i);
+    }
+  }
+  return fetch;
+}
+
 absl::StatusOr<std::string> FileChecksum(const std::string& path, uint64_t size,
                                          const std::atomic<bool>* cancel) {
   int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);

@@ -24,10 +24,12 @@
 #include <atomic>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 
 namespace daxlease::agent {
 
@@ -51,6 +53,7 @@ class ChunkDigests {
   void Add(uint64_t index, const char* data, uint64_t n);
   // Chunk `index`'s digest, hashed piece by piece (ChunkHasher).
   void Set(uint64_t index, const ChunkDigest& digest);
+  const ChunkDigest& Get(uint64_t index) const { return digests_.at(index); }
   // "xxh3x16m:<hex>". REQUIRES: every chunk added.
   std::string Finish() const;
 
@@ -77,6 +80,22 @@ class ChunkHasher {
   struct State;  // xxHash's streaming state, in checksum.cc only
   std::unique_ptr<State> state_;
 };
+
+// The digests of the chunks of [offset, offset + len) of the `size` bytes at
+// `base`, one ChunkDigest after another (what a migration's source sends
+// its target over the fabric: RemoteRegion::Digests). InvalidArgument when
+// `offset` is not at a chunk or the range leaves the data.
+absl::StatusOr<std::string> HashChunks(const char* base, uint64_t size,
+                                       uint64_t offset, uint64_t len);
+
+// The chunks a migration's target reads again inside the pause: those whose
+// digest from its pre-copy (`have`, one per chunk; nullopt: not known, e.g.
+// cut short) is unknown or differs from the source's (`source`: HashChunks
+// of the whole volume). Every chunk when `source` does not hold one digest
+// per chunk. In increasing order.
+std::vector<uint64_t> ChunksToFetch(
+    const std::vector<std::optional<ChunkDigest>>& have,
+    absl::string_view source);
 
 // The checksum of the file's first `size` bytes, read through a mapping of
 // its own. Cancelled (when `cancel` turns true) between chunks; NotFound and

@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cstring>
 #include <fstream>
 #include <string>
 
@@ -144,6 +145,57 @@ TEST(ChecksumTest, MissingFileIsNotFoundWithThePath) {
   auto sum = FileChecksum("/nonexistent/daxlease-data", 4096, nullptr);
   EXPECT_EQ(sum.status().code(), absl::StatusCode::kNotFound);
   EXPECT_THAT(sum.status().message(), ::testing::HasSubstr("/nonexistent"));
+}
+
+// The digest diff a migration's target makes inside the pause: a chunk a
+// holder changed after the pre-copy is fetched again, an unchanged one is
+// not, one the pre-copy never finished is; the source's digests are
+// HashChunks' (the same digests ChunkDigests combines).
+TEST(ChecksumTest, ChunksToFetchAreTheChangedAndTheUnknown) {
+  const uint64_t size = 3 * kChecksumChunk + 100;
+  std::string data(size, '\0');
+  for (uint64_t i = 0; i < size; ++i) data[i] = static_cast<char>(i * 7 + 1);
+  // The pre-copy's view: every chunk as it was, chunk 3 not finished.
+  std::vector<std::optional<ChunkDigest>> have(4);
+  ChunkDigests before(size);
+  for (uint64_t i = 0; i < 3; ++i) {
+    before.Add(i, data.data() + i * kChecksumChunk, kChecksumChunk);
+    have[i] = before.Get(i);
+  }
+  // A holder writes one byte of chunk 1 after the pre-copy.
+  data[kChecksumChunk + 5] ^= 1;
+  auto source = HashChunks(data.data(), size, 0, size);
+  ASSERT_TRUE(source.ok()) << source.status();
+  ASSERT_EQ(source->size(), 4 * sizeof(ChunkDigest));
+  EXPECT_THAT(ChunksToFetch(have, *source), ::testing::ElementsAre(1, 3));
+  // Nothing changed and everything known: nothing is read again.
+  have[1] = std::nullopt;
+  for (uint64_t i = 0; i < 4; ++i) {
+    ChunkDigest d;
+    std::memcpy(d.data(), source->data() + i * d.size(), d.size());
+    have[i] = d;
+  }
+  EXPECT_TRUE(ChunksToFetch(have, *source).empty());
+  // Digests that are not one per chunk (another chunk size): all of them.
+  EXPECT_THAT(ChunksToFetch(have, source->substr(16)),
+              ::testing::ElementsAre(0, 1, 2, 3));
+  // The digests combine into the checksum the file has.
+  ChunkDigests all(size);
+  for (uint64_t i = 0; i < 4; ++i) all.Set(i, *have[i]);
+  const std::string path =
+      ::testing::TempDir() + "/chunks-" + std::to_string(getpid());
+  {
+    std::ofstream out(path, std::ios::binary);
+    out.write(data.data(), static_cast<std::streamsize>(size));
+  }
+  EXPECT_EQ(all.Finish(), *FileChecksum(path, size, nullptr));
+  unlink(path.c_str());
+  // A range must start at a chunk and stay inside the data.
+  EXPECT_FALSE(HashChunks(data.data(), size, 5, 10).ok());
+  EXPECT_FALSE(HashChunks(data.data(), size, 0, size + 1).ok());
+  auto tail = HashChunks(data.data(), size, 3 * kChecksumChunk, 100);
+  ASSERT_TRUE(tail.ok());
+  EXPECT_EQ(*tail, source->substr(3 * sizeof(ChunkDigest)));
 }
 
 }  // namespace

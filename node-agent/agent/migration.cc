@@ -171,21 +171,47 @@ void Agent::ReconcileMigrationsLocked() {
     const bool copying = phase == api::MigrationPhase::kCopying &&
                          vol.has_value() &&
                          vol->status.epoch == m->status.epoch;
+    // Before the recall: the volume is still Ready and served by its owner.
+    const bool pre_copying = phase == api::MigrationPhase::kPreCopying &&
+                             vol.has_value() &&
+                             vol->status.epoch == m->status.epoch;
 
     if (m->spec.target_node == config_.node) {
       auto in = incoming_.find(volume);
       const bool mine = in != incoming_.end() && in->second.migration == name;
+      auto pre_job = jobs_.find("precopy/" + name);
+      const bool pre_running =
+          pre_job != jobs_.end() && !pre_job->second.done->load();
+      const bool pre_copied =
+          mine && !in->second.pre_copied.empty() &&
+          std::all_of(in->second.pre_copied.begin(),
+                      in->second.pre_copied.end(),
+                      [](const auto& d) { return d.has_value(); });
       if (copying && m->status.target_failure.empty() &&
           (!mine || in->second.checksum.empty())) {
-        live.insert("copy/" + name);
+        if (pre_running) {
+          // Cancelled below (not live); the copy starts once it stopped
+          // writing the media (its end kicks another pass).
+        } else {
+          live.insert("copy/" + name);
+          api::DaxMigration mc = *m;
+          api::DaxVolume vc = *vol;
+          StartJobLocked("copy/" + name, [this, mc, vc](const auto& cancel) {
+            CopyIn(mc, vc, /*pre_copy=*/false, cancel);
+          });
+        }
+      } else if (pre_copying && m->status.pre_copy_failure.empty() &&
+                 !pre_copied &&
+                 (m->status.bytes_total == 0 ||
+                  m->status.pre_copied_bytes < m->status.bytes_total)) {
+        live.insert("precopy/" + name);
         api::DaxMigration mc = *m;
         api::DaxVolume vc = *vol;
-        StartJobLocked("copy/" + name, [this, mc, vc](const auto& cancel) {
-          CopyIn(mc, vc, cancel);
+        StartJobLocked("precopy/" + name, [this, mc, vc](const auto& cancel) {
+          CopyIn(mc, vc, /*pre_copy=*/true, cancel);
         });
       } else if (phase == api::MigrationPhase::kFailed && mine) {
-        auto job = jobs_.find("copy/" + name);
-        if (job == jobs_.end()) {
+        if (!CopyJobLocked(name)) {
           FreeIncomingLocked(volume);
         }  // else: cancelled below, freed on the next pass
       } else if (mine && !in->second.checksum.empty() && vol.has_value() &&
@@ -198,7 +224,7 @@ void Agent::ReconcileMigrationsLocked() {
 
     if (m->spec.target_node == config_.node &&
         phase == api::MigrationPhase::kFailed &&
-        !m->status.target_media_freed && !jobs_.contains("copy/" + name)) {
+        !m->status.target_media_freed && !CopyJobLocked(name)) {
       auto in = incoming_.find(volume);
       if (in == incoming_.end() || in->second.migration != name) {
         // Nothing of this migration's is left here (what a deletion of
@@ -220,8 +246,10 @@ void Agent::ReconcileMigrationsLocked() {
         }
         continue;
       }
-      if (copying && vol->spec.owner_node == config_.node) {
-        // The target's read-only access, for this migration and epoch.
+      if ((copying || pre_copying) && vol->spec.owner_node == config_.node) {
+        // The target's read-only access, for this migration and epoch: no
+        // lease (a recall never waits for it); before the recall for the
+        // pre-copy, after it for the copy (the same key: one epoch).
         fabric::GrantKey key{volume, MigrationLeaseUid(*m), m->spec.target_node,
                              m->status.epoch};
         auto g = fabric_.Grant(key, fabric::Access::kReadOnly);
@@ -233,7 +261,8 @@ void Agent::ReconcileMigrationsLocked() {
           // The target may read (the copy starts or goes on).
           base::CrashPoint("agent.migration.source_granted");
         }
-        if (m->status.source_checksum.empty()) {
+        if (copying && m->status.source_checksum.empty()) {
+          // Inside the pause only: the data no holder changes any more.
           live.insert("sum/" + name);
           const std::string path = s->second.data_path;
           const uint64_t size = s->second.size;
@@ -302,7 +331,7 @@ void Agent::ReconcileMigrationsLocked() {
   for (const auto& [vol, in] : incoming_) {
     auto v = CachedVolume(vol);
     if (migrations_->Get(in.migration).has_value() ||
-        jobs_.contains("copy/" + in.migration)) {
+        CopyJobLocked(in.migration)) {
       continue;
     }
     if (v.has_value() && v->spec.owner_node == config_.node) {
@@ -334,6 +363,10 @@ void Agent::ReconcileMigrationsLocked() {
       ++it;
     }
   }
+}
+
+bool Agent::CopyJobLocked(const std::string& name) const {
+  return jobs_.contains("copy/" + name) || jobs_.contains("precopy/" + name);
 }
 
 void Agent::FreeOutgoingLocked(const std::string& volume) {
@@ -585,6 +618,7 @@ absl::StatusOr<std::string> Agent::MakeFileMedia(const api::DaxMigration& m,
     in.device = false;
     in.size = size;
     in.checksum.clear();
+    in.pre_copied.clear();  // the copy that follows writes over it
     if (!SaveStateLocked().ok()) {
       *reason = "StateNotSaved";
       return absl::InternalError("the agent's state file cannot be written");
@@ -633,6 +667,7 @@ absl::StatusOr<std::string> Agent::MakeDeviceMedia(
         in.device = true;
         in.size = size;
         in.checksum.clear();
+        in.pre_copied.clear();  // the copy that follows writes over it
         if (!SaveStateLocked().ok()) {
           *reason = "StateNotSaved";
           return absl::InternalError(
@@ -685,14 +720,18 @@ absl::StatusOr<std::string> Agent::MakeDeviceMedia(
 }
 
 void Agent::CopyIn(const api::DaxMigration& m, const api::DaxVolume& vol,
-                   const std::atomic<bool>& cancel) {
+                   bool pre_copy, const std::atomic<bool>& cancel) {
   const std::string& name = m.metadata.name;
   const std::string& volume = m.spec.volume;
+  // A pre-copy that fails says so in preCopyFailure: the migration goes on
+  // and copies in full inside the pause (it never fails for it).
   auto fail = [&](const std::string& reason, const std::string& msg) {
-    base::LogError("agent.migration_failed",
-                   {{"migration", name}, {"reason", reason}, {"error", msg}});
-    (void)PatchMigrationStatus(
-        name, {{"targetFailure", absl::StrCat(reason, ": ", msg)}});
+    base::LogError(
+        pre_copy ? "agent.migration_pre_copy_failed" : "agent.migration_failed",
+        {{"migration", name}, {"reason", reason}, {"error", msg}});
+    (void)PatchMigrationStatus(name,
+                               {{pre_copy ? "preCopyFailure" : "targetFailure",
+                                 absl::StrCat(reason, ": ", msg)}});
   };
   if (config_.connector == nullptr) {
     fail("NoFabric", "this agent has no fabric connector");
@@ -724,6 +763,17 @@ void Agent::CopyIn(const api::DaxMigration& m, const api::DaxVolume& vol,
   std::unique_ptr<fabric::RemoteRegion> first;
   if (!connect(first)) return;
   const uint64_t size = first->size();
+  // What the pre-copy left on the media (this migration's, same size):
+  // taken before the media is made again, which forgets it.
+  std::vector<std::optional<ChunkDigest>> have;
+  if (!pre_copy) {
+    std::lock_guard<std::mutex> l(mu_);
+    auto in = incoming_.find(volume);
+    if (in != incoming_.end() && in->second.migration == name &&
+        in->second.size == size) {
+      have = in->second.pre_copied;
+    }
+  }
   // The media: a devdax volume's data is a whole device, a namespace this
   // node's plugin makes; anything else a file under the media directory.
   const bool device = vol.spec.mode == api::VolumeMode::kDevdax;
@@ -745,25 +795,69 @@ void Agent::CopyIn(const api::DaxMigration& m, const api::DaxVolume& vol,
   }
   // The media exists (and the state file names it); no byte copied yet.
   base::CrashPoint("agent.migration.media_created");
+  ChunkDigests digests(size);
+  // Chunks whose digest (in `digests`) is what the media holds: set by a
+  // stream once it wrote the whole chunk, or kept from the pre-copy.
+  std::vector<char> known(digests.chunks(), 0);
+  // The chunks to read: every one, or after a pre-copy those whose digest
+  // differs from the source's now (inside the pause: no holder writes).
+  std::vector<uint64_t> fetch;
+  const absl::Time start = clock_.Now();
+  absl::Duration digests_took;
+  if (!have.empty() && have.size() == digests.chunks()) {
+    auto src = first->Digests(0, size, kChecksumChunk);
+    digests_took = clock_.Now() - start;
+    if (src.ok()) {
+      fetch = ChunksToFetch(have, *src);
+      for (uint64_t i = 0; i < have.size(); ++i) {
+        if (have[i].has_value()) {
+          digests.Set(i, *have[i]);
+          known[i] = 1;
+        }
+      }
+      for (uint64_t i : fetch) known[i] = 0;
+    } else {
+      // The verbs fabric, or a source agent of an earlier version (which
+      // closes the connection on a request it does not know).
+      base::LogWarn("agent.migration_digests_unavailable",
+                    {{"migration", name},
+                     {"error", src.status().ToString()},
+                     {"fallback", "read every chunk"}});
+      if (!absl::IsUnimplemented(src.status())) first.reset();
+    }
+  }
+  if (fetch.empty() && std::count(known.begin(), known.end(), 1) == 0) {
+    for (uint64_t i = 0; i < digests.chunks(); ++i) fetch.push_back(i);
+  }
+  uint64_t to_fetch = 0;
+  for (uint64_t i : fetch) {
+    to_fetch += std::min(size, (i + 1) * kChecksumChunk) - i * kChecksumChunk;
+  }
+  const char* copied_field = pre_copy ? "preCopiedBytes" : "bytesCopied";
   (void)PatchMigrationStatus(name, {{"bytesTotal", size},
-                                    {"bytesCopied", 0},
+                                    {copied_field, size - to_fetch},
                                     {"lastProgressTime", now_str()}});
   const int streams = std::max(1, config_.migration_streams);
-  base::LogInfo("agent.migration_copying",
-                {{"migration", name},
-                 {"from", grant.endpoint},
-                 {"bytes", std::to_string(size)},
-                 {"streams", std::to_string(streams)}});
-  const absl::Time start = clock_.Now();
+  base::LogInfo(
+      pre_copy ? "agent.migration_pre_copying" : "agent.migration_copying",
+      {{"migration", name},
+       {"from", grant.endpoint},
+       {"bytes", std::to_string(size)},
+       {"fetch_bytes", std::to_string(to_fetch)},
+       {"fetch_chunks", std::to_string(fetch.size())},
+       {"digests_ms", std::to_string(absl::ToInt64Milliseconds(digests_took))},
+       {"streams", std::to_string(streams)}});
   const int fd = (*map)->fd();
   const uint64_t rate = config_.migration_bytes_per_second;
   // Read in pieces of at most 1 MiB (paced: a quarter second's worth, if
   // less), each into the stream's own buffer.
   const uint64_t piece =
       rate > 0 ? std::clamp<uint64_t>(rate / 4, 4096, kCopyPiece) : kCopyPiece;
-  ChunkDigests digests(size);
-  std::atomic<uint64_t> next_chunk{0};
-  std::atomic<uint64_t> copied{0};
+  std::atomic<uint64_t> next_fetch{0};
+  // Bytes the media holds as the source's (kept from the pre-copy or read
+  // now), and bytes read now.
+  std::atomic<uint64_t> copied{size - to_fetch};
+  std::atomic<uint64_t> fetched{0};
   // The first write to the media, or start of its write-back, that failed:
   // the copy stops and fails.
   std::mutex write_mu;
@@ -775,23 +869,24 @@ void Agent::CopyIn(const api::DaxMigration& m, const api::DaxVolume& vol,
   auto since = [&](absl::Time t) {
     return absl::ToInt64Microseconds(clock_.Now() - t);
   };
-  // One stream: claims the next chunk and reads it on its connection with
-  // ReadStream (TCP: every piece's request sent at once, so the source
-  // streams the chunk while this thread works; one request per piece, each
-  // waiting for the last, left the source idle most of the time: see
-  // docs/agent.md, "Migration"), each piece into the stream's own buffer,
-  // hashes it there while it is in the caches and writes it to the media
-  // with pwrite (a devdax device: through its mapping, as write(2) on
-  // device DAX fails); then starts the chunk's write-back so that the persist
-  // at the end only waits for the last. A lost connection (the source
-  // restarted) is made again and the read goes on from the first piece not
-  // written. Receiving straight into a mapping of the new media took a page
-  // fault per 4 KiB page (the file system allocating each block as it is
-  // first written): about 1.6x slower than this buffer and pwrite here.
+  // One stream: claims the next chunk to fetch and reads it on its
+  // connection with ReadStream (TCP: every piece's request sent at once, so
+  // the source streams the chunk while this thread works; one request per
+  // piece, each waiting for the last, left the source idle most of the time:
+  // see docs/agent.md, "Migration"), each piece into the stream's own
+  // buffer, hashes it there while it is in the caches and writes it to the
+  // media with pwrite (a devdax device: through its mapping, as write(2) on
+  // device DAX fails); then starts the chunk's write-back so that the
+  // persist at the end only waits for the last. A lost connection (the
+  // source restarted) is made again and the read goes on from the first
+  // piece not written. Receiving straight into a mapping of the new media
+  // took a page fault per 4 KiB page (the file system allocating each block
+  // as it is first written): about 1.6x slower than this buffer and pwrite.
   auto stream = [&](std::unique_ptr<fabric::RemoteRegion> r) {
     std::vector<char> buf(piece);
     ChunkHasher hasher;
-    for (uint64_t i = next_chunk++; i < digests.chunks(); i = next_chunk++) {
+    for (uint64_t k = next_fetch++; k < fetch.size(); k = next_fetch++) {
+      const uint64_t i = fetch[k];
       const uint64_t begin = i * kChecksumChunk;
       const uint64_t end = std::min(size, begin + kChecksumChunk);
       uint64_t off = begin;  // the first byte not written yet
@@ -821,7 +916,8 @@ void Agent::CopyIn(const api::DaxMigration& m, const api::DaxVolume& vol,
           return st;
         }
         off = at + d.size();
-        const uint64_t done = copied += d.size();
+        copied += d.size();
+        const uint64_t done = fetched += d.size();
         if (rate > 0) {
           // This many bytes may not have taken less than this long.
           const absl::Time due =
@@ -867,6 +963,20 @@ void Agent::CopyIn(const api::DaxMigration& m, const api::DaxVolume& vol,
         write_failed.store(true);
         return;
       }
+      known[i] = 1;  // this chunk only: no other stream writes it
+    }
+  };
+  // The pre-copy's digests of what the media holds, also when it stopped
+  // short (the chunks it finished spare the copy a read). REQUIRES: the
+  // streams joined.
+  auto keep_pre_copied = [&] {
+    if (!pre_copy) return;
+    std::lock_guard<std::mutex> l(mu_);
+    auto in = incoming_.find(volume);
+    if (in == incoming_.end() || in->second.migration != name) return;
+    in->second.pre_copied.assign(digests.chunks(), std::nullopt);
+    for (uint64_t i = 0; i < digests.chunks(); ++i) {
+      if (known[i]) in->second.pre_copied[i] = digests.Get(i);
     }
   };
   {
@@ -877,17 +987,23 @@ void Agent::CopyIn(const api::DaxMigration& m, const api::DaxVolume& vol,
     absl::Time reported = start;
     while (copied.load() < size && !cancel.load() && !write_failed.load()) {
       absl::SleepFor(absl::Milliseconds(20));
-      if (copied.load() >= size / 2) {
-        base::CrashPoint("agent.migration.mid_copy");
+      if (fetched.load() >= to_fetch / 2) {
+        base::CrashPoint(pre_copy ? "agent.migration.mid_pre_copy"
+                                  : "agent.migration.mid_copy");
       }
       if (clock_.Now() - reported >= absl::Milliseconds(500)) {
         reported = clock_.Now();
-        (void)PatchMigrationStatus(name, {{"bytesCopied", copied.load()},
+        (void)PatchMigrationStatus(name, {{copied_field, copied.load()},
                                           {"lastProgressTime", now_str()}});
       }
     }
     for (std::thread& t : threads) t.join();
   }
+  if (!pre_copy && to_fetch == 0) {
+    // Nothing to read: the crash point of a copy half done is here.
+    base::CrashPoint("agent.migration.mid_copy");
+  }
+  keep_pre_copied();
   if (write_failed.load()) {
     fail(write_reason, write_error.ToString());
     return;
@@ -895,6 +1011,24 @@ void Agent::CopyIn(const api::DaxMigration& m, const api::DaxVolume& vol,
   if (cancel.load()) return;
   const absl::Time copied_at = clock_.Now();
   const absl::Duration took = copied_at - start;
+  if (pre_copy) {
+    // Not persisted: the copy inside the pause persists the whole media
+    // before it reports its checksum.
+    map->reset();
+    (void)PatchMigrationStatus(
+        name, {{"preCopiedBytes", size},
+               {"preCopyMilliseconds", absl::ToInt64Milliseconds(took)},
+               {"lastProgressTime", now_str()}});
+    base::CrashPoint("agent.migration.pre_copied");
+    base::LogInfo("agent.migration_pre_copied",
+                  {{"migration", name},
+                   {"bytes", std::to_string(size)},
+                   {"copy_ms", std::to_string(absl::ToInt64Milliseconds(took))},
+                   {"read_ms", std::to_string(read_us.load() / 1000)},
+                   {"hash_ms", std::to_string(hash_us.load() / 1000)},
+                   {"write_ms", std::to_string(write_us.load() / 1000)}});
+    return;
+  }
   if (absl::Status st = (*map)->Persist(0, size); !st.ok()) {
     fail("MediaNotPersisted", st.ToString());
     return;
@@ -911,6 +1045,7 @@ void Agent::CopyIn(const api::DaxMigration& m, const api::DaxVolume& vol,
   }
   (void)PatchMigrationStatus(
       name, {{"bytesCopied", size},
+             {"refetchedBytes", fetched.load()},
              {"copyMilliseconds", absl::ToInt64Milliseconds(took)},
              {"targetChecksum", sum},
              {"lastProgressTime", now_str()}});
@@ -919,6 +1054,8 @@ void Agent::CopyIn(const api::DaxMigration& m, const api::DaxVolume& vol,
       "agent.migration_copied",
       {{"migration", name},
        {"bytes", std::to_string(size)},
+       {"read_bytes", std::to_string(fetched.load())},
+       {"digests_ms", std::to_string(absl::ToInt64Milliseconds(digests_took))},
        {"copy_ms", std::to_string(absl::ToInt64Milliseconds(took))},
        {"persist_ms", std::to_string(absl::ToInt64Milliseconds(persist))},
        {"read_ms", std::to_string(read_us.load() / 1000)},

@@ -80,7 +80,18 @@ struct Region {
   // Makes [offset, offset+len) durable (msync, or a CPU flush with
   // MAP_SYNC). Called by the fabric for a holder's Persist.
   std::function<absl::Status(uint64_t offset, uint64_t len)> persist;
+  // The digests of the chunks of [offset, offset+len), `chunk` bytes each
+  // (the last may be shorter), kDigestBytes each, in order, of what the
+  // mapping holds now. Called by the fabric for a holder's Digests (a
+  // migration's target, inside the pause). Empty: not offered
+  // (Unimplemented); the callee refuses a chunk size it does not hash in.
+  std::function<absl::StatusOr<std::string>(uint64_t offset, uint64_t len,
+                                            uint64_t chunk)>
+      digests;
 };
+
+// Bytes of one chunk digest (agent/checksum.h's XXH3-128).
+inline constexpr uint64_t kDigestBytes = 16;
 
 class Fabric {
  public:
@@ -153,6 +164,16 @@ class RemoteRegion {
   static constexpr uint64_t kReadStreamWindow = uint64_t{16} << 20;
   virtual absl::Status ReadStream(uint64_t offset, uint64_t len,
                                   absl::Span<char> buf, const Landed& landed);
+
+  // The owner's digests of the `chunk`-byte chunks of [offset, offset+len)
+  // as its mapping holds them now (Region::digests): kDigestBytes per chunk,
+  // in order. A migration's target asks inside the pause and reads again
+  // only the chunks whose digests differ from its pre-copy's. `offset` is a
+  // multiple of `chunk`. Unimplemented where the fabric or the owner does
+  // not offer it (the verbs fabric; an owner of an earlier version closes
+  // the connection: Unavailable); the caller then reads everything.
+  virtual absl::StatusOr<std::string> Digests(uint64_t offset, uint64_t len,
+                                              uint64_t chunk);
 };
 
 class FabricConnector {

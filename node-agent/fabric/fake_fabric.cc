@@ -119,7 +119,20 @@ class FakeRemoteRegion final : public RemoteRegion {
     char* base = nullptr;
     RETURN_IF_ERROR(Check(offset, out.size(), false, &base));
     std::memcpy(out.data(), base + offset, out.size());
+    f_.read_bytes_ += out.size();
     return absl::OkStatus();
+  }
+  absl::StatusOr<std::string> Digests(uint64_t offset, uint64_t len,
+                                      uint64_t chunk) override {
+    absl::MutexLock l(&f_.mu_);
+    char* base = nullptr;
+    RETURN_IF_ERROR(Check(offset, len, false, &base));
+    auto r = f_.regions_.find(g_.key.volume);
+    if (!r->second.digests) {
+      return absl::UnimplementedError("the owner serves no chunk digests");
+    }
+    ++f_.digest_calls_;
+    return r->second.digests(offset, len, chunk);
   }
   absl::Status Write(uint64_t offset, absl::Span<const char> data) override {
     absl::MutexLock l(&f_.mu_);

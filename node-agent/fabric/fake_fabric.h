@@ -35,6 +35,16 @@ class FakeFabric final : public Fabric {
   int invalidations() const;  // Invalidate calls that cut a live grant
   // RegisterVolume calls that registered `volume` so far.
   int registrations(const std::string& volume) const;
+  // Bytes read through RemoteRegions (Read, and ReadStream's pieces), and
+  // Digests calls answered.
+  uint64_t read_bytes() const {
+    absl::MutexLock l(&mu_);
+    return read_bytes_;
+  }
+  int digest_calls() const {
+    absl::MutexLock l(&mu_);
+    return digest_calls_;
+  }
 
   // CanShareFsdax answers `refusal` (OK by default), as verbs without ODP.
   absl::Status CanShareFsdax() const override {
@@ -67,6 +77,8 @@ class FakeFabric final : public Fabric {
   std::map<GrantKey, std::pair<Access, bool>> grants_
       ABSL_GUARDED_BY(mu_);  // live?
   int invalidations_ ABSL_GUARDED_BY(mu_) = 0;
+  uint64_t read_bytes_ ABSL_GUARDED_BY(mu_) = 0;
+  int digest_calls_ ABSL_GUARDED_BY(mu_) = 0;
   std::map<std::string, int64_t> min_epoch_ ABSL_GUARDED_BY(mu_);
   // Per volume, how many times it was registered: a region connected under
   // an earlier registration stays cut, as the real fabrics close it.

@@ -10,7 +10,7 @@ namespace {
 TEST(FakeFabricTest, KeepsTheFabricRules) {
   FakeFabric f;
   std::vector<char> mem(4096);
-  Region r{"vol", mem.data(), mem.size(), nullptr};
+  Region r{"vol", mem.data(), mem.size(), nullptr, nullptr};
   ASSERT_TRUE(f.RegisterVolume(r).ok());
   EXPECT_EQ(f.RegisterVolume(r).code(), absl::StatusCode::kAlreadyExists);
   GrantKey k{"vol", "uid", "n", 1};
@@ -34,7 +34,7 @@ TEST(FakeFabricTest, KeepsTheFabricRules) {
 TEST(FakeFabricTest, DeregisterForgetsTheVolumeAsTheRealFabricsDo) {
   FakeFabric f;
   std::vector<char> mem(4096);
-  Region r{"vol", mem.data(), mem.size(), nullptr};
+  Region r{"vol", mem.data(), mem.size(), nullptr, nullptr};
   ASSERT_TRUE(f.RegisterVolume(r).ok());
   GrantKey k{"vol", "uid", "n", 2};
   auto g = f.Grant(k, Access::kReadWrite);

@@ -86,6 +86,11 @@ absl::Status RemoteRegion::ReadStream(uint64_t offset, uint64_t len,
   return absl::OkStatus();
 }
 
+absl::StatusOr<std::string> RemoteRegion::Digests(uint64_t, uint64_t,
+                                                  uint64_t) {
+  return absl::UnimplementedError("this fabric does not serve chunk digests");
+}
+
 std::string GrantKey::DebugString() const {
   return absl::StrCat(volume, "/", lease_uid, "@", holder_node, "#", epoch);
 }
@@ -371,7 +376,8 @@ void TcpFabric::Serve(std::shared_ptr<Conn> conn) {
     // A persist carries no payload: any range inside the volume (a whole
     // volume, from a holder of an earlier version that does not split it).
     const bool in_range =
-        (req.op == wire::kOpPersist || req.length <= wire::kMaxOpBytes) &&
+        (req.op == wire::kOpPersist || req.op == wire::kOpDigests ||
+         req.length <= wire::kMaxOpBytes) &&
         req.offset <= region.length && req.length <= region.length - req.offset;
     absl::Status st;
     bool ok_io = true;
@@ -416,6 +422,27 @@ void TcpFabric::Serve(std::shared_ptr<Conn> conn) {
           st = region.persist(req.offset, req.length);
         ok_io = wire::WriteReply(fd, st, nullptr, 0).ok();
         break;
+      case wire::kOpDigests: {
+        // Read-only grants may ask: a digest tells less than a READ.
+        const uint64_t chunk = req.reserved;
+        if (st.ok() && !region.digests) {
+          st = absl::UnimplementedError("the owner serves no chunk digests");
+        } else if (st.ok() && (chunk == 0 || req.offset % chunk != 0)) {
+          st = absl::InvalidArgumentError(absl::StrCat(
+              "digests of chunks of ", chunk, " bytes from ", req.offset));
+        }
+        std::string d;
+        if (st.ok()) {
+          auto got = region.digests(req.offset, req.length, chunk);
+          if (got.ok()) {
+            d = std::move(*got);
+          } else {
+            st = got.status();
+          }
+        }
+        ok_io = wire::WriteReply(fd, st, d.data(), d.size()).ok();
+        break;
+      }
       default:
         ok_io = false;
         break;
@@ -508,6 +535,33 @@ class TcpRemoteRegion final : public RemoteRegion {
       got += n;
     }
     return absl::OkStatus();
+  }
+
+  // One request (DIGESTS) for the whole range: its reply is 16 bytes per
+  // chunk (64 KiB per TiB at 16 MiB chunks).
+  absl::StatusOr<std::string> Digests(uint64_t offset, uint64_t len,
+                                      uint64_t chunk) override {
+    absl::MutexLock l(&mu_);
+    RETURN_IF_ERROR(Usable());
+    if (chunk == 0 || chunk > UINT32_MAX || offset % chunk != 0 ||
+        offset > size_ || len > size_ - offset) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("digests of [", offset, ", +", len, ") in chunks of ",
+                       chunk, " bytes of a volume of ", size_));
+    }
+    std::string out((len + chunk - 1) / chunk * kDigestBytes, '\0');
+    wire::RequestHeader req{wire::kOpDigests, static_cast<uint32_t>(chunk),
+                            offset, len};
+    absl::Status st = wire::WriteFull(fd_, &req, sizeof(req));
+    absl::Status remote;
+    if (st.ok()) {
+      st = wire::ReadReply(fd_, &remote, out.empty() ? nullptr : out.data(),
+                           out.size());
+    }
+    if (!st.ok()) return Lost(st);
+    if (remote.code() == absl::StatusCode::kPermissionDenied) broken_ = remote;
+    if (!remote.ok()) return remote;
+    return out;
   }
 
   // In requests of at most kMaxOpBytes like Read and Write: an owner of an

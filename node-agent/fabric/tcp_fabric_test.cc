@@ -353,6 +353,63 @@ TEST_F(TcpFabricTest, PersistsARangeLargerThanTheLargestPayload) {
   ASSERT_TRUE(fabric_->DeregisterVolume("big").ok());
 }
 
+// DIGESTS (a migration's target, inside the pause): one request for a whole
+// range, answered by the owner's Region::digests with 16 bytes per chunk; a
+// read-only grant may ask; an owner that offers none answers Unimplemented
+// and the connection stays usable; a cut grant is refused.
+TEST_F(TcpFabricTest, DigestsAreServedPerChunkThroughAReadOnlyGrant) {
+  std::vector<char> mem(10000, 'x');
+  Region r;
+  r.volume = "dig";
+  r.base = mem.data();
+  r.length = mem.size();
+  std::vector<std::string> asked;
+  r.digests = [&](uint64_t off, uint64_t len,
+                  uint64_t chunk) -> absl::StatusOr<std::string> {
+    asked.push_back(absl::StrCat(off, "+", len, "/", chunk));
+    std::string out;
+    for (uint64_t o = off; o < off + len; o += chunk) {
+      out.append(kDigestBytes, static_cast<char>('a' + o / chunk));
+    }
+    return out;
+  };
+  ASSERT_TRUE(fabric_->RegisterVolume(r).ok());
+  const GrantKey key{"dig", "migration/uid", "node-b", 3};
+  auto g = fabric_->Grant(key, Access::kReadOnly);
+  ASSERT_TRUE(g.ok()) << g.status();
+  auto remote = connector_.Connect(*g);
+  ASSERT_TRUE(remote.ok()) << remote.status();
+  auto d = (*remote)->Digests(0, mem.size(), 4096);
+  ASSERT_TRUE(d.ok()) << d.status();
+  EXPECT_EQ(*d,
+            std::string(16, 'a') + std::string(16, 'b') + std::string(16, 'c'));
+  EXPECT_THAT(asked, ::testing::ElementsAre("0+10000/4096"));
+  // Not at a chunk, or past the end: refused before anything is sent.
+  EXPECT_EQ((*remote)->Digests(5, 100, 4096).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ((*remote)->Digests(0, mem.size() + 1, 4096).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  std::vector<char> buf(10);
+  EXPECT_TRUE((*remote)->Read(0, absl::MakeSpan(buf)).ok());
+
+  // An owner that offers no digests (the holders' volume above).
+  auto g2 = fabric_->Grant(key_, Access::kReadOnly);
+  ASSERT_TRUE(g2.ok()) << g2.status();
+  auto plain = connector_.Connect(*g2);
+  ASSERT_TRUE(plain.ok()) << plain.status();
+  EXPECT_EQ((*plain)->Digests(0, 4096, 4096).status().code(),
+            absl::StatusCode::kUnimplemented);
+  EXPECT_TRUE((*plain)->Read(0, absl::MakeSpan(buf)).ok())
+      << "the connection stays in step";
+
+  // Cut: its connection is closed, and a new one is refused.
+  ASSERT_TRUE(fabric_->Invalidate(key).ok());
+  EXPECT_FALSE((*remote)->Digests(0, mem.size(), 4096).ok());
+  EXPECT_EQ(connector_.Connect(*g).status().code(),
+            absl::StatusCode::kPermissionDenied);
+  EXPECT_THAT(asked, ::testing::SizeIs(1));
+}
+
 // The migration's bulk read: every piece in order, each handed over before
 // the next is received, across more than one window of requests.
 TEST_F(TcpFabricTest, ReadStreamHandsOverEveryPieceInOrder) {

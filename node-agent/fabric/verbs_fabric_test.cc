@@ -99,7 +99,9 @@ TEST(AnyConnector, RoutesByEndpoint) {
   ASSERT_TRUE(tcp.ok()) << tcp.status();
   std::vector<char> mem(1 << 16, 0);
   ASSERT_TRUE(
-      (*tcp)->RegisterVolume({"v", mem.data(), mem.size(), nullptr}).ok());
+      (*tcp)
+          ->RegisterVolume({"v", mem.data(), mem.size(), nullptr, nullptr})
+          .ok());
   auto info = (*tcp)->Grant({"v", "l", "n", 1}, Access::kReadWrite);
   ASSERT_TRUE(info.ok());
   EXPECT_EQ(info->fabric, "tcp");

@@ -18,6 +18,10 @@ namespace daxlease::fabric::wire {
 inline constexpr uint32_t kOpRead = 1;
 inline constexpr uint32_t kOpWrite = 2;
 inline constexpr uint32_t kOpPersist = 3;
+// The owner's chunk digests of [offset, offset + length): the request's
+// `reserved` field carries the chunk size; the reply's payload is 16 bytes
+// per chunk (Region::digests).
+inline constexpr uint32_t kOpDigests = 4;
 // Largest payload of one request; the holder side splits bigger ones.
 inline constexpr uint64_t kMaxOpBytes = 16ull << 20;
 

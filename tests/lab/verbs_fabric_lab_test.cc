@@ -126,8 +126,11 @@ TEST(VerbsFabricLab, GrantWriteReadThenRevokeRefusesTheLateWrite) {
   o.window_pool = 4;
   auto f = fabric::VerbsFabric::Start(o);
   ASSERT_TRUE(f.ok()) << f.status();
-  ASSERT_TRUE((*f)->RegisterVolume({"vol", m.base(), kVolBytes, nullptr}).ok());
-  EXPECT_EQ((*f)->RegisterVolume({"vol", m.base(), kVolBytes, nullptr}).code(),
+  ASSERT_TRUE(
+      (*f)->RegisterVolume({"vol", m.base(), kVolBytes, nullptr, nullptr})
+          .ok());
+  EXPECT_EQ((*f)->RegisterVolume({"vol", m.base(), kVolBytes, nullptr, nullptr})
+                .code(),
             absl::StatusCode::kAlreadyExists);
   fabric::GrantKey ka{"vol", "lease-a", "node-b", 1};
   fabric::GrantKey kb{"vol", "lease-b", "node-c", 1};
@@ -248,7 +251,7 @@ TEST(VerbsFabricLab, FsdaxWithoutOdpIsRefusedWithTheReason) {
   EXPECT_EQ(can.code(), absl::StatusCode::kFailedPrecondition);
   EXPECT_NE(can.message().find("on-demand paging"), absl::string_view::npos);
   absl::Status st =
-      (*f)->RegisterVolume({"fsdax-vol", m.base(), m.len(), nullptr});
+      (*f)->RegisterVolume({"fsdax-vol", m.base(), m.len(), nullptr, nullptr});
   std::printf("fsdax registration: %s\n", st.ToString().c_str());
   EXPECT_EQ(st.code(), absl::StatusCode::kFailedPrecondition);
   EXPECT_NE(st.message().find("devdax"), absl::string_view::npos);

@@ -39,6 +39,7 @@ class MigrationTwoNodeTest : public TwoNodeVolumeTest {
   TwoNodeOptions Options() const override {
     TwoNodeOptions o;
     o.operator_args = {"--resync=5s", "--migration-stall-timeout=20s"};
+    if (!pre_copy_) o.operator_args.push_back("--migration-pre-copy=false");
     o.agent_args = agent_args_;
     return o;
   }
@@ -159,16 +160,21 @@ class MigrationTwoNodeTest : public TwoNodeVolumeTest {
   }
 
   std::vector<std::string> agent_args_;
+  // The operator's --migration-pre-copy (the default: on).
+  bool pre_copy_ = true;
   std::string id_, on_a_, on_b_, source_data_;
   std::unique_ptr<NodeProcess> writer_;
 };
 
 // Copies paced at 8 MiB/s (the 64 MiB volume's copy takes ~8 s), so a kill
-// lands mid-copy.
+// lands mid-copy. Without a pre-copy: these cases are about the copy inside
+// the pause (after a pre-copy it holds only the chunks that changed, and may
+// be over before the kill).
 class MigrationFaultTwoNodeTest : public MigrationTwoNodeTest {
  protected:
   MigrationFaultTwoNodeTest() {
     agent_args_ = {"--migration-max-bytes-per-second=8388608"};
+    pre_copy_ = false;
   }
 };
 
@@ -211,6 +217,10 @@ TEST_F(MigrationTwoNodeTest, WriterAndRemoteReaderRunThroughAMigrationAndBack) {
   EXPECT_EQ(Get("daxmigrations", to_b, "{.status.targetChecksum}"), sum);
   EXPECT_EQ(Get("daxmigrations", to_b, "{.status.bytesCopied}"),
             Get("daxmigrations", to_b, "{.status.bytesTotal}"));
+  // Pre-copied whole before the recall.
+  EXPECT_EQ(Get("daxmigrations", to_b, "{.status.preCopiedBytes}"),
+            Get("daxmigrations", to_b, "{.status.bytesTotal}"));
+  EXPECT_EQ(Get("daxmigrations", to_b, "{.status.preCopyFailure}"), "");
   EXPECT_EQ(Get("daxmigrations", to_b,
                 "{.status.conditions[?(@.type==\"Succeeded\")].status}"),
             "True");
@@ -283,6 +293,54 @@ TEST_F(MigrationTwoNodeTest, WriterAndRemoteReaderRunThroughAMigrationAndBack) {
   EXPECT_THAT(v.stdout_text, ::testing::HasSubstr(" corrupt=0 "));
   EXPECT_THAT(v.stdout_text,
               ::testing::HasSubstr(absl::StrCat(" maxseq=", seq, "\n")));
+}
+
+// The pre-copy: the target copies the volume while it is still Ready, then
+// the recall; inside the pause it reads again only the chunks whose digests
+// differ from the source's. A writer that writes only the first 4 MiB (in
+// the first 16 MiB chunk) leaves at most that chunk to read in the pause;
+// the checksums match, and every block is intact.
+TEST_F(MigrationTwoNodeTest, PreCopyLeavesOnlyTheWrittenChunkForThePause) {
+  auto& a = cluster_->a();
+  auto& b = cluster_->b();
+  const Json volume = CreateShared("precopy", 64 << 20, 10);
+  ASSERT_TRUE(volume.contains("volumeId")) << volume.dump();
+  id_ = volume.at("volumeId");
+  on_a_ = StageAndPublish(a, volume, "writer");
+  on_b_ = StageAndPublish(b, volume, "reader");
+  ASSERT_FALSE(HasFailure());
+  source_data_ = on_a_ + "/volume/.daxlease/data";
+  writer_ = StartWriter(a, on_a_, 600, 0, (4 << 20) / 4096, "writer-a");
+  ASSERT_NE(writer_, nullptr);
+  ASSERT_TRUE(Until(
+      [&] { return absl::StrContains(WriterLog(), "persisted seq=100 "); },
+      absl::Seconds(60)))
+      << WriterLog();
+
+  const int64_t e = Epoch(id_);
+  const std::string name = Migrate(id_, "node-b");
+  ASSERT_FALSE(name.empty());
+  ASSERT_EQ(AwaitMigration(name), "Complete")
+      << Get("daxmigrations", name, "{.status}");
+  const std::string total = Get("daxmigrations", name, "{.status.bytesTotal}");
+  EXPECT_EQ(Get("daxmigrations", name, "{.status.preCopiedBytes}"), total);
+  EXPECT_FALSE(
+      Get("daxmigrations", name, "{.status.preCopyMilliseconds}").empty());
+  EXPECT_EQ(Get("daxmigrations", name, "{.status.preCopyFailure}"), "");
+  int64_t refetched = 0;
+  const std::string r = Get("daxmigrations", name, "{.status.refetchedBytes}");
+  ASSERT_TRUE(r.empty() || absl::SimpleAtoi(r, &refetched)) << r;
+  EXPECT_LE(refetched, int64_t{16} << 20)
+      << "only the chunk the writer writes is read in the pause";
+  EXPECT_EQ(Get("daxmigrations", name, "{.status.targetChecksum}"),
+            Get("daxmigrations", name, "{.status.sourceChecksum}"));
+  ExpectSettled("Complete", a, b, e);
+  ASSERT_TRUE(writer_->running()) << WriterLog();
+  writer_->Kill9();
+  EXPECT_THAT(WriterLog(), ::testing::Not(::testing::HasSubstr("error")));
+  sys::CommandResult v = Io(b, {"verify", on_b_, "4096"});
+  EXPECT_EQ(v.exit_code, 0) << v.stdout_text << v.stderr_text;
+  EXPECT_THAT(v.stdout_text, ::testing::HasSubstr(" corrupt=0 "));
 }
 
 }  // namespace
@@ -479,6 +537,9 @@ class MigrationCrashPointTwoNodeTest
     : public MigrationFaultTwoNodeTest,
       public ::testing::WithParamInterface<CrashCase> {
  protected:
+  // With the pre-copy (the default): its kill points are among the cases,
+  // and the others land in the flow as it runs by default.
+  MigrationCrashPointTwoNodeTest() { pre_copy_ = true; }
   // The kills that landed at `point` in `log`.
   static size_t KillsAt(const std::string& log, const std::string& point) {
     size_t n = 0;
@@ -564,6 +625,13 @@ TEST_P(MigrationCrashPointTwoNodeTest, FinishesAfterTheKill) {
 INSTANTIATE_TEST_SUITE_P(
     EachStep, MigrationCrashPointTwoNodeTest,
     ::testing::Values(
+        // Pre-copying (the volume Ready, no recall yet): the operator once
+        // it stored PreCopying, the target half-way through the pre-copy
+        // (restarted, it copies again) and once it reported it done (its
+        // digests were in memory: the copy in the pause is whole).
+        CrashCase{Victim::kOperator, "operator.migration.precopying"},
+        CrashCase{Victim::kTarget, "agent.migration.mid_pre_copy"},
+        CrashCase{Victim::kTarget, "agent.migration.pre_copied"},
         // Recall started.
         CrashCase{Victim::kOperator, "operator.migration.recall_created"},
         CrashCase{Victim::kSource, "agent.recall.released"},

@@ -120,5 +120,31 @@ TEST(StatusTableTest, ShowsMediaTheAgentCouldNotFreeYet) {
   EXPECT_THAT(LineOf(out, "m-done "), testing::EndsWith("freed"));
 }
 
+// A migration pre-copying shows the pre-copy's progress; once copied in the
+// pause, how much of it was read again there.
+TEST(StatusTableTest, ShowsThePreCopyAndWhatThePauseReadAgain) {
+  api::DaxVolume v;
+  v.metadata.name = "vol-1";
+  v.spec.owner_node = "node-a";
+  v.status.phase = api::VolumePhase::kReady;
+  api::DaxMigration m;
+  m.metadata.name = "m-pre";
+  m.spec = {"vol-1", "node-b"};
+  m.status.phase = api::MigrationPhase::kPreCopying;
+  m.status.source_node = "node-a";
+  m.status.bytes_total = 400;
+  m.status.pre_copied_bytes = 100;
+  std::string out = FormatStatus({v}, {}, {}, kNow, {m});
+  EXPECT_THAT(LineOf(out, "m-pre "), HasSubstr("PreCopying"));
+  EXPECT_THAT(LineOf(out, "m-pre "), HasSubstr("100/400 (25% pre-copied)"));
+  m.status.phase = api::MigrationPhase::kSwitching;
+  m.status.pre_copied_bytes = m.status.bytes_copied = 400;
+  m.status.refetched_bytes = 16;
+  m.status.target_checksum = "xxh3x16m:x";
+  out = FormatStatus({v}, {}, {}, kNow, {m});
+  EXPECT_THAT(LineOf(out, "m-pre "),
+              HasSubstr("400/400 (100%), 16 read in the pause"));
+}
+
 }  // namespace
 }  // namespace daxlease::op

@@ -1,5 +1,10 @@
 // The agent's side of a DaxMigration (docs/agent.md, "Migration"). The
 // operator decides (lib/lease/migration.h); the agents do and report:
+//  - target, phase PreCopying (the volume still Ready): the copy below,
+//    whole, reporting preCopiedBytes (preCopyFailure when it fails: the
+//    migration goes on without it), keeping each chunk's digest in memory;
+//    then in Copying it asks the source's chunk digests over the fabric and
+//    reads only the chunks that differ.
 //  - target (spec.targetNode == this node), phase Copying: records the
 //    media in the state file, creates it (<media_dir>/<volume>/data, the
 //    source's size; a devdax volume: a namespace the node's plugin makes,
@@ -12,8 +17,9 @@
 //    and lastProgressTime, then persists and writes targetChecksum. Once the
 //    volume's owner is this node it serves the copy (Served::migrated); once
 //    the migration Failed it frees the media and says so (targetMediaFreed).
-//  - source (status.sourceNode == this node, the owner), phase Copying:
-//    grants the migration key and writes sourceChecksum of its data. Once
+//  - source (status.sourceNode == this node, the owner), phases PreCopying
+//    and Copying: grants the migration key (no lease: a recall never waits
+//    for it); in Copying writes sourceChecksum of its data. Once
 //    the migration is Complete and the owner moved, it unmaps and deletes
 //    its data file (freed only after the copy was verified; a devdax
 //    volume's namespace: the plugin frees it) and says so once it is gone

@@ -14,20 +14,28 @@
 //              reports it;
 //   migration: `kubectl daxlease migrate` equivalent (a DaxMigration),
 //              until the volume is Ready at the next epoch on the target.
-// Prints per migration: bytes, copy time (the target agent's
-// copyMilliseconds: the fabric reads into its media) against the plain
-// copy, copy + persist time (persist_ms from the target agent's log)
-// against the durable copy, the pause window (the DaxRecall's startedAt ->
-// the volume seen Ready at the next epoch), and their medians. The goal
-// (>= 0.8) is for the durable ratio: both sides end with the bytes on disk.
+//              With the pre-copy (the operator's default): the target
+//              copies the volume while it is Ready (preCopyMilliseconds),
+//              then inside the pause reads again only the chunks whose
+//              digests differ (refetchedBytes, copyMilliseconds).
+// Prints per migration: bytes, copy time (the pre-copy's
+// preCopyMilliseconds plus the target agent's copyMilliseconds: the fabric
+// reads into its media) against the plain copy, copy + persist time
+// (persist_ms from the target agent's log) against the durable copy, the
+// pause window (the DaxRecall's startedAt -> the volume seen Ready at the
+// next epoch), and their medians. The goal (>= 0.8) is for the durable
+// ratio: both sides end with the bytes on disk.
 //
 //   migration_bench [--size-mib M] [--iterations N] [--streams S]
-//                   [--poll-ms P]
+//                   [--poll-ms P] [--pre-copy 0|1]
 //
-// (S: the agents' --migration-streams, default 2.) The pause window is
-// broken down by when each step was first seen: the recall (its start ->
-// Copying), the copy (copyMilliseconds), persist+report (-> targetChecksum),
-// waiting for the source's checksum, and the switch (-> Ready).
+// (S: the agents' --migration-streams, default 2; --pre-copy 0 runs the
+// operator with --migration-pre-copy=false: the whole copy in the pause.)
+// The pause window is broken down by when each step was first seen: the
+// recall (its start -> Copying), the copy in the pause (copyMilliseconds;
+// of it the source's digests, digests_ms of the target's log), persist+report
+// (-> targetChecksum), waiting for the source's checksum, and the switch
+// (-> Ready).
 //
 // The volume and the migration are polled every P ms (default 100) while it
 // runs, so the pause window and its parts are seen to within about P ms.
@@ -73,9 +81,10 @@ double Median(std::vector<double> v) {
   return v.size() % 2 == 1 ? v[m] : (v[m - 1] + v[m]) / 2;
 }
 
-// persist_ms of the target agent's agent.migration_copied line for
-// `migration` in the log at `path`; -1 when there is none.
-int64_t PersistMs(const std::string& path, const std::string& migration) {
+// `field` (e.g. persist_ms) of the target agent's agent.migration_copied
+// line for `migration` in the log at `path`; -1 when there is none.
+int64_t CopiedField(const std::string& path, const std::string& migration,
+                    const std::string& field) {
   std::ifstream in(path);
   int64_t ms = -1;
   const std::string tag = absl::StrCat(" migration=", migration, " ");
@@ -84,9 +93,10 @@ int64_t PersistMs(const std::string& path, const std::string& migration) {
         line.find(tag) == std::string::npos) {
       continue;
     }
-    const size_t at = line.find(" persist_ms=");
+    const std::string key = absl::StrCat(" ", field, "=");
+    const size_t at = line.find(key);
     if (at == std::string::npos) continue;
-    const size_t from = at + 12;
+    const size_t from = at + key.size();
     (void)absl::SimpleAtoi(line.substr(from, line.find(' ', from) - from), &ms);
   }
   return ms;
@@ -110,12 +120,14 @@ int Main(int argc, char** argv) {
   // two GETs (TLS, the API server and etcd on the same two cores) ran only
   // while the migration did, not beside the peer copies, and took its CPU.
   int poll_ms = 100;
+  int pre_copy = 1;
   for (int i = 1; i + 1 < argc; i += 2) {
     std::string a = argv[i];
     if (a == "--size-mib") (void)absl::SimpleAtoi(argv[i + 1], &size_mib);
     if (a == "--iterations") (void)absl::SimpleAtoi(argv[i + 1], &iterations);
     if (a == "--streams") (void)absl::SimpleAtoi(argv[i + 1], &streams);
     if (a == "--poll-ms") (void)absl::SimpleAtoi(argv[i + 1], &poll_ms);
+    if (a == "--pre-copy") (void)absl::SimpleAtoi(argv[i + 1], &pre_copy);
   }
   const std::string why = testing::TwoNodePrereqMissing();
   if (!why.empty()) {
@@ -124,6 +136,7 @@ int Main(int argc, char** argv) {
   }
   testing::TwoNodeOptions o;
   o.operator_args = {"--resync=5s"};
+  if (pre_copy == 0) o.operator_args.push_back("--migration-pre-copy=false");
   o.agent_args = {absl::StrCat("--migration-streams=", streams)};
   auto c = TwoNodeCluster::Start(o);
   if (!c.ok()) return Fail(c.status().ToString());
@@ -212,7 +225,7 @@ int Main(int argc, char** argv) {
   std::vector<double> copy_mbps, plain_mbps, ratio, pause_ms, total_ms;
   std::vector<double> durable_mbps, durable_peer_mbps, durable_ratio;
   std::vector<double> recall_part, after_copy_part, source_wait_part,
-      switch_part;
+      switch_part, pre_copy_part, pause_copy_part, refetched_mib;
   int owner = 0;
   for (int it = 0; it < iterations * 2; ++it) {
     const int target = 1 - owner;
@@ -329,13 +342,20 @@ int Main(int argc, char** argv) {
     const double pause =
         started.ok() ? absl::ToDoubleMilliseconds(ready - *started) : -1;
     const int64_t total = ms.value("bytesTotal", int64_t{0});
-    const int64_t copy = std::max<int64_t>(1, ms.value("copyMilliseconds", 0));
+    // The copy in the pause, and the pre-copy before it (0 without one):
+    // together what moved the volume's bytes.
+    const int64_t pause_copy = ms.value("copyMilliseconds", int64_t{0});
+    const int64_t pre_ms = ms.value("preCopyMilliseconds", int64_t{0});
+    const int64_t refetched = ms.value("refetchedBytes", int64_t{0});
+    const int64_t copy = std::max<int64_t>(1, pause_copy + pre_ms);
     const double cm = total / 1e6 / (copy / 1e3);
     const double pm = plain_bytes / 1e6 / plain_s;
     // Durable: the copy and the persist after it (the target's log says how
     // long that took) against socat and fsync.
-    const int64_t persist =
-        PersistMs(absl::StrCat(nodes[target]->dir, "/agent.log"), name);
+    const std::string target_log =
+        absl::StrCat(nodes[target]->dir, "/agent.log");
+    const int64_t persist = CopiedField(target_log, name, "persist_ms");
+    const int64_t digests_ms = CopiedField(target_log, name, "digests_ms");
     const double dm = persist < 0 ? 0 : total / 1e6 / ((copy + persist) / 1e3);
     const double dpm = durable->first / 1e6 / durable->second;
     // recall: its start -> Copying seen; copy: the target's read loop;
@@ -349,8 +369,8 @@ int Main(int argc, char** argv) {
     const absl::Time sums = std::max(seen_target_sum, seen_source_sum);
     const double recall_ms =
         started.ok() ? ms_between(*started, seen_copying) : -1;
-    const double after_copy_ms =
-        ms_between(seen_copying, seen_target_sum) - static_cast<double>(copy);
+    const double after_copy_ms = ms_between(seen_copying, seen_target_sum) -
+                                 static_cast<double>(pause_copy);
     const double source_wait_ms =
         std::max(0.0, ms_between(seen_target_sum, seen_source_sum));
     const double switch_ms = ms_between(sums, ready);
@@ -358,21 +378,34 @@ int Main(int argc, char** argv) {
     after_copy_part.push_back(after_copy_ms);
     source_wait_part.push_back(source_wait_ms);
     switch_part.push_back(switch_ms);
+    pre_copy_part.push_back(static_cast<double>(pre_ms));
+    pause_copy_part.push_back(static_cast<double>(pause_copy));
+    refetched_mib.push_back(refetched / 1048576.0);
+    std::printf(
+        "%s -> %s: pre-copy %lld ms (before the recall), in the pause: "
+        "%lld of %lld bytes read again (%lld chunks), source digests %lld "
+        "ms\n",
+        nodes[owner]->name.c_str(), nodes[target]->name.c_str(),
+        static_cast<long long>(pre_ms), static_cast<long long>(refetched),
+        static_cast<long long>(total),
+        static_cast<long long>((refetched + (16 << 20) - 1) / (16 << 20)),
+        static_cast<long long>(digests_ms));
     std::printf(
         "%s -> %s: %lld bytes, copy %lld ms (%.0f MB/s), plain %lld bytes "
         "%.0f ms (%.0f MB/s), ratio %.2f; copy+persist %lld ms (%.0f MB/s), "
         "durable %lld bytes %.0f ms (%.0f MB/s), ratio %.2f; pause (recall "
         "start -> Ready) "
-        "%.0f ms (recall %.0f, copy %lld, persist+report %.0f, waiting for "
-        "the source's checksum %.0f, switch -> Ready %.0f), migrate -> Ready "
-        "%.0f ms\n",
+        "%.0f ms (recall %.0f, copy in the pause %lld, persist+report %.0f, "
+        "waiting for the source's checksum %.0f, switch -> Ready %.0f), "
+        "migrate -> Ready %.0f ms\n",
         nodes[owner]->name.c_str(), nodes[target]->name.c_str(),
         static_cast<long long>(total), static_cast<long long>(copy), cm,
         static_cast<long long>(plain_bytes), plain_s * 1e3, pm, cm / pm,
         static_cast<long long>(copy + persist), dm,
         static_cast<long long>(durable->first), durable->second * 1e3, dpm,
-        dm / dpm, pause, recall_ms, static_cast<long long>(copy), after_copy_ms,
-        source_wait_ms, switch_ms, absl::ToDoubleMilliseconds(ready - m0));
+        dm / dpm, pause, recall_ms, static_cast<long long>(pause_copy),
+        after_copy_ms, source_wait_ms, switch_ms,
+        absl::ToDoubleMilliseconds(ready - m0));
     std::fflush(stdout);
     copy_mbps.push_back(cm);
     plain_mbps.push_back(pm);
@@ -393,14 +426,17 @@ int Main(int argc, char** argv) {
       "holders: copy %.0f MB/s, plain copy %.0f MB/s, ratio %.2f; "
       "copy+persist %.0f MB/s, durable copy (socat + fsync) %.0f MB/s, "
       "ratio %.2f (goal >= 0.8); pause "
-      "window %.0f ms (recall %.0f, persist+report %.0f, waiting for the "
-      "source's checksum %.0f, switch -> Ready %.0f), migrate -> Ready %.0f "
-      "ms\n",
+      "window %.0f ms (recall %.0f, copy in the pause %.0f, persist+report "
+      "%.0f, waiting for the source's checksum %.0f, switch -> Ready %.0f), "
+      "migrate -> Ready %.0f ms; pre-copy %.0f ms, read again in the pause "
+      "%.0f MiB (pre-copy %s)\n",
       ratio.size(), static_cast<long long>(size_mib), streams,
       Median(copy_mbps), Median(plain_mbps), Median(ratio),
       Median(durable_mbps), Median(durable_peer_mbps), Median(durable_ratio),
-      Median(pause_ms), Median(recall_part), Median(after_copy_part),
-      Median(source_wait_part), Median(switch_part), Median(total_ms));
+      Median(pause_ms), Median(recall_part), Median(pause_copy_part),
+      Median(after_copy_part), Median(source_wait_part), Median(switch_part),
+      Median(total_ms), Median(pre_copy_part), Median(refetched_mib),
+      pre_copy != 0 ? "on" : "off");
   return 0;
 }
 

@@ -997,9 +997,14 @@ void Agent::CopyIn(const api::DaxMigration& m, const api::DaxVolume& vol,
         base::CrashPoint(pre_copy ? "agent.migration.mid_pre_copy"
                                   : "agent.migration.mid_copy");
       }
-      if (clock_.Now() - reported >= absl::Milliseconds(500)) {
+      const uint64_t now_copied = copied.load();
+      // Every byte is said only by the report at the end: a pre-copy's
+      // preCopiedBytes = bytesTotal moves the operator on to the recall,
+      // which must not come before that report (and its digests).
+      if (clock_.Now() - reported >= absl::Milliseconds(500) &&
+          now_copied < size) {
         reported = clock_.Now();
-        (void)PatchMigrationStatus(name, {{copied_field, copied.load()},
+        (void)PatchMigrationStatus(name, {{copied_field, now_copied},
                                           {"lastProgressTime", now_str()}});
       }
     }

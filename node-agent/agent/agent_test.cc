@@ -896,15 +896,23 @@ class DevdaxSourceTest : public AgentTest {
   // The plugin's CreateVolume, the agent's RecordVolume + ServeVolume of
   // the device; then the operator's Complete migration to node-b, the
   // volume owned by node-b at epoch 2.
-  // The plugin's CreateVolume of a 4 MiB devdax "vol" (its device in
-  // device_), the agent's RecordVolume + ServeVolume of it.
-  void ServeDevdax() {
-    auto dev = media_->Create("vol", pb::DEVDAX, 4 << 20);
+  // The plugin's CreateVolume of a devdax "vol" of `size` bytes (its device
+  // in device_; `patterned`: filled with bytes that differ from page to
+  // page), the agent's RecordVolume + ServeVolume of it.
+  void ServeDevdax(uint64_t size = 4 << 20, bool patterned = false) {
+    auto dev = media_->Create("vol", pb::DEVDAX, size);
     ASSERT_TRUE(dev.ok()) << dev.status();
     device_ = dev->device;
+    if (patterned) {
+      std::string pattern(size, '\0');
+      for (size_t i = 0; i < pattern.size(); ++i) {
+        pattern[i] = static_cast<char>((i * 7 + i / 4096) & 0xff);
+      }
+      ASSERT_TRUE(sys::WriteFileAtomic(device_, pattern).ok());
+    }
     pb::RecordVolumeRequest rec;
     rec.set_volume_id("vol");
-    rec.set_size_bytes(4 << 20);
+    rec.set_size_bytes(size);
     rec.set_mode(pb::DEVDAX);
     rec.set_share(true);
     ASSERT_TRUE(agent_->RecordVolume(rec).ok());
@@ -912,9 +920,20 @@ class DevdaxSourceTest : public AgentTest {
     serve.set_volume_id("vol");
     serve.set_mode(pb::DEVDAX);
     serve.set_device(device_);
-    serve.set_size_bytes(4 << 20);
+    serve.set_size_bytes(size);
     auto r = agent_->ServeVolume(serve);
     ASSERT_TRUE(r.ok()) << r.status();
+  }
+  // The configuration of a second agent, node-b (the migration target),
+  // whose plugin is `media_b` and which reaches node-a over its fabric.
+  AgentConfig NodeBConfig(FakeNodeMedia& media_b) {
+    AgentConfig cb = config_;
+    cb.node = "node-b";
+    cb.state_dir = dir_ + "/state-b";
+    cb.socket_path = dir_ + "/agent-b.sock";
+    cb.connector = &fabric_.connector();
+    cb.node_media = &media_b;
+    return cb;
   }
   void ServeThenMigrateAway() {
     ServeDevdax();
@@ -1130,12 +1149,6 @@ TEST_F(DevdaxSourceTest, FreedMediaIsToldOnTheCondition) {
   EXPECT_FALSE(MigrationCondition(api::kTargetMediaFreedCondition));
 }
 
-// Both sides of a devdax migration in one process (node-a the source, this
-// fixture's agent; node-b the target, over node-a's fabric): node-b's agent
-// asks its plugin for the namespace (recorded in its state first), copies
-// every byte into the device, and its checksum matches node-a's; after the
-// switch node-b serves the device it copied into and node-a's plugin frees
-// the old one. A second migration that fails leaves no media on node-b.
 // The pre-copy (phase PreCopying, the volume still Ready) reads every
 // chunk; a holder then changes one chunk on the source; inside the pause
 // (Copying) the target asks the source's chunk digests over the fabric and
@@ -1143,39 +1156,13 @@ TEST_F(DevdaxSourceTest, FreedMediaIsToldOnTheCondition) {
 // matches the source's, and the device holds the source's bytes.
 TEST_F(DevdaxSourceTest, PreCopyThenThePauseReadsOnlyTheChangedChunk) {
   const uint64_t size = 2 * kChecksumChunk + (4 << 20);  // 3 chunks
-  auto dev = media_->Create("vol", pb::DEVDAX, size);
-  ASSERT_TRUE(dev.ok()) << dev.status();
-  device_ = dev->device;
-  {
-    std::string pattern(size, '\0');
-    for (size_t i = 0; i < pattern.size(); ++i) {
-      pattern[i] = static_cast<char>((i * 7 + i / 4096) & 0xff);
-    }
-    ASSERT_TRUE(sys::WriteFileAtomic(device_, pattern).ok());
-  }
-  pb::RecordVolumeRequest rec;
-  rec.set_volume_id("vol");
-  rec.set_size_bytes(size);
-  rec.set_mode(pb::DEVDAX);
-  rec.set_share(true);
-  ASSERT_TRUE(agent_->RecordVolume(rec).ok());
-  pb::ServeVolumeRequest serve;
-  serve.set_volume_id("vol");
-  serve.set_mode(pb::DEVDAX);
-  serve.set_device(device_);
-  serve.set_size_bytes(size);
-  ASSERT_TRUE(agent_->ServeVolume(serve).ok());
+  ServeDevdax(size, /*patterned=*/true);
   VolumeEpoch(1);
 
   ASSERT_TRUE(sys::MakeDirs(dir_ + "/plugin-b").ok());
   FakeNodeMedia media_b(dir_ + "/plugin-b");
   fabric::FakeFabric fabric_b("test-secret");
-  AgentConfig cb = config_;
-  cb.node = "node-b";
-  cb.state_dir = dir_ + "/state-b";
-  cb.socket_path = dir_ + "/agent-b.sock";
-  cb.connector = &fabric_.connector();
-  cb.node_media = &media_b;
+  AgentConfig cb = NodeBConfig(media_b);
   auto agent_b =
       std::make_unique<Agent>(cb, kube_, clock_, fabric_b, "10.0.0.2:7390");
   ASSERT_TRUE(agent_b->Start().ok());
@@ -1243,40 +1230,20 @@ TEST_F(DevdaxSourceTest, PreCopyThenThePauseReadsOnlyTheChangedChunk) {
   agent_b->Stop();
 }
 
+// Both sides of a devdax migration in one process (node-a the source, this
+// fixture's agent; node-b the target, over node-a's fabric): node-b's agent
+// asks its plugin for the namespace (recorded in its state first), copies
+// every byte into the device, and its checksum matches node-a's; after the
+// switch node-b serves the device it copied into and node-a's plugin frees
+// the old one. A second migration that fails leaves no media on node-b.
 TEST_F(DevdaxSourceTest, TargetCopiesIntoAPluginMadeDeviceThenServesIt) {
-  auto dev = media_->Create("vol", pb::DEVDAX, 4 << 20);
-  ASSERT_TRUE(dev.ok()) << dev.status();
-  device_ = dev->device;
-  {
-    std::string pattern(4 << 20, '\0');
-    for (size_t i = 0; i < pattern.size(); ++i) {
-      pattern[i] = static_cast<char>((i * 7 + i / 4096) & 0xff);
-    }
-    ASSERT_TRUE(sys::WriteFileAtomic(device_, pattern).ok());
-  }
-  pb::RecordVolumeRequest rec;
-  rec.set_volume_id("vol");
-  rec.set_size_bytes(4 << 20);
-  rec.set_mode(pb::DEVDAX);
-  rec.set_share(true);
-  ASSERT_TRUE(agent_->RecordVolume(rec).ok());
-  pb::ServeVolumeRequest serve;
-  serve.set_volume_id("vol");
-  serve.set_mode(pb::DEVDAX);
-  serve.set_device(device_);
-  serve.set_size_bytes(4 << 20);
-  ASSERT_TRUE(agent_->ServeVolume(serve).ok());
+  ServeDevdax(4 << 20, /*patterned=*/true);
   VolumeEpoch(1);
 
   ASSERT_TRUE(sys::MakeDirs(dir_ + "/plugin-b").ok());
   FakeNodeMedia media_b(dir_ + "/plugin-b");
   fabric::FakeFabric fabric_b("test-secret");
-  AgentConfig cb = config_;
-  cb.node = "node-b";
-  cb.state_dir = dir_ + "/state-b";
-  cb.socket_path = dir_ + "/agent-b.sock";
-  cb.connector = &fabric_.connector();
-  cb.node_media = &media_b;
+  AgentConfig cb = NodeBConfig(media_b);
   auto agent_b =
       std::make_unique<Agent>(cb, kube_, clock_, fabric_b, "10.0.0.2:7390");
   ASSERT_TRUE(agent_b->Start().ok());
@@ -1357,11 +1324,7 @@ TEST_F(DevdaxSourceTest, TargetWithoutRoomFailsAndAFailedCopyFreesItsMedia) {
   media_b.SetCreateError(
       absl::ResourceExhaustedError("no region has 6 MiB free"));
   fabric::FakeFabric fabric_b("test-secret");
-  AgentConfig cb = config_;
-  cb.node = "node-b";
-  cb.state_dir = dir_ + "/state-b";
-  cb.connector = &fabric_.connector();
-  cb.node_media = &media_b;
+  AgentConfig cb = NodeBConfig(media_b);
   Agent agent_b(cb, kube_, clock_, fabric_b, "10.0.0.2:7390");
   ASSERT_TRUE(agent_b.Start().ok());
   auto start = [&](const std::string& name) {
@@ -1431,11 +1394,7 @@ TEST_F(DevdaxSourceTest, TargetMediaFreeRefusedOnRollbackBacksOffAndIsTold) {
   ASSERT_TRUE(sys::MakeDirs(dir_ + "/plugin-b").ok());
   FakeNodeMedia media_b(dir_ + "/plugin-b");
   fabric::FakeFabric fabric_b("test-secret");
-  AgentConfig cb = config_;
-  cb.node = "node-b";
-  cb.state_dir = dir_ + "/state-b";
-  cb.connector = &fabric_.connector();
-  cb.node_media = &media_b;
+  AgentConfig cb = NodeBConfig(media_b);
   Agent agent_b(cb, kube_, clock_, fabric_b, "10.0.0.2:7390");
   ASSERT_TRUE(agent_b.Start().ok());
   api::DaxMigration m;

@@ -314,19 +314,27 @@ TEST_F(ControllerTest, ConflictRequeuesAfterABackoffNotAtOnce) {
   EXPECT_THAT(text, HasSubstr("workqueue_retries_total{name=\"daxvolume\"} 1"));
 }
 
+// A CacheWorldReader over informers of a fake API server that are never
+// started: the tests feed it events (Observe) and writes themselves.
+class CacheWorldReaderTest : public testing::Test {
+ protected:
+  static k8s::InformerOptions Of(const k8s::Resource& r) {
+    k8s::InformerOptions o;
+    o.resource = r;
+    return o;
+  }
+
+  base::FakeClock clock;
+  k8s::FakeKubeClient fake{clock};
+  k8s::Informer volumes{fake, clock, Of(api::DaxVolumeResource())};
+  k8s::Informer leases{fake, clock, Of(api::DaxLeaseResource())};
+  k8s::Informer recalls{fake, clock, Of(api::DaxRecallResource())};
+  CacheWorldReader reader{volumes, leases, recalls};
+};
+
 // The display's writes (LeaseDisplay, through WroteNeedingNoPass) come back
 // on the watch; their echo asks for no pass, any other event does.
-TEST(CacheWorldReaderTest, TheEchoOfANoPassWriteAsksForNoPass) {
-  base::FakeClock clock;
-  k8s::FakeKubeClient fake(clock);
-  k8s::InformerOptions o;
-  o.resource = api::DaxVolumeResource();
-  k8s::Informer volumes(fake, clock, o);
-  o.resource = api::DaxLeaseResource();
-  k8s::Informer leases(fake, clock, o);
-  o.resource = api::DaxRecallResource();
-  k8s::Informer recalls(fake, clock, o);
-  CacheWorldReader reader(volumes, leases, recalls);
+TEST_F(CacheWorldReaderTest, TheEchoOfANoPassWriteAsksForNoPass) {
   const k8s::Resource lr = api::DaxLeaseResource();
   auto lease = [](int rv) {
     return k8s::Json{
@@ -367,17 +375,7 @@ TEST(CacheWorldReaderTest, TheEchoOfANoPassWriteAsksForNoPass) {
 // Every world read shares the cache's parsed leases (plan.h SharedLease):
 // no copy per pass, and an edit of one world (a pass's overlay, its plan)
 // never reaches the cache or another world.
-TEST(CacheWorldReaderTest, WorldsShareTheCachedLeasesAndEditsDoNotLeak) {
-  base::FakeClock clock;
-  k8s::FakeKubeClient fake(clock);
-  k8s::InformerOptions o;
-  o.resource = api::DaxVolumeResource();
-  k8s::Informer volumes(fake, clock, o);
-  o.resource = api::DaxLeaseResource();
-  k8s::Informer leases(fake, clock, o);
-  o.resource = api::DaxRecallResource();
-  k8s::Informer recalls(fake, clock, o);
-  CacheWorldReader reader(volumes, leases, recalls);
+TEST_F(CacheWorldReaderTest, WorldsShareTheCachedLeasesAndEditsDoNotLeak) {
   api::DaxLease l;
   l.metadata.name = "l";
   l.metadata.resource_version = "5";

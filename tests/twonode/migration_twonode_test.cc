@@ -61,14 +61,17 @@ class MigrationTwoNodeTest : public TwoNodeVolumeTest {
     return phase;
   }
 
-  // A shared 64 MiB volume on node-a, published to a writer pod there and
-  // a reader pod on node-b; a daxlease-io pattern writer on node-a (on
-  // node-b, through the reader pod's mount, with `writer_on_b`) for
-  // `seconds`, started and past its 100th block.
-  void SetUpVolumeAndWriter(int seconds, bool writer_on_b = false) {
+  // A shared 64 MiB volume `name` on node-a, published to a writer pod
+  // there and a reader pod on node-b; a daxlease-io pattern writer on
+  // node-a (on node-b, through the reader pod's mount, with `writer_on_b`)
+  // for `seconds`, over its first `blocks` 4 KiB blocks (0: all of it),
+  // started and past its 100th block.
+  void SetUpVolumeAndWriter(int seconds, bool writer_on_b = false,
+                            const std::string& name = "migrate",
+                            int blocks = 0) {
     auto& a = cluster_->a();
     auto& b = cluster_->b();
-    const Json volume = CreateShared("migrate", 64 << 20, 10);
+    const Json volume = CreateShared(name, 64 << 20, 10);
     ASSERT_TRUE(volume.contains("volumeId")) << volume.dump();
     id_ = volume.at("volumeId");
     on_a_ = StageAndPublish(a, volume, "writer");
@@ -76,8 +79,9 @@ class MigrationTwoNodeTest : public TwoNodeVolumeTest {
     ASSERT_FALSE(HasFailure());
     source_data_ = on_a_ + "/volume/.daxlease/data";
     ASSERT_TRUE(Exists(source_data_));
-    writer_ = writer_on_b ? StartWriter(b, on_b_, seconds, 0, 0, "writer-b")
-                          : StartWriter(a, on_a_, seconds, 0, 0, "writer-a");
+    writer_ = writer_on_b
+                  ? StartWriter(b, on_b_, seconds, 0, blocks, "writer-b")
+                  : StartWriter(a, on_a_, seconds, 0, blocks, "writer-a");
     ASSERT_NE(writer_, nullptr);
     ASSERT_TRUE(Until(
         [&] { return absl::StrContains(WriterLog(), "persisted seq=100 "); },
@@ -301,21 +305,10 @@ TEST_F(MigrationTwoNodeTest, WriterAndRemoteReaderRunThroughAMigrationAndBack) {
 // the first 16 MiB chunk) leaves at most that chunk to read in the pause;
 // the checksums match, and every block is intact.
 TEST_F(MigrationTwoNodeTest, PreCopyLeavesOnlyTheWrittenChunkForThePause) {
+  SetUpVolumeAndWriter(600, false, "precopy", (4 << 20) / 4096);
+  ASSERT_FALSE(HasFailure());
   auto& a = cluster_->a();
   auto& b = cluster_->b();
-  const Json volume = CreateShared("precopy", 64 << 20, 10);
-  ASSERT_TRUE(volume.contains("volumeId")) << volume.dump();
-  id_ = volume.at("volumeId");
-  on_a_ = StageAndPublish(a, volume, "writer");
-  on_b_ = StageAndPublish(b, volume, "reader");
-  ASSERT_FALSE(HasFailure());
-  source_data_ = on_a_ + "/volume/.daxlease/data";
-  writer_ = StartWriter(a, on_a_, 600, 0, (4 << 20) / 4096, "writer-a");
-  ASSERT_NE(writer_, nullptr);
-  ASSERT_TRUE(Until(
-      [&] { return absl::StrContains(WriterLog(), "persisted seq=100 "); },
-      absl::Seconds(60)))
-      << WriterLog();
 
   const int64_t e = Epoch(id_);
   const std::string name = Migrate(id_, "node-b");

@@ -20,6 +20,27 @@ std::string LineOf(const std::string& out, const std::string& prefix) {
   return out.substr(at + 1, end - at - 1);
 }
 
+// A Ready volume `vol-1` owned by `owner`.
+api::DaxVolume ReadyVolume(const std::string& owner) {
+  api::DaxVolume v;
+  v.metadata.name = "vol-1";
+  v.spec.owner_node = owner;
+  v.status.phase = api::VolumePhase::kReady;
+  return v;
+}
+
+// A migration `name` of vol-1 to `target`, in `phase`, from node-a.
+api::DaxMigration MigrationOfVol1(const std::string& name,
+                                  const std::string& target,
+                                  api::MigrationPhase phase) {
+  api::DaxMigration m;
+  m.metadata.name = name;
+  m.spec = {"vol-1", target};
+  m.status.phase = phase;
+  m.status.source_node = "node-a";
+  return m;
+}
+
 TEST(StatusTableTest, TableColumnsAlign) {
   EXPECT_EQ(FormatTable({{"A", "BB"}, {"ccc", "d"}}), "A    BB\nccc  d\n");
 }
@@ -73,30 +94,19 @@ TEST(StatusTableTest, ShowsVolumesLeasesAndRecallsInProgress) {
 // free shows FreeFailed in MEDIA and the condition's message (the plugin's
 // error, the attempt) under the table; once freed, "freed" and no message.
 TEST(StatusTableTest, ShowsMediaTheAgentCouldNotFreeYet) {
-  api::DaxVolume v;
-  v.metadata.name = "vol-1";
-  v.spec.owner_node = "node-b";
-  v.status.phase = api::VolumePhase::kReady;
-  api::DaxMigration done;
-  done.metadata.name = "m-done";
-  done.spec = {"vol-1", "node-b"};
-  done.status.phase = api::MigrationPhase::kComplete;
-  done.status.source_node = "node-a";
+  api::DaxVolume v = ReadyVolume("node-b");
+  api::DaxMigration done =
+      MigrationOfVol1("m-done", "node-b", api::MigrationPhase::kComplete);
   done.status.conditions.push_back(
       {api::kSourceMediaFreedCondition, api::ConditionStatus::kFalse, 1, kNow,
        api::kMediaFreeFailedReason,
        "FreeMedia of /dev/dax0.1 on node-a refused (attempt 3): "
        "FAILED_PRECONDITION: /dev/dax0.1 is open; asked again in 4s"});
-  api::DaxMigration failed;
-  failed.metadata.name = "m-failed";
-  failed.spec = {"vol-1", "node-c"};
-  failed.status.phase = api::MigrationPhase::kFailed;
-  failed.status.source_node = "node-a";
+  api::DaxMigration failed =
+      MigrationOfVol1("m-failed", "node-c", api::MigrationPhase::kFailed);
   failed.status.target_media_freed = true;
-  api::DaxMigration running;
-  running.metadata.name = "m-running";
-  running.spec = {"vol-1", "node-c"};
-  running.status.phase = api::MigrationPhase::kCopying;
+  api::DaxMigration running =
+      MigrationOfVol1("m-running", "node-c", api::MigrationPhase::kCopying);
 
   std::string out = FormatStatus({v}, {}, {}, kNow, {done, failed, running});
   EXPECT_THAT(out, HasSubstr("MEDIA"));
@@ -123,15 +133,9 @@ TEST(StatusTableTest, ShowsMediaTheAgentCouldNotFreeYet) {
 // A migration pre-copying shows the pre-copy's progress; once copied in the
 // pause, how much of it was read again there.
 TEST(StatusTableTest, ShowsThePreCopyAndWhatThePauseReadAgain) {
-  api::DaxVolume v;
-  v.metadata.name = "vol-1";
-  v.spec.owner_node = "node-a";
-  v.status.phase = api::VolumePhase::kReady;
-  api::DaxMigration m;
-  m.metadata.name = "m-pre";
-  m.spec = {"vol-1", "node-b"};
-  m.status.phase = api::MigrationPhase::kPreCopying;
-  m.status.source_node = "node-a";
+  api::DaxVolume v = ReadyVolume("node-a");
+  api::DaxMigration m =
+      MigrationOfVol1("m-pre", "node-b", api::MigrationPhase::kPreCopying);
   m.status.bytes_total = 400;
   m.status.pre_copied_bytes = 100;
   std::string out = FormatStatus({v}, {}, {}, kNow, {m});

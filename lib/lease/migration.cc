@@ -5,6 +5,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
+#include "lib/api/conditions.h"
 
 namespace daxlease::lease {
 namespace {
@@ -30,7 +31,7 @@ class Stepper {
         out_.volume_event = ChangeDone{n.target_node};
       }
       MayForget();
-      return Say("Succeeded", "Moved", Moved());
+      return Say(api::kMigrationSucceededCondition, "Moved", Moved());
     }
     if (n.phase == MigrationPhase::kFailed) {
       RollBack();
@@ -74,6 +75,13 @@ class Stepper {
            v_.recall_name == out_.migration.recall;
   }
 
+  // The volume's recall is this migration's, but the migration's own write
+  // naming it was lost (it is written after the recall is created).
+  bool OurRecallWriteLost() const {
+    return !v_.recall_for.empty() && v_.recall_for == out_.migration.id &&
+           vol_->recall.has_value();
+  }
+
   // Every byte copied and both checksums equal.
   bool Verified() const {
     const Migration& n = out_.migration;
@@ -108,7 +116,8 @@ class Stepper {
     return std::move(out_);
   }
   MigrationStep Progress(std::string reason, std::string message) {
-    return Say("Progressing", std::move(reason), std::move(message));
+    return Say(api::kMigrationProgressingCondition, std::move(reason),
+               std::move(message));
   }
 
   // The volume leaves this migration's change with its owner unchanged.
@@ -128,14 +137,13 @@ class Stepper {
     if (!n.source_node.empty()) {
       absl::StrAppend(&message, "; the volume stays on ", n.source_node);
     }
-    return Say("Failed", std::move(reason), std::move(message));
+    return Say(api::kMigrationFailedCondition, std::move(reason),
+               std::move(message));
   }
 
   MigrationStep Pending() {
     Migration& n = out_.migration;
-    if (!v_.recall_for.empty() && v_.recall_for == n.id &&
-        vol_->recall.has_value()) {
-      // Our recall was created but this migration's write was lost.
+    if (OurRecallWriteLost()) {
       n.recall = v_.recall_name;
       return Start();
     }
@@ -177,9 +185,7 @@ class Stepper {
   // the copy inside the pause longer.
   MigrationStep PreCopying() {
     Migration& n = out_.migration;
-    if (!v_.recall_for.empty() && v_.recall_for == n.id &&
-        vol_->recall.has_value()) {
-      // Our recall was created but this migration's write was lost.
+    if (OurRecallWriteLost()) {
       n.recall = v_.recall_name;
       return Start();
     }
@@ -266,7 +272,7 @@ class Stepper {
     if (!Ours()) {
       if (vol_->owner_node == n.target_node && vol_->epoch > n.epoch) {
         n.phase = MigrationPhase::kComplete;
-        return Say("Succeeded", "Moved", Moved());
+        return Say(api::kMigrationSucceededCondition, "Moved", Moved());
       }
       return Fail("RecallLost",
                   absl::StrCat("the volume left recall ", n.recall,
@@ -338,7 +344,7 @@ class Stepper {
     }
     if (vol_->owner_node == n.target_node && vol_->epoch > n.epoch) {
       n.phase = MigrationPhase::kComplete;
-      return Say("Succeeded", "Moved", Moved());
+      return Say(api::kMigrationSucceededCondition, "Moved", Moved());
     }
     return Fail("RecallLost",
                 absl::StrCat("the volume left recall ", n.recall,

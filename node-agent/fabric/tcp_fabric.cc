@@ -1,15 +1,18 @@
 #include "node-agent/fabric/tcp_fabric.h"
 
 #include <arpa/inet.h>
+#include <fcntl.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <poll.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <limits>
 #include <utility>
 
 #include "absl/strings/numbers.h"
@@ -621,6 +624,55 @@ class TcpRemoteRegion final : public RemoteRegion {
 
 }  // namespace
 
+namespace {
+
+// connect(2) on `fd` (blocking) that gives up after `timeout`.
+absl::Status ConnectWithin(int fd, const addrinfo* to, absl::Duration timeout) {
+  const int flags = fcntl(fd, F_GETFL);
+  if (flags < 0 || fcntl(fd, F_SETFL, flags | O_NONBLOCK) < 0) {
+    return absl::InternalError(absl::StrCat("fcntl: ", strerror(errno)));
+  }
+  int err = 0;
+  if (connect(fd, to->ai_addr, to->ai_addrlen) != 0) err = errno;
+  if (err == EINPROGRESS) {
+    const absl::Time deadline = absl::Now() + timeout;
+    while (true) {
+      pollfd p{fd, POLLOUT, 0};
+      const int64_t left = std::max<int64_t>(
+          0, absl::ToInt64Milliseconds(deadline - absl::Now()));
+      const int rc = poll(&p, 1,
+                          static_cast<int>(std::min<int64_t>(
+                              left, std::numeric_limits<int>::max())));
+      if (rc < 0 && errno == EINTR) continue;
+      if (rc < 0)
+        return absl::InternalError(absl::StrCat("poll: ", strerror(errno)));
+      if (rc == 0) {
+        return absl::DeadlineExceededError(
+            absl::StrCat("no answer within ", absl::FormatDuration(timeout)));
+      }
+      socklen_t len = sizeof(err);
+      if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) != 0) err = errno;
+      break;
+    }
+  }
+  if (err != 0) return absl::UnavailableError(strerror(err));
+  if (fcntl(fd, F_SETFL, flags) < 0) {
+    return absl::InternalError(absl::StrCat("fcntl: ", strerror(errno)));
+  }
+  return absl::OkStatus();
+}
+
+// SO_RCVTIMEO: a receive that waits longer fails with EAGAIN (zero: waits).
+absl::Status SetReceiveTimeout(int fd, absl::Duration timeout) {
+  const timeval tv = absl::ToTimeval(timeout);
+  if (setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv)) != 0) {
+    return absl::InternalError(absl::StrCat("SO_RCVTIMEO: ", strerror(errno)));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
 absl::StatusOr<std::unique_ptr<RemoteRegion>> TcpConnector::Connect(
     const GrantInfo& grant) {
   ASSIGN_OR_RETURN(auto hp, SplitHostPort(grant.endpoint));
@@ -639,13 +691,12 @@ absl::StatusOr<std::unique_ptr<RemoteRegion>> TcpConnector::Connect(
     freeaddrinfo(res);
     return base::ErrnoStatus("socket", grant.endpoint, errno);
   }
-  rc = connect(fd, res->ai_addr, res->ai_addrlen);
-  int err = errno;
+  absl::Status connected = ConnectWithin(fd, res, timeout_);
   freeaddrinfo(res);
-  if (rc != 0) {
+  if (!connected.ok()) {
     close(fd);
     return absl::UnavailableError(
-        absl::StrCat("connect(", grant.endpoint, "): ", strerror(err)));
+        absl::StrCat("connect(", grant.endpoint, "): ", connected.message()));
   }
   SetNoDelay(fd);
   agent::v1::FabricHello hello;
@@ -658,15 +709,24 @@ absl::StatusOr<std::unique_ptr<RemoteRegion>> TcpConnector::Connect(
                                                       : agent::v1::READ_ONLY);
   hello.set_credential(grant.credential);
   agent::v1::FabricHelloReply reply;
-  absl::Status st = wire::WriteFrame(fd, hello.SerializeAsString());
+  // The reply within the timeout; the connection's later operations wait
+  // as long as the owner takes (a persist of a large range is slow).
+  absl::Status st = SetReceiveTimeout(fd, timeout_);
+  if (st.ok()) st = wire::WriteFrame(fd, hello.SerializeAsString());
+  const absl::Time sent = absl::Now();
   if (st.ok()) {
     auto frame = wire::ReadFrame(fd, 64 * 1024);
     if (!frame.ok()) {
       st = frame.status();
+      if (absl::Now() - sent >= timeout_) {
+        st = absl::DeadlineExceededError(absl::StrCat(
+            "no FabricHelloReply within ", absl::FormatDuration(timeout_)));
+      }
     } else if (!reply.ParseFromString(*frame)) {
       st = absl::DataLossError("malformed FabricHelloReply");
     }
   }
+  if (st.ok()) st = SetReceiveTimeout(fd, absl::ZeroDuration());
   if (!st.ok()) {
     close(fd);
     return absl::UnavailableError(absl::StrCat(

@@ -24,6 +24,7 @@
 #include <vector>
 
 #include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
 #include "node-agent/fabric/fabric.h"
 
 namespace daxlease::fabric {
@@ -87,8 +88,23 @@ class TcpFabric final : public Fabric {
 // Holder side of TcpFabric.
 class TcpConnector final : public FabricConnector {
  public:
+  // How long Connect waits for the owner: for the TCP connection, then for
+  // the reply to its FabricHello. An owner whose node is gone (its SYNs
+  // unanswered: about two minutes of kernel retries) or whose agent is
+  // stuck must not hold the caller; libdaxlease retries an Unavailable
+  // until its attach timeout, and a migration's target until cancelled.
+  static constexpr absl::Duration kDefaultTimeout = absl::Seconds(10);
+
+  explicit TcpConnector(absl::Duration timeout = kDefaultTimeout)
+      : timeout_(timeout) {}
+
+  // Unavailable, naming the endpoint and the step, when the owner does not
+  // answer within the timeout.
   absl::StatusOr<std::unique_ptr<RemoteRegion>> Connect(
       const GrantInfo& grant) override;
+
+ private:
+  const absl::Duration timeout_;
 };
 
 }  // namespace daxlease::fabric

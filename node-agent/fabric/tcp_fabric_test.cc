@@ -7,6 +7,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <future>
 #include <mutex>
 #include <string>
 #include <thread>
@@ -472,6 +473,58 @@ TEST_F(TcpFabricTest, ReadStreamHandsOverEveryPieceInOrder) {
 // asked for every piece (4) still serves the read. Piece by piece (one
 // request, wait for its reply) the owner would wait forever: the copy of a
 // migration left the source idle that way for most of its time.
+// A listening socket on loopback that never accepts: connections complete
+// in the kernel (while its queue has room) and nobody answers them.
+struct SilentListener {
+  SilentListener() {
+    fd = socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    EXPECT_EQ(bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)), 0);
+    EXPECT_EQ(listen(fd, 0), 0);
+    socklen_t len = sizeof(a);
+    EXPECT_EQ(getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len), 0);
+    endpoint = absl::StrCat("127.0.0.1:", ntohs(a.sin_port));
+  }
+  ~SilentListener() { Close(); }
+  // Closing resets the connections it queued: a Connect still waiting on
+  // one returns.
+  void Close() {
+    if (fd >= 0) close(fd);
+    fd = -1;
+  }
+  int fd = -1;
+  std::string endpoint;
+};
+
+// An owner that never answers (its agent stuck, or its node gone with its
+// SYNs dropped once the queue is full) costs the caller the connector's
+// timeout, not the kernel's minutes of retries: Unavailable, naming the
+// endpoint. Both steps: the first Connect completes in the kernel and then
+// waits for the FabricHelloReply; later ones find the queue full.
+TEST(TcpConnectorTest, AnOwnerThatNeverAnswersCostsTheTimeout) {
+  SilentListener owner;
+  GrantInfo g;
+  g.key = {"vol", "uid-1", "node-b", 3};
+  g.endpoint = owner.endpoint;
+  TcpConnector connector(absl::Milliseconds(300));
+  for (int i = 0; i < 3; ++i) {
+    std::promise<absl::Status> result;
+    std::future<absl::Status> done = result.get_future();
+    std::thread t([&] { result.set_value(connector.Connect(g).status()); });
+    const bool in_time =
+        done.wait_for(std::chrono::seconds(5)) == std::future_status::ready;
+    if (!in_time) owner.Close();  // let a Connect that ignores its timeout go
+    t.join();
+    ASSERT_TRUE(in_time) << "attempt " << i << " waited more than 5 s";
+    absl::Status st = done.get();
+    EXPECT_EQ(st.code(), absl::StatusCode::kUnavailable) << st;
+    EXPECT_THAT(st.message(), HasSubstr(owner.endpoint));
+    EXPECT_THAT(st.message(), HasSubstr("within 300ms")) << st;
+  }
+}
+
 TEST(TcpReadStreamTest, AsksForEveryPieceBeforeTheFirstReply) {
   int ls = socket(AF_INET, SOCK_STREAM, 0);
   sockaddr_in a{};

@@ -534,14 +534,23 @@ absl::Status Agent::MapAndRegisterLocked(Served& s) {
     };
     // A migration's target asks inside the pause (docs/agent.md,
     // "Migration"): the chunks it must read again.
-    r.digests = [m](uint64_t off, uint64_t len,
+    // In the pause of a migration from this node, the digests of the whole
+    // volume are the ones its checksum takes (hashed once).
+    r.digests = [this, m, volume = s.req.volume_id()](
+                    uint64_t off, uint64_t len,
                     uint64_t chunk) -> absl::StatusOr<std::string> {
       if (chunk != kChecksumChunk) {
         return absl::InvalidArgumentError(
             absl::StrCat("chunk digests are of ", kChecksumChunk,
                          " bytes here, not ", chunk));
       }
-      return HashChunks(m->base(), m->size(), off, len);
+      auto hash = [&] {
+        if (config_.metrics != nullptr) config_.metrics->SourceHashed(len);
+        return HashChunks(m->base(), m->size(), off, len);
+      };
+      std::shared_ptr<FrozenDigests> frozen = FrozenDigestsOf(volume);
+      if (frozen == nullptr || off != 0 || len != m->size()) return hash();
+      return frozen->Get(hash);
     };
     absl::Status st = fabric_.RegisterVolume(r);
     if (!st.ok() && !absl::IsAlreadyExists(st)) return st;

@@ -347,6 +347,9 @@ class Agent {
                                               std::string* reason);
   void SumSource(const api::DaxMigration& m, const std::string& path,
                  uint64_t size, const std::atomic<bool>& cancel);
+  // The frozen digests of `volume` while this node is the source of a
+  // migration in its pause (Copying at the volume's epoch), else null.
+  std::shared_ptr<FrozenDigests> FrozenDigestsOf(const std::string& volume);
   absl::Status PatchMigrationStatus(const std::string& name,
                                     const k8s::Json& st);
   void FreeIncomingLocked(const std::string& volume);
@@ -454,6 +457,15 @@ class Agent {
   // volume's epoch moves past the grant's (or this node stops serving it).
   std::map<fabric::GrantKey, std::string> fenced_;
   bool fenced_unsaved_ = false;  // fenced_ has keys state.json lacks
+
+  // The volumes this node is the migration source of, in the pause: the
+  // digests its checksum and the target's DIGESTS share (by volume; the
+  // migration's name beside). A lock of its own, never held while waiting
+  // for anything: the fabric's threads take it when a holder asks DIGESTS,
+  // while a pass holding mu_ may be waiting for their operations (a cut).
+  std::mutex frozen_mu_;
+  std::map<std::string, std::pair<std::string, std::shared_ptr<FrozenDigests>>>
+      frozen_;
 
   std::mutex kick_mu_;
   std::condition_variable kick_cv_;

@@ -892,7 +892,20 @@ class DevdaxSourceTest : public AgentTest {
     ASSERT_TRUE(sys::MakeDirs(dir_ + "/plugin").ok());
     media_ = std::make_unique<FakeNodeMedia>(dir_ + "/plugin");
     if (with_media_) c.node_media = media_.get();
+    c.metrics = &metrics_;
   }
+  // Bytes node-a (this fixture's agent) hashed as a migration's source.
+  double SourceHashedBytes() {
+    for (const auto& f : registry_.Collect()) {
+      if (f.name == "daxlease_agent_migration_source_hashed_bytes_total" &&
+          !f.metric.empty()) {
+        return f.metric[0].counter.value;
+      }
+    }
+    return -1;
+  }
+  prometheus::Registry registry_;
+  AgentMetrics metrics_{registry_};
   // The plugin's CreateVolume, the agent's RecordVolume + ServeVolume of
   // the device; then the operator's Complete migration to node-b, the
   // volume owned by node-b at epoch 2.
@@ -933,6 +946,7 @@ class DevdaxSourceTest : public AgentTest {
     cb.socket_path = dir_ + "/agent-b.sock";
     cb.connector = &fabric_.connector();
     cb.node_media = &media_b;
+    cb.metrics = nullptr;
     return cb;
   }
   void ServeThenMigrateAway() {
@@ -1228,6 +1242,90 @@ TEST_F(DevdaxSourceTest, PreCopyThenThePauseReadsOnlyTheChangedChunk) {
   EXPECT_EQ(*sys::ReadFile(media_b.Volumes().at("vol")),
             *sys::ReadFile(device_));
   agent_b->Stop();
+}
+
+// Inside the pause the source hashes its data once: its checksum and the
+// target's DIGESTS over the migration's grant take the same digests
+// (daxlease_agent_migration_source_hashed_bytes_total counts the volume
+// once). Before the pause (PreCopying) nothing is kept: a DIGESTS then is
+// hashed afresh and sees a later change.
+TEST_F(DevdaxSourceTest, ThePauseHashesTheSourceOnceForItsChecksumAndDigests) {
+  const uint64_t size = 2 * kChecksumChunk + (4 << 20);  // 3 chunks
+  ServeDevdax(size, /*patterned=*/true);
+  VolumeEpoch(1);
+  api::DaxMigration m;
+  m.metadata.name = "m1";
+  m.metadata.uid = "m1-uid";
+  m.spec.volume = "vol";
+  m.spec.target_node = "node-b";
+  ASSERT_TRUE(kube_.Create(DaxMigrationResource(), api::ToJson(m)).ok());
+  auto phase = [&](const char* p) {
+    ASSERT_TRUE(
+        kube_
+            .Patch(
+                DaxMigrationResource(), "", "m1", k8s::PatchType::kMerge,
+                k8s::Json{
+                    {"status",
+                     {{"phase", p}, {"sourceNode", "node-a"}, {"epoch", 1}}}},
+                "status")
+            .ok());
+    agent_->Kick();
+  };
+  auto status = [&] {
+    auto j = kube_.Get(DaxMigrationResource(), "", "m1");
+    return j.ok() ? (*j)["status"] : k8s::Json::object();
+  };
+  // The target, as node-b's agent connects: the migration's read-only grant.
+  auto created = kube_.Get(DaxMigrationResource(), "", "m1");
+  ASSERT_TRUE(created.ok()) << created.status();
+  const fabric::GrantKey key{
+      "vol",
+      absl::StrCat("migration/", (*created)["metadata"].value("uid", "")),
+      "node-b", 1};
+  fabric::GrantInfo info;
+  info.key = key;
+  info.access = fabric::Access::kReadOnly;
+  info.credential = fabric::GrantCredential("test-secret", key, info.access);
+  auto connect = [&] {
+    std::unique_ptr<fabric::RemoteRegion> r;
+    EXPECT_TRUE(WaitFor([&] {
+      auto c = fabric_.connector().Connect(info);
+      if (c.ok()) r = *std::move(c);
+      return r != nullptr;
+    }));
+    return r;
+  };
+
+  phase("PreCopying");
+  std::unique_ptr<fabric::RemoteRegion> target = connect();
+  ASSERT_NE(target, nullptr);
+  auto before = target->Digests(0, size, kChecksumChunk);
+  ASSERT_TRUE(before.ok()) << before.status();
+  EXPECT_EQ(SourceHashedBytes(), static_cast<double>(size));
+  {
+    const int fd = open(device_.c_str(), O_WRONLY | O_CLOEXEC);
+    ASSERT_GE(fd, 0);
+    ASSERT_EQ(pwrite(fd, "Z", 1, static_cast<off_t>(kChecksumChunk)), 1);
+    close(fd);
+  }
+
+  phase("Copying");
+  ASSERT_TRUE(WaitFor([&] {
+    return !status().value("sourceChecksum", "").empty();
+  })) << status().dump();
+  EXPECT_EQ(SourceHashedBytes(), static_cast<double>(2 * size));
+  auto in_pause = target->Digests(0, size, kChecksumChunk);
+  ASSERT_TRUE(in_pause.ok()) << in_pause.status();
+  EXPECT_EQ(SourceHashedBytes(), static_cast<double>(2 * size))
+      << "the DIGESTS in the pause took the checksum's digests";
+  EXPECT_EQ(*ChecksumOfDigests(size, *in_pause),
+            status().value("sourceChecksum", ""));
+  EXPECT_EQ(in_pause->substr(0, 16), before->substr(0, 16));
+  EXPECT_NE(in_pause->substr(16, 16), before->substr(16, 16))
+      << "the change after the pre-copy's DIGESTS shows";
+  auto file = FileChecksum(device_, size, nullptr);
+  ASSERT_TRUE(file.ok()) << file.status();
+  EXPECT_EQ(status().value("sourceChecksum", ""), *file);
 }
 
 // Both sides of a devdax migration in one process (node-a the source, this

@@ -107,8 +107,9 @@ std::vector<uint64_t> ChunksToFetch(
   return fetch;
 }
 
-absl::StatusOr<std::string> FileChecksum(const std::string& path, uint64_t size,
-                                         const std::atomic<bool>* cancel) {
+absl::StatusOr<std::string> FileChunkDigests(const std::string& path,
+                                             uint64_t size,
+                                             const std::atomic<bool>* cancel) {
   int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) return base::ErrnoStatus("open", path, errno);
   void* p =
@@ -118,19 +119,61 @@ absl::StatusOr<std::string> FileChecksum(const std::string& path, uint64_t size,
   if (p == MAP_FAILED) return base::ErrnoStatus("mmap", path, err);
   const char* base = static_cast<const char*>(p);
   if (size > 0) madvise(p, size, MADV_SEQUENTIAL);
-  ChunkDigests digests(size);
+  std::string out;
   absl::Status st;
-  for (uint64_t i = 0; i < digests.chunks(); ++i) {
+  for (uint64_t off = 0; off < size; off += kChecksumChunk) {
     if (cancel != nullptr && cancel->load()) {
       st = absl::CancelledError("checksum cancelled");
       break;
     }
-    const uint64_t off = i * kChecksumChunk;
-    digests.Add(i, base + off, std::min(kChecksumChunk, size - off));
+    auto d = HashChunks(base, size, off, std::min(kChecksumChunk, size - off));
+    if (!d.ok()) {
+      st = d.status();
+      break;
+    }
+    out += *d;
   }
   if (p != nullptr) munmap(p, size);
   if (!st.ok()) return st;
-  return digests.Finish();
+  return out;
+}
+
+absl::StatusOr<std::string> ChecksumOfDigests(uint64_t size,
+                                              absl::string_view digests) {
+  ChunkDigests sum(size);
+  if (digests.size() != sum.chunks() * sizeof(ChunkDigest)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(digests.size(), " bytes of digests for ", size,
+                     " bytes of data (", sum.chunks(), " chunks)"));
+  }
+  for (uint64_t i = 0; i < sum.chunks(); ++i) {
+    ChunkDigest d;
+    std::memcpy(d.data(), digests.data() + i * d.size(), d.size());
+    sum.Set(i, d);
+  }
+  return sum.Finish();
+}
+
+absl::StatusOr<std::string> FileChecksum(const std::string& path, uint64_t size,
+                                         const std::atomic<bool>* cancel) {
+  ASSIGN_OR_RETURN(std::string digests, FileChunkDigests(path, size, cancel));
+  return ChecksumOfDigests(size, digests);
+}
+
+absl::StatusOr<std::string> FrozenDigests::Get(const Compute& compute,
+                                               bool* computed) {
+  std::unique_lock<std::mutex> l(mu_);
+  cv_.wait(l, [&] { return !computing_; });
+  if (computed != nullptr) *computed = !digests_.has_value();
+  if (digests_.has_value()) return *digests_;
+  computing_ = true;
+  l.unlock();
+  absl::StatusOr<std::string> d = compute();
+  l.lock();
+  computing_ = false;
+  if (d.ok()) digests_ = *d;
+  cv_.notify_all();
+  return d;
 }
 
 }  // namespace daxlease::agent

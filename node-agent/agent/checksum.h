@@ -22,8 +22,11 @@
 
 #include <array>
 #include <atomic>
+#include <condition_variable>
 #include <cstdint>
+#include <functional>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <vector>
@@ -102,6 +105,37 @@ std::vector<uint64_t> ChunksToFetch(
 // the other errors of open/mmap with the path.
 absl::StatusOr<std::string> FileChecksum(const std::string& path, uint64_t size,
                                          const std::atomic<bool>* cancel);
+
+// FileChecksum's chunk digests (HashChunks of the whole file's first `size`
+// bytes), with its errors.
+absl::StatusOr<std::string> FileChunkDigests(const std::string& path,
+                                             uint64_t size,
+                                             const std::atomic<bool>* cancel);
+
+// The checksum of `size` bytes whose chunk digests are `digests` (HashChunks
+// of the whole): InvalidArgument when it does not hold one per chunk.
+absl::StatusOr<std::string> ChecksumOfDigests(uint64_t size,
+                                              absl::string_view digests);
+
+// The chunk digests of a volume's data while nothing can change it (a
+// migration's source inside the pause), hashed once for everyone who asks
+// then: the source's own checksum and the target's DIGESTS both need them,
+// and the pause waits for both. Whoever asks first computes; the others
+// wait for that and take the same digests. A failed computation is not
+// kept (the next asker computes again). Thread-safe.
+class FrozenDigests {
+ public:
+  using Compute = std::function<absl::StatusOr<std::string>()>;
+  // `computed`, when given: whether this call ran `compute`.
+  absl::StatusOr<std::string> Get(const Compute& compute,
+                                  bool* computed = nullptr);
+
+ private:
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool computing_ = false;
+  std::optional<std::string> digests_;
+};
 
 }  // namespace daxlease::agent
 

@@ -7,9 +7,15 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
 #include <cstring>
 #include <fstream>
+#include <mutex>
 #include <string>
+#include <thread>
+#include <vector>
 
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
@@ -198,5 +204,77 @@ TEST(ChecksumTest, ChunksToFetchAreTheChangedAndTheUnknown) {
   EXPECT_EQ(*tail, source->substr(3 * sizeof(ChunkDigest)));
 }
 
+// The digests of a file, taken apart and summed again, are its checksum; a
+// string of the wrong length for the size is refused, naming both.
+TEST(ChecksumTest, ChecksumOfTheFilesDigestsIsTheFileChecksum) {
+  const uint64_t size = kChecksumChunk + 777;
+  std::string data(size, '\0');
+  for (uint64_t i = 0; i < size; ++i) data[i] = static_cast<char>(i * 13 + 1);
+  const std::string path =
+      ::testing::TempDir() + "/digests-" + std::to_string(getpid());
+  {
+    std::ofstream out(path, std::ios::binary);
+    out.write(data.data(), static_cast<std::streamsize>(size));
+  }
+  auto digests = FileChunkDigests(path, size, nullptr);
+  ASSERT_TRUE(digests.ok()) << digests.status();
+  EXPECT_EQ(*digests, *HashChunks(data.data(), size, 0, size));
+  EXPECT_EQ(*ChecksumOfDigests(size, *digests),
+            *FileChecksum(path, size, nullptr));
+  auto short_by_one = ChecksumOfDigests(size, digests->substr(16));
+  EXPECT_EQ(short_by_one.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(short_by_one.status().message(),
+              ::testing::HasSubstr("16 bytes of digests for"));
+  unlink(path.c_str());
+}
+
+// FrozenDigests: whoever asks first computes, askers meanwhile wait for it
+// and take its digests without computing; a failure is not kept.
+TEST(ChecksumTest, FrozenDigestsAreComputedOnceForEveryAsker) {
+  FrozenDigests frozen;
+  std::atomic<int> computes{0};
+  bool computed = false;
+  auto failed = frozen.Get(
+      [&]() -> absl::StatusOr<std::string> {
+        ++computes;
+        return absl::CancelledError("checksum cancelled");
+      },
+      &computed);
+  EXPECT_EQ(failed.status().code(), absl::StatusCode::kCancelled);
+  EXPECT_TRUE(computed);
+
+  std::mutex gate_mu;
+  std::condition_variable gate_cv;
+  bool open = false;
+  auto slow = [&]() -> absl::StatusOr<std::string> {
+    ++computes;
+    std::unique_lock<std::mutex> l(gate_mu);
+    gate_cv.wait(l, [&] { return open; });
+    return std::string("digests");
+  };
+  std::vector<std::thread> askers;
+  std::vector<absl::StatusOr<std::string>> got(4);
+  std::vector<char> ran(4, 0);
+  for (int i = 0; i < 4; ++i) {
+    askers.emplace_back([&, i] {
+      bool c = false;
+      got[i] = frozen.Get(slow, &c);
+      ran[i] = c;
+    });
+  }
+  while (computes.load() < 2) std::this_thread::yield();  // one computes
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  {
+    std::lock_guard<std::mutex> l(gate_mu);
+    open = true;
+  }
+  gate_cv.notify_all();
+  for (auto& t : askers) t.join();
+  EXPECT_EQ(computes.load(), 2) << "the failure, then one computation";
+  EXPECT_EQ(std::count(ran.begin(), ran.end(), 1), 1);
+  for (const auto& g : got) EXPECT_EQ(g.value_or(""), "digests");
+  EXPECT_EQ(frozen.Get(slow, &computed).value_or(""), "digests");
+  EXPECT_FALSE(computed);
+}
 }  // namespace
 }  // namespace daxlease::agent

@@ -37,7 +37,11 @@ AgentMetrics::AgentMetrics(prometheus::Registry& r)
       fences_(C(r, "daxlease_agent_fences_total",
                 "Revoked grants this node fenced as owner")),
       lease_breaks_(C(r, "daxlease_agent_lease_breaks_total",
-                      "Linux lease breaks on served files")) {}
+                      "Linux lease breaks on served files")),
+      source_hashed_(
+          C(r, "daxlease_agent_migration_source_hashed_bytes_total",
+            "Bytes of its volumes this node hashed as a migration's source "
+            "(its checksum and the target's chunk digests)")) {}
 
 void AgentMetrics::Set(int mapped_volumes, uint64_t mapped_bytes, int publishes,
                        int sessions) {
@@ -52,5 +56,8 @@ void AgentMetrics::RecallAcked(absl::Duration flush) {
 }
 void AgentMetrics::Fenced() { fences_.Increment(); }
 void AgentMetrics::LeaseBroken() { lease_breaks_.Increment(); }
+void AgentMetrics::SourceHashed(uint64_t bytes) {
+  source_hashed_.Increment(static_cast<double>(bytes));
+}
 
 }  // namespace daxlease::agent

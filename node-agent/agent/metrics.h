@@ -10,6 +10,10 @@
 //                                        flush + unmap)
 //   daxlease_agent_fences_total          revoked grants this owner fenced
 //   daxlease_agent_lease_breaks_total    Linux lease breaks turned into recalls
+//   daxlease_agent_migration_source_hashed_bytes_total
+//                                        bytes of its volumes this node hashed
+//                                        as a migration's source (its
+//                                        checksum, the target's DIGESTS)
 // Thread-safe.
 #ifndef DAXLEASE_NODE_AGENT_AGENT_METRICS_H_
 #define DAXLEASE_NODE_AGENT_AGENT_METRICS_H_
@@ -36,6 +40,7 @@ class AgentMetrics {
   void RecallAcked(absl::Duration flush);
   void Fenced();
   void LeaseBroken();
+  void SourceHashed(uint64_t bytes);
 
  private:
   prometheus::Gauge& mapped_volumes_;
@@ -46,6 +51,7 @@ class AgentMetrics {
   prometheus::Histogram& recall_flush_;
   prometheus::Counter& fences_;
   prometheus::Counter& lease_breaks_;
+  prometheus::Counter& source_hashed_;
 };
 
 }  // namespace daxlease::agent

@@ -165,6 +165,7 @@ void Agent::ReconcileMigrationsLocked() {
     }
   }
   std::set<std::string> live;
+  std::set<std::string> frozen;  // volumes in a pause this node is source of
   for (const k8s::Json& j : migrations_->List()) {
     auto m = api::FromJson<api::DaxMigration>(j);
     if (!m.ok()) continue;
@@ -267,6 +268,15 @@ void Agent::ReconcileMigrationsLocked() {
           // The target may read (the copy starts or goes on).
           base::CrashPoint("agent.migration.source_granted");
         }
+        if (copying) {
+          // Inside the pause: the data no holder changes any more.
+          std::lock_guard<std::mutex> fl(frozen_mu_);
+          auto& f = frozen_[volume];
+          if (f.first != name || f.second == nullptr) {
+            f = {name, std::make_shared<FrozenDigests>()};
+          }
+          frozen.insert(volume);
+        }
         if (copying && m->status.source_checksum.empty()) {
           // Inside the pause only: the data no holder changes any more.
           live.insert("sum/" + name);
@@ -321,6 +331,11 @@ void Agent::ReconcileMigrationsLocked() {
             {{"volume", volume}, {"migration", name}, {"path", path}});
       }
     }
+  }
+  {
+    std::lock_guard<std::mutex> fl(frozen_mu_);
+    std::erase_if(frozen_,
+                  [&](const auto& f) { return !frozen.contains(f.first); });
   }
   // Devices that migrated away and still wait for the plugin's free.
   for (const auto& [volume, o] : outgoing_) {
@@ -591,10 +606,28 @@ void Agent::ServeIncomingLocked(const std::string& volume) {
                                             {"bytes", std::to_string(s.size)}});
 }
 
+std::shared_ptr<FrozenDigests> Agent::FrozenDigestsOf(
+    const std::string& volume) {
+  std::lock_guard<std::mutex> l(frozen_mu_);
+  auto f = frozen_.find(volume);
+  return f == frozen_.end() ? nullptr : f->second.second;
+}
+
 void Agent::SumSource(const api::DaxMigration& m, const std::string& path,
                       uint64_t size, const std::atomic<bool>& cancel) {
   const absl::Time start = clock_.Now();
-  auto sum = FileChecksum(path, size, &cancel);
+  // The digests the target's DIGESTS took in this pause, or hashed here
+  // and kept for it.
+  auto hash = [&] {
+    if (config_.metrics != nullptr) config_.metrics->SourceHashed(size);
+    return FileChunkDigests(path, size, &cancel);
+  };
+  std::shared_ptr<FrozenDigests> frozen = FrozenDigestsOf(m.spec.volume);
+  bool hashed = true;
+  absl::StatusOr<std::string> digests =
+      frozen == nullptr ? hash() : frozen->Get(hash, &hashed);
+  absl::StatusOr<std::string> sum =
+      digests.ok() ? ChecksumOfDigests(size, *digests) : digests.status();
   if (!sum.ok()) {
     base::LogWarn(
         "agent.migration_checksum_failed",
@@ -603,11 +636,13 @@ void Agent::SumSource(const api::DaxMigration& m, const std::string& path,
   }
   (void)PatchMigrationStatus(m.metadata.name, {{"sourceChecksum", *sum}});
   base::CrashPoint("agent.migration.source_summed");
-  base::LogInfo("agent.migration_source_checksum",
-                {{"migration", m.metadata.name},
-                 {"checksum", *sum},
-                 {"ms", std::to_string(
-                            absl::ToInt64Milliseconds(clock_.Now() - start))}});
+  base::LogInfo(
+      "agent.migration_source_checksum",
+      {{"migration", m.metadata.name},
+       {"checksum", *sum},
+       {"digests", hashed ? "hashed" : "shared with the target's DIGESTS"},
+       {"ms",
+        std::to_string(absl::ToInt64Milliseconds(clock_.Now() - start))}});
 }
 
 absl::StatusOr<std::string> Agent::MakeFileMedia(const api::DaxMigration& m,

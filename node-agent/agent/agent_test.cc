@@ -29,6 +29,7 @@ namespace daxlease::agent {
 namespace {
 
 using ::testing::HasSubstr;
+using ::testing::StartsWith;
 
 bool WaitFor(const std::function<bool()>& pred) {
   for (int i = 0; i < 500; ++i) {
@@ -1212,7 +1213,9 @@ TEST_F(DevdaxSourceTest, PreCopyThenThePauseReadsOnlyTheChangedChunk) {
   EXPECT_EQ(status().value("sourceChecksum", ""), "")
       << "the source sums inside the pause only";
   EXPECT_EQ(fabric_.read_bytes(), size);
-  EXPECT_EQ(fabric_.digest_calls(), 0);
+  EXPECT_EQ(fabric_.digest_calls(), 1)
+      << "the pre-copy asks once (the first chunk) whether the source can "
+         "tell later which chunks changed";
 
   // A holder writes into chunk 1 after the pre-copy (through the owner's
   // shared mapping of the device, as a local client does).
@@ -1235,7 +1238,7 @@ TEST_F(DevdaxSourceTest, PreCopyThenThePauseReadsOnlyTheChangedChunk) {
   EXPECT_EQ(status().value("bytesCopied", uint64_t{0}), size);
   EXPECT_EQ(status().value("refetchedBytes", uint64_t{0}), kChecksumChunk);
   EXPECT_EQ(status().value("targetFailure", ""), "");
-  EXPECT_EQ(fabric_.digest_calls(), 1);
+  EXPECT_EQ(fabric_.digest_calls(), 2);
   EXPECT_EQ(fabric_.read_bytes(), size + kChecksumChunk)
       << "the unchanged chunks are not read again";
   ASSERT_EQ(media_b.Volumes().size(), 1u);
@@ -1327,6 +1330,97 @@ TEST_F(DevdaxSourceTest, ThePauseHashesTheSourceOnceForItsChecksumAndDigests) {
   ASSERT_TRUE(file.ok()) << file.status();
   EXPECT_EQ(status().value("sourceChecksum", ""), *file);
 }
+
+// A source whose fabric serves no chunk digests (the verbs fabric before
+// DIGESTS: Unimplemented; a source agent of an earlier version closes the
+// connection on the request: Unavailable, asked twice) gets no pre-copy:
+// the target reports preCopyFailure NoDigests at once, before it makes any
+// media or reads a byte (a pre-copy would be read again in full inside the
+// pause). The copy inside the pause then reads everything, and matches.
+class DevdaxNoDigestsTest
+    : public DevdaxSourceTest,
+      public ::testing::WithParamInterface<absl::StatusCode> {};
+
+TEST_P(DevdaxNoDigestsTest, PreCopyIsSkippedAtOnceThenThePauseCopiesAll) {
+  const uint64_t size = 2 * kChecksumChunk + (4 << 20);  // 3 chunks
+  ServeDevdax(size, /*patterned=*/true);
+  VolumeEpoch(1);
+  fabric_.SetDigestsRefusal(absl::Status(GetParam(), "no digests here"));
+
+  ASSERT_TRUE(sys::MakeDirs(dir_ + "/plugin-b").ok());
+  FakeNodeMedia media_b(dir_ + "/plugin-b");
+  fabric::FakeFabric fabric_b("test-secret");
+  AgentConfig cb = NodeBConfig(media_b);
+  auto agent_b =
+      std::make_unique<Agent>(cb, kube_, clock_, fabric_b, "10.0.0.2:7390");
+  ASSERT_TRUE(agent_b->Start().ok());
+  auto status = [&] {
+    auto j = kube_.Get(DaxMigrationResource(), "", "m1");
+    return j.ok() ? (*j)["status"] : k8s::Json::object();
+  };
+  auto phase = [&](const char* p) {
+    ASSERT_TRUE(
+        kube_
+            .Patch(
+                DaxMigrationResource(), "", "m1", k8s::PatchType::kMerge,
+                k8s::Json{
+                    {"status",
+                     {{"phase", p}, {"sourceNode", "node-a"}, {"epoch", 1}}}},
+                "status")
+            .ok());
+    agent_->Kick();
+    agent_b->Kick();
+  };
+  api::DaxMigration m;
+  m.metadata.name = "m1";
+  m.metadata.uid = "m1-uid";
+  m.spec.volume = "vol";
+  m.spec.target_node = "node-b";
+  ASSERT_TRUE(kube_.Create(DaxMigrationResource(), api::ToJson(m)).ok());
+  phase("PreCopying");
+  ASSERT_TRUE(WaitFor([&] {
+    return !status().value("preCopyFailure", "").empty();
+  })) << status().dump();
+  const std::string failure = status().value("preCopyFailure", "");
+  EXPECT_THAT(failure, StartsWith("NoDigests: "));
+  EXPECT_THAT(failure, HasSubstr("serves no chunk digests"));
+  EXPECT_THAT(failure, HasSubstr("no digests here"));
+  EXPECT_THAT(failure, HasSubstr("copying in full inside the pause"));
+  EXPECT_EQ(status().value("preCopiedBytes", uint64_t{0}), 0u);
+  EXPECT_EQ(fabric_.read_bytes(), 0u) << "nothing pre-copied";
+  EXPECT_EQ(media_b.create_calls(), 0) << "no media made for it";
+  EXPECT_TRUE(media_b.Volumes().empty());
+  // Not started again while the phase stays PreCopying.
+  agent_b->Kick();
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  EXPECT_EQ(fabric_.read_bytes(), 0u);
+  EXPECT_EQ(media_b.create_calls(), 0);
+
+  phase("Copying");
+  ASSERT_TRUE(WaitFor([&] {
+    k8s::Json st = status();
+    return !st.value("targetChecksum", "").empty() &&
+           !st.value("sourceChecksum", "").empty();
+  })) << status().dump();
+  EXPECT_EQ(status()["targetChecksum"], status()["sourceChecksum"]);
+  EXPECT_EQ(status().value("bytesCopied", uint64_t{0}), size);
+  EXPECT_EQ(status().value("targetFailure", ""), "");
+  EXPECT_EQ(fabric_.read_bytes(), size) << "read once, in the pause";
+  EXPECT_EQ(fabric_.digest_calls(), 0);
+  ASSERT_EQ(media_b.Volumes().size(), 1u);
+  EXPECT_EQ(*sys::ReadFile(media_b.Volumes().at("vol")),
+            *sys::ReadFile(device_));
+  agent_b->Stop();
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    SourceWithoutDigests, DevdaxNoDigestsTest,
+    ::testing::Values(absl::StatusCode::kUnimplemented,
+                      absl::StatusCode::kUnavailable),
+    [](const ::testing::TestParamInfo<absl::StatusCode>& i) {
+      return i.param == absl::StatusCode::kUnimplemented ? "FabricWithout"
+                                                         : "EarlierAgent";
+    });
 
 // Both sides of a devdax migration in one process (node-a the source, this
 // fixture's agent; node-b the target, over node-a's fabric): node-b's agent

@@ -55,6 +55,15 @@ std::string MigrationLeaseUid(const api::DaxMigration& m) {
 // and written while it is still in the caches.
 constexpr uint64_t kCopyPiece = uint64_t{1} << 20;
 
+// Whether the source answers Digests, asked for the first chunk only: OK,
+// or the status of its refusal (Unimplemented: its fabric does not serve
+// them; Unavailable: it closed the connection, as an agent of an earlier
+// version does on a request it does not know).
+absl::Status ProbeDigests(fabric::RemoteRegion& source, uint64_t size) {
+  return source.Digests(0, std::min(size, kChecksumChunk), kChecksumChunk)
+      .status();
+}
+
 // pwrite(2) of all `n` bytes at `offset` of `fd` (the file at `path`).
 absl::Status PwriteFull(int fd, const char* data, uint64_t n, uint64_t offset,
                         const std::string& path) {
@@ -804,6 +813,35 @@ void Agent::CopyIn(const api::DaxMigration& m, const api::DaxVolume& vol,
   std::unique_ptr<fabric::RemoteRegion> first;
   if (!connect(first)) return;
   const uint64_t size = first->size();
+  if (pre_copy) {
+    // A pre-copy pays off only when, inside the pause, the source can tell
+    // which chunks changed since (Digests): asked now on the first chunk,
+    // before any media is made. A source that cannot gets no pre-copy: it
+    // would be read again in full inside the pause anyway, and the
+    // operator starts the recall at once on the failure below.
+    absl::Status probe = ProbeDigests(*first, size);
+    if (absl::IsUnavailable(probe)) {
+      // A source agent of an earlier version closes the connection on a
+      // request it does not know (TCP); or the connection was lost: once
+      // more on a fresh one.
+      first.reset();
+      if (!connect(first)) return;
+      probe = ProbeDigests(*first, size);
+    }
+    if (absl::IsUnimplemented(probe) || absl::IsUnavailable(probe)) {
+      base::LogWarn("agent.migration_pre_copy_skipped",
+                    {{"migration", name},
+                     {"from", grant.endpoint},
+                     {"error", probe.ToString()}});
+      (void)PatchMigrationStatus(
+          name, {{"preCopyFailure",
+                  absl::StrCat("NoDigests: the source's fabric serves no "
+                               "chunk digests (",
+                               probe.message(),
+                               "); copying in full inside the pause")}});
+      return;
+    }
+  }
   // What the pre-copy left on the media (this migration's, same size):
   // taken before the media is made again, which forgets it.
   std::vector<std::optional<ChunkDigest>> have;

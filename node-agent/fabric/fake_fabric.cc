@@ -127,6 +127,7 @@ class FakeRemoteRegion final : public RemoteRegion {
     absl::MutexLock l(&f_.mu_);
     char* base = nullptr;
     RETURN_IF_ERROR(Check(offset, len, false, &base));
+    if (!f_.digests_refusal_.ok()) return f_.digests_refusal_;
     auto r = f_.regions_.find(g_.key.volume);
     if (!r->second.digests) {
       return absl::UnimplementedError("the owner serves no chunk digests");

@@ -56,6 +56,14 @@ class FakeFabric final : public Fabric {
     fsdax_refusal_ = std::move(refusal);
   }
 
+  // Digests answers `refusal` when it is not OK (an owner whose fabric
+  // serves no digests: Unimplemented; one of an earlier version that
+  // closes the connection: Unavailable), not counted in digest_calls.
+  void SetDigestsRefusal(absl::Status refusal) {
+    absl::MutexLock l(&mu_);
+    digests_refusal_ = std::move(refusal);
+  }
+
   // Connects to this fabric's grants (endpoint is ignored).
   FabricConnector& connector() { return connector_; }
 
@@ -84,6 +92,7 @@ class FakeFabric final : public Fabric {
   // an earlier registration stays cut, as the real fabrics close it.
   std::map<std::string, int> registrations_ ABSL_GUARDED_BY(mu_);
   absl::Status fsdax_refusal_ ABSL_GUARDED_BY(mu_);
+  absl::Status digests_refusal_ ABSL_GUARDED_BY(mu_);
   Connector connector_{*this};
 };
 

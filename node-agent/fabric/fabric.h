@@ -169,9 +169,11 @@ class RemoteRegion {
   // as its mapping holds them now (Region::digests): kDigestBytes per chunk,
   // in order. A migration's target asks inside the pause and reads again
   // only the chunks whose digests differ from its pre-copy's. `offset` is a
-  // multiple of `chunk`. Unimplemented where the fabric or the owner does
-  // not offer it (the verbs fabric; an owner of an earlier version closes
-  // the connection: Unavailable); the caller then reads everything.
+  // multiple of `chunk`. Unimplemented where the owner does not offer it
+  // (a Region without `digests`; a verbs owner of an earlier version, whose
+  // hello reply says so); a TCP owner of an earlier version closes the
+  // connection (Unavailable); the caller then reads everything. A revoked
+  // grant is refused (PermissionDenied) as its reads are.
   virtual absl::StatusOr<std::string> Digests(uint64_t offset, uint64_t len,
                                               uint64_t chunk);
 };

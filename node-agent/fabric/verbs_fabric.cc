@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <deque>
 #include <optional>
 #include <set>
 #include <utility>
@@ -28,6 +29,18 @@ constexpr char kScheme[] = "verbs://";
 constexpr absl::Duration kStep = absl::Seconds(10);
 constexpr absl::Duration kOpTimeout = absl::Seconds(30);
 constexpr absl::Duration kPoll = absl::Milliseconds(200);
+// Owner: how often a connection's thread looks at its CQ for a request
+// between its waits for the disconnect (a request is rare: a migration's
+// DIGESTS, once inside the pause).
+constexpr absl::Duration kRequestPoll = absl::Milliseconds(20);
+// Holder: the largest DIGESTS reply asked for (64 TiB of 16 MiB chunks).
+constexpr uint64_t kMaxDigestsReply = uint64_t{64} << 20;
+// Holder: a DIGESTS reply waits kOpTimeout plus this per byte hashed
+// (1 s per 64 MiB: far below the owner's speed even under TCG).
+constexpr uint64_t kHashedBytesPerSecond = uint64_t{64} << 20;
+// Holder: the sleep between polls while a request's reply is awaited (the
+// owner hashes meanwhile, maybe on this CPU).
+constexpr int kReplySleepMicros = 1000;
 // The handshake buffer: a FabricHello in, a reply out.
 constexpr size_t kMsgBytes = 4096;
 // The holder's bounce buffer and the size of one RDMA op.
@@ -50,17 +63,24 @@ constexpr absl::Duration kIdleCheck = absl::Milliseconds(20);
 
 constexpr uint64_t kWrRecv = 1, kWrSend = 2, kWrBind = 3, kWrInvalidate = 4;
 
-// Waits for the completion of `wr_id`; completions of other requests (a
-// receive flushed by a QP going to the error state) are skipped.
+// Receive completions (a holder's request, or one flushed by the QP going
+// to the error state) taken off an owner connection's CQ by a wait for
+// something else, kept for the connection's thread.
+using Received = std::deque<rdma::WorkCompletion>;
+
+// Waits for the completion of `wr_id`; a receive's goes to `received` when
+// given, completions of other requests are skipped.
 absl::StatusOr<rdma::WorkCompletion> WaitFor(rdma::CompletionQueue& cq,
                                              uint64_t wr_id,
-                                             absl::Duration timeout) {
+                                             absl::Duration timeout,
+                                             Received* received = nullptr) {
   const absl::Time deadline = absl::Now() + timeout;
   while (true) {
     absl::Duration left = deadline - absl::Now();
     if (left < absl::ZeroDuration()) left = absl::ZeroDuration();
     ASSIGN_OR_RETURN(rdma::WorkCompletion wc, cq.Wait(left));
     if (wc.wr_id == wr_id) return wc;
+    if (wc.wr_id == kWrRecv && received != nullptr) received->push_back(wc);
   }
 }
 
@@ -138,6 +158,10 @@ struct VerbsFabric::Conn {
   // Guards posting on the QP, polling the CQ and the window.
   absl::Mutex mu;
   std::unique_ptr<PooledWindow> window ABSL_GUARDED_BY(mu);
+  // A request RECV is posted (into msg's first half) after the handshake;
+  // false once the QP failed. Receive completions waits took off the CQ.
+  bool requests ABSL_GUARDED_BY(mu) = false;
+  Received received ABSL_GUARDED_BY(mu);
   std::shared_ptr<Volume> volume;  // set by the handshake
   std::shared_ptr<GrantState> grant;
   unsigned window_access = 0;
@@ -152,22 +176,29 @@ namespace {
 class ConnWindowVerbs final : public WindowVerbs {
  public:
   ConnWindowVerbs(rdma::CmQueuePair& qp, rdma::CompletionQueue& cq,
-                  VerbsWindow& w, const rdma::MemoryRegion* mr, unsigned access)
-      : qp_(qp), cq_(cq), w_(w), mr_(mr), access_(access) {}
+                  VerbsWindow& w, const rdma::MemoryRegion* mr, unsigned access,
+                  Received* received)
+      : qp_(qp),
+        cq_(cq),
+        w_(w),
+        mr_(mr),
+        access_(access),
+        received_(received) {}
 
   absl::StatusOr<uint32_t> Bind() override {
     if (!w_.mw.has_value() || mr_ == nullptr)
       return absl::FailedPreconditionError("no window or region to bind");
     RETURN_IF_ERROR(qp_.ops().PostBindWindow(*w_.mw, *mr_, mr_->addr(),
                                              mr_->length(), access_, kWrBind));
-    ASSIGN_OR_RETURN(rdma::WorkCompletion wc, WaitFor(cq_, kWrBind, kStep));
+    ASSIGN_OR_RETURN(rdma::WorkCompletion wc,
+                     WaitFor(cq_, kWrBind, kStep, received_));
     RETURN_IF_ERROR(CompletionStatus(wc, "BIND_MW"));
     return w_.mw->rkey();
   }
   absl::Status LocalInvalidate(uint32_t rkey) override {
     RETURN_IF_ERROR(qp_.ops().PostLocalInvalidate(rkey, kWrInvalidate));
     ASSIGN_OR_RETURN(rdma::WorkCompletion wc,
-                     WaitFor(cq_, kWrInvalidate, kStep));
+                     WaitFor(cq_, kWrInvalidate, kStep, received_));
     return CompletionStatus(wc, "LOCAL_INV");
   }
   void Deallocate() override { w_.mw.reset(); }
@@ -178,6 +209,7 @@ class ConnWindowVerbs final : public WindowVerbs {
   VerbsWindow& w_;
   const rdma::MemoryRegion* mr_;
   const unsigned access_;
+  Received* const received_;
 };
 
 // Revokes the connection's window if it is bound; returns whether it was.
@@ -189,7 +221,7 @@ bool RevokeWindow(VerbsFabric::Conn& c,
   auto& w = static_cast<VerbsWindow&>(*c.window);
   ConnWindowVerbs v(*c.qp, *c.cq, w,
                     c.volume && c.volume->mr ? &*c.volume->mr : nullptr,
-                    c.window_access);
+                    c.window_access, &c.received);
   const absl::Time t0 = absl::Now();
   const bool revoked = c.window->fsm.Revoke(v);
   if (revoked && stats != nullptr) {
@@ -384,7 +416,7 @@ absl::Status VerbsFabric::Handshake(const std::shared_ptr<Conn>& conn) {
       absl::MutexLock cl(&c.mu);
       c.window = *std::move(w);
       ConnWindowVerbs v(*c.qp, *c.cq, static_cast<VerbsWindow&>(*c.window),
-                        &*c.volume->mr, c.window_access);
+                        &*c.volume->mr, c.window_access, &c.received);
       const absl::Time t0 = absl::Now();
       absl::StatusOr<uint32_t> rkey = c.window->fsm.Bind(v);
       const absl::Duration took = absl::Now() - t0;
@@ -395,6 +427,13 @@ absl::Status VerbsFabric::Handshake(const std::shared_ptr<Conn>& conn) {
         reply.rkey = *rkey;
         reply.addr = reinterpret_cast<uintptr_t>(c.volume->region.base);
         reply.size_bytes = c.volume->region.length;
+        // The next receive takes the holder's requests (the hello is
+        // parsed: its buffer is free), posted before the reply so that a
+        // request never finds the receive queue empty.
+        if (c.qp->ops().PostRecv(*c.msg_mr, in, kMsgBytes, kWrRecv).ok()) {
+          c.requests = true;
+          reply.features = kVerbsFeatureRequests;
+        }
         base::LogInfo(
             "fabric.verbs_window_bound",
             {{"grant", key.DebugString()},
@@ -425,7 +464,8 @@ absl::Status VerbsFabric::Handshake(const std::shared_ptr<Conn>& conn) {
     absl::MutexLock cl(&c.mu);
     RETURN_IF_ERROR(
         c.qp->ops().PostSend(*c.msg_mr, out, bytes.size(), kWrSend));
-    ASSIGN_OR_RETURN(rdma::WorkCompletion sent, WaitFor(*c.cq, kWrSend, kStep));
+    ASSIGN_OR_RETURN(rdma::WorkCompletion sent,
+                     WaitFor(*c.cq, kWrSend, kStep, &c.received));
     RETURN_IF_ERROR(CompletionStatus(sent, "send of the reply"));
   }
   if (!verdict.ok()) {
@@ -439,12 +479,13 @@ void VerbsFabric::Serve(const std::shared_ptr<Conn>& conn) {
   Conn& c = *conn;
   absl::Status st = Handshake(conn);
   if (st.ok()) {
-    // Serving needs nothing from us: the holder reads and writes the
-    // memory itself. Wait for its disconnect (or ours).
+    // The holder reads and writes the memory itself; only its requests
+    // (DIGESTS) need us. Wait for its disconnect (or ours), looking at the
+    // CQ for a request between the waits.
     while (!c.stop.load() && !stopping_.load()) {
-      absl::Status ev = c.id->WaitForDisconnect(kPoll);
-      if (absl::IsDeadlineExceeded(ev)) continue;
-      break;
+      absl::Status ev = c.id->WaitForDisconnect(kRequestPoll);
+      if (!absl::IsDeadlineExceeded(ev)) break;
+      ServeRequests(c);
     }
   }
   // The window goes before the QP (rxe blocks ~51 s destroying a QP with a
@@ -471,6 +512,117 @@ void VerbsFabric::Serve(const std::shared_ptr<Conn>& conn) {
     }
   }
   c.done.store(true);
+}
+
+void VerbsFabric::ServeRequests(Conn& c) {
+  absl::MutexLock cl(&c.mu);
+  if (!c.requests || !c.cq.has_value() || !c.qp.has_value()) return;
+  while (true) {
+    absl::StatusOr<std::optional<rdma::WorkCompletion>> wc = c.cq->Poll();
+    if (!wc.ok() || !wc->has_value()) break;
+    // Anything else is a late completion of a wait that gave up.
+    if ((*wc)->wr_id == kWrRecv) c.received.push_back(**wc);
+  }
+  while (c.requests && !c.received.empty()) {
+    const rdma::WorkCompletion wc = c.received.front();
+    c.received.pop_front();
+    if (!wc.ok()) {
+      // Flushed: the QP is in the error state (the holder's access was
+      // refused, or it went away); its disconnect ends the connection.
+      c.requests = false;
+      break;
+    }
+    const std::string request(c.msg.data(),
+                              std::min<size_t>(wc.byte_len, kMsgBytes));
+    // The next request's receive, before this one is answered.
+    if (!c.qp->ops().PostRecv(*c.msg_mr, c.msg.data(), kMsgBytes, kWrRecv).ok())
+      c.requests = false;
+    if (absl::Status st = AnswerRequest(c, request); !st.ok()) {
+      base::LogWarn("fabric.verbs_request_failed",
+                    {{"grant", c.grant ? c.grant->key.DebugString() : ""},
+                     {"error", st.ToString()}});
+      c.requests = false;
+    }
+  }
+}
+
+absl::Status VerbsFabric::AnswerRequest(Conn& c, absl::string_view bytes)
+    ABSL_NO_THREAD_SAFETY_ANALYSIS {
+  const absl::Time t0 = absl::Now();
+  const std::string grant = c.grant ? c.grant->key.DebugString() : "";
+  absl::StatusOr<VerbsRequest> req = DecodeVerbsRequest(bytes);
+  absl::Status st = req.status();
+  if (st.ok() &&
+      (req->version != kVerbsRequestVersion || req->op != kVerbsOpDigests)) {
+    st = absl::UnimplementedError(absl::StrCat("request op ", req->op,
+                                               " of version ", req->version,
+                                               " is not known to this owner"));
+  }
+  if (st.ok()) {
+    absl::MutexLock l(&mu_);
+    if (c.grant == nullptr || c.grant->cut) {
+      st = absl::PermissionDeniedError(
+          absl::StrCat("revoked: grant ", grant, " was invalidated"));
+    }
+  }
+  const Region* region = c.volume != nullptr ? &c.volume->region : nullptr;
+  if (st.ok() && region == nullptr) {
+    st = absl::FailedPreconditionError("the connection serves no volume");
+  } else if (st.ok() && (req->offset > region->length ||
+                         req->length > region->length - req->offset)) {
+    st = absl::OutOfRangeError(
+        absl::StrCat("[", req->offset, ", +", req->length,
+                     ") outside the volume (", region->length, " bytes)"));
+  } else if (st.ok() && !region->digests) {
+    st = absl::UnimplementedError(absl::StrCat(
+        "the owner serves no chunk digests of volume ", region->volume));
+  } else if (st.ok() && (req->chunk == 0 || req->offset % req->chunk != 0)) {
+    st = absl::InvalidArgumentError(absl::StrCat(
+        "digests of chunks of ", req->chunk, " bytes from ", req->offset));
+  }
+  VerbsReply reply;
+  if (st.ok()) {
+    // Read-only grants may ask: a digest tells less than a READ.
+    absl::StatusOr<std::string> d =
+        region->digests(req->offset, req->length, req->chunk);
+    if (d.ok()) {
+      reply.payload = *std::move(d);
+    } else {
+      st = d.status();
+    }
+  }
+  if (st.ok() && VerbsReplyBytes(reply.payload.size()) > req->reply_capacity) {
+    st = absl::ResourceExhaustedError(absl::StrCat(
+        "the reply (", reply.payload.size(), " bytes of digests) exceeds the ",
+        req->reply_capacity, " bytes the holder receives"));
+  }
+  if (!st.ok()) reply.payload.clear();
+  reply.code = static_cast<int32_t>(st.code());
+  reply.message = std::string(st.message());
+  std::string out = EncodeVerbsReply(reply);
+  ASSIGN_OR_RETURN(rdma::MemoryRegion mr,
+                   rdma::MemoryRegion::Register(*device_->pd, out.data(),
+                                                out.size(), rdma::kLocalWrite));
+  RETURN_IF_ERROR(c.qp->ops().PostSend(mr, out.data(), out.size(), kWrSend));
+  ASSIGN_OR_RETURN(rdma::WorkCompletion sent,
+                   WaitFor(*c.cq, kWrSend, kStep, &c.received));
+  RETURN_IF_ERROR(CompletionStatus(sent, "send of a request's reply"));
+  const std::string took =
+      absl::StrCat(absl::ToInt64Milliseconds(absl::Now() - t0));
+  if (st.ok()) {
+    base::LogInfo(
+        "fabric.verbs_digests_served",
+        {{"grant", grant},
+         {"offset", absl::StrCat(req->offset)},
+         {"bytes", absl::StrCat(req->length)},
+         {"chunks", absl::StrCat(reply.payload.size() / kDigestBytes)},
+         {"took_ms", took}});
+  } else {
+    base::LogWarn(
+        "fabric.verbs_request_refused",
+        {{"grant", grant}, {"error", st.ToString()}, {"took_ms", took}});
+  }
+  return absl::OkStatus();
 }
 
 absl::Status VerbsFabric::RegisterVolume(Region region) {
@@ -685,10 +837,15 @@ struct HolderConn {
   std::optional<rdma::CompletionQueue> cq;
   std::vector<char> buf = std::vector<char>(kBounceBytes + 2 * kMsgBytes);
   std::optional<rdma::MemoryRegion> mr;
+  // A request's reply lands here (registered while it is awaited). Before
+  // the QP: a receive still posted in it goes with the QP first.
+  std::string reply;
+  std::optional<rdma::MemoryRegion> reply_mr;
   std::optional<rdma::CmQueuePair> qp;
   uint64_t raddr = 0;
   uint32_t rkey = 0;
   uint64_t size = 0;
+  uint32_t features = 0;  // the owner's kVerbsFeature* bits
   uint64_t next_wr = 100;
   // When the rdma_cm channel was last looked at (or an op completed: a
   // completion shows the connection was up then).
@@ -768,6 +925,7 @@ absl::StatusOr<std::unique_ptr<HolderConn>> Dial(const GrantInfo& grant) {
   c->raddr = reply.addr;
   c->rkey = reply.rkey;
   c->size = reply.size_bytes;
+  c->features = reply.features;
   c->last_check = absl::Now();
   return c;
 }
@@ -786,8 +944,9 @@ bool OwnerGone(HolderConn& c) {
 // a larger one for kSpinsBeforeSleep polls; then each waits in poll(2) on
 // the rdma_cm channel between polls (kSleepMicros), so an owner that
 // disconnects ends the wait (UNAVAILABLE) instead of the deadline.
-absl::StatusOr<rdma::WorkCompletion> NextCompletion(HolderConn& c, bool small,
-                                                    absl::Time deadline) {
+absl::StatusOr<rdma::WorkCompletion> NextCompletion(
+    HolderConn& c, bool small, absl::Time deadline,
+    int sleep_micros = kSleepMicros) {
   const absl::Time start = small ? absl::Now() : absl::InfinitePast();
   for (uint64_t spins = 1;; ++spins) {
     ASSIGN_OR_RETURN(std::optional<rdma::WorkCompletion> wc, c.cq->Poll());
@@ -801,7 +960,7 @@ absl::StatusOr<rdma::WorkCompletion> NextCompletion(HolderConn& c, bool small,
     if (absl::Now() > deadline)
       return absl::DeadlineExceededError("no completion before the timeout");
     pollfd p{c.channel->fd(), POLLIN, 0};
-    const timespec nap{0, kSleepMicros * 1000};
+    const timespec nap{0, sleep_micros * 1000};
     if (::ppoll(&p, 1, &nap, nullptr) > 0 && OwnerGone(c)) {
       return absl::UnavailableError("the owner disconnected");
     }
@@ -849,6 +1008,99 @@ class VerbsRemoteRegion final : public RemoteRegion {
     const uint64_t at = len == 0 ? offset : offset + len - 1;
     if (at >= size_) return absl::OkStatus();
     return Transfer(false, at, 1);
+  }
+
+  // One DIGESTS request (VerbsRequest) and its reply, received into a
+  // buffer registered for it and posted before the request is sent.
+  absl::StatusOr<std::string> Digests(uint64_t offset, uint64_t len,
+                                      uint64_t chunk) override {
+    absl::MutexLock l(&mu_);
+    RETURN_IF_ERROR(Usable(offset, len));
+    if (chunk == 0 || offset % chunk != 0) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("digests of [", offset, ", +", len, ") in chunks of ",
+                       chunk, " bytes: the offset is not at a chunk"));
+    }
+    const uint64_t want = (len / chunk + (len % chunk != 0)) * kDigestBytes;
+    if (want > kMaxDigestsReply) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "digests of [", offset, ", +", len, ") in chunks of ", chunk,
+          " bytes: ", want, " bytes of digests, more than one request takes (",
+          kMaxDigestsReply, ")"));
+    }
+    if ((conn_->features & kVerbsFeatureRequests) == 0) {
+      return absl::UnimplementedError(
+          absl::StrCat("the owner ", grant_.endpoint,
+                       " serves no chunk digests over verbs (an agent of an "
+                       "earlier version)"));
+    }
+    HolderConn& c = *conn_;
+    c.reply.assign(VerbsReplyBytes(want), '\0');
+    auto mr = rdma::MemoryRegion::Register(*c.pd, c.reply.data(),
+                                           c.reply.size(), rdma::kLocalWrite);
+    if (!mr.ok()) return mr.status();
+    c.reply_mr.emplace(*std::move(mr));
+    VerbsRequest req;
+    req.offset = offset;
+    req.length = len;
+    req.chunk = chunk;
+    req.reply_capacity = c.reply.size();
+    const std::string bytes = EncodeVerbsRequest(req);
+    char* out = c.buf.data() + kBounceBytes + kMsgBytes;
+    std::memcpy(out, bytes.data(), bytes.size());
+    const uint64_t recv_id = c.next_wr++;
+    const uint64_t send_id = c.next_wr++;
+    absl::Status st = c.qp->ops().PostRecv(*c.reply_mr, c.reply.data(),
+                                           c.reply.size(), recv_id);
+    if (st.ok()) st = c.qp->ops().PostSend(*c.mr, out, bytes.size(), send_id);
+    // The owner hashes the range before it answers.
+    const absl::Time deadline =
+        absl::Now() + kOpTimeout +
+        absl::Seconds(static_cast<int64_t>(len / kHashedBytesPerSecond));
+    bool sent = false, received = false;
+    uint32_t got = 0;
+    while (st.ok() && !(sent && received)) {
+      absl::StatusOr<rdma::WorkCompletion> wc =
+          NextCompletion(c, false, deadline, kReplySleepMicros);
+      if (!wc.ok()) {
+        st = wc.status();
+      } else if (wc->wr_id == send_id || wc->wr_id == recv_id) {
+        const bool is_send = wc->wr_id == send_id;
+        (is_send ? sent : received) = true;
+        got = is_send ? got : wc->byte_len;
+        if (!wc->ok()) {
+          st = absl::UnavailableError(absl::StrCat(
+              is_send ? "the DIGESTS request" : "the DIGESTS reply",
+              " failed: ", wc->status_text));
+        }
+      }  // else: a late completion of an earlier call
+    }
+    if (!st.ok()) {
+      // The receive may still be posted: the QP goes first (with conn_),
+      // then the reply buffer. The next call reconnects.
+      conn_.reset();
+      return absl::UnavailableError(
+          absl::StrCat("verbs fabric ", grant_.endpoint,
+                       ": no reply to DIGESTS (", st.message(), ")"));
+    }
+    c.last_check = absl::Now();
+    absl::StatusOr<VerbsReply> reply =
+        DecodeVerbsReply(absl::string_view(c.reply.data(), got));
+    c.reply_mr.reset();
+    std::string().swap(c.reply);
+    if (!reply.ok()) return reply.status();
+    if (reply->code != 0) {
+      absl::Status refused(static_cast<absl::StatusCode>(reply->code),
+                           absl::StrCat("owner ", grant_.endpoint,
+                                        " refused DIGESTS: ", reply->message));
+      if (absl::IsPermissionDenied(refused)) revoked_ = refused;
+      return refused;
+    }
+    if (reply->payload.size() != want) {
+      return absl::DataLossError(absl::StrCat(
+          "DIGESTS reply of ", reply->payload.size(), " bytes, not ", want));
+    }
+    return std::move(reply->payload);
   }
 
  private:
@@ -1010,9 +1262,82 @@ uint64_t GetLe(absl::string_view s, size_t at, int bytes) {
 }
 constexpr uint32_t kReplyMagic = 0x44584c56;  // "VLXD"
 constexpr size_t kReplyHeader = 4 + 4 + 8 + 8 + 4 + 4;
+constexpr uint32_t kRequestMagic = 0x51524456;  // "VDRQ"
+constexpr size_t kRequestBytes = 4 + 4 + 4 + 4 + 8 + 8 + 8 + 8;
+constexpr uint32_t kAnswerMagic = 0x50524456;  // "VDRP"
+constexpr size_t kAnswerHeader = 4 + 4 + 4 + 4 + 8;
 }  // namespace
 
-// magic, code, size, addr, rkey, message length, message; little-endian.
+// magic, version, op, 0, offset, length, chunk, reply capacity.
+std::string EncodeVerbsRequest(const VerbsRequest& r) {
+  std::string s;
+  PutU32(s, kRequestMagic);
+  PutU32(s, r.version);
+  PutU32(s, r.op);
+  PutU32(s, 0);
+  PutU64(s, r.offset);
+  PutU64(s, r.length);
+  PutU64(s, r.chunk);
+  PutU64(s, r.reply_capacity);
+  return s;
+}
+
+absl::StatusOr<VerbsRequest> DecodeVerbsRequest(absl::string_view b) {
+  if (b.size() < kRequestBytes || GetLe(b, 0, 4) != kRequestMagic)
+    return absl::DataLossError("malformed verbs fabric request");
+  VerbsRequest r;
+  r.version = static_cast<uint32_t>(GetLe(b, 4, 4));
+  r.op = static_cast<uint32_t>(GetLe(b, 8, 4));
+  r.offset = GetLe(b, 16, 8);
+  r.length = GetLe(b, 24, 8);
+  r.chunk = GetLe(b, 32, 8);
+  r.reply_capacity = GetLe(b, 40, 8);
+  return r;
+}
+
+uint64_t VerbsReplyBytes(uint64_t payload_bytes) {
+  return kAnswerHeader + kVerbsReplyMessageBytes + payload_bytes;
+}
+
+// magic, version 1, code, message length, payload length, message,
+// payload; the message cut to kVerbsReplyMessageBytes.
+std::string EncodeVerbsReply(const VerbsReply& r) {
+  const absl::string_view message =
+      absl::string_view(r.message).substr(0, kVerbsReplyMessageBytes);
+  std::string s;
+  PutU32(s, kAnswerMagic);
+  PutU32(s, 1);
+  PutU32(s, static_cast<uint32_t>(r.code));
+  PutU32(s, static_cast<uint32_t>(message.size()));
+  PutU64(s, r.payload.size());
+  s.append(message.data(), message.size());
+  s += r.payload;
+  return s;
+}
+
+absl::StatusOr<VerbsReply> DecodeVerbsReply(absl::string_view b) {
+  if (b.size() < kAnswerHeader || GetLe(b, 0, 4) != kAnswerMagic)
+    return absl::DataLossError("malformed verbs fabric request reply");
+  if (GetLe(b, 4, 4) != 1)
+    return absl::DataLossError("verbs fabric request reply of another version");
+  VerbsReply r;
+  const uint64_t code = GetLe(b, 8, 4);
+  const uint64_t n = GetLe(b, 12, 4);
+  const uint64_t p = GetLe(b, 16, 8);
+  if (code > 16)
+    return absl::DataLossError(
+        "verbs fabric request reply with an unknown code");
+  if (n > b.size() - kAnswerHeader || p != b.size() - kAnswerHeader - n)
+    return absl::DataLossError("truncated verbs fabric request reply");
+  r.code = static_cast<int32_t>(code);
+  r.message = std::string(b.substr(kAnswerHeader, n));
+  r.payload = std::string(b.substr(kAnswerHeader + n, p));
+  return r;
+}
+
+// magic, code, size, addr, rkey, message length, message, features;
+// little-endian. An owner of an earlier version sends no features (a
+// holder of an earlier version ignores them).
 std::string EncodeHelloReply(const VerbsHelloReply& r) {
   std::string s;
   PutU32(s, kReplyMagic);
@@ -1022,6 +1347,7 @@ std::string EncodeHelloReply(const VerbsHelloReply& r) {
   PutU32(s, r.rkey);
   PutU32(s, static_cast<uint32_t>(r.message.size()));
   s += r.message;
+  PutU32(s, r.features);
   return s;
 }
 
@@ -1037,6 +1363,8 @@ absl::StatusOr<VerbsHelloReply> DecodeHelloReply(absl::string_view b) {
   if (n > b.size() - kReplyHeader)
     return absl::DataLossError("truncated verbs fabric reply");
   r.message = std::string(b.substr(kReplyHeader, n));
+  if (b.size() - kReplyHeader - n >= 4)
+    r.features = static_cast<uint32_t>(GetLe(b, kReplyHeader + n, 4));
   if (r.code < 0 || r.code > 16)
     return absl::DataLossError("verbs fabric reply with an unknown code");
   return r;

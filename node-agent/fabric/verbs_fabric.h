@@ -25,6 +25,26 @@
 //    reconnects, and the handshake says "revoked". When the invalidate cannot
 //    be confirmed (the QP is already in error) the window is deallocated,
 //    which revokes the key too.
+//  - Requests (DIGESTS, a migration's target inside the pause): after the
+//    handshake the owner keeps one RECV posted on the connection's QP (it
+//    says so in the hello reply's features; an owner of an earlier version
+//    does not, and the holder answers Unimplemented without asking). The
+//    holder posts a receive big enough for the whole reply (16 bytes a
+//    chunk, a header and room for an error message), then SENDs the request
+//    (VerbsRequest: version, op, offset, length, chunk, the receive's size);
+//    the connection's thread, which waits for the disconnect, looks at the
+//    CQ between its waits (every kRequestPoll), under the connection's lock
+//    (the window's bind and LOCAL_INV wait on the same CQ and hand a
+//    request's completion over instead of dropping it), checks the grant
+//    (cut: PERMISSION_DENIED, as an RDMA op is refused), the range
+//    (OUT_OF_RANGE) and the chunk size (Region::digests refuses one it does
+//    not hash in), hashes the range and answers with one SEND (VerbsReply:
+//    status code, message, payload). One SEND, not a train of kMsgBytes
+//    pieces: an RC message may be up to 2 GiB, and one receive posted
+//    before the request can never meet an empty receive queue (no RNR
+//    retries, no flow control); 64 TiB of 16 MiB chunks is a 64 MiB reply.
+//    The hashing runs under the connection's lock: an Invalidate of that
+//    grant waits for it, as TcpFabric's waits for an operation in flight.
 //  - Windows are released (invalidated or deallocated) before their QP is
 //    destroyed and before the region is deregistered (rxe blocks ~51 s
 //    destroying a QP with a bound window; ibv_dereg_mr refuses while one is
@@ -40,7 +60,10 @@
 // grant, so a QP in the error state is never left wedged. Completions are
 // polled (no system call; a small op spins, a large one sleeps between polls
 // in poll(2) on the rdma_cm channel); the channel is looked at before an op
-// only after the connection was idle (20 ms), not before every op.
+// only after the connection was idle (20 ms), not before every op. Digests
+// is one request and its reply (above); an owner that does not answer in
+// time (30 s + 1 s per 64 MiB hashed) or disconnects gives UNAVAILABLE and
+// the connection is dropped (the next call reconnects).
 //
 // Endpoints are "verbs://<ipv4>:<port>"; rdma_cm binds the RDMA device by
 // that address (rxe0 over the NIC carrying it), so the listen address must
@@ -128,6 +151,11 @@ class VerbsFabric final : public Fabric {
   void AcceptLoop();
   void Serve(const std::shared_ptr<Conn>& conn);
   absl::Status Handshake(const std::shared_ptr<Conn>& conn);
+  // Answers the requests that arrived on the connection (its CQ, polled).
+  void ServeRequests(Conn& c);
+  // One request's answer: checks, Region::digests, one SEND.
+  // REQUIRES: c.mu held.
+  absl::Status AnswerRequest(Conn& c, absl::string_view bytes);
   // Revokes the window of `conn` (exactly once, whoever asks first); true
   // when it was live.
   bool RevokeOne(Conn& conn);
@@ -179,9 +207,43 @@ struct VerbsHelloReply {
   uint64_t size_bytes = 0;
   uint64_t addr = 0;  // the region's address in the owner
   uint32_t rkey = 0;  // the holder's window
+  // kVerbsFeature* bits: after the message, absent (0) in the reply of an
+  // owner of an earlier version (whose holders ignore what follows it).
+  uint32_t features = 0;
 };
+// The owner answers requests (VerbsRequest) after the handshake.
+inline constexpr uint32_t kVerbsFeatureRequests = 1;
 std::string EncodeHelloReply(const VerbsHelloReply& reply);
 absl::StatusOr<VerbsHelloReply> DecodeHelloReply(absl::string_view bytes);
+
+// A holder's request after the handshake: one SEND, little-endian.
+inline constexpr uint32_t kVerbsRequestVersion = 1;
+inline constexpr uint32_t kVerbsOpDigests = 1;  // RemoteRegion::Digests
+struct VerbsRequest {
+  uint32_t version = kVerbsRequestVersion;
+  uint32_t op = kVerbsOpDigests;
+  uint64_t offset = 0;
+  uint64_t length = 0;
+  uint64_t chunk = 0;
+  // Bytes the holder's receive for the reply holds (VerbsReplyBytes).
+  uint64_t reply_capacity = 0;
+};
+std::string EncodeVerbsRequest(const VerbsRequest& request);
+// DATA_LOSS when malformed (any version and op decode: the owner answers
+// an unknown one UNIMPLEMENTED).
+absl::StatusOr<VerbsRequest> DecodeVerbsRequest(absl::string_view bytes);
+
+// The owner's answer to a request: one SEND.
+struct VerbsReply {
+  int32_t code = 0;     // absl::StatusCode; 0 = OK
+  std::string message;  // at most kVerbsReplyMessageBytes
+  std::string payload;  // DIGESTS: kDigestBytes per chunk
+};
+inline constexpr size_t kVerbsReplyMessageBytes = 1024;
+std::string EncodeVerbsReply(const VerbsReply& reply);
+absl::StatusOr<VerbsReply> DecodeVerbsReply(absl::string_view bytes);
+// The receive a reply of `payload_bytes` (or an error message) fits in.
+uint64_t VerbsReplyBytes(uint64_t payload_bytes);
 
 // Why a volume cannot be registered: `pinned` is the status of the pinned
 // registration (FAILED_PRECONDITION for EOPNOTSUPP), `odp` whether the

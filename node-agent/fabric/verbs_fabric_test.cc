@@ -46,11 +46,103 @@ TEST(VerbsHelloReply, RoundTripsAndRefusesGarbage) {
   EXPECT_EQ(back->code, refused.code);
   EXPECT_EQ(back->message, refused.message);
   EXPECT_EQ(back->rkey, 0u);
+  EXPECT_EQ(back->features, 0u);
   std::string bytes = EncodeHelloReply(refused);
-  EXPECT_FALSE(DecodeHelloReply(bytes.substr(0, bytes.size() - 1)).ok());
+  // Cut inside the message (the features, 4 bytes, follow it).
+  EXPECT_FALSE(DecodeHelloReply(bytes.substr(0, bytes.size() - 5)).ok());
   EXPECT_FALSE(DecodeHelloReply("short").ok());
   bytes[0] ^= 1;
   EXPECT_FALSE(DecodeHelloReply(bytes).ok());
+}
+
+// The features bit says the owner answers requests (DIGESTS); the reply of
+// an owner of an earlier version ends with the message: no features, and
+// its holders (which stop at the message) read a new reply as before.
+TEST(VerbsHelloReply, CarriesFeaturesAndReadsAnEarlierOwnersReply) {
+  VerbsHelloReply r;
+  r.size_bytes = 64u << 20;
+  r.rkey = 7;
+  r.message = "ok";
+  r.features = kVerbsFeatureRequests;
+  const std::string bytes = EncodeHelloReply(r);
+  auto back = DecodeHelloReply(bytes);
+  ASSERT_TRUE(back.ok()) << back.status();
+  EXPECT_EQ(back->features, kVerbsFeatureRequests);
+  EXPECT_EQ(back->message, "ok");
+  // Without the trailing features: what an earlier owner sends.
+  back = DecodeHelloReply(bytes.substr(0, bytes.size() - 4));
+  ASSERT_TRUE(back.ok()) << back.status();
+  EXPECT_EQ(back->features, 0u);
+  EXPECT_EQ(back->rkey, 7u);
+  EXPECT_EQ(back->size_bytes, 64u << 20);
+}
+
+TEST(VerbsRequest, RoundTripsAndRefusesGarbage) {
+  VerbsRequest q;
+  q.offset = uint64_t{16} << 20;
+  q.length = uint64_t{1} << 40;
+  q.chunk = uint64_t{16} << 20;
+  q.reply_capacity = VerbsReplyBytes(65536);
+  const std::string bytes = EncodeVerbsRequest(q);
+  auto back = DecodeVerbsRequest(bytes);
+  ASSERT_TRUE(back.ok()) << back.status();
+  EXPECT_EQ(back->version, kVerbsRequestVersion);
+  EXPECT_EQ(back->op, kVerbsOpDigests);
+  EXPECT_EQ(back->offset, q.offset);
+  EXPECT_EQ(back->length, q.length);
+  EXPECT_EQ(back->chunk, q.chunk);
+  EXPECT_EQ(back->reply_capacity, q.reply_capacity);
+  // Another version or op decodes (the owner answers it UNIMPLEMENTED).
+  VerbsRequest later = q;
+  later.version = 2;
+  later.op = 9;
+  back = DecodeVerbsRequest(EncodeVerbsRequest(later));
+  ASSERT_TRUE(back.ok());
+  EXPECT_EQ(back->version, 2u);
+  EXPECT_EQ(back->op, 9u);
+  EXPECT_EQ(
+      DecodeVerbsRequest(bytes.substr(0, bytes.size() - 1)).status().code(),
+      absl::StatusCode::kDataLoss);
+  std::string bad = bytes;
+  bad[0] ^= 1;
+  EXPECT_FALSE(DecodeVerbsRequest(bad).ok());
+  // A FabricHello-sized garbage message is not a request either.
+  EXPECT_FALSE(DecodeVerbsRequest(std::string(100, 'x')).ok());
+}
+
+TEST(VerbsReply, RoundTripsFitsItsReceiveAndRefusesGarbage) {
+  VerbsReply ok;
+  ok.payload = std::string(64 * kDigestBytes, 'd');
+  std::string bytes = EncodeVerbsReply(ok);
+  EXPECT_LE(bytes.size(), VerbsReplyBytes(ok.payload.size()));
+  auto back = DecodeVerbsReply(bytes);
+  ASSERT_TRUE(back.ok()) << back.status();
+  EXPECT_EQ(back->code, 0);
+  EXPECT_EQ(back->payload, ok.payload);
+  EXPECT_EQ(back->message, "");
+  // An error: code and message, no payload; a long message is cut so that
+  // the reply fits the receive the holder posted for no digests at all.
+  VerbsReply refused;
+  refused.code = static_cast<int>(absl::StatusCode::kPermissionDenied);
+  refused.message = std::string(5000, 'm');
+  bytes = EncodeVerbsReply(refused);
+  EXPECT_LE(bytes.size(), VerbsReplyBytes(0));
+  back = DecodeVerbsReply(bytes);
+  ASSERT_TRUE(back.ok()) << back.status();
+  EXPECT_EQ(back->code, refused.code);
+  EXPECT_EQ(back->message, std::string(kVerbsReplyMessageBytes, 'm'));
+  EXPECT_TRUE(back->payload.empty());
+  // Truncated, corrupted, unknown code.
+  bytes = EncodeVerbsReply(ok);
+  EXPECT_EQ(DecodeVerbsReply(bytes.substr(0, bytes.size() - 1)).status().code(),
+            absl::StatusCode::kDataLoss);
+  EXPECT_FALSE(DecodeVerbsReply("short").ok());
+  std::string bad = bytes;
+  bad[0] ^= 1;
+  EXPECT_FALSE(DecodeVerbsReply(bad).ok());
+  VerbsReply odd;
+  odd.code = 99;
+  EXPECT_FALSE(DecodeVerbsReply(EncodeVerbsReply(odd)).ok());
 }
 
 TEST(VerbsRegistration, FsdaxWithoutOdpIsRefusedNamingTheReason) {

@@ -39,6 +39,7 @@
 #include "lib/api/json.h"
 #include "lib/k8s/fake_client.h"
 #include "node-agent/agent/agent.h"
+#include "node-agent/agent/checksum.h"
 #include "node-agent/fabric/verbs_fabric.h"
 #include "node-agent/testing/agent_node.h"
 #include "node-agent/testing/agent_stack.h"
@@ -232,6 +233,123 @@ TEST(VerbsFabricLab, GrantWriteReadThenRevokeRefusesTheLateWrite) {
   a2->reset();
   ASSERT_TRUE((*f)->DeregisterVolume("vol").ok());
   f->reset();  // windows before QPs before the MR: no 51 s hang, no panic
+}
+
+// DIGESTS over verbs (a migration's target inside the pause): the owner's
+// digests of a devdax region's 16 MiB chunks, as agent::HashChunks computes
+// them locally, whole and from the second chunk; a chunk a holder changed
+// (an RDMA WRITE, persisted) shows a new digest and the other does not; a
+// chunk size the owner does not hash in (InvalidArgument, from the owner),
+// an offset off a chunk (InvalidArgument) and a range past the end
+// (OutOfRange) are refused and the connection still answers; a region
+// registered without digests gives Unimplemented; after Invalidate the
+// request is refused (PermissionDenied), and stays refused.
+TEST(VerbsFabricLab, DigestsMatchTheOwnersAndAreRefusedOnceRevoked) {
+  REQUIRE_LAB();
+  constexpr uint64_t kChunk = agent::kChecksumChunk;
+  static_assert(kVolBytes == 2 * kChunk);
+  Mapping m(Env("DAXLEASE_LAB_DAX"), kVolBytes);
+  ASSERT_NE(m.base(), nullptr);
+  std::vector<char> fill = Pattern(kVolBytes, 3);
+  std::memcpy(m.base(), fill.data(), kVolBytes);
+  fabric::VerbsFabricOptions o;
+  o.listen = Env("DAXLEASE_LAB_IP") + ":0";
+  o.secret = kSecret;
+  o.window_pool = 4;
+  auto f = fabric::VerbsFabric::Start(o);
+  ASSERT_TRUE(f.ok()) << f.status();
+  char* base = m.base();
+  fabric::Region region{"vol", base, kVolBytes, nullptr, nullptr};
+  region.digests = [base](uint64_t off, uint64_t len,
+                          uint64_t chunk) -> absl::StatusOr<std::string> {
+    if (chunk != kChunk) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "chunk digests are of ", kChunk, " bytes here, not ", chunk));
+    }
+    return agent::HashChunks(base, kVolBytes, off, len);
+  };
+  ASSERT_TRUE((*f)->RegisterVolume(region).ok());
+  std::vector<char> plain(1 << 20, 'p');
+  ASSERT_TRUE((*f)->RegisterVolume(
+                      {"plain", plain.data(), plain.size(), nullptr, nullptr})
+                  .ok());
+  fabric::GrantKey ka{"vol", "lease-d", "node-b", 1};
+  auto ga = (*f)->Grant(ka, fabric::Access::kReadWrite);
+  ASSERT_TRUE(ga.ok()) << ga.status();
+  fabric::VerbsConnector connector;
+  auto a = connector.Connect(*ga);
+  ASSERT_TRUE(a.ok()) << a.status();
+
+  absl::Time t0 = absl::Now();
+  auto whole = (*a)->Digests(0, kVolBytes, kChunk);
+  const absl::Duration took = absl::Now() - t0;
+  ASSERT_TRUE(whole.ok()) << whole.status();
+  Figure("verbs_digests_32_MiB_ms", absl::ToDoubleMilliseconds(took), "ms");
+  auto local = agent::HashChunks(base, kVolBytes, 0, kVolBytes);
+  ASSERT_TRUE(local.ok());
+  ASSERT_EQ(whole->size(), 2 * fabric::kDigestBytes);
+  EXPECT_EQ(*whole, *local);
+  auto second = (*a)->Digests(kChunk, kChunk, kChunk);
+  ASSERT_TRUE(second.ok()) << second.status();
+  EXPECT_EQ(*second, local->substr(fabric::kDigestBytes));
+
+  // A holder changes chunk 1: its digest changes, chunk 0's does not.
+  std::vector<char> change(4096, 'Z');
+  ASSERT_TRUE((*a)->Write(kChunk + 8192, absl::MakeConstSpan(change)).ok());
+  ASSERT_TRUE((*a)->Persist(kChunk + 8192, change.size()).ok());
+  auto after = (*a)->Digests(0, kVolBytes, kChunk);
+  ASSERT_TRUE(after.ok()) << after.status();
+  EXPECT_EQ(after->substr(0, fabric::kDigestBytes),
+            whole->substr(0, fabric::kDigestBytes));
+  EXPECT_NE(after->substr(fabric::kDigestBytes),
+            whole->substr(fabric::kDigestBytes));
+  EXPECT_EQ(*after, *agent::HashChunks(base, kVolBytes, 0, kVolBytes));
+
+  // Refusals; the connection answers on after each.
+  absl::Status st = (*a)->Digests(0, kVolBytes, 1 << 20).status();
+  EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument) << st;
+  std::printf("chunk size refused: %s\n", st.ToString().c_str());
+  EXPECT_NE(st.message().find("refused DIGESTS"), absl::string_view::npos)
+      << "the owner's answer: " << st;
+  st = (*a)->Digests(4096, kChunk, kChunk).status();
+  EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument) << st;
+  st = (*a)->Digests(kChunk, kVolBytes, kChunk).status();
+  EXPECT_EQ(st.code(), absl::StatusCode::kOutOfRange) << st;
+  st = (*a)->Digests(4 * kChunk, kChunk, kChunk).status();
+  EXPECT_EQ(st.code(), absl::StatusCode::kOutOfRange) << st;
+  auto again = (*a)->Digests(0, kVolBytes, kChunk);
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_EQ(*again, *after);
+
+  // A region without digests.
+  auto gp =
+      (*f)->Grant({"plain", "lease-p", "node-b", 1}, fabric::Access::kReadOnly);
+  ASSERT_TRUE(gp.ok()) << gp.status();
+  auto p = connector.Connect(*gp);
+  ASSERT_TRUE(p.ok()) << p.status();
+  st = (*p)->Digests(0, plain.size(), kChunk).status();
+  EXPECT_EQ(st.code(), absl::StatusCode::kUnimplemented) << st;
+  std::printf("no digests: %s\n", st.ToString().c_str());
+  std::vector<char> back(16);
+  EXPECT_TRUE((*p)->Read(0, absl::MakeSpan(back)).ok())
+      << "the connection still serves reads";
+
+  // Revoked: the request is refused like an RDMA op, and stays refused.
+  auto cut = (*f)->Invalidate(ka);
+  ASSERT_TRUE(cut.ok() && *cut);
+  st = (*a)->Digests(0, kVolBytes, kChunk).status();
+  EXPECT_EQ(st.code(), absl::StatusCode::kPermissionDenied) << st;
+  std::printf("digests after revoke: %s\n", st.ToString().c_str());
+  st = (*a)->Digests(0, kChunk, kChunk).status();
+  EXPECT_EQ(st.code(), absl::StatusCode::kPermissionDenied) << st;
+  EXPECT_EQ((*a)->Read(0, absl::MakeSpan(back)).code(),
+            absl::StatusCode::kPermissionDenied);
+
+  a->reset();
+  p->reset();
+  ASSERT_TRUE((*f)->DeregisterVolume("vol").ok());
+  ASSERT_TRUE((*f)->DeregisterVolume("plain").ok());
+  f->reset();
 }
 
 TEST(VerbsFabricLab, FsdaxWithoutOdpIsRefusedWithTheReason) {

@@ -28,7 +28,10 @@ export DAXLEASE_LAB_IP=$GUEST_IP DAXLEASE_LAB_DAX=/dev/$DAXDEV DAXLEASE_LAB_FSDA
 t0=$(up)
 timeout 600 daxlease-lab-verbs-fabric-test >/tmp/verbs-fabric.log 2>&1
 rc=$?
-grep -v '^\[ RUN' /tmp/verbs-fabric.log | grep -v '^{"ts"' | tail -n 80
+# The agents' log lines (logfmt "ts=...", JSON before) would push a
+# failure's lines out of the tail: they are shown around each failure only.
+grep -v '^\[ RUN' /tmp/verbs-fabric.log | grep -v -e '^{"ts"' -e '^ts=' | tail -n 80
+grep -B 12 -A 4 ': Failure$' /tmp/verbs-fabric.log | cut -c1-400 | head -n 120
 grep '^FIGURE' /tmp/verbs-fabric.log
 say "verbs fabric tests took $(echo "$(up) - $t0" | bc 2>/dev/null || echo '?') s"
 check "VerbsFabric lab tests pass" test $rc -eq 0

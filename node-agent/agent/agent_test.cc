@@ -950,6 +950,51 @@ class DevdaxSourceTest : public AgentTest {
     cb.metrics = nullptr;
     return cb;
   }
+  // node-b (NodeBConfig): its plugin under plugin-b, its fabric, its agent.
+  struct NodeB {
+    explicit NodeB(const std::string& plugin_dir)
+        : media(plugin_dir), fabric("test-secret") {}
+    FakeNodeMedia media;
+    fabric::FakeFabric fabric;
+    std::unique_ptr<Agent> agent;
+  };
+  std::unique_ptr<NodeB> StartNodeB() {
+    EXPECT_TRUE(sys::MakeDirs(dir_ + "/plugin-b").ok());
+    auto b = std::make_unique<NodeB>(dir_ + "/plugin-b");
+    b->agent = std::make_unique<Agent>(NodeBConfig(b->media), kube_, clock_,
+                                       b->fabric, "10.0.0.2:7390");
+    EXPECT_TRUE(b->agent->Start().ok());
+    return b;
+  }
+  // The DaxMigration "m1" of "vol" to node-b.
+  void CreateMigrationM1() {
+    api::DaxMigration m;
+    m.metadata.name = "m1";
+    m.metadata.uid = "m1-uid";
+    m.spec.volume = "vol";
+    m.spec.target_node = "node-b";
+    ASSERT_TRUE(kube_.Create(DaxMigrationResource(), api::ToJson(m)).ok());
+  }
+  // The operator's write of m1's `phase` (from node-a, at epoch 1); kicks
+  // node-a's agent and `node_b`'s.
+  void SetMigrationPhase(const char* phase, NodeB* node_b = nullptr) {
+    ASSERT_TRUE(kube_
+                    .Patch(DaxMigrationResource(), "", "m1",
+                           k8s::PatchType::kMerge,
+                           k8s::Json{{"status",
+                                      {{"phase", phase},
+                                       {"sourceNode", "node-a"},
+                                       {"epoch", 1}}}},
+                           "status")
+                    .ok());
+    agent_->Kick();
+    if (node_b != nullptr) node_b->agent->Kick();
+  }
+  // m1's status as stored ({} when gone).
+  k8s::Json MigrationStatus() {
+    auto j = kube_.Get(DaxMigrationResource(), "", "m1");
+    return j.ok() ? (*j)["status"] : k8s::Json::object();
+  }
   void ServeThenMigrateAway() {
     ServeDevdax();
     ASSERT_TRUE(fabric_.IsRegistered("vol"));
@@ -1174,36 +1219,11 @@ TEST_F(DevdaxSourceTest, PreCopyThenThePauseReadsOnlyTheChangedChunk) {
   ServeDevdax(size, /*patterned=*/true);
   VolumeEpoch(1);
 
-  ASSERT_TRUE(sys::MakeDirs(dir_ + "/plugin-b").ok());
-  FakeNodeMedia media_b(dir_ + "/plugin-b");
-  fabric::FakeFabric fabric_b("test-secret");
-  AgentConfig cb = NodeBConfig(media_b);
-  auto agent_b =
-      std::make_unique<Agent>(cb, kube_, clock_, fabric_b, "10.0.0.2:7390");
-  ASSERT_TRUE(agent_b->Start().ok());
-  auto status = [&] {
-    auto j = kube_.Get(DaxMigrationResource(), "", "m1");
-    return j.ok() ? (*j)["status"] : k8s::Json::object();
-  };
-  auto phase = [&](const char* p) {
-    ASSERT_TRUE(
-        kube_
-            .Patch(
-                DaxMigrationResource(), "", "m1", k8s::PatchType::kMerge,
-                k8s::Json{
-                    {"status",
-                     {{"phase", p}, {"sourceNode", "node-a"}, {"epoch", 1}}}},
-                "status")
-            .ok());
-    agent_->Kick();
-    agent_b->Kick();
-  };
-  api::DaxMigration m;
-  m.metadata.name = "m1";
-  m.metadata.uid = "m1-uid";
-  m.spec.volume = "vol";
-  m.spec.target_node = "node-b";
-  ASSERT_TRUE(kube_.Create(DaxMigrationResource(), api::ToJson(m)).ok());
+  std::unique_ptr<NodeB> b = StartNodeB();
+  FakeNodeMedia& media_b = b->media;
+  auto status = [&] { return MigrationStatus(); };
+  auto phase = [&](const char* p) { SetMigrationPhase(p, b.get()); };
+  CreateMigrationM1();
   phase("PreCopying");
   ASSERT_TRUE(WaitFor([&] {
     return status().value("preCopiedBytes", uint64_t{0}) == size;
@@ -1244,7 +1264,7 @@ TEST_F(DevdaxSourceTest, PreCopyThenThePauseReadsOnlyTheChangedChunk) {
   ASSERT_EQ(media_b.Volumes().size(), 1u);
   EXPECT_EQ(*sys::ReadFile(media_b.Volumes().at("vol")),
             *sys::ReadFile(device_));
-  agent_b->Stop();
+  b->agent->Stop();
 }
 
 // Inside the pause the source hashes its data once: its checksum and the
@@ -1256,28 +1276,9 @@ TEST_F(DevdaxSourceTest, ThePauseHashesTheSourceOnceForItsChecksumAndDigests) {
   const uint64_t size = 2 * kChecksumChunk + (4 << 20);  // 3 chunks
   ServeDevdax(size, /*patterned=*/true);
   VolumeEpoch(1);
-  api::DaxMigration m;
-  m.metadata.name = "m1";
-  m.metadata.uid = "m1-uid";
-  m.spec.volume = "vol";
-  m.spec.target_node = "node-b";
-  ASSERT_TRUE(kube_.Create(DaxMigrationResource(), api::ToJson(m)).ok());
-  auto phase = [&](const char* p) {
-    ASSERT_TRUE(
-        kube_
-            .Patch(
-                DaxMigrationResource(), "", "m1", k8s::PatchType::kMerge,
-                k8s::Json{
-                    {"status",
-                     {{"phase", p}, {"sourceNode", "node-a"}, {"epoch", 1}}}},
-                "status")
-            .ok());
-    agent_->Kick();
-  };
-  auto status = [&] {
-    auto j = kube_.Get(DaxMigrationResource(), "", "m1");
-    return j.ok() ? (*j)["status"] : k8s::Json::object();
-  };
+  CreateMigrationM1();
+  auto phase = [&](const char* p) { SetMigrationPhase(p); };
+  auto status = [&] { return MigrationStatus(); };
   // The target, as node-b's agent connects: the migration's read-only grant.
   auto created = kube_.Get(DaxMigrationResource(), "", "m1");
   ASSERT_TRUE(created.ok()) << created.status();
@@ -1347,36 +1348,11 @@ TEST_P(DevdaxNoDigestsTest, PreCopyIsSkippedAtOnceThenThePauseCopiesAll) {
   VolumeEpoch(1);
   fabric_.SetDigestsRefusal(absl::Status(GetParam(), "no digests here"));
 
-  ASSERT_TRUE(sys::MakeDirs(dir_ + "/plugin-b").ok());
-  FakeNodeMedia media_b(dir_ + "/plugin-b");
-  fabric::FakeFabric fabric_b("test-secret");
-  AgentConfig cb = NodeBConfig(media_b);
-  auto agent_b =
-      std::make_unique<Agent>(cb, kube_, clock_, fabric_b, "10.0.0.2:7390");
-  ASSERT_TRUE(agent_b->Start().ok());
-  auto status = [&] {
-    auto j = kube_.Get(DaxMigrationResource(), "", "m1");
-    return j.ok() ? (*j)["status"] : k8s::Json::object();
-  };
-  auto phase = [&](const char* p) {
-    ASSERT_TRUE(
-        kube_
-            .Patch(
-                DaxMigrationResource(), "", "m1", k8s::PatchType::kMerge,
-                k8s::Json{
-                    {"status",
-                     {{"phase", p}, {"sourceNode", "node-a"}, {"epoch", 1}}}},
-                "status")
-            .ok());
-    agent_->Kick();
-    agent_b->Kick();
-  };
-  api::DaxMigration m;
-  m.metadata.name = "m1";
-  m.metadata.uid = "m1-uid";
-  m.spec.volume = "vol";
-  m.spec.target_node = "node-b";
-  ASSERT_TRUE(kube_.Create(DaxMigrationResource(), api::ToJson(m)).ok());
+  std::unique_ptr<NodeB> b = StartNodeB();
+  FakeNodeMedia& media_b = b->media;
+  auto status = [&] { return MigrationStatus(); };
+  auto phase = [&](const char* p) { SetMigrationPhase(p, b.get()); };
+  CreateMigrationM1();
   phase("PreCopying");
   ASSERT_TRUE(WaitFor([&] {
     return !status().value("preCopyFailure", "").empty();
@@ -1391,7 +1367,7 @@ TEST_P(DevdaxNoDigestsTest, PreCopyIsSkippedAtOnceThenThePauseCopiesAll) {
   EXPECT_EQ(media_b.create_calls(), 0) << "no media made for it";
   EXPECT_TRUE(media_b.Volumes().empty());
   // Not started again while the phase stays PreCopying.
-  agent_b->Kick();
+  b->agent->Kick();
   std::this_thread::sleep_for(std::chrono::milliseconds(200));
   EXPECT_EQ(fabric_.read_bytes(), 0u);
   EXPECT_EQ(media_b.create_calls(), 0);
@@ -1410,7 +1386,7 @@ TEST_P(DevdaxNoDigestsTest, PreCopyIsSkippedAtOnceThenThePauseCopiesAll) {
   ASSERT_EQ(media_b.Volumes().size(), 1u);
   EXPECT_EQ(*sys::ReadFile(media_b.Volumes().at("vol")),
             *sys::ReadFile(device_));
-  agent_b->Stop();
+  b->agent->Stop();
 }
 
 INSTANTIATE_TEST_SUITE_P(
@@ -1432,13 +1408,10 @@ TEST_F(DevdaxSourceTest, TargetCopiesIntoAPluginMadeDeviceThenServesIt) {
   ServeDevdax(4 << 20, /*patterned=*/true);
   VolumeEpoch(1);
 
-  ASSERT_TRUE(sys::MakeDirs(dir_ + "/plugin-b").ok());
-  FakeNodeMedia media_b(dir_ + "/plugin-b");
-  fabric::FakeFabric fabric_b("test-secret");
-  AgentConfig cb = NodeBConfig(media_b);
-  auto agent_b =
-      std::make_unique<Agent>(cb, kube_, clock_, fabric_b, "10.0.0.2:7390");
-  ASSERT_TRUE(agent_b->Start().ok());
+  std::unique_ptr<NodeB> b = StartNodeB();
+  FakeNodeMedia& media_b = b->media;
+  fabric::FakeFabric& fabric_b = b->fabric;
+  std::unique_ptr<Agent>& agent_b = b->agent;
 
   api::DaxMigration m;
   m.metadata.name = "m1";
@@ -1497,8 +1470,8 @@ TEST_F(DevdaxSourceTest, TargetCopiesIntoAPluginMadeDeviceThenServesIt) {
   agent_b->Stop();
 
   // Restarted, node-b serves the device again (its state names it).
-  agent_b =
-      std::make_unique<Agent>(cb, kube_, clock_, fabric_b, "10.0.0.2:7390");
+  agent_b = std::make_unique<Agent>(NodeBConfig(media_b), kube_, clock_,
+                                    fabric_b, "10.0.0.2:7390");
   ASSERT_TRUE(agent_b->Start().ok());
   EXPECT_TRUE(fabric_b.IsRegistered("vol"));
   EXPECT_EQ(media_b.free_calls(), 0);

@@ -990,6 +990,18 @@ class DevdaxSourceTest : public AgentTest {
     agent_->Kick();
     if (node_b != nullptr) node_b->agent->Kick();
   }
+  // Waits for both of m1's checksums: equal, every one of `size` bytes
+  // copied.
+  void ExpectCopyVerified(uint64_t size) {
+    ASSERT_TRUE(WaitFor([&] {
+      k8s::Json st = MigrationStatus();
+      return !st.value("targetChecksum", "").empty() &&
+             !st.value("sourceChecksum", "").empty();
+    })) << MigrationStatus().dump();
+    EXPECT_EQ(MigrationStatus()["targetChecksum"],
+              MigrationStatus()["sourceChecksum"]);
+    EXPECT_EQ(MigrationStatus().value("bytesCopied", uint64_t{0}), size);
+  }
   // m1's status as stored ({} when gone).
   k8s::Json MigrationStatus() {
     auto j = kube_.Get(DaxMigrationResource(), "", "m1");
@@ -1092,9 +1104,14 @@ TEST_F(DevdaxSourceTest, FreeIsRetriedAcrossARestartAndReportedOnlyOnceDone) {
   EXPECT_FALSE(SourceMediaFreed());
   EXPECT_FALSE(fabric_.IsRegistered("vol"));
   media_->SetFreeError(absl::OkStatus());
-  clock_.Advance(absl::Seconds(1));  // the refusal's wait
-  agent_->Kick();
-  ASSERT_TRUE(WaitFor([&] { return SourceMediaFreed(); }));
+  // The refusal's wait, however late the free's job recorded the refusal
+  // (free_calls counts the call before its refusal is recorded, and the
+  // wait starts then: one Advance made before it never came due).
+  ASSERT_TRUE(WaitFor([&] {
+    clock_.Advance(absl::Seconds(1));
+    agent_->Kick();
+    return SourceMediaFreed();
+  }));
   EXPECT_FALSE(sys::PathExists(device_));
 }
 
@@ -1249,13 +1266,7 @@ TEST_F(DevdaxSourceTest, PreCopyThenThePauseReadsOnlyTheChangedChunk) {
     close(fd);
   }
   phase("Copying");
-  ASSERT_TRUE(WaitFor([&] {
-    k8s::Json st = status();
-    return !st.value("targetChecksum", "").empty() &&
-           !st.value("sourceChecksum", "").empty();
-  })) << status().dump();
-  EXPECT_EQ(status()["targetChecksum"], status()["sourceChecksum"]);
-  EXPECT_EQ(status().value("bytesCopied", uint64_t{0}), size);
+  ExpectCopyVerified(size);
   EXPECT_EQ(status().value("refetchedBytes", uint64_t{0}), kChecksumChunk);
   EXPECT_EQ(status().value("targetFailure", ""), "");
   EXPECT_EQ(fabric_.digest_calls(), 2);
@@ -1373,13 +1384,7 @@ TEST_P(DevdaxNoDigestsTest, PreCopyIsSkippedAtOnceThenThePauseCopiesAll) {
   EXPECT_EQ(media_b.create_calls(), 0);
 
   phase("Copying");
-  ASSERT_TRUE(WaitFor([&] {
-    k8s::Json st = status();
-    return !st.value("targetChecksum", "").empty() &&
-           !st.value("sourceChecksum", "").empty();
-  })) << status().dump();
-  EXPECT_EQ(status()["targetChecksum"], status()["sourceChecksum"]);
-  EXPECT_EQ(status().value("bytesCopied", uint64_t{0}), size);
+  ExpectCopyVerified(size);
   EXPECT_EQ(status().value("targetFailure", ""), "");
   EXPECT_EQ(fabric_.read_bytes(), size) << "read once, in the pause";
   EXPECT_EQ(fabric_.digest_calls(), 0);

@@ -1,5 +1,6 @@
 #include "operator/channel_relay.h"
 
+#include <memory>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -45,33 +46,26 @@ void ChannelRelay::SetServer(channel::ChannelServer* server) {
 }
 
 void ChannelRelay::Overlay(World& world) {
+  auto answers = std::make_shared<std::map<std::string, AgentAnswers>>();
   absl::MutexLock l(&mu_);
-  for (SharedLease& d : world.leases) {
-    const api::DaxLeaseStatus& read = d->status;
-    std::string released, fenced;
-    bool revocation_acknowledged = false;
+  for (const SharedLease& d : world.leases) {
     auto it = taken_.find(d->metadata.name);
-    if (it != taken_.end()) {
-      // Each answer was checked against what was asked (recall ID, epoch);
-      // the plan takes it only for the recall the lease answers as read,
-      // which may be through the DaxRecall's record while the lease object
-      // lags (plan.h), so it is passed on as it came.
-      const Taken& t = it->second;
-      released = t.released;
-      fenced = t.fenced;
-      revocation_acknowledged = t.revocation_acked_epoch != 0 &&
-                                t.revocation_acked_epoch == read.epoch;
-    }
-    if (read.released_recall_id == released &&
-        read.fenced_recall_id == fenced &&
-        read.revocation_acknowledged == revocation_acknowledged) {
-      continue;  // stays shared with the reader's cache
-    }
-    api::DaxLeaseStatus& st = d.Mutable().status;
-    st.released_recall_id = std::move(released);
-    st.fenced_recall_id = std::move(fenced);
-    st.revocation_acknowledged = revocation_acknowledged;
+    if (it == taken_.end()) continue;
+    // Each answer was checked against what was asked (recall ID, epoch);
+    // the plan takes it only for the recall the lease answers as read,
+    // which may be through the DaxRecall's record while the lease object
+    // lags (plan.h), so it is passed on as it came.
+    const Taken& t = it->second;
+    AgentAnswers& a = (*answers)[d->metadata.name];
+    a.released_recall_id = t.released;
+    a.fenced_recall_id = t.fenced;
+    a.revocation_acknowledged = RevocationAcked(t, d->status.epoch);
   }
+  world.channel_answers = std::move(answers);
+}
+
+bool ChannelRelay::RevocationAcked(const Taken& t, int64_t epoch) {
+  return t.revocation_acked_epoch != 0 && t.revocation_acked_epoch == epoch;
 }
 
 void ChannelRelay::Stored(const World& desired) {
@@ -173,8 +167,13 @@ bool ChannelRelay::TrackLocked(const std::string& volume,
     it.set_lease_uid(d.metadata.uid);
     return true;
   }
+  // Acknowledged as taken here (the status field answers nothing with the
+  // channel on): a pass whose RevocationAck was refused is not asked again.
+  auto t = taken_.find(name);
+  const bool acknowledged =
+      t != taken_.end() && RevocationAcked(t->second, st.epoch);
   if (*st.state == api::LeaseState::kRevoked && !st.fence_required &&
-      !st.revocation_acknowledged) {
+      !acknowledged) {
     revoked_[name] = {volume, holder, st.recall_id, st.epoch};
     pb::RevokedItem& it = revoked_items_[name];
     it.set_lease(name);

@@ -21,10 +21,12 @@
 //   memory until the pass that stores their outcome: a leader that dies
 //   first loses them and its successor asks again.
 //
-//   overlay: before the plan, Overlay() replaces the agent-written status
-//   fields (releasedRecallID, fencedRecallID, revocationAcknowledged),
-//   which any agent credential can write for any lease, by the answers
-//   taken here. With the channel on, those fields release nothing.
+//   overlay: before the plan, Overlay() hands it the answers taken here
+//   (World::channel_answers), which it reads instead of the agent-written
+//   status fields (releasedRecallID, fencedRecallID,
+//   revocationAcknowledged): any agent credential can write those for any
+//   lease, so with the channel on they release nothing. The leases read
+//   are not edited (no lease is copied to carry an answer).
 //
 // Thread-safe.
 #ifndef DAXLEASE_OPERATOR_CHANNEL_RELAY_H_
@@ -79,6 +81,8 @@ class ChannelRelay {
     int64_t revocation_acked_epoch = 0;
   };
 
+  // Whether `t` acknowledges the revocation of a lease at `epoch`.
+  static bool RevocationAcked(const Taken& t, int64_t epoch);
   // Records lease `d` of `volume` (owner node `owner`) as what the stored
   // objects ask of it; false if nothing is outstanding for it.
   bool TrackLocked(const std::string& volume, const std::string& owner,

@@ -45,6 +45,14 @@ api::DaxLease Lease(const std::string& name, const std::string& node,
   return l;
 }
 
+// The answers the plan reads for `lease` after Overlay.
+AgentAnswers Answer(const World& w, const std::string& lease) {
+  EXPECT_NE(w.channel_answers, nullptr) << "no Overlay";
+  if (w.channel_answers == nullptr) return {};
+  auto it = w.channel_answers->find(lease);
+  return it == w.channel_answers->end() ? AgentAnswers{} : it->second;
+}
+
 class ChannelRelayTest : public ::testing::Test {
  protected:
   ChannelRelayTest()
@@ -125,7 +133,7 @@ TEST_F(ChannelRelayTest, AskedAtTheRecallStartThenStoredSendsNothingTwice) {
   EXPECT_EQ(server_.sent["node-b"].size(), 1u);
   World read = w_;
   relay_.Overlay(read);
-  EXPECT_EQ(read.leases[0]->status.released_recall_id, "r1");
+  EXPECT_EQ(Answer(read, "a1").released_recall_id, "r1");
   // Only Recalling leases are asked this way.
   w_.leases[2].Mutable().status.state = api::LeaseState::kGranted;
   Connect("node-b");  // a new stream: b1 would be sent again if asked
@@ -156,7 +164,7 @@ TEST_F(ChannelRelayTest, OnlyTheNodeAskedForTheRecallAskedIsTaken) {
   read.leases[0].Mutable().status.released_recall_id =
       "r1";  // written by anyone
   relay_.Overlay(read);
-  EXPECT_EQ(read.leases[0]->status.released_recall_id, "")
+  EXPECT_EQ(Answer(read, "a1").released_recall_id, "")
       << "the status field releases nothing with the channel on";
 
   EXPECT_EQ(Report("node-a", Ack("a1", "r1", 3)).refused_size(), 0);
@@ -165,8 +173,11 @@ TEST_F(ChannelRelayTest, OnlyTheNodeAskedForTheRecallAskedIsTaken) {
   EXPECT_THAT(enqueued_, ::testing::ElementsAre("v", "v"));
   read = w_;
   relay_.Overlay(read);
-  EXPECT_EQ(read.leases[0]->status.released_recall_id, "r1");
-  EXPECT_EQ(read.leases[1]->status.released_recall_id, "");
+  EXPECT_EQ(Answer(read, "a1").released_recall_id, "r1");
+  EXPECT_EQ(Answer(read, "a2").released_recall_id, "");
+  EXPECT_EQ(read.leases[0]->status.released_recall_id, "")
+      << "the lease read is not edited";
+  EXPECT_TRUE(read.leases[0].SharesWith(w_.leases[0])) << "nor copied";
 }
 
 TEST_F(ChannelRelayTest, FencesAreTheOwnersRevocationAcksTheHolders) {
@@ -188,7 +199,7 @@ TEST_F(ChannelRelayTest, FencesAreTheOwnersRevocationAcksTheHolders) {
   EXPECT_EQ(Report("owner", f).refused_size(), 0);
   World read = w_;
   relay_.Overlay(read);
-  EXPECT_EQ(read.leases[0]->status.fenced_recall_id, "r1");
+  EXPECT_EQ(Answer(read, "a1").fenced_recall_id, "r1");
 
   // Fenced: the holder is told and acknowledges.
   w_.leases[0].Mutable().status.fence_required = false;
@@ -203,7 +214,17 @@ TEST_F(ChannelRelayTest, FencesAreTheOwnersRevocationAcksTheHolders) {
   EXPECT_EQ(Report("node-a", v).refused_size(), 0);
   read = w_;
   relay_.Overlay(read);
-  EXPECT_TRUE(read.leases[0]->status.revocation_acknowledged);
+  EXPECT_TRUE(Answer(read, "a1").revocation_acknowledged);
+  // Taken for another epoch than the lease's: not an acknowledgement.
+  read = w_;
+  read.leases[0].Mutable().status.epoch = 4;
+  relay_.Overlay(read);
+  EXPECT_FALSE(Answer(read, "a1").revocation_acknowledged);
+  // Acknowledged (as taken, not as the status field says): a stored pass
+  // that still shows it Revoked asks nothing more, even on a new stream.
+  relay_.Stored(w_);
+  Connect("node-a");
+  EXPECT_EQ(server_.sent["node-a"].size(), 1u);
 
   // Stored as Released: nothing is asked any more; the answer is kept while
   // the lease answers recall r1 (its lease object may lag) ...
@@ -215,8 +236,7 @@ TEST_F(ChannelRelayTest, FencesAreTheOwnersRevocationAcksTheHolders) {
   relay_.Stored(w_);
   read = w_;
   relay_.Overlay(read);
-  EXPECT_FALSE(read.leases[0]->status.revocation_acknowledged);
-  EXPECT_EQ(read.leases[0]->status.fenced_recall_id, "");
+  EXPECT_EQ(Answer(read, "a1"), AgentAnswers{});
 }
 
 }  // namespace

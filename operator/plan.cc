@@ -569,6 +569,25 @@ class Planner {
     return it == pos.end() ? nullptr : &s_.leases[it->second];
   }
 
+  // What the agents said about `d` (World::channel_answers), by reference.
+  struct Answers {
+    const std::string& released_recall_id;
+    const std::string& fenced_recall_id;
+    bool revocation_acknowledged;
+  };
+  Answers AnswersOf(const DaxLease& d) const {
+    if (w_.channel_answers == nullptr) {
+      return {d.status.released_recall_id, d.status.fenced_recall_id,
+              d.status.revocation_acknowledged};
+    }
+    static const AgentAnswers kNone;
+    auto it = w_.channel_answers->find(d.metadata.name);
+    const AgentAnswers& a =
+        it == w_.channel_answers->end() ? kNone : it->second;
+    return {a.released_recall_id, a.fenced_recall_id,
+            a.revocation_acknowledged};
+  }
+
   // Each event concerns only its own lease, so all of them are computed from
   // the state as built and applied as one batch.
   void ApplyAgentSignals() {
@@ -593,16 +612,17 @@ class Planner {
       }
       const lease::Lease* l = FindIn(pos, d.metadata.name);
       if (l == nullptr) continue;
+      const Answers a = AnswersOf(d);
       if (l->state == lease::LeaseState::kRecalling && !l->fencing() &&
-          !d.status.released_recall_id.empty() &&
-          d.status.released_recall_id == l->recall_id) {
+          !a.released_recall_id.empty() &&
+          a.released_recall_id == l->recall_id) {
         batch.emplace_back(
             lease::HolderAck{l->id, l->recall_id, l->epoch, true}, idx);
-      } else if (l->fencing() && !d.status.fenced_recall_id.empty() &&
-                 d.status.fenced_recall_id == l->recall_id) {
+      } else if (l->fencing() && !a.fenced_recall_id.empty() &&
+                 a.fenced_recall_id == l->recall_id) {
         batch.emplace_back(lease::FenceConfirmed{l->id, l->epoch}, idx);
       } else if (l->state == lease::LeaseState::kRevoked &&
-                 d.status.revocation_acknowledged) {
+                 a.revocation_acknowledged) {
         batch.emplace_back(lease::RevocationAck{l->id, l->epoch}, idx);
       }
     }

@@ -34,6 +34,7 @@
 #ifndef DAXLEASE_OPERATOR_PLAN_H_
 #define DAXLEASE_OPERATOR_PLAN_H_
 
+#include <map>
 #include <memory>
 #include <optional>
 #include <set>
@@ -112,6 +113,18 @@ class SharedLease {
   std::shared_ptr<api::DaxLease> p_;
 };
 
+// What the agents said about one lease: the signals the plan turns into
+// lib/lease events (see above). On the status-field path they are the
+// lease's own status fields; with the recall channel on, the answers the
+// channel took (World::channel_answers).
+struct AgentAnswers {
+  std::string released_recall_id;        // holder: flushed + unmapped
+  std::string fenced_recall_id;          // owner: holder fenced
+  bool revocation_acknowledged = false;  // holder: client saw the revoke
+
+  friend bool operator==(const AgentAnswers&, const AgentAnswers&) = default;
+};
+
 // Everything about one volume, as read from the API server.
 struct World {
   std::string volume_name;
@@ -131,6 +144,15 @@ struct World {
   // (lease display lag, operator/lease_display.h). A Complete recall keeps
   // its finalizer while any is: the record must outlive the lag.
   std::set<std::string> display_pending;
+  // With the recall channel on (operator/channel_relay.h): the answers it
+  // took, by lease name (a lease not here answered nothing), which the plan
+  // reads instead of the agent-written status fields (releasedRecallID,
+  // fencedRecallID, revocationAcknowledged): any agent credential can write
+  // those for any lease, so with the channel on they release nothing. Kept
+  // beside the leases, not written into them, so a pass over N acks copies
+  // no lease to read them; shared, so the plan's copy of the World copies
+  // none of them either. Null: no channel, the status fields answer.
+  std::shared_ptr<const std::map<std::string, AgentAnswers>> channel_answers;
 };
 
 // A core/v1 Event to record about one object.

@@ -1,6 +1,8 @@
 #include "operator/plan.h"
 
 #include <algorithm>
+#include <map>
+#include <memory>
 
 #include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
@@ -419,6 +421,50 @@ TEST(PlanTest, TwoAckOneRevokedFencedThenCompleteAndEpochBumped) {
   w = Settle(w, kT0 + absl::Seconds(61));
   EXPECT_EQ(w.leases[2]->status.state, LeaseState::kReleased);
   EXPECT_EQ(w.leases[2]->status.reason, "DeadlineExceeded");
+}
+
+// With the recall channel on, the plan reads the answers the channel took
+// (World::channel_answers) and not the agent-written status fields, which
+// any agent credential can write: a forged releasedRecallID releases
+// nothing, a taken ack releases a lease whose object says nothing, and the
+// lease read is neither edited nor copied to carry the answer.
+TEST(PlanTest, ChannelAnswersReplaceTheAgentWrittenStatusFields) {
+  World w = Settle(WorldOf({Lease("a"), Lease("b"), Lease("c")}), kT0);
+  w.recalls.push_back(Recall("r", 5));
+  w = Settle(w, kT0);
+  w.leases[0].Mutable().status.released_recall_id = "r-uid";  // forged
+  auto answers = std::make_shared<std::map<std::string, AgentAnswers>>();
+  (*answers)["b"].released_recall_id = "r-uid";
+  (*answers)["c"].released_recall_id = "another-recall";
+  w.channel_answers = answers;
+  const World read = w;
+  Plan p = ComputePlan(w, kT0 + absl::Seconds(1), {});
+  EXPECT_THAT(States(p.desired),
+              ElementsAre(LeaseState::kRecalling, LeaseState::kReleased,
+                          LeaseState::kRecalling));
+  EXPECT_EQ(p.tally.releases, 1);
+  EXPECT_TRUE(p.desired.leases[0].SharesWith(read.leases[0]))
+      << "a lease the pass does not change stays shared";
+  EXPECT_EQ(read.leases[1]->status.state, LeaseState::kRecalling);
+  EXPECT_EQ(read.leases[1]->status.released_recall_id, "");
+
+  // Revocation acknowledged on the channel, not in the status field.
+  w = Settle(p.desired, kT0 + absl::Seconds(1));
+  w.channel_answers = nullptr;
+  w.leases[0].Mutable().status.released_recall_id = "";
+  w = Settle(w, kT0 + absl::Seconds(5));
+  (*answers)["a"].fenced_recall_id = "r-uid";
+  (*answers)["c"].fenced_recall_id = "r-uid";
+  w.channel_answers = answers;
+  w = Settle(w, kT0 + absl::Seconds(6));
+  ASSERT_EQ(w.leases[0]->status.state, LeaseState::kRevoked);
+  EXPECT_FALSE(w.leases[0]->status.fence_required);
+  w.leases[0].Mutable().status.revocation_acknowledged = true;  // forged
+  w = Settle(w, kT0 + absl::Seconds(7));
+  EXPECT_EQ(w.leases[0]->status.state, LeaseState::kRevoked);
+  (*answers)["a"].revocation_acknowledged = true;
+  w = Settle(w, kT0 + absl::Seconds(8));
+  EXPECT_EQ(w.leases[0]->status.state, LeaseState::kReleased);
 }
 
 // The tally (the operator's grant/revocation/fence counters) comes from

@@ -11,15 +11,11 @@ namespace {
 
 namespace pb = channel::pb;
 
-std::string RecallKey(const std::string& lease, const std::string& id) {
-  return absl::StrCat("r/", lease, "/", id);
-}
-std::string FenceKey(const std::string& lease, const std::string& id) {
-  return absl::StrCat("f/", lease, "/", id);
-}
-std::string RevokedKey(const std::string& lease, int64_t epoch) {
-  return absl::StrCat("v/", lease, "/", epoch);
-}
+// What was sent about a lease (sent_ is by lease): the item's kind and the
+// recall or epoch it asks about.
+std::string RecallKey(const std::string& id) { return absl::StrCat("r/", id); }
+std::string FenceKey(const std::string& id) { return absl::StrCat("f/", id); }
+std::string RevokedKey(int64_t epoch) { return absl::StrCat("v/", epoch); }
 
 const std::string& HolderNode(const api::DaxLease& l) {
   return l.status.bound_to.has_value() ? l.status.bound_to->holder_node
@@ -77,7 +73,6 @@ void ChannelRelay::Stored(const World& desired) {
     recalls_.erase(lease);
     fences_.erase(lease);
     revoked_.erase(lease);
-    recall_items_.erase(lease);
     fence_items_.erase(lease);
     revoked_items_.erase(lease);
   }
@@ -145,14 +140,9 @@ bool ChannelRelay::TrackLocked(const std::string& volume,
   if (!st.state.has_value()) return false;
   const std::string& holder = HolderNode(d);
   if (*st.state == api::LeaseState::kRecalling) {
-    recalls_[name] = {volume, holder, st.recall_id, st.epoch};
-    pb::RecallItem& it = recall_items_[name];
-    it.set_lease(name);
-    it.set_volume(volume);
-    it.set_recall_id(st.recall_id);
-    it.set_epoch(st.epoch);
-    it.set_deadline_unix_ms(
-        st.deadline.has_value() ? absl::ToUnixMillis(*st.deadline) : 0);
+    recalls_[name] = {
+        volume, holder, st.recall_id, st.epoch,
+        st.deadline.has_value() ? absl::ToUnixMillis(*st.deadline) : 0};
     return true;
   }
   if (*st.state == api::LeaseState::kRevoked && st.fence_required &&
@@ -222,21 +212,24 @@ pb::OperatorMessage ChannelRelay::UnsentLocked(
           t != taken_.end() && t->second.released == a.recall_id) {
         return;  // answered; its outcome is on its way to the store
       }
-      if (std::string k = RecallKey(lease, a.recall_id); sent[lease] != k) {
+      if (std::string k = RecallKey(a.recall_id); sent[lease] != k) {
         sent[lease] = k;
-        *m.add_recalls() = recall_items_[lease];
+        pb::RecallItem* item = m.add_recalls();
+        item->set_lease(lease);
+        item->set_volume(a.volume);
+        item->set_recall_id(a.recall_id);
+        item->set_epoch(a.epoch);
+        item->set_deadline_unix_ms(a.deadline_unix_ms);
       }
     } else if (auto it = fences_.find(lease);
                it != fences_.end() && it->second.node == node) {
-      if (std::string k = FenceKey(lease, it->second.recall_id);
-          sent[lease] != k) {
+      if (std::string k = FenceKey(it->second.recall_id); sent[lease] != k) {
         sent[lease] = k;
         *m.add_fences() = fence_items_[lease];
       }
     } else if (auto it = revoked_.find(lease);
                it != revoked_.end() && it->second.node == node) {
-      if (std::string k = RevokedKey(lease, it->second.epoch);
-          sent[lease] != k) {
+      if (std::string k = RevokedKey(it->second.epoch); sent[lease] != k) {
         sent[lease] = k;
         *m.add_revoked() = revoked_items_[lease];
       }

@@ -74,6 +74,7 @@ class ChannelRelay {
     std::string node;  // who must answer
     std::string recall_id;
     int64_t epoch = 0;
+    int64_t deadline_unix_ms = 0;  // a recall's (RecallItem.deadline_unix_ms)
   };
   struct Taken {
     std::string released;  // recall ID acked (flushed)
@@ -107,12 +108,13 @@ class ChannelRelay {
   const std::function<void(const std::string&)> enqueue_;
   std::atomic<channel::ChannelServer*> server_{nullptr};
   absl::Mutex mu_;
-  // By lease name: what the stored objects say is outstanding.
+  // By lease name: what the stored objects say is outstanding. A recall's
+  // item is built from its Asked when sent (one record per recalled lease,
+  // N of them in a large recall); the few fences and revocations keep the
+  // item to send beside it.
   std::map<std::string, Asked> recalls_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, Asked> fences_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, Asked> revoked_ ABSL_GUARDED_BY(mu_);
-  std::map<std::string, channel::pb::RecallItem> recall_items_
-      ABSL_GUARDED_BY(mu_);
   std::map<std::string, channel::pb::FenceItem> fence_items_
       ABSL_GUARDED_BY(mu_);
   std::map<std::string, channel::pb::RevokedItem> revoked_items_

@@ -191,7 +191,11 @@ void Controller::Work() {
     if (r.ok()) {
       if (options_.trim_after_leases > 0 &&
           r->leases >= options_.trim_after_leases) {
-        malloc_trim(0);
+        if (options_.trim) {
+          options_.trim();
+        } else {
+          malloc_trim(0);
+        }
       }
       queue_.Forget(*key);
       if (r->requeue_at != absl::InfiniteFuture()) {

@@ -10,6 +10,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
@@ -56,6 +57,8 @@ struct ControllerOptions {
   // measured at N = 10000, more than half of the operator's heap was free
   // but kept. 0: never.
   size_t trim_after_leases = 1000;
+  // What trims (tests count the calls); null: malloc_trim(0).
+  std::function<void()> trim;
 };
 
 // What the DaxLease informer caches of each lease (InformerOptions::

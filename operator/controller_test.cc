@@ -3,6 +3,7 @@
 // by a FakeClock).
 #include "operator/controller.h"
 
+#include <atomic>
 #include <chrono>
 #include <thread>
 
@@ -222,6 +223,58 @@ TEST_F(ControllerTest, ABurstOfLeaseCreationsIsOnePass) {
   // The creates, each lease's finalizer and status, and one volume write
   // (holders 0 -> 20), not one volume write per grant.
   EXPECT_EQ(fake_.WriteCount() - writes, kLeases + 2 * kLeases + 1);
+  c.Stop();
+}
+
+// The allocator is trimmed after a successful pass over at least
+// trim_after_leases leases, not after smaller ones, and never when 0.
+TEST_F(ControllerTest, TrimsAfterAPassOverManyLeasesOnly) {
+  api::DaxVolume v;
+  v.metadata.name = "vol";
+  v.spec.size_bytes = 1;
+  v.spec.owner_node = "owner";
+  v.spec.share = true;
+  ASSERT_TRUE(fake_.Create(api::DaxVolumeResource(), api::ToJson(v)).ok());
+  std::atomic<int> trims{0}, never{0};
+  ControllerOptions o;
+  o.trim_after_leases = 3;
+  o.trim = [&] { ++trims; };
+  Controller c(fake_, clock_, events_, o);
+  ControllerOptions off;
+  off.trim_after_leases = 0;
+  off.trim = [&] { ++never; };
+  k8s::FakeKubeClient other_fake(clock_);
+  ASSERT_TRUE(other_fake.Create(api::DaxVolumeResource(), api::ToJson(v)).ok());
+  Controller c_off(other_fake, clock_, events_, off);
+  ASSERT_TRUE(c.Start().ok());
+  ASSERT_TRUE(c_off.Start().ok());
+  auto add = [&](k8s::FakeKubeClient& f, int i) {
+    api::DaxLease l;
+    l.metadata.name = absl::StrCat("l", i);
+    l.spec = {"vol", absl::StrCat("node-", i), "", api::Access::kReadWrite};
+    ASSERT_TRUE(f.Create(api::DaxLeaseResource(), api::ToJson(l)).ok());
+  };
+  for (int i = 0; i < 2; ++i) {
+    add(fake_, i);
+    add(other_fake, i);
+  }
+  ASSERT_TRUE(Eventually([&] {
+    return LeaseIs("l0", api::LeaseState::kGranted) &&
+           LeaseIs("l1", api::LeaseState::kGranted);
+  }));
+  std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  EXPECT_EQ(trims.load(), 0) << "passes over 2 leases";
+  add(fake_, 2);
+  add(other_fake, 2);
+  ASSERT_TRUE(Eventually([&] { return trims.load() > 0; }))
+      << "a pass over 3 leases trims";
+  ASSERT_TRUE(Eventually([&] {
+    auto j = other_fake.Get(api::DaxLeaseResource(), "", "l2");
+    auto l = api::FromJson<api::DaxLease>(j.ok() ? *j : k8s::Json{});
+    return l.ok() && l->status.state == api::LeaseState::kGranted;
+  }));
+  c_off.Stop();
+  EXPECT_EQ(never.load(), 0) << "0: never";
   c.Stop();
 }
 

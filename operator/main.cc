@@ -1,5 +1,6 @@
 // daxlease-operator: parses flags and wires the controller to the API server
 // behind leader election. All behaviour lives in the library parts.
+#include <malloc.h>
 #include <signal.h>
 #include <unistd.h>
 
@@ -62,6 +63,9 @@ ABSL_FLAG(absl::Duration, migration_pre_copy_timeout, absl::Minutes(10),
           "a pre-copy still running after this long gives way to the recall "
           "(the rest is copied inside the pause)");
 ABSL_FLAG(int, workers, 2, "volumes reconciled concurrently");
+ABSL_FLAG(int, malloc_arenas, 2,
+          "glibc malloc arenas (M_ARENA_MAX); 0: glibc's default (8 per "
+          "core), or MALLOC_ARENA_MAX from the environment");
 ABSL_FLAG(int, write_concurrency, 8, "concurrent lease writes per volume");
 ABSL_FLAG(absl::Duration, resync, absl::Seconds(30),
           "periodic re-examination of every object");
@@ -110,6 +114,15 @@ std::string DefaultIdentity() {
 }
 
 int Main() {
+  // Before any thread starts. glibc gives threads arenas of their own, up to
+  // 8 per core, and each keeps what its threads freed: the operator's ~50
+  // threads (the channel's gRPC streams, lease writers, informers, workers)
+  // spread a large recall's memory over many arenas. Two arenas lowered
+  // the peak RSS of a recall of 10000 leases (docs/operator.md).
+  if (const int arenas = absl::GetFlag(FLAGS_malloc_arenas);
+      arenas > 0 && std::getenv("MALLOC_ARENA_MAX") == nullptr) {
+    mallopt(M_ARENA_MAX, arenas);
+  }
   // Signals are taken synchronously by sigwait below; block them before any
   // thread starts so every thread inherits the mask.
   sigset_t sigs;

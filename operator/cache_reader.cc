@@ -50,6 +50,7 @@ CacheWorldReader::ParseLease(const k8s::Json& obj) {
   auto p = std::make_shared<ParsedLease>();
   p->rv = ResourceVersionNumber(obj);
   p->name = k8s::NameOf(obj);
+  p->volume = VolumeOf(obj);
   absl::StatusOr<api::DaxLease> lease = api::FromJson<api::DaxLease>(obj);
   if (lease.ok()) {
     p->lease = SharedLease(*std::move(lease));
@@ -60,7 +61,8 @@ CacheWorldReader::ParseLease(const k8s::Json& obj) {
 }
 
 bool CacheWorldReader::Observe(const k8s::Resource& r, const k8s::Json& obj,
-                               bool deleted) {
+                               bool deleted, std::string* was) {
+  if (was != nullptr) was->clear();
   const std::string name = k8s::NameOf(obj);
   const bool lease = r.plural == api::DaxLeaseResource().plural;
   // Parsed outside the lock (the informer's thread, not a pass), once per
@@ -75,14 +77,24 @@ bool CacheWorldReader::Observe(const k8s::Resource& r, const k8s::Json& obj,
         parsed = it->second;
       }
     }
-    if (parsed == nullptr) parsed = ParseLease(obj);
+    if (parsed == nullptr) {
+      // A stub (the informer's cache keeps versions only) of a version
+      // never delivered whole: nothing to file it by.
+      if (obj.size() == 1 && obj.contains("metadata")) return false;
+      parsed = ParseLease(obj);
+    }
   }
   absl::MutexLock l(&mu_);
   if (r.plural != api::DaxVolumeResource().plural) {
     auto& by_volume = index_[r.plural];
     // The volume a lease names may change (bad input): drop old entries.
-    for (auto& [vol, names] : by_volume) names.erase(name);
-    if (!deleted) by_volume[VolumeOf(obj)].insert(name);
+    for (auto& [vol, names] : by_volume) {
+      if (names.erase(name) > 0 && was != nullptr) *was = vol;
+    }
+    if (!deleted) {
+      by_volume[parsed != nullptr ? parsed->volume : VolumeOf(obj)].insert(
+          name);
+    }
   }
   if (lease) {
     if (deleted) {

@@ -41,7 +41,14 @@ class CacheWorldReader final : public WorldReader {
   // `deleted` for a delete event. Returns whether the event asks for a pass
   // over its volume: false only for the echo of a DaxLease version written
   // through WroteNeedingNoPass (nothing in it is new to this operator).
-  bool Observe(const k8s::Resource& r, const k8s::Json& obj, bool deleted);
+  // `was` (may be null) gets the volume the object was filed under before
+  // the event (empty: none). A DaxLease is filed under the volume its
+  // parsed version belongs to, so a stub of a version already seen (its
+  // informer caches versions only: a resync, a lease that vanished while
+  // the watch was down) keeps it where it was; a stub of an unseen version
+  // changes nothing and asks for no pass.
+  bool Observe(const k8s::Resource& r, const k8s::Json& obj, bool deleted,
+               std::string* was = nullptr);
 
   absl::StatusOr<World> Read(const std::string& volume) override;
   void Wrote(const k8s::Resource& r, const k8s::Json& stored) override;
@@ -58,6 +65,7 @@ class CacheWorldReader final : public WorldReader {
   struct ParsedLease {
     int64_t rv = -1;
     std::string name;
+    std::string volume;                 // api::OwningVolume
     absl::StatusOr<SharedLease> lease;  // shared with the worlds read
   };
   static std::shared_ptr<const ParsedLease> ParseLease(const k8s::Json& obj);

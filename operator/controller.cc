@@ -21,38 +21,6 @@ k8s::WorkQueueOptions QueueOptions(OperatorMetrics* metrics) {
 }
 }  // namespace
 
-k8s::Json LeaseCacheStub(const k8s::Json& obj) {
-  k8s::Json stub = k8s::Json::object();
-  auto meta = obj.find("metadata");
-  if (meta != obj.end() && meta->is_object()) {
-    k8s::Json& m = stub["metadata"] = k8s::Json::object();
-    for (const char* k : {"name", "namespace", "resourceVersion"}) {
-      if (auto it = meta->find(k); it != meta->end()) m[k] = *it;
-    }
-  }
-  const k8s::Json* volume = nullptr;
-  auto spec = obj.find("spec");
-  if (spec != obj.end() && spec->is_object()) {
-    if (auto it = spec->find("volume"); it != spec->end()) {
-      stub["spec"] = {{"volume", *it}};
-      volume = &*it;
-    }
-  }
-  auto st = obj.find("status");
-  if (st != obj.end() && st->is_object()) {
-    auto b = st->find("boundTo");
-    if (b != st->end() && b->is_object()) {
-      // Only when it differs from spec.volume: api::OwningVolume reads the
-      // same either way, and most leases are bound to the volume they name.
-      if (auto it = b->find("volume");
-          it != b->end() && (volume == nullptr || *it != *volume)) {
-        stub["status"] = {{"boundTo", {{"volume", *it}}}};
-      }
-    }
-  }
-  return stub;
-}
-
 void PassCoalescer::Ran(const std::string& volume, absl::Duration took) {
   absl::MutexLock l(&mu_);
   last_[volume] = took;
@@ -115,9 +83,11 @@ absl::Status Controller::Start() {
     io.resync = options_.resync;
     io.drop_managed_fields = true;  // never read; most of the bytes
     if (resource.plural == api::DaxLeaseResource().plural) {
-      // The reader parses each version once and keeps that; N leases' JSON
-      // on top was the largest part of the operator's memory.
-      io.cache_transform = LeaseCacheStub;
+      // The reader parses each version once and keeps that, with the
+      // volume it belongs to; any JSON of N leases on top (even a stub of
+      // three fields, about 1 KB each) was a large part of the operator's
+      // memory.
+      io.cache_versions_only = true;
     }
     informers_.push_back(std::make_unique<k8s::Informer>(client_, clock_, io));
   }
@@ -132,18 +102,28 @@ absl::Status Controller::Start() {
     const k8s::Resource r = kinds[i];
     const bool vol = i == 0;
     const bool lease = i == 1;
+    // The volume an object was filed under before the event: a lease's old
+    // object, a resync's and a vanished lease's are stubs without a volume
+    // (cache_versions_only), so the reader says where it was.
+    auto was_under = [this](const std::string& volume) {
+      if (!volume.empty()) queue_.Add(volume);
+    };
     informers_[i]->AddHandlers({
         [this, r, vol, lease](const k8s::Json& o) {
           // A new lease: coalesced with the others of its burst.
           if (reader_->Observe(r, o, false)) Enqueue(o, vol, lease);
         },
-        [this, r, vol](const k8s::Json& a, const k8s::Json& b) {
-          if (!reader_->Observe(r, b, false)) return;  // our own echo
+        [this, r, vol, was_under](const k8s::Json& a, const k8s::Json& b) {
+          std::string was;
+          if (!reader_->Observe(r, b, false, &was)) return;  // our own echo
+          was_under(was);
           Enqueue(a, vol);
           Enqueue(b, vol);
         },
-        [this, r, vol](const k8s::Json& o) {
-          reader_->Observe(r, o, true);
+        [this, r, vol, was_under](const k8s::Json& o) {
+          std::string was;
+          reader_->Observe(r, o, true, &was);
+          was_under(was);
           Enqueue(o, vol);
         },
     });

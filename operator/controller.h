@@ -61,13 +61,6 @@ struct ControllerOptions {
   std::function<void()> trim;
 };
 
-// What the DaxLease informer caches of each lease (InformerOptions::
-// cache_transform): the reader keeps its own parsed copy (cache_reader.h);
-// the handlers and a resync need only the lease's name, resourceVersion and
-// the volume it names (spec.volume, and status.boundTo.volume when that
-// differs).
-k8s::Json LeaseCacheStub(const k8s::Json& obj);
-
 // How long a volume's creation-triggered pass waits (ControllerOptions::
 // coalesce_*): as long as its last pass took. Thread-safe.
 class PassCoalescer {

@@ -278,37 +278,6 @@ TEST_F(ControllerTest, TrimsAfterAPassOverManyLeasesOnly) {
   c.Stop();
 }
 
-// The DaxLease informer keeps only this of each lease; a resync or a delete
-// handed the stub finds the lease's volume, name and version in it.
-TEST(LeaseCacheStubTest, KeepsIdentityVersionAndVolume) {
-  api::DaxLease l;
-  l.metadata.name = "l";
-  l.metadata.uid = "l-uid";
-  l.metadata.resource_version = "42";
-  l.metadata.finalizers = {api::kLeaseFinalizer};
-  l.spec = {"vol", "node-a", "ns/pod", api::Access::kReadWrite};
-  l.status.state = api::LeaseState::kGranted;
-  l.status.epoch = 3;
-  l.status.bound_to = api::LeaseBinding{"vol-bound", "node-a", "ns/pod"};
-  const k8s::Json full = api::ToJson(l);
-  const k8s::Json stub = LeaseCacheStub(full);
-  EXPECT_EQ(k8s::NameOf(stub), "l");
-  EXPECT_EQ(k8s::ResourceVersionOf(stub), "42");
-  EXPECT_EQ(api::OwningVolume(stub), api::OwningVolume(full));
-  EXPECT_EQ(stub["spec"]["volume"], "vol");
-  EXPECT_FALSE(stub["spec"].contains("holderNode"));
-  EXPECT_FALSE(stub["status"].contains("state"));
-  EXPECT_FALSE(stub["metadata"].contains("finalizers"));
-  EXPECT_LT(stub.dump().size(), full.dump().size());
-  // Bound to the volume its spec names (the usual case): the stub keeps the
-  // volume once.
-  l.status.bound_to->volume = "vol";
-  const k8s::Json bound = LeaseCacheStub(api::ToJson(l));
-  EXPECT_EQ(api::OwningVolume(bound), "vol");
-  EXPECT_FALSE(bound.contains("status"));
-  EXPECT_FALSE(bound["metadata"].contains("uid"));
-}
-
 TEST(PassCoalescerTest, WaitsAsLongAsTheVolumesLastPassWithinBounds) {
   PassCoalescer c(absl::Milliseconds(2), absl::Seconds(1));
   EXPECT_EQ(c.DelayFor("v"), absl::Milliseconds(2));  // no pass yet
@@ -384,6 +353,42 @@ class CacheWorldReaderTest : public testing::Test {
   k8s::Informer recalls{fake, clock, Of(api::DaxRecallResource())};
   CacheWorldReader reader{volumes, leases, recalls};
 };
+
+// The controller's DaxLease informer caches versions only: an update's old
+// object, a resync's and a vanished lease's are stubs of name and version.
+// The reader files a lease by its parsed version, so a stub of a version it
+// has seen keeps the lease where it was and says where; a stub of a version
+// never delivered whole changes nothing.
+TEST_F(CacheWorldReaderTest, AStubOfASeenVersionKeepsTheLeaseWhereItWas) {
+  const k8s::Resource lr = api::DaxLeaseResource();
+  api::DaxLease l;
+  l.metadata.name = "l";
+  l.metadata.resource_version = "42";
+  l.spec = {"vol", "node-a", "ns/pod", api::Access::kReadWrite};
+  l.status.state = api::LeaseState::kGranted;
+  l.status.bound_to = api::LeaseBinding{"vol-bound", "node-a", "ns/pod"};
+  auto stub = [](int rv) {
+    return k8s::Json{
+        {"metadata", {{"name", "l"}, {"resourceVersion", std::to_string(rv)}}}};
+  };
+  std::string was = "x";
+  EXPECT_TRUE(reader.Observe(lr, api::ToJson(l), false, &was));
+  EXPECT_EQ(was, "") << "new";
+  EXPECT_TRUE(reader.Observe(lr, stub(42), false, &was));  // a resync
+  EXPECT_EQ(was, "vol-bound");
+  ASSERT_TRUE(reader.Read("vol-bound").ok());
+  ASSERT_EQ(reader.Read("vol-bound")->leases.size(), 1u);
+  EXPECT_EQ(reader.Read("vol-bound")->leases[0]->spec.holder_node, "node-a");
+  EXPECT_TRUE(reader.Read("vol-bound")->unreadable.empty());
+  EXPECT_TRUE(reader.Read("")->leases.empty());
+  EXPECT_FALSE(reader.Observe(lr, stub(43), false, &was)) << "unseen";
+  EXPECT_EQ(reader.Read("vol-bound")->leases[0]->metadata.resource_version,
+            "42");
+  // Vanished while the watch was down: deleted as a stub.
+  EXPECT_TRUE(reader.Observe(lr, stub(42), true, &was));
+  EXPECT_EQ(was, "vol-bound");
+  EXPECT_TRUE(reader.Read("vol-bound")->leases.empty());
+}
 
 // The display's writes (LeaseDisplay, through WroteNeedingNoPass) come back
 // on the watch; their echo asks for no pass, any other event does.

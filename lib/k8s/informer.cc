@@ -6,6 +6,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "lib/base/log.h"
+#include "lib/k8s/resource.h"
 
 namespace daxlease::k8s {
 
@@ -42,14 +43,14 @@ std::optional<Json> Informer::Get(absl::string_view key) const {
   absl::MutexLock l(&mu_);
   auto it = cache_.find(std::string(key));
   if (it == cache_.end()) return std::nullopt;
-  return it->second;
+  return Shown(it->first, it->second);
 }
 
 std::vector<Json> Informer::List() const {
   absl::MutexLock l(&mu_);
   std::vector<Json> out;
   out.reserve(cache_.size());
-  for (const auto& [k, v] : cache_) out.push_back(v);
+  for (const auto& [k, v] : cache_) out.push_back(Shown(k, v));
   return out;
 }
 
@@ -98,15 +99,15 @@ absl::Status Informer::ListAndReplace() {
     for (const auto& [key, obj] : cache_) {
       auto it = fresh.find(key);
       if (it == fresh.end()) {
-        deleted.push_back(obj);
-      } else if (ResourceVersionOf(it->second) != ResourceVersionOf(obj)) {
-        updated.emplace_back(obj, it->second);
+        deleted.push_back(Shown(key, obj));
+      } else if (ResourceVersionOf(it->second) != CachedVersion(obj)) {
+        updated.emplace_back(Shown(key, obj), it->second);
       }
     }
     for (const auto& [key, obj] : fresh) {
       if (cache_.count(key) == 0) added.push_back(obj);
     }
-    if (options_.cache_transform) {
+    if (options_.cache_transform || options_.cache_versions_only) {
       for (auto& [key, obj] : fresh) obj = Cached(obj);
     }
     cache_ = std::move(fresh);
@@ -134,7 +135,23 @@ void Informer::Trim(Json& obj) const {
 }
 
 Json Informer::Cached(const Json& obj) const {
+  if (options_.cache_versions_only) return ResourceVersionOf(obj);
   return options_.cache_transform ? options_.cache_transform(obj) : obj;
+}
+
+Json Informer::Shown(const std::string& key, const Json& cached) const {
+  if (!options_.cache_versions_only) return cached;
+  auto [ns, name] = SplitObjectKey(key);
+  Json meta = {{"name", name}, {"resourceVersion", cached}};
+  if (!ns.empty()) meta["namespace"] = ns;
+  return {{"metadata", std::move(meta)}};
+}
+
+std::string Informer::CachedVersion(const Json& cached) const {
+  if (options_.cache_versions_only) {
+    return cached.is_string() ? cached.get<std::string>() : "";
+  }
+  return ResourceVersionOf(cached);
 }
 
 void Informer::Apply(const WatchEvent& event) {
@@ -160,7 +177,7 @@ void Informer::Apply(const WatchEvent& event) {
   {
     absl::MutexLock l(&mu_);
     auto it = cache_.find(key);
-    if (it != cache_.end()) old = std::move(it->second);
+    if (it != cache_.end()) old = Shown(it->first, it->second);
     if (ev.type == WatchEvent::Type::kDeleted) {
       if (it != cache_.end()) cache_.erase(it);
     } else if (it != cache_.end()) {

@@ -57,6 +57,14 @@ struct InformerOptions {
   // resourceVersion) and needs only a few fields of the cached one; it must
   // keep metadata.name, namespace and resourceVersion. Null: the object.
   std::function<Json(const Json&)> cache_transform;
+  // Cache only each object's key and resourceVersion (instead of
+  // cache_transform): for a client that keeps its own copy of every object
+  // it needs. Handlers still get every added, updated or deleted object
+  // whole, as delivered; where the cached object would be handed out (Get,
+  // List, a resync's OnUpdate(obj, obj), OnUpdate's old object, the
+  // OnDelete of an object that vanished while the watch was down) it is a
+  // stub holding only metadata.name, namespace and resourceVersion.
+  bool cache_versions_only = false;
 };
 
 struct InformerHandlers {
@@ -102,8 +110,13 @@ class Informer {
   void Run();
   absl::Status ListAndReplace();
   void Apply(const WatchEvent& ev);
-  void Trim(Json& obj) const;          // options_.drop_managed_fields
-  Json Cached(const Json& obj) const;  // options_.cache_transform
+  void Trim(Json& obj) const;  // options_.drop_managed_fields
+  // What the cache stores of `obj` (options_.cache_transform,
+  // cache_versions_only), what it hands out for a stored value, and its
+  // resourceVersion.
+  Json Cached(const Json& obj) const;
+  Json Shown(const std::string& key, const Json& cached) const;
+  std::string CachedVersion(const Json& cached) const;
   void MaybeResync();
 
   KubeClient& client_;

@@ -123,6 +123,73 @@ TEST_F(InformerTest, CachesTheTransformAndDeliversWholeObjects) {
   inf.Stop();
 }
 
+// cache_versions_only: handlers get what was delivered whole, the cache
+// (Get, List, an update's old object, a relist's delete of what vanished
+// meanwhile) hands out stubs of name, namespace and resourceVersion.
+TEST_F(InformerTest, CachesVersionsOnlyAndDeliversWholeObjects) {
+  for (const char* n : {"a", "gone", "edit"}) {
+    ASSERT_TRUE(fake_.Create(kWidgets, Widget(n, 7)).ok());
+  }
+  InformerOptions o = Options();
+  o.cache_versions_only = true;
+  Informer inf(fake_, clock_, o);
+  absl::Mutex mu;
+  std::vector<std::string> seen;  // event, name, size as handed over
+  auto size_of = [](const Json& obj) {
+    return obj.contains("spec") ? obj["spec"]["size"].dump() : "-";
+  };
+  inf.AddHandlers({[&](const Json& n) {
+                     absl::MutexLock l(&mu);
+                     seen.push_back("add " + NameOf(n) + " " + size_of(n));
+                   },
+                   [&](const Json& old_obj, const Json& n) {
+                     absl::MutexLock l(&mu);
+                     seen.push_back("update " + NameOf(old_obj) + " " +
+                                    size_of(old_obj) + "->" + size_of(n));
+                   },
+                   [&](const Json& last) {
+                     absl::MutexLock l(&mu);
+                     seen.push_back("delete " + NameOf(last) + " " +
+                                    size_of(last));
+                   }});
+  inf.AddHandlers(rec_.Handlers());
+  inf.Start();
+  ASSERT_TRUE(inf.WaitForSync(absl::Seconds(10)));
+  ASSERT_TRUE(fake_
+                  .Patch(kWidgets, "ns", "a", PatchType::kMerge,
+                         {{"spec", {{"size", 9}}}})
+                  .ok());
+  ASSERT_TRUE(rec_.WaitFor("update a"));
+  std::optional<Json> a = inf.Get("ns/a");
+  ASSERT_TRUE(a.has_value());
+  EXPECT_EQ(*a, (Json{{"metadata",
+                       {{"name", "a"},
+                        {"namespace", "ns"},
+                        {"resourceVersion", ResourceVersionOf(*fake_.Get(
+                                                kWidgets, "ns", "a"))}}}}));
+  // A relist (the watch's version compacted) diffs by version.
+  fake_.FailNext(FakeKubeClient::Verb::kWatch,
+                 absl::OutOfRangeError("too old resource version"));
+  fake_.BreakWatches(absl::UnavailableError("connection reset"));
+  ASSERT_TRUE(fake_.Delete(kWidgets, "ns", "gone").ok());
+  ASSERT_TRUE(fake_
+                  .Patch(kWidgets, "ns", "edit", PatchType::kMerge,
+                         {{"spec", {{"size", 8}}}})
+                  .ok());
+  ASSERT_TRUE(rec_.WaitFor("delete gone"));
+  ASSERT_TRUE(rec_.WaitFor("update edit"));
+  {
+    absl::MutexLock l(&mu);
+    EXPECT_EQ(seen, (std::vector<std::string>{
+                        "add a 7", "add edit 7", "add gone 7", "update a -->9",
+                        "delete gone -", "update edit -->8"}));
+  }
+  EXPECT_EQ(inf.list_count(), 2);
+  EXPECT_EQ(inf.ListKeys(), (std::vector<std::string>{"ns/a", "ns/edit"}));
+  for (const Json& j : inf.List()) EXPECT_FALSE(j.contains("spec"));
+  inf.Stop();
+}
+
 TEST_F(InformerTest, ResumesAfterDroppedWatchWithoutRelist) {
   Informer inf(fake_, clock_, Options());
   inf.AddHandlers(rec_.Handlers());

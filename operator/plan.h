@@ -7,11 +7,12 @@
 // lease, a grant depends on the volume and the recalls. Every protocol
 // decision is taken by lib/lease; this file only translates API objects to a
 // lease::VolumeState and back:
-//   - agent signals in lease status become lease events: releasedRecallID ==
-//     recallID -> HolderAck (flushed), fencedRecallID == recallID on a lease
-//     marked fenceRequired -> FenceConfirmed, revocationAcknowledged ->
-//     RevocationAck; a lease without a state -> Request; a deleted lease
-//     that holds no access -> Forget;
+//   - agent signals in lease status (with the recall channel on, the
+//     answers it took instead: World::channel_answers) become lease events:
+//     releasedRecallID == recallID -> HolderAck (flushed), fencedRecallID ==
+//     recallID on a lease marked fenceRequired -> FenceConfirmed,
+//     revocationAcknowledged -> RevocationAck; a lease without a state ->
+//     Request; a deleted lease that holds no access -> Forget;
 //   - a lease whose revoke is decided but not yet fenced (lease::Lease::
 //     fencing()) is shown as state Revoked with fenceRequired=true; once the
 //     owner confirms the fence it is Revoked with fenceRequired=false;

@@ -14,6 +14,37 @@ Json Widget(const std::string& name, int size = 1) {
           {"spec", {{"size", size}}}};
 }
 
+// What an informer's handlers were handed, each as "event name size" (size
+// "-" for an object without a spec; an update names its old object).
+class SizeLog {
+ public:
+  InformerHandlers Handlers() {
+    return {[this](const Json& n) { Add("add " + NameOf(n) + " " + Size(n)); },
+            [this](const Json& old_obj, const Json& n) {
+              Add("update " + NameOf(old_obj) + " " + Size(old_obj) + "->" +
+                  Size(n));
+            },
+            [this](const Json& last) {
+              Add("delete " + NameOf(last) + " " + Size(last));
+            }};
+  }
+  std::vector<std::string> seen() {
+    absl::MutexLock l(&mu_);
+    return seen_;
+  }
+
+ private:
+  static std::string Size(const Json& obj) {
+    return obj.contains("spec") ? obj["spec"]["size"].dump() : "-";
+  }
+  void Add(std::string event) {
+    absl::MutexLock l(&mu_);
+    seen_.push_back(std::move(event));
+  }
+  absl::Mutex mu_;
+  std::vector<std::string> seen_;
+};
+
 class InformerTest : public ::testing::Test {
  protected:
   InformerOptions Options() {
@@ -81,25 +112,8 @@ TEST_F(InformerTest, CachesTheTransformAndDeliversWholeObjects) {
     return Json{{"metadata", obj["metadata"]}};
   };
   Informer inf(fake_, clock_, o);
-  absl::Mutex mu;
-  std::vector<std::string> seen;  // event, name, size as handed over
-  auto size_of = [](const Json& obj) {
-    return obj.contains("spec") ? obj["spec"]["size"].dump() : "-";
-  };
-  inf.AddHandlers({[&](const Json& n) {
-                     absl::MutexLock l(&mu);
-                     seen.push_back("add " + NameOf(n) + " " + size_of(n));
-                   },
-                   [&](const Json& old_obj, const Json& n) {
-                     absl::MutexLock l(&mu);
-                     seen.push_back("update " + NameOf(n) + " " +
-                                    size_of(old_obj) + "->" + size_of(n));
-                   },
-                   [&](const Json& last) {
-                     absl::MutexLock l(&mu);
-                     seen.push_back("delete " + NameOf(last) + " " +
-                                    size_of(last));
-                   }});
+  SizeLog log;
+  inf.AddHandlers(log.Handlers());
   inf.AddHandlers(rec_.Handlers());
   inf.Start();
   ASSERT_TRUE(inf.WaitForSync(absl::Seconds(10)));
@@ -110,11 +124,9 @@ TEST_F(InformerTest, CachesTheTransformAndDeliversWholeObjects) {
                   .ok());
   ASSERT_TRUE(fake_.Delete(kWidgets, "ns", "a").ok());
   ASSERT_TRUE(rec_.WaitFor("delete a"));
-  {
-    absl::MutexLock l(&mu);
-    EXPECT_EQ(seen, (std::vector<std::string>{"add a 7", "add b 8",
-                                              "update b -->9", "delete a 7"}));
-  }
+  EXPECT_EQ(log.seen(),
+            (std::vector<std::string>{"add a 7", "add b 8", "update b -->9",
+                                      "delete a 7"}));
   std::optional<Json> b = inf.Get("ns/b");
   ASSERT_TRUE(b.has_value());
   EXPECT_FALSE(b->contains("spec"));
@@ -133,25 +145,8 @@ TEST_F(InformerTest, CachesVersionsOnlyAndDeliversWholeObjects) {
   InformerOptions o = Options();
   o.cache_versions_only = true;
   Informer inf(fake_, clock_, o);
-  absl::Mutex mu;
-  std::vector<std::string> seen;  // event, name, size as handed over
-  auto size_of = [](const Json& obj) {
-    return obj.contains("spec") ? obj["spec"]["size"].dump() : "-";
-  };
-  inf.AddHandlers({[&](const Json& n) {
-                     absl::MutexLock l(&mu);
-                     seen.push_back("add " + NameOf(n) + " " + size_of(n));
-                   },
-                   [&](const Json& old_obj, const Json& n) {
-                     absl::MutexLock l(&mu);
-                     seen.push_back("update " + NameOf(old_obj) + " " +
-                                    size_of(old_obj) + "->" + size_of(n));
-                   },
-                   [&](const Json& last) {
-                     absl::MutexLock l(&mu);
-                     seen.push_back("delete " + NameOf(last) + " " +
-                                    size_of(last));
-                   }});
+  SizeLog log;
+  inf.AddHandlers(log.Handlers());
   inf.AddHandlers(rec_.Handlers());
   inf.Start();
   ASSERT_TRUE(inf.WaitForSync(absl::Seconds(10)));
@@ -178,12 +173,10 @@ TEST_F(InformerTest, CachesVersionsOnlyAndDeliversWholeObjects) {
                   .ok());
   ASSERT_TRUE(rec_.WaitFor("delete gone"));
   ASSERT_TRUE(rec_.WaitFor("update edit"));
-  {
-    absl::MutexLock l(&mu);
-    EXPECT_EQ(seen, (std::vector<std::string>{
-                        "add a 7", "add edit 7", "add gone 7", "update a -->9",
-                        "delete gone -", "update edit -->8"}));
-  }
+  EXPECT_EQ(log.seen(),
+            (std::vector<std::string>{"add a 7", "add edit 7", "add gone 7",
+                                      "update a -->9", "delete gone -",
+                                      "update edit -->8"}));
   EXPECT_EQ(inf.list_count(), 2);
   EXPECT_EQ(inf.ListKeys(), (std::vector<std::string>{"ns/a", "ns/edit"}));
   for (const Json& j : inf.List()) EXPECT_FALSE(j.contains("spec"));

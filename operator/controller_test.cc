@@ -59,6 +59,18 @@ class ControllerTest : public testing::Test {
     return l && l->status.state == s;
   }
 
+  // The shared DaxVolume "vol" (1 byte) owned by "owner", in `client`
+  // (fake_ when null).
+  void CreateSharedVolume(k8s::FakeKubeClient* client = nullptr) {
+    api::DaxVolume v;
+    v.metadata.name = "vol";
+    v.spec.size_bytes = 1;
+    v.spec.owner_node = "owner";
+    v.spec.share = true;
+    k8s::FakeKubeClient& in = client != nullptr ? *client : fake_;
+    ASSERT_TRUE(in.Create(api::DaxVolumeResource(), api::ToJson(v)).ok());
+  }
+
   // The registry in the text format a scrape returns.
   std::string Scrape() {
     return prometheus::TextSerializer().Serialize(registry_.Collect());
@@ -81,12 +93,7 @@ class ControllerTest : public testing::Test {
 using testing::HasSubstr;
 
 TEST_F(ControllerTest, GrantsRecallsAndRevokesAtTheDeadline) {
-  api::DaxVolume v;
-  v.metadata.name = "vol";
-  v.spec.size_bytes = 1;
-  v.spec.owner_node = "owner";
-  v.spec.share = true;
-  ASSERT_TRUE(fake_.Create(api::DaxVolumeResource(), api::ToJson(v)).ok());
+  CreateSharedVolume();
   ASSERT_TRUE(controller_.Start().ok());
   for (const char* n : {"a", "b"}) {
     api::DaxLease l;
@@ -178,12 +185,7 @@ TEST_F(ControllerTest, GrantsRecallsAndRevokesAtTheDeadline) {
 // one pass each: every creation waits the volume's coalescing delay (here
 // 1 s of the fake clock), and the pass after it grants them all.
 TEST_F(ControllerTest, ABurstOfLeaseCreationsIsOnePass) {
-  api::DaxVolume v;
-  v.metadata.name = "vol";
-  v.spec.size_bytes = 1;
-  v.spec.owner_node = "owner";
-  v.spec.share = true;
-  ASSERT_TRUE(fake_.Create(api::DaxVolumeResource(), api::ToJson(v)).ok());
+  CreateSharedVolume();
   ControllerOptions o;
   o.coalesce_min = absl::Seconds(1);
   Controller c(fake_, clock_, events_, o);
@@ -229,12 +231,7 @@ TEST_F(ControllerTest, ABurstOfLeaseCreationsIsOnePass) {
 // The allocator is trimmed after a successful pass over at least
 // trim_after_leases leases, not after smaller ones, and never when 0.
 TEST_F(ControllerTest, TrimsAfterAPassOverManyLeasesOnly) {
-  api::DaxVolume v;
-  v.metadata.name = "vol";
-  v.spec.size_bytes = 1;
-  v.spec.owner_node = "owner";
-  v.spec.share = true;
-  ASSERT_TRUE(fake_.Create(api::DaxVolumeResource(), api::ToJson(v)).ok());
+  CreateSharedVolume();
   std::atomic<int> trims{0}, never{0};
   ControllerOptions o;
   o.trim_after_leases = 3;
@@ -244,7 +241,7 @@ TEST_F(ControllerTest, TrimsAfterAPassOverManyLeasesOnly) {
   off.trim_after_leases = 0;
   off.trim = [&] { ++never; };
   k8s::FakeKubeClient other_fake(clock_);
-  ASSERT_TRUE(other_fake.Create(api::DaxVolumeResource(), api::ToJson(v)).ok());
+  CreateSharedVolume(&other_fake);
   Controller c_off(other_fake, clock_, events_, off);
   ASSERT_TRUE(c.Start().ok());
   ASSERT_TRUE(c_off.Start().ok());
@@ -294,12 +291,7 @@ TEST(PassCoalescerTest, WaitsAsLongAsTheVolumesLastPassWithinBounds) {
 // still be stale, so the volume is retried after a backoff on the injected
 // clock, not at once.
 TEST_F(ControllerTest, ConflictRequeuesAfterABackoffNotAtOnce) {
-  api::DaxVolume v;
-  v.metadata.name = "vol";
-  v.spec.size_bytes = 1;
-  v.spec.owner_node = "owner";
-  v.spec.share = true;
-  ASSERT_TRUE(fake_.Create(api::DaxVolumeResource(), api::ToJson(v)).ok());
+  CreateSharedVolume();
   ASSERT_TRUE(controller_.Start().ok());
   auto add_lease = [&](const std::string& n) {
     api::DaxLease l;

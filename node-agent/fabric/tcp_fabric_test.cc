@@ -473,21 +473,23 @@ TEST_F(TcpFabricTest, ReadStreamHandsOverEveryPieceInOrder) {
 // asked for every piece (4) still serves the read. Piece by piece (one
 // request, wait for its reply) the owner would wait forever: the copy of a
 // migration left the source idle that way for most of its time.
-// A listening socket on loopback that never accepts: connections complete
-// in the kernel (while its queue has room) and nobody answers them.
-struct SilentListener {
-  SilentListener() {
+// A listening socket on loopback with an accept queue of `backlog` (+1, as
+// Linux counts); it accepts nothing itself, so unless the test does,
+// connections complete in the kernel while the queue has room and nobody
+// answers them.
+struct LoopbackListener {
+  explicit LoopbackListener(int backlog) {
     fd = socket(AF_INET, SOCK_STREAM, 0);
     sockaddr_in a{};
     a.sin_family = AF_INET;
     a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
     EXPECT_EQ(bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)), 0);
-    EXPECT_EQ(listen(fd, 0), 0);
+    EXPECT_EQ(listen(fd, backlog), 0);
     socklen_t len = sizeof(a);
     EXPECT_EQ(getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len), 0);
     endpoint = absl::StrCat("127.0.0.1:", ntohs(a.sin_port));
   }
-  ~SilentListener() { Close(); }
+  ~LoopbackListener() { Close(); }
   // Closing resets the connections it queued: a Connect still waiting on
   // one returns.
   void Close() {
@@ -504,7 +506,7 @@ struct SilentListener {
 // endpoint. Both steps: the first Connect completes in the kernel and then
 // waits for the FabricHelloReply; later ones find the queue full.
 TEST(TcpConnectorTest, AnOwnerThatNeverAnswersCostsTheTimeout) {
-  SilentListener owner;
+  LoopbackListener owner(0);
   GrantInfo g;
   g.key = {"vol", "uid-1", "node-b", 3};
   g.endpoint = owner.endpoint;
@@ -526,18 +528,11 @@ TEST(TcpConnectorTest, AnOwnerThatNeverAnswersCostsTheTimeout) {
 }
 
 TEST(TcpReadStreamTest, AsksForEveryPieceBeforeTheFirstReply) {
-  int ls = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  ASSERT_EQ(bind(ls, reinterpret_cast<sockaddr*>(&a), sizeof(a)), 0);
-  ASSERT_EQ(listen(ls, 1), 0);
-  socklen_t alen = sizeof(a);
-  getsockname(ls, reinterpret_cast<sockaddr*>(&a), &alen);
+  LoopbackListener listener(1);
   constexpr uint64_t kPiece = 4096;
   std::atomic<int> asked_before_reply{0};
   std::thread owner([&] {
-    int fd = accept(ls, nullptr, nullptr);
+    int fd = accept(listener.fd, nullptr, nullptr);
     ASSERT_GE(fd, 0);
     ASSERT_TRUE(wire::ReadFrame(fd, 64 * 1024).ok());
     agent::v1::FabricHelloReply reply;
@@ -568,7 +563,7 @@ TEST(TcpReadStreamTest, AsksForEveryPieceBeforeTheFirstReply) {
   });
   GrantInfo g;
   g.key = {"vol", "uid-1", "node-b", 3};
-  g.endpoint = absl::StrCat("127.0.0.1:", ntohs(a.sin_port));
+  g.endpoint = listener.endpoint;
   g.credential = "c";
   TcpConnector connector;
   auto remote = connector.Connect(g);
@@ -582,7 +577,6 @@ TEST(TcpReadStreamTest, AsksForEveryPieceBeforeTheFirstReply) {
                               return absl::OkStatus();
                             });
   owner.join();
-  close(ls);
   EXPECT_EQ(asked_before_reply.load(), 4);
   EXPECT_TRUE(st.ok()) << st;
   EXPECT_EQ(firsts, "0123");

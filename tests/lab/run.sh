@@ -233,7 +233,8 @@ KC
     grep -q '^LAB-DONE' "$W/console-$i.log" || { echo "lab: guest $i did not finish"; bad=1; }
     grep -aq -E 'BUG:|Oops|Kernel panic' "$W/console-$i.log" && { echo "lab: guest $i: kernel oops/panic"; bad=1; }
   done
-  echo "lab: two guests: wall $wall_ms ms; console logs in $BUILD_DIR/lab-console-two-{1,2}.log"
+  cp "$W/operator.log" "$BUILD_DIR/lab-operator.log" 2>/dev/null
+  echo "lab: two guests: wall $wall_ms ms; console logs in $BUILD_DIR/lab-console-two-{1,2}.log, the operator's in $BUILD_DIR/lab-operator.log"
   for t in "${TWO[@]}"; do
     local ok=1 why=
     for i in 1 2; do

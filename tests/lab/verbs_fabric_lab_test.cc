@@ -32,6 +32,7 @@
 #include <thread>
 #include <vector>
 
+#include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "client/volume.h"
@@ -116,16 +117,24 @@ double MiBps(uint64_t bytes, absl::Duration d) {
 
 // ---- the fabric alone -------------------------------------------------------
 
+// An owner's fabric on the guest's rxe address (any port), with the lab's
+// secret and `window_pool` windows bound ahead of the holders (0: the
+// fabric's default).
+absl::StatusOr<std::unique_ptr<fabric::VerbsFabric>> StartOwner(
+    size_t window_pool = 0) {
+  fabric::VerbsFabricOptions o;
+  o.listen = Env("DAXLEASE_LAB_IP") + ":0";
+  o.secret = kSecret;
+  if (window_pool > 0) o.window_pool = window_pool;
+  return fabric::VerbsFabric::Start(o);
+}
+
 TEST(VerbsFabricLab, GrantWriteReadThenRevokeRefusesTheLateWrite) {
   REQUIRE_LAB();
   Mapping m(Env("DAXLEASE_LAB_DAX"), kVolBytes);
   ASSERT_NE(m.base(), nullptr);
   std::memset(m.base(), 0, kVolBytes);
-  fabric::VerbsFabricOptions o;
-  o.listen = Env("DAXLEASE_LAB_IP") + ":0";
-  o.secret = kSecret;
-  o.window_pool = 4;
-  auto f = fabric::VerbsFabric::Start(o);
+  auto f = StartOwner(/*window_pool=*/4);
   ASSERT_TRUE(f.ok()) << f.status();
   ASSERT_TRUE(
       (*f)->RegisterVolume({"vol", m.base(), kVolBytes, nullptr, nullptr})
@@ -252,11 +261,7 @@ TEST(VerbsFabricLab, DigestsMatchTheOwnersAndAreRefusedOnceRevoked) {
   ASSERT_NE(m.base(), nullptr);
   std::vector<char> fill = Pattern(kVolBytes, 3);
   std::memcpy(m.base(), fill.data(), kVolBytes);
-  fabric::VerbsFabricOptions o;
-  o.listen = Env("DAXLEASE_LAB_IP") + ":0";
-  o.secret = kSecret;
-  o.window_pool = 4;
-  auto f = fabric::VerbsFabric::Start(o);
+  auto f = StartOwner(/*window_pool=*/4);
   ASSERT_TRUE(f.ok()) << f.status();
   char* base = m.base();
   fabric::Region region{"vol", base, kVolBytes, nullptr, nullptr};
@@ -358,10 +363,7 @@ TEST(VerbsFabricLab, FsdaxWithoutOdpIsRefusedWithTheReason) {
     GTEST_SKIP() << "needs DAXLEASE_LAB_FSDAX";
   Mapping m(Env("DAXLEASE_LAB_FSDAX") + "/verbs-data", 4u << 20);
   ASSERT_NE(m.base(), nullptr);
-  fabric::VerbsFabricOptions o;
-  o.listen = Env("DAXLEASE_LAB_IP") + ":0";
-  o.secret = kSecret;
-  auto f = fabric::VerbsFabric::Start(o);
+  auto f = StartOwner();
   ASSERT_TRUE(f.ok()) << f.status();
   // What the node reports (NodeGetInfo daxlease.io/fsdax-sharing=false).
   absl::Status can = (*f)->CanShareFsdax();

@@ -158,11 +158,13 @@ peer_sync() {
 	fi
 }
 
-# wait_log FILE PATTERN SECONDS
+# wait_log FILE PATTERN SECONDS [TENTHS]: looks every TENTHS tenths of a
+# second (default 1; a long wait looks less often: each look is a process,
+# and a TCG guest has one CPU for it and the work it waits for)
 wait_log() {
-	_i=0
+	_i=0 _n=${4:-1}
 	while ! grep -q "$2" "$1" 2>/dev/null; do
-		_i=$((_i + 1)); [ $_i -lt $(($3 * 10)) ] || return 1; sleep 0.1
+		_i=$((_i + _n)); [ $_i -lt $(($3 * 10)) ] || return 1; sleep $((_n / 10)).$((_n % 10))
 	done
 }
 # persisted FILE: how many blocks daxlease-io pattern persisted so far
@@ -276,4 +278,33 @@ dax_chardev() { echo /dev/$(ndctl list -N | tr -d ' \n' | sed -n 's/.*"chardev":
 dump_two_logs() {
 	echo "--- agent log ($NODE)"; tail -n "${1:-30}" /tmp/agent.log
 	dump_csi_log ndctl "${1:-30}"
+}
+# cpu_sampler: every 5 s until killed, where this guest's CPU went, to
+# /tmp/cpu.log: the time of day, /proc/stat's cpu ticks (user nice system
+# idle iowait irq softirq; rxe works in softirq), the processes forked since
+# boot, and the ticks of the agent, the plugin and the writers so far.
+cpu_sampler() {
+	while :; do
+		_l="$(date -u +%T) $(head -n 1 /proc/stat | tr -s ' ' | cut -d' ' -f2-8)"
+		_l="$_l forks=$(sed -n 's/^processes //p' /proc/stat)"
+		for _n in daxlease-agent daxlease-csi daxlease-io; do
+			_t=0
+			for _p in $(pidof $_n); do
+				_t=$((_t + $(awk '{ print $14 + $15 }' /proc/$_p/stat 2>/dev/null || echo 0)))
+			done
+			_l="$_l $_n=$_t"
+		done
+		echo "$_l" >>/tmp/cpu.log
+		sleep 5
+	done
+}
+# dump_moves TAG: what this guest's agent and plugin logged of migrations and
+# recalls (every line naming one, a warning or an error), prefixed "TAG|" so
+# that the console log (kept in the build dir) tells why a move took long.
+dump_moves() {
+	grep -a -h -E 'migrat|recall|media|level=(warn|error)' /tmp/agent.log | sed "s/^/$1| agent: /"
+	for _l in /tmp/csi.log.ndctl.prev /tmp/csi.log.ndctl; do
+		[ -f $_l ] && grep -a -h -E 'media|level=(warn|error)|started|listening' $_l | sed "s/^/$1| plugin: /"
+	done
+	[ -f /tmp/cpu.log ] && sed "s/^/$1| cpu: /" /tmp/cpu.log
 }

@@ -39,18 +39,27 @@ vol_row() {
 	done
 	awk -v v="$VOL" '$1 == v { print $2, $3, $5; exit }' /tmp/status.txt
 }
-# mig_phase NAME: the DaxMigration's phase
-mig_phase() {
-	status
-	awk -v m="$1" '$1 == m { print $5; exit }' /tmp/status.txt
-}
 # wait_migrated NAME EPOCH OWNER: until the migration is Complete and the
-# volume Ready at EPOCH on OWNER: 600 s
+# volume Ready at EPOCH on OWNER: 600 s. A status call is a process and a
+# TLS connection: 10-16 s of a TCG guest's one CPU at host load 20 (FIGURE
+# lab_kubectl_daxlease_status_s), and node-1, which runs this, is the
+# target on the way back. So the API is asked every 10 s (a Failed
+# migration) until this guest's agent logged the move's end (the switch:
+# the target serving, the source migrated away), then once a second, one
+# call for both rows (it was asked twice a second throughout).
 wait_migrated() {
+	_end="event=agent.migrated_away migration=$1"
+	[ "$NODE" = "$3" ] && _end="event=agent.migration_serving migration=$1"
 	_j=0
 	while [ $_j -lt 600 ]; do
-		[ "$(mig_phase "$1")" = Complete ] && [ "$(vol_row)" = "Ready $2 $3" ] && return 0
-		[ "$(mig_phase "$1")" = Failed ] && break
+		if [ $((_j % 10)) -eq 0 ] || grep -aq "$_end" /tmp/agent.log; then
+			status
+			_p=$(awk -v m="$1" '$1 == m { print $5; exit }' /tmp/status.txt)
+			[ "$_p" = Complete ] &&
+				[ "$(awk -v v="$VOL" '$1 == v { print $2, $3, $5; exit }' /tmp/status.txt)" = "Ready $2 $3" ] &&
+				return 0
+			[ "$_p" = Failed ] && break
+		fi
 		_j=$((_j + 1)); sleep 1
 	done
 	cat /tmp/status.txt
@@ -71,6 +80,8 @@ wait_ns_count() {
 # holders' pause as this node saw it, less the operator's Ready.
 figures() {
 	if [ "$NODE" = "$1" ]; then
+		_c=$(grep -a 'event=agent.migration_pre_copied' /tmp/agent.log | tail -n 1)
+		echo "FIGURE lab_ndctl_migrate_to_${1}_pre_copy_ms=$(echo "$_c" | sed -n "s/.* copy_ms=\([0-9]*\).*/\1/p")"
 		_c=$(grep -a 'event=agent.migration_copied' /tmp/agent.log | tail -n 1)
 		for _f in copy_ms persist_ms read_ms hash_ms write_ms; do
 			echo "FIGURE lab_ndctl_migrate_to_${1}_$_f=$(echo "$_c" | sed -n "s/.* $_f=\([0-9]*\).*/\1/p")"
@@ -105,8 +116,10 @@ wait_media() {
 # epoch. With plugins-killed (a move to node-1): both guests' daxlease-csi
 # are SIGKILLed before it starts. The target's CreateMedia is then refused
 # (UNAVAILABLE) and asked again until its plugin is restarted; the target's
-# plugin is SIGKILLed and restarted once more mid-copy, with the new
-# namespace made and not yet switched to; the source's FreeMedia after the
+# plugin is SIGKILLed and restarted twice more: during the pre-copy (the
+# media just made, the volume still Ready) and mid-copy in the pause (phase
+# Copying, once the target logged the copy's start, before the switch), the
+# new namespace still there each time; the source's FreeMedia after the
 # switch is refused until its plugin is restarted, which the migration shows
 # (MEDIA FreeFailed, then freed) and the namespace count on the source
 # confirms.
@@ -117,7 +130,9 @@ migrate() {
 		peer_sync "plugins-killed-$_to" || fail "meeting the peer"
 	fi
 	if [ "$LAB_ROLE" = 1 ]; then
+		_s0=$(up)
 		_e0=$(vol_row | cut -d' ' -f2)
+		echo "FIGURE lab_kubectl_daxlease_status_s=$(echo "$(up) - $_s0" | bc)"
 		check "the volume's epoch before the move to $_to is known ($_e0)" test -n "$_e0"
 		t0=$(up)
 		$KD migrate "$VOL" --to "$_to" >/tmp/mig.txt 2>&1
@@ -131,9 +146,28 @@ migrate() {
 			check "the target's daxlease-csi restarts" two_csi
 			check "the target made the media once its plugin was back" \
 				wait_log /tmp/agent.log "event=agent.migration_media_made migration=$_m" 300
-			check "the target's daxlease-csi SIGKILLed mid-copy" two_csi_kill
-			check "the target's daxlease-csi restarts mid-copy" two_csi
+			# The pre-copy (phase PreCopying, the volume still Ready) reads
+			# into the media just made.
+			check "the target's daxlease-csi SIGKILLed during the pre-copy" two_csi_kill
+			grep -aq "event=agent.migration_pre_copied migration=$_m" /tmp/agent.log &&
+				say "(the pre-copy had already ended at the kill)"
+			check "the target's daxlease-csi restarts during the pre-copy" two_csi
 			check "the new namespace still there after the restart" test "$(ns_of "$VOL" | grep -c .)" -eq 1
+			# The copy in the pause (phase Copying: the holders released;
+			# its media asked of the restarted plugin again, bytesCopied
+			# from what the pre-copy left): killed while it reads.
+			check "the target's pre-copy ended" \
+				wait_log /tmp/agent.log "event=agent.migration_pre_copied migration=$_m" 600 10
+			check "the target's copy in the pause started (phase Copying)" \
+				wait_log /tmp/agent.log "event=agent.migration_copying migration=$_m" 300
+			check "the target's daxlease-csi SIGKILLed mid-copy" two_csi_kill
+			_mid=1
+			grep -aq "event=agent.migration_copied migration=$_m" /tmp/agent.log && _mid=0
+			echo "FIGURE lab_ndctl_migrate_plugin_kill_before_copied=$_mid"
+			check "the kill came before the switch (phase Copying)" \
+				sh -c "! grep -aq 'event=agent.migration_serving migration=$_m' /tmp/agent.log"
+			check "the target's daxlease-csi restarts mid-copy" two_csi
+			check "the new namespace still there after the mid-copy restart" test "$(ns_of "$VOL" | grep -c .)" -eq 1
 		fi
 		if ! wait_migrated "$_m" $_e1 "$_to"; then
 			# Failed (or not done in time): the rest of the move cannot pass.
@@ -179,8 +213,10 @@ migrate() {
 	peer_sync "writers-after-$_to" || fail "meeting the peer"
 }
 
+cpu_sampler &
+CPU_SAMPLER=$!
 two_writers_up lab-two-migrate
-[ $FAILS -eq 0 ] || { dump_two_logs; tail /tmp/writer.log; kill $W; finish; }
+[ $FAILS -eq 0 ] || { dump_two_logs; kill $CPU_SAMPLER; tail /tmp/writer.log; kill $W; finish; }
 peer_sync migrate-writers-on || fail "meeting the peer"
 if [ "$LAB_ROLE" = 1 ]; then
 	check "one namespace of the volume on node-1" test "$(ns_of "$VOL" | grep -c .)" -eq 1
@@ -188,7 +224,7 @@ else
 	check "no namespace of the volume on node-2" test -z "$(ns_of "$VOL")"
 fi
 migrate node-2
-[ $FAILS -eq 0 ] || { dump_two_logs 60; tail /tmp/writer.log; kill $W; finish; }
+[ $FAILS -eq 0 ] || { dump_two_logs 60; kill $CPU_SAMPLER; dump_moves "moves-$NODE"; tail /tmp/writer.log; kill $W; finish; }
 migrate node-1 plugins-killed
 peer_sync migrate-stop-writers || fail "meeting the peer"
 kill -TERM $W
@@ -213,4 +249,6 @@ else
 	check "no namespace of the volume left on node-1" test -z "$(ns_of "$VOL")"
 fi
 [ $FAILS -eq 0 ] || dump_two_logs 60
+kill $CPU_SAMPLER
+dump_moves "moves-$NODE"
 finish

@@ -30,10 +30,12 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <ctime>
 #include <mutex>
 #include <thread>
 #include <vector>
 
+#include "absl/cleanup/cleanup.h"
 #include "absl/strings/str_cat.h"
 #include "lib/api/conditions.h"
 #include "lib/api/json.h"
@@ -62,6 +64,13 @@ constexpr uint64_t kCopyPiece = uint64_t{1} << 20;
 absl::Status ProbeDigests(fabric::RemoteRegion& source, uint64_t size) {
   return source.Digests(0, std::min(size, kChecksumChunk), kChecksumChunk)
       .status();
+}
+
+// This thread's CPU time so far, in microseconds.
+int64_t ThreadCpuMicros() {
+  timespec ts{};
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+  return int64_t{ts.tv_sec} * 1000000 + ts.tv_nsec / 1000;
 }
 
 // pwrite(2) of all `n` bytes at `offset` of `fd` (the file at `path`).
@@ -945,6 +954,9 @@ void Agent::CopyIn(const api::DaxMigration& m, const api::DaxVolume& vol,
   std::atomic<bool> write_failed{false};
   // Where the streams' time went (summed over streams; the copied log).
   std::atomic<int64_t> read_us{0}, hash_us{0}, write_us{0}, wb_us{0};
+  // The streams' time on a CPU (their wall time less this: waiting for the
+  // socket, a lock, or their turn on a CPU).
+  std::atomic<int64_t> cpu_us{0};
   auto since = [&](absl::Time t) {
     return absl::ToInt64Microseconds(clock_.Now() - t);
   };
@@ -962,6 +974,8 @@ void Agent::CopyIn(const api::DaxMigration& m, const api::DaxVolume& vol,
   // took a page fault per 4 KiB page (the file system allocating each block
   // as it is first written): about 1.6x slower than this buffer and pwrite.
   auto stream = [&](std::unique_ptr<fabric::RemoteRegion> r) {
+    const int64_t cpu0 = ThreadCpuMicros();
+    absl::Cleanup on_cpu = [&] { cpu_us += ThreadCpuMicros() - cpu0; };
     std::vector<char> buf(piece);
     ChunkHasher hasher;
     for (uint64_t k = next_fetch++; k < fetch.size(); k = next_fetch++) {
@@ -1110,7 +1124,9 @@ void Agent::CopyIn(const api::DaxMigration& m, const api::DaxVolume& vol,
                    {"copy_ms", std::to_string(absl::ToInt64Milliseconds(took))},
                    {"read_ms", std::to_string(read_us.load() / 1000)},
                    {"hash_ms", std::to_string(hash_us.load() / 1000)},
-                   {"write_ms", std::to_string(write_us.load() / 1000)}});
+                   {"write_ms", std::to_string(write_us.load() / 1000)},
+                   {"writeback_ms", std::to_string(wb_us.load() / 1000)},
+                   {"cpu_ms", std::to_string(cpu_us.load() / 1000)}});
     return;
   }
   if (absl::Status st = (*map)->Persist(0, size); !st.ok()) {
@@ -1146,6 +1162,7 @@ void Agent::CopyIn(const api::DaxMigration& m, const api::DaxVolume& vol,
        {"hash_ms", std::to_string(hash_us.load() / 1000)},
        {"write_ms", std::to_string(write_us.load() / 1000)},
        {"writeback_ms", std::to_string(wb_us.load() / 1000)},
+       {"cpu_ms", std::to_string(cpu_us.load() / 1000)},
        {"total_ms",
         std::to_string(absl::ToInt64Milliseconds(clock_.Now() - start))},
        {"checksum", sum}});

@@ -52,6 +52,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
@@ -81,15 +82,18 @@ double Median(std::vector<double> v) {
   return v.size() % 2 == 1 ? v[m] : (v[m - 1] + v[m]) / 2;
 }
 
-// `field` (e.g. persist_ms) of the target agent's agent.migration_copied
-// line for `migration` in the log at `path`; -1 when there is none.
+// `field` (e.g. persist_ms) of the target agent's `event` line (default
+// agent.migration_copied) for `migration` in the log at `path`; -1 when
+// there is none.
 int64_t CopiedField(const std::string& path, const std::string& migration,
-                    const std::string& field) {
+                    const std::string& field,
+                    const std::string& event = "agent.migration_copied") {
   std::ifstream in(path);
   int64_t ms = -1;
   const std::string tag = absl::StrCat(" migration=", migration, " ");
+  const std::string ev = absl::StrCat("event=", event, " ");
   for (std::string line; std::getline(in, line);) {
-    if (line.find("event=agent.migration_copied ") == std::string::npos ||
+    if (line.find(ev) == std::string::npos ||
         line.find(tag) == std::string::npos) {
       continue;
     }
@@ -100,6 +104,52 @@ int64_t CopiedField(const std::string& path, const std::string& migration,
     (void)absl::SimpleAtoi(line.substr(from, line.find(' ', from) - from), &ms);
   }
   return ms;
+}
+
+// The 1-minute load average (/proc/loadavg), printed beside each figure.
+double LoadAverage() {
+  std::ifstream in("/proc/loadavg");
+  double load = -1;
+  in >> load;
+  return load;
+}
+
+// Dirty + Writeback of /proc/meminfo, in bytes.
+int64_t UnwrittenBytes() {
+  std::ifstream in("/proc/meminfo");
+  int64_t total = 0;
+  for (std::string line; std::getline(in, line);) {
+    if (line.rfind("Dirty:", 0) != 0 && line.rfind("Writeback:", 0) != 0) {
+      continue;
+    }
+    int64_t kb = 0;
+    std::string num = line.substr(line.find(':') + 1);
+    num = num.substr(0, num.find("kB"));
+    absl::StripAsciiWhitespace(&num);
+    if (absl::SimpleAtoi(num, &kb)) total += kb << 10;
+  }
+  return total;
+}
+
+// What every measured copy (plain, durable, migration) starts from: the
+// write-back of the step before it done (at most 30 s), then `settle` of
+// nothing. The settle is what makes the copies comparable on a VM whose
+// balloon reports free memory to the host (virtio-balloon free page
+// reporting, as on this host): memory freed less than about a second ago is
+// handed out again without a host fault, older free memory costs one per
+// page (measured: writing 1 GiB of new page cache took 0.8 s right after
+// 1 GiB was freed, 4.5-10 s one second or more later). Each copy writes
+// 1 GiB of new page cache on its target (a new file), and before the settle
+// the plain copy ran right after the previous migration's source freed its
+// media, the durable one right after the plain one freed its file, while
+// the migration's target started writing one to two seconds after
+// (operator, connect, media): the peers got the warm memory.
+void Settle(absl::Duration settle) {
+  const absl::Time deadline = absl::Now() + absl::Seconds(30);
+  while (UnwrittenBytes() > (int64_t{64} << 20) && absl::Now() < deadline) {
+    absl::SleepFor(absl::Milliseconds(100));
+  }
+  absl::SleepFor(settle);
 }
 
 int Fail(const std::string& what) {
@@ -121,6 +171,7 @@ int Main(int argc, char** argv) {
   // while the migration did, not beside the peer copies, and took its CPU.
   int poll_ms = 100;
   int pre_copy = 1;
+  int settle_ms = 3000;
   for (int i = 1; i + 1 < argc; i += 2) {
     std::string a = argv[i];
     if (a == "--size-mib") (void)absl::SimpleAtoi(argv[i + 1], &size_mib);
@@ -128,6 +179,7 @@ int Main(int argc, char** argv) {
     if (a == "--streams") (void)absl::SimpleAtoi(argv[i + 1], &streams);
     if (a == "--poll-ms") (void)absl::SimpleAtoi(argv[i + 1], &poll_ms);
     if (a == "--pre-copy") (void)absl::SimpleAtoi(argv[i + 1], &pre_copy);
+    if (a == "--settle-ms") (void)absl::SimpleAtoi(argv[i + 1], &settle_ms);
   }
   const std::string why = testing::TwoNodePrereqMissing();
   if (!why.empty()) {
@@ -224,6 +276,7 @@ int Main(int argc, char** argv) {
   };
   std::vector<double> copy_mbps, plain_mbps, ratio, pause_ms, total_ms;
   std::vector<double> durable_mbps, durable_peer_mbps, durable_ratio;
+  std::vector<double> all_loads;
   std::vector<double> recall_part, after_copy_part, source_wait_part,
       switch_part, pre_copy_part, pause_copy_part, refetched_mib;
   int owner = 0;
@@ -280,9 +333,15 @@ int Main(int argc, char** argv) {
       unlink(sink.c_str());
       return std::make_pair(n, s);
     };
-    auto plain = peer(false);
+    // Which peer goes first alternates (each after its settle).
+    std::vector<double> loads;
+    absl::StatusOr<std::pair<int64_t, double>> plain, durable;
+    for (const bool d : {it % 2 == 1, it % 2 == 0}) {
+      Settle(absl::Milliseconds(settle_ms));
+      loads.push_back(LoadAverage());
+      (d ? durable : plain) = peer(d);
+    }
     if (!plain.ok()) return Fail(plain.status().ToString());
-    auto durable = peer(true);
     if (!durable.ok()) return Fail(durable.status().ToString());
     const int64_t plain_bytes = plain->first;
     const double plain_s = plain->second;
@@ -293,6 +352,8 @@ int Main(int argc, char** argv) {
               {"kind", "DaxMigration"},
               {"metadata", {{"name", name}}},
               {"spec", {{"volume", id}, {"targetNode", nodes[target]->name}}}};
+    Settle(absl::Milliseconds(settle_ms));
+    loads.push_back(LoadAverage());
     auto mk = kube.value()->Create(api::DaxMigrationResource(), m);
     if (!mk.ok()) return Fail(mk.status().ToString());
     const absl::Time m0 = absl::Now();
@@ -322,7 +383,15 @@ int Main(int argc, char** argv) {
         ready = absl::Now();
         break;
       }
-      absl::SleepFor(absl::Milliseconds(poll_ms));
+      // The pre-copy's first 90% (before the recall) needs no fine
+      // timing: polled every 500 ms at least, so that the bench's GETs tax
+      // the copy little more than they tax the peers (not polled).
+      const int64_t of = mst.value("bytesTotal", int64_t{0});
+      const bool pre_copying =
+          (phase == "" || phase == "Pending" || phase == "PreCopying") &&
+          (of == 0 || mst.value("preCopiedBytes", int64_t{0}) < of / 10 * 9);
+      absl::SleepFor(absl::Milliseconds(
+          pre_copying && pre_copy != 0 ? std::max(poll_ms, 500) : poll_ms));
     }
     if (ready == absl::InfiniteFuture()) return Fail("migration timed out");
     Json ms;
@@ -381,13 +450,20 @@ int Main(int argc, char** argv) {
     pre_copy_part.push_back(static_cast<double>(pre_ms));
     pause_copy_part.push_back(static_cast<double>(pause_copy));
     refetched_mib.push_back(refetched / 1048576.0);
+    // Where the pre-copy's stream time went (summed over the streams).
+    auto pre = [&](const char* f) {
+      return static_cast<long long>(
+          CopiedField(target_log, name, f, "agent.migration_pre_copied"));
+    };
     std::printf(
-        "%s -> %s: pre-copy %lld ms (before the recall), in the pause: "
-        "%lld of %lld bytes read again (%lld chunks), source digests %lld "
-        "ms\n",
+        "%s -> %s: pre-copy %lld ms (before the recall; streams' read %lld, "
+        "hash %lld, write %lld, write-back %lld ms, on a CPU %lld ms), in the "
+        "pause: %lld of %lld bytes read again (%lld chunks), source digests "
+        "%lld ms\n",
         nodes[owner]->name.c_str(), nodes[target]->name.c_str(),
-        static_cast<long long>(pre_ms), static_cast<long long>(refetched),
-        static_cast<long long>(total),
+        static_cast<long long>(pre_ms), pre("read_ms"), pre("hash_ms"),
+        pre("write_ms"), pre("writeback_ms"), pre("cpu_ms"),
+        static_cast<long long>(refetched), static_cast<long long>(total),
         static_cast<long long>((refetched + (16 << 20) - 1) / (16 << 20)),
         static_cast<long long>(digests_ms));
     std::printf(
@@ -397,7 +473,8 @@ int Main(int argc, char** argv) {
         "start -> Ready) "
         "%.0f ms (recall %.0f, copy in the pause %lld, persist+report %.0f, "
         "waiting for the source's checksum %.0f, switch -> Ready %.0f), "
-        "migrate -> Ready %.0f ms\n",
+        "migrate -> Ready %.0f ms; load %.1f %.1f %.1f (before plain, "
+        "durable, migration)\n",
         nodes[owner]->name.c_str(), nodes[target]->name.c_str(),
         static_cast<long long>(total), static_cast<long long>(copy), cm,
         static_cast<long long>(plain_bytes), plain_s * 1e3, pm, cm / pm,
@@ -405,8 +482,10 @@ int Main(int argc, char** argv) {
         static_cast<long long>(durable->first), durable->second * 1e3, dpm,
         dm / dpm, pause, recall_ms, static_cast<long long>(pause_copy),
         after_copy_ms, source_wait_ms, switch_ms,
-        absl::ToDoubleMilliseconds(ready - m0));
+        absl::ToDoubleMilliseconds(ready - m0), loads[it % 2 == 1 ? 1 : 0],
+        loads[it % 2 == 1 ? 0 : 1], loads[2]);
     std::fflush(stdout);
+    all_loads.insert(all_loads.end(), loads.begin(), loads.end());
     copy_mbps.push_back(cm);
     plain_mbps.push_back(pm);
     ratio.push_back(cm / pm);
@@ -429,14 +508,20 @@ int Main(int argc, char** argv) {
       "window %.0f ms (recall %.0f, copy in the pause %.0f, persist+report "
       "%.0f, waiting for the source's checksum %.0f, switch -> Ready %.0f), "
       "migrate -> Ready %.0f ms; pre-copy %.0f ms, read again in the pause "
-      "%.0f MiB (pre-copy %s)\n",
+      "%.0f MiB (pre-copy %s); settle %d ms before each copy, load "
+      "%.1f-%.1f\n",
       ratio.size(), static_cast<long long>(size_mib), streams,
       Median(copy_mbps), Median(plain_mbps), Median(ratio),
       Median(durable_mbps), Median(durable_peer_mbps), Median(durable_ratio),
       Median(pause_ms), Median(recall_part), Median(pause_copy_part),
       Median(after_copy_part), Median(source_wait_part), Median(switch_part),
       Median(total_ms), Median(pre_copy_part), Median(refetched_mib),
-      pre_copy != 0 ? "on" : "off");
+      pre_copy != 0 ? "on" : "off", settle_ms,
+      all_loads.empty() ? 0.0
+                        : *std::min_element(all_loads.begin(), all_loads.end()),
+      all_loads.empty()
+          ? 0.0
+          : *std::max_element(all_loads.begin(), all_loads.end()));
   return 0;
 }
 

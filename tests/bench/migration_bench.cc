@@ -27,7 +27,7 @@
 // ratio: both sides end with the bytes on disk.
 //
 //   migration_bench [--size-mib M] [--iterations N] [--streams S]
-//                   [--poll-ms P] [--pre-copy 0|1]
+//                   [--poll-ms P] [--pre-copy 0|1] [--settle-ms W]
 //
 // (S: the agents' --migration-streams, default 2; --pre-copy 0 runs the
 // operator with --migration-pre-copy=false: the whole copy in the pause.)
@@ -38,7 +38,15 @@
 // (-> Ready).
 //
 // The volume and the migration are polled every P ms (default 100) while it
-// runs, so the pause window and its parts are seen to within about P ms.
+// runs (every 500 ms during the pre-copy's first 90%), so the pause window
+// and its parts are seen to within about P ms.
+//
+// Each of the three copies starts after the same settle (Settle below: the
+// write-back of the step before drained, then W ms, default 3000), the
+// peers' order alternates, and each line prints the 1-minute load before
+// each copy and the CPU time of the side that writes the new page cache:
+// the target agent's copy streams (cpu_ms of its log) and socat's receiver
+// (/usr/bin/time).
 //
 // Needs what the twonode label needs (root, ip, socat, nsenter, the test
 // control plane: DAXLEASE_KUBECONFIG, as tests/k8s/control-plane.sh starts
@@ -294,11 +302,18 @@ int Main(int argc, char** argv) {
     // The peers, owner -> target, over the veth: plain (socat into a file:
     // the page cache) and durable (the same, then fsync of the file, as the
     // migration persists before it reports).
+    double peer_cpu_ms[2] = {-1, -1};  // plain, durable: the receiver's
     auto peer =
         [&](bool durable) -> absl::StatusOr<std::pair<int64_t, double>> {
       const std::string sink = absl::StrCat(nodes[target]->dir, "/peer-copy");
+      // The receiver's CPU time (user + system), against the target
+      // streams' cpu_ms: the receiving side is the one that writes the
+      // new page cache.
+      const std::string cpu_file =
+          absl::StrCat(nodes[target]->dir, "/peer-cpu");
       std::string recv =
-          absl::StrCat("socat -u -b 4194304 TCP-LISTEN:7411,reuseaddr OPEN:'",
+          absl::StrCat("/usr/bin/time -f '%U %S' -o '", cpu_file,
+                       "' socat -u -b 4194304 TCP-LISTEN:7411,reuseaddr OPEN:'",
                        sink, "',creat,trunc");
       if (durable) absl::StrAppend(&recv, " && sync '", sink, "'");
       auto listener =
@@ -331,6 +346,12 @@ int Main(int argc, char** argv) {
         n = in.tellg();
       }
       unlink(sink.c_str());
+      {
+        std::ifstream in(cpu_file);
+        double user = 0, sys = 0;
+        peer_cpu_ms[durable ? 1 : 0] =
+            (in >> user >> sys) ? (user + sys) * 1e3 : -1;
+      }
       return std::make_pair(n, s);
     };
     // Which peer goes first alternates (each after its settle).
@@ -416,13 +437,13 @@ int Main(int argc, char** argv) {
     const int64_t pause_copy = ms.value("copyMilliseconds", int64_t{0});
     const int64_t pre_ms = ms.value("preCopyMilliseconds", int64_t{0});
     const int64_t refetched = ms.value("refetchedBytes", int64_t{0});
+    const std::string target_log =
+        absl::StrCat(nodes[target]->dir, "/agent.log");
     const int64_t copy = std::max<int64_t>(1, pause_copy + pre_ms);
     const double cm = total / 1e6 / (copy / 1e3);
     const double pm = plain_bytes / 1e6 / plain_s;
     // Durable: the copy and the persist after it (the target's log says how
     // long that took) against socat and fsync.
-    const std::string target_log =
-        absl::StrCat(nodes[target]->dir, "/agent.log");
     const int64_t persist = CopiedField(target_log, name, "persist_ms");
     const int64_t digests_ms = CopiedField(target_log, name, "digests_ms");
     const double dm = persist < 0 ? 0 : total / 1e6 / ((copy + persist) / 1e3);
@@ -474,7 +495,8 @@ int Main(int argc, char** argv) {
         "%.0f ms (recall %.0f, copy in the pause %lld, persist+report %.0f, "
         "waiting for the source's checksum %.0f, switch -> Ready %.0f), "
         "migrate -> Ready %.0f ms; load %.1f %.1f %.1f (before plain, "
-        "durable, migration)\n",
+        "durable, migration); on a CPU: the target's copy streams %lld ms, "
+        "the plain and durable receivers %.0f, %.0f ms\n",
         nodes[owner]->name.c_str(), nodes[target]->name.c_str(),
         static_cast<long long>(total), static_cast<long long>(copy), cm,
         static_cast<long long>(plain_bytes), plain_s * 1e3, pm, cm / pm,
@@ -483,7 +505,10 @@ int Main(int argc, char** argv) {
         dm / dpm, pause, recall_ms, static_cast<long long>(pause_copy),
         after_copy_ms, source_wait_ms, switch_ms,
         absl::ToDoubleMilliseconds(ready - m0), loads[it % 2 == 1 ? 1 : 0],
-        loads[it % 2 == 1 ? 0 : 1], loads[2]);
+        loads[it % 2 == 1 ? 0 : 1], loads[2],
+        std::max<long long>(0, pre("cpu_ms")) +
+            static_cast<long long>(CopiedField(target_log, name, "cpu_ms")),
+        peer_cpu_ms[0], peer_cpu_ms[1]);
     std::fflush(stdout);
     all_loads.insert(all_loads.end(), loads.begin(), loads.end());
     copy_mbps.push_back(cm);

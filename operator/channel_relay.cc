@@ -1,5 +1,6 @@
 #include "operator/channel_relay.h"
 
+#include <atomic>
 #include <memory>
 #include <vector>
 
@@ -25,7 +26,8 @@ const std::string& HolderNode(const api::DaxLease& l) {
 }  // namespace
 
 ChannelRelay::ChannelRelay(std::function<void(const std::string&)> enqueue)
-    : enqueue_(std::move(enqueue)) {}
+    : enqueue_(std::move(enqueue)),
+      taken_(std::make_shared<std::map<std::string, AgentAnswers>>()) {}
 
 channel::ChannelHandlers ChannelRelay::Handlers() {
   channel::ChannelHandlers h;
@@ -42,26 +44,28 @@ void ChannelRelay::SetServer(channel::ChannelServer* server) {
 }
 
 void ChannelRelay::Overlay(World& world) {
-  auto answers = std::make_shared<std::map<std::string, AgentAnswers>>();
+  // Each answer was checked against what was asked (recall ID, epoch); the
+  // plan takes it only for the recall the lease answers as read, which may
+  // be through the DaxRecall's record while the lease object lags (plan.h),
+  // so it is passed on as it came: all of them, shared (a pass over N acks
+  // copies none).
   absl::MutexLock l(&mu_);
-  for (const SharedLease& d : world.leases) {
-    auto it = taken_.find(d->metadata.name);
-    if (it == taken_.end()) continue;
-    // Each answer was checked against what was asked (recall ID, epoch);
-    // the plan takes it only for the recall the lease answers as read,
-    // which may be through the DaxRecall's record while the lease object
-    // lags (plan.h), so it is passed on as it came.
-    const Taken& t = it->second;
-    AgentAnswers& a = (*answers)[d->metadata.name];
-    a.released_recall_id = t.released;
-    a.fenced_recall_id = t.fenced;
-    a.revocation_acknowledged = RevocationAcked(t, d->status.epoch);
-  }
-  world.channel_answers = std::move(answers);
+  world.channel_answers = taken_;
 }
 
-bool ChannelRelay::RevocationAcked(const Taken& t, int64_t epoch) {
+bool ChannelRelay::RevocationAcked(const AgentAnswers& t, int64_t epoch) {
   return t.revocation_acked_epoch != 0 && t.revocation_acked_epoch == epoch;
+}
+
+std::map<std::string, AgentAnswers>& ChannelRelay::TakenToEditLocked() {
+  if (taken_.use_count() > 1) {
+    taken_ = std::make_shared<std::map<std::string, AgentAnswers>>(*taken_);
+  } else {
+    // The last pass's reads of it (ended by its release of the count, on
+    // any thread) happen before this edit.
+    std::atomic_thread_fence(std::memory_order_acquire);
+  }
+  return *taken_;
 }
 
 void ChannelRelay::Stored(const World& desired) {
@@ -97,12 +101,12 @@ void ChannelRelay::Stored(const World& desired) {
     // duplicate the agent answers from its current state), never left
     // waiting for an answer that would be refused.
     for (auto& [n, sent] : sent_) sent.erase(lease);
-    auto t = taken_.find(lease);
-    if (t == taken_.end()) continue;
+    auto t = taken_->find(lease);
+    if (t == taken_->end()) continue;
     auto r = recall_of.find(lease);
-    if (r == recall_of.end() ||
-        (*r->second != t->second.released && *r->second != t->second.fenced)) {
-      taken_.erase(t);
+    if (r == recall_of.end() || (*r->second != t->second.released_recall_id &&
+                                 *r->second != t->second.fenced_recall_id)) {
+      TakenToEditLocked().erase(lease);
     } else {
       leases_of_[volume].insert(lease);  // looked at again next time
     }
@@ -159,9 +163,9 @@ bool ChannelRelay::TrackLocked(const std::string& volume,
   }
   // Acknowledged as taken here (the status field answers nothing with the
   // channel on): a pass whose RevocationAck was refused is not asked again.
-  auto t = taken_.find(name);
+  auto t = taken_->find(name);
   const bool acknowledged =
-      t != taken_.end() && RevocationAcked(t->second, st.epoch);
+      t != taken_->end() && RevocationAcked(t->second, st.epoch);
   if (*st.state == api::LeaseState::kRevoked && !st.fence_required &&
       !acknowledged) {
     revoked_[name] = {volume, holder, st.recall_id, st.epoch};
@@ -195,7 +199,13 @@ void ChannelRelay::SendLocked(const std::set<std::string>& leases) {
     if (!server->Send(node, m)) {
       // Not connected: all of it goes when it connects.
       sent_.erase(node);
+      continue;
     }
+    base::LogDebug("operator.channel.asked",
+                   {{"node", node},
+                    {"recalls", absl::StrCat(m.recalls_size())},
+                    {"fences", absl::StrCat(m.fences_size())},
+                    {"revoked", absl::StrCat(m.revoked_size())}});
   }
 }
 
@@ -208,8 +218,8 @@ pb::OperatorMessage ChannelRelay::UnsentLocked(
     if (auto it = recalls_.find(lease);
         it != recalls_.end() && it->second.node == node) {
       const Asked& a = it->second;
-      if (auto t = taken_.find(lease);
-          t != taken_.end() && t->second.released == a.recall_id) {
+      if (auto t = taken_->find(lease);
+          t != taken_->end() && t->second.released_recall_id == a.recall_id) {
         return;  // answered; its outcome is on its way to the store
       }
       if (std::string k = RecallKey(a.recall_id); sent[lease] != k) {
@@ -310,25 +320,31 @@ void ChannelRelay::OnReport(const std::string& node, const pb::AgentReport& r,
       }
       if (Check(recalls_, "recall ack", node, a.lease(), a.recall_id(),
                 a.epoch(), reply, &volume)) {
-        taken_[a.lease()].released = a.recall_id();
+        TakenToEditLocked()[a.lease()].released_recall_id = a.recall_id();
         volumes.insert(volume);
       }
     }
     for (const pb::FenceConfirmation& f : r.fences()) {
       if (Check(fences_, "fence confirmation", node, f.lease(), f.recall_id(),
                 f.epoch(), reply, &volume)) {
-        taken_[f.lease()].fenced = f.recall_id();
+        TakenToEditLocked()[f.lease()].fenced_recall_id = f.recall_id();
         volumes.insert(volume);
       }
     }
     for (const pb::RevocationAck& v : r.revocation_acks()) {
       if (Check(revoked_, "revocation ack", node, v.lease(), "", v.epoch(),
                 reply, &volume)) {
-        taken_[v.lease()].revocation_acked_epoch = v.epoch();
+        TakenToEditLocked()[v.lease()].revocation_acked_epoch = v.epoch();
         volumes.insert(volume);
       }
     }
   }
+  base::LogDebug("operator.channel.answered",
+                 {{"node", node},
+                  {"acks", absl::StrCat(r.acks_size())},
+                  {"fences", absl::StrCat(r.fences_size())},
+                  {"revocation_acks", absl::StrCat(r.revocation_acks_size())},
+                  {"refused", absl::StrCat(reply.refused_size())}});
   for (const std::string& v : volumes) enqueue_(v);
 }
 

@@ -22,7 +22,9 @@
 //   first loses them and its successor asks again.
 //
 //   overlay: before the plan, Overlay() hands it the answers taken here
-//   (World::channel_answers), which it reads instead of the agent-written
+//   (World::channel_answers: shared, not copied; the relay copies them
+//   before a change while a pass holds them), which it reads instead of
+//   the agent-written
 //   status fields (releasedRecallID, fencedRecallID,
 //   revocationAcknowledged): any agent credential can write those for any
 //   lease, so with the channel on they release nothing. The leases read
@@ -35,6 +37,7 @@
 #include <atomic>
 #include <functional>
 #include <map>
+#include <memory>
 #include <set>
 #include <string>
 #include <vector>
@@ -76,14 +79,12 @@ class ChannelRelay {
     int64_t epoch = 0;
     int64_t deadline_unix_ms = 0;  // a recall's (RecallItem.deadline_unix_ms)
   };
-  struct Taken {
-    std::string released;  // recall ID acked (flushed)
-    std::string fenced;    // recall ID whose fence the owner confirmed
-    int64_t revocation_acked_epoch = 0;
-  };
 
   // Whether `t` acknowledges the revocation of a lease at `epoch`.
-  static bool RevocationAcked(const Taken& t, int64_t epoch);
+  static bool RevocationAcked(const AgentAnswers& t, int64_t epoch);
+  // taken_ to change: copied first if a pass holds it (Overlay).
+  std::map<std::string, AgentAnswers>& TakenToEditLocked()
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Records lease `d` of `volume` (owner node `owner`) as what the stored
   // objects ask of it; false if nothing is outstanding for it.
   bool TrackLocked(const std::string& volume, const std::string& owner,
@@ -124,7 +125,10 @@ class ChannelRelay {
   // Per node, per lease: the item last sent on its current stream.
   std::map<std::string, std::map<std::string, std::string>> sent_
       ABSL_GUARDED_BY(mu_);
-  std::map<std::string, Taken> taken_ ABSL_GUARDED_BY(mu_);
+  // The answers taken, by lease: what Overlay hands the passes (shared,
+  // copied on write while a pass holds it). Never null.
+  std::shared_ptr<std::map<std::string, AgentAnswers>> taken_
+      ABSL_GUARDED_BY(mu_);
   std::atomic<int64_t> accepted_{0};
   std::atomic<int64_t> refused_{0};
 };

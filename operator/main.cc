@@ -107,6 +107,38 @@ std::string AdvertisedEndpoint(const std::string& listen, int port) {
   return absl::StrCat(host, ":", port);
 }
 
+// On SIGUSR1 (docs/operator.md, "Memory"): glibc's totals over every arena
+// as one log line (heap bytes in use, free but kept, mmapped, and the RSS
+// now and at its peak), then malloc_info's per-arena XML on stderr.
+void LogMallocState() {
+  const struct mallinfo2 mi = mallinfo2();
+  std::string rss, hwm;
+  if (FILE* f = std::fopen("/proc/self/status", "r")) {
+    char line[256];
+    while (std::fgets(line, sizeof(line), f) != nullptr) {
+      std::string l = line;
+      auto value = [&] {
+        std::string v = l.substr(l.find(':') + 1);
+        v.erase(0, v.find_first_not_of(" \t"));
+        v.erase(v.find_last_not_of(" \n") + 1);
+        return v;
+      };
+      if (l.rfind("VmRSS:", 0) == 0) rss = value();
+      if (l.rfind("VmHWM:", 0) == 0) hwm = value();
+    }
+    std::fclose(f);
+  }
+  base::LogInfo("operator.malloc",
+                {{"in_use_bytes", absl::StrCat(mi.uordblks)},
+                 {"free_kept_bytes", absl::StrCat(mi.fordblks)},
+                 {"heap_bytes", absl::StrCat(mi.arena)},
+                 {"mmapped_bytes", absl::StrCat(mi.hblkhd)},
+                 {"rss", rss},
+                 {"rss_peak", hwm}});
+  malloc_info(0, stderr);
+  std::fflush(stderr);
+}
+
 std::string DefaultIdentity() {
   char host[256] = {0};
   gethostname(host, sizeof(host) - 1);
@@ -129,6 +161,8 @@ int Main() {
   sigemptyset(&sigs);
   sigaddset(&sigs, SIGTERM);
   sigaddset(&sigs, SIGINT);
+  // SIGUSR1: log the allocator's state (see below), for measuring memory.
+  sigaddset(&sigs, SIGUSR1);
   pthread_sigmask(SIG_BLOCK, &sigs, nullptr);
 
   absl::StatusOr<k8s::KubeConfig> config =
@@ -313,7 +347,7 @@ int Main() {
   base::LogInfo("operator.up", {{"version", base::kVersion}});
 
   int sig = 0;
-  sigwait(&sigs, &sig);
+  while (sigwait(&sigs, &sig) == 0 && sig == SIGUSR1) LogMallocState();
   base::LogInfo("operator.stopping", {{"signal", absl::StrCat(sig)}});
   shutting_down = true;
   controller.Stop();

@@ -96,7 +96,17 @@ class Planner {
  public:
   Planner(const World& w, absl::Time now, const PlanOptions& opts)
       : w_(w), now_(now), opts_(opts) {
-    plan_.desired = w;
+    // Everything but display_pending, which only the world read is asked
+    // about (a name per pending lease: about 1 MB at N = 10000).
+    World& d = plan_.desired;
+    d.volume_name = w.volume_name;
+    d.volume = w.volume;
+    d.leases = w.leases;
+    d.recalls = w.recalls;
+    d.migrations = w.migrations;
+    d.unreadable = w.unreadable;
+    d.epoch_high_water = w.epoch_high_water;
+    d.channel_answers = w.channel_answers;
   }
 
   Plan Run() {
@@ -585,7 +595,8 @@ class Planner {
     const AgentAnswers& a =
         it == w_.channel_answers->end() ? kNone : it->second;
     return {a.released_recall_id, a.fenced_recall_id,
-            a.revocation_acknowledged};
+            a.revocation_acked_epoch != 0 &&
+                a.revocation_acked_epoch == d.status.epoch};
   }
 
   // Each event concerns only its own lease, so all of them are computed from
@@ -1390,9 +1401,11 @@ class Planner {
   const PlanOptions opts_;
   Plan plan_;
   lease::VolumeState s_;
-  absl::flat_hash_map<std::string, size_t> index_;  // lease -> World index
-  int running_ = -1;                                // recall running when read
-  std::map<int64_t, size_t> recall_at_epoch_;       // status.epoch -> recall
+  // Lease -> World index; the keys view the names in w_, which outlives
+  // the planner and is never edited (desired's leases are copied on edit).
+  absl::flat_hash_map<absl::string_view, size_t> index_;
+  int running_ = -1;                           // recall running when read
+  std::map<int64_t, size_t> recall_at_epoch_;  // status.epoch -> recall
   std::map<size_t, int> read_through_;      // recall -> leases read through it
   uint64_t initial_epoch_ = 1;              // volume epoch when read
   std::string completed_id_;                // recall that completed

@@ -119,14 +119,17 @@ class SharedLease {
 // lease's own status fields; with the recall channel on, the answers the
 // channel took (World::channel_answers).
 struct AgentAnswers {
-  std::string released_recall_id;        // holder: flushed + unmapped
-  std::string fenced_recall_id;          // owner: holder fenced
-  bool revocation_acknowledged = false;  // holder: client saw the revoke
+  std::string released_recall_id;  // holder: flushed + unmapped
+  std::string fenced_recall_id;    // owner: holder fenced
+  // Holder: its client saw the revoke of the lease at this epoch (0: not
+  // said); acknowledges the revoke of a lease read at this epoch only.
+  int64_t revocation_acked_epoch = 0;
 
   friend bool operator==(const AgentAnswers&, const AgentAnswers&) = default;
 };
 
-// Everything about one volume, as read from the API server.
+// Everything about one volume, as read from the API server. (A new field
+// must be copied in plan.cc's Planner constructor too.)
 struct World {
   std::string volume_name;
   std::optional<api::DaxVolume> volume;  // nullopt: no such DaxVolume
@@ -152,7 +155,10 @@ struct World {
   // those for any lease, so with the channel on they release nothing. Kept
   // beside the leases, not written into them, so a pass over N acks copies
   // no lease to read them; shared, so the plan's copy of the World copies
-  // none of them either. Null: no channel, the status fields answer.
+  // none of them either. It is the relay's own record of what it took (a
+  // snapshot: the relay copies it before a change while a pass holds it),
+  // so it may name leases of other volumes too. Null: no channel, the
+  // status fields answer.
   std::shared_ptr<const std::map<std::string, AgentAnswers>> channel_answers;
 };
 

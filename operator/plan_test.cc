@@ -462,7 +462,11 @@ TEST(PlanTest, ChannelAnswersReplaceTheAgentWrittenStatusFields) {
   w.leases[0].Mutable().status.revocation_acknowledged = true;  // forged
   w = Settle(w, kT0 + absl::Seconds(7));
   EXPECT_EQ(w.leases[0]->status.state, LeaseState::kRevoked);
-  (*answers)["a"].revocation_acknowledged = true;
+  // Taken for another epoch than the lease's: not an acknowledgement.
+  (*answers)["a"].revocation_acked_epoch = w.leases[0]->status.epoch + 1;
+  w = Settle(w, kT0 + absl::Seconds(8));
+  EXPECT_EQ(w.leases[0]->status.state, LeaseState::kRevoked);
+  (*answers)["a"].revocation_acked_epoch = w.leases[0]->status.epoch;
   w = Settle(w, kT0 + absl::Seconds(8));
   EXPECT_EQ(w.leases[0]->status.state, LeaseState::kReleased);
 }

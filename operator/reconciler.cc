@@ -159,7 +159,11 @@ absl::StatusOr<ReconcileResult> Reconciler::Reconcile(
   // Events describe what was written; on failure the next pass recomputes
   // them, so only a successful pass records.
   if (st.ok()) {
-    // Asked only now: whatever it asks is stored.
+    // Asked only now: whatever it asks is stored. The pass is done with
+    // the channel's answers: let go of them first, so the relay changes
+    // them in place instead of copying them (channel_relay.h).
+    before.channel_answers.reset();
+    plan.desired.channel_answers.reset();
     if (options_.channel != nullptr) options_.channel->Stored(plan.desired);
     if (options_.metrics != nullptr) options_.metrics->Stored(volume, plan);
     for (const EventSpec& e : plan.events) {

@@ -91,12 +91,15 @@ class Service final : public pb::RecallChannel::Service {
     hello.set_node(*node);
     out->Push(hello);
     if (h_.on_connect) h_.on_connect(*node);
-    pb::AgentReport report;
-    while (stream->Read(&report)) {
+    for (;;) {
+      // A fresh report each time: Clear() would keep every parsed ack's
+      // object for reuse, so each stream held on to its largest report
+      // (a recall of 10000 leases over 10 nodes: about 1.8 MB in all).
+      pb::AgentReport report;
+      if (!stream->Read(&report)) break;
       pb::OperatorMessage reply;
       if (h_.on_report) h_.on_report(*node, report, reply);
       if (reply.refused_size() > 0) out->Push(reply);
-      report.Clear();
     }
     out->Close();
     writer.join();

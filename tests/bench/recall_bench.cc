@@ -218,6 +218,8 @@ struct Run {
   int64_t writes = 0;        // until Ready at the next epoch
   int64_t writes_total = 0;  // until every lease object shows Released
   double display_ms = 0;     // recall created -> every lease shows Released
+  absl::Time created_at;     // when the DaxRecall was created (to line up
+                             // with the operator's log)
 };
 
 // One measured recall of n leases; `status_agent`: the agents ack in lease
@@ -324,6 +326,7 @@ Run RunOnce(k8s::KubeClient& c, int n, const std::string& tag,
                     });
     }
     run.ms = absl::ToDoubleMilliseconds(t_done - t0);
+    run.created_at = t0;
     if (!done) Die(absl::StrCat("recall ", vol, " did not complete"));
     if (!k8s::testing::WaitFor(
             [&] {
@@ -613,12 +616,16 @@ int Main(int argc, char** argv) {
             **client, n, absl::StrCat(tag0, "-", path.substr(0, 1), n, "-", r),
             agent_workers, !channel));
         std::fprintf(stderr,
-                     "%s N=%d run %d: %.1f ms, %lld writes; leases shown "
-                     "after %.1f ms, %lld writes\n",
-                     path.c_str(), n, r, rs.back().ms,
-                     static_cast<long long>(rs.back().writes),
+                     "%s N=%d run %d (created %s): %.1f ms, %lld writes; "
+                     "leases shown after %.1f ms, %lld writes; load %.2f\n",
+                     path.c_str(), n, r,
+                     absl::FormatTime("%H:%M:%E3S", rs.back().created_at,
+                                      absl::UTCTimeZone())
+                         .c_str(),
+                     rs.back().ms, static_cast<long long>(rs.back().writes),
                      rs.back().display_ms,
-                     static_cast<long long>(rs.back().writes_total));
+                     static_cast<long long>(rs.back().writes_total),
+                     LoadAverage1());
       }
       pr.runs.push_back(rs);
       pr.loads.push_back(LoadAverage1());
@@ -712,11 +719,14 @@ int Main(int argc, char** argv) {
           pr.path.c_str(), f[f.size() / 2], f.front(), f.back(), f.size(),
           fok ? "yes" : "NO");
     }
-    bool ok = pr.rss_kib >= 0 && pr.rss_kib < 100 * 1024;
+    // The goal is 100 MB (issue 11), 95.4 MiB.
+    bool ok = pr.rss_kib >= 0 && pr.rss_kib * 1024 < 100'000'000;
     rss_ok &= ok;
     std::printf(
-        "%-8s operator peak RSS (VmHWM): %.1f MiB (goal < 100 MiB) %s\n",
-        pr.path.c_str(), pr.rss_kib / 1024.0, ok ? "yes" : "NO");
+        "%-8s operator peak RSS (VmHWM): %.1f MiB = %.1f MB (goal < 100 MB) "
+        "%s\n",
+        pr.path.c_str(), pr.rss_kib / 1024.0, pr.rss_kib * 1024 / 1e6,
+        ok ? "yes" : "NO");
   }
   return all_ok && rss_ok ? 0 : 3;
 }

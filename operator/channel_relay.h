@@ -24,8 +24,7 @@
 //   overlay: before the plan, Overlay() hands it the answers taken here
 //   (World::channel_answers: shared, not copied; the relay copies them
 //   before a change while a pass holds them), which it reads instead of
-//   the agent-written
-//   status fields (releasedRecallID, fencedRecallID,
+//   the agent-written status fields (releasedRecallID, fencedRecallID,
 //   revocationAcknowledged): any agent credential can write those for any
 //   lease, so with the channel on they release nothing. The leases read
 //   are not edited (no lease is copied to carry an answer).

@@ -305,8 +305,16 @@ absl::StatusOr<Json> FakeKubeClient::Create(const Resource& r,
       return StatusFromApiStatus(422, "Invalid",
                                  "metadata.name: Required value");
     }
-    m["name"] = absl::StrFormat("%s%05d", m["generateName"].get<std::string>(),
+    // The server keeps at most 58 characters of the prefix (then 5 random
+    // ones: a name from generateName fits a 63-character DNS label).
+    const std::string prefix = m["generateName"].get<std::string>();
+    m["name"] = absl::StrFormat("%s%05d", prefix.substr(0, 58),
                                 (uid_seq_ + 1) % 100000);
+  }
+  if (absl::Status st = ValidateObjectName(NameOf(o)); !st.ok()) {
+    return StatusFromApiStatus(422, "Invalid",
+                               absl::StrCat(r.Name(), " \"", NameOf(o),
+                                            "\" is invalid: ", st.message()));
   }
   RETURN_IF_ERROR(CheckLabels(r, o));
   Store& store = stores_[r.Name()];

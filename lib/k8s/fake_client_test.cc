@@ -173,6 +173,32 @@ TEST_F(FakeKubeClientTest, ClusterScopedAndGenerateName) {
   EXPECT_TRUE(fake_.Get(kVolumes, "", NameOf(created)).ok());
 }
 
+// Names are checked as the API server checks them: a lowercase RFC 1123
+// subdomain of at most 253 characters (422, nothing stored); a generated
+// name keeps at most 58 characters of its prefix.
+TEST_F(FakeKubeClientTest, InvalidNamesAreRefused) {
+  for (const std::string& name :
+       {std::string("Upper"), std::string("a_b"), std::string("-a"),
+        std::string("a-"), std::string("a..b"), std::string("a/b"),
+        std::string("../etc"), std::string("a b"), std::string(254, 'a')}) {
+    SCOPED_TRACE(name);
+    absl::Status created = fake_.Create(kWidgets, Widget(name, 1)).status();
+    EXPECT_EQ(created.code(), absl::StatusCode::kInvalidArgument) << created;
+    EXPECT_THAT(created.message(), ::testing::HasSubstr("metadata.name"));
+  }
+  EXPECT_EQ(fake_.WriteCount(), 0);
+  for (const std::string& name :
+       {std::string("a"), std::string("vol-1.node-2"), std::string(253, 'a')}) {
+    EXPECT_TRUE(fake_.Create(kWidgets, Widget(name, 1)).ok()) << name;
+  }
+  Json v = {{"metadata", {{"generateName", std::string(70, 'g')}}}};
+  Json created = *fake_.Create(kVolumes, v);
+  EXPECT_EQ(NameOf(created).size(), 63u);
+  v["metadata"]["generateName"] = "Vol-";
+  EXPECT_EQ(fake_.Create(kVolumes, v).status().code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
 // Labels are checked as the API server checks them (a key a qualified name
 // with an optional DNS-subdomain prefix, a value at most 63 characters of
 // [-_.A-Za-z0-9] that starts and ends alphanumeric), on every write: a label

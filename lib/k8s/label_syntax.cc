@@ -32,11 +32,12 @@ absl::Status CheckName(absl::string_view what, absl::string_view s) {
 }
 
 // A lowercase RFC 1123 subdomain: dot-separated labels of [-a-z0-9] that
-// start and end alphanumeric, at most 253 characters.
-absl::Status CheckPrefix(absl::string_view s) {
+// start and end alphanumeric, at most 253 characters. `what` names the
+// part in the message ("prefix part ", or "" for an object name).
+absl::Status CheckSubdomain(absl::string_view what, absl::string_view s) {
   if (s.size() > kMaxPrefix) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "prefix part must be no more than ", kMaxPrefix, " characters"));
+    return absl::InvalidArgumentError(
+        absl::StrCat(what, "must be no more than ", kMaxPrefix, " characters"));
   }
   bool ok = !s.empty();
   char prev = '.';
@@ -53,10 +54,11 @@ absl::Status CheckPrefix(absl::string_view s) {
   }
   ok = ok && (absl::ascii_isdigit(prev) || absl::ascii_islower(prev));
   if (!ok) {
-    return absl::InvalidArgumentError(
-        "prefix part a lowercase RFC 1123 subdomain must consist of lower "
-        "case alphanumeric characters, '-' or '.', and must start and end "
-        "with an alphanumeric character");
+    return absl::InvalidArgumentError(absl::StrCat(
+        what,
+        "a lowercase RFC 1123 subdomain must consist of lower case "
+        "alphanumeric characters, '-' or '.', and must start and end with an "
+        "alphanumeric character"));
   }
   return absl::OkStatus();
 }
@@ -66,7 +68,8 @@ absl::Status CheckPrefix(absl::string_view s) {
 absl::Status ValidateLabelKey(absl::string_view key) {
   const size_t slash = key.find('/');
   if (slash == absl::string_view::npos) return CheckName("name part", key);
-  if (absl::Status st = CheckPrefix(key.substr(0, slash)); !st.ok()) {
+  if (absl::Status st = CheckSubdomain("prefix part ", key.substr(0, slash));
+      !st.ok()) {
     return st;
   }
   return CheckName("name part", key.substr(slash + 1));
@@ -106,6 +109,13 @@ absl::Status ValidateObjectLabels(const nlohmann::json& obj) {
     }
   }
   return absl::OkStatus();
+}
+
+absl::Status ValidateObjectName(absl::string_view name) {
+  absl::Status st = CheckSubdomain("", name);
+  if (st.ok()) return st;
+  return absl::InvalidArgumentError(absl::StrCat(
+      "metadata.name: Invalid value: \"", name, "\": ", st.message()));
 }
 
 }  // namespace daxlease::k8s

@@ -1,6 +1,7 @@
-// Label keys and values as the API server validates them (Kubernetes API
-// conventions, apimachinery's IsQualifiedName / IsValidLabelValue), so that
-// FakeKubeClient and selector parsing refuse what the real server refuses.
+// Label keys and values, and object names, as the API server validates them
+// (Kubernetes API conventions, apimachinery's IsQualifiedName /
+// IsValidLabelValue / IsDNS1123Subdomain), so that FakeKubeClient and
+// selector parsing refuse what the real server refuses.
 // Pure code.
 #ifndef DAXLEASE_LIB_K8S_LABEL_SYNTAX_H_
 #define DAXLEASE_LIB_K8S_LABEL_SYNTAX_H_
@@ -24,6 +25,13 @@ absl::Status ValidateLabelValue(absl::string_view value);
 // valid keys and values. InvalidArgument with the server's wording
 // ("metadata.labels: Invalid value: ...") otherwise.
 absl::Status ValidateObjectLabels(const nlohmann::json& obj);
+
+// An object's metadata.name as the API server checks it for custom
+// resources and most built-in kinds: a lowercase RFC 1123 subdomain (dot-
+// separated [-a-z0-9] labels that start and end alphanumeric), at most 253
+// characters. InvalidArgument with the server's wording ("metadata.name:
+// Invalid value: ...") otherwise.
+absl::Status ValidateObjectName(absl::string_view name);
 
 }  // namespace daxlease::k8s
 

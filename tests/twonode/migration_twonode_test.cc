@@ -245,9 +245,8 @@ TEST_F(MigrationTwoNodeTest, WriterAndRemoteReaderRunThroughAMigrationAndBack) {
                 "{.status.conditions[?(@.type==\"SourceMediaFreed\")]"
                 ".status}"),
             "True");
-  auto st =
-      sys::RunCommand({DAXLEASE_PLUGIN_BIN,
-                       "--kubeconfig=" + cluster_->kubeconfig(), "status", id});
+  auto st = sys::RunCommand(
+      {PluginBinary(), "--kubeconfig=" + cluster_->kubeconfig(), "status", id});
   ASSERT_TRUE(st.ok());
   EXPECT_THAT(st->stdout_text, ::testing::HasSubstr(to_b));
   EXPECT_THAT(st->stdout_text, ::testing::HasSubstr("(100%)"));

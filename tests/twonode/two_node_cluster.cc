@@ -111,6 +111,7 @@ std::vector<std::string> WithCrashPoint(const std::string& crash_point,
 
 std::string AgentBinary() { return DAXLEASE_AGENT_BINARY; }
 std::string IoBinary() { return DAXLEASE_IO_BINARY; }
+std::string PluginBinary() { return DAXLEASE_PLUGIN_BINARY; }
 
 std::string TwoNodePrereqMissing() {
   if (::geteuid() != 0) return "needs root (network namespaces, mounts)";

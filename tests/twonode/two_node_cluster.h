@@ -44,6 +44,10 @@ std::string TwoNodePrereqMissing();
 // The programs the cluster runs (from the build tree).
 std::string AgentBinary();
 std::string IoBinary();  // daxlease-io (client/tools)
+// kubectl-daxlease (the kubectl plugin). The built binaries' paths are
+// compiled into the harness only: a test program that names one itself
+// would miss the compiler cache in every other checkout.
+std::string PluginBinary();
 
 // A daemon (or any program) started inside a node's network namespace.
 // The destructor SIGKILLs and reaps it; it also dies with the test process

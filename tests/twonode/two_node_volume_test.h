@@ -286,10 +286,9 @@ class TwoNodeVolumeTest : public ::testing::Test {
     return name.substr(name.find('/') + 1);
   }
 
-#ifdef DAXLEASE_PLUGIN_BIN
   // `kubectl daxlease migrate VOLUME --to NODE`; the DaxMigration's name.
   std::string Migrate(const std::string& volume, const std::string& to) {
-    auto r = sys::RunCommand({DAXLEASE_PLUGIN_BIN,
+    auto r = sys::RunCommand({PluginBinary(),
                               "--kubeconfig=" + cluster_->kubeconfig(),
                               "migrate", volume, "--to", to});
     EXPECT_TRUE(r.ok() && r->exit_code == 0)
@@ -301,7 +300,6 @@ class TwoNodeVolumeTest : public ::testing::Test {
     if (slash == std::string::npos || space == std::string::npos) return "";
     return out.substr(slash + 1, space - slash - 1);
   }
-#endif
 
   // Where `n`'s agent keeps a migrated volume's data.
   static std::string MediaOf(const TwoNodeCluster::Node& n,

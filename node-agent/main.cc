@@ -73,6 +73,11 @@ ABSL_FLAG(uint64_t, migration_max_bytes_per_second, 0,
           "limit)");
 ABSL_FLAG(int, migration_streams, 2,
           "connections a migration copy to this node reads on at once");
+ABSL_FLAG(bool, migration_direct_writes, true,
+          "write a migration's file media (not devdax) with O_DIRECT, past "
+          "the page cache, as persistent memory has none (falls back to "
+          "buffered writes where the file system refuses O_DIRECT); false: "
+          "buffered writes, written back chunk by chunk");
 ABSL_FLAG(bool, file_leases, true,
           "hold an fcntl lease on each served fsdax data file; a break starts "
           "a recall");
@@ -187,6 +192,7 @@ int Main() {
       absl::GetFlag(FLAGS_migration_max_bytes_per_second);
   config.migration_streams =
       std::max(1, absl::GetFlag(FLAGS_migration_streams));
+  config.migration_direct_writes = absl::GetFlag(FLAGS_migration_direct_writes);
   config.media_free_retry_max = absl::GetFlag(FLAGS_media_free_retry_max);
   if (config.media_free_retry_max < absl::Seconds(1)) {
     return Fail(absl::InvalidArgumentError(

@@ -54,6 +54,7 @@
 #include "lib/base/clock.h"
 #include "lib/k8s/client.h"
 #include "lib/k8s/informer.h"
+#include "lib/sys/fd.h"
 #include "node-agent/agent/checksum.h"
 #include "node-agent/agent/mapped_volume.h"
 #include "node-agent/agent/metrics.h"
@@ -104,6 +105,18 @@ struct AgentConfig {
   uint64_t migration_bytes_per_second = 0;
   // Connections a migration copy reads on at once (each its own chunks).
   int migration_streams = 2;
+  // A migration's file media (anything but devdax) is written with O_DIRECT:
+  // straight to the storage, no page cache, the closest a file comes to
+  // persistent memory (docs/agent.md, "Migration"). false: through the page
+  // cache, written back chunk by chunk (the flag --migration-direct-writes).
+  bool migration_direct_writes = true;
+  // Opens a migration's file media for its direct writes (`flags` include
+  // O_DIRECT). Null: open(2). A seam: tests make it refuse as a file system
+  // without direct I/O does (EINVAL), and see the copy fall back to buffered
+  // writes.
+  std::function<absl::StatusOr<sys::UniqueFd>(const std::string& path,
+                                              int flags)>
+      open_media;
   // The node's CSI plugin, for media only it makes, frees and records (a
   // devdax volume's namespace; node_media.h). Not owned; null: a devdax
   // volume that migrated away stays allocated (and is not reported freed).
@@ -466,6 +479,11 @@ class Agent {
   std::mutex frozen_mu_;
   std::map<std::string, std::pair<std::string, std::shared_ptr<FrozenDigests>>>
       frozen_;
+
+  // Whether a file system's refusal of direct writes was logged (once: every
+  // migration to it after falls back the same way; its copying line says
+  // writes=buffered).
+  std::atomic<bool> direct_refusal_logged_{false};
 
   std::mutex kick_mu_;
   std::condition_variable kick_cv_;

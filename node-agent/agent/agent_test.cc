@@ -2,6 +2,8 @@
 
 #include <fcntl.h>
 #include <signal.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -12,6 +14,7 @@
 #include <string>
 #include <thread>
 
+#include "absl/cleanup/cleanup.h"
 #include "absl/strings/match.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -19,6 +22,7 @@
 #include "lib/api/json.h"
 #include "lib/api/label_value.h"
 #include "lib/base/log.h"
+#include "lib/base/status.h"
 #include "lib/k8s/fake_client.h"
 #include "lib/sys/file.h"
 #include "node-agent/agent/fake_node_media.h"
@@ -1633,6 +1637,204 @@ TEST_F(DevdaxSourceTest, TargetMediaFreeRefusedOnRollbackBacksOffAndIsTold) {
   EXPECT_EQ(media_b.free_calls(), 3);
   agent_b.Stop();
 }
+
+// How node-b's agent may write a migration's file media.
+enum class MediaWrites {
+  kDirect,    // O_DIRECT (the test's directory is on a file system that
+              // takes it: ext4 on this project's hosts)
+  kRefused,   // the open with O_DIRECT fails with EINVAL (tmpfs before
+              // Linux 6.6, some FUSE file systems): buffered, logged once
+  kDisabled,  // --migration-direct-writes=false: buffered, nothing tried
+};
+
+// A shared fsdax volume migrates to node-b, whose media is a file under its
+// media directory (not a device): the pre-copy, a holder's change to one
+// chunk, then the copy inside the pause. The volume's size is no multiple
+// of 4 KiB (the agent serves an existing data file of any size as it is,
+// e.g. one restored from a snapshot; the CSI plugin's capacities are whole
+// pages), so its last bytes go through the page cache in every mode.
+class FileMediaMigrationTest
+    : public DevdaxSourceTest,
+      public ::testing::WithParamInterface<MediaWrites> {
+ protected:
+  // node-b's agent, its media opened through the seam that records (and,
+  // kRefused, refuses) the direct opens.
+  std::unique_ptr<NodeB> StartFileNodeB() {
+    EXPECT_TRUE(sys::MakeDirs(dir_ + "/plugin-b").ok());
+    auto b = std::make_unique<NodeB>(dir_ + "/plugin-b");
+    AgentConfig cb = NodeBConfig(b->media);
+    cb.migration_direct_writes = GetParam() != MediaWrites::kDisabled;
+    cb.open_media = [this](const std::string& path,
+                           int flags) -> absl::StatusOr<sys::UniqueFd> {
+      direct_opens_ += (flags & O_DIRECT) != 0 ? 1 : 0;
+      if (GetParam() == MediaWrites::kRefused) {
+        return base::ErrnoStatus("open", path, EINVAL);
+      }
+      return sys::OpenFd(path, flags);
+    };
+    b->agent =
+        std::make_unique<Agent>(cb, kube_, clock_, b->fabric, "10.0.0.2:7390");
+    EXPECT_TRUE(b->agent->Start().ok());
+    return b;
+  }
+  // The owner's data file of "vol", made here with `size` patterned bytes
+  // before the agent serves it (as a restored volume's is).
+  std::string ServeFsdax(uint64_t size) {
+    const std::string data = dir_ + "/mnt/.daxlease/data";
+    EXPECT_TRUE(sys::MakeDirs(dir_ + "/mnt/.daxlease").ok());
+    std::string pattern(size, '\0');
+    for (size_t i = 0; i < pattern.size(); ++i) {
+      pattern[i] = static_cast<char>((i * 13 + i / 4096) & 0xff);
+    }
+    EXPECT_TRUE(sys::WriteFileAtomic(data, pattern).ok());
+    pb::RecordVolumeRequest rec;
+    rec.set_volume_id("vol");
+    rec.set_size_bytes(size);
+    rec.set_mode(pb::FSDAX);
+    rec.set_fs_type("ext4");
+    rec.set_share(true);
+    EXPECT_TRUE(agent_->RecordVolume(rec).ok());
+    pb::ServeVolumeRequest serve;
+    serve.set_volume_id("vol");
+    serve.set_mode(pb::FSDAX);
+    serve.set_mount_path(dir_ + "/mnt");
+    serve.set_size_bytes(size);
+    auto r = agent_->ServeVolume(serve);
+    EXPECT_TRUE(r.ok()) << r.status();
+    if (r.ok()) {
+      EXPECT_EQ(r->served_bytes(), size);
+    }
+    return data;
+  }
+  // Pages of the file at `path` in the page cache (mincore), and all of its
+  // pages.
+  std::pair<uint64_t, uint64_t> CachedPages(const std::string& path) {
+    const int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    EXPECT_GE(fd, 0) << path;
+    struct stat st {};
+    EXPECT_EQ(fstat(fd, &st), 0);
+    const uint64_t size = static_cast<uint64_t>(st.st_size);
+    const uint64_t pages = (size + 4095) / 4096;
+    void* p = mmap(nullptr, size, PROT_READ, MAP_SHARED, fd, 0);
+    close(fd);
+    EXPECT_NE(p, MAP_FAILED);
+    std::vector<unsigned char> in(pages);
+    EXPECT_EQ(mincore(p, size, in.data()), 0);
+    munmap(p, size);
+    uint64_t cached = 0;
+    for (unsigned char c : in) cached += c & 1;
+    return {cached, pages};
+  }
+  std::atomic<int> direct_opens_{0};
+};
+
+// The pre-copy and the copy in the pause write node-b's file media direct
+// (none of it in the page cache but the last, partial page), or buffered
+// where the file system refuses O_DIRECT (logged once for the two opens) or
+// direct writes are off; either way the checksums match and the media holds
+// the source's bytes, read back through the page cache.
+TEST_P(FileMediaMigrationTest, CopiesEveryByteDirectOrBufferedWhereRefused) {
+  const uint64_t size = 2 * kChecksumChunk + (4 << 20) + 1000;  // 3 chunks
+  ASSERT_NE(size % 4096, 0u);
+  const std::string log_path = dir_ + "/agents.log";
+  const int log_fd =
+      open(log_path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+  ASSERT_GE(log_fd, 0);
+  base::SetLogFd(log_fd);
+  absl::Cleanup restore_log = [log_fd] {
+    base::SetLogFd(2);
+    close(log_fd);
+  };
+  const std::string source = ServeFsdax(size);
+  VolumeEpoch(1);
+  std::unique_ptr<NodeB> b = StartFileNodeB();
+  auto status = [&] { return MigrationStatus(); };
+  auto phase = [&](const char* p) { SetMigrationPhase(p, b.get()); };
+  CreateMigrationM1();
+  phase("PreCopying");
+  ASSERT_TRUE(WaitFor([&] {
+    return status().value("preCopiedBytes", uint64_t{0}) == size;
+  })) << status().dump();
+  const std::string media = dir_ + "/state-b/media/vol/data";
+  ASSERT_TRUE(sys::PathExists(media));
+  // A holder changes chunk 1 on the source (through the page cache the
+  // owner's mapping shares).
+  {
+    const int fd = open(source.c_str(), O_WRONLY | O_CLOEXEC);
+    ASSERT_GE(fd, 0);
+    const std::string change(5000, 'Z');
+    ASSERT_EQ(pwrite(fd, change.data(), change.size(),
+                     static_cast<off_t>(kChecksumChunk + 100)),
+              static_cast<ssize_t>(change.size()));
+    close(fd);
+  }
+  phase("Copying");
+  ExpectCopyVerified(size);
+  EXPECT_EQ(status().value("targetFailure", ""), "");
+  EXPECT_EQ(status().value("refetchedBytes", uint64_t{0}), kChecksumChunk);
+  EXPECT_EQ(fabric_.read_bytes(), size + kChecksumChunk);
+  ASSERT_TRUE(WaitFor([&] {
+    auto log = sys::ReadFile(log_path);
+    return log.ok() && absl::StrContains(*log, "event=agent.migration_copied ");
+  }));
+
+  const auto [cached, pages] = CachedPages(media);
+  if (GetParam() == MediaWrites::kDirect) {
+    EXPECT_LE(cached, 1u) << "of " << pages
+                          << " pages; direct writes leave none but the "
+                             "partial last one in the page cache";
+  } else {
+    EXPECT_GT(cached, pages / 2) << "buffered writes go through the cache";
+  }
+  // Read back (through the page cache: after direct writes it reads the
+  // storage, and sees what was written).
+  auto copied = sys::ReadFile(media);
+  ASSERT_TRUE(copied.ok()) << copied.status();
+  EXPECT_EQ(copied->size(), size);
+  EXPECT_TRUE(*copied == *sys::ReadFile(source))
+      << "node-b's media differs from the source";
+
+  auto log = sys::ReadFile(log_path);
+  ASSERT_TRUE(log.ok());
+  auto count = [&](const std::string& what) {
+    int n = 0;
+    for (size_t at = 0; (at = log->find(what, at)) != std::string::npos; ++at) {
+      ++n;
+    }
+    return n;
+  };
+  const char* writes =
+      GetParam() == MediaWrites::kDirect ? "writes=direct" : "writes=buffered";
+  // The pre-copy's and the copy's lines: their start and their end.
+  for (const char* ev :
+       {"event=agent.migration_pre_copying ", "event=agent.migration_copying ",
+        "event=agent.migration_pre_copied ", "event=agent.migration_copied "}) {
+    const size_t at = log->find(ev);
+    ASSERT_NE(at, std::string::npos) << ev;
+    const std::string line = log->substr(at, log->find('\n', at) - at);
+    EXPECT_THAT(line, HasSubstr(writes));
+  }
+  EXPECT_EQ(direct_opens_.load(), GetParam() == MediaWrites::kDisabled ? 0 : 2);
+  EXPECT_EQ(count("event=agent.migration_direct_writes_refused "),
+            GetParam() == MediaWrites::kRefused ? 1 : 0);
+  b->agent->Stop();
+}
+
+INSTANTIATE_TEST_SUITE_P(WriteModes, FileMediaMigrationTest,
+                         ::testing::Values(MediaWrites::kDirect,
+                                           MediaWrites::kRefused,
+                                           MediaWrites::kDisabled),
+                         [](const ::testing::TestParamInfo<MediaWrites>& i) {
+                           switch (i.param) {
+                             case MediaWrites::kDirect:
+                               return "Direct";
+                             case MediaWrites::kRefused:
+                               return "DirectRefusedFallsBackToBuffered";
+                             case MediaWrites::kDisabled:
+                               return "DirectWritesOff";
+                           }
+                           return "";
+                         });
 
 class DevdaxSourceWithoutPluginTest : public DevdaxSourceTest {
  protected:

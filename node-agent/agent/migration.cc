@@ -24,14 +24,18 @@
 //    its data file (freed only after the copy was verified; a devdax
 //    volume's namespace: the plugin frees it) and says so once it is gone
 //    (sourceMediaFreed). A deleted DaxMigration waits for these two.
+#include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
+#include <cstdint>
 #include <cstring>
 #include <ctime>
+#include <memory>
 #include <mutex>
+#include <new>
 #include <thread>
 #include <vector>
 
@@ -42,6 +46,7 @@
 #include "lib/base/crash_point.h"
 #include "lib/base/log.h"
 #include "lib/base/status.h"
+#include "lib/sys/fd.h"
 #include "lib/sys/file.h"
 #include "node-agent/agent/agent.h"
 #include "node-agent/agent/checksum.h"
@@ -86,6 +91,159 @@ absl::Status PwriteFull(int fd, const char* data, uint64_t n, uint64_t offset,
   }
   return absl::OkStatus();
 }
+
+// A stream's buffer, aligned for O_DIRECT (the file system's memory
+// alignment for direct I/O; never less than a page).
+struct AlignedDelete {
+  std::align_val_t align;
+  void operator()(char* p) const { ::operator delete[](p, align); }
+};
+using AlignedBuffer = std::unique_ptr<char[], AlignedDelete>;
+
+AlignedBuffer MakeAlignedBuffer(uint64_t n, uint64_t align) {
+  const std::align_val_t a{align};
+  return AlignedBuffer(static_cast<char*>(::operator new[](n, a)),
+                       AlignedDelete{a});
+}
+
+// The alignments of the direct writes on `fd`: file offsets and lengths,
+// and memory. What the kernel gives (statx STATX_DIOALIGN; ext4 here: 512
+// each), but never less than a page: a direct write of part of a file
+// system block makes ext4 serialize it with every other (and zero around
+// it), and a page shared by a direct and a buffered write would go through
+// the page cache twice. A page each where the kernel does not say (tmpfs).
+// 0 offset alignment: the file system says it does no direct I/O here.
+struct DirectAlignment {
+  uint64_t offset = 4096;
+  uint64_t memory = 4096;
+};
+DirectAlignment DirectAlignmentOf(int fd) {
+  DirectAlignment a;
+  struct statx stx {};
+  if (statx(fd, "", AT_EMPTY_PATH, STATX_DIOALIGN, &stx) == 0 &&
+      (stx.stx_mask & STATX_DIOALIGN) != 0) {
+    a.offset = stx.stx_dio_offset_align == 0
+                   ? 0
+                   : std::max<uint64_t>(stx.stx_dio_offset_align, 4096);
+    a.memory = std::max<uint64_t>(stx.stx_dio_mem_align, 4096);
+  }
+  return a;
+}
+
+// Writes a migration's file media: with O_DIRECT where the file system
+// takes it, straight to the storage, past the page cache; through the
+// media's buffered fd where it does not. Persistent memory has no page
+// cache (on a DAX file system reads and writes go to the media), so a file
+// media written direct is the closest this emulation comes; and on a VM
+// whose balloon hands free memory back to the host (free page reporting),
+// every new page of page cache costs a host fault, which made a buffered
+// copy several times slower than the disk and its figures swing tenfold
+// (docs/agent.md, "Migration"). The pages of a direct write are not in the
+// page cache afterwards (the kernel writes back and drops any cached page of
+// the range first), so a later read through a mapping or read(2) sees what
+// was written. Thread-safe: the copy's streams share one writer, each on
+// its own chunks.
+class MediaWriter {
+ public:
+  // `buffered_fd` (the media's mapping's fd, not owned) outlives the writer.
+  // `refusal_logged`: whether the agent already logged a file system's
+  // refusal of direct I/O (logged once).
+  MediaWriter(int buffered_fd, std::string path, std::string migration,
+              std::atomic<bool>* refusal_logged)
+      : buffered_fd_(buffered_fd),
+        path_(std::move(path)),
+        migration_(std::move(migration)),
+        refusal_logged_(refusal_logged) {}
+
+  // Direct writes from now on, on `fd` (opened with O_DIRECT), at the
+  // alignments the kernel gives for it. False (and buffered writes) when the
+  // file system says it does no direct I/O on it.
+  bool UseDirect(sys::UniqueFd fd) {
+    const DirectAlignment a = DirectAlignmentOf(fd.get());
+    if (a.offset == 0) {
+      Refused(absl::InvalidArgumentError(
+          absl::StrCat("statx(", path_, "): no direct I/O alignment")));
+      return false;
+    }
+    direct_fd_ = std::move(fd);
+    align_ = a;
+    direct_.store(true);
+    return true;
+  }
+  // The file system refused direct writes (its open, or a write, failed
+  // with EINVAL): buffered writes from now on, logged once per agent.
+  void Refused(const absl::Status& why) {
+    direct_.store(false);
+    if (!refusal_logged_->exchange(true)) {
+      base::LogWarn("agent.migration_direct_writes_refused",
+                    {{"migration", migration_},
+                     {"path", path_},
+                     {"error", why.ToString()},
+                     {"fallback", "buffered writes through the page cache"}});
+    }
+  }
+  bool direct() const { return direct_.load(); }
+  // The alignment a stream's buffer needs (at least a page).
+  uint64_t memory_alignment() const { return align_.memory; }
+
+  // Writes all `n` bytes of `data` at `offset`. Direct: the whole blocks of
+  // them (when `data` there is aligned as direct I/O needs), the rest, an
+  // unaligned head or tail (the media's last bytes when its size is no
+  // multiple of the block), through the page cache; `*buffered` is set when
+  // any byte went that way (its chunk then needs a write-back).
+  absl::Status Write(const char* data, uint64_t n, uint64_t offset,
+                     bool* buffered) {
+    if (direct_.load()) {
+      const uint64_t a = align_.offset;
+      const uint64_t head = std::min(n, (a - offset % a) % a);
+      const uint64_t body = (n - head) / a * a;
+      const char* p = data + head;
+      if (body > 0 && reinterpret_cast<uintptr_t>(p) % align_.memory == 0) {
+        if (head > 0) {
+          *buffered = true;
+          RETURN_IF_ERROR(PwriteFull(buffered_fd_, data, head, offset, path_));
+        }
+        absl::Status st =
+            PwriteFull(direct_fd_.get(), p, body, offset + head, path_);
+        if (st.ok()) {
+          const uint64_t tail = n - head - body;
+          if (tail == 0) return absl::OkStatus();
+          *buffered = true;
+          return PwriteFull(buffered_fd_, p + body, tail, offset + head + body,
+                            path_);
+        }
+        if (!absl::IsInvalidArgument(st)) return st;
+        // EINVAL: the file system takes the open but not the write. The
+        // piece again, buffered (what landed direct is the same bytes).
+        Refused(st);
+      }
+    }
+    *buffered = true;
+    return PwriteFull(buffered_fd_, data, n, offset, path_);
+  }
+
+  // Whether any write may have gone direct (UseDirect took an fd): the
+  // persist is then Sync's.
+  bool opened_direct() const { return direct_fd_.valid(); }
+  // Makes every byte written durable, with the file's extents (the direct
+  // writes turned preallocated, unwritten extents into written ones, which
+  // the journal must hold): fdatasync, which also writes back what went
+  // through the page cache and flushes the storage's volatile write cache.
+  absl::Status Sync() {
+    const int fd = direct_fd_.valid() ? direct_fd_.get() : buffered_fd_;
+    if (fdatasync(fd) != 0) return base::ErrnoStatus("fdatasync", path_, errno);
+    return absl::OkStatus();
+  }
+
+ private:
+  const int buffered_fd_;
+  const std::string path_;
+  const std::string migration_;
+  std::atomic<bool>* const refusal_logged_;
+  sys::UniqueFd direct_fd_;
+  DirectAlignment align_;
+  std::atomic<bool> direct_{false};
+};
 
 }  // namespace
 
@@ -925,6 +1083,30 @@ void Agent::CopyIn(const api::DaxMigration& m, const api::DaxVolume& vol,
   (void)PatchMigrationStatus(name, {{"bytesTotal", size},
                                     {copied_field, size - to_fetch},
                                     {"lastProgressTime", now_str()}});
+  // A file media is written direct where its file system takes it
+  // (MediaWriter); a device through its mapping.
+  MediaWriter writer((*map)->fd(), path, name, &direct_refusal_logged_);
+  if (!device && config_.migration_direct_writes) {
+    auto direct = config_.open_media != nullptr
+                      ? config_.open_media(path, O_WRONLY | O_DIRECT)
+                      : sys::OpenFd(path, O_WRONLY | O_DIRECT);
+    if (direct.ok()) {
+      writer.UseDirect(*std::move(direct));
+    } else if (absl::IsInvalidArgument(direct.status())) {
+      // EINVAL: a file system without direct I/O (tmpfs before Linux 6.6,
+      // some FUSE ones).
+      writer.Refused(direct.status());
+    } else {
+      base::LogWarn("agent.migration_direct_open_failed",
+                    {{"migration", name},
+                     {"path", path},
+                     {"error", direct.status().ToString()},
+                     {"fallback", "buffered writes through the page cache"}});
+    }
+  }
+  const char* writes = device            ? "mapping"
+                       : writer.direct() ? "direct"
+                                         : "buffered";
   const int streams = std::max(1, config_.migration_streams);
   base::LogInfo(
       pre_copy ? "agent.migration_pre_copying" : "agent.migration_copying",
@@ -934,13 +1116,16 @@ void Agent::CopyIn(const api::DaxMigration& m, const api::DaxVolume& vol,
        {"fetch_bytes", std::to_string(to_fetch)},
        {"fetch_chunks", std::to_string(fetch.size())},
        {"digests_ms", std::to_string(absl::ToInt64Milliseconds(digests_took))},
-       {"streams", std::to_string(streams)}});
-  const int fd = (*map)->fd();
+       {"streams", std::to_string(streams)},
+       {"writes", writes}});
   const uint64_t rate = config_.migration_bytes_per_second;
   // Read in pieces of at most 1 MiB (paced: a quarter second's worth, if
-  // less), each into the stream's own buffer.
+  // less, in whole pages: every piece but the media's last stays aligned
+  // for direct writes), each into the stream's own buffer.
   const uint64_t piece =
-      rate > 0 ? std::clamp<uint64_t>(rate / 4, 4096, kCopyPiece) : kCopyPiece;
+      rate > 0 ? std::clamp<uint64_t>(rate / 4, 4096, kCopyPiece) / 4096 * 4096
+               : kCopyPiece;
+  const uint64_t buf_align = writer.memory_alignment();
   std::atomic<uint64_t> next_fetch{0};
   // Bytes the media holds as the source's (kept from the pre-copy or read
   // now), and bytes read now.
@@ -966,17 +1151,19 @@ void Agent::CopyIn(const api::DaxMigration& m, const api::DaxVolume& vol,
   // piece, each waiting for the last, left the source idle most of the time:
   // see docs/agent.md, "Migration"), each piece into the stream's own
   // buffer, hashes it there while it is in the caches and writes it to the
-  // media with pwrite (a devdax device: through its mapping, as write(2) on
-  // device DAX fails); then starts the chunk's write-back so that the
-  // persist at the end only waits for the last. A lost connection (the
-  // source restarted) is made again and the read goes on from the first
-  // piece not written. Receiving straight into a mapping of the new media
-  // took a page fault per 4 KiB page (the file system allocating each block
-  // as it is first written): about 1.6x slower than this buffer and pwrite.
+  // media with pwrite (MediaWriter: O_DIRECT where the file system takes
+  // it; a devdax device: through its mapping, as write(2) on device DAX
+  // fails); then, if any of the chunk went through the page cache, starts
+  // its write-back so that the persist at the end only waits for the last.
+  // A lost connection (the source restarted) is made again and the read
+  // goes on from the first piece not written. Receiving straight into a
+  // mapping of the new media took a page fault per 4 KiB page (the file
+  // system allocating each block as it is first written): about 1.6x slower
+  // than this buffer and pwrite.
   auto stream = [&](std::unique_ptr<fabric::RemoteRegion> r) {
     const int64_t cpu0 = ThreadCpuMicros();
     absl::Cleanup on_cpu = [&] { cpu_us += ThreadCpuMicros() - cpu0; };
-    std::vector<char> buf(piece);
+    AlignedBuffer buf = MakeAlignedBuffer(piece, buf_align);
     ChunkHasher hasher;
     for (uint64_t k = next_fetch++; k < fetch.size(); k = next_fetch++) {
       const uint64_t i = fetch[k];
@@ -984,6 +1171,7 @@ void Agent::CopyIn(const api::DaxMigration& m, const api::DaxVolume& vol,
       const uint64_t end = std::min(size, begin + kChecksumChunk);
       uint64_t off = begin;  // the first byte not written yet
       int64_t landed_us = 0;
+      bool buffered = false;  // some of the chunk is in the page cache
       auto landed = [&](uint64_t at, absl::Span<const char> d) {
         const absl::Time t0 = clock_.Now();
         hasher.Update(d.data(), d.size());
@@ -993,7 +1181,7 @@ void Agent::CopyIn(const api::DaxMigration& m, const api::DaxVolume& vol,
           // A device DAX mapping (no write(2) on the character device).
           std::memcpy((*map)->base() + at, d.data(), d.size());
         } else {
-          st = PwriteFull(fd, d.data(), d.size(), at, path);
+          st = writer.Write(d.data(), d.size(), at, &buffered);
         }
         const absl::Time t2 = clock_.Now();
         hash_us += absl::ToInt64Microseconds(t1 - t0);
@@ -1032,7 +1220,7 @@ void Agent::CopyIn(const api::DaxMigration& m, const api::DaxVolume& vol,
         landed_us = 0;
         const absl::Time t = clock_.Now();
         absl::Status st =
-            r->ReadStream(off, len, absl::MakeSpan(buf.data(), piece), landed);
+            r->ReadStream(off, len, absl::MakeSpan(buf.get(), piece), landed);
         read_us += since(t) - landed_us;
         if (cancel.load() || write_failed.load()) return;
         if (!st.ok()) {
@@ -1045,7 +1233,10 @@ void Agent::CopyIn(const api::DaxMigration& m, const api::DaxVolume& vol,
       }
       digests.Set(i, hasher.Finish());
       const absl::Time t = clock_.Now();
-      absl::Status wst = (*map)->StartWriteback(begin, end - begin);
+      // Direct writes are on the storage already (maybe in its volatile
+      // cache, which the persist flushes): nothing to start.
+      absl::Status wst = buffered ? (*map)->StartWriteback(begin, end - begin)
+                                  : absl::OkStatus();
       wb_us += since(t);
       if (!wst.ok()) {
         std::lock_guard<std::mutex> l(write_mu);
@@ -1118,18 +1309,24 @@ void Agent::CopyIn(const api::DaxMigration& m, const api::DaxVolume& vol,
                {"preCopyMilliseconds", absl::ToInt64Milliseconds(took)},
                {"lastProgressTime", now_str()}});
     base::CrashPoint("agent.migration.pre_copied");
-    base::LogInfo("agent.migration_pre_copied",
-                  {{"migration", name},
-                   {"bytes", std::to_string(size)},
-                   {"copy_ms", std::to_string(absl::ToInt64Milliseconds(took))},
-                   {"read_ms", std::to_string(read_us.load() / 1000)},
-                   {"hash_ms", std::to_string(hash_us.load() / 1000)},
-                   {"write_ms", std::to_string(write_us.load() / 1000)},
-                   {"writeback_ms", std::to_string(wb_us.load() / 1000)},
-                   {"cpu_ms", std::to_string(cpu_us.load() / 1000)}});
+    base::LogInfo(
+        "agent.migration_pre_copied",
+        {{"migration", name},
+         {"bytes", std::to_string(size)},
+         {"copy_ms", std::to_string(absl::ToInt64Milliseconds(took))},
+         {"read_ms", std::to_string(read_us.load() / 1000)},
+         {"hash_ms", std::to_string(hash_us.load() / 1000)},
+         {"write_ms", std::to_string(write_us.load() / 1000)},
+         {"writeback_ms", std::to_string(wb_us.load() / 1000)},
+         {"cpu_ms", std::to_string(cpu_us.load() / 1000)},
+         {"writes", (writer.direct() || device) ? writes : "buffered"}});
     return;
   }
-  if (absl::Status st = (*map)->Persist(0, size); !st.ok()) {
+  // Direct writes: fdatasync (the data and the extents the writes made);
+  // else msync of the mapping (a devdax device: its cache lines flushed).
+  if (absl::Status st =
+          writer.opened_direct() ? writer.Sync() : (*map)->Persist(0, size);
+      !st.ok()) {
     fail("MediaNotPersisted", st.ToString());
     return;
   }
@@ -1163,6 +1360,7 @@ void Agent::CopyIn(const api::DaxMigration& m, const api::DaxVolume& vol,
        {"write_ms", std::to_string(write_us.load() / 1000)},
        {"writeback_ms", std::to_string(wb_us.load() / 1000)},
        {"cpu_ms", std::to_string(cpu_us.load() / 1000)},
+       {"writes", (writer.direct() || device) ? writes : "buffered"},
        {"total_ms",
         std::to_string(absl::ToInt64Milliseconds(clock_.Now() - start))},
        {"checksum", sum}});

@@ -12,6 +12,10 @@
 //   durable:   the same, then `sync FILE` (fsync) on the target: the peer
 //              of a migration, whose target persists the copy before it
 //              reports it;
+//   direct:    socat to `dd oflag=direct conv=fdatasync` (4 MiB blocks) on
+//              the target: written past the page cache and made durable,
+//              as the migration's target writes a file media (O_DIRECT,
+//              then fdatasync; docs/agent.md, "Migration");
 //   migration: `kubectl daxlease migrate` equivalent (a DaxMigration),
 //              until the volume is Ready at the next epoch on the target.
 //              With the pre-copy (the operator's default): the target
@@ -21,16 +25,19 @@
 // Prints per migration: bytes, copy time (the pre-copy's
 // preCopyMilliseconds plus the target agent's copyMilliseconds: the fabric
 // reads into its media) against the plain copy, copy + persist time
-// (persist_ms from the target agent's log) against the durable copy, the
-// pause window (the DaxRecall's startedAt -> the volume seen Ready at the
-// next epoch), and their medians. The goal (>= 0.8) is for the durable
-// ratio: both sides end with the bytes on disk.
+// (persist_ms from the target agent's log) against the durable copy and
+// against the direct copy, the pause window (the DaxRecall's startedAt -> the
+// volume seen Ready at the next epoch), and their medians. The goal (>= 0.8) is
+// for the durable ratios: both sides end with the bytes on disk.
 //
 //   migration_bench [--size-mib M] [--iterations N] [--streams S]
 //                   [--poll-ms P] [--pre-copy 0|1] [--settle-ms W]
+//                   [--direct-writes 0|1]
 //
 // (S: the agents' --migration-streams, default 2; --pre-copy 0 runs the
-// operator with --migration-pre-copy=false: the whole copy in the pause.)
+// operator with --migration-pre-copy=false: the whole copy in the pause;
+// --direct-writes 0 runs the agents with --migration-direct-writes=false:
+// the target writes its media through the page cache, as before.)
 // The pause window is broken down by when each step was first seen: the
 // recall (its start -> Copying), the copy in the pause (copyMilliseconds;
 // of it the source's digests, digests_ms of the target's log), persist+report
@@ -41,12 +48,11 @@
 // runs (every 500 ms during the pre-copy's first 90%), so the pause window
 // and its parts are seen to within about P ms.
 //
-// Each of the three copies starts after the same settle (Settle below: the
+// Each of the four copies starts after the same settle (Settle below: the
 // write-back of the step before drained, then W ms, default 3000), the
-// peers' order alternates, and each line prints the 1-minute load before
-// each copy and the CPU time of the side that writes the new page cache:
-// the target agent's copy streams (cpu_ms of its log) and socat's receiver
-// (/usr/bin/time).
+// peers' order rotates, and each line prints the 1-minute load before
+// each copy and the CPU time of the receiving side: the target agent's copy
+// streams (cpu_ms of its log) and the peers' receivers (/usr/bin/time).
 //
 // Needs what the twonode label needs (root, ip, socat, nsenter, the test
 // control plane: DAXLEASE_KUBECONFIG, as tests/k8s/control-plane.sh starts
@@ -180,6 +186,7 @@ int Main(int argc, char** argv) {
   int poll_ms = 100;
   int pre_copy = 1;
   int settle_ms = 3000;
+  int direct_writes = 1;
   for (int i = 1; i + 1 < argc; i += 2) {
     std::string a = argv[i];
     if (a == "--size-mib") (void)absl::SimpleAtoi(argv[i + 1], &size_mib);
@@ -188,6 +195,9 @@ int Main(int argc, char** argv) {
     if (a == "--poll-ms") (void)absl::SimpleAtoi(argv[i + 1], &poll_ms);
     if (a == "--pre-copy") (void)absl::SimpleAtoi(argv[i + 1], &pre_copy);
     if (a == "--settle-ms") (void)absl::SimpleAtoi(argv[i + 1], &settle_ms);
+    if (a == "--direct-writes") {
+      (void)absl::SimpleAtoi(argv[i + 1], &direct_writes);
+    }
   }
   const std::string why = testing::TwoNodePrereqMissing();
   if (!why.empty()) {
@@ -197,7 +207,9 @@ int Main(int argc, char** argv) {
   testing::TwoNodeOptions o;
   o.operator_args = {"--resync=5s"};
   if (pre_copy == 0) o.operator_args.push_back("--migration-pre-copy=false");
-  o.agent_args = {absl::StrCat("--migration-streams=", streams)};
+  o.agent_args = {absl::StrCat("--migration-streams=", streams),
+                  absl::StrCat("--migration-direct-writes=",
+                               direct_writes != 0 ? "true" : "false")};
   auto c = TwoNodeCluster::Start(o);
   if (!c.ok()) return Fail(c.status().ToString());
   TwoNodeCluster& cl = **c;
@@ -284,6 +296,7 @@ int Main(int argc, char** argv) {
   };
   std::vector<double> copy_mbps, plain_mbps, ratio, pause_ms, total_ms;
   std::vector<double> durable_mbps, durable_peer_mbps, durable_ratio;
+  std::vector<double> direct_peer_mbps, direct_ratio;
   std::vector<double> all_loads;
   std::vector<double> recall_part, after_copy_part, source_wait_part,
       switch_part, pre_copy_part, pause_copy_part, refetched_mib;
@@ -300,22 +313,36 @@ int Main(int argc, char** argv) {
       data = absl::StrCat(dirs[owner], "/volume/.daxlease/data");
     }
     // The peers, owner -> target, over the veth: plain (socat into a file:
-    // the page cache) and durable (the same, then fsync of the file, as the
-    // migration persists before it reports).
-    double peer_cpu_ms[2] = {-1, -1};  // plain, durable: the receiver's
-    auto peer =
-        [&](bool durable) -> absl::StatusOr<std::pair<int64_t, double>> {
+    // the page cache), durable (the same, then fsync of the file, as the
+    // migration persists before it reports) and direct (socat to dd
+    // writing with O_DIRECT, then fdatasync: as the migration's target
+    // writes a file media).
+    enum Peer { kPlain = 0, kDurable = 1, kDirect = 2 };
+    static const char* const kPeerName[] = {"plain", "durable", "direct"};
+    double peer_cpu_ms[3] = {-1, -1, -1};  // each peer's receiver's
+    auto peer = [&](Peer kind) -> absl::StatusOr<std::pair<int64_t, double>> {
       const std::string sink = absl::StrCat(nodes[target]->dir, "/peer-copy");
-      // The receiver's CPU time (user + system), against the target
-      // streams' cpu_ms: the receiving side is the one that writes the
-      // new page cache.
+      // The receiver's CPU time (user + system; direct: socat's and dd's),
+      // against the target streams' cpu_ms.
       const std::string cpu_file =
           absl::StrCat(nodes[target]->dir, "/peer-cpu");
-      std::string recv =
-          absl::StrCat("/usr/bin/time -f '%U %S' -o '", cpu_file,
-                       "' socat -u -b 4194304 TCP-LISTEN:7411,reuseaddr OPEN:'",
-                       sink, "',creat,trunc");
-      if (durable) absl::StrAppend(&recv, " && sync '", sink, "'");
+      std::string recv;
+      if (kind == kDirect) {
+        // dd writes its last, partial block (if any) without O_DIRECT.
+        recv = absl::StrCat(
+            "/usr/bin/time -f '%U %S' -o '", cpu_file,
+            "' bash -c \"socat -u -b 4194304 TCP-LISTEN:7411,reuseaddr STDOUT "
+            "| dd of='",
+            sink,
+            "' bs=4M iflag=fullblock oflag=direct conv=fdatasync "
+            "status=none\"");
+      } else {
+        recv = absl::StrCat(
+            "/usr/bin/time -f '%U %S' -o '", cpu_file,
+            "' socat -u -b 4194304 TCP-LISTEN:7411,reuseaddr OPEN:'", sink,
+            "',creat,trunc");
+      }
+      if (kind == kDurable) absl::StrAppend(&recv, " && sync '", sink, "'");
       auto listener =
           NodeProcess::Start(nodes[target]->netns, {"bash", "-c", recv},
                              absl::StrCat(cl.dir(), "/socat-listen.log"));
@@ -336,7 +363,7 @@ int Main(int argc, char** argv) {
       const double s = absl::ToDoubleSeconds(absl::Now() - p0);
       if (!sent.ok() || sent->exit_code != 0 || !done.ok() || *done != 0) {
         return absl::InternalError(absl::StrCat(
-            durable ? "durable" : "plain", " copy failed: ",
+            kPeerName[kind], " copy failed: ",
             sent.ok() ? sent->stderr_text : sent.status().ToString(),
             (*listener)->LogTail()));
       }
@@ -349,21 +376,24 @@ int Main(int argc, char** argv) {
       {
         std::ifstream in(cpu_file);
         double user = 0, sys = 0;
-        peer_cpu_ms[durable ? 1 : 0] =
-            (in >> user >> sys) ? (user + sys) * 1e3 : -1;
+        peer_cpu_ms[kind] = (in >> user >> sys) ? (user + sys) * 1e3 : -1;
       }
       return std::make_pair(n, s);
     };
-    // Which peer goes first alternates (each after its settle).
-    std::vector<double> loads;
-    absl::StatusOr<std::pair<int64_t, double>> plain, durable;
-    for (const bool d : {it % 2 == 1, it % 2 == 0}) {
+    // Which peer goes first rotates (each after its settle). loads: before
+    // each peer (by kind), then before the migration.
+    std::vector<double> loads(3, -1);
+    absl::StatusOr<std::pair<int64_t, double>> results[3];
+    for (int k = 0; k < 3; ++k) {
+      const Peer kind = static_cast<Peer>((it + k) % 3);
       Settle(absl::Milliseconds(settle_ms));
-      loads.push_back(LoadAverage());
-      (d ? durable : plain) = peer(d);
+      loads[kind] = LoadAverage();
+      results[kind] = peer(kind);
+      if (!results[kind].ok()) return Fail(results[kind].status().ToString());
     }
-    if (!plain.ok()) return Fail(plain.status().ToString());
-    if (!durable.ok()) return Fail(durable.status().ToString());
+    const auto& plain = results[kPlain];
+    const auto& durable = results[kDurable];
+    const auto& direct = results[kDirect];
     const int64_t plain_bytes = plain->first;
     const double plain_s = plain->second;
 
@@ -448,6 +478,7 @@ int Main(int argc, char** argv) {
     const int64_t digests_ms = CopiedField(target_log, name, "digests_ms");
     const double dm = persist < 0 ? 0 : total / 1e6 / ((copy + persist) / 1e3);
     const double dpm = durable->first / 1e6 / durable->second;
+    const double xpm = direct->first / 1e6 / direct->second;
     // recall: its start -> Copying seen; copy: the target's read loop;
     // persist+report: the rest until targetChecksum is seen; source sum:
     // waiting for sourceChecksum after that; switch: -> Ready seen.
@@ -490,25 +521,28 @@ int Main(int argc, char** argv) {
     std::printf(
         "%s -> %s: %lld bytes, copy %lld ms (%.0f MB/s), plain %lld bytes "
         "%.0f ms (%.0f MB/s), ratio %.2f; copy+persist %lld ms (%.0f MB/s), "
-        "durable %lld bytes %.0f ms (%.0f MB/s), ratio %.2f; pause (recall "
-        "start -> Ready) "
+        "durable %lld bytes %.0f ms (%.0f MB/s), ratio %.2f; direct (dd "
+        "oflag=direct conv=fdatasync) %lld bytes %.0f ms (%.0f MB/s), ratio "
+        "%.2f; pause (recall start -> Ready) "
         "%.0f ms (recall %.0f, copy in the pause %lld, persist+report %.0f, "
         "waiting for the source's checksum %.0f, switch -> Ready %.0f), "
-        "migrate -> Ready %.0f ms; load %.1f %.1f %.1f (before plain, "
-        "durable, migration); on a CPU: the target's copy streams %lld ms, "
-        "the plain and durable receivers %.0f, %.0f ms\n",
+        "migrate -> Ready %.0f ms; load %.1f %.1f %.1f %.1f (before plain, "
+        "durable, direct, migration); on a CPU: the target's copy streams "
+        "%lld ms, the plain, durable and direct receivers %.0f, %.0f, %.0f "
+        "ms\n",
         nodes[owner]->name.c_str(), nodes[target]->name.c_str(),
         static_cast<long long>(total), static_cast<long long>(copy), cm,
         static_cast<long long>(plain_bytes), plain_s * 1e3, pm, cm / pm,
         static_cast<long long>(copy + persist), dm,
         static_cast<long long>(durable->first), durable->second * 1e3, dpm,
-        dm / dpm, pause, recall_ms, static_cast<long long>(pause_copy),
+        dm / dpm, static_cast<long long>(direct->first), direct->second * 1e3,
+        xpm, dm / xpm, pause, recall_ms, static_cast<long long>(pause_copy),
         after_copy_ms, source_wait_ms, switch_ms,
-        absl::ToDoubleMilliseconds(ready - m0), loads[it % 2 == 1 ? 1 : 0],
-        loads[it % 2 == 1 ? 0 : 1], loads[2],
+        absl::ToDoubleMilliseconds(ready - m0), loads[kPlain], loads[kDurable],
+        loads[kDirect], loads[3],
         std::max<long long>(0, pre("cpu_ms")) +
             static_cast<long long>(CopiedField(target_log, name, "cpu_ms")),
-        peer_cpu_ms[0], peer_cpu_ms[1]);
+        peer_cpu_ms[kPlain], peer_cpu_ms[kDurable], peer_cpu_ms[kDirect]);
     std::fflush(stdout);
     all_loads.insert(all_loads.end(), loads.begin(), loads.end());
     copy_mbps.push_back(cm);
@@ -517,6 +551,8 @@ int Main(int argc, char** argv) {
     durable_mbps.push_back(dm);
     durable_peer_mbps.push_back(dpm);
     durable_ratio.push_back(dm / dpm);
+    direct_peer_mbps.push_back(xpm);
+    direct_ratio.push_back(dm / xpm);
     pause_ms.push_back(pause);
     total_ms.push_back(absl::ToDoubleMilliseconds(ready - m0));
     owner = target;
@@ -529,7 +565,8 @@ int Main(int argc, char** argv) {
       "median over %zu migrations of %lld MiB (%d copy streams) with 2 live "
       "holders: copy %.0f MB/s, plain copy %.0f MB/s, ratio %.2f; "
       "copy+persist %.0f MB/s, durable copy (socat + fsync) %.0f MB/s, "
-      "ratio %.2f (goal >= 0.8); pause "
+      "ratio %.2f (goal >= 0.8), direct copy (dd oflag=direct "
+      "conv=fdatasync) %.0f MB/s, ratio %.2f; target writes %s; pause "
       "window %.0f ms (recall %.0f, copy in the pause %.0f, persist+report "
       "%.0f, waiting for the source's checksum %.0f, switch -> Ready %.0f), "
       "migrate -> Ready %.0f ms; pre-copy %.0f ms, read again in the pause "
@@ -538,9 +575,11 @@ int Main(int argc, char** argv) {
       ratio.size(), static_cast<long long>(size_mib), streams,
       Median(copy_mbps), Median(plain_mbps), Median(ratio),
       Median(durable_mbps), Median(durable_peer_mbps), Median(durable_ratio),
-      Median(pause_ms), Median(recall_part), Median(pause_copy_part),
-      Median(after_copy_part), Median(source_wait_part), Median(switch_part),
-      Median(total_ms), Median(pre_copy_part), Median(refetched_mib),
+      Median(direct_peer_mbps), Median(direct_ratio),
+      direct_writes != 0 ? "direct" : "buffered", Median(pause_ms),
+      Median(recall_part), Median(pause_copy_part), Median(after_copy_part),
+      Median(source_wait_part), Median(switch_part), Median(total_ms),
+      Median(pre_copy_part), Median(refetched_mib),
       pre_copy != 0 ? "on" : "off", settle_ms,
       all_loads.empty() ? 0.0
                         : *std::min_element(all_loads.begin(), all_loads.end()),

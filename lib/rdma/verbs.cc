@@ -1,7 +1,10 @@
 #include "lib/rdma/verbs.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <infiniband/verbs.h>
+#include <poll.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -215,8 +218,119 @@ absl::StatusOr<CompletionQueue> CompletionQueue::Create(ibv_context* ctx,
   return CompletionQueue(cq);
 }
 
+absl::StatusOr<CompletionQueue> CompletionQueue::CreateWithChannel(
+    ibv_context* ctx, int entries) {
+  errno = 0;
+  ibv_comp_channel* ch = ibv_create_comp_channel(ctx);
+  if (ch == nullptr)
+    return base::ErrnoStatus("ibv_create_comp_channel", "", ErrOf(-1));
+  // Non-blocking: TakeEvents reads until EAGAIN, and a wake-up another
+  // thread's wait consumed first never blocks this one in the read.
+  const int flags = ::fcntl(ch->fd, F_GETFL);
+  if (flags < 0 || ::fcntl(ch->fd, F_SETFL, flags | O_NONBLOCK) < 0) {
+    const int err = errno;
+    ibv_destroy_comp_channel(ch);
+    return base::ErrnoStatus("fcntl(O_NONBLOCK)", "completion channel", err);
+  }
+  errno = 0;
+  ibv_cq* cq = ibv_create_cq(ctx, entries, nullptr, ch, 0);
+  if (cq == nullptr) {
+    const int err = ErrOf(-1);
+    ibv_destroy_comp_channel(ch);
+    return base::ErrnoStatus("ibv_create_cq", "with a completion channel", err);
+  }
+  return CompletionQueue(cq);
+}
+
 void CompletionQueue::Deleter::operator()(ibv_cq* cq) const {
-  ibv_destroy_cq(cq);
+  ibv_comp_channel* ch = cq->channel;
+  // Every event was acknowledged as it was taken (TakeEvents), so the
+  // destroy does not wait for acks.
+  int rc = ibv_destroy_cq(cq);
+  if (rc != 0)
+    base::LogWarn("rdma.destroy_cq_failed", {{"errno", std::to_string(rc)}});
+  if (ch != nullptr && rc == 0) {
+    rc = ibv_destroy_comp_channel(ch);
+    if (rc != 0) {
+      base::LogWarn("rdma.destroy_comp_channel_failed",
+                    {{"errno", std::to_string(rc)}});
+    }
+  }
+}
+
+int CompletionQueue::channel_fd() const {
+  return cq_->channel != nullptr ? cq_->channel->fd : -1;
+}
+
+absl::Status CompletionQueue::Arm() {
+  if (cq_->channel == nullptr)
+    return absl::FailedPreconditionError("the CQ has no completion channel");
+  int rc = ibv_req_notify_cq(cq_.get(), 0);
+  if (rc != 0) return base::ErrnoStatus("ibv_req_notify_cq", "", ErrOf(rc));
+  return absl::OkStatus();
+}
+
+absl::StatusOr<int> CompletionQueue::TakeEvents() {
+  if (cq_->channel == nullptr)
+    return absl::FailedPreconditionError("the CQ has no completion channel");
+  int n = 0;
+  while (true) {
+    ibv_cq* ev_cq = nullptr;
+    void* ev_ctx = nullptr;
+    errno = 0;
+    if (ibv_get_cq_event(cq_->channel, &ev_cq, &ev_ctx) != 0) {
+      if (errno == EAGAIN || errno == EWOULDBLOCK) break;
+      if (errno == EINTR) continue;
+      return base::ErrnoStatus("ibv_get_cq_event", "", ErrOf(-1));
+    }
+    // The channel is this CQ's own: the event is for it.
+    ibv_ack_cq_events(ev_cq, 1);
+    ++n;
+  }
+  return n;
+}
+
+absl::StatusOr<std::optional<WorkCompletion>> CompletionQueue::Await(
+    absl::Time deadline, absl::Duration spin, int wake_fd) {
+  if (cq_->channel == nullptr)
+    return absl::FailedPreconditionError("the CQ has no completion channel");
+  const absl::Time spin_until = absl::Now() + spin;
+  for (uint64_t polls = 1;; ++polls) {
+    ASSIGN_OR_RETURN(std::optional<WorkCompletion> wc, Poll());
+    if (wc.has_value()) return wc;
+    // The clock is read every 64 polls while spinning.
+    if (spin > absl::ZeroDuration() &&
+        ((polls & 0x3f) != 0 || absl::Now() < spin_until)) {
+      continue;
+    }
+    break;
+  }
+  while (true) {
+    RETURN_IF_ERROR(Arm());
+    ASSIGN_OR_RETURN(std::optional<WorkCompletion> wc, Poll());
+    if (wc.has_value()) return wc;
+    const absl::Duration left = deadline - absl::Now();
+    if (left <= absl::ZeroDuration())
+      return absl::DeadlineExceededError("no completion before the timeout");
+    pollfd p[2] = {{cq_->channel->fd, POLLIN, 0}, {wake_fd, POLLIN, 0}};
+    const timespec ts = absl::ToTimespec(left);
+    const int rc = ::ppoll(p, wake_fd >= 0 ? 2 : 1, &ts, nullptr);
+    if (rc < 0 && errno != EINTR)
+      return base::ErrnoStatus("ppoll", "completion channel", errno);
+    if (rc > 0 && (p[0].revents & POLLIN) != 0) {
+      RETURN_IF_ERROR(TakeEvents().status());
+      // Taken before arming again: the CQ stays unarmed when it is there,
+      // so the next wait is not woken by an event for this completion.
+      ASSIGN_OR_RETURN(std::optional<WorkCompletion> next, Poll());
+      if (next.has_value()) return next;
+    }
+    if (rc > 0 && wake_fd >= 0 && p[1].revents != 0) {
+      // A completion that came with the wake-up goes first.
+      ASSIGN_OR_RETURN(std::optional<WorkCompletion> last, Poll());
+      if (last.has_value()) return last;
+      return std::optional<WorkCompletion>();
+    }
+  }
 }
 
 absl::StatusOr<std::optional<WorkCompletion>> CompletionQueue::Poll() {
@@ -235,6 +349,12 @@ absl::StatusOr<std::optional<WorkCompletion>> CompletionQueue::Poll() {
 
 absl::StatusOr<WorkCompletion> CompletionQueue::Wait(absl::Duration timeout) {
   const absl::Time deadline = absl::Now() + timeout;
+  if (cq_->channel != nullptr) {
+    ASSIGN_OR_RETURN(std::optional<WorkCompletion> wc,
+                     Await(deadline, absl::ZeroDuration()));
+    if (wc.has_value()) return std::move(*wc);
+    return absl::InternalError("woken without a completion");  // no wake_fd
+  }
   for (uint64_t spins = 0;; ++spins) {
     ASSIGN_OR_RETURN(std::optional<WorkCompletion> wc, Poll());
     if (wc.has_value()) return std::move(*wc);

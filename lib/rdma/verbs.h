@@ -38,6 +38,7 @@ struct ibv_pd;
 struct ibv_mr;
 struct ibv_mw;
 struct ibv_cq;
+struct ibv_comp_channel;
 struct ibv_qp_init_attr;
 struct ibv_qp;
 
@@ -196,10 +197,21 @@ struct WorkCompletion {
   bool ok() const { return status == 0; }
 };
 
-// A completion queue on a context it does not own.
+// A completion queue on a context it does not own, optionally with its own
+// completion channel (a file descriptor the kernel makes readable when a
+// completion arrives on the armed CQ), so a waiter can sleep in the kernel
+// instead of polling: on a one-CPU machine whose RDMA device is software
+// (rxe: the kernel places every packet), a poller takes the CPU the
+// completion needs.
 class CompletionQueue {
  public:
+  // A CQ without a channel: Wait polls, with 50 us sleeps.
   static absl::StatusOr<CompletionQueue> Create(ibv_context* ctx, int entries);
+  // A CQ with a completion channel of its own (ibv_create_comp_channel, its
+  // descriptor non-blocking), destroyed with it: Wait and Await sleep in
+  // poll(2) on the channel.
+  static absl::StatusOr<CompletionQueue> CreateWithChannel(ibv_context* ctx,
+                                                           int entries);
 
   CompletionQueue(CompletionQueue&& other) noexcept = default;
   CompletionQueue& operator=(CompletionQueue&& other) noexcept = default;
@@ -211,12 +223,38 @@ class CompletionQueue {
 
   // One completion if there is one now.
   absl::StatusOr<std::optional<WorkCompletion>> Poll();
-  // Polls until a completion arrives; DEADLINE_EXCEEDED after `timeout`.
+  // Waits until a completion arrives; DEADLINE_EXCEEDED after `timeout`.
   // A completion with an error status is returned as a value, not an error.
+  // With a channel it sleeps in the kernel (Await with no spin); without
+  // one it polls.
   absl::StatusOr<WorkCompletion> Wait(absl::Duration timeout);
+
+  // The completion channel's descriptor, -1 without one. Readable once a
+  // completion arrived after Arm (then take the event: TakeEvents).
+  int channel_fd() const;
+  // Asks for an event on the channel at the next completion
+  // (ibv_req_notify_cq, any completion, not only solicited ones). One arm
+  // gives at most one event. A completion already queued raises none: poll
+  // after arming. FAILED_PRECONDITION without a channel.
+  absl::Status Arm();
+  // Takes and acknowledges every event waiting on the channel
+  // (ibv_get_cq_event + ibv_ack_cq_events, never blocking); how many.
+  absl::StatusOr<int> TakeEvents();
+  // The next completion, waiting until `deadline`: polls for up to `spin`,
+  // then arms, polls once more (a completion that came before the arm
+  // raises no event) and sleeps in poll(2) on the channel and on `wake_fd`
+  // (when >= 0), taking the channel's events and polling again each time
+  // it wakes. std::nullopt when `wake_fd` is readable (it is not read: the
+  // caller looks at it); DEADLINE_EXCEEDED at the deadline.
+  // FAILED_PRECONDITION without a channel.
+  absl::StatusOr<std::optional<WorkCompletion>> Await(absl::Time deadline,
+                                                      absl::Duration spin,
+                                                      int wake_fd = -1);
 
  private:
   explicit CompletionQueue(ibv_cq* cq) : cq_(cq) {}
+  // Destroys the CQ, then the completion channel it was created with (if
+  // any: a channel here is always the CQ's own).
   struct Deleter {
     void operator()(ibv_cq* p) const;
   };

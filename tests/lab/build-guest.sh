@@ -165,7 +165,7 @@ mkdir -p "$P/usr/local/bin" "$P/lab"
 # The project's programs, wherever CMake put them in BUILD_DIR.
 for name in daxlease-csi daxlease-csi-client daxlease-lab-rdma daxlease-lab-daxcheck \
   daxlease-lab-ndctl-test daxlease-dax-bench daxlease-lab-verbs-fabric-test \
-  daxlease-agent daxlease-io kubectl-daxlease daxlease-lab-two; do
+  daxlease-agent daxlease-io kubectl-daxlease daxlease-lab-two rdma_test; do
   f=$(find "$BUILD_DIR" -name "$name" -type f -perm -u+x -not -path '*/CMakeFiles/*' 2>/dev/null | head -1)
   if [ -n "$f" ]; then
     # without debug info: a fraction of the size, a faster boot under TCG

@@ -3,11 +3,19 @@
 #    second process RDMA-WRITEs and RDMA-READs all of it over rdma_cm, both
 #    sides compare byte for byte;
 # 2. the same pinned registration of a file on a published fsdax volume is
-#    refused with EOPNOTSUPP: the reason pinned sharing uses devdax.
+#    refused with EOPNOTSUPP: the reason pinned sharing uses devdax;
+# 3. lib/rdma's unit tests (rdma_test) with rxe0 present, so the ones that
+#    need a device run (they skip on a host without RDMA): a CQ's completion
+#    channel, a wait asleep in the kernel.
 . /lab/lib.sh
 BYTES=$((4 << 20))
 check "rxe0 added on eth0" setup_rxe
 check "ibv_devices lists rxe0" sh -c 'ibv_devices | grep -q rxe0'
+timeout 300 rdma_test >/tmp/rdma-test.log 2>&1
+rc=$?
+grep -e '^\[  FAILED' -e '^\[  SKIPPED' -e '^\[  PASSED' -e 'Failure' -A 3 /tmp/rdma-test.log | head -40
+check "lib/rdma unit tests pass on rxe0" test $rc -eq 0
+check "no lib/rdma unit test skipped on rxe0" sh -c '! grep -q "^\[  SKIPPED" /tmp/rdma-test.log'
 
 # A devdax volume and an fsdax volume, provisioned and published by daxlease.
 check "daxlease-csi --backend=ndctl starts" start_csi ndctl --ndctl-erase-on-delete=false

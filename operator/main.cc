@@ -20,6 +20,7 @@
 #include "lib/base/clock.h"
 #include "lib/base/flags.h"
 #include "lib/base/log.h"
+#include "lib/base/proc_status.h"
 #include "lib/base/version.h"
 #include "lib/channel/authenticator.h"
 #include "lib/channel/leader_record.h"
@@ -113,20 +114,11 @@ std::string AdvertisedEndpoint(const std::string& listen, int port) {
 void LogMallocState() {
   const struct mallinfo2 mi = mallinfo2();
   std::string rss, hwm;
-  if (FILE* f = std::fopen("/proc/self/status", "r")) {
-    char line[256];
-    while (std::fgets(line, sizeof(line), f) != nullptr) {
-      std::string l = line;
-      auto value = [&] {
-        std::string v = l.substr(l.find(':') + 1);
-        v.erase(0, v.find_first_not_of(" \t"));
-        v.erase(v.find_last_not_of(" \n") + 1);
-        return v;
-      };
-      if (l.rfind("VmRSS:", 0) == 0) rss = value();
-      if (l.rfind("VmHWM:", 0) == 0) hwm = value();
-    }
-    std::fclose(f);
+  if (absl::StatusOr<base::ProcMemory> m = base::ReadProcMemory(); m.ok()) {
+    rss = absl::StrCat(m->rss_kib, " kB");
+    hwm = absl::StrCat(m->rss_peak_kib, " kB");
+  } else {
+    rss = hwm = std::string(m.status().message());
   }
   base::LogInfo("operator.malloc",
                 {{"in_use_bytes", absl::StrCat(mi.uordblks)},

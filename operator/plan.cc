@@ -96,17 +96,7 @@ class Planner {
  public:
   Planner(const World& w, absl::Time now, const PlanOptions& opts)
       : w_(w), now_(now), opts_(opts) {
-    // Everything but display_pending, which only the world read is asked
-    // about (a name per pending lease: about 1 MB at N = 10000).
-    World& d = plan_.desired;
-    d.volume_name = w.volume_name;
-    d.volume = w.volume;
-    d.leases = w.leases;
-    d.recalls = w.recalls;
-    d.migrations = w.migrations;
-    d.unreadable = w.unreadable;
-    d.epoch_high_water = w.epoch_high_water;
-    d.channel_answers = w.channel_answers;
+    plan_.desired = w.WithoutDisplay();
   }
 
   Plan Run() {

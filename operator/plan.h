@@ -128,8 +128,7 @@ struct AgentAnswers {
   friend bool operator==(const AgentAnswers&, const AgentAnswers&) = default;
 };
 
-// Everything about one volume, as read from the API server. (A new field
-// must be copied in plan.cc's Planner constructor too.)
+// Everything about one volume, as read from the API server.
 struct World {
   std::string volume_name;
   std::optional<api::DaxVolume> volume;  // nullopt: no such DaxVolume
@@ -160,7 +159,34 @@ struct World {
   // so it may name leases of other volumes too. Null: no channel, the
   // status fields answer.
   std::shared_ptr<const std::map<std::string, AgentAnswers>> channel_answers;
+
+  // The plan's working copy (Plan::desired): every field but
+  // display_pending, which only the world read is asked about (a name per
+  // pending lease: about 1 MB at N = 10000). A field added to World stops
+  // this from compiling until it is copied here too (the structured binding
+  // names every field), and PlanTest.WorldWithoutDisplayCopiesEveryOtherField
+  // fails if it is named but not copied.
+  World WithoutDisplay() const;
+
+  // Field by field; channel_answers compare by identity (the same record).
+  friend bool operator==(const World&, const World&) = default;
 };
+
+inline World World::WithoutDisplay() const {
+  const auto& [name, vol, leases_read, recalls_read, migrations_read,
+               unreadable_read, high_water, display, answers] = *this;
+  (void)display;  // left out: the reason to have this method
+  World w;
+  w.volume_name = name;
+  w.volume = vol;
+  w.leases = leases_read;
+  w.recalls = recalls_read;
+  w.migrations = migrations_read;
+  w.unreadable = unreadable_read;
+  w.epoch_high_water = high_water;
+  w.channel_answers = answers;
+  return w;
+}
 
 // A core/v1 Event to record about one object.
 struct EventSpec {

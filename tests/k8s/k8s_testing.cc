@@ -17,11 +17,11 @@
 #include <sstream>
 #include <thread>
 
-#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/time/clock.h"
+#include "lib/base/proc_status.h"
 #include "lib/base/status.h"
 #include "lib/k8s/config.h"
 
@@ -310,19 +310,8 @@ bool WaitFor(const std::function<bool()>& pred, absl::Duration timeout) {
 }
 
 int64_t PeakRssKib(pid_t pid) {
-  std::ifstream f(absl::StrCat("/proc/", pid, "/status"));
-  std::string line;
-  while (std::getline(f, line)) {
-    if (absl::StartsWith(line, "VmHWM:")) {
-      std::string num;
-      for (char c : line) {
-        if (c >= '0' && c <= '9') num += c;
-      }
-      int64_t kib = -1;
-      if (absl::SimpleAtoi(num, &kib)) return kib;
-    }
-  }
-  return -1;
+  absl::StatusOr<base::ProcMemory> m = base::ReadProcMemory(pid);
+  return m.ok() ? m->rss_peak_kib : -1;
 }
 
 }  // namespace daxlease::k8s::testing

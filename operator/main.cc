@@ -68,6 +68,10 @@ ABSL_FLAG(int, malloc_arenas, 2,
           "glibc malloc arenas (M_ARENA_MAX); 0: glibc's default (8 per "
           "core), or MALLOC_ARENA_MAX from the environment");
 ABSL_FLAG(int, write_concurrency, 8, "concurrent lease writes per volume");
+ABSL_FLAG(absl::Duration, recall_display_hold, absl::Milliseconds(200),
+          "with the channel: how long after a recall starts the writes that "
+          "only show it running (the volume's Recalling, the recall's "
+          "counts) are held; 0: not held");
 ABSL_FLAG(absl::Duration, resync, absl::Seconds(30),
           "periodic re-examination of every object");
 ABSL_FLAG(std::string, epoch_store, "default/daxlease-epochs",
@@ -224,6 +228,8 @@ int Main() {
     record = *at;
     opts.reconciler.channel = &relay;
     opts.reconciler.lag_lease_writes = true;
+    opts.reconciler.recall_display_hold =
+        absl::GetFlag(FLAGS_recall_display_hold);
   }
   channel::TokenReviewAuthenticator authenticator(
       **client, absl::GetFlag(FLAGS_channel_agent_service_account));

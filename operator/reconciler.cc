@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "lib/api/json.h"
 #include "lib/api/resources.h"
@@ -91,6 +92,30 @@ absl::Status WriteObject(k8s::KubeClient& client, WorldReader& reader,
   return absl::OkStatus();
 }
 
+// Whether a running recall's write changes only what shows it running (its
+// counts and its condition), none of its record.
+bool OnlyCountsChange(const api::DaxRecall& a, const api::DaxRecall& b) {
+  api::DaxRecall shown = b;
+  shown.status.released = a.status.released;
+  shown.status.revoked = a.status.revoked;
+  shown.status.outstanding = a.status.outstanding;
+  shown.status.conditions = a.status.conditions;
+  return shown == a;
+}
+
+// Whether a volume's write changes only what shows a recall running (phase,
+// holders, active recall, conditions), not its epoch, spec or metadata.
+bool OnlyRecallDisplayChanges(const api::DaxVolume& a,
+                              const api::DaxVolume& b) {
+  if (b.status.phase != api::VolumePhase::kRecalling) return false;
+  api::DaxVolume shown = b;
+  shown.status.phase = a.status.phase;
+  shown.status.holders = a.status.holders;
+  shown.status.active_recall = a.status.active_recall;
+  shown.status.conditions = a.status.conditions;
+  return shown == a;
+}
+
 }  // namespace
 
 absl::Status WriteLease(k8s::KubeClient& client, WorldReader& reader,
@@ -145,17 +170,41 @@ absl::StatusOr<World> ApiWorldReader::Read(const std::string& volume) {
 
 absl::StatusOr<ReconcileResult> Reconciler::Reconcile(
     const std::string& volume) {
+  const absl::Duration t0 = clock_.Monotonic();
+  Steps steps;
+  steps.t0 = t0;
+  steps.clock = &clock_;
   ASSIGN_OR_RETURN(World before, reader_.Read(volume));
+  steps.Mark("read");
   if (display_ != nullptr) display_->Overlay(before);
   if (options_.channel != nullptr) options_.channel->Overlay(before);
   if (before.volume.has_value() && before.volume->status.epoch < 1) {
     ASSIGN_OR_RETURN(before.epoch_high_water, epochs_.Read(volume));
   }
   Plan plan = ComputePlan(before, clock_.Now(), options_.plan);
+  steps.Mark("plan");
   ReconcileResult result;
   result.requeue_at = plan.requeue_at;
   result.leases = before.leases.size();
-  absl::Status st = Write(before, plan, result.writes);
+  Held held;
+  absl::Status st = Write(before, plan, result.writes, steps, held);
+  if (st.ok() && held.any) {
+    result.requeue_at =
+        std::min(result.requeue_at,
+                 clock_.Now() + std::max(absl::ZeroDuration(),
+                                         held.until - clock_.Monotonic()));
+  }
+  if (st.ok() && held.volume) {
+    // Its phase event comes with the write, if one is still to make.
+    std::erase_if(plan.events, [&](const EventSpec& e) {
+      return e.kind == "DaxVolume" && before.volume.has_value() &&
+             e.name == before.volume->metadata.name &&
+             absl::StartsWith(e.message, "phase ");
+    });
+  }
+  if (result.writes > 0) {
+    base::LogDebug("reconcile.steps", {{"volume", volume}, {"ms", steps.text}});
+  }
   // Events describe what was written; on failure the next pass recomputes
   // them, so only a successful pass records.
   if (st.ok()) {
@@ -182,7 +231,7 @@ absl::StatusOr<ReconcileResult> Reconciler::Reconcile(
 }
 
 absl::Status Reconciler::Write(const World& before, const Plan& plan,
-                               int& writes) {
+                               int& writes, Steps& steps, Held& held) {
   const World& after = plan.desired;
   // 0. Recalls a migration asks for; the migration records its recall only
   // after (a lost migration write finds the recall by its label).
@@ -209,16 +258,44 @@ absl::Status Reconciler::Write(const World& before, const Plan& plan,
   };
   // 1. Recalls starting now: the recall is committed before any lease
   // carries its ID.
+  bool started = false;
   for (size_t i = 0; i < after.recalls.size(); ++i) {
     if (!starts(i)) continue;
     RETURN_IF_ERROR(WriteObject(client_, reader_, api::DaxRecallResource(),
                                 before.recalls[i], after.recalls[i], writes));
+    started = true;
+    steps.Mark("recall_started");
+  }
+  // Whether this pass holds the writes that only show the running recall
+  // (recall_display_hold).
+  bool holding = false;
+  if (display_ != nullptr &&
+      options_.recall_display_hold > absl::ZeroDuration()) {
+    const bool running =
+        std::any_of(after.recalls.begin(), after.recalls.end(),
+                    [](const api::DaxRecall& r) {
+                      return r.status.phase == api::RecallPhase::kRecalling;
+                    });
+    const absl::Duration now = clock_.Monotonic();
+    absl::MutexLock l(&started_mu_);
+    if (!running) {
+      recall_started_.erase(after.volume_name);
+    } else {
+      if (started) recall_started_[after.volume_name] = now;
+      auto it = recall_started_.find(after.volume_name);
+      if (it != recall_started_.end() &&
+          now < it->second + options_.recall_display_hold) {
+        holding = true;
+        held.until = it->second + options_.recall_display_hold;
+      }
+    }
   }
   // 1b. The recall's start with its deadline is stored: its holders are
   // asked now (lease::WhenToCarryOut: kRecallStart), while the volume's and
   // the leases' writes that only show it are still to come.
   if (options_.channel != nullptr && !plan.ask_at_recall_start.empty()) {
     options_.channel->AskRecalls(after, plan.ask_at_recall_start);
+    steps.Mark("asked");
   }
   // 2. Leases, in parallel: every changed one, or with the display lagging
   // (lease_display.h) only those the recall's record does not cover; the
@@ -262,12 +339,22 @@ absl::Status Reconciler::Write(const World& before, const Plan& plan,
     for (std::thread& t : threads) t.join();
     writes += lease_writes.load();
     RETURN_IF_ERROR(first_error);
+    steps.Mark("leases");
   }
   // 3. Other recall changes (counts, Complete) before the volume moves on.
   for (size_t i = 0; i < after.recalls.size(); ++i) {
     if (starts(i) || before.recalls[i] == after.recalls[i]) continue;
+    if (holding &&
+        after.recalls[i].status.phase == api::RecallPhase::kRecalling &&
+        OnlyCountsChange(before.recalls[i], after.recalls[i])) {
+      held.any = true;
+      continue;
+    }
     RETURN_IF_ERROR(WriteObject(client_, reader_, api::DaxRecallResource(),
                                 before.recalls[i], after.recalls[i], writes));
+    steps.Mark(after.recalls[i].status.phase == api::RecallPhase::kComplete
+                   ? "recall_complete"
+                   : "recall");
   }
   // 3b. Migrations, before the volume: a decision (Failed and its reason,
   // Switching) is stored before the volume change it makes.
@@ -293,7 +380,10 @@ absl::Status Reconciler::Write(const World& before, const Plan& plan,
     ++writes;
   }
   // 5. The volume last.
-  if (before.volume.has_value() && !(*before.volume == *after.volume)) {
+  if (holding && before.volume.has_value() &&
+      OnlyRecallDisplayChanges(*before.volume, *after.volume)) {
+    held.any = held.volume = true;
+  } else if (before.volume.has_value() && !(*before.volume == *after.volume)) {
     api::DaxVolume read = *before.volume;
     // A migration's owner switch: spec.ownerNode and the fabric endpoint in
     // one write to the main resource, before the status that lets holders
@@ -328,6 +418,7 @@ absl::Status Reconciler::Write(const World& before, const Plan& plan,
     }
     RETURN_IF_ERROR(WriteObject(client_, reader_, api::DaxVolumeResource(),
                                 read, *after.volume, writes));
+    steps.Mark("volume");
   }
   // A recall's outcome and the volume's epoch are stored; the lease objects
   // do not show them yet (the case a new leader must read through the

@@ -2,6 +2,7 @@
 
 #include <atomic>
 #include <functional>
+#include <map>
 #include <optional>
 #include <string>
 #include <vector>
@@ -310,6 +311,140 @@ TEST_F(ReconcilerTest, LeaseWritesHeldWhileTheRecallRunsAreWrittenOnce) {
   EXPECT_EQ(L("b").status.state, api::LeaseState::kReleased);
   EXPECT_EQ(L("a").status.recall_id, id);
   EXPECT_EQ(counting.lease_patches(), 2) << "one status write per lease";
+}
+
+// Counts the patches of each kind (plural) it passes on.
+class CountingPatchClient final : public k8s::ForwardingKubeClient {
+ public:
+  explicit CountingPatchClient(k8s::KubeClient& c) : ForwardingKubeClient(c) {}
+  int patches(const k8s::Resource& r) {
+    absl::MutexLock l(&mu_);
+    return patches_[r.plural];
+  }
+  absl::StatusOr<Json> Patch(const k8s::Resource& r, absl::string_view ns,
+                             absl::string_view name, k8s::PatchType t,
+                             const Json& p, absl::string_view sub) override {
+    {
+      absl::MutexLock l(&mu_);
+      ++patches_[r.plural];
+    }
+    return inner_.Patch(r, ns, name, t, p, sub);
+  }
+
+ private:
+  absl::Mutex mu_;
+  std::map<std::string, int> patches_ ABSL_GUARDED_BY(mu_);
+};
+
+// recall_display_hold: a recall answered within the hold is stored as its
+// start and then its outcome, nothing between: the volume is never written
+// Recalling (Ready at epoch 1, then Ready at epoch 2, as when a crash loses
+// that write) and the recall's counts are not written mid-way. Nothing
+// durable is held, and the pass that holds asks for one at the hold's end.
+TEST_F(ReconcilerTest, ARecallAnsweredWithinTheHoldWritesNothingBetween) {
+  GrantedVolume({"a", "b"});
+  CountingPatchClient counting(fake_);
+  ReconcilerOptions o;
+  o.lag_lease_writes = true;
+  o.display_hold = absl::Hours(1);
+  o.recall_display_hold = absl::Seconds(1);
+  Reconciler holding(counting, clock_, events_, o);
+  events_.Take();
+  CreateRecall("r", 60, /*finalizer=*/true);
+  absl::StatusOr<ReconcileResult> started = holding.Reconcile("vol");
+  ASSERT_TRUE(started.ok()) << started.status();
+  EXPECT_EQ(R("r").status.phase, api::RecallPhase::kRecalling);
+  EXPECT_EQ(R("r").status.epoch, 1);
+  EXPECT_TRUE(R("r").status.deadline.has_value());
+  EXPECT_EQ(V().status.phase, api::VolumePhase::kReady) << "held";
+  EXPECT_LE(started->requeue_at, clock_.Now() + absl::Seconds(1));
+  for (const EventSpec& e : events_.Take()) {
+    EXPECT_FALSE(e.kind == "DaxVolume" && e.reason == "Recalling")
+        << "the phase event comes with the write: " << e.message;
+  }
+  const std::string id = R("r").status.recall_id;
+  AgentPatch("a", {{"releasedRecallID", id}});
+  clock_.Advance(absl::Milliseconds(500));
+  ASSERT_TRUE(holding.Reconcile("vol").ok());
+  EXPECT_EQ(R("r").status.released, 0) << "counts held";
+  EXPECT_EQ(V().status.phase, api::VolumePhase::kReady) << "held";
+  AgentPatch("b", {{"releasedRecallID", id}});
+  ASSERT_TRUE(holding.Reconcile("vol").ok());
+  EXPECT_EQ(R("r").status.phase, api::RecallPhase::kComplete);
+  EXPECT_EQ(R("r").status.released, 2);
+  EXPECT_EQ(V().status.phase, api::VolumePhase::kReady);
+  EXPECT_EQ(V().status.epoch, 2);
+  EXPECT_EQ(counting.patches(api::DaxRecallResource()), 2)
+      << "the start, then the outcome";
+  EXPECT_EQ(counting.patches(api::DaxVolumeResource()), 1)
+      << "Ready at the next epoch only";
+}
+
+// A leader that dies right after storing the outcome of a recall whose
+// volume write was held leaves the volume Ready at the recall's epoch: its
+// successor reads it as Quiesced for that recall (plan.h), so the epoch
+// moves on before anything is granted and no lease is granted at epoch 1.
+TEST_F(ReconcilerTest, ALeaderDyingAfterAHeldRecallsOutcomeMovesTheEpochOn) {
+  GrantedVolume({"a", "b"});
+  ReconcilerOptions o;
+  o.lag_lease_writes = true;
+  o.display_hold = absl::Hours(1);
+  o.recall_display_hold = absl::Seconds(1);
+  CreateRecall("r", 60, /*finalizer=*/true);
+  {
+    Reconciler first(client_, clock_, events_, o);
+    ASSERT_TRUE(first.Reconcile("vol").ok());
+  }
+  ASSERT_EQ(V().status.phase, api::VolumePhase::kReady) << "held";
+  const std::string id = R("r").status.recall_id;
+  AgentPatch("a", {{"releasedRecallID", id}});
+  AgentPatch("b", {{"releasedRecallID", id}});
+  {
+    // Its first write is the outcome; it dies right after.
+    CuttingClient dying(fake_, 0, CuttingClient::Mode::kCrash);
+    Reconciler second(dying, clock_, events_, o);
+    EXPECT_FALSE(second.Reconcile("vol").ok());
+    ASSERT_TRUE(dying.cut());
+  }
+  ASSERT_EQ(R("r").status.phase, api::RecallPhase::kComplete);
+  ASSERT_EQ(V().status.phase, api::VolumePhase::kReady);
+  ASSERT_EQ(V().status.epoch, 1) << "the volume's write was lost";
+  Reconciler successor(client_, clock_, events_, o);
+  for (int i = 0; i < 10; ++i) {
+    ASSERT_TRUE(successor.Reconcile("vol").ok());
+    while (successor.display()->pending() > 0) {
+      absl::SleepFor(absl::Milliseconds(1));
+    }
+  }
+  EXPECT_EQ(V().status.phase, api::VolumePhase::kReady);
+  EXPECT_EQ(V().status.epoch, 2);
+  for (const char* n : {"a", "b"}) {
+    EXPECT_EQ(L(n).status.state, api::LeaseState::kReleased) << n;
+    EXPECT_EQ(L(n).status.recall_id, id) << n;
+  }
+}
+
+// Past the hold, a running recall is shown as before: the volume Recalling
+// and the recall's counts, written by the pass the hold asked for.
+TEST_F(ReconcilerTest, ARecallRunningPastTheHoldIsShown) {
+  GrantedVolume({"a", "b"});
+  ReconcilerOptions o;
+  o.lag_lease_writes = true;
+  o.display_hold = absl::Hours(1);
+  o.recall_display_hold = absl::Milliseconds(50);
+  Reconciler holding(client_, clock_, events_, o);
+  CreateRecall("r", 60);
+  absl::StatusOr<ReconcileResult> started = holding.Reconcile("vol");
+  ASSERT_TRUE(started.ok()) << started.status();
+  EXPECT_EQ(V().status.phase, api::VolumePhase::kReady) << "held";
+  AgentPatch("a", {{"releasedRecallID", R("r").status.recall_id}});
+  clock_.Advance(started->requeue_at - clock_.Now());
+  ASSERT_TRUE(holding.Reconcile("vol").ok());
+  EXPECT_EQ(V().status.phase, api::VolumePhase::kRecalling);
+  EXPECT_EQ(V().status.active_recall, "r");
+  EXPECT_EQ(R("r").status.released, 1);
+  EXPECT_EQ(R("r").status.outstanding, 1);
+  EXPECT_EQ(R("r").status.phase, api::RecallPhase::kRecalling);
 }
 
 // A revoke decided at the deadline is not held, although the recall runs

@@ -35,8 +35,15 @@ namespace {
 using ::testing::HasSubstr;
 using ::testing::StartsWith;
 
+// Polls `pred` every 10 ms until it holds, for up to 30 s of wall time (a
+// migration's copy into file media here writes tens of MiB to the disk,
+// which a loaded CI machine's other tests share; a count of polls was 5 s
+// plus however long the predicates took). Nothing here waits for a
+// predicate that must stay false, so the bound only delays a failure.
 bool WaitFor(const std::function<bool()>& pred) {
-  for (int i = 0; i < 500; ++i) {
+  const auto deadline =
+      std::chrono::steady_clock::now() + std::chrono::seconds(30);
+  while (std::chrono::steady_clock::now() < deadline) {
     if (pred()) return true;
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
   }

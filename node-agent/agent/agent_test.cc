@@ -1003,6 +1003,17 @@ class DevdaxSourceTest : public AgentTest {
   }
   // Waits for both of m1's checksums: equal, every one of `size` bytes
   // copied.
+  // A holder's write of `n` bytes 'Z' at `offset` of `path` (the owner's
+  // device or data file), through the page cache the owner's mapping shares.
+  void HolderWrites(const std::string& path, uint64_t offset, size_t n) {
+    const int fd = open(path.c_str(), O_WRONLY | O_CLOEXEC);
+    ASSERT_GE(fd, 0) << path;
+    const std::string change(n, 'Z');
+    EXPECT_EQ(
+        pwrite(fd, change.data(), change.size(), static_cast<off_t>(offset)),
+        static_cast<ssize_t>(change.size()));
+    close(fd);
+  }
   void ExpectCopyVerified(uint64_t size) {
     ASSERT_TRUE(WaitFor([&] {
       k8s::Json st = MigrationStatus();
@@ -1267,15 +1278,7 @@ TEST_F(DevdaxSourceTest, PreCopyThenThePauseReadsOnlyTheChangedChunk) {
 
   // A holder writes into chunk 1 after the pre-copy (through the owner's
   // shared mapping of the device, as a local client does).
-  {
-    const int fd = open(device_.c_str(), O_WRONLY | O_CLOEXEC);
-    ASSERT_GE(fd, 0);
-    const std::string change(1000, 'Z');
-    ASSERT_EQ(pwrite(fd, change.data(), change.size(),
-                     static_cast<off_t>(kChecksumChunk + 4096)),
-              static_cast<ssize_t>(change.size()));
-    close(fd);
-  }
+  HolderWrites(device_, kChecksumChunk + 4096, 1000);
   phase("Copying");
   ExpectCopyVerified(size);
   EXPECT_EQ(status().value("refetchedBytes", uint64_t{0}), kChecksumChunk);
@@ -1328,12 +1331,7 @@ TEST_F(DevdaxSourceTest, ThePauseHashesTheSourceOnceForItsChecksumAndDigests) {
   auto before = target->Digests(0, size, kChecksumChunk);
   ASSERT_TRUE(before.ok()) << before.status();
   EXPECT_EQ(SourceHashedBytes(), static_cast<double>(size));
-  {
-    const int fd = open(device_.c_str(), O_WRONLY | O_CLOEXEC);
-    ASSERT_GE(fd, 0);
-    ASSERT_EQ(pwrite(fd, "Z", 1, static_cast<off_t>(kChecksumChunk)), 1);
-    close(fd);
-  }
+  HolderWrites(device_, kChecksumChunk, 1);
 
   phase("Copying");
   ASSERT_TRUE(WaitFor([&] {
@@ -1764,17 +1762,8 @@ TEST_P(FileMediaMigrationTest, CopiesEveryByteDirectOrBufferedWhereRefused) {
   })) << status().dump();
   const std::string media = dir_ + "/state-b/media/vol/data";
   ASSERT_TRUE(sys::PathExists(media));
-  // A holder changes chunk 1 on the source (through the page cache the
-  // owner's mapping shares).
-  {
-    const int fd = open(source.c_str(), O_WRONLY | O_CLOEXEC);
-    ASSERT_GE(fd, 0);
-    const std::string change(5000, 'Z');
-    ASSERT_EQ(pwrite(fd, change.data(), change.size(),
-                     static_cast<off_t>(kChecksumChunk + 100)),
-              static_cast<ssize_t>(change.size()));
-    close(fd);
-  }
+  // A holder changes chunk 1 on the source.
+  HolderWrites(source, kChecksumChunk + 100, 5000);
   phase("Copying");
   ExpectCopyVerified(size);
   EXPECT_EQ(status().value("targetFailure", ""), "");

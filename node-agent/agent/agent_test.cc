@@ -35,6 +35,16 @@ namespace {
 using ::testing::HasSubstr;
 using ::testing::StartsWith;
 
+// `size` bytes that differ from page to page (`step` spreads them within
+// a page), for data a copy must carry byte for byte.
+std::string PagePattern(uint64_t size, uint64_t step) {
+  std::string pattern(size, '\0');
+  for (size_t i = 0; i < pattern.size(); ++i) {
+    pattern[i] = static_cast<char>((i * step + i / 4096) & 0xff);
+  }
+  return pattern;
+}
+
 // Polls `pred` every 10 ms until it holds, for up to 30 s of wall time (a
 // migration's copy into file media here writes tens of MiB to the disk,
 // which a loaded CI machine's other tests share; a count of polls was 5 s
@@ -929,11 +939,7 @@ class DevdaxSourceTest : public AgentTest {
     ASSERT_TRUE(dev.ok()) << dev.status();
     device_ = dev->device;
     if (patterned) {
-      std::string pattern(size, '\0');
-      for (size_t i = 0; i < pattern.size(); ++i) {
-        pattern[i] = static_cast<char>((i * 7 + i / 4096) & 0xff);
-      }
-      ASSERT_TRUE(sys::WriteFileAtomic(device_, pattern).ok());
+      ASSERT_TRUE(sys::WriteFileAtomic(device_, PagePattern(size, 7)).ok());
     }
     pb::RecordVolumeRequest rec;
     rec.set_volume_id("vol");
@@ -1687,11 +1693,7 @@ class FileMediaMigrationTest
   std::string ServeFsdax(uint64_t size) {
     const std::string data = dir_ + "/mnt/.daxlease/data";
     EXPECT_TRUE(sys::MakeDirs(dir_ + "/mnt/.daxlease").ok());
-    std::string pattern(size, '\0');
-    for (size_t i = 0; i < pattern.size(); ++i) {
-      pattern[i] = static_cast<char>((i * 13 + i / 4096) & 0xff);
-    }
-    EXPECT_TRUE(sys::WriteFileAtomic(data, pattern).ok());
+    EXPECT_TRUE(sys::WriteFileAtomic(data, PagePattern(size, 13)).ok());
     pb::RecordVolumeRequest rec;
     rec.set_volume_id("vol");
     rec.set_size_bytes(size);

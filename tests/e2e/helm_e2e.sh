@@ -48,7 +48,12 @@ dump() {
       echo "--- $p $c" >&2
       k logs "$p" -c "$c" --tail=30 >&2
     done
+    # Why a pod is still there (a container that does not stop, a sandbox not yet removed).
+    echo "--- kubelet on $p" >&2
+    grep -F "${p#pod/}" "$dir/cluster/kubelet.log" 2>/dev/null | tail -n 15 >&2
   done
+  echo "--- processes in uninterruptible sleep" >&2
+  ps -eo pid,stat,wchan:32,args | awk 'NR == 1 || $2 ~ /^D/' | cut -c1-200 >&2
 }
 cleanup() {
   local rc=$?
@@ -459,8 +464,13 @@ k delete pod -l daxlease-e2e=workload --grace-period=1 --wait=true --timeout="$P
 k delete pvc --all --wait=true --timeout=90s >/dev/null
 wait_until 90 "PVs deleted by the provisioner" \
   sh -c "! kubectl get pv -o jsonpath='{.items[*].spec.csi.driver}' | grep -q dax.daxlease.io"
+t_helm_uninstall=$SECONDS
 "$helm" uninstall "$RELEASE" -n "$NS" --wait --timeout 120s >/dev/null
-wait_until 90 "node pods gone" sh -c "[ -z \"\$(kubectl -n $NS get pods -o name)\" ]"
+# helm waits for the DaemonSets and the Deployment, not their pods: those go when the garbage
+# collector deletes them, their containers stop (the plugin's gRPC drains for up to 10 s) and
+# the kubelet's container GC removes their sandboxes (up to a minute, see POD_DELETE_TIMEOUT).
+wait_until "${POD_DELETE_TIMEOUT%s}" "node pods gone" sh -c "[ -z \"\$(kubectl -n $NS get pods -o name)\" ]"
+say "helm uninstall: pods gone $((SECONDS - t_helm_uninstall)) s after it started"
 left=$(kubectl get csidriver,storageclass,clusterrole,clusterrolebinding -o name -l "app.kubernetes.io/instance=$RELEASE")
 left+=$(k get serviceaccount,role,rolebinding,csistoragecapacities -o name 2>/dev/null | grep -v serviceaccount/default || true)
 left+=$(k get secret "$RELEASE-agent-fabric" -o name 2>/dev/null || true)

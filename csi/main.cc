@@ -200,6 +200,18 @@ absl::Status CheckAgentSocketDir(const std::string& socket) {
 }
 
 int Run() {
+  // SIGTERM and SIGINT go to the thread that stops the server (sigwait,
+  // below). Blocked here, before the first thread starts (the agent's gRPC
+  // client starts gRPC's), so that every thread inherits the mask: a thread
+  // with them unblocked takes the signal instead, which kills the process
+  // ungracefully, or, as a container's init, is dropped (SIGKILL after the
+  // grace period).
+  sigset_t sigs;
+  sigemptyset(&sigs);
+  sigaddset(&sigs, SIGTERM);
+  sigaddset(&sigs, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &sigs, nullptr);
+
   const std::string endpoint = absl::GetFlag(FLAGS_endpoint);
   DriverConfig config;
   config.node_id = absl::GetFlag(FLAGS_node_id);
@@ -308,13 +320,6 @@ int Run() {
   NodeService node(config, deps);
   // The node agent's calls for a migration's media (with an agent only).
   MediaService media(config, deps);
-
-  // Signals go to a dedicated thread (sigwait), not to an async handler.
-  sigset_t sigs;
-  sigemptyset(&sigs);
-  sigaddset(&sigs, SIGTERM);
-  sigaddset(&sigs, SIGINT);
-  pthread_sigmask(SIG_BLOCK, &sigs, nullptr);
 
   // After the recovery (which removed what a crash left half-made), and on
   // a thread that inherits the blocked signals.

@@ -145,6 +145,33 @@ TEST_F(CsiServerTest, SigtermExitsZero) {
   plugin_.reset();
 }
 
+// With --agent-socket the plugin makes its agent client (and gRPC's
+// threads) early in its start: SIGTERM must still reach the thread that
+// stops the server gracefully. A thread that left it unblocked took it
+// instead: the process died of the signal, and in a container, where the
+// plugin is its namespace's init and a signal without a handler is dropped,
+// it ignored SIGTERM until the kubelet's SIGKILL 30 s later.
+TEST_F(CsiServerTest, SigtermStopsGracefullyWithAnAgentSocket) {
+  ASSERT_TRUE(plugin_->Kill9().ok());
+  plugin_.reset();
+  PluginOptions with_agent = options_;
+  ASSERT_TRUE(MakeDirs(tmp_->path() + "/agent-run").ok());
+  with_agent.extra_args.push_back("--agent-socket=" + tmp_->path() +
+                                  "/agent-run/agent.sock");
+  auto plugin = PluginProcess::Start(with_agent);
+  ASSERT_TRUE(plugin.ok()) << plugin.status();
+  auto status = (*plugin)->Terminate(absl::Seconds(20));
+  ASSERT_TRUE(status.ok()) << status.status();
+  EXPECT_TRUE(WIFEXITED(*status) && WEXITSTATUS(*status) == 0)
+      << "wait status " << *status
+      << (WIFSIGNALED(*status)
+              ? absl::StrCat(" (killed by signal ", WTERMSIG(*status), ")")
+              : "");
+  auto log = ReadAt(options_.log_path, 0, 64 * 1024);
+  ASSERT_TRUE(log.ok());
+  EXPECT_THAT(*log, ::testing::HasSubstr("event=csi.stopped")) << *log;
+}
+
 TEST_F(CsiServerTest, IdentityAndCapabilities) {
   csi::v1::GetPluginInfoResponse info;
   ASSERT_TRUE(Call(&Identity::Stub::GetPluginInfo,

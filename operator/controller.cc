@@ -110,10 +110,21 @@ absl::Status Controller::Start() {
     };
     informers_[i]->AddHandlers({
         [this, r, vol, lease](const k8s::Json& o) {
+          if (!lease) {
+            base::LogDebug("controller.added",
+                           {{"kind", r.plural}, {"name", k8s::NameOf(o)}});
+          }
           // A new lease: coalesced with the others of its burst.
           if (reader_->Observe(r, o, false)) Enqueue(o, vol, lease);
         },
-        [this, r, vol, was_under](const k8s::Json& a, const k8s::Json& b) {
+        [this, r, vol, lease, was_under](const k8s::Json& a,
+                                         const k8s::Json& b) {
+          if (!lease) {
+            base::LogDebug("controller.updated",
+                           {{"kind", r.plural},
+                            {"name", k8s::NameOf(b)},
+                            {"rv", k8s::ResourceVersionOf(b)}});
+          }
           std::string was;
           if (!reader_->Observe(r, b, false, &was)) return;  // our own echo
           was_under(was);
@@ -156,6 +167,7 @@ int64_t Controller::passes() const { return passes_.load(); }
 void Controller::Work() {
   while (std::optional<std::string> key = queue_.Get()) {
     absl::Time start = clock_.Now();
+    base::LogDebug("reconcile.begin", {{"volume", *key}});
     absl::StatusOr<ReconcileResult> r = reconciler_->Reconcile(*key);
     ++passes_;
     coalescer_.Ran(*key, clock_.Now() - start);

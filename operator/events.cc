@@ -1,8 +1,10 @@
 #include "operator/events.h"
 
+#include <algorithm>
 #include <utility>
 
 #include "absl/strings/ascii.h"
+#include "absl/strings/str_cat.h"
 #include "lib/api/json.h"
 #include "lib/api/types.h"
 #include "lib/base/log.h"
@@ -59,7 +61,23 @@ void KubeEventRecorder::Record(const EventSpec& e) {
     queue_.pop_front();
     ++dropped_;
   }
-  queue_.push_back(e);
+  queue_.push_back({e, clock_.Now()});
+}
+
+void KubeEventRecorder::Quiet(const std::string& key, absl::Duration at_most) {
+  absl::MutexLock l(&mu_);
+  quiet_[key] = absl::Now() + at_most;
+}
+
+void KubeEventRecorder::Unquiet(const std::string& key) {
+  absl::MutexLock l(&mu_);
+  quiet_.erase(key);
+}
+
+absl::Time KubeEventRecorder::QuietUntilLocked() const {
+  absl::Time until = absl::InfinitePast();
+  for (const auto& [key, end] : quiet_) until = std::max(until, end);
+  return until;
 }
 
 int64_t KubeEventRecorder::dropped() const {
@@ -69,24 +87,46 @@ int64_t KubeEventRecorder::dropped() const {
 
 void KubeEventRecorder::Run() {
   for (;;) {
-    EventSpec e;
+    Queued e;
     {
       absl::MutexLock l(&mu_);
-      mu_.Await(absl::Condition(
-          +[](KubeEventRecorder* r) ABSL_EXCLUSIVE_LOCKS_REQUIRED(r->mu_) {
-            return r->stop_ || !r->queue_.empty();
-          },
-          this));
+      for (;;) {
+        mu_.Await(absl::Condition(
+            +[](KubeEventRecorder* r) ABSL_EXCLUSIVE_LOCKS_REQUIRED(r->mu_) {
+              return r->stop_ || !r->queue_.empty();
+            },
+            this));
+        if (stop_) break;
+        // Quiet: wait for the last quiet key to go or its time to pass.
+        const absl::Time until = QuietUntilLocked();
+        const absl::Time now = absl::Now();
+        if (until <= now) {
+          quiet_.clear();
+          break;
+        }
+        mu_.AwaitWithTimeout(
+            absl::Condition(
+                +[](KubeEventRecorder* r) ABSL_EXCLUSIVE_LOCKS_REQUIRED(
+                     r->mu_) { return r->stop_ || r->quiet_.empty(); },
+                this),
+            until - now);
+      }
       if (queue_.empty()) return;  // stopping and drained
       e = std::move(queue_.front());
       queue_.pop_front();
     }
+    const absl::Time t0 = absl::Now();
     absl::StatusOr<k8s::Json> st = client_.Create(
-        k8s::EventResource(), EventObject(e, clock_.Now(), component_, ns_));
+        k8s::EventResource(), EventObject(e.spec, e.at, component_, ns_));
+    base::LogDebug(
+        "event.created",
+        {{"object", e.spec.name},
+         {"reason", e.spec.reason},
+         {"ms", absl::StrCat(absl::ToDoubleMilliseconds(absl::Now() - t0))}});
     if (!st.ok()) {
       base::LogWarn("event.dropped",
-                    {{"object", e.name},
-                     {"reason", e.reason},
+                    {{"object", e.spec.name},
+                     {"reason", e.spec.reason},
                      {"error", std::string(st.status().message())}});
     }
   }

@@ -203,7 +203,11 @@ absl::StatusOr<ReconcileResult> Reconciler::Reconcile(
     });
   }
   if (result.writes > 0) {
-    base::LogDebug("reconcile.steps", {{"volume", volume}, {"ms", steps.text}});
+    base::LogDebug("reconcile.steps",
+                   {{"volume", volume},
+                    {"leases", absl::StrCat(before.leases.size())},
+                    {"events", absl::StrCat(plan.events.size())},
+                    {"ms", steps.text}});
   }
   // Events describe what was written; on failure the next pass recomputes
   // them, so only a successful pass records.
@@ -256,11 +260,21 @@ absl::Status Reconciler::Write(const World& before, const Plan& plan,
     return before.recalls[i].status.phase != api::RecallPhase::kRecalling &&
            after.recalls[i].status.phase == api::RecallPhase::kRecalling;
   };
+  // Whether the recall's writes that only show it are held for a while
+  // after its start (recall_display_hold); so are the events.
+  const bool hold_window = display_ != nullptr &&
+                           options_.recall_display_hold > absl::ZeroDuration();
   // 1. Recalls starting now: the recall is committed before any lease
   // carries its ID.
   bool started = false;
   for (size_t i = 0; i < after.recalls.size(); ++i) {
     if (!starts(i)) continue;
+    // Its start, and then its outcome, do not share the API server with
+    // event creates (events.h): quiet until the pass that stores its
+    // outcome, or the window's end.
+    if (hold_window) {
+      events_.Quiet(after.volume_name, options_.recall_display_hold);
+    }
     RETURN_IF_ERROR(WriteObject(client_, reader_, api::DaxRecallResource(),
                                 before.recalls[i], after.recalls[i], writes));
     started = true;
@@ -269,8 +283,7 @@ absl::Status Reconciler::Write(const World& before, const Plan& plan,
   // Whether this pass holds the writes that only show the running recall
   // (recall_display_hold).
   bool holding = false;
-  if (display_ != nullptr &&
-      options_.recall_display_hold > absl::ZeroDuration()) {
+  if (hold_window) {
     const bool running =
         std::any_of(after.recalls.begin(), after.recalls.end(),
                     [](const api::DaxRecall& r) {
@@ -420,6 +433,9 @@ absl::Status Reconciler::Write(const World& before, const Plan& plan,
                                 read, *after.volume, writes));
     steps.Mark("volume");
   }
+  // The recall's outcome is stored (or its window is over): the events
+  // may go.
+  if (hold_window && !holding) events_.Unquiet(after.volume_name);
   // A recall's outcome and the volume's epoch are stored; the lease objects
   // do not show them yet (the case a new leader must read through the
   // recall: plan.h).

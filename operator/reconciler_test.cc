@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -378,6 +379,117 @@ TEST_F(ReconcilerTest, ARecallAnsweredWithinTheHoldWritesNothingBetween) {
       << "the start, then the outcome";
   EXPECT_EQ(counting.patches(api::DaxVolumeResource()), 1)
       << "Ready at the next epoch only";
+}
+
+// What a pass did, in order: the API writes (as "patch <plural> <name>
+// <status.phase or ->") and the event sink's quiets, in one log.
+class WriteLog {
+ public:
+  void Add(std::string what) {
+    absl::MutexLock l(&mu_);
+    log_.push_back(std::move(what));
+  }
+  std::vector<std::string> Take() {
+    absl::MutexLock l(&mu_);
+    return std::move(log_);
+  }
+
+ private:
+  absl::Mutex mu_;
+  std::vector<std::string> log_ ABSL_GUARDED_BY(mu_);
+};
+
+class LoggingPatchClient final : public k8s::ForwardingKubeClient {
+ public:
+  LoggingPatchClient(k8s::KubeClient& c, WriteLog& log)
+      : ForwardingKubeClient(c), log_(log) {}
+  absl::StatusOr<Json> Patch(const k8s::Resource& r, absl::string_view ns,
+                             absl::string_view name, k8s::PatchType t,
+                             const Json& p, absl::string_view sub) override {
+    std::string phase = "-";
+    if (auto st = p.find("status"); st != p.end() && st->is_object()) {
+      phase = st->value("phase", "-");
+    }
+    log_.Add(absl::StrCat("patch ", r.plural, " ", name, " ", phase));
+    return inner_.Patch(r, ns, name, t, p, sub);
+  }
+
+ private:
+  WriteLog& log_;
+};
+
+class QuietLoggingSink final : public FakeEventSink {
+ public:
+  explicit QuietLoggingSink(WriteLog& log) : log_(log) {}
+  void Quiet(const std::string& key, absl::Duration at_most) override {
+    log_.Add(absl::StrCat("quiet ", key, " ", absl::FormatDuration(at_most)));
+  }
+  void Unquiet(const std::string& key) override {
+    log_.Add(absl::StrCat("unquiet ", key));
+  }
+
+ private:
+  WriteLog& log_;
+};
+
+// The recall's start and outcome do not share the API server with the
+// events (events.h): the sink is quieted for the volume before the start is
+// written, for at most the hold, and stays quiet through the passes between
+// (an ack that does not end the recall) until the outcome and the volume's
+// epoch are stored. The pass's own events are recorded after that.
+TEST_F(ReconcilerTest, EventsAreQuietFromARecallsStartToItsOutcome) {
+  GrantedVolume({"a", "b"});
+  WriteLog log;
+  LoggingPatchClient logging(fake_, log);
+  QuietLoggingSink sink(log);
+  ReconcilerOptions o;
+  o.lag_lease_writes = true;
+  o.display_hold = absl::Hours(1);
+  o.recall_display_hold = absl::Milliseconds(200);
+  Reconciler holding(logging, clock_, sink, o);
+  CreateRecall("r", 60, /*finalizer=*/true);
+  ASSERT_TRUE(holding.Reconcile("vol").ok());
+  EXPECT_THAT(log.Take(),
+              ::testing::ElementsAre("quiet vol 200ms",
+                                     "patch daxrecalls r Recalling"));
+  const std::string id = R("r").status.recall_id;
+  AgentPatch("a", {{"releasedRecallID", id}});
+  ASSERT_TRUE(holding.Reconcile("vol").ok());
+  EXPECT_THAT(log.Take(), ::testing::IsEmpty()) << "still quiet, nothing shown";
+  sink.Take();
+  AgentPatch("b", {{"releasedRecallID", id}});
+  ASSERT_TRUE(holding.Reconcile("vol").ok());
+  while (holding.display()->pending() > 0)
+    absl::SleepFor(absl::Milliseconds(1));
+  // Then the lease display's writes (after the outcome, in any order).
+  std::vector<std::string> done = log.Take();
+  ASSERT_GE(done.size(), 3u);
+  EXPECT_THAT(std::vector<std::string>(done.begin(), done.begin() + 3),
+              ::testing::ElementsAre("patch daxrecalls r Complete",
+                                     "patch daxvolumes vol -", "unquiet vol"));
+  for (size_t i = 3; i < done.size(); ++i) {
+    EXPECT_TRUE(absl::StartsWith(done[i], "patch daxleases ")) << done[i];
+  }
+  EXPECT_EQ(V().status.epoch, 2);
+  EXPECT_THAT(sink.Take(), ::testing::Not(::testing::IsEmpty()))
+      << "the outcome's events are recorded (and sent once unquieted)";
+}
+
+// Without the hold (or without the lagging display) nothing is quieted.
+TEST_F(ReconcilerTest, EventsAreNotQuietWithoutTheHold) {
+  GrantedVolume({"a"});
+  WriteLog log;
+  LoggingPatchClient logging(fake_, log);
+  QuietLoggingSink sink(log);
+  ReconcilerOptions o;
+  o.lag_lease_writes = true;
+  o.display_hold = absl::Hours(1);
+  Reconciler lagging(logging, clock_, sink, o);
+  CreateRecall("r", 60, /*finalizer=*/true);
+  ASSERT_TRUE(lagging.Reconcile("vol").ok());
+  for (const std::string& e : log.Take()) {
+    EXPECT_FALSE(absl::StrContains(e, "quiet")) << e;
+  }
 }
 
 // A leader that dies right after storing the outcome of a recall whose

@@ -73,14 +73,10 @@ ABSL_FLAG(uint64_t, migration_max_bytes_per_second, 0,
           "limit)");
 ABSL_FLAG(int, migration_streams, 2,
           "connections a migration copy to this node reads on at once");
-// Off by default: one run of migration_twonode_test (the source agent
-// killed at agent.recall.released) found one corrupt 4 KiB block after a
-// direct-write migration whose checksums matched (docs/agent.md).
-ABSL_FLAG(bool, migration_direct_writes, false,
+ABSL_FLAG(bool, migration_direct_writes, true,
           "write a migration's file media (not devdax) with O_DIRECT, past "
           "the page cache, as persistent memory has none (falls back to "
-          "buffered writes where the file system refuses O_DIRECT); false "
-          "(the default until a corrupt block seen once is explained): "
+          "buffered writes where the file system refuses O_DIRECT); false: "
           "buffered writes, written back chunk by chunk");
 ABSL_FLAG(bool, file_leases, true,
           "hold an fcntl lease on each served fsdax data file; a break starts "

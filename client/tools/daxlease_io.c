@@ -13,7 +13,10 @@
  *       as SECONDS does). Writers on disjoint ranges do not meet.
  *   daxlease-io verify DIR BLOCK [FIRST [COUNT]]
  *       check every pattern block of that range: prints
- *       "blocks=N valid=V empty=E corrupt=C maxseq=S"; exit 1 if C > 0.
+ *       "blocks=N valid=V empty=E corrupt=C maxseq=S"; when C > 0 also a
+ *       second line "corrupt_at=I[,I...]" naming the first 16 corrupt
+ *       blocks' indices (a writer killed in the middle of a block leaves
+ *       that one block torn); exit 1 if C > 0.
  *
  * Environment: DAXLEASE_IO_TIMEOUT_MS (attach timeout), DAXLEASE_IO_PACE_MS
  * (pattern: pause after each persisted block, so a long run in a pod logs a
@@ -242,6 +245,9 @@ static int cmd_pattern(daxlease_volume* vol, int argc, char** argv) {
   return errors == 0 ? 0 : 1;
 }
 
+/* verify names this many corrupt blocks at most. */
+#define CORRUPT_NAMED 16
+
 static int cmd_verify(daxlease_volume* vol, int argc, char** argv) {
   if (argc < 4) return 2;
   size_t block = (size_t)strtoull(argv[3], NULL, 0);
@@ -253,6 +259,7 @@ static int cmd_verify(daxlease_volume* vol, int argc, char** argv) {
   unsigned char* buf = malloc(block);
   if (buf == NULL) return 1;
   uint64_t valid = 0, empty = 0, corrupt = 0, maxseq = 0;
+  uint64_t corrupt_at[CORRUPT_NAMED];
   for (uint64_t i = first; i < first + blocks; ++i) {
     int rc = daxlease_read(vol, i * block, buf, block);
     if (rc != DAXLEASE_OK) return fail("read", rc);
@@ -264,12 +271,17 @@ static int cmd_verify(daxlease_volume* vol, int argc, char** argv) {
     } else if (c == 0) {
       ++empty;
     } else {
+      if (corrupt < CORRUPT_NAMED) corrupt_at[corrupt] = i;
       ++corrupt;
     }
   }
   printf("blocks=%" PRIu64 " valid=%" PRIu64 " empty=%" PRIu64
          " corrupt=%" PRIu64 " maxseq=%" PRIu64 "\n",
          blocks, valid, empty, corrupt, maxseq);
+  for (uint64_t k = 0; k < corrupt && k < CORRUPT_NAMED; ++k) {
+    printf("%s%" PRIu64, k == 0 ? "corrupt_at=" : ",", corrupt_at[k]);
+  }
+  if (corrupt > 0) printf("\n");
   free(buf);
   return corrupt == 0 ? 0 : 1;
 }

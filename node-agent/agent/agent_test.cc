@@ -6,8 +6,10 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdlib>
+#include <cstring>
 #include <functional>
 #include <mutex>
 #include <optional>
@@ -1815,6 +1817,68 @@ TEST_P(FileMediaMigrationTest, CopiesEveryByteDirectOrBufferedWhereRefused) {
   EXPECT_EQ(direct_opens_.load(), GetParam() == MediaWrites::kDisabled ? 0 : 2);
   EXPECT_EQ(count("event=agent.migration_direct_writes_refused "),
             GetParam() == MediaWrites::kRefused ? 1 : 0);
+  b->agent->Stop();
+}
+
+// Page cache and direct writes: node-b's media is mapped, and every page of
+// it read through that mapping (cached and mapped with the pre-copy's
+// bytes), before the copy in the pause writes the chunk a holder changed
+// (direct where the mode says); the mapping stays through the copy, as a
+// reader's would. Afterwards that same mapping and read(2) see the source's
+// bytes: no page cached before a direct write survives it (the kernel
+// writes back and drops the range's cached pages, unmapping them, and fails
+// loudly in dmesg, "Page cache invalidation failure", only when a page is
+// dirtied again meanwhile, which nothing does to a media being copied).
+TEST_P(FileMediaMigrationTest, MappingCachedBeforeTheCopySeesWhatItWrote) {
+  const uint64_t size = 2 * kChecksumChunk + (4 << 20) + 1000;
+  const std::string source = ServeFsdax(size);
+  VolumeEpoch(1);
+  std::unique_ptr<NodeB> b = StartFileNodeB();
+  auto status = [&] { return MigrationStatus(); };
+  CreateMigrationM1();
+  SetMigrationPhase("PreCopying", b.get());
+  ASSERT_TRUE(WaitFor([&] {
+    return status().value("preCopiedBytes", uint64_t{0}) == size;
+  })) << status().dump();
+  const std::string media = dir_ + "/state-b/media/vol/data";
+  const int fd = open(media.c_str(), O_RDONLY | O_CLOEXEC);
+  ASSERT_GE(fd, 0) << media;
+  void* p = mmap(nullptr, size, PROT_READ, MAP_SHARED, fd, 0);
+  close(fd);
+  ASSERT_NE(p, MAP_FAILED);
+  absl::Cleanup unmap = [p, size] { munmap(p, size); };
+  const char* view = static_cast<const char*>(p);
+  auto pre_copied = sys::ReadFile(source);
+  ASSERT_TRUE(pre_copied.ok());
+  // Every page faulted in (cached and mapped), holding the pre-copy.
+  ASSERT_EQ(std::memcmp(view, pre_copied->data(), size), 0)
+      << "the pre-copy's media differs from the source";
+  const auto [cached, pages] = CachedPages(media);
+  EXPECT_EQ(cached, pages);
+  // The holder changes bytes of chunk 1 (the copy in the pause reads the
+  // whole chunk again).
+  HolderWrites(source, kChecksumChunk + 100, 3 * 4096);
+  HolderWrites(source, kChecksumChunk + (1 << 20), 4096);
+  SetMigrationPhase("Copying", b.get());
+  ExpectCopyVerified(size);
+  EXPECT_EQ(status().value("refetchedBytes", uint64_t{0}), kChecksumChunk);
+  auto want = sys::ReadFile(source);
+  ASSERT_TRUE(want.ok());
+  ASSERT_TRUE(*want != *pre_copied);
+  // The mapping made before the copy, per 4 KiB page.
+  uint64_t stale = 0, first_stale = size;
+  for (uint64_t off = 0; off < size; off += 4096) {
+    const uint64_t n = std::min<uint64_t>(4096, size - off);
+    if (std::memcmp(view + off, want->data() + off, n) != 0) {
+      if (stale++ == 0) first_stale = off;
+    }
+  }
+  EXPECT_EQ(stale, 0u) << "pages of the mapping made before the copy still "
+                          "show the pre-copy's bytes, the first at "
+                       << first_stale;
+  auto read_back = sys::ReadFile(media);
+  ASSERT_TRUE(read_back.ok());
+  EXPECT_TRUE(*read_back == *want) << "read(2) of node-b's media differs";
   b->agent->Stop();
 }
 

@@ -121,6 +121,17 @@ class ReconcilerTest : public testing::Test {
               api::Access::kReadWrite};
     ASSERT_TRUE(fake_.Create(api::DaxLeaseResource(), api::ToJson(l)).ok());
   }
+  // Options with the lagging lease display, which shows nothing on its own
+  // within a test (display_hold 1 h), and the running recall's display
+  // writes held for `recall_hold` (zero: not held, the default).
+  static ReconcilerOptions HeldDisplay(
+      absl::Duration recall_hold = absl::ZeroDuration()) {
+    ReconcilerOptions o;
+    o.lag_lease_writes = true;
+    o.display_hold = absl::Hours(1);
+    o.recall_display_hold = recall_hold;
+    return o;
+  }
   // The volume at epoch 1 with these leases, each granted (the start of
   // most tests).
   void GrantedVolume(const std::vector<std::string>& leases) {
@@ -286,9 +297,7 @@ class CountingLeaseClient final : public k8s::ForwardingKubeClient {
 TEST_F(ReconcilerTest, LeaseWritesHeldWhileTheRecallRunsAreWrittenOnce) {
   GrantedVolume({"a", "b"});
   CountingLeaseClient counting(fake_);
-  ReconcilerOptions o;
-  o.lag_lease_writes = true;
-  o.display_hold = absl::Hours(1);
+  ReconcilerOptions o = HeldDisplay();
   Reconciler lagging(counting, clock_, events_, o);
   CreateRecall("r", 60);
   ASSERT_TRUE(lagging.Reconcile("vol").ok());
@@ -345,10 +354,7 @@ class CountingPatchClient final : public k8s::ForwardingKubeClient {
 TEST_F(ReconcilerTest, ARecallAnsweredWithinTheHoldWritesNothingBetween) {
   GrantedVolume({"a", "b"});
   CountingPatchClient counting(fake_);
-  ReconcilerOptions o;
-  o.lag_lease_writes = true;
-  o.display_hold = absl::Hours(1);
-  o.recall_display_hold = absl::Seconds(1);
+  ReconcilerOptions o = HeldDisplay(absl::Seconds(1));
   Reconciler holding(counting, clock_, events_, o);
   events_.Take();
   CreateRecall("r", 60, /*finalizer=*/true);
@@ -442,10 +448,7 @@ TEST_F(ReconcilerTest, EventsAreQuietFromARecallsStartToItsOutcome) {
   WriteLog log;
   LoggingPatchClient logging(fake_, log);
   QuietLoggingSink sink(log);
-  ReconcilerOptions o;
-  o.lag_lease_writes = true;
-  o.display_hold = absl::Hours(1);
-  o.recall_display_hold = absl::Milliseconds(200);
+  ReconcilerOptions o = HeldDisplay(absl::Milliseconds(200));
   Reconciler holding(logging, clock_, sink, o);
   CreateRecall("r", 60, /*finalizer=*/true);
   ASSERT_TRUE(holding.Reconcile("vol").ok());
@@ -481,9 +484,7 @@ TEST_F(ReconcilerTest, EventsAreNotQuietWithoutTheHold) {
   WriteLog log;
   LoggingPatchClient logging(fake_, log);
   QuietLoggingSink sink(log);
-  ReconcilerOptions o;
-  o.lag_lease_writes = true;
-  o.display_hold = absl::Hours(1);
+  ReconcilerOptions o = HeldDisplay();
   Reconciler lagging(logging, clock_, sink, o);
   CreateRecall("r", 60, /*finalizer=*/true);
   ASSERT_TRUE(lagging.Reconcile("vol").ok());
@@ -498,10 +499,7 @@ TEST_F(ReconcilerTest, EventsAreNotQuietWithoutTheHold) {
 // moves on before anything is granted and no lease is granted at epoch 1.
 TEST_F(ReconcilerTest, ALeaderDyingAfterAHeldRecallsOutcomeMovesTheEpochOn) {
   GrantedVolume({"a", "b"});
-  ReconcilerOptions o;
-  o.lag_lease_writes = true;
-  o.display_hold = absl::Hours(1);
-  o.recall_display_hold = absl::Seconds(1);
+  ReconcilerOptions o = HeldDisplay(absl::Seconds(1));
   CreateRecall("r", 60, /*finalizer=*/true);
   {
     Reconciler first(client_, clock_, events_, o);
@@ -540,10 +538,7 @@ TEST_F(ReconcilerTest, ALeaderDyingAfterAHeldRecallsOutcomeMovesTheEpochOn) {
 // and the recall's counts, written by the pass the hold asked for.
 TEST_F(ReconcilerTest, ARecallRunningPastTheHoldIsShown) {
   GrantedVolume({"a", "b"});
-  ReconcilerOptions o;
-  o.lag_lease_writes = true;
-  o.display_hold = absl::Hours(1);
-  o.recall_display_hold = absl::Milliseconds(50);
+  ReconcilerOptions o = HeldDisplay(absl::Milliseconds(50));
   Reconciler holding(client_, clock_, events_, o);
   CreateRecall("r", 60);
   absl::StatusOr<ReconcileResult> started = holding.Reconcile("vol");
@@ -566,9 +561,7 @@ TEST_F(ReconcilerTest, ARecallRunningPastTheHoldIsShown) {
 TEST_F(ReconcilerTest, ARevokeIsWrittenWhileTheRecallRuns) {
   GrantedVolume({"a", "b"});
   CountingLeaseClient counting(fake_);
-  ReconcilerOptions o;
-  o.lag_lease_writes = true;
-  o.display_hold = absl::Hours(1);
+  ReconcilerOptions o = HeldDisplay();
   Reconciler lagging(counting, clock_, events_, o);
   CreateRecall("r", 2);
   ASSERT_TRUE(lagging.Reconcile("vol").ok());
@@ -862,10 +855,8 @@ TEST_F(ReconcilerTest, HoldersAreAskedRightAfterTheRecallStartIsStored) {
    private:
     std::atomic<int>& n_;
   } client(fake_, patches);
-  ReconcilerOptions o;
+  ReconcilerOptions o = HeldDisplay();
   o.channel = &relay;
-  o.lag_lease_writes = true;
-  o.display_hold = absl::Hours(1);
   Reconciler channel(client, clock_, events_, o);
   CreateRecall("r", 30, /*finalizer=*/true);
   absl::StatusOr<ReconcileResult> pass = channel.Reconcile("vol");

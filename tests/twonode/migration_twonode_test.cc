@@ -15,7 +15,9 @@
 #include <functional>
 #include <iostream>
 #include <memory>
+#include <optional>
 #include <sstream>
+#include <vector>
 
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
@@ -27,6 +29,7 @@
 #include "nlohmann/json.hpp"
 #include "tests/integration/plugin_harness.h"
 #include "tests/testing/prereq.h"
+#include "tests/twonode/daxlease_io_output.h"
 #include "tests/twonode/two_node_cluster.h"
 #include "tests/twonode/two_node_volume_test.h"
 
@@ -137,23 +140,16 @@ class MigrationTwoNodeTest : public TwoNodeVolumeTest {
     writer_->Kill9();
     const std::string out = WriterLog();
     EXPECT_THAT(out, ::testing::Not(::testing::HasSubstr("error"))) << out;
-    uint64_t seq = 0;
-    ASSERT_TRUE(LastPersisted(out, &seq)) << out;
+    const std::optional<uint64_t> seq = LastPersistedSeq(out);
+    ASSERT_TRUE(seq.has_value()) << "no persisted line in the writer's log\n"
+                                 << out;
     sys::CommandResult v = Io(cluster_->a(), {"verify", on_a_, "4096"});
-    ExpectIntactButTheBlockInHand(v, seq);
-    EXPECT_THAT(
-        v.stdout_text,
-        ::testing::AnyOf(
-            ::testing::HasSubstr(absl::StrCat(" maxseq=", seq, "\n")),
-            ::testing::HasSubstr(absl::StrCat(" maxseq=", seq + 1, "\n"))));
-  }
-  // The seq of the writer's last "persisted seq=" line in `log`.
-  static bool LastPersisted(const std::string& log, uint64_t* seq) {
-    const size_t last = log.rfind("persisted seq=");
-    return last != std::string::npos &&
-           absl::SimpleAtoi(
-               log.substr(last + 14, log.find(' ', last + 14) - last - 14),
-               seq);
+    ExpectIntactButTheBlockInHand(v, *seq);
+    const std::optional<VerifySummary> verified = ParseVerify(v.stdout_text);
+    ASSERT_TRUE(verified.has_value()) << v.stdout_text << v.stderr_text;
+    EXPECT_THAT(verified->maxseq,
+                ::testing::AnyOf(::testing::Eq(*seq), ::testing::Eq(*seq + 1)))
+        << v.stdout_text;
   }
   // `v` (a verify of the whole volume after the writer was killed with
   // kill -9, its last persisted block `seq`) found no corrupt block, but
@@ -163,30 +159,24 @@ class MigrationTwoNodeTest : public TwoNodeVolumeTest {
   // region). Any other corrupt block is a defect.
   void ExpectIntactButTheBlockInHand(const sys::CommandResult& v,
                                      uint64_t seq) {
-    uint64_t blocks = 0;
-    const size_t at = v.stdout_text.find("blocks=");
-    ASSERT_TRUE(
-        at != std::string::npos &&
-        absl::SimpleAtoi(
-            v.stdout_text.substr(at + 7, v.stdout_text.find(' ', at) - at - 7),
-            &blocks) &&
-        blocks > 0)
+    const std::optional<VerifySummary> verified = ParseVerify(v.stdout_text);
+    ASSERT_TRUE(verified.has_value() && verified->blocks > 0)
         << v.stdout_text << v.stderr_text;
     // The writer's block seq + 1 (it writes block i at (i - 1) modulo its
     // range, from block 0).
-    const uint64_t range =
-        writer_blocks_ > 0 ? static_cast<uint64_t>(writer_blocks_) : blocks;
+    const uint64_t range = writer_blocks_ > 0
+                               ? static_cast<uint64_t>(writer_blocks_)
+                               : verified->blocks;
     const uint64_t in_hand = seq % range;
-    if (absl::StrContains(v.stdout_text, " corrupt=1 ") &&
-        absl::StrContains(v.stdout_text,
-                          absl::StrCat("\ncorrupt_at=", in_hand, "\n"))) {
+    if (verified->corrupt == 1 &&
+        verified->corrupt_at == std::vector<uint64_t>{in_hand}) {
       std::cout << "the writer died in the middle of block " << in_hand
                 << " (seq " << seq + 1 << ", not persisted): torn\n";
       return;
     }
     EXPECT_EQ(v.exit_code, 0) << v.stdout_text << v.stderr_text;
-    EXPECT_THAT(v.stdout_text, ::testing::HasSubstr(" corrupt=0 "))
-        << "the block in hand at the kill: " << in_hand;
+    EXPECT_EQ(verified->corrupt, 0u)
+        << v.stdout_text << "the block in hand at the kill: " << in_hand;
   }
 
   // Waits until the migration copies (Copying, some bytes copied).
@@ -327,16 +317,16 @@ TEST_F(MigrationTwoNodeTest, WriterAndRemoteReaderRunThroughAMigrationAndBack) {
   EXPECT_TRUE(WIFEXITED(*exited) && WEXITSTATUS(*exited) == 0) << log();
   const std::string out = log();
   EXPECT_THAT(out, ::testing::Not(::testing::HasSubstr("error")));
-  const size_t last = out.rfind("persisted seq=");
-  ASSERT_NE(last, std::string::npos);
-  const std::string seq =
-      out.substr(last + 14, out.find(' ', last + 14) - last - 14);
+  const std::optional<uint64_t> seq = LastPersistedSeq(out);
+  ASSERT_TRUE(seq.has_value()) << "no persisted line in the writer's log\n"
+                               << out;
   // Every block, read remotely from node-b.
   v = Io(b, {"verify", on_b, "4096"});
   EXPECT_EQ(v.exit_code, 0) << v.stdout_text << v.stderr_text;
   EXPECT_THAT(v.stdout_text, ::testing::HasSubstr(" corrupt=0 "));
-  EXPECT_THAT(v.stdout_text,
-              ::testing::HasSubstr(absl::StrCat(" maxseq=", seq, "\n")));
+  const std::optional<VerifySummary> verified = ParseVerify(v.stdout_text);
+  ASSERT_TRUE(verified.has_value()) << v.stdout_text << v.stderr_text;
+  EXPECT_EQ(verified->maxseq, *seq) << v.stdout_text;
 }
 
 // The pre-copy: the target copies the volume while it is still Ready, then
@@ -372,9 +362,10 @@ TEST_F(MigrationTwoNodeTest, PreCopyLeavesOnlyTheWrittenChunkForThePause) {
   writer_->Kill9();
   const std::string out = WriterLog();
   EXPECT_THAT(out, ::testing::Not(::testing::HasSubstr("error")));
-  uint64_t seq = 0;
-  ASSERT_TRUE(LastPersisted(out, &seq)) << out;
-  ExpectIntactButTheBlockInHand(Io(b, {"verify", on_b_, "4096"}), seq);
+  const std::optional<uint64_t> seq = LastPersistedSeq(out);
+  ASSERT_TRUE(seq.has_value()) << "no persisted line in the writer's log\n"
+                               << out;
+  ExpectIntactButTheBlockInHand(Io(b, {"verify", on_b_, "4096"}), *seq);
 }
 
 }  // namespace

@@ -8,17 +8,15 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include <cinttypes>
-#include <cstdio>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <functional>
 #include <iostream>
+#include <optional>
 #include <sstream>
 #include <thread>
 
-#include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -31,6 +29,7 @@
 #include "nlohmann/json.hpp"
 #include "tests/integration/plugin_harness.h"
 #include "tests/testing/prereq.h"
+#include "tests/twonode/daxlease_io_output.h"
 #include "tests/twonode/two_node_cluster.h"
 #include "tests/twonode/two_node_volume_test.h"
 
@@ -48,15 +47,10 @@ struct PatternLog {
 PatternLog ReadPatternLog(const std::string& log, int64_t epoch) {
   PatternLog out;
   for (absl::string_view line : absl::StrSplit(log, '\n')) {
-    uint64_t seq = 0, index = 0;
-    int64_t e = 0;
-    if (sscanf(std::string(line).c_str(),
-               "persisted seq=%" SCNu64 " index=%" SCNu64 " epoch=%" SCNd64,
-               &seq, &index, &e) != 3) {
-      continue;
-    }
-    if (e == epoch) out.last_at = seq;
-    if (e > epoch && out.first_after == 0) out.first_after = seq;
+    const std::optional<PersistedLine> p = ParsePersistedLine(line);
+    if (!p.has_value()) continue;
+    if (p->epoch == epoch) out.last_at = p->seq;
+    if (p->epoch > epoch && out.first_after == 0) out.first_after = p->seq;
   }
   return out;
 }
@@ -190,16 +184,16 @@ TEST_F(SharedVolumeTwoNodeTest,
   EXPECT_TRUE(WIFEXITED(*exited) && WEXITSTATUS(*exited) == 0) << log();
   const std::string out = log();
   EXPECT_THAT(out, ::testing::HasSubstr(" epoch=2")) << "went on at epoch 2";
-  const size_t last = out.rfind("persisted seq=");
-  ASSERT_NE(last, std::string::npos);
-  const std::string seq =
-      out.substr(last + 14, out.find(' ', last + 14) - last - 14);
+  const std::optional<uint64_t> seq = LastPersistedSeq(out);
+  ASSERT_TRUE(seq.has_value()) << "no persisted line in the writer's log\n"
+                               << out;
 
   sys::CommandResult v = Io(b, {"verify", on_b, "4096"});
   EXPECT_EQ(v.exit_code, 0) << v.stdout_text << v.stderr_text;
   EXPECT_THAT(v.stdout_text, ::testing::HasSubstr(" corrupt=0 "));
-  EXPECT_THAT(v.stdout_text,
-              ::testing::HasSubstr(absl::StrCat(" maxseq=", seq, "\n")));
+  const std::optional<VerifySummary> verified = ParseVerify(v.stdout_text);
+  ASSERT_TRUE(verified.has_value()) << v.stdout_text << v.stderr_text;
+  EXPECT_EQ(verified->maxseq, *seq) << v.stdout_text;
 }
 
 // A shared xfs volume grows four times under a writer on its owner node-a
@@ -596,12 +590,10 @@ TEST_F(SharedVolumeTwoNodeTest,
                std::to_string(kCount)});
     EXPECT_EQ(v.exit_code, 0) << who << ": " << v.stdout_text << v.stderr_text;
     EXPECT_THAT(v.stdout_text, ::testing::HasSubstr(" corrupt=0 ")) << who;
-    uint64_t top = 0;  // the last sequence number in the snapshot
-    const size_t at = v.stdout_text.find(" maxseq=");
-    ASSERT_NE(at, std::string::npos) << v.stdout_text;
-    ASSERT_TRUE(absl::SimpleAtoi(
-        absl::StripAsciiWhitespace(v.stdout_text.substr(at + 8)), &top))
-        << v.stdout_text;
+    const std::optional<VerifySummary> verified = ParseVerify(v.stdout_text);
+    ASSERT_TRUE(verified.has_value())
+        << who << ": " << v.stdout_text << v.stderr_text;
+    const uint64_t top = verified->maxseq;  // the last seq in the snapshot
     // Everything acknowledged before the recall is in it; nothing persisted
     // after the resume is (the first line logged at epoch 2 may be a write
     // persisted just before the recall).

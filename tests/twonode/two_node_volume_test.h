@@ -2,8 +2,9 @@
 // (shared_volume_twonode_test, migration_twonode_test,
 // agent_restart_twonode_test), and the steps it drives a volume through:
 // CSI calls to a node's plugin, stage and publish as kubelet does,
-// daxlease-io inside a node, kubectl get and polling, recalls and
-// migrations. Skips (fails under CI=true) when a prerequisite is missing.
+// daxlease-io inside a node (its output parsed by daxlease_io_output.h),
+// kubectl get and polling, recalls and migrations. Skips (fails under CI=true)
+// when a prerequisite is missing.
 //
 // One TwoNodeCluster serves every test of a suite (started with the suite's
 // Options() by its first test, stopped after its last): starting one (two
@@ -42,6 +43,7 @@
 #include "nlohmann/json.hpp"
 #include "tests/integration/plugin_harness.h"
 #include "tests/testing/prereq.h"
+#include "tests/twonode/daxlease_io_output.h"
 #include "tests/twonode/two_node_cluster.h"
 
 namespace daxlease::testing {
@@ -354,14 +356,12 @@ class TwoNodeVolumeTest : public ::testing::Test {
     return n;
   }
 
-  // The last "persisted seq=N" of a daxlease-io pattern log (0: none).
+  // The last persisted seq of a daxlease-io pattern log, for polling a
+  // running writer and for checks that fail on 0 (0: none yet, or not
+  // parsed). Where the value itself matters, assert on LastPersistedSeq
+  // (daxlease_io_output.h), which tells "none" apart.
   static uint64_t LastPersisted(const std::string& log) {
-    const size_t p = log.rfind("persisted seq=");
-    uint64_t seq = 0;
-    if (p == std::string::npos) return 0;
-    (void)absl::SimpleAtoi(log.substr(p + 14, log.find(' ', p + 14) - p - 14),
-                           &seq);
-    return seq;
+    return LastPersistedSeq(log).value_or(0);
   }
 
   // The seq block `index` holds once a daxlease-io pattern writer over

@@ -481,7 +481,7 @@ TEST(LeaseDisplayTest, OverlayShowsAPendingWriteWithoutCopyingIt) {
   read.status.epoch = 1;
   const SharedLease cached(read);
   api::DaxLease planned = read;
-  planned.status.state = api::LeaseState::kRecalling;
+  planned.status.state = api::LeaseState::kReleased;
   planned.status.recall_id = "r";
   const SharedLease after(planned);
   display.Enqueue("v", cached, after, /*hold=*/true);  // held: not written
@@ -501,7 +501,7 @@ TEST(LeaseDisplayTest, OverlayShowsAPendingWriteWithoutCopyingIt) {
   w2.leases = {SharedLease(acked)};
   display.Overlay(w2);
   EXPECT_FALSE(w2.leases[0].SharesWith(after));
-  EXPECT_EQ(w2.leases[0]->status.state, api::LeaseState::kRecalling);
+  EXPECT_EQ(w2.leases[0]->status.state, api::LeaseState::kReleased);
   EXPECT_EQ(w2.leases[0]->status.released_recall_id, "r");
   EXPECT_EQ(after->status.released_recall_id, "");
 
@@ -515,6 +515,136 @@ TEST(LeaseDisplayTest, OverlayShowsAPendingWriteWithoutCopyingIt) {
   EXPECT_TRUE(w3.leases[0].SharesWith(other));
   EXPECT_FALSE(w3.display_pending.contains("l"));
   EXPECT_EQ(fake.WriteCount(), 0);
+}
+
+// A held write that only shows its recall's start (Granted as stored,
+// Recalling for the running recall) keeps no copy of the lease: a pass reads
+// the stored lease through the recall's record to the same state, so the
+// world is left as read (shared with the cache) and the display keeps a
+// name. When the hold is over the display writes nothing of its own: it asks
+// for a pass, whose writes are no longer held.
+TEST(LeaseDisplayTest, AHeldRecallStartKeepsNoCopyOfTheLease) {
+  class NoReader final : public WorldReader {
+   public:
+    absl::StatusOr<World> Read(const std::string&) override {
+      return absl::UnimplementedError("not read");
+    }
+  };
+  base::FakeClock clock;
+  k8s::FakeKubeClient fake(clock);
+  NoReader reader;
+  absl::Mutex mu;
+  std::vector<std::string> asked;
+  LeaseDisplay display(
+      fake, reader,
+      [&](const std::string& v) {
+        absl::MutexLock l(&mu);
+        asked.push_back(v);
+      },
+      1, absl::Milliseconds(50));
+  api::DaxLease read;
+  read.metadata.name = "l";
+  read.spec = {"v", "n", "ns/pod", api::Access::kReadWrite};
+  read.status.state = api::LeaseState::kGranted;
+  read.status.epoch = 1;
+  absl::StatusOr<k8s::Json> stored =
+      fake.Create(api::DaxLeaseResource(), api::ToJson(read));
+  ASSERT_TRUE(stored.ok()) << stored.status();
+  read.metadata.resource_version = k8s::ResourceVersionOf(*stored);
+  const SharedLease cached(read);
+  api::DaxLease planned = read;
+  planned.status.state = api::LeaseState::kRecalling;
+  planned.status.recall_id = "r";
+  const SharedLease after(planned);
+  const int64_t writes_before = fake.WriteCount();
+  display.Enqueue("v", cached, after, /*hold=*/true);
+  ASSERT_EQ(display.pending(), 1);
+
+  World w;
+  w.volume_name = "v";
+  w.leases = {cached};
+  display.Overlay(w);
+  EXPECT_TRUE(w.leases[0].SharesWith(cached)) << "left as read";
+  EXPECT_TRUE(w.display_pending.contains("l")) << "still pending";
+
+  // The hold ends: nothing written by the display, a pass asked for.
+  auto passes_asked = [&] {
+    absl::MutexLock l(&mu);
+    return asked.size();
+  };
+  for (int i = 0; i < 2000 && passes_asked() == 0; ++i) {
+    absl::SleepFor(absl::Milliseconds(1));
+  }
+  ASSERT_EQ(passes_asked(), 1u);
+  EXPECT_EQ(asked[0], "v");
+  EXPECT_EQ(display.pending(), 0);
+  EXPECT_EQ(fake.WriteCount(), writes_before);
+
+  // That pass's write is not held again while the recall runs on.
+  display.Enqueue("v", cached, after, /*hold=*/true);
+  for (int i = 0; i < 2000 && display.pending() > 0; ++i) {
+    absl::SleepFor(absl::Milliseconds(1));
+  }
+  EXPECT_EQ(display.pending(), 0);
+  EXPECT_EQ(fake.WriteCount(), writes_before + 1);
+  absl::StatusOr<k8s::Json> now = fake.Get(api::DaxLeaseResource(), "", "l");
+  ASSERT_TRUE(now.ok());
+  EXPECT_EQ((*now)["status"]["state"], "Recalling");
+}
+
+// The recall ends within the hold: a restated write the ending pass did not
+// replace is dropped, with a pass asked for; one it replaced (Released) is
+// written, once.
+TEST(LeaseDisplayTest, ARecallEndingWithinTheHoldWritesWhatItsLastPassDecided) {
+  class NoReader final : public WorldReader {
+   public:
+    absl::StatusOr<World> Read(const std::string&) override {
+      return absl::UnimplementedError("not read");
+    }
+  };
+  base::FakeClock clock;
+  k8s::FakeKubeClient fake(clock);
+  NoReader reader;
+  std::atomic<int> passes{0};
+  LeaseDisplay display(
+      fake, reader, [&](const std::string&) { ++passes; }, 1, absl::Hours(1));
+  std::vector<SharedLease> cached;
+  for (const char* name : {"a", "b"}) {
+    api::DaxLease read;
+    read.metadata.name = name;
+    read.spec = {"v", "n", "ns/pod", api::Access::kReadWrite};
+    read.status.state = api::LeaseState::kGranted;
+    read.status.epoch = 1;
+    absl::StatusOr<k8s::Json> stored =
+        fake.Create(api::DaxLeaseResource(), api::ToJson(read));
+    ASSERT_TRUE(stored.ok()) << stored.status();
+    read.metadata.resource_version = k8s::ResourceVersionOf(*stored);
+    cached.emplace_back(read);
+    api::DaxLease recalling = read;
+    recalling.status.state = api::LeaseState::kRecalling;
+    recalling.status.recall_id = "r";
+    display.Enqueue("v", cached.back(), SharedLease(recalling),
+                    /*hold=*/true);
+  }
+  const int64_t writes_before = fake.WriteCount();
+  api::DaxLease released = *cached[0];
+  released.status.state = api::LeaseState::kReleased;
+  released.status.recall_id = "r";
+  display.Enqueue("v", cached[0], SharedLease(released), /*hold=*/false);
+  display.Release("v");
+  for (int i = 0; i < 2000 && display.pending() > 0; ++i) {
+    absl::SleepFor(absl::Milliseconds(1));
+  }
+  EXPECT_EQ(display.pending(), 0);
+  EXPECT_EQ(fake.WriteCount(), writes_before + 1) << "a, Released, once";
+  absl::StatusOr<k8s::Json> a = fake.Get(api::DaxLeaseResource(), "", "a");
+  ASSERT_TRUE(a.ok());
+  EXPECT_EQ((*a)["status"]["state"], "Released");
+  absl::StatusOr<k8s::Json> b = fake.Get(api::DaxLeaseResource(), "", "b");
+  ASSERT_TRUE(b.ok());
+  EXPECT_EQ(k8s::ResourceVersionOf(*b), cached[1]->metadata.resource_version)
+      << "b: not written, for a pass to say";
+  EXPECT_GE(passes.load(), 1);
 }
 
 }  // namespace

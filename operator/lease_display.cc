@@ -22,6 +22,21 @@ api::DaxLease AsWritten(const api::DaxLease& want,
   return w;
 }
 
+// Whether `want` over `stored` only shows the start of the recall the volume
+// runs at the lease's epoch: Granted as stored, Recalling for that recall,
+// nothing else changed that the record does not say. A pass reads such a
+// lease through the DaxRecall's record (plan.h ReadThroughRecall) to the
+// same state, so the display need not keep a copy of it to show the pass.
+bool Restates(const api::DaxLease& stored, const api::DaxLease& want) {
+  return stored.status.state == api::LeaseState::kGranted &&
+         want.status.state == api::LeaseState::kRecalling &&
+         !want.status.fence_required && !want.status.recall_id.empty() &&
+         want.status.epoch == stored.status.epoch &&
+         want.metadata.finalizers == stored.metadata.finalizers &&
+         want.spec == stored.spec &&
+         want.status.bound_to == stored.status.bound_to;
+}
+
 }  // namespace
 
 LeaseDisplay::LeaseDisplay(k8s::KubeClient& client, WorldReader& reader,
@@ -65,14 +80,21 @@ void LeaseDisplay::Enqueue(const std::string& volume, const SharedLease& before,
     // `after` from it: write over that one.
     e.stored = before;
   }
-  // Shared with the pass's plan, as it is: what is written is AsWritten.
-  e.want = after;
   // A revoke is never held: holders' agents read it from the lease object
   // (so a holder whose owner dies before confirming the fence is still told
-  // at the deadline), and kubectl shows it the moment it is decided.
+  // at the deadline), and kubectl shows it the moment it is decided. Nor is
+  // anything once the volume's hold is over (held at most max_hold_).
+  auto h = held_.find(volume);
   const bool holdable =
-      hold && e.stored->metadata.finalizers == e.want->metadata.finalizers &&
-      e.want->status.state != api::LeaseState::kRevoked;
+      hold && (h == held_.end() || !h->second.over) &&
+      e.stored->metadata.finalizers == after->metadata.finalizers &&
+      after->status.state != api::LeaseState::kRevoked;
+  // Held and restating the recall's record: kept as a name, not a copy
+  // (never in flight: held writes are not).
+  e.restated = holdable && !e.in_flight && Restates(*e.stored, *after);
+  // Shared with the pass's plan, as it is: what is written is AsWritten.
+  // A restated write shares the stored lease instead (no copy is kept).
+  e.want = e.restated ? e.stored : after;
   if (e.held) {
     if (holdable) return;  // goes with the rest of the volume's
     e.held = false;  // (ReleaseLocked skips it; never in flight while held)
@@ -83,37 +105,67 @@ void LeaseDisplay::Enqueue(const std::string& volume, const SharedLease& before,
   if (holdable) {
     // (If it is in ready_ from before the hold, the writers skip it.)
     e.held = true;
-    auto [h, first] = held_.try_emplace(volume);
-    if (first) h->second.since = absl::Now();
-    h->second.leases.push_back(name);
+    auto [hv, first] = held_.try_emplace(volume);
+    if (first) hv->second.since = absl::Now();
+    hv->second.leases.push_back(name);
     return;
   }
   ready_.push_back(name);
 }
 
 void LeaseDisplay::Release(const std::string& volume) {
-  absl::MutexLock l(&mu_);
-  ReleaseLocked(volume);
+  std::vector<std::string> again;
+  {
+    absl::MutexLock l(&mu_);
+    ReleaseLocked(volume, /*recall_ended=*/true, again);
+  }
+  for (const std::string& v : again) requeue_(v);
 }
 
-void LeaseDisplay::ReleaseLocked(const std::string& volume) {
+void LeaseDisplay::ReleaseLocked(const std::string& volume, bool recall_ended,
+                                 std::vector<std::string>& again) {
   auto h = held_.find(volume);
   if (h == held_.end()) return;
+  bool dropped = false;
   for (const std::string& name : h->second.leases) {
     auto it = entries_.find(name);
     if (it == entries_.end() || !it->second.held) continue;
     it->second.held = false;
+    if (it->second.restated) {
+      // Nothing of its own to write: a pass (asked for below) computes it
+      // again and writes what it then decides.
+      entries_.erase(it);
+      if (--per_volume_[volume] == 0) per_volume_.erase(volume);
+      dropped = true;
+      continue;
+    }
     ready_.push_back(name);
   }
-  held_.erase(h);
+  if (dropped) again.push_back(volume);
+  if (recall_ended) {
+    held_.erase(h);
+  } else {
+    h->second.leases.clear();
+    h->second.over = true;
+  }
 }
 
-void LeaseDisplay::ReleaseExpiredLocked(absl::Time now) {
+void LeaseDisplay::ReleaseExpiredLocked(absl::Time now,
+                                        std::vector<std::string>& again) {
   std::vector<std::string> expired;
   for (const auto& [volume, h] : held_) {
-    if (now - h.since >= max_hold_) expired.push_back(volume);
+    if (!h.over && now - h.since >= max_hold_) expired.push_back(volume);
   }
-  for (const std::string& v : expired) ReleaseLocked(v);
+  for (const std::string& v : expired) {
+    ReleaseLocked(v, /*recall_ended=*/false, again);
+  }
+}
+
+bool LeaseDisplay::HoldingLocked() const {
+  for (const auto& [volume, h] : held_) {
+    if (!h.over) return true;
+  }
+  return false;
 }
 
 void LeaseDisplay::Overlay(World& world) {
@@ -126,6 +178,11 @@ void LeaseDisplay::Overlay(World& world) {
         e.stored->metadata.resource_version != d->metadata.resource_version) {
       continue;  // someone else wrote it: the write will conflict and go
     }
+    world.display_pending.insert(d->metadata.name);
+    // Restated: the lease as stored, read through its recall's record
+    // (plan.h), is what the pass would show; left as read, shared with the
+    // reader's cache.
+    if (e.restated) continue;
     // In flight, the read may show the write half done (its finalizer patch
     // stored, not yet its status): what this leader decided is the want.
     // The operator's fields as it decided them; the agents' as read.
@@ -135,7 +192,6 @@ void LeaseDisplay::Overlay(World& world) {
     shown.status.fenced_recall_id = d->status.fenced_recall_id;
     shown.status.revocation_acknowledged = d->status.revocation_acknowledged;
     shown.metadata.finalizers = e.want->metadata.finalizers;
-    world.display_pending.insert(d->metadata.name);
     // Usually exactly the pending write (read at the version it was
     // computed from, the agents' fields unchanged): shared with it, so a
     // pass over N pending writes copies none of them.
@@ -158,11 +214,19 @@ void LeaseDisplay::Work() {
     // any is held (and when a volume's hold begins).
     held_seen = held_.size();
     const absl::Duration wait =
-        held_.empty() ? absl::InfiniteDuration()
-                      : std::min(max_hold_, absl::Milliseconds(100));
+        HoldingLocked() ? std::min(max_hold_, absl::Milliseconds(100))
+                        : absl::InfiniteDuration();
     mu_.AwaitWithTimeout(absl::Condition(&has_work), wait);
     if (stopping_) return;
-    if (!held_.empty()) ReleaseExpiredLocked(absl::Now());
+    if (!held_.empty()) {
+      std::vector<std::string> again;
+      ReleaseExpiredLocked(absl::Now(), again);
+      if (!again.empty()) {
+        mu_.Unlock();
+        for (const std::string& v : again) requeue_(v);
+        mu_.Lock();
+      }
+    }
     if (ready_.empty()) continue;
     const std::string name = std::move(ready_.front());
     ready_.pop_front();

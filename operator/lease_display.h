@@ -20,7 +20,15 @@
 // Recalling was written is written once. A write that changes finalizers
 // or shows a revoke (state Revoked: the holder's agent reads it there and
 // tells its clients at once, even if the owner never confirms the fence)
-// is never held.
+// is never held. A held write that only shows the recall's start (Granted
+// as stored, Recalling for the volume's running recall) keeps no copy of
+// the lease: the pass reads the stored lease through the DaxRecall's
+// record (plan.h) to the same state, so Overlay leaves it as read and the
+// display keeps its name (at N = 10000 a copy of each lease is about 12 MB
+// at the recall's peak). It is never written as such: when the hold ends
+// before the recall, the display asks for a pass, which writes it.
+// Once a volume's hold has run out, nothing more of it is held until its
+// recall ends.
 //
 // Each write is guarded by the resourceVersion it was computed from; a
 // conflict (someone else wrote the lease) or any error drops the pending
@@ -70,7 +78,7 @@ class LeaseDisplay {
   // changes no finalizer waits (see above). Keeps `before` and `after`
   // shared (plan.h SharedLease): once the pass is done a pending write
   // holds one copy of its lease, `after`, besides what the reader's cache
-  // holds anyway.
+  // holds anyway; a held recall start (see above) holds none.
   void Enqueue(const std::string& volume, const SharedLease& before,
                const SharedLease& after, bool hold = false);
   // Lets every held write of `volume` go (its recall ended): after the
@@ -92,12 +100,24 @@ class LeaseDisplay {
     SharedLease want;
     bool in_flight = false;
     bool held = false;
+    // Held, and only shows the start of the volume's running recall, which
+    // its record says: `want` is `stored` (no copy kept); never written as
+    // such (a pass computes it again when the hold ends).
+    bool restated = false;
   };
   void Work();
-  // Moves held writes whose time is up (or all of `volume`'s) to ready_.
-  void ReleaseLocked(const std::string& volume)
+  // Moves `volume`'s held writes to ready_, and drops the restated ones
+  // (naming the volume in `again`: it needs a pass to compute them).
+  // `recall_ended`: its recall ended (Release); else its hold is over
+  // (max_hold_), and nothing more of it is held until the recall ends.
+  void ReleaseLocked(const std::string& volume, bool recall_ended,
+                     std::vector<std::string>& again)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  void ReleaseExpiredLocked(absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // ReleaseLocked for every volume whose hold is over at `now`.
+  void ReleaseExpiredLocked(absl::Time now, std::vector<std::string>& again)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Whether any volume's hold runs (its writers look at the clock).
+  bool HoldingLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   k8s::KubeClient& client_;
   WorldReader& reader_;
@@ -106,10 +126,12 @@ class LeaseDisplay {
   std::map<std::string, Entry> entries_ ABSL_GUARDED_BY(mu_);  // by lease
   std::deque<std::string> ready_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, int> per_volume_ ABSL_GUARDED_BY(mu_);
-  // Per volume: since when its writes are held, and which.
+  // Per volume whose recall runs: since when its writes are held, and
+  // which; `over` once max_hold_ has passed (nothing more is held).
   struct Held {
     absl::Time since;
     std::vector<std::string> leases;
+    bool over = false;
   };
   std::map<std::string, Held> held_ ABSL_GUARDED_BY(mu_);
   const absl::Duration max_hold_;

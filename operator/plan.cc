@@ -392,6 +392,10 @@ class Planner {
         continue;
       }
       ReadThroughRecall(*l);
+      if (auto read = api::ParseEnum<api::LeaseState>(CrdStateName(*l));
+          read.ok() && *read != *d.status.state) {
+        read_as_[i] = *read;
+      }
       s_.leases.push_back(*std::move(l));
       index_[d.metadata.name] = i;
     }
@@ -1316,11 +1320,14 @@ class Planner {
     }
     std::map<std::string, std::vector<size_t>> by_state;
     for (size_t i = 0; i < w_.leases.size(); ++i) {
-      const DaxLease& a = w_.leases[i];
       const DaxLease& b = d.leases[i];
-      if (a.status.state == b.status.state || !b.status.state.has_value()) {
-        continue;
-      }
+      // A lease read through its recall's record was already in the state
+      // the record gives it (its event came with the record's write): only
+      // its object lags.
+      auto read = read_as_.find(i);
+      const std::optional<api::LeaseState> a =
+          read != read_as_.end() ? read->second : w_.leases[i]->status.state;
+      if (a == b.status.state || !b.status.state.has_value()) continue;
       by_state[api::EnumName(*b.status.state)].push_back(i);
     }
     for (const auto& [state, idx] : by_state) {
@@ -1396,7 +1403,10 @@ class Planner {
   absl::flat_hash_map<absl::string_view, size_t> index_;
   int running_ = -1;                           // recall running when read
   std::map<int64_t, size_t> recall_at_epoch_;  // status.epoch -> recall
-  std::map<size_t, int> read_through_;      // recall -> leases read through it
+  std::map<size_t, int> read_through_;  // recall -> leases read through it
+  // Lease index -> its state as read through a recall's record, where that
+  // differs from what its object says.
+  std::map<size_t, api::LeaseState> read_as_;
   uint64_t initial_epoch_ = 1;              // volume epoch when read
   std::string completed_id_;                // recall that completed
   std::set<std::string> deletion_blocked_;  // deleted leases holding access

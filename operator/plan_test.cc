@@ -16,7 +16,10 @@ namespace {
 using api::LeaseState;
 using api::RecallPhase;
 using api::VolumePhase;
+using testing::Contains;
 using testing::ElementsAre;
+using testing::Not;
+using testing::StartsWith;
 
 const absl::Time kT0 = absl::FromUnixSeconds(1'700'000'000);
 
@@ -891,6 +894,10 @@ TEST(PlanTest, LaggingLeaseObjectsAreReadThroughTheRecallRecord) {
   EXPECT_EQ(again.desired.leases[2]->status.deadline, kT0 + absl::Seconds(5));
   EXPECT_EQ(again.desired.recalls, w.recalls) << "nothing new to record";
   EXPECT_TRUE(again.actions.empty());
+  // Their Recalling was recorded (and its events made) by the start: a
+  // pass reading it through the record records no lease transition again.
+  EXPECT_THAT(Reasons(start), Contains("DaxLease/Recalling"));
+  EXPECT_THAT(Reasons(again), Not(Contains(StartsWith("DaxLease/"))));
   // a and b ack (soft: on the channel), c is silent past its deadline.
   w.leases[0].Mutable().status.released_recall_id = "r-uid";
   w.leases[1].Mutable().status.released_recall_id = "r-uid";
@@ -899,6 +906,7 @@ TEST(PlanTest, LaggingLeaseObjectsAreReadThroughTheRecallRecord) {
               ElementsAre(LeaseState::kReleased, LeaseState::kReleased,
                           LeaseState::kRevoked));
   EXPECT_TRUE(deadline.desired.leases[2]->status.fence_required);
+  EXPECT_THAT(Reasons(deadline), Contains("DaxLease/Released"));
   EXPECT_THAT(deadline.desired.recalls[0].status.revoked_leases,
               ElementsAre("c"));
   EXPECT_TRUE(deadline.desired.recalls[0].status.fenced_leases.empty());

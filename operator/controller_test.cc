@@ -458,19 +458,39 @@ TEST_F(CacheWorldReaderTest, WorldsShareTheCachedLeasesAndEditsDoNotLeak) {
   EXPECT_EQ(d->leases[0]->status.epoch, 1);
 }
 
+// A LeaseDisplay's reader, never read (the display only tells it of writes).
+class NoWorldReader final : public WorldReader {
+ public:
+  absl::StatusOr<World> Read(const std::string&) override {
+    return absl::UnimplementedError("not read");
+  }
+};
+
+// Lease `name` of volume v, Granted at epoch 1, as created in `fake` (its
+// resourceVersion is the stored one).
+SharedLease StoredGrantedLease(k8s::FakeKubeClient& fake,
+                               const std::string& name) {
+  api::DaxLease read;
+  read.metadata.name = name;
+  read.spec = {"v", "n", "ns/pod", api::Access::kReadWrite};
+  read.status.state = api::LeaseState::kGranted;
+  read.status.epoch = 1;
+  absl::StatusOr<k8s::Json> stored =
+      fake.Create(api::DaxLeaseResource(), api::ToJson(read));
+  EXPECT_TRUE(stored.ok()) << stored.status();
+  if (stored.ok()) {
+    read.metadata.resource_version = k8s::ResourceVersionOf(*stored);
+  }
+  return read;
+}
+
 // A pending display write is shown to the next pass as the very lease the
 // pass planned (shared: a pass over N pending writes copies none), with the
 // agents' fields as read; a lease read at another version is left as read.
 TEST(LeaseDisplayTest, OverlayShowsAPendingWriteWithoutCopyingIt) {
-  class NoReader final : public WorldReader {
-   public:
-    absl::StatusOr<World> Read(const std::string&) override {
-      return absl::UnimplementedError("not read");
-    }
-  };
   base::FakeClock clock;
   k8s::FakeKubeClient fake(clock);
-  NoReader reader;
+  NoWorldReader reader;
   LeaseDisplay display(
       fake, reader, [](const std::string&) {}, 1, absl::Hours(1));
   api::DaxLease read;
@@ -524,15 +544,9 @@ TEST(LeaseDisplayTest, OverlayShowsAPendingWriteWithoutCopyingIt) {
 // name. When the hold is over the display writes nothing of its own: it asks
 // for a pass, whose writes are no longer held.
 TEST(LeaseDisplayTest, AHeldRecallStartKeepsNoCopyOfTheLease) {
-  class NoReader final : public WorldReader {
-   public:
-    absl::StatusOr<World> Read(const std::string&) override {
-      return absl::UnimplementedError("not read");
-    }
-  };
   base::FakeClock clock;
   k8s::FakeKubeClient fake(clock);
-  NoReader reader;
+  NoWorldReader reader;
   absl::Mutex mu;
   std::vector<std::string> asked;
   LeaseDisplay display(
@@ -542,17 +556,8 @@ TEST(LeaseDisplayTest, AHeldRecallStartKeepsNoCopyOfTheLease) {
         asked.push_back(v);
       },
       1, absl::Milliseconds(50));
-  api::DaxLease read;
-  read.metadata.name = "l";
-  read.spec = {"v", "n", "ns/pod", api::Access::kReadWrite};
-  read.status.state = api::LeaseState::kGranted;
-  read.status.epoch = 1;
-  absl::StatusOr<k8s::Json> stored =
-      fake.Create(api::DaxLeaseResource(), api::ToJson(read));
-  ASSERT_TRUE(stored.ok()) << stored.status();
-  read.metadata.resource_version = k8s::ResourceVersionOf(*stored);
-  const SharedLease cached(read);
-  api::DaxLease planned = read;
+  const SharedLease cached = StoredGrantedLease(fake, "l");
+  api::DaxLease planned = *cached;
   planned.status.state = api::LeaseState::kRecalling;
   planned.status.recall_id = "r";
   const SharedLease after(planned);
@@ -596,31 +601,16 @@ TEST(LeaseDisplayTest, AHeldRecallStartKeepsNoCopyOfTheLease) {
 // replace is dropped, with a pass asked for; one it replaced (Released) is
 // written, once.
 TEST(LeaseDisplayTest, ARecallEndingWithinTheHoldWritesWhatItsLastPassDecided) {
-  class NoReader final : public WorldReader {
-   public:
-    absl::StatusOr<World> Read(const std::string&) override {
-      return absl::UnimplementedError("not read");
-    }
-  };
   base::FakeClock clock;
   k8s::FakeKubeClient fake(clock);
-  NoReader reader;
+  NoWorldReader reader;
   std::atomic<int> passes{0};
   LeaseDisplay display(
       fake, reader, [&](const std::string&) { ++passes; }, 1, absl::Hours(1));
   std::vector<SharedLease> cached;
   for (const char* name : {"a", "b"}) {
-    api::DaxLease read;
-    read.metadata.name = name;
-    read.spec = {"v", "n", "ns/pod", api::Access::kReadWrite};
-    read.status.state = api::LeaseState::kGranted;
-    read.status.epoch = 1;
-    absl::StatusOr<k8s::Json> stored =
-        fake.Create(api::DaxLeaseResource(), api::ToJson(read));
-    ASSERT_TRUE(stored.ok()) << stored.status();
-    read.metadata.resource_version = k8s::ResourceVersionOf(*stored);
-    cached.emplace_back(read);
-    api::DaxLease recalling = read;
+    cached.push_back(StoredGrantedLease(fake, name));
+    api::DaxLease recalling = *cached.back();
     recalling.status.state = api::LeaseState::kRecalling;
     recalling.status.recall_id = "r";
     display.Enqueue("v", cached.back(), SharedLease(recalling),

@@ -52,6 +52,9 @@ std::string CrdStateName(const lease::Lease& l) {
   if (l.fencing()) return "Revoked";
   return std::string(lease::Name(l.state));
 }
+absl::StatusOr<api::LeaseState> CrdState(const lease::Lease& l) {
+  return api::ParseEnum<api::LeaseState>(CrdStateName(l));
+}
 
 // Reads the protocol view of one DaxLease that has a state.
 absl::StatusOr<lease::Lease> LeaseFromCrd(const DaxLease& d) {
@@ -391,10 +394,10 @@ class Planner {
         LeaseCond(i, false, "InvalidState", std::string(l.status().message()));
         continue;
       }
-      ReadThroughRecall(*l);
-      if (auto read = api::ParseEnum<api::LeaseState>(CrdStateName(*l));
-          read.ok() && *read != *d.status.state) {
-        read_as_[i] = *read;
+      if (ReadThroughRecall(*l)) {
+        if (auto read = CrdState(*l); read.ok() && *read != *d.status.state) {
+          read_as_[i] = *read;
+        }
       }
       s_.leases.push_back(*std::move(l));
       index_[d.metadata.name] = i;
@@ -418,16 +421,16 @@ class Planner {
 
   // A lease whose object still says Granted or Recalling at the epoch a
   // recall ran at is read through that DaxRecall's record (plan.h): the
-  // lease object lags, the recall does not.
-  void ReadThroughRecall(lease::Lease& l) {
-    if (!l.holds_access()) return;
+  // lease object lags, the recall does not. Returns whether it changed `l`.
+  bool ReadThroughRecall(lease::Lease& l) {
+    if (!l.holds_access()) return false;
     auto it = recall_at_epoch_.find(static_cast<int64_t>(l.epoch));
-    if (it == recall_at_epoch_.end()) return;
+    if (it == recall_at_epoch_.end()) return false;
     const DaxRecall& r = w_.recalls[it->second];
     const std::string id =
         r.status.recall_id.empty() ? r.metadata.uid : r.status.recall_id;
     if (l.state == lease::LeaseState::kRecalling && l.recall_id != id) {
-      return;  // not this recall's: Validate says what is wrong
+      return false;  // not this recall's: Validate says what is wrong
     }
     const bool complete = r.status.phase == api::RecallPhase::kComplete;
     const bool fenced = std::binary_search(r.status.fenced_leases.begin(),
@@ -452,10 +455,12 @@ class Planner {
       l.deadline = r.status.deadline.value_or(RecallFromCrd(r).started_at +
                                               RecallFromCrd(r).grace);
     }
-    if (l.state != was.state || l.reason != was.reason ||
-        l.recall_id != was.recall_id) {
-      ++read_through_[it->second];
+    if (l.state == was.state && l.reason == was.reason &&
+        l.recall_id == was.recall_id) {
+      return false;
     }
+    ++read_through_[it->second];
+    return true;
   }
 
   // Applies one protocol event; a refusal leaves s_ as it was and, for a
@@ -1059,7 +1064,7 @@ class Planner {
 
   // `d` as lib/lease left `l`.
   void WriteLease(const lease::Lease& l, DaxLease& d) {
-    auto state = api::ParseEnum<api::LeaseState>(CrdStateName(l));
+    auto state = CrdState(l);
     if (!state.ok()) return;
     d.status.state = *state;
     d.status.epoch = static_cast<int64_t>(l.epoch);
